@@ -1,0 +1,24 @@
+# Installs, with apt, the Debian packages the project needs when they are missing. Sourced by the scripts.
+
+# apt_ensure PKG...: install whichever of PKG are not installed yet (one apt-get update first).
+apt_ensure() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${missing[*]}" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# What the daemon needs at run time: the reference LZ4 and zstd libraries.
+RUNTIME_PACKAGES=(liblz4-1 libzstd1)
+
+# What the tests need besides: real NBD clients and servers, and qemu to boot a kernel with the nbd driver.
+TEST_PACKAGES=()
+
+ensure_runtime_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}"; }
+ensure_test_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }

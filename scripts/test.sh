@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (apt), builds in Release, runs every test project,
+# and ends with one line "N passed, N failed". Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/lib/prereqs.sh
+. scripts/lib/prereqs.sh
+ensure_test_prereqs
+
+results=$(mktemp -d "${TMPDIR:-/tmp}/zramd-test.XXXXXX")
+trap 'rm -rf "$results"' EXIT
+
+dotnet build Zram.sln -c Release -warnaserror -nologo -v:q
+status=0
+# One run per test project, each with its own results file, so that the totals below are exact.
+for proj in tests/*/*.csproj; do
+  name=$(basename "$proj" .csproj)
+  dotnet test "$proj" -c Release --no-build --nologo \
+    --logger "trx;LogFileName=$name.trx" --logger "console;verbosity=normal" \
+    --results-directory "$results" || status=$?
+done
+
+passed=0; failed=0; found=0
+for trx in "$results"/*.trx; do
+  [ -e "$trx" ] || continue
+  found=$((found + 1))
+  counters=$(grep -o '<Counters [^>]*>' "$trx" | head -n 1)
+  p=$(sed -n 's/.* passed="\([0-9]*\)".*/\1/p' <<<"$counters")
+  f=$(sed -n 's/.* failed="\([0-9]*\)".*/\1/p' <<<"$counters")
+  passed=$((passed + ${p:-0})); failed=$((failed + ${f:-0}))
+done
+
+if [ "$found" -eq 0 ]; then
+  echo "no test results were written" >&2
+  failed=$((failed + 1))
+fi
+echo "${passed} passed, ${failed} failed"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then
+  exit 1
+fi
