@@ -47,7 +47,7 @@ make_swap() {
   # The .NET program is a file-based app; it is built outside the repository so that the project's build
   # settings (warnings as errors, analyzers) do not apply to it.
   cp "$lib/heap.cs" "$work/heap.cs"
-  local -a cmds=("python3 $lib/heap.py $per" "node --max-old-space-size=$((per * 4)) $lib/heap.js $per" "dotnet run --file $work/heap.cs -- $per")
+  local -a cmds=("python3 $lib/heap.py $per" "node --expose-gc --max-old-space-size=$((per * 4)) $lib/heap.js $per" "dotnet run --file $work/heap.cs -- $per")
   cleanup() {
     for fd in "${fds[@]}"; do exec {fd}>&-; done
     fds=()
