@@ -65,6 +65,9 @@ public sealed unsafe class ZsPool : IDisposable
     private readonly HandleTable _handles;
     private readonly DeferredFreeQueue _deferred;
     private readonly Lock _compactLock = new();
+    private readonly PageRun[] _releaseRuns = new PageRun[256];
+    private readonly int[] _releaseIds = new int[256];
+    private int _releaseCount;
     private readonly ILogger _logger;
     private readonly string _name;
     private readonly int _tag;
@@ -605,10 +608,34 @@ public sealed unsafe class ZsPool : IDisposable
         _zspages.Free(id);
     }
 
+    /// <summary>Compaction frees zspages in bursts: it gathers them and gives their pages back together. Compaction lock held.</summary>
+    private void ReleaseLater(SizeClass cls, int id, ZsPageDescriptor* d)
+    {
+        if (_releaseCount == _releaseRuns.Length)
+        {
+            ReleaseDeferredZspages();
+        }
+
+        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage);
+        _releaseIds[_releaseCount++] = id;
+    }
+
+    private void ReleaseDeferredZspages()
+    {
+        _pages.FreeRuns(_releaseRuns.AsSpan(0, _releaseCount));
+        for (int i = 0; i < _releaseCount; i++)
+        {
+            _zspages.Free(_releaseIds[i]);
+        }
+
+        _releaseCount = 0;
+    }
+
     /// <summary>
     /// __zs_compact for one class: drains the emptiest zspages into the fullest while zs_can_compact says a
     /// whole zspage can be freed. One object per class-lock hold; the copy itself runs without the lock.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // Runs rarely but long: optimize it from the first call.
     private long CompactClass(SizeClass cls, ref long moved)
     {
         long freed = 0;
@@ -632,7 +659,7 @@ public sealed unsafe class ZsPool : IDisposable
             {
                 cls.Remove(srcId, src);
                 cls.Lock.Exit();
-                ReleaseZspage(cls, srcId, src);
+                ReleaseLater(cls, srcId, src);
                 freed += cls.PagesPerZspage;
                 src = null;
                 continue;
@@ -644,6 +671,7 @@ public sealed unsafe class ZsPool : IDisposable
                 if (srcId < 0)
                 {
                     cls.Lock.Exit();
+                    ReleaseDeferredZspages();
                     return freed;
                 }
 
@@ -657,6 +685,7 @@ public sealed unsafe class ZsPool : IDisposable
             {
                 cls.PutBack(srcId, src);
                 cls.Lock.Exit();
+                ReleaseDeferredZspages();
                 return freed;
             }
 
@@ -668,6 +697,7 @@ public sealed unsafe class ZsPool : IDisposable
                 cls.Lock.Exit();
                 if (++misses > 64)
                 {
+                    ReleaseDeferredZspages();
                     return freed;
                 }
 

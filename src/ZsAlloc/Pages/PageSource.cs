@@ -112,12 +112,7 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>Gives a run's pages back to the OS and puts the run on its free list.</summary>
     public void FreeRun(int head, int pages)
     {
-        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
-            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
-        {
-            throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
-        }
-
+        CheckRun(head, pages);
         // The syscall runs outside the lock; nobody else can use these pages until they are on a free list.
         MemoryMap.Release(PageAddress(head), (long)pages * PageSize);
         SetOwner(head, pages, NoOwner);
@@ -126,6 +121,51 @@ internal sealed unsafe class PageSource : IDisposable
             PushRun(head, pages);
             _pagesFree += pages;
             _pagesInUse -= pages;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): runs that touch are
+    /// given back with one madvise call, and the free lists are taken once.
+    /// </summary>
+    public void FreeRuns(Span<PageRun> runs)
+    {
+        foreach (PageRun run in runs)
+        {
+            CheckRun(run.Head, run.Pages);
+        }
+
+        runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        int start = 0;
+        for (int i = 1; i <= runs.Length; i++)
+        {
+            PageRun last = runs[i - 1];
+            bool touches = i < runs.Length && runs[i].Head == last.Head + last.Pages
+                && (runs[i].Head >> ArenaPageShift) == (last.Head >> ArenaPageShift);
+            if (!touches)
+            {
+                int first = runs[start].Head;
+                MemoryMap.Release(PageAddress(first), (long)(last.Head + last.Pages - first) * PageSize);
+                start = i;
+            }
+        }
+
+        long total = 0;
+        foreach (PageRun run in runs)
+        {
+            SetOwner(run.Head, run.Pages, NoOwner);
+            total += run.Pages;
+        }
+
+        lock (_lock)
+        {
+            foreach (PageRun run in runs)
+            {
+                PushRun(run.Head, run.Pages);
+            }
+
+            _pagesFree += total;
+            _pagesInUse -= total;
         }
     }
 
@@ -162,6 +202,15 @@ internal sealed unsafe class PageSource : IDisposable
 
             _pagesInUse = 0;
             _pagesFree = 0;
+        }
+    }
+
+    private void CheckRun(int head, int pages)
+    {
+        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
+            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
+        {
+            throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
         }
     }
 
