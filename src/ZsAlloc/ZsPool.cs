@@ -25,7 +25,8 @@ namespace ZsAlloc;
 ///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
-///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED.
+///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
+///   1 MiB of them kept warm for reuse, see <see cref="PageSource"/>).
 ///
 ///   Handle: an opaque 64-bit value naming a cell of the <see cref="HandleTable"/> (plus a generation and a
 ///   pool tag, <see cref="HandleCell"/>). The cell holds the object's location, so compaction can move the
@@ -267,6 +268,8 @@ public sealed unsafe class ZsPool : IDisposable
                 }
             }
 
+            // Compaction is when memory goes back: the few warm pages kept for reuse go too.
+            _pages.ReleaseWarm();
             Interlocked.Add(ref _pagesCompacted, freed);
             Interlocked.Add(ref _objectsMoved, moved);
             Interlocked.Increment(ref _compactionRuns);
