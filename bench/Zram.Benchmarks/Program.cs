@@ -6,7 +6,12 @@ internal static class Program
 {
     private static int Main(string[] args)
     {
-        // Console modes that print figures directly; anything else goes to BenchmarkDotNet.
+        // Console modes that print figures; everything else goes to BenchmarkDotNet.
+        if (args.Length > 0 && args[0] == "fragmentation")
+        {
+            return ZsPoolFragmentation.Run(args[1..]);
+        }
+
         if (args.Length > 0 && args[0] == "memory")
         {
             return Device.DeviceMemoryBenchmark.Run(args[1..]);
