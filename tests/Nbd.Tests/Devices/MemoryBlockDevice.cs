@@ -118,7 +118,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
             int count = 0;
             long end = offset + length;
             long position = offset;
-            while (position < end && count < extents.Length)
+            while (position < end)
             {
                 ExtentFlags flags = FlagsOf(_blocks[position / BlockSize]);
                 long next = Math.Min(end, ((position / BlockSize) + 1) * BlockSize);
@@ -126,9 +126,13 @@ public sealed class MemoryBlockDevice : IBlockDevice
                 {
                     extents[count - 1] = extents[count - 1] with { Length = extents[count - 1].Length + (next - position) };
                 }
-                else
+                else if (count < extents.Length)
                 {
                     extents[count++] = new BlockExtent(next - position, flags);
+                }
+                else
+                {
+                    break;
                 }
 
                 position = next;
