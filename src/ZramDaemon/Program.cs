@@ -1,10 +1,11 @@
+using System.Runtime.Versioning;
+
+// zramd is a Linux daemon: Unix sockets, mlockall, prctl, /proc.
+[assembly: SupportedOSPlatform("linux")]
+
 namespace ZramDaemon;
 
 internal static class Program
 {
-    private static int Main(string[] args)
-    {
-        Console.Error.WriteLine("zramd: the daemon is not built yet (see the open issues).");
-        return args.Length == 0 ? 1 : 64;
-    }
+    private static int Main(string[] args) => Cli.ZramdCommandLine.Run(args);
 }
