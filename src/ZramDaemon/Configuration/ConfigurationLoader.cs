@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using System.Text.RegularExpressions;
+using Nbd;
 using Serilog.Events;
 
 namespace ZramDaemon.Configuration;
@@ -250,20 +251,20 @@ public static partial class ConfigurationLoader
             }
         }
 
-        TlsSetting tlsMode = TlsSetting.Off;
+        NbdTlsMode tlsMode = NbdTlsMode.Off;
         if (daemon.TlsMode is { } tlsSetting)
         {
             tlsMode = tlsSetting.Value.ToLowerInvariant() switch
             {
-                "off" => TlsSetting.Off,
-                "optional" => TlsSetting.Optional,
-                "required" => TlsSetting.Required,
+                "off" => NbdTlsMode.Off,
+                "optional" => NbdTlsMode.Optional,
+                "required" => NbdTlsMode.Required,
                 _ => throw tlsSetting.Fail("use off, optional or required"),
             };
         }
 
         X509Certificate2? certificate = null;
-        if (tlsMode != TlsSetting.Off)
+        if (tlsMode != NbdTlsMode.Off)
         {
             certificate = LoadCertificate(daemon);
         }

@@ -21,7 +21,7 @@ public sealed record ZramdConfiguration
     /// <summary>The control socket (mode 0600) that <c>zramd status</c> and the other verbs talk to.</summary>
     public required string ControlPath { get; init; }
 
-    public TlsSetting TlsMode { get; init; }
+    public Nbd.NbdTlsMode TlsMode { get; init; }
 
     public string? TlsCertificatePath { get; init; }
 

@@ -1,4 +1,5 @@
 using System.Net;
+using Nbd;
 using ZramDaemon.Configuration;
 
 namespace ZramDaemon.Tests.Configuration;
@@ -237,7 +238,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         string path = WriteConfig($"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-mode = required\ntls-certificate = {certPath}\ntls-key = {keyPath}\n");
 
         ZramdConfiguration config = Load(Facts(), new CommandLineSettings { ConfigPath = path, ControlPath = "/tmp/c.ctl" });
-        Assert.Equal(TlsSetting.Required, config.TlsMode);
+        Assert.Equal(NbdTlsMode.Required, config.TlsMode);
         Assert.NotNull(config.TlsCertificate);
         Assert.True(config.TlsCertificate.HasPrivateKey);
         Assert.Equal("CN=zramd-test", config.TlsCertificate.Subject);
