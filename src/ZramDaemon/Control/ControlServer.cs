@@ -114,7 +114,21 @@ public sealed partial class ControlServer : IAsyncDisposable
                 }
 
                 await client.SendAsync(reply.ToJsonLine(), SocketFlags.None, timeout.Token).ConfigureAwait(false);
-                client.Shutdown(SocketShutdown.Both);
+                client.Shutdown(SocketShutdown.Send);
+
+                // Closing with unread input would reset the connection and could destroy the reply before the
+                // client reads it (an over-long request): read what is left, up to a bound, first.
+                byte[] rest = new byte[4096];
+                for (int total = 0; total < 1 << 20;)
+                {
+                    int n = await client.ReceiveAsync(rest, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    total += n;
+                }
             }
             catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
             {
