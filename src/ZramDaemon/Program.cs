@@ -1,8 +1,3 @@
-using System.Runtime.Versioning;
-
-// zramd is a Linux daemon: Unix sockets, mlockall, prctl, /proc.
-[assembly: SupportedOSPlatform("linux")]
-
 namespace ZramDaemon;
 
 internal static class Program

@@ -42,6 +42,11 @@ public sealed partial class ControlServer : IAsyncDisposable
             socket.Bind(new UnixDomainSocketEndPoint(path));
 
             // Before listen(): nobody can connect while the file still has the umask's mode.
+            if (OperatingSystem.IsWindows())
+            {
+                throw new PlatformNotSupportedException("zramd runs on Linux");
+            }
+
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             socket.Listen(16);
         }

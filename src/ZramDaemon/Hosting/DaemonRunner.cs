@@ -62,11 +62,13 @@ internal static partial class DaemonRunner
         catch (Exception e) when (e is DaemonStartException or IOException or System.Net.Sockets.SocketException or ArgumentException or DllNotFoundException or InvalidOperationException)
         {
             notifier.Notify("STATUS=failed to start: " + e.Message);
-            LogStartFailed(logger, e.Message, e);
+
+            // Expected failures (a socket in use, an address not ours) need no stack trace; the rest do.
+            LogStartFailed(logger, e.Message, e is DaemonStartException or IOException ? null : e);
             return ExitCodes.Failure;
         }
     }
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "zramd could not start: {Reason}")]
-    private static partial void LogStartFailed(ILogger logger, string reason, Exception e);
+    private static partial void LogStartFailed(ILogger logger, string reason, Exception? e);
 }

@@ -22,6 +22,9 @@ public static class DaemonLogging
         return new LoggerConfiguration()
             .MinimumLevel.Is(minimumLevel)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+
+            // The host logs a failed start with a stack trace; zramd says it once, plainly (DaemonRunner).
+            .MinimumLevel.Override("Microsoft.Extensions.Hosting", LogEventLevel.Fatal)
             .Enrich.With<SyslogPriorityEnricher>()
             .WriteTo.Console(
                 outputTemplate: journal ? JournalTemplate : TerminalTemplate,

@@ -195,6 +195,26 @@ public sealed partial class DaemonLifecycleTests
         Assert.True(stored <= (acked + unanswered) * 4096, $"stored {stored / 4096} pages, more than the {acked} acknowledged and {unanswered} unanswered writes");
     }
 
+    [Fact]
+    public void A_socket_that_cannot_be_bound_fails_the_start_with_exit_1_and_leaves_the_running_daemon_alone()
+    {
+        using RunningDaemon first = RunningDaemon.Start(["--size", "16M"]);
+
+        // Same NBD socket, its own control socket: the NBD socket is live, so the second start must fail.
+        string otherControl = Path.Combine(first.Directory, "other.ctl");
+        (int code, _, string stderr) = ZramdProcess.Run(["--listen", "unix:" + first.Socket, "--size", "16M", "--control", otherControl]);
+        Assert.Equal(1, code);
+        Assert.Contains($"zramd could not start: cannot listen on unix:{first.Socket}", stderr, StringComparison.Ordinal);
+        Assert.Contains("in use", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal); // no stack trace for an expected failure
+        Assert.False(File.Exists(otherControl), "the failed start must not leave its control socket behind");
+
+        ClientTool.Run("nbdinfo", ["--size", first.Uri()]).EnsureSuccess();
+        (code, _, _) = ZramdProcess.Run(["--listen", "tcp:192.0.2.1:10809", "--size", "16M", "--control", otherControl]);
+        Assert.Equal(1, code);
+        Assert.Equal(0, first.Stop());
+    }
+
     [GeneratedRegex(@"\d\d:\d\d:\d\d")]
     private static partial Regex Timestamp();
 
