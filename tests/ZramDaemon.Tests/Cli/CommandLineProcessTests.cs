@@ -49,7 +49,7 @@ public sealed class CommandLineProcessTests : IDisposable
     public static TheoryData<string, string> BadConfigFiles => new()
     {
         { "[zram0]\nzram-size = ram / 0\n", "[zram0] zram-size = 'ram / 0': division by zero" },
-        { "[zram0]\ncompression-algorithm = lzo-rle\n", "[zram0] compression-algorithm = 'lzo-rle': not a compression algorithm" },
+        { "[zram0]\ncompression-algorithm = lzo-rle\n", "[zram0] compression-algorithm = 'lzo-rle': 'lzo-rle' is not a compression algorithm" },
         { "[zram0]\nzram-resident-limit = ram / x\n", "[zram0] zram-resident-limit = 'ram / x': unknown name 'x'" },
         { "[zramd]\nsocket-mode = rw\n", "[zramd] socket-mode = 'rw': not a permission mode" },
         { "[zram1]\nread-only = sometimes\n", "[zram1] read-only = 'sometimes': use yes or no" },
@@ -78,7 +78,7 @@ public sealed class CommandLineProcessTests : IDisposable
         env["ZRAMD_ALGORITHM"] = "brotli";
         (int code, _, string stderr) = ZramdProcess.Run([], env);
         Assert.Equal(78, code);
-        Assert.StartsWith("zramd: environment variable ZRAMD_ALGORITHM = 'brotli': not a compression algorithm", stderr, StringComparison.Ordinal);
+        Assert.StartsWith("zramd: environment variable ZRAMD_ALGORITHM = 'brotli': 'brotli' is not a compression algorithm", stderr, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -137,7 +137,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         ZramdConfiguration fromEnvironment = Load(facts);
         Assert.Equal(["unix:/tmp/env.sock", "tcp:127.0.0.1:1"], fromEnvironment.Listen.Select(l => l.ToString()));
         Assert.All(fromEnvironment.Devices, d => Assert.Equal(200 * MiB, d.DiskSize));
-        Assert.All(fromEnvironment.Devices, d => Assert.Equal("zstd", d.Algorithm));
+        Assert.All(fromEnvironment.Devices, d => Assert.Equal("zstd:3", d.Algorithm));
         Assert.Equal(50 * MiB, fromEnvironment.Devices[0].MemLimit);
 
         ZramdConfiguration fromFlags = Load(facts, new CommandLineSettings
@@ -151,7 +151,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal("/tmp/flag.ctl", fromFlags.ControlPath);
         Assert.All(fromFlags.Devices, d => Assert.Equal(1L << 30, d.DiskSize));
         Assert.All(fromFlags.Devices, d => Assert.Equal(300 * MiB, d.MemLimit));
-        Assert.All(fromFlags.Devices, d => Assert.Equal("zstd", d.Algorithm));
+        Assert.All(fromFlags.Devices, d => Assert.Equal("zstd:3", d.Algorithm));
     }
 
     [Fact]
@@ -171,7 +171,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nzram-size = lots", "[zram0] zram-size = 'lots': unknown name 'lots'" },
         { "[zram0]\nzram-size = ram * 1000000000", "[zram0] zram-size = 'ram * 1000000000': comes to" },
         { "[zram0]\nzram-resident-limit = -5", "[zram0] zram-resident-limit = '-5': the memory limit cannot be negative" },
-        { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': not a compression algorithm" },
+        { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': 'lzo' is not a compression algorithm" },
+        { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
         { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
         { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
         { "[zram0]\ndeferred-free-capacity = 0", "[zram0] deferred-free-capacity = '0': a whole number" },
