@@ -87,6 +87,13 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         {
             _listeners.AddRange(activated);
             LogSocketActivated(activated.Count);
+
+            // "unix:/run/zramd/zramd.sock (systemd zramd.socket)": the path is what clients attach to.
+            string? unix = activated.Select(l => l.Description).FirstOrDefault(d => d.StartsWith("unix:/", StringComparison.Ordinal));
+            if (unix is not null && ListenAddress.TryParse(unix.Split(' ')[0], out ListenAddress? parsed, out _))
+            {
+                hintAddress = parsed;
+            }
         }
         else
         {

@@ -215,6 +215,66 @@ public sealed partial class DaemonLifecycleTests
         Assert.Equal(0, first.Stop());
     }
 
+    [Fact]
+    public void Socket_activation_serves_the_socket_systemd_passed()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            // systemd-socket-activate binds the socket, waits for the first client, then execs zramd with the
+            // socket as fd 3 and LISTEN_FDS=1, LISTEN_PID=its own pid, exactly as systemd does for a .socket unit.
+            string socket = Path.Combine(dir, "activated.sock");
+            string control = Path.Combine(dir, "zramd.ctl");
+            var info = new System.Diagnostics.ProcessStartInfo("systemd-socket-activate") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+            foreach (string arg in new[] { "-l", socket, "-E", "XDG_RUNTIME_DIR=" + dir, "dotnet", ZramdProcess.DllPath, "--size", "16M", "--control", control })
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            using var activator = System.Diagnostics.Process.Start(info)!;
+            var log = new StringBuilder();
+            activator.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
+            activator.BeginErrorReadLine();
+            try
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    Thread.Sleep(20);
+                }
+
+                // The first client waits in the backlog while zramd starts, then is served.
+                ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+                Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
+                Assert.Equal(0, ZramdProcess.Run(["status", "--control", control]).ExitCode);
+
+                using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", activator.Id.ToString(CultureInfo.InvariantCulture)]))
+                {
+                    kill.WaitForExit();
+                }
+
+                Assert.True(activator.WaitForExit(30_000));
+                Assert.Equal(0, activator.ExitCode);
+                lock (log)
+                {
+                    Assert.Contains("socket activation: serving the 1 socket(s) systemd passed", log.ToString(), StringComparison.Ordinal);
+                    Assert.Contains($"attach with: nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", log.ToString(), StringComparison.Ordinal);
+                }
+            }
+            finally
+            {
+                if (!activator.HasExited)
+                {
+                    activator.Kill(entireProcessTree: true);
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [GeneratedRegex(@"\d\d:\d\d:\d\d")]
     private static partial Regex Timestamp();
 
