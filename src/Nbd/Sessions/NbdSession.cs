@@ -330,7 +330,7 @@ internal sealed class NbdSession
         catch (Exception e)
         {
             // IBlockDevice reports errors as values; an exception is a bug, but it must not kill the connection.
-            _logger.ConnectionFailed(_id, e);
+            _logger.DeviceThrew(_id, request.Type, e);
             error = NbdError.IO;
         }
 
