@@ -419,8 +419,9 @@ internal sealed class NbdSession
                     {
                         await WriteReplyAsync(slot).ConfigureAwait(false);
                     }
-                    catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                    catch (Exception e)
                     {
+                        // Whatever went wrong, the writer must keep recycling slots or the reader would wait forever.
                         Break(e);
                     }
                 }
@@ -435,7 +436,7 @@ internal sealed class NbdSession
                 {
                     await FlushAsync().ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                catch (Exception e)
                 {
                     Break(e);
                 }
