@@ -10,6 +10,7 @@ namespace Nbd.Tests.Fuzz;
 /// hand-made refused requests, and then a time-boxed loop over random bytes and mutated transcripts (in both
 /// modes). Set NBD_FUZZ_SEED to replay a run; NBD_FUZZ_SECONDS to run longer than the default 20 s.
 /// </summary>
+[Collection(FuzzCollection.Name)]
 public class NbdFuzzTests(ITestOutputHelper output)
 {
     private const int MaxIterations = 200_000;

@@ -13,6 +13,7 @@ namespace ZramDaemon.Tests.Faults;
 /// the middle of a WRITE, thousands of connections dropped mid-handshake next to a client doing verified
 /// I/O, and a memory limit reached through NBD. Each case checks the bytes, not just that nothing crashed.
 /// </summary>
+[Collection(FaultCollection.Name)]
 public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
 {
     private const int Page = 4096;
