@@ -1,0 +1,356 @@
+using ZsAlloc.Native;
+using ZsAlloc.SizeClasses;
+
+namespace ZsAlloc.Pages;
+
+/// <summary>
+/// Where zspage pages come from. Pages are carved out of 64 MiB anonymous mappings (arenas), never one mapping
+/// per zspage: Linux allows only vm.max_map_count (65530) mappings per process. A zspage gets a run of
+/// 1..16 virtually contiguous pages of one arena, so an object that crosses a page boundary is still one
+/// contiguous range of bytes. A freed run is given back to the OS with MADV_DONTNEED (RSS falls, the address
+/// range stays mapped; after a short stay on the warm lists, below) and kept on a free list per run length for
+/// reuse; a longer free run is split when no run of the exact length is free, and fresh pages are taken from
+/// the newest arena last.
+///
+/// Page numbers are global: arena index * 16384 + page within the arena. An object's location is its global
+/// byte offset (page number * 4096 + offset), 38 bits for the 4096 arenas (256 GiB) allowed.
+///
+/// Freed runs first go on "warm" lists (still resident) that allocation tries first: a pool that frees and
+/// allocates at the same rate then pays neither the madvise (a TLB shootdown in a threaded process) nor the
+/// page faults of refilling, as the kernel's per-CPU page lists spare zsmalloc. Past 1 MiB warm
+/// (<see cref="WarmLimitPages"/>) half of them are released in one burst, neighbouring runs in one call,
+/// so at most 1 MiB stays resident unused. <see cref="ReleaseWarm"/> releases them all (compaction calls it).
+///
+/// The owner map (4 bytes a page) says which zspage holds each page, so a handle's location leads to its
+/// zspage descriptor. Head pages of free runs reuse their owner entry as the free-list link.
+/// One lock (a leaf: nothing else is taken while it is held) guards the free lists and the counters.
+/// </summary>
+internal sealed unsafe class PageSource : IDisposable
+{
+    public const int PageShift = 12;
+    public const int PageSize = 1 << PageShift;
+    public const int ArenaPageShift = 14;
+    public const int PagesPerArena = 1 << ArenaPageShift;
+    public const int ArenaByteShift = ArenaPageShift + PageShift;
+    public const long ArenaBytes = 1L << ArenaByteShift;
+    public const int MaxArenas = 4096;
+    public const int MaxRunPages = SizeClassTable.MaxChainLimit;
+    public const int NoOwner = -1;
+    public const int WarmLimitPages = 256;
+
+    private readonly nint[] _arenaBase = new nint[MaxArenas];
+    private readonly int[]?[] _owners = new int[MaxArenas][];
+    private readonly int[] _freeRunHead = new int[MaxRunPages + 1];
+    private readonly int[] _warmRunHead = new int[MaxRunPages + 1];
+    private readonly Lock _lock = new();
+    private int _arenaCount;
+    private int _nextFreshPage;
+    private int _freshLimit;
+    private long _pagesInUse;
+    private long _peakPages;
+    private long _pagesFree;
+    private int _pagesWarm;
+    private bool _disposed;
+
+    public PageSource()
+    {
+        if (Environment.SystemPageSize != PageSize)
+        {
+            throw new PlatformNotSupportedException($"The pool needs 4 KiB pages; this system uses {Environment.SystemPageSize}.");
+        }
+
+        Array.Fill(_freeRunHead, NoOwner);
+        Array.Fill(_warmRunHead, NoOwner);
+    }
+
+    /// <summary>Pages held by zspages now (zs_get_total_pages).</summary>
+    public long PagesInUse => Volatile.Read(ref _pagesInUse);
+
+    public long PeakPages => Volatile.Read(ref _peakPages);
+
+    /// <summary>Pages of mapped arenas that are on the free lists (already given back to the OS).</summary>
+    public long PagesFree => Volatile.Read(ref _pagesFree);
+
+    /// <summary>Freed pages kept resident for reuse (at most <see cref="WarmLimitPages"/>).</summary>
+    public int PagesWarm => Volatile.Read(ref _pagesWarm);
+
+    public int ArenaCount => Volatile.Read(ref _arenaCount);
+
+    /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
+    public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
+
+    public void ResetPeak()
+    {
+        lock (_lock)
+        {
+            _peakPages = _pagesInUse;
+        }
+    }
+
+    /// <summary>Takes a run of <paramref name="pages"/> contiguous pages and returns the global number of its first page.</summary>
+    public int AllocateRun(int pages)
+    {
+        if ((uint)(pages - 1) >= MaxRunPages)
+        {
+            throw new ArgumentOutOfRangeException(nameof(pages), pages, $"A run is 1..{MaxRunPages} pages.");
+        }
+
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            int head = PopRun(_warmRunHead, pages);
+            if (head != NoOwner)
+            {
+                _pagesWarm -= pages;
+                _pagesInUse += pages;
+                _peakPages = Math.Max(_peakPages, _pagesInUse);
+                return head;
+            }
+
+            head = PopRun(_freeRunHead, pages);
+            if (head == NoOwner)
+            {
+                head = SplitLongerRun(pages);
+            }
+
+            if (head == NoOwner)
+            {
+                head = TakeFresh(pages);
+            }
+            else
+            {
+                _pagesFree -= pages;
+            }
+
+            _pagesInUse += pages;
+            if (_pagesInUse > _peakPages)
+            {
+                _peakPages = _pagesInUse;
+            }
+
+            return head;
+        }
+    }
+
+    /// <summary>
+    /// Lists a freed run as warm (no syscall). When more than <see cref="WarmLimitPages"/> are warm, the caller
+    /// gives half of them back to the OS in one burst, runs that touch in one madvise call.
+    /// </summary>
+    public void FreeRun(int head, int pages)
+    {
+        CheckRun(head, pages);
+        SetOwner(head, pages, NoOwner);
+        bool trim;
+        lock (_lock)
+        {
+            PushRun(_warmRunHead, head, pages);
+            _pagesWarm += pages;
+            _pagesInUse -= pages;
+            trim = _pagesWarm > WarmLimitPages;
+        }
+
+        if (trim)
+        {
+            TrimWarm(WarmLimitPages / 2);
+        }
+    }
+
+    /// <summary>Gives the warm runs back to the OS too.</summary>
+    public void ReleaseWarm() => TrimWarm(0);
+
+    /// <summary>
+    /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): they go back to the OS
+    /// at once, runs that touch in one madvise call.
+    /// </summary>
+    public void FreeRuns(Span<PageRun> runs)
+    {
+        long total = 0;
+        foreach (PageRun run in runs)
+        {
+            CheckRun(run.Head, run.Pages);
+            SetOwner(run.Head, run.Pages, NoOwner);
+            total += run.Pages;
+        }
+
+        lock (_lock)
+        {
+            _pagesInUse -= total;
+        }
+
+        ReleaseToOs(runs);
+    }
+
+    /// <summary>Takes warm runs off their lists until at most <paramref name="keep"/> pages stay warm, and releases them.</summary>
+    private void TrimWarm(int keep)
+    {
+        Span<PageRun> runs = stackalloc PageRun[WarmLimitPages + MaxRunPages];
+        int count = 0;
+        lock (_lock)
+        {
+            // Longest runs first: they free the most pages per list operation.
+            for (int pages = MaxRunPages; pages >= 1 && _pagesWarm > keep; pages--)
+            {
+                int head;
+                while (_pagesWarm > keep && (head = PopRun(_warmRunHead, pages)) != NoOwner)
+                {
+                    runs[count++] = new PageRun(head, pages);
+                    _pagesWarm -= pages;
+                }
+            }
+        }
+
+        ReleaseToOs(runs[..count]);
+    }
+
+    /// <summary>madvise(MADV_DONTNEED) over runs that are on no list (coalescing neighbours), then lists them as free.</summary>
+    private void ReleaseToOs(Span<PageRun> runs)
+    {
+        if (runs.IsEmpty)
+        {
+            return;
+        }
+
+        runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        int start = 0;
+        for (int i = 1; i <= runs.Length; i++)
+        {
+            PageRun last = runs[i - 1];
+            bool touches = i < runs.Length && runs[i].Head == last.Head + last.Pages
+                && (runs[i].Head >> ArenaPageShift) == (last.Head >> ArenaPageShift);
+            if (!touches)
+            {
+                int first = runs[start].Head;
+                MemoryMap.Release(PageAddress(first), (long)(last.Head + last.Pages - first) * PageSize);
+                start = i;
+            }
+        }
+
+        long total = 0;
+        lock (_lock)
+        {
+            foreach (PageRun run in runs)
+            {
+                PushRun(_freeRunHead, run.Head, run.Pages);
+                total += run.Pages;
+            }
+
+            _pagesFree += total;
+        }
+    }
+
+    /// <summary>The address of a global page number. The page's arena exists (callers got it from this source).</summary>
+    public nint PageAddress(int page) => _arenaBase[page >> ArenaPageShift] + ((nint)(page & (PagesPerArena - 1)) << PageShift);
+
+    /// <summary>The address of a global byte location (page number * 4096 + offset).</summary>
+    public byte* Address(long location) =>
+        (byte*)_arenaBase[(int)(location >> ArenaByteShift)] + (location & (ArenaBytes - 1));
+
+    public void SetOwner(int head, int pages, int owner)
+    {
+        int[] map = _owners[head >> ArenaPageShift]!;
+        Array.Fill(map, owner, head & (PagesPerArena - 1), pages);
+    }
+
+    public int OwnerOf(int page) => _owners[page >> ArenaPageShift]![page & (PagesPerArena - 1)];
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            for (int i = 0; i < _arenaCount; i++)
+            {
+                MemoryMap.Unmap(_arenaBase[i], ArenaBytes);
+                _arenaBase[i] = 0;
+            }
+
+            _pagesInUse = 0;
+            _pagesFree = 0;
+        }
+    }
+
+    private void CheckRun(int head, int pages)
+    {
+        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
+            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
+        {
+            throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
+        }
+    }
+
+    private int PopRun(int[] heads, int pages)
+    {
+        int head = heads[pages];
+        if (head != NoOwner)
+        {
+            // A free run's head keeps the next run's head in its owner entry, encoded as -2 - next (-1 = end).
+            heads[pages] = -2 - OwnerOf(head);
+        }
+
+        return head;
+    }
+
+    private void PushRun(int[] heads, int head, int pages)
+    {
+        _owners[head >> ArenaPageShift]![head & (PagesPerArena - 1)] = -2 - heads[pages];
+        heads[pages] = head;
+    }
+
+    private int SplitLongerRun(int pages)
+    {
+        for (int longer = pages + 1; longer <= MaxRunPages; longer++)
+        {
+            int head = PopRun(_freeRunHead, longer);
+            if (head != NoOwner)
+            {
+                PushRun(_freeRunHead, head + pages, longer - pages);
+                return head;
+            }
+        }
+
+        return NoOwner;
+    }
+
+    private int TakeFresh(int pages)
+    {
+        if (_nextFreshPage + pages > _freshLimit)
+        {
+            // The newest arena's tail is too short: keep it as a free run (never touched, so it costs no RSS).
+            int tail = _freshLimit - _nextFreshPage;
+            if (tail > 0)
+            {
+                PushRun(_freeRunHead, _nextFreshPage, tail);
+                _pagesFree += tail;
+            }
+
+            MapArena();
+        }
+
+        int head = _nextFreshPage;
+        _nextFreshPage += pages;
+        return head;
+    }
+
+    private void MapArena()
+    {
+        int arena = _arenaCount;
+        if (arena == MaxArenas)
+        {
+            throw new OutOfMemoryException($"The pool has reached its limit of {MaxArenas} arenas of {ArenaBytes >> 20} MiB.");
+        }
+
+        nint address = MemoryMap.Map(ArenaBytes);
+        var owners = new int[PagesPerArena];
+        Array.Fill(owners, NoOwner);
+        _arenaBase[arena] = address;
+        Volatile.Write(ref _owners[arena], owners);
+        Volatile.Write(ref _arenaCount, arena + 1);
+        _nextFreshPage = arena << ArenaPageShift;
+        _freshLimit = (arena + 1) << ArenaPageShift;
+    }
+}

@@ -1,0 +1,141 @@
+namespace ZsAlloc.Tests.Pool;
+
+public sealed class CompactionTests
+{
+    [Fact]
+    public void Compaction_frees_what_zs_can_compact_promised_and_keeps_every_object()
+    {
+        using var pool = new ZsPool();
+        var random = new Random(7);
+        var live = new List<(ulong Handle, int Size)>();
+        for (int i = 0; i < 20_000; i++)
+        {
+            int size = random.Next(300, 2000);
+            ulong handle = pool.Malloc(size);
+            pool.Write(handle, TestPattern.Slice((int)handle, size));
+            live.Add((handle, size));
+        }
+
+        long pagesFull = pool.TotalPages;
+        var kept = new List<(ulong Handle, int Size)>();
+        foreach ((ulong handle, int size) in live)
+        {
+            if (random.Next(2) == 0)
+            {
+                pool.Free(handle);
+            }
+            else
+            {
+                kept.Add((handle, size));
+            }
+        }
+
+        long canCompact = pool.CanCompact();
+        long before = pool.TotalPages;
+        Assert.True(canCompact > before / 4, $"only {canCompact} of {before} pages freeable after freeing half");
+        Assert.Equal(canCompact, pool.GetClassStats().Sum(c => c.Freeable));
+
+        long freed = pool.Compact();
+        Assert.Equal(canCompact, freed);
+        Assert.Equal(before - freed, pool.TotalPages);
+        Assert.Equal(0, pool.CanCompact());
+        ZsPoolStats stats = pool.GetStats();
+        Assert.Equal(freed, stats.PagesCompacted);
+        Assert.Equal(1, stats.CompactionRuns);
+        Assert.True(stats.ObjectsMoved > 0);
+        Assert.True(pool.TotalPages < pagesFull * 6 / 10);
+
+        var back = new byte[4096];
+        foreach ((ulong handle, int size) in kept)
+        {
+            pool.Read(handle, back.AsSpan(0, size));
+            Assert.True(TestPattern.Slice((int)handle, size).SequenceEqual(back.AsSpan(0, size)));
+        }
+    }
+
+    [Fact]
+    public void Fullness_bands_follow_the_kernels_ratio_groups()
+    {
+        using var pool = new ZsPool();
+        // Class 32 (payload up to 24 bytes): one page, 128 objects. 13 objects = 10% -> band 2 (the kernel's 20% group).
+        var handles = Enumerable.Range(0, 13).Select(_ => pool.Malloc(24)).ToArray();
+        ZsClassStats row = pool.GetClassStats()[0];
+        Assert.Equal(32, row.Size);
+        Assert.Equal(1, row.ZspagesByFullness[2]);
+        pool.Free(handles[0]);
+        row = pool.GetClassStats()[0];
+        Assert.Equal(1, row.ZspagesByFullness[1]);
+        Assert.Equal(128, row.ObjAllocated);
+        Assert.Equal(12, row.ObjUsed);
+        Assert.Equal(0, row.Freeable);
+        Assert.StartsWith("    0    32         1         0", row.ToString(), StringComparison.Ordinal);
+
+        // Class numbers are the kernel's: (size - 32) / 16, so the huge class is 254 and 3632 is 225.
+        IReadOnlyList<ZsClassStats> rows = pool.GetClassStats();
+        Assert.Equal(254, rows[^1].Class);
+        Assert.Equal(225, Assert.Single(rows, r => r.Size == 3632).Class);
+    }
+
+    [Fact]
+    public void Peak_pages_remember_the_high_water_mark_until_reset()
+    {
+        using var pool = new ZsPool();
+        var handles = Enumerable.Range(0, 10).Select(_ => pool.Malloc(4000)).ToArray();
+        foreach (ulong handle in handles)
+        {
+            pool.Free(handle);
+        }
+
+        Assert.Equal(0, pool.TotalPages);
+        Assert.Equal(10, pool.PeakPages);
+        pool.ResetPeak();
+        Assert.Equal(0, pool.PeakPages);
+        Assert.True(pool.MetadataBytes > 0);
+    }
+
+    [Fact]
+    public void An_open_view_does_not_hang_compaction_or_a_reader_of_a_neighbour()
+    {
+        using var pool = new ZsPool();
+        // Payload 1000 + header = 1008, merged into class 1024: 4 objects a page. Two zspages; free three of the second:
+        // it becomes the emptiest zspage, the source of compaction.
+        var handles = Enumerable.Range(0, 8).Select(i =>
+        {
+            ulong h = pool.Malloc(1000);
+            pool.Write(h, TestPattern.Slice(i, 1000));
+            return h;
+        }).ToArray();
+        pool.Free(handles[1]);
+        pool.Free(handles[2]);
+        pool.Free(handles[5]);
+        pool.Free(handles[6]);
+        pool.Free(handles[7]);
+        Assert.Equal(1, pool.CanCompact());
+        ulong[] live = [handles[0], handles[3], handles[4]];
+
+        // The view pins the zspage of handles[4]; compaction gives up on it rather than wait forever,
+        // and a read of any object finishes while the view stays open.
+        using (ZsReadView view = pool.MapRead(handles[4], 1000, new byte[4096]))
+        {
+            var compaction = new Thread(() => pool.Compact());
+            compaction.Start();
+            var back = new byte[1000];
+            foreach (ulong h in live)
+            {
+                pool.Read(h, back);
+            }
+
+            Assert.True(compaction.Join(TimeSpan.FromSeconds(30)), "compaction waited for the open view");
+            Assert.True(TestPattern.Slice(4, 1000).SequenceEqual(view.Span));
+        }
+
+        pool.Compact();
+        Assert.Equal(0, pool.CanCompact());
+        var check = new byte[1000];
+        foreach ((ulong h, int seed) in new[] { (handles[0], 0), (handles[3], 3), (handles[4], 4) })
+        {
+            pool.Read(h, check);
+            Assert.True(TestPattern.Slice(seed, 1000).SequenceEqual(check));
+        }
+    }
+}
