@@ -18,7 +18,7 @@ apt_ensure() {
 RUNTIME_PACKAGES=(liblz4-1 libzstd1)
 
 # What the tests need besides: real NBD clients and servers, and qemu to boot a kernel with the nbd driver.
-TEST_PACKAGES=(nbd-client nbdkit libnbd-bin python3-libnbd qemu-utils fio openssl)
+TEST_PACKAGES=(nbd-client nbdkit libnbd-bin python3-libnbd qemu-utils fio openssl systemd)
 
 ensure_runtime_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}"; }
 ensure_test_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }

@@ -2,9 +2,5 @@ namespace ZramDaemon;
 
 internal static class Program
 {
-    private static int Main(string[] args)
-    {
-        Console.Error.WriteLine("zramd: the daemon is not built yet (see the open issues).");
-        return args.Length == 0 ? 1 : 64;
-    }
+    private static int Main(string[] args) => Cli.ZramdCommandLine.Run(args);
 }
