@@ -5,7 +5,7 @@
 # Every round runs every system once, in the same order (A B C A B C ...), so the drift of a shared machine
 # spreads over all of them; the report gives medians with min/max and the ratios zramd / peer.
 #
-#   scripts/bench/compare.sh [--rounds N] [--runtime SECONDS] [--corpus-size SIZE] [--systems LIST] [--out DIR]
+#   scripts/bench/compare.sh [--rounds N] [--runtime SECONDS] [--corpus-mib MIB] [--systems LIST] [--out DIR]
 #
 # Writes docs/BENCHMARKS.md and docs/benchmarks.png (unless --out says elsewhere) and prints the table.
 set -euo pipefail
@@ -14,14 +14,14 @@ root=$(pwd)
 
 rounds=3
 runtime=5
-corpus_size=512M
+corpus_mib=512
 systems="zramd nbdkit-sparse nbdkit-zstd kernel-zram"
 out=docs
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
-    --corpus-size) corpus_size=$2; shift 2 ;;
+    --corpus-mib) corpus_mib=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
@@ -54,9 +54,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- corpora ---------------------------------------------------------------------------------------------
-scripts/make-corpus.sh --size "$corpus_size" >&2
-swap_corpus=.cache/corpus/swap-like.bin
-fs_corpus=.cache/corpus/fs-like.bin
+{ read -r swap_corpus; read -r fs_corpus; } < <(scripts/make-corpus.sh --size "$corpus_mib")
 corpus_bytes=$(stat -c %s "$swap_corpus")
 
 dotnet build src/ZramDaemon/ZramDaemon.csproj -c Release -nologo -v:q >&2
@@ -76,8 +74,12 @@ wait_for_socket() {
 start_server() { # SYSTEM
   rm -f "$sock" "$ctl"
   case "$1" in
-    zramd)
-      "${zramd[@]}" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 >"$work/zramd.log" 2>&1 &
+    zramd|zramd-nodefer)
+      # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline.
+      local conf="$work/zramd.conf"
+      printf '[zram0]\ndeferred-free-capacity = %s\n' "$([ "$1" = zramd ] && echo 32768 || echo 0)" > "$conf"
+      "${zramd[@]}" --config "$conf" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 \
+        >"$work/zramd.log" 2>&1 &
       server_pid=$!; wait_for_socket "$sock"; wait_for_socket "$ctl" ;;
     nbdkit-sparse|nbdkit-zstd)
       nbdkit -f -U "$sock" memory "$corpus_bytes" "allocator=${1#nbdkit-}" >"$work/nbdkit.log" 2>&1 &
@@ -111,7 +113,7 @@ record() { printf '%s\t%s\t%s\t%s\n' "$round" "$system" "$1" "$2" >> "$results";
 # mem_used_total in bytes: zramd's stats, or the kernel's mm_stat; nothing for nbdkit (it has no such figure).
 mem_used_total() {
   case "$system" in
-    zramd) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .mem_used_total? // empty][0]' ;;
+    zramd*) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .mem_used_total? // empty][0]' ;;
     kernel-zram) awk '{print $3}' "/sys/block/$zram_dev/mm_stat" ;;
     *) echo "" ;;
   esac
@@ -119,7 +121,7 @@ mem_used_total() {
 
 compr_data_size() {
   case "$system" in
-    zramd) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .compr_data_size? // empty][0]' ;;
+    zramd*) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .compr_data_size? // empty][0]' ;;
     kernel-zram) awk '{print $2}' "/sys/block/$zram_dev/mm_stat" ;;
     *) echo "" ;;
   esac
@@ -212,14 +214,16 @@ run_compaction() {
   local before_trim; before_trim=$(mem_used_total)
   local trim_engine=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
   [ -n "$zram_dev" ] && trim_engine=(--ioengine=psync --filename="/dev/$zram_dev")
-  local t; t=$(seconds_of fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=4k --iodepth=1 \
+  # Half of the device in random 256 KiB extents (64 slots a request), so that the cost of freeing shows
+  # next to the cost of a request; with the queue the frees leave the request path.
+  local t; t=$(seconds_of fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=256k --iodepth=16 \
       --size="$corpus_bytes" --io_size=$(( corpus_bytes / 2 )) --randrepeat=1 --output-format=json)
   record "trim_half_s" "$t"
   local used compr
   used=$(mem_used_total); compr=$(compr_data_size)
   record "overhead_after_trim_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
   local c
-  if [ "$system" = zramd ]; then
+  if [ "$system" != kernel-zram ]; then
     c=$(seconds_of "${zramd[@]}" compact --control "$ctl")
   else
     c=$(seconds_of sh -c "echo 1 > /sys/block/$zram_dev/compact")
@@ -238,7 +242,12 @@ for round in $(seq 1 "$rounds"); do
     run_system
     case "$system" in zramd|kernel-zram) run_compaction ;; esac
   done
+  if [[ " $systems " == *" zramd "* ]]; then
+    system=zramd-nodefer
+    echo "round $round: $system (trims only)" >&2
+    run_compaction
+  fi
 done
 
 mkdir -p "$out"
-python3 scripts/bench/report.py "$results" "$out" "$rounds" "$runtime" "$corpus_size"
+python3 scripts/bench/report.py "$results" "$out" "$rounds" "$runtime" "${corpus_mib} MiB"
