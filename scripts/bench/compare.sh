@@ -113,15 +113,19 @@ record() { printf '%s\t%s\t%s\t%s\n' "$round" "$system" "$1" "$2" >> "$results";
 # mem_used_total in bytes: zramd's stats, or the kernel's mm_stat; nothing for nbdkit (it has no such figure).
 mem_used_total() {
   case "$system" in
-    zramd*) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .mem_used_total? // empty][0]' ;;
+    zramd*) zramd_stat mem_used_total ;;
     kernel-zram) awk '{print $3}' "/sys/block/$zram_dev/mm_stat" ;;
     *) echo "" ;;
   esac
 }
 
+zramd_stat() { # FIELD of zram0 in `zramd status --json`
+  "${zramd[@]}" status --json --control "$ctl" | jq "[.. | .$1? // empty][0]"
+}
+
 compr_data_size() {
   case "$system" in
-    zramd*) "${zramd[@]}" status --json --control "$ctl" | jq '[.. | .compr_data_size? // empty][0]' ;;
+    zramd*) zramd_stat compr_data_size ;;
     kernel-zram) awk '{print $2}' "/sys/block/$zram_dev/mm_stat" ;;
     *) echo "" ;;
   esac
@@ -219,12 +223,19 @@ run_compaction() {
   local t; t=$(seconds_of fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=256k --iodepth=16 \
       --size="$corpus_bytes" --io_size=$(( corpus_bytes / 2 )) --randrepeat=1 --output-format=json)
   record "trim_half_s" "$t"
+  # Let queued frees drain (zramd's device thread drains its queue every second), for every system alike.
+  sleep 1.5
   local used compr
   used=$(mem_used_total); compr=$(compr_data_size)
   record "overhead_after_trim_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
   local c
   if [ "$system" != kernel-zram ]; then
-    c=$(seconds_of "${zramd[@]}" compact --control "$ctl")
+    # The daemon's own compaction time, not the CLI's start-up: the delta of compaction_time_us.
+    local before after
+    before=$(zramd_stat compaction_time_us)
+    "${zramd[@]}" compact --control "$ctl" >/dev/null
+    after=$(zramd_stat compaction_time_us)
+    c=$(echo "($after - $before) / 1000000" | bc -l)
   else
     c=$(seconds_of sh -c "echo 1 > /sys/block/$zram_dev/compact")
   fi
