@@ -107,7 +107,8 @@ FIO
 
 echo "soak: $seconds s, fio $(fio --version) against zramd (pid $zramd_pid)"
 status=0
-fio --output-format=json --output="$work/fio.json" "$work/soak.fio" || status=$?
+# fio saves its verify state files in the working directory: keep them in $work, out of the repository.
+(cd "$work" && fio --output-format=json --output="$work/fio.json" "$work/soak.fio") || status=$?
 "${zramd[@]}" status --json --control "$work/zramd.ctl" > "$work/status.json"
 
 python3 - "$work/fio.json" "$work/status.json" "$status" <<'PY'
