@@ -18,7 +18,12 @@ apt_ensure() {
 RUNTIME_PACKAGES=(liblz4-1 libzstd1)
 
 # What the tests need besides: real NBD clients and servers, and qemu to boot a kernel with the nbd driver.
-TEST_PACKAGES=()
+TEST_PACKAGES=(
+  # VM tests (scripts/vm/): qemu boots Debian's cloud kernel with an initramfs made of these tools.
+  qemu-system-x86 busybox-static cpio nbd-client e2fsprogs util-linux gcc libc6-dev
+  # Host-side NBD clients: nbdsh, nbdinfo, nbdcopy.
+  libnbd-bin python3-libnbd
+)
 
 ensure_runtime_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}"; }
 ensure_test_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }

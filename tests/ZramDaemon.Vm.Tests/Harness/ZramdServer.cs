@@ -1,0 +1,136 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
+
+namespace ZramDaemon.Vm.Tests.Harness;
+
+/// <summary>
+/// The built zramd (dotnet zramd.dll) as a separate process, serving NBD on a Unix socket in a fresh folder,
+/// the way an admin runs it. Disposing stops it with SIGTERM (then SIGKILL) and removes the folder.
+/// </summary>
+public sealed class ZramdServer : IDisposable
+{
+    private readonly Process _process;
+    private readonly StringBuilder _log = new();
+
+    private ZramdServer(string directory, Process process)
+    {
+        Directory = directory;
+        _process = process;
+    }
+
+    public string Directory { get; }
+
+    public string Socket => Path.Combine(Directory, "zramd.sock");
+
+    public string ControlSocket => Path.Combine(Directory, "zramd.ctl");
+
+    /// <summary>What zramd printed so far (both streams), for failure messages.</summary>
+    public string Log
+    {
+        get
+        {
+            lock (_log)
+            {
+                return _log.ToString();
+            }
+        }
+    }
+
+    public static ZramdServer Start(string size = "1G", params string[] extraArguments)
+    {
+        string directory = System.IO.Directory.CreateTempSubdirectory("zramd-vm-").FullName;
+        var info = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(Repository.ZramdDll);
+        foreach (string a in (string[])["--listen", "unix:" + Path.Combine(directory, "zramd.sock"),
+                     "--control", Path.Combine(directory, "zramd.ctl"), "--size", size, .. extraArguments])
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        var process = new Process { StartInfo = info };
+        var server = new ZramdServer(directory, process);
+        process.OutputDataReceived += (_, e) => server.Append(e.Data);
+        process.ErrorDataReceived += (_, e) => server.Append(e.Data);
+        process.Start();
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        server.WaitUntilListening(TimeSpan.FromSeconds(30));
+        return server;
+    }
+
+    /// <summary>Runs a zramd verb against this daemon's control socket (e.g. "status", "--json").</summary>
+    public ProcessResult Control(params string[] arguments) =>
+        ProcessRunner.Run("dotnet", [Repository.ZramdDll, .. arguments, "--control", ControlSocket], TimeSpan.FromSeconds(60));
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            ProcessRunner.Run("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)], TimeSpan.FromSeconds(10));
+            if (!_process.WaitForExit(TimeSpan.FromSeconds(15)))
+            {
+                _process.Kill(entireProcessTree: true);
+            }
+        }
+
+        _process.WaitForExit();
+        _process.Dispose();
+        try
+        {
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A socket file left behind by a killed daemon is harmless in a temporary folder.
+        }
+    }
+
+    private void Append(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_log)
+        {
+            _log.AppendLine(line);
+        }
+    }
+
+    private void WaitUntilListening(TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < timeout)
+        {
+            if (_process.HasExited)
+            {
+                throw new InvalidOperationException($"zramd exited with {_process.ExitCode} before listening:\n{Log}");
+            }
+
+            if (File.Exists(Socket))
+            {
+                try
+                {
+                    using var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    probe.Connect(new UnixDomainSocketEndPoint(Socket));
+                    return;
+                }
+                catch (SocketException)
+                {
+                    // Bound but not yet listening.
+                }
+            }
+
+            Thread.Sleep(50);
+        }
+
+        throw new TimeoutException($"zramd did not listen on {Socket} within {timeout.TotalSeconds:F0} s:\n{Log}");
+    }
+}
