@@ -1,0 +1,360 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Nbd.Logging;
+using Nbd.Protocol;
+using Nbd.Sessions;
+
+namespace Nbd;
+
+/// <summary>
+/// An NBD server (fixed newstyle, doc/proto.md of NetworkBlockDevice/nbd) over any number of listeners and
+/// already-connected sockets. Each connection runs <see cref="NbdHandshake"/> and then an
+/// <see cref="NbdSession"/>. Exports can be added and removed while serving; removal only affects new
+/// connections. Lock order: <see cref="_gate"/> guards the export list, the connection set and the per-export
+/// counts, and nothing else is locked while holding it.
+/// </summary>
+public sealed class NbdServer : IAsyncDisposable
+{
+    private static readonly TimeSpan DrainPollInterval = TimeSpan.FromMilliseconds(10);
+
+    private readonly NbdServerOptions _options;
+    private readonly ILogger<NbdServer> _logger;
+    private readonly ILogger<NbdSession> _sessionLogger;
+    private readonly object _gate = new();
+    private readonly List<NbdExport> _exports = [];
+    private readonly Dictionary<string, int> _transmitting = new(StringComparer.Ordinal);
+    private readonly HashSet<Connection> _connections = [];
+    private readonly CancellationTokenSource _stopping = new();
+    private long _nextConnectionId;
+    private bool _stopped;
+
+    public NbdServer(NbdServerOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        options.Validate();
+        _options = options;
+        _logger = loggerFactory.CreateLogger<NbdServer>();
+        _sessionLogger = loggerFactory.CreateLogger<NbdSession>();
+    }
+
+    /// <summary>Connections open now, in the handshake or in transmission.</summary>
+    public int ConnectionCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _connections.Count;
+            }
+        }
+    }
+
+    /// <summary>Adds an export. The first export added is also the default export (empty name).</summary>
+    public void AddExport(NbdExport export)
+    {
+        ArgumentNullException.ThrowIfNull(export);
+        if (export.Name.Length == 0 || Encoding.UTF8.GetByteCount(export.Name) > ProtocolLimits.MaxStringLength)
+        {
+            throw new ArgumentException($"export name must be 1 to {ProtocolLimits.MaxStringLength} UTF-8 bytes", nameof(export));
+        }
+
+        if (export.Device.MinimumBlockSize is not (1 or 512 or 4096))
+        {
+            throw new ArgumentException("device minimum block size must be 1, 512 or 4096", nameof(export));
+        }
+
+        lock (_gate)
+        {
+            if (_exports.Exists(e => e.Name == export.Name))
+            {
+                throw new ArgumentException($"export '{export.Name}' already exists", nameof(export));
+            }
+
+            _exports.Add(export);
+        }
+    }
+
+    /// <summary>Removes an export from the list new connections can choose from; open connections to it go on.</summary>
+    public bool RemoveExport(string name)
+    {
+        lock (_gate)
+        {
+            return _exports.RemoveAll(e => e.Name == name) > 0;
+        }
+    }
+
+    /// <summary>Live transmission-phase connections to the export.</summary>
+    public int GetConnectionCount(string exportName)
+    {
+        lock (_gate)
+        {
+            return _transmitting.TryGetValue(exportName, out int count) ? count : 0;
+        }
+    }
+
+    /// <summary>Accepts connections until <paramref name="cancellationToken"/> is cancelled or the server stops.
+    /// Cancelling stops accepting only; open connections are ended by <see cref="StopAsync"/>.</summary>
+    public async Task ServeAsync(NbdListener listener, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(listener);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
+        _logger.Listening(listener.Description);
+        while (!linked.IsCancellationRequested)
+        {
+            Socket socket;
+            try
+            {
+                socket = await listener.AcceptAsync(linked.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+            catch (ObjectDisposedException)
+            {
+                break;
+            }
+            catch (SocketException e)
+            {
+                // EMFILE and friends: keep serving the connections we have, retry shortly.
+                _logger.AcceptFailed(listener.Description, e);
+                await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+
+            _ = ServeConnectionAsync(socket, simpleRepliesOnly: false, CancellationToken.None);
+        }
+    }
+
+    /// <summary>Serves one already-connected socket (handshake included) until it closes. With
+    /// <paramref name="simpleRepliesOnly"/> structured replies are refused, because the far end is (or will be
+    /// handed to) the kernel's nbd driver. Cancelling the token disconnects the client.</summary>
+    public async Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(connected);
+        var connection = new Connection(Interlocked.Increment(ref _nextConnectionId), connected);
+        if (!TryRegister(connection))
+        {
+            connected.Dispose();
+            return;
+        }
+
+        var stream = new NetworkStream(connected, ownsSocket: true);
+        using CancellationTokenRegistration onCancel = cancellationToken.Register(static c => ((Connection)c!).Abort(), connection);
+        string? exportName = null;
+        try
+        {
+            _logger.ConnectionOpened(connection.Id, DescribeRemote(connected));
+            HandshakeResult? result;
+            using (var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token))
+            {
+                handshakeTimeout.CancelAfter(_options.HandshakeTimeout);
+                var handshake = new NbdHandshake(this, _options, _sessionLogger, connection.Id, stream, simpleRepliesOnly);
+                result = await handshake.RunAsync(handshakeTimeout.Token).ConfigureAwait(false);
+            }
+
+            if (result is null)
+            {
+                return;
+            }
+
+            var session = new NbdSession(result, _options, _sessionLogger, connection.Id);
+            exportName = result.Export.Name;
+            if (!connection.TryStartSession(session, exportName, this))
+            {
+                session.Abort();
+                return;
+            }
+
+            _logger.TransmissionStarted(connection.Id, exportName, result.Flags.ToString(), result.StructuredReplies);
+            await session.RunAsync().ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            _logger.ConnectionFailed(connection.Id, e);
+        }
+        finally
+        {
+            Unregister(connection, exportName);
+            stream.Dispose();
+            _logger.ConnectionClosed(connection.Id);
+        }
+    }
+
+    /// <summary>Stops accepting, answers new requests with ESHUTDOWN, waits up to <paramref name="grace"/> for
+    /// requests in flight, then closes every connection.</summary>
+    public async Task StopAsync(TimeSpan grace)
+    {
+        Connection[] open;
+        lock (_gate)
+        {
+            _stopped = true;
+            open = [.. _connections];
+        }
+
+        _logger.Stopping(open.Length, grace);
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        foreach (Connection c in open)
+        {
+            c.BeginShutdown();
+        }
+
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0))
+        {
+            await Task.Delay(DrainPollInterval).ConfigureAwait(false);
+        }
+
+        foreach (Connection c in open)
+        {
+            c.Abort();
+        }
+
+        // The connections end promptly once their sockets are closed.
+        clock.Restart();
+        while (ConnectionCount > 0 && clock.Elapsed < TimeSpan.FromSeconds(5))
+        {
+            await Task.Delay(DrainPollInterval).ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        bool stopped;
+        lock (_gate)
+        {
+            stopped = _stopped;
+        }
+
+        if (!stopped)
+        {
+            await StopAsync(TimeSpan.Zero).ConfigureAwait(false);
+        }
+
+        _stopping.Dispose();
+    }
+
+    internal bool TryGetExport(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out NbdExport? export)
+    {
+        lock (_gate)
+        {
+            export = name.Length == 0 ? (_exports.Count > 0 ? _exports[0] : null) : _exports.Find(e => e.Name == name);
+            return export is not null;
+        }
+    }
+
+    internal NbdExport[] SnapshotExports()
+    {
+        lock (_gate)
+        {
+            return [.. _exports];
+        }
+    }
+
+    private bool TryRegister(Connection connection)
+    {
+        lock (_gate)
+        {
+            if (_stopped)
+            {
+                return false;
+            }
+
+            if (_connections.Count >= _options.MaxConnections)
+            {
+                _logger.TooManyConnections(DescribeRemote(connection.Socket), _options.MaxConnections);
+                return false;
+            }
+
+            _connections.Add(connection);
+            return true;
+        }
+    }
+
+    private void Unregister(Connection connection, string? exportName)
+    {
+        lock (_gate)
+        {
+            _connections.Remove(connection);
+            if (exportName is not null && connection.HasSession && _transmitting.TryGetValue(exportName, out int count))
+            {
+                if (count <= 1)
+                {
+                    _transmitting.Remove(exportName);
+                }
+                else
+                {
+                    _transmitting[exportName] = count - 1;
+                }
+            }
+        }
+    }
+
+    private static string DescribeRemote(Socket socket)
+    {
+        try
+        {
+            return socket.RemoteEndPoint?.ToString() is { Length: > 0 } remote ? remote : "local socket";
+        }
+        catch (SocketException)
+        {
+            return "unknown";
+        }
+    }
+
+    /// <summary>A connection as the server tracks it: its socket until the handshake ends, then its session.</summary>
+    private sealed class Connection(long id, Socket socket)
+    {
+        private NbdSession? _session;
+        private bool _shuttingDown;
+
+        public long Id { get; } = id;
+
+        public Socket Socket { get; } = socket;
+
+        public bool HasSession => Volatile.Read(ref _session) is not null;
+
+        public int InFlight => Volatile.Read(ref _session)?.InFlight ?? 0;
+
+        public bool TryStartSession(NbdSession session, string exportName, NbdServer server)
+        {
+            lock (server._gate)
+            {
+                if (server._stopped)
+                {
+                    return false;
+                }
+
+                _session = session;
+                server._transmitting[exportName] = server._transmitting.GetValueOrDefault(exportName) + 1;
+                if (_shuttingDown)
+                {
+                    session.BeginShutdown();
+                }
+
+                return true;
+            }
+        }
+
+        public void BeginShutdown()
+        {
+            _shuttingDown = true;
+            Volatile.Read(ref _session)?.BeginShutdown();
+        }
+
+        public void Abort()
+        {
+            if (Volatile.Read(ref _session) is { } session)
+            {
+                session.Abort();
+            }
+            else
+            {
+                Socket.Dispose();
+            }
+        }
+    }
+}

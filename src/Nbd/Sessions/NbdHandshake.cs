@@ -1,0 +1,494 @@
+using System.Buffers;
+using System.Buffers.Binary;
+using System.Net.Security;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using Nbd.Logging;
+using Nbd.Protocol;
+
+namespace Nbd.Sessions;
+
+/// <summary>
+/// Fixed newstyle option haggling for one connection, up to NBD_OPT_GO / NBD_OPT_EXPORT_NAME.
+/// Modelled on nbdkit's protocol-handshake-newstyle.c: every option payload is length-checked before it is
+/// parsed, a malformed option gets an error reply and haggling goes on, and only what the spec says cannot
+/// be answered (bad magic, unknown client flags, a failed EXPORT_NAME) drops the connection.
+/// Allocation here does not matter: it happens once per connection.
+/// </summary>
+internal sealed class NbdHandshake
+{
+    /// <summary>The id of base:allocation in NBD_REP_META_CONTEXT and BLOCK_STATUS chunks.</summary>
+    public const uint BaseAllocationContextId = 1;
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+
+    private readonly NbdServer _server;
+    private readonly NbdServerOptions _options;
+    private readonly ILogger _logger;
+    private readonly long _id;
+    private readonly bool _simpleRepliesOnly;
+    private readonly byte[] _buffer = new byte[ProtocolLimits.MaxOptionLength];
+    private Stream _stream;
+    private bool _noZeroes;
+    private bool _tls;
+    private bool _structured;
+    private string? _metaContextExport;
+    private bool _baseAllocation;
+
+    public NbdHandshake(NbdServer server, NbdServerOptions options, ILogger logger, long id, Stream stream, bool simpleRepliesOnly)
+    {
+        _server = server;
+        _options = options;
+        _logger = logger;
+        _id = id;
+        _stream = stream;
+        _simpleRepliesOnly = simpleRepliesOnly;
+    }
+
+    private static ReadOnlySpan<byte> BaseAllocation => "base:allocation"u8;
+
+    private static ReadOnlySpan<byte> BaseNamespace => "base:"u8;
+
+    /// <summary>Returns the negotiated result, or null when the connection is to be closed.</summary>
+    public async Task<HandshakeResult?> RunAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await NegotiateAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            _logger.HandshakeFailed(_id, "timed out or server stopping");
+        }
+        catch (EndOfStreamException)
+        {
+            _logger.HandshakeFailed(_id, "client closed the connection");
+        }
+        catch (IOException e)
+        {
+            _logger.HandshakeFailed(_id, e.Message);
+        }
+        catch (System.Security.Authentication.AuthenticationException e)
+        {
+            _logger.HandshakeFailed(_id, "TLS handshake failed: " + e.Message);
+        }
+        catch (ObjectDisposedException)
+        {
+            _logger.HandshakeFailed(_id, "connection closed");
+        }
+
+        return null;
+    }
+
+    private async Task<HandshakeResult?> NegotiateAsync(CancellationToken ct)
+    {
+        ServerGreeting.Write(_buffer, HandshakeFlags.FixedNewstyle | HandshakeFlags.NoZeroes);
+        await _stream.WriteAsync(_buffer.AsMemory(0, ServerGreeting.Length), ct).ConfigureAwait(false);
+
+        await _stream.ReadExactlyAsync(_buffer.AsMemory(0, 4), ct).ConfigureAwait(false);
+        var clientFlags = (ClientFlags)BinaryPrimitives.ReadUInt32BigEndian(_buffer);
+        if ((clientFlags & ~(ClientFlags.FixedNewstyle | ClientFlags.NoZeroes)) != 0)
+        {
+            return Drop($"unknown client flags 0x{(uint)clientFlags:x}");
+        }
+
+        if ((clientFlags & ClientFlags.FixedNewstyle) == 0)
+        {
+            return Drop("client does not speak fixed newstyle");
+        }
+
+        _noZeroes = (clientFlags & ClientFlags.NoZeroes) != 0;
+
+        while (true)
+        {
+            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, OptionRequestHeader.Size), ct).ConfigureAwait(false);
+            var header = OptionRequestHeader.Read(_buffer);
+            if (!header.HasValidMagic)
+            {
+                return Drop($"bad option magic 0x{header.Magic:x16}");
+            }
+
+            uint option = header.Option;
+            if (header.Length > ProtocolLimits.MaxOptionLength)
+            {
+                if (header.Length > ProtocolLimits.MaxSkippedOptionLength || option == (uint)OptionType.ExportName)
+                {
+                    return Drop($"option {option} payload of {header.Length} bytes");
+                }
+
+                await SkipAsync(header.Length, ct).ConfigureAwait(false);
+                await ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct).ConfigureAwait(false);
+                continue;
+            }
+
+            int length = (int)header.Length;
+            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
+            var payload = new ReadOnlyMemory<byte>(_buffer, 0, length);
+
+            if (_options.TlsMode == NbdTlsMode.Required && !_tls
+                && option is not ((uint)OptionType.StartTls) and not ((uint)OptionType.Abort))
+            {
+                if (option == (uint)OptionType.ExportName)
+                {
+                    return Drop("NBD_OPT_EXPORT_NAME before STARTTLS while TLS is required");
+                }
+
+                await ReplyErrorAsync(option, OptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", ct).ConfigureAwait(false);
+                continue;
+            }
+
+            switch ((OptionType)option)
+            {
+                case OptionType.ExportName:
+                    return await ExportNameAsync(payload, ct).ConfigureAwait(false);
+                case OptionType.Abort:
+                    await TryReplyAckAsync(option, ct).ConfigureAwait(false);
+                    return null;
+                case OptionType.List:
+                    await ListAsync(option, length, ct).ConfigureAwait(false);
+                    break;
+                case OptionType.StartTls:
+                    if (!await StartTlsAsync(option, length, ct).ConfigureAwait(false))
+                    {
+                        return null;
+                    }
+
+                    break;
+                case OptionType.Info:
+                case OptionType.Go:
+                    HandshakeResult? result = await InfoOrGoAsync(option, payload, ct).ConfigureAwait(false);
+                    if (result is not null)
+                    {
+                        return result;
+                    }
+
+                    break;
+                case OptionType.StructuredReply:
+                    await StructuredReplyAsync(option, length, ct).ConfigureAwait(false);
+                    break;
+                case OptionType.ListMetaContext:
+                case OptionType.SetMetaContext:
+                    await MetaContextAsync(option, payload, ct).ConfigureAwait(false);
+                    break;
+                default:
+                    await ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "unsupported option", ct).ConfigureAwait(false);
+                    break;
+            }
+        }
+    }
+
+    private HandshakeResult? Drop(string reason)
+    {
+        _logger.HandshakeFailed(_id, reason);
+        return null;
+    }
+
+    private async Task<HandshakeResult?> ExportNameAsync(ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        // This option cannot fail with a reply: anything wrong ends the session (doc/proto.md).
+        if (payload.Length > ProtocolLimits.MaxStringLength || !TryDecode(payload.Span, out string name))
+        {
+            return Drop("NBD_OPT_EXPORT_NAME with an invalid name");
+        }
+
+        if (!_server.TryGetExport(name, out NbdExport? export))
+        {
+            return Drop($"NBD_OPT_EXPORT_NAME for unknown export '{name}'");
+        }
+
+        // Meta contexts chosen for another export do not carry over.
+        bool baseAllocation = _baseAllocation && _metaContextExport == export.Name;
+        TransmissionFlags flags = ExportFlags.For(export.Device, _structured);
+        int n = OptionReply.WriteExportNameReply(_buffer, export.Device.Size, flags, _noZeroes);
+        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
+    }
+
+    private async Task ListAsync(uint option, int length, CancellationToken ct)
+    {
+        if (length != 0)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "NBD_OPT_LIST takes no data", ct).ConfigureAwait(false);
+            return;
+        }
+
+        foreach (NbdExport export in _server.SnapshotExports())
+        {
+            byte[] name = Encoding.UTF8.GetBytes(export.Name);
+            byte[] description = Encoding.UTF8.GetBytes(export.Description);
+            byte[] reply = ArrayPool<byte>.Shared.Rent(OptionReply.HeaderSize + 4 + name.Length + description.Length);
+            int n = OptionReply.WriteServer(reply, option, name, description);
+            await _stream.WriteAsync(reply.AsMemory(0, n), ct).ConfigureAwait(false);
+            ArrayPool<byte>.Shared.Return(reply);
+        }
+
+        await ReplyAsync(option, OptionReplyType.Ack, ct).ConfigureAwait(false);
+    }
+
+    private async Task<bool> StartTlsAsync(uint option, int length, CancellationToken ct)
+    {
+        if (length != 0)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "NBD_OPT_STARTTLS takes no data", ct).ConfigureAwait(false);
+            return true;
+        }
+
+        if (_options.TlsMode == NbdTlsMode.Off)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "TLS is not configured on this server", ct).ConfigureAwait(false);
+            return true;
+        }
+
+        if (_tls)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "TLS is already active", ct).ConfigureAwait(false);
+            return true;
+        }
+
+        await ReplyAsync(option, OptionReplyType.Ack, ct).ConfigureAwait(false);
+        var ssl = new SslStream(_stream, leaveInnerStreamOpen: false);
+        _stream = ssl;
+        await ssl.AuthenticateAsServerAsync(
+            new SslServerAuthenticationOptions
+            {
+                ServerCertificate = _options.TlsCertificate,
+                ClientCertificateRequired = false,
+            },
+            ct).ConfigureAwait(false);
+        _tls = true;
+
+        // Whatever was negotiated in clear text could have been tampered with: start over.
+        _structured = false;
+        _baseAllocation = false;
+        _metaContextExport = null;
+        _logger.TlsStarted(_id, ssl.SslProtocol.ToString());
+        return true;
+    }
+
+    private async Task StructuredReplyAsync(uint option, int length, CancellationToken ct)
+    {
+        if (length != 0)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data", ct).ConfigureAwait(false);
+        }
+        else if (_simpleRepliesOnly)
+        {
+            // The far end of this socket is the kernel, which only parses simple replies.
+            await ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "structured replies are off for this connection", ct).ConfigureAwait(false);
+        }
+        else if (_structured)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "structured replies already negotiated", ct).ConfigureAwait(false);
+        }
+        else
+        {
+            _structured = true;
+            await ReplyAsync(option, OptionReplyType.Ack, ct).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<HandshakeResult?> InfoOrGoAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        // Data: u32 name length, name, u16 count, count x u16 info requests; all of it must add up exactly.
+        if (!TryReadString(payload.Span, 0, out int nameLength, out OptionReplyType error) || payload.Length < 4 + nameLength + 2)
+        {
+            await ReplyErrorAsync(option, error == OptionReplyType.ErrTooBig ? error : OptionReplyType.ErrInvalid,
+                "malformed export name", ct).ConfigureAwait(false);
+            return null;
+        }
+
+        int count = BinaryPrimitives.ReadUInt16BigEndian(payload.Span[(4 + nameLength)..]);
+        if (payload.Length != 4 + nameLength + 2 + (2 * count) || !TryDecode(payload.Span.Slice(4, nameLength), out string name))
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "malformed information request", ct).ConfigureAwait(false);
+            return null;
+        }
+
+        bool wantName = false, wantDescription = false;
+        for (int i = 0; i < count; i++)
+        {
+            switch ((InfoType)BinaryPrimitives.ReadUInt16BigEndian(payload.Span[(4 + nameLength + 2 + (2 * i))..]))
+            {
+                case InfoType.Name: wantName = true; break;
+                case InfoType.Description: wantDescription = true; break;
+                default: break; // EXPORT is always sent, BLOCK_SIZE too; unknown requests are ignored.
+            }
+        }
+
+        if (!_server.TryGetExport(name, out NbdExport? export))
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrUnknown, "no such export", ct).ConfigureAwait(false);
+            return null;
+        }
+
+        TransmissionFlags flags = ExportFlags.For(export.Device, _structured);
+        int n = OptionReply.WriteInfoExport(_buffer, option, export.Device.Size, flags);
+        if (wantName)
+        {
+            n += OptionReply.WriteInfoString(_buffer.AsSpan(n), option, InfoType.Name, Encoding.UTF8.GetBytes(export.Name));
+        }
+
+        byte[] description = Encoding.UTF8.GetBytes(export.Description);
+        if (wantDescription && description.Length > 0 && description.Length <= ProtocolLimits.MaxStringLength)
+        {
+            n += OptionReply.WriteInfoString(_buffer.AsSpan(n), option, InfoType.Description, description);
+        }
+
+        // Always sent: clients that did not ask still benefit, and the spec allows it.
+        uint minimum = (uint)export.Device.MinimumBlockSize;
+        uint preferred = Math.Max(minimum, (uint)export.Device.PreferredBlockSize);
+        uint maximum = (uint)_options.MaxPayload / minimum * minimum;
+        n += OptionReply.WriteInfoBlockSize(_buffer.AsSpan(n), option, minimum, preferred, maximum);
+        n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
+        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+
+        if (option != (uint)OptionType.Go)
+        {
+            return null;
+        }
+
+        bool baseAllocation = _baseAllocation && _metaContextExport == export.Name;
+        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
+    }
+
+    private async Task MetaContextAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)
+    {
+        bool isSet = option == (uint)OptionType.SetMetaContext;
+        if (!_structured)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "negotiate structured replies first", ct).ConfigureAwait(false);
+            return;
+        }
+
+        // Data: u32 name length, name, u32 query count, count x (u32 length, query).
+        ReadOnlySpan<byte> data = payload.Span;
+        if (!TryReadString(data, 0, out int nameLength, out OptionReplyType error) || data.Length < 4 + nameLength + 4
+            || !TryDecode(data.Slice(4, nameLength), out string name))
+        {
+            await ReplyErrorAsync(option, error == OptionReplyType.ErrTooBig ? error : OptionReplyType.ErrInvalid,
+                "malformed export name", ct).ConfigureAwait(false);
+            return;
+        }
+
+        int position = 4 + nameLength;
+        uint queryCount = BinaryPrimitives.ReadUInt32BigEndian(data[position..]);
+        position += 4;
+        bool matched = queryCount == 0 && !isSet;
+        for (uint i = 0; i < queryCount && error == 0; i++)
+        {
+            if (!TryReadString(data, position, out int queryLength, out error))
+            {
+                break;
+            }
+
+            ReadOnlySpan<byte> query = data.Slice(position + 4, queryLength);
+            matched |= query.SequenceEqual(BaseAllocation) || (!isSet && query.SequenceEqual(BaseNamespace));
+            position += 4 + queryLength;
+        }
+
+        if (error != 0 || position != data.Length)
+        {
+            await ReplyErrorAsync(option, error == OptionReplyType.ErrTooBig ? error : OptionReplyType.ErrInvalid,
+                "malformed metadata context query", ct).ConfigureAwait(false);
+            return;
+        }
+
+        if (!_server.TryGetExport(name, out NbdExport? export))
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrUnknown, "no such export", ct).ConfigureAwait(false);
+            return;
+        }
+
+        if (isSet)
+        {
+            _baseAllocation = matched;
+            _metaContextExport = export.Name;
+        }
+
+        int n = 0;
+        if (matched)
+        {
+            n += OptionReply.WriteMetaContext(_buffer, option, isSet ? BaseAllocationContextId : 0, BaseAllocation);
+        }
+
+        n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
+        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Checks a u32-length-prefixed string at <paramref name="position"/> against the payload and the
+    /// 4096-byte limit. <paramref name="length"/> is the claimed length even when it does not fit.</summary>
+    private static bool TryReadString(ReadOnlySpan<byte> data, int position, out int length, out OptionReplyType error)
+    {
+        length = 0;
+        error = OptionReplyType.ErrInvalid;
+        if (data.Length - position < 4)
+        {
+            return false;
+        }
+
+        uint claimed = BinaryPrimitives.ReadUInt32BigEndian(data[position..]);
+        length = (int)Math.Min(claimed, int.MaxValue);
+        if (claimed > ProtocolLimits.MaxStringLength)
+        {
+            error = OptionReplyType.ErrTooBig;
+            return false;
+        }
+
+        if (claimed > (uint)(data.Length - position - 4))
+        {
+            return false;
+        }
+
+        error = 0;
+        return true;
+    }
+
+    private static bool TryDecode(ReadOnlySpan<byte> bytes, out string text)
+    {
+        try
+        {
+            text = StrictUtf8.GetString(bytes);
+            return true;
+        }
+        catch (DecoderFallbackException)
+        {
+            text = string.Empty;
+            return false;
+        }
+    }
+
+    private async Task SkipAsync(uint length, CancellationToken ct)
+    {
+        while (length > 0)
+        {
+            int chunk = (int)Math.Min(length, (uint)_buffer.Length);
+            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, chunk), ct).ConfigureAwait(false);
+            length -= (uint)chunk;
+        }
+    }
+
+    private async Task ReplyAsync(uint option, OptionReplyType type, CancellationToken ct)
+    {
+        int n = OptionReply.Write(_buffer, option, type);
+        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+    }
+
+    private async Task ReplyErrorAsync(uint option, OptionReplyType type, string message, CancellationToken ct)
+    {
+        _logger.OptionRefused(_id, option, type.ToString());
+        int n = OptionReply.WriteError(_buffer, option, type, Encoding.UTF8.GetBytes(message));
+        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+    }
+
+    private async Task TryReplyAckAsync(uint option, CancellationToken ct)
+    {
+        // The client may close right after NBD_OPT_ABORT without reading the ACK (doc/proto.md).
+        try
+        {
+            await ReplyAsync(option, OptionReplyType.Ack, ct).ConfigureAwait(false);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

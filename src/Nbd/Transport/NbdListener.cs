@@ -1,0 +1,183 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using Nbd.Native;
+
+namespace Nbd;
+
+/// <summary>
+/// A listening socket the server accepts NBD clients on: a Unix stream socket (file created with a given mode
+/// and group), a TCP socket (TCP_NODELAY on every accepted connection), or sockets systemd passed in.
+/// </summary>
+public sealed class NbdListener : IDisposable
+{
+    private const int Backlog = 512;
+    private const int FirstSystemdFd = 3;
+
+    private readonly Socket _socket;
+    private readonly string? _ownedSocketPath;
+
+    private NbdListener(Socket socket, string description, string? ownedSocketPath)
+    {
+        _socket = socket;
+        Description = description;
+        _ownedSocketPath = ownedSocketPath;
+    }
+
+    /// <summary>"unix:/run/zramd/zramd.sock", "tcp:127.0.0.1:10809".</summary>
+    public string Description { get; }
+
+    internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
+
+    /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)
+    /// is removed first; a live one is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
+    public static NbdListener BindUnix(string path, int mode = 0x1B0 /* 0660 */, string? group = null)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        RemoveStaleSocket(path);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            if (Libc.Chmod(path, (uint)mode) != 0)
+            {
+                throw new IOException($"chmod {Convert.ToString(mode, 8)} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+
+            if (group is not null && Libc.Chown(path, -1, ResolveGroup(group)) != 0)
+            {
+                throw new IOException($"chown :{group} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+            }
+
+            socket.Listen(Backlog);
+            return new NbdListener(socket, "unix:" + path, path);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    public static NbdListener BindTcp(IPEndPoint endPoint)
+    {
+        ArgumentNullException.ThrowIfNull(endPoint);
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+        try
+        {
+            socket.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            socket.Bind(endPoint);
+            socket.Listen(Backlog);
+            return new NbdListener(socket, "tcp:" + socket.LocalEndPoint, null);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The listening sockets systemd passed (LISTEN_PID/LISTEN_FDS, fds from 3); empty when this process
+    /// was not socket-activated. The variables are removed so that children do not inherit them.</summary>
+    public static IReadOnlyList<NbdListener> FromSystemd()
+    {
+        string? pid = Environment.GetEnvironmentVariable("LISTEN_PID");
+        string? fds = Environment.GetEnvironmentVariable("LISTEN_FDS");
+        if (pid is null || fds is null
+            || !int.TryParse(pid, NumberStyles.None, CultureInfo.InvariantCulture, out int listenPid) || listenPid != Environment.ProcessId
+            || !int.TryParse(fds, NumberStyles.None, CultureInfo.InvariantCulture, out int count) || count <= 0)
+        {
+            return [];
+        }
+
+        string[] names = (Environment.GetEnvironmentVariable("LISTEN_FDNAMES") ?? string.Empty).Split(':');
+        Environment.SetEnvironmentVariable("LISTEN_PID", null);
+        Environment.SetEnvironmentVariable("LISTEN_FDS", null);
+        Environment.SetEnvironmentVariable("LISTEN_FDNAMES", null);
+
+        var listeners = new List<NbdListener>(count);
+        for (int i = 0; i < count; i++)
+        {
+            var socket = new Socket(new SafeSocketHandle(FirstSystemdFd + i, ownsHandle: true));
+            string where = socket.LocalEndPoint switch
+            {
+                UnixDomainSocketEndPoint unix => "unix:" + unix,
+                IPEndPoint ip => "tcp:" + ip,
+                var other => "fd:" + (FirstSystemdFd + i) + ":" + other,
+            };
+            string name = i < names.Length && names[i].Length > 0 ? " (systemd " + names[i] + ")" : " (systemd)";
+            listeners.Add(new NbdListener(socket, where + name, null));
+        }
+
+        return listeners;
+    }
+
+    internal async ValueTask<Socket> AcceptAsync(CancellationToken cancellationToken)
+    {
+        Socket accepted = await _socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
+        if (IsTcp)
+        {
+            accepted.NoDelay = true;
+        }
+
+        return accepted;
+    }
+
+    public void Dispose()
+    {
+        _socket.Dispose();
+        if (_ownedSocketPath is not null)
+        {
+            try
+            {
+                File.Delete(_ownedSocketPath);
+            }
+            catch (IOException)
+            {
+                // Best effort: a stale socket file is removed by the next BindUnix anyway.
+            }
+        }
+    }
+
+    public override string ToString() => Description;
+
+    private static void RemoveStaleSocket(string path)
+    {
+        if (!File.Exists(path))
+        {
+            return;
+        }
+
+        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            try
+            {
+                probe.Connect(new UnixDomainSocketEndPoint(path));
+                throw new IOException($"{path} is in use by another server");
+            }
+            catch (SocketException)
+            {
+                // Nobody listens there: a leftover from a previous run.
+            }
+        }
+
+        File.Delete(path);
+    }
+
+    private static int ResolveGroup(string group)
+    {
+        if (int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
+        {
+            return gid;
+        }
+
+        IntPtr entry = Libc.GetGroupByName(group);
+        if (entry == IntPtr.Zero)
+        {
+            throw new IOException($"unknown group '{group}'");
+        }
+
+        return Marshal.ReadInt32(entry, Libc.GroupIdOffset);
+    }
+}

@@ -1,0 +1,83 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
+using ZramDaemon.Compression.Native;
+
+namespace ZramDaemon.Compression;
+
+/// <summary>
+/// An algorithm and its level, written as zram's comp_algorithm plus its "level" parameter:
+/// "lz4" (or "lz4:ACCELERATION"), "lz4hc" / "lz4hc:LEVEL" (1-12, default 9), "zstd" / "zstd:LEVEL" (1-22, default 3).
+/// For lz4 the level is LZ4's acceleration, as in the kernel's backend_lz4.c (1 = default, higher = faster, larger).
+/// </summary>
+public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, int Level)
+{
+    public const string Usage = "use lz4, lz4hc[:1-12] or zstd[:1-22]";
+
+    public static CompressionSpec Default => new(CompressionAlgorithm.Lz4, Interop.Lz4.MinAcceleration);
+
+    public static CompressionSpec Parse(string text)
+    {
+        if (!TryParse(text, out CompressionSpec spec, out string error))
+        {
+            throw new FormatException(error);
+        }
+
+        return spec;
+    }
+
+    public static bool TryParse([NotNullWhen(true)] string? text, out CompressionSpec spec, out string error)
+    {
+        spec = default;
+        error = string.Empty;
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            error = $"a compression algorithm is required: {Usage}";
+            return false;
+        }
+
+        ReadOnlySpan<char> s = text.AsSpan().Trim();
+        int colon = s.IndexOf(':');
+        ReadOnlySpan<char> name = colon < 0 ? s : s[..colon];
+        (CompressionAlgorithm algorithm, int min, int max, int fallback) limits;
+        if (name.Equals("lz4", StringComparison.OrdinalIgnoreCase))
+        {
+            limits = (CompressionAlgorithm.Lz4, Interop.Lz4.MinAcceleration, Interop.Lz4.MaxAcceleration, Interop.Lz4.MinAcceleration);
+        }
+        else if (name.Equals("lz4hc", StringComparison.OrdinalIgnoreCase))
+        {
+            limits = (CompressionAlgorithm.Lz4Hc, Interop.Lz4.HcMinLevel, Interop.Lz4.HcMaxLevel, Interop.Lz4.HcDefaultLevel);
+        }
+        else if (name.Equals("zstd", StringComparison.OrdinalIgnoreCase))
+        {
+            limits = (CompressionAlgorithm.Zstd, Interop.Zstd.MinLevel, Interop.Zstd.MaxLevel, Interop.Zstd.DefaultLevel);
+        }
+        else
+        {
+            error = $"'{text}' is not a compression algorithm: {Usage}";
+            return false;
+        }
+
+        int level = limits.fallback;
+        if (colon >= 0)
+        {
+            if (!int.TryParse(s[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out level)
+                || level < limits.min || level > limits.max)
+            {
+                error = $"'{text}': the level of {name.ToString().ToLowerInvariant()} must be a whole number from {limits.min} to {limits.max}";
+                return false;
+            }
+        }
+
+        spec = new CompressionSpec(limits.algorithm, level);
+        return true;
+    }
+
+    /// <summary>The canonical form, which <see cref="Parse"/> reads back: "lz4", "lz4:8", "lz4hc:9", "zstd:3".</summary>
+    public override string ToString() => Algorithm switch
+    {
+        CompressionAlgorithm.Lz4 when Level == Interop.Lz4.MinAcceleration => "lz4",
+        CompressionAlgorithm.Lz4 => string.Create(CultureInfo.InvariantCulture, $"lz4:{Level}"),
+        CompressionAlgorithm.Lz4Hc => string.Create(CultureInfo.InvariantCulture, $"lz4hc:{Level}"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"zstd:{Level}"),
+    };
+}

@@ -1,0 +1,91 @@
+using System.Runtime.InteropServices;
+
+namespace ZramDaemon.Compression;
+
+/// <summary>
+/// One compressor's working state, like the kernel's zcomp_strm: the library state and a two-page output
+/// buffer, allocated once when the stream is created. A stream is used by one thread at a time
+/// (<see cref="Compressor"/> hands them out); nothing in <see cref="Compress"/> or <see cref="Decompress"/> allocates.
+/// </summary>
+public abstract unsafe class CompressionStream : IDisposable
+{
+    /// <summary>Two pages, as the kernel's zstrm->buffer: room for any compressor's worst case on one page.</summary>
+    public const int BufferSize = 2 * 4096;
+
+    private byte* _buffer;
+
+    protected CompressionStream()
+    {
+        _buffer = (byte*)NativeMemory.AlignedAlloc(BufferSize, 64);
+    }
+
+    public abstract CompressionAlgorithm Algorithm { get; }
+
+    /// <summary>Where <see cref="Compress"/> leaves its output; valid until the next call on this stream.</summary>
+    public Span<byte> Buffer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_buffer == null, this);
+            // The buffer is BufferSize bytes from AlignedAlloc and lives until Dispose.
+            return new Span<byte>(_buffer, BufferSize);
+        }
+    }
+
+    /// <summary>
+    /// Compresses <paramref name="source"/> into <see cref="Buffer"/>. Returns the compressed length, or 0 when it
+    /// would not be at most <paramref name="maxLength"/> bytes (the caller then stores the page raw).
+    /// </summary>
+    public int Compress(ReadOnlySpan<byte> source, int maxLength)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(source.Length, BufferSize / 2, nameof(source));
+        maxLength = Math.Min(maxLength, BufferSize);
+        if (maxLength <= 0)
+        {
+            return 0;
+        }
+
+        ObjectDisposedException.ThrowIf(_buffer == null, this);
+        fixed (byte* src = source)
+        {
+            // _buffer holds BufferSize bytes and maxLength was clamped to it above.
+            return CompressCore(src, source.Length, _buffer, maxLength);
+        }
+    }
+
+    /// <summary>
+    /// Decompresses <paramref name="source"/> into <paramref name="destination"/>; true only when the output
+    /// fills <paramref name="destination"/> exactly. Never writes outside it, whatever the input holds.
+    /// </summary>
+    public bool Decompress(ReadOnlySpan<byte> source, Span<byte> destination)
+    {
+        fixed (byte* src = source)
+        fixed (byte* dst = destination)
+        {
+            return DecompressCore(src, source.Length, dst, destination.Length) == destination.Length;
+        }
+    }
+
+    /// <summary>Returns the compressed length, or 0 when it does not fit in <paramref name="dstCapacity"/>.</summary>
+    protected abstract int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity);
+
+    /// <summary>Returns the decompressed length, or -1 for malformed input.</summary>
+    protected abstract int DecompressCore(byte* src, int srcLength, byte* dst, int dstCapacity);
+
+    public void Dispose()
+    {
+        Dispose(true);
+        GC.SuppressFinalize(this);
+    }
+
+    protected virtual void Dispose(bool disposing)
+    {
+        if (_buffer != null)
+        {
+            NativeMemory.AlignedFree(_buffer);
+            _buffer = null;
+        }
+    }
+
+    ~CompressionStream() => Dispose(false);
+}

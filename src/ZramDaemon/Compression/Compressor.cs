@@ -1,0 +1,98 @@
+namespace ZramDaemon.Compression;
+
+/// <summary>
+/// A device's compressor: one <see cref="CompressionStream"/> per CPU, all created up front, like the
+/// kernel's per-CPU zcomp streams. A caller takes the stream of the CPU it runs on (or any free one) for the
+/// length of one page's work, so two requests never share state and no request allocates.
+/// </summary>
+public sealed class Compressor : IDisposable
+{
+    private readonly CompressionStream[] _streams;
+    private readonly Lock[] _locks;
+
+    public Compressor(CompressionSpec spec, int streamCount = 0)
+    {
+        Spec = spec;
+        int count = streamCount > 0 ? streamCount : Environment.ProcessorCount;
+        _streams = new CompressionStream[count];
+        _locks = new Lock[count];
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                _streams[i] = CreateStream(spec);
+                _locks[i] = new Lock();
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    public Compressor(string algorithm)
+        : this(CompressionSpec.Parse(algorithm))
+    {
+    }
+
+    public CompressionSpec Spec { get; }
+
+    public CompressionAlgorithm Algorithm => Spec.Algorithm;
+
+    public static CompressionStream CreateStream(CompressionSpec spec) => spec.Algorithm switch
+    {
+        CompressionAlgorithm.Lz4 => new Lz4CompressionStream(spec.Level),
+        CompressionAlgorithm.Lz4Hc => new Lz4HcCompressionStream(spec.Level),
+        CompressionAlgorithm.Zstd => new ZstdCompressionStream(spec.Level),
+        _ => throw new ArgumentOutOfRangeException(nameof(spec), spec.Algorithm, "unknown compression algorithm"),
+    };
+
+    /// <summary>Takes a stream for this thread; dispose the lease to give it back.</summary>
+    public CompressionStreamLease Acquire()
+    {
+        int count = _streams.Length;
+        int home = Thread.GetCurrentProcessorId() % count;
+        // Another thread may hold this CPU's stream (preempted, or more threads than CPUs): try the others
+        // before waiting, as zcomp_stream_get would migrate.
+        for (int i = 0; i < count; i++)
+        {
+            int index = home + i < count ? home + i : home + i - count;
+            if (_locks[index].TryEnter())
+            {
+                return new CompressionStreamLease(_streams[index], _locks[index]);
+            }
+        }
+
+        _locks[home].Enter();
+        return new CompressionStreamLease(_streams[home], _locks[home]);
+    }
+
+    /// <summary>Compresses one page into <paramref name="destination"/>; returns the length, or 0 if it does not fit.</summary>
+    public int Compress(ReadOnlySpan<byte> source, Span<byte> destination)
+    {
+        using CompressionStreamLease lease = Acquire();
+        int n = lease.Stream.Compress(source, destination.Length);
+        if (n > 0)
+        {
+            lease.Stream.Buffer[..n].CopyTo(destination);
+        }
+
+        return n;
+    }
+
+    /// <summary>True when <paramref name="source"/> decodes to exactly <paramref name="destination"/>.Length bytes.</summary>
+    public bool Decompress(ReadOnlySpan<byte> source, Span<byte> destination)
+    {
+        using CompressionStreamLease lease = Acquire();
+        return lease.Stream.Decompress(source, destination);
+    }
+
+    public void Dispose()
+    {
+        foreach (CompressionStream? stream in _streams)
+        {
+            stream?.Dispose();
+        }
+    }
+}

@@ -1,0 +1,151 @@
+namespace ZsAlloc.Deferred;
+
+/// <summary>
+/// zs_free_deferred (the seed patch): a bounded array of handles whose free is postponed. Enqueueing takes the
+/// queue lock with a try-lock only; if it is contended (a drain is in progress) or the queue is full, the
+/// caller frees synchronously instead, so a handle is never dropped. When the queue reaches half its
+/// capacity a background work item drains it, one handle per lock hold, as the kernel's workqueue does.
+/// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
+/// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
+/// </summary>
+internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
+{
+    private readonly ulong[] _handles;
+    private readonly Lock _lock = new();
+    private readonly Action<ulong> _free;
+    private readonly Action<Exception> _onError;
+    private readonly int _threshold;
+    private int _count;
+    private int _inFlight;
+    private int _scheduled;
+    private int _running;
+    private volatile bool _closed;
+
+    /// <param name="capacity">Handles the queue holds; 0 makes every deferred free synchronous.</param>
+    /// <param name="free">Frees one queued handle.</param>
+    /// <param name="onError">Told about a handle the background worker failed to free.</param>
+    public DeferredFreeQueue(int capacity, Action<ulong> free, Action<Exception> onError)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(capacity);
+        _handles = new ulong[capacity];
+        _threshold = Math.Max(1, capacity / 2);
+        _free = free;
+        _onError = onError;
+    }
+
+    public int Capacity => _handles.Length;
+
+    public int Depth => Volatile.Read(ref _count);
+
+    /// <summary>Queues a handle; false means the caller must free it now (lock contended, queue full or closed).</summary>
+    public bool TryEnqueue(ulong handle)
+    {
+        if (_closed || !_lock.TryEnter())
+        {
+            return false;
+        }
+
+        if (_count >= _handles.Length)
+        {
+            _lock.Exit();
+            return false;
+        }
+
+        _handles[_count++] = handle;
+        bool kick = _count >= _threshold;
+        _lock.Exit();
+        if (kick)
+        {
+            Schedule();
+        }
+
+        return true;
+    }
+
+    /// <summary>Frees every queued handle on the calling thread, then waits for frees a worker has in hand.</summary>
+    public void Flush()
+    {
+        Drain();
+        var spin = default(SpinWait);
+        while (Volatile.Read(ref _inFlight) != 0)
+        {
+            spin.SpinOnce();
+        }
+    }
+
+    /// <summary>No more enqueueing; flushes and waits until no worker runs (the pool is about to free its memory).</summary>
+    public void Close()
+    {
+        _closed = true;
+        Interlocked.MemoryBarrier();
+        Flush();
+        var spin = default(SpinWait);
+        while (Volatile.Read(ref _running) != 0)
+        {
+            spin.SpinOnce();
+        }
+    }
+
+    void IThreadPoolWorkItem.Execute()
+    {
+        // Announce first, then look at _closed: Close sets _closed, then looks at _running (full fences both sides).
+        Interlocked.Exchange(ref _running, 1);
+        try
+        {
+            if (!_closed)
+            {
+                Drain();
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _scheduled, 0);
+            Interlocked.Exchange(ref _running, 0);
+        }
+
+        // A producer that crossed the threshold while _scheduled was still 1 did not schedule: look again.
+        if (!_closed && Depth >= _threshold)
+        {
+            Schedule();
+        }
+    }
+
+    private void Schedule()
+    {
+        if (Interlocked.CompareExchange(ref _scheduled, 1, 0) == 0)
+        {
+            ThreadPool.UnsafeQueueUserWorkItem(this, preferLocal: false);
+        }
+    }
+
+    private void Drain()
+    {
+        while (true)
+        {
+            ulong handle;
+            lock (_lock)
+            {
+                if (_count == 0)
+                {
+                    return;
+                }
+
+                handle = _handles[--_count];
+                Interlocked.Increment(ref _inFlight);
+            }
+
+            try
+            {
+                _free(handle);
+            }
+            catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+            {
+                _onError(e);
+            }
+            finally
+            {
+                Interlocked.Decrement(ref _inFlight);
+            }
+        }
+    }
+}

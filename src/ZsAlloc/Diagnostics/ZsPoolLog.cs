@@ -1,0 +1,12 @@
+using Microsoft.Extensions.Logging;
+
+namespace ZsAlloc.Diagnostics;
+
+internal static partial class ZsPoolLog
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Debug, Message = "Pool {Pool}: compaction freed {Pages} pages, moved {Objects} objects in {Milliseconds:F1} ms")]
+    public static partial void Compacted(ILogger logger, string pool, long pages, long objects, double milliseconds);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Error, Message = "Pool {Pool}: a deferred free failed")]
+    public static partial void DeferredFreeFailed(ILogger logger, string pool, Exception exception);
+}

@@ -1,0 +1,110 @@
+using ZsAlloc.Native;
+
+namespace ZsAlloc.Handles;
+
+/// <summary>
+/// The handle cells: 8 bytes per object in native chunks of 64K cells that never move (so a cell pointer is
+/// stable and cells can be updated with a compare-and-swap). A handle names a cell; the cell holds the
+/// object's current location, which compaction rewrites when it moves the object (the kernel keeps the
+/// same indirection in its zs_handle slab cache). Free cells form a list under a leaf lock.
+/// </summary>
+internal sealed unsafe class HandleTable : IDisposable
+{
+    private const int ChunkShift = 16;
+    private const int ChunkCells = 1 << ChunkShift;
+    private const long ChunkBytes = (long)ChunkCells * sizeof(ulong);
+
+    private readonly Lock _lock = new();
+    private readonly uint _generationSeed;
+    private nint[] _chunks = new nint[4];
+    private int _chunkCount;
+    private uint _created;
+    private long _freeHeadPlusOne;
+    private bool _disposed;
+
+    public HandleTable(uint generationSeed) => _generationSeed = generationSeed;
+
+    /// <summary>Cells ever created (valid cell indexes are below this).</summary>
+    public uint Created => Volatile.Read(ref _created);
+
+    /// <summary>Bytes of cells in use or on the free list (untouched parts of a chunk cost no RAM).</summary>
+    public long MetadataBytes => (long)Created * sizeof(ulong);
+
+    /// <summary>The cell of an index below <see cref="Created"/>.</summary>
+    public ulong* Cell(uint index) => (ulong*)Volatile.Read(ref _chunks)[(int)(index >> ChunkShift)] + (index & (ChunkCells - 1));
+
+    /// <summary>Takes a free cell; its generation is the one the new handle must carry.</summary>
+    public uint Allocate(out uint generation)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_freeHeadPlusOne != 0)
+            {
+                uint index = (uint)(_freeHeadPlusOne - 1);
+                ulong cell = *Cell(index);
+                _freeHeadPlusOne = HandleCell.LocationOf(cell);
+                generation = HandleCell.GenerationOf(cell);
+                return index;
+            }
+
+            uint fresh = _created;
+            if (fresh == uint.MaxValue)
+            {
+                throw new OutOfMemoryException("The pool has run out of handle cells.");
+            }
+
+            if ((fresh >> ChunkShift) == (uint)_chunkCount)
+            {
+                AddChunk();
+            }
+
+            // Fresh cells start at a pool-specific generation, so a handle of another pool rarely matches.
+            generation = (fresh * 0x9E3779B1U ^ _generationSeed) & HandleCell.GenerationMask;
+            *Cell(fresh) = HandleCell.MakeFree(generation, 0);
+            Volatile.Write(ref _created, fresh + 1);
+            return fresh;
+        }
+    }
+
+    /// <summary>Puts a cell back on the free list with the generation the next handle will carry.</summary>
+    public void Release(uint index, uint nextGeneration)
+    {
+        lock (_lock)
+        {
+            Volatile.Write(ref *Cell(index), HandleCell.MakeFree(nextGeneration, _freeHeadPlusOne));
+            _freeHeadPlusOne = (long)index + 1;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            for (int i = 0; i < _chunkCount; i++)
+            {
+                MemoryMap.Unmap(_chunks[i], ChunkBytes);
+                _chunks[i] = 0;
+            }
+        }
+    }
+
+    private void AddChunk()
+    {
+        if (_chunkCount == _chunks.Length)
+        {
+            var bigger = new nint[_chunks.Length * 2];
+            Array.Copy(_chunks, bigger, _chunkCount);
+            Volatile.Write(ref _chunks, bigger);
+        }
+
+        _chunks[_chunkCount] = MemoryMap.Map(ChunkBytes);
+        Volatile.Write(ref _chunkCount, _chunkCount + 1);
+    }
+}

@@ -1,0 +1,67 @@
+using System.Runtime.InteropServices;
+
+namespace ZsAlloc.Native;
+
+/// <summary>
+/// Checked wrappers over mmap/madvise/munmap for anonymous, private, page-aligned regions. Every call checks
+/// that the address and length are page-aligned and non-empty before the kernel sees them, and turns a
+/// failure into an exception that carries errno, so a bad argument can never silently release the wrong range.
+/// </summary>
+internal static class MemoryMap
+{
+    public const int PageSize = 4096;
+
+    /// <summary>Maps <paramref name="length"/> bytes of zero-filled memory. MAP_NORESERVE: only touched pages count.</summary>
+    public static nint Map(long length)
+    {
+        CheckLength(length);
+        nint address = Interop.Libc.Mmap(0, (nuint)length, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
+            Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous | Interop.Libc.MapNoReserve, -1, 0);
+        if (address == Interop.Libc.MapFailed)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new OutOfMemoryException($"mmap of {length} bytes failed: errno {errno} ({Marshal.GetPInvokeErrorMessage(errno)}).");
+        }
+
+        return address;
+    }
+
+    /// <summary>Gives the pages of a range back to the OS (MADV_DONTNEED): RSS falls, the range stays mapped and reads as zeros.</summary>
+    public static void Release(nint address, long length)
+    {
+        CheckRange(address, length);
+        if (Interop.Libc.Madvise(address, (nuint)length, Interop.Libc.MadvDontNeed) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException($"madvise(MADV_DONTNEED) of {length} bytes at 0x{address:x} failed: errno {errno}.");
+        }
+    }
+
+    public static void Unmap(nint address, long length)
+    {
+        CheckRange(address, length);
+        if (Interop.Libc.Munmap(address, (nuint)length) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException($"munmap of {length} bytes at 0x{address:x} failed: errno {errno}.");
+        }
+    }
+
+    private static void CheckRange(nint address, long length)
+    {
+        if (address == 0 || (address & (PageSize - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(address), $"0x{address:x} is not a page-aligned address.");
+        }
+
+        CheckLength(length);
+    }
+
+    private static void CheckLength(long length)
+    {
+        if (length <= 0 || (length & (PageSize - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), length, "The length must be a positive multiple of the page size.");
+        }
+    }
+}

@@ -1,0 +1,198 @@
+using System.Numerics;
+using ZsAlloc.ZsPages;
+
+namespace ZsAlloc.SizeClasses;
+
+/// <summary>
+/// The live state of one merged size class: its zspages sorted into fullness groups (the kernel's
+/// ZS_INUSE_RATIO_0..100: empty, ten 10% bands, full) and its counters. Partial zspages (bands 1..10) sit on
+/// one doubly linked list per band so that allocation takes the fullest and compaction the emptiest in O(1).
+/// Everything here is guarded by <see cref="Lock"/>.
+/// </summary>
+internal sealed unsafe class SizeClass
+{
+    public const int BandEmpty = 0;
+    public const int BandFull = 11;
+    public const int BandCount = 12;
+    private const int None = -1;
+
+    public readonly Lock Lock = new();
+    private readonly ZsPageTable _zspages;
+    private readonly int[] _bandHead = new int[BandCount];
+    private readonly int[] _bandZspages = new int[BandCount];
+    private int _partialMask;
+
+    public SizeClass(SizeClassInfo info, bool isHuge, ZsPageTable zspages)
+    {
+        Info = info;
+        IsHuge = isHuge;
+        _zspages = zspages;
+        Array.Fill(_bandHead, None);
+    }
+
+    public SizeClassInfo Info { get; }
+
+    public int Size => Info.Size;
+
+    public int ObjectsPerZspage => Info.ObjectsPerZspage;
+
+    public int PagesPerZspage => Info.PagesPerZspage;
+
+    /// <summary>One object per page and no header: objects at or above the huge watermark.</summary>
+    public bool IsHuge { get; }
+
+    /// <summary>Live zspages of this class (isolated ones included).</summary>
+    public int Zspages { get; private set; }
+
+    /// <summary>Objects handed out (an object in the middle of a move counts once).</summary>
+    public long ObjUsed { get; set; }
+
+    /// <summary>Sum of the payload sizes of the objects handed out.</summary>
+    public long BytesStored { get; set; }
+
+    public long ObjAllocated => (long)Zspages * ObjectsPerZspage;
+
+    public int ZspagesInBand(int band) => _bandZspages[band];
+
+    /// <summary>zs_can_compact: pages that moving objects together would free, in whole zspages.</summary>
+    public long CanCompact()
+    {
+        long wasted = ObjAllocated - ObjUsed;
+        return wasted <= 0 ? 0 : wasted / ObjectsPerZspage * PagesPerZspage;
+    }
+
+    public int BandOf(int inUse)
+    {
+        if (inUse == 0)
+        {
+            return BandEmpty;
+        }
+
+        if (inUse >= ObjectsPerZspage)
+        {
+            return BandFull;
+        }
+
+        // One object of 127 rounds to 0%; it still belongs in the first band, as in the kernel.
+        return (100 * inUse / ObjectsPerZspage / 10) + 1;
+    }
+
+    /// <summary>The fullest partial zspage (allocation target, compaction destination), or -1.</summary>
+    public int PickFullest() => _partialMask == 0 ? None : _bandHead[31 - BitOperations.LeadingZeroCount((uint)_partialMask)];
+
+    /// <summary>The emptiest partial zspage (compaction source), or -1.</summary>
+    public int PickEmptiest() => _partialMask == 0 ? None : _bandHead[BitOperations.TrailingZeroCount(_partialMask)];
+
+    /// <summary>A zspage that just got its first object(s).</summary>
+    public void Add(int id, ZsPageDescriptor* d)
+    {
+        int band = BandOf(d->InUse);
+        d->Band = (byte)band;
+        _bandZspages[band]++;
+        Zspages++;
+        if (!d->IsIsolated)
+        {
+            Link(id, d);
+        }
+    }
+
+    /// <summary>Re-sorts a zspage after its InUse changed.</summary>
+    public void UpdateBand(int id, ZsPageDescriptor* d)
+    {
+        int band = BandOf(d->InUse);
+        if (band == d->Band)
+        {
+            return;
+        }
+
+        bool listed = !d->IsIsolated;
+        if (listed)
+        {
+            Unlink(id, d);
+        }
+
+        _bandZspages[d->Band]--;
+        _bandZspages[band]++;
+        d->Band = (byte)band;
+        if (listed)
+        {
+            Link(id, d);
+        }
+    }
+
+    /// <summary>Takes an empty zspage out of the class before its pages are released.</summary>
+    public void Remove(int id, ZsPageDescriptor* d)
+    {
+        if (!d->IsIsolated)
+        {
+            Unlink(id, d);
+        }
+
+        _bandZspages[d->Band]--;
+        Zspages--;
+        d->Flags = 0;
+    }
+
+    /// <summary>Compaction takes a source zspage off the lists so allocation does not refill it.</summary>
+    public void Isolate(int id, ZsPageDescriptor* d)
+    {
+        Unlink(id, d);
+        d->Flags |= ZsPageDescriptor.FlagIsolated;
+    }
+
+    public void PutBack(int id, ZsPageDescriptor* d)
+    {
+        d->Flags &= unchecked((byte)~ZsPageDescriptor.FlagIsolated);
+        Link(id, d);
+    }
+
+    private void Link(int id, ZsPageDescriptor* d)
+    {
+        int band = d->Band;
+        if (band is BandEmpty or BandFull)
+        {
+            return;
+        }
+
+        int head = _bandHead[band];
+        d->Prev = None;
+        d->Next = head;
+        if (head != None)
+        {
+            _zspages[head]->Prev = id;
+        }
+
+        _bandHead[band] = id;
+        _partialMask |= 1 << band;
+    }
+
+    private void Unlink(int id, ZsPageDescriptor* d)
+    {
+        int band = d->Band;
+        if (band is BandEmpty or BandFull)
+        {
+            return;
+        }
+
+        if (d->Prev != None)
+        {
+            _zspages[d->Prev]->Next = d->Next;
+        }
+        else
+        {
+            _bandHead[band] = d->Next;
+            if (d->Next == None)
+            {
+                _partialMask &= ~(1 << band);
+            }
+        }
+
+        if (d->Next != None)
+        {
+            _zspages[d->Next]->Prev = d->Prev;
+        }
+
+        d->Prev = None;
+        d->Next = None;
+    }
+}

@@ -1,0 +1,45 @@
+using System.Globalization;
+using System.Text;
+
+namespace ZsAlloc;
+
+/// <summary>One row of the kernel's debugfs <c>zsmalloc/&lt;pool&gt;/classes</c> file.</summary>
+public sealed record ZsClassStats
+{
+    public int Class { get; init; }
+
+    /// <summary>Slot size of the class, header included.</summary>
+    public int Size { get; init; }
+
+    /// <summary>Zspages per fullness group: [0] empty, [1..10] the bands 10%, 20%, ..., 90%, 99%, [11] full (100%).</summary>
+    public IReadOnlyList<int> ZspagesByFullness { get; init; } = [];
+
+    public long ObjAllocated { get; init; }
+
+    public long ObjUsed { get; init; }
+
+    public long PagesUsed { get; init; }
+
+    public int PagesPerZspage { get; init; }
+
+    /// <summary>Pages compaction could free in this class now (zs_can_compact).</summary>
+    public long Freeable { get; init; }
+
+    /// <summary>The debugfs header line.</summary>
+    public const string Header =
+        "class  size       10%       20%       30%       40%       50%       60%       70%       80%       90%       99%      100% obj_allocated   obj_used pages_used pages_per_zspage freeable";
+
+    /// <summary>Formats the row the way the kernel's zs_stats_size_show does.</summary>
+    public override string ToString()
+    {
+        var line = new StringBuilder();
+        line.Append(CultureInfo.InvariantCulture, $"{Class,5} {Size,5} ");
+        for (int band = 1; band < ZspagesByFullness.Count; band++)
+        {
+            line.Append(CultureInfo.InvariantCulture, $"{ZspagesByFullness[band],9} ");
+        }
+
+        line.Append(CultureInfo.InvariantCulture, $"{ObjAllocated,13} {ObjUsed,10} {PagesUsed,10} {PagesPerZspage,16} {Freeable,8}");
+        return line.ToString();
+    }
+}

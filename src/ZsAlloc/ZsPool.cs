@@ -1,0 +1,737 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using ZsAlloc.Deferred;
+using ZsAlloc.Diagnostics;
+using ZsAlloc.Handles;
+using ZsAlloc.Pages;
+using ZsAlloc.SizeClasses;
+using ZsAlloc.ZsPages;
+
+namespace ZsAlloc;
+
+/// <summary>
+/// A zsmalloc-style pool for objects of 1..4096 bytes (compressed 4 KiB blocks), after mm/zsmalloc.c.
+///
+/// Data structure
+///   Size classes: every 16 bytes from 32 to 4096, merged when they would have the same zspage shape
+///   (<see cref="SizeClassTable"/>). Each object takes a slot of its class: an 8-byte header (the handle's
+///   cell index and the payload size, so compaction can find the cell of an object it moves) and the payload.
+///   Objects of <see cref="HugeClassSize"/> bytes or more go to the huge class: one object per page, no header
+///   (its cell is kept in the zspage descriptor, as the kernel keeps it in the page), so 4096 bytes fit.
+///
+///   Zspage: a run of 1..16 pages (<see cref="PageSource"/>) cut into slots of its class, with a 32-byte
+///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
+///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
+///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
+///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED.
+///
+///   Handle: an opaque 64-bit value naming a cell of the <see cref="HandleTable"/> (plus a generation and a
+///   pool tag, <see cref="HandleCell"/>). The cell holds the object's location, so compaction can move the
+///   object and rewrite the cell. Metadata per object: the 8-byte cell and the 8-byte header.
+///
+/// Concurrency
+///   Cells change only by compare-and-swap. A cell marked Moving belongs to the compactor, which is copying
+///   that one object; everyone else who needs the object spins until the new location is written.
+///   Readers and writers pin the object's zspage (Interlocked counter in the descriptor) and check the cell
+///   again after pinning; compaction marks the cell Moving and then waits for the zspage's pins to drain
+///   before copying (the kernel's zspage migrate lock). So a reader or writer waits at most for one object
+///   move, and an open <see cref="ZsReadView"/> keeps its object where it is.
+///   Free wins the object by swapping the cell to free (with the next generation) first; from then on
+///   compaction cannot claim it, and the slot is returned under the class lock.
+///
+/// Lock order (take left before right; never the other way)
+///   compaction lock (one compactor per pool)
+///     -> class lock (SizeClass.Lock: bands, zspage InUse and free slots, class counters)
+///       -> leaf locks, none held while taking another: handle table, zspage table, page source, deferred queue.
+///   Zspage creation and release (mmap/madvise) happen outside the class lock. Pins and cells are lock-free.
+/// </summary>
+public sealed unsafe class ZsPool : IDisposable
+{
+    public const int MaxObjectSize = SizeClassTable.MaxAllocSize;
+
+    /// <summary>Bytes in front of each non-huge object: its cell index and size (the kernel's ZS_HANDLE_SIZE).</summary>
+    internal const int HeaderSize = 8;
+
+    private const int PageShift = PageSource.PageShift;
+    private static int _lastTag;
+
+    private readonly SizeClassTable _table;
+    private readonly SizeClass[] _classes;
+    private readonly SizeClass _huge;
+    private readonly PageSource _pages = new();
+    private readonly ZsPageTable _zspages = new();
+    private readonly HandleTable _handles;
+    private readonly DeferredFreeQueue _deferred;
+    private readonly Lock _compactLock = new();
+    private readonly ILogger _logger;
+    private readonly string _name;
+    private readonly int _tag;
+    private long _pagesCompacted;
+    private long _compactionRuns;
+    private long _objectsMoved;
+    private volatile bool _disposed;
+
+    public ZsPool(ZsPoolOptions? options = null, ILogger<ZsPool>? logger = null)
+    {
+        options ??= new ZsPoolOptions();
+        _table = new SizeClassTable(options.ChainLimit);
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _name = options.Name;
+        _tag = (Interlocked.Increment(ref _lastTag) % HandleCell.MaxTag) + 1;
+        _handles = new HandleTable((uint)Random.Shared.Next());
+        _classes = new SizeClass[_table.Count];
+        for (int i = 0; i < _table.Count; i++)
+        {
+            SizeClassInfo info = _table[i];
+            _classes[i] = new SizeClass(info, info.PagesPerZspage == 1 && info.ObjectsPerZspage == 1, _zspages);
+        }
+
+        _huge = _classes[^1];
+        Debug.Assert(_huge.IsHuge && _huge.Size == SizeClassTable.PageSize);
+        HugeClassSize = _table.HugeClassSize - HeaderSize;
+        _deferred = new DeferredFreeQueue(options.DeferredFreeCapacity, FreeQueued,
+            e => ZsPoolLog.DeferredFreeFailed(_logger, _name, e));
+    }
+
+    /// <summary>zs_huge_class_size: payloads of at least this many bytes get a page of their own.</summary>
+    public int HugeClassSize { get; }
+
+    /// <summary>Pages currently held by zspages (zs_get_total_pages).</summary>
+    public long TotalPages => _pages.PagesInUse;
+
+    /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
+    public long PeakPages => _pages.PeakPages;
+
+    /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue.</summary>
+    public long MetadataBytes =>
+        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * sizeof(ulong));
+
+    internal SizeClassTable Table => _table;
+
+    public void ResetPeak() => _pages.ResetPeak();
+
+    /// <summary>Allocates an object of <paramref name="size"/> payload bytes (1..4096) and returns its handle (never 0).</summary>
+    public ulong Malloc(int size)
+    {
+        if ((uint)(size - 1) >= MaxObjectSize)
+        {
+            ThrowHelper.ThrowSizeOutOfRange(size);
+        }
+
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        SizeClass cls = size >= HugeClassSize ? _huge : _classes[_table.ClassIndexFor(size + HeaderSize)];
+        uint cell = _handles.Allocate(out uint generation);
+
+        cls.Lock.Enter();
+        int id = cls.PickFullest();
+        bool fresh = id < 0;
+        if (fresh)
+        {
+            cls.Lock.Exit();
+            id = CreateZspageOrReleaseCell(cls, cell, generation);
+            cls.Lock.Enter();
+        }
+
+        ZsPageDescriptor* d = _zspages[id];
+        long location = AllocateSlot(cls, d, cell, size);
+        if (fresh)
+        {
+            cls.Add(id, d);
+        }
+        else
+        {
+            cls.UpdateBand(id, d);
+        }
+
+        cls.ObjUsed++;
+        cls.BytesStored += size;
+        Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(generation, location));
+        cls.Lock.Exit();
+        return HandleCell.MakeHandle(cell, generation, _tag);
+    }
+
+    /// <summary>Copies <paramref name="source"/> into the object (at most the size it was allocated with).</summary>
+    public void Write(ulong handle, ReadOnlySpan<byte> source)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        if (source.Length > size)
+        {
+            Interlocked.Decrement(ref pinned->Pins);
+            ThrowHelper.ThrowLongerThanObject(source.Length, size);
+        }
+
+        // In bounds: the object's slot holds size payload bytes and source.Length <= size.
+        source.CopyTo(new Span<byte>(payload, source.Length));
+        Interlocked.Decrement(ref pinned->Pins);
+    }
+
+    /// <summary>Copies the object's first destination.Length bytes (at most its size) into <paramref name="destination"/>.</summary>
+    public void Read(ulong handle, Span<byte> destination)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        if (destination.Length > size)
+        {
+            Interlocked.Decrement(ref pinned->Pins);
+            ThrowHelper.ThrowLongerThanObject(destination.Length, size);
+        }
+
+        // In bounds: destination.Length <= size payload bytes of the slot.
+        new ReadOnlySpan<byte>(payload, destination.Length).CopyTo(destination);
+        Interlocked.Decrement(ref pinned->Pins);
+    }
+
+    /// <summary>
+    /// A view of the object's first <paramref name="length"/> bytes; the object does not move until it is disposed.
+    /// Zspage pages are virtually contiguous here, so the view is always direct and <paramref name="scratch"/>
+    /// (kept for objects that would have to be stitched from two pages) is not written.
+    /// </summary>
+    public ZsReadView MapRead(ulong handle, int length, Span<byte> scratch)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _ = scratch;
+        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        if ((uint)length > (uint)size)
+        {
+            Interlocked.Decrement(ref pinned->Pins);
+            ThrowHelper.ThrowLongerThanObject(length, size);
+        }
+
+        // In bounds: 0 <= length <= size payload bytes of the slot; the pin keeps them there until Dispose.
+        return new ZsReadView(new ReadOnlySpan<byte>(payload, length), pinned);
+    }
+
+    public void Free(ulong handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        FreeCore(handle, queued: false);
+    }
+
+    /// <summary>zs_free_deferred: queues the free and returns; frees at once if the queue is busy or full.</summary>
+    public void FreeDeferred(ulong handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ulong* cellPtr = CellOf(handle);
+        uint generation = HandleCell.GenerationOfHandle(handle);
+        var spin = default(SpinWait);
+        while (true)
+        {
+            ulong c = Volatile.Read(ref *cellPtr);
+            CheckLive(handle, c, generation, queued: false);
+            if ((c & HandleCell.Moving) != 0)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+                continue;
+            }
+
+            // Marked pending, the handle is already dead to its owner: a second free or a read is refused.
+            if (Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.FreePending, c) == c)
+            {
+                break;
+            }
+        }
+
+        if (!_deferred.TryEnqueue(handle))
+        {
+            FreeCore(handle, queued: true);
+        }
+    }
+
+    /// <summary>Frees every deferred handle now.</summary>
+    public void FlushDeferred()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _deferred.Flush();
+    }
+
+    /// <summary>Compacts every class (largest first, as the kernel); returns the pages freed.</summary>
+    public long Compact()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_compactLock)
+        {
+            long started = Stopwatch.GetTimestamp();
+            long moved = 0;
+            long freed = 0;
+            for (int i = _classes.Length - 1; i >= 0; i--)
+            {
+                if (!_classes[i].IsHuge)
+                {
+                    freed += CompactClass(_classes[i], ref moved);
+                }
+            }
+
+            Interlocked.Add(ref _pagesCompacted, freed);
+            Interlocked.Add(ref _objectsMoved, moved);
+            Interlocked.Increment(ref _compactionRuns);
+            ZsPoolLog.Compacted(_logger, _name, freed, moved, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            return freed;
+        }
+    }
+
+    /// <summary>zs_can_compact over all classes: pages compaction could free now.</summary>
+    public long CanCompact()
+    {
+        long pages = 0;
+        foreach (SizeClass cls in _classes)
+        {
+            lock (cls.Lock)
+            {
+                pages += cls.CanCompact();
+            }
+        }
+
+        return pages;
+    }
+
+    public ZsPoolStats GetStats()
+    {
+        long bytes = 0, objects = 0;
+        foreach (SizeClass cls in _classes)
+        {
+            lock (cls.Lock)
+            {
+                bytes += cls.BytesStored;
+                objects += cls.ObjUsed;
+            }
+        }
+
+        return new ZsPoolStats
+        {
+            PagesUsed = TotalPages,
+            PeakPages = PeakPages,
+            BytesStored = bytes,
+            Objects = objects,
+            PagesCompacted = Interlocked.Read(ref _pagesCompacted),
+            CompactionRuns = Interlocked.Read(ref _compactionRuns),
+            ObjectsMoved = Interlocked.Read(ref _objectsMoved),
+            DeferredQueueDepth = _deferred.Depth,
+            DeferredQueueCapacity = _deferred.Capacity,
+            MetadataBytes = MetadataBytes,
+        };
+    }
+
+    /// <summary>The per-class table of the kernel's debugfs <c>classes</c> file.</summary>
+    public IReadOnlyList<ZsClassStats> GetClassStats()
+    {
+        var rows = new ZsClassStats[_classes.Length];
+        for (int i = 0; i < _classes.Length; i++)
+        {
+            SizeClass cls = _classes[i];
+            lock (cls.Lock)
+            {
+                var bands = new int[SizeClass.BandCount];
+                for (int band = 0; band < bands.Length; band++)
+                {
+                    bands[band] = cls.ZspagesInBand(band);
+                }
+
+                rows[i] = new ZsClassStats
+                {
+                    Class = i,
+                    Size = cls.Size,
+                    ZspagesByFullness = bands,
+                    ObjAllocated = cls.ObjAllocated,
+                    ObjUsed = cls.ObjUsed,
+                    PagesUsed = (long)cls.Zspages * cls.PagesPerZspage,
+                    PagesPerZspage = cls.PagesPerZspage,
+                    Freeable = cls.CanCompact(),
+                };
+            }
+        }
+
+        return rows;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _deferred.Close();
+        lock (_compactLock)
+        {
+            _disposed = true;
+        }
+
+        _pages.Dispose();
+        _zspages.Dispose();
+        _handles.Dispose();
+    }
+
+    private void FreeQueued(ulong handle) => FreeCore(handle, queued: true);
+
+    /// <summary>Returns the handle's cell, or throws if the handle cannot be one of this pool's.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong* CellOf(ulong handle)
+    {
+        uint cell = HandleCell.CellOf(handle);
+        if (HandleCell.TagOf(handle) != _tag || cell >= _handles.Created)
+        {
+            ThrowHelper.ThrowForeignHandle(handle);
+        }
+
+        return _handles.Cell(cell);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void CheckLive(ulong handle, ulong cell, uint generation, bool queued)
+    {
+        bool pending = (cell & HandleCell.FreePending) != 0;
+        if ((cell & HandleCell.Allocated) == 0 || HandleCell.GenerationOf(cell) != generation || pending != queued)
+        {
+            ThrowHelper.ThrowFreedHandle(handle);
+        }
+    }
+
+    /// <summary>
+    /// Pins the object's zspage and returns its payload and size. The cell is read again after pinning: if
+    /// compaction claimed the object in between, the pin is dropped and the new location is awaited.
+    /// </summary>
+    private byte* Pin(ulong handle, out ZsPageDescriptor* pinned, out int size)
+    {
+        ulong* cellPtr = CellOf(handle);
+        uint generation = HandleCell.GenerationOfHandle(handle);
+        var spin = default(SpinWait);
+        while (true)
+        {
+            ulong c = Volatile.Read(ref *cellPtr);
+            CheckLive(handle, c, generation, queued: false);
+            long location = HandleCell.LocationOf(c);
+            int owner = _pages.OwnerOf((int)(location >> PageShift));
+            if ((c & HandleCell.Moving) != 0 || owner < 0)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+                continue;
+            }
+
+            ZsPageDescriptor* d = _zspages[owner];
+            Interlocked.Increment(ref d->Pins);
+            if (Volatile.Read(ref *cellPtr) != c)
+            {
+                Interlocked.Decrement(ref d->Pins);
+                continue;
+            }
+
+            byte* p = _pages.Address(location);
+            if (d->ClassIndex == _huge.Info.Index)
+            {
+                size = d->HugeSize;
+            }
+            else
+            {
+                ulong header = *(ulong*)p;
+                if (HandleCell.CellOfHeader(header) != HandleCell.CellOf(handle))
+                {
+                    Interlocked.Decrement(ref d->Pins);
+                    ThrowHelper.ThrowCorrupt(handle);
+                }
+
+                size = HandleCell.SizeOfHeader(header);
+                p += HeaderSize;
+            }
+
+            pinned = d;
+            return p;
+        }
+    }
+
+    private void FreeCore(ulong handle, bool queued)
+    {
+        ulong* cellPtr = CellOf(handle);
+        uint generation = HandleCell.GenerationOfHandle(handle);
+        uint next = HandleCell.NextGeneration(generation);
+        var spin = default(SpinWait);
+        ulong c;
+        while (true)
+        {
+            c = Volatile.Read(ref *cellPtr);
+            CheckLive(handle, c, generation, queued);
+            if ((c & HandleCell.Moving) != 0)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+                continue;
+            }
+
+            if (Interlocked.CompareExchange(ref *cellPtr, HandleCell.MakeFree(next, 0), c) == c)
+            {
+                break;
+            }
+        }
+
+        // The cell is ours now: compaction can no longer claim the object, so its location is final.
+        long location = HandleCell.LocationOf(c);
+        int id = _pages.OwnerOf((int)(location >> PageShift));
+        ZsPageDescriptor* d = _zspages[id];
+        SizeClass cls = _classes[d->ClassIndex];
+        bool release = false;
+        cls.Lock.Enter();
+        int size = FreeSlot(cls, d, location);
+        cls.ObjUsed--;
+        cls.BytesStored -= size;
+        if (d->InUse == 0 && !d->IsIsolated)
+        {
+            cls.Remove(id, d);
+            release = true;
+        }
+        else
+        {
+            cls.UpdateBand(id, d);
+        }
+
+        cls.Lock.Exit();
+        if (release)
+        {
+            ReleaseZspage(cls, id, d);
+        }
+
+        _handles.Release(HandleCell.CellOf(handle), next);
+    }
+
+    /// <summary>Takes the zspage's first free slot for an object. Class lock held; the zspage is not full.</summary>
+    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell, int size)
+    {
+        int slot = d->FreeSlot;
+        Debug.Assert(slot >= 0 && slot < cls.ObjectsPerZspage);
+        long location = ((long)d->FirstPage << PageShift) + ((long)slot * cls.Size);
+        if (cls.IsHuge)
+        {
+            d->FreeSlot = -1;
+            d->HugeCell = cell;
+            d->HugeSize = size;
+        }
+        else
+        {
+            // In bounds: slot < ObjectsPerZspage, so the slot lies inside the zspage's run.
+            ulong* header = (ulong*)_pages.Address(location);
+            d->FreeSlot = (short)HandleCell.NextSlotOf(*header);
+            *header = HandleCell.MakeHeader(cell, size);
+        }
+
+        d->InUse++;
+        return location;
+    }
+
+    /// <summary>Returns an object's slot to its zspage and gives its payload size. Class lock held.</summary>
+    private int FreeSlot(SizeClass cls, ZsPageDescriptor* d, long location)
+    {
+        int size;
+        if (cls.IsHuge)
+        {
+            size = d->HugeSize;
+            d->HugeSize = 0;
+            d->FreeSlot = 0;
+        }
+        else
+        {
+            long offset = location - ((long)d->FirstPage << PageShift);
+            int slot = (int)(offset / cls.Size);
+            ulong* header = (ulong*)_pages.Address(location);
+            size = HandleCell.SizeOfHeader(*header);
+            *header = HandleCell.MakeFreeSlot(d->FreeSlot);
+            d->FreeSlot = (short)slot;
+        }
+
+        d->InUse--;
+        return size;
+    }
+
+    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell, uint generation)
+    {
+        try
+        {
+            return CreateZspage(cls);
+        }
+        catch (OutOfMemoryException)
+        {
+            _handles.Release(cell, generation);
+            throw;
+        }
+    }
+
+    /// <summary>A new zspage with every slot on its free list. No lock held; the class lock is taken after.</summary>
+    private int CreateZspage(SizeClass cls)
+    {
+        int id = _zspages.Allocate();
+        int head;
+        try
+        {
+            head = _pages.AllocateRun(cls.PagesPerZspage);
+        }
+        catch
+        {
+            _zspages.Free(id);
+            throw;
+        }
+
+        ZsPageDescriptor* d = _zspages[id];
+        // Pins is left alone: a reader that raced with this descriptor's previous life may still drop its pin.
+        d->FirstPage = head;
+        d->Prev = -1;
+        d->Next = -1;
+        d->InUse = 0;
+        d->FreeSlot = 0;
+        d->ClassIndex = (byte)cls.Info.Index;
+        d->Band = SizeClass.BandEmpty;
+        d->Flags = ZsPageDescriptor.FlagLive;
+        d->HugeCell = 0;
+        d->HugeSize = 0;
+        if (!cls.IsHuge)
+        {
+            // In bounds: slot i starts at i * Size < ObjectsPerZspage * Size <= PagesPerZspage * 4096.
+            byte* start = (byte*)_pages.PageAddress(head);
+            int last = cls.ObjectsPerZspage - 1;
+            for (int slot = 0; slot < last; slot++)
+            {
+                *(ulong*)(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(slot + 1);
+            }
+
+            *(ulong*)(start + ((long)last * cls.Size)) = HandleCell.MakeFreeSlot(-1);
+        }
+
+        _pages.SetOwner(head, cls.PagesPerZspage, id);
+        return id;
+    }
+
+    /// <summary>Gives an empty zspage's pages back to the OS. Already removed from its class; no lock held.</summary>
+    private void ReleaseZspage(SizeClass cls, int id, ZsPageDescriptor* d)
+    {
+        _pages.FreeRun(d->FirstPage, cls.PagesPerZspage);
+        _zspages.Free(id);
+    }
+
+    /// <summary>
+    /// __zs_compact for one class: drains the emptiest zspages into the fullest while zs_can_compact says a
+    /// whole zspage can be freed. One object per class-lock hold; the copy itself runs without the lock.
+    /// </summary>
+    private long CompactClass(SizeClass cls, ref long moved)
+    {
+        long freed = 0;
+        int srcId = -1;
+        ZsPageDescriptor* src = null;
+        int cursor = 0;
+        int movedSlot = -1;
+        int misses = 0;
+        while (true)
+        {
+            cls.Lock.Enter();
+            if (movedSlot >= 0)
+            {
+                // The object's old copy: its cell already points at the new one.
+                FreeSlot(cls, src, ((long)src->FirstPage << PageShift) + ((long)movedSlot * cls.Size));
+                cls.UpdateBand(srcId, src);
+                movedSlot = -1;
+            }
+
+            if (src != null && src->InUse == 0)
+            {
+                cls.Remove(srcId, src);
+                cls.Lock.Exit();
+                ReleaseZspage(cls, srcId, src);
+                freed += cls.PagesPerZspage;
+                src = null;
+                continue;
+            }
+
+            if (src == null)
+            {
+                srcId = cls.CanCompact() == 0 ? -1 : cls.PickEmptiest();
+                if (srcId < 0)
+                {
+                    cls.Lock.Exit();
+                    return freed;
+                }
+
+                src = _zspages[srcId];
+                cls.Isolate(srcId, src);
+                cursor = 0;
+            }
+
+            int dstId = cls.PickFullest();
+            if (dstId < 0)
+            {
+                cls.PutBack(srcId, src);
+                cls.Lock.Exit();
+                return freed;
+            }
+
+            if (!ClaimNextObject(cls, src, ref cursor, out ulong* cellPtr, out ulong claimed, out long srcLocation))
+            {
+                // What is still counted in src is being freed right now; let those frees finish.
+                cls.PutBack(srcId, src);
+                src = null;
+                cls.Lock.Exit();
+                if (++misses > 64)
+                {
+                    return freed;
+                }
+
+                Thread.Yield();
+                continue;
+            }
+
+            byte* from = _pages.Address(srcLocation);
+            ulong header = *(ulong*)from;
+            int size = HandleCell.SizeOfHeader(header);
+            ZsPageDescriptor* dst = _zspages[dstId];
+            long dstLocation = AllocateSlot(cls, dst, HandleCell.CellOfHeader(header), size);
+            cls.UpdateBand(dstId, dst);
+            cls.Lock.Exit();
+
+            // Readers and writers inside src finish first; new ones see Moving and wait for the new location.
+            var spin = default(SpinWait);
+            while (Volatile.Read(ref src->Pins) != 0)
+            {
+                spin.SpinOnce(sleep1Threshold: -1);
+            }
+
+            // In bounds: both slots hold Size bytes and size <= Size - HeaderSize; the header is already written.
+            Buffer.MemoryCopy(from + HeaderSize, _pages.Address(dstLocation) + HeaderSize, size, size);
+            Volatile.Write(ref *cellPtr, HandleCell.WithLocation(claimed, dstLocation));
+            movedSlot = (int)((srcLocation - ((long)src->FirstPage << PageShift)) / cls.Size);
+            moved++;
+        }
+    }
+
+    /// <summary>
+    /// Finds the next object of src from <paramref name="cursor"/> and marks its cell Moving. Objects whose free
+    /// has begun (their cell no longer points here) are skipped. Class lock held.
+    /// </summary>
+    private bool ClaimNextObject(SizeClass cls, ZsPageDescriptor* src, ref int cursor, out ulong* cellPtr, out ulong claimed, out long location)
+    {
+        long start = (long)src->FirstPage << PageShift;
+        for (; cursor < cls.ObjectsPerZspage; cursor++)
+        {
+            location = start + ((long)cursor * cls.Size);
+            ulong header = *(ulong*)_pages.Address(location);
+            if ((header & HandleCell.HeaderAllocated) == 0)
+            {
+                continue;
+            }
+
+            cellPtr = _handles.Cell(HandleCell.CellOfHeader(header));
+            ulong c = Volatile.Read(ref *cellPtr);
+            if ((c & (HandleCell.Allocated | HandleCell.Moving)) != HandleCell.Allocated || HandleCell.LocationOf(c) != location)
+            {
+                continue;
+            }
+
+            if (Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
+            {
+                claimed = c;
+                cursor++;
+                return true;
+            }
+        }
+
+        cellPtr = null;
+        claimed = 0;
+        location = 0;
+        return false;
+    }
+}

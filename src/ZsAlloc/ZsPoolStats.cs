@@ -1,0 +1,31 @@
+namespace ZsAlloc;
+
+/// <summary>Pool totals, a snapshot.</summary>
+public sealed record ZsPoolStats
+{
+    /// <summary>Pages held by zspages (zs_get_total_pages).</summary>
+    public long PagesUsed { get; init; }
+
+    public long PeakPages { get; init; }
+
+    /// <summary>Sum of the payload sizes of the live objects.</summary>
+    public long BytesStored { get; init; }
+
+    /// <summary>Live objects.</summary>
+    public long Objects { get; init; }
+
+    /// <summary>Pages freed by compaction since the pool was created.</summary>
+    public long PagesCompacted { get; init; }
+
+    public long CompactionRuns { get; init; }
+
+    /// <summary>Objects compaction has moved since the pool was created.</summary>
+    public long ObjectsMoved { get; init; }
+
+    public int DeferredQueueDepth { get; init; }
+
+    public int DeferredQueueCapacity { get; init; }
+
+    /// <summary>Bytes of the pool's own metadata (see <see cref="ZsPool.MetadataBytes"/>).</summary>
+    public long MetadataBytes { get; init; }
+}

@@ -1,0 +1,60 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Tests.Devices;
+
+namespace Nbd.Tests.Interop;
+
+/// <summary>A real <see cref="NbdServer"/> on a Unix socket in a fresh temp directory, serving in-memory devices.</summary>
+public sealed class TestServer : IAsyncDisposable
+{
+    private readonly CancellationTokenSource _cancel = new();
+    private readonly NbdListener _listener;
+    private readonly Task _serving;
+
+    public TestServer(NbdServerOptions? options = null, params NbdExport[] exports)
+    {
+        Directory = Path.Combine(Path.GetTempPath(), "nbd-test-" + Guid.NewGuid().ToString("N")[..12]);
+        System.IO.Directory.CreateDirectory(Directory);
+        SocketPath = Path.Combine(Directory, "nbd.sock");
+        Server = new NbdServer(options ?? new NbdServerOptions(), NullLoggerFactory.Instance);
+        if (exports.Length == 0)
+        {
+            exports = [new NbdExport("mem", "in-memory test device", new MemoryBlockDevice(16 << 20))];
+        }
+
+        foreach (NbdExport export in exports)
+        {
+            Server.AddExport(export);
+        }
+
+        _listener = NbdListener.BindUnix(SocketPath);
+        _serving = Server.ServeAsync(_listener, _cancel.Token);
+    }
+
+    public NbdServer Server { get; }
+
+    public string Directory { get; }
+
+    public string SocketPath { get; }
+
+    public MemoryBlockDevice Device(int index = 0) => (MemoryBlockDevice)Server.SnapshotExports()[index].Device;
+
+    /// <summary>libnbd URI of an export on this server.</summary>
+    public string Uri(string export = "mem") => $"nbd+unix:///{export}?socket={SocketPath}";
+
+    public async ValueTask DisposeAsync()
+    {
+        await _cancel.CancelAsync();
+        await Server.StopAsync(TimeSpan.FromSeconds(2));
+        await _serving;
+        _listener.Dispose();
+        await Server.DisposeAsync();
+        _cancel.Dispose();
+        try
+        {
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+}

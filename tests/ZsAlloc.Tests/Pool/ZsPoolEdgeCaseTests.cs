@@ -1,0 +1,173 @@
+namespace ZsAlloc.Tests.Pool;
+
+public sealed class ZsPoolEdgeCaseTests : IDisposable
+{
+    private readonly ZsPool _pool = new();
+
+    public void Dispose() => _pool.Dispose();
+
+    // Slot = payload + 8-byte header, rounded up to the merged class (hand-derived from calculate_zspage_chain_size):
+    //    1 +8 =    9 -> 32 (1 page, 128 objects)    24 +8 = 32 -> 32        25 +8 = 33 -> 48 (3 pages, 256)
+    //   31 +8 =   39 -> 48      32 +8 = 40 -> 48    33 +8 = 41 -> 48
+    // 3624 +8 = 3632 -> 3632, the last class that shares pages (8 pages, 9 objects)
+    // 3625 and above -> the huge class: one 4096-byte page per object, no header.
+    [Theory]
+    [InlineData(1, 32, 1)]
+    [InlineData(24, 32, 1)]
+    [InlineData(25, 48, 3)]
+    [InlineData(31, 48, 3)]
+    [InlineData(32, 48, 3)]
+    [InlineData(33, 48, 3)]
+    [InlineData(3624, 3632, 8)]
+    [InlineData(3625, 4096, 1)]
+    [InlineData(4096, 4096, 1)]
+    public void Size_goes_to_the_expected_class_and_round_trips(int size, int classSize, int pagesPerZspage)
+    {
+        ulong handle = _pool.Malloc(size);
+        Assert.NotEqual(0UL, handle);
+        _pool.Write(handle, TestPattern.Slice(size, size));
+
+        ZsClassStats row = Assert.Single(_pool.GetClassStats(), r => r.ObjUsed == 1);
+        Assert.Equal(classSize, row.Size);
+        Assert.Equal(pagesPerZspage, row.PagesPerZspage);
+        Assert.Equal(pagesPerZspage, _pool.TotalPages);
+
+        var back = new byte[size];
+        _pool.Read(handle, back);
+        Assert.True(TestPattern.Slice(size, size).SequenceEqual(back));
+
+        using (ZsReadView view = _pool.MapRead(handle, size, new byte[ZsPool.MaxObjectSize]))
+        {
+            Assert.True(TestPattern.Slice(size, size).SequenceEqual(view.Span));
+        }
+
+        _pool.Free(handle);
+        Assert.Equal(0, _pool.TotalPages);
+        Assert.Equal(0, _pool.GetStats().Objects);
+    }
+
+    [Fact]
+    public void Huge_watermark_is_the_kernels_zs_huge_class_size()
+    {
+        Assert.Equal(3625, _pool.HugeClassSize);
+        using var chain4 = new ZsPool(new ZsPoolOptions { ChainLimit = 4 });
+        // With 4-page chains the largest class sharing pages is 3264 (4 pages, 5 objects): 3264 - 7.
+        Assert.Equal(3257, chain4.HugeClassSize);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(-1)]
+    [InlineData(4097)]
+    [InlineData(int.MaxValue)]
+    public void Sizes_outside_1_to_4096_are_rejected(int size)
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => _pool.Malloc(size));
+        Assert.Equal(0, _pool.TotalPages);
+    }
+
+    [Fact]
+    public void Objects_crossing_page_boundaries_keep_their_bytes()
+    {
+        // Class 3632 has 9 objects over 8 pages: all but the first cross a page boundary.
+        var handles = new ulong[9];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            handles[i] = _pool.Malloc(3624);
+            _pool.Write(handles[i], TestPattern.Slice(i * 7919, 3624));
+        }
+
+        Assert.Equal(8, _pool.TotalPages);
+        var back = new byte[3624];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            _pool.Read(handles[i], back);
+            Assert.True(TestPattern.Slice(i * 7919, 3624).SequenceEqual(back), $"object {i}");
+        }
+    }
+
+    [Fact]
+    public void MapRead_is_a_direct_view_of_pool_memory()
+    {
+        ulong handle = _pool.Malloc(100);
+        _pool.Write(handle, TestPattern.Slice(1, 100));
+        var scratch = new byte[ZsPool.MaxObjectSize];
+        using ZsReadView view = _pool.MapRead(handle, 60, scratch);
+        Assert.Equal(60, view.Span.Length);
+        Assert.False(view.Span.Overlaps(scratch));
+        Assert.True(TestPattern.Slice(1, 60).SequenceEqual(view.Span));
+    }
+
+    [Fact]
+    public void Partial_read_and_write_touch_only_the_first_bytes()
+    {
+        ulong handle = _pool.Malloc(200);
+        _pool.Write(handle, TestPattern.Slice(5, 200));
+        _pool.Write(handle, TestPattern.Slice(9, 50));
+        var back = new byte[200];
+        _pool.Read(handle, back);
+        Assert.True(TestPattern.Slice(9, 50).SequenceEqual(back.AsSpan(0, 50)));
+        Assert.True(TestPattern.Slice(5, 200)[50..].SequenceEqual(back.AsSpan(50)));
+    }
+
+    [Fact]
+    public void Longer_than_the_object_is_rejected()
+    {
+        ulong handle = _pool.Malloc(100);
+        Assert.Throws<ArgumentException>(() => _pool.Write(handle, new byte[101]));
+        Assert.Throws<ArgumentException>(() => _pool.Read(handle, new byte[101]));
+        Assert.Throws<ArgumentException>(() => _pool.MapRead(handle, 101, new byte[4096]));
+        ulong huge = _pool.Malloc(4000);
+        Assert.Throws<ArgumentException>(() => _pool.Write(huge, new byte[4001]));
+        // The rejected calls left no pin behind: compaction and free still work.
+        _pool.Free(handle);
+        _pool.Free(huge);
+        Assert.Equal(0, _pool.TotalPages);
+    }
+
+    [Fact]
+    public void Freed_handles_are_refused()
+    {
+        ulong handle = _pool.Malloc(64);
+        _pool.Free(handle);
+        Assert.Throws<InvalidOperationException>(() => _pool.Free(handle));
+        Assert.Throws<InvalidOperationException>(() => _pool.Read(handle, new byte[1]));
+        Assert.Throws<InvalidOperationException>(() => _pool.Write(handle, new byte[1]));
+        Assert.Throws<InvalidOperationException>(() => _pool.FreeDeferred(handle));
+
+        // The cell is reused by the next allocation; the old handle still does not reach the new object.
+        ulong next = _pool.Malloc(64);
+        Assert.NotEqual(handle, next);
+        Assert.Throws<InvalidOperationException>(() => _pool.Free(handle));
+        _pool.Free(next);
+    }
+
+    [Fact]
+    public void Handles_of_another_pool_and_zero_are_refused()
+    {
+        using var other = new ZsPool();
+        ulong foreign = other.Malloc(64);
+        Assert.Throws<ArgumentException>(() => _pool.Free(foreign));
+        Assert.Throws<ArgumentException>(() => _pool.Read(foreign, new byte[1]));
+        Assert.Throws<ArgumentException>(() => _pool.Free(0));
+        Assert.Throws<ArgumentException>(() => _pool.Write(ulong.MaxValue, new byte[1]));
+        other.Free(foreign);
+    }
+
+    [Fact]
+    public void Disposed_pool_refuses_work()
+    {
+        var pool = new ZsPool();
+        ulong handle = pool.Malloc(10);
+        pool.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => pool.Malloc(10));
+        Assert.Throws<ObjectDisposedException>(() => pool.Read(handle, new byte[1]));
+        pool.Dispose();
+    }
+
+    [Theory]
+    [InlineData(3)]
+    [InlineData(17)]
+    public void Chain_limit_outside_4_to_16_is_rejected(int chain) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ZsPool(new ZsPoolOptions { ChainLimit = chain }));
+}
