@@ -13,6 +13,66 @@ namespace ZramDaemon.Attach;
 public static class AttachCommand
 {
     private const int ExitCodeFailure = 1;
+    private const int ExitCodeUsage = 64;
+
+    /// <summary>Where a root daemon listens by default.</summary>
+    public const string DefaultServer = "unix:/run/zramd/zramd.sock";
+
+    public const string Usage =
+        "usage: zramd attach NAME [/dev/nbdN] [--socket unix:PATH|tcp:HOST:PORT] [--ioctl]\n" +
+        "       zramd detach /dev/nbdN";
+
+    /// <summary>Runs `attach ...` or `detach ...` (<paramref name="args"/> starts with the verb).</summary>
+    public static int Run(IReadOnlyList<string> args, TextWriter output, TextWriter error)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        ArgumentNullException.ThrowIfNull(error);
+        var positional = new List<string>();
+        string server = DefaultServer;
+        NbdAttachMethod? method = null;
+        for (int i = 1; i < args.Count; i++)
+        {
+            switch (args[i])
+            {
+                case "--socket" when i + 1 < args.Count:
+                    server = args[++i];
+                    server = server.Contains(':', StringComparison.Ordinal) ? server : "unix:" + server;
+                    break;
+                case "--ioctl":
+                    method = NbdAttachMethod.Ioctl;
+                    break;
+                case "--netlink":
+                    method = NbdAttachMethod.Netlink;
+                    break;
+                case "-h" or "--help":
+                    output.WriteLine(Usage);
+                    return 0;
+                default:
+                    if (args[i].StartsWith('-'))
+                    {
+                        error.WriteLine($"zramd {args[0]}: unknown option {args[i]}\n{Usage}");
+                        return ExitCodeUsage;
+                    }
+
+                    positional.Add(args[i]);
+                    break;
+            }
+        }
+
+        return (args.Count > 0 ? args[0] : string.Empty, positional.Count) switch
+        {
+            ("attach", 1) => Attach(positional[0], null, server, method, output, error),
+            ("attach", 2) => Attach(positional[0], positional[1], server, method, output, error),
+            ("detach", 1) => Detach(positional[0], error),
+            _ => UsageError(error),
+        };
+    }
+
+    private static int UsageError(TextWriter error)
+    {
+        error.WriteLine(Usage);
+        return ExitCodeUsage;
+    }
 
     /// <param name="server">unix:PATH or tcp:HOST:PORT of the daemon's NBD listener.</param>
     /// <returns>the process exit code.</returns>

@@ -16,6 +16,9 @@ public static class Repository
     /// <summary>zramd.dll as built by the solution build (the project reference makes sure it is built).</summary>
     public static string ZramdDll => Path.Combine(Root, "src", "ZramDaemon", "bin", Configuration, "net10.0", "zramd.dll");
 
+    /// <summary>The native launcher the build puts beside zramd.dll (needs the .NET runtime installed).</summary>
+    public static string ZramdApphost => Path.Combine(Path.GetDirectoryName(ZramdDll)!, "zramd");
+
     private static string FindRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
