@@ -4,5 +4,15 @@ namespace Zram.Benchmarks;
 
 internal static class Program
 {
-    private static void Main(string[] args) => BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+    private static int Main(string[] args)
+    {
+        // Console modes that print figures; everything else goes to BenchmarkDotNet.
+        if (args.Length > 0 && args[0] == "fragmentation")
+        {
+            return ZsPoolFragmentation.Run(args[1..]);
+        }
+
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
+        return 0;
+    }
 }

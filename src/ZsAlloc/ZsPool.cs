@@ -25,7 +25,8 @@ namespace ZsAlloc;
 ///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
-///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED.
+///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
+///   1 MiB of them kept warm for reuse, see <see cref="PageSource"/>).
 ///
 ///   Handle: an opaque 64-bit value naming a cell of the <see cref="HandleTable"/> (plus a generation and a
 ///   pool tag, <see cref="HandleCell"/>). The cell holds the object's location, so compaction can move the
@@ -65,6 +66,9 @@ public sealed unsafe class ZsPool : IDisposable
     private readonly HandleTable _handles;
     private readonly DeferredFreeQueue _deferred;
     private readonly Lock _compactLock = new();
+    private readonly PageRun[] _releaseRuns = new PageRun[256];
+    private readonly int[] _releaseIds = new int[256];
+    private int _releaseCount;
     private readonly ILogger _logger;
     private readonly string _name;
     private readonly int _tag;
@@ -264,6 +268,8 @@ public sealed unsafe class ZsPool : IDisposable
                 }
             }
 
+            // Compaction is when memory goes back: the few warm pages kept for reuse go too.
+            _pages.ReleaseWarm();
             Interlocked.Add(ref _pagesCompacted, freed);
             Interlocked.Add(ref _objectsMoved, moved);
             Interlocked.Increment(ref _compactionRuns);
@@ -605,10 +611,34 @@ public sealed unsafe class ZsPool : IDisposable
         _zspages.Free(id);
     }
 
+    /// <summary>Compaction frees zspages in bursts: it gathers them and gives their pages back together. Compaction lock held.</summary>
+    private void ReleaseLater(SizeClass cls, int id, ZsPageDescriptor* d)
+    {
+        if (_releaseCount == _releaseRuns.Length)
+        {
+            ReleaseDeferredZspages();
+        }
+
+        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage);
+        _releaseIds[_releaseCount++] = id;
+    }
+
+    private void ReleaseDeferredZspages()
+    {
+        _pages.FreeRuns(_releaseRuns.AsSpan(0, _releaseCount));
+        for (int i = 0; i < _releaseCount; i++)
+        {
+            _zspages.Free(_releaseIds[i]);
+        }
+
+        _releaseCount = 0;
+    }
+
     /// <summary>
     /// __zs_compact for one class: drains the emptiest zspages into the fullest while zs_can_compact says a
     /// whole zspage can be freed. One object per class-lock hold; the copy itself runs without the lock.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // Runs rarely but long: optimize it from the first call.
     private long CompactClass(SizeClass cls, ref long moved)
     {
         long freed = 0;
@@ -632,7 +662,7 @@ public sealed unsafe class ZsPool : IDisposable
             {
                 cls.Remove(srcId, src);
                 cls.Lock.Exit();
-                ReleaseZspage(cls, srcId, src);
+                ReleaseLater(cls, srcId, src);
                 freed += cls.PagesPerZspage;
                 src = null;
                 continue;
@@ -644,6 +674,7 @@ public sealed unsafe class ZsPool : IDisposable
                 if (srcId < 0)
                 {
                     cls.Lock.Exit();
+                    ReleaseDeferredZspages();
                     return freed;
                 }
 
@@ -657,6 +688,7 @@ public sealed unsafe class ZsPool : IDisposable
             {
                 cls.PutBack(srcId, src);
                 cls.Lock.Exit();
+                ReleaseDeferredZspages();
                 return freed;
             }
 
@@ -668,6 +700,7 @@ public sealed unsafe class ZsPool : IDisposable
                 cls.Lock.Exit();
                 if (++misses > 64)
                 {
+                    ReleaseDeferredZspages();
                     return freed;
                 }
 

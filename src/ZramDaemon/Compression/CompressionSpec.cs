@@ -13,7 +13,16 @@ public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, in
 {
     public const string Usage = "use lz4, lz4hc[:1-12] or zstd[:1-22]";
 
-    public static CompressionSpec Default => new(CompressionAlgorithm.Lz4, Interop.Lz4.MinAcceleration);
+    public static CompressionSpec Default => DefaultFor(CompressionAlgorithm.Lz4);
+
+    /// <summary>The algorithm at its default level (lz4: acceleration 1, lz4hc: 9, zstd: 3, as the kernel's backends).</summary>
+    public static CompressionSpec DefaultFor(CompressionAlgorithm algorithm) => new(algorithm, algorithm switch
+    {
+        CompressionAlgorithm.Lz4 => Interop.Lz4.MinAcceleration,
+        CompressionAlgorithm.Lz4Hc => Interop.Lz4.HcDefaultLevel,
+        CompressionAlgorithm.Zstd => Interop.Zstd.DefaultLevel,
+        _ => throw new ArgumentOutOfRangeException(nameof(algorithm), algorithm, "unknown compression algorithm"),
+    });
 
     public static CompressionSpec Parse(string text)
     {
@@ -38,18 +47,18 @@ public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, in
         ReadOnlySpan<char> s = text.AsSpan().Trim();
         int colon = s.IndexOf(':');
         ReadOnlySpan<char> name = colon < 0 ? s : s[..colon];
-        (CompressionAlgorithm algorithm, int min, int max, int fallback) limits;
+        (CompressionAlgorithm algorithm, int min, int max) limits;
         if (name.Equals("lz4", StringComparison.OrdinalIgnoreCase))
         {
-            limits = (CompressionAlgorithm.Lz4, Interop.Lz4.MinAcceleration, Interop.Lz4.MaxAcceleration, Interop.Lz4.MinAcceleration);
+            limits = (CompressionAlgorithm.Lz4, Interop.Lz4.MinAcceleration, Interop.Lz4.MaxAcceleration);
         }
         else if (name.Equals("lz4hc", StringComparison.OrdinalIgnoreCase))
         {
-            limits = (CompressionAlgorithm.Lz4Hc, Interop.Lz4.HcMinLevel, Interop.Lz4.HcMaxLevel, Interop.Lz4.HcDefaultLevel);
+            limits = (CompressionAlgorithm.Lz4Hc, Interop.Lz4.HcMinLevel, Interop.Lz4.HcMaxLevel);
         }
         else if (name.Equals("zstd", StringComparison.OrdinalIgnoreCase))
         {
-            limits = (CompressionAlgorithm.Zstd, Interop.Zstd.MinLevel, Interop.Zstd.MaxLevel, Interop.Zstd.DefaultLevel);
+            limits = (CompressionAlgorithm.Zstd, Interop.Zstd.MinLevel, Interop.Zstd.MaxLevel);
         }
         else
         {
@@ -57,7 +66,7 @@ public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, in
             return false;
         }
 
-        int level = limits.fallback;
+        int level = DefaultFor(limits.algorithm).Level;
         if (colon >= 0)
         {
             if (!int.TryParse(s[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture, out level)

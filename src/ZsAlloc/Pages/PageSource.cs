@@ -14,6 +14,11 @@ namespace ZsAlloc.Pages;
 /// Page numbers are global: arena index * 16384 + page within the arena. An object's location is its global
 /// byte offset (page number * 4096 + offset), 38 bits for the 4096 arenas (256 GiB) allowed.
 ///
+/// A few freed runs (at most <see cref="WarmLimitPages"/>, 1 MiB) are kept resident instead, on "warm" lists
+/// that allocation tries first: a pool that frees and allocates at the same rate then pays neither the
+/// madvise (a TLB shootdown in a threaded process) nor the page faults of refilling, as the kernel's
+/// per-CPU page lists spare zsmalloc. <see cref="ReleaseWarm"/> gives them back too (compaction calls it).
+///
 /// The owner map (4 bytes a page) says which zspage holds each page, so a handle's location leads to its
 /// zspage descriptor. Head pages of free runs reuse their owner entry as the free-list link.
 /// One lock (a leaf: nothing else is taken while it is held) guards the free lists and the counters.
@@ -29,10 +34,12 @@ internal sealed unsafe class PageSource : IDisposable
     public const int MaxArenas = 4096;
     public const int MaxRunPages = SizeClassTable.MaxChainLimit;
     public const int NoOwner = -1;
+    public const int WarmLimitPages = 256;
 
     private readonly nint[] _arenaBase = new nint[MaxArenas];
     private readonly int[]?[] _owners = new int[MaxArenas][];
     private readonly int[] _freeRunHead = new int[MaxRunPages + 1];
+    private readonly int[] _warmRunHead = new int[MaxRunPages + 1];
     private readonly Lock _lock = new();
     private int _arenaCount;
     private int _nextFreshPage;
@@ -40,6 +47,7 @@ internal sealed unsafe class PageSource : IDisposable
     private long _pagesInUse;
     private long _peakPages;
     private long _pagesFree;
+    private int _pagesWarm;
     private bool _disposed;
 
     public PageSource()
@@ -50,6 +58,7 @@ internal sealed unsafe class PageSource : IDisposable
         }
 
         Array.Fill(_freeRunHead, NoOwner);
+        Array.Fill(_warmRunHead, NoOwner);
     }
 
     /// <summary>Pages held by zspages now (zs_get_total_pages).</summary>
@@ -59,6 +68,9 @@ internal sealed unsafe class PageSource : IDisposable
 
     /// <summary>Pages of mapped arenas that are on the free lists (already given back to the OS).</summary>
     public long PagesFree => Volatile.Read(ref _pagesFree);
+
+    /// <summary>Freed pages kept resident for reuse (at most <see cref="WarmLimitPages"/>).</summary>
+    public int PagesWarm => Volatile.Read(ref _pagesWarm);
 
     public int ArenaCount => Volatile.Read(ref _arenaCount);
 
@@ -84,7 +96,16 @@ internal sealed unsafe class PageSource : IDisposable
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            int head = PopRun(pages);
+            int head = PopRun(_warmRunHead, pages);
+            if (head != NoOwner)
+            {
+                _pagesWarm -= pages;
+                _pagesInUse += pages;
+                _peakPages = Math.Max(_peakPages, _pagesInUse);
+                return head;
+            }
+
+            head = PopRun(_freeRunHead, pages);
             if (head == NoOwner)
             {
                 head = SplitLongerRun(pages);
@@ -109,23 +130,97 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Gives a run's pages back to the OS and puts the run on its free list.</summary>
+    /// <summary>Keeps a freed run warm if there is room, else gives its pages back to the OS; then lists it.</summary>
     public void FreeRun(int head, int pages)
     {
-        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
-            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
+        CheckRun(head, pages);
+        SetOwner(head, pages, NoOwner);
+        lock (_lock)
         {
-            throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
+            if (_pagesWarm + pages <= WarmLimitPages)
+            {
+                PushRun(_warmRunHead, head, pages);
+                _pagesWarm += pages;
+                _pagesInUse -= pages;
+                return;
+            }
         }
 
         // The syscall runs outside the lock; nobody else can use these pages until they are on a free list.
         MemoryMap.Release(PageAddress(head), (long)pages * PageSize);
-        SetOwner(head, pages, NoOwner);
         lock (_lock)
         {
-            PushRun(head, pages);
+            PushRun(_freeRunHead, head, pages);
             _pagesFree += pages;
             _pagesInUse -= pages;
+        }
+    }
+
+    /// <summary>Gives the warm runs back to the OS too.</summary>
+    public void ReleaseWarm()
+    {
+        Span<PageRun> runs = stackalloc PageRun[WarmLimitPages];
+        int count = 0;
+        lock (_lock)
+        {
+            for (int pages = 1; pages <= MaxRunPages; pages++)
+            {
+                int head;
+                while ((head = PopRun(_warmRunHead, pages)) != NoOwner)
+                {
+                    runs[count++] = new PageRun(head, pages);
+                    _pagesWarm -= pages;
+                    _pagesInUse += pages;
+                }
+            }
+        }
+
+        // Counted as in use for the moment, so FreeRuns can account them the usual way.
+        FreeRuns(runs[..count]);
+    }
+
+    /// <summary>
+    /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): runs that touch are
+    /// given back with one madvise call, and the free lists are taken once.
+    /// </summary>
+    public void FreeRuns(Span<PageRun> runs)
+    {
+        foreach (PageRun run in runs)
+        {
+            CheckRun(run.Head, run.Pages);
+        }
+
+        runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        int start = 0;
+        for (int i = 1; i <= runs.Length; i++)
+        {
+            PageRun last = runs[i - 1];
+            bool touches = i < runs.Length && runs[i].Head == last.Head + last.Pages
+                && (runs[i].Head >> ArenaPageShift) == (last.Head >> ArenaPageShift);
+            if (!touches)
+            {
+                int first = runs[start].Head;
+                MemoryMap.Release(PageAddress(first), (long)(last.Head + last.Pages - first) * PageSize);
+                start = i;
+            }
+        }
+
+        long total = 0;
+        foreach (PageRun run in runs)
+        {
+            SetOwner(run.Head, run.Pages, NoOwner);
+            total += run.Pages;
+        }
+
+        lock (_lock)
+        {
+            foreach (PageRun run in runs)
+            {
+                PushRun(_freeRunHead, run.Head, run.Pages);
+            }
+
+            _pagesFree += total;
+            _pagesInUse -= total;
         }
     }
 
@@ -165,32 +260,41 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    private int PopRun(int pages)
+    private void CheckRun(int head, int pages)
     {
-        int head = _freeRunHead[pages];
+        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
+            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
+        {
+            throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
+        }
+    }
+
+    private int PopRun(int[] heads, int pages)
+    {
+        int head = heads[pages];
         if (head != NoOwner)
         {
             // A free run's head keeps the next run's head in its owner entry, encoded as -2 - next (-1 = end).
-            _freeRunHead[pages] = -2 - OwnerOf(head);
+            heads[pages] = -2 - OwnerOf(head);
         }
 
         return head;
     }
 
-    private void PushRun(int head, int pages)
+    private void PushRun(int[] heads, int head, int pages)
     {
-        _owners[head >> ArenaPageShift]![head & (PagesPerArena - 1)] = -2 - _freeRunHead[pages];
-        _freeRunHead[pages] = head;
+        _owners[head >> ArenaPageShift]![head & (PagesPerArena - 1)] = -2 - heads[pages];
+        heads[pages] = head;
     }
 
     private int SplitLongerRun(int pages)
     {
         for (int longer = pages + 1; longer <= MaxRunPages; longer++)
         {
-            int head = PopRun(longer);
+            int head = PopRun(_freeRunHead, longer);
             if (head != NoOwner)
             {
-                PushRun(head + pages, longer - pages);
+                PushRun(_freeRunHead, head + pages, longer - pages);
                 return head;
             }
         }
@@ -206,7 +310,7 @@ internal sealed unsafe class PageSource : IDisposable
             int tail = _freshLimit - _nextFreshPage;
             if (tail > 0)
             {
-                PushRun(_nextFreshPage, tail);
+                PushRun(_freeRunHead, _nextFreshPage, tail);
                 _pagesFree += tail;
             }
 

@@ -1,0 +1,55 @@
+using System.Runtime.InteropServices;
+using ZramDaemon.Compression;
+
+namespace ZramDaemon.Device;
+
+/// <summary>
+/// One 4 KiB block of the device, 16 bytes like the kernel's struct zram_table_entry:
+/// <see cref="Value"/> is the pool handle of the stored object, or for a same-filled page the repeated
+/// 8-byte value itself (no allocation); <see cref="Info"/> packs the stored size and the flags
+/// (<see cref="SlotInfo"/>); <see cref="LockWord"/> is the slot's own spin lock (the kernel's ZRAM_LOCK bit).
+/// </summary>
+[StructLayout(LayoutKind.Sequential, Size = 16)]
+internal struct Slot
+{
+    public ulong Value;
+    public uint Info;
+    public int LockWord;
+}
+
+/// <summary>
+/// The bits of <see cref="Slot.Info"/>: the object size in the low 13 bits (0..4096), then the flags, then the
+/// algorithm the object was compressed with (so a slot stays readable whatever the device uses later).
+/// </summary>
+internal static class SlotInfo
+{
+    public const uint SizeMask = 0x1FFF;
+
+    /// <summary>The slot holds data (a pool object or a same-filled value). Clear: unwritten or trimmed.</summary>
+    public const uint Written = 1u << 13;
+
+    /// <summary>The page is one 8-byte value repeated; <see cref="Slot.Value"/> is that value, no pool object.</summary>
+    public const uint Same = 1u << 14;
+
+    /// <summary>The page did not compress below the pool's huge class size and is stored raw (4096 bytes).</summary>
+    public const uint Huge = 1u << 15;
+
+    private const int AlgorithmShift = 16;
+    private const uint AlgorithmMask = 3u << AlgorithmShift;
+
+    public static uint Compressed(int size, CompressionAlgorithm algorithm)
+        => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
+
+    public static uint Raw() => Written | Huge | 4096;
+
+    public static uint SameFilled() => Written | Same;
+
+    public static int Size(uint info) => (int)(info & SizeMask);
+
+    public static CompressionAlgorithm Algorithm(uint info) => (CompressionAlgorithm)((info & AlgorithmMask) >> AlgorithmShift);
+
+    public static bool HasObject(uint info) => (info & (Written | Same)) == Written;
+
+    /// <summary>Reads as zeros without touching the pool: never written, trimmed, or a same-filled zero page.</summary>
+    public static bool IsZero(uint info, ulong value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
+}

@@ -1,0 +1,709 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using Nbd.Devices;
+using ZramDaemon.Compression;
+using ZsAlloc;
+
+namespace ZramDaemon.Device;
+
+/// <summary>
+/// A compressed RAM block device, after the kernel's drivers/block/zram/zram_drv.c, served through NBD.
+///
+/// Data structure
+///   The device is <see cref="SlotTable"/>: one 16-byte <see cref="Slot"/> per 4 KiB block. A slot is unwritten
+///   (reads as zeros), same-filled (one 8-byte value repeated: the value lives in the slot, nothing in the pool),
+///   compressed (a <see cref="ZsPool"/> object of the compressed size, with the algorithm recorded in the slot), or
+///   huge (did not compress below the pool's huge class size: the raw 4096 bytes in a pool object).
+///
+/// Write path (per slot): detect same-filled; else compress with this CPU's stream (<see cref="Compressor"/>),
+///   allocate and copy into the pool, then, under the slot's lock, swap the slot and hand the old object to the
+///   pool's deferred-free queue. Compression and allocation run outside the slot lock, as in the kernel.
+///   A write that covers part of a slot (the kernel may use 512-byte blocks) is a read-modify-write done entirely
+///   under the slot lock, so concurrent partial writes into one slot never lose each other's bytes.
+/// Read path: under the slot lock, decompress straight from the pool's mapping into the reply buffer;
+///   unwritten, trimmed and same-filled slots are filled without touching the pool.
+///
+/// Memory limit: mem_used_total (pool pages + slot table + pool metadata) must stay at or below mem_limit.
+///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
+///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
+///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
+///
+/// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
+///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
+///   A pool read view (MapRead) is always closed before anything that can compact.
+/// </summary>
+[SkipLocalsInit]
+public sealed class ZramDevice : IBlockDevice, IDisposable
+{
+    public const int PageSize = 4096;
+    private const int PageShift = 12;
+    private const int PageMask = PageSize - 1;
+
+    private readonly ZramDeviceOptions _options;
+    private readonly ZsPool _pool;
+    private readonly SlotTable _slots;
+    private readonly Compressor?[] _decompressors = new Compressor?[3];
+    private readonly List<Compressor> _allCompressors = [];
+    private readonly Lock _compressorsLock = new();
+    private readonly DeviceCounters _counters = new();
+    private readonly BackgroundCompactor _compactor;
+    private readonly ILogger<ZramDevice> _logger;
+    private readonly int _maxCompressedSize;
+    private volatile Compressor _compressor;
+    private long _memLimit;
+    private bool _disposed;
+
+    public ZramDevice(ZramDeviceOptions options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        if (options.DiskSize <= 0 || (options.DiskSize & PageMask) != 0)
+        {
+            throw new ArgumentException($"disksize must be a positive multiple of {PageSize} bytes, not {options.DiskSize}", nameof(options));
+        }
+
+        if ((options.DiskSize >> PageShift) > Array.MaxLength)
+        {
+            throw new ArgumentException($"disksize {options.DiskSize} is too large: at most {(long)Array.MaxLength << PageShift} bytes", nameof(options));
+        }
+
+        if (options.MemLimit < 0)
+        {
+            throw new ArgumentException($"mem_limit must be 0 (none) or a number of bytes, not {options.MemLimit}", nameof(options));
+        }
+
+        if (options.CompactWatermarkPercent is < 1 or > 100)
+        {
+            throw new ArgumentException($"the compaction watermark must be 1-100 percent of mem_limit, not {options.CompactWatermarkPercent}", nameof(options));
+        }
+
+        if (!CompressionSpec.TryParse(options.Algorithm, out CompressionSpec spec, out string error))
+        {
+            throw new ArgumentException(error, nameof(options));
+        }
+
+        _options = options;
+        _logger = loggerFactory.CreateLogger<ZramDevice>();
+        _slots = new SlotTable(options.DiskSize >> PageShift);
+        _pool = new ZsPool(new ZsPoolOptions { Name = options.Name, DeferredFreeCapacity = options.DeferredFreeCapacity },
+            loggerFactory.CreateLogger<ZsPool>());
+        // Compressed output must be below the huge class size to be worth storing compressed (the kernel's huge_class_size).
+        _maxCompressedSize = _pool.HugeClassSize - 1;
+        _compressor = new Compressor(spec);
+        _decompressors[(int)spec.Algorithm] = _compressor;
+        _allCompressors.Add(_compressor);
+        _memLimit = options.MemLimit;
+        _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
+        ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), options.MemLimit);
+    }
+
+    public string Name => _options.Name;
+
+    /// <summary>The compressor new writes use, in canonical form ("lz4", "lz4hc:9", "zstd:3").</summary>
+    public string Algorithm => _compressor.Spec.ToString();
+
+    public long Size => _options.DiskSize;
+
+    public bool IsReadOnly => _options.ReadOnly;
+
+    /// <summary>The kernel's zram logical block size; smaller and unaligned I/O still works (read-modify-write).</summary>
+    public int MinimumBlockSize => 512;
+
+    public int PreferredBlockSize => PageSize;
+
+    public bool SupportsFastZero => true;
+
+    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata.</summary>
+    public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
+
+    private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes;
+
+    public NbdError Read(long offset, Span<byte> destination)
+    {
+        if (!InRange(offset, destination.Length))
+        {
+            return Refuse();
+        }
+
+        while (!destination.IsEmpty)
+        {
+            int index = (int)(offset >> PageShift);
+            int inPage = (int)(offset & PageMask);
+            int n = Math.Min(PageSize - inPage, destination.Length);
+            NbdError error = n == PageSize ? ReadPage(index, destination[..PageSize]) : ReadPartial(index, inPage, destination[..n]);
+            if (error != NbdError.None)
+            {
+                Interlocked.Increment(ref _counters.FailedReads);
+                return error;
+            }
+
+            destination = destination[n..];
+            offset += n;
+        }
+
+        return NbdError.None;
+    }
+
+    public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua)
+    {
+        // FUA asks for nothing more: the data is in memory, and visible to every connection once this returns.
+        _ = fua;
+        if (IsReadOnly)
+        {
+            return NbdError.NotPermitted;
+        }
+
+        if (!InRange(offset, source.Length))
+        {
+            return Refuse();
+        }
+
+        while (!source.IsEmpty)
+        {
+            int index = (int)(offset >> PageShift);
+            int inPage = (int)(offset & PageMask);
+            int n = Math.Min(PageSize - inPage, source.Length);
+            NbdError error = n == PageSize ? StorePage(index, source[..PageSize], lockHeld: false) : WritePartial(index, inPage, source[..n]);
+            if (error != NbdError.None)
+            {
+                Interlocked.Increment(ref _counters.FailedWrites);
+                return error;
+            }
+
+            source = source[n..];
+            offset += n;
+        }
+
+        return NbdError.None;
+    }
+
+    /// <summary>Nothing to write back: every write is in memory and visible once it has returned.</summary>
+    public NbdError Flush() => NbdError.None;
+
+    public NbdError Trim(long offset, long length)
+        => ZeroRange(offset, length, keepAllocated: false, discard: true);
+
+    public NbdError WriteZeroes(long offset, long length, bool noHole, bool fastZero)
+        => ZeroRange(offset, length, keepAllocated: noHole, discard: false);
+
+    public int GetExtents(long offset, long length, Span<BlockExtent> extents)
+    {
+        if (!InRange(offset, length))
+        {
+            Refuse();
+            return 0;
+        }
+
+        int count = 0;
+        long end = offset + length;
+        while (offset < end)
+        {
+            int index = (int)(offset >> PageShift);
+            long next = Math.Min(((long)index + 1) << PageShift, end);
+            ExtentFlags flags = SlotInfo.IsZero(_slots.PeekInfo(index), _slots.PeekValue(index))
+                ? ExtentFlags.Hole | ExtentFlags.Zero
+                : ExtentFlags.Allocated;
+            if (count > 0 && extents[count - 1].Flags == flags)
+            {
+                extents[count - 1] = extents[count - 1] with { Length = extents[count - 1].Length + (next - offset) };
+            }
+            else if (count < extents.Length)
+            {
+                extents[count++] = new BlockExtent(next - offset, flags);
+            }
+            else
+            {
+                break;
+            }
+
+            offset = next;
+        }
+
+        return count;
+    }
+
+    public ZramStats GetStats()
+    {
+        ZsPoolStats pool = _pool.GetStats();
+        long metadata = _slots.Bytes + pool.MetadataBytes;
+        return new ZramStats
+        {
+            OrigDataSize = Interlocked.Read(ref _counters.PagesStored) << PageShift,
+            ComprDataSize = Interlocked.Read(ref _counters.ComprDataSize),
+            MemUsedTotal = (pool.PagesUsed << PageShift) + metadata,
+            MemLimit = Interlocked.Read(ref _memLimit),
+            MemUsedMax = (pool.PeakPages << PageShift) + metadata,
+            SamePages = Interlocked.Read(ref _counters.SamePages),
+            PagesCompacted = pool.PagesCompacted,
+            HugePages = Interlocked.Read(ref _counters.HugePages),
+            HugePagesSince = Interlocked.Read(ref _counters.HugePagesSince),
+            FailedReads = Interlocked.Read(ref _counters.FailedReads),
+            FailedWrites = Interlocked.Read(ref _counters.FailedWrites),
+            InvalidIo = Interlocked.Read(ref _counters.InvalidIo),
+            NotifyFree = Interlocked.Read(ref _counters.NotifyFree),
+            DiscardedPages = Interlocked.Read(ref _counters.DiscardedPages),
+            DeferredFreeDepth = pool.DeferredQueueDepth,
+            CompactionRuns = Interlocked.Read(ref _counters.CompactionRuns),
+            CompactionTime = Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _counters.CompactionTicks)),
+            MetadataBytes = metadata,
+        };
+    }
+
+    /// <summary>zram's compact attribute: frees the deferred objects, compacts the pool, returns the pages freed.</summary>
+    public long Compact() => CompactCore("manual");
+
+    /// <summary>zram's mem_limit: 0 = none. Applies to mem_used_total from the next allocation on.</summary>
+    public void SetMemLimit(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        Interlocked.Exchange(ref _memLimit, bytes);
+        _compactor.Kick();
+    }
+
+    /// <summary>
+    /// Changes the compressor of new writes ("lz4", "lz4hc:12", "zstd:3"...). Pages already stored keep the
+    /// algorithm recorded in their slot and stay readable (the kernel allows this only on an empty device).
+    /// </summary>
+    public void SetAlgorithm(string algorithm)
+    {
+        if (!CompressionSpec.TryParse(algorithm, out CompressionSpec spec, out string error))
+        {
+            throw new ArgumentException(error, nameof(algorithm));
+        }
+
+        lock (_compressorsLock)
+        {
+            var compressor = new Compressor(spec);
+            _allCompressors.Add(compressor);
+            // Published before any write can use the new compressor, so every slot's algorithm has a decompressor.
+            Volatile.Write(ref _decompressors[(int)spec.Algorithm], _decompressors[(int)spec.Algorithm] ?? compressor);
+            _compressor = compressor;
+        }
+    }
+
+    /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
+    public void ResetMemUsedMax() => _pool.ResetPeak();
+
+    /// <summary>
+    /// zram's reset: frees every stored page and zeroes the event counters (huge_pages_since, io_stat, discards).
+    /// The size, algorithm and memory limit stay. Meant for an idle device; I/O racing with it stays safe but
+    /// may leave some of its pages stored.
+    /// </summary>
+    public void Reset()
+    {
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0)
+            {
+                ClearSlot(index, deferred: false);
+            }
+        }
+
+        _pool.FlushDeferred();
+        _counters.ResetEvents();
+        _pool.ResetPeak();
+    }
+
+    public IReadOnlyList<ZsClassStats> GetClassStats() => _pool.GetClassStats();
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _compactor.Dispose();
+        _pool.Dispose();
+        foreach (Compressor compressor in _allCompressors)
+        {
+            compressor.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The background thread's work: free what the write path deferred (the pool drains its queue by itself
+    /// only when it is half full), then compact if it is due.
+    /// </summary>
+    internal void BackgroundTick()
+    {
+        if (_pool.GetStats().DeferredQueueDepth > 0)
+        {
+            _pool.FlushDeferred();
+        }
+
+        string? reason = CompactionDue();
+        if (reason != null)
+        {
+            CompactCore(reason);
+        }
+    }
+
+    /// <summary>Why compaction is due now, or null: usage past the watermark of the limit, or enough to gain.</summary>
+    internal string? CompactionDue()
+    {
+        long limit = Interlocked.Read(ref _memLimit);
+        long canCompact = _pool.CanCompact();
+        if (canCompact > 0 && limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent)
+        {
+            return "watermark";
+        }
+
+        return _options.CompactThresholdPages > 0 && canCompact >= _options.CompactThresholdPages ? "threshold" : null;
+    }
+
+    internal long CompactCore(string reason)
+    {
+        long started = Stopwatch.GetTimestamp();
+        _pool.FlushDeferred();
+        long freed = _pool.Compact();
+        long elapsed = Stopwatch.GetTimestamp() - started;
+        Interlocked.Increment(ref _counters.CompactionRuns);
+        Interlocked.Add(ref _counters.CompactionTicks, elapsed);
+        ZramDeviceLog.Compacted(_logger, Name, reason, freed, Stopwatch.GetElapsedTime(0, elapsed).TotalMilliseconds);
+        return freed;
+    }
+
+    private bool InRange(long offset, long length)
+        => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError Refuse()
+    {
+        Interlocked.Increment(ref _counters.InvalidIo);
+        return NbdError.Invalid;
+    }
+
+    private NbdError ReadPage(int index, Span<byte> page)
+    {
+        _slots.Lock(index);
+        try
+        {
+            return LoadPage(index, page);
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError ReadPartial(int index, int inPage, Span<byte> destination)
+    {
+        Span<byte> page = stackalloc byte[PageSize];
+        NbdError error = ReadPage(index, page);
+        if (error == NbdError.None)
+        {
+            page.Slice(inPage, destination.Length).CopyTo(destination);
+        }
+
+        return error;
+    }
+
+    /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents. The slot lock is held.</summary>
+    private NbdError LoadPage(int index, Span<byte> page)
+    {
+        ref Slot slot = ref _slots[index];
+        uint info = slot.Info;
+        if ((info & SlotInfo.Written) == 0)
+        {
+            page.Clear();
+            return NbdError.None;
+        }
+
+        if ((info & SlotInfo.Same) != 0)
+        {
+            FillSame(page, slot.Value);
+            return NbdError.None;
+        }
+
+        int size = SlotInfo.Size(info);
+        Span<byte> scratch = stackalloc byte[PageSize];
+        using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+        if ((info & SlotInfo.Huge) != 0)
+        {
+            view.Span.CopyTo(page);
+            return NbdError.None;
+        }
+
+        CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
+        if (DecompressorFor(algorithm).Decompress(view.Span, page))
+        {
+            return NbdError.None;
+        }
+
+        ZramDeviceLog.DecompressFailed(_logger, Name, index, algorithm.ToString(), size);
+        return NbdError.IO;
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError WritePartial(int index, int inPage, ReadOnlySpan<byte> data)
+    {
+        Span<byte> page = stackalloc byte[PageSize];
+        _slots.Lock(index);
+        try
+        {
+            NbdError error = LoadPage(index, page);
+            if (error != NbdError.None)
+            {
+                return error;
+            }
+
+            data.CopyTo(page[inPage..]);
+            return StorePage(index, page, lockHeld: true);
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    /// <summary>Stores a whole page into the slot. Without <paramref name="lockHeld"/>, the slot lock is taken only for the swap.</summary>
+    private NbdError StorePage(int index, ReadOnlySpan<byte> page, bool lockHeld)
+    {
+        uint info;
+        ulong value;
+        if (IsSameFilled(page, out ulong element))
+        {
+            info = SlotInfo.SameFilled();
+            value = element;
+        }
+        else
+        {
+            Compressor compressor = _compressor;
+            using CompressionStreamLease lease = compressor.Acquire();
+            int n = lease.Stream.Compress(page, _maxCompressedSize);
+            ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
+            NbdError error = Allocate(data.Length, out value);
+            if (error != NbdError.None)
+            {
+                return error;
+            }
+
+            _pool.Write(value, data);
+            info = n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw();
+        }
+
+        Swap(index, info, value, lockHeld, out uint oldInfo, out ulong oldValue);
+        Release(oldInfo, oldValue, deferred: true);
+        _counters.Replace(oldInfo, info);
+        return NbdError.None;
+    }
+
+    private void Swap(int index, uint info, ulong value, bool lockHeld, out uint oldInfo, out ulong oldValue)
+    {
+        if (!lockHeld)
+        {
+            _slots.Lock(index);
+        }
+
+        ref Slot slot = ref _slots[index];
+        oldInfo = slot.Info;
+        oldValue = slot.Value;
+        slot.Value = value;
+        Volatile.Write(ref slot.Info, info);
+        if (!lockHeld)
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    private void Release(uint info, ulong value, bool deferred)
+    {
+        if (SlotInfo.HasObject(info))
+        {
+            if (deferred)
+            {
+                _pool.FreeDeferred(value);
+            }
+            else
+            {
+                _pool.Free(value);
+            }
+        }
+    }
+
+    /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
+    private bool ClearSlot(int index, bool deferred)
+    {
+        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+        Release(oldInfo, oldValue, deferred);
+        _counters.Replace(oldInfo, 0);
+        return (oldInfo & SlotInfo.Written) != 0;
+    }
+
+    private NbdError Allocate(int size, out ulong handle)
+    {
+        try
+        {
+            handle = _pool.Malloc(size);
+        }
+        catch (OutOfMemoryException)
+        {
+            handle = 0;
+            return NbdError.NoMemory;
+        }
+
+        long limit = Interlocked.Read(ref _memLimit);
+        if (limit == 0)
+        {
+            return NbdError.None;
+        }
+
+        long used = MemUsedTotal;
+        if (used <= limit)
+        {
+            if (used * 100 >= limit * _options.CompactWatermarkPercent)
+            {
+                _compactor.Kick();
+            }
+
+            return NbdError.None;
+        }
+
+        _pool.Free(handle);
+        return AllocateAfterCompaction(size, limit, out handle);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError AllocateAfterCompaction(int size, long limit, out ulong handle)
+    {
+        CompactCore("mem_limit");
+        try
+        {
+            handle = _pool.Malloc(size);
+        }
+        catch (OutOfMemoryException)
+        {
+            handle = 0;
+            return NbdError.NoMemory;
+        }
+
+        long used = MemUsedTotal;
+        if (used <= limit)
+        {
+            return NbdError.None;
+        }
+
+        _pool.Free(handle);
+        handle = 0;
+        ZramDeviceLog.LimitReached(_logger, Name, used, limit);
+        return NbdError.NoSpace;
+    }
+
+    /// <summary>TRIM and WRITE_ZEROES: whole slots are emptied (or made zero-filled), partial ones zeroed in place.</summary>
+    private NbdError ZeroRange(long offset, long length, bool keepAllocated, bool discard)
+    {
+        if (IsReadOnly)
+        {
+            return NbdError.NotPermitted;
+        }
+
+        if (!InRange(offset, length))
+        {
+            return Refuse();
+        }
+
+        long end = offset + length;
+        while (offset < end)
+        {
+            int index = (int)(offset >> PageShift);
+            int inPage = (int)(offset & PageMask);
+            int n = (int)Math.Min(PageSize - inPage, end - offset);
+            if (n == PageSize)
+            {
+                ZeroSlot(index, keepAllocated, discard);
+            }
+            else
+            {
+                NbdError error = ZeroPartial(index, inPage, n);
+                if (error != NbdError.None)
+                {
+                    Interlocked.Increment(ref _counters.FailedWrites);
+                    return error;
+                }
+            }
+
+            offset += n;
+        }
+
+        return NbdError.None;
+    }
+
+    private void ZeroSlot(int index, bool keepAllocated, bool discard)
+    {
+        if (discard)
+        {
+            Interlocked.Increment(ref _counters.NotifyFree);
+        }
+
+        if (keepAllocated)
+        {
+            // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
+            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+            Release(oldInfo, oldValue, deferred: true);
+            _counters.Replace(oldInfo, SlotInfo.SameFilled());
+            return;
+        }
+
+        if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0 && ClearSlot(index, deferred: true))
+        {
+            Interlocked.Increment(ref _counters.DiscardedPages);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError ZeroPartial(int index, int inPage, int length)
+    {
+        Span<byte> page = stackalloc byte[PageSize];
+        _slots.Lock(index);
+        try
+        {
+            ref Slot slot = ref _slots[index];
+            if (SlotInfo.IsZero(slot.Info, slot.Value))
+            {
+                return NbdError.None;
+            }
+
+            NbdError error = LoadPage(index, page);
+            if (error != NbdError.None)
+            {
+                return error;
+            }
+
+            page.Slice(inPage, length).Clear();
+            return StorePage(index, page, lockHeld: true);
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    /// <summary>A slot records the algorithm of the compressor that wrote it, which was registered here first.</summary>
+    private Compressor DecompressorFor(CompressionAlgorithm algorithm) => Volatile.Read(ref _decompressors[(int)algorithm])!;
+
+    /// <summary>page_same_filled: the page is one 8-byte value repeated (most often zero).</summary>
+    internal static bool IsSameFilled(ReadOnlySpan<byte> page, out ulong value)
+    {
+        ReadOnlySpan<ulong> words = MemoryMarshal.Cast<byte, ulong>(page);
+        value = words[0];
+        // Checking the last word first rejects most pages at once, as the kernel does.
+        return words[^1] == value && words.IndexOfAnyExcept(value) < 0;
+    }
+
+    private static void FillSame(Span<byte> page, ulong value)
+    {
+        if (value == 0)
+        {
+            page.Clear();
+        }
+        else
+        {
+            MemoryMarshal.Cast<byte, ulong>(page).Fill(value);
+        }
+    }
+}

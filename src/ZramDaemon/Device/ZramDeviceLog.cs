@@ -1,0 +1,25 @@
+using Microsoft.Extensions.Logging;
+
+namespace ZramDaemon.Device;
+
+internal static partial class ZramDeviceLog
+{
+    [LoggerMessage(EventId = 1, Level = LogLevel.Information,
+        Message = "{Device}: {DiskSize} bytes, {Slots} slots, algorithm {Algorithm}, mem_limit {MemLimit}")]
+    public static partial void Created(ILogger logger, string device, long diskSize, int slots, string algorithm, long memLimit);
+
+    [LoggerMessage(EventId = 2, Level = LogLevel.Debug,
+        Message = "{Device}: compaction ({Reason}) freed {Pages} pages in {Milliseconds:F1} ms")]
+    public static partial void Compacted(ILogger logger, string device, string reason, long pages, double milliseconds);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Warning,
+        Message = "{Device}: write refused with ENOSPC: mem_used_total {Used} would pass mem_limit {Limit} even after compaction")]
+    public static partial void LimitReached(ILogger logger, string device, long used, long limit);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Error,
+        Message = "{Device}: slot {Slot} did not decompress ({Algorithm}, {Size} bytes): stored data is corrupt")]
+    public static partial void DecompressFailed(ILogger logger, string device, int slot, string algorithm, int size);
+
+    [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Device}: background compaction failed")]
+    public static partial void CompactorFailed(ILogger logger, Exception exception, string device);
+}

@@ -1,0 +1,31 @@
+namespace ZramDaemon.Device;
+
+/// <summary>How to create a <see cref="ZramDevice"/>; the names follow zram's sysfs attributes.</summary>
+public sealed record ZramDeviceOptions
+{
+    /// <summary>The device (and export) name, e.g. "zram0".</summary>
+    public required string Name { get; init; }
+
+    /// <summary>zram's disksize: bytes, a positive multiple of 4096.</summary>
+    public required long DiskSize { get; init; }
+
+    /// <summary>zram's comp_algorithm: "lz4" (default), "lz4hc[:LEVEL]", "zstd[:LEVEL]" (<see cref="Compression.CompressionSpec"/>).</summary>
+    public string Algorithm { get; init; } = "lz4";
+
+    /// <summary>zram's mem_limit in bytes, applied to mem_used_total; 0 = none.</summary>
+    public long MemLimit { get; init; }
+
+    /// <summary>Compact in the background once mem_used_total passes this percentage of <see cref="MemLimit"/> (1-100).</summary>
+    public int CompactWatermarkPercent { get; init; } = 90;
+
+    /// <summary>Compact in the background, limit or not, once compaction could free this many pages (0 = never).</summary>
+    public long CompactThresholdPages { get; init; } = 1024;
+
+    /// <summary>How often the background compactor looks at the pool when nothing wakes it sooner.</summary>
+    public TimeSpan CompactInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>Capacity of the pool's deferred-free queue (handles freed off the write path).</summary>
+    public int DeferredFreeCapacity { get; init; } = 32768;
+
+    public bool ReadOnly { get; init; }
+}

@@ -1,0 +1,74 @@
+using System.Globalization;
+
+namespace ZramDaemon.Device;
+
+/// <summary>
+/// A device's counters, named as the kernel's /sys/block/zramN/mm_stat and io_stat fields, plus what the
+/// kernel does not report. Sizes are bytes. Differences from the kernel: <see cref="MemUsedTotal"/> and
+/// <see cref="MemUsedMax"/> count the device's own metadata (slot table and pool metadata) on top of the pool
+/// pages, and <see cref="MemLimit"/> applies to that total.
+/// </summary>
+public sealed record ZramStats
+{
+    /// <summary>Every stored slot x 4096, same-filled ones included (the kernel's pages_stored).</summary>
+    public long OrigDataSize { get; init; }
+
+    /// <summary>Bytes of the stored objects (compressed sizes; 4096 for each huge page; nothing for same-filled).</summary>
+    public long ComprDataSize { get; init; }
+
+    /// <summary>Pool pages x 4096 + the slot table + the pool's metadata (handles, zspage descriptors, queues).</summary>
+    public long MemUsedTotal { get; init; }
+
+    public long MemLimit { get; init; }
+
+    /// <summary>The pool's peak pages x 4096 since creation or the last reset, plus the current metadata.</summary>
+    public long MemUsedMax { get; init; }
+
+    /// <summary>Slots holding one repeated 8-byte value (stored in the slot, no allocation).</summary>
+    public long SamePages { get; init; }
+
+    /// <summary>Pages compaction has given back to the OS.</summary>
+    public long PagesCompacted { get; init; }
+
+    /// <summary>Slots stored raw because they did not compress below the pool's huge class size.</summary>
+    public long HugePages { get; init; }
+
+    /// <summary>Huge pages stored since creation (does not go down when they are freed).</summary>
+    public long HugePagesSince { get; init; }
+
+    public long FailedReads { get; init; }
+
+    public long FailedWrites { get; init; }
+
+    /// <summary>Requests refused for their range (out of bounds).</summary>
+    public long InvalidIo { get; init; }
+
+    /// <summary>Pages discarded by TRIM (the kernel counts discards and swap-slot frees here).</summary>
+    public long NotifyFree { get; init; }
+
+    /// <summary>Slots that held data and were freed by TRIM or WRITE_ZEROES.</summary>
+    public long DiscardedPages { get; init; }
+
+    /// <summary>Handles waiting in the pool's deferred-free queue.</summary>
+    public long DeferredFreeDepth { get; init; }
+
+    /// <summary>Compactions run by the device (manual, automatic, and on reaching the memory limit).</summary>
+    public long CompactionRuns { get; init; }
+
+    public TimeSpan CompactionTime { get; init; }
+
+    /// <summary>The slot table plus the pool's metadata: the part of <see cref="MemUsedTotal"/> that is not pool pages.</summary>
+    public long MetadataBytes { get; init; }
+
+    /// <summary>The line of /sys/block/zramN/mm_stat (without its newline), in the kernel's format.</summary>
+    public string FormatMmStat() => string.Join(' ', new[]
+    {
+        OrigDataSize, ComprDataSize, MemUsedTotal, MemLimit, MemUsedMax, SamePages, PagesCompacted, HugePages, HugePagesSince,
+    }.Select(Field));
+
+    /// <summary>The line of /sys/block/zramN/io_stat (without its newline), in the kernel's format.</summary>
+    public string FormatIoStat() => string.Join(' ', new[] { FailedReads, FailedWrites, InvalidIo, NotifyFree }.Select(Field));
+
+    // The kernel prints each field as "%8llu": right-aligned in eight columns, wider when it must be.
+    private static string Field(long value) => value.ToString(CultureInfo.InvariantCulture).PadLeft(8);
+}

@@ -1,0 +1,49 @@
+using ZramDaemon.Tests.Compression;
+
+namespace ZramDaemon.Tests.Device;
+
+/// <summary>Test data of the kinds a zram device meets: text, random (incompressible), zero and same-filled pages.</summary>
+internal static class DevicePages
+{
+    private static readonly Lazy<byte[][]> Text = new(() => CompressorTests.TextPages(256));
+
+    public static byte[] TextPage(int i) => Text.Value[i % Text.Value.Length];
+
+    /// <summary>A mixed buffer of <paramref name="length"/> bytes: runs of text, random bytes, zeros and one repeated word.</summary>
+    public static byte[] Mixed(Random random, int length)
+    {
+        var data = new byte[length];
+        int pos = 0;
+        while (pos < length)
+        {
+            int run = Math.Min(length - pos, 512 * random.Next(1, 17));
+            Span<byte> span = data.AsSpan(pos, run);
+            switch (random.Next(6))
+            {
+                case 0:
+                case 1:
+                case 2:
+                    byte[] page = TextPage(random.Next(1 << 20));
+                    for (int i = 0; i < run; i += page.Length)
+                    {
+                        page.AsSpan(0, Math.Min(page.Length, run - i)).CopyTo(span[i..]);
+                    }
+
+                    break;
+                case 3:
+                    random.NextBytes(span);
+                    break;
+                case 4:
+                    span.Clear();
+                    break;
+                default:
+                    System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(span).Fill((ulong)random.NextInt64());
+                    break;
+            }
+
+            pos += run;
+        }
+
+        return data;
+    }
+}

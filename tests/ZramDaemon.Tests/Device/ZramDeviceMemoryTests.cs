@@ -1,0 +1,235 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+
+namespace ZramDaemon.Tests.Device;
+
+/// <summary>mem_limit, compaction (manual, automatic, under load) and mem_used_max.</summary>
+public class ZramDeviceMemoryTests
+{
+    private const int Page = ZramDevice.PageSize;
+
+    [Fact]
+    public void Writes_past_the_limit_fail_with_ENOSPC_keep_old_contents_and_trimming_makes_room()
+    {
+        const long limit = 3L << 20;
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "limit", DiskSize = 64L << 20, MemLimit = limit, CompactThresholdPages = 0 },
+            NullLoggerFactory.Instance);
+        var random = new Random(5);
+        var written = new List<byte[]>();
+        NbdError error = NbdError.None;
+        while (written.Count < 16384)
+        {
+            var page = new byte[Page];
+            random.NextBytes(page); // incompressible: one pool page each
+            error = device.Write((long)written.Count * Page, page, fua: false);
+            if (error != NbdError.None)
+            {
+                break;
+            }
+
+            written.Add(page);
+        }
+
+        Assert.Equal(NbdError.NoSpace, error);
+        ZramStats stats = device.GetStats();
+        Assert.True(written.Count > 64, $"only {written.Count} pages fit in {limit} bytes");
+        Assert.True(stats.MemUsedTotal <= limit, $"mem_used_total {stats.MemUsedTotal} passed mem_limit {limit}");
+        Assert.Equal(limit, stats.MemLimit);
+        Assert.Equal(1, stats.FailedWrites);
+        Assert.Equal(written.Count * (long)Page, stats.OrigDataSize);
+        Assert.True(stats.CompactionRuns >= 1, "the limit path compacts before it refuses");
+
+        // The failing slot was never written, and every earlier page is intact.
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read((long)written.Count * Page, back));
+        Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+        for (int i = 0; i < written.Count; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.Equal(written[i], back);
+        }
+
+        // Overwriting a stored page with another incompressible one fails too, and leaves the old one.
+        var other = new byte[Page];
+        random.NextBytes(other);
+        Assert.Equal(NbdError.NoSpace, device.Write(Page, other, fua: false));
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(written[1], back);
+        // So does a partial write into it (read-modify-write under the slot lock).
+        Assert.Equal(NbdError.NoSpace, device.Write(Page + 512, other.AsSpan(0, 1024), fua: false));
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(written[1], back);
+        Assert.Equal(3, device.GetStats().FailedWrites);
+
+        // Trim half of it: the same number of new pages fit again.
+        Assert.Equal(NbdError.None, device.Trim(0, (long)(written.Count / 2) * Page));
+        int refilled = 0;
+        for (int i = 0; i < written.Count / 2 - 8; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, written[i], fua: false));
+            refilled++;
+        }
+
+        Assert.True(refilled > 32);
+        for (int i = 0; i < written.Count; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.Equal(i >= refilled && i < written.Count / 2 ? new byte[Page] : written[i], back);
+        }
+
+        Assert.True(device.GetStats().MemUsedTotal <= limit);
+    }
+
+    [Fact]
+    public void Lowering_the_limit_refuses_new_allocations_and_zero_pages_still_fit()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "setlimit", DiskSize = 8L << 20 }, NullLoggerFactory.Instance);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        device.SetMemLimit(device.GetStats().MemUsedTotal / 2);
+        var random = new byte[Page];
+        new Random(1).NextBytes(random);
+        Assert.Equal(NbdError.NoSpace, device.Write(100L * Page, random, fua: false));
+        // Same-filled pages need no memory and are always accepted.
+        Assert.Equal(NbdError.None, device.Write(101L * Page, new byte[Page], fua: false));
+        device.SetMemLimit(0);
+        Assert.Equal(NbdError.None, device.Write(100L * Page, random, fua: false));
+        Assert.Equal(0, device.GetStats().MemLimit);
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(-1));
+    }
+
+    [Fact]
+    public void Compaction_under_load_keeps_every_byte_and_gives_memory_back()
+    {
+        const int slots = 4096;
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "compact",
+            DiskSize = (long)slots * Page,
+            CompactThresholdPages = 8,
+            CompactInterval = TimeSpan.FromMilliseconds(5),
+        }, NullLoggerFactory.Instance);
+        var model = new byte[slots * Page];
+        const int threads = 4;
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            // Each thread owns a quarter of the device; sizes vary so that classes fragment.
+            var random = new Random(t + 77);
+            int firstSlot = t * (slots / threads);
+            var back = new byte[Page];
+            for (int op = 0; op < 6000; op++)
+            {
+                int slot = firstSlot + random.Next(slots / threads);
+                long offset = (long)slot * Page;
+                int r = random.Next(10);
+                if (r < 5)
+                {
+                    byte[] page = DevicePages.TextPage(random.Next(1000)).ToArray();
+                    random.NextBytes(page.AsSpan(0, random.Next(64, 2048))); // a random prefix: many object sizes
+                    Assert.Equal(NbdError.None, device.Write(offset, page, fua: false));
+                    page.CopyTo(model, offset);
+                }
+                else if (r < 8)
+                {
+                    Assert.Equal(NbdError.None, device.Trim(offset, Page));
+                    Array.Clear(model, (int)offset, Page);
+                }
+                else
+                {
+                    Assert.Equal(NbdError.None, device.Read(offset, back));
+                    Assert.True(back.AsSpan().SequenceEqual(model.AsSpan((int)offset, Page)), $"slot {slot} differs");
+                }
+            }
+        });
+
+        ZramStats loaded = device.GetStats();
+        Assert.True(loaded.CompactionRuns > 0, "the background compactor never ran");
+
+        var all = new byte[model.Length];
+        Assert.Equal(NbdError.None, device.Read(0, all));
+        Assert.True(all.AsSpan().SequenceEqual(model), "data changed under compaction");
+
+        // Trim every other slot: fragmentation; then compaction gives pages back.
+        for (int slot = 0; slot < slots; slot += 2)
+        {
+            Assert.Equal(NbdError.None, device.Trim((long)slot * Page, Page));
+            Array.Clear(model, slot * Page, Page);
+        }
+
+        long beforeCompact = device.GetStats().MemUsedTotal;
+        device.Compact();
+        ZramStats after = device.GetStats();
+        Assert.True(after.MemUsedTotal < beforeCompact, $"mem_used_total {after.MemUsedTotal} did not fall below {beforeCompact}");
+        Assert.True(after.PagesCompacted > 0);
+        Assert.True(after.MemUsedTotal < loaded.MemUsedTotal);
+        Assert.True(after.CompactionTime > TimeSpan.Zero);
+        Assert.Equal(NbdError.None, device.Read(0, all));
+        Assert.True(all.AsSpan().SequenceEqual(model), "data changed by compaction");
+    }
+
+    [Fact]
+    public void Background_compaction_starts_at_the_watermark_of_the_limit()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "watermark",
+            DiskSize = 16L << 20,
+            MemLimit = 64L << 20,
+            CompactWatermarkPercent = 50,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromMilliseconds(20),
+        }, NullLoggerFactory.Instance);
+        // Fragment the pool well below the watermark: no compaction yet.
+        for (int i = 0; i < 2048; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        for (int i = 0; i < 2048; i += 2)
+        {
+            Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+        }
+
+        Thread.Sleep(200);
+        Assert.Equal(0, device.GetStats().CompactionRuns);
+
+        // Lower the limit so usage is past 50% of it: the compactor wakes and runs.
+        device.SetMemLimit(device.GetStats().MemUsedTotal * 3 / 2);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (device.GetStats().CompactionRuns == 0 && DateTime.UtcNow < deadline)
+        {
+            Thread.Sleep(10);
+        }
+
+        Assert.True(device.GetStats().CompactionRuns > 0, "no compaction past the watermark");
+        Assert.True(device.GetStats().PagesCompacted > 0);
+    }
+
+    [Fact]
+    public void Mem_used_max_keeps_the_peak_until_reset()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "peak", DiskSize = 8L << 20 }, NullLoggerFactory.Instance);
+        var random = new Random(2);
+        var page = new byte[Page];
+        for (int i = 0; i < 512; i++)
+        {
+            random.NextBytes(page);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, page, fua: false));
+        }
+
+        long peak = device.GetStats().MemUsedMax;
+        Assert.Equal(NbdError.None, device.Trim(0, 8L << 20));
+        device.Compact();
+        ZramStats trimmed = device.GetStats();
+        Assert.Equal(peak, trimmed.MemUsedMax);
+        Assert.True(trimmed.MemUsedTotal < peak / 4);
+        Assert.Equal(512, trimmed.DiscardedPages);
+        Assert.Equal(2048, trimmed.NotifyFree);
+        device.ResetMemUsedMax();
+        Assert.Equal(device.GetStats().MemUsedTotal, device.GetStats().MemUsedMax);
+    }
+}

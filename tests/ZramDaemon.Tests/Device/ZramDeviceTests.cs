@@ -1,0 +1,260 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+
+namespace ZramDaemon.Tests.Device;
+
+/// <summary>The device's single behaviours: slot kinds, ranges, read-only, extents, algorithms, stats format, reset.</summary>
+public class ZramDeviceTests
+{
+    private const int Page = ZramDevice.PageSize;
+
+    private static ZramDevice Create(long size = 4L << 20, string algorithm = "lz4", bool readOnly = false)
+        => new(new ZramDeviceOptions { Name = "zram0", DiskSize = size, Algorithm = algorithm, ReadOnly = readOnly }, NullLoggerFactory.Instance);
+
+    [Fact]
+    public void Unwritten_blocks_read_as_zeros_and_cost_no_pool_memory()
+    {
+        using ZramDevice device = Create();
+        var buffer = new byte[3 * Page + 512];
+        buffer.AsSpan().Fill(0xaa);
+        Assert.Equal(NbdError.None, device.Read(Page - 512, buffer));
+        Assert.True(buffer.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.OrigDataSize);
+        Assert.Equal(stats.MetadataBytes, stats.MemUsedTotal);
+        Assert.True(stats.MetadataBytes >= (4L << 20) / Page * 16, "the 16-byte slot table is part of the metadata");
+    }
+
+    [Fact]
+    public void Same_filled_pages_are_stored_in_the_slot_without_allocating()
+    {
+        using ZramDevice device = Create();
+        var pattern = new byte[Page];
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(pattern.AsSpan()).Fill(0x0123456789abcdefUL);
+        Assert.Equal(NbdError.None, device.Write(0, pattern, fua: true));
+        Assert.Equal(NbdError.None, device.Write(Page, new byte[Page], fua: false));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(2, stats.SamePages);
+        Assert.Equal(2 * Page, stats.OrigDataSize);
+        Assert.Equal(0, stats.ComprDataSize);
+        Assert.Equal(stats.MetadataBytes, stats.MemUsedTotal);
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(pattern, back);
+
+        // Half a page of another value breaks the pattern: it is compressed and stored in the pool.
+        back.AsSpan(0, 2048).Fill(7);
+        Assert.Equal(NbdError.None, device.Write(0, back.AsSpan(0, 2048), fua: false));
+        stats = device.GetStats();
+        Assert.Equal(1, stats.SamePages);
+        Assert.True(stats.ComprDataSize > 0);
+        Assert.True(stats.MemUsedTotal > stats.MetadataBytes);
+        var again = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(0, again));
+        Assert.Equal(back, again);
+    }
+
+    [Fact]
+    public void Incompressible_pages_are_stored_raw_and_counted_as_huge()
+    {
+        using ZramDevice device = Create();
+        var random = new byte[2 * Page];
+        new Random(9).NextBytes(random);
+        Assert.Equal(NbdError.None, device.Write(0, random, fua: false));
+        Assert.Equal(NbdError.None, device.Trim(0, Page));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(1, stats.HugePages);
+        Assert.Equal(2, stats.HugePagesSince);
+        Assert.Equal(Page, stats.ComprDataSize);
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(random.AsSpan(Page).ToArray(), back);
+    }
+
+    [Theory]
+    [InlineData(-1L, 512)]
+    [InlineData(0L, (4 << 20) + 1)]
+    [InlineData((4L << 20) - 512, 1024)]
+    [InlineData(4L << 20, 1)]
+    public void Requests_outside_the_device_are_refused_and_counted(long offset, int length)
+    {
+        using ZramDevice device = Create();
+        var buffer = new byte[length];
+        Assert.Equal(NbdError.Invalid, device.Read(offset, buffer));
+        Assert.Equal(NbdError.Invalid, device.Write(offset, buffer, fua: false));
+        Assert.Equal(NbdError.Invalid, device.Trim(offset, length));
+        Assert.Equal(NbdError.Invalid, device.WriteZeroes(offset, length, noHole: false, fastZero: false));
+        Assert.Equal(0, device.GetExtents(offset, length, new BlockExtent[4]));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(5, stats.InvalidIo);
+        Assert.Equal(0, stats.FailedReads + stats.FailedWrites);
+    }
+
+    [Fact]
+    public void A_read_only_device_refuses_changes()
+    {
+        using ZramDevice device = Create(readOnly: true);
+        Assert.True(device.IsReadOnly);
+        Assert.Equal(NbdError.NotPermitted, device.Write(0, new byte[Page], fua: false));
+        Assert.Equal(NbdError.NotPermitted, device.Trim(0, Page));
+        Assert.Equal(NbdError.NotPermitted, device.WriteZeroes(0, Page, noHole: true, fastZero: true));
+        Assert.Equal(NbdError.None, device.Read(0, new byte[Page]));
+        Assert.Equal(NbdError.None, device.Flush());
+    }
+
+    [Fact]
+    public void Extents_report_holes_for_unwritten_trimmed_and_zero_slots_and_merge_neighbours()
+    {
+        using ZramDevice device = Create();
+        Assert.Equal(NbdError.None, device.Write(2 * Page, DevicePages.TextPage(1), fua: false));
+        Assert.Equal(NbdError.None, device.Write(3 * Page, DevicePages.TextPage(2), fua: false));
+        Assert.Equal(NbdError.None, device.Write(4 * Page, new byte[Page], fua: false));
+        Assert.Equal(NbdError.None, device.Write(5 * Page, DevicePages.TextPage(3), fua: false));
+        Assert.Equal(NbdError.None, device.WriteZeroes(5 * Page, Page, noHole: true, fastZero: false));
+
+        var extents = new BlockExtent[8];
+        int count = device.GetExtents(512, 8 * Page, extents);
+        Assert.Equal(
+            [
+                new BlockExtent(2 * Page - 512, ExtentFlags.Hole | ExtentFlags.Zero),
+                new BlockExtent(2 * Page, ExtentFlags.Allocated),
+                new BlockExtent(4 * Page + 512, ExtentFlags.Hole | ExtentFlags.Zero),
+            ],
+            extents[..count]);
+
+        // A short span gets as many extents as fit, each whole.
+        count = device.GetExtents(0, 8 * Page, extents.AsSpan(0, 2));
+        Assert.Equal(2, count);
+        Assert.Equal(new BlockExtent(2 * Page, ExtentFlags.Allocated), extents[1]);
+    }
+
+    [Fact]
+    public void Partial_trims_zero_their_bytes_and_whole_slots_are_freed()
+    {
+        using ZramDevice device = Create();
+        byte[] data = DevicePages.Mixed(new Random(4), 4 * Page);
+        data.AsSpan(0, Page).Fill(1); // make sure slot 0 is not empty before the trim
+        Assert.Equal(NbdError.None, device.Write(0, data, fua: false));
+        Assert.Equal(NbdError.None, device.Trim(1024, 2 * Page));
+        data.AsSpan(1024, 2 * Page).Clear();
+        var back = new byte[4 * Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(data, back);
+        ZramStats stats = device.GetStats();
+        Assert.Equal(1, stats.DiscardedPages);
+        Assert.Equal(3 * Page, stats.OrigDataSize);
+        Assert.Equal(1, stats.NotifyFree);
+    }
+
+    [Fact]
+    public void Algorithms_round_trip_and_the_higher_ratio_ones_store_less()
+    {
+        var random = new Random(12);
+        byte[] data = new byte[256 * Page];
+        for (int i = 0; i < 256; i++)
+        {
+            DevicePages.TextPage(i).CopyTo(data, i * Page);
+        }
+
+        long Stored(string algorithm)
+        {
+            using ZramDevice device = Create(algorithm: algorithm);
+            Assert.Equal(NbdError.None, device.Write(0, data, fua: false));
+            // Overwrite a few bytes in the middle of slots: read-modify-write with the same algorithm.
+            byte[] patch = new byte[700];
+            random.NextBytes(patch);
+            Assert.Equal(NbdError.None, device.Write(10 * Page + 100, patch, fua: false));
+            byte[] expected = data.ToArray();
+            patch.CopyTo(expected, 10 * Page + 100);
+            var back = new byte[data.Length];
+            Assert.Equal(NbdError.None, device.Read(0, back));
+            Assert.Equal(expected, back);
+            return device.GetStats().ComprDataSize;
+        }
+
+        long lz4 = Stored("lz4"), lz4hc = Stored("lz4hc"), zstd = Stored("zstd"), zstd9 = Stored("zstd:9");
+        Assert.True(lz4hc < lz4, $"lz4hc {lz4hc} vs lz4 {lz4}");
+        Assert.True(zstd < lz4hc, $"zstd {zstd} vs lz4hc {lz4hc}");
+        Assert.True(zstd9 <= zstd, $"zstd:9 {zstd9} vs zstd:3 {zstd}");
+    }
+
+    [Fact]
+    public void Pages_stay_readable_after_the_algorithm_changes()
+    {
+        using ZramDevice device = Create(algorithm: "zstd");
+        Assert.Equal("zstd:3", device.Algorithm);
+        Assert.Equal(NbdError.None, device.Write(0, DevicePages.TextPage(0), fua: false));
+        device.SetAlgorithm("lz4hc:12");
+        Assert.Equal("lz4hc:12", device.Algorithm);
+        Assert.Equal(NbdError.None, device.Write(Page, DevicePages.TextPage(1), fua: false));
+        device.SetAlgorithm("lz4");
+        // A partial write re-stores the zstd page with lz4.
+        Assert.Equal(NbdError.None, device.Write(2048, new byte[] { 1, 2, 3 }, fua: false));
+        var back = new byte[2 * Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        byte[] expected = [.. DevicePages.TextPage(0), .. DevicePages.TextPage(1)];
+        expected[2048] = 1;
+        expected[2049] = 2;
+        expected[2050] = 3;
+        Assert.Equal(expected, back);
+        Assert.Throws<ArgumentException>(() => device.SetAlgorithm("lzo"));
+    }
+
+    [Theory]
+    [InlineData(0L, "lz4", 90)]
+    [InlineData(4097L, "lz4", 90)]
+    [InlineData(1L << 20, "snappy", 90)]
+    [InlineData(1L << 20, "lz4", 0)]
+    [InlineData(1L << 20, "lz4", 101)]
+    public void Bad_options_are_refused_with_the_reason(long size, string algorithm, int watermark)
+    {
+        ArgumentException e = Assert.ThrowsAny<ArgumentException>(() => new ZramDevice(
+            new ZramDeviceOptions { Name = "bad", DiskSize = size, Algorithm = algorithm, CompactWatermarkPercent = watermark },
+            NullLoggerFactory.Instance));
+        Assert.Matches("disksize|algorithm|watermark", e.Message);
+    }
+
+    [Fact]
+    public void Stats_print_as_the_kernel_prints_mm_stat_and_io_stat()
+    {
+        var stats = new ZramStats
+        {
+            OrigDataSize = 4096,
+            ComprDataSize = 74,
+            MemUsedTotal = 12288,
+            MemLimit = 0,
+            MemUsedMax = 123456789,
+            SamePages = 1,
+            PagesCompacted = 0,
+            HugePages = 2,
+            HugePagesSince = 3,
+            FailedReads = 0,
+            FailedWrites = 5,
+            InvalidIo = 6,
+            NotifyFree = 7,
+        };
+        Assert.Equal("    4096       74    12288        0 123456789        1        0        2        3", stats.FormatMmStat());
+        Assert.Equal("       0        5        6        7", stats.FormatIoStat());
+    }
+
+    [Fact]
+    public void Reset_frees_everything_and_the_device_stays_usable()
+    {
+        using ZramDevice device = Create();
+        byte[] data = DevicePages.Mixed(new Random(8), 64 * Page);
+        Assert.Equal(NbdError.None, device.Write(0, data, fua: false));
+        Assert.Equal(NbdError.Invalid, device.Read(-1, new byte[1]));
+        device.Reset();
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.OrigDataSize);
+        Assert.Equal(0, stats.ComprDataSize + stats.SamePages + stats.HugePages + stats.HugePagesSince + stats.InvalidIo);
+        Assert.Equal(stats.MetadataBytes, stats.MemUsedTotal);
+        var back = new byte[64 * Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+        Assert.Equal(NbdError.None, device.Write(0, data, fua: false));
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(data, back);
+    }
+}

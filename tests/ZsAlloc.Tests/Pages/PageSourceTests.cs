@@ -1,0 +1,87 @@
+using ZsAlloc.Pages;
+
+namespace ZsAlloc.Tests.Pages;
+
+public sealed class PageSourceTests : IDisposable
+{
+    private readonly PageSource _pages = new();
+
+    public void Dispose() => _pages.Dispose();
+
+    [Fact]
+    public void Runs_are_carved_from_one_arena_and_counted()
+    {
+        int a = _pages.AllocateRun(3);
+        int b = _pages.AllocateRun(8);
+        Assert.Equal(a + 3, b);
+        Assert.Equal(11, _pages.PagesInUse);
+        Assert.Equal(1, _pages.ArenaCount);
+        Assert.Equal(_pages.PageAddress(a) + (3 * PageSource.PageSize), _pages.PageAddress(b));
+    }
+
+    [Fact]
+    public void A_freed_run_is_kept_warm_and_reused_first()
+    {
+        int a = _pages.AllocateRun(4);
+        _pages.FreeRun(a, 4);
+        Assert.Equal(4, _pages.PagesWarm);
+        Assert.Equal(0, _pages.PagesInUse);
+        Assert.Equal(a, _pages.AllocateRun(4));
+        Assert.Equal(0, _pages.PagesWarm);
+        Assert.Equal(4, _pages.PeakPages);
+    }
+
+    [Fact]
+    public void Beyond_the_warm_limit_runs_go_back_to_the_os_and_longer_ones_are_split()
+    {
+        var runs = Enumerable.Range(0, 100).Select(_ => _pages.AllocateRun(16)).ToArray();
+        foreach (int run in runs)
+        {
+            _pages.FreeRun(run, 16);
+        }
+
+        Assert.Equal(PageSource.WarmLimitPages, _pages.PagesWarm);
+        Assert.Equal((100 * 16) - PageSource.WarmLimitPages, _pages.PagesFree);
+        _pages.ReleaseWarm();
+        Assert.Equal(0, _pages.PagesWarm);
+        Assert.Equal(100 * 16, _pages.PagesFree);
+
+        // A 3-page run now comes out of a freed 16-page run, not from fresh pages of the arena.
+        int three = _pages.AllocateRun(3);
+        Assert.Contains(runs, r => r == three);
+        Assert.Equal((100 * 16) - 3, _pages.PagesFree);
+    }
+
+    [Fact]
+    public void Released_pages_read_as_zero_when_reused()
+    {
+        int a = _pages.AllocateRun(1);
+        unsafe
+        {
+            byte* p = (byte*)_pages.PageAddress(a);
+            p[100] = 42;
+        }
+
+        _pages.FreeRuns(new[] { new PageRun(a, 1) });
+        int b = _pages.AllocateRun(1);
+        Assert.Equal(a, b);
+        unsafe
+        {
+            Assert.Equal(0, ((byte*)_pages.PageAddress(b))[100]);
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(17)]
+    public void Run_lengths_outside_1_to_16_are_rejected(int pages) =>
+        Assert.Throws<ArgumentOutOfRangeException>(() => _pages.AllocateRun(pages));
+
+    [Fact]
+    public void Freeing_a_run_that_is_not_ours_is_rejected()
+    {
+        _pages.AllocateRun(1);
+        Assert.Throws<ArgumentOutOfRangeException>(() => _pages.FreeRun(PageSource.PagesPerArena * 5, 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => _pages.FreeRun(PageSource.PagesPerArena - 2, 4));
+    }
+}
