@@ -62,7 +62,7 @@ chmod +x "$staging/init" "$staging"/zt/*
 for spec in "${adds[@]}"; do
   src=${spec%%=*} dest=${spec#*=}
   mkdir -p "$staging$(dirname "$dest")"
-  cp -a "$src" "$staging$dest"
+  cp -RL "$src" "$staging$dest"
   while IFS= read -r f; do copy_libs "$f"; done < <(find "$src" -type f -perm -u+x)
   # .NET loads these with dlopen, so ldd of the host does not list them.
   find "$src" -name '*.so' -type f | while IFS= read -r f; do copy_libs "$f"; done

@@ -33,8 +33,10 @@ zt attach.size_after_detach "$(blockdev --getsize64 /dev/nbd0 2>/dev/null || ech
 $ZRAMD attach "$EXPORT" /dev/nbd1 --socket "$server" --ioctl >/tmp/attach-ioctl.log 2>&1 &
 ioctl_pid=$!
 i=0
-while [ "$(cat /sys/block/nbd1/size)" = 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-zt attach.ioctl_wait_ticks "$i"; zt attach.nbd1_size "$(cat /sys/block/nbd1/size)"; cat /tmp/attach-ioctl.log
+while { [ "$(cat /sys/block/nbd1/size)" = 0 ] || [ ! -s /tmp/attach-ioctl.log ]; } && [ $i -lt 600 ]; do
+  sleep 0.1
+  i=$((i + 1))
+done
 zt attach.ioctl_output "$(head -n 1 /tmp/attach-ioctl.log)"
 dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 2>/dev/null
 dd if=/tmp/pattern of=/dev/nbd1 bs=1M seek=3 oflag=direct conv=notrunc 2>/dev/null
