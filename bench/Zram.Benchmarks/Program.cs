@@ -12,6 +12,11 @@ internal static class Program
             return ZsPoolFragmentation.Run(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "memory")
+        {
+            return Device.DeviceMemoryBenchmark.Run(args[1..]);
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -717,10 +717,12 @@ public sealed unsafe class ZsPool : IDisposable
             cls.Lock.Exit();
 
             // Readers and writers inside src finish first; new ones see Moving and wait for the new location.
-            var spin = default(SpinWait);
-            while (Volatile.Read(ref src->Pins) != 0)
+            if (!WaitForPins(src))
             {
-                spin.SpinOnce(sleep1Threshold: -1);
+                // Someone keeps src pinned (an open view, perhaps held by a thread that now waits for this very
+                // object): give the object back where it is and leave this class for another time.
+                Volatile.Write(ref *cellPtr, claimed);
+                return freed + AbandonMove(cls, srcId, src, dstId, dst, dstLocation);
             }
 
             // In bounds: both slots hold Size bytes and size <= Size - HeaderSize; the header is already written.
@@ -729,6 +731,71 @@ public sealed unsafe class ZsPool : IDisposable
             movedSlot = (int)((srcLocation - ((long)src->FirstPage << PageShift)) / cls.Size);
             moved++;
         }
+    }
+
+    /// <summary>Waits until no reader or writer is inside the zspage; false if that takes longer than about 2 ms.</summary>
+    private static bool WaitForPins(ZsPageDescriptor* zspage)
+    {
+        if (Volatile.Read(ref zspage->Pins) == 0)
+        {
+            return true;
+        }
+
+        long deadline = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 500);
+        var spin = default(SpinWait);
+        while (Volatile.Read(ref zspage->Pins) != 0)
+        {
+            if (Stopwatch.GetTimestamp() > deadline)
+            {
+                return false;
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+
+        return true;
+    }
+
+    /// <summary>Undoes a claimed move whose object stayed in src: frees the slot taken in dst, puts src back.
+    /// Returns the pages released (dst, if frees emptied it meanwhile).</summary>
+    private long AbandonMove(SizeClass cls, int srcId, ZsPageDescriptor* src, int dstId, ZsPageDescriptor* dst, long dstLocation)
+    {
+        bool releaseDst = false;
+        cls.Lock.Enter();
+        FreeSlot(cls, dst, dstLocation);
+        if (dst->InUse == 0 && !dst->IsIsolated)
+        {
+            cls.Remove(dstId, dst);
+            releaseDst = true;
+        }
+        else
+        {
+            cls.UpdateBand(dstId, dst);
+        }
+
+        bool releaseSrc = src->InUse == 0;
+        if (releaseSrc)
+        {
+            cls.Remove(srcId, src);
+        }
+        else
+        {
+            cls.PutBack(srcId, src);
+        }
+
+        cls.Lock.Exit();
+        if (releaseDst)
+        {
+            ReleaseLater(cls, dstId, dst);
+        }
+
+        if (releaseSrc)
+        {
+            ReleaseLater(cls, srcId, src);
+        }
+
+        ReleaseDeferredZspages();
+        return ((releaseDst ? 1 : 0) + (releaseSrc ? 1 : 0)) * (long)cls.PagesPerZspage;
     }
 
     /// <summary>

@@ -49,11 +49,11 @@ internal sealed class SlotTable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void LockContended(ref int word)
     {
-        // Held for a page's work (microseconds): spin, then yield, then sleep, as SpinWait does.
+        // Held for a page's work (microseconds): spin, then yield; never Sleep(1), which would cost a millisecond.
         var spin = default(SpinWait);
         do
         {
-            spin.SpinOnce();
+            spin.SpinOnce(sleep1Threshold: -1);
         }
         while (Volatile.Read(ref word) != 0 || Interlocked.CompareExchange(ref word, 1, 0) != 0);
     }

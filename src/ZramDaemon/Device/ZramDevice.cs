@@ -53,6 +53,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
     private long _memLimit;
+    private long _futileLimitCompaction;
     private bool _disposed;
 
     public ZramDevice(ZramDeviceOptions options, ILoggerFactory loggerFactory)
@@ -571,7 +572,34 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private NbdError AllocateAfterCompaction(int size, long limit, out ulong handle)
     {
-        CompactCore("mem_limit");
+        // First what is only waiting to be freed (trimmed and overwritten pages), which is cheap.
+        _pool.FlushDeferred();
+        if (TryAllocateWithin(size, limit, out handle, out NbdError error) || error != NbdError.NoSpace)
+        {
+            return error;
+        }
+
+        // Then compaction, unless one just ran here and found nothing: a device kept full would otherwise
+        // compact the whole pool on every write.
+        long now = Stopwatch.GetTimestamp();
+        long last = Interlocked.Read(ref _futileLimitCompaction);
+        if (last == 0 || Stopwatch.GetElapsedTime(last, now) >= _options.CompactInterval)
+        {
+            long freed = CompactCore("mem_limit");
+            Interlocked.Exchange(ref _futileLimitCompaction, freed == 0 ? now : 0);
+            if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+            {
+                return error;
+            }
+        }
+
+        ZramDeviceLog.LimitReached(_logger, Name, MemUsedTotal, limit);
+        return NbdError.NoSpace;
+    }
+
+    /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
+    private bool TryAllocateWithin(int size, long limit, out ulong handle, out NbdError error)
+    {
         try
         {
             handle = _pool.Malloc(size);
@@ -579,19 +607,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         catch (OutOfMemoryException)
         {
             handle = 0;
-            return NbdError.NoMemory;
+            error = NbdError.NoMemory;
+            return false;
         }
 
-        long used = MemUsedTotal;
-        if (used <= limit)
+        if (MemUsedTotal <= limit)
         {
-            return NbdError.None;
+            error = NbdError.None;
+            return true;
         }
 
         _pool.Free(handle);
         handle = 0;
-        ZramDeviceLog.LimitReached(_logger, Name, used, limit);
-        return NbdError.NoSpace;
+        error = NbdError.NoSpace;
+        return false;
     }
 
     /// <summary>TRIM and WRITE_ZEROES: whole slots are emptied (or made zero-filled), partial ones zeroed in place.</summary>

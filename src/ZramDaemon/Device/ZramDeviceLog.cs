@@ -12,7 +12,7 @@ internal static partial class ZramDeviceLog
         Message = "{Device}: compaction ({Reason}) freed {Pages} pages in {Milliseconds:F1} ms")]
     public static partial void Compacted(ILogger logger, string device, string reason, long pages, double milliseconds);
 
-    [LoggerMessage(EventId = 3, Level = LogLevel.Warning,
+    [LoggerMessage(EventId = 3, Level = LogLevel.Debug,
         Message = "{Device}: write refused with ENOSPC: mem_used_total {Used} would pass mem_limit {Limit} even after compaction")]
     public static partial void LimitReached(ILogger logger, string device, long used, long limit);
 

@@ -16,8 +16,7 @@ internal sealed unsafe class HandleTable : IDisposable
 
     private readonly Lock _lock = new();
     private readonly uint _generationSeed;
-    private nint[] _chunks = new nint[4];
-    private int _chunkCount;
+    private readonly ChunkList _chunks = new(ChunkBytes);
     private uint _created;
     private long _freeHeadPlusOne;
     private bool _disposed;
@@ -31,7 +30,7 @@ internal sealed unsafe class HandleTable : IDisposable
     public long MetadataBytes => (long)Created * sizeof(ulong);
 
     /// <summary>The cell of an index below <see cref="Created"/>.</summary>
-    public ulong* Cell(uint index) => (ulong*)Volatile.Read(ref _chunks)[(int)(index >> ChunkShift)] + (index & (ChunkCells - 1));
+    public ulong* Cell(uint index) => (ulong*)_chunks[(int)(index >> ChunkShift)] + (index & (ChunkCells - 1));
 
     /// <summary>Takes a free cell; its generation is the one the new handle must carry.</summary>
     public uint Allocate(out uint generation)
@@ -54,9 +53,9 @@ internal sealed unsafe class HandleTable : IDisposable
                 throw new OutOfMemoryException("The pool has run out of handle cells.");
             }
 
-            if ((fresh >> ChunkShift) == (uint)_chunkCount)
+            if ((fresh >> ChunkShift) == (uint)_chunks.Count)
             {
-                AddChunk();
+                _chunks.Add();
             }
 
             // Fresh cells start at a pool-specific generation, so a handle of another pool rarely matches.
@@ -87,24 +86,7 @@ internal sealed unsafe class HandleTable : IDisposable
             }
 
             _disposed = true;
-            for (int i = 0; i < _chunkCount; i++)
-            {
-                MemoryMap.Unmap(_chunks[i], ChunkBytes);
-                _chunks[i] = 0;
-            }
+            _chunks.Dispose();
         }
-    }
-
-    private void AddChunk()
-    {
-        if (_chunkCount == _chunks.Length)
-        {
-            var bigger = new nint[_chunks.Length * 2];
-            Array.Copy(_chunks, bigger, _chunkCount);
-            Volatile.Write(ref _chunks, bigger);
-        }
-
-        _chunks[_chunkCount] = MemoryMap.Map(ChunkBytes);
-        Volatile.Write(ref _chunkCount, _chunkCount + 1);
     }
 }
