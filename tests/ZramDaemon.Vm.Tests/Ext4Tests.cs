@@ -17,5 +17,13 @@ public sealed class Ext4Tests(VmFixture vm, ITestOutputHelper output)
         Assert.Equal(0, run.Number("ext4.fsck_rc"));
         Assert.Equal(0, run.Number("ext4.checksums_rc"));
         Assert.True(run.Number("ext4.fstrim_bytes") > 0, run.Console);
+        Assert.Equal(6, run.Number("ext4.files_kept"));
+
+        // fstrim's discards reached zramd, and the text files left on the disk are stored compressed.
+        Dictionary<string, long> stats = zramd.Stats();
+        output.WriteLine(string.Join(", ", stats.Select(kv => $"{kv.Key}={kv.Value}")));
+        Assert.True(stats["discarded_pages"] > 0, "no discard reached zramd");
+        Assert.True(stats["orig_data_size"] > 0);
+        Assert.InRange(stats["compr_data_size"], 1, stats["orig_data_size"] - 1);
     }
 }

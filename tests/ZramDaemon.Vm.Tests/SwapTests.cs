@@ -27,5 +27,7 @@ public sealed class SwapTests(VmFixture vm, ITestOutputHelper output)
         Assert.Equal("/dev/nbd0", swaps[0]);
         Assert.True(long.Parse(swaps[1], System.Globalization.CultureInfo.InvariantCulture) > 1000 * 1024, run.Console);
         Assert.Equal(0, run.Number("swap.swapoff_rc"));
+        // swapon --discard discards the whole area at swapon, then each freed cluster.
+        Assert.True(zramd.Stats()["discarded_pages"] > 0, "no discard reached zramd");
     }
 }

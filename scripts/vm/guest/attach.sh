@@ -20,7 +20,7 @@ zt attach.netlink_output "$(head -n 1 /tmp/attach.log)"
 zt attach.size_bytes "$(blockdev --getsize64 /dev/nbd0)"
 /usr/sbin/mkswap /dev/nbd0 >/dev/null
 /usr/sbin/swapon --discard --priority 100 /dev/nbd0
-/zt/memfill "${ZT_FILL_MIB:-224}" && rc=0 || rc=$?
+/zt/memfill "${ZT_FILL_MIB:-224}" "${ZT_FILL_RANDOM:-2048}" && rc=0 || rc=$?
 zt attach.memfill_rc "$rc"
 /usr/sbin/swapoff /dev/nbd0 && rc=0 || rc=$?
 zt attach.swapoff_rc "$rc"

@@ -1,5 +1,6 @@
-/* memfill MIB: the swap test's guest program. Allocates MIB MiB, writes every 4 KiB page with content derived
- * from its index (half pseudo-random, half a repeated word, so a compressor can halve it but not erase it),
+/* memfill MIB [RANDOM]: the swap test's guest program. Allocates MIB MiB, writes every 4 KiB page with content
+ * derived from its index (RANDOM bytes, default 2048, pseudo-random, the rest a repeated word, so a compressor
+ * can shrink it by about that much but not erase it),
  * reports how much swap is in use, then reads every page back and counts the pages that differ.
  * Output lines "ZT: memfill.KEY=VALUE" for the host test; exit status 0 only when every page matched. */
 #include <stdint.h>
@@ -17,13 +18,15 @@ static uint64_t splitmix(uint64_t x) {
     return x ^ (x >> 31);
 }
 
+static int random_words = PAGE / 16;
+
 static void fill_page(uint64_t *p, uint64_t index) {
     uint64_t s = splitmix(index);
-    for (int i = 0; i < PAGE / 16; i++) { /* first half: a pseudo-random stream seeded by the index */
+    for (int i = 0; i < random_words; i++) { /* a pseudo-random stream seeded by the index */
         s = splitmix(s);
         p[i] = s;
     }
-    for (int i = PAGE / 16; i < PAGE / 8; i++) p[i] = index * 0x0101010101010101ull; /* second half */
+    for (int i = random_words; i < PAGE / 8; i++) p[i] = index * 0x0101010101010101ull; /* then one word */
 }
 
 static long meminfo_kib(const char *key) {
@@ -42,7 +45,9 @@ static long meminfo_kib(const char *key) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) return 64;
+    if (argc < 2 || argc > 3) return 64;
+    if (argc == 3) random_words = atoi(argv[2]) / 8;
+    if (random_words < 0 || random_words > PAGE / 8) return 64;
     uint64_t pages = (uint64_t)strtoull(argv[1], NULL, 10) * (1024 * 1024 / PAGE);
     uint8_t *mem = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Text;
+using Nbd.Protocol;
 
 namespace ZramDaemon.Attach;
 
@@ -12,17 +13,7 @@ namespace ZramDaemon.Attach;
 /// </summary>
 public static class NbdClientHandshake
 {
-    private const ulong InitPasswd = 0x4e42444d41474943; // "NBDMAGIC"
-    private const ulong IHaveOpt = 0x49484156454F5054; // "IHAVEOPT"
-    private const ulong OptionReplyMagic = 0x3e889045565a9;
-    private const ushort FlagFixedNewstyle = 1;
-    private const ushort FlagNoZeroes = 2;
-    private const uint OptGo = 7;
-    private const uint RepAck = 1;
-    private const uint RepInfo = 3;
     private const uint RepErrorBit = 0x8000_0000;
-    private const ushort InfoExport = 0;
-    private const ushort InfoBlockSize = 3;
     private const int MaxReplyLength = 64 * 1024;
 
     /// <summary>Negotiates <paramref name="exportName"/> on <paramref name="socket"/>; afterwards the socket is
@@ -34,31 +25,31 @@ public static class NbdClientHandshake
         ArgumentNullException.ThrowIfNull(exportName);
         Span<byte> greeting = stackalloc byte[18];
         ReceiveExactly(socket, greeting);
-        if (BinaryPrimitives.ReadUInt64BigEndian(greeting) != InitPasswd
-            || BinaryPrimitives.ReadUInt64BigEndian(greeting[8..]) != IHaveOpt)
+        if (BinaryPrimitives.ReadUInt64BigEndian(greeting) != NbdMagic.InitPasswd
+            || BinaryPrimitives.ReadUInt64BigEndian(greeting[8..]) != NbdMagic.IHaveOpt)
         {
             throw new NbdAttachException("the server is not a fixed-newstyle NBD server (bad greeting)");
         }
 
         ushort serverFlags = BinaryPrimitives.ReadUInt16BigEndian(greeting[16..]);
-        if ((serverFlags & FlagFixedNewstyle) == 0)
+        if ((serverFlags & (ushort)HandshakeFlags.FixedNewstyle) == 0)
         {
             throw new NbdAttachException("the server does not offer the fixed-newstyle handshake");
         }
 
         Span<byte> clientFlags = stackalloc byte[4];
-        BinaryPrimitives.WriteUInt32BigEndian(clientFlags, (uint)(FlagFixedNewstyle | (serverFlags & FlagNoZeroes)));
+        BinaryPrimitives.WriteUInt32BigEndian(clientFlags, (uint)ClientFlags.FixedNewstyle | (uint)(serverFlags & (ushort)HandshakeFlags.NoZeroes));
         SendExactly(socket, clientFlags);
 
         byte[] name = Encoding.UTF8.GetBytes(exportName);
         byte[] option = new byte[16 + 4 + name.Length + 2 + 2];
-        BinaryPrimitives.WriteUInt64BigEndian(option, IHaveOpt);
-        BinaryPrimitives.WriteUInt32BigEndian(option.AsSpan(8), OptGo);
+        BinaryPrimitives.WriteUInt64BigEndian(option, NbdMagic.IHaveOpt);
+        BinaryPrimitives.WriteUInt32BigEndian(option.AsSpan(8), (uint)OptionType.Go);
         BinaryPrimitives.WriteUInt32BigEndian(option.AsSpan(12), (uint)(option.Length - 16));
         BinaryPrimitives.WriteUInt32BigEndian(option.AsSpan(16), (uint)name.Length);
         name.CopyTo(option.AsSpan(20));
         BinaryPrimitives.WriteUInt16BigEndian(option.AsSpan(20 + name.Length), 1);
-        BinaryPrimitives.WriteUInt16BigEndian(option.AsSpan(22 + name.Length), InfoBlockSize);
+        BinaryPrimitives.WriteUInt16BigEndian(option.AsSpan(22 + name.Length), (ushort)InfoType.BlockSize);
         SendExactly(socket, option);
 
         long size = -1;
@@ -70,8 +61,8 @@ public static class NbdClientHandshake
             ReceiveExactly(socket, header);
             uint replyType = BinaryPrimitives.ReadUInt32BigEndian(header[12..]);
             uint length = BinaryPrimitives.ReadUInt32BigEndian(header[16..]);
-            if (BinaryPrimitives.ReadUInt64BigEndian(header) != OptionReplyMagic
-                || BinaryPrimitives.ReadUInt32BigEndian(header[8..]) != OptGo || length > MaxReplyLength)
+            if (BinaryPrimitives.ReadUInt64BigEndian(header) != NbdMagic.OptionReply
+                || BinaryPrimitives.ReadUInt32BigEndian(header[8..]) != (uint)OptionType.Go || length > MaxReplyLength)
             {
                 throw new NbdAttachException("the server sent a malformed option reply");
             }
@@ -84,20 +75,20 @@ public static class NbdClientHandshake
                 throw new NbdAttachException($"the server refused export '{exportName}' (NBD_REP_ERR 0x{replyType:x}){text}");
             }
 
-            if (replyType == RepAck)
+            if (replyType == (uint)OptionReplyType.Ack)
             {
                 break;
             }
 
-            if (replyType == RepInfo && data.Length >= 2)
+            if (replyType == (uint)OptionReplyType.Info && data.Length >= 2)
             {
                 ushort info = BinaryPrimitives.ReadUInt16BigEndian(data);
-                if (info == InfoExport && data.Length >= 12)
+                if (info == (ushort)InfoType.Export && data.Length >= 12)
                 {
                     size = BinaryPrimitives.ReadInt64BigEndian(data.AsSpan(2));
                     flags = BinaryPrimitives.ReadUInt16BigEndian(data.AsSpan(10));
                 }
-                else if (info == InfoBlockSize && data.Length >= 14)
+                else if (info == (ushort)InfoType.BlockSize && data.Length >= 14)
                 {
                     preferred = (int)Math.Min(BinaryPrimitives.ReadUInt32BigEndian(data.AsSpan(6)), int.MaxValue);
                 }

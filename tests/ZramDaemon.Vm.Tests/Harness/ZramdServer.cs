@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Text;
+using System.Text.Json;
 
 namespace ZramDaemon.Vm.Tests.Harness;
 
@@ -67,6 +68,62 @@ public sealed class ZramdServer : IDisposable
     /// <summary>Runs a zramd verb against this daemon's control socket (e.g. "status", "--json").</summary>
     public ProcessResult Control(params string[] arguments) =>
         ProcessRunner.Run("dotnet", [Repository.ZramdDll, .. arguments, "--control", ControlSocket], TimeSpan.FromSeconds(60));
+
+    /// <summary>The counters of <paramref name="device"/> from <c>zramd status --json</c>, by their kernel names
+    /// (orig_data_size, compr_data_size, discarded_pages, ...).</summary>
+    public Dictionary<string, long> Stats(string device = "zram0")
+    {
+        ProcessResult result = Control("status", "--json");
+        Assert.True(result.ExitCode == 0, "zramd status --json failed: " + result.Describe());
+        using var json = JsonDocument.Parse(result.StandardOutput);
+        JsonElement? found = FindDevice(json.RootElement, device);
+        Assert.True(found is not null, $"no device {device} in: {result.StandardOutput}");
+        var counters = new Dictionary<string, long>(StringComparer.Ordinal);
+        foreach (JsonProperty p in found.Value.EnumerateObject())
+        {
+            if (p.Value.ValueKind == JsonValueKind.Number && p.Value.TryGetInt64(out long v))
+            {
+                counters[p.Name] = v;
+            }
+        }
+
+        return counters;
+    }
+
+    private static JsonElement? FindDevice(JsonElement element, string device)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.Object:
+                if (element.TryGetProperty("name", out JsonElement name) && name.ValueKind == JsonValueKind.String
+                    && name.GetString() == device)
+                {
+                    return element;
+                }
+
+                foreach (JsonProperty p in element.EnumerateObject())
+                {
+                    if (FindDevice(p.Value, device) is { } inner)
+                    {
+                        return inner;
+                    }
+                }
+
+                return null;
+            case JsonValueKind.Array:
+                foreach (JsonElement item in element.EnumerateArray())
+                {
+                    if (FindDevice(item, device) is { } inner)
+                    {
+                        return inner;
+                    }
+                }
+
+                return null;
+            default:
+                return null;
+        }
+    }
 
     public void Dispose()
     {
