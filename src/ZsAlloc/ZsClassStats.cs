@@ -6,6 +6,7 @@ namespace ZsAlloc;
 /// <summary>One row of the kernel's debugfs <c>zsmalloc/&lt;pool&gt;/classes</c> file.</summary>
 public sealed record ZsClassStats
 {
+    /// <summary>The kernel's class index: (size - 32) / 16, so merged classes leave gaps as in debugfs.</summary>
     public int Class { get; init; }
 
     /// <summary>Slot size of the class, header included.</summary>

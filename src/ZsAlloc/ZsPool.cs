@@ -337,7 +337,7 @@ public sealed unsafe class ZsPool : IDisposable
 
                 rows[i] = new ZsClassStats
                 {
-                    Class = i,
+                    Class = (cls.Size - SizeClassTable.MinAllocSize) / SizeClassTable.ClassDelta,
                     Size = cls.Size,
                     ZspagesByFullness = bands,
                     ObjAllocated = cls.ObjAllocated,

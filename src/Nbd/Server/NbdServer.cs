@@ -195,12 +195,14 @@ public sealed class NbdServer : IAsyncDisposable
             open = [.. _connections];
         }
 
-        _logger.Stopping(open.Length, grace);
-        await _stopping.CancelAsync().ConfigureAwait(false);
+        // Before the first await: once StopAsync returns its task, every request read from now on gets ESHUTDOWN.
         foreach (Connection c in open)
         {
             c.BeginShutdown();
         }
+
+        _logger.Stopping(open.Length, grace);
+        await _stopping.CancelAsync().ConfigureAwait(false);
 
         var clock = Stopwatch.StartNew();
         while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0))

@@ -92,9 +92,10 @@ internal sealed class NbdHandshake
             return Drop($"unknown client flags 0x{(uint)clientFlags:x}");
         }
 
-        if ((clientFlags & ClientFlags.FixedNewstyle) == 0)
+        // A client without C_FIXED_NEWSTYLE may still be served (doc/proto.md allows it), just never with TLS.
+        if ((clientFlags & ClientFlags.FixedNewstyle) == 0 && _options.TlsMode == NbdTlsMode.Required)
         {
-            return Drop("client does not speak fixed newstyle");
+            return Drop("client does not speak fixed newstyle, so it cannot start TLS");
         }
 
         _noZeroes = (clientFlags & ClientFlags.NoZeroes) != 0;

@@ -528,7 +528,7 @@ internal sealed class NbdSession
             return;
         }
 
-        if (slot.ExtentCount <= 1 || IsAllData(slot))
+        if (IsAllData(slot))
         {
             // One OFFSET_DATA chunk (always so with DF), its header written just before the data.
             int start = RequestSlot.HeaderRoom - StructuredReply.OffsetDataPrefixSize;
@@ -559,6 +559,7 @@ internal sealed class NbdSession
         }
     }
 
+    /// <summary>True for DF and simple reads (no extents looked up) and for reads with no zero extent.</summary>
     private static bool IsAllData(RequestSlot slot)
     {
         for (int i = 0; i < slot.ExtentCount; i++)

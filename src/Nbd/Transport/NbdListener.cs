@@ -28,6 +28,8 @@ public sealed class NbdListener : IDisposable
     /// <summary>"unix:/run/zramd/zramd.sock", "tcp:127.0.0.1:10809".</summary>
     public string Description { get; }
 
+    internal System.Net.EndPoint? LocalEndPoint => _socket.LocalEndPoint;
+
     internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 
     /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)

@@ -7,17 +7,19 @@ namespace ZsAlloc.Pages;
 /// Where zspage pages come from. Pages are carved out of 64 MiB anonymous mappings (arenas), never one mapping
 /// per zspage: Linux allows only vm.max_map_count (65530) mappings per process. A zspage gets a run of
 /// 1..16 virtually contiguous pages of one arena, so an object that crosses a page boundary is still one
-/// contiguous range of bytes. A freed run is given back to the OS at once with MADV_DONTNEED (RSS falls, the
-/// address range stays mapped) and kept on a free list per run length for reuse; a longer free run is split
-/// when no run of the exact length is free, and fresh pages are taken from the newest arena last.
+/// contiguous range of bytes. A freed run is given back to the OS with MADV_DONTNEED (RSS falls, the address
+/// range stays mapped; after a short stay on the warm lists, below) and kept on a free list per run length for
+/// reuse; a longer free run is split when no run of the exact length is free, and fresh pages are taken from
+/// the newest arena last.
 ///
 /// Page numbers are global: arena index * 16384 + page within the arena. An object's location is its global
 /// byte offset (page number * 4096 + offset), 38 bits for the 4096 arenas (256 GiB) allowed.
 ///
-/// A few freed runs (at most <see cref="WarmLimitPages"/>, 1 MiB) are kept resident instead, on "warm" lists
-/// that allocation tries first: a pool that frees and allocates at the same rate then pays neither the
-/// madvise (a TLB shootdown in a threaded process) nor the page faults of refilling, as the kernel's
-/// per-CPU page lists spare zsmalloc. <see cref="ReleaseWarm"/> gives them back too (compaction calls it).
+/// Freed runs first go on "warm" lists (still resident) that allocation tries first: a pool that frees and
+/// allocates at the same rate then pays neither the madvise (a TLB shootdown in a threaded process) nor the
+/// page faults of refilling, as the kernel's per-CPU page lists spare zsmalloc. Past 1 MiB warm
+/// (<see cref="WarmLimitPages"/>) half of them are released in one burst, neighbouring runs in one call,
+/// so at most 1 MiB stays resident unused. <see cref="ReleaseWarm"/> releases them all (compaction calls it).
 ///
 /// The owner map (4 bytes a page) says which zspage holds each page, so a handle's location leads to its
 /// zspage descriptor. Head pages of free runs reuse their owner entry as the free-list link.
@@ -130,64 +132,82 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Keeps a freed run warm if there is room, else gives its pages back to the OS; then lists it.</summary>
+    /// <summary>
+    /// Lists a freed run as warm (no syscall). When more than <see cref="WarmLimitPages"/> are warm, the caller
+    /// gives half of them back to the OS in one burst, runs that touch in one madvise call.
+    /// </summary>
     public void FreeRun(int head, int pages)
     {
         CheckRun(head, pages);
         SetOwner(head, pages, NoOwner);
+        bool trim;
         lock (_lock)
         {
-            if (_pagesWarm + pages <= WarmLimitPages)
-            {
-                PushRun(_warmRunHead, head, pages);
-                _pagesWarm += pages;
-                _pagesInUse -= pages;
-                return;
-            }
+            PushRun(_warmRunHead, head, pages);
+            _pagesWarm += pages;
+            _pagesInUse -= pages;
+            trim = _pagesWarm > WarmLimitPages;
         }
 
-        // The syscall runs outside the lock; nobody else can use these pages until they are on a free list.
-        MemoryMap.Release(PageAddress(head), (long)pages * PageSize);
-        lock (_lock)
+        if (trim)
         {
-            PushRun(_freeRunHead, head, pages);
-            _pagesFree += pages;
-            _pagesInUse -= pages;
+            TrimWarm(WarmLimitPages / 2);
         }
     }
 
     /// <summary>Gives the warm runs back to the OS too.</summary>
-    public void ReleaseWarm()
+    public void ReleaseWarm() => TrimWarm(0);
+
+    /// <summary>
+    /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): they go back to the OS
+    /// at once, runs that touch in one madvise call.
+    /// </summary>
+    public void FreeRuns(Span<PageRun> runs)
     {
-        Span<PageRun> runs = stackalloc PageRun[WarmLimitPages];
+        long total = 0;
+        foreach (PageRun run in runs)
+        {
+            CheckRun(run.Head, run.Pages);
+            SetOwner(run.Head, run.Pages, NoOwner);
+            total += run.Pages;
+        }
+
+        lock (_lock)
+        {
+            _pagesInUse -= total;
+        }
+
+        ReleaseToOs(runs);
+    }
+
+    /// <summary>Takes warm runs off their lists until at most <paramref name="keep"/> pages stay warm, and releases them.</summary>
+    private void TrimWarm(int keep)
+    {
+        Span<PageRun> runs = stackalloc PageRun[WarmLimitPages + MaxRunPages];
         int count = 0;
         lock (_lock)
         {
-            for (int pages = 1; pages <= MaxRunPages; pages++)
+            // Longest runs first: they free the most pages per list operation.
+            for (int pages = MaxRunPages; pages >= 1 && _pagesWarm > keep; pages--)
             {
                 int head;
-                while ((head = PopRun(_warmRunHead, pages)) != NoOwner)
+                while (_pagesWarm > keep && (head = PopRun(_warmRunHead, pages)) != NoOwner)
                 {
                     runs[count++] = new PageRun(head, pages);
                     _pagesWarm -= pages;
-                    _pagesInUse += pages;
                 }
             }
         }
 
-        // Counted as in use for the moment, so FreeRuns can account them the usual way.
-        FreeRuns(runs[..count]);
+        ReleaseToOs(runs[..count]);
     }
 
-    /// <summary>
-    /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): runs that touch are
-    /// given back with one madvise call, and the free lists are taken once.
-    /// </summary>
-    public void FreeRuns(Span<PageRun> runs)
+    /// <summary>madvise(MADV_DONTNEED) over runs that are on no list (coalescing neighbours), then lists them as free.</summary>
+    private void ReleaseToOs(Span<PageRun> runs)
     {
-        foreach (PageRun run in runs)
+        if (runs.IsEmpty)
         {
-            CheckRun(run.Head, run.Pages);
+            return;
         }
 
         runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
@@ -206,21 +226,15 @@ internal sealed unsafe class PageSource : IDisposable
         }
 
         long total = 0;
-        foreach (PageRun run in runs)
-        {
-            SetOwner(run.Head, run.Pages, NoOwner);
-            total += run.Pages;
-        }
-
         lock (_lock)
         {
             foreach (PageRun run in runs)
             {
                 PushRun(_freeRunHead, run.Head, run.Pages);
+                total += run.Pages;
             }
 
             _pagesFree += total;
-            _pagesInUse -= total;
         }
     }
 

@@ -15,6 +15,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
     private readonly BlockState[] _blocks;
     private readonly object _gate = new();
     private int _flushes;
+    private int _fuaWrites;
 
     public MemoryBlockDevice(long size, bool readOnly = false, bool supportsFastZero = true, int minimumBlockSize = 1)
     {
@@ -49,6 +50,8 @@ public sealed class MemoryBlockDevice : IBlockDevice
 
     public int Flushes => Volatile.Read(ref _flushes);
 
+    public int FuaWrites => Volatile.Read(ref _fuaWrites);
+
     /// <summary>When set, writes fail with ENOSPC (a full device).</summary>
     public bool Full { get; set; }
 
@@ -67,6 +70,11 @@ public sealed class MemoryBlockDevice : IBlockDevice
         if (Full)
         {
             return NbdError.NoSpace;
+        }
+
+        if (fua)
+        {
+            Interlocked.Increment(ref _fuaWrites);
         }
 
         lock (_gate)
@@ -118,7 +126,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
             int count = 0;
             long end = offset + length;
             long position = offset;
-            while (position < end && count < extents.Length)
+            while (position < end)
             {
                 ExtentFlags flags = FlagsOf(_blocks[position / BlockSize]);
                 long next = Math.Min(end, ((position / BlockSize) + 1) * BlockSize);
@@ -126,9 +134,13 @@ public sealed class MemoryBlockDevice : IBlockDevice
                 {
                     extents[count - 1] = extents[count - 1] with { Length = extents[count - 1].Length + (next - position) };
                 }
-                else
+                else if (count < extents.Length)
                 {
                     extents[count++] = new BlockExtent(next - position, flags);
+                }
+                else
+                {
+                    break;
                 }
 
                 position = next;
@@ -136,6 +148,13 @@ public sealed class MemoryBlockDevice : IBlockDevice
 
             return count;
         }
+    }
+
+    /// <summary>The extents of the whole device, as a test compares them.</summary>
+    public BlockExtent[] Map()
+    {
+        var extents = new BlockExtent[_blocks.Length];
+        return extents[..GetExtents(0, Size, extents)];
     }
 
     private static ExtentFlags FlagsOf(BlockState state) => state switch

@@ -9,6 +9,8 @@ public sealed class TestServer : IAsyncDisposable
     private readonly CancellationTokenSource _cancel = new();
     private readonly NbdListener _listener;
     private readonly Task _serving;
+    private NbdListener? _tcpListener;
+    private Task? _tcpServing;
 
     public TestServer(NbdServerOptions? options = null, params NbdExport[] exports)
     {
@@ -41,11 +43,25 @@ public sealed class TestServer : IAsyncDisposable
     /// <summary>libnbd URI of an export on this server.</summary>
     public string Uri(string export = "mem") => $"nbd+unix:///{export}?socket={SocketPath}";
 
+    /// <summary>Also serves on TCP 127.0.0.1 (an ephemeral port), which is returned.</summary>
+    public int ListenTcp()
+    {
+        _tcpListener = NbdListener.BindTcp(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        _tcpServing = Server.ServeAsync(_tcpListener, _cancel.Token);
+        return ((System.Net.IPEndPoint)_tcpListener.LocalEndPoint!).Port;
+    }
+
     public async ValueTask DisposeAsync()
     {
         await _cancel.CancelAsync();
         await Server.StopAsync(TimeSpan.FromSeconds(2));
         await _serving;
+        if (_tcpServing is not null)
+        {
+            await _tcpServing;
+        }
+
+        _tcpListener?.Dispose();
         _listener.Dispose();
         await Server.DisposeAsync();
         _cancel.Dispose();

@@ -27,6 +27,9 @@ public static class Tool
             RedirectStandardInput = stdin is not null,
             UseShellExecute = false,
         };
+
+        // nbdsh runs "python3 -mnbd": make that Debian's python3, which has the nbd module, not a pyenv shim.
+        info.Environment["PATH"] = "/usr/bin:/bin:" + Environment.GetEnvironmentVariable("PATH");
         foreach (string argument in arguments)
         {
             info.ArgumentList.Add(argument);
@@ -55,7 +58,7 @@ public static class Tool
         return new Result(process.ExitCode, await stdout, await stderr);
     }
 
-    /// <summary>Runs a Python script with nbd (python3-libnbd) imported, the way nbdsh would.</summary>
-    public static Task<Result> PythonAsync(string script, int timeoutSeconds = 60) =>
-        RunAsync("python3", ["-c", "import nbd\n" + script], timeoutSeconds: timeoutSeconds);
+    /// <summary>Runs an nbdsh script (Python with the nbd module imported); it fails by raising.</summary>
+    public static Task<Result> NbdshAsync(string script, int timeoutSeconds = 60) =>
+        RunAsync("nbdsh", ["-c", script], timeoutSeconds: timeoutSeconds);
 }

@@ -238,6 +238,46 @@ public class ZramDeviceTests
         Assert.Equal("       0        5        6        7", stats.FormatIoStat());
     }
 
+    [Theory]
+    [InlineData("lz4")]
+    [InlineData("zstd")]
+    public void Requests_allocate_nothing_on_the_managed_heap(string algorithm)
+    {
+        // The background thread stays asleep: a lock it contends could allocate its wait event once, on our thread.
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "alloc", DiskSize = 4L << 20, Algorithm = algorithm, CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        byte[] data = DevicePages.Mixed(new Random(3), 64 * Page);
+        var buffer = new byte[64 * Page];
+        var extents = new BlockExtent[16];
+
+        // No xunit asserts inside the measured loop: they allocate themselves.
+        uint Round()
+        {
+            uint errors = (uint)device.Write(0, data, fua: false);
+            errors |= (uint)device.Write(Page + 512, data.AsSpan(0, 1536), fua: true);
+            errors |= (uint)device.Read(0, buffer);
+            errors |= (uint)device.Read(700, buffer.AsSpan(0, 3000));
+            errors |= (uint)device.Trim(8 * Page, 8 * Page + 100);
+            errors |= (uint)device.WriteZeroes(20 * Page, 2 * Page, noHole: true, fastZero: true);
+            errors |= (uint)device.Flush();
+            return errors | (device.GetExtents(0, 64 * Page, extents) > 0 ? 0u : 1u);
+        }
+
+        Assert.Equal(0u, Round()); // first use: streams and pool chunks
+        uint errors = 0;
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++)
+        {
+            errors |= Round();
+        }
+
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0u, errors);
+        Assert.Equal(0, allocated);
+    }
+
     [Fact]
     public void Reset_frees_everything_and_the_device_stays_usable()
     {

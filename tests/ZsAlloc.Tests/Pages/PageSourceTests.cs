@@ -40,8 +40,10 @@ public sealed class PageSourceTests : IDisposable
             _pages.FreeRun(run, 16);
         }
 
-        Assert.Equal(PageSource.WarmLimitPages, _pages.PagesWarm);
-        Assert.Equal((100 * 16) - PageSource.WarmLimitPages, _pages.PagesFree);
+        // Past the limit, warm runs went back to the OS in bursts: never more than the limit stays warm.
+        Assert.InRange(_pages.PagesWarm, PageSource.WarmLimitPages / 2, PageSource.WarmLimitPages);
+        Assert.Equal(100 * 16, _pages.PagesFree + _pages.PagesWarm);
+        Assert.Equal(0, _pages.PagesInUse);
         _pages.ReleaseWarm();
         Assert.Equal(0, _pages.PagesWarm);
         Assert.Equal(100 * 16, _pages.PagesFree);

@@ -69,6 +69,11 @@ public sealed class CompactionTests
         Assert.Equal(12, row.ObjUsed);
         Assert.Equal(0, row.Freeable);
         Assert.StartsWith("    0    32         1         0", row.ToString(), StringComparison.Ordinal);
+
+        // Class numbers are the kernel's: (size - 32) / 16, so the huge class is 254 and 3632 is 225.
+        IReadOnlyList<ZsClassStats> rows = pool.GetClassStats();
+        Assert.Equal(254, rows[^1].Class);
+        Assert.Equal(225, Assert.Single(rows, r => r.Size == 3632).Class);
     }
 
     [Fact]

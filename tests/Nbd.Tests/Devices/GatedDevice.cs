@@ -1,0 +1,43 @@
+using Nbd.Devices;
+
+namespace Nbd.Tests.Devices;
+
+/// <summary>Wraps a device so that reads wait until the test opens the gate: a way to hold requests in flight.</summary>
+public sealed class GatedDevice(IBlockDevice inner) : IBlockDevice
+{
+    private readonly ManualResetEventSlim _gate = new(false);
+    private int _waiting;
+
+    public long Size => inner.Size;
+
+    public bool IsReadOnly => inner.IsReadOnly;
+
+    public int MinimumBlockSize => inner.MinimumBlockSize;
+
+    public int PreferredBlockSize => inner.PreferredBlockSize;
+
+    public bool SupportsFastZero => inner.SupportsFastZero;
+
+    /// <summary>Reads blocked at the gate right now.</summary>
+    public int Waiting => Volatile.Read(ref _waiting);
+
+    public void Open() => _gate.Set();
+
+    public NbdError Read(long offset, Span<byte> destination)
+    {
+        Interlocked.Increment(ref _waiting);
+        _gate.Wait(TimeSpan.FromSeconds(30));
+        Interlocked.Decrement(ref _waiting);
+        return inner.Read(offset, destination);
+    }
+
+    public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua) => inner.Write(offset, source, fua);
+
+    public NbdError Flush() => inner.Flush();
+
+    public NbdError Trim(long offset, long length) => inner.Trim(offset, length);
+
+    public NbdError WriteZeroes(long offset, long length, bool noHole, bool fastZero) => inner.WriteZeroes(offset, length, noHole, fastZero);
+
+    public int GetExtents(long offset, long length, Span<BlockExtent> extents) => inner.GetExtents(offset, length, extents);
+}

@@ -1,0 +1,102 @@
+using System.Security.Cryptography.X509Certificates;
+
+namespace Nbd.Tests.Interop;
+
+/// <summary>NBD_OPT_STARTTLS with SslStream, against libnbd (GnuTLS) using throwaway certificates.</summary>
+public class TlsTests
+{
+    /// <summary>Makes a self-signed certificate for "localhost" in <paramref name="directory"/> (as libnbd wants
+    /// it: ca-cert.pem) and returns it loaded with its key.</summary>
+    private static async Task<X509Certificate2> MakeCertificateAsync(string directory)
+    {
+        Directory.CreateDirectory(directory);
+        string cert = Path.Combine(directory, "ca-cert.pem");
+        string key = Path.Combine(directory, "key.pem");
+        (await Tool.RunAsync("openssl",
+        [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+        ])).EnsureSuccess();
+        using var pem = X509Certificate2.CreateFromPemFile(cert, key);
+
+        // Round-trip through PKCS#12 so that the private key is usable by SslStream on every platform.
+        return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+    }
+
+    private static string TlsUri(TestServer server, string certificates) =>
+        $"nbds+unix:///mem?socket={server.SocketPath}&tls-certificates={certificates}";
+
+    [Fact]
+    public async Task Required_mode_serves_TLS_clients_and_refuses_plain_ones_and_wrong_certificates()
+    {
+        string scratch = Path.Combine(Path.GetTempPath(), "nbd-tls-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            using X509Certificate2 certificate = await MakeCertificateAsync(Path.Combine(scratch, "good"));
+            using X509Certificate2 other = await MakeCertificateAsync(Path.Combine(scratch, "wrong"));
+            await using var server = new TestServer(new NbdServerOptions { TlsMode = NbdTlsMode.Required, TlsCertificate = certificate });
+
+            string good = TlsUri(server, Path.Combine(scratch, "good"));
+            (await Tool.NbdshAsync($$"""
+                h = nbd.NBD()
+                h.set_uri_allow_local_file(True)
+                h.connect_uri("{{good}}")
+                assert h.get_tls_negotiated()
+                assert h.get_structured_replies_negotiated()
+                h.pwrite(b"\x42" * 65536, 0, nbd.CMD_FLAG_FUA)
+                assert h.pread(65536, 0) == b"\x42" * 65536
+                h.shutdown()
+                """)).EnsureSuccess();
+
+            // Plain client: every option but STARTTLS gets ERR_TLS_REQD, so nothing can be used.
+            Tool.Result plain = await Tool.RunAsync("nbdinfo", ["--size", server.Uri()]);
+            Assert.NotEqual(0, plain.ExitCode);
+            Assert.Contains("TLS", plain.Stderr, StringComparison.OrdinalIgnoreCase);
+
+            // The client trusts another CA: it must refuse our certificate. Over TCP, because libnbd 1.14 only
+            // verifies the peer when it has a host name to check, which a Unix socket URI does not give it.
+            int port = server.ListenTcp();
+            Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo",
+                ["--size", $"nbds://localhost:{port}/mem?tls-certificates={Path.Combine(scratch, "good")}"])).EnsureSuccess().Stdout.Trim());
+            Tool.Result wrong = await Tool.RunAsync("nbdinfo",
+                ["--size", $"nbds://localhost:{port}/mem?tls-certificates={Path.Combine(scratch, "wrong")}"]);
+            Assert.NotEqual(0, wrong.ExitCode);
+            Assert.Contains("certificate", wrong.Stderr, StringComparison.OrdinalIgnoreCase);
+
+            // And the server keeps serving good clients.
+            Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", good])).EnsureSuccess().Stdout.Trim());
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Optional_mode_serves_both_plain_and_TLS_clients()
+    {
+        string scratch = Path.Combine(Path.GetTempPath(), "nbd-tls-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            using X509Certificate2 certificate = await MakeCertificateAsync(scratch);
+            await using var server = new TestServer(new NbdServerOptions { TlsMode = NbdTlsMode.Optional, TlsCertificate = certificate });
+
+            Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", server.Uri()])).EnsureSuccess().Stdout.Trim());
+            Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", TlsUri(server, scratch)])).EnsureSuccess().Stdout.Trim());
+        }
+        finally
+        {
+            Directory.Delete(scratch, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task Off_mode_refuses_STARTTLS_and_a_TLS_only_client_gives_up()
+    {
+        await using var server = new TestServer();
+        Tool.Result result = await Tool.RunAsync("nbdinfo", ["--size", $"nbds+unix:///mem?socket={server.SocketPath}"]);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", server.Uri()])).EnsureSuccess().Stdout.Trim());
+    }
+}

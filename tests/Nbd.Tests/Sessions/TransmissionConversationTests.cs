@@ -1,0 +1,194 @@
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using Nbd.Protocol;
+using Nbd.Tests.Devices;
+using Nbd.Tests.Interop;
+
+namespace Nbd.Tests.Sessions;
+
+/// <summary>Requests byte by byte: refused requests keep the stream in step, DISC and shutdown behave as specified.</summary>
+public class TransmissionConversationTests
+{
+    private static async Task<RawClient> ConnectSimpleAsync(TestServer server)
+    {
+        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        var (_, final, _) = await client.GoAsync("mem");
+        Assert.Equal(OptionReplyType.Ack, final);
+        return client;
+    }
+
+    [Fact]
+    public async Task A_refused_write_has_its_payload_skipped_and_the_next_request_is_served()
+    {
+        await using var server = new TestServer();
+        using RawClient client = await ConnectSimpleAsync(server);
+        byte[] payload = Enumerable.Repeat((byte)0x44, 4096).ToArray();
+
+        await client.SendRequestAsync(CommandType.Write, 1, 0, 4096, CommandFlags.DontFragment, payload); // DF on a write
+        await client.SendRequestAsync(CommandType.Write, 2, 16 << 20, 4096, 0, payload);                   // past the end
+        await client.SendRequestAsync(CommandType.Write, 3, 0, 4096, (CommandFlags)0x100, payload);        // unknown flag
+        await client.SendRequestAsync(CommandType.Write, 4, 8192, 4096, 0, payload);                       // fine
+        await client.SendRequestAsync((CommandType)42, 5, 0, 0);                                            // unknown command
+        await client.SendRequestAsync(CommandType.BlockStatus, 6, 0, 4096);                                // no meta context
+        await client.SendRequestAsync(CommandType.Flush, 7, 1, 0);                                          // flush with an offset
+        await client.SendRequestAsync(CommandType.Read, 8, 8192, 4096);
+
+        var errors = new Dictionary<ulong, NbdError>();
+        for (int i = 0; i < 7; i++)
+        {
+            var reply = (await client.ReadSimpleReplyAsync())!.Value;
+            errors[reply.Handle] = reply.Error;
+        }
+
+        Assert.Equal(NbdError.Invalid, errors[1]);
+        Assert.Equal(NbdError.NoSpace, errors[2]);
+        Assert.Equal(NbdError.Invalid, errors[3]);
+        Assert.Equal(NbdError.None, errors[4]);
+        Assert.Equal(NbdError.Invalid, errors[5]);
+        Assert.Equal(NbdError.Invalid, errors[6]);
+        Assert.Equal(NbdError.Invalid, errors[7]);
+        var read = (await client.ReadSimpleReplyAsync(4096))!.Value;
+        Assert.Equal((NbdError.None, 8UL), (read.Error, read.Handle));
+        Assert.Equal(payload, read.Data);
+        Assert.Equal(new byte[4096], ReadDevice(server.Device(), 0, 4096)); // refused writes never reached the device
+    }
+
+    private static byte[] ReadDevice(IBlockDevice device, long offset, int length)
+    {
+        var buffer = new byte[length];
+        Assert.Equal(NbdError.None, device.Read(offset, buffer));
+        return buffer;
+    }
+
+    [Fact]
+    public async Task Oversized_write_gets_EOVERFLOW_and_the_connection_goes_on()
+    {
+        await using var server = new TestServer(new NbdServerOptions { MaxPayload = 64 << 10 });
+        using RawClient client = await ConnectSimpleAsync(server);
+        await client.SendRequestAsync(CommandType.Write, 1, 0, 128 << 10, 0, new byte[128 << 10]);
+        Assert.Equal(NbdError.Overflow, (await client.ReadSimpleReplyAsync())!.Value.Error);
+        await client.SendRequestAsync(CommandType.Read, 2, 0, 128 << 10);
+        Assert.Equal(NbdError.Overflow, (await client.ReadSimpleReplyAsync())!.Value.Error);
+        await client.SendRequestAsync(CommandType.Read, 3, 0, 64 << 10);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(64 << 10))!.Value.Error);
+    }
+
+    [Fact]
+    public async Task Disconnect_finishes_outstanding_requests_then_closes_and_ignores_what_follows()
+    {
+        var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
+        await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
+        using RawClient client = await ConnectSimpleAsync(server);
+
+        await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
+        await client.SendRequestAsync(CommandType.Disconnect, 2, 0, 0);
+        await client.SendRequestAsync(CommandType.Read, 3, 0, 4096); // a client must not do this; it is ignored
+        await WaitUntilAsync(() => gated.Waiting == 1);
+        gated.Open();
+
+        var reply = (await client.ReadSimpleReplyAsync(4096))!.Value;
+        Assert.Equal((NbdError.None, 1UL), (reply.Error, reply.Handle));
+        Assert.True(await client.IsClosedByServerAsync());
+    }
+
+    [Fact]
+    public async Task Stop_answers_new_requests_with_ESHUTDOWN_and_finishes_those_in_flight()
+    {
+        var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
+        await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
+        using RawClient client = await ConnectSimpleAsync(server);
+        Assert.Equal(1, server.Server.GetConnectionCount("mem"));
+
+        await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
+        await WaitUntilAsync(() => gated.Waiting == 1);
+        Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(20));
+        await client.SendRequestAsync(CommandType.Write, 2, 0, 512, 0, new byte[512]);
+        var refused = (await client.ReadSimpleReplyAsync())!.Value;
+        Assert.Equal((NbdError.Shutdown, 2UL), (refused.Error, refused.Handle));
+
+        gated.Open();
+        var reply = (await client.ReadSimpleReplyAsync(4096))!.Value;
+        Assert.Equal((NbdError.None, 1UL), (reply.Error, reply.Handle));
+        await stopping;
+        Assert.True(await client.IsClosedByServerAsync());
+        Assert.Equal(0, server.Server.ConnectionCount);
+        Assert.Equal(0, server.Server.GetConnectionCount("mem"));
+    }
+
+    [Fact]
+    public async Task Already_connected_socket_with_simple_replies_only_refuses_structured_replies()
+    {
+        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+        server.AddExport(new NbdExport("kernel", "for the kernel", new MemoryBlockDevice(1 << 20)));
+        var pair = SocketPair();
+        Task serving = server.ServeConnectionAsync(pair.Server, simpleRepliesOnly: true, CancellationToken.None);
+        using RawClient client = RawClient.Wrap(pair.Client);
+        await client.StartAsync();
+
+        await client.SendOptionAsync((uint)OptionType.StructuredReply, []);
+        Assert.Equal(OptionReplyType.ErrUnsupported, (await client.ReadOptionReplyAsync())!.Type);
+        var (flags, final, _) = await client.GoAsync("");
+        Assert.Equal(OptionReplyType.Ack, final);
+        Assert.False(flags.HasFlag(TransmissionFlags.SendDf));
+        Assert.Equal(1, server.GetConnectionCount("kernel"));
+
+        await client.SendRequestAsync(CommandType.Write, 9, 512, 512, CommandFlags.Fua, Enumerable.Repeat((byte)1, 512).ToArray());
+        var written = (await client.ReadSimpleReplyAsync())!.Value;
+        Assert.Equal((NbdError.None, 9UL), (written.Error, written.Handle));
+        await client.SendRequestAsync(CommandType.Disconnect, 10, 0, 0);
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, server.GetConnectionCount("kernel"));
+    }
+
+    [Fact]
+    public async Task Cancelling_an_already_connected_socket_disconnects_it()
+    {
+        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+        server.AddExport(new NbdExport("kernel", "for the kernel", new MemoryBlockDevice(1 << 20)));
+        var pair = SocketPair();
+        using var cancel = new CancellationTokenSource();
+        Task serving = server.ServeConnectionAsync(pair.Server, simpleRepliesOnly: true, cancel.Token);
+        using RawClient client = RawClient.Wrap(pair.Client);
+        await client.StartAsync();
+        await client.GoAsync("kernel");
+        await cancel.CancelAsync();
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(await client.IsClosedByServerAsync());
+    }
+
+    [Fact]
+    public async Task Connections_over_the_limit_are_closed_at_once()
+    {
+        await using var server = new TestServer(new NbdServerOptions { MaxConnections = 1 });
+        using RawClient first = await ConnectSimpleAsync(server);
+        using RawClient second = await RawClient.ConnectAsync(server.SocketPath);
+        Assert.Null(await second.ReadExactAsync(ServerGreeting.Length));
+        await first.SendRequestAsync(CommandType.Flush, 1, 0, 0);
+        Assert.Equal(NbdError.None, (await first.ReadSimpleReplyAsync())!.Value.Error);
+    }
+
+    internal static (Socket Server, Socket Client) SocketPair()
+    {
+        string path = Path.Combine(Path.GetTempPath(), "nbd-pair-" + Guid.NewGuid().ToString("N")[..12]);
+        using var listener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        listener.Bind(new UnixDomainSocketEndPoint(path));
+        listener.Listen(1);
+        var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        client.Connect(new UnixDomainSocketEndPoint(path));
+        Socket server = listener.Accept();
+        File.Delete(path);
+        return (server, client);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition)
+    {
+        for (int i = 0; i < 1000 && !condition(); i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(condition());
+    }
+}
