@@ -12,6 +12,8 @@ internal static partial class Interop
         internal const int MapPrivate = 0x02;
         internal const int MapAnonymous = 0x20;
         internal const int MapNoReserve = 0x4000;
+        internal const int MapFixed = 0x10;
+        internal const int EInval = 22;
         internal const int MadvDontNeed = 4;
 
         /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>

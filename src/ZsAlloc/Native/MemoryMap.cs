@@ -26,15 +26,33 @@ internal static class MemoryMap
         return address;
     }
 
-    /// <summary>Gives the pages of a range back to the OS (MADV_DONTNEED): RSS falls, the range stays mapped and reads as zeros.</summary>
+    /// <summary>Gives the pages of a range back to the OS: RSS falls, the range stays mapped and reads as zeros.
+    /// MADV_DONTNEED first; the kernel refuses it (EINVAL) on locked memory, which is what a daemon that backs
+    /// swap runs with (mlockall), so then the range is replaced by a fresh anonymous mapping (mmap MAP_FIXED),
+    /// which drops the old pages just the same and, under MCL_ONFAULT, is locked again only when touched.</summary>
     public static void Release(nint address, long length)
     {
         CheckRange(address, length);
-        if (Interop.Libc.Madvise(address, (nuint)length, Interop.Libc.MadvDontNeed) != 0)
+        if (Interop.Libc.Madvise(address, (nuint)length, Interop.Libc.MadvDontNeed) == 0)
         {
-            int errno = Marshal.GetLastPInvokeError();
-            throw new InvalidOperationException($"madvise(MADV_DONTNEED) of {length} bytes at 0x{address:x} failed: errno {errno}.");
+            return;
         }
+
+        int errno = Marshal.GetLastPInvokeError();
+        if (errno == Interop.Libc.EInval)
+        {
+            nint replaced = Interop.Libc.Mmap(address, (nuint)length, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
+                Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous | Interop.Libc.MapNoReserve | Interop.Libc.MapFixed, -1, 0);
+            if (replaced == address)
+            {
+                return;
+            }
+
+            errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException($"mmap(MAP_FIXED) to release {length} bytes of locked memory at 0x{address:x} failed: errno {errno}.");
+        }
+
+        throw new InvalidOperationException($"madvise(MADV_DONTNEED) of {length} bytes at 0x{address:x} failed: errno {errno}.");
     }
 
     public static void Unmap(nint address, long length)

@@ -1,0 +1,236 @@
+using System.CommandLine;
+using System.Net.Sockets;
+using ZramDaemon.Attach;
+using ZramDaemon.Configuration;
+using ZramDaemon.Control;
+using ZramDaemon.Hosting;
+
+namespace ZramDaemon.Cli;
+
+/// <summary>
+/// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes
+/// and reset talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
+/// 64 usage error, 78 configuration error.
+/// </summary>
+public static class ZramdCommandLine
+{
+    public static int Run(string[] args) => Run(args, Console.Out, Console.Error, DaemonRunner.Run);
+
+    public static int Run(IReadOnlyList<string> args, TextWriter output, TextWriter error, Func<CommandLineSettings, int> runDaemon)
+    {
+        ArgumentNullException.ThrowIfNull(error);
+        RootCommand root = Build(output, error, runDaemon);
+        ParseResult parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            foreach (System.CommandLine.Parsing.ParseError parseError in parsed.Errors)
+            {
+                error.WriteLine($"zramd: {parseError.Message}");
+            }
+
+            error.WriteLine("Try 'zramd --help'.");
+            return ExitCodes.Usage;
+        }
+
+        return parsed.Invoke(new InvocationConfiguration
+        {
+            Output = output,
+            Error = error,
+            EnableDefaultExceptionHandler = false,
+
+            // The daemon handles SIGTERM itself (graceful stop); the parser must not race it.
+            ProcessTerminationTimeout = null,
+        });
+    }
+
+    private static RootCommand Build(TextWriter output, TextWriter error, Func<CommandLineSettings, int> runDaemon)
+    {
+        var listen = new Option<string[]>("--listen")
+        {
+            Description = "Serve NBD on unix:PATH or tcp:HOST:PORT; repeatable. Default: a Unix socket zramd.sock in "
+                + "$RUNTIME_DIRECTORY, else /run/zramd as root, else $XDG_RUNTIME_DIR",
+            HelpName = "ADDRESS",
+            Arity = ArgumentArity.OneOrMore,
+        };
+        var size = new Option<string>("--size") { Description = "Device size, e.g. 512M, 4G (K/M/G/T suffixes, like zram's disksize). Default: min(RAM/2, 4G)", HelpName = "SIZE" };
+        var algorithm = new Option<string>("--algorithm") { Description = "Compression: lz4 (default), lz4hc[:LEVEL], zstd[:LEVEL]", HelpName = "ALGORITHM" };
+        var memLimit = new Option<string>("--mem-limit") { Description = "Most RAM a device may use, like zram's mem_limit (0: no limit)", HelpName = "SIZE" };
+        var config = new Option<string>("--config")
+        {
+            Description = $"Configuration file (INI, zram-generator keys). Default: {SystemFacts.DefaultConfigPath} if it exists",
+            HelpName = "FILE",
+        };
+        var control = new Option<string>("--control")
+        {
+            Description = "The control socket. Default: zramd.ctl beside the NBD socket",
+            HelpName = "PATH",
+            Recursive = true,
+        };
+
+        var root = new RootCommand("zramd: a compressed RAM block device (like Linux zram) served over NBD.\n"
+            + "With no arguments it serves one device zram0 of min(RAM/2, 4G), lz4, on a Unix socket.")
+        {
+            listen, size, algorithm, memLimit, config, control,
+        };
+        root.SetAction(result => runDaemon(new CommandLineSettings
+        {
+            Listen = result.GetValue(listen) ?? [],
+            Size = result.GetValue(size),
+            Algorithm = result.GetValue(algorithm),
+            MemLimit = result.GetValue(memLimit),
+            ConfigPath = result.GetValue(config),
+            ControlPath = result.GetValue(control),
+        }));
+
+        var json = new Option<bool>("--json") { Description = "Every mm_stat and io_stat field by its kernel name, per device, as JSON" };
+        var raw = new Option<bool>("--raw") { Description = "Sizes in bytes, columns separated by one space (for scripts)" };
+        var status = new Command("status", "Show the devices, like zramctl") { json, raw };
+        status.SetAction(result => Send(result, control, output, error, new ControlRequest("status", null, null, null),
+            reply => StatusTable.Write(output, reply.Devices ?? [], result.GetValue(json), result.GetValue(raw))));
+        root.Add(status);
+
+        var optionalName = new Argument<string?>("NAME") { Description = "The device (export name), e.g. zram0; all when omitted", Arity = ArgumentArity.ZeroOrOne };
+        var compact = new Command("compact", "Compact the pool of a device (or of all), like writing to zram's compact") { optionalName };
+        compact.SetAction(result => Send(result, control, output, error, new ControlRequest("compact", result.GetValue(optionalName), null, null), null));
+        root.Add(compact);
+
+        var setName = NameArgument();
+        var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit)" };
+        var set = new Command("set", "Change a setting of a running device") { setName, assignment };
+        set.SetAction(result =>
+        {
+            string text = result.GetValue(assignment) ?? string.Empty;
+            if (!ControlRequest.TryParse($"set {result.GetValue(setName)} {text}", out ControlRequest? request, out string why))
+            {
+                error.WriteLine($"zramd: {why}");
+                return ExitCodes.Usage;
+            }
+
+            if (request.Key != "mem_limit")
+            {
+                error.WriteLine($"zramd: '{request.Key}' cannot be set: the only setting is mem_limit=SIZE");
+                return ExitCodes.Usage;
+            }
+
+            if (!SizeParser.TryParse(request.Value, out _, out string sizeError))
+            {
+                error.WriteLine($"zramd: mem_limit: {sizeError}");
+                return ExitCodes.Usage;
+            }
+
+            return Send(result, control, output, error, request, null);
+        });
+        root.Add(set);
+
+        foreach ((string verb, string description) in new[]
+        {
+            ("stats", "Print the mm_stat and io_stat lines of a device, in the kernel's format"),
+            ("classes", "Print the per-size-class table of a device's pool"),
+            ("reset", "Drop all the data of a device (refused while a client is connected)"),
+        })
+        {
+            Argument<string> name = NameArgument();
+            var command = new Command(verb, description) { name };
+            command.SetAction(result => Send(result, control, output, error, new ControlRequest(verb, result.GetValue(name), null, null), null));
+            root.Add(command);
+        }
+
+        AddAttachVerbs(root, output, error);
+        return root;
+    }
+
+    /// <summary>attach and detach bind a device to a kernel /dev/nbdN themselves (Attach/), without the control socket.</summary>
+    private static void AddAttachVerbs(RootCommand root, TextWriter output, TextWriter error)
+    {
+        Argument<string> name = NameArgument();
+        var device = new Argument<string?>("DEVICE") { Description = "The kernel device, /dev/nbdN; a free one when omitted", Arity = ArgumentArity.ZeroOrOne };
+        var socket = new Option<string>("--socket")
+        {
+            Description = "The daemon's NBD listener: unix:PATH (or a bare path) or tcp:HOST:PORT. Default: zramd.sock in the default runtime directory",
+            HelpName = "ADDRESS",
+        };
+        var ioctl = new Option<bool>("--ioctl") { Description = "Use the NBD_SET_SOCK/NBD_DO_IT ioctls, staying in the foreground while attached, instead of netlink" };
+        var attach = new Command("attach", "Bind a device to a kernel /dev/nbdN through the nbd netlink interface (no nbd-client needed; needs root)")
+        {
+            name, device, socket, ioctl,
+        };
+        attach.SetAction(result =>
+        {
+            string? given = result.GetValue(socket);
+            string server = given is null
+                ? "unix:" + Path.Combine(RuntimePaths.RequireDefaultDirectory(SystemFacts.Current()), RuntimePaths.SocketFileName)
+                : given.Contains(':', StringComparison.Ordinal) ? given : "unix:" + Path.GetFullPath(given);
+            return AttachCommand.Attach(result.GetValue(name)!, result.GetValue(device), server,
+                result.GetValue(ioctl) ? NbdAttachMethod.Ioctl : null, output, error);
+        });
+        root.Add(attach);
+
+        var detachDevice = new Argument<string>("DEVICE") { Description = "The kernel device, /dev/nbdN" };
+        var detach = new Command("detach", "Disconnect a kernel /dev/nbdN (after swapoff or umount)") { detachDevice };
+        detach.SetAction(result => AttachCommand.Detach(result.GetValue(detachDevice)!, error));
+        root.Add(detach);
+    }
+
+    private static Argument<string> NameArgument() => new("NAME") { Description = "The device (export name), e.g. zram0" };
+
+    private static int Send(ParseResult result, Option<string> controlOption, TextWriter output, TextWriter error, ControlRequest request, Action<ControlReply>? print)
+    {
+        string path = ControlPathFor(result.GetValue(controlOption));
+        ControlReply reply;
+        try
+        {
+            reply = ControlClient.SendAsync(path, request).GetAwaiter().GetResult();
+        }
+        catch (SocketException e) when (!File.Exists(path))
+        {
+            error.WriteLine($"zramd: no control socket at {path} ({e.SocketErrorCode}): is zramd running? Pass --control PATH if its control socket is elsewhere.");
+            return ExitCodes.Failure;
+        }
+        catch (SocketException e)
+        {
+            error.WriteLine($"zramd: no daemon answers at {path} ({e.Message}): is zramd running? Pass --control PATH if its control socket is elsewhere.");
+            return ExitCodes.Failure;
+        }
+        catch (OperationCanceledException)
+        {
+            error.WriteLine($"zramd: the daemon at {path} did not answer in time.");
+            return ExitCodes.Failure;
+        }
+        catch (ConfigurationException e)
+        {
+            error.WriteLine($"zramd: {e.Message}");
+            return e.ExitCode;
+        }
+
+        if (!reply.Ok)
+        {
+            error.WriteLine($"zramd: {reply.Error}");
+            return ExitCodes.Failure;
+        }
+
+        if (print is not null)
+        {
+            print(reply);
+        }
+        else if (!string.IsNullOrEmpty(reply.Text))
+        {
+            output.Write(reply.Text.EndsWith('\n') ? reply.Text : reply.Text + "\n");
+        }
+
+        return ExitCodes.Success;
+    }
+
+    /// <summary>--control, else $ZRAMD_CONTROL, else zramd.ctl in the default runtime directory.</summary>
+    private static string ControlPathFor(string? option)
+    {
+        if (option is not null)
+        {
+            return Path.GetFullPath(option);
+        }
+
+        SystemFacts facts = SystemFacts.Current();
+        return facts.Get("ZRAMD_CONTROL") is { } fromEnvironment
+            ? Path.GetFullPath(fromEnvironment)
+            : Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.ControlFileName);
+    }
+}

@@ -1,0 +1,529 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text.RegularExpressions;
+using Nbd;
+using Serilog.Events;
+
+namespace ZramDaemon.Configuration;
+
+/// <summary>
+/// Builds the <see cref="ZramdConfiguration"/> from the config file, then ZRAMD_* environment variables,
+/// then command-line flags, each overriding the one before. Every value is validated here, before anything
+/// starts; the first bad one becomes a <see cref="ConfigurationException"/> naming where it came from.
+///
+/// File layout: <c>[zramd]</c> holds daemon settings, each <c>[zramN]</c> one device (export name zramN).
+/// No device section means the embedded default zram0. --size, --algorithm and --mem-limit (and their
+/// ZRAMD_ variables) apply to every device.
+/// </summary>
+public static partial class ConfigurationLoader
+{
+    public const string DaemonSection = "zramd";
+
+    /// <summary>zram-generator keys that zramd does not implement: named so the error can say so.</summary>
+    private static readonly string[] ZramGeneratorOnlyKeys =
+        ["host-memory-limit", "swap-priority", "options", "fs-type", "mount-point", "writeback-device", "zram-fraction", "max-zram-size"];
+
+    public static ZramdConfiguration Load(CommandLineSettings flags, SystemFacts facts)
+    {
+        ArgumentNullException.ThrowIfNull(flags);
+        ArgumentNullException.ThrowIfNull(facts);
+
+        // 1. Which file: --config, else ZRAMD_CONFIG, else /etc/zramd/zramd.conf when it exists.
+        string? configPath = flags.ConfigPath ?? facts.Get("ZRAMD_CONFIG");
+        if (configPath is null && File.Exists(facts.DefaultConfigFile))
+        {
+            configPath = facts.DefaultConfigFile;
+        }
+
+        IniFile? file = configPath is null ? null : IniFile.Load(configPath);
+        var daemon = new DaemonValues();
+        var devices = new List<DeviceValues>();
+        if (file is not null)
+        {
+            ReadFile(file, daemon, devices);
+        }
+
+        if (devices.Count == 0)
+        {
+            devices.Add(new DeviceValues("zram0"));
+        }
+
+        // 2. Environment, 3. command line: later sources replace earlier values.
+        ApplyOverrides(daemon, devices, facts, flags);
+
+        return Build(daemon, devices, facts, configPath);
+    }
+
+    private static void ReadFile(IniFile file, DaemonValues daemon, List<DeviceValues> devices)
+    {
+        foreach (string section in file.Sections)
+        {
+            if (section != DaemonSection && !DeviceName().IsMatch(section))
+            {
+                IniEntry? first = file.Entries.FirstOrDefault(e => e.Section == section);
+                throw new ConfigurationException(
+                    $"{file.Path}: [{section}]{(first is null ? string.Empty : $" (line {first.Line - 1} or before)")}: unknown section: devices are [zram0], [zram1], ... and daemon settings go under [zramd]");
+            }
+
+            if (section != DaemonSection)
+            {
+                devices.Add(new DeviceValues(section));
+            }
+        }
+
+        foreach (IniEntry entry in file.Entries)
+        {
+            var value = new Setting(entry.Value, $"{file.Path}:{entry.Line} [{entry.Section}] {entry.Key}", false);
+            if (entry.Section == DaemonSection)
+            {
+                SetDaemonKey(daemon, entry.Key, value);
+            }
+            else
+            {
+                SetDeviceKey(devices.First(d => d.Name == entry.Section), entry.Key, value);
+            }
+        }
+    }
+
+    private static void SetDaemonKey(DaemonValues daemon, string key, Setting value)
+    {
+        switch (key)
+        {
+            case "listen": daemon.Listen = value; break;
+            case "socket-mode": daemon.SocketMode = value; break;
+            case "socket-group": daemon.SocketGroup = value; break;
+            case "control": daemon.Control = value; break;
+            case "tls-mode": daemon.TlsMode = value; break;
+            case "tls-certificate": daemon.TlsCertificate = value; break;
+            case "tls-key": daemon.TlsKey = value; break;
+            case "lock-memory": daemon.LockMemory = value; break;
+            case "log-level": daemon.LogLevel = value; break;
+            default:
+                throw value.Fail(IsDeviceKey(key)
+                    ? "unknown key in [zramd]: this is a device setting, put it under [zram0] (or another [zramN])"
+                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level");
+        }
+    }
+
+    private static bool IsDeviceKey(string key) => key is "zram-size" or "compression-algorithm" or "zram-resident-limit"
+        or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach";
+
+    private static void SetDeviceKey(DeviceValues device, string key, Setting value)
+    {
+        switch (key)
+        {
+            case "zram-size": device.Size = value; break;
+            case "compression-algorithm": device.Algorithm = value; break;
+            case "zram-resident-limit": device.MemLimit = value; break;
+            case "compact-watermark": device.CompactWatermark = value; break;
+            case "deferred-free-capacity": device.DeferredFreeCapacity = value; break;
+            case "read-only": device.ReadOnly = value; break;
+            case "attach": device.Attach = value; break;
+            default:
+                throw value.Fail(ZramGeneratorOnlyKeys.Contains(key)
+                    ? "a zram-generator key that zramd does not implement: remove it (swap and mounts are set up by systemd units)"
+                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach");
+        }
+    }
+
+    private static void ApplyOverrides(DaemonValues daemon, List<DeviceValues> devices, SystemFacts facts, CommandLineSettings flags)
+    {
+        static Setting? Env(SystemFacts facts, string name) =>
+            facts.Get(name) is { } v ? new Setting(v, $"environment variable {name}", false) : null;
+
+        daemon.Listen = Env(facts, "ZRAMD_LISTEN") ?? daemon.Listen;
+        daemon.SocketMode = Env(facts, "ZRAMD_SOCKET_MODE") ?? daemon.SocketMode;
+        daemon.SocketGroup = Env(facts, "ZRAMD_SOCKET_GROUP") ?? daemon.SocketGroup;
+        daemon.Control = Env(facts, "ZRAMD_CONTROL") ?? daemon.Control;
+        daemon.TlsMode = Env(facts, "ZRAMD_TLS_MODE") ?? daemon.TlsMode;
+        daemon.TlsCertificate = Env(facts, "ZRAMD_TLS_CERTIFICATE") ?? daemon.TlsCertificate;
+        daemon.TlsKey = Env(facts, "ZRAMD_TLS_KEY") ?? daemon.TlsKey;
+        daemon.LockMemory = Env(facts, "ZRAMD_LOCK_MEMORY") ?? daemon.LockMemory;
+        daemon.LogLevel = Env(facts, "ZRAMD_LOG_LEVEL") ?? daemon.LogLevel;
+        Setting? size = Env(facts, "ZRAMD_SIZE");
+        Setting? algorithm = Env(facts, "ZRAMD_ALGORITHM");
+        Setting? memLimit = Env(facts, "ZRAMD_MEM_LIMIT");
+
+        if (flags.Listen.Count > 0)
+        {
+            daemon.Listen = new Setting(string.Join(' ', flags.Listen), "option --listen", true);
+        }
+
+        if (flags.ControlPath is not null)
+        {
+            daemon.Control = new Setting(flags.ControlPath, "option --control", true);
+        }
+
+        size = flags.Size is null ? size : new Setting(flags.Size, "option --size", true);
+        algorithm = flags.Algorithm is null ? algorithm : new Setting(flags.Algorithm, "option --algorithm", true);
+        memLimit = flags.MemLimit is null ? memLimit : new Setting(flags.MemLimit, "option --mem-limit", true);
+        foreach (DeviceValues device in devices)
+        {
+            // A plain size (bytes with K/M/G/T) rather than a ram expression: mark it so.
+            device.Size = size is null ? device.Size : size with { IsPlainSize = true };
+            device.Algorithm = algorithm ?? device.Algorithm;
+            device.MemLimit = memLimit is null ? device.MemLimit : memLimit with { IsPlainSize = true };
+        }
+    }
+
+    private static ZramdConfiguration Build(DaemonValues daemon, List<DeviceValues> devices, SystemFacts facts, string? configPath)
+    {
+        var listen = new List<ListenAddress>();
+        if (daemon.Listen is { } listenSetting)
+        {
+            foreach (string word in listenSetting.Value.Split([' ', ',', '\t'], StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (!ListenAddress.TryParse(word, out ListenAddress? address, out string error))
+                {
+                    throw (listenSetting with { Value = word }).Fail(error);
+                }
+
+                if (listen.Contains(address))
+                {
+                    throw (listenSetting with { Value = word }).Fail("listed twice");
+                }
+
+                listen.Add(address);
+            }
+
+            if (listen.Count == 0)
+            {
+                throw listenSetting.Fail(ListenAddress.Usage);
+            }
+        }
+        else
+        {
+            listen.Add(ListenAddress.Unix(Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.SocketFileName)));
+        }
+
+        string controlPath;
+        if (daemon.Control is { } control)
+        {
+            if (control.Value.EndsWith('/'))
+            {
+                throw control.Fail("the control socket needs a file path, e.g. /run/zramd/zramd.ctl");
+            }
+
+            controlPath = Path.GetFullPath(control.Value);
+        }
+        else
+        {
+            ListenAddress? firstUnix = listen.FirstOrDefault(l => l.IsUnix);
+            controlPath = firstUnix is not null
+                ? Path.Combine(Path.GetDirectoryName(firstUnix.UnixPath)!, RuntimePaths.ControlFileName)
+                : Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.ControlFileName);
+        }
+
+        if (listen.Any(l => l.IsUnix && l.UnixPath == controlPath))
+        {
+            throw (daemon.Control ?? daemon.Listen)!.Fail("the control socket and an NBD socket are the same file");
+        }
+
+        int socketMode = ZramdConfiguration.DefaultSocketMode;
+        if (daemon.SocketMode is { } modeSetting)
+        {
+            string digits = modeSetting.Value;
+            try
+            {
+                socketMode = digits.Length is >= 3 and <= 4 && digits.All(c => c is >= '0' and <= '7')
+                    ? Convert.ToInt32(digits, 8)
+                    : -1;
+            }
+            catch (FormatException)
+            {
+                socketMode = -1;
+            }
+
+            if (socketMode is < 0 or > 0x1FF)
+            {
+                throw modeSetting.Fail("not a permission mode: use octal digits like 0660 (no setuid, setgid or sticky bits)");
+            }
+        }
+
+        string? socketGroup = null;
+        if (daemon.SocketGroup is { } groupSetting)
+        {
+            socketGroup = groupSetting.Value;
+            if (!GroupExists(socketGroup))
+            {
+                throw groupSetting.Fail("no such group in /etc/group");
+            }
+        }
+
+        NbdTlsMode tlsMode = NbdTlsMode.Off;
+        if (daemon.TlsMode is { } tlsSetting)
+        {
+            tlsMode = tlsSetting.Value.ToLowerInvariant() switch
+            {
+                "off" => NbdTlsMode.Off,
+                "optional" => NbdTlsMode.Optional,
+                "required" => NbdTlsMode.Required,
+                _ => throw tlsSetting.Fail("use off, optional or required"),
+            };
+        }
+
+        X509Certificate2? certificate = null;
+        if (tlsMode != NbdTlsMode.Off)
+        {
+            certificate = LoadCertificate(daemon);
+        }
+
+        bool lockMemory = facts.IsRoot;
+        if (daemon.LockMemory is { } lockSetting)
+        {
+            lockMemory = ParseBoolean(lockSetting);
+        }
+
+        LogEventLevel logLevel = LogEventLevel.Information;
+        if (daemon.LogLevel is { } levelSetting)
+        {
+            logLevel = levelSetting.Value.ToLowerInvariant() switch
+            {
+                "debug" => LogEventLevel.Debug,
+                "info" or "information" => LogEventLevel.Information,
+                "warning" or "warn" => LogEventLevel.Warning,
+                "error" => LogEventLevel.Error,
+                _ => throw levelSetting.Fail("use debug, info, warning or error"),
+            };
+        }
+
+        var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
+        var attached = new HashSet<string>(StringComparer.Ordinal);
+        foreach (DeviceValues device in devices)
+        {
+            if (device.Attach is { } attach && !attached.Add(attach.Value))
+            {
+                throw attach.Fail("another device attaches to it already");
+            }
+        }
+
+        return new ZramdConfiguration
+        {
+            ConfigPath = configPath,
+            Listen = listen,
+            SocketMode = socketMode,
+            SocketGroup = socketGroup,
+            ControlPath = controlPath,
+            TlsMode = tlsMode,
+            TlsCertificatePath = daemon.TlsCertificate?.Value,
+            TlsKeyPath = daemon.TlsKey?.Value,
+            TlsCertificate = certificate,
+            LockMemory = lockMemory,
+            LogLevel = logLevel,
+            RamMiB = facts.RamMiB,
+            Devices = built,
+        };
+    }
+
+    private static DeviceConfiguration BuildDevice(DeviceValues device, double ramMiB)
+    {
+        long diskSize;
+        if (device.Size is { } sizeSetting)
+        {
+            diskSize = EvaluateSize(sizeSetting, ramMiB);
+            if (diskSize <= 0)
+            {
+                throw sizeSetting.Fail($"the device size comes to {diskSize} bytes: it must be at least 4K");
+            }
+        }
+        else
+        {
+            diskSize = EvaluateSize(new Setting(RamExpression.DefaultSize, "the default zram-size", false), ramMiB);
+        }
+
+        // Like zram's disksize_store: PAGE_ALIGN.
+        diskSize = checked((diskSize + 4095) & ~4095L);
+
+        long memLimit = 0;
+        if (device.MemLimit is { } limitSetting)
+        {
+            memLimit = EvaluateSize(limitSetting, ramMiB);
+            if (memLimit < 0)
+            {
+                throw limitSetting.Fail("the memory limit cannot be negative (0 means no limit)");
+            }
+        }
+
+        string algorithm = "lz4";
+        if (device.Algorithm is { } algorithmSetting)
+        {
+            algorithm = ParseAlgorithm(algorithmSetting);
+        }
+
+        int watermark = DeviceConfiguration.DefaultCompactWatermarkPercent;
+        if (device.CompactWatermark is { } watermarkSetting)
+        {
+            string text = watermarkSetting.Value.TrimEnd('%');
+            if (!int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out watermark) || watermark is < 1 or > 100)
+            {
+                throw watermarkSetting.Fail("a percentage of the memory limit from 1 to 100 is required");
+            }
+        }
+
+        int deferred = DeviceConfiguration.DefaultDeferredFreeCapacity;
+        if (device.DeferredFreeCapacity is { } deferredSetting
+            && (!int.TryParse(deferredSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out deferred) || deferred is < 1 or > (1 << 24)))
+        {
+            throw deferredSetting.Fail("a whole number of queued frees from 1 to 16777216 is required");
+        }
+
+        bool readOnly = device.ReadOnly is { } readOnlySetting && ParseBoolean(readOnlySetting);
+
+        string? attach = null;
+        if (device.Attach is { } attachSetting)
+        {
+            attach = attachSetting.Value;
+            if (!NbdDevicePath().IsMatch(attach))
+            {
+                throw attachSetting.Fail("a kernel nbd device like /dev/nbd0 is required");
+            }
+        }
+
+        return new DeviceConfiguration
+        {
+            Name = device.Name,
+            DiskSize = diskSize,
+            Algorithm = algorithm,
+            MemLimit = memLimit,
+            CompactWatermarkPercent = watermark,
+            DeferredFreeCapacity = deferred,
+            ReadOnly = readOnly,
+            Attach = attach,
+        };
+    }
+
+    /// <summary>A size in bytes: a plain size (K/M/G/T suffix, else bytes) from the command line and
+    /// environment, a zram-generator expression of ram in MiB from the file.</summary>
+    private static long EvaluateSize(Setting setting, double ramMiB)
+    {
+        if (setting.IsPlainSize)
+        {
+            return SizeParser.TryParse(setting.Value, out long bytes, out string sizeError) ? bytes : throw setting.Fail(sizeError);
+        }
+
+        if (!RamExpression.TryEvaluate(setting.Value, ramMiB, out double mib, out string error))
+        {
+            throw setting.Fail(error);
+        }
+
+        double bytesValue = Math.Floor(mib * 1024 * 1024);
+        if (bytesValue > 1L << 50)
+        {
+            throw setting.Fail($"comes to {mib:0} MiB, more than the 1 PiB zramd accepts");
+        }
+
+        return (long)bytesValue;
+    }
+
+    /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)".</summary>
+    private static string ParseAlgorithm(Setting setting)
+    {
+        string text = setting.Value.Trim();
+        Match generatorForm = GeneratorAlgorithm().Match(text);
+        if (generatorForm.Success)
+        {
+            text = generatorForm.Groups["name"].Value + (generatorForm.Groups["level"].Success ? ":" + generatorForm.Groups["level"].Value : string.Empty);
+        }
+
+        if (text.Contains(' ', StringComparison.Ordinal))
+        {
+            throw setting.Fail("zramd compresses with one algorithm (no recompression list): use lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
+        }
+
+        return AlgorithmValidator.Validate(text, setting);
+    }
+
+    private static X509Certificate2 LoadCertificate(DaemonValues daemon)
+    {
+        Setting mode = daemon.TlsMode!;
+        if (daemon.TlsCertificate is not { } certificate)
+        {
+            throw mode.Fail("TLS needs tls-certificate (a PEM file) and tls-key (ZRAMD_TLS_CERTIFICATE, ZRAMD_TLS_KEY)");
+        }
+
+        if (!File.Exists(certificate.Value))
+        {
+            throw certificate.Fail("no such file");
+        }
+
+        if (daemon.TlsKey is { } key && !File.Exists(key.Value))
+        {
+            throw key.Fail("no such file");
+        }
+
+        try
+        {
+            using var pem = X509Certificate2.CreateFromPemFile(certificate.Value, daemon.TlsKey?.Value);
+            if (!pem.HasPrivateKey)
+            {
+                throw certificate.Fail("the certificate has no private key: set tls-key");
+            }
+
+            // SslStream on Linux wants a certificate whose key is not ephemeral: round-trip through PKCS#12.
+            return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
+        }
+        catch (CryptographicException e)
+        {
+            throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
+        }
+    }
+
+    private static bool ParseBoolean(Setting setting) => setting.Value.ToLowerInvariant() switch
+    {
+        "yes" or "true" or "on" or "1" => true,
+        "no" or "false" or "off" or "0" => false,
+        _ => throw setting.Fail("use yes or no"),
+    };
+
+    private static bool GroupExists(string group)
+    {
+        if (uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out _))
+        {
+            return true;
+        }
+
+        try
+        {
+            return File.ReadLines("/etc/group").Any(line => line.StartsWith(group + ":", StringComparison.Ordinal));
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+
+    [GeneratedRegex("^zram[0-9]+$")]
+    private static partial Regex DeviceName();
+
+    [GeneratedRegex("^/dev/nbd[0-9]+$")]
+    private static partial Regex NbdDevicePath();
+
+    [GeneratedRegex(@"^(?<name>[a-z0-9-]+)\((?:level=(?<level>[0-9]+))?\)$")]
+    private static partial Regex GeneratorAlgorithm();
+
+    private sealed class DaemonValues
+    {
+        public Setting? Listen { get; set; }
+        public Setting? SocketMode { get; set; }
+        public Setting? SocketGroup { get; set; }
+        public Setting? Control { get; set; }
+        public Setting? TlsMode { get; set; }
+        public Setting? TlsCertificate { get; set; }
+        public Setting? TlsKey { get; set; }
+        public Setting? LockMemory { get; set; }
+        public Setting? LogLevel { get; set; }
+    }
+
+    private sealed class DeviceValues(string name)
+    {
+        public string Name { get; } = name;
+        public Setting? Size { get; set; }
+        public Setting? Algorithm { get; set; }
+        public Setting? MemLimit { get; set; }
+        public Setting? CompactWatermark { get; set; }
+        public Setting? DeferredFreeCapacity { get; set; }
+        public Setting? ReadOnly { get; set; }
+        public Setting? Attach { get; set; }
+    }
+}

@@ -1,0 +1,28 @@
+namespace ZramDaemon.Configuration;
+
+/// <summary>One device as configured: a <c>[zramN]</c> section, or the embedded default <c>zram0</c>.</summary>
+public sealed record DeviceConfiguration
+{
+    public const int DefaultCompactWatermarkPercent = 90;
+    public const int DefaultDeferredFreeCapacity = 32768;
+
+    public required string Name { get; init; }
+
+    /// <summary>Bytes, a multiple of 4096 (rounded up, like zram's disksize).</summary>
+    public required long DiskSize { get; init; }
+
+    /// <summary>The canonical algorithm text (e.g. "lz4", "zstd:3").</summary>
+    public string Algorithm { get; init; } = "lz4";
+
+    /// <summary>zram's mem_limit in bytes; 0 = no limit.</summary>
+    public long MemLimit { get; init; }
+
+    public int CompactWatermarkPercent { get; init; } = DefaultCompactWatermarkPercent;
+
+    public int DeferredFreeCapacity { get; init; } = DefaultDeferredFreeCapacity;
+
+    public bool ReadOnly { get; init; }
+
+    /// <summary>A kernel nbd device to bind this export to at start (e.g. /dev/nbd0), or null.</summary>
+    public string? Attach { get; init; }
+}

@@ -1,0 +1,90 @@
+namespace ZramDaemon.Configuration;
+
+/// <summary>One <c>key = value</c> line of an INI file, with where it came from for error messages.</summary>
+public sealed record IniEntry(string Section, string Key, string Value, int Line);
+
+/// <summary>
+/// The INI dialect of zram-generator.conf and systemd (systemd.syntax(5)): <c>[section]</c> headers,
+/// <c>key = value</c> lines, comments starting with # or ;. Keys before any section, lines without '=',
+/// and malformed headers are errors. Entries keep their order; a later duplicate overrides an earlier one
+/// when read through <see cref="ConfigurationLoader"/>.
+/// </summary>
+public sealed class IniFile
+{
+    private IniFile(string path, IReadOnlyList<string> sections, IReadOnlyList<IniEntry> entries)
+    {
+        Path = path;
+        Sections = sections;
+        Entries = entries;
+    }
+
+    public string Path { get; }
+
+    /// <summary>Section names in the order they first appear.</summary>
+    public IReadOnlyList<string> Sections { get; }
+
+    public IReadOnlyList<IniEntry> Entries { get; }
+
+    public static IniFile Parse(string path, string text)
+    {
+        var sections = new List<string>();
+        var entries = new List<IniEntry>();
+        string? section = null;
+        string[] lines = text.Split('\n');
+        for (int i = 0; i < lines.Length; i++)
+        {
+            int lineNumber = i + 1;
+            string line = lines[i].Trim();
+            if (line.Length == 0 || line[0] is '#' or ';')
+            {
+                continue;
+            }
+
+            if (line[0] == '[')
+            {
+                if (line[^1] != ']' || line.Length < 3)
+                {
+                    throw new ConfigurationException($"{path}:{lineNumber}: '{line}' is not a section header: write [zram0] or [zramd]");
+                }
+
+                section = line[1..^1].Trim();
+                if (!sections.Contains(section, StringComparer.Ordinal))
+                {
+                    sections.Add(section);
+                }
+
+                continue;
+            }
+
+            int equals = line.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                throw new ConfigurationException($"{path}:{lineNumber}: '{line}' is not a setting: write key = value");
+            }
+
+            if (section is null)
+            {
+                throw new ConfigurationException($"{path}:{lineNumber}: '{line}' comes before any section: put it under [zramd] or [zram0]");
+            }
+
+            entries.Add(new IniEntry(section, line[..equals].Trim(), line[(equals + 1)..].Trim(), lineNumber));
+        }
+
+        return new IniFile(path, sections, entries);
+    }
+
+    public static IniFile Load(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ConfigurationException($"{path}: cannot read the configuration file: {e.Message}");
+        }
+
+        return Parse(path, text);
+    }
+}

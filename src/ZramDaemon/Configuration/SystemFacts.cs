@@ -1,0 +1,56 @@
+using System.Globalization;
+
+namespace ZramDaemon.Configuration;
+
+/// <summary>What the configuration depends on besides its sources: RAM, privilege, the environment.</summary>
+public sealed record SystemFacts
+{
+    public const string DefaultConfigPath = "/etc/zramd/zramd.conf";
+
+    public required double RamMiB { get; init; }
+
+    public required bool IsRoot { get; init; }
+
+    public required IReadOnlyDictionary<string, string> Environment { get; init; }
+
+    /// <summary>Read when neither --config nor ZRAMD_CONFIG names a file, if it exists.</summary>
+    public string DefaultConfigFile { get; init; } = DefaultConfigPath;
+
+    public static SystemFacts Current()
+    {
+        var environment = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (System.Collections.DictionaryEntry entry in System.Environment.GetEnvironmentVariables())
+        {
+            environment[(string)entry.Key] = (string?)entry.Value ?? string.Empty;
+        }
+
+        return new SystemFacts
+        {
+            RamMiB = ReadMemTotalMiB(),
+            IsRoot = System.Environment.IsPrivilegedProcess,
+            Environment = environment,
+        };
+    }
+
+    /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it.</summary>
+    public static double ReadMemTotalMiB()
+    {
+        foreach (string line in File.ReadLines("/proc/meminfo"))
+        {
+            if (line.StartsWith("MemTotal:", StringComparison.Ordinal))
+            {
+                string kib = line["MemTotal:".Length..].Trim();
+                if (kib.EndsWith(" kB", StringComparison.Ordinal))
+                {
+                    kib = kib[..^3];
+                }
+
+                return long.Parse(kib, NumberStyles.None, CultureInfo.InvariantCulture) / 1024.0;
+            }
+        }
+
+        throw new InvalidOperationException("/proc/meminfo has no MemTotal line");
+    }
+
+    public string? Get(string name) => Environment.TryGetValue(name, out string? value) && value.Length > 0 ? value : null;
+}

@@ -1,0 +1,192 @@
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging;
+
+namespace ZramDaemon.Control;
+
+/// <summary>
+/// The control socket: a Unix stream socket with mode 0600 (only root, or the user running zramd, may
+/// change devices). Each connection carries one request line and gets one JSON reply line, then closes.
+/// Runs on the thread pool: it is the control plane, not the I/O path.
+/// </summary>
+public sealed partial class ControlServer : IAsyncDisposable
+{
+    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly Socket _socket;
+    private readonly IControlHandler _handler;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private Task? _acceptLoop;
+
+    private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger)
+    {
+        Path = path;
+        _socket = socket;
+        _handler = handler;
+        _logger = logger;
+    }
+
+    public string Path { get; }
+
+    /// <summary>Binds <paramref name="path"/> (mode 0600) and starts answering. A stale socket file left by a
+    /// crashed daemon is replaced; a live one (another zramd answering) is an error.</summary>
+    public static ControlServer Start(string path, IControlHandler handler, ILogger logger)
+    {
+        ArgumentNullException.ThrowIfNull(handler);
+        ArgumentNullException.ThrowIfNull(logger);
+        UnixSocketFile.RemoveStale(path);
+        var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        try
+        {
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+
+            // Before listen(): nobody can connect while the file still has the umask's mode.
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            socket.Listen(16);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        var server = new ControlServer(path, socket, handler, logger);
+        server._acceptLoop = Task.Run(server.AcceptLoopAsync);
+        return server;
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try
+            {
+                client = await _socket.AcceptAsync(_stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
+            {
+                return;
+            }
+            catch (SocketException e)
+            {
+                LogAcceptFailed(e.SocketErrorCode);
+                continue;
+            }
+
+            _ = Task.Run(() => ServeAsync(client));
+        }
+    }
+
+    private async Task ServeAsync(Socket client)
+    {
+        using (client)
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+            timeout.CancelAfter(RequestTimeout);
+            try
+            {
+                string? line = await ReadLineAsync(client, timeout.Token).ConfigureAwait(false);
+                ControlReply reply;
+                if (line is null)
+                {
+                    reply = ControlReply.Failure($"send one request line of at most {ControlRequest.MaxLineBytes} bytes, ended by a newline");
+                }
+                else if (!ControlRequest.TryParse(line, out ControlRequest? request, out string error))
+                {
+                    reply = ControlReply.Failure(error);
+                }
+                else
+                {
+                    LogRequest(request.ToString());
+                    try
+                    {
+                        reply = _handler.Handle(request);
+                    }
+#pragma warning disable CA1031 // One failing request must not take the control socket down; it is reported.
+                    catch (Exception e)
+#pragma warning restore CA1031
+                    {
+                        LogRequestFailed(e, request.ToString());
+                        reply = ControlReply.Failure($"{request.Verb} failed: {e.Message}");
+                    }
+                }
+
+                await client.SendAsync(reply.ToJsonLine(), SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                client.Shutdown(SocketShutdown.Send);
+
+                // Closing with unread input would reset the connection and could destroy the reply before the
+                // client reads it (an over-long request): read what is left, up to a bound, first.
+                byte[] rest = new byte[4096];
+                for (int total = 0; total < 1 << 20;)
+                {
+                    int n = await client.ReceiveAsync(rest, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                    if (n == 0)
+                    {
+                        break;
+                    }
+
+                    total += n;
+                }
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                // The client went away or was too slow: nothing to answer.
+            }
+        }
+    }
+
+    /// <summary>Reads up to the first newline (or end of stream); null when the line is too long or missing.</summary>
+    private static async Task<string?> ReadLineAsync(Socket client, CancellationToken ct)
+    {
+        byte[] buffer = new byte[ControlRequest.MaxLineBytes + 1];
+        int filled = 0;
+        while (filled < buffer.Length)
+        {
+            int n = await client.ReceiveAsync(buffer.AsMemory(filled), SocketFlags.None, ct).ConfigureAwait(false);
+            if (n == 0)
+            {
+                break;
+            }
+
+            int newline = Array.IndexOf(buffer, (byte)'\n', filled, n);
+            filled += n;
+            if (newline >= 0)
+            {
+                return Encoding.UTF8.GetString(buffer, 0, newline).TrimEnd('\r');
+            }
+        }
+
+        return filled is > 0 and <= ControlRequest.MaxLineBytes ? Encoding.UTF8.GetString(buffer, 0, filled) : null;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        _socket.Dispose();
+        if (_acceptLoop is not null)
+        {
+            await _acceptLoop.ConfigureAwait(false);
+        }
+
+        try
+        {
+            File.Delete(Path);
+        }
+        catch (IOException)
+        {
+        }
+
+        _stop.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "control: {Request}")]
+    private partial void LogRequest(string request);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "control: {Request} failed")]
+    private partial void LogRequestFailed(Exception e, string request);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "control: accept failed: {Error}")]
+    private partial void LogAcceptFailed(SocketError error);
+}

@@ -1,0 +1,46 @@
+using System.Globalization;
+using Microsoft.Extensions.Logging;
+using ZramDaemon.Cli;
+using ZramDaemon.Configuration;
+
+namespace ZramDaemon.Hosting;
+
+/// <summary>Logs the configuration in effect at start, so that the journal says what the daemon ran with.</summary>
+internal static partial class ConfigurationReport
+{
+    public static void Log(ILogger logger, ZramdConfiguration config)
+    {
+        LogSource(logger, config.ConfigPath ?? "none (embedded default)", config.RamMiB.ToString("0", CultureInfo.InvariantCulture));
+        LogDaemon(
+            logger,
+            string.Join(' ', config.Listen),
+            "0" + Convert.ToString(config.SocketMode, 8),
+            config.SocketGroup ?? "(ours)",
+            config.ControlPath,
+            config.TlsMode.ToString().ToLowerInvariant(),
+            config.LockMemory ? "yes" : "no");
+        foreach (DeviceConfiguration d in config.Devices)
+        {
+            LogDevice(
+                logger,
+                d.Name,
+                StatusTable.HumanSize(d.DiskSize),
+                d.Algorithm,
+                d.MemLimit == 0 ? "none" : StatusTable.HumanSize(d.MemLimit),
+                d.CompactWatermarkPercent,
+                d.DeferredFreeCapacity,
+                d.ReadOnly ? "yes" : "no");
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "configuration file: {Path}; ram = {RamMiB} MiB")]
+    private static partial void LogSource(ILogger logger, string path, string ramMiB);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {Lock}")]
+    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string @lock);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}")]
+    private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, int deferred, string readOnly);
+}

@@ -1,0 +1,139 @@
+using System.Globalization;
+using System.Text;
+using Nbd;
+using ZramDaemon.Cli;
+using ZramDaemon.Configuration;
+using ZramDaemon.Control;
+using ZramDaemon.Device;
+using ZsAlloc;
+
+namespace ZramDaemon.Hosting;
+
+/// <summary>
+/// The running devices by name, and the answers to control requests about them. Connection counts come from
+/// the NBD server, so that reset can refuse while a client is attached.
+/// </summary>
+internal sealed class DeviceRegistry : IControlHandler
+{
+    private readonly IReadOnlyList<ZramDevice> _devices;
+    private readonly NbdServer _server;
+
+    public DeviceRegistry(IReadOnlyList<ZramDevice> devices, NbdServer server)
+    {
+        _devices = devices;
+        _server = server;
+    }
+
+    public ControlReply Handle(ControlRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        if (request.Verb == "status")
+        {
+            return ControlReply.Status(_devices.Select(Describe).ToList());
+        }
+
+        if (request.Verb == "compact" && request.Device is null)
+        {
+            return ControlReply.Success(string.Join('\n', _devices.Select(Compact)));
+        }
+
+        ZramDevice? device = _devices.FirstOrDefault(d => d.Name == request.Device);
+        if (device is null)
+        {
+            return ControlReply.Failure($"no device '{request.Device}': this daemon has {string.Join(", ", _devices.Select(d => d.Name))}");
+        }
+
+        switch (request.Verb)
+        {
+            case "compact":
+                return ControlReply.Success(Compact(device));
+            case "stats":
+                ZramStats stats = device.GetStats();
+                return ControlReply.Success(stats.FormatMmStat() + "\n" + stats.FormatIoStat());
+            case "classes":
+                return ControlReply.Success(FormatClasses(device.GetClassStats()));
+            case "set":
+                return Set(device, request.Key!, request.Value!);
+            case "reset":
+                int connections = _server.GetConnectionCount(device.Name);
+                if (connections > 0)
+                {
+                    return ControlReply.Failure(
+                        $"{device.Name} has {connections} client(s) connected: reset would destroy their data; disconnect them first (swapoff, umount, nbd-client -d)");
+                }
+
+                device.Reset();
+                return ControlReply.Success($"{device.Name}: reset, every page dropped");
+            default:
+                return ControlReply.Failure($"unknown request '{request.Verb}'");
+        }
+    }
+
+    public DeviceStatus Describe(ZramDevice device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ZramStats s = device.GetStats();
+        return new DeviceStatus
+        {
+            Name = device.Name,
+            Algorithm = device.Algorithm,
+            ReadOnly = device.IsReadOnly,
+            DiskSize = device.Size,
+            OrigDataSize = s.OrigDataSize,
+            ComprDataSize = s.ComprDataSize,
+            MemUsedTotal = s.MemUsedTotal,
+            MemLimit = s.MemLimit,
+            MemUsedMax = s.MemUsedMax,
+            SamePages = s.SamePages,
+            PagesCompacted = s.PagesCompacted,
+            HugePages = s.HugePages,
+            HugePagesSince = s.HugePagesSince,
+            FailedReads = s.FailedReads,
+            FailedWrites = s.FailedWrites,
+            InvalidIo = s.InvalidIo,
+            NotifyFree = s.NotifyFree,
+            DiscardedPages = s.DiscardedPages,
+            DeferredFreeDepth = s.DeferredFreeDepth,
+            CompactionRuns = s.CompactionRuns,
+            CompactionTimeMicroseconds = (long)s.CompactionTime.TotalMicroseconds,
+            MetadataBytes = s.MetadataBytes,
+            Connections = _server.GetConnectionCount(device.Name),
+        };
+    }
+
+    private static string Compact(ZramDevice device)
+    {
+        long before = device.GetStats().MemUsedTotal;
+        long pages = device.Compact();
+        long after = device.GetStats().MemUsedTotal;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
+    }
+
+    private static ControlReply Set(ZramDevice device, string key, string value)
+    {
+        if (key != "mem_limit")
+        {
+            return ControlReply.Failure($"'{key}' cannot be set: the only setting is mem_limit=SIZE");
+        }
+
+        if (!SizeParser.TryParse(value, out long bytes, out string error))
+        {
+            return ControlReply.Failure($"mem_limit: {error}");
+        }
+
+        device.SetMemLimit(bytes);
+        return ControlReply.Success($"{device.Name}: mem_limit = {(bytes == 0 ? "none" : StatusTable.HumanSize(bytes))} ({bytes} bytes)");
+    }
+
+    private static string FormatClasses(IReadOnlyList<ZsClassStats> classes)
+    {
+        var text = new StringBuilder(ZsClassStats.Header);
+        foreach (ZsClassStats row in classes)
+        {
+            text.Append('\n').Append(row);
+        }
+
+        return text.ToString();
+    }
+}

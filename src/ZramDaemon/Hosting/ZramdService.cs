@@ -1,0 +1,256 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Nbd;
+using ZramDaemon.Cli;
+using ZramDaemon.Configuration;
+using ZramDaemon.Control;
+using ZramDaemon.Device;
+using ZramDaemon.Systemd;
+
+namespace ZramDaemon.Hosting;
+
+/// <summary>
+/// Owns what the daemon serves: the devices, the NBD server and its listeners, the control socket, and the
+/// conversation with systemd. Start: devices, then listeners (all bound before any is served, so a bad address
+/// fails the start with nothing half-running), then READY=1. Stop (SIGTERM): STOPPING=1, stop accepting, let
+/// requests in flight finish, close connections, then free the devices.
+/// </summary>
+internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
+{
+    /// <summary>How long requests already in flight get to finish at stop before connections are closed.</summary>
+    private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
+
+    private readonly ZramdConfiguration _config;
+    private readonly ILoggerFactory _loggerFactory;
+    private readonly SystemdNotifier _notifier;
+    private readonly ILogger _logger;
+    private readonly List<ZramDevice> _devices = [];
+    private readonly List<NbdListener> _listeners = [];
+    private readonly List<Task> _serving = [];
+    private readonly CancellationTokenSource _stopAccepting = new();
+    private NbdServer? _server;
+    private ControlServer? _control;
+    private Task? _watchdog;
+
+    public ZramdService(ZramdConfiguration config, ILoggerFactory loggerFactory, SystemdNotifier notifier)
+    {
+        _config = config;
+        _loggerFactory = loggerFactory;
+        _notifier = notifier;
+        _logger = loggerFactory.CreateLogger("zramd");
+    }
+
+    public Task StartAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            Start();
+        }
+        catch
+        {
+            CloseEverything();
+            throw;
+        }
+
+        return Task.CompletedTask;
+    }
+
+    private void Start()
+    {
+        foreach (DeviceConfiguration d in _config.Devices)
+        {
+            _devices.Add(new ZramDevice(
+                new ZramDeviceOptions
+                {
+                    Name = d.Name,
+                    DiskSize = d.DiskSize,
+                    Algorithm = d.Algorithm,
+                    MemLimit = d.MemLimit,
+                    CompactWatermarkPercent = d.CompactWatermarkPercent,
+                    DeferredFreeCapacity = d.DeferredFreeCapacity,
+                    ReadOnly = d.ReadOnly,
+                },
+                _loggerFactory));
+        }
+
+        _server = new NbdServer(
+            new NbdServerOptions { TlsMode = _config.TlsMode, TlsCertificate = _config.TlsCertificate },
+            _loggerFactory);
+        foreach (ZramDevice device in _devices)
+        {
+            _server.AddExport(new NbdExport(device.Name, $"zramd {device.Name}: {StatusTable.HumanSize(device.Size)}, {device.Algorithm}", device));
+        }
+
+        IReadOnlyList<NbdListener> activated = NbdListener.FromSystemd();
+        ListenAddress? hintAddress = null;
+        if (activated.Count > 0)
+        {
+            _listeners.AddRange(activated);
+            LogSocketActivated(activated.Count);
+        }
+        else
+        {
+            foreach (ListenAddress address in _config.Listen)
+            {
+                _listeners.Add(Bind(address));
+            }
+
+            hintAddress = _config.Listen[0];
+        }
+
+        Directory.CreateDirectory(Path.GetDirectoryName(_config.ControlPath)!);
+        _control = ControlServer.Start(_config.ControlPath, new DeviceRegistry(_devices, _server), _logger);
+
+        foreach (NbdListener listener in _listeners)
+        {
+            _serving.Add(_server.ServeAsync(listener, _stopAccepting.Token));
+        }
+
+        string[] where = _listeners.Select(l => l.Description).ToArray();
+        LogServing(AttachHint.For(where, hintAddress, _devices[0].Name));
+        if (_devices.Count > 1)
+        {
+            LogOtherExports(string.Join(", ", _devices.Skip(1).Select(d => d.Name)));
+        }
+
+        // Every listening socket is bound and listening, so connections are accepted from here on.
+        _notifier.Notify("READY=1\nSTATUS=" + Summary(where));
+        if (_notifier.WatchdogInterval is { } interval)
+        {
+            _watchdog = WatchdogAsync(interval, _stopAccepting.Token);
+        }
+    }
+
+    private string Summary(string[] where) =>
+        $"serving {string.Join(", ", _devices.Select(d => $"{d.Name} ({StatusTable.HumanSize(d.Size)} {d.Algorithm})"))} on {string.Join(", ", where)}";
+
+    private NbdListener Bind(ListenAddress address)
+    {
+        try
+        {
+            if (address.IsUnix)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(address.UnixPath)!);
+                return NbdListener.BindUnix(address.UnixPath, _config.SocketMode, _config.SocketGroup);
+            }
+
+            return NbdListener.BindTcp(address.EndPoint);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        {
+            throw new DaemonStartException($"cannot listen on {address}: {e.Message}", e);
+        }
+    }
+
+    private async Task WatchdogAsync(TimeSpan interval, CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            do
+            {
+                _notifier.Notify("WATCHDOG=1");
+            }
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        _notifier.Notify("STOPPING=1\nSTATUS=stopping");
+        if (_server is not null)
+        {
+            int open = _server.ConnectionCount;
+            if (open > 0)
+            {
+                string perExport = string.Join(", ", _devices.Select(d => $"{d.Name}: {_server.GetConnectionCount(d.Name)}"));
+                LogStoppingWithClients(open, perExport);
+            }
+            else
+            {
+                LogStopping();
+            }
+
+            await _stopAccepting.CancelAsync().ConfigureAwait(false);
+            await _server.StopAsync(StopGrace).ConfigureAwait(false);
+            await Task.WhenAll(_serving).ConfigureAwait(false);
+        }
+
+        if (_watchdog is not null)
+        {
+            await _watchdog.ConfigureAwait(false);
+        }
+
+        if (_control is not null)
+        {
+            await _control.DisposeAsync().ConfigureAwait(false);
+            _control = null;
+        }
+
+        foreach (ZramDevice device in _devices)
+        {
+            ZramStats stats = device.GetStats();
+            LogDeviceStopped(device.Name, stats.OrigDataSize, stats.DeferredFreeDepth);
+        }
+
+        CloseEverything();
+        LogStopped();
+    }
+
+    /// <summary>Closes listeners (removing their socket files) and frees the devices' memory.</summary>
+    private void CloseEverything()
+    {
+        foreach (NbdListener listener in _listeners)
+        {
+            listener.Dispose();
+        }
+
+        _listeners.Clear();
+        foreach (ZramDevice device in _devices)
+        {
+            device.Dispose();
+        }
+
+        _devices.Clear();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_control is not null)
+        {
+            await _control.DisposeAsync().ConfigureAwait(false);
+        }
+
+        if (_server is not null)
+        {
+            await _server.DisposeAsync().ConfigureAwait(false);
+        }
+
+        CloseEverything();
+        _stopAccepting.Dispose();
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Hint}")]
+    private partial void LogServing(string hint);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "also exported: {Names}")]
+    private partial void LogOtherExports(string names);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "socket activation: serving the {Count} socket(s) systemd passed; listen settings are not used")]
+    private partial void LogSocketActivated(int count);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "stopping: no clients connected")]
+    private partial void LogStopping();
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "STOPPING WITH {Count} CLIENT(S) CONNECTED ({PerExport}): requests in flight are finished, but everything stored is lost when zramd exits; swapoff and umount before stopping zramd")]
+    private partial void LogStoppingWithClients(int count, string perExport);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Name}: released {Bytes} bytes of stored data; deferred frees pending: {Deferred}")]
+    private partial void LogDeviceStopped(string name, long bytes, long deferred);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "stopped")]
+    private partial void LogStopped();
+}

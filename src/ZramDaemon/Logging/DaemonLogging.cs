@@ -1,0 +1,52 @@
+using Serilog;
+using Serilog.Core;
+using Serilog.Events;
+
+namespace ZramDaemon.Logging;
+
+/// <summary>
+/// Serilog for the daemon, to standard error. Under journald ($JOURNAL_STREAM set: systemd connected our
+/// output to the journal) each line starts with a syslog priority like &lt;6&gt; and has no timestamp, since
+/// the journal adds its own and reads the prefix as the entry's level (sd-daemon(3)). On a terminal: a
+/// timestamp and a three-letter level.
+/// </summary>
+public static class DaemonLogging
+{
+    private const string JournalTemplate = "{SyslogPriority:l}{Message:lj}{NewLine}{Exception}";
+    private const string TerminalTemplate = "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}";
+
+    public static Logger Create(LogEventLevel minimumLevel, IReadOnlyDictionary<string, string> environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        bool journal = environment.TryGetValue("JOURNAL_STREAM", out string? stream) && stream.Length > 0;
+        return new LoggerConfiguration()
+            .MinimumLevel.Is(minimumLevel)
+            .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
+            .Enrich.With<SyslogPriorityEnricher>()
+            .WriteTo.Console(
+                outputTemplate: journal ? JournalTemplate : TerminalTemplate,
+                standardErrorFromLevel: LogEventLevel.Verbose,
+                formatProvider: System.Globalization.CultureInfo.InvariantCulture)
+            .CreateLogger();
+    }
+
+    /// <summary>sd-daemon.h's SD_ERR .. SD_DEBUG prefixes, by Serilog level.</summary>
+    public static string SyslogPrefix(LogEventLevel level) => level switch
+    {
+        LogEventLevel.Fatal => "<2>",
+        LogEventLevel.Error => "<3>",
+        LogEventLevel.Warning => "<4>",
+        LogEventLevel.Information => "<6>",
+        _ => "<7>",
+    };
+
+    private sealed class SyslogPriorityEnricher : ILogEventEnricher
+    {
+        private static readonly LogEventProperty[] Properties = Enum.GetValues<LogEventLevel>()
+            .Select(l => new LogEventProperty("SyslogPriority", new ScalarValue(SyslogPrefix(l))))
+            .ToArray();
+
+        public void Enrich(LogEvent logEvent, ILogEventPropertyFactory propertyFactory) =>
+            logEvent.AddPropertyIfAbsent(Properties[(int)logEvent.Level]);
+    }
+}

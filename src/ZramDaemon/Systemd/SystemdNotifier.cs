@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+
+namespace ZramDaemon.Systemd;
+
+/// <summary>
+/// sd_notify(3) by hand: each state change is one datagram ("READY=1", "STATUS=...", "STOPPING=1",
+/// "WATCHDOG=1") to the Unix socket named by $NOTIFY_SOCKET. A name starting with '@' is in the abstract
+/// namespace (the '@' stands for the leading NUL byte). Without $NOTIFY_SOCKET (not under systemd, or
+/// Type= other than notify) every call does nothing.
+/// </summary>
+public sealed class SystemdNotifier : IDisposable
+{
+    private readonly Socket? _socket;
+    private readonly UnixDomainSocketEndPoint? _endPoint;
+    private readonly Lock _sendLock = new();
+
+    public SystemdNotifier(IReadOnlyDictionary<string, string> environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        if (environment.TryGetValue("NOTIFY_SOCKET", out string? path) && path.Length > 1 && path[0] is '/' or '@')
+        {
+            _endPoint = new UnixDomainSocketEndPoint(path[0] == '@' ? "\0" + path[1..] : path);
+            _socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        }
+
+        WatchdogInterval = ReadWatchdogInterval(environment);
+    }
+
+    public bool IsEnabled => _socket is not null;
+
+    /// <summary>How often to send WATCHDOG=1: half of $WATCHDOG_USEC, as sd_watchdog_enabled(3) advises;
+    /// null when the service has no WatchdogSec= or $WATCHDOG_PID names another process.</summary>
+    public TimeSpan? WatchdogInterval { get; }
+
+    /// <summary>Sends one state message. Returns false when there is no socket or the send failed (systemd
+    /// gone): notification is advisory, so a failure never stops the daemon.</summary>
+    public bool Notify(string state)
+    {
+        if (_socket is null)
+        {
+            return false;
+        }
+
+        byte[] message = Encoding.UTF8.GetBytes(state);
+        lock (_sendLock)
+        {
+            try
+            {
+                return _socket.SendTo(message, SocketFlags.None, _endPoint!) == message.Length;
+            }
+            catch (SocketException)
+            {
+                return false;
+            }
+            catch (ObjectDisposedException)
+            {
+                return false;
+            }
+        }
+    }
+
+    /// <summary>STATUS= takes one line: newlines would start new assignments.</summary>
+    public bool NotifyStatus(string status) => Notify("STATUS=" + status.ReplaceLineEndings(" "));
+
+    public void Dispose() => _socket?.Dispose();
+
+    private static TimeSpan? ReadWatchdogInterval(IReadOnlyDictionary<string, string> environment)
+    {
+        if (!environment.TryGetValue("WATCHDOG_USEC", out string? usecText)
+            || !long.TryParse(usecText, NumberStyles.None, CultureInfo.InvariantCulture, out long usec) || usec <= 0)
+        {
+            return null;
+        }
+
+        if (environment.TryGetValue("WATCHDOG_PID", out string? pidText)
+            && (!int.TryParse(pidText, NumberStyles.None, CultureInfo.InvariantCulture, out int pid) || pid != Environment.ProcessId))
+        {
+            return null;
+        }
+
+        return TimeSpan.FromMicroseconds(usec / 2.0);
+    }
+}

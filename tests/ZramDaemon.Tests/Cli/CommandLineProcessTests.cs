@@ -1,0 +1,94 @@
+using ZramDaemon.Tests.Daemon;
+
+namespace ZramDaemon.Tests.Cli;
+
+/// <summary>The exit codes and messages of the real zramd process.</summary>
+public sealed class CommandLineProcessTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private Dictionary<string, string> Env() => new() { ["XDG_RUNTIME_DIR"] = _dir, ["RUNTIME_DIRECTORY"] = _dir };
+
+    [Fact]
+    public void Help_lists_every_option_and_verb_and_exits_0()
+    {
+        (int code, string stdout, _) = ZramdProcess.Run(["--help"], Env());
+        Assert.Equal(0, code);
+        foreach (string word in new[] { "--listen", "--size", "--algorithm", "--mem-limit", "--config", "--control", "status", "compact", "set", "stats", "classes", "reset" })
+        {
+            Assert.Contains(word, stdout, StringComparison.Ordinal);
+        }
+
+        (int statusCode, string statusHelp, _) = ZramdProcess.Run(["status", "--help"], Env());
+        Assert.Equal(0, statusCode);
+        Assert.Contains("--json", statusHelp, StringComparison.Ordinal);
+        Assert.Contains("--raw", statusHelp, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--no-such-flag")]
+    [InlineData("--size")]
+    [InlineData("stats")]
+    [InlineData("set", "zram0")]
+    [InlineData("set", "zram0", "mem_limit")]
+    [InlineData("set", "zram0", "disksize=1G")]
+    [InlineData("set", "zram0", "mem_limit=lots")]
+    [InlineData("status", "extra")]
+    [InlineData("--size", "1.5G")]
+    [InlineData("--listen", "udp:1")]
+    public void Usage_errors_exit_64(params string[] args)
+    {
+        (int code, string stdout, string stderr) = ZramdProcess.Run(args, Env());
+        Assert.Equal(64, code);
+        Assert.StartsWith("zramd: ", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+    }
+
+    public static TheoryData<string, string> BadConfigFiles => new()
+    {
+        { "[zram0]\nzram-size = ram / 0\n", "[zram0] zram-size = 'ram / 0': division by zero" },
+        { "[zram0]\ncompression-algorithm = lzo-rle\n", "[zram0] compression-algorithm = 'lzo-rle': not a compression algorithm" },
+        { "[zram0]\nzram-resident-limit = ram / x\n", "[zram0] zram-resident-limit = 'ram / x': unknown name 'x'" },
+        { "[zramd]\nsocket-mode = rw\n", "[zramd] socket-mode = 'rw': not a permission mode" },
+        { "[zram1]\nread-only = sometimes\n", "[zram1] read-only = 'sometimes': use yes or no" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadConfigFiles))]
+    public void A_bad_config_value_is_one_line_and_exit_78_with_nothing_started(string text, string expected)
+    {
+        string config = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(config, text);
+        string socket = Path.Combine(_dir, "nbd.sock");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + socket], Env());
+        Assert.Equal(78, code);
+        Assert.Equal($"zramd: {config}:2 {expected}", stderr.TrimEnd('\n').Split('\n').Single()[..($"zramd: {config}:2 {expected}".Length)]);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
+        Assert.False(File.Exists(Path.Combine(_dir, "zramd.ctl")));
+    }
+
+    [Fact]
+    public void A_bad_environment_value_is_exit_78()
+    {
+        Dictionary<string, string> env = Env();
+        env["ZRAMD_ALGORITHM"] = "brotli";
+        (int code, _, string stderr) = ZramdProcess.Run([], env);
+        Assert.Equal(78, code);
+        Assert.StartsWith("zramd: environment variable ZRAMD_ALGORITHM = 'brotli': not a compression algorithm", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_verb_without_a_daemon_says_so_and_exits_1()
+    {
+        string control = Path.Combine(_dir, "none.ctl");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["status", "--control", control], Env());
+        Assert.Equal(1, code);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Contains($"no control socket at {control}", stderr, StringComparison.Ordinal);
+        Assert.Contains("is zramd running?", stderr, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,250 @@
+using System.Net;
+using Nbd;
+using ZramDaemon.Configuration;
+
+namespace ZramDaemon.Tests.Configuration;
+
+public sealed class ConfigurationLoaderTests : IDisposable
+{
+    private const long MiB = 1024 * 1024;
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-config-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private SystemFacts Facts(double ramMiB = 16384, bool root = false, params (string Name, string Value)[] env) => new()
+    {
+        RamMiB = ramMiB,
+        IsRoot = root,
+        Environment = env.ToDictionary(e => e.Name, e => e.Value),
+        DefaultConfigFile = Path.Combine(_dir, "absent.conf"),
+    };
+
+    private string WriteConfig(string text)
+    {
+        string path = Path.Combine(_dir, $"zramd-{Guid.NewGuid():N}.conf");
+        File.WriteAllText(path, text);
+        return path;
+    }
+
+    private static ZramdConfiguration Load(SystemFacts facts, CommandLineSettings? flags = null) =>
+        ConfigurationLoader.Load(flags ?? new CommandLineSettings(), facts);
+
+    [Theory]
+    [InlineData(16384, 4096)]
+    [InlineData(24106, 4096)]
+    [InlineData(4000, 2000)]
+    [InlineData(1000.5, 500.25)]
+    public void The_embedded_default_is_one_zram0_of_min_ram_half_4096(double ram, double expectedMiB)
+    {
+        ZramdConfiguration config = Load(Facts(ram, env: ("XDG_RUNTIME_DIR", "/run/user/1000")));
+        DeviceConfiguration device = Assert.Single(config.Devices);
+        Assert.Equal("zram0", device.Name);
+
+        // Rounded up to whole pages, as zram's disksize is.
+        Assert.Equal((long)Math.Ceiling(expectedMiB * MiB / 4096) * 4096, device.DiskSize);
+        Assert.Equal("lz4", device.Algorithm);
+        Assert.Equal(0, device.MemLimit);
+        Assert.Equal(90, device.CompactWatermarkPercent);
+        Assert.Null(config.ConfigPath);
+    }
+
+    [Fact]
+    public void Default_sockets_follow_runtime_directory_then_root_then_xdg()
+    {
+        ZramdConfiguration systemd = Load(Facts(root: true, env: [("RUNTIME_DIRECTORY", "/run/zramd-unit:/run/other"), ("XDG_RUNTIME_DIR", "/run/user/0")]));
+        Assert.Equal("unix:/run/zramd-unit/zramd.sock", Assert.Single(systemd.Listen).ToString());
+        Assert.Equal("/run/zramd-unit/zramd.ctl", systemd.ControlPath);
+
+        ZramdConfiguration root = Load(Facts(root: true, env: ("XDG_RUNTIME_DIR", "/run/user/0")));
+        Assert.Equal("unix:/run/zramd/zramd.sock", Assert.Single(root.Listen).ToString());
+        Assert.True(root.LockMemory);
+
+        ZramdConfiguration user = Load(Facts(root: false, env: ("XDG_RUNTIME_DIR", "/run/user/1000")));
+        Assert.Equal("unix:/run/user/1000/zramd.sock", Assert.Single(user.Listen).ToString());
+        Assert.Equal("/run/user/1000/zramd.ctl", user.ControlPath);
+        Assert.False(user.LockMemory);
+
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(root: false)));
+        Assert.Contains("--listen unix:PATH", e.Message, StringComparison.Ordinal);
+        Assert.Equal(78, e.ExitCode);
+    }
+
+    [Fact]
+    public void The_control_socket_goes_beside_the_first_unix_socket()
+    {
+        ZramdConfiguration config = Load(Facts(), new CommandLineSettings { Listen = ["tcp:127.0.0.1:10810", "unix:/tmp/a/b.sock"] });
+        Assert.Equal(["tcp:127.0.0.1:10810", "unix:/tmp/a/b.sock"], config.Listen.Select(l => l.ToString()));
+        Assert.Equal("/tmp/a/zramd.ctl", config.ControlPath);
+    }
+
+    [Fact]
+    public void A_file_with_two_devices_and_daemon_settings()
+    {
+        string path = WriteConfig("""
+            # two devices, zram-generator style
+            [zramd]
+            listen = unix:/tmp/z/zramd.sock tcp:127.0.0.1:10811
+            socket-mode = 0600
+            socket-group = root
+            lock-memory = no
+
+            [zram0]
+            zram-size = ram / 4
+            compression-algorithm = zstd(level=5)
+            zram-resident-limit = ram / 8
+            compact-watermark = 80%
+
+            [zram1]
+            zram-size = 64
+            compression-algorithm = lz4hc:9
+            deferred-free-capacity = 1024
+            read-only = yes
+            """);
+        ZramdConfiguration config = Load(Facts(ramMiB: 8192, root: true), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(path, config.ConfigPath);
+        Assert.Equal(2, config.Listen.Count);
+        Assert.Equal(new IPEndPoint(IPAddress.Loopback, 10811), config.Listen[1].EndPoint);
+        Assert.Equal(0x180, config.SocketMode);
+        Assert.Equal("root", config.SocketGroup);
+        Assert.False(config.LockMemory);
+        Assert.Equal("/tmp/z/zramd.ctl", config.ControlPath);
+
+        Assert.Equal(["zram0", "zram1"], config.Devices.Select(d => d.Name));
+        DeviceConfiguration zram0 = config.Devices[0], zram1 = config.Devices[1];
+        Assert.Equal(2048 * MiB, zram0.DiskSize);
+        Assert.Equal("zstd:5", zram0.Algorithm);
+        Assert.Equal(1024 * MiB, zram0.MemLimit);
+        Assert.Equal(80, zram0.CompactWatermarkPercent);
+        Assert.False(zram0.ReadOnly);
+        Assert.Equal(64 * MiB, zram1.DiskSize);
+        Assert.Equal("lz4hc:9", zram1.Algorithm);
+        Assert.Equal(1024, zram1.DeferredFreeCapacity);
+        Assert.True(zram1.ReadOnly);
+    }
+
+    [Fact]
+    public void Environment_overrides_the_file_and_flags_override_both()
+    {
+        string path = WriteConfig("[zramd]\nlisten = unix:/tmp/file.sock\n[zram0]\nzram-size = 100\ncompression-algorithm = lz4hc\nzram-resident-limit = 50\n[zram1]\n");
+        SystemFacts facts = Facts(env:
+        [
+            ("ZRAMD_CONFIG", path),
+            ("ZRAMD_LISTEN", "unix:/tmp/env.sock,tcp:127.0.0.1:1"),
+            ("ZRAMD_SIZE", "200M"),
+            ("ZRAMD_ALGORITHM", "zstd"),
+        ]);
+
+        ZramdConfiguration fromEnvironment = Load(facts);
+        Assert.Equal(["unix:/tmp/env.sock", "tcp:127.0.0.1:1"], fromEnvironment.Listen.Select(l => l.ToString()));
+        Assert.All(fromEnvironment.Devices, d => Assert.Equal(200 * MiB, d.DiskSize));
+        Assert.All(fromEnvironment.Devices, d => Assert.Equal("zstd", d.Algorithm));
+        Assert.Equal(50 * MiB, fromEnvironment.Devices[0].MemLimit);
+
+        ZramdConfiguration fromFlags = Load(facts, new CommandLineSettings
+        {
+            Listen = ["unix:/tmp/flag.sock"],
+            Size = "1G",
+            MemLimit = "300M",
+            ControlPath = "/tmp/flag.ctl",
+        });
+        Assert.Equal("unix:/tmp/flag.sock", Assert.Single(fromFlags.Listen).ToString());
+        Assert.Equal("/tmp/flag.ctl", fromFlags.ControlPath);
+        Assert.All(fromFlags.Devices, d => Assert.Equal(1L << 30, d.DiskSize));
+        Assert.All(fromFlags.Devices, d => Assert.Equal(300 * MiB, d.MemLimit));
+        Assert.All(fromFlags.Devices, d => Assert.Equal("zstd", d.Algorithm));
+    }
+
+    [Fact]
+    public void The_default_file_is_read_when_it_exists()
+    {
+        string path = WriteConfig("[zram3]\nzram-size = 8\n");
+        SystemFacts facts = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { DefaultConfigFile = path };
+        ZramdConfiguration config = Load(facts);
+        Assert.Equal(path, config.ConfigPath);
+        Assert.Equal("zram3", Assert.Single(config.Devices).Name);
+    }
+
+    public static TheoryData<string, string> BadFileValues => new()
+    {
+        { "[zram0]\nzram-size = ram / 0", "[zram0] zram-size = 'ram / 0': division by zero" },
+        { "[zram0]\nzram-size = ram - ram", "[zram0] zram-size = 'ram - ram': the device size comes to 0 bytes" },
+        { "[zram0]\nzram-size = lots", "[zram0] zram-size = 'lots': unknown name 'lots'" },
+        { "[zram0]\nzram-size = ram * 1000000000", "[zram0] zram-size = 'ram * 1000000000': comes to" },
+        { "[zram0]\nzram-resident-limit = -5", "[zram0] zram-resident-limit = '-5': the memory limit cannot be negative" },
+        { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': not a compression algorithm" },
+        { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
+        { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
+        { "[zram0]\ndeferred-free-capacity = 0", "[zram0] deferred-free-capacity = '0': a whole number" },
+        { "[zram0]\nread-only = maybe", "[zram0] read-only = 'maybe': use yes or no" },
+        { "[zram0]\nattach = /dev/sda", "[zram0] attach = '/dev/sda': a kernel nbd device" },
+        { "[zram0]\nattach = /dev/nbd0\n[zram1]\nattach = /dev/nbd0", "[zram1] attach = '/dev/nbd0': another device attaches" },
+        { "[zram0]\nswap-priority = 100", "[zram0] swap-priority = '100': a zram-generator key that zramd does not implement" },
+        { "[zram0]\nzram-sise = 100", "[zram0] zram-sise = '100': unknown key" },
+        { "[zram0]\nlisten = unix:/x", "[zram0] listen = 'unix:/x': unknown key" },
+        { "[zramd]\nzram-size = 100", "[zramd] zram-size = '100': unknown key in [zramd]: this is a device setting" },
+        { "[zramd]\nlisten = udp:1.2.3.4:5", "[zramd] listen = 'udp:1.2.3.4:5': use unix:PATH or tcp:HOST:PORT" },
+        { "[zramd]\nlisten = unix:/a.sock unix:/a.sock", "[zramd] listen = 'unix:/a.sock': listed twice" },
+        { "[zramd]\nsocket-mode = 0999", "[zramd] socket-mode = '0999': not a permission mode" },
+        { "[zramd]\nsocket-mode = 4755", "[zramd] socket-mode = '4755': not a permission mode" },
+        { "[zramd]\nsocket-group = no-such-group-zramd", "[zramd] socket-group = 'no-such-group-zramd': no such group" },
+        { "[zramd]\ntls-mode = sometimes", "[zramd] tls-mode = 'sometimes': use off, optional or required" },
+        { "[zramd]\ntls-mode = required", "[zramd] tls-mode = 'required': TLS needs tls-certificate" },
+        { "[zramd]\ntls-mode = optional\ntls-certificate = /nonexistent.pem", "[zramd] tls-certificate = '/nonexistent.pem': no such file" },
+        { "[zramd]\nlock-memory = perhaps", "[zramd] lock-memory = 'perhaps': use yes or no" },
+        { "[zramd]\nlog-level = chatty", "[zramd] log-level = 'chatty': use debug, info, warning or error" },
+        { "[swap]\nzram-size = 1", "[swap] (line 1 or before): unknown section" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadFileValues))]
+    public void Every_bad_file_value_gets_one_line_naming_file_section_key_value_and_why(string text, string expected)
+    {
+        string path = WriteConfig(text);
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path }));
+        Assert.StartsWith(path + ":", e.Message, StringComparison.Ordinal);
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(78, e.ExitCode);
+    }
+
+    [Fact]
+    public void Bad_environment_values_are_configuration_errors_and_bad_flags_usage_errors()
+    {
+        var env = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MEM_LIMIT", "lots")])));
+        Assert.StartsWith("environment variable ZRAMD_MEM_LIMIT = 'lots': ", env.Message, StringComparison.Ordinal);
+        Assert.Equal(78, env.ExitCode);
+
+        var flag = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", "/r")), new CommandLineSettings { Size = "0" }));
+        Assert.StartsWith("option --size = '0': ", flag.Message, StringComparison.Ordinal);
+        Assert.Equal(64, flag.ExitCode);
+
+        var listen = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { Listen = ["tcp:127.0.0.1:1", "nbd:x"] }));
+        Assert.StartsWith("option --listen = 'nbd:x': ", listen.Message, StringComparison.Ordinal);
+
+        var missing = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { ConfigPath = Path.Combine(_dir, "nope.conf") }));
+        Assert.Contains("cannot read the configuration file", missing.Message, StringComparison.Ordinal);
+        Assert.Equal(78, missing.ExitCode);
+    }
+
+    [Fact]
+    public void Tls_loads_a_certificate_and_key()
+    {
+        using var key = System.Security.Cryptography.ECDsa.Create();
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=zramd-test", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        string certPath = Path.Combine(_dir, "cert.pem"), keyPath = Path.Combine(_dir, "key.pem");
+        File.WriteAllText(certPath, certificate.ExportCertificatePem());
+        File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
+        string path = WriteConfig($"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-mode = required\ntls-certificate = {certPath}\ntls-key = {keyPath}\n");
+
+        ZramdConfiguration config = Load(Facts(), new CommandLineSettings { ConfigPath = path, ControlPath = "/tmp/c.ctl" });
+        Assert.Equal(NbdTlsMode.Required, config.TlsMode);
+        Assert.NotNull(config.TlsCertificate);
+        Assert.True(config.TlsCertificate.HasPrivateKey);
+        Assert.Equal("CN=zramd-test", config.TlsCertificate.Subject);
+
+        File.WriteAllText(keyPath, "not a key");
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { ConfigPath = path, ControlPath = "/tmp/c.ctl" }));
+        Assert.Contains($"[zramd] tls-key = '{keyPath}': cannot load the certificate and key", e.Message, StringComparison.Ordinal);
+    }
+}

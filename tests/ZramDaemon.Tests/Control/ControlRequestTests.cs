@@ -1,0 +1,36 @@
+using ZramDaemon.Control;
+
+namespace ZramDaemon.Tests.Control;
+
+public class ControlRequestTests
+{
+    [Theory]
+    [InlineData("status", "status", null, null, null)]
+    [InlineData("compact", "compact", null, null, null)]
+    [InlineData("compact zram1", "compact", "zram1", null, null)]
+    [InlineData("  stats   zram0 ", "stats", "zram0", null, null)]
+    [InlineData("classes zram0", "classes", "zram0", null, null)]
+    [InlineData("reset zram2", "reset", "zram2", null, null)]
+    [InlineData("set zram0 mem_limit=1G", "set", "zram0", "mem_limit", "1G")]
+    public void Parses_each_verb(string line, string verb, string? device, string? key, string? value)
+    {
+        Assert.True(ControlRequest.TryParse(line, out ControlRequest? request, out string error), error);
+        Assert.Equal(new ControlRequest(verb, device, key, value), request);
+        Assert.True(ControlRequest.TryParse(request.ToString(), out ControlRequest? again, out _));
+        Assert.Equal(request, again);
+    }
+
+    [Theory]
+    [InlineData("", "empty request")]
+    [InlineData("status zram0", "wrong arguments for status")]
+    [InlineData("stats", "wrong arguments for stats: stats NAME")]
+    [InlineData("set zram0", "set NAME mem_limit=SIZE")]
+    [InlineData("set zram0 mem_limit", "is not an assignment")]
+    [InlineData("compact a b", "compact [NAME]")]
+    [InlineData("format zram0", "unknown request 'format'")]
+    public void Rejects_with_a_reason(string line, string reason)
+    {
+        Assert.False(ControlRequest.TryParse(line, out _, out string error));
+        Assert.Contains(reason, error, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,88 @@
+using System.Net.Sockets;
+using System.Text;
+using Microsoft.Extensions.Logging.Abstractions;
+using ZramDaemon.Control;
+
+namespace ZramDaemon.Tests.Control;
+
+/// <summary>The control socket's transport: framing, permissions, stale and live socket files. (What the
+/// verbs do to real devices is tested against the real daemon in the process tests.)</summary>
+public sealed class ControlServerTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-ctl-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    /// <summary>Answers with what it understood, so the test sees the request arrive parsed.</summary>
+    private sealed class EchoHandler : IControlHandler
+    {
+        public ControlReply Handle(ControlRequest request) => request.Verb == "reset"
+            ? throw new InvalidOperationException("device busy")
+            : ControlReply.Success($"got {request}");
+    }
+
+    private static string RawExchange(string path, byte[] request)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint(path));
+        socket.Send(request);
+        socket.Shutdown(SocketShutdown.Send);
+        var reply = new MemoryStream();
+        byte[] buffer = new byte[4096];
+        int n;
+        while ((n = socket.Receive(buffer)) > 0)
+        {
+            reply.Write(buffer, 0, n);
+        }
+
+        return Encoding.UTF8.GetString(reply.ToArray());
+    }
+
+    [Fact]
+    public async Task Answers_one_json_line_per_request_on_a_0600_socket()
+    {
+        string path = Path.Combine(_dir, "zramd.ctl");
+        await using (ControlServer server = ControlServer.Start(path, new EchoHandler(), NullLogger.Instance))
+        {
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+
+            ControlReply reply = await ControlClient.SendAsync(path, new ControlRequest("set", "zram0", "mem_limit", "1G"));
+            Assert.True(reply.Ok);
+            Assert.Equal("got set zram0 mem_limit=1G", reply.Text);
+
+            ControlReply failed = await ControlClient.SendAsync(path, new ControlRequest("reset", "zram0", null, null));
+            Assert.False(failed.Ok);
+            Assert.Equal("reset failed: device busy", failed.Error);
+
+            Assert.Equal("{\"ok\":false,\"error\":\"unknown request \\u0027format\\u0027\"}\n", RawExchange(path, "format zram0\n"u8.ToArray()));
+            Assert.Contains("\"ok\":false", RawExchange(path, new byte[10000]), StringComparison.Ordinal);
+            Assert.Equal("{\"ok\":true,\"text\":\"got status\"}\n", RawExchange(path, "status"u8.ToArray()));
+        }
+
+        Assert.False(File.Exists(path), "the socket file is removed on stop");
+    }
+
+    [Fact]
+    public async Task Replaces_a_stale_socket_but_refuses_a_live_one_or_another_file()
+    {
+        string path = Path.Combine(_dir, "zramd.ctl");
+        // A crashed daemon's socket: bound, never unlinked (.NET unlinks on dispose, so use another process).
+        using (var stale = System.Diagnostics.Process.Start("python3", ["-c", "import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", path]))
+        {
+            stale.WaitForExit();
+        }
+
+        Assert.True(File.Exists(path));
+        await using ControlServer server = ControlServer.Start(path, new EchoHandler(), NullLogger.Instance);
+        Assert.True((await ControlClient.SendAsync(path, new ControlRequest("status", null, null, null))).Ok);
+
+        var live = Assert.Throws<IOException>(() => ControlServer.Start(path, new EchoHandler(), NullLogger.Instance));
+        Assert.Contains("in use by a running zramd", live.Message, StringComparison.Ordinal);
+
+        string regular = Path.Combine(_dir, "notes.txt");
+        File.WriteAllText(regular, "keep me");
+        var notSocket = Assert.Throws<IOException>(() => ControlServer.Start(regular, new EchoHandler(), NullLogger.Instance));
+        Assert.Contains("is not a socket", notSocket.Message, StringComparison.Ordinal);
+        Assert.Equal("keep me", File.ReadAllText(regular));
+    }
+}

@@ -1,0 +1,209 @@
+using System.Globalization;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.RegularExpressions;
+
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>Start, systemd notification, logging, swap safety and SIGTERM of the real zramd process.</summary>
+public sealed partial class DaemonLifecycleTests
+{
+    private static List<string> ReceiveAll(Socket socket, Func<List<string>, bool> until, TimeSpan timeout)
+    {
+        var messages = new List<string>();
+        byte[] buffer = new byte[4096];
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!until(messages))
+        {
+            int left = (int)(timeout - clock.Elapsed).TotalMilliseconds;
+            Assert.True(left > 0, "timed out waiting for notifications; got: " + string.Join(" | ", messages));
+            socket.ReceiveTimeout = left;
+            int n = socket.Receive(buffer);
+            messages.Add(Encoding.UTF8.GetString(buffer, 0, n));
+        }
+
+        return messages;
+    }
+
+    [Fact]
+    public void The_default_socket_rule_notify_ready_watchdog_then_stopping_and_exit_0_on_sigterm()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            string notifyPath = Path.Combine(dir, "notify");
+            using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+            notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+
+            // No --listen: the socket goes to $RUNTIME_DIRECTORY, as under systemd's RuntimeDirectory=.
+            using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
+            {
+                ["RUNTIME_DIRECTORY"] = dir,
+                ["NOTIFY_SOCKET"] = notifyPath,
+                ["WATCHDOG_USEC"] = "400000",
+            });
+            string socket = Path.Combine(dir, "zramd.sock");
+            List<string> start = ReceiveAll(notify, m => m.Any(s => s.Contains("READY=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(60));
+            string ready = start.Single(s => s.Contains("READY=1", StringComparison.Ordinal));
+            Assert.Contains("STATUS=serving zram0 (16M lz4) on unix:" + socket, ready, StringComparison.Ordinal);
+
+            // READY means accepting: a client connects at once.
+            ClientTool.Result info = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+            Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), info.Stdout.Trim());
+
+            // The start line says where and how to attach.
+            zramd.WaitForOutput("attach with:", TimeSpan.FromSeconds(5));
+            Assert.Contains($"nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", zramd.StandardError, StringComparison.Ordinal);
+            Assert.Contains($"nbdinfo 'nbd+unix:///zram0?socket={socket}'", zramd.StandardError, StringComparison.Ordinal);
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite, File.GetUnixFileMode(socket));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir, "zramd.ctl")));
+
+            // WatchdogSec=0.4s: WATCHDOG=1 every 0.2 s.
+            ReceiveAll(notify, m => m.Count(s => s == "WATCHDOG=1") >= 2, TimeSpan.FromSeconds(10));
+
+            zramd.Terminate();
+            List<string> stop = ReceiveAll(notify, m => m.Any(s => s.StartsWith("STOPPING=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(30));
+            Assert.DoesNotContain(stop, s => s.Contains("READY=1", StringComparison.Ordinal));
+            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+            Assert.Contains("stopping: no clients connected", zramd.StandardError, StringComparison.Ordinal);
+            Assert.False(File.Exists(socket), "the NBD socket file is removed at stop");
+            Assert.False(File.Exists(Path.Combine(dir, "zramd.ctl")), "the control socket file is removed at stop");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void Under_journald_every_line_has_a_priority_prefix_and_no_timestamp_and_swap_safety_is_reported()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["JOURNAL_STREAM"] = "8:12345" });
+
+        // Some NBD traffic, so that the thread pool has started the threads that serve I/O.
+        ClientTool.Run("nbdinfo", ["--map", daemon.Uri()]).EnsureSuccess();
+        string log = daemon.Process.StandardError;
+        string[] lines = log.TrimEnd('\n').Split('\n');
+        Assert.All(lines, line => Assert.Matches("^<[2-7]>", line));
+        Assert.DoesNotContain(lines, line => Timestamp().IsMatch(line));
+        Assert.Contains(lines, line => line.StartsWith("<6>serving zram0 on unix:", StringComparison.Ordinal));
+        Assert.Contains(lines, line => line.StartsWith("<6>[zram0] zram-size = 16M, compression-algorithm = lz4", StringComparison.Ordinal));
+
+        // Swap safety: each measure either took effect (checked in /proc) or was warned about with what to do.
+        int pid = daemon.Process.Id;
+        string status = File.ReadAllText($"/proc/{pid}/status");
+        long lockedKb = long.Parse(LockedKb().Match(status).Groups[1].Value, CultureInfo.InvariantCulture);
+        if (log.Contains("<6>memory locked (mlockall", StringComparison.Ordinal))
+        {
+            Assert.True(lockedKb > 0, "mlockall reported, yet VmLck is 0");
+        }
+        else
+        {
+            Assert.Contains("<4>could not lock memory (mlockall:", log, StringComparison.Ordinal);
+            Assert.Equal(0, lockedKb);
+        }
+
+        int oomScore = int.Parse(File.ReadAllText($"/proc/{pid}/oom_score_adj").Trim(), CultureInfo.InvariantCulture);
+        if (log.Contains("<6>oom_score_adj = -1000", StringComparison.Ordinal))
+        {
+            Assert.Equal(-1000, oomScore);
+        }
+        else
+        {
+            Assert.Contains("<4>could not set oom_score_adj to -1000", log, StringComparison.Ordinal);
+        }
+
+        // PF_MEMALLOC_NOIO (0x80000) in the flags of /proc/PID/task/TID/stat is what PR_SET_IO_FLUSHER sets.
+        var workers = Directory.GetDirectories($"/proc/{pid}/task")
+            .Where(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith(".NET TP Worker", StringComparison.Ordinal))
+            .Select(t => ulong.Parse(File.ReadAllText(Path.Combine(t, "stat")).Split(") ")[1].Split(' ')[6], CultureInfo.InvariantCulture))
+            .ToList();
+        Assert.NotEmpty(workers);
+        if (log.Contains("<6>I/O threads are PR_SET_IO_FLUSHER", StringComparison.Ordinal))
+        {
+            Assert.All(workers, flags => Assert.True((flags & 0x80000) != 0, $"thread-pool worker without PF_MEMALLOC_NOIO: flags 0x{flags:x}"));
+        }
+        else
+        {
+            Assert.Contains("<4>prctl(PR_SET_IO_FLUSHER) failed", log, StringComparison.Ordinal);
+            Assert.All(workers, flags => Assert.True((flags & 0x80000) == 0));
+        }
+
+        Assert.Equal(0, daemon.Stop());
+    }
+
+    [Fact]
+    public void Sigterm_with_writes_in_flight_finishes_every_acknowledged_write_and_exits_0()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "1G"]);
+
+        // Pipelined writes, 32 in flight, each to a page of its own with contents that are not same-filled, so
+        // that orig_data_size counts exactly the writes the device applied. The client reports when it has
+        // been going for a while, and at the end how many writes were acknowledged, refused (ESHUTDOWN) or left
+        // without a reply when the connection closed.
+        string script = """
+            h = nbd.NBD(); h.connect_uri(uri)
+            pending = {}
+            acked = failed = 0
+            index = 0
+            announced = False
+            try:
+                while True:
+                    while len(pending) < 32:
+                        page = bytearray(b'page%010d..' % index) * 256
+                        pending[h.aio_pwrite(nbd.Buffer.from_bytearray(page), index * 4096)] = index
+                        index += 1
+                    h.poll(-1)
+                    for cookie in list(pending):
+                        try:
+                            if h.aio_command_completed(cookie):
+                                acked += 1
+                                del pending[cookie]
+                        except nbd.Error:
+                            failed += 1
+                            del pending[cookie]
+                    if not announced and acked >= 2000:
+                        print("writing", flush=True)
+                        announced = True
+            except nbd.Error as e:
+                pass
+            print("acked=%d failed=%d unanswered=%d" % (acked, failed, len(pending)), flush=True)
+            """;
+        var info = new System.Diagnostics.ProcessStartInfo(ClientTool.Python) { RedirectStandardOutput = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"import nbd, sys\nuri = '{daemon.Uri()}'\n{script}");
+        using var client = System.Diagnostics.Process.Start(info)!;
+        Assert.Equal("writing", client.StandardOutput.ReadLine());
+
+        daemon.Process.Terminate();
+        string? summary = client.StandardOutput.ReadLine();
+        Assert.True(client.WaitForExit(60_000));
+        Assert.Equal(0, daemon.Process.WaitForExit(TimeSpan.FromSeconds(60)));
+
+        Match counts = Summary().Match(summary ?? string.Empty);
+        Assert.True(counts.Success, $"client said: {summary}");
+        long acked = long.Parse(counts.Groups[1].Value, CultureInfo.InvariantCulture);
+        long unanswered = long.Parse(counts.Groups[3].Value, CultureInfo.InvariantCulture);
+        Assert.True(acked >= 2000);
+
+        // The daemon reports what its device held when every request in flight had finished.
+        string log = daemon.Process.StandardError;
+        Assert.Contains("STOPPING WITH 1 CLIENT(S) CONNECTED (zram0: 1)", log, StringComparison.Ordinal);
+        long stored = long.Parse(Released().Match(log).Groups[1].Value, CultureInfo.InvariantCulture);
+        Assert.True(stored >= acked * 4096, $"acknowledged {acked} writes but only {stored / 4096} pages were stored");
+        // Unanswered: sent after the server stopped reading; they may or may not have been applied.
+        Assert.True(stored <= (acked + unanswered) * 4096, $"stored {stored / 4096} pages, more than the {acked} acknowledged and {unanswered} unanswered writes");
+    }
+
+    [GeneratedRegex(@"\d\d:\d\d:\d\d")]
+    private static partial Regex Timestamp();
+
+    [GeneratedRegex(@"VmLck:\s+(\d+) kB")]
+    private static partial Regex LockedKb();
+
+    [GeneratedRegex(@"acked=(\d+) failed=(\d+) unanswered=(\d+)")]
+    private static partial Regex Summary();
+
+    [GeneratedRegex(@"zram0: released (\d+) bytes of stored data")]
+    private static partial Regex Released();
+}
