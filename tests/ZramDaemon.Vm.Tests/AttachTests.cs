@@ -8,8 +8,9 @@ namespace ZramDaemon.Vm.Tests;
 [Collection(VmCollection.Name)]
 public sealed class AttachTests(ITestOutputHelper output)
 {
-    private const string GuestMemory = "160M";
-    private const int FillMib = 192;
+    // The image carries zramd (about 30 MB), so the guest needs more room than the nbd-client tests' 160 MiB.
+    private const string GuestMemory = "256M";
+    private const int FillMib = 224;
 
     [Fact]
     public void Zramd_attach_binds_the_export_for_swap_through_netlink_and_through_the_ioctl_fallback()

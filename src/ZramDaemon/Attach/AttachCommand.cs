@@ -1,6 +1,6 @@
 using System.Globalization;
-using System.Net;
 using System.Net.Sockets;
+using ZramDaemon.Configuration;
 
 namespace ZramDaemon.Attach;
 
@@ -12,68 +12,6 @@ namespace ZramDaemon.Attach;
 /// </summary>
 public static class AttachCommand
 {
-    private const int ExitCodeFailure = 1;
-    private const int ExitCodeUsage = 64;
-
-    /// <summary>Where a root daemon listens by default.</summary>
-    public const string DefaultServer = "unix:/run/zramd/zramd.sock";
-
-    public const string Usage =
-        "usage: zramd attach NAME [/dev/nbdN] [--socket unix:PATH|tcp:HOST:PORT] [--ioctl]\n" +
-        "       zramd detach /dev/nbdN";
-
-    /// <summary>Runs `attach ...` or `detach ...` (<paramref name="args"/> starts with the verb).</summary>
-    public static int Run(IReadOnlyList<string> args, TextWriter output, TextWriter error)
-    {
-        ArgumentNullException.ThrowIfNull(args);
-        ArgumentNullException.ThrowIfNull(error);
-        var positional = new List<string>();
-        string server = DefaultServer;
-        NbdAttachMethod? method = null;
-        for (int i = 1; i < args.Count; i++)
-        {
-            switch (args[i])
-            {
-                case "--socket" when i + 1 < args.Count:
-                    server = args[++i];
-                    server = server.Contains(':', StringComparison.Ordinal) ? server : "unix:" + server;
-                    break;
-                case "--ioctl":
-                    method = NbdAttachMethod.Ioctl;
-                    break;
-                case "--netlink":
-                    method = NbdAttachMethod.Netlink;
-                    break;
-                case "-h" or "--help":
-                    output.WriteLine(Usage);
-                    return 0;
-                default:
-                    if (args[i].StartsWith('-'))
-                    {
-                        error.WriteLine($"zramd {args[0]}: unknown option {args[i]}\n{Usage}");
-                        return ExitCodeUsage;
-                    }
-
-                    positional.Add(args[i]);
-                    break;
-            }
-        }
-
-        return (args.Count > 0 ? args[0] : string.Empty, positional.Count) switch
-        {
-            ("attach", 1) => Attach(positional[0], null, server, method, output, error),
-            ("attach", 2) => Attach(positional[0], positional[1], server, method, output, error),
-            ("detach", 1) => Detach(positional[0], error),
-            _ => UsageError(error),
-        };
-    }
-
-    private static int UsageError(TextWriter error)
-    {
-        error.WriteLine(Usage);
-        return ExitCodeUsage;
-    }
-
     /// <param name="server">unix:PATH or tcp:HOST:PORT of the daemon's NBD listener.</param>
     /// <returns>the process exit code.</returns>
     public static int Attach(string exportName, string? device, string server, NbdAttachMethod? method, TextWriter output, TextWriter error)
@@ -88,7 +26,7 @@ public static class AttachCommand
         catch (Exception e) when (e is SocketException or FormatException)
         {
             error.WriteLine($"zramd attach: cannot connect to {server}: {e.Message} (is zramd running? see --socket)");
-            return ExitCodeFailure;
+            return ExitCodes.Failure;
         }
 
         KernelNbdAttachment attachment;
@@ -101,7 +39,7 @@ public static class AttachCommand
             string hint = e.Errno == Interop.Libc.EPerm ? " (attaching needs root or CAP_SYS_ADMIN)"
                 : e.Errno == Interop.Libc.EBusy ? " (the device is in use: pick another /dev/nbdN or detach it first)" : string.Empty;
             error.WriteLine($"zramd attach: {e.Message}{hint}");
-            return ExitCodeFailure;
+            return ExitCodes.Failure;
         }
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -112,7 +50,7 @@ public static class AttachCommand
             // NBD_DO_IT lives in this process: stay until someone runs `zramd detach` (or nbd-client -d).
             int errno = attachment.WaitUntilDetached();
             attachment.Dispose();
-            return errno == 0 ? 0 : ExitCodeFailure;
+            return errno == 0 ? ExitCodes.Success : ExitCodes.Failure;
         }
 
         return 0;
@@ -129,47 +67,30 @@ public static class AttachCommand
         catch (NbdAttachException e)
         {
             error.WriteLine($"zramd detach: {e.Message}");
-            return ExitCodeFailure;
+            return ExitCodes.Failure;
         }
     }
 
+    /// <summary>Connects to the daemon's NBD listener; the address has the syntax of --listen.</summary>
     private static Socket Connect(string server)
     {
-        if (server.StartsWith("unix:", StringComparison.Ordinal))
+        if (!ListenAddress.TryParse(server, out ListenAddress? address, out string why))
         {
-            var unix = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            try
-            {
-                unix.Connect(new UnixDomainSocketEndPoint(server[5..]));
-                return unix;
-            }
-            catch
-            {
-                unix.Dispose();
-                throw;
-            }
+            throw new FormatException(why);
         }
 
-        if (server.StartsWith("tcp:", StringComparison.Ordinal))
+        Socket socket = address.IsUnix
+            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+            : new Socket(address.EndPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
         {
-            string hostPort = server[4..];
-            int colon = hostPort.LastIndexOf(':');
-            string host = colon < 0 ? hostPort : hostPort[..colon].Trim('[', ']');
-            int port = colon < 0 ? 10809 : int.Parse(hostPort[(colon + 1)..], NumberStyles.None, CultureInfo.InvariantCulture);
-            IPAddress address = host == "localhost" ? IPAddress.Loopback : IPAddress.Parse(host);
-            var tcp = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            try
-            {
-                tcp.Connect(new IPEndPoint(address, port));
-                return tcp;
-            }
-            catch
-            {
-                tcp.Dispose();
-                throw;
-            }
+            socket.Connect(address.IsUnix ? new UnixDomainSocketEndPoint(address.UnixPath) : address.EndPoint);
+            return socket;
         }
-
-        throw new FormatException("use unix:PATH or tcp:HOST:PORT");
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 }

@@ -14,10 +14,13 @@ public sealed class ZramdServer : IDisposable
     private readonly Process _process;
     private readonly StringBuilder _log = new();
 
-    private ZramdServer(string directory, Process process)
+    private readonly string? _executable;
+
+    private ZramdServer(string directory, Process process, string? executable)
     {
         Directory = directory;
         _process = process;
+        _executable = executable;
     }
 
     public string Directory { get; }
@@ -38,24 +41,29 @@ public sealed class ZramdServer : IDisposable
         }
     }
 
-    public static ZramdServer Start(string size = "1G", params string[] extraArguments)
+    /// <param name="executable">a self-contained zramd to run instead of the built zramd.dll.</param>
+    public static ZramdServer Start(string size = "1G", string? executable = null)
     {
         string directory = System.IO.Directory.CreateTempSubdirectory("zramd-vm-").FullName;
-        var info = new ProcessStartInfo("dotnet")
+        var info = new ProcessStartInfo(executable ?? "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        info.ArgumentList.Add(Repository.ZramdDll);
+        if (executable is null)
+        {
+            info.ArgumentList.Add(Repository.ZramdDll);
+        }
+
         foreach (string a in (string[])["--listen", "unix:" + Path.Combine(directory, "zramd.sock"),
-                     "--control", Path.Combine(directory, "zramd.ctl"), "--size", size, .. extraArguments])
+                     "--control", Path.Combine(directory, "zramd.ctl"), "--size", size])
         {
             info.ArgumentList.Add(a);
         }
 
         var process = new Process { StartInfo = info };
-        var server = new ZramdServer(directory, process);
+        var server = new ZramdServer(directory, process, executable);
         process.OutputDataReceived += (_, e) => server.Append(e.Data);
         process.ErrorDataReceived += (_, e) => server.Append(e.Data);
         process.Start();
@@ -66,8 +74,9 @@ public sealed class ZramdServer : IDisposable
     }
 
     /// <summary>Runs a zramd verb against this daemon's control socket (e.g. "status", "--json").</summary>
-    public ProcessResult Control(params string[] arguments) =>
-        ProcessRunner.Run("dotnet", [Repository.ZramdDll, .. arguments, "--control", ControlSocket], TimeSpan.FromSeconds(60));
+    public ProcessResult Control(params string[] arguments) => _executable is null
+        ? ProcessRunner.Run("dotnet", [Repository.ZramdDll, .. arguments, "--control", ControlSocket], TimeSpan.FromSeconds(60))
+        : ProcessRunner.Run(_executable, [.. arguments, "--control", ControlSocket], TimeSpan.FromSeconds(60));
 
     /// <summary>The counters of <paramref name="device"/> from <c>zramd status --json</c>, by their kernel names
     /// (orig_data_size, compr_data_size, discarded_pages, ...).</summary>

@@ -42,6 +42,12 @@ public sealed class DebianPackageTests : IDisposable
         Assert.True(help.ExitCode == 0, help.Describe());
         Assert.Contains("attach", help.StandardOutput, StringComparison.Ordinal);
 
+        // The installed binary is the daemon, trimmed and all: it serves, and answers its control verbs.
+        using (var daemon = ZramdServer.Start(size: "64M", executable: zramd))
+        {
+            Assert.Equal(64L << 20, daemon.Stats()["disksize"]);
+        }
+
         // Every config line is a comment or a section header: the default config changes nothing.
         foreach (string line in File.ReadAllLines(Path.Combine(root, "etc", "zramd", "zramd.conf")))
         {
