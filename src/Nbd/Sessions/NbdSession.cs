@@ -330,7 +330,7 @@ internal sealed class NbdSession
         catch (Exception e)
         {
             // IBlockDevice reports errors as values; an exception is a bug, but it must not kill the connection.
-            _logger.ConnectionFailed(_id, e);
+            _logger.DeviceThrew(_id, request.Type, e);
             error = NbdError.IO;
         }
 
@@ -419,8 +419,9 @@ internal sealed class NbdSession
                     {
                         await WriteReplyAsync(slot).ConfigureAwait(false);
                     }
-                    catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                    catch (Exception e)
                     {
+                        // Whatever went wrong, the writer must keep recycling slots or the reader would wait forever.
                         Break(e);
                     }
                 }
@@ -435,7 +436,7 @@ internal sealed class NbdSession
                 {
                     await FlushAsync().ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is IOException or ObjectDisposedException or System.Net.Sockets.SocketException)
+                catch (Exception e)
                 {
                     Break(e);
                 }

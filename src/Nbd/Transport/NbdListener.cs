@@ -97,16 +97,21 @@ public sealed class NbdListener : IDisposable
         Environment.SetEnvironmentVariable("LISTEN_PID", null);
         Environment.SetEnvironmentVariable("LISTEN_FDS", null);
         Environment.SetEnvironmentVariable("LISTEN_FDNAMES", null);
+        return FromInheritedDescriptors(FirstSystemdFd, count, names);
+    }
 
+    /// <summary>Takes ownership of <paramref name="count"/> listening sockets at consecutive descriptors.</summary>
+    internal static IReadOnlyList<NbdListener> FromInheritedDescriptors(int firstFd, int count, string[] names)
+    {
         var listeners = new List<NbdListener>(count);
         for (int i = 0; i < count; i++)
         {
-            var socket = new Socket(new SafeSocketHandle(FirstSystemdFd + i, ownsHandle: true));
+            var socket = new Socket(new SafeSocketHandle(firstFd + i, ownsHandle: true));
             string where = socket.LocalEndPoint switch
             {
                 UnixDomainSocketEndPoint unix => "unix:" + unix,
                 IPEndPoint ip => "tcp:" + ip,
-                var other => "fd:" + (FirstSystemdFd + i) + ":" + other,
+                var other => "fd:" + (firstFd + i) + ":" + other,
             };
             string name = i < names.Length && names[i].Length > 0 ? " (systemd " + names[i] + ")" : " (systemd)";
             listeners.Add(new NbdListener(socket, where + name, null));

@@ -169,6 +169,43 @@ public class TransmissionConversationTests
         Assert.Equal(NbdError.None, (await first.ReadSimpleReplyAsync())!.Value.Error);
     }
 
+    [Fact]
+    public async Task In_flight_requests_are_bounded_per_connection()
+    {
+        var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
+        await using var server = new TestServer(new NbdServerOptions { MaxInFlightPerConnection = 4 }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await ConnectSimpleAsync(server);
+
+        for (ulong i = 0; i < 10; i++)
+        {
+            await client.SendRequestAsync(CommandType.Read, i, i * 4096, 4096);
+        }
+
+        await WaitUntilAsync(() => gated.Waiting == 4);
+        await Task.Delay(200);
+        Assert.Equal(4, gated.Waiting); // the other six wait unread in the socket
+
+        gated.Open();
+        var handles = new HashSet<ulong>();
+        for (int i = 0; i < 10; i++)
+        {
+            var reply = (await client.ReadSimpleReplyAsync(4096))!.Value;
+            Assert.Equal(NbdError.None, reply.Error);
+            handles.Add(reply.Handle);
+        }
+
+        Assert.Equal(10, handles.Count);
+    }
+
+    [Fact]
+    public async Task A_client_that_never_finishes_the_handshake_is_dropped_after_the_timeout()
+    {
+        await using var server = new TestServer(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromMilliseconds(300) });
+        using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        Assert.True(await client.IsClosedByServerAsync());
+    }
+
     internal static (Socket Server, Socket Client) SocketPair()
     {
         string path = Path.Combine(Path.GetTempPath(), "nbd-pair-" + Guid.NewGuid().ToString("N")[..12]);

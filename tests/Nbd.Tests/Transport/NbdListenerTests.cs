@@ -1,0 +1,114 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Tests.Devices;
+using Nbd.Tests.Interop;
+
+namespace Nbd.Tests.Transport;
+
+[System.Runtime.Versioning.SupportedOSPlatform("linux")]
+public sealed class NbdListenerTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("nbd-listener-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Theory]
+    [InlineData(0x1B0, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite)]
+    [InlineData(0x180, UnixFileMode.UserRead | UnixFileMode.UserWrite)]
+    public void Unix_socket_file_gets_the_requested_mode(int mode, UnixFileMode expected)
+    {
+        string path = Path.Combine(_directory, "s.sock");
+        using var listener = NbdListener.BindUnix(path, mode);
+        Assert.Equal("unix:" + path, listener.Description);
+        Assert.Equal(expected, File.GetUnixFileMode(path));
+    }
+
+    [Fact]
+    public void Group_is_set_by_name_or_number_and_an_unknown_group_is_an_error()
+    {
+        string path = Path.Combine(_directory, "g.sock");
+        using (NbdListener.BindUnix(path, group: "root"))
+        {
+            Assert.True(File.Exists(path));
+        }
+
+        using (NbdListener.BindUnix(path, group: "0"))
+        {
+        }
+
+        var error = Assert.Throws<IOException>(() => NbdListener.BindUnix(path, group: "no-such-group-zramd"));
+        Assert.Contains("no-such-group-zramd", error.Message);
+    }
+
+    [Fact]
+    public void A_stale_socket_file_is_replaced_and_a_live_one_is_refused()
+    {
+        string path = Path.Combine(_directory, "stale.sock");
+        using (var leftover = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            leftover.Bind(new UnixDomainSocketEndPoint(path)); // bound, never listening: what a crash leaves
+        }
+
+        using var listener = NbdListener.BindUnix(path);
+        Assert.Throws<IOException>(() => NbdListener.BindUnix(path));
+        listener.Dispose();
+        Assert.False(File.Exists(path), "the listener removes its socket file");
+    }
+
+    [Fact]
+    public async Task Tcp_listener_serves_with_no_delay_on_loopback()
+    {
+        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+        server.AddExport(new NbdExport("mem", "tcp", new MemoryBlockDevice(1 << 20)));
+        using var listener = NbdListener.BindTcp(new IPEndPoint(IPAddress.Loopback, 0));
+        int port = ((IPEndPoint)listener.LocalEndPoint!).Port;
+        Assert.Equal($"tcp:127.0.0.1:{port}", listener.Description);
+        using var cancel = new CancellationTokenSource();
+        Task serving = server.ServeAsync(listener, cancel.Token);
+
+        Assert.Equal("1048576", (await Tool.RunAsync("nbdinfo", ["--size", $"nbd://127.0.0.1:{port}/mem"])).EnsureSuccess().Stdout.Trim());
+
+        await cancel.CancelAsync();
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public void Systemd_activation_is_ignored_when_not_meant_for_this_process()
+    {
+        Environment.SetEnvironmentVariable("LISTEN_PID", "1");
+        Environment.SetEnvironmentVariable("LISTEN_FDS", "1");
+        try
+        {
+            Assert.Empty(NbdListener.FromSystemd());
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("LISTEN_PID", null);
+            Environment.SetEnvironmentVariable("LISTEN_FDS", null);
+        }
+    }
+
+    [Fact]
+    public async Task Inherited_listening_socket_is_served()
+    {
+        string path = Path.Combine(_directory, "inherited.sock");
+        var original = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        original.Bind(new UnixDomainSocketEndPoint(path));
+        original.Listen(8);
+        int fd = (int)original.SafeHandle.DangerousGetHandle();
+        original.SafeHandle.SetHandleAsInvalid(); // the listener takes the descriptor over, as from systemd
+
+        IReadOnlyList<NbdListener> listeners = NbdListener.FromInheritedDescriptors(fd, 1, ["zramd.socket"]);
+        using NbdListener listener = Assert.Single(listeners);
+        Assert.Equal($"unix:{path} (systemd zramd.socket)", listener.Description);
+
+        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+        server.AddExport(new NbdExport("mem", "inherited", new MemoryBlockDevice(1 << 20)));
+        using var cancel = new CancellationTokenSource();
+        Task serving = server.ServeAsync(listener, cancel.Token);
+        Assert.Equal("1048576", (await Tool.RunAsync("nbdinfo", ["--size", $"nbd+unix:///mem?socket={path}"])).EnsureSuccess().Stdout.Trim());
+        await cancel.CancelAsync();
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}
