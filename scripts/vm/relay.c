@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -25,8 +25,17 @@ static int write_all(int fd, const char *p, ssize_t n) {
     return 0;
 }
 
-int main(int argc, char **argv) {
+/* copy FROM TO: until end-of-file or an error on either side. */
+static void copy(int from, int to) {
     static char buf[256 * 1024];
+    for (;;) {
+        ssize_t n = read(from, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || write_all(to, buf, n) < 0) return;
+    }
+}
+
+int main(int argc, char **argv) {
     int one = 1;
     if (argc != 2 || strlen(argv[1]) >= sizeof(((struct sockaddr_un *)0)->sun_path)) return 64;
     /* Best effort: fds 0 and 1 are one socket in libslirp, but set both in case they ever differ. */
@@ -39,34 +48,17 @@ int main(int argc, char **argv) {
     strcpy(addr.sun_path, argv[1]);
     if (connect(s, (struct sockaddr *)&addr, sizeof addr) < 0) return 69;
 
-    struct pollfd fds[2] = {{.fd = 0, .events = POLLIN}, {.fd = s, .events = POLLIN}};
-    int guest_open = 1, server_open = 1;
-    while (server_open) {
-        fds[0].fd = guest_open ? 0 : -1;
-        if (poll(fds, 2, -1) < 0) {
-            if (errno == EINTR) continue;
-            return 71;
-        }
-        if (guest_open && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-            ssize_t n = read(0, buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                guest_open = 0;
-                shutdown(s, SHUT_WR);
-            } else if (write_all(s, buf, n) < 0) {
-                return 0;
-            }
-        }
-        if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-            ssize_t n = read(s, buf, sizeof buf);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) {
-                server_open = 0;
-                shutdown(1, SHUT_WR);
-            } else if (write_all(1, buf, n) < 0) {
-                return 0;
-            }
-        }
+    /* One process per direction: a single loop that blocks writing one way while the far end blocks writing
+     * the other (a pipelined NBD server with a full reply queue) would deadlock both. */
+    pid_t child = fork();
+    if (child < 0) return 71;
+    if (child == 0) { /* guest -> server */
+        copy(0, s);
+        shutdown(s, SHUT_WR);
+        _exit(0);
     }
+    copy(s, 1); /* server -> guest */
+    shutdown(1, SHUT_WR);
+    waitpid(child, NULL, 0);
     return 0;
 }
