@@ -363,9 +363,10 @@ public static partial class ConfigurationLoader
 
         int deferred = DeviceConfiguration.DefaultDeferredFreeCapacity;
         if (device.DeferredFreeCapacity is { } deferredSetting
-            && (!int.TryParse(deferredSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out deferred) || deferred is < 1 or > (1 << 24)))
+            && (!int.TryParse(deferredSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out deferred) || deferred > (1 << 24)))
         {
-            throw deferredSetting.Fail("a whole number of queued frees from 1 to 16777216 is required");
+            // 0 turns the queue off: every free happens on the request path (the trims' baseline in the benchmark).
+            throw deferredSetting.Fail("a whole number of queued frees from 0 (off: every free synchronous) to 16777216 is required");
         }
 
         bool readOnly = device.ReadOnly is { } readOnlySetting && ParseBoolean(readOnlySetting);

@@ -155,6 +155,14 @@ public sealed class ConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Deferred_free_capacity_zero_turns_the_queue_off()
+    {
+        string path = WriteConfig("[zram0]\nzram-size = 8\ndeferred-free-capacity = 0\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(0, config.Devices[0].DeferredFreeCapacity);
+    }
+
+    [Fact]
     public void The_default_file_is_read_when_it_exists()
     {
         string path = WriteConfig("[zram3]\nzram-size = 8\n");
@@ -175,7 +183,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
         { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
         { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
-        { "[zram0]\ndeferred-free-capacity = 0", "[zram0] deferred-free-capacity = '0': a whole number" },
+        { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': a whole number" },
+        { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': a whole number" },
         { "[zram0]\nread-only = maybe", "[zram0] read-only = 'maybe': use yes or no" },
         { "[zram0]\nattach = /dev/sda", "[zram0] attach = '/dev/sda': a kernel nbd device" },
         { "[zram0]\nattach = /dev/nbd0\n[zram1]\nattach = /dev/nbd0", "[zram1] attach = '/dev/nbd0': another device attaches" },

@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: zramd against nbdkit's memory plugin (allocator=sparse and allocator=zstd) and,
+# when run as root on a kernel with /sys/class/zram-control, the kernel's own zram with lz4.
+#
+# Every round runs every system once, in the same order (A B C A B C ...), so the drift of a shared machine
+# spreads over all of them; the report gives medians with min/max and the ratios zramd / peer.
+#
+#   scripts/bench/compare.sh [--rounds N] [--runtime SECONDS] [--corpus-mib MIB] [--systems LIST] [--out DIR]
+#
+# Writes docs/BENCHMARKS.md and docs/benchmarks.png (unless --out says elsewhere) and prints the table.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+rounds=3
+runtime=5
+corpus_mib=512
+systems="zramd nbdkit-sparse nbdkit-zstd kernel-zram"
+out=docs
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds=$2; shift 2 ;;
+    --runtime) runtime=$2; shift 2 ;;
+    --corpus-mib) corpus_mib=$2; shift 2 ;;
+    --systems) systems=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
+  esac
+done
+
+# shellcheck source=scripts/lib/prereqs.sh
+. scripts/lib/prereqs.sh
+ensure_runtime_prereqs
+apt_ensure nbdkit fio libnbd-bin jq gnuplot-nox python3 procps
+
+if [[ " $systems " == *" kernel-zram "* ]] && { [ "$(id -u)" -ne 0 ] || [ ! -e /sys/class/zram-control/hot_add ]; }; then
+  echo "kernel zram is not available here (needs root and /sys/class/zram-control): leaving it out" >&2
+  systems=${systems//kernel-zram/}
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/zramd-bench.XXXXXX")
+results="$work/results.tsv"
+: > "$results"
+zram_dev=""
+cleanup() {
+  stop_server || true
+  if [ -n "$zram_dev" ]; then
+    echo 1 > "/sys/block/$zram_dev/reset" 2>/dev/null || true
+    echo "${zram_dev#zram}" > /sys/class/zram-control/hot_remove 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# ---- corpora ---------------------------------------------------------------------------------------------
+{ read -r swap_corpus; read -r fs_corpus; } < <(scripts/make-corpus.sh --size "$corpus_mib")
+corpus_bytes=$(stat -c %s "$swap_corpus")
+
+dotnet build src/ZramDaemon/ZramDaemon.csproj -c Release -nologo -v:q >&2
+zramd=(dotnet "$root/src/ZramDaemon/bin/Release/net10.0/zramd.dll")
+
+# Every device is exactly the corpus's size, so that copying it out reads the corpus and nothing else.
+# ---- servers ---------------------------------------------------------------------------------------------
+server_pid=""
+sock="$work/nbd.sock"
+ctl="$work/zramd.ctl"
+
+wait_for_socket() {
+  for _ in $(seq 1 200); do [ -S "$1" ] && return 0; sleep 0.05; done
+  echo "server did not create $1" >&2; return 1
+}
+
+start_server() { # SYSTEM
+  rm -f "$sock" "$ctl"
+  case "$1" in
+    zramd|zramd-nodefer)
+      # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline.
+      local conf="$work/zramd.conf"
+      printf '[zram0]\ndeferred-free-capacity = %s\n' "$([ "$1" = zramd ] && echo 32768 || echo 0)" > "$conf"
+      "${zramd[@]}" --config "$conf" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 \
+        >"$work/zramd.log" 2>&1 &
+      server_pid=$!; wait_for_socket "$sock"; wait_for_socket "$ctl" ;;
+    nbdkit-sparse|nbdkit-zstd)
+      nbdkit -f -U "$sock" memory "$corpus_bytes" "allocator=${1#nbdkit-}" >"$work/nbdkit.log" 2>&1 &
+      server_pid=$!; wait_for_socket "$sock" ;;
+    kernel-zram)
+      zram_dev=zram$(cat /sys/class/zram-control/hot_add)
+      echo lz4 > "/sys/block/$zram_dev/comp_algorithm"
+      echo "$corpus_bytes" > "/sys/block/$zram_dev/disksize" ;;
+  esac
+}
+
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+  if [ -n "$zram_dev" ]; then
+    echo 1 > "/sys/block/$zram_dev/reset"
+    echo "${zram_dev#zram}" > /sys/class/zram-control/hot_remove
+    zram_dev=""
+  fi
+}
+
+target() { # what nbdcopy reads and writes for the current system
+  if [ -n "$zram_dev" ]; then echo "/dev/$zram_dev"; else echo "nbd+unix:///?socket=$sock"; fi
+}
+
+record() { printf '%s\t%s\t%s\t%s\n' "$round" "$system" "$1" "$2" >> "$results"; }
+
+# mem_used_total in bytes: zramd's stats, or the kernel's mm_stat; nothing for nbdkit (it has no such figure).
+mem_used_total() {
+  case "$system" in
+    zramd*) zramd_stat mem_used_total ;;
+    kernel-zram) awk '{print $3}' "/sys/block/$zram_dev/mm_stat" ;;
+    *) echo "" ;;
+  esac
+}
+
+zramd_stat() { # FIELD of zram0 in `zramd status --json`
+  "${zramd[@]}" status --json --control "$ctl" | jq "[.. | .$1? // empty][0]"
+}
+
+compr_data_size() {
+  case "$system" in
+    zramd*) zramd_stat compr_data_size ;;
+    kernel-zram) awk '{print $2}' "/sys/block/$zram_dev/mm_stat" ;;
+    *) echo "" ;;
+  esac
+}
+
+rss_kib() { # FIELD (VmRSS or VmHWM) of the server process
+  [ -n "$server_pid" ] || { echo ""; return; }
+  awk -v f="$1:" '$1 == f {print $2}' "/proc/$server_pid/status"
+}
+
+seconds_of() { # run a command, print its wall time in seconds
+  local start end
+  start=$(date +%s.%N); "$@" >/dev/null; end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+fio_run() { # NAME RW BS DEPTH JOBS [extra...] -> records NAME (IOPS or MB/s)
+  local name=$1 rw=$2 bs=$3 depth=$4 jobs=$5; shift 5
+  local per_job=$(( corpus_bytes / jobs / 4096 * 4096 ))
+  local engine
+  if [ -n "$zram_dev" ]; then
+    engine=(--ioengine=libaio --direct=1 --filename="/dev/$zram_dev")
+    [ "$depth" -eq 1 ] && engine=(--ioengine=psync --direct=1 --filename="/dev/$zram_dev")
+  else
+    engine=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
+  fi
+  fio --name="$name" "${engine[@]}" --rw="$rw" --bs="$bs" --iodepth="$depth" --numjobs="$jobs" \
+      --size="$per_job" --offset_increment="$per_job" --group_reporting \
+      --time_based --runtime="$runtime" --ramp_time=1 "$@" \
+      --output-format=json --output="$work/fio.json" >/dev/null 2>"$work/fio.err" \
+    || { cat "$work/fio.err" >&2; return 1; }
+  local dir=read; [[ "$rw" == *write* ]] && dir=write
+  if [ "$bs" = 4k ]; then
+    record "$name" "$(jq ".jobs[0].$dir.iops" "$work/fio.json")"
+  else
+    record "$name" "$(jq ".jobs[0].$dir.bw_bytes / 1000000" "$work/fio.json")"
+  fi
+}
+
+# ---- one system, one round ---------------------------------------------------------------------------------
+run_system() {
+  local gib
+  gib=$(echo "$corpus_bytes / 1073741824" | bc -l)
+  for corpus in swap fs; do
+    local file=$swap_corpus; [ $corpus = fs ] && file=$fs_corpus
+    start_server "$system"
+    record "idle_rss_mib" "$(awk -v k="$(rss_kib VmRSS)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
+    record "nbdcopy_in_${corpus}_mbps" "$(echo "$corpus_bytes / 1000000 / $(seconds_of nbdcopy "$file" "$(target)")" | bc -l)"
+    record "nbdcopy_out_${corpus}_mbps" "$(echo "$corpus_bytes / 1000000 / $(seconds_of nbdcopy "$(target)" "$work/out.bin")" | bc -l)"
+    cmp -s "$file" "$work/out.bin" || { echo "$system returned different data for the $corpus corpus" >&2; exit 1; }
+    rm -f "$work/out.bin"
+    local used; used=$(mem_used_total)
+    [ -n "$used" ] && record "mem_used_mib_per_gib_${corpus}" "$(echo "$used / 1048576 / $gib" | bc -l)"
+    local rss; rss=$(rss_kib VmRSS)
+    [ -n "$rss" ] && record "rss_mib_per_gib_${corpus}" "$(echo "$rss / 1024 / $gib" | bc -l)"
+    if [ $corpus = swap ]; then
+      # Reads go over the real corpus just written.
+      fio_run seq_read_128k read 128k 16 1
+      fio_run randread_4k_qd1 randread 4k 1 1
+      fio_run randread_4k_qd32 randread 4k 32 1
+      fio_run randread_4k_qd32_2j randread 4k 32 2
+      # Writes: fio cannot write from a file, so its buffers compress like the corpus does with LZ4.
+      local ratio pct
+      ratio=$(echo "$(compr_data_size_or_default) / $corpus_bytes" | bc -l)
+      pct=$(printf '%.0f' "$(echo "(1 - $ratio) * 100" | bc -l)")
+      local buf=(--buffer_compress_percentage="$pct" --buffer_compress_chunk=4k --refill_buffers)
+      fio_run seq_write_128k write 128k 16 1 "${buf[@]}"
+      fio_run randwrite_4k_qd1 randwrite 4k 1 1 "${buf[@]}"
+      fio_run randwrite_4k_qd32 randwrite 4k 32 1 "${buf[@]}"
+      fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
+      record "vmhwm_mib" "$(awk -v k="$(rss_kib VmHWM)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
+    fi
+    stop_server
+  done
+}
+
+# The LZ4 ratio of the swap-like corpus, measured once on zramd or the kernel; 0.37 (the kernel's figure here)
+# until one of them has stored it.
+lz4_ratio_bytes=""
+compr_data_size_or_default() {
+  local c; c=$(compr_data_size)
+  if [ -n "$c" ] && [ "$c" != null ] && [ "$c" -gt 0 ]; then lz4_ratio_bytes=$c; fi
+  if [ -n "$lz4_ratio_bytes" ]; then echo "$lz4_ratio_bytes"; else echo "$corpus_bytes * 0.37" | bc -l; fi
+}
+
+# ---- trims with and without deferred free, then compaction (zramd and the kernel) ----------------------
+run_compaction() {
+  start_server "$system"
+  nbdcopy "$swap_corpus" "$(target)"
+  local before_trim; before_trim=$(mem_used_total)
+  local trim_engine=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
+  [ -n "$zram_dev" ] && trim_engine=(--ioengine=psync --filename="/dev/$zram_dev")
+  # Half of the device in random 256 KiB extents (64 slots a request), so that the cost of freeing shows
+  # next to the cost of a request; with the queue the frees leave the request path.
+  local t; t=$(seconds_of fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=256k --iodepth=16 \
+      --size="$corpus_bytes" --io_size=$(( corpus_bytes / 2 )) --randrepeat=1 --output-format=json)
+  record "trim_half_s" "$t"
+  # Let queued frees drain (zramd's device thread drains its queue every second), for every system alike.
+  sleep 1.5
+  local used compr
+  used=$(mem_used_total); compr=$(compr_data_size)
+  record "overhead_after_trim_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
+  local c
+  if [ "$system" != kernel-zram ]; then
+    # The daemon's own compaction time, not the CLI's start-up: the delta of compaction_time_us.
+    local before after
+    before=$(zramd_stat compaction_time_us)
+    "${zramd[@]}" compact --control "$ctl" >/dev/null
+    after=$(zramd_stat compaction_time_us)
+    c=$(echo "($after - $before) / 1000000" | bc -l)
+  else
+    c=$(seconds_of sh -c "echo 1 > /sys/block/$zram_dev/compact")
+  fi
+  record "compact_s" "$c"
+  used=$(mem_used_total); compr=$(compr_data_size)
+  record "overhead_after_compact_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
+  : "$before_trim"
+  stop_server
+}
+
+apt_ensure bc
+for round in $(seq 1 "$rounds"); do
+  for system in $systems; do
+    echo "round $round: $system" >&2
+    run_system
+    case "$system" in zramd|kernel-zram) run_compaction ;; esac
+  done
+  if [[ " $systems " == *" zramd "* ]]; then
+    system=zramd-nodefer
+    echo "round $round: $system (trims only)" >&2
+    run_compaction
+  fi
+done
+
+mkdir -p "$out"
+python3 scripts/bench/report.py "$results" "$out" "$rounds" "$runtime" "${corpus_mib} MiB"

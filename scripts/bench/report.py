@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Turns compare.sh's results (round, system, metric, value) into one table of medians with min/max and the
+ratios zramd / peer, written to BENCHMARKS.md with the date and machine, and a gnuplot chart."""
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+results, out_dir, rounds, runtime, corpus_size = sys.argv[1:6]
+
+values = defaultdict(list)
+systems, metrics = [], []
+with open(results) as f:
+    for line in f:
+        _round, system, metric, value = line.rstrip("\n").split("\t")
+        if value in ("", "null"):
+            continue
+        if system not in systems:
+            systems.append(system)
+        if metric not in metrics:
+            metrics.append(metric)
+        values[(system, metric)].append(float(value))
+
+# Higher is better for throughput; lower is better for memory, time and overhead.
+LOWER_IS_BETTER = ("mem_", "rss_", "idle_rss", "vmhwm", "_s", "overhead")
+
+
+def lower_is_better(metric):
+    return any(metric.startswith(p) or metric.endswith(p) for p in LOWER_IS_BETTER)
+
+
+def cell(system, metric):
+    v = values.get((system, metric))
+    if not v:
+        return "", None
+    med = statistics.median(v)
+    return f"{med:,.1f} ({min(v):,.1f}–{max(v):,.1f})", med
+
+
+peers = [s for s in systems if s != "zramd"]
+header = ["metric"] + systems + [f"zramd / {p}" for p in peers]
+rows = []
+medians = {}
+for m in metrics:
+    row = [m + (" ↓" if lower_is_better(m) else " ↑")]
+    for s in systems:
+        text, med = cell(s, m)
+        medians[(s, m)] = med
+        row.append(text)
+    for p in peers:
+        a, b = medians.get(("zramd", m)), medians.get((p, m))
+        row.append(f"{a / b:.2f}x" if a is not None and b else "")
+    rows.append(row)
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+cpu = "unknown CPU"
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+machine = f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Linux {platform.release()}"
+now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+md = f"""# Benchmarks
+
+Produced by `scripts/bench/compare.sh` on {now}.
+Machine: {machine}.
+{rounds} rounds, systems interleaved in each round; fio runs of {runtime} s; corpora of {corpus_size}.
+Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios are zramd's median over the peer's.
+Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
+
+{table(header, rows)}
+
+![throughput and memory](benchmarks.png)
+"""
+with open(os.path.join(out_dir, "BENCHMARKS.md"), "w") as f:
+    f.write(md)
+print(table(header, rows))
+
+# Chart: throughput figures and memory per GiB side by side, one bar per system.
+throughput = [m for m in metrics if not lower_is_better(m)]
+memory = [m for m in metrics if m.startswith(("mem_used", "rss_mib_per_gib"))]
+dat = os.path.join(out_dir, ".benchmarks.dat")
+with open(dat, "w") as f:
+    for block in (throughput, memory):
+        f.write("metric " + " ".join(systems) + "\n")
+        for m in block:
+            f.write(m + " " + " ".join(str(medians.get((s, m)) or 0) for s in systems) + "\n")
+        f.write("\n\n")
+png = os.path.join(out_dir, "benchmarks.png")
+script = f"""
+set terminal pngcairo size 1400,900 noenhanced
+set output '{png}'
+set multiplot layout 2,1
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.8 border -1
+set key outside right
+set xtics rotate by -30
+set grid ytics
+set logscale y
+set title 'Throughput (MB/s for 128k and nbdcopy, IOPS for 4k), log scale; higher is better'
+plot for [i=2:{len(systems) + 1}] '{dat}' index 0 using i:xtic(1) title columnheader(i)
+unset logscale y
+set title 'MiB of RAM per GiB stored; lower is better'
+plot for [i=2:{len(systems) + 1}] '{dat}' index 1 using i:xtic(1) title columnheader(i)
+unset multiplot
+"""
+subprocess.run(["gnuplot"], input=script, text=True, check=True)
+os.remove(dat)
+print(f"wrote {os.path.join(out_dir, 'BENCHMARKS.md')} and {png}")

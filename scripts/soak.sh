@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Soak: fio's nbd engine against a real zramd for SOAK_SECONDS (default 600), with crc32c verification, mixed
+# random writes, trims and reads over 4 connections, and memory limits tight enough that background
+# compaction and ENOSPC both happen. Not part of ./scripts/test.sh. Prints the bytes each job moved, the
+# devices' counters, and fails on any verify error or any failed write where none may happen.
+#
+# Layout, and why: with one global limit any writer may get ENOSPC, and fio's verifying writers treat a
+# refused write as fatal (and would then verify data that was never stored). So the daemon serves two devices:
+#   zram0 (128 MiB, limit 80 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
+#     verify_backlog=512, verify_fatal=1), each on its own 40 MiB region, half-compressible buffers refilled
+#     per write (objects of many sizes, so overwrites fragment the pool). Their data (~45-60 MiB in the pool
+#     with fragmentation) fits under the limit but stays above the watermark (40 MiB), so background
+#     compaction runs all the time; a failed write here fails the soak (failed_writes must stay 0).
+#   zram1 (256 MiB, limit 16 MiB): a randwrite churn job (incompressible, continue_on_error=write,
+#     ignore_error=ENOSPC) and a rate-limited randtrim job (100 x 64 KiB/s, slower than the writes) on the
+#     same range: the pool hits the limit, writes get ENOSPC (failed_writes must grow), trims free room,
+#     writes succeed again.
+# (fio 3.33: trim_percentage/trim_verify_zero with verify abort fio in fio_ro_check, and randtrimwrite
+# only trims, so trims stay in a job without verification.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${SOAK_SECONDS:-600}"
+work="$(mktemp -d)"
+zramd_pid=""
+cleanup() {
+  if [ -n "$zramd_pid" ] && kill -0 "$zramd_pid" 2>/dev/null; then
+    kill -TERM "$zramd_pid"
+    wait "$zramd_pid" || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# SOAK_ZRAMD: a built zramd.dll to use instead of building one (the test run passes its own).
+if [ -z "${SOAK_ZRAMD:-}" ]; then
+  dotnet build src/ZramDaemon/ZramDaemon.csproj -c Release -nologo -v:q >&2
+fi
+zramd=(dotnet "${SOAK_ZRAMD:-src/ZramDaemon/bin/Release/net10.0/zramd.dll}")
+
+cat > "$work/zramd.conf" <<CONF
+[zramd]
+listen = unix:$work/zramd.sock
+control = $work/zramd.ctl
+lock-memory = no
+
+[zram0]
+zram-size = 128M
+zram-resident-limit = 80M
+compact-watermark = 50
+
+[zram1]
+zram-size = 256M
+zram-resident-limit = 16M
+CONF
+
+"${zramd[@]}" --config "$work/zramd.conf" > "$work/zramd.log" 2>&1 &
+zramd_pid=$!
+for _ in $(seq 300); do [ -S "$work/zramd.ctl" ] && break; sleep 0.1; done
+[ -S "$work/zramd.ctl" ] || { cat "$work/zramd.log"; echo "soak: zramd did not start" >&2; exit 1; }
+
+uri0="nbd+unix:///zram0?socket=$work/zramd.sock"
+uri1="nbd+unix:///zram1?socket=$work/zramd.sock"
+cat > "$work/soak.fio" <<FIO
+[global]
+ioengine=nbd
+bs=4k
+iodepth=16
+time_based=1
+runtime=$seconds
+
+[verify-a]
+uri=$uri0
+rw=randwrite
+offset=0
+size=40M
+verify=crc32c
+verify_backlog=512
+verify_fatal=1
+buffer_compress_percentage=50
+refill_buffers=1
+
+[verify-b]
+uri=$uri0
+rw=randwrite
+offset=40M
+size=40M
+verify=crc32c
+verify_backlog=512
+verify_fatal=1
+buffer_compress_percentage=50
+refill_buffers=1
+
+[churn-write]
+uri=$uri1
+rw=randwrite
+size=256M
+continue_on_error=write
+ignore_error=,ENOSPC
+
+[churn-trim]
+uri=$uri1
+rw=randtrim
+bs=64k
+rate_iops=100
+size=256M
+FIO
+
+echo "soak: $seconds s, fio $(fio --version) against zramd (pid $zramd_pid)"
+status=0
+fio --output-format=json --output="$work/fio.json" "$work/soak.fio" || status=$?
+"${zramd[@]}" status --json --control "$work/zramd.ctl" > "$work/status.json"
+
+python3 - "$work/fio.json" "$work/status.json" "$status" <<'PY'
+import json, sys
+fio = json.load(open(sys.argv[1]))
+status = json.load(open(sys.argv[2]))
+fio_exit = int(sys.argv[3])
+
+def devices(node):
+    if isinstance(node, dict):
+        if "failed_writes" in node:
+            yield node
+        for v in node.values():
+            yield from devices(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from devices(v)
+
+moved = {"read": 0, "write": 0, "trim": 0}
+verify_errors = 0
+for job in fio["jobs"]:
+    for d in moved:
+        moved[d] += job[d]["io_bytes"]
+    errors = job.get("error", 0)
+    if job["jobname"].startswith("verify") and errors:
+        verify_errors += 1
+    print(f"{job['jobname']:12} read {job['read']['io_bytes'] >> 20:7} MiB  write {job['write']['io_bytes'] >> 20:7} MiB  "
+          f"trim {job['trim']['io_bytes'] >> 20:7} MiB  error {errors} ({job.get('total_err', 0)} ignored)")
+print(f"moved: read {moved['read'] >> 20} MiB, written {moved['write'] >> 20} MiB, trimmed {moved['trim'] >> 20} MiB "
+      f"({moved['read'] + moved['write']} bytes read and written)")
+found = {d.get("name", d.get("device", "?")): d for d in devices(status)}
+for name, d in sorted(found.items()):
+    print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes {d['failed_writes']}, "
+          f"compaction_runs {d['compaction_runs']}, pages_compacted {d['pages_compacted']}, failed_reads {d['failed_reads']}")
+problems = []
+if fio_exit != 0:
+    problems.append(f"fio exited {fio_exit}")
+if verify_errors:
+    problems.append(f"{verify_errors} verify job(s) failed")
+zram0, zram1 = found.get("zram0"), found.get("zram1")
+if zram0 is None or zram1 is None:
+    problems.append("zramd status did not list zram0 and zram1")
+else:
+    if zram0["failed_writes"] or zram0["failed_reads"]:
+        problems.append("zram0 (the verified device) failed a request")
+    if zram0["compaction_runs"] == 0:
+        problems.append("no background compaction ran on zram0")
+    if zram1["failed_writes"] == 0:
+        problems.append("zram1 never reached ENOSPC: the limit is not tight enough")
+print("verify errors: 0" if not verify_errors and fio_exit == 0 else "verify errors: see above")
+if problems:
+    print("SOAK FAILED: " + "; ".join(problems))
+    sys.exit(1)
+print("SOAK PASSED")
+PY

@@ -1,0 +1,226 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd;
+using Nbd.Devices;
+using Nbd.Protocol;
+using Xunit.Abstractions;
+using ZramDaemon.Device;
+
+namespace ZramDaemon.Tests.Faults;
+
+/// <summary>
+/// Faults over real Unix sockets against the real server and a <see cref="ZramDevice"/>: clients that die in
+/// the middle of a WRITE, thousands of connections dropped mid-handshake next to a client doing verified
+/// I/O, and a memory limit reached through NBD. Each case checks the bytes, not just that nothing crashed.
+/// </summary>
+[Collection(FaultCollection.Name)]
+public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private const int Page = 4096;
+
+    private readonly string _directory = Path.Combine(Path.GetTempPath(), "zram-fault-" + Guid.NewGuid().ToString("N")[..12]);
+    private readonly CancellationTokenSource _cancel = new();
+    private ZramDevice _device = null!;
+    private NbdServer _server = null!;
+    private NbdListener _listener = null!;
+    private Task _serving = Task.CompletedTask;
+
+    private string SocketPath => Path.Combine(_directory, "nbd.sock");
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        if (_device is not null)
+        {
+            await _cancel.CancelAsync();
+            await _server.StopAsync(TimeSpan.FromSeconds(2));
+            await _serving;
+            _listener.Dispose();
+            await _server.DisposeAsync();
+            _device.Dispose();
+        }
+
+        _cancel.Dispose();
+        Directory.Delete(_directory, recursive: true);
+    }
+
+    [Fact]
+    public async Task A_client_killed_in_the_middle_of_a_write_changes_no_block()
+    {
+        Start(new ZramDeviceOptions { Name = "zram0", DiskSize = 16L << 20 });
+        var random = new Random(11);
+        byte[] before = new byte[256 * 1024];
+        random.NextBytes(before);
+        using WireClient owner = await WireClient.OpenAsync(SocketPath, "zram0");
+        for (int i = 0; i < before.Length; i += 64 * 1024)
+        {
+            Assert.Equal(NbdError.None, await owner.WriteAsync(i, before[i..(i + (64 * 1024))]));
+        }
+
+        // Cut points: inside the header, right after it, one byte into the payload, mid-page, one byte short.
+        int[] cuts = [10, RequestHeader.Size, RequestHeader.Size + 1, RequestHeader.Size + 6000, RequestHeader.Size + (64 * 1024) - 1];
+        foreach (int cut in cuts)
+        {
+            using WireClient victim = await WireClient.OpenAsync(SocketPath, "zram0");
+            byte[] payload = new byte[64 * 1024];
+            payload.AsSpan().Fill(0xEE);
+            byte[] request = [.. WireClient.Header(CommandType.Write, 9, 8192, payload.Length), .. payload];
+            await victim.SendAsync(request[..cut]);
+            victim.Kill();
+            await WaitForConnectionsAsync(1);
+            byte[] after = await owner.ReadAsync(0, before.Length);
+            Assert.True(before.AsSpan().SequenceEqual(after), $"a write cut at byte {cut} of {request.Length} changed the device");
+        }
+
+        ZramStats stats = _device.GetStats();
+        Assert.Equal(0, stats.FailedWrites + stats.InvalidIo);
+        Assert.Equal(before.Length, stats.OrigDataSize);
+    }
+
+    [Fact]
+    public async Task Thousands_of_connections_dropped_mid_handshake_leave_a_working_client_and_no_memory_behind()
+    {
+        Start(new ZramDeviceOptions { Name = "zram0", DiskSize = 16L << 20 });
+        using WireClient witness = await WireClient.OpenAsync(SocketPath, "zram0");
+        byte[] go = WireClient.GoOption("zram0");
+        await DropConnectionsAsync(go, 200, new Random(1)); // warm up pools and JIT before the idle figure
+        (long heapIdle, long rssIdle) = MemoryNow();
+
+        using var stop = new CancellationTokenSource();
+        Task<int> io = VerifiedIoAsync(witness, stop.Token);
+        var clock = Stopwatch.StartNew();
+        const int connections = 3000;
+        await DropConnectionsAsync(go, connections, new Random(2));
+        TimeSpan dropping = clock.Elapsed;
+        await stop.CancelAsync();
+        int verified = await io;
+        await WaitForConnectionsAsync(1);
+
+        (long heapAfter, long rssAfter) = MemoryNow();
+        output.WriteLine($"{connections} dropped connections in {dropping.TotalSeconds:F1} s; witness verified {verified} writes meanwhile; " +
+            $"managed heap {heapIdle >> 10} -> {heapAfter >> 10} KiB, RSS {rssIdle >> 20} -> {rssAfter >> 20} MiB");
+        Assert.True(verified > 0, "the witness did no I/O while the connections were dropped");
+        Assert.True(heapAfter - heapIdle < 16 << 20, $"managed heap {heapIdle >> 10} -> {heapAfter >> 10} KiB");
+        Assert.True(rssAfter - rssIdle < 128 << 20, $"RSS {rssIdle >> 20} -> {rssAfter >> 20} MiB");
+        Assert.Equal(0, _device.GetStats().FailedWrites);
+    }
+
+    [Fact]
+    public async Task Past_the_memory_limit_writes_get_ENOSPC_other_blocks_stay_and_trims_make_room()
+    {
+        Start(new ZramDeviceOptions { Name = "zram0", DiskSize = 64L << 20, MemLimit = 2L << 20 });
+        using WireClient client = await WireClient.OpenAsync(SocketPath, "zram0");
+        var random = new Random(3);
+        var written = new List<byte[]>();
+        NbdError error = NbdError.None;
+        var page = new byte[Page];
+        while (written.Count < 4096)
+        {
+            random.NextBytes(page); // incompressible
+            error = await client.WriteAsync((long)written.Count * Page, page);
+            if (error != NbdError.None)
+            {
+                break;
+            }
+
+            written.Add([.. page]);
+        }
+
+        Assert.Equal(NbdError.NoSpace, error);
+        Assert.True(written.Count > 32, $"only {written.Count} pages fit");
+        // The same connection goes on: the refused page reads as zeros, every acknowledged one is intact.
+        Assert.True((await client.ReadAsync((long)written.Count * Page, Page)).AsSpan().IndexOfAnyExcept((byte)0) < 0);
+        byte[] all = await client.ReadAsync(0, written.Count * Page);
+        for (int i = 0; i < written.Count; i++)
+        {
+            Assert.True(all.AsSpan(i * Page, Page).SequenceEqual(written[i]), $"page {i} changed after ENOSPC");
+        }
+
+        // Trim every other page: freed objects are scattered over zspages, so only compaction returns them.
+        for (int i = 0; i < written.Count; i += 2)
+        {
+            Assert.Equal(NbdError.None, await client.TrimAsync((long)i * Page, Page));
+        }
+
+        Assert.Equal(NbdError.None, await client.WriteAsync((long)written.Count * Page, page));
+        Assert.True((await client.ReadAsync((long)written.Count * Page, Page)).AsSpan().SequenceEqual(page));
+        Assert.True((await client.ReadAsync(Page, Page)).AsSpan().SequenceEqual(written[1]));
+        Assert.True(_device.GetStats().FailedWrites >= 1);
+    }
+
+    private void Start(ZramDeviceOptions options)
+    {
+        Directory.CreateDirectory(_directory);
+        _device = new ZramDevice(options, NullLoggerFactory.Instance);
+        _server = new NbdServer(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromSeconds(5) }, NullLoggerFactory.Instance);
+        _server.AddExport(new NbdExport("zram0", "fault test device", _device));
+        _listener = NbdListener.BindUnix(SocketPath);
+        _serving = _server.ServeAsync(_listener, _cancel.Token);
+    }
+
+    /// <summary>Opens and drops <paramref name="count"/> connections, 8 at a time, each cut at a random point
+    /// of the handshake (before the greeting is read, or after 0 to all-but-one bytes of flags and GO).</summary>
+    private async Task DropConnectionsAsync(byte[] go, int count, Random random)
+    {
+        int[] cuts = [.. Enumerable.Range(0, count).Select(_ => random.Next(-1, go.Length))];
+        bool[] kills = [.. Enumerable.Range(0, count).Select(_ => random.Next(2) == 0)];
+        int next = -1;
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            for (int i = Interlocked.Increment(ref next); i < count; i = Interlocked.Increment(ref next))
+            {
+                using WireClient client = await WireClient.ConnectAsync(SocketPath);
+                if (cuts[i] >= 0)
+                {
+                    await client.ReceiveExactAsync(ServerGreeting.Length);
+                    await client.SendAsync(go[..cuts[i]]);
+                }
+
+                if (kills[i])
+                {
+                    client.Kill();
+                }
+            }
+        })));
+    }
+
+    /// <summary>Writes and reads back distinct pages until stopped; returns how many round trips matched.</summary>
+    private static async Task<int> VerifiedIoAsync(WireClient client, CancellationToken stop)
+    {
+        var random = new Random(4);
+        var page = new byte[Page];
+        int verified = 0;
+        while (!stop.IsCancellationRequested || verified == 0)
+        {
+            random.NextBytes(page);
+            long offset = (long)random.Next(4096) * Page;
+            Assert.Equal(NbdError.None, await client.WriteAsync(offset, page));
+            Assert.True((await client.ReadAsync(offset, Page)).AsSpan().SequenceEqual(page), $"witness read back other data at {offset}");
+            verified++;
+        }
+
+        return verified;
+    }
+
+    private async Task WaitForConnectionsAsync(int expected)
+    {
+        var clock = Stopwatch.StartNew();
+        while (_server.ConnectionCount != expected && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(expected, _server.ConnectionCount);
+    }
+
+    private static (long Heap, long Rss) MemoryNow()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        using var self = Process.GetCurrentProcess();
+        self.Refresh();
+        return (GC.GetTotalMemory(true), self.WorkingSet64);
+    }
+}

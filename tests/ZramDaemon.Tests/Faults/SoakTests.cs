@@ -1,0 +1,37 @@
+using System.Diagnostics;
+using Xunit.Abstractions;
+using ZramDaemon.Tests.Daemon;
+
+namespace ZramDaemon.Tests.Faults;
+
+/// <summary>The short version of scripts/soak.sh: the same fio layout against the real zramd for 15 s. It fails
+/// on a verify error, a failed write on the verified device, no compaction, or no ENOSPC on the churn device.</summary>
+public class SoakTests(ITestOutputHelper output)
+{
+    [Fact]
+    public async Task A_short_soak_with_fio_verifies_every_block_through_compaction_and_ENOSPC()
+    {
+        string root = AppContext.BaseDirectory;
+        while (!File.Exists(Path.Combine(root, "scripts", "soak.sh")))
+        {
+            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("scripts/soak.sh not found above the test directory");
+        }
+
+        var info = new ProcessStartInfo("bash", [Path.Combine(root, "scripts", "soak.sh")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = root,
+        };
+        info.Environment["SOAK_SECONDS"] = "15";
+        info.Environment["SOAK_ZRAMD"] = ZramdProcess.DllPath;
+        using var process = Process.Start(info)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await process.WaitForExitAsync(timeout.Token);
+        output.WriteLine(await stdout);
+        Assert.True(process.ExitCode == 0, $"soak failed:\n{await stdout}\n{await stderr}");
+        Assert.Contains("SOAK PASSED", await stdout);
+    }
+}
