@@ -18,7 +18,14 @@ apt_ensure() {
 RUNTIME_PACKAGES=(liblz4-1 libzstd1)
 
 # What the tests need besides: real NBD clients and servers, and qemu to boot a kernel with the nbd driver.
-TEST_PACKAGES=(nbd-client nbdkit libnbd-bin python3-libnbd qemu-utils fio openssl systemd)
+TEST_PACKAGES=(
+  # Real NBD clients and servers for the protocol and daemon tests.
+  nbd-client nbdkit libnbd-bin python3-libnbd qemu-utils fio openssl
+  # VM tests (scripts/vm/): qemu boots Debian's cloud kernel with an initramfs made of these tools.
+  qemu-system-x86 busybox-static cpio e2fsprogs util-linux gcc libc6-dev
+  # systemd-analyze verify for the units; dpkg-deb builds the package.
+  systemd dpkg
+)
 
 ensure_runtime_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}"; }
 ensure_test_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Net.Sockets;
+using ZramDaemon.Attach;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Hosting;
@@ -134,7 +135,40 @@ public static class ZramdCommandLine
             root.Add(command);
         }
 
+        AddAttachVerbs(root, output, error);
         return root;
+    }
+
+    /// <summary>attach and detach bind a device to a kernel /dev/nbdN themselves (Attach/), without the control socket.</summary>
+    private static void AddAttachVerbs(RootCommand root, TextWriter output, TextWriter error)
+    {
+        Argument<string> name = NameArgument();
+        var device = new Argument<string?>("DEVICE") { Description = "The kernel device, /dev/nbdN; a free one when omitted", Arity = ArgumentArity.ZeroOrOne };
+        var socket = new Option<string>("--socket")
+        {
+            Description = "The daemon's NBD listener: unix:PATH (or a bare path) or tcp:HOST:PORT. Default: zramd.sock in the default runtime directory",
+            HelpName = "ADDRESS",
+        };
+        var ioctl = new Option<bool>("--ioctl") { Description = "Use the NBD_SET_SOCK/NBD_DO_IT ioctls, staying in the foreground while attached, instead of netlink" };
+        var attach = new Command("attach", "Bind a device to a kernel /dev/nbdN through the nbd netlink interface (no nbd-client needed; needs root)")
+        {
+            name, device, socket, ioctl,
+        };
+        attach.SetAction(result =>
+        {
+            string? given = result.GetValue(socket);
+            string server = given is null
+                ? "unix:" + Path.Combine(RuntimePaths.RequireDefaultDirectory(SystemFacts.Current()), RuntimePaths.SocketFileName)
+                : given.Contains(':', StringComparison.Ordinal) ? given : "unix:" + Path.GetFullPath(given);
+            return AttachCommand.Attach(result.GetValue(name)!, result.GetValue(device), server,
+                result.GetValue(ioctl) ? NbdAttachMethod.Ioctl : null, output, error);
+        });
+        root.Add(attach);
+
+        var detachDevice = new Argument<string>("DEVICE") { Description = "The kernel device, /dev/nbdN" };
+        var detach = new Command("detach", "Disconnect a kernel /dev/nbdN (after swapoff or umount)") { detachDevice };
+        detach.SetAction(result => AttachCommand.Detach(result.GetValue(detachDevice)!, error));
+        root.Add(detach);
     }
 
     private static Argument<string> NameArgument() => new("NAME") { Description = "The device (export name), e.g. zram0" };

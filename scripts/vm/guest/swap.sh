@@ -1,0 +1,14 @@
+# swap: mkswap and swapon --discard on the NBD device, then fill more memory than the guest has (ZT_FILL_MIB,
+# default 384 in a 256 MiB guest) with per-page content and verify every page; report swap use; swapoff.
+. /zt/lib.sh
+nbd_up /dev/nbd0 -swap
+/usr/sbin/mkswap /dev/nbd0 >/dev/null
+/usr/sbin/swapon --discard /dev/nbd0
+zt swap.mem_total_kib "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
+/zt/memfill "${ZT_FILL_MIB:-384}" && rc=0 || rc=$?
+zt swap.memfill_rc "$rc"
+# /proc/swaps: Filename Type Size Used Priority; "Used" after the fill program has exited.
+zt swap.proc_swaps_line "$(awk '$1 == "/dev/nbd0" { print $1 "," $3 "," $4 }' /proc/swaps)"
+/usr/sbin/swapoff /dev/nbd0 && rc=0 || rc=$?
+zt swap.swapoff_rc "$rc"
+nbd_down /dev/nbd0

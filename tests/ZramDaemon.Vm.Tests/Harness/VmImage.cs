@@ -1,0 +1,39 @@
+namespace ZramDaemon.Vm.Tests.Harness;
+
+/// <summary>
+/// The kernel and initramfs the guest boots, made by scripts/vm/initramfs.sh (which fetches Debian's cloud
+/// kernel into .cache/vm once). <see cref="Build"/> may add files, e.g. a zramd publish for the attach test.
+/// </summary>
+public sealed class VmImage
+{
+    private VmImage(string kernel, string initrd)
+    {
+        Kernel = kernel;
+        Initrd = initrd;
+    }
+
+    public string Kernel { get; }
+
+    public string Initrd { get; }
+
+    /// <param name="name">names the initramfs file, so that images with different contents coexist.</param>
+    /// <param name="additions">host path = guest path pairs copied into the image.</param>
+    public static VmImage Build(string name, params string[] additions)
+    {
+        var arguments = new List<string> { "--name", name };
+        foreach (string add in additions)
+        {
+            arguments.Add("--add");
+            arguments.Add(add);
+        }
+
+        ProcessResult result = ProcessRunner.Run(Path.Combine(Repository.VmScripts, "initramfs.sh"), arguments, TimeSpan.FromMinutes(5));
+        if (result.ExitCode != 0)
+        {
+            throw new InvalidOperationException("initramfs.sh failed: " + result.Describe());
+        }
+
+        var values = KeyValueLines.Parse(result.StandardOutput, prefix: string.Empty);
+        return new VmImage(values["kernel"], values["initrd"]);
+    }
+}
