@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
 using ZramDaemon.Configuration;
+using ZramDaemon.Native;
 
 namespace ZramDaemon.Attach;
 

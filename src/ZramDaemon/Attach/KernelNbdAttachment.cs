@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
+using ZramDaemon.Native;
 
 namespace ZramDaemon.Attach;
 

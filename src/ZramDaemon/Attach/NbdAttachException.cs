@@ -1,3 +1,4 @@
+using ZramDaemon.Native;
 namespace ZramDaemon.Attach;
 
 /// <summary>Binding an export to /dev/nbdX failed; the message says what to do. <see cref="Errno"/> is the

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using ZramDaemon.Native;
 
 namespace ZramDaemon.Attach;
 

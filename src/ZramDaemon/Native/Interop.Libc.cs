@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace ZramDaemon.Native;
 
-/// <summary>The libc calls the daemon needs for swap safety that .NET does not expose.</summary>
+/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety, socket files, and binding an
+/// NBD connection to a kernel /dev/nbdX.</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -39,5 +40,59 @@ internal static partial class Interop
         /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
         internal static int StatModeOffset => System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture
             == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
+
+        // ---- binding an NBD connection to /dev/nbdX (Attach/): a socketpair, a generic netlink socket
+        // (AF_NETLINK has no .NET Socket support) and the nbd ioctls of the fallback path.
+
+        // <sys/socket.h>, <linux/netlink.h>
+        internal const int AfUnix = 1;
+        internal const int AfNetlink = 16;
+        internal const int SockStream = 1;
+        internal const int SockRaw = 3;
+        internal const int SockCloexec = 0x80000;
+        internal const int NetlinkGeneric = 16;
+
+        // <fcntl.h>
+        internal const int ORdWr = 2;
+        internal const int OCloexec = 0x80000;
+
+        // <errno.h>
+        internal const int EIntr = 4;
+        internal const int ENoEnt = 2;
+        internal const int EBusy = 16;
+        internal const int ENotTy = 25;
+        internal const int EInval = 22;
+        internal const int EPerm = 1;
+
+        [LibraryImport(LibraryName, EntryPoint = "socket", SetLastError = true)]
+        internal static partial int Socket(int domain, int type, int protocol);
+
+        [LibraryImport(LibraryName, EntryPoint = "socketpair", SetLastError = true)]
+        internal static partial int SocketPair(int domain, int type, int protocol, Span<int> fds);
+
+        /// <summary>bind(2) with a struct sockaddr_nl of all zeros but the family: the kernel picks our port id.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "bind", SetLastError = true)]
+        internal static partial int Bind(int fd, ReadOnlySpan<byte> address, int addressLength);
+
+        [LibraryImport(LibraryName, EntryPoint = "send", SetLastError = true)]
+        internal static partial nint Send(int fd, ReadOnlySpan<byte> buffer, nuint length, int flags);
+
+        [LibraryImport(LibraryName, EntryPoint = "recv", SetLastError = true)]
+        internal static partial nint Receive(int fd, Span<byte> buffer, nuint length, int flags);
+
+        [LibraryImport(LibraryName, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Open(string path, int flags);
+
+        [LibraryImport(LibraryName, EntryPoint = "close", SetLastError = true)]
+        internal static partial int Close(int fd);
+
+        /// <summary>ioctl(2) with an integer argument (every nbd ioctl takes one or none).</summary>
+        [LibraryImport(LibraryName, EntryPoint = "ioctl", SetLastError = true)]
+        internal static partial int Ioctl(int fd, nuint request, nuint argument);
+
+        [LibraryImport(LibraryName, EntryPoint = "strerror")]
+        private static partial nint StrError(int errno);
+
+        internal static string Describe(int errno) => Marshal.PtrToStringUTF8(StrError(errno)) ?? $"errno {errno}";
     }
 }
