@@ -12,34 +12,20 @@ namespace ZramDaemon.Tests.Device;
 public sealed class ZramDeviceNbdTests : IAsyncLifetime
 {
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "zram-nbd-" + Guid.NewGuid().ToString("N")[..12]);
-    private readonly CancellationTokenSource _cancel = new();
-    private ZramDevice _device = null!;
-    private NbdServer _server = null!;
-    private NbdListener _listener = null!;
-    private Task _serving = Task.CompletedTask;
+    private ServedZramDevice _served = null!;
 
     private string Uri => $"nbd+unix:///zram0?socket={Path.Combine(_directory, "nbd.sock")}";
 
     public Task InitializeAsync()
     {
         Directory.CreateDirectory(_directory);
-        _device = new ZramDevice(new ZramDeviceOptions { Name = "zram0", DiskSize = 32L << 20 }, NullLoggerFactory.Instance);
-        _server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
-        _server.AddExport(new NbdExport("zram0", "test device", _device));
-        _listener = NbdListener.BindUnix(Path.Combine(_directory, "nbd.sock"));
-        _serving = _server.ServeAsync(_listener, _cancel.Token);
+        _served = new ServedZramDevice(new ZramDeviceOptions { Name = "zram0", DiskSize = 32L << 20 }, Path.Combine(_directory, "nbd.sock"));
         return Task.CompletedTask;
     }
 
     public async Task DisposeAsync()
     {
-        await _cancel.CancelAsync();
-        await _server.StopAsync(TimeSpan.FromSeconds(2));
-        await _serving;
-        _listener.Dispose();
-        await _server.DisposeAsync();
-        _device.Dispose();
-        _cancel.Dispose();
+        await _served.DisposeAsync();
         Directory.Delete(_directory, recursive: true);
     }
 
@@ -64,7 +50,7 @@ public sealed class ZramDeviceNbdTests : IAsyncLifetime
         byte[] copied = await File.ReadAllBytesAsync(back);
         Assert.True(expected.AsSpan().SequenceEqual(copied), "nbdcopy read back other bytes");
 
-        ZramStats stats = _device.GetStats();
+        ZramStats stats = _served.Device.GetStats();
         Assert.Equal(0, stats.FailedReads + stats.FailedWrites + stats.InvalidIo);
         Assert.True(stats.ComprDataSize > 0 && stats.ComprDataSize < stats.OrigDataSize);
 

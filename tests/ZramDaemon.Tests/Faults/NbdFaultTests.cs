@@ -5,6 +5,7 @@ using Nbd.Devices;
 using Nbd.Protocol;
 using Xunit.Abstractions;
 using ZramDaemon.Device;
+using ZramDaemon.Tests.Device;
 
 namespace ZramDaemon.Tests.Faults;
 
@@ -19,11 +20,9 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
     private const int Page = 4096;
 
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "zram-fault-" + Guid.NewGuid().ToString("N")[..12]);
-    private readonly CancellationTokenSource _cancel = new();
-    private ZramDevice _device = null!;
-    private NbdServer _server = null!;
-    private NbdListener _listener = null!;
-    private Task _serving = Task.CompletedTask;
+    private ServedZramDevice? _served;
+
+    private ServedZramDevice Served => _served ?? throw new InvalidOperationException("Start the device first.");
 
     private string SocketPath => Path.Combine(_directory, "nbd.sock");
 
@@ -31,17 +30,11 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (_device is not null)
+        if (_served is not null)
         {
-            await _cancel.CancelAsync();
-            await _server.StopAsync(TimeSpan.FromSeconds(2));
-            await _serving;
-            _listener.Dispose();
-            await _server.DisposeAsync();
-            _device.Dispose();
+            await _served.DisposeAsync();
         }
 
-        _cancel.Dispose();
         Directory.Delete(_directory, recursive: true);
     }
 
@@ -73,7 +66,7 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
             Assert.True(before.AsSpan().SequenceEqual(after), $"a write cut at byte {cut} of {request.Length} changed the device");
         }
 
-        ZramStats stats = _device.GetStats();
+        ZramStats stats = Served.Device.GetStats();
         Assert.Equal(0, stats.FailedWrites + stats.InvalidIo);
         Assert.Equal(before.Length, stats.OrigDataSize);
     }
@@ -103,7 +96,7 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.True(verified > 0, "the witness did no I/O while the connections were dropped");
         Assert.True(heapAfter - heapIdle < 16 << 20, $"managed heap {heapIdle >> 10} -> {heapAfter >> 10} KiB");
         Assert.True(rssAfter - rssIdle < 128 << 20, $"RSS {rssIdle >> 20} -> {rssAfter >> 20} MiB");
-        Assert.Equal(0, _device.GetStats().FailedWrites);
+        Assert.Equal(0, Served.Device.GetStats().FailedWrites);
     }
 
     [Fact]
@@ -146,17 +139,13 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Equal(NbdError.None, await client.WriteAsync((long)written.Count * Page, page));
         Assert.True((await client.ReadAsync((long)written.Count * Page, Page)).AsSpan().SequenceEqual(page));
         Assert.True((await client.ReadAsync(Page, Page)).AsSpan().SequenceEqual(written[1]));
-        Assert.True(_device.GetStats().FailedWrites >= 1);
+        Assert.True(Served.Device.GetStats().FailedWrites >= 1);
     }
 
     private void Start(ZramDeviceOptions options)
     {
         Directory.CreateDirectory(_directory);
-        _device = new ZramDevice(options, NullLoggerFactory.Instance);
-        _server = new NbdServer(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromSeconds(5) }, NullLoggerFactory.Instance);
-        _server.AddExport(new NbdExport("zram0", "fault test device", _device));
-        _listener = NbdListener.BindUnix(SocketPath);
-        _serving = _server.ServeAsync(_listener, _cancel.Token);
+        _served = new ServedZramDevice(options, SocketPath, new NbdServerOptions { HandshakeTimeout = TimeSpan.FromSeconds(5) });
     }
 
     /// <summary>Opens and drops <paramref name="count"/> connections, 8 at a time, each cut at a random point
@@ -206,12 +195,12 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
     private async Task WaitForConnectionsAsync(int expected)
     {
         var clock = Stopwatch.StartNew();
-        while (_server.ConnectionCount != expected && clock.Elapsed < TimeSpan.FromSeconds(30))
+        while (Served.Server.ConnectionCount != expected && clock.Elapsed < TimeSpan.FromSeconds(30))
         {
             await Task.Delay(10);
         }
 
-        Assert.Equal(expected, _server.ConnectionCount);
+        Assert.Equal(expected, Served.Server.ConnectionCount);
     }
 
     private static (long Heap, long Rss) MemoryNow()
