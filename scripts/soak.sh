@@ -106,16 +106,48 @@ size=256M
 FIO
 
 echo "soak: $seconds s, fio $(fio --version) against zramd (pid $zramd_pid)"
+# Once a second, the devices' counters from the control socket (one request line, one JSON line back), so that
+# the report can show the deepest deferred-free queue and how usage moved, not only the end state.
+python3 - "$work/zramd.ctl" "$work/samples.jsonl" <<'PY' &
+import socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+with open(out, "w") as f:
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            s.sendall(b"status\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+        except OSError:
+            break
+        f.write(data.decode()); f.flush()
+        time.sleep(1)
+PY
+sampler_pid=$!
 status=0
 # fio saves its verify state files in the working directory: keep them in $work, out of the repository.
 (cd "$work" && fio --output-format=json --output="$work/fio.json" "$work/soak.fio") || status=$?
+kill "$sampler_pid" 2>/dev/null || true
+wait "$sampler_pid" 2>/dev/null || true
 "${zramd[@]}" status --json --control "$work/zramd.ctl" > "$work/status.json"
 
-python3 - "$work/fio.json" "$work/status.json" "$status" <<'PY'
+python3 - "$work/fio.json" "$work/status.json" "$status" "$work/samples.jsonl" <<'PY'
 import json, sys
 fio = json.load(open(sys.argv[1]))
 status = json.load(open(sys.argv[2]))
 fio_exit = int(sys.argv[3])
+samples = []
+for line in open(sys.argv[4]):
+    try:
+        samples.append(json.loads(line))
+    except ValueError:
+        pass
 
 def devices(node):
     if isinstance(node, dict):
@@ -141,8 +173,11 @@ print(f"moved: read {moved['read'] >> 20} MiB, written {moved['write'] >> 20} Mi
       f"({moved['read'] + moved['write']} bytes read and written)")
 found = {d.get("name", d.get("device", "?")): d for d in devices(status)}
 for name, d in sorted(found.items()):
-    print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes {d['failed_writes']}, "
-          f"compaction_runs {d['compaction_runs']}, pages_compacted {d['pages_compacted']}, failed_reads {d['failed_reads']}")
+    seen = [s for sample in samples for s in devices(sample) if s.get("name") == name]
+    deepest = max((s["deferred_free_depth"] for s in seen), default=0)
+    print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes (ENOSPC) {d['failed_writes']}, "
+          f"compaction_runs {d['compaction_runs']} ({d['compaction_time_us'] // 1000} ms), pages_compacted {d['pages_compacted']}, "
+          f"failed_reads {d['failed_reads']}, deepest deferred-free queue {deepest} ({len(seen)} samples)")
 problems = []
 if fio_exit != 0:
     problems.append(f"fio exited {fio_exit}")

@@ -29,6 +29,9 @@ namespace ZramDaemon.Device;
 ///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
 ///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
+///   Past the watermark, frees are no longer deferred: the queue drains itself only at half its capacity
+///   (16384 objects by default, 32 MiB of 2 KiB objects), so while the background thread waits for a CPU its
+///   garbage could otherwise crowd live data out of the limit.
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
 ///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
@@ -348,7 +351,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long limit = Interlocked.Read(ref _memLimit);
         long canCompact = _pool.CanCompact();
-        if (canCompact > 0 && limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent)
+        if (canCompact > 0 && PastWatermark(limit))
         {
             return "watermark";
         }
@@ -516,7 +519,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         if (SlotInfo.HasObject(info))
         {
-            if (deferred)
+            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
             {
                 _pool.FreeDeferred(value);
             }
@@ -554,10 +557,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return NbdError.None;
         }
 
-        long used = MemUsedTotal;
-        if (used <= limit)
+        if (MemUsedTotal <= limit)
         {
-            if (used * 100 >= limit * _options.CompactWatermarkPercent)
+            if (PastWatermark(limit))
             {
                 _compactor.Kick();
             }
@@ -596,6 +598,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         ZramDeviceLog.LimitReached(_logger, Name, MemUsedTotal, limit);
         return NbdError.NoSpace;
     }
+
+    /// <summary>Whether a limit is set and mem_used_total is at or past its compaction watermark.</summary>
+    private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
 
     /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
     private bool TryAllocateWithin(int size, long limit, out ulong handle, out NbdError error)
