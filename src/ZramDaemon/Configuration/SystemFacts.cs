@@ -16,6 +16,13 @@ public sealed record SystemFacts
     /// <summary>Read when neither --config nor ZRAMD_CONFIG names a file, if it exists.</summary>
     public string DefaultConfigFile { get; init; } = DefaultConfigPath;
 
+    /// <summary>The group database that socket-group names are looked up in.</summary>
+    public string GroupFile { get; init; } = "/etc/group";
+
+    /// <summary>The process's group ids (real, effective and supplementary): without root, a file can only be
+    /// given to one of these.</summary>
+    public IReadOnlyList<uint> GroupIds { get; init; } = [];
+
     public static SystemFacts Current()
     {
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -29,7 +36,29 @@ public sealed record SystemFacts
             RamMiB = ReadMemTotalMiB(),
             IsRoot = System.Environment.IsPrivilegedProcess,
             Environment = environment,
+            GroupIds = ReadGroupIds(),
         };
+    }
+
+    /// <summary>The Gid: and Groups: lines of /proc/self/status.</summary>
+    private static List<uint> ReadGroupIds()
+    {
+        var ids = new List<uint>();
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("Gid:", StringComparison.Ordinal) || line.StartsWith("Groups:", StringComparison.Ordinal))
+            {
+                foreach (string word in line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries))
+                {
+                    if (uint.TryParse(word, NumberStyles.None, CultureInfo.InvariantCulture, out uint id))
+                    {
+                        ids.Add(id);
+                    }
+                }
+            }
+        }
+
+        return ids;
     }
 
     /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it.</summary>
