@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Soak: fio's nbd engine against a real zramd for SOAK_SECONDS (default 600), with crc32c verification, mixed
-# random writes, trims and reads over 4 connections, and memory limits tight enough that background
+# random writes, trims and reads over 6 connections (one per fio job), and memory limits tight enough that background
 # compaction and ENOSPC both happen. Not part of ./scripts/test.sh. Prints the bytes each job moved, the
 # devices' counters, and fails on any verify error or any failed write where none may happen.
 #
 # Layout, and why: with one global limit any writer may get ENOSPC, and fio's verifying writers treat a
 # refused write as fatal (and would then verify data that was never stored). So the daemon serves two devices:
-#   zram0 (128 MiB, limit 80 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
-#     verify_backlog=512, verify_fatal=1), each on its own 40 MiB region, half-compressible buffers refilled
-#     per write (objects of many sizes, so overwrites fragment the pool). Their data (~45-60 MiB in the pool
-#     with fragmentation) fits under the limit but stays above the watermark (40 MiB), so background
-#     compaction runs all the time; a failed write here fails the soak (failed_writes must stay 0).
+#   zram0 (128 MiB, limit 56 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
+#     verify_backlog=512, verify_fatal=1), each on its own 24 MiB region, half-compressible buffers refilled
+#     per write; and two churn writers on a third 16 MiB region, one with 20% and one with 75% compressible
+#     buffers, so that each overwrite moves a page to another size class and leaves a hole behind (past the
+#     watermark frees are immediate and the allocator refills holes of the same class, so same-size
+#     overwrites alone hardly fragment the pool). The data (~26 + ~8 MiB in the pool, more with
+#     fragmentation) fits under the limit but stays above the watermark (28 MiB), so background compaction
+#     keeps running; a failed write on zram0 fails the soak (failed_writes must stay 0).
 #   zram1 (256 MiB, limit 16 MiB): a randwrite churn job (incompressible, continue_on_error=write,
 #     ignore_error=ENOSPC) and a rate-limited randtrim job (100 x 64 KiB/s, slower than the writes) on the
 #     same range: the pool hits the limit, writes get ENOSPC (failed_writes must grow), trims free room,
@@ -45,7 +48,7 @@ lock-memory = no
 
 [zram0]
 zram-size = 128M
-zram-resident-limit = 80M
+zram-resident-limit = 56M
 compact-watermark = 50
 
 [zram1]
@@ -72,7 +75,7 @@ runtime=$seconds
 uri=$uri0
 rw=randwrite
 offset=0
-size=40M
+size=24M
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
@@ -82,12 +85,28 @@ refill_buffers=1
 [verify-b]
 uri=$uri0
 rw=randwrite
-offset=40M
-size=40M
+offset=24M
+size=24M
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
 buffer_compress_percentage=50
+refill_buffers=1
+
+[churn0-low]
+uri=$uri0
+rw=randwrite
+offset=48M
+size=16M
+buffer_compress_percentage=20
+refill_buffers=1
+
+[churn0-high]
+uri=$uri0
+rw=randwrite
+offset=48M
+size=16M
+buffer_compress_percentage=75
 refill_buffers=1
 
 [churn-write]

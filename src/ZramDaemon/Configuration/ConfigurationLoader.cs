@@ -261,16 +261,17 @@ public static partial class ConfigurationLoader
         }
         else
         {
-            // The default, disk, only where it exists and we may give files to it; else our own group, said at start.
+            // The default, disk, only where it exists and we may give files to it (CAP_CHOWN, which a unit's bounding
+            // set may take from root, or membership); else our own group, and a warning at start says why.
             const string disk = ZramdConfiguration.DefaultSocketGroup;
             uint? diskId = FindGroupId(facts.GroupFile, disk);
             if (diskId is null)
             {
                 socketGroupFallback = $"there is no group '{disk}' in {facts.GroupFile}";
             }
-            else if (!facts.IsRoot && !facts.GroupIds.Contains(diskId.Value))
+            else if (!facts.CanChownToAnyGroup && !facts.GroupIds.Contains(diskId.Value))
             {
-                socketGroupFallback = $"zramd runs neither as root nor in group '{disk}', so it cannot give the sockets to it";
+                socketGroupFallback = $"zramd has neither CAP_CHOWN nor membership of group '{disk}', so it cannot give the sockets to it";
             }
             else
             {

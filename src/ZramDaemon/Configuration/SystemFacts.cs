@@ -23,6 +23,10 @@ public sealed record SystemFacts
     /// given to one of these.</summary>
     public IReadOnlyList<uint> GroupIds { get; init; } = [];
 
+    /// <summary>CAP_CHOWN is in the effective set: a file may be given to any group. Root has it, unless a
+    /// bounding set (systemd's CapabilityBoundingSet=) takes it away.</summary>
+    public bool CanChownToAnyGroup { get; init; }
+
     public static SystemFacts Current()
     {
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -36,17 +40,24 @@ public sealed record SystemFacts
             RamMiB = ReadMemTotalMiB(),
             IsRoot = System.Environment.IsPrivilegedProcess,
             Environment = environment,
-            GroupIds = ReadGroupIds(),
+            GroupIds = ReadGroupIds(out bool canChown),
+            CanChownToAnyGroup = canChown,
         };
     }
 
-    /// <summary>The Gid: and Groups: lines of /proc/self/status.</summary>
-    private static List<uint> ReadGroupIds()
+    /// <summary>The Gid: and Groups: lines of /proc/self/status, and whether CapEff: has CAP_CHOWN (bit 0).</summary>
+    private static List<uint> ReadGroupIds(out bool canChown)
     {
         var ids = new List<uint>();
+        canChown = false;
         foreach (string line in File.ReadLines("/proc/self/status"))
         {
-            if (line.StartsWith("Gid:", StringComparison.Ordinal) || line.StartsWith("Groups:", StringComparison.Ordinal))
+            if (line.StartsWith("CapEff:", StringComparison.Ordinal))
+            {
+                canChown = ulong.TryParse(line["CapEff:".Length..].Trim(), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong caps)
+                    && (caps & 1) != 0;
+            }
+            else if (line.StartsWith("Gid:", StringComparison.Ordinal) || line.StartsWith("Groups:", StringComparison.Ordinal))
             {
                 foreach (string word in line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries))
                 {

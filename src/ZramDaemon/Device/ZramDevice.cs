@@ -258,6 +258,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>zram's compact attribute: frees the deferred objects, compacts the pool, returns the pages freed.</summary>
     public long Compact() => CompactCore("manual");
 
+    /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
+    public void FlushDeferredFrees() => _pool.FlushDeferred();
+
     /// <summary>zram's mem_limit: 0 = none. Applies to mem_used_total from the next allocation on.</summary>
     public void SetMemLimit(long bytes)
     {

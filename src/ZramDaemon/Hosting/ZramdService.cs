@@ -229,8 +229,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _control = null;
         }
 
+        // No request runs any more: finish the frees that trims and overwrites queued, so the report is final.
         foreach (ZramDevice device in _devices)
         {
+            device.FlushDeferredFrees();
             ZramStats stats = device.GetStats();
             LogDeviceStopped(device.Name, stats.OrigDataSize, stats.DeferredFreeDepth);
         }

@@ -273,13 +273,13 @@ public sealed class ConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
-    public void The_socket_group_is_disk_where_it_exists_and_may_be_used_else_ours_with_the_reason()
+    public void The_socket_group_is_disk_where_it_exists_and_may_be_given_to_else_ours_with_the_reason()
     {
         string groups = Path.Combine(_dir, "group");
         File.WriteAllText(groups, "root:x:0:\ndisk:x:6:\nstaff:x:50:\n");
         SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { GroupFile = groups };
 
-        ZramdConfiguration root = Load(withDisk with { IsRoot = true });
+        ZramdConfiguration root = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Equal("disk", root.SocketGroup);
         Assert.Null(root.SocketGroupFallback);
 
@@ -288,10 +288,15 @@ public sealed class ConfigurationLoaderTests : IDisposable
 
         ZramdConfiguration stranger = Load(withDisk with { GroupIds = [1000] });
         Assert.Null(stranger.SocketGroup);
-        Assert.Equal("zramd runs neither as root nor in group 'disk', so it cannot give the sockets to it", stranger.SocketGroupFallback);
+        Assert.Equal("zramd has neither CAP_CHOWN nor membership of group 'disk', so it cannot give the sockets to it", stranger.SocketGroupFallback);
+
+        // Root under a unit whose CapabilityBoundingSet leaves out CAP_CHOWN: chown would fail, so ours.
+        ZramdConfiguration boundedRoot = Load(withDisk with { IsRoot = true, GroupIds = [0] });
+        Assert.Null(boundedRoot.SocketGroup);
+        Assert.NotNull(boundedRoot.SocketGroupFallback);
 
         File.WriteAllText(groups, "root:x:0:\nstaff:x:50:\n");
-        ZramdConfiguration noDisk = Load(withDisk with { IsRoot = true });
+        ZramdConfiguration noDisk = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Null(noDisk.SocketGroup);
         Assert.Equal($"there is no group 'disk' in {groups}", noDisk.SocketGroupFallback);
 
