@@ -12,8 +12,9 @@ namespace ZramDaemon.Device;
 /// A compressed RAM block device, after the kernel's drivers/block/zram/zram_drv.c, served through NBD.
 ///
 /// Data structure
-///   The device is <see cref="SlotTable"/>: one 16-byte <see cref="Slot"/> per 4 KiB block. A slot is unwritten
-///   (reads as zeros), same-filled (one 8-byte value repeated: the value lives in the slot, nothing in the pool),
+///   The device is <see cref="SlotTable"/>: one 8-byte <see cref="Slot"/> per 4 KiB block (a 32-bit pool handle and
+///   a 32-bit info word whose top bit is the slot's lock). A slot is unwritten (reads as zeros), same-filled (one
+///   8-byte value repeated: nothing for zeros, else the value in a pool word, a handle cell with no object),
 ///   compressed (a <see cref="ZsPool"/> object of the compressed size, with the algorithm recorded in the slot), or
 ///   huge (did not compress below the pool's huge class size: the raw 4096 bytes in a pool object).
 ///
@@ -116,7 +117,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public bool SupportsFastZero => true;
 
-    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata.</summary>
+    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
 
     private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes;
@@ -309,6 +310,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public IReadOnlyList<ZsClassStats> GetClassStats() => _pool.GetClassStats();
 
+    /// <summary>The pool's own totals (objects, words, metadata) behind <see cref="GetStats"/>.</summary>
+    internal ZsPoolStats GetPoolStats() => _pool.GetStats();
+
     public void Dispose()
     {
         if (_disposed)
@@ -407,8 +411,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents. The slot lock is held.</summary>
     private NbdError LoadPage(int index, Span<byte> page)
     {
-        ref Slot slot = ref _slots[index];
-        uint info = slot.Info;
+        uint info = _slots.Info(index);
+        uint value = _slots.Value(index);
         if ((info & SlotInfo.Written) == 0)
         {
             page.Clear();
@@ -417,13 +421,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Same) != 0)
         {
-            FillSame(page, slot.Value);
+            FillSame(page, value == 0 ? 0 : _pool.ReadWord(value));
             return NbdError.None;
         }
 
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
-        using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+        using ZsReadView view = _pool.MapRead(value, size, scratch);
         if ((info & SlotInfo.Huge) != 0)
         {
             view.Span.CopyTo(page);
@@ -466,11 +470,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private NbdError StorePage(int index, ReadOnlySpan<byte> page, bool lockHeld)
     {
         uint info;
-        ulong value;
+        uint value;
         if (IsSameFilled(page, out ulong element))
         {
             info = SlotInfo.SameFilled();
-            value = element;
+            if (!TryStoreWord(element, out value))
+            {
+                return NbdError.NoMemory;
+            }
         }
         else
         {
@@ -488,31 +495,51 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             info = n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw();
         }
 
-        Swap(index, info, value, lockHeld, out uint oldInfo, out ulong oldValue);
+        Swap(index, info, value, lockHeld, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred: true);
         _counters.Replace(oldInfo, info);
         return NbdError.None;
     }
 
-    private void Swap(int index, uint info, ulong value, bool lockHeld, out uint oldInfo, out ulong oldValue)
+    /// <summary>A same-filled page's value: nothing for zeros, else a pool word (8 bytes, no object).</summary>
+    private bool TryStoreWord(ulong element, out uint value)
+    {
+        if (element == 0)
+        {
+            value = 0;
+            return true;
+        }
+
+        try
+        {
+            value = _pool.StoreWord(element);
+            return true;
+        }
+        catch (OutOfMemoryException)
+        {
+            value = 0;
+            return false;
+        }
+    }
+
+    private void Swap(int index, uint info, uint value, bool lockHeld, out uint oldInfo, out uint oldValue)
     {
         if (!lockHeld)
         {
             _slots.Lock(index);
         }
 
-        ref Slot slot = ref _slots[index];
-        oldInfo = slot.Info;
-        oldValue = slot.Value;
-        slot.Value = value;
-        Volatile.Write(ref slot.Info, info);
+        oldInfo = _slots.Info(index);
+        oldValue = _slots.Value(index);
+        _slots.Set(index, value, info);
         if (!lockHeld)
         {
             _slots.Unlock(index);
         }
     }
 
-    private void Release(uint info, ulong value, bool deferred)
+    /// <summary>Frees what an old slot state held, once no slot names it any more.</summary>
+    private void Release(uint info, uint value, bool deferred)
     {
         if (SlotInfo.HasObject(info))
         {
@@ -525,18 +552,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 _pool.Free(value);
             }
         }
+        else if (SlotInfo.HasWord(info, value))
+        {
+            // A word free is one leaf-locked list push: nothing to gain from deferring it.
+            _pool.FreeWord(value);
+        }
     }
 
     /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
     private bool ClearSlot(int index, bool deferred)
     {
-        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred);
         _counters.Replace(oldInfo, 0);
         return (oldInfo & SlotInfo.Written) != 0;
     }
 
-    private NbdError Allocate(int size, out ulong handle)
+    private NbdError Allocate(int size, out uint handle)
     {
         try
         {
@@ -570,7 +602,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError AllocateAfterCompaction(int size, long limit, out ulong handle)
+    private NbdError AllocateAfterCompaction(int size, long limit, out uint handle)
     {
         // First what is only waiting to be freed (trimmed and overwritten pages), which is cheap.
         _pool.FlushDeferred();
@@ -598,7 +630,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
-    private bool TryAllocateWithin(int size, long limit, out ulong handle, out NbdError error)
+    private bool TryAllocateWithin(int size, long limit, out uint handle, out NbdError error)
     {
         try
         {
@@ -672,7 +704,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (keepAllocated)
         {
             // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
-            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out uint oldValue);
             Release(oldInfo, oldValue, deferred: true);
             _counters.Replace(oldInfo, SlotInfo.SameFilled());
             return;
@@ -691,8 +723,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            ref Slot slot = ref _slots[index];
-            if (SlotInfo.IsZero(slot.Info, slot.Value))
+            if (SlotInfo.IsZero(_slots.Info(index), _slots.Value(index)))
             {
                 return NbdError.None;
             }
