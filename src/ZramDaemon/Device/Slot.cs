@@ -19,7 +19,8 @@ internal struct Slot
 
 /// <summary>
 /// The bits of <see cref="Slot.Info"/>: the object size in the low 13 bits (0..4096), then the flags, then the
-/// algorithm the object was compressed with (so a slot stays readable whatever the device uses later).
+/// algorithm the object was compressed with (so a slot stays readable whatever the device uses later), then
+/// the recompressor's bits (idle age, recompressed). Info changes only under the slot's lock.
 /// </summary>
 internal static class SlotInfo
 {
@@ -37,6 +38,20 @@ internal static class SlotInfo
     private const int AlgorithmShift = 16;
     private const uint AlgorithmMask = 3u << AlgorithmShift;
 
+    /// <summary>
+    /// How many idle-marking passes found the slot untouched since it was last read or written (0..3, zram's
+    /// ZRAM_IDLE widened to an age): reads and writes reset it, <see cref="IdleAgeMax"/> means idle.
+    /// </summary>
+    private const int IdleAgeShift = 18;
+    public const uint IdleAgeMask = 3u << IdleAgeShift;
+    public const uint IdleAgeMax = 3;
+
+    /// <summary>
+    /// The recompressor has dealt with the stored object (recompressed it, or found that it would not shrink),
+    /// like zram's ZRAM_RECOMP / ZRAM_INCOMPRESSIBLE: not tried again until the slot is rewritten.
+    /// </summary>
+    public const uint Recompressed = 1u << 20;
+
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
 
@@ -47,6 +62,13 @@ internal static class SlotInfo
     public static int Size(uint info) => (int)(info & SizeMask);
 
     public static CompressionAlgorithm Algorithm(uint info) => (CompressionAlgorithm)((info & AlgorithmMask) >> AlgorithmShift);
+
+    public static uint IdleAge(uint info) => (info & IdleAgeMask) >> IdleAgeShift;
+
+    /// <summary>The info with its idle age set to <paramref name="age"/> (at most <see cref="IdleAgeMax"/>).</summary>
+    public static uint WithIdleAge(uint info, uint age) => (info & ~IdleAgeMask) | (Math.Min(age, IdleAgeMax) << IdleAgeShift);
+
+    public static bool IsIdle(uint info) => (info & IdleAgeMask) == IdleAgeMask;
 
     public static bool HasObject(uint info) => (info & (Written | Same)) == Written;
 

@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using ZramDaemon.Compression;
+using ZramDaemon.Device.Recompression;
 using ZsAlloc;
 
 namespace ZramDaemon.Device;
@@ -30,6 +31,11 @@ namespace ZramDaemon.Device;
 ///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
 ///
+/// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
+///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
+///   object only when it lands in a smaller size class. Idleness is a 2-bit age in the slot that aging passes
+///   raise and reads and writes reset (<see cref="Recompressor"/> runs both in the background, at low priority).
+///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
 ///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
 ///   A pool read view (MapRead) is always closed before anything that can compact.
@@ -49,6 +55,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly Lock _compressorsLock = new();
     private readonly DeviceCounters _counters = new();
     private readonly BackgroundCompactor _compactor;
+    private readonly Compressor? _secondary;
+    private readonly Recompressor? _recompressor;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
@@ -85,6 +93,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new ArgumentException(error, nameof(options));
         }
 
+        CompressionSpec secondarySpec = default;
+        if (options.RecompressAlgorithm is not null && !CompressionSpec.TryParse(options.RecompressAlgorithm, out secondarySpec, out error))
+        {
+            throw new ArgumentException($"recompression: {error}", nameof(options));
+        }
+
+        if (options.RecompressCpuPercent is < 1 or > 100)
+        {
+            throw new ArgumentException($"the recompressor's CPU budget must be 1-100 percent, not {options.RecompressCpuPercent}", nameof(options));
+        }
+
         _options = options;
         _logger = loggerFactory.CreateLogger<ZramDevice>();
         _slots = new SlotTable(options.DiskSize >> PageShift);
@@ -95,8 +114,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _compressor = new Compressor(spec);
         _decompressors[(int)spec.Algorithm] = _compressor;
         _allCompressors.Add(_compressor);
+        if (options.RecompressAlgorithm is not null)
+        {
+            // One stream is enough: recompression runs on one thread at a time (background or on request).
+            _secondary = new Compressor(secondarySpec, streamCount: 1);
+            _allCompressors.Add(_secondary);
+            _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
+        }
+
         _memLimit = options.MemLimit;
         _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
+        if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
+        {
+            _recompressor = new Recompressor(this, options.RecompressIdleAfter, options.RecompressCpuPercent, _logger);
+        }
         ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), options.MemLimit);
     }
 
@@ -104,6 +135,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>The compressor new writes use, in canonical form ("lz4", "lz4hc:9", "zstd:3").</summary>
     public string Algorithm => _compressor.Spec.ToString();
+
+    /// <summary>zram's recomp_algorithm in canonical form, or null when the device has none.</summary>
+    public string? RecompressAlgorithm => _secondary?.Spec.ToString();
 
     public long Size => _options.DiskSize;
 
@@ -249,6 +283,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             CompactionRuns = Interlocked.Read(ref _counters.CompactionRuns),
             CompactionTime = Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _counters.CompactionTicks)),
             MetadataBytes = metadata,
+            RecompressedPages = Interlocked.Read(ref _counters.RecompressedPages),
+            RecompressBytesSaved = Interlocked.Read(ref _counters.RecompressBytesSaved),
         };
     }
 
@@ -284,6 +320,45 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
+    /// <summary>
+    /// zram's idle attribute ("all"): marks every slot that holds a pool object idle now, as if untouched for the
+    /// configured idle time; a read or write of a slot makes it active again. Returns the slots marked.
+    /// </summary>
+    public long MarkIdle() => AgeSlots(markAll: true);
+
+    /// <summary>
+    /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,
+    /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
+    /// recompressed (0: no limit). Runs on the caller's thread, without the background's CPU budget.
+    /// </summary>
+    public RecompressionResult Recompress(RecompressionType type, long maxPages = 0)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
+        if (_secondary is null)
+        {
+            throw new InvalidOperationException($"{Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3)");
+        }
+
+        long candidates = 0, recompressed = 0;
+        long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
+        bool stoppedByLimit = false;
+        for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
+        {
+            RecompressOutcome outcome = RecompressSlot(index, type);
+            candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
+            recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
+            if (outcome == RecompressOutcome.NoSpace)
+            {
+                stoppedByLimit = true;
+                break;
+            }
+        }
+
+        long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
+        ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
+        return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit);
+    }
+
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
     public void ResetMemUsedMax() => _pool.ResetPeak();
 
@@ -317,6 +392,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _disposed = true;
+        _recompressor?.Dispose();
         _compactor.Dispose();
         _pool.Dispose();
         foreach (Compressor compressor in _allCompressors)
@@ -368,6 +444,166 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return freed;
     }
 
+    /// <summary>
+    /// An idle-marking pass: raises the idle age of every slot holding a pool object by one (up to idle), or with
+    /// <paramref name="markAll"/> straight to idle. Returns how many slots are idle after it.
+    /// </summary>
+    internal long AgeSlots(bool markAll)
+    {
+        long idle = 0;
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            uint peek = _slots.PeekInfo(index);
+            if (!SlotInfo.HasObject(peek))
+            {
+                continue;
+            }
+
+            if (SlotInfo.IsIdle(peek))
+            {
+                idle++;
+                continue;
+            }
+
+            _slots.Lock(index);
+            ref Slot slot = ref _slots[index];
+            uint info = slot.Info;
+            if (SlotInfo.HasObject(info))
+            {
+                info = SlotInfo.WithIdleAge(info, markAll ? SlotInfo.IdleAgeMax : SlotInfo.IdleAge(info) + 1);
+                Volatile.Write(ref slot.Info, info);
+                idle += SlotInfo.IsIdle(info) ? 1 : 0;
+            }
+
+            _slots.Unlock(index);
+        }
+
+        return idle;
+    }
+
+    /// <summary>
+    /// The background recompressor's unit of work: offers slots from <paramref name="cursor"/> on for about
+    /// <paramref name="slice"/>. Returns true when the cursor went past the last slot (it starts again at 0).
+    /// </summary>
+    internal bool RecompressSlice(ref int cursor, RecompressionType type, TimeSpan slice, out bool stoppedByLimit)
+    {
+        stoppedByLimit = false;
+        long started = Stopwatch.GetTimestamp();
+        long sliceTicks = (long)(slice.TotalSeconds * Stopwatch.Frequency);
+        while (cursor < _slots.Count)
+        {
+            RecompressOutcome outcome = RecompressSlot(cursor, type);
+            if (outcome == RecompressOutcome.NoSpace)
+            {
+                stoppedByLimit = true;
+                return false;
+            }
+
+            cursor++;
+            // Checking the clock costs more than skipping a slot: look only after real work or every 4096 slots.
+            if ((outcome != RecompressOutcome.Skipped || (cursor & 4095) == 0) && Stopwatch.GetTimestamp() - started >= sliceTicks)
+            {
+                return false;
+            }
+        }
+
+        cursor = 0;
+        return true;
+    }
+
+    /// <summary>
+    /// Recompresses one slot if it is a candidate of <paramref name="type"/>: under its lock (as the kernel's
+    /// recompress_slot), decompress, compress with the secondary algorithm, and keep the result only if it lands
+    /// in a smaller size class; the old object is freed at once (this is not the I/O path).
+    /// </summary>
+    internal RecompressOutcome RecompressSlot(int index, RecompressionType type)
+    {
+        if (_secondary is null || !IsRecompressCandidate(_slots.PeekInfo(index), type))
+        {
+            return RecompressOutcome.Skipped;
+        }
+
+        Span<byte> page = stackalloc byte[PageSize];
+        _slots.Lock(index);
+        try
+        {
+            ref Slot slot = ref _slots[index];
+            uint info = slot.Info;
+            if (!IsRecompressCandidate(info, type))
+            {
+                return RecompressOutcome.Skipped;
+            }
+
+            if (LoadObject(index, info, slot.Value, page) != NbdError.None)
+            {
+                return RecompressOutcome.Corrupt;
+            }
+
+            int oldSize = SlotInfo.Size(info);
+            using CompressionStreamLease lease = _secondary.Acquire();
+            int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
+            if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+            {
+                Volatile.Write(ref slot.Info, info | SlotInfo.Recompressed);
+                return RecompressOutcome.NotSmaller;
+            }
+
+            if (!TryAllocateForRecompression(n, out ulong handle))
+            {
+                return RecompressOutcome.NoSpace;
+            }
+
+            _pool.Write(handle, lease.Stream.Buffer[..n]);
+            // Still idle: the content did not change, and writeback takes idle slots after recompression.
+            uint newInfo = SlotInfo.Compressed(n, _secondary.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
+            ulong oldHandle = slot.Value;
+            slot.Value = handle;
+            Volatile.Write(ref slot.Info, newInfo);
+            _pool.Free(oldHandle);
+            _counters.Replace(info, newInfo);
+            Interlocked.Increment(ref _counters.RecompressedPages);
+            Interlocked.Add(ref _counters.RecompressBytesSaved, oldSize - n);
+            return RecompressOutcome.Recompressed;
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    private static bool IsRecompressCandidate(uint info, RecompressionType type)
+        => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && type switch
+        {
+            RecompressionType.Idle => SlotInfo.IsIdle(info),
+            RecompressionType.Huge => (info & SlotInfo.Huge) != 0,
+            _ => true,
+        };
+
+    /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
+    /// by itself. No compaction here: a later pass will try again.</summary>
+    private bool TryAllocateForRecompression(int size, out ulong handle)
+    {
+        try
+        {
+            handle = _pool.Malloc(size);
+        }
+        catch (OutOfMemoryException)
+        {
+            handle = 0;
+            return false;
+        }
+
+        long limit = Interlocked.Read(ref _memLimit);
+        if (limit > 0 && MemUsedTotal > limit)
+        {
+            _pool.Free(handle);
+            handle = 0;
+            return false;
+        }
+
+        return true;
+    }
+
     private bool InRange(long offset, long length)
         => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
 
@@ -404,11 +640,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return error;
     }
 
-    /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents. The slot lock is held.</summary>
+    /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents, which makes it active again
+    /// (idle age 0). The slot lock is held.</summary>
     private NbdError LoadPage(int index, Span<byte> page)
     {
         ref Slot slot = ref _slots[index];
         uint info = slot.Info;
+        if ((info & SlotInfo.IdleAgeMask) != 0)
+        {
+            Volatile.Write(ref slot.Info, info & ~SlotInfo.IdleAgeMask);
+        }
+
+        return LoadObject(index, info, slot.Value, page);
+    }
+
+    /// <summary>Fills <paramref name="page"/> from what the slot holds (<paramref name="info"/>, <paramref name="value"/>). The slot lock is held.</summary>
+    private NbdError LoadObject(int index, uint info, ulong value, Span<byte> page)
+    {
         if ((info & SlotInfo.Written) == 0)
         {
             page.Clear();
@@ -417,13 +665,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Same) != 0)
         {
-            FillSame(page, slot.Value);
+            FillSame(page, value);
             return NbdError.None;
         }
 
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
-        using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+        using ZsReadView view = _pool.MapRead(value, size, scratch);
         if ((info & SlotInfo.Huge) != 0)
         {
             view.Span.CopyTo(page);

@@ -22,4 +22,11 @@ internal static partial class ZramDeviceLog
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Device}: background compaction failed")]
     public static partial void CompactorFailed(ILogger logger, Exception exception, string device);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information,
+        Message = "{Device}: recompression ({Type}) stored {Pages} of {Candidates} candidate pages smaller, {Saved} bytes saved")]
+    public static partial void Recompressed(ILogger logger, string device, string type, long pages, long candidates, long saved);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Error, Message = "{Device}: background recompression failed")]
+    public static partial void RecompressorFailed(ILogger logger, Exception exception, string device);
 }

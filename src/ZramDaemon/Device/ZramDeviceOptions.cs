@@ -28,4 +28,19 @@ public sealed record ZramDeviceOptions
     public int DeferredFreeCapacity { get; init; } = 32768;
 
     public bool ReadOnly { get; init; }
+
+    /// <summary>
+    /// zram's recomp_algorithm: the stronger algorithm idle and huge slots are recompressed with ("zstd:3"...), or
+    /// null for none (then <see cref="ZramDevice.Recompress"/> refuses and nothing runs in the background).
+    /// </summary>
+    public string? RecompressAlgorithm { get; init; }
+
+    /// <summary>
+    /// Recompress in the background the slots neither read nor written for this long (with
+    /// <see cref="RecompressAlgorithm"/>); zero = only on request (<see cref="ZramDevice.Recompress"/>).
+    /// </summary>
+    public TimeSpan RecompressIdleAfter { get; init; }
+
+    /// <summary>The share of one CPU the background recompressor may use, 1-100 percent.</summary>
+    public int RecompressCpuPercent { get; init; } = 10;
 }

@@ -60,6 +60,12 @@ public sealed record ZramStats
     /// <summary>The slot table plus the pool's metadata: the part of <see cref="MemUsedTotal"/> that is not pool pages.</summary>
     public long MetadataBytes { get; init; }
 
+    /// <summary>Slots the recompressor stored again, smaller, with the recompression algorithm (since creation).</summary>
+    public long RecompressedPages { get; init; }
+
+    /// <summary>Compressed bytes those recompressions saved: old object sizes minus new (since creation).</summary>
+    public long RecompressBytesSaved { get; init; }
+
     /// <summary>The line of /sys/block/zramN/mm_stat (without its newline), in the kernel's format.</summary>
     public string FormatMmStat() => string.Join(' ', new[]
     {
