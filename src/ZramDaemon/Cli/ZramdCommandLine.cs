@@ -8,8 +8,8 @@ using ZramDaemon.Hosting;
 namespace ZramDaemon.Cli;
 
 /// <summary>
-/// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes
-/// and reset talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
+/// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes,
+/// reset, idle and recompress talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
 /// 64 usage error, 78 configuration error.
 /// </summary>
 public static class ZramdCommandLine
@@ -122,11 +122,35 @@ public static class ZramdCommandLine
         });
         root.Add(set);
 
+        var recompressName = NameArgument();
+        var recompressArguments = new Argument<string[]>("ARGUMENTS")
+        {
+            Description = "type=idle|huge|all (which slots; all when omitted) and max_pages=N (at most N recompressed; 0: no limit)",
+            Arity = new ArgumentArity(0, 2),
+        };
+        var recompress = new Command("recompress", "Recompress a device's idle or huge pages with its recompression algorithm, like zram's recompress")
+        {
+            recompressName, recompressArguments,
+        };
+        recompress.SetAction(result =>
+        {
+            string line = string.Join(' ', new[] { "recompress", result.GetValue(recompressName)! }.Concat(result.GetValue(recompressArguments) ?? []));
+            if (!ControlRequest.TryParse(line, out ControlRequest? request, out string why))
+            {
+                error.WriteLine($"zramd: {why}");
+                return ExitCodes.Usage;
+            }
+
+            return Send(result, control, output, error, request, null);
+        });
+        root.Add(recompress);
+
         foreach ((string verb, string description) in new[]
         {
             ("stats", "Print the mm_stat and io_stat lines of a device, in the kernel's format"),
             ("classes", "Print the per-size-class table of a device's pool"),
             ("reset", "Drop all the data of a device (refused while a client is connected)"),
+            ("idle", "Mark every stored page of a device idle, like writing all to zram's idle (recompress type=idle takes them)"),
         })
         {
             Argument<string> name = NameArgument();

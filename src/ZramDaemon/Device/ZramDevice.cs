@@ -329,9 +329,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,
     /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
-    /// recompressed (0: no limit). Runs on the caller's thread, without the background's CPU budget.
+    /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none). Runs on the caller's
+    /// thread, without the background's CPU budget.
     /// </summary>
-    public RecompressionResult Recompress(RecompressionType type, long maxPages = 0)
+    public RecompressionResult Recompress(RecompressionType type, long maxPages = 0, TimeSpan? timeLimit = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         if (_secondary is null)
@@ -341,10 +342,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         long candidates = 0, recompressed = 0;
         long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
-        bool stoppedByLimit = false;
+        bool stoppedByLimit = false, stoppedByTime = false;
+        long started = Stopwatch.GetTimestamp();
         for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
         {
             RecompressOutcome outcome = RecompressSlot(index, type);
+            if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+            {
+                stoppedByTime = true;
+            }
+
             candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
             recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
             if (outcome == RecompressOutcome.NoSpace)
@@ -352,11 +359,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 stoppedByLimit = true;
                 break;
             }
+
+            if (stoppedByTime)
+            {
+                break;
+            }
         }
 
         long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
         ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
-        return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit);
+        return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime);
     }
 
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>

@@ -5,6 +5,7 @@ using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Device;
+using ZramDaemon.Device.Recompression;
 using ZsAlloc;
 
 namespace ZramDaemon.Hosting;
@@ -15,6 +16,9 @@ namespace ZramDaemon.Hosting;
 /// </summary>
 internal sealed class DeviceRegistry : IControlHandler
 {
+    /// <summary>Below the control server's request timeout (10 s), so that the reply still goes out.</summary>
+    private static readonly TimeSpan RecompressTimeLimit = TimeSpan.FromSeconds(5);
+
     private readonly IReadOnlyList<ZramDevice> _devices;
     private readonly NbdServer _server;
 
@@ -54,6 +58,10 @@ internal sealed class DeviceRegistry : IControlHandler
                 return ControlReply.Success(FormatClasses(device.GetClassStats()));
             case "set":
                 return Set(device, request.Key!, request.Value!);
+            case "idle":
+                return ControlReply.Success($"{device.Name}: {device.MarkIdle()} pages marked idle");
+            case "recompress":
+                return Recompress(device, request.Key, request.Value);
             case "reset":
                 int connections = _server.GetConnectionCount(device.Name);
                 if (connections > 0)
@@ -97,6 +105,8 @@ internal sealed class DeviceRegistry : IControlHandler
             CompactionRuns = s.CompactionRuns,
             CompactionTimeMicroseconds = (long)s.CompactionTime.TotalMicroseconds,
             MetadataBytes = s.MetadataBytes,
+            RecompressedPages = s.RecompressedPages,
+            RecompressBytesSaved = s.RecompressBytesSaved,
             Connections = _server.GetConnectionCount(device.Name),
         };
     }
@@ -108,6 +118,27 @@ internal sealed class DeviceRegistry : IControlHandler
         long after = device.GetStats().MemUsedTotal;
         return string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
+    }
+
+    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages)
+    {
+        if (device.RecompressAlgorithm is null)
+        {
+            return ControlReply.Failure($"{device.Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3) in its section");
+        }
+
+        RecompressionType kind = type switch
+        {
+            "idle" => RecompressionType.Idle,
+            "huge" => RecompressionType.Huge,
+            _ => RecompressionType.All,
+        };
+        long before = device.GetStats().MemUsedTotal;
+        // The control socket answers within its request timeout: a long run stops and says so (run it again).
+        RecompressionResult result = device.Recompress(kind, maxPages is null ? 0 : long.Parse(maxPages, CultureInfo.InvariantCulture), RecompressTimeLimit);
+        long after = device.GetStats().MemUsedTotal;
+        return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
+            $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));
     }
 
     private static ControlReply Set(ZramDevice device, string key, string value)

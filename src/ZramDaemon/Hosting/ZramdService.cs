@@ -69,6 +69,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                     CompactWatermarkPercent = d.CompactWatermarkPercent,
                     DeferredFreeCapacity = d.DeferredFreeCapacity,
                     ReadOnly = d.ReadOnly,
+                    RecompressAlgorithm = d.RecompressAlgorithm,
+                    RecompressIdleAfter = d.RecompressIdleAfter,
+                    RecompressCpuPercent = d.RecompressCpuPercent,
                 },
                 _loggerFactory));
         }

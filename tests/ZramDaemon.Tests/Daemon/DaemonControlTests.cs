@@ -94,6 +94,46 @@ public sealed class DaemonControlTests
     }
 
     [Fact]
+    public void Idle_and_recompress_verbs_shrink_what_nbdcopy_wrote_and_it_reads_back_the_same()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(config, "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:3\nrecompress-idle-after = 0\n");
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        string source = Path.Combine(daemon.Directory, "source.bin");
+        byte[] data = MixedData();
+        File.WriteAllBytes(source, data);
+        ClientTool.Run("nbdcopy", [source, daemon.Uri()]).EnsureSuccess();
+        long comprBefore = Field(daemon.Status(), "compr_data_size");
+
+        (int code, string marked, string stderr) = daemon.Cli("idle", "zram0");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("zram0: 320 pages marked idle", marked, StringComparison.Ordinal); // same-filled pages hold no object
+
+        (code, string some, stderr) = daemon.Cli("recompress", "zram0", "type=idle", "max_pages=10");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("zram0: recompressed 10 of ", some, StringComparison.Ordinal);
+        Assert.Contains("with zstd:3", some, StringComparison.Ordinal);
+        Assert.Equal(10, Field(daemon.Status(), "recompressed_pages"));
+
+        (code, _, stderr) = daemon.Cli("recompress", "zram0");
+        Assert.True(code == 0, stderr);
+        JsonElement after = daemon.Status();
+        long saved = Field(after, "recompress_bytes_saved");
+        Assert.True(Field(after, "recompressed_pages") > 10);
+        Assert.True(saved > 0);
+        Assert.Equal(comprBefore - saved, Field(after, "compr_data_size"));
+
+        string copy = Path.Combine(daemon.Directory, "copy.bin");
+        ClientTool.Run("nbdcopy", [daemon.Uri(), copy]).EnsureSuccess();
+        Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "recompressed pages read back different");
+
+        (code, _, string usage) = daemon.Cli("recompress", "zram0", "type=cold");
+        Assert.Equal(64, code);
+        Assert.Contains("the type is idle, huge or all", usage, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Compact_lowers_mem_used_total_after_trims()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "64M"]);
