@@ -324,7 +324,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// zram's idle attribute ("all"): marks every slot that holds a pool object idle now, as if untouched for the
     /// configured idle time; a read or write of a slot makes it active again. Returns the slots marked.
     /// </summary>
-    public long MarkIdle() => AgeSlots(markAll: true);
+    public long MarkIdle()
+    {
+        long idle = AgeSlots(markAll: true);
+        _recompressor?.Kick();
+        return idle;
+    }
 
     /// <summary>
     /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,

@@ -25,8 +25,10 @@ internal sealed class Recompressor : IDisposable
     private readonly int _cpuPercent;
     private readonly ILogger _logger;
     private readonly ManualResetEventSlim _wake = new(false);
+    private readonly ManualResetEventSlim _stop = new(false);
     private readonly Thread _thread;
     private volatile bool _stopping;
+    private int _kicked;
 
     public Recompressor(ZramDevice device, TimeSpan idleAfter, int cpuPercent, ILogger logger)
     {
@@ -64,14 +66,17 @@ internal sealed class Recompressor : IDisposable
                 long sliceStart = Stopwatch.GetTimestamp();
                 bool wrapped = _device.RecompressSlice(ref cursor, RecompressionType.Idle, Slice, out bool stoppedByLimit);
                 Rest(Stopwatch.GetTimestamp() - sliceStart);
-                if (wrapped || stoppedByLimit)
+                // The whole table was looked at (or there is no room): nothing more until the next aging, unless
+                // slots were marked idle by hand since the last look began (then look again from the start).
+                if ((wrapped || stoppedByLimit) && Interlocked.Exchange(ref _kicked, 0) == 0)
                 {
-                    // The whole table was looked at (or there is no room): nothing more until the next aging.
                     TimeSpan untilAging = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), nextAging);
                     if (untilAging > TimeSpan.Zero)
                     {
                         _wake.Wait(untilAging);
                     }
+
+                    _wake.Reset();
                 }
             }
             catch (ObjectDisposedException) when (_stopping)
@@ -81,9 +86,16 @@ internal sealed class Recompressor : IDisposable
             catch (Exception e)
             {
                 ZramDeviceLog.RecompressorFailed(_logger, e, _device.Name);
-                _wake.Wait(_agePeriod);
+                _stop.Wait(_agePeriod);
             }
         }
+    }
+
+    /// <summary>Ends a wait for the next aging pass: slots were just marked idle by hand (zram's idle=all).</summary>
+    public void Kick()
+    {
+        Volatile.Write(ref _kicked, 1);
+        _wake.Set();
     }
 
     /// <summary>Sleeps so that <paramref name="workTicks"/> of work stays within the CPU budget.</summary>
@@ -97,15 +109,17 @@ internal sealed class Recompressor : IDisposable
         double seconds = (double)workTicks / Stopwatch.Frequency * (100 - _cpuPercent) / _cpuPercent;
         if (seconds > 0)
         {
-            _wake.Wait(TimeSpan.FromSeconds(Math.Min(seconds, 1)));
+            _stop.Wait(TimeSpan.FromSeconds(Math.Min(seconds, 1)));
         }
     }
 
     public void Dispose()
     {
         _stopping = true;
+        _stop.Set();
         _wake.Set();
         _thread.Join();
         _wake.Dispose();
+        _stop.Dispose();
     }
 }
