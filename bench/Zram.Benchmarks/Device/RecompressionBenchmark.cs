@@ -69,7 +69,7 @@ internal static class RecompressionBenchmark
             double lz4 = PerGiB(device, gib);
             long idle = device.MarkIdle();
             var clock = Stopwatch.StartNew();
-            RecompressionResult result = device.Recompress(RecompressionType.Idle);
+            RecompressionResult result = device.Recompress(SlotSelection.Idle);
             clock.Stop();
             double recompressed = PerGiB(device, gib);
             device.Compact();

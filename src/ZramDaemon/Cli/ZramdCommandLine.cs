@@ -9,7 +9,7 @@ namespace ZramDaemon.Cli;
 
 /// <summary>
 /// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes,
-/// reset, idle and recompress talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
+/// reset, idle, recompress and writeback talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
 /// 64 usage error, 78 configuration error.
 /// </summary>
 public static class ZramdCommandLine
@@ -122,28 +122,32 @@ public static class ZramdCommandLine
         });
         root.Add(set);
 
-        var recompressName = NameArgument();
-        var recompressArguments = new Argument<string[]>("ARGUMENTS")
+        foreach ((string verb, string description) in new[]
         {
-            Description = "type=idle|huge|all (which slots; all when omitted) and max_pages=N (at most N recompressed; 0: no limit)",
-            Arity = new ArgumentArity(0, 2),
-        };
-        var recompress = new Command("recompress", "Recompress a device's idle or huge pages with its recompression algorithm, like zram's recompress")
+            ("recompress", "Recompress a device's idle or huge pages with its recompression algorithm, like zram's recompress"),
+            ("writeback", "Move a device's idle or huge pages to its backing file, like zram's writeback"),
+        })
         {
-            recompressName, recompressArguments,
-        };
-        recompress.SetAction(result =>
-        {
-            string line = string.Join(' ', new[] { "recompress", result.GetValue(recompressName)! }.Concat(result.GetValue(recompressArguments) ?? []));
-            if (!ControlRequest.TryParse(line, out ControlRequest? request, out string why))
+            Argument<string> name = NameArgument();
+            var arguments = new Argument<string[]>("ARGUMENTS")
             {
-                error.WriteLine($"zramd: {why}");
-                return ExitCodes.Usage;
-            }
+                Description = "type=idle|huge|all (which slots; all when omitted) and max_pages=N (at most N pages; 0: no limit)",
+                Arity = new ArgumentArity(0, 2),
+            };
+            var command = new Command(verb, description) { name, arguments };
+            command.SetAction(result =>
+            {
+                string line = string.Join(' ', new[] { verb, result.GetValue(name)! }.Concat(result.GetValue(arguments) ?? []));
+                if (!ControlRequest.TryParse(line, out ControlRequest? request, out string why))
+                {
+                    error.WriteLine($"zramd: {why}");
+                    return ExitCodes.Usage;
+                }
 
-            return Send(result, control, output, error, request, null);
-        });
-        root.Add(recompress);
+                return Send(result, control, output, error, request, null);
+            });
+            root.Add(command);
+        }
 
         foreach ((string verb, string description) in new[]
         {

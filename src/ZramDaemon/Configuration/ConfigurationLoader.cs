@@ -108,7 +108,8 @@ public static partial class ConfigurationLoader
 
     private static bool IsDeviceKey(string key) => key is "zram-size" or "compression-algorithm" or "zram-resident-limit"
         or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach"
-        or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent";
+        or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent"
+        or "writeback-file" or "writeback-watermark" or "writeback-limit";
 
     private static void SetDeviceKey(DeviceValues device, string key, Setting value)
     {
@@ -124,10 +125,13 @@ public static partial class ConfigurationLoader
             case "recompress-algorithm": device.RecompressAlgorithm = value; break;
             case "recompress-idle-after": device.RecompressIdleAfter = value; break;
             case "recompress-cpu-percent": device.RecompressCpuPercent = value; break;
+            case "writeback-file": device.WritebackFile = value; break;
+            case "writeback-watermark": device.WritebackWatermark = value; break;
+            case "writeback-limit": device.WritebackLimit = value; break;
             default:
                 throw value.Fail(ZramGeneratorOnlyKeys.Contains(key)
                     ? "a zram-generator key that zramd does not implement: remove it (swap and mounts are set up by systemd units)"
-                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent");
+                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, writeback-file, writeback-watermark, writeback-limit");
         }
     }
 
@@ -391,6 +395,36 @@ public static partial class ConfigurationLoader
             throw cpuSetting.Fail("a percentage of one CPU from 1 to 100 is required");
         }
 
+        string? writebackFile = null;
+        if (device.WritebackFile is { } fileSetting)
+        {
+            writebackFile = Path.GetFullPath(fileSetting.Value);
+            string? folder = Path.GetDirectoryName(writebackFile);
+            if (fileSetting.Value.EndsWith('/') || folder is null || !Directory.Exists(folder))
+            {
+                throw fileSetting.Fail("a file in an existing directory is required (it is created, and deleted at exit)");
+            }
+
+            if (writebackFile.StartsWith("/dev/", StringComparison.Ordinal))
+            {
+                throw fileSetting.Fail("zramd writes back to a file, not a device (zram-generator's writeback-device): give a path on a filesystem");
+            }
+        }
+
+        int writebackWatermark = DeviceConfiguration.DefaultWritebackWatermarkPercent;
+        if (device.WritebackWatermark is { } wbWatermarkSetting
+            && (!int.TryParse(wbWatermarkSetting.Value.TrimEnd('%'), NumberStyles.None, CultureInfo.InvariantCulture, out writebackWatermark) || writebackWatermark is < 1 or > 100))
+        {
+            throw wbWatermarkSetting.Fail("a percentage of the memory limit from 1 to 100 is required");
+        }
+
+        long writebackLimit = 0;
+        if (device.WritebackLimit is { } wbLimitSetting
+            && !SizeParser.TryParse(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
+        {
+            throw wbLimitSetting.Fail($"bytes per day (K/M/G/T suffixes; 0: no limit): {wbLimitError}");
+        }
+
         string? attach = null;
         if (device.Attach is { } attachSetting)
         {
@@ -414,6 +448,9 @@ public static partial class ConfigurationLoader
             RecompressAlgorithm = recompressAlgorithm,
             RecompressIdleAfter = idleAfter,
             RecompressCpuPercent = cpuPercent,
+            WritebackFile = writebackFile,
+            WritebackWatermarkPercent = writebackWatermark,
+            WritebackLimitPerDay = writebackLimit,
         };
     }
 
@@ -572,5 +609,8 @@ public static partial class ConfigurationLoader
         public Setting? RecompressAlgorithm { get; set; }
         public Setting? RecompressIdleAfter { get; set; }
         public Setting? RecompressCpuPercent { get; set; }
+        public Setting? WritebackFile { get; set; }
+        public Setting? WritebackWatermark { get; set; }
+        public Setting? WritebackLimit { get; set; }
     }
 }

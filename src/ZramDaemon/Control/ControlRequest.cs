@@ -5,9 +5,10 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// A control request: one line of words, the same as the command line after <c>zramd</c>:
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME mem_limit=SIZE</c>, <c>stats NAME</c>,
-/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge] [max_pages=N]</c>.
-/// Readable and typeable by hand (e.g. with socat). <see cref="Key"/> and <see cref="Value"/> are set's assignment;
-/// for recompress they are the type and max_pages (null when not given).
+/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|all] [max_pages=N]</c>,
+/// <c>writeback NAME [type=idle|huge|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
+/// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
+/// and max_pages (null when not given).
 /// </summary>
 public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value)
 {
@@ -16,7 +17,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
     public override string ToString() => Verb switch
     {
         "set" => $"set {Device} {Key}={Value}",
-        "recompress" => $"recompress {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}",
+        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}",
         _ when Device is not null => $"{Verb} {Device}",
         _ => Verb,
     };
@@ -29,7 +30,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         string[] words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (words.Length == 0)
         {
-            error = "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME or recompress NAME";
+            error = "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME";
             return false;
         }
 
@@ -55,9 +56,9 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "recompress" when words.Length is >= 2 and <= 4:
-                return TryParseRecompress(words, out request, out error);
-            case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress":
+            case "recompress" or "writeback" when words.Length is >= 2 and <= 4:
+                return TryParseSlotRun(words, out request, out error);
+            case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
                 return false;
             default:
@@ -66,7 +67,8 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         }
     }
 
-    private static bool TryParseRecompress(string[] words, [NotNullWhen(true)] out ControlRequest? request, out string error)
+    /// <summary>recompress and writeback: NAME, then type= and max_pages= in any order, each at most once.</summary>
+    private static bool TryParseSlotRun(string[] words, [NotNullWhen(true)] out ControlRequest? request, out string error)
     {
         request = null;
         error = string.Empty;
@@ -94,18 +96,18 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             }
             else
             {
-                error = $"'{word}' is not a recompress argument: {Usage("recompress")}";
+                error = $"'{word}' is not a {words[0]} argument: {Usage(words[0])}";
                 return false;
             }
         }
 
-        request = new ControlRequest("recompress", words[1], type, maxPages);
+        request = new ControlRequest(words[0], words[1], type, maxPages);
         return true;
     }
 
     private static string Usage(string verb) => verb switch
     {
-        "recompress" => "recompress NAME [type=idle|huge|all] [max_pages=N]",
+        "recompress" or "writeback" => verb + " NAME [type=idle|huge|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => "set NAME mem_limit=SIZE",

@@ -31,6 +31,9 @@ public sealed class DeviceStatus
         ("metadata_bytes", s => s.MetadataBytes, (s, v) => s.MetadataBytes = v),
         ("recompressed_pages", s => s.RecompressedPages, (s, v) => s.RecompressedPages = v),
         ("recompress_bytes_saved", s => s.RecompressBytesSaved, (s, v) => s.RecompressBytesSaved = v),
+        ("bd_count", s => s.BdCount, (s, v) => s.BdCount = v),
+        ("bd_reads", s => s.BdReads, (s, v) => s.BdReads = v),
+        ("bd_writes", s => s.BdWrites, (s, v) => s.BdWrites = v),
         ("connections", s => s.Connections, (s, v) => s.Connections = v),
     ];
 
@@ -81,6 +84,13 @@ public sealed class DeviceStatus
     public long RecompressedPages { get; set; }
 
     public long RecompressBytesSaved { get; set; }
+
+    /// <summary>zram's bd_stat (pages): held in the backing file now, read back from it, written to it.</summary>
+    public long BdCount { get; set; }
+
+    public long BdReads { get; set; }
+
+    public long BdWrites { get; set; }
 
     /// <summary>NBD clients connected to this export now.</summary>
     public long Connections { get; set; }

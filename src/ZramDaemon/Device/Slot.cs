@@ -52,6 +52,12 @@ internal static class SlotInfo
     /// </summary>
     public const uint Recompressed = 1u << 20;
 
+    /// <summary>
+    /// zram's ZRAM_WB: the object lives in the device's backing file, in the block <see cref="Slot.Value"/>; the
+    /// size is the object's (4096: the raw page of what was a huge slot), the algorithm what it was compressed with.
+    /// </summary>
+    public const uint WrittenBack = 1u << 21;
+
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
 
@@ -70,7 +76,13 @@ internal static class SlotInfo
 
     public static bool IsIdle(uint info) => (info & IdleAgeMask) == IdleAgeMask;
 
-    public static bool HasObject(uint info) => (info & (Written | Same)) == Written;
+    /// <summary>The slot's object in the backing file: same size and algorithm, no longer huge (it takes no pool page).</summary>
+    public static uint InBackingFile(uint info) => (info & (SizeMask | AlgorithmMask | Recompressed)) | Written | WrittenBack;
+
+    /// <summary>The slot holds a pool object (not same-filled, not written back).</summary>
+    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack)) == Written;
+
+    public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
 
     /// <summary>Reads as zeros without touching the pool: never written, trimmed, or a same-filled zero page.</summary>
     public static bool IsZero(uint info, ulong value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);

@@ -43,6 +43,9 @@ internal sealed class SlotTable
         }
     }
 
+    /// <summary>Takes the lock only if it is free: for a thread that may hold another slot's lock already.</summary>
+    public bool TryLock(int index) => Interlocked.CompareExchange(ref _slots[index].LockWord, 1, 0) == 0;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Unlock(int index) => Volatile.Write(ref _slots[index].LockWord, 0);
 

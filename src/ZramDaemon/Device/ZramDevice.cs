@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using ZramDaemon.Compression;
 using ZramDaemon.Device.Recompression;
+using ZramDaemon.Device.Writeback;
 using ZsAlloc;
 
 namespace ZramDaemon.Device;
@@ -36,6 +37,12 @@ namespace ZramDaemon.Device;
 ///   object only when it lands in a smaller size class. Idleness is a 2-bit age in the slot that aging passes
 ///   raise and reads and writes reset (<see cref="Recompressor"/> runs both in the background, at low priority).
 ///
+/// Writeback (zram's backing_dev, to a file): a slot's object can move to a block of the device's
+///   <see cref="BackingFile"/> (the slot keeps the block number), freeing its pool memory; reads of it read the block.
+///   The background thread writes back idle, then huge, then the least recently touched slots when usage passes the
+///   writeback watermark of the limit; a write that would pass the limit first writes back a slot of the size class
+///   it needs (taking that slot's lock only if it is free, since it may hold its own).
+///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
 ///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
 ///   A pool read view (MapRead) is always closed before anything that can compact.
@@ -57,6 +64,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly BackgroundCompactor _compactor;
     private readonly Compressor? _secondary;
     private readonly Recompressor? _recompressor;
+    private readonly BackingFile? _backing;
+    private int _writebackCursor;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
@@ -99,6 +108,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new ArgumentException($"recompression: {error}", nameof(options));
         }
 
+        if (options.WritebackWatermarkPercent is < 1 or > 100)
+        {
+            throw new ArgumentException($"the writeback watermark must be 1-100 percent of mem_limit, not {options.WritebackWatermarkPercent}", nameof(options));
+        }
+
         if (options.RecompressCpuPercent is < 1 or > 100)
         {
             throw new ArgumentException($"the recompressor's CPU budget must be 1-100 percent, not {options.RecompressCpuPercent}", nameof(options));
@@ -123,6 +137,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _memLimit = options.MemLimit;
+        if (options.BackingFile is not null)
+        {
+            // One block per slot: a slot holds at most one, so the file never fills before the device does.
+            _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
+        }
+
         _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
         if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
         {
@@ -135,6 +155,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>The compressor new writes use, in canonical form ("lz4", "lz4hc:9", "zstd:3").</summary>
     public string Algorithm => _compressor.Spec.ToString();
+
+    /// <summary>zram's backing_dev: the full path of the device's backing file, or null without writeback.</summary>
+    public string? BackingFilePath => _backing?.Path;
 
     /// <summary>zram's recomp_algorithm in canonical form, or null when the device has none.</summary>
     public string? RecompressAlgorithm => _secondary?.Spec.ToString();
@@ -285,6 +308,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             MetadataBytes = metadata,
             RecompressedPages = Interlocked.Read(ref _counters.RecompressedPages),
             RecompressBytesSaved = Interlocked.Read(ref _counters.RecompressBytesSaved),
+            BdCount = _backing?.Count ?? 0,
+            BdReads = _backing?.Reads ?? 0,
+            BdWrites = _backing?.Writes ?? 0,
         };
     }
 
@@ -337,7 +363,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none). Runs on the caller's
     /// thread, without the background's CPU budget.
     /// </summary>
-    public RecompressionResult Recompress(RecompressionType type, long maxPages = 0, TimeSpan? timeLimit = null)
+    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         if (_secondary is null)
@@ -376,6 +402,50 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime);
     }
 
+    /// <summary>
+    /// zram's writeback: moves the slots of <paramref name="type"/> to the backing file, freeing their pool memory
+    /// (given back to the OS by the compaction that follows); at most <paramref name="maxPages"/> (0: no limit),
+    /// for at most <paramref name="timeLimit"/> (null: none). Stops early when the daily limit is used up.
+    /// </summary>
+    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
+        if (_backing is null)
+        {
+            throw new InvalidOperationException($"{Name} has no backing file: set writeback-file");
+        }
+
+        long written = 0;
+        bool stoppedByLimit = false, stoppedByTime = false;
+        long started = Stopwatch.GetTimestamp();
+        for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages); index++)
+        {
+            WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1);
+            if (outcome == WritebackOutcome.WrittenBack)
+            {
+                written++;
+                if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                {
+                    stoppedByTime = true;
+                    break;
+                }
+            }
+            else if (outcome != WritebackOutcome.Skipped)
+            {
+                stoppedByLimit = true;
+                break;
+            }
+        }
+
+        if (written > 0)
+        {
+            CompactCore("writeback");
+        }
+
+        ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
+        return new WritebackResult(written, stoppedByLimit, stoppedByTime);
+    }
+
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
     public void ResetMemUsedMax() => _pool.ResetPeak();
 
@@ -411,6 +481,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _disposed = true;
         _recompressor?.Dispose();
         _compactor.Dispose();
+        _backing?.Dispose();
         _pool.Dispose();
         foreach (Compressor compressor in _allCompressors)
         {
@@ -427,6 +498,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (_pool.GetStats().DeferredQueueDepth > 0)
         {
             _pool.FlushDeferred();
+        }
+
+        if (_backing is not null && WritebackToWatermark() > 0)
+        {
+            CompactCore("writeback");
         }
 
         string? reason = CompactionDue();
@@ -502,7 +578,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// The background recompressor's unit of work: offers slots from <paramref name="cursor"/> on for about
     /// <paramref name="slice"/>. Returns true when the cursor went past the last slot (it starts again at 0).
     /// </summary>
-    internal bool RecompressSlice(ref int cursor, RecompressionType type, TimeSpan slice, out bool stoppedByLimit)
+    internal bool RecompressSlice(ref int cursor, SlotSelection type, TimeSpan slice, out bool stoppedByLimit)
     {
         stoppedByLimit = false;
         long started = Stopwatch.GetTimestamp();
@@ -533,7 +609,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// recompress_slot), decompress, compress with the secondary algorithm, and keep the result only if it lands
     /// in a smaller size class; the old object is freed at once (this is not the I/O path).
     /// </summary>
-    internal RecompressOutcome RecompressSlot(int index, RecompressionType type)
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
     {
         if (_secondary is null || !IsRecompressCandidate(_slots.PeekInfo(index), type))
         {
@@ -588,11 +664,164 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
-    private static bool IsRecompressCandidate(uint info, RecompressionType type)
+    /// <summary>
+    /// The background writeback: once mem_used_total passes the writeback watermark of the limit, writes back idle
+    /// slots, then huge ones, then the others by idle age (the least recently touched first), until the objects
+    /// written back add up to what takes usage ten points below the watermark. Returns the slots written back.
+    /// </summary>
+    internal long WritebackToWatermark()
+    {
+        long limit = Interlocked.Read(ref _memLimit);
+        long used = MemUsedTotal;
+        if (_backing is null || limit == 0 || used * 100 < limit * _options.WritebackWatermarkPercent)
+        {
+            return 0;
+        }
+
+        long target = used - (limit * Math.Max(_options.WritebackWatermarkPercent - 10, 1) / 100);
+        long freed = 0, written = 0;
+        ReadOnlySpan<(SlotSelection Type, uint MinAge)> passes =
+            [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
+        foreach ((SlotSelection type, uint minAge) in passes)
+        {
+            for (int index = 0; index < _slots.Count && freed < target; index++)
+            {
+                int size = SlotInfo.Size(_slots.PeekInfo(index));
+                WritebackOutcome outcome = WritebackSlot(index, type, minAge, tryLock: false, classIndex: -1);
+                if (outcome == WritebackOutcome.WrittenBack)
+                {
+                    freed += size;
+                    written++;
+                }
+                else if (outcome != WritebackOutcome.Skipped)
+                {
+                    ZramDeviceLog.WritebackStopped(_logger, Name, outcome.ToString());
+                    return written;
+                }
+            }
+        }
+
+        ZramDeviceLog.WrittenBack(_logger, Name, "watermark", written);
+        return written;
+    }
+
+    /// <summary>
+    /// The write path's way out at the limit: writes back one slot whose object is of size class
+    /// <paramref name="classIndex"/>, so that the allocation takes its place without a new pool page. Slots whose
+    /// lock is taken are passed over (the caller may hold one). The search goes round the table from where the
+    /// last one stopped, so recently written slots are taken last.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool WritebackForRoom(int classIndex)
+    {
+        int count = _slots.Count;
+        int start = Volatile.Read(ref _writebackCursor);
+        for (int i = 0; i < count; i++)
+        {
+            int index = start + i < count ? start + i : start + i - count;
+            WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex);
+            if (outcome == WritebackOutcome.WrittenBack)
+            {
+                Volatile.Write(ref _writebackCursor, index + 1 < count ? index + 1 : 0);
+                return true;
+            }
+
+            if (outcome != WritebackOutcome.Skipped)
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Writes one slot's object to the backing file if it is a candidate, under the slot's lock (taken only if free
+    /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
+    /// the pool object is freed at once.
+    /// </summary>
+    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex)
+    {
+        if (_backing is null || !IsWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
+        {
+            return WritebackOutcome.Skipped;
+        }
+
+        if (tryLock)
+        {
+            if (!_slots.TryLock(index))
+            {
+                return WritebackOutcome.Skipped;
+            }
+        }
+        else
+        {
+            _slots.Lock(index);
+        }
+
+        try
+        {
+            ref Slot slot = ref _slots[index];
+            uint info = slot.Info;
+            if (!IsWritebackCandidate(info, type, minAge, classIndex))
+            {
+                return WritebackOutcome.Skipped;
+            }
+
+            if (!_backing.TryTakeBudget())
+            {
+                return WritebackOutcome.NoBudget;
+            }
+
+            long block = _backing.Allocate();
+            if (block < 0)
+            {
+                return WritebackOutcome.NoRoom;
+            }
+
+            int size = SlotInfo.Size(info);
+            Span<byte> scratch = stackalloc byte[PageSize];
+            try
+            {
+                using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+                _backing.Write(block, view.Span);
+            }
+            catch (IOException e)
+            {
+                _backing.Free(block);
+                ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
+                return WritebackOutcome.IoError;
+            }
+
+            uint newInfo = SlotInfo.InBackingFile(info);
+            ulong handle = slot.Value;
+            slot.Value = (ulong)block;
+            Volatile.Write(ref slot.Info, newInfo);
+            _pool.Free(handle);
+            _counters.Replace(info, newInfo);
+            return WritebackOutcome.WrittenBack;
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)
+        => SlotInfo.HasObject(info) && SlotInfo.IdleAge(info) >= minAge
+            && (classIndex < 0 || _pool.ClassIndexOf(SlotInfo.Size(info)) == classIndex)
+            && type switch
+            {
+                SlotSelection.Idle => SlotInfo.IsIdle(info),
+                SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
+                _ => true,
+            };
+
+    private static bool IsRecompressCandidate(uint info, SlotSelection type)
         => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && type switch
         {
-            RecompressionType.Idle => SlotInfo.IsIdle(info),
-            RecompressionType.Huge => (info & SlotInfo.Huge) != 0,
+            SlotSelection.Idle => SlotInfo.IsIdle(info),
+            SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
             _ => true,
         };
 
@@ -686,6 +915,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return NbdError.None;
         }
 
+        if ((info & SlotInfo.WrittenBack) != 0)
+        {
+            return ReadBack(index, info, value, page);
+        }
+
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
         using ZsReadView view = _pool.MapRead(value, size, scratch);
@@ -697,6 +931,43 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
         if (DecompressorFor(algorithm).Decompress(view.Span, page))
+        {
+            return NbdError.None;
+        }
+
+        ZramDeviceLog.DecompressFailed(_logger, Name, index, algorithm.ToString(), size);
+        return NbdError.IO;
+    }
+
+    /// <summary>A written-back slot: its object from the backing file (zram's read_from_bdev). The slot lock is held.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError ReadBack(int index, uint info, ulong block, Span<byte> page)
+    {
+        int size = SlotInfo.Size(info);
+        Span<byte> scratch = stackalloc byte[PageSize];
+        // A raw page (what was a huge slot) goes straight into the reply.
+        Span<byte> data = size == PageSize ? page : scratch[..size];
+        try
+        {
+            if (!_backing!.Read((long)block, data))
+            {
+                ZramDeviceLog.ReadBackFailed(_logger, null, Name, index, (long)block);
+                return NbdError.IO;
+            }
+        }
+        catch (IOException e)
+        {
+            ZramDeviceLog.ReadBackFailed(_logger, e, Name, index, (long)block);
+            return NbdError.IO;
+        }
+
+        if (size == PageSize)
+        {
+            return NbdError.None;
+        }
+
+        CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
+        if (DecompressorFor(algorithm).Decompress(data, page))
         {
             return NbdError.None;
         }
@@ -790,6 +1061,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 _pool.Free(value);
             }
         }
+        else if (SlotInfo.IsWrittenBack(info))
+        {
+            _backing!.Free((long)value);
+        }
     }
 
     /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
@@ -842,6 +1117,19 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (TryAllocateWithin(size, limit, out handle, out NbdError error) || error != NbdError.NoSpace)
         {
             return error;
+        }
+
+        // Then, with a backing file, room in the class this object needs: a swap user gets slower reads, not ENOSPC.
+        if (_backing is not null)
+        {
+            int classIndex = _pool.ClassIndexOf(size);
+            for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex); attempt++)
+            {
+                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+                {
+                    return error;
+                }
+            }
         }
 
         // Then compaction, unless one just ran here and found nothing: a device kept full would otherwise

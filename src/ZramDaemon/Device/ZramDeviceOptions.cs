@@ -43,4 +43,13 @@ public sealed record ZramDeviceOptions
 
     /// <summary>The share of one CPU the background recompressor may use, 1-100 percent.</summary>
     public int RecompressCpuPercent { get; init; } = 10;
+
+    /// <summary>zram's backing_dev, as a file: where slots are written back to free memory; null = no writeback.</summary>
+    public string? BackingFile { get; init; }
+
+    /// <summary>Write back in the background once mem_used_total passes this percentage of <see cref="MemLimit"/> (1-100).</summary>
+    public int WritebackWatermarkPercent { get; init; } = 80;
+
+    /// <summary>Bytes that may be written to <see cref="BackingFile"/> per 24 hours, 4096 per page (0 = no limit).</summary>
+    public long WritebackLimitPerDay { get; init; }
 }

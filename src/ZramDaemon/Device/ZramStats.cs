@@ -66,6 +66,18 @@ public sealed record ZramStats
     /// <summary>Compressed bytes those recompressions saved: old object sizes minus new (since creation).</summary>
     public long RecompressBytesSaved { get; init; }
 
+    /// <summary>zram's bd_count: pages written back and held in the backing file now.</summary>
+    public long BdCount { get; init; }
+
+    /// <summary>zram's bd_reads: pages read back from the backing file.</summary>
+    public long BdReads { get; init; }
+
+    /// <summary>zram's bd_writes: pages written to the backing file.</summary>
+    public long BdWrites { get; init; }
+
+    /// <summary>The line of /sys/block/zramN/bd_stat (without its newline), in the kernel's format (pages).</summary>
+    public string FormatBdStat() => string.Join(' ', new[] { BdCount, BdReads, BdWrites }.Select(Field));
+
     /// <summary>The line of /sys/block/zramN/mm_stat (without its newline), in the kernel's format.</summary>
     public string FormatMmStat() => string.Join(' ', new[]
     {

@@ -72,6 +72,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                     RecompressAlgorithm = d.RecompressAlgorithm,
                     RecompressIdleAfter = d.RecompressIdleAfter,
                     RecompressCpuPercent = d.RecompressCpuPercent,
+                    BackingFile = d.WritebackFile,
+                    WritebackWatermarkPercent = d.WritebackWatermarkPercent,
+                    WritebackLimitPerDay = d.WritebackLimitPerDay,
                 },
                 _loggerFactory));
         }

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Native;
 
 /// <summary>The libc calls the daemon needs that .NET does not expose: swap safety, socket files, binding an
-/// NBD connection to a kernel /dev/nbdX, and the background threads' priority.</summary>
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, and punching holes in backing files.</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -38,6 +38,13 @@ internal static partial class Interop
 
         [LibraryImport(LibraryName, EntryPoint = "gettid")]
         internal static partial int GetTid();
+
+        // <linux/falloc.h>: a device's backing file gives the space of freed blocks back to the filesystem.
+        internal const int FallocFlKeepSize = 1;
+        internal const int FallocFlPunchHole = 2;
+
+        [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
+        internal static partial int Fallocate(SafeHandle fd, int mode, long offset, long length);
 
         // <sys/stat.h>: the file type bits of st_mode.
         internal const uint FileTypeMask = 0xF000;

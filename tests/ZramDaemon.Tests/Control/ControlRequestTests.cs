@@ -17,6 +17,8 @@ public class ControlRequestTests
     [InlineData("recompress zram0 type=idle", "recompress", "zram0", "idle", null)]
     [InlineData("recompress zram1 max_pages=100 type=huge", "recompress", "zram1", "huge", "100")]
     [InlineData("recompress zram0 max_pages=0", "recompress", "zram0", null, "0")]
+    [InlineData("writeback zram0", "writeback", "zram0", null, null)]
+    [InlineData("writeback zram2 type=huge max_pages=7", "writeback", "zram2", "huge", "7")]
     public void Parses_each_verb(string line, string verb, string? device, string? key, string? value)
     {
         Assert.True(ControlRequest.TryParse(line, out ControlRequest? request, out string error), error);
@@ -38,6 +40,8 @@ public class ControlRequestTests
     [InlineData("recompress zram0 max_pages=-1", "max_pages is a whole number")]
     [InlineData("recompress zram0 type=idle type=huge", "is not a recompress argument")]
     [InlineData("idle", "idle NAME")]
+    [InlineData("writeback zram0 type=cold", "the type is idle, huge or all")]
+    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|all] [max_pages=N]")]
     public void Rejects_with_a_reason(string line, string reason)
     {
         Assert.False(ControlRequest.TryParse(line, out _, out string error));

@@ -64,7 +64,7 @@ internal sealed class Recompressor : IDisposable
                 }
 
                 long sliceStart = Stopwatch.GetTimestamp();
-                bool wrapped = _device.RecompressSlice(ref cursor, RecompressionType.Idle, Slice, out bool stoppedByLimit);
+                bool wrapped = _device.RecompressSlice(ref cursor, SlotSelection.Idle, Slice, out bool stoppedByLimit);
                 Rest(Stopwatch.GetTimestamp() - sliceStart);
                 // The whole table was looked at (or there is no room): nothing more until the next aging, unless
                 // slots were marked idle by hand since the last look began (then look again from the start).

@@ -56,10 +56,10 @@ public class RecompressionTests
         }
 
         ZramStats before = device.GetStats();
-        Assert.Equal(0, device.Recompress(RecompressionType.Idle).Candidates);
+        Assert.Equal(0, device.Recompress(SlotSelection.Idle).Candidates);
         Assert.Equal(pages.Length, device.MarkIdle());
 
-        RecompressionResult result = device.Recompress(RecompressionType.Idle);
+        RecompressionResult result = device.Recompress(SlotSelection.Idle);
         ZramStats after = device.GetStats();
         Assert.Equal(pages.Length, result.Candidates);
         Assert.True(result.Recompressed > pages.Length / 2, $"only {result.Recompressed} of {pages.Length} text pages got into a smaller class with zstd");
@@ -74,11 +74,11 @@ public class RecompressionTests
 
         // Every slot was dealt with (recompressed, or found not to shrink): a second run has nothing to do.
         device.MarkIdle();
-        Assert.Equal(0, device.Recompress(RecompressionType.All).Candidates);
+        Assert.Equal(0, device.Recompress(SlotSelection.All).Candidates);
 
         // A rewrite makes the slot a candidate again.
         Assert.Equal(NbdError.None, device.Write(0, pages[0], fua: false));
-        Assert.Equal(1, device.Recompress(RecompressionType.All).Candidates);
+        Assert.Equal(1, device.Recompress(SlotSelection.All).Candidates);
         AssertReads(device, pages);
     }
 
@@ -96,7 +96,7 @@ public class RecompressionTests
         Assert.Equal(NbdError.None, device.Write(20L * Page, new byte[Page], fua: false));
         Assert.Equal(0, device.AgeSlots(markAll: false));
         Assert.Equal(0, device.AgeSlots(markAll: false));
-        Assert.Equal(0, device.Recompress(RecompressionType.Idle).Candidates);
+        Assert.Equal(0, device.Recompress(SlotSelection.Idle).Candidates);
 
         var buffer = new byte[512];
         Assert.Equal(NbdError.None, device.Read((3L * Page) + 1024, buffer)); // a partial read is a read
@@ -104,7 +104,7 @@ public class RecompressionTests
         Assert.Equal(NbdError.None, device.Write((7L * Page) + 512, pages[7].AsSpan(512, 512), fua: false));
         Assert.Equal(pages.Length - 3, device.AgeSlots(markAll: false));
 
-        RecompressionResult result = device.Recompress(RecompressionType.Idle);
+        RecompressionResult result = device.Recompress(SlotSelection.Idle);
         Assert.Equal(pages.Length - 3, result.Candidates);
         AssertReads(device, pages);
 
@@ -113,7 +113,7 @@ public class RecompressionTests
         Assert.Equal(0, device.AgeSlots(markAll: false));
         Assert.Equal(0, device.AgeSlots(markAll: false));
         Assert.Equal(pages.Length, device.AgeSlots(markAll: false));
-        Assert.Equal(3, device.Recompress(RecompressionType.Idle).Candidates);
+        Assert.Equal(3, device.Recompress(SlotSelection.Idle).Candidates);
         AssertReads(device, pages);
     }
 
@@ -129,7 +129,7 @@ public class RecompressionTests
         }
 
         Assert.Equal(pages.Length, device.GetStats().HugePages);
-        RecompressionResult result = device.Recompress(RecompressionType.Huge);
+        RecompressionResult result = device.Recompress(SlotSelection.Huge);
         Assert.Equal(pages.Length, result.Candidates);
         Assert.Equal(pages.Length / 2, result.Recompressed);
         ZramStats stats = device.GetStats();
@@ -139,7 +139,7 @@ public class RecompressionTests
         AssertReads(device, pages);
 
         // The random ones were tried and found incompressible (zram's ZRAM_INCOMPRESSIBLE): not tried again.
-        Assert.Equal(0, device.Recompress(RecompressionType.Huge).Candidates);
+        Assert.Equal(0, device.Recompress(SlotSelection.Huge).Candidates);
     }
 
     [Fact]
@@ -151,13 +151,13 @@ public class RecompressionTests
             Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
         }
 
-        RecompressionResult first = device.Recompress(RecompressionType.All, maxPages: 5);
+        RecompressionResult first = device.Recompress(SlotSelection.All, maxPages: 5);
         Assert.Equal(5, first.Recompressed);
         Assert.Equal(5, device.GetStats().RecompressedPages);
 
         using ZramDevice plain = Create(recompress: null);
         Assert.Null(plain.RecompressAlgorithm);
-        Assert.Throws<InvalidOperationException>(() => plain.Recompress(RecompressionType.Idle));
+        Assert.Throws<InvalidOperationException>(() => plain.Recompress(SlotSelection.Idle));
         Assert.Equal("zstd:3", device.RecompressAlgorithm);
     }
 
@@ -204,7 +204,7 @@ public class RecompressionTests
             while (!stop.IsCancellationRequested)
             {
                 device.MarkIdle();
-                device.Recompress(RecompressionType.All);
+                device.Recompress(SlotSelection.All);
             }
         });
         Parallel.For(0, 3, t =>
@@ -269,6 +269,6 @@ public class RecompressionTests
             Assert.Equal(NbdError.None, probe.Write((long)i * Page, pages[i], fua: false));
         }
 
-        return probe.Recompress(RecompressionType.All).Recompressed;
+        return probe.Recompress(SlotSelection.All).Recompressed;
     }
 }
