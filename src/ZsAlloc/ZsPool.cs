@@ -115,6 +115,20 @@ public sealed unsafe class ZsPool : IDisposable
 
     public void ResetPeak() => _pages.ResetPeak();
 
+    /// <summary>
+    /// zs_lookup_class_index: the size class an object of <paramref name="size"/> payload bytes (1..4096) goes to.
+    /// A smaller index takes less memory per object; objects of one class cost the same whatever their size.
+    /// </summary>
+    public int ClassIndexOf(int size)
+    {
+        if ((uint)(size - 1) >= MaxObjectSize)
+        {
+            ThrowHelper.ThrowSizeOutOfRange(size);
+        }
+
+        return size >= HugeClassSize ? _huge.Info.Index : _table.ClassIndexFor(size + HeaderSize);
+    }
+
     /// <summary>Allocates an object of <paramref name="size"/> payload bytes (1..4096) and returns its handle (never 0).</summary>
     public uint Malloc(int size)
     {

@@ -41,6 +41,9 @@ internal sealed class SlotTable
         Volatile.Write(ref slot.Info, info | SlotInfo.Locked);
     }
 
+    /// <summary>Changes only the slot's info (idle age, recompressed); its lock is held and stays held.</summary>
+    public void SetInfo(int index, uint info) => Volatile.Write(ref _slots[index].Info, info | SlotInfo.Locked);
+
     /// <summary>A lock-free snapshot of the slot's info, without the lock bit (for extents and stats scans).</summary>
     public uint PeekInfo(int index) => Volatile.Read(ref _slots[index].Info) & ~SlotInfo.Locked;
 
@@ -55,6 +58,14 @@ internal sealed class SlotTable
         {
             LockContended(ref word);
         }
+    }
+
+    /// <summary>Takes the lock only if it is free: for a thread that may hold another slot's lock already.</summary>
+    public bool TryLock(int index)
+    {
+        ref uint word = ref _slots[index].Info;
+        uint info = Volatile.Read(ref word);
+        return (info & SlotInfo.Locked) == 0 && Interlocked.CompareExchange(ref word, info | SlotInfo.Locked, info) == info;
     }
 
     /// <summary>Only the holder writes the info word while the bit is set, so a plain store releases it.</summary>
