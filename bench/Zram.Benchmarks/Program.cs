@@ -17,6 +17,11 @@ internal static class Program
             return Device.DeviceMemoryBenchmark.Run(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "recompress")
+        {
+            return Device.RecompressionBenchmark.Run(args[1..]);
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

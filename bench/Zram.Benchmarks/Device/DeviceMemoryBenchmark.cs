@@ -139,7 +139,7 @@ internal static class DeviceMemoryBenchmark
         }
     }
 
-    private static void WriteThroughApi(ZramDevice device, string file)
+    internal static void WriteThroughApi(ZramDevice device, string file)
     {
         using FileStream input = File.OpenRead(file);
         var buffer = new byte[128 << 10];
@@ -191,7 +191,7 @@ internal static class DeviceMemoryBenchmark
         }
     }
 
-    private static string FindRepositoryRoot()
+    internal static string FindRepositoryRoot()
     {
         for (string? dir = AppContext.BaseDirectory; dir != null; dir = Path.GetDirectoryName(dir))
         {

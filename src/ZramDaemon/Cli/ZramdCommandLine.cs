@@ -8,8 +8,8 @@ using ZramDaemon.Hosting;
 namespace ZramDaemon.Cli;
 
 /// <summary>
-/// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes
-/// and reset talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
+/// The command line: <c>zramd [options]</c> runs the daemon; the verbs status, compact, set, stats, classes,
+/// reset, idle, recompress and writeback talk to a running daemon through its control socket. Exit codes: 0 success, 1 runtime failure,
 /// 64 usage error, 78 configuration error.
 /// </summary>
 public static class ZramdCommandLine
@@ -124,9 +124,37 @@ public static class ZramdCommandLine
 
         foreach ((string verb, string description) in new[]
         {
+            ("recompress", "Recompress a device's idle or huge pages with its recompression algorithm, like zram's recompress"),
+            ("writeback", "Move a device's idle or huge pages to its backing file, like zram's writeback"),
+        })
+        {
+            Argument<string> name = NameArgument();
+            var arguments = new Argument<string[]>("ARGUMENTS")
+            {
+                Description = "type=idle|huge|all (which slots; all when omitted) and max_pages=N (at most N pages; 0: no limit)",
+                Arity = new ArgumentArity(0, 2),
+            };
+            var command = new Command(verb, description) { name, arguments };
+            command.SetAction(result =>
+            {
+                string line = string.Join(' ', new[] { verb, result.GetValue(name)! }.Concat(result.GetValue(arguments) ?? []));
+                if (!ControlRequest.TryParse(line, out ControlRequest? request, out string why))
+                {
+                    error.WriteLine($"zramd: {why}");
+                    return ExitCodes.Usage;
+                }
+
+                return Send(result, control, output, error, request, null);
+            });
+            root.Add(command);
+        }
+
+        foreach ((string verb, string description) in new[]
+        {
             ("stats", "Print the mm_stat and io_stat lines of a device, in the kernel's format"),
             ("classes", "Print the per-size-class table of a device's pool"),
             ("reset", "Drop all the data of a device (refused while a client is connected)"),
+            ("idle", "Mark every stored page of a device idle, like writing all to zram's idle (recompress type=idle takes them)"),
         })
         {
             Argument<string> name = NameArgument();

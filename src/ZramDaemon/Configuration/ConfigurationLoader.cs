@@ -111,7 +111,9 @@ public static partial class ConfigurationLoader
     }
 
     private static bool IsDeviceKey(string key) => key is "zram-size" or "compression-algorithm" or "zram-resident-limit"
-        or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach";
+        or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach"
+        or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent"
+        or "writeback-file" or "writeback-watermark" or "writeback-limit";
 
     private static void SetDeviceKey(DeviceValues device, string key, Setting value)
     {
@@ -124,10 +126,16 @@ public static partial class ConfigurationLoader
             case "deferred-free-capacity": device.DeferredFreeCapacity = value; break;
             case "read-only": device.ReadOnly = value; break;
             case "attach": device.Attach = value; break;
+            case "recompress-algorithm": device.RecompressAlgorithm = value; break;
+            case "recompress-idle-after": device.RecompressIdleAfter = value; break;
+            case "recompress-cpu-percent": device.RecompressCpuPercent = value; break;
+            case "writeback-file": device.WritebackFile = value; break;
+            case "writeback-watermark": device.WritebackWatermark = value; break;
+            case "writeback-limit": device.WritebackLimit = value; break;
             default:
                 throw value.Fail(ZramGeneratorOnlyKeys.Contains(key)
                     ? "a zram-generator key that zramd does not implement: remove it (swap and mounts are set up by systemd units)"
-                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach");
+                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, writeback-file, writeback-watermark, writeback-limit");
         }
     }
 
@@ -430,6 +438,52 @@ public static partial class ConfigurationLoader
 
         bool readOnly = device.ReadOnly is { } readOnlySetting && ParseBoolean(readOnlySetting);
 
+        string? recompressAlgorithm = device.RecompressAlgorithm is { } recompressSetting && recompressSetting.Value.Trim() is not ("none" or "")
+            ? ParseAlgorithm(recompressSetting)
+            : null;
+        TimeSpan idleAfter = DeviceConfiguration.DefaultRecompressIdleAfter;
+        if (device.RecompressIdleAfter is { } idleSetting)
+        {
+            idleAfter = ParseDuration(idleSetting);
+        }
+
+        int cpuPercent = DeviceConfiguration.DefaultRecompressCpuPercent;
+        if (device.RecompressCpuPercent is { } cpuSetting
+            && (!int.TryParse(cpuSetting.Value.TrimEnd('%'), NumberStyles.None, CultureInfo.InvariantCulture, out cpuPercent) || cpuPercent is < 1 or > 100))
+        {
+            throw cpuSetting.Fail("a percentage of one CPU from 1 to 100 is required");
+        }
+
+        string? writebackFile = null;
+        if (device.WritebackFile is { } fileSetting)
+        {
+            writebackFile = Path.GetFullPath(fileSetting.Value);
+            string? folder = Path.GetDirectoryName(writebackFile);
+            if (fileSetting.Value.EndsWith('/') || folder is null || !Directory.Exists(folder))
+            {
+                throw fileSetting.Fail("a file in an existing directory is required (it is created, and deleted at exit)");
+            }
+
+            if (writebackFile.StartsWith("/dev/", StringComparison.Ordinal))
+            {
+                throw fileSetting.Fail("zramd writes back to a file, not a device (zram-generator's writeback-device): give a path on a filesystem");
+            }
+        }
+
+        int writebackWatermark = DeviceConfiguration.DefaultWritebackWatermarkPercent;
+        if (device.WritebackWatermark is { } wbWatermarkSetting
+            && (!int.TryParse(wbWatermarkSetting.Value.TrimEnd('%'), NumberStyles.None, CultureInfo.InvariantCulture, out writebackWatermark) || writebackWatermark is < 1 or > 100))
+        {
+            throw wbWatermarkSetting.Fail("a percentage of the memory limit from 1 to 100 is required");
+        }
+
+        long writebackLimit = 0;
+        if (device.WritebackLimit is { } wbLimitSetting
+            && !SizeParser.TryParse(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
+        {
+            throw wbLimitSetting.Fail($"bytes per day (K/M/G/T suffixes; 0: no limit): {wbLimitError}");
+        }
+
         string? attach = null;
         if (device.Attach is { } attachSetting)
         {
@@ -450,6 +504,12 @@ public static partial class ConfigurationLoader
             DeferredFreeCapacity = deferred,
             ReadOnly = readOnly,
             Attach = attach,
+            RecompressAlgorithm = recompressAlgorithm,
+            RecompressIdleAfter = idleAfter,
+            RecompressCpuPercent = cpuPercent,
+            WritebackFile = writebackFile,
+            WritebackWatermarkPercent = writebackWatermark,
+            WritebackLimitPerDay = writebackLimit,
         };
     }
 
@@ -488,7 +548,7 @@ public static partial class ConfigurationLoader
 
         if (text.Contains(' ', StringComparison.Ordinal))
         {
-            throw setting.Fail("zramd compresses with one algorithm (no recompression list): use lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
+            throw setting.Fail("zramd compresses with one algorithm (no recompression list; the second goes in recompress-algorithm): use lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
         }
 
         return AlgorithmValidator.Validate(text, setting);
@@ -527,6 +587,23 @@ public static partial class ConfigurationLoader
         {
             throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
         }
+    }
+
+    /// <summary>A duration: seconds, or a number with s, min or h (systemd's spellings); 0 turns the feature off.</summary>
+    private static TimeSpan ParseDuration(Setting setting)
+    {
+        Match match = DurationText().Match(setting.Value.Trim());
+        if (!match.Success || !long.TryParse(match.Groups["n"].Value, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n > 1_000_000_000)
+        {
+            throw setting.Fail("a duration is required: seconds, or a number with s, min or h (e.g. 600, 10min, 2h; 0: only on request)");
+        }
+
+        return match.Groups["unit"].Value switch
+        {
+            "min" or "m" => TimeSpan.FromMinutes(n),
+            "h" => TimeSpan.FromHours(n),
+            _ => TimeSpan.FromSeconds(n),
+        };
     }
 
     private static bool ParseBoolean(Setting setting) => setting.Value.ToLowerInvariant() switch
@@ -570,6 +647,9 @@ public static partial class ConfigurationLoader
         return null;
     }
 
+    [GeneratedRegex("^(?<n>[0-9]+) ?(?<unit>s|min|m|h)?$")]
+    private static partial Regex DurationText();
+
     [GeneratedRegex("^zram[0-9]+$")]
     private static partial Regex DeviceName();
 
@@ -606,5 +686,11 @@ public static partial class ConfigurationLoader
         public Setting? DeferredFreeCapacity { get; set; }
         public Setting? ReadOnly { get; set; }
         public Setting? Attach { get; set; }
+        public Setting? RecompressAlgorithm { get; set; }
+        public Setting? RecompressIdleAfter { get; set; }
+        public Setting? RecompressCpuPercent { get; set; }
+        public Setting? WritebackFile { get; set; }
+        public Setting? WritebackWatermark { get; set; }
+        public Setting? WritebackLimit { get; set; }
     }
 }

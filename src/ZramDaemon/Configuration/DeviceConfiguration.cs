@@ -5,6 +5,9 @@ public sealed record DeviceConfiguration
 {
     public const int DefaultCompactWatermarkPercent = 90;
     public const int DefaultDeferredFreeCapacity = 32768;
+    public const int DefaultRecompressCpuPercent = 10;
+    public const int DefaultWritebackWatermarkPercent = 80;
+    public static readonly TimeSpan DefaultRecompressIdleAfter = TimeSpan.FromMinutes(10);
 
     public required string Name { get; init; }
 
@@ -22,6 +25,24 @@ public sealed record DeviceConfiguration
     public int DeferredFreeCapacity { get; init; } = DefaultDeferredFreeCapacity;
 
     public bool ReadOnly { get; init; }
+
+    /// <summary>zram's recomp_algorithm (canonical text, e.g. "zstd:9"), or null: no recompression.</summary>
+    public string? RecompressAlgorithm { get; init; }
+
+    /// <summary>Recompress in the background what was not read or written for this long; zero: only on request.</summary>
+    public TimeSpan RecompressIdleAfter { get; init; } = DefaultRecompressIdleAfter;
+
+    /// <summary>The background recompressor's share of one CPU, 1-100 percent.</summary>
+    public int RecompressCpuPercent { get; init; } = DefaultRecompressCpuPercent;
+
+    /// <summary>zram's backing_dev, as a file (full path), or null: no writeback.</summary>
+    public string? WritebackFile { get; init; }
+
+    /// <summary>Write back in the background past this percentage of the memory limit.</summary>
+    public int WritebackWatermarkPercent { get; init; } = DefaultWritebackWatermarkPercent;
+
+    /// <summary>Bytes that may be written to the backing file per day (0: no limit).</summary>
+    public long WritebackLimitPerDay { get; init; }
 
     /// <summary>A kernel nbd device to bind this export to at start (e.g. /dev/nbd0), or null.</summary>
     public string? Attach { get; init; }

@@ -5,7 +5,10 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// A control request: one line of words, the same as the command line after <c>zramd</c>:
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME mem_limit=SIZE</c>, <c>stats NAME</c>,
-/// <c>classes NAME</c>, <c>reset NAME</c>. Readable and typeable by hand (e.g. with socat).
+/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|all] [max_pages=N]</c>,
+/// <c>writeback NAME [type=idle|huge|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
+/// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
+/// and max_pages (null when not given).
 /// </summary>
 public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value)
 {
@@ -14,6 +17,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
     public override string ToString() => Verb switch
     {
         "set" => $"set {Device} {Key}={Value}",
+        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}",
         _ when Device is not null => $"{Verb} {Device}",
         _ => Verb,
     };
@@ -26,7 +30,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         string[] words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (words.Length == 0)
         {
-            error = "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME or reset NAME";
+            error = "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME";
             return false;
         }
 
@@ -39,7 +43,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             case "compact" when words.Length <= 2:
                 request = new ControlRequest(verb, words.Length == 2 ? words[1] : null, null, null);
                 return true;
-            case "stats" or "classes" or "reset" when words.Length == 2:
+            case "stats" or "classes" or "reset" or "idle" when words.Length == 2:
                 request = new ControlRequest(verb, words[1], null, null);
                 return true;
             case "set" when words.Length == 3:
@@ -52,7 +56,9 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "status" or "compact" or "stats" or "classes" or "reset" or "set":
+            case "recompress" or "writeback" when words.Length is >= 2 and <= 4:
+                return TryParseSlotRun(words, out request, out error);
+            case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
                 return false;
             default:
@@ -61,8 +67,47 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         }
     }
 
+    /// <summary>recompress and writeback: NAME, then type= and max_pages= in any order, each at most once.</summary>
+    private static bool TryParseSlotRun(string[] words, [NotNullWhen(true)] out ControlRequest? request, out string error)
+    {
+        request = null;
+        error = string.Empty;
+        string? type = null;
+        string? maxPages = null;
+        foreach (string word in words.AsSpan(2))
+        {
+            if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
+            {
+                type = word["type=".Length..];
+                if (type is not ("idle" or "huge" or "all"))
+                {
+                    error = $"'{word}': the type is idle, huge or all";
+                    return false;
+                }
+            }
+            else if (word.StartsWith("max_pages=", StringComparison.Ordinal) && maxPages is null)
+            {
+                maxPages = word["max_pages=".Length..];
+                if (maxPages.Length is 0 or > 18 || !maxPages.All(char.IsAsciiDigit))
+                {
+                    error = $"'{word}': max_pages is a whole number of pages (0: no limit)";
+                    return false;
+                }
+            }
+            else
+            {
+                error = $"'{word}' is not a {words[0]} argument: {Usage(words[0])}";
+                return false;
+            }
+        }
+
+        request = new ControlRequest(words[0], words[1], type, maxPages);
+        return true;
+    }
+
     private static string Usage(string verb) => verb switch
     {
+        "recompress" or "writeback" => verb + " NAME [type=idle|huge|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => "set NAME mem_limit=SIZE",

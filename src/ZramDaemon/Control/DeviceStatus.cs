@@ -2,7 +2,7 @@ namespace ZramDaemon.Control;
 
 /// <summary>
 /// One device's state as the control protocol carries it. Counters use the kernel's names (mm_stat, io_stat in
-/// Documentation/admin-guide/blockdev/zram.rst) so zram users read them at once; the last five are zramd's own.
+/// Documentation/admin-guide/blockdev/zram.rst) so zram users read them at once; the ones after io_stat's are zramd's own.
 /// </summary>
 public sealed class DeviceStatus
 {
@@ -29,6 +29,11 @@ public sealed class DeviceStatus
         ("compaction_runs", s => s.CompactionRuns, (s, v) => s.CompactionRuns = v),
         ("compaction_time_us", s => s.CompactionTimeMicroseconds, (s, v) => s.CompactionTimeMicroseconds = v),
         ("metadata_bytes", s => s.MetadataBytes, (s, v) => s.MetadataBytes = v),
+        ("recompressed_pages", s => s.RecompressedPages, (s, v) => s.RecompressedPages = v),
+        ("recompress_bytes_saved", s => s.RecompressBytesSaved, (s, v) => s.RecompressBytesSaved = v),
+        ("bd_count", s => s.BdCount, (s, v) => s.BdCount = v),
+        ("bd_reads", s => s.BdReads, (s, v) => s.BdReads = v),
+        ("bd_writes", s => s.BdWrites, (s, v) => s.BdWrites = v),
         ("connections", s => s.Connections, (s, v) => s.Connections = v),
     ];
 
@@ -75,6 +80,17 @@ public sealed class DeviceStatus
     public long CompactionTimeMicroseconds { get; set; }
 
     public long MetadataBytes { get; set; }
+
+    public long RecompressedPages { get; set; }
+
+    public long RecompressBytesSaved { get; set; }
+
+    /// <summary>zram's bd_stat (pages): held in the backing file now, read back from it, written to it.</summary>
+    public long BdCount { get; set; }
+
+    public long BdReads { get; set; }
+
+    public long BdWrites { get; set; }
 
     /// <summary>NBD clients connected to this export now.</summary>
     public long Connections { get; set; }

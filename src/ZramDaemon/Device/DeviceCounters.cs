@@ -15,6 +15,8 @@ internal sealed class DeviceCounters
     public long DiscardedPages;
     public long CompactionRuns;
     public long CompactionTicks;
+    public long RecompressedPages;
+    public long RecompressBytesSaved;
 
     /// <summary>Applies the change of one slot from <paramref name="oldInfo"/> to <paramref name="newInfo"/>.</summary>
     public void Replace(uint oldInfo, uint newInfo)

@@ -4,22 +4,29 @@ using ZramDaemon.Compression;
 namespace ZramDaemon.Device;
 
 /// <summary>
-/// One 4 KiB block of the device, 16 bytes like the kernel's struct zram_table_entry:
-/// <see cref="Value"/> is the pool handle of the stored object, or for a same-filled page the repeated
-/// 8-byte value itself (no allocation); <see cref="Info"/> packs the stored size and the flags
-/// (<see cref="SlotInfo"/>); <see cref="LockWord"/> is the slot's own spin lock (the kernel's ZRAM_LOCK bit).
+/// One 4 KiB block of the device, 8 bytes (the kernel's struct zram_table_entry is 16):
+/// <see cref="Value"/> is the 32-bit pool handle of the stored object, or for a same-filled page 0 (the zero
+/// page) or the handle of a pool word holding the repeated 8-byte value (<see cref="ZsAlloc.ZsPool.StoreWord"/>);
+/// for a written-back slot, the block in the backing file; <see cref="Info"/> packs the stored size, the flags
+/// and the slot's own lock bit (<see cref="SlotInfo"/>).
 /// </summary>
-[StructLayout(LayoutKind.Sequential, Size = 16)]
+[StructLayout(LayoutKind.Sequential, Size = 8)]
 internal struct Slot
 {
-    public ulong Value;
+    public uint Value;
     public uint Info;
-    public int LockWord;
 }
 
 /// <summary>
-/// The bits of <see cref="Slot.Info"/>: the object size in the low 13 bits (0..4096), then the flags, then the
-/// algorithm the object was compressed with (so a slot stays readable whatever the device uses later).
+/// The bits of <see cref="Slot.Info"/>:
+///   0..12  size of the object (0..4096)
+///   13     <see cref="Written"/>   14 <see cref="Same"/>   15 <see cref="Huge"/>
+///   16..17 the algorithm the object was compressed with (so a slot stays readable whatever the device uses later)
+///   18..19 idle age, 20 <see cref="Recompressed"/>, 21 <see cref="WrittenBack"/> (then <see cref="Slot.Value"/> is
+///          the block in the backing file)
+///   22..30 spare (dedup and what else comes)
+///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
+/// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
 internal static class SlotInfo
 {
@@ -28,14 +35,37 @@ internal static class SlotInfo
     /// <summary>The slot holds data (a pool object or a same-filled value). Clear: unwritten or trimmed.</summary>
     public const uint Written = 1u << 13;
 
-    /// <summary>The page is one 8-byte value repeated; <see cref="Slot.Value"/> is that value, no pool object.</summary>
+    /// <summary>The page is one 8-byte value repeated: <see cref="Slot.Value"/> is 0 for zeros, else a pool word.</summary>
     public const uint Same = 1u << 14;
 
     /// <summary>The page did not compress below the pool's huge class size and is stored raw (4096 bytes).</summary>
     public const uint Huge = 1u << 15;
 
+    /// <summary>Held by the thread working on the slot; only <see cref="SlotTable"/> sets and clears it.</summary>
+    public const uint Locked = 1u << 31;
+
     private const int AlgorithmShift = 16;
     private const uint AlgorithmMask = 3u << AlgorithmShift;
+
+    /// <summary>
+    /// How many idle-marking passes found the slot untouched since it was last read or written (0..3, zram's
+    /// ZRAM_IDLE widened to an age): reads and writes reset it, <see cref="IdleAgeMax"/> means idle.
+    /// </summary>
+    private const int IdleAgeShift = 18;
+    public const uint IdleAgeMask = 3u << IdleAgeShift;
+    public const uint IdleAgeMax = 3;
+
+    /// <summary>
+    /// The recompressor has dealt with the stored object (recompressed it, or found that it would not shrink),
+    /// like zram's ZRAM_RECOMP / ZRAM_INCOMPRESSIBLE: not tried again until the slot is rewritten.
+    /// </summary>
+    public const uint Recompressed = 1u << 20;
+
+    /// <summary>
+    /// zram's ZRAM_WB: the object lives in the device's backing file, in the block <see cref="Slot.Value"/>; the
+    /// size is the object's (4096: the raw page of what was a huge slot), the algorithm what it was compressed with.
+    /// </summary>
+    public const uint WrittenBack = 1u << 21;
 
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
@@ -48,8 +78,24 @@ internal static class SlotInfo
 
     public static CompressionAlgorithm Algorithm(uint info) => (CompressionAlgorithm)((info & AlgorithmMask) >> AlgorithmShift);
 
-    public static bool HasObject(uint info) => (info & (Written | Same)) == Written;
+    public static uint IdleAge(uint info) => (info & IdleAgeMask) >> IdleAgeShift;
+
+    /// <summary>The info with its idle age set to <paramref name="age"/> (at most <see cref="IdleAgeMax"/>).</summary>
+    public static uint WithIdleAge(uint info, uint age) => (info & ~IdleAgeMask) | (Math.Min(age, IdleAgeMax) << IdleAgeShift);
+
+    public static bool IsIdle(uint info) => (info & IdleAgeMask) == IdleAgeMask;
+
+    /// <summary>The slot's object in the backing file: same size and algorithm, no longer huge (it takes no pool page).</summary>
+    public static uint InBackingFile(uint info) => (info & (SizeMask | AlgorithmMask | Recompressed)) | Written | WrittenBack;
+
+    /// <summary>The slot holds a pool object (not same-filled, not written back).</summary>
+    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack)) == Written;
+
+    public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
+
+    /// <summary>A same-filled page whose value is in a pool word (non-zero value).</summary>
+    public static bool HasWord(uint info, uint value) => (info & (Written | Same)) == (Written | Same) && value != 0;
 
     /// <summary>Reads as zeros without touching the pool: never written, trimmed, or a same-filled zero page.</summary>
-    public static bool IsZero(uint info, ulong value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
+    public static bool IsZero(uint info, uint value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
 }

@@ -4,6 +4,8 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using ZramDaemon.Compression;
+using ZramDaemon.Device.Recompression;
+using ZramDaemon.Device.Writeback;
 using ZsAlloc;
 
 namespace ZramDaemon.Device;
@@ -12,8 +14,9 @@ namespace ZramDaemon.Device;
 /// A compressed RAM block device, after the kernel's drivers/block/zram/zram_drv.c, served through NBD.
 ///
 /// Data structure
-///   The device is <see cref="SlotTable"/>: one 16-byte <see cref="Slot"/> per 4 KiB block. A slot is unwritten
-///   (reads as zeros), same-filled (one 8-byte value repeated: the value lives in the slot, nothing in the pool),
+///   The device is <see cref="SlotTable"/>: one 8-byte <see cref="Slot"/> per 4 KiB block (a 32-bit pool handle and
+///   a 32-bit info word whose top bit is the slot's lock). A slot is unwritten (reads as zeros), same-filled (one
+///   8-byte value repeated: nothing for zeros, else the value in a pool word, a handle cell with no object),
 ///   compressed (a <see cref="ZsPool"/> object of the compressed size, with the algorithm recorded in the slot), or
 ///   huge (did not compress below the pool's huge class size: the raw 4096 bytes in a pool object).
 ///
@@ -32,6 +35,17 @@ namespace ZramDaemon.Device;
 ///   Past the watermark, frees are no longer deferred: the queue drains itself only at half its capacity
 ///   (16384 objects by default, 32 MiB of 2 KiB objects), so while the background thread waits for a CPU its
 ///   garbage could otherwise crowd live data out of the limit.
+///
+/// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
+///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
+///   object only when it lands in a smaller size class. Idleness is a 2-bit age in the slot that aging passes
+///   raise and reads and writes reset (<see cref="Recompressor"/> runs both in the background, at low priority).
+///
+/// Writeback (zram's backing_dev, to a file): a slot's object can move to a block of the device's
+///   <see cref="BackingFile"/> (the slot keeps the block number), freeing its pool memory; reads of it read the block.
+///   The background thread writes back idle, then huge, then the least recently touched slots when usage passes the
+///   writeback watermark of the limit; a write that would pass the limit first writes back a slot of the size class
+///   it needs (taking that slot's lock only if it is free, since it may hold its own).
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
 ///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
@@ -52,6 +66,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly Lock _compressorsLock = new();
     private readonly DeviceCounters _counters = new();
     private readonly BackgroundCompactor _compactor;
+    private readonly Compressor? _secondary;
+    private readonly Recompressor? _recompressor;
+    private readonly BackingFile? _backing;
+    private int _writebackCursor;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
@@ -88,6 +106,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new ArgumentException(error, nameof(options));
         }
 
+        CompressionSpec secondarySpec = default;
+        if (options.RecompressAlgorithm is not null && !CompressionSpec.TryParse(options.RecompressAlgorithm, out secondarySpec, out error))
+        {
+            throw new ArgumentException($"recompression: {error}", nameof(options));
+        }
+
+        if (options.WritebackWatermarkPercent is < 1 or > 100)
+        {
+            throw new ArgumentException($"the writeback watermark must be 1-100 percent of mem_limit, not {options.WritebackWatermarkPercent}", nameof(options));
+        }
+
+        if (options.RecompressCpuPercent is < 1 or > 100)
+        {
+            throw new ArgumentException($"the recompressor's CPU budget must be 1-100 percent, not {options.RecompressCpuPercent}", nameof(options));
+        }
+
         _options = options;
         _logger = loggerFactory.CreateLogger<ZramDevice>();
         _slots = new SlotTable(options.DiskSize >> PageShift);
@@ -98,8 +132,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _compressor = new Compressor(spec);
         _decompressors[(int)spec.Algorithm] = _compressor;
         _allCompressors.Add(_compressor);
+        if (options.RecompressAlgorithm is not null)
+        {
+            // One stream is enough: recompression runs on one thread at a time (background or on request).
+            _secondary = new Compressor(secondarySpec, streamCount: 1);
+            _allCompressors.Add(_secondary);
+            _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
+        }
+
         _memLimit = options.MemLimit;
+        if (options.BackingFile is not null)
+        {
+            // One block per slot: a slot holds at most one, so the file never fills before the device does.
+            _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
+        }
+
         _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
+        if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
+        {
+            _recompressor = new Recompressor(this, options.RecompressIdleAfter, options.RecompressCpuPercent, _logger);
+        }
         ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), options.MemLimit);
     }
 
@@ -107,6 +159,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>The compressor new writes use, in canonical form ("lz4", "lz4hc:9", "zstd:3").</summary>
     public string Algorithm => _compressor.Spec.ToString();
+
+    /// <summary>zram's backing_dev: the full path of the device's backing file, or null without writeback.</summary>
+    public string? BackingFilePath => _backing?.Path;
+
+    /// <summary>zram's recomp_algorithm in canonical form, or null when the device has none.</summary>
+    public string? RecompressAlgorithm => _secondary?.Spec.ToString();
 
     public long Size => _options.DiskSize;
 
@@ -119,7 +177,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public bool SupportsFastZero => true;
 
-    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata.</summary>
+    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
 
     private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes;
@@ -252,6 +310,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             CompactionRuns = Interlocked.Read(ref _counters.CompactionRuns),
             CompactionTime = Stopwatch.GetElapsedTime(0, Interlocked.Read(ref _counters.CompactionTicks)),
             MetadataBytes = metadata,
+            RecompressedPages = Interlocked.Read(ref _counters.RecompressedPages),
+            RecompressBytesSaved = Interlocked.Read(ref _counters.RecompressBytesSaved),
+            BdCount = _backing?.Count ?? 0,
+            BdReads = _backing?.Reads ?? 0,
+            BdWrites = _backing?.Writes ?? 0,
         };
     }
 
@@ -290,6 +353,106 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
+    /// <summary>
+    /// zram's idle attribute ("all"): marks every slot that holds a pool object idle now, as if untouched for the
+    /// configured idle time; a read or write of a slot makes it active again. Returns the slots marked.
+    /// </summary>
+    public long MarkIdle()
+    {
+        long idle = AgeSlots(markAll: true);
+        _recompressor?.Kick();
+        return idle;
+    }
+
+    /// <summary>
+    /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,
+    /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
+    /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none). Runs on the caller's
+    /// thread, without the background's CPU budget.
+    /// </summary>
+    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
+        if (_secondary is null)
+        {
+            throw new InvalidOperationException($"{Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3)");
+        }
+
+        long candidates = 0, recompressed = 0;
+        long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
+        bool stoppedByLimit = false, stoppedByTime = false;
+        long started = Stopwatch.GetTimestamp();
+        for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
+        {
+            RecompressOutcome outcome = RecompressSlot(index, type);
+            if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+            {
+                stoppedByTime = true;
+            }
+
+            candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
+            recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
+            if (outcome == RecompressOutcome.NoSpace)
+            {
+                stoppedByLimit = true;
+                break;
+            }
+
+            if (stoppedByTime)
+            {
+                break;
+            }
+        }
+
+        long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
+        ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
+        return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime);
+    }
+
+    /// <summary>
+    /// zram's writeback: moves the slots of <paramref name="type"/> to the backing file, freeing their pool memory
+    /// (given back to the OS by the compaction that follows); at most <paramref name="maxPages"/> (0: no limit),
+    /// for at most <paramref name="timeLimit"/> (null: none). Stops early when the daily limit is used up.
+    /// </summary>
+    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
+        if (_backing is null)
+        {
+            throw new InvalidOperationException($"{Name} has no backing file: set writeback-file");
+        }
+
+        long written = 0;
+        bool stoppedByLimit = false, stoppedByTime = false;
+        long started = Stopwatch.GetTimestamp();
+        for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages); index++)
+        {
+            WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1);
+            if (outcome == WritebackOutcome.WrittenBack)
+            {
+                written++;
+                if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                {
+                    stoppedByTime = true;
+                    break;
+                }
+            }
+            else if (outcome != WritebackOutcome.Skipped)
+            {
+                stoppedByLimit = true;
+                break;
+            }
+        }
+
+        if (written > 0)
+        {
+            CompactCore("writeback");
+        }
+
+        ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
+        return new WritebackResult(written, stoppedByLimit, stoppedByTime);
+    }
+
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
     public void ResetMemUsedMax() => _pool.ResetPeak();
 
@@ -315,6 +478,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public IReadOnlyList<ZsClassStats> GetClassStats() => _pool.GetClassStats();
 
+    /// <summary>The pool's own totals (objects, words, metadata) behind <see cref="GetStats"/>.</summary>
+    internal ZsPoolStats GetPoolStats() => _pool.GetStats();
+
     public void Dispose()
     {
         if (_disposed)
@@ -323,7 +489,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _disposed = true;
+        _recompressor?.Dispose();
         _compactor.Dispose();
+        _backing?.Dispose();
         _pool.Dispose();
         foreach (Compressor compressor in _allCompressors)
         {
@@ -340,6 +508,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (_pool.GetStats().DeferredQueueDepth > 0)
         {
             _pool.FlushDeferred();
+        }
+
+        if (_backing is not null && WritebackToWatermark() > 0)
+        {
+            CompactCore("writeback");
         }
 
         string? reason = CompactionDue();
@@ -372,6 +545,321 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         Interlocked.Add(ref _counters.CompactionTicks, elapsed);
         ZramDeviceLog.Compacted(_logger, Name, reason, freed, Stopwatch.GetElapsedTime(0, elapsed).TotalMilliseconds);
         return freed;
+    }
+
+    /// <summary>
+    /// An idle-marking pass: raises the idle age of every slot holding a pool object by one (up to idle), or with
+    /// <paramref name="markAll"/> straight to idle. Returns how many slots are idle after it.
+    /// </summary>
+    internal long AgeSlots(bool markAll)
+    {
+        long idle = 0;
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            uint peek = _slots.PeekInfo(index);
+            if (!SlotInfo.HasObject(peek))
+            {
+                continue;
+            }
+
+            if (SlotInfo.IsIdle(peek))
+            {
+                idle++;
+                continue;
+            }
+
+            _slots.Lock(index);
+            uint info = _slots.Info(index);
+            if (SlotInfo.HasObject(info))
+            {
+                info = SlotInfo.WithIdleAge(info, markAll ? SlotInfo.IdleAgeMax : SlotInfo.IdleAge(info) + 1);
+                _slots.SetInfo(index, info);
+                idle += SlotInfo.IsIdle(info) ? 1 : 0;
+            }
+
+            _slots.Unlock(index);
+        }
+
+        return idle;
+    }
+
+    /// <summary>
+    /// The background recompressor's unit of work: offers slots from <paramref name="cursor"/> on for about
+    /// <paramref name="slice"/>. Returns true when the cursor went past the last slot (it starts again at 0).
+    /// </summary>
+    internal bool RecompressSlice(ref int cursor, SlotSelection type, TimeSpan slice, out bool stoppedByLimit)
+    {
+        stoppedByLimit = false;
+        long started = Stopwatch.GetTimestamp();
+        long sliceTicks = (long)(slice.TotalSeconds * Stopwatch.Frequency);
+        while (cursor < _slots.Count)
+        {
+            RecompressOutcome outcome = RecompressSlot(cursor, type);
+            if (outcome == RecompressOutcome.NoSpace)
+            {
+                stoppedByLimit = true;
+                return false;
+            }
+
+            cursor++;
+            // Checking the clock costs more than skipping a slot: look only after real work or every 4096 slots.
+            if ((outcome != RecompressOutcome.Skipped || (cursor & 4095) == 0) && Stopwatch.GetTimestamp() - started >= sliceTicks)
+            {
+                return false;
+            }
+        }
+
+        cursor = 0;
+        return true;
+    }
+
+    /// <summary>
+    /// Recompresses one slot if it is a candidate of <paramref name="type"/>: under its lock (as the kernel's
+    /// recompress_slot), decompress, compress with the secondary algorithm, and keep the result only if it lands
+    /// in a smaller size class; the old object is freed at once (this is not the I/O path).
+    /// </summary>
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
+    {
+        if (_secondary is null || !IsRecompressCandidate(_slots.PeekInfo(index), type))
+        {
+            return RecompressOutcome.Skipped;
+        }
+
+        Span<byte> page = stackalloc byte[PageSize];
+        _slots.Lock(index);
+        try
+        {
+            uint info = _slots.Info(index);
+            if (!IsRecompressCandidate(info, type))
+            {
+                return RecompressOutcome.Skipped;
+            }
+
+            if (LoadObject(index, info, _slots.Value(index), page) != NbdError.None)
+            {
+                return RecompressOutcome.Corrupt;
+            }
+
+            int oldSize = SlotInfo.Size(info);
+            using CompressionStreamLease lease = _secondary.Acquire();
+            int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
+            if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+            {
+                _slots.SetInfo(index, info | SlotInfo.Recompressed);
+                return RecompressOutcome.NotSmaller;
+            }
+
+            if (!TryAllocateForRecompression(n, out uint handle))
+            {
+                return RecompressOutcome.NoSpace;
+            }
+
+            _pool.Write(handle, lease.Stream.Buffer[..n]);
+            // Still idle: the content did not change, and writeback takes idle slots after recompression.
+            uint newInfo = SlotInfo.Compressed(n, _secondary.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
+            uint oldHandle = _slots.Value(index);
+            _slots.Set(index, handle, newInfo);
+            _pool.Free(oldHandle);
+            _counters.Replace(info, newInfo);
+            Interlocked.Increment(ref _counters.RecompressedPages);
+            Interlocked.Add(ref _counters.RecompressBytesSaved, oldSize - n);
+            return RecompressOutcome.Recompressed;
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    /// <summary>
+    /// The background writeback: once mem_used_total passes the writeback watermark of the limit, writes back idle
+    /// slots, then huge ones, then the others by idle age (the least recently touched first), until the objects
+    /// written back add up to what takes usage ten points below the watermark. Returns the slots written back.
+    /// </summary>
+    internal long WritebackToWatermark()
+    {
+        long limit = Interlocked.Read(ref _memLimit);
+        long used = MemUsedTotal;
+        if (_backing is null || limit == 0 || used * 100 < limit * _options.WritebackWatermarkPercent)
+        {
+            return 0;
+        }
+
+        long target = used - (limit * Math.Max(_options.WritebackWatermarkPercent - 10, 1) / 100);
+        long freed = 0, written = 0;
+        ReadOnlySpan<(SlotSelection Type, uint MinAge)> passes =
+            [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
+        foreach ((SlotSelection type, uint minAge) in passes)
+        {
+            for (int index = 0; index < _slots.Count && freed < target; index++)
+            {
+                int size = SlotInfo.Size(_slots.PeekInfo(index));
+                WritebackOutcome outcome = WritebackSlot(index, type, minAge, tryLock: false, classIndex: -1);
+                if (outcome == WritebackOutcome.WrittenBack)
+                {
+                    freed += size;
+                    written++;
+                }
+                else if (outcome != WritebackOutcome.Skipped)
+                {
+                    ZramDeviceLog.WritebackStopped(_logger, Name, outcome.ToString());
+                    return written;
+                }
+            }
+        }
+
+        ZramDeviceLog.WrittenBack(_logger, Name, "watermark", written);
+        return written;
+    }
+
+    /// <summary>
+    /// The write path's way out at the limit: writes back one slot whose object is of size class
+    /// <paramref name="classIndex"/>, so that the allocation takes its place without a new pool page. Slots whose
+    /// lock is taken are passed over (the caller may hold one). The search goes round the table from where the
+    /// last one stopped, so recently written slots are taken last.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool WritebackForRoom(int classIndex)
+    {
+        int count = _slots.Count;
+        int start = Volatile.Read(ref _writebackCursor);
+        for (int i = 0; i < count; i++)
+        {
+            int index = start + i < count ? start + i : start + i - count;
+            WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex);
+            if (outcome == WritebackOutcome.WrittenBack)
+            {
+                Volatile.Write(ref _writebackCursor, index + 1 < count ? index + 1 : 0);
+                return true;
+            }
+
+            if (outcome != WritebackOutcome.Skipped)
+            {
+                return false;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>
+    /// Writes one slot's object to the backing file if it is a candidate, under the slot's lock (taken only if free
+    /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
+    /// the pool object is freed at once.
+    /// </summary>
+    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex)
+    {
+        if (_backing is null || !IsWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
+        {
+            return WritebackOutcome.Skipped;
+        }
+
+        if (tryLock)
+        {
+            if (!_slots.TryLock(index))
+            {
+                return WritebackOutcome.Skipped;
+            }
+        }
+        else
+        {
+            _slots.Lock(index);
+        }
+
+        try
+        {
+            uint info = _slots.Info(index);
+            if (!IsWritebackCandidate(info, type, minAge, classIndex))
+            {
+                return WritebackOutcome.Skipped;
+            }
+
+            if (!_backing.TryTakeBudget())
+            {
+                return WritebackOutcome.NoBudget;
+            }
+
+            long block = _backing.Allocate();
+            if (block < 0)
+            {
+                return WritebackOutcome.NoRoom;
+            }
+
+            if (block > uint.MaxValue)
+            {
+                // The slot keeps a 32-bit block number: 16 TiB of backing file at most.
+                _backing.Free(block);
+                return WritebackOutcome.NoRoom;
+            }
+
+            int size = SlotInfo.Size(info);
+            Span<byte> scratch = stackalloc byte[PageSize];
+            try
+            {
+                using ZsReadView view = _pool.MapRead(_slots.Value(index), size, scratch);
+                _backing.Write(block, view.Span);
+            }
+            catch (IOException e)
+            {
+                _backing.Free(block);
+                ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
+                return WritebackOutcome.IoError;
+            }
+
+            uint newInfo = SlotInfo.InBackingFile(info);
+            uint handle = _slots.Value(index);
+            _slots.Set(index, (uint)block, newInfo);
+            _pool.Free(handle);
+            _counters.Replace(info, newInfo);
+            return WritebackOutcome.WrittenBack;
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)
+        => SlotInfo.HasObject(info) && SlotInfo.IdleAge(info) >= minAge
+            && (classIndex < 0 || _pool.ClassIndexOf(SlotInfo.Size(info)) == classIndex)
+            && type switch
+            {
+                SlotSelection.Idle => SlotInfo.IsIdle(info),
+                SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
+                _ => true,
+            };
+
+    private static bool IsRecompressCandidate(uint info, SlotSelection type)
+        => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && type switch
+        {
+            SlotSelection.Idle => SlotInfo.IsIdle(info),
+            SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
+            _ => true,
+        };
+
+    /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
+    /// by itself. No compaction here: a later pass will try again.</summary>
+    private bool TryAllocateForRecompression(int size, out uint handle)
+    {
+        try
+        {
+            handle = _pool.Malloc(size);
+        }
+        catch (OutOfMemoryException)
+        {
+            handle = 0;
+            return false;
+        }
+
+        long limit = Interlocked.Read(ref _memLimit);
+        if (limit > 0 && MemUsedTotal > limit)
+        {
+            _pool.Free(handle);
+            handle = 0;
+            return false;
+        }
+
+        return true;
     }
 
     private bool InRange(long offset, long length)
@@ -410,11 +898,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return error;
     }
 
-    /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents. The slot lock is held.</summary>
+    /// <summary>Fills <paramref name="page"/> (4096 bytes) with the slot's contents, which makes it active again
+    /// (idle age 0). The slot lock is held.</summary>
     private NbdError LoadPage(int index, Span<byte> page)
     {
-        ref Slot slot = ref _slots[index];
-        uint info = slot.Info;
+        uint info = _slots.Info(index);
+        if ((info & SlotInfo.IdleAgeMask) != 0)
+        {
+            _slots.SetInfo(index, info & ~SlotInfo.IdleAgeMask);
+        }
+
+        return LoadObject(index, info, _slots.Value(index), page);
+    }
+
+    /// <summary>Fills <paramref name="page"/> from what the slot holds (<paramref name="info"/>, <paramref name="value"/>). The slot lock is held.</summary>
+    private NbdError LoadObject(int index, uint info, uint value, Span<byte> page)
+    {
         if ((info & SlotInfo.Written) == 0)
         {
             page.Clear();
@@ -423,13 +922,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Same) != 0)
         {
-            FillSame(page, slot.Value);
+            FillSame(page, value == 0 ? 0 : _pool.ReadWord(value));
             return NbdError.None;
+        }
+
+        if ((info & SlotInfo.WrittenBack) != 0)
+        {
+            return ReadBack(index, info, value, page);
         }
 
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
-        using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+        using ZsReadView view = _pool.MapRead(value, size, scratch);
         if ((info & SlotInfo.Huge) != 0)
         {
             view.Span.CopyTo(page);
@@ -438,6 +942,43 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
         if (DecompressorFor(algorithm).Decompress(view.Span, page))
+        {
+            return NbdError.None;
+        }
+
+        ZramDeviceLog.DecompressFailed(_logger, Name, index, algorithm.ToString(), size);
+        return NbdError.IO;
+    }
+
+    /// <summary>A written-back slot: its object from the backing file (zram's read_from_bdev). The slot lock is held.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError ReadBack(int index, uint info, uint block, Span<byte> page)
+    {
+        int size = SlotInfo.Size(info);
+        Span<byte> scratch = stackalloc byte[PageSize];
+        // A raw page (what was a huge slot) goes straight into the reply.
+        Span<byte> data = size == PageSize ? page : scratch[..size];
+        try
+        {
+            if (!_backing!.Read((long)block, data))
+            {
+                ZramDeviceLog.ReadBackFailed(_logger, null, Name, index, (long)block);
+                return NbdError.IO;
+            }
+        }
+        catch (IOException e)
+        {
+            ZramDeviceLog.ReadBackFailed(_logger, e, Name, index, (long)block);
+            return NbdError.IO;
+        }
+
+        if (size == PageSize)
+        {
+            return NbdError.None;
+        }
+
+        CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
+        if (DecompressorFor(algorithm).Decompress(data, page))
         {
             return NbdError.None;
         }
@@ -472,11 +1013,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private NbdError StorePage(int index, ReadOnlySpan<byte> page, bool lockHeld)
     {
         uint info;
-        ulong value;
+        uint value;
         if (IsSameFilled(page, out ulong element))
         {
             info = SlotInfo.SameFilled();
-            value = element;
+            if (!TryStoreWord(element, out value))
+            {
+                return NbdError.NoMemory;
+            }
         }
         else
         {
@@ -494,31 +1038,51 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             info = n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw();
         }
 
-        Swap(index, info, value, lockHeld, out uint oldInfo, out ulong oldValue);
+        Swap(index, info, value, lockHeld, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred: true);
         _counters.Replace(oldInfo, info);
         return NbdError.None;
     }
 
-    private void Swap(int index, uint info, ulong value, bool lockHeld, out uint oldInfo, out ulong oldValue)
+    /// <summary>A same-filled page's value: nothing for zeros, else a pool word (8 bytes, no object).</summary>
+    private bool TryStoreWord(ulong element, out uint value)
+    {
+        if (element == 0)
+        {
+            value = 0;
+            return true;
+        }
+
+        try
+        {
+            value = _pool.StoreWord(element);
+            return true;
+        }
+        catch (OutOfMemoryException)
+        {
+            value = 0;
+            return false;
+        }
+    }
+
+    private void Swap(int index, uint info, uint value, bool lockHeld, out uint oldInfo, out uint oldValue)
     {
         if (!lockHeld)
         {
             _slots.Lock(index);
         }
 
-        ref Slot slot = ref _slots[index];
-        oldInfo = slot.Info;
-        oldValue = slot.Value;
-        slot.Value = value;
-        Volatile.Write(ref slot.Info, info);
+        oldInfo = _slots.Info(index);
+        oldValue = _slots.Value(index);
+        _slots.Set(index, value, info);
         if (!lockHeld)
         {
             _slots.Unlock(index);
         }
     }
 
-    private void Release(uint info, ulong value, bool deferred)
+    /// <summary>Frees what an old slot state held, once no slot names it any more.</summary>
+    private void Release(uint info, uint value, bool deferred)
     {
         if (SlotInfo.HasObject(info))
         {
@@ -531,18 +1095,27 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 _pool.Free(value);
             }
         }
+        else if (SlotInfo.HasWord(info, value))
+        {
+            // A word free is one leaf-locked list push: nothing to gain from deferring it.
+            _pool.FreeWord(value);
+        }
+        else if (SlotInfo.IsWrittenBack(info))
+        {
+            _backing!.Free(value);
+        }
     }
 
     /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
     private bool ClearSlot(int index, bool deferred)
     {
-        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred);
         _counters.Replace(oldInfo, 0);
         return (oldInfo & SlotInfo.Written) != 0;
     }
 
-    private NbdError Allocate(int size, out ulong handle)
+    private NbdError Allocate(int size, out uint handle)
     {
         try
         {
@@ -575,13 +1148,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError AllocateAfterCompaction(int size, long limit, out ulong handle)
+    private NbdError AllocateAfterCompaction(int size, long limit, out uint handle)
     {
         // First what is only waiting to be freed (trimmed and overwritten pages), which is cheap.
         _pool.FlushDeferred();
         if (TryAllocateWithin(size, limit, out handle, out NbdError error) || error != NbdError.NoSpace)
         {
             return error;
+        }
+
+        // Then, with a backing file, room in the class this object needs: a swap user gets slower reads, not ENOSPC.
+        if (_backing is not null)
+        {
+            int classIndex = _pool.ClassIndexOf(size);
+            for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex); attempt++)
+            {
+                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+                {
+                    return error;
+                }
+            }
         }
 
         // Then compaction, unless one just ran here and found nothing: a device kept full would otherwise
@@ -606,7 +1192,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
 
     /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
-    private bool TryAllocateWithin(int size, long limit, out ulong handle, out NbdError error)
+    private bool TryAllocateWithin(int size, long limit, out uint handle, out NbdError error)
     {
         try
         {
@@ -680,7 +1266,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (keepAllocated)
         {
             // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
-            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out uint oldValue);
             Release(oldInfo, oldValue, deferred: true);
             _counters.Replace(oldInfo, SlotInfo.SameFilled());
             return;
@@ -699,8 +1285,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            ref Slot slot = ref _slots[index];
-            if (SlotInfo.IsZero(slot.Info, slot.Value))
+            if (SlotInfo.IsZero(_slots.Info(index), _slots.Value(index)))
             {
                 return NbdError.None;
             }

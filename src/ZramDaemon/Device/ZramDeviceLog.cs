@@ -22,4 +22,23 @@ internal static partial class ZramDeviceLog
 
     [LoggerMessage(EventId = 5, Level = LogLevel.Error, Message = "{Device}: background compaction failed")]
     public static partial void CompactorFailed(ILogger logger, Exception exception, string device);
+
+    [LoggerMessage(EventId = 6, Level = LogLevel.Information,
+        Message = "{Device}: recompression ({Type}) stored {Pages} of {Candidates} candidate pages smaller, {Saved} bytes saved")]
+    public static partial void Recompressed(ILogger logger, string device, string type, long pages, long candidates, long saved);
+
+    [LoggerMessage(EventId = 7, Level = LogLevel.Error, Message = "{Device}: background recompression failed")]
+    public static partial void RecompressorFailed(ILogger logger, Exception exception, string device);
+
+    [LoggerMessage(EventId = 8, Level = LogLevel.Debug, Message = "{Device}: writeback ({Reason}) moved {Pages} pages to the backing file")]
+    public static partial void WrittenBack(ILogger logger, string device, string reason, long pages);
+
+    [LoggerMessage(EventId = 9, Level = LogLevel.Debug, Message = "{Device}: writeback stopped: {Reason}")]
+    public static partial void WritebackStopped(ILogger logger, string device, string reason);
+
+    [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "{Device}: writing slot {Slot} to the backing file failed; it stays in memory")]
+    public static partial void WritebackFailed(ILogger logger, Exception exception, string device, int slot);
+
+    [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "{Device}: slot {Slot} could not be read back from block {Block} of the backing file")]
+    public static partial void ReadBackFailed(ILogger logger, Exception? exception, string device, int slot, long block);
 }

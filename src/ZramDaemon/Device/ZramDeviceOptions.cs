@@ -28,4 +28,28 @@ public sealed record ZramDeviceOptions
     public int DeferredFreeCapacity { get; init; } = 32768;
 
     public bool ReadOnly { get; init; }
+
+    /// <summary>
+    /// zram's recomp_algorithm: the stronger algorithm idle and huge slots are recompressed with ("zstd:3"...), or
+    /// null for none (then <see cref="ZramDevice.Recompress"/> refuses and nothing runs in the background).
+    /// </summary>
+    public string? RecompressAlgorithm { get; init; }
+
+    /// <summary>
+    /// Recompress in the background the slots neither read nor written for this long (with
+    /// <see cref="RecompressAlgorithm"/>); zero = only on request (<see cref="ZramDevice.Recompress"/>).
+    /// </summary>
+    public TimeSpan RecompressIdleAfter { get; init; }
+
+    /// <summary>The share of one CPU the background recompressor may use, 1-100 percent.</summary>
+    public int RecompressCpuPercent { get; init; } = 10;
+
+    /// <summary>zram's backing_dev, as a file: where slots are written back to free memory; null = no writeback.</summary>
+    public string? BackingFile { get; init; }
+
+    /// <summary>Write back in the background once mem_used_total passes this percentage of <see cref="MemLimit"/> (1-100).</summary>
+    public int WritebackWatermarkPercent { get; init; } = 80;
+
+    /// <summary>Bytes that may be written to <see cref="BackingFile"/> per 24 hours, 4096 per page (0 = no limit).</summary>
+    public long WritebackLimitPerDay { get; init; }
 }

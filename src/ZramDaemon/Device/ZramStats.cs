@@ -24,7 +24,7 @@ public sealed record ZramStats
     /// <summary>The pool's peak pages x 4096 since creation or the last reset, plus the current metadata.</summary>
     public long MemUsedMax { get; init; }
 
-    /// <summary>Slots holding one repeated 8-byte value (stored in the slot, no allocation).</summary>
+    /// <summary>Slots holding one repeated 8-byte value (no pool object: nothing for zeros, an 8-byte pool word otherwise).</summary>
     public long SamePages { get; init; }
 
     /// <summary>Pages compaction has given back to the OS.</summary>
@@ -59,6 +59,24 @@ public sealed record ZramStats
 
     /// <summary>The slot table plus the pool's metadata: the part of <see cref="MemUsedTotal"/> that is not pool pages.</summary>
     public long MetadataBytes { get; init; }
+
+    /// <summary>Slots the recompressor stored again, smaller, with the recompression algorithm (since creation).</summary>
+    public long RecompressedPages { get; init; }
+
+    /// <summary>Compressed bytes those recompressions saved: old object sizes minus new (since creation).</summary>
+    public long RecompressBytesSaved { get; init; }
+
+    /// <summary>zram's bd_count: pages written back and held in the backing file now.</summary>
+    public long BdCount { get; init; }
+
+    /// <summary>zram's bd_reads: pages read back from the backing file.</summary>
+    public long BdReads { get; init; }
+
+    /// <summary>zram's bd_writes: pages written to the backing file.</summary>
+    public long BdWrites { get; init; }
+
+    /// <summary>The line of /sys/block/zramN/bd_stat (without its newline), in the kernel's format (pages).</summary>
+    public string FormatBdStat() => string.Join(' ', new[] { BdCount, BdReads, BdWrites }.Select(Field));
 
     /// <summary>The line of /sys/block/zramN/mm_stat (without its newline), in the kernel's format.</summary>
     public string FormatMmStat() => string.Join(' ', new[]

@@ -31,6 +31,17 @@ internal static partial class ConfigurationReport
                 d.CompactWatermarkPercent,
                 d.DeferredFreeCapacity,
                 d.ReadOnly ? "yes" : "no");
+            if (d.RecompressAlgorithm is not null)
+            {
+                LogRecompression(logger, d.Name, d.RecompressAlgorithm,
+                    d.RecompressIdleAfter == TimeSpan.Zero ? "0 (only on request)" : string.Create(CultureInfo.InvariantCulture, $"{d.RecompressIdleAfter.TotalSeconds:0}s"), d.RecompressCpuPercent);
+            }
+
+            if (d.WritebackFile is not null)
+            {
+                LogWriteback(logger, d.Name, d.WritebackFile, d.WritebackWatermarkPercent,
+                    d.WritebackLimitPerDay == 0 ? "none" : StatusTable.HumanSize(d.WritebackLimitPerDay) + " per day");
+            }
         }
     }
 
@@ -48,4 +59,12 @@ internal static partial class ConfigurationReport
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}")]
     private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, int deferred, string readOnly);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "[{Name}] recompress-algorithm = {Algorithm}, recompress-idle-after = {IdleAfter}, recompress-cpu-percent = {CpuPercent}%")]
+    private static partial void LogRecompression(ILogger logger, string name, string algorithm, string idleAfter, int cpuPercent);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "[{Name}] writeback-file = {File}, writeback-watermark = {Watermark}%, writeback-limit = {Limit}")]
+    private static partial void LogWriteback(ILogger logger, string name, string file, int watermark, string limit);
 }

@@ -5,6 +5,8 @@ using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Device;
+using ZramDaemon.Device.Recompression;
+using ZramDaemon.Device.Writeback;
 using ZsAlloc;
 
 namespace ZramDaemon.Hosting;
@@ -15,6 +17,9 @@ namespace ZramDaemon.Hosting;
 /// </summary>
 internal sealed class DeviceRegistry : IControlHandler
 {
+    /// <summary>Below the control server's request timeout (10 s), so that the reply still goes out.</summary>
+    private static readonly TimeSpan RunTimeLimit = TimeSpan.FromSeconds(5);
+
     private readonly IReadOnlyList<ZramDevice> _devices;
     private readonly NbdServer _server;
 
@@ -49,11 +54,19 @@ internal sealed class DeviceRegistry : IControlHandler
                 return ControlReply.Success(Compact(device));
             case "stats":
                 ZramStats stats = device.GetStats();
-                return ControlReply.Success(stats.FormatMmStat() + "\n" + stats.FormatIoStat());
+                // bd_stat only for a device with a backing file, as the kernel's exists only with CONFIG_ZRAM_WRITEBACK.
+                return ControlReply.Success(stats.FormatMmStat() + "\n" + stats.FormatIoStat()
+                    + (device.BackingFilePath is null ? string.Empty : "\n" + stats.FormatBdStat()));
             case "classes":
                 return ControlReply.Success(FormatClasses(device.GetClassStats()));
             case "set":
                 return Set(device, request.Key!, request.Value!);
+            case "idle":
+                return ControlReply.Success($"{device.Name}: {device.MarkIdle()} pages marked idle");
+            case "recompress":
+                return Recompress(device, request.Key, request.Value);
+            case "writeback":
+                return Writeback(device, request.Key, request.Value);
             case "reset":
                 int connections = _server.GetConnectionCount(device.Name);
                 if (connections > 0)
@@ -97,6 +110,11 @@ internal sealed class DeviceRegistry : IControlHandler
             CompactionRuns = s.CompactionRuns,
             CompactionTimeMicroseconds = (long)s.CompactionTime.TotalMicroseconds,
             MetadataBytes = s.MetadataBytes,
+            RecompressedPages = s.RecompressedPages,
+            RecompressBytesSaved = s.RecompressBytesSaved,
+            BdCount = s.BdCount,
+            BdReads = s.BdReads,
+            BdWrites = s.BdWrites,
             Connections = _server.GetConnectionCount(device.Name),
         };
     }
@@ -109,6 +127,44 @@ internal sealed class DeviceRegistry : IControlHandler
         return string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
     }
+
+    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages)
+    {
+        if (device.RecompressAlgorithm is null)
+        {
+            return ControlReply.Failure($"{device.Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3) in its section");
+        }
+
+        long before = device.GetStats().MemUsedTotal;
+        // The control socket answers within its request timeout: a long run stops and says so (run it again).
+        RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit);
+        long after = device.GetStats().MemUsedTotal;
+        return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
+            $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));
+    }
+
+    private static ControlReply Writeback(ZramDevice device, string? type, string? maxPages)
+    {
+        if (device.BackingFilePath is null)
+        {
+            return ControlReply.Failure($"{device.Name} has no backing file: set writeback-file in its section");
+        }
+
+        long before = device.GetStats().MemUsedTotal;
+        WritebackResult result = device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit);
+        long after = device.GetStats().MemUsedTotal;
+        return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
+            $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByLimit ? " (stopped: daily limit used up, file full or a write failed; see the log)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));
+    }
+
+    private static SlotSelection Selection(string? type) => type switch
+    {
+        "idle" => SlotSelection.Idle,
+        "huge" => SlotSelection.Huge,
+        _ => SlotSelection.All,
+    };
+
+    private static long MaxPages(string? maxPages) => maxPages is null ? 0 : long.Parse(maxPages, CultureInfo.InvariantCulture);
 
     private static ControlReply Set(ZramDevice device, string key, string value)
     {

@@ -69,6 +69,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                     CompactWatermarkPercent = d.CompactWatermarkPercent,
                     DeferredFreeCapacity = d.DeferredFreeCapacity,
                     ReadOnly = d.ReadOnly,
+                    RecompressAlgorithm = d.RecompressAlgorithm,
+                    RecompressIdleAfter = d.RecompressIdleAfter,
+                    RecompressCpuPercent = d.RecompressCpuPercent,
+                    BackingFile = d.WritebackFile,
+                    WritebackWatermarkPercent = d.WritebackWatermarkPercent,
+                    WritebackLimitPerDay = d.WritebackLimitPerDay,
                 },
                 _loggerFactory));
         }

@@ -2,8 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace ZramDaemon.Native;
 
-/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety, socket files, and binding an
-/// NBD connection to a kernel /dev/nbdX.</summary>
+/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety, socket files, binding an
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, and punching holes in backing files.</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -27,6 +27,24 @@ internal static partial class Interop
 
         [LibraryImport(LibraryName, EntryPoint = "prctl", SetLastError = true)]
         internal static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+        // <sys/resource.h>: on Linux a nice value belongs to a thread, so PRIO_PROCESS with a thread id sets that
+        // thread's alone (the recompressor runs at nice 19 so that the scheduler prefers the I/O threads).
+        internal const int PrioProcess = 0;
+        internal const int NiceLowest = 19;
+
+        [LibraryImport(LibraryName, EntryPoint = "setpriority", SetLastError = true)]
+        internal static partial int SetPriority(int which, uint who, int priority);
+
+        [LibraryImport(LibraryName, EntryPoint = "gettid")]
+        internal static partial int GetTid();
+
+        // <linux/falloc.h>: a device's backing file gives the space of freed blocks back to the filesystem.
+        internal const int FallocFlKeepSize = 1;
+        internal const int FallocFlPunchHole = 2;
+
+        [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
+        internal static partial int Fallocate(SafeHandle fd, int mode, long offset, long length);
 
         // <sys/stat.h>: the file type bits of st_mode.
         internal const uint FileTypeMask = 0xF000;

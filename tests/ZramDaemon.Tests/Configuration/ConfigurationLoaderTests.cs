@@ -163,6 +163,35 @@ public sealed class ConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Recompression_keys_set_the_algorithm_idle_time_and_cpu_budget()
+    {
+        string path = WriteConfig("[zram0]\nzram-size = 8\nrecompress-algorithm = zstd(level=9)\nrecompress-idle-after = 15min\nrecompress-cpu-percent = 25%\n"
+            + "[zram1]\nzram-size = 8\nrecompress-algorithm = lz4hc\nrecompress-idle-after = 0\n[zram2]\nzram-size = 8\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal("zstd:9", config.Devices[0].RecompressAlgorithm);
+        Assert.Equal(TimeSpan.FromMinutes(15), config.Devices[0].RecompressIdleAfter);
+        Assert.Equal(25, config.Devices[0].RecompressCpuPercent);
+        Assert.Equal("lz4hc:9", config.Devices[1].RecompressAlgorithm);
+        Assert.Equal(TimeSpan.Zero, config.Devices[1].RecompressIdleAfter);
+        Assert.Equal(DeviceConfiguration.DefaultRecompressCpuPercent, config.Devices[1].RecompressCpuPercent);
+        Assert.Null(config.Devices[2].RecompressAlgorithm);
+        Assert.Equal(DeviceConfiguration.DefaultRecompressIdleAfter, config.Devices[2].RecompressIdleAfter);
+    }
+
+    [Fact]
+    public void Writeback_keys_set_the_file_watermark_and_daily_limit()
+    {
+        string path = WriteConfig($"[zram0]\nzram-size = 8\nwriteback-file = {_dir}/zram0.wb\nwriteback-watermark = 70%\nwriteback-limit = 2G\n[zram1]\nzram-size = 8\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(Path.Combine(_dir, "zram0.wb"), config.Devices[0].WritebackFile);
+        Assert.Equal(70, config.Devices[0].WritebackWatermarkPercent);
+        Assert.Equal(2L << 30, config.Devices[0].WritebackLimitPerDay);
+        Assert.Null(config.Devices[1].WritebackFile);
+        Assert.Equal(DeviceConfiguration.DefaultWritebackWatermarkPercent, config.Devices[1].WritebackWatermarkPercent);
+        Assert.Equal(0, config.Devices[1].WritebackLimitPerDay);
+    }
+
+    [Fact]
     public void The_default_file_is_read_when_it_exists()
     {
         string path = WriteConfig("[zram3]\nzram-size = 8\n");
@@ -186,6 +215,15 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': a whole number" },
         { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': a whole number" },
         { "[zram0]\nread-only = maybe", "[zram0] read-only = 'maybe': use yes or no" },
+        { "[zram0]\nrecompress-algorithm = brotli", "[zram0] recompress-algorithm = 'brotli': 'brotli' is not a compression algorithm" },
+        { "[zram0]\nrecompress-idle-after = soon", "[zram0] recompress-idle-after = 'soon': a duration is required" },
+        { "[zram0]\nrecompress-idle-after = 5d", "[zram0] recompress-idle-after = '5d': a duration is required" },
+        { "[zram0]\nrecompress-cpu-percent = 0", "[zram0] recompress-cpu-percent = '0': a percentage of one CPU from 1 to 100" },
+        { "[zram0]\nwriteback-file = /no-such-dir-zramd/zram0.wb", "[zram0] writeback-file = '/no-such-dir-zramd/zram0.wb': a file in an existing directory" },
+        { "[zram0]\nwriteback-file = /dev/sdb", "[zram0] writeback-file = '/dev/sdb': zramd writes back to a file, not a device" },
+        { "[zram0]\nwriteback-watermark = 0", "[zram0] writeback-watermark = '0': a percentage of the memory limit" },
+        { "[zram0]\nwriteback-limit = lots", "[zram0] writeback-limit = 'lots': bytes per day" },
+        { "[zramd]\nrecompress-algorithm = zstd", "[zramd] recompress-algorithm = 'zstd': unknown key in [zramd]: this is a device setting" },
         { "[zram0]\nattach = /dev/sda", "[zram0] attach = '/dev/sda': a kernel nbd device" },
         { "[zram0]\nattach = /dev/nbd0\n[zram1]\nattach = /dev/nbd0", "[zram1] attach = '/dev/nbd0': another device attaches" },
         { "[zram0]\nswap-priority = 100", "[zram0] swap-priority = '100': a zram-generator key that zramd does not implement" },

@@ -12,6 +12,13 @@ public class ControlRequestTests
     [InlineData("classes zram0", "classes", "zram0", null, null)]
     [InlineData("reset zram2", "reset", "zram2", null, null)]
     [InlineData("set zram0 mem_limit=1G", "set", "zram0", "mem_limit", "1G")]
+    [InlineData("idle zram0", "idle", "zram0", null, null)]
+    [InlineData("recompress zram0", "recompress", "zram0", null, null)]
+    [InlineData("recompress zram0 type=idle", "recompress", "zram0", "idle", null)]
+    [InlineData("recompress zram1 max_pages=100 type=huge", "recompress", "zram1", "huge", "100")]
+    [InlineData("recompress zram0 max_pages=0", "recompress", "zram0", null, "0")]
+    [InlineData("writeback zram0", "writeback", "zram0", null, null)]
+    [InlineData("writeback zram2 type=huge max_pages=7", "writeback", "zram2", "huge", "7")]
     public void Parses_each_verb(string line, string verb, string? device, string? key, string? value)
     {
         Assert.True(ControlRequest.TryParse(line, out ControlRequest? request, out string error), error);
@@ -28,6 +35,13 @@ public class ControlRequestTests
     [InlineData("set zram0 mem_limit", "is not an assignment")]
     [InlineData("compact a b", "compact [NAME]")]
     [InlineData("format zram0", "unknown request 'format'")]
+    [InlineData("recompress", "recompress NAME [type=idle|huge|all] [max_pages=N]")]
+    [InlineData("recompress zram0 type=cold", "the type is idle, huge or all")]
+    [InlineData("recompress zram0 max_pages=-1", "max_pages is a whole number")]
+    [InlineData("recompress zram0 type=idle type=huge", "is not a recompress argument")]
+    [InlineData("idle", "idle NAME")]
+    [InlineData("writeback zram0 type=cold", "the type is idle, huge or all")]
+    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|all] [max_pages=N]")]
     public void Rejects_with_a_reason(string line, string reason)
     {
         Assert.False(ControlRequest.TryParse(line, out _, out string error));

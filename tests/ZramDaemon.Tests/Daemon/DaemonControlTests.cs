@@ -94,6 +94,83 @@ public sealed class DaemonControlTests
     }
 
     [Fact]
+    public void Idle_and_recompress_verbs_shrink_what_nbdcopy_wrote_and_it_reads_back_the_same()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(config, "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:3\nrecompress-idle-after = 0\n");
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        string source = Path.Combine(daemon.Directory, "source.bin");
+        byte[] data = MixedData();
+        File.WriteAllBytes(source, data);
+        ClientTool.Run("nbdcopy", [source, daemon.Uri()]).EnsureSuccess();
+        long comprBefore = Field(daemon.Status(), "compr_data_size");
+
+        (int code, string marked, string stderr) = daemon.Cli("idle", "zram0");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("zram0: 320 pages marked idle", marked, StringComparison.Ordinal); // same-filled pages hold no object
+
+        (code, string some, stderr) = daemon.Cli("recompress", "zram0", "type=idle", "max_pages=10");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("zram0: recompressed 10 of ", some, StringComparison.Ordinal);
+        Assert.Contains("with zstd:3", some, StringComparison.Ordinal);
+        Assert.Equal(10, Field(daemon.Status(), "recompressed_pages"));
+
+        (code, _, stderr) = daemon.Cli("recompress", "zram0");
+        Assert.True(code == 0, stderr);
+        JsonElement after = daemon.Status();
+        long saved = Field(after, "recompress_bytes_saved");
+        Assert.True(Field(after, "recompressed_pages") > 10);
+        Assert.True(saved > 0);
+        Assert.Equal(comprBefore - saved, Field(after, "compr_data_size"));
+
+        string copy = Path.Combine(daemon.Directory, "copy.bin");
+        ClientTool.Run("nbdcopy", [daemon.Uri(), copy]).EnsureSuccess();
+        Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "recompressed pages read back different");
+
+        (code, _, string usage) = daemon.Cli("recompress", "zram0", "type=cold");
+        Assert.Equal(64, code);
+        Assert.Contains("the type is idle, huge or all", usage, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Writeback_verb_moves_idle_pages_to_the_backing_file_and_they_read_back_the_same()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        string backing = Path.Combine(dir, "zram0.wb");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 64M\nwriteback-file = {backing}\n");
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        string source = Path.Combine(daemon.Directory, "source.bin");
+        byte[] data = MixedData();
+        File.WriteAllBytes(source, data);
+        ClientTool.Run("nbdcopy", [source, daemon.Uri()]).EnsureSuccess();
+        Assert.True(File.Exists(backing));
+
+        (int code, _, string stderr) = daemon.Cli("idle", "zram0");
+        Assert.True(code == 0, stderr);
+        (code, string wrote, stderr) = daemon.Cli("writeback", "zram0", "type=idle");
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"zram0: wrote 320 pages back to {backing}", wrote, StringComparison.Ordinal);
+
+        JsonElement status = daemon.Status();
+        Assert.Equal(320, Field(status, "bd_count"));
+        Assert.Equal(320, Field(status, "bd_writes"));
+        Assert.Equal(0, Field(status, "compr_data_size"));
+        Assert.Equal(384L * Page, Field(status, "orig_data_size"));
+
+        string copy = Path.Combine(daemon.Directory, "copy.bin");
+        ClientTool.Run("nbdcopy", [daemon.Uri(), copy]).EnsureSuccess();
+        Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "written-back pages read back different");
+
+        (code, string stats, _) = daemon.Cli("stats", "zram0");
+        Assert.Equal(0, code);
+        string[] lines = stats.TrimEnd('\n').Split('\n');
+        Assert.Equal(3, lines.Length);
+        Assert.Equal([320L, 320L, 320L], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(long.Parse));
+    }
+
+    [Fact]
     public void Compact_lowers_mem_used_total_after_trims()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "64M"]);

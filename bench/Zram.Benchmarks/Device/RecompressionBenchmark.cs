@@ -1,0 +1,160 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+using ZramDaemon.Device.Recompression;
+
+namespace Zram.Benchmarks.Device;
+
+/// <summary>
+/// Issue 10's recompression figures, on the swap-like corpus (scripts/make-corpus.sh):
+/// 1. memory: the corpus written with lz4, every page marked idle and recompressed (zram's idle=all then
+///    recompress type=idle), then compacted: mem_used_total per GiB stored at each step, per recompression level;
+/// 2. interference: 4 KiB writes from one thread per CPU on two devices holding the corpus, one whose background
+///    recompressor is busy recompressing it (all marked idle) and one without, measured in alternating windows
+///    in one run, so the ratio is what the recompressor costs the foreground.
+/// Usage: Zram.Benchmarks recompress [--levels zstd:3,zstd:9] [--seconds 2] [--rounds 5] [--cpu-percent 10] [--threads CPUS] [FILE]
+/// </summary>
+internal static class RecompressionBenchmark
+{
+    private const int Page = ZramDevice.PageSize;
+
+    public static int Run(string[] args)
+    {
+        string[] levels = ["zstd:3", "zstd:9"];
+        double seconds = 2;
+        int rounds = 5;
+        int cpuPercent = 10;
+        int threads = Environment.ProcessorCount;
+        string? file = null;
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--levels":
+                    levels = args[++i].Split(',');
+                    break;
+                case "--seconds":
+                    seconds = double.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                case "--rounds":
+                    rounds = int.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                case "--threads":
+                    threads = int.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                case "--cpu-percent":
+                    cpuPercent = int.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                default:
+                    file = args[i];
+                    break;
+            }
+        }
+
+        file ??= Path.Combine(DeviceMemoryBenchmark.FindRepositoryRoot(), ".cache", "corpus", "swap-like-512M.bin");
+        if (!File.Exists(file))
+        {
+            Console.Error.WriteLine($"no corpus {file}: run scripts/make-corpus.sh first");
+            return 1;
+        }
+
+        double gib = new FileInfo(file).Length / (double)(1L << 30);
+        Console.WriteLine($"corpus {Path.GetFileName(file)}; MiB/GiB = mem_used_total per GiB stored");
+        Console.WriteLine($"{"recompress",-10} {"lz4",8} {"recomp.",8} {"compact.",8} {"pages",8} {"of idle",8} {"saved MiB",9} {"seconds",7} {"pages/s",7}   (MiB/GiB after writing, recompressing, compacting)");
+        foreach (string level in levels)
+        {
+            using ZramDevice device = CreateFilled(file, level, TimeSpan.Zero, cpuPercent);
+            double lz4 = PerGiB(device, gib);
+            long idle = device.MarkIdle();
+            var clock = Stopwatch.StartNew();
+            RecompressionResult result = device.Recompress(SlotSelection.Idle);
+            clock.Stop();
+            double recompressed = PerGiB(device, gib);
+            device.Compact();
+            double compacted = PerGiB(device, gib);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{level,-10} {lz4,8:F1} {recompressed,8:F1} {compacted,8:F1} {result.Recompressed,8} {idle,8} {result.BytesSaved / (double)(1 << 20),9:F1} {clock.Elapsed.TotalSeconds,7:F1} {result.Candidates / clock.Elapsed.TotalSeconds,7:F0}"));
+        }
+
+        MeasureInterference(file, levels[0], seconds, rounds, cpuPercent, threads);
+        return 0;
+    }
+
+    private static void MeasureInterference(string file, string level, double seconds, int rounds, int cpuPercent, int threads)
+    {
+        // An idle time far beyond the run: the only idle pages are the ones MarkIdle marks, all of the corpus.
+        using ZramDevice busy = CreateFilled(file, level, TimeSpan.FromHours(1), cpuPercent);
+        using ZramDevice quiet = CreateFilled(file, level, TimeSpan.Zero, cpuPercent);
+        busy.MarkIdle();
+        byte[] corpus = File.ReadAllBytes(file);
+        Console.WriteLine();
+        Console.WriteLine($"4 KiB writes, {threads} threads, {seconds} s windows alternating; background recompressor {level} at {cpuPercent}% of a CPU, nice 19");
+        Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"recompressed in window",22}");
+        var ratios = new List<double>();
+        double sumWith = 0, sumWithout = 0;
+        for (int round = 1; round <= rounds; round++)
+        {
+            double without = WriteIops(quiet, corpus, threads, seconds);
+            long before = busy.GetStats().RecompressedPages;
+            double with = WriteIops(busy, corpus, threads, seconds);
+            long during = busy.GetStats().RecompressedPages - before;
+            ratios.Add(with / without);
+            sumWith += with;
+            sumWithout += without;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{round,5} {without,12:F0} {with,10:F0} {with / without,12:F3} {during,22}"));
+        }
+
+        ratios.Sort();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"total: without {sumWithout / rounds:F0} IOPS, with {sumWith / rounds:F0} IOPS, ratio of means {sumWith / sumWithout:F3}, median ratio {ratios[ratios.Count / 2]:F3}"));
+    }
+
+    /// <summary>Writes corpus pages over the first 64 MiB of the device from several threads for a while.</summary>
+    private static double WriteIops(ZramDevice device, byte[] corpus, int threads, double seconds)
+    {
+        int pages = Math.Min(16384, corpus.Length / Page);
+        long total = 0;
+        var deadline = Stopwatch.GetTimestamp() + (long)(seconds * Stopwatch.Frequency);
+        var clock = Stopwatch.StartNew();
+        Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
+        {
+            var random = new Random(t);
+            long n = 0;
+            while ((n & 63) != 0 || Stopwatch.GetTimestamp() < deadline)
+            {
+                int slot = random.Next(pages);
+                int source = random.Next(corpus.Length / Page);
+                if (device.Write((long)slot * Page, corpus.AsSpan(source * Page, Page), fua: false) != NbdError.None)
+                {
+                    throw new IOException("write failed");
+                }
+
+                n++;
+            }
+
+            Interlocked.Add(ref total, n);
+        });
+        return total / clock.Elapsed.TotalSeconds;
+    }
+
+    private static ZramDevice CreateFilled(string file, string level, TimeSpan idleAfter, int cpuPercent)
+    {
+        long diskSize = (new FileInfo(file).Length + Page - 1) & ~(long)(Page - 1);
+        var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = diskSize,
+            Algorithm = "lz4",
+            RecompressAlgorithm = level,
+            RecompressIdleAfter = idleAfter,
+            RecompressCpuPercent = cpuPercent,
+            CompactThresholdPages = 0, // as the memory benchmark: what writing (and recompressing) leaves
+        }, NullLoggerFactory.Instance);
+        DeviceMemoryBenchmark.WriteThroughApi(device, file);
+        return device;
+    }
+
+    private static double PerGiB(ZramDevice device, double gib) => device.GetStats().MemUsedTotal / gib / (1 << 20);
+}

@@ -1,0 +1,255 @@
+using System.Numerics;
+using Microsoft.Win32.SafeHandles;
+using ZramDaemon.Native;
+
+namespace ZramDaemon.Device.Writeback;
+
+/// <summary>
+/// zram's backing_dev, as a file: written-back slots live here, one 4 KiB block each (the slot keeps the block
+/// number), holding the slot's object as it was in the pool (compressed, or the raw page of a huge slot).
+/// A bitmap says which blocks are in use (zram's bitmap); allocation and freeing are lock-free. A freed block is
+/// punched out of the file (fallocate PUNCH_HOLE) before its bit is cleared, so the file holds only live data and
+/// a block is never punched after someone else took it.
+///
+/// The file is created afresh, sparse and 0600, when the device starts (what was in it means nothing without the
+/// slot table that was in memory), and deleted when the device is disposed. Nothing is fsync'ed: like the pages
+/// in RAM, written-back pages are meant to live as long as the daemon. Each page written counts 4096 bytes against
+/// the daily limit (what the filesystem writes for it), for flash wear.
+/// </summary>
+internal sealed class BackingFile : IDisposable
+{
+    public const int BlockSize = 4096;
+    private const int BlockShift = 12;
+
+    private readonly FileStream _stream;
+    private readonly SafeFileHandle _file;
+    private readonly ulong[] _used;
+    private readonly long _blocks;
+    private readonly long _dailyLimitBytes;
+    private readonly Func<long> _clock;
+    private readonly Lock _budgetLock = new();
+    private int _hint;
+    private long _count;
+    private long _reads;
+    private long _writes;
+    private long _punchFailures;
+    private long _windowStart;
+    private long _windowBytes;
+    private bool _disposed;
+
+    /// <param name="path">The file; replaced if it exists.</param>
+    /// <param name="blocks">Blocks it may hold: one per slot of the device is always enough.</param>
+    /// <param name="dailyLimitBytes">Bytes that may be written per 24 hours (0: no limit).</param>
+    /// <param name="clock">Seconds since some fixed point, for the daily window (tests pass their own).</param>
+    public BackingFile(string path, long blocks, long dailyLimitBytes, Func<long>? clock = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(blocks);
+        ArgumentOutOfRangeException.ThrowIfNegative(dailyLimitBytes);
+        if (OperatingSystem.IsWindows())
+        {
+            throw new PlatformNotSupportedException("zramd runs on Linux");
+        }
+
+        Path = System.IO.Path.GetFullPath(path);
+        _blocks = blocks;
+        _dailyLimitBytes = dailyLimitBytes;
+        _clock = clock ?? (() => Environment.TickCount64 / 1000);
+        _used = new ulong[(blocks + 63) >> 6];
+        _stream = new FileStream(Path, new FileStreamOptions
+        {
+            Mode = FileMode.Create,
+            Access = FileAccess.ReadWrite,
+            Share = FileShare.None,
+            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+        });
+        _file = _stream.SafeFileHandle;
+        try
+        {
+            // Created by someone else before us, the file may have kept a wider mode: it will hold swap data.
+            File.SetUnixFileMode(_file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            RandomAccess.SetLength(_file, blocks << BlockShift);
+        }
+        catch
+        {
+            _stream.Dispose();
+            throw;
+        }
+
+        _windowStart = _clock();
+    }
+
+    public string Path { get; }
+
+    /// <summary>zram's bd_count: blocks in use, in pages.</summary>
+    public long Count => Interlocked.Read(ref _count);
+
+    /// <summary>zram's bd_reads: pages read back from the file.</summary>
+    public long Reads => Interlocked.Read(ref _reads);
+
+    /// <summary>zram's bd_writes: pages written to the file.</summary>
+    public long Writes => Interlocked.Read(ref _writes);
+
+    /// <summary>Freed blocks the filesystem would not punch out (they stay allocated in the file until reused).</summary>
+    public long PunchFailures => Interlocked.Read(ref _punchFailures);
+
+    /// <summary>Bytes the daily limit still allows in the current 24 hours (long.MaxValue without a limit).</summary>
+    public long BudgetLeft
+    {
+        get
+        {
+            if (_dailyLimitBytes == 0)
+            {
+                return long.MaxValue;
+            }
+
+            lock (_budgetLock)
+            {
+                RollWindow();
+                return _dailyLimitBytes - _windowBytes;
+            }
+        }
+    }
+
+    /// <summary>Takes one page's worth of the daily limit; false when today's is used up.</summary>
+    public bool TryTakeBudget()
+    {
+        if (_dailyLimitBytes == 0)
+        {
+            return true;
+        }
+
+        lock (_budgetLock)
+        {
+            RollWindow();
+            if (_windowBytes + BlockSize > _dailyLimitBytes)
+            {
+                return false;
+            }
+
+            _windowBytes += BlockSize;
+            return true;
+        }
+    }
+
+    /// <summary>A free block, now marked used; -1 when every block is in use.</summary>
+    public long Allocate()
+    {
+        int words = _used.Length;
+        int start = Volatile.Read(ref _hint);
+        for (int i = 0; i < words; i++)
+        {
+            int w = start + i < words ? start + i : start + i - words;
+            ulong bits = Volatile.Read(ref _used[w]);
+            while (bits != ulong.MaxValue)
+            {
+                int bit = BitOperations.TrailingZeroCount(~bits);
+                long block = ((long)w << 6) + bit;
+                if (block >= _blocks)
+                {
+                    break;
+                }
+
+                ulong seen = Interlocked.CompareExchange(ref _used[w], bits | (1UL << bit), bits);
+                if (seen == bits)
+                {
+                    Volatile.Write(ref _hint, w);
+                    Interlocked.Increment(ref _count);
+                    return block;
+                }
+
+                bits = seen;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>Writes an object into its block (at most 4096 bytes, from the block's start).</summary>
+    /// <exception cref="IOException">The filesystem refused (full, I/O error).</exception>
+    public void Write(long block, ReadOnlySpan<byte> data)
+    {
+        CheckBlock(block, data.Length);
+        RandomAccess.Write(_file, data, block << BlockShift);
+        Interlocked.Increment(ref _writes);
+    }
+
+    /// <summary>Reads an object back from its block; false if the file returned fewer bytes (it was cut short).</summary>
+    /// <exception cref="IOException">The filesystem failed the read.</exception>
+    public bool Read(long block, Span<byte> destination)
+    {
+        CheckBlock(block, destination.Length);
+        int total = 0;
+        while (total < destination.Length)
+        {
+            int n = RandomAccess.Read(_file, destination[total..], (block << BlockShift) + total);
+            if (n <= 0)
+            {
+                return false;
+            }
+
+            total += n;
+        }
+
+        Interlocked.Increment(ref _reads);
+        return true;
+    }
+
+    /// <summary>Gives a block back: its space in the file first (punched out), then its bit.</summary>
+    public void Free(long block)
+    {
+        CheckBlock(block, 0);
+        if (Interop.Libc.Fallocate(_file, Interop.Libc.FallocFlPunchHole | Interop.Libc.FallocFlKeepSize, block << BlockShift, BlockSize) != 0)
+        {
+            Interlocked.Increment(ref _punchFailures);
+        }
+
+        ulong mask = 1UL << (int)(block & 63);
+        ulong before = Interlocked.And(ref _used[block >> 6], ~mask);
+        if ((before & mask) == 0)
+        {
+            throw new InvalidOperationException($"backing block {block} freed twice");
+        }
+
+        Interlocked.Decrement(ref _count);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        _stream.Dispose();
+        try
+        {
+            File.Delete(Path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private void CheckBlock(long block, int length)
+    {
+        if ((ulong)block >= (ulong)_blocks || (uint)length > BlockSize)
+        {
+            throw new ArgumentOutOfRangeException(nameof(block), block, $"block {block} (length {length}) is outside the {_blocks}-block backing file");
+        }
+    }
+
+    /// <summary>A new 24-hour window starts when the last one is over. The budget lock is held.</summary>
+    private void RollWindow()
+    {
+        long now = _clock();
+        if (now - _windowStart >= 24 * 3600)
+        {
+            _windowStart = now;
+            _windowBytes = 0;
+        }
+    }
+}

@@ -1,0 +1,274 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+using ZramDaemon.Device.Recompression;
+
+namespace ZramDaemon.Tests.Device.Recompression;
+
+/// <summary>Recompression of idle and huge slots with a secondary algorithm (zram's recompress), and idle aging.</summary>
+public class RecompressionTests
+{
+    private const int Page = ZramDevice.PageSize;
+
+    private static ZramDevice Create(string? recompress = "zstd:3", TimeSpan idleAfter = default, long size = 4L << 20, int cpuPercent = 10)
+        => new(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = size,
+            Algorithm = "lz4",
+            RecompressAlgorithm = recompress,
+            RecompressIdleAfter = idleAfter,
+            RecompressCpuPercent = cpuPercent,
+        }, NullLoggerFactory.Instance);
+
+    /// <summary>Pages lz4 cannot shrink below the huge class but zstd's entropy coder can: random nibbles.</summary>
+    internal static byte[] NibblePage(Random random)
+    {
+        var page = new byte[Page];
+        random.NextBytes(page);
+        for (int i = 0; i < page.Length; i++)
+        {
+            page[i] &= 0x0f;
+        }
+
+        return page;
+    }
+
+    private static void AssertReads(ZramDevice device, IReadOnlyList<byte[]> pages, int firstPage = 0)
+    {
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Count; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)(firstPage + i) * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"page {firstPage + i} reads back different");
+        }
+    }
+
+    [Fact]
+    public void Idle_text_pages_are_stored_smaller_with_zstd_and_read_back_unchanged()
+    {
+        using ZramDevice device = Create();
+        byte[][] pages = Enumerable.Range(0, 200).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        ZramStats before = device.GetStats();
+        Assert.Equal(0, device.Recompress(SlotSelection.Idle).Candidates);
+        Assert.Equal(pages.Length, device.MarkIdle());
+
+        RecompressionResult result = device.Recompress(SlotSelection.Idle);
+        ZramStats after = device.GetStats();
+        Assert.Equal(pages.Length, result.Candidates);
+        Assert.True(result.Recompressed > pages.Length / 2, $"only {result.Recompressed} of {pages.Length} text pages got into a smaller class with zstd");
+        Assert.True(result.BytesSaved > 0);
+        Assert.Equal(before.ComprDataSize - result.BytesSaved, after.ComprDataSize);
+        Assert.Equal(result.Recompressed, after.RecompressedPages);
+        Assert.Equal(result.BytesSaved, after.RecompressBytesSaved);
+        Assert.Equal(before.OrigDataSize, after.OrigDataSize);
+        device.Compact();
+        Assert.True(device.GetStats().MemUsedTotal < before.MemUsedTotal);
+        AssertReads(device, pages);
+
+        // Every slot was dealt with (recompressed, or found not to shrink): a second run has nothing to do.
+        device.MarkIdle();
+        Assert.Equal(0, device.Recompress(SlotSelection.All).Candidates);
+
+        // A rewrite makes the slot a candidate again.
+        Assert.Equal(NbdError.None, device.Write(0, pages[0], fua: false));
+        Assert.Equal(1, device.Recompress(SlotSelection.All).Candidates);
+        AssertReads(device, pages);
+    }
+
+    [Fact]
+    public void A_slot_becomes_idle_after_three_aging_passes_without_a_read_or_write()
+    {
+        using ZramDevice device = Create();
+        byte[][] pages = Enumerable.Range(0, 10).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        // Same-filled and unwritten slots hold no object: there is nothing to recompress, so they never count.
+        Assert.Equal(NbdError.None, device.Write(20L * Page, new byte[Page], fua: false));
+        Assert.Equal(0, device.AgeSlots(markAll: false));
+        Assert.Equal(0, device.AgeSlots(markAll: false));
+        Assert.Equal(0, device.Recompress(SlotSelection.Idle).Candidates);
+
+        var buffer = new byte[512];
+        Assert.Equal(NbdError.None, device.Read((3L * Page) + 1024, buffer)); // a partial read is a read
+        Assert.Equal(NbdError.None, device.Write(5L * Page, pages[5], fua: false));
+        Assert.Equal(NbdError.None, device.Write((7L * Page) + 512, pages[7].AsSpan(512, 512), fua: false));
+        Assert.Equal(pages.Length - 3, device.AgeSlots(markAll: false));
+
+        RecompressionResult result = device.Recompress(SlotSelection.Idle);
+        Assert.Equal(pages.Length - 3, result.Candidates);
+        AssertReads(device, pages);
+
+        // Reading made every slot active again; three more passes make them all idle, and the three slots the
+        // idle run left out (read or written before the third pass) are the only candidates left.
+        Assert.Equal(0, device.AgeSlots(markAll: false));
+        Assert.Equal(0, device.AgeSlots(markAll: false));
+        Assert.Equal(pages.Length, device.AgeSlots(markAll: false));
+        Assert.Equal(3, device.Recompress(SlotSelection.Idle).Candidates);
+        AssertReads(device, pages);
+    }
+
+    [Fact]
+    public void Huge_slots_shrink_when_zstd_can_and_stay_raw_when_nothing_can()
+    {
+        using ZramDevice device = Create();
+        var random = new Random(5);
+        byte[][] pages = Enumerable.Range(0, 24).Select(i => i % 2 == 0 ? NibblePage(random) : RandomPage(random)).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        Assert.Equal(pages.Length, device.GetStats().HugePages);
+        RecompressionResult result = device.Recompress(SlotSelection.Huge);
+        Assert.Equal(pages.Length, result.Candidates);
+        Assert.Equal(pages.Length / 2, result.Recompressed);
+        ZramStats stats = device.GetStats();
+        Assert.Equal(pages.Length / 2, stats.HugePages);
+        Assert.Equal(pages.Length, stats.HugePagesSince); // an event count: it does not go down
+        Assert.Equal(((long)pages.Length * Page) - result.BytesSaved, stats.ComprDataSize);
+        AssertReads(device, pages);
+
+        // The random ones were tried and found incompressible (zram's ZRAM_INCOMPRESSIBLE): not tried again.
+        Assert.Equal(0, device.Recompress(SlotSelection.Huge).Candidates);
+    }
+
+    [Fact]
+    public void Max_pages_bounds_a_run_and_a_device_without_a_recompression_algorithm_refuses()
+    {
+        using ZramDevice device = Create();
+        for (int i = 0; i < 50; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        RecompressionResult first = device.Recompress(SlotSelection.All, maxPages: 5);
+        Assert.Equal(5, first.Recompressed);
+        Assert.Equal(5, device.GetStats().RecompressedPages);
+
+        using ZramDevice plain = Create(recompress: null);
+        Assert.Null(plain.RecompressAlgorithm);
+        Assert.Throws<InvalidOperationException>(() => plain.Recompress(SlotSelection.Idle));
+        Assert.Equal("zstd:3", device.RecompressAlgorithm);
+    }
+
+    [Fact]
+    public void The_background_recompressor_takes_pages_left_idle_and_leaves_pages_in_use()
+    {
+        // Aging every 150 ms: untouched pages are idle after 300-450 ms.
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromMilliseconds(300), cpuPercent: 100);
+        byte[][] pages = Enumerable.Range(0, 64).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        long expected = ExpectedRecompressions(pages);
+        var clock = Stopwatch.StartNew();
+        while (device.GetStats().RecompressedPages < expected && clock.Elapsed < TimeSpan.FromSeconds(60))
+        {
+            Thread.Sleep(50);
+        }
+
+        Assert.Equal(expected, device.GetStats().RecompressedPages);
+        AssertReads(device, pages);
+    }
+
+    [Fact]
+    public async Task Concurrent_writes_trims_and_reads_never_see_a_recompression_half_done()
+    {
+        const int slots = 512;
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromMilliseconds(20), size: slots * Page, cpuPercent: 100);
+        var model = new byte[slots][];
+        var locks = Enumerable.Range(0, slots).Select(_ => new object()).ToArray();
+        for (int i = 0; i < slots; i++)
+        {
+            model[i] = DevicePages.TextPage(i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+        }
+
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        int mismatches = 0;
+        // A manual recompression and idle marking race the background one and the I/O threads.
+        var manual = Task.Run(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                device.MarkIdle();
+                device.Recompress(SlotSelection.All);
+            }
+        });
+        Parallel.For(0, 3, t =>
+        {
+            var random = new Random(77 + t);
+            var back = new byte[Page];
+            while (!stop.IsCancellationRequested)
+            {
+                int i = random.Next(slots);
+                lock (locks[i])
+                {
+                    switch (random.Next(10))
+                    {
+                        case 0:
+                            Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+                            model[i] = new byte[Page];
+                            break;
+                        case < 4:
+                            byte[] data = random.Next(4) == 0 ? NibblePage(random) : DevicePages.TextPage(random.Next(1000));
+                            int at = random.Next(2) == 0 ? 0 : 512 * random.Next(8);
+                            int length = at == 0 ? Page : Page - at;
+                            Assert.Equal(NbdError.None, device.Write(((long)i * Page) + at, data.AsSpan(at, length), fua: false));
+                            var next = (byte[])model[i].Clone();
+                            data.AsSpan(at, length).CopyTo(next.AsSpan(at));
+                            model[i] = next;
+                            break;
+                        default:
+                            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+                            if (!back.AsSpan().SequenceEqual(model[i]))
+                            {
+                                Interlocked.Increment(ref mismatches);
+                            }
+
+                            break;
+                    }
+                }
+            }
+        });
+        await manual;
+
+        Assert.Equal(0, mismatches);
+        AssertReads(device, model);
+        ZramStats stats = device.GetStats();
+        Assert.True(stats.RecompressedPages > 0);
+        // Writes never store a zero page here, so the stored slots are exactly the pages that are not all zeros.
+        Assert.Equal(model.Count(p => p.AsSpan().IndexOfAnyExcept((byte)0) >= 0) * (long)Page, stats.OrigDataSize);
+    }
+
+    private static byte[] RandomPage(Random random)
+    {
+        var page = new byte[Page];
+        random.NextBytes(page);
+        return page;
+    }
+
+    /// <summary>How many of <paramref name="pages"/> zstd:3 puts in a smaller pool class than lz4 (the real pool's classes).</summary>
+    private static long ExpectedRecompressions(byte[][] pages)
+    {
+        using ZramDevice probe = Create();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, probe.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        return probe.Recompress(SlotSelection.All).Recompressed;
+    }
+}

@@ -1,0 +1,235 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+using ZramDaemon.Device.Writeback;
+using ZramDaemon.Tests.Device.Recompression;
+
+namespace ZramDaemon.Tests.Device.Writeback;
+
+/// <summary>Writeback to a backing file (zram's backing_dev): under a memory limit far below the data, on request, with a daily limit.</summary>
+public sealed class WritebackTests : IDisposable
+{
+    private const int Page = ZramDevice.PageSize;
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-writeback-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private ZramDevice Create(long size, long memLimit = 0, long dailyLimit = 0, int watermark = 80)
+        => new(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = size,
+            MemLimit = memLimit,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            WritebackLimitPerDay = dailyLimit,
+            WritebackWatermarkPercent = watermark,
+            CompactInterval = TimeSpan.FromMilliseconds(50),
+        }, NullLoggerFactory.Instance);
+
+    /// <summary>Bytes the filesystem holds for the file (st_blocks x 512), from stat(1).</summary>
+    private static long AllocatedBytes(string path)
+    {
+        using var stat = Process.Start(new ProcessStartInfo("stat", ["-c", "%b %B", path]) { RedirectStandardOutput = true })!;
+        string[] fields = stat.StandardOutput.ReadToEnd().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        stat.WaitForExit();
+        return long.Parse(fields[0], CultureInfo.InvariantCulture) * long.Parse(fields[1], CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
+    public void With_a_limit_far_below_the_data_every_write_succeeds_every_block_reads_back_and_usage_stays_under_it()
+    {
+        const long size = 48L << 20;
+        const long limit = 4L << 20;
+        using ZramDevice device = Create(size, limit);
+        int slots = (int)(size / Page);
+        var model = new byte[slots][];
+        var random = new Random(11);
+        long maxUsed = 0;
+
+        void Check()
+        {
+            long used = device.MemUsedTotal;
+            maxUsed = Math.Max(maxUsed, used);
+            Assert.True(used <= limit, $"mem_used_total {used} passed the limit {limit}");
+        }
+
+        // Fill the whole device (12288 pages of text, nibbles and random: ~25 MiB compressed), then overwrite,
+        // write partial pages and trim at random.
+        for (int i = 0; i < slots; i++)
+        {
+            model[i] = random.Next(8) switch
+            {
+                0 => RecompressionTests.NibblePage(random),
+                1 => RandomPage(random),
+                _ => DevicePages.TextPage(random.Next(1 << 20)),
+            };
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Check();
+        }
+
+        for (int op = 0; op < 6000; op++)
+        {
+            int i = random.Next(slots);
+            switch (random.Next(10))
+            {
+                case 0:
+                    Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+                    model[i] = new byte[Page];
+                    break;
+                case 1:
+                    int at = 512 * random.Next(1, 8);
+                    byte[] part = DevicePages.TextPage(random.Next(1 << 20));
+                    Assert.Equal(NbdError.None, device.Write(((long)i * Page) + at, part.AsSpan(0, Page - at), fua: false));
+                    model[i] = (byte[])model[i].Clone();
+                    part.AsSpan(0, Page - at).CopyTo(model[i].AsSpan(at));
+                    break;
+                case < 6:
+                    model[i] = DevicePages.TextPage(random.Next(1 << 20));
+                    Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+                    break;
+                default:
+                    var page = new byte[Page];
+                    Assert.Equal(NbdError.None, device.Read((long)i * Page, page));
+                    Assert.True(page.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+                    break;
+            }
+
+            Check();
+        }
+
+        var back = new byte[Page];
+        for (int i = 0; i < slots; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.Equal(0, stats.FailedReads);
+        Assert.True(stats.MemUsedTotal <= limit);
+        Assert.True(stats.BdCount > slots / 2, $"only {stats.BdCount} of {slots} pages in the backing file");
+        Assert.True(stats.BdWrites >= stats.BdCount);
+        Assert.True(stats.BdReads > 0);
+        Assert.Equal(model.Count(p => p.AsSpan().IndexOfAnyExcept((byte)0) >= 0) * (long)Page, stats.OrigDataSize);
+
+        // Trimming everything frees every block, and the file's space with it (punched holes).
+        long allocated = AllocatedBytes(device.BackingFilePath!);
+        Assert.True(allocated >= stats.BdCount * Page / 2, $"the file holds {allocated} bytes for {stats.BdCount} blocks");
+        Assert.Equal(NbdError.None, device.Trim(0, size));
+        Assert.Equal(0, device.GetStats().BdCount);
+        Assert.True(AllocatedBytes(device.BackingFilePath!) < allocated / 10, "trimmed blocks were not punched out of the file");
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+    }
+
+    [Fact]
+    public void Idle_slots_written_back_on_request_read_back_and_free_their_memory()
+    {
+        using ZramDevice device = Create(16L << 20);
+        byte[][] pages = Enumerable.Range(0, 1024).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        var random = new Random(3);
+        byte[] huge = RecompressionTests.NibblePage(random);
+        Assert.Equal(NbdError.None, device.Write(2000L * Page, huge, fua: false));
+        ZramStats before = device.GetStats();
+        Assert.Equal(1, before.HugePages);
+
+        Assert.Equal(0, device.Writeback(SlotSelection.Idle).WrittenBack);
+        Assert.Equal(1, device.Writeback(SlotSelection.Huge).WrittenBack);
+        device.MarkIdle();
+        Assert.Equal(NbdError.None, device.Read(5L * Page, new byte[Page])); // read: active again
+        WritebackResult result = device.Writeback(SlotSelection.Idle);
+        Assert.Equal(pages.Length - 1, result.WrittenBack);
+
+        ZramStats after = device.GetStats();
+        Assert.Equal(pages.Length, after.BdCount);
+        Assert.Equal(pages.Length, after.BdWrites);
+        Assert.Equal(0, after.HugePages);
+        Assert.Equal(before.OrigDataSize, after.OrigDataSize);
+        Assert.True(after.ComprDataSize < before.ComprDataSize / 100, "written-back objects still count in compr_data_size");
+        Assert.True(after.MemUsedTotal < before.MemUsedTotal - ((before.MemUsedTotal - before.MetadataBytes) * 9 / 10), "the pool did not give the memory back");
+
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"slot {i} reads back different");
+        }
+
+        Assert.Equal(NbdError.None, device.Read(2000L * Page, back));
+        Assert.Equal(huge, back);
+        Assert.Equal(pages.Length, device.GetStats().BdReads);
+
+        // Overwriting and trimming written-back slots frees their blocks; partial writes read the block first.
+        Assert.Equal(NbdError.None, device.Write(0, pages[1], fua: false));
+        Assert.Equal(NbdError.None, device.Trim(Page, Page));
+        Assert.Equal(NbdError.None, device.Write((2L * Page) + 512, new byte[512], fua: false));
+        Assert.Equal(pages.Length - 3, device.GetStats().BdCount);
+        Assert.Equal(NbdError.None, device.Read(2L * Page, back));
+        byte[] expected = (byte[])pages[2].Clone();
+        expected.AsSpan(512, 512).Clear();
+        Assert.Equal(expected, back);
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(pages[1], back);
+    }
+
+    [Fact]
+    public void The_daily_limit_stops_writeback_and_then_the_memory_limit_applies_again()
+    {
+        using ZramDevice device = Create(16L << 20, dailyLimit: 10 * Page);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        WritebackResult result = device.Writeback(SlotSelection.All);
+        Assert.Equal(10, result.WrittenBack);
+        Assert.True(result.StoppedByLimit);
+        Assert.Equal(10, device.GetStats().BdCount);
+
+        // No budget left: at the memory limit, writes fail with ENOSPC as without a backing file.
+        device.SetMemLimit(device.MemUsedTotal);
+        var random = new Random(1);
+        NbdError error = NbdError.None;
+        for (int i = 64; i < 4096 && error == NbdError.None; i++)
+        {
+            error = device.Write((long)i * Page, RandomPage(random), fua: false);
+        }
+
+        Assert.Equal(NbdError.NoSpace, error);
+        Assert.Equal(10, device.GetStats().BdCount);
+    }
+
+    [Fact]
+    public void A_device_without_a_backing_file_refuses_writeback_and_disposing_deletes_the_file()
+    {
+        using var plain = new ZramDevice(new ZramDeviceOptions { Name = "zram1", DiskSize = 1 << 20 }, NullLoggerFactory.Instance);
+        Assert.Null(plain.BackingFilePath);
+        Assert.Throws<InvalidOperationException>(() => plain.Writeback(SlotSelection.All));
+
+        string path;
+        using (ZramDevice device = Create(1 << 20))
+        {
+            path = device.BackingFilePath!;
+            Assert.True(File.Exists(path));
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
+            Assert.Equal(1L << 20, new FileInfo(path).Length);
+        }
+
+        Assert.False(File.Exists(path));
+    }
+
+    private static byte[] RandomPage(Random random)
+    {
+        var page = new byte[Page];
+        random.NextBytes(page);
+        return page;
+    }
+}
