@@ -9,9 +9,9 @@
 #   zram0 (128 MiB, limit 56 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
 #     verify_backlog=512, verify_fatal=1), each on its own 24 MiB region, half-compressible buffers refilled
 #     per write; and two churn writers on a third 16 MiB region, one with 20% and one with 75% compressible
-#     buffers, so that each overwrite moves a page to another size class and leaves a hole behind (past the
-#     watermark frees are immediate and the allocator refills holes of the same class, so same-size
-#     overwrites alone hardly fragment the pool). The data (~26 + ~8 MiB in the pool, more with
+#     buffers, so that each overwrite moves a page to another size class and leaves a hole behind (the
+#     allocator refills holes of the same class, so same-size overwrites alone fragment the pool slowly).
+#     The data (~26 + ~8 MiB in the pool, more with
 #     fragmentation) fits under the limit but stays above the watermark (28 MiB), so background compaction
 #     keeps running; a failed write on zram0 fails the soak (failed_writes must stay 0).
 #   zram1 (256 MiB, limit 16 MiB): a randwrite churn job (incompressible, continue_on_error=write,

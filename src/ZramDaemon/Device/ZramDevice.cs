@@ -32,9 +32,6 @@ namespace ZramDaemon.Device;
 ///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
 ///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
-///   Past the watermark, frees are no longer deferred: the queue drains itself only at half its capacity
-///   (16384 objects by default, 32 MiB of 2 KiB objects), so while the background thread waits for a CPU its
-///   garbage could otherwise crowd live data out of the limit.
 ///
 /// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
 ///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
@@ -1086,7 +1083,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         if (SlotInfo.HasObject(info))
         {
-            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
+            if (deferred)
             {
                 _pool.FreeDeferred(value);
             }
