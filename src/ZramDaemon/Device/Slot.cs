@@ -58,6 +58,12 @@ internal static class SlotInfo
     /// </summary>
     public const uint WrittenBack = 1u << 21;
 
+    /// <summary>
+    /// Same-page deduplication: <see cref="Slot.Value"/> is the id of a <see cref="Dedup.DedupIndex"/> entry, which
+    /// holds the object (handle, size, algorithm) and counts the slots referring to it. No other bits but Written.
+    /// </summary>
+    public const uint Deduped = 1u << 22;
+
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
 
@@ -80,7 +86,11 @@ internal static class SlotInfo
     public static uint InBackingFile(uint info) => (info & (SizeMask | AlgorithmMask | Recompressed)) | Written | WrittenBack;
 
     /// <summary>The slot holds a pool object (not same-filled, not written back).</summary>
-    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack)) == Written;
+    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack | Deduped)) == Written;
+
+    public static uint DedupReference() => Written | Deduped;
+
+    public static bool IsDeduped(uint info) => (info & (Written | Deduped)) == (Written | Deduped);
 
     public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
 
