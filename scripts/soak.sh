@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Soak: fio's nbd engine against a real zramd for SOAK_SECONDS (default 600), with crc32c verification, mixed
-# random writes, trims and reads over 4 connections, and memory limits tight enough that background
+# random writes, trims and reads over 6 connections (one per fio job), and memory limits tight enough that background
 # compaction and ENOSPC both happen. Not part of ./scripts/test.sh. Prints the bytes each job moved, the
 # devices' counters, and fails on any verify error or any failed write where none may happen.
 #
 # Layout, and why: with one global limit any writer may get ENOSPC, and fio's verifying writers treat a
 # refused write as fatal (and would then verify data that was never stored). So the daemon serves two devices:
-#   zram0 (128 MiB, limit 80 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
-#     verify_backlog=512, verify_fatal=1), each on its own 40 MiB region, half-compressible buffers refilled
-#     per write (objects of many sizes, so overwrites fragment the pool). Their data (~45-60 MiB in the pool
-#     with fragmentation) fits under the limit but stays above the watermark (40 MiB), so background
-#     compaction runs all the time; a failed write here fails the soak (failed_writes must stay 0).
+#   zram0 (128 MiB, limit 56 MiB, compact-watermark 50%): two verify jobs (randwrite, crc32c,
+#     verify_backlog=512, verify_fatal=1), each on its own 24 MiB region, half-compressible buffers refilled
+#     per write; and two churn writers on a third 16 MiB region, one with 20% and one with 75% compressible
+#     buffers, so that each overwrite moves a page to another size class and leaves a hole behind (past the
+#     watermark frees are immediate and the allocator refills holes of the same class, so same-size
+#     overwrites alone hardly fragment the pool). The data (~26 + ~8 MiB in the pool, more with
+#     fragmentation) fits under the limit but stays above the watermark (28 MiB), so background compaction
+#     keeps running; a failed write on zram0 fails the soak (failed_writes must stay 0).
 #   zram1 (256 MiB, limit 16 MiB): a randwrite churn job (incompressible, continue_on_error=write,
 #     ignore_error=ENOSPC) and a rate-limited randtrim job (100 x 64 KiB/s, slower than the writes) on the
 #     same range: the pool hits the limit, writes get ENOSPC (failed_writes must grow), trims free room,
@@ -45,7 +48,7 @@ lock-memory = no
 
 [zram0]
 zram-size = 128M
-zram-resident-limit = 80M
+zram-resident-limit = 56M
 compact-watermark = 50
 
 [zram1]
@@ -72,7 +75,7 @@ runtime=$seconds
 uri=$uri0
 rw=randwrite
 offset=0
-size=40M
+size=24M
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
@@ -82,12 +85,28 @@ refill_buffers=1
 [verify-b]
 uri=$uri0
 rw=randwrite
-offset=40M
-size=40M
+offset=24M
+size=24M
 verify=crc32c
 verify_backlog=512
 verify_fatal=1
 buffer_compress_percentage=50
+refill_buffers=1
+
+[churn0-low]
+uri=$uri0
+rw=randwrite
+offset=48M
+size=16M
+buffer_compress_percentage=20
+refill_buffers=1
+
+[churn0-high]
+uri=$uri0
+rw=randwrite
+offset=48M
+size=16M
+buffer_compress_percentage=75
 refill_buffers=1
 
 [churn-write]
@@ -106,16 +125,48 @@ size=256M
 FIO
 
 echo "soak: $seconds s, fio $(fio --version) against zramd (pid $zramd_pid)"
+# Once a second, the devices' counters from the control socket (one request line, one JSON line back), so that
+# the report can show the deepest deferred-free queue and how usage moved, not only the end state.
+python3 - "$work/zramd.ctl" "$work/samples.jsonl" <<'PY' &
+import socket, sys, time
+path, out = sys.argv[1], sys.argv[2]
+with open(out, "w") as f:
+    while True:
+        try:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            s.sendall(b"status\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            s.close()
+        except OSError:
+            break
+        f.write(data.decode()); f.flush()
+        time.sleep(1)
+PY
+sampler_pid=$!
 status=0
 # fio saves its verify state files in the working directory: keep them in $work, out of the repository.
 (cd "$work" && fio --output-format=json --output="$work/fio.json" "$work/soak.fio") || status=$?
+kill "$sampler_pid" 2>/dev/null || true
+wait "$sampler_pid" 2>/dev/null || true
 "${zramd[@]}" status --json --control "$work/zramd.ctl" > "$work/status.json"
 
-python3 - "$work/fio.json" "$work/status.json" "$status" <<'PY'
+python3 - "$work/fio.json" "$work/status.json" "$status" "$work/samples.jsonl" <<'PY'
 import json, sys
 fio = json.load(open(sys.argv[1]))
 status = json.load(open(sys.argv[2]))
 fio_exit = int(sys.argv[3])
+samples = []
+for line in open(sys.argv[4]):
+    try:
+        samples.append(json.loads(line))
+    except ValueError:
+        pass
 
 def devices(node):
     if isinstance(node, dict):
@@ -141,8 +192,11 @@ print(f"moved: read {moved['read'] >> 20} MiB, written {moved['write'] >> 20} Mi
       f"({moved['read'] + moved['write']} bytes read and written)")
 found = {d.get("name", d.get("device", "?")): d for d in devices(status)}
 for name, d in sorted(found.items()):
-    print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes {d['failed_writes']}, "
-          f"compaction_runs {d['compaction_runs']}, pages_compacted {d['pages_compacted']}, failed_reads {d['failed_reads']}")
+    seen = [s for sample in samples for s in devices(sample) if s.get("name") == name]
+    deepest = max((s["deferred_free_depth"] for s in seen), default=0)
+    print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes (ENOSPC) {d['failed_writes']}, "
+          f"compaction_runs {d['compaction_runs']} ({d['compaction_time_us'] // 1000} ms), pages_compacted {d['pages_compacted']}, "
+          f"failed_reads {d['failed_reads']}, deepest deferred-free queue {deepest} ({len(seen)} samples)")
 problems = []
 if fio_exit != 0:
     problems.append(f"fio exited {fio_exit}")

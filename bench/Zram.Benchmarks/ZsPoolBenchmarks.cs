@@ -15,8 +15,8 @@ public class ZsPoolBenchmarks
 
     private readonly byte[] _payload = new byte[ZsPool.MaxObjectSize];
     private readonly byte[] _buffer = new byte[ZsPool.MaxObjectSize];
-    private readonly ulong[] _handles = new ulong[Batch];
-    private readonly ulong[] _resident = new ulong[Batch];
+    private readonly uint[] _handles = new uint[Batch];
+    private readonly uint[] _resident = new uint[Batch];
     private ZsPool _pool = null!;
     private int _next;
     private int _count;
@@ -73,7 +73,7 @@ public class ZsPoolBenchmarks
     [Benchmark(Description = "Malloc+Write")]
     public void AllocWrite()
     {
-        ulong handle = _pool.Malloc(Size);
+        uint handle = _pool.Malloc(Size);
         _pool.Write(handle, _payload.AsSpan(0, Size));
         _handles[_count++] = handle;
     }

@@ -46,7 +46,7 @@ internal static class ZsPoolFragmentation
         using var pool = new ZsPool(new ZsPoolOptions { ChainLimit = chainLimit, DeferredFreeCapacity = 0 });
         using var lz4 = new Lz4CompressionStream();
         int pages = data.Length / PageSize;
-        var handles = new List<(ulong Handle, int Size)>(pages);
+        var handles = new List<(uint Handle, int Size)>(pages);
         int sameFilled = 0, raw = 0;
         long stored = 0;
         for (int i = 0; i < pages; i++)
@@ -70,7 +70,7 @@ internal static class ZsPoolFragmentation
                 payload = lz4.Buffer[..n];
             }
 
-            ulong handle = pool.Malloc(payload.Length);
+            uint handle = pool.Malloc(payload.Length);
             pool.Write(handle, payload);
             handles.Add((handle, payload.Length));
             stored += payload.Length;
@@ -83,8 +83,8 @@ internal static class ZsPoolFragmentation
         Print(output, "after filling", pool, stored, "3.1%");
 
         var random = new Random(42);
-        var kept = new List<(ulong Handle, int Size)>(handles.Count / 2 + 1);
-        foreach ((ulong handle, int size) in handles)
+        var kept = new List<(uint Handle, int Size)>(handles.Count / 2 + 1);
+        foreach ((uint handle, int size) in handles)
         {
             if (random.Next(2) == 0)
             {
@@ -115,7 +115,7 @@ internal static class ZsPoolFragmentation
 
         // The objects must have survived the moves.
         var back = new byte[PageSize];
-        foreach ((ulong handle, int size) in kept)
+        foreach ((uint handle, int size) in kept)
         {
             pool.Read(handle, back.AsSpan(0, size));
         }

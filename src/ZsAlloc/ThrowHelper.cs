@@ -10,18 +10,18 @@ internal static class ThrowHelper
         throw new ArgumentOutOfRangeException(nameof(size), size, $"An object is 1..{ZsPool.MaxObjectSize} bytes.");
 
     [DoesNotReturn]
-    public static void ThrowForeignHandle(ulong handle) =>
-        throw new ArgumentException($"0x{handle:x16} is not a handle of this pool.", nameof(handle));
+    public static void ThrowForeignHandle(uint handle) =>
+        throw new ArgumentException($"0x{handle:x8} is not a handle of this pool.", nameof(handle));
 
     [DoesNotReturn]
-    public static void ThrowFreedHandle(ulong handle) =>
-        throw new InvalidOperationException($"Handle 0x{handle:x16} has been freed.");
+    public static void ThrowFreedHandle(uint handle) =>
+        throw new InvalidOperationException($"Handle 0x{handle:x8} has been freed.");
 
     [DoesNotReturn]
     public static void ThrowLongerThanObject(int length, int size) =>
         throw new ArgumentException($"{length} bytes do not fit an object of {size} bytes.");
 
     [DoesNotReturn]
-    public static void ThrowCorrupt(ulong handle) =>
-        throw new InvalidOperationException($"The header of handle 0x{handle:x16} does not name its cell: pool memory is corrupt.");
+    public static void ThrowCorrupt(uint handle) =>
+        throw new InvalidOperationException($"The header of handle 0x{handle:x8} does not name its cell: pool memory is corrupt.");
 }

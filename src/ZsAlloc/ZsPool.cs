@@ -16,21 +16,22 @@ namespace ZsAlloc;
 ///
 /// Data structure
 ///   Size classes: every 16 bytes from 32 to 4096, merged when they would have the same zspage shape
-///   (<see cref="SizeClassTable"/>). Each object takes a slot of its class: an 8-byte header (the handle's
-///   cell index and the payload size, so compaction can find the cell of an object it moves) and the payload.
+///   (<see cref="SizeClassTable"/>). Each object takes a slot of its class: a 4-byte header (the handle's
+///   cell index, so compaction can find the cell of an object it moves) and the payload.
 ///   Objects of <see cref="HugeClassSize"/> bytes or more go to the huge class: one object per page, no header
-///   (its cell is kept in the zspage descriptor, as the kernel keeps it in the page), so 4096 bytes fit.
+///   (compaction never moves them), so 4096 bytes fit.
 ///
-///   Zspage: a run of 1..16 pages (<see cref="PageSource"/>) cut into slots of its class, with a 32-byte
+///   Zspage: a run of 1..16 pages (<see cref="PageSource"/>) cut into slots of its class, with a 24-byte
 ///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
 ///   1 MiB of them kept warm for reuse, see <see cref="PageSource"/>).
 ///
-///   Handle: an opaque 64-bit value naming a cell of the <see cref="HandleTable"/> (plus a generation and a
-///   pool tag, <see cref="HandleCell"/>). The cell holds the object's location, so compaction can move the
-///   object and rewrite the cell. Metadata per object: the 8-byte cell and the 8-byte header.
+///   Handle: a 32-bit value naming a cell of the <see cref="HandleTable"/> (<see cref="HandleCell"/>). The cell
+///   holds the object's location and payload size, so compaction can move the object and rewrite the cell.
+///   Metadata per object: the 8-byte cell and the 4-byte header. A cell can also hold a caller's 8-byte word
+///   with no object at all (<see cref="StoreWord"/>: zram's same-filled pages).
 ///
 /// Concurrency
 ///   Cells change only by compare-and-swap. A cell marked Moving belongs to the compactor, which is copying
@@ -39,7 +40,7 @@ namespace ZsAlloc;
 ///   again after pinning; compaction marks the cell Moving and then waits for the zspage's pins to drain
 ///   before copying (the kernel's zspage migrate lock). So a reader or writer waits at most for one object
 ///   move, and an open <see cref="ZsReadView"/> keeps its object where it is.
-///   Free wins the object by swapping the cell to free (with the next generation) first; from then on
+///   Free wins the object by swapping the cell to free first; from then on
 ///   compaction cannot claim it, and the slot is returned under the class lock.
 ///
 /// Lock order (take left before right; never the other way)
@@ -52,11 +53,10 @@ public sealed unsafe class ZsPool : IDisposable
 {
     public const int MaxObjectSize = SizeClassTable.MaxAllocSize;
 
-    /// <summary>Bytes in front of each non-huge object: its cell index and size (the kernel's ZS_HANDLE_SIZE).</summary>
-    internal const int HeaderSize = 8;
+    /// <summary>Bytes in front of each non-huge object: its cell index (the kernel's ZS_HANDLE_SIZE is 8).</summary>
+    internal const int HeaderSize = 4;
 
     private const int PageShift = PageSource.PageShift;
-    private static int _lastTag;
 
     private readonly SizeClassTable _table;
     private readonly SizeClass[] _classes;
@@ -71,10 +71,10 @@ public sealed unsafe class ZsPool : IDisposable
     private int _releaseCount;
     private readonly ILogger _logger;
     private readonly string _name;
-    private readonly int _tag;
     private long _pagesCompacted;
     private long _compactionRuns;
     private long _objectsMoved;
+    private long _words;
     private volatile bool _disposed;
 
     public ZsPool(ZsPoolOptions? options = null, ILogger<ZsPool>? logger = null)
@@ -83,8 +83,7 @@ public sealed unsafe class ZsPool : IDisposable
         _table = new SizeClassTable(options.ChainLimit);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _name = options.Name;
-        _tag = (Interlocked.Increment(ref _lastTag) % HandleCell.MaxTag) + 1;
-        _handles = new HandleTable((uint)Random.Shared.Next());
+        _handles = new HandleTable();
         _classes = new SizeClass[_table.Count];
         for (int i = 0; i < _table.Count; i++)
         {
@@ -110,7 +109,7 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue.</summary>
     public long MetadataBytes =>
-        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * sizeof(ulong));
+        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * sizeof(uint));
 
     internal SizeClassTable Table => _table;
 
@@ -131,7 +130,7 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>Allocates an object of <paramref name="size"/> payload bytes (1..4096) and returns its handle (never 0).</summary>
-    public ulong Malloc(int size)
+    public uint Malloc(int size)
     {
         if ((uint)(size - 1) >= MaxObjectSize)
         {
@@ -140,7 +139,7 @@ public sealed unsafe class ZsPool : IDisposable
 
         ObjectDisposedException.ThrowIf(_disposed, this);
         SizeClass cls = size >= HugeClassSize ? _huge : _classes[_table.ClassIndexFor(size + HeaderSize)];
-        uint cell = _handles.Allocate(out uint generation);
+        uint cell = _handles.Allocate();
 
         cls.Lock.Enter();
         int id = cls.PickFullest();
@@ -148,12 +147,12 @@ public sealed unsafe class ZsPool : IDisposable
         if (fresh)
         {
             cls.Lock.Exit();
-            id = CreateZspageOrReleaseCell(cls, cell, generation);
+            id = CreateZspageOrReleaseCell(cls, cell);
             cls.Lock.Enter();
         }
 
         ZsPageDescriptor* d = _zspages[id];
-        long location = AllocateSlot(cls, d, cell, size);
+        long location = AllocateSlot(cls, d, cell);
         if (fresh)
         {
             cls.Add(id, d);
@@ -165,13 +164,13 @@ public sealed unsafe class ZsPool : IDisposable
 
         cls.ObjUsed++;
         cls.BytesStored += size;
-        Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(generation, location));
+        Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
         cls.Lock.Exit();
-        return HandleCell.MakeHandle(cell, generation, _tag);
+        return HandleCell.MakeHandle(cell);
     }
 
     /// <summary>Copies <paramref name="source"/> into the object (at most the size it was allocated with).</summary>
-    public void Write(ulong handle, ReadOnlySpan<byte> source)
+    public void Write(uint handle, ReadOnlySpan<byte> source)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
@@ -187,7 +186,7 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>Copies the object's first destination.Length bytes (at most its size) into <paramref name="destination"/>.</summary>
-    public void Read(ulong handle, Span<byte> destination)
+    public void Read(uint handle, Span<byte> destination)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
@@ -207,7 +206,7 @@ public sealed unsafe class ZsPool : IDisposable
     /// Zspage pages are virtually contiguous here, so the view is always direct and <paramref name="scratch"/>
     /// (kept for objects that would have to be stitched from two pages) is not written.
     /// </summary>
-    public ZsReadView MapRead(ulong handle, int length, Span<byte> scratch)
+    public ZsReadView MapRead(uint handle, int length, Span<byte> scratch)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _ = scratch;
@@ -222,23 +221,22 @@ public sealed unsafe class ZsPool : IDisposable
         return new ZsReadView(new ReadOnlySpan<byte>(payload, length), pinned);
     }
 
-    public void Free(ulong handle)
+    public void Free(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         FreeCore(handle, queued: false);
     }
 
     /// <summary>zs_free_deferred: queues the free and returns; frees at once if the queue is busy or full.</summary>
-    public void FreeDeferred(ulong handle)
+    public void FreeDeferred(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         ulong* cellPtr = CellOf(handle);
-        uint generation = HandleCell.GenerationOfHandle(handle);
         var spin = default(SpinWait);
         while (true)
         {
             ulong c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, generation, queued: false);
+            CheckLive(handle, c, queued: false);
             if ((c & HandleCell.Moving) != 0)
             {
                 spin.SpinOnce(sleep1Threshold: -1);
@@ -256,6 +254,37 @@ public sealed unsafe class ZsPool : IDisposable
         {
             FreeCore(handle, queued: true);
         }
+    }
+
+    /// <summary>
+    /// Keeps an 8-byte word in a handle cell of its own, with no object (zram's same-filled pages): 8 bytes of
+    /// metadata instead of a slot in a zspage. The handle is read with <see cref="ReadWord"/> and freed with
+    /// <see cref="FreeWord"/>, never with the object calls: the cell holds the word itself, so the pool cannot
+    /// tell it from an object's cell (the caller records which it holds, as it records the object's size).
+    /// Compaction never reaches a word cell: it finds cells through object headers only.
+    /// </summary>
+    public uint StoreWord(ulong word)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        uint cell = _handles.Allocate();
+        Volatile.Write(ref *_handles.Cell(cell), word);
+        Interlocked.Increment(ref _words);
+        return HandleCell.MakeHandle(cell);
+    }
+
+    /// <summary>The word a <see cref="StoreWord"/> handle holds.</summary>
+    public ulong ReadWord(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return Volatile.Read(ref *CellOf(handle));
+    }
+
+    public void FreeWord(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _ = CellOf(handle);
+        _handles.Release(HandleCell.CellOf(handle));
+        Interlocked.Decrement(ref _words);
     }
 
     /// <summary>Frees every deferred handle now.</summary>
@@ -325,6 +354,7 @@ public sealed unsafe class ZsPool : IDisposable
             PeakPages = PeakPages,
             BytesStored = bytes,
             Objects = objects,
+            Words = Interlocked.Read(ref _words),
             PagesCompacted = Interlocked.Read(ref _pagesCompacted),
             CompactionRuns = Interlocked.Read(ref _compactionRuns),
             ObjectsMoved = Interlocked.Read(ref _objectsMoved),
@@ -384,14 +414,14 @@ public sealed unsafe class ZsPool : IDisposable
         _handles.Dispose();
     }
 
-    private void FreeQueued(ulong handle) => FreeCore(handle, queued: true);
+    private void FreeQueued(uint handle) => FreeCore(handle, queued: true);
 
     /// <summary>Returns the handle's cell, or throws if the handle cannot be one of this pool's.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private ulong* CellOf(ulong handle)
+    private ulong* CellOf(uint handle)
     {
         uint cell = HandleCell.CellOf(handle);
-        if (HandleCell.TagOf(handle) != _tag || cell >= _handles.Created)
+        if (cell >= _handles.Created)
         {
             ThrowHelper.ThrowForeignHandle(handle);
         }
@@ -400,10 +430,10 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void CheckLive(ulong handle, ulong cell, uint generation, bool queued)
+    private static void CheckLive(uint handle, ulong cell, bool queued)
     {
         bool pending = (cell & HandleCell.FreePending) != 0;
-        if ((cell & HandleCell.Allocated) == 0 || HandleCell.GenerationOf(cell) != generation || pending != queued)
+        if ((cell & HandleCell.Allocated) == 0 || pending != queued)
         {
             ThrowHelper.ThrowFreedHandle(handle);
         }
@@ -413,15 +443,14 @@ public sealed unsafe class ZsPool : IDisposable
     /// Pins the object's zspage and returns its payload and size. The cell is read again after pinning: if
     /// compaction claimed the object in between, the pin is dropped and the new location is awaited.
     /// </summary>
-    private byte* Pin(ulong handle, out ZsPageDescriptor* pinned, out int size)
+    private byte* Pin(uint handle, out ZsPageDescriptor* pinned, out int size)
     {
         ulong* cellPtr = CellOf(handle);
-        uint generation = HandleCell.GenerationOfHandle(handle);
         var spin = default(SpinWait);
         while (true)
         {
             ulong c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, generation, queued: false);
+            CheckLive(handle, c, queued: false);
             long location = HandleCell.LocationOf(c);
             int owner = _pages.OwnerOf((int)(location >> PageShift));
             if ((c & HandleCell.Moving) != 0 || owner < 0)
@@ -439,20 +468,15 @@ public sealed unsafe class ZsPool : IDisposable
             }
 
             byte* p = _pages.Address(location);
-            if (d->ClassIndex == _huge.Info.Index)
+            size = HandleCell.SizeOf(c);
+            if (d->ClassIndex != _huge.Info.Index)
             {
-                size = d->HugeSize;
-            }
-            else
-            {
-                ulong header = *(ulong*)p;
-                if (HandleCell.CellOfHeader(header) != HandleCell.CellOf(handle))
+                if (*(uint*)p != HandleCell.MakeHeader(HandleCell.CellOf(handle)))
                 {
                     Interlocked.Decrement(ref d->Pins);
                     ThrowHelper.ThrowCorrupt(handle);
                 }
 
-                size = HandleCell.SizeOfHeader(header);
                 p += HeaderSize;
             }
 
@@ -461,24 +485,22 @@ public sealed unsafe class ZsPool : IDisposable
         }
     }
 
-    private void FreeCore(ulong handle, bool queued)
+    private void FreeCore(uint handle, bool queued)
     {
         ulong* cellPtr = CellOf(handle);
-        uint generation = HandleCell.GenerationOfHandle(handle);
-        uint next = HandleCell.NextGeneration(generation);
         var spin = default(SpinWait);
         ulong c;
         while (true)
         {
             c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, generation, queued);
+            CheckLive(handle, c, queued);
             if ((c & HandleCell.Moving) != 0)
             {
                 spin.SpinOnce(sleep1Threshold: -1);
                 continue;
             }
 
-            if (Interlocked.CompareExchange(ref *cellPtr, HandleCell.MakeFree(next, 0), c) == c)
+            if (Interlocked.CompareExchange(ref *cellPtr, HandleCell.MakeFree(0), c) == c)
             {
                 break;
             }
@@ -491,9 +513,9 @@ public sealed unsafe class ZsPool : IDisposable
         SizeClass cls = _classes[d->ClassIndex];
         bool release = false;
         cls.Lock.Enter();
-        int size = FreeSlot(cls, d, location);
+        FreeSlot(cls, d, location);
         cls.ObjUsed--;
-        cls.BytesStored -= size;
+        cls.BytesStored -= HandleCell.SizeOf(c);
         if (d->InUse == 0 && !d->IsIsolated)
         {
             cls.Remove(id, d);
@@ -510,11 +532,11 @@ public sealed unsafe class ZsPool : IDisposable
             ReleaseZspage(cls, id, d);
         }
 
-        _handles.Release(HandleCell.CellOf(handle), next);
+        _handles.Release(HandleCell.CellOf(handle));
     }
 
     /// <summary>Takes the zspage's first free slot for an object. Class lock held; the zspage is not full.</summary>
-    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell, int size)
+    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
     {
         int slot = d->FreeSlot;
         Debug.Assert(slot >= 0 && slot < cls.ObjectsPerZspage);
@@ -522,46 +544,38 @@ public sealed unsafe class ZsPool : IDisposable
         if (cls.IsHuge)
         {
             d->FreeSlot = -1;
-            d->HugeCell = cell;
-            d->HugeSize = size;
         }
         else
         {
             // In bounds: slot < ObjectsPerZspage, so the slot lies inside the zspage's run.
-            ulong* header = (ulong*)_pages.Address(location);
+            uint* header = (uint*)_pages.Address(location);
             d->FreeSlot = (short)HandleCell.NextSlotOf(*header);
-            *header = HandleCell.MakeHeader(cell, size);
+            *header = HandleCell.MakeHeader(cell);
         }
 
         d->InUse++;
         return location;
     }
 
-    /// <summary>Returns an object's slot to its zspage and gives its payload size. Class lock held.</summary>
-    private int FreeSlot(SizeClass cls, ZsPageDescriptor* d, long location)
+    /// <summary>Returns an object's slot to its zspage. Class lock held.</summary>
+    private void FreeSlot(SizeClass cls, ZsPageDescriptor* d, long location)
     {
-        int size;
         if (cls.IsHuge)
         {
-            size = d->HugeSize;
-            d->HugeSize = 0;
             d->FreeSlot = 0;
         }
         else
         {
             long offset = location - ((long)d->FirstPage << PageShift);
             int slot = (int)(offset / cls.Size);
-            ulong* header = (ulong*)_pages.Address(location);
-            size = HandleCell.SizeOfHeader(*header);
-            *header = HandleCell.MakeFreeSlot(d->FreeSlot);
+            *(uint*)_pages.Address(location) = HandleCell.MakeFreeSlot(d->FreeSlot);
             d->FreeSlot = (short)slot;
         }
 
         d->InUse--;
-        return size;
     }
 
-    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell, uint generation)
+    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell)
     {
         try
         {
@@ -569,7 +583,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
         catch (OutOfMemoryException)
         {
-            _handles.Release(cell, generation);
+            _handles.Release(cell);
             throw;
         }
     }
@@ -599,8 +613,6 @@ public sealed unsafe class ZsPool : IDisposable
         d->ClassIndex = (byte)cls.Info.Index;
         d->Band = SizeClass.BandEmpty;
         d->Flags = ZsPageDescriptor.FlagLive;
-        d->HugeCell = 0;
-        d->HugeSize = 0;
         if (!cls.IsHuge)
         {
             // In bounds: slot i starts at i * Size < ObjectsPerZspage * Size <= PagesPerZspage * 4096.
@@ -608,10 +620,10 @@ public sealed unsafe class ZsPool : IDisposable
             int last = cls.ObjectsPerZspage - 1;
             for (int slot = 0; slot < last; slot++)
             {
-                *(ulong*)(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(slot + 1);
+                *(uint*)(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(slot + 1);
             }
 
-            *(ulong*)(start + ((long)last * cls.Size)) = HandleCell.MakeFreeSlot(-1);
+            *(uint*)(start + ((long)last * cls.Size)) = HandleCell.MakeFreeSlot(-1);
         }
 
         _pages.SetOwner(head, cls.PagesPerZspage, id);
@@ -723,10 +735,9 @@ public sealed unsafe class ZsPool : IDisposable
             }
 
             byte* from = _pages.Address(srcLocation);
-            ulong header = *(ulong*)from;
-            int size = HandleCell.SizeOfHeader(header);
+            int size = HandleCell.SizeOf(claimed);
             ZsPageDescriptor* dst = _zspages[dstId];
-            long dstLocation = AllocateSlot(cls, dst, HandleCell.CellOfHeader(header), size);
+            long dstLocation = AllocateSlot(cls, dst, HandleCell.CellOfHeader(*(uint*)from));
             cls.UpdateBand(dstId, dst);
             cls.Lock.Exit();
 
@@ -822,7 +833,7 @@ public sealed unsafe class ZsPool : IDisposable
         for (; cursor < cls.ObjectsPerZspage; cursor++)
         {
             location = start + ((long)cursor * cls.Size);
-            ulong header = *(ulong*)_pages.Address(location);
+            uint header = *(uint*)_pages.Address(location);
             if ((header & HandleCell.HeaderAllocated) == 0)
             {
                 continue;

@@ -14,6 +14,9 @@ public sealed record ZsPoolStats
     /// <summary>Live objects.</summary>
     public long Objects { get; init; }
 
+    /// <summary>Live words (<see cref="ZsPool.StoreWord"/>): a handle cell each, no object.</summary>
+    public long Words { get; init; }
+
     /// <summary>Pages freed by compaction since the pool was created.</summary>
     public long PagesCompacted { get; init; }
 

@@ -2,19 +2,30 @@ using System.Security.Cryptography.X509Certificates;
 
 namespace Nbd;
 
+/// <summary>The server's limits and TLS. The defaults and ranges are public so that a configuration layer can
+/// offer and check the same ones.</summary>
 public sealed class NbdServerOptions
 {
+    public const int DefaultMaxConnections = 256;
+    public const int MaxConnectionsCeiling = 65536;
+    public const int DefaultMaxInFlightPerConnection = 64;
+    public const int MaxInFlightPerConnectionCeiling = 4096;
+    public const int DefaultMaxPayload = 32 << 20;
+    public const int MaxPayloadFloor = 4096;
+    public const int MaxPayloadCeiling = 1 << 30;
+    public const int DefaultHandshakeTimeoutSeconds = 30;
+
     /// <summary>Connections (handshaking or transmitting) beyond this are closed as soon as accepted.</summary>
-    public int MaxConnections { get; init; } = 256;
+    public int MaxConnections { get; init; } = DefaultMaxConnections;
 
     /// <summary>Requests one connection may have in flight; the server stops reading that socket when reached.</summary>
-    public int MaxInFlightPerConnection { get; init; } = 64;
+    public int MaxInFlightPerConnection { get; init; } = DefaultMaxInFlightPerConnection;
 
     /// <summary>Largest READ or WRITE payload (NBD_INFO_BLOCK_SIZE maximum); larger ones get EOVERFLOW.</summary>
-    public int MaxPayload { get; init; } = 32 << 20;
+    public int MaxPayload { get; init; } = DefaultMaxPayload;
 
     /// <summary>Time a client has from connecting to entering transmission.</summary>
-    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(DefaultHandshakeTimeoutSeconds);
 
     public NbdTlsMode TlsMode { get; init; } = NbdTlsMode.Off;
 
@@ -23,17 +34,17 @@ public sealed class NbdServerOptions
 
     internal void Validate()
     {
-        if (MaxConnections < 1)
+        if (MaxConnections < 1 || MaxConnections > MaxConnectionsCeiling)
         {
-            throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "must be at least 1");
+            throw new ArgumentOutOfRangeException(nameof(MaxConnections), MaxConnections, "must be between 1 and 65536");
         }
 
-        if (MaxInFlightPerConnection < 1 || MaxInFlightPerConnection > 4096)
+        if (MaxInFlightPerConnection < 1 || MaxInFlightPerConnection > MaxInFlightPerConnectionCeiling)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxInFlightPerConnection), MaxInFlightPerConnection, "must be between 1 and 4096");
         }
 
-        if (MaxPayload < 4096 || MaxPayload > (1 << 30))
+        if (MaxPayload < MaxPayloadFloor || MaxPayload > MaxPayloadCeiling)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxPayload), MaxPayload, "must be between 4096 and 1 GiB");
         }

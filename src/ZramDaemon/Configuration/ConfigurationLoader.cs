@@ -99,10 +99,14 @@ public static partial class ConfigurationLoader
             case "tls-key": daemon.TlsKey = value; break;
             case "lock-memory": daemon.LockMemory = value; break;
             case "log-level": daemon.LogLevel = value; break;
+            case "max-connections": daemon.MaxConnections = value; break;
+            case "max-in-flight": daemon.MaxInFlight = value; break;
+            case "max-payload": daemon.MaxPayload = value; break;
+            case "handshake-timeout": daemon.HandshakeTimeout = value; break;
             default:
                 throw value.Fail(IsDeviceKey(key)
                     ? "unknown key in [zramd]: this is a device setting, put it under [zram0] (or another [zramN])"
-                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level");
+                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, max-payload, handshake-timeout");
         }
     }
 
@@ -150,6 +154,10 @@ public static partial class ConfigurationLoader
         daemon.TlsKey = Env(facts, "ZRAMD_TLS_KEY") ?? daemon.TlsKey;
         daemon.LockMemory = Env(facts, "ZRAMD_LOCK_MEMORY") ?? daemon.LockMemory;
         daemon.LogLevel = Env(facts, "ZRAMD_LOG_LEVEL") ?? daemon.LogLevel;
+        daemon.MaxConnections = Env(facts, "ZRAMD_MAX_CONNECTIONS") ?? daemon.MaxConnections;
+        daemon.MaxInFlight = Env(facts, "ZRAMD_MAX_IN_FLIGHT") ?? daemon.MaxInFlight;
+        daemon.MaxPayload = Env(facts, "ZRAMD_MAX_PAYLOAD") ?? daemon.MaxPayload;
+        daemon.HandshakeTimeout = Env(facts, "ZRAMD_HANDSHAKE_TIMEOUT") ?? daemon.HandshakeTimeout;
         Setting? size = Env(facts, "ZRAMD_SIZE");
         Setting? algorithm = Env(facts, "ZRAMD_ALGORITHM");
         Setting? memLimit = Env(facts, "ZRAMD_MEM_LIMIT");
@@ -251,12 +259,32 @@ public static partial class ConfigurationLoader
         }
 
         string? socketGroup = null;
+        string? socketGroupFallback = null;
         if (daemon.SocketGroup is { } groupSetting)
         {
             socketGroup = groupSetting.Value;
-            if (!GroupExists(socketGroup))
+            if (!uint.TryParse(socketGroup, NumberStyles.None, CultureInfo.InvariantCulture, out _) && FindGroupId(facts.GroupFile, socketGroup) is null)
             {
-                throw groupSetting.Fail("no such group in /etc/group");
+                throw groupSetting.Fail($"no such group in {facts.GroupFile}");
+            }
+        }
+        else
+        {
+            // The default, disk, only where it exists and we may give files to it (CAP_CHOWN, which a unit's bounding
+            // set may take from root, or membership); else our own group, and a warning at start says why.
+            const string disk = ZramdConfiguration.DefaultSocketGroup;
+            uint? diskId = FindGroupId(facts.GroupFile, disk);
+            if (diskId is null)
+            {
+                socketGroupFallback = $"there is no group '{disk}' in {facts.GroupFile}";
+            }
+            else if (!facts.CanChownToAnyGroup && !facts.GroupIds.Contains(diskId.Value))
+            {
+                socketGroupFallback = $"zramd has neither CAP_CHOWN nor membership of group '{disk}', so it cannot give the sockets to it";
+            }
+            else
+            {
+                socketGroup = disk;
             }
         }
 
@@ -297,6 +325,32 @@ public static partial class ConfigurationLoader
             };
         }
 
+        int maxConnections = ParseCount(daemon.MaxConnections, NbdServerOptions.DefaultMaxConnections, NbdServerOptions.MaxConnectionsCeiling, "connections");
+        int maxInFlight = ParseCount(daemon.MaxInFlight, NbdServerOptions.DefaultMaxInFlightPerConnection, NbdServerOptions.MaxInFlightPerConnectionCeiling, "requests in flight per connection");
+        int maxPayload = NbdServerOptions.DefaultMaxPayload;
+        if (daemon.MaxPayload is { } payloadSetting)
+        {
+            if (!SizeParser.TryParse(payloadSetting.Value, out long payload, out string payloadError))
+            {
+                throw payloadSetting.Fail(payloadError);
+            }
+
+            if (payload is < NbdServerOptions.MaxPayloadFloor or > NbdServerOptions.MaxPayloadCeiling)
+            {
+                throw payloadSetting.Fail("the largest READ or WRITE payload must be from 4K to 1G");
+            }
+
+            maxPayload = (int)payload;
+        }
+
+        int handshakeSeconds = NbdServerOptions.DefaultHandshakeTimeoutSeconds;
+        if (daemon.HandshakeTimeout is { } timeoutSetting
+            && (!int.TryParse(timeoutSetting.Value.EndsWith('s') ? timeoutSetting.Value[..^1] : timeoutSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out handshakeSeconds)
+                || handshakeSeconds is < 1 or > 3600))
+        {
+            throw timeoutSetting.Fail("a whole number of seconds from 1 to 3600 is required (e.g. 30 or 30s)");
+        }
+
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
         foreach (DeviceValues device in devices)
@@ -313,6 +367,7 @@ public static partial class ConfigurationLoader
             Listen = listen,
             SocketMode = socketMode,
             SocketGroup = socketGroup,
+            SocketGroupFallback = socketGroupFallback,
             ControlPath = controlPath,
             TlsMode = tlsMode,
             TlsCertificatePath = daemon.TlsCertificate?.Value,
@@ -320,6 +375,10 @@ public static partial class ConfigurationLoader
             TlsCertificate = certificate,
             LockMemory = lockMemory,
             LogLevel = logLevel,
+            MaxConnections = maxConnections,
+            MaxInFlightPerConnection = maxInFlight,
+            MaxPayload = maxPayload,
+            HandshakeTimeout = TimeSpan.FromSeconds(handshakeSeconds),
             RamMiB = facts.RamMiB,
             Devices = built,
         };
@@ -557,21 +616,38 @@ public static partial class ConfigurationLoader
         _ => throw setting.Fail("use yes or no"),
     };
 
-    private static bool GroupExists(string group)
+    /// <summary>A whole number from 1 to <paramref name="ceiling"/>, or the default when not set.</summary>
+    private static int ParseCount(Setting? setting, int defaultValue, int ceiling, string what)
     {
-        if (uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out _))
+        if (setting is null)
         {
-            return true;
+            return defaultValue;
         }
 
+        return int.TryParse(setting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= 1 && value <= ceiling
+            ? value
+            : throw setting.Fail($"a whole number of {what} from 1 to {ceiling} is required");
+    }
+
+    /// <summary>The id of <paramref name="group"/> in a group file (name:password:gid:members), or null.</summary>
+    private static uint? FindGroupId(string groupFile, string group)
+    {
         try
         {
-            return File.ReadLines("/etc/group").Any(line => line.StartsWith(group + ":", StringComparison.Ordinal));
+            foreach (string line in File.ReadLines(groupFile))
+            {
+                string[] fields = line.Split(':');
+                if (fields.Length >= 3 && fields[0] == group && uint.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out uint id))
+                {
+                    return id;
+                }
+            }
         }
         catch (IOException)
         {
-            return false;
         }
+
+        return null;
     }
 
     [GeneratedRegex("^(?<n>[0-9]+) ?(?<unit>s|min|m|h)?$")]
@@ -597,6 +673,10 @@ public static partial class ConfigurationLoader
         public Setting? TlsKey { get; set; }
         public Setting? LockMemory { get; set; }
         public Setting? LogLevel { get; set; }
+        public Setting? MaxConnections { get; set; }
+        public Setting? MaxInFlight { get; set; }
+        public Setting? MaxPayload { get; set; }
+        public Setting? HandshakeTimeout { get; set; }
     }
 
     private sealed class DeviceValues(string name)

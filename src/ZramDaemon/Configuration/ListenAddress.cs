@@ -5,7 +5,8 @@ using System.Net;
 namespace ZramDaemon.Configuration;
 
 /// <summary>Where the daemon serves NBD: <c>unix:PATH</c> or <c>tcp:HOST:PORT</c> (HOST an IP address or
-/// localhost; IPv6 in brackets; PORT defaults to 10809, NBD's IANA port).</summary>
+/// localhost; IPv6 in brackets; PORT defaults to 10809, NBD's IANA port). Without a HOST (<c>tcp:</c>,
+/// <c>tcp:PORT</c>, <c>tcp::PORT</c>) it is loopback: reaching other hosts takes an address written out.</summary>
 public sealed record ListenAddress
 {
     public const int DefaultNbdPort = 10809;
@@ -71,6 +72,12 @@ public sealed record ListenAddress
     {
         address = null;
         error = string.Empty;
+
+        // No host: loopback. A bare number is a port (IPAddress would take it for an IPv4 address in decimal).
+        if (hostPort.Length == 0 || hostPort.All(char.IsAsciiDigit) || (hostPort.StartsWith(':') && hostPort.IndexOf(':', 1) < 0))
+        {
+            hostPort = "127.0.0.1" + (hostPort.Length == 0 || hostPort.StartsWith(':') ? hostPort : ":" + hostPort);
+        }
         string host;
         string? port = null;
         if (hostPort.StartsWith('['))

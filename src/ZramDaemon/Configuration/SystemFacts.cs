@@ -16,6 +16,17 @@ public sealed record SystemFacts
     /// <summary>Read when neither --config nor ZRAMD_CONFIG names a file, if it exists.</summary>
     public string DefaultConfigFile { get; init; } = DefaultConfigPath;
 
+    /// <summary>The group database that socket-group names are looked up in.</summary>
+    public string GroupFile { get; init; } = "/etc/group";
+
+    /// <summary>The process's group ids (real, effective and supplementary): without root, a file can only be
+    /// given to one of these.</summary>
+    public IReadOnlyList<uint> GroupIds { get; init; } = [];
+
+    /// <summary>CAP_CHOWN is in the effective set: a file may be given to any group. Root has it, unless a
+    /// bounding set (systemd's CapabilityBoundingSet=) takes it away.</summary>
+    public bool CanChownToAnyGroup { get; init; }
+
     public static SystemFacts Current()
     {
         var environment = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -29,7 +40,36 @@ public sealed record SystemFacts
             RamMiB = ReadMemTotalMiB(),
             IsRoot = System.Environment.IsPrivilegedProcess,
             Environment = environment,
+            GroupIds = ReadGroupIds(out bool canChown),
+            CanChownToAnyGroup = canChown,
         };
+    }
+
+    /// <summary>The Gid: and Groups: lines of /proc/self/status, and whether CapEff: has CAP_CHOWN (bit 0).</summary>
+    private static List<uint> ReadGroupIds(out bool canChown)
+    {
+        var ids = new List<uint>();
+        canChown = false;
+        foreach (string line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("CapEff:", StringComparison.Ordinal))
+            {
+                canChown = ulong.TryParse(line["CapEff:".Length..].Trim(), NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out ulong caps)
+                    && (caps & 1) != 0;
+            }
+            else if (line.StartsWith("Gid:", StringComparison.Ordinal) || line.StartsWith("Groups:", StringComparison.Ordinal))
+            {
+                foreach (string word in line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries))
+                {
+                    if (uint.TryParse(word, NumberStyles.None, CultureInfo.InvariantCulture, out uint id))
+                    {
+                        ids.Add(id);
+                    }
+                }
+            }
+        }
+
+        return ids;
     }
 
     /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it.</summary>

@@ -7,6 +7,9 @@ public sealed record ZramdConfiguration
 {
     public const int DefaultSocketMode = 0x1B0; // 0660
 
+    /// <summary>The NBD sockets' group when socket-group is not set: members of disk may open block devices anyway.</summary>
+    public const string DefaultSocketGroup = "disk";
+
     /// <summary>The file that was read, or null when none was (the embedded default).</summary>
     public string? ConfigPath { get; init; }
 
@@ -15,8 +18,12 @@ public sealed record ZramdConfiguration
     /// <summary>The permission bits of the NBD Unix sockets.</summary>
     public int SocketMode { get; init; } = DefaultSocketMode;
 
-    /// <summary>The group that owns the NBD Unix sockets (e.g. disk), or null to keep ours.</summary>
+    /// <summary>The group that owns the NBD Unix sockets (default disk), or null to keep ours.</summary>
     public string? SocketGroup { get; init; }
+
+    /// <summary>Why the NBD sockets keep our own group although socket-group was not set (no group disk, or
+    /// not root and not a member of it), for a warning at start; null otherwise.</summary>
+    public string? SocketGroupFallback { get; init; }
 
     /// <summary>The control socket (mode 0600) that <c>zramd status</c> and the other verbs talk to.</summary>
     public required string ControlPath { get; init; }
@@ -29,6 +36,18 @@ public sealed record ZramdConfiguration
 
     /// <summary>Loaded from <see cref="TlsCertificatePath"/> and <see cref="TlsKeyPath"/> when TLS is on.</summary>
     public X509Certificate2? TlsCertificate { get; init; }
+
+    /// <summary>NBD connections (handshaking or transmitting) at once; more are closed at accept.</summary>
+    public int MaxConnections { get; init; } = Nbd.NbdServerOptions.DefaultMaxConnections;
+
+    /// <summary>Requests one NBD connection may have in flight before the server stops reading it.</summary>
+    public int MaxInFlightPerConnection { get; init; } = Nbd.NbdServerOptions.DefaultMaxInFlightPerConnection;
+
+    /// <summary>Largest READ or WRITE payload in bytes; larger requests get EOVERFLOW.</summary>
+    public int MaxPayload { get; init; } = Nbd.NbdServerOptions.DefaultMaxPayload;
+
+    /// <summary>Time an NBD client has from connecting to entering transmission.</summary>
+    public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(Nbd.NbdServerOptions.DefaultHandshakeTimeoutSeconds);
 
     /// <summary>mlockall at start; default on when running as root.</summary>
     public bool LockMemory { get; init; }

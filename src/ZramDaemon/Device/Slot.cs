@@ -4,23 +4,30 @@ using ZramDaemon.Compression;
 namespace ZramDaemon.Device;
 
 /// <summary>
-/// One 4 KiB block of the device, 16 bytes like the kernel's struct zram_table_entry:
-/// <see cref="Value"/> is the pool handle of the stored object, or for a same-filled page the repeated
-/// 8-byte value itself (no allocation); <see cref="Info"/> packs the stored size and the flags
-/// (<see cref="SlotInfo"/>); <see cref="LockWord"/> is the slot's own spin lock (the kernel's ZRAM_LOCK bit).
+/// One 4 KiB block of the device, 8 bytes (the kernel's struct zram_table_entry is 16):
+/// <see cref="Value"/> is the 32-bit pool handle of the stored object, or for a same-filled page 0 (the zero
+/// page) or the handle of a pool word holding the repeated 8-byte value (<see cref="ZsAlloc.ZsPool.StoreWord"/>);
+/// for a written-back slot, the block in the backing file; <see cref="Info"/> packs the stored size, the flags
+/// and the slot's own lock bit (<see cref="SlotInfo"/>).
 /// </summary>
-[StructLayout(LayoutKind.Sequential, Size = 16)]
+[StructLayout(LayoutKind.Sequential, Size = 8)]
 internal struct Slot
 {
-    public ulong Value;
+    public uint Value;
     public uint Info;
-    public int LockWord;
 }
 
 /// <summary>
-/// The bits of <see cref="Slot.Info"/>: the object size in the low 13 bits (0..4096), then the flags, then the
-/// algorithm the object was compressed with (so a slot stays readable whatever the device uses later), then
-/// the recompressor's bits (idle age, recompressed). Info changes only under the slot's lock.
+/// The bits of <see cref="Slot.Info"/>:
+///   0..12  size of the object (0..4096)
+///   13     <see cref="Written"/>   14 <see cref="Same"/>   15 <see cref="Huge"/>
+///   16..17 the algorithm the object was compressed with (so a slot stays readable whatever the device uses later)
+///   18..19 idle age, 20 <see cref="Recompressed"/>, 21 <see cref="WrittenBack"/> (then <see cref="Slot.Value"/> is
+///          the block in the backing file)
+///   22     <see cref="Deduped"/>: the value is a dedup entry id
+///   23..30 spare
+///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
+/// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
 internal static class SlotInfo
 {
@@ -29,11 +36,14 @@ internal static class SlotInfo
     /// <summary>The slot holds data (a pool object or a same-filled value). Clear: unwritten or trimmed.</summary>
     public const uint Written = 1u << 13;
 
-    /// <summary>The page is one 8-byte value repeated; <see cref="Slot.Value"/> is that value, no pool object.</summary>
+    /// <summary>The page is one 8-byte value repeated: <see cref="Slot.Value"/> is 0 for zeros, else a pool word.</summary>
     public const uint Same = 1u << 14;
 
     /// <summary>The page did not compress below the pool's huge class size and is stored raw (4096 bytes).</summary>
     public const uint Huge = 1u << 15;
+
+    /// <summary>Held by the thread working on the slot; only <see cref="SlotTable"/> sets and clears it.</summary>
+    public const uint Locked = 1u << 31;
 
     private const int AlgorithmShift = 16;
     private const uint AlgorithmMask = 3u << AlgorithmShift;
@@ -94,6 +104,9 @@ internal static class SlotInfo
 
     public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
 
+    /// <summary>A same-filled page whose value is in a pool word (non-zero value).</summary>
+    public static bool HasWord(uint info, uint value) => (info & (Written | Same)) == (Written | Same) && value != 0;
+
     /// <summary>Reads as zeros without touching the pool: never written, trimmed, or a same-filled zero page.</summary>
-    public static bool IsZero(uint info, ulong value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
+    public static bool IsZero(uint info, uint value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
 }

@@ -3,13 +3,15 @@ using System.Runtime.CompilerServices;
 namespace ZramDaemon.Device;
 
 /// <summary>
-/// The device's blocks: one <see cref="Slot"/> per 4 KiB in one array (16 bytes each, no object per block).
-/// Each slot carries its own spin lock, so requests on different slots never wait on each other; a holder
-/// keeps it for one page's work at most (a decompress, or a read-modify-write's compress and store).
+/// The device's blocks: one <see cref="Slot"/> per 4 KiB in one array (8 bytes each, no object per block).
+/// Each slot carries its own spin lock (<see cref="SlotInfo.Locked"/>, a bit of its info word), so requests on
+/// different slots never wait on each other; a holder keeps it for one page's work at most (a decompress, or a
+/// read-modify-write's compress and store). Only the holder changes a slot, through <see cref="Set"/>, which
+/// keeps the lock bit; lock-free readers (<see cref="PeekInfo"/>) see the info without it.
 /// </summary>
 internal sealed class SlotTable
 {
-    public const int SlotSize = 16;
+    public const int SlotSize = 8;
 
     private readonly Slot[] _slots;
 
@@ -25,39 +27,68 @@ internal sealed class SlotTable
     /// <summary>What the table itself costs: counted in mem_used_total (the kernel leaves its table out).</summary>
     public long Bytes => (long)_slots.Length * SlotSize;
 
-    /// <summary>The slot, for reading and changing it while its lock is held.</summary>
-    public ref Slot this[int index] => ref _slots[index];
+    /// <summary>The slot's value; its lock is held.</summary>
+    public uint Value(int index) => _slots[index].Value;
 
-    /// <summary>A lock-free snapshot of the slot's info (for extents and stats scans).</summary>
-    public uint PeekInfo(int index) => Volatile.Read(ref _slots[index].Info);
+    /// <summary>The slot's info (without the lock bit); its lock is held.</summary>
+    public uint Info(int index) => _slots[index].Info & ~SlotInfo.Locked;
 
-    public ulong PeekValue(int index) => Volatile.Read(ref _slots[index].Value);
+    /// <summary>Changes the slot; its lock is held and stays held.</summary>
+    public void Set(int index, uint value, uint info)
+    {
+        ref Slot slot = ref _slots[index];
+        slot.Value = value;
+        Volatile.Write(ref slot.Info, info | SlotInfo.Locked);
+    }
+
+    /// <summary>Changes only the slot's info (idle age, recompressed); its lock is held and stays held.</summary>
+    public void SetInfo(int index, uint info) => Volatile.Write(ref _slots[index].Info, info | SlotInfo.Locked);
+
+    /// <summary>A lock-free snapshot of the slot's info, without the lock bit (for extents and stats scans).</summary>
+    public uint PeekInfo(int index) => Volatile.Read(ref _slots[index].Info) & ~SlotInfo.Locked;
+
+    public uint PeekValue(int index) => Volatile.Read(ref _slots[index].Value);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Lock(int index)
     {
-        ref int word = ref _slots[index].LockWord;
-        if (Interlocked.CompareExchange(ref word, 1, 0) != 0)
+        ref uint word = ref _slots[index].Info;
+        uint info = Volatile.Read(ref word);
+        if ((info & SlotInfo.Locked) != 0 || Interlocked.CompareExchange(ref word, info | SlotInfo.Locked, info) != info)
         {
             LockContended(ref word);
         }
     }
 
     /// <summary>Takes the lock only if it is free: for a thread that may hold another slot's lock already.</summary>
-    public bool TryLock(int index) => Interlocked.CompareExchange(ref _slots[index].LockWord, 1, 0) == 0;
+    public bool TryLock(int index)
+    {
+        ref uint word = ref _slots[index].Info;
+        uint info = Volatile.Read(ref word);
+        return (info & SlotInfo.Locked) == 0 && Interlocked.CompareExchange(ref word, info | SlotInfo.Locked, info) == info;
+    }
 
+    /// <summary>Only the holder writes the info word while the bit is set, so a plain store releases it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public void Unlock(int index) => Volatile.Write(ref _slots[index].LockWord, 0);
+    public void Unlock(int index)
+    {
+        ref uint word = ref _slots[index].Info;
+        Volatile.Write(ref word, word & ~SlotInfo.Locked);
+    }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static void LockContended(ref int word)
+    private static void LockContended(ref uint word)
     {
         // Held for a page's work (microseconds): spin, then yield; never Sleep(1), which would cost a millisecond.
         var spin = default(SpinWait);
-        do
+        while (true)
         {
             spin.SpinOnce(sleep1Threshold: -1);
+            uint info = Volatile.Read(ref word);
+            if ((info & SlotInfo.Locked) == 0 && Interlocked.CompareExchange(ref word, info | SlotInfo.Locked, info) == info)
+            {
+                return;
+            }
         }
-        while (Volatile.Read(ref word) != 0 || Interlocked.CompareExchange(ref word, 1, 0) != 0);
     }
 }

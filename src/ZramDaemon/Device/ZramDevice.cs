@@ -15,8 +15,9 @@ namespace ZramDaemon.Device;
 /// A compressed RAM block device, after the kernel's drivers/block/zram/zram_drv.c, served through NBD.
 ///
 /// Data structure
-///   The device is <see cref="SlotTable"/>: one 16-byte <see cref="Slot"/> per 4 KiB block. A slot is unwritten
-///   (reads as zeros), same-filled (one 8-byte value repeated: the value lives in the slot, nothing in the pool),
+///   The device is <see cref="SlotTable"/>: one 8-byte <see cref="Slot"/> per 4 KiB block (a 32-bit pool handle and
+///   a 32-bit info word whose top bit is the slot's lock). A slot is unwritten (reads as zeros), same-filled (one
+///   8-byte value repeated: nothing for zeros, else the value in a pool word, a handle cell with no object),
 ///   compressed (a <see cref="ZsPool"/> object of the compressed size, with the algorithm recorded in the slot), or
 ///   huge (did not compress below the pool's huge class size: the raw 4096 bytes in a pool object).
 ///
@@ -32,6 +33,9 @@ namespace ZramDaemon.Device;
 ///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
 ///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
+///   Past the watermark, frees are no longer deferred: the queue drains itself only at half its capacity
+///   (16384 objects by default, 32 MiB of 2 KiB objects), so while the background thread waits for a CPU its
+///   garbage could otherwise crowd live data out of the limit.
 ///
 /// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
 ///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
@@ -181,7 +185,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public bool SupportsFastZero => true;
 
-    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata.</summary>
+    /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
 
     private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes + (_dedup?.MetadataBytes ?? 0);
@@ -327,6 +331,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>zram's compact attribute: frees the deferred objects, compacts the pool, returns the pages freed.</summary>
     public long Compact() => CompactCore("manual");
+
+    /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
+    public void FlushDeferredFrees() => _pool.FlushDeferred();
 
     /// <summary>zram's mem_limit: 0 = none. Applies to mem_used_total from the next allocation on.</summary>
     public void SetMemLimit(long bytes)
@@ -482,6 +489,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     public IReadOnlyList<ZsClassStats> GetClassStats() => _pool.GetClassStats();
 
+    /// <summary>The pool's own totals (objects, words, metadata) behind <see cref="GetStats"/>.</summary>
+    internal ZsPoolStats GetPoolStats() => _pool.GetStats();
+
     public void Dispose()
     {
         if (_disposed)
@@ -528,7 +538,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long limit = Interlocked.Read(ref _memLimit);
         long canCompact = _pool.CanCompact();
-        if (canCompact > 0 && limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent)
+        if (canCompact > 0 && PastWatermark(limit))
         {
             return "watermark";
         }
@@ -570,12 +580,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             _slots.Lock(index);
-            ref Slot slot = ref _slots[index];
-            uint info = slot.Info;
+            uint info = _slots.Info(index);
             if (SlotInfo.HasObject(info))
             {
                 info = SlotInfo.WithIdleAge(info, markAll ? SlotInfo.IdleAgeMax : SlotInfo.IdleAge(info) + 1);
-                Volatile.Write(ref slot.Info, info);
+                _slots.SetInfo(index, info);
                 idle += SlotInfo.IsIdle(info) ? 1 : 0;
             }
 
@@ -631,14 +640,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            ref Slot slot = ref _slots[index];
-            uint info = slot.Info;
+            uint info = _slots.Info(index);
             if (!IsRecompressCandidate(info, type))
             {
                 return RecompressOutcome.Skipped;
             }
 
-            if (LoadObject(index, info, slot.Value, page) != NbdError.None)
+            if (LoadObject(index, info, _slots.Value(index), page) != NbdError.None)
             {
                 return RecompressOutcome.Corrupt;
             }
@@ -648,11 +656,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
             if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
             {
-                Volatile.Write(ref slot.Info, info | SlotInfo.Recompressed);
+                _slots.SetInfo(index, info | SlotInfo.Recompressed);
                 return RecompressOutcome.NotSmaller;
             }
 
-            if (!TryAllocateForRecompression(n, out ulong handle))
+            if (!TryAllocateForRecompression(n, out uint handle))
             {
                 return RecompressOutcome.NoSpace;
             }
@@ -660,9 +668,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             _pool.Write(handle, lease.Stream.Buffer[..n]);
             // Still idle: the content did not change, and writeback takes idle slots after recompression.
             uint newInfo = SlotInfo.Compressed(n, _secondary.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
-            ulong oldHandle = slot.Value;
-            slot.Value = handle;
-            Volatile.Write(ref slot.Info, newInfo);
+            uint oldHandle = _slots.Value(index);
+            _slots.Set(index, handle, newInfo);
             _pool.Free(oldHandle);
             _counters.Replace(info, newInfo);
             Interlocked.Increment(ref _counters.RecompressedPages);
@@ -772,8 +779,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         try
         {
-            ref Slot slot = ref _slots[index];
-            uint info = slot.Info;
+            uint info = _slots.Info(index);
             if (!IsWritebackCandidate(info, type, minAge, classIndex))
             {
                 return WritebackOutcome.Skipped;
@@ -790,11 +796,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return WritebackOutcome.NoRoom;
             }
 
+            if (block > uint.MaxValue)
+            {
+                // The slot keeps a 32-bit block number: 16 TiB of backing file at most.
+                _backing.Free(block);
+                return WritebackOutcome.NoRoom;
+            }
+
             int size = SlotInfo.Size(info);
             Span<byte> scratch = stackalloc byte[PageSize];
             try
             {
-                using ZsReadView view = _pool.MapRead(slot.Value, size, scratch);
+                using ZsReadView view = _pool.MapRead(_slots.Value(index), size, scratch);
                 _backing.Write(block, view.Span);
             }
             catch (IOException e)
@@ -805,9 +818,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             uint newInfo = SlotInfo.InBackingFile(info);
-            ulong handle = slot.Value;
-            slot.Value = (ulong)block;
-            Volatile.Write(ref slot.Info, newInfo);
+            uint handle = _slots.Value(index);
+            _slots.Set(index, (uint)block, newInfo);
             _pool.Free(handle);
             _counters.Replace(info, newInfo);
             return WritebackOutcome.WrittenBack;
@@ -838,7 +850,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
     /// by itself. No compaction here: a later pass will try again.</summary>
-    private bool TryAllocateForRecompression(int size, out ulong handle)
+    private bool TryAllocateForRecompression(int size, out uint handle)
     {
         try
         {
@@ -901,18 +913,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// (idle age 0). The slot lock is held.</summary>
     private NbdError LoadPage(int index, Span<byte> page)
     {
-        ref Slot slot = ref _slots[index];
-        uint info = slot.Info;
+        uint info = _slots.Info(index);
         if ((info & SlotInfo.IdleAgeMask) != 0)
         {
-            Volatile.Write(ref slot.Info, info & ~SlotInfo.IdleAgeMask);
+            _slots.SetInfo(index, info & ~SlotInfo.IdleAgeMask);
         }
 
-        return LoadObject(index, info, slot.Value, page);
+        return LoadObject(index, info, _slots.Value(index), page);
     }
 
     /// <summary>Fills <paramref name="page"/> from what the slot holds (<paramref name="info"/>, <paramref name="value"/>). The slot lock is held.</summary>
-    private NbdError LoadObject(int index, uint info, ulong value, Span<byte> page)
+    private NbdError LoadObject(int index, uint info, uint value, Span<byte> page)
     {
         if ((info & SlotInfo.Written) == 0)
         {
@@ -922,7 +933,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Same) != 0)
         {
-            FillSame(page, value);
+            FillSame(page, value == 0 ? 0 : _pool.ReadWord(value));
             return NbdError.None;
         }
 
@@ -934,7 +945,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if ((info & SlotInfo.Deduped) != 0)
         {
             // The slot's reference keeps the entry and its object alive while the slot lock is held.
-            (ulong handle, uint objectInfo) entry;
+            (uint handle, uint objectInfo) entry;
             lock (_dedup!.Lock)
             {
                 entry = _dedup.Get((int)value);
@@ -964,7 +975,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>A written-back slot: its object from the backing file (zram's read_from_bdev). The slot lock is held.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError ReadBack(int index, uint info, ulong block, Span<byte> page)
+    private NbdError ReadBack(int index, uint info, uint block, Span<byte> page)
     {
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
@@ -1025,11 +1036,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private NbdError StorePage(int index, ReadOnlySpan<byte> page, bool lockHeld)
     {
         uint info;
-        ulong value;
+        uint value;
         if (IsSameFilled(page, out ulong element))
         {
             info = SlotInfo.SameFilled();
-            value = element;
+            if (!TryStoreWord(element, out value))
+            {
+                return NbdError.NoMemory;
+            }
         }
         else if (_dedup is not null)
         {
@@ -1057,7 +1071,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             info = n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw();
         }
 
-        Swap(index, info, value, lockHeld, out uint oldInfo, out ulong oldValue);
+        Swap(index, info, value, lockHeld, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred: true);
         _counters.Replace(oldInfo, info);
         return NbdError.None;
@@ -1068,7 +1082,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// page is compressed and stored as usual and becomes a new entry. Returns the entry id in <paramref name="value"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out ulong value)
+    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value)
     {
         uint hash = DedupIndex.Hash(page);
         Span<byte> candidate = stackalloc byte[PageSize];
@@ -1076,11 +1090,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             for (int id = _dedup.First(hash); id >= 0; id = _dedup.Next(id))
             {
-                (ulong handle, uint objectInfo) = _dedup.Get(id);
+                (uint handle, uint objectInfo) = _dedup.Get(id);
                 if (LoadObject(index, objectInfo, handle, candidate) == NbdError.None && candidate.SequenceEqual(page))
                 {
                     _dedup.AddReference(id);
-                    value = (ulong)id;
+                    value = (uint)id;
                     return NbdError.None;
                 }
             }
@@ -1090,7 +1104,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         using CompressionStreamLease lease = compressor.Acquire();
         int n = lease.Stream.Compress(page, _maxCompressedSize);
         ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
-        NbdError error = Allocate(data.Length, out ulong stored);
+        NbdError error = Allocate(data.Length, out uint stored);
         if (error != NbdError.None)
         {
             value = 0;
@@ -1098,33 +1112,53 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _pool.Write(stored, data);
-        value = (ulong)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
+        value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
         return NbdError.None;
     }
 
-    private void Swap(int index, uint info, ulong value, bool lockHeld, out uint oldInfo, out ulong oldValue)
+    /// <summary>A same-filled page's value: nothing for zeros, else a pool word (8 bytes, no object).</summary>
+    private bool TryStoreWord(ulong element, out uint value)
+    {
+        if (element == 0)
+        {
+            value = 0;
+            return true;
+        }
+
+        try
+        {
+            value = _pool.StoreWord(element);
+            return true;
+        }
+        catch (OutOfMemoryException)
+        {
+            value = 0;
+            return false;
+        }
+    }
+
+    private void Swap(int index, uint info, uint value, bool lockHeld, out uint oldInfo, out uint oldValue)
     {
         if (!lockHeld)
         {
             _slots.Lock(index);
         }
 
-        ref Slot slot = ref _slots[index];
-        oldInfo = slot.Info;
-        oldValue = slot.Value;
-        slot.Value = value;
-        Volatile.Write(ref slot.Info, info);
+        oldInfo = _slots.Info(index);
+        oldValue = _slots.Value(index);
+        _slots.Set(index, value, info);
         if (!lockHeld)
         {
             _slots.Unlock(index);
         }
     }
 
-    private void Release(uint info, ulong value, bool deferred)
+    /// <summary>Frees what an old slot state held, once no slot names it any more.</summary>
+    private void Release(uint info, uint value, bool deferred)
     {
         if (SlotInfo.HasObject(info))
         {
-            if (deferred)
+            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
             {
                 _pool.FreeDeferred(value);
             }
@@ -1133,13 +1167,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 _pool.Free(value);
             }
         }
+        else if (SlotInfo.HasWord(info, value))
+        {
+            // A word free is one leaf-locked list push: nothing to gain from deferring it.
+            _pool.FreeWord(value);
+        }
         else if (SlotInfo.IsWrittenBack(info))
         {
-            _backing!.Free((long)value);
+            _backing!.Free(value);
         }
-        else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out ulong handle))
+        else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle))
         {
-            if (deferred)
+            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
             {
                 _pool.FreeDeferred(handle);
             }
@@ -1153,13 +1192,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
     private bool ClearSlot(int index, bool deferred)
     {
-        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred);
         _counters.Replace(oldInfo, 0);
         return (oldInfo & SlotInfo.Written) != 0;
     }
 
-    private NbdError Allocate(int size, out ulong handle)
+    private NbdError Allocate(int size, out uint handle)
     {
         try
         {
@@ -1177,10 +1216,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return NbdError.None;
         }
 
-        long used = MemUsedTotal;
-        if (used <= limit)
+        if (MemUsedTotal <= limit)
         {
-            if (used * 100 >= limit * _options.CompactWatermarkPercent)
+            if (PastWatermark(limit))
             {
                 _compactor.Kick();
             }
@@ -1193,7 +1231,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError AllocateAfterCompaction(int size, long limit, out ulong handle)
+    private NbdError AllocateAfterCompaction(int size, long limit, out uint handle)
     {
         // First what is only waiting to be freed (trimmed and overwritten pages), which is cheap.
         _pool.FlushDeferred();
@@ -1233,8 +1271,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return NbdError.NoSpace;
     }
 
+    /// <summary>Whether a limit is set and mem_used_total is at or past its compaction watermark.</summary>
+    private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
+
     /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
-    private bool TryAllocateWithin(int size, long limit, out ulong handle, out NbdError error)
+    private bool TryAllocateWithin(int size, long limit, out uint handle, out NbdError error)
     {
         try
         {
@@ -1308,7 +1349,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (keepAllocated)
         {
             // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
-            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out ulong oldValue);
+            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out uint oldValue);
             Release(oldInfo, oldValue, deferred: true);
             _counters.Replace(oldInfo, SlotInfo.SameFilled());
             return;
@@ -1327,8 +1368,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            ref Slot slot = ref _slots[index];
-            if (SlotInfo.IsZero(slot.Info, slot.Value))
+            if (SlotInfo.IsZero(_slots.Info(index), _slots.Value(index)))
             {
                 return NbdError.None;
             }

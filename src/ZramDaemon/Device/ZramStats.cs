@@ -24,7 +24,7 @@ public sealed record ZramStats
     /// <summary>The pool's peak pages x 4096 since creation or the last reset, plus the current metadata.</summary>
     public long MemUsedMax { get; init; }
 
-    /// <summary>Slots holding one repeated 8-byte value (stored in the slot, no allocation).</summary>
+    /// <summary>Slots holding one repeated 8-byte value (no pool object: nothing for zeros, an 8-byte pool word otherwise).</summary>
     public long SamePages { get; init; }
 
     /// <summary>Pages compaction has given back to the OS.</summary>

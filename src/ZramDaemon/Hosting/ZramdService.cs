@@ -81,7 +81,15 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
 
         _server = new NbdServer(
-            new NbdServerOptions { TlsMode = _config.TlsMode, TlsCertificate = _config.TlsCertificate },
+            new NbdServerOptions
+            {
+                MaxConnections = _config.MaxConnections,
+                MaxInFlightPerConnection = _config.MaxInFlightPerConnection,
+                MaxPayload = _config.MaxPayload,
+                HandshakeTimeout = _config.HandshakeTimeout,
+                TlsMode = _config.TlsMode,
+                TlsCertificate = _config.TlsCertificate,
+            },
             _loggerFactory);
         foreach (ZramDevice device in _devices)
         {
@@ -107,6 +115,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             foreach (ListenAddress address in _config.Listen)
             {
                 _listeners.Add(Bind(address));
+                WarnIfExposed(address);
+            }
+
+            if (_config.SocketGroupFallback is { } why && _config.Listen.Any(l => l.IsUnix))
+            {
+                LogSocketGroupFallback(ZramdConfiguration.DefaultSocketGroup, why);
             }
 
             hintAddress = _config.Listen[0];
@@ -154,6 +168,24 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         {
             throw new DaemonStartException($"cannot listen on {address}: {e.Message}", e);
         }
+    }
+
+    /// <summary>A TCP address other hosts can reach, without TLS required: whoever reaches it can read and write
+    /// every export, and the traffic (swapped-out memory) crosses the network in clear.</summary>
+    private void WarnIfExposed(ListenAddress address)
+    {
+        if (address.IsUnix || _config.TlsMode == NbdTlsMode.Required)
+        {
+            return;
+        }
+
+        System.Net.IPAddress ip = address.EndPoint.Address;
+        if (System.Net.IPAddress.IsLoopback(ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip))
+        {
+            return;
+        }
+
+        LogExposedWithoutTls(address.ToString(), _config.TlsMode == NbdTlsMode.Off ? "TLS is off" : "TLS is only optional");
     }
 
     private async Task WatchdogAsync(TimeSpan interval, CancellationToken ct)
@@ -204,8 +236,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _control = null;
         }
 
+        // No request runs any more: finish the frees that trims and overwrites queued, so the report is final.
         foreach (ZramDevice device in _devices)
         {
+            device.FlushDeferredFrees();
             ZramStats stats = device.GetStats();
             LogDeviceStopped(device.Name, stats.OrigDataSize, stats.DeferredFreeDepth);
         }
@@ -249,6 +283,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Hint}")]
     private partial void LogServing(string hint);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "listening on {Address}, which is not loopback, and {Tls}: anyone who can reach it can read and write every export in clear; set tls-mode = required (with tls-certificate and tls-key) or listen on 127.0.0.1 or a Unix socket")]
+    private partial void LogExposedWithoutTls(string address, string tls);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "the NBD sockets keep zramd's own group instead of the default '{Group}': {Why}; set socket-group to choose one")]
+    private partial void LogSocketGroupFallback(string group, string why);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "also exported: {Names}")]
     private partial void LogOtherExports(string names);

@@ -10,9 +10,9 @@ namespace ZsAlloc.Deferred;
 /// </summary>
 internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 {
-    private readonly ulong[] _handles;
+    private readonly uint[] _handles;
     private readonly Lock _lock = new();
-    private readonly Action<ulong> _free;
+    private readonly Action<uint> _free;
     private readonly Action<Exception> _onError;
     private readonly int _threshold;
     private int _count;
@@ -24,10 +24,10 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     /// <param name="capacity">Handles the queue holds; 0 makes every deferred free synchronous.</param>
     /// <param name="free">Frees one queued handle.</param>
     /// <param name="onError">Told about a handle the background worker failed to free.</param>
-    public DeferredFreeQueue(int capacity, Action<ulong> free, Action<Exception> onError)
+    public DeferredFreeQueue(int capacity, Action<uint> free, Action<Exception> onError)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
-        _handles = new ulong[capacity];
+        _handles = new uint[capacity];
         _threshold = Math.Max(1, capacity / 2);
         _free = free;
         _onError = onError;
@@ -38,7 +38,7 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     public int Depth => Volatile.Read(ref _count);
 
     /// <summary>Queues a handle; false means the caller must free it now (lock contended, queue full or closed).</summary>
-    public bool TryEnqueue(ulong handle)
+    public bool TryEnqueue(uint handle)
     {
         if (_closed || !_lock.TryEnter())
         {
@@ -122,7 +122,7 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     {
         while (true)
         {
-            ulong handle;
+            uint handle;
             lock (_lock)
             {
                 if (_count == 0)

@@ -3,58 +3,52 @@ namespace ZsAlloc.Handles;
 /// <summary>
 /// Bit layouts of handles, handle cells and object headers.
 ///
-/// Handle (what callers hold, never 0):   tag:9 | generation:23 | cell index:32
-/// Cell (8 bytes, the indirection):        allocated:1 | moving:1 | free-pending:1 | generation:23 | location:38
+/// Handle (what callers hold, 32 bits, never 0): cell index + 1.
+/// Cell (8 bytes, the indirection):   allocated:1 | moving:1 | free-pending:1 | 0:11 | payload size:13 | location:38
 ///   a free cell keeps allocated = 0 and holds (next free cell + 1) in place of the location.
-/// Header (first 8 bytes of a non-huge object): allocated:1 | 0:18 | payload size:13 | cell index:32
-///   a free slot keeps allocated = 0 and holds the next free slot (or -1) in its low 32 bits.
-/// The generation advances on every free, so a stale handle whose cell was reused is still rejected;
-/// the tag differs between pools, so a handle from another pool is rejected too.
+///   A word cell (<see cref="ZsPool.StoreWord"/>) holds the caller's 8-byte value itself; the pool never reads it.
+/// Header (first 4 bytes of a non-huge object): allocated:1 | cell index:31
+///   a free slot keeps allocated = 0 and holds (next free slot + 1), 0 ending the list.
+/// The payload size lives in the cell, not the header: compaction only needs the owner (to rewrite its cell),
+/// and the cell is read anyway by everyone who reaches the object. A handle carries no generation (there is no
+/// room in 32 bits): a freed handle is refused until its cell is reused, as in the kernel, which checks nothing.
 /// </summary>
 internal static class HandleCell
 {
     public const int LocationBits = 38;
     public const ulong LocationMask = (1UL << LocationBits) - 1;
-    public const int GenerationBits = 23;
-    public const uint GenerationMask = (1U << GenerationBits) - 1;
+    public const int SizeShift = LocationBits;
+    public const ulong SizeMask = 0x1FFFUL << SizeShift;
     public const ulong Allocated = 1UL << 63;
     public const ulong Moving = 1UL << 62;
     public const ulong FreePending = 1UL << 61;
-    public const int TagBits = 9;
-    public const int MaxTag = (1 << TagBits) - 1;
 
-    public static ulong MakeHandle(uint cell, uint generation, int tag) =>
-        ((ulong)tag << (64 - TagBits)) | ((ulong)generation << 32) | cell;
+    /// <summary>Cell indexes fit the header's 31 bits.</summary>
+    public const uint MaxCells = 1U << 31;
 
-    public static uint CellOf(ulong handle) => (uint)handle;
+    public const uint HeaderAllocated = 1U << 31;
+    public const uint HeaderCellMask = HeaderAllocated - 1;
 
-    public static uint GenerationOfHandle(ulong handle) => (uint)(handle >> 32) & GenerationMask;
+    public static uint MakeHandle(uint cell) => cell + 1;
 
-    public static int TagOf(ulong handle) => (int)(handle >> (64 - TagBits));
+    public static uint CellOf(uint handle) => handle - 1;
 
-    public static ulong MakeAllocated(uint generation, long location) =>
-        Allocated | ((ulong)generation << LocationBits) | (ulong)location;
+    public static ulong MakeAllocated(int size, long location) =>
+        Allocated | ((ulong)(uint)size << SizeShift) | (ulong)location;
 
-    public static ulong MakeFree(uint generation, long nextFreePlusOne) =>
-        ((ulong)generation << LocationBits) | (ulong)nextFreePlusOne;
-
-    public static uint GenerationOf(ulong cell) => (uint)(cell >> LocationBits) & GenerationMask;
+    public static ulong MakeFree(long nextFreePlusOne) => (ulong)nextFreePlusOne;
 
     public static long LocationOf(ulong cell) => (long)(cell & LocationMask);
 
+    public static int SizeOf(ulong cell) => (int)((cell & SizeMask) >> SizeShift);
+
     public static ulong WithLocation(ulong cell, long location) => (cell & ~LocationMask) | (ulong)location;
 
-    public static uint NextGeneration(uint generation) => (generation + 1) & GenerationMask;
+    public static uint MakeHeader(uint cell) => HeaderAllocated | cell;
 
-    public const ulong HeaderAllocated = 1UL << 63;
+    public static uint CellOfHeader(uint header) => header & HeaderCellMask;
 
-    public static ulong MakeHeader(uint cell, int size) => HeaderAllocated | ((ulong)(uint)size << 32) | cell;
+    public static uint MakeFreeSlot(int nextSlot) => (uint)(nextSlot + 1);
 
-    public static int SizeOfHeader(ulong header) => (int)(header >> 32) & 0x1FFF;
-
-    public static uint CellOfHeader(ulong header) => (uint)header;
-
-    public static ulong MakeFreeSlot(int nextSlot) => (uint)nextSlot;
-
-    public static int NextSlotOf(ulong freeSlot) => (int)(uint)freeSlot;
+    public static int NextSlotOf(uint freeSlot) => (int)freeSlot - 1;
 }

@@ -3,7 +3,7 @@ using ZsAlloc.Native;
 namespace ZsAlloc.Handles;
 
 /// <summary>
-/// The handle cells: 8 bytes per object in native chunks of 64K cells that never move (so a cell pointer is
+/// The handle cells: 8 bytes per object (or stored word) in native chunks of 64K cells that never move (so a cell pointer is
 /// stable and cells can be updated with a compare-and-swap). A handle names a cell; the cell holds the
 /// object's current location, which compaction rewrites when it moves the object (the kernel keeps the
 /// same indirection in its zs_handle slab cache). Free cells form a list under a leaf lock.
@@ -15,13 +15,10 @@ internal sealed unsafe class HandleTable : IDisposable
     private const long ChunkBytes = (long)ChunkCells * sizeof(ulong);
 
     private readonly Lock _lock = new();
-    private readonly uint _generationSeed;
     private readonly ChunkList _chunks = new(ChunkBytes);
     private uint _created;
     private long _freeHeadPlusOne;
     private bool _disposed;
-
-    public HandleTable(uint generationSeed) => _generationSeed = generationSeed;
 
     /// <summary>Cells ever created (valid cell indexes are below this).</summary>
     public uint Created => Volatile.Read(ref _created);
@@ -32,8 +29,8 @@ internal sealed unsafe class HandleTable : IDisposable
     /// <summary>The cell of an index below <see cref="Created"/>.</summary>
     public ulong* Cell(uint index) => (ulong*)_chunks[(int)(index >> ChunkShift)] + (index & (ChunkCells - 1));
 
-    /// <summary>Takes a free cell; its generation is the one the new handle must carry.</summary>
-    public uint Allocate(out uint generation)
+    /// <summary>Takes a free cell (its content is the caller's to set).</summary>
+    public uint Allocate()
     {
         lock (_lock)
         {
@@ -43,12 +40,11 @@ internal sealed unsafe class HandleTable : IDisposable
                 uint index = (uint)(_freeHeadPlusOne - 1);
                 ulong cell = *Cell(index);
                 _freeHeadPlusOne = HandleCell.LocationOf(cell);
-                generation = HandleCell.GenerationOf(cell);
                 return index;
             }
 
             uint fresh = _created;
-            if (fresh == uint.MaxValue)
+            if (fresh == HandleCell.MaxCells)
             {
                 throw new OutOfMemoryException("The pool has run out of handle cells.");
             }
@@ -58,20 +54,18 @@ internal sealed unsafe class HandleTable : IDisposable
                 _chunks.Add();
             }
 
-            // Fresh cells start at a pool-specific generation, so a handle of another pool rarely matches.
-            generation = (fresh * 0x9E3779B1U ^ _generationSeed) & HandleCell.GenerationMask;
-            *Cell(fresh) = HandleCell.MakeFree(generation, 0);
+            *Cell(fresh) = HandleCell.MakeFree(0);
             Volatile.Write(ref _created, fresh + 1);
             return fresh;
         }
     }
 
-    /// <summary>Puts a cell back on the free list with the generation the next handle will carry.</summary>
-    public void Release(uint index, uint nextGeneration)
+    /// <summary>Puts a cell back on the free list.</summary>
+    public void Release(uint index)
     {
         lock (_lock)
         {
-            Volatile.Write(ref *Cell(index), HandleCell.MakeFree(nextGeneration, _freeHeadPlusOne));
+            Volatile.Write(ref *Cell(index), HandleCell.MakeFree(_freeHeadPlusOne));
             _freeHeadPlusOne = (long)index + 1;
         }
     }

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace ZsAlloc.ZsPages;
 
 /// <summary>
-/// One zspage: a run of 1..16 contiguous pages holding the objects of one size class. 32 bytes in native
+/// One zspage: a run of 1..16 contiguous pages holding the objects of one size class. 24 bytes in native
 /// memory (the kernel's struct zspage is about as big). Fields other than <see cref="Pins"/> change only under
 /// the owning class's lock.
 /// </summary>
@@ -24,7 +24,7 @@ internal struct ZsPageDescriptor
 
     public short InUse;
 
-    /// <summary>First free slot; free slots link through their 8-byte header. -1 = full.</summary>
+    /// <summary>First free slot; free slots link through their 4-byte header. -1 = full.</summary>
     public short FreeSlot;
 
     public byte ClassIndex;
@@ -35,12 +35,6 @@ internal struct ZsPageDescriptor
     public byte Flags;
 
     private readonly byte _reserved;
-
-    /// <summary>Huge class only: the cell of its one object (huge objects carry no header, as in the kernel).</summary>
-    public uint HugeCell;
-
-    /// <summary>Huge class only: the payload size of its one object.</summary>
-    public int HugeSize;
 
     public const byte FlagLive = 1;
 

@@ -244,6 +244,21 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\nlock-memory = perhaps", "[zramd] lock-memory = 'perhaps': use yes or no" },
         { "[zramd]\nlog-level = chatty", "[zramd] log-level = 'chatty': use debug, info, warning or error" },
         { "[swap]\nzram-size = 1", "[swap] (line 1 or before): unknown section" },
+        { "[zramd]\nmax-connections = 0", "[zramd] max-connections = '0': a whole number of connections from 1 to 65536" },
+        { "[zramd]\nmax-connections = 65537", "[zramd] max-connections = '65537': a whole number of connections from 1 to 65536" },
+        { "[zramd]\nmax-connections = many", "[zramd] max-connections = 'many': a whole number of connections" },
+        { "[zramd]\nmax-in-flight = 0", "[zramd] max-in-flight = '0': a whole number of requests in flight per connection from 1 to 4096" },
+        { "[zramd]\nmax-in-flight = 4097", "[zramd] max-in-flight = '4097': a whole number of requests in flight" },
+        { "[zramd]\nmax-in-flight = 1.5", "[zramd] max-in-flight = '1.5': a whole number of requests in flight" },
+        { "[zramd]\nmax-payload = 1K", "[zramd] max-payload = '1K': the largest READ or WRITE payload must be from 4K to 1G" },
+        { "[zramd]\nmax-payload = 2G", "[zramd] max-payload = '2G': the largest READ or WRITE payload must be from 4K to 1G" },
+        { "[zramd]\nmax-payload = huge", "[zramd] max-payload = 'huge': 'huge' is not a size" },
+        { "[zramd]\nhandshake-timeout = 0", "[zramd] handshake-timeout = '0': a whole number of seconds from 1 to 3600" },
+        { "[zramd]\nhandshake-timeout = 2m", "[zramd] handshake-timeout = '2m': a whole number of seconds" },
+        { "[zramd]\nhandshake-timeout = 3601", "[zramd] handshake-timeout = '3601': a whole number of seconds" },
+        { "[zramd]\nhandshake-timeout = -5", "[zramd] handshake-timeout = '-5': a whole number of seconds" },
+        { "[zramd]\nmax-sessions = 5", "[zramd] max-sessions = '5': unknown key: [zramd] takes" },
+        { "[zram0]\nmax-payload = 1M", "[zram0] max-payload = '1M': unknown key: a device takes" },
     };
 
     [Theory]
@@ -275,6 +290,64 @@ public sealed class ConfigurationLoaderTests : IDisposable
         var missing = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { ConfigPath = Path.Combine(_dir, "nope.conf") }));
         Assert.Contains("cannot read the configuration file", missing.Message, StringComparison.Ordinal);
         Assert.Equal(78, missing.ExitCode);
+    }
+
+    [Fact]
+    public void Nbd_limits_default_to_the_servers_and_come_from_the_file_then_the_environment()
+    {
+        ZramdConfiguration defaults = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")));
+        Assert.Equal((256, 64, 32 << 20, TimeSpan.FromSeconds(30)),
+            (defaults.MaxConnections, defaults.MaxInFlightPerConnection, defaults.MaxPayload, defaults.HandshakeTimeout));
+
+        string path = WriteConfig("[zramd]\nmax-connections = 8\nmax-in-flight = 2\nmax-payload = 1M\nhandshake-timeout = 5s\n");
+        ZramdConfiguration file = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal((8, 2, 1 << 20, TimeSpan.FromSeconds(5)), (file.MaxConnections, file.MaxInFlightPerConnection, file.MaxPayload, file.HandshakeTimeout));
+
+        ZramdConfiguration env = Load(
+            Facts(env: [("XDG_RUNTIME_DIR", "/run/user/1"), ("ZRAMD_MAX_CONNECTIONS", "1"), ("ZRAMD_MAX_IN_FLIGHT", "4096"), ("ZRAMD_MAX_PAYLOAD", "4096"), ("ZRAMD_HANDSHAKE_TIMEOUT", "3600")]),
+            new CommandLineSettings { ConfigPath = path });
+        Assert.Equal((1, 4096, 4096, TimeSpan.FromHours(1)), (env.MaxConnections, env.MaxInFlightPerConnection, env.MaxPayload, env.HandshakeTimeout));
+
+        var bad = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MAX_PAYLOAD", "0")])));
+        Assert.Equal("environment variable ZRAMD_MAX_PAYLOAD = '0': the largest READ or WRITE payload must be from 4K to 1G", bad.Message);
+        Assert.Equal(78, bad.ExitCode);
+    }
+
+    [Fact]
+    public void The_socket_group_is_disk_where_it_exists_and_may_be_given_to_else_ours_with_the_reason()
+    {
+        string groups = Path.Combine(_dir, "group");
+        File.WriteAllText(groups, "root:x:0:\ndisk:x:6:\nstaff:x:50:\n");
+        SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { GroupFile = groups };
+
+        ZramdConfiguration root = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
+        Assert.Equal("disk", root.SocketGroup);
+        Assert.Null(root.SocketGroupFallback);
+
+        ZramdConfiguration member = Load(withDisk with { GroupIds = [1000, 6] });
+        Assert.Equal("disk", member.SocketGroup);
+
+        ZramdConfiguration stranger = Load(withDisk with { GroupIds = [1000] });
+        Assert.Null(stranger.SocketGroup);
+        Assert.Equal("zramd has neither CAP_CHOWN nor membership of group 'disk', so it cannot give the sockets to it", stranger.SocketGroupFallback);
+
+        // Root under a unit whose CapabilityBoundingSet leaves out CAP_CHOWN: chown would fail, so ours.
+        ZramdConfiguration boundedRoot = Load(withDisk with { IsRoot = true, GroupIds = [0] });
+        Assert.Null(boundedRoot.SocketGroup);
+        Assert.NotNull(boundedRoot.SocketGroupFallback);
+
+        File.WriteAllText(groups, "root:x:0:\nstaff:x:50:\n");
+        ZramdConfiguration noDisk = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
+        Assert.Null(noDisk.SocketGroup);
+        Assert.Equal($"there is no group 'disk' in {groups}", noDisk.SocketGroupFallback);
+
+        // Set explicitly, the group must exist (a name in the file, or any number); no fallback then.
+        string path = WriteConfig("[zramd]\nsocket-group = staff\n");
+        ZramdConfiguration staff = Load(withDisk with { IsRoot = true }, new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(("staff", (string?)null), (staff.SocketGroup, staff.SocketGroupFallback));
+        Assert.Equal("1234", Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "1234" } }).SocketGroup);
+        var e = Assert.Throws<ConfigurationException>(() => Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "disk" } }));
+        Assert.Equal($"environment variable ZRAMD_SOCKET_GROUP = 'disk': no such group in {groups}", e.Message);
     }
 
     [Fact]

@@ -11,6 +11,9 @@ public class ListenAddressTests
     [InlineData("tcp:0.0.0.0", "0.0.0.0", 10809)]
     [InlineData("tcp:[::1]:99", "::1", 99)]
     [InlineData("tcp:[::]", "::", 10809)]
+    [InlineData("tcp:", "127.0.0.1", 10809)]
+    [InlineData("tcp:10810", "127.0.0.1", 10810)]
+    [InlineData("tcp::10811", "127.0.0.1", 10811)]
     public void Parses_tcp(string text, string ip, int port)
     {
         Assert.True(ListenAddress.TryParse(text, out ListenAddress? address, out string error), error);
@@ -32,7 +35,8 @@ public class ListenAddressTests
     [InlineData("/run/zramd.sock", "unix:PATH")]
     [InlineData("unix:", "needs a file path")]
     [InlineData("unix:/run/zramd/", "needs a file path")]
-    [InlineData("tcp:", "the host is missing")]
+    [InlineData("tcp:70000", "not a port")]
+    [InlineData("tcp::x", "not a port")]
     [InlineData("tcp:example.org:1", "not an IP address")]
     [InlineData("tcp:127.0.0.1:0", "not a port")]
     [InlineData("tcp:127.0.0.1:65536", "not a port")]

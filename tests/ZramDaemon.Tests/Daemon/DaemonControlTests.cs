@@ -308,10 +308,7 @@ public sealed class DaemonControlTests
     public void Tls_required_in_the_config_file_reaches_the_nbd_server()
     {
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        ClientTool.Run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", Path.Combine(dir, "key.pem"), "-out", Path.Combine(dir, "cert.pem"), "-days", "2", "-subj", "/CN=localhost"]).EnsureSuccess();
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, $"[zramd]\ntls-mode = required\ntls-certificate = {dir}/cert.pem\ntls-key = {dir}/key.pem\n[zram0]\nzram-size = 16\n");
+        string config = TlsConfigFile.WriteRequired(dir);
         using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
 
         ClientTool.Result plain = ClientTool.Run("nbdinfo", ["--size", daemon.Uri()]);

@@ -196,6 +196,27 @@ public sealed partial class DaemonLifecycleTests
     }
 
     [Fact]
+    public void Sigterm_right_after_trims_flushes_their_deferred_frees_before_exit_0()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "64M"]);
+
+        // 4096 distinct text pages, then one trim of them all: 4096 frees queued (below the queue's own drain
+        // threshold), and SIGTERM at once, usually before the background thread's next look (once a second).
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD(); h.connect_uri(uri)
+            for i in range(4096):
+                h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(b'page %010d of text. ' % i) * 160 + bytearray(96)), i * 4096)
+                while h.aio_in_flight() >= 64:
+                    h.poll(-1)
+            while h.aio_in_flight() > 0:
+                h.poll(-1)
+            h.trim(4096 * 4096, 0)
+            """).EnsureSuccess();
+        Assert.Equal(0, daemon.Stop());
+        Assert.Contains("zram0: released 0 bytes of stored data; deferred frees pending: 0", daemon.Process.StandardError, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_socket_that_cannot_be_bound_fails_the_start_with_exit_1_and_leaves_the_running_daemon_alone()
     {
         using RunningDaemon first = RunningDaemon.Start(["--size", "16M"]);

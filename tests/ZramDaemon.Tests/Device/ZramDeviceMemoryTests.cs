@@ -209,6 +209,43 @@ public class ZramDeviceMemoryTests
         Assert.True(device.GetStats().PagesCompacted > 0);
     }
 
+    [Theory]
+    [InlineData(0L, true)] // no limit: overwrites queue their old objects
+    [InlineData(64L << 20, false)] // past the watermark of a limit: every free at once
+    public void Past_the_watermark_overwrites_free_at_once_instead_of_queueing(long limit, bool expectQueued)
+    {
+        // No background tick (a long interval, no threshold): only the write path decides what is queued.
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "nodefer",
+            DiskSize = 16L << 20,
+            MemLimit = limit,
+            CompactWatermarkPercent = 1,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        for (int i = 0; i < 2048; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        Assert.True(limit == 0 || device.GetStats().MemUsedTotal * 100 >= limit, "the test must start past the 1% watermark");
+        long deepest = 0;
+        for (int i = 0; i < 2048; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i + 7), fua: false));
+            deepest = Math.Max(deepest, device.GetStats().DeferredFreeDepth);
+        }
+
+        Assert.Equal(expectQueued, deepest > 0);
+        var back = new byte[Page];
+        for (int i = 0; i < 2048; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.Equal(DevicePages.TextPage(i + 7), back);
+        }
+    }
+
     [Fact]
     public void Mem_used_max_keeps_the_peak_until_reset()
     {

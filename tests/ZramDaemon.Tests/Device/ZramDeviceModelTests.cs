@@ -168,23 +168,33 @@ public class ZramDeviceModelTests
         const int pages = 4;
         using var device = new ZramDevice(new ZramDeviceOptions { Name = "partial", DiskSize = pages * ZramDevice.PageSize }, NullLoggerFactory.Instance);
         var expected = new byte[pages * ZramDevice.PageSize];
-        // Eight threads, each owning one 512-byte sector of every page, rewriting it over and over.
-        Parallel.For(0, SectorsPerPage, new ParallelOptions { MaxDegreeOfParallelism = SectorsPerPage }, t =>
+        // Eight threads, each owning one 512-byte sector of every page, rewriting it over and over. Dedicated
+        // threads released together, so the read-modify-writes really overlap (the thread pool would start them
+        // one after another).
+        using var start = new Barrier(SectorsPerPage);
+        RunThreads(SectorsPerPage, t =>
         {
             var random = new Random(t);
             var data = new byte[Sector];
             var back = new byte[Sector];
-            for (int round = 0; round < 400; round++)
+            start.SignalAndWait();
+            for (int round = 0; round < 1500; round++)
             {
                 int page = random.Next(pages);
                 long offset = ((long)page * ZramDevice.PageSize) + (t * Sector);
-                if (random.Next(2) == 0)
+                switch (random.Next(4))
                 {
-                    random.NextBytes(data);
-                }
-                else
-                {
-                    DevicePages.TextPage(round).AsSpan(t * Sector, Sector).CopyTo(data);
+                    case 0:
+                        random.NextBytes(data);
+                        break;
+                    case 1:
+                        DevicePages.TextPage(round).AsSpan(t * Sector, Sector).CopyTo(data);
+                        break;
+                    default:
+                        // The same byte from every thread (or zeros) often makes the whole page same-filled:
+                        // pool words and zero pages come and go under the same races.
+                        data.AsSpan().Fill(random.Next(2) == 0 ? (byte)0x5a : (byte)0);
+                        break;
                 }
 
                 Assert.Equal(NbdError.None, device.Write(offset, data, fua: false));
@@ -197,6 +207,29 @@ public class ZramDeviceModelTests
         var all = new byte[expected.Length];
         Assert.Equal(NbdError.None, device.Read(0, all));
         Assert.Equal(expected, all);
+    }
+
+    /// <summary>Runs <paramref name="body"/> on dedicated threads and rethrows the first failure.</summary>
+    private static void RunThreads(int count, Action<int> body)
+    {
+        Exception? failure = null;
+        var threads = Enumerable.Range(0, count).Select(t => new Thread(() =>
+        {
+            try
+            {
+                body(t);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref failure, e, null);
+            }
+        })).ToList();
+        threads.ForEach(thread => thread.Start());
+        threads.ForEach(thread => thread.Join());
+        if (failure != null)
+        {
+            throw new AggregateException(failure);
+        }
     }
 
     private static void MarkWritten(bool[] stored, long offset, int length)

@@ -7,18 +7,18 @@ public sealed class CompactionTests
     {
         using var pool = new ZsPool();
         var random = new Random(7);
-        var live = new List<(ulong Handle, int Size)>();
+        var live = new List<(uint Handle, int Size)>();
         for (int i = 0; i < 20_000; i++)
         {
             int size = random.Next(300, 2000);
-            ulong handle = pool.Malloc(size);
+            uint handle = pool.Malloc(size);
             pool.Write(handle, TestPattern.Slice((int)handle, size));
             live.Add((handle, size));
         }
 
         long pagesFull = pool.TotalPages;
-        var kept = new List<(ulong Handle, int Size)>();
-        foreach ((ulong handle, int size) in live)
+        var kept = new List<(uint Handle, int Size)>();
+        foreach ((uint handle, int size) in live)
         {
             if (random.Next(2) == 0)
             {
@@ -46,7 +46,7 @@ public sealed class CompactionTests
         Assert.True(pool.TotalPages < pagesFull * 6 / 10);
 
         var back = new byte[4096];
-        foreach ((ulong handle, int size) in kept)
+        foreach ((uint handle, int size) in kept)
         {
             pool.Read(handle, back.AsSpan(0, size));
             Assert.True(TestPattern.Slice((int)handle, size).SequenceEqual(back.AsSpan(0, size)));
@@ -57,7 +57,7 @@ public sealed class CompactionTests
     public void Fullness_bands_follow_the_kernels_ratio_groups()
     {
         using var pool = new ZsPool();
-        // Class 32 (payload up to 24 bytes): one page, 128 objects. 13 objects = 10% -> band 2 (the kernel's 20% group).
+        // Class 32 (payload up to 28 bytes): one page, 128 objects. 13 objects = 10% -> band 2 (the kernel's 20% group).
         var handles = Enumerable.Range(0, 13).Select(_ => pool.Malloc(24)).ToArray();
         ZsClassStats row = pool.GetClassStats()[0];
         Assert.Equal(32, row.Size);
@@ -81,7 +81,7 @@ public sealed class CompactionTests
     {
         using var pool = new ZsPool();
         var handles = Enumerable.Range(0, 10).Select(_ => pool.Malloc(4000)).ToArray();
-        foreach (ulong handle in handles)
+        foreach (uint handle in handles)
         {
             pool.Free(handle);
         }
@@ -101,7 +101,7 @@ public sealed class CompactionTests
         // it becomes the emptiest zspage, the source of compaction.
         var handles = Enumerable.Range(0, 8).Select(i =>
         {
-            ulong h = pool.Malloc(1000);
+            uint h = pool.Malloc(1000);
             pool.Write(h, TestPattern.Slice(i, 1000));
             return h;
         }).ToArray();
@@ -111,7 +111,7 @@ public sealed class CompactionTests
         pool.Free(handles[6]);
         pool.Free(handles[7]);
         Assert.Equal(1, pool.CanCompact());
-        ulong[] live = [handles[0], handles[3], handles[4]];
+        uint[] live = [handles[0], handles[3], handles[4]];
 
         // The view pins the zspage of handles[4]; compaction gives up on it rather than wait forever,
         // and a read of any object finishes while the view stays open.
@@ -120,7 +120,7 @@ public sealed class CompactionTests
             var compaction = new Thread(() => pool.Compact());
             compaction.Start();
             var back = new byte[1000];
-            foreach (ulong h in live)
+            foreach (uint h in live)
             {
                 pool.Read(h, back);
             }
@@ -132,7 +132,7 @@ public sealed class CompactionTests
         pool.Compact();
         Assert.Equal(0, pool.CanCompact());
         var check = new byte[1000];
-        foreach ((ulong h, int seed) in new[] { (handles[0], 0), (handles[3], 3), (handles[4], 4) })
+        foreach ((uint h, int seed) in new[] { (handles[0], 0), (handles[3], 3), (handles[4], 4) })
         {
             pool.Read(h, check);
             Assert.True(TestPattern.Slice(seed, 1000).SequenceEqual(check));

@@ -7,7 +7,7 @@ public sealed class DeferredFreeTests
     {
         using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 100 });
         var handles = Enumerable.Range(0, 10).Select(_ => pool.Malloc(500)).ToArray();
-        foreach (ulong handle in handles)
+        foreach (uint handle in handles)
         {
             pool.FreeDeferred(handle);
         }
@@ -55,7 +55,7 @@ public sealed class DeferredFreeTests
     public void Without_room_in_the_queue_the_free_is_synchronous()
     {
         using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 0 });
-        ulong handle = pool.Malloc(100);
+        uint handle = pool.Malloc(100);
         pool.FreeDeferred(handle);
         Assert.Equal(0, pool.GetStats().Objects);
         Assert.Equal(0, pool.TotalPages);
@@ -85,7 +85,7 @@ public sealed class DeferredFreeTests
         {
             for (int i = 0; i < PerThread; i++)
             {
-                ulong handle = pool.Malloc(64 + (i % 1000));
+                uint handle = pool.Malloc(64 + (i % 1000));
                 pool.FreeDeferred(handle);
             }
         });

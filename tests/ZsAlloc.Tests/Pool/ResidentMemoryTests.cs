@@ -14,7 +14,7 @@ public sealed class ResidentMemoryTests
     public void Rss_falls_when_objects_are_freed()
     {
         using var pool = new ZsPool();
-        var handles = new ulong[Objects];
+        var handles = new uint[Objects];
         long before = ResidentBytes();
         for (int i = 0; i < Objects; i++)
         {
@@ -27,7 +27,7 @@ public sealed class ResidentMemoryTests
         Assert.True(poolBytes > 64 << 20);
         Assert.True(filled - before > poolBytes * 9 / 10, $"filling {poolBytes >> 20} MiB raised RSS by only {(filled - before) >> 20} MiB");
 
-        foreach (ulong handle in handles)
+        foreach (uint handle in handles)
         {
             pool.Free(handle);
         }
@@ -41,7 +41,7 @@ public sealed class ResidentMemoryTests
     public void Rss_falls_when_compaction_frees_zspages()
     {
         using var pool = new ZsPool();
-        var handles = new ulong[Objects];
+        var handles = new uint[Objects];
         for (int i = 0; i < Objects; i++)
         {
             handles[i] = pool.Malloc(Size);

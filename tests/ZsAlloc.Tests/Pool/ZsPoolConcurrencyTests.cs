@@ -14,7 +14,7 @@ public sealed class ZsPoolConcurrencyTests
     public void Workers_and_a_compacting_thread_never_see_a_wrong_byte()
     {
         using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 512 });
-        var survivors = new List<(ulong Handle, int Size, int Seed)>[Workers];
+        var survivors = new List<(uint Handle, int Size, int Seed)>[Workers];
         using var stop = new CancellationTokenSource();
         long compactions = 0;
         var compactor = new Thread(() =>
@@ -59,7 +59,7 @@ public sealed class ZsPoolConcurrencyTests
         pool.FlushDeferred();
         var live = survivors.SelectMany(s => s).ToList();
         var buffer = new byte[ZsPool.MaxObjectSize];
-        foreach ((ulong handle, int size, int seed) in live)
+        foreach ((uint handle, int size, int seed) in live)
         {
             pool.Read(handle, buffer.AsSpan(0, size));
             Assert.True(TestPattern.Slice(seed, size).SequenceEqual(buffer.AsSpan(0, size)));
@@ -73,7 +73,7 @@ public sealed class ZsPoolConcurrencyTests
         Assert.Equal(live.Sum(s => (long)s.Size), stats.BytesStored);
         Assert.Equal(pool.TotalPages, classes.Sum(c => c.PagesUsed));
 
-        foreach ((ulong handle, _, _) in live)
+        foreach ((uint handle, _, _) in live)
         {
             pool.Free(handle);
         }
@@ -82,9 +82,9 @@ public sealed class ZsPoolConcurrencyTests
         Assert.Equal(0, pool.GetStats().Objects);
     }
 
-    private static List<(ulong Handle, int Size, int Seed)> Work(ZsPool pool, Random random)
+    private static List<(uint Handle, int Size, int Seed)> Work(ZsPool pool, Random random)
     {
-        var mine = new List<(ulong Handle, int Size, int Seed)>();
+        var mine = new List<(uint Handle, int Size, int Seed)>();
         var buffer = new byte[ZsPool.MaxObjectSize];
         for (int op = 0; op < OperationsPerWorker; op++)
         {
@@ -93,14 +93,14 @@ public sealed class ZsPoolConcurrencyTests
             {
                 int size = random.Next(10) < 8 ? random.Next(100, 3000) : random.Next(1, ZsPool.MaxObjectSize + 1);
                 int seed = random.Next();
-                ulong handle = pool.Malloc(size);
+                uint handle = pool.Malloc(size);
                 pool.Write(handle, TestPattern.Slice(seed, size));
                 mine.Add((handle, size, seed));
                 continue;
             }
 
             int index = random.Next(mine.Count);
-            (ulong h, int s, int sd) = mine[index];
+            (uint h, int s, int sd) = mine[index];
             if (roll < 60)
             {
                 pool.Read(h, buffer.AsSpan(0, s));
@@ -136,7 +136,7 @@ public sealed class ZsPoolConcurrencyTests
         return mine;
     }
 
-    private static void Check(bool same, ulong handle)
+    private static void Check(bool same, uint handle)
     {
         if (!same)
         {

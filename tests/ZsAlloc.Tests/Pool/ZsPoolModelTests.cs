@@ -6,7 +6,7 @@ namespace ZsAlloc.Tests.Pool;
 /// </summary>
 public sealed class ZsPoolModelTests
 {
-    private readonly List<ulong> _handles = [];
+    private readonly List<uint> _handles = [];
     private readonly List<int> _sizes = [];
     private readonly List<int> _seeds = [];
     private readonly byte[] _buffer = new byte[ZsPool.MaxObjectSize];
@@ -105,7 +105,7 @@ public sealed class ZsPoolModelTests
 
     private void Allocate(ZsPool pool, int size, int seed)
     {
-        ulong handle = pool.Malloc(size);
+        uint handle = pool.Malloc(size);
         pool.Write(handle, TestPattern.Slice(seed, size));
         _handles.Add(handle);
         _sizes.Add(size);
@@ -115,7 +115,7 @@ public sealed class ZsPoolModelTests
 
     private void FreeAt(ZsPool pool, int index, bool deferred)
     {
-        ulong handle = _handles[index];
+        uint handle = _handles[index];
         if (deferred)
         {
             pool.FreeDeferred(handle);

@@ -27,7 +27,7 @@ internal sealed class DedupIndex
     private long _bytes;
     private long _huge;
     private long _saved;
-    private long _metadataBytes = (1024L * 24) + (1024L * sizeof(int));
+    private long _metadataBytes = (1024L * Marshal.SizeOf<Entry>()) + (1024L * sizeof(int));
 
     public Lock Lock { get; } = new();
 
@@ -97,7 +97,7 @@ internal sealed class DedupIndex
     }
 
     /// <summary>The entry's object: its pool handle and the slot info that describes it. <see cref="Lock"/> is held.</summary>
-    public (ulong Handle, uint Info) Get(int id) => (_entries[id].Handle, _entries[id].Info);
+    public (uint Handle, uint Info) Get(int id) => (_entries[id].Handle, _entries[id].Info);
 
     /// <summary>One more slot refers to the entry. <see cref="Lock"/> is held.</summary>
     public void AddReference(int id)
@@ -108,7 +108,7 @@ internal sealed class DedupIndex
     }
 
     /// <summary>A new entry with one reference, for an object just stored. Takes <see cref="Lock"/>.</summary>
-    public int Add(uint hash, ulong handle, uint info)
+    public int Add(uint hash, uint handle, uint info)
     {
         lock (Lock)
         {
@@ -146,7 +146,7 @@ internal sealed class DedupIndex
     /// One slot no longer refers to the entry. Returns true, with the handle to free, when it was the last: the entry
     /// is gone and the caller frees the object. Takes <see cref="Lock"/>.
     /// </summary>
-    public bool Release(int id, out ulong handle)
+    public bool Release(int id, out uint handle)
     {
         lock (Lock)
         {
@@ -217,7 +217,7 @@ internal sealed class DedupIndex
 
     private struct Entry
     {
-        public ulong Handle;
+        public uint Handle;
         public uint Info;
         public uint Hash;
         public int References;

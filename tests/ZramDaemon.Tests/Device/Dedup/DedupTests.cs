@@ -225,8 +225,8 @@ public class DedupTests
         Assert.Equal(2, index.References);
         Assert.Equal(100, index.BytesSaved);
         Assert.False(index.Release(id, out _));
-        Assert.True(index.Release(id, out ulong handle));
-        Assert.Equal(42UL, handle);
+        Assert.True(index.Release(id, out uint handle));
+        Assert.Equal(42U, handle);
         Assert.Equal(0, index.Count);
         Assert.Throws<InvalidOperationException>(() => index.Release(id, out _));
         lock (index.Lock)
@@ -235,7 +235,7 @@ public class DedupTests
         }
 
         // Growth rechains every live entry.
-        var ids = Enumerable.Range(0, 5000).Select(i => index.Add((uint)i * 7919, (ulong)i, SlotInfo.Raw())).ToArray();
+        var ids = Enumerable.Range(0, 5000).Select(i => index.Add((uint)i * 7919, (uint)i, SlotInfo.Raw())).ToArray();
         lock (index.Lock)
         {
             for (int i = 0; i < ids.Length; i++)

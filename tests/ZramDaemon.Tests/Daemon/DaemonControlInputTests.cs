@@ -1,0 +1,88 @@
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>One real zramd for the malformed control requests below.</summary>
+public sealed class ControlInputDaemon : IDisposable
+{
+    public RunningDaemon Daemon { get; } = RunningDaemon.Start(["--size", "16M"]);
+
+    public void Dispose() => Daemon.Dispose();
+}
+
+/// <summary>
+/// Malformed and refused requests sent as raw bytes to the real daemon's control socket: each gets exactly one
+/// JSON line, <c>{"ok":false,"error":...}</c>, saying what was wrong, and the daemon goes on answering.
+/// </summary>
+public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClassFixture<ControlInputDaemon>
+{
+    public static TheoryData<string, string> BadRequests => new()
+    {
+        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME or reset NAME" },
+        { "   \t \n", "empty request" },
+        { "frobnicate\n", "unknown request 'frobnicate'" },
+        { "STATUS\n", "unknown request 'STATUS'" },
+        { "status zram0\n", "wrong arguments for status: status takes no arguments" },
+        { "compact zram0 zram1\n", "wrong arguments for compact: compact [NAME]" },
+        { "stats\n", "wrong arguments for stats: stats NAME" },
+        { "classes a b\n", "wrong arguments for classes: classes NAME" },
+        { "reset\n", "wrong arguments for reset: reset NAME" },
+        { "set zram0\n", "wrong arguments for set: set NAME mem_limit=SIZE" },
+        { "set zram0 mem_limit\n", "'mem_limit' is not an assignment: write set NAME mem_limit=SIZE" },
+        { "set zram0 =5M\n", "'=5M' is not an assignment" },
+        { "set zram0 disksize=1G\n", "'disksize' cannot be set: the only setting is mem_limit=SIZE" },
+        { "set zram0 mem_limit=lots\n", "mem_limit: 'lots' is not a size" },
+        { "set zram0 mem_limit=-1\n", "mem_limit: '-1' is not a size" },
+        { "set zram0 mem_limit=99999999999T\n", "mem_limit: '99999999999T' is too large" },
+        { "stats zram9\n", "no device 'zram9': this daemon has zram0" },
+        { "compact zram9\n", "no device 'zram9'" },
+        { "reset ../zram0\n", "no device '../zram0'" },
+        { "status\0\n", "unknown request 'status\0'" },
+        { "\u00ff\u00fe\n", "unknown request" },
+        { new string('x', 5000) + "\n", "send one request line of at most 4096 bytes, ended by a newline" },
+        { "", "send one request line of at most 4096 bytes" },
+    };
+
+    /// <summary>Sends <paramref name="raw"/> (Latin-1, so that any byte can be sent), closes the sending side,
+    /// and returns everything the daemon answered.</summary>
+    private string Send(string raw)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Connect(new UnixDomainSocketEndPoint(fixture.Daemon.ControlPath));
+        socket.ReceiveTimeout = 20_000;
+        socket.Send(Encoding.Latin1.GetBytes(raw));
+        socket.Shutdown(SocketShutdown.Send);
+        var answer = new MemoryStream();
+        var buffer = new byte[4096];
+        int n;
+        while ((n = socket.Receive(buffer)) > 0)
+        {
+            answer.Write(buffer, 0, n);
+        }
+
+        return Encoding.UTF8.GetString(answer.ToArray());
+    }
+
+    [Theory]
+    [MemberData(nameof(BadRequests))]
+    public void Each_bad_request_gets_one_error_line_and_the_daemon_goes_on(string raw, string expected)
+    {
+        string answer = Send(raw);
+        Assert.EndsWith("\n", answer, StringComparison.Ordinal);
+        Assert.Equal(1, answer.Count(c => c == '\n'));
+        using var reply = JsonDocument.Parse(answer);
+        Assert.False(reply.RootElement.GetProperty("ok").GetBoolean());
+        string error = reply.RootElement.GetProperty("error").GetString()!;
+        Assert.Contains(expected, error, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', error);
+
+        // Nothing was changed, and the next request is answered.
+        using var status = JsonDocument.Parse(Send("status\n"));
+        Assert.True(status.RootElement.GetProperty("ok").GetBoolean());
+        JsonElement device = status.RootElement.GetProperty("devices")[0];
+        Assert.Equal(0, device.GetProperty("mem_limit").GetInt64());
+        Assert.Equal(16L << 20, device.GetProperty("disksize").GetInt64());
+    }
+}

@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using Nbd.Devices;
+using Nbd.Protocol;
+using ZramDaemon.Tests.Faults;
+
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>
+/// Each NBD limit set in zramd.conf's [zramd] section reaches the real daemon's server and is enforced over
+/// its real Unix socket. Every case uses a value far from the default, so that a limit that was not passed
+/// through (the default in force) fails the test.
+/// </summary>
+public sealed class DaemonLimitsTests
+{
+    private const int MiB = 1 << 20;
+
+    private static RunningDaemon StartWith(string daemonSection)
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(config, $"[zramd]\n{daemonSection}\nlock-memory = no\n[zram0]\nzram-size = 64\n");
+        return RunningDaemon.Start(["--config", config], directory: dir);
+    }
+
+    /// <summary>Connects and reads the server's greeting: true if it came, false if the server closed first.</summary>
+    private static async Task<(WireClient Client, bool Greeted)> ConnectAsync(RunningDaemon daemon)
+    {
+        WireClient client = await WireClient.ConnectAsync(daemon.Socket);
+        try
+        {
+            await client.ReceiveExactAsync(ServerGreeting.Length).WaitAsync(TimeSpan.FromSeconds(20));
+            return (client, true);
+        }
+        catch (Exception e) when (e is EndOfStreamException or SocketException)
+        {
+            return (client, false);
+        }
+    }
+
+    [Fact]
+    public async Task Max_connections_from_the_config_closes_the_one_past_it_and_frees_its_place_on_close()
+    {
+        using RunningDaemon daemon = StartWith("max-connections = 2");
+        (WireClient first, bool firstGreeted) = await ConnectAsync(daemon);
+        (WireClient second, bool secondGreeted) = await ConnectAsync(daemon);
+        using WireClient keep = second;
+        Assert.True(firstGreeted && secondGreeted);
+
+        (WireClient third, bool thirdGreeted) = await ConnectAsync(daemon);
+        third.Dispose();
+        Assert.False(thirdGreeted, "a third connection was served with max-connections = 2");
+
+        // Closing one makes room again (the server notices the close asynchronously: retry for a while).
+        first.Dispose();
+        var clock = Stopwatch.StartNew();
+        bool served = false;
+        while (!served && clock.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            (WireClient next, served) = await ConnectAsync(daemon);
+            next.Dispose();
+            await Task.Delay(served ? 0 : 100);
+        }
+
+        Assert.True(served, "no room after a connection closed");
+        Assert.Contains("max-connections = 2", daemon.Process.StandardError, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Max_payload_from_the_config_refuses_larger_reads_and_writes_with_EOVERFLOW()
+    {
+        using RunningDaemon daemon = StartWith("max-payload = 64K");
+        using WireClient client = await WireClient.OpenAsync(daemon.Socket, "zram0");
+        Assert.Equal(NbdError.None, await client.WriteAsync(0, new byte[64 * 1024]));
+        Assert.Equal(64 * 1024, (await client.ReadAsync(0, 64 * 1024)).Length);
+
+        // 128 KiB is far below the 32 MiB default: refused only because of the configured limit.
+        Assert.Equal(NbdError.Overflow, await client.WriteAsync(0, new byte[128 * 1024]));
+        var e = await Assert.ThrowsAsync<IOException>(() => client.ReadAsync(0, 128 * 1024));
+        Assert.Contains(nameof(NbdError.Overflow), e.Message, StringComparison.Ordinal);
+
+        // The connection goes on.
+        Assert.Equal(4096, (await client.ReadAsync(0, 4096)).Length);
+    }
+
+    [Fact]
+    public async Task Handshake_timeout_from_the_config_closes_a_client_that_stalls_in_the_handshake()
+    {
+        using RunningDaemon daemon = StartWith("handshake-timeout = 1s");
+        (WireClient client, bool greeted) = await ConnectAsync(daemon);
+        using WireClient stalled = client;
+        Assert.True(greeted);
+
+        // Send nothing: the server must close within about a second, far before its 30 s default.
+        var clock = Stopwatch.StartNew();
+        int n = await client.Socket.ReceiveAsync(new byte[16], SocketFlags.None).WaitAsync(TimeSpan.FromSeconds(15));
+        Assert.Equal(0, n);
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(0.5), TimeSpan.FromSeconds(15));
+    }
+
+    [Fact]
+    public async Task Max_in_flight_from_the_config_stops_reading_a_connection_whose_replies_are_not_read()
+    {
+        const int limit = 4;
+        using RunningDaemon daemon = StartWith($"max-in-flight = {limit}");
+        using WireClient client = await WireClient.OpenAsync(daemon.Socket, "zram0");
+
+        // A 16 MiB READ whose reply we never read: the server's writer blocks on it, so no request slot is
+        // released from here on. Then 1 MiB WRITEs: the server takes each payload into a free slot until none
+        // is left, then stops reading, and our sends stall once the socket buffer is full too.
+        await client.SendAsync(WireClient.Header(CommandType.Read, 1, 0, 16 * MiB));
+        await Task.Delay(500);
+        byte[] write = [.. WireClient.Header(CommandType.Write, 2, 0, MiB), .. new byte[MiB]];
+        Socket socket = client.Socket;
+        socket.Blocking = false;
+        long sent = 0;
+        while (true)
+        {
+            int offset = (int)(sent % write.Length);
+            int n = socket.Send(write, offset, write.Length - offset, SocketFlags.None, out SocketError error);
+            if (n > 0)
+            {
+                sent += n;
+                continue;
+            }
+
+            Assert.Equal(SocketError.WouldBlock, error);
+            if (!socket.Poll(TimeSpan.FromSeconds(3), SelectMode.SelectWrite))
+            {
+                break; // No room for 3 s: the server has stopped reading.
+            }
+
+            Assert.True(sent < 256L * MiB, "the server never stopped reading");
+        }
+
+        // limit - 1 slots took a WRITE's payload; the socket buffer holds at most a few hundred KiB more. With the
+        // default of 64 in flight, 63 MiB would have gone through.
+        Assert.InRange(sent, (limit - 1) * (long)MiB, (limit + 2) * (long)MiB);
+    }
+}

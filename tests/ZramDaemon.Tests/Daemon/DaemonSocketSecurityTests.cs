@@ -1,0 +1,95 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>The real daemon's safe defaults: who may open its sockets, and the warning for TCP reachable from
+/// other hosts without TLS.</summary>
+public sealed class DaemonSocketSecurityTests
+{
+    private const string ExposedWarning = "which is not loopback";
+
+    /// <summary>Mode (octal digits) and group id of a file, from stat(1).</summary>
+    private static (string Mode, uint Group) Stat(string path)
+    {
+        string[] words = ClientTool.Run("stat", ["-c", "%a %g", path]).EnsureSuccess().Stdout.Split(' ', StringSplitOptions.TrimEntries);
+        return (words[0], uint.Parse(words[1], CultureInfo.InvariantCulture));
+    }
+
+    private static uint? GroupId(string name) => File.ReadLines("/etc/group")
+        .Select(line => line.Split(':'))
+        .Where(f => f.Length >= 3 && f[0] == name)
+        .Select(f => (uint?)uint.Parse(f[2], CultureInfo.InvariantCulture))
+        .FirstOrDefault();
+
+    private static int FreeTcpPort()
+    {
+        using var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        return ((IPEndPoint)probe.LocalEndpoint).Port;
+    }
+
+    [Fact]
+    public void By_default_the_nbd_socket_is_0660_group_disk_and_the_control_socket_0600()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        (string mode, uint group) = Stat(daemon.Socket);
+        Assert.Equal("660", mode);
+        Assert.Equal("600", Stat(daemon.ControlPath).Mode);
+
+        // The daemon may give the socket to disk with CAP_CHOWN (bit 0 of CapEff; it inherits ours) or as a member.
+        uint? disk = GroupId("disk");
+        string status = File.ReadAllText("/proc/self/status");
+        bool canChown = (ulong.Parse(status.Split('\n').Single(l => l.StartsWith("CapEff:", StringComparison.Ordinal))[7..].Trim(), NumberStyles.HexNumber, CultureInfo.InvariantCulture) & 1) != 0;
+        bool member = disk is not null && status.Split('\n').Any(l => l.StartsWith("Groups:", StringComparison.Ordinal) && l.Split(' ', '\t').Contains(disk.Value.ToString(CultureInfo.InvariantCulture)));
+        if (disk is not null && (canChown || member))
+        {
+            Assert.Equal(disk.Value, group);
+            Assert.DoesNotContain("keep zramd's own group", daemon.Process.StandardError, StringComparison.Ordinal);
+        }
+        else
+        {
+            // No disk group, or no right to give files to it: our own group, and the log says why.
+            Assert.Contains("the NBD sockets keep zramd's own group instead of the default 'disk'", daemon.Process.StandardError, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void Socket_group_and_mode_from_the_environment_are_applied()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string>
+        {
+            ["ZRAMD_SOCKET_GROUP"] = "0",
+            ["ZRAMD_SOCKET_MODE"] = "0600",
+        });
+        Assert.Equal(("600", 0u), Stat(daemon.Socket));
+    }
+
+    [Fact]
+    public void Tcp_on_a_non_loopback_address_without_tls_is_warned_about_and_loopback_is_not()
+    {
+        // Bound for a moment only; no traffic is sent to it.
+        using (RunningDaemon exposed = RunningDaemon.Start(["--size", "16M", "--listen", $"tcp:0.0.0.0:{FreeTcpPort()}"]))
+        {
+            string log = exposed.Process.StandardError;
+            Assert.Contains("listening on tcp:0.0.0.0:", log, StringComparison.Ordinal);
+            Assert.Contains($"{ExposedWarning}, and TLS is off", log, StringComparison.Ordinal);
+            Assert.Single(log.Split('\n'), line => line.Contains(ExposedWarning, StringComparison.Ordinal));
+        }
+
+        using RunningDaemon loopback = RunningDaemon.Start(["--size", "16M", "--listen", $"tcp:127.0.0.1:{FreeTcpPort()}"]);
+        Assert.DoesNotContain(ExposedWarning, loopback.Process.StandardError, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tcp_on_a_non_loopback_address_with_tls_required_is_not_warned_about()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = TlsConfigFile.WriteRequired(dir);
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config, "--listen", $"tcp:0.0.0.0:{FreeTcpPort()}"], directory: dir);
+        Assert.Contains("tls-mode = required", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.Contains("tcp:0.0.0.0:", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.DoesNotContain(ExposedWarning, daemon.Process.StandardError, StringComparison.Ordinal);
+    }
+}

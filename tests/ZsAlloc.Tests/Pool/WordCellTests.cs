@@ -1,0 +1,95 @@
+namespace ZsAlloc.Tests.Pool;
+
+/// <summary>Words kept in handle cells (zram's non-zero same-filled pages): no object, 8 bytes each.</summary>
+public sealed class WordCellTests
+{
+    [Fact]
+    public void Words_round_trip_whatever_their_bits_and_share_the_cells_with_objects()
+    {
+        using var pool = new ZsPool();
+        ulong[] values = [0, 1, ulong.MaxValue, 0x8000_0000_0000_0000, 0xC000_0000_0000_0000, 0xA5A5_A5A5_A5A5_A5A5, 0x0123_4567_89AB_CDEF];
+        var words = new List<(uint Handle, ulong Value)>();
+        var objects = new List<uint>();
+        for (int i = 0; i < 2000; i++)
+        {
+            ulong value = values[i % values.Length] ^ (ulong)(i / values.Length);
+            words.Add((pool.StoreWord(value), value));
+            uint handle = pool.Malloc(100 + (i % 500));
+            pool.Write(handle, TestPattern.Slice(i, 100 + (i % 500)));
+            objects.Add(handle);
+        }
+
+        ZsPoolStats stats = pool.GetStats();
+        Assert.Equal(2000, stats.Words);
+        Assert.Equal(2000, stats.Objects);
+        Assert.Equal(4000, words.Select(w => w.Handle).Concat(objects).Distinct().Count());
+
+        // Freeing a word gives its cell back: the next word (or object) takes it, and costs no new metadata.
+        long metadata = pool.MetadataBytes;
+        pool.FreeWord(words[5].Handle);
+        Assert.Equal(words[5].Handle, pool.StoreWord(42));
+        words[5] = (words[5].Handle, 42);
+        Assert.Equal(metadata, pool.MetadataBytes);
+
+        var back = new byte[600];
+        for (int i = 0; i < objects.Count; i++)
+        {
+            Assert.Equal(words[i].Value, pool.ReadWord(words[i].Handle));
+            pool.Read(objects[i], back.AsSpan(0, 100 + (i % 500)));
+            Assert.True(TestPattern.Slice(i, 100 + (i % 500)).SequenceEqual(back.AsSpan(0, 100 + (i % 500))));
+        }
+
+        foreach ((uint handle, _) in words)
+        {
+            pool.FreeWord(handle);
+        }
+
+        Assert.Equal(0, pool.GetStats().Words);
+    }
+
+    [Fact]
+    public void Compaction_leaves_words_alone_even_when_they_look_like_the_cells_of_objects_it_moves()
+    {
+        using var pool = new ZsPool();
+        var random = new Random(11);
+        var live = new List<(uint Handle, int Size, int Seed)>();
+        for (int i = 0; i < 6000; i++)
+        {
+            int size = random.Next(200, 1500);
+            uint handle = pool.Malloc(size);
+            pool.Write(handle, TestPattern.Slice(i, size));
+            live.Add((handle, size, i));
+        }
+
+        live.RemoveAll(o =>
+        {
+            bool free = random.Next(3) != 0;
+            if (free)
+            {
+                pool.Free(o.Handle);
+            }
+
+            return free;
+        });
+
+        // Each word is a copy of a live object's cell (allocated, its size and location): a compactor that found
+        // cells by their contents instead of through object headers would take these words for objects.
+        var words = live.Select(o => pool.ReadWord(o.Handle)).Select(v => (Handle: pool.StoreWord(v), Value: v)).ToList();
+        Assert.True(pool.CanCompact() > 0);
+        long freed = pool.Compact();
+        Assert.True(freed > 0);
+        Assert.True(pool.GetStats().ObjectsMoved > 0);
+
+        foreach ((uint handle, ulong value) in words)
+        {
+            Assert.Equal(value, pool.ReadWord(handle));
+        }
+
+        var back = new byte[1500];
+        foreach ((uint handle, int size, int seed) in live)
+        {
+            pool.Read(handle, back.AsSpan(0, size));
+            Assert.True(TestPattern.Slice(seed, size).SequenceEqual(back.AsSpan(0, size)));
+        }
+    }
+}
