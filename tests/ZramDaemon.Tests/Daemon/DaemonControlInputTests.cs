@@ -20,7 +20,7 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
 {
     public static TheoryData<string, string> BadRequests => new()
     {
-        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME or reset NAME" },
+        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME" },
         { "   \t \n", "empty request" },
         { "frobnicate\n", "unknown request 'frobnicate'" },
         { "STATUS\n", "unknown request 'STATUS'" },
@@ -37,6 +37,10 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
         { "set zram0 mem_limit=-1\n", "mem_limit: '-1' is not a size" },
         { "set zram0 mem_limit=99999999999T\n", "mem_limit: '99999999999T' is too large" },
         { "stats zram9\n", "no device 'zram9': this daemon has zram0" },
+        { "recompress zram0 type=cold\n", "'type=cold': the type is idle, huge or all" },
+        { "recompress zram0\n", "zram0 has no recompression algorithm: set recompress-algorithm" },
+        { "writeback zram0 max_pages=x\n", "'max_pages=x': max_pages is a whole number of pages" },
+        { "writeback zram0\n", "zram0 has no backing file: set writeback-file" },
         { "compact zram9\n", "no device 'zram9'" },
         { "reset ../zram0\n", "no device '../zram0'" },
         { "status\0\n", "unknown request 'status\0'" },
