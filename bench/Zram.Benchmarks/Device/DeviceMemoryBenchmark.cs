@@ -13,7 +13,7 @@ namespace Zram.Benchmarks.Device;
 /// our NbdServer (the path a real client takes); "api": the corpus is written through IBlockDevice.Write in
 /// 128 KiB requests; "kernel": the same file written to a kernel zram device of our own (hot_add, root only),
 /// whose mm_stat is read the same way, so the two are compared on the same data in one run.
-/// Usage: Zram.Benchmarks memory [--via nbd|api|kernel|all] [--algorithm lz4] [FILE...]   (default: .cache/corpus/*-512M.bin)
+/// Usage: Zram.Benchmarks memory [--via nbd|api|kernel|all] [--algorithm lz4] [--dedup] [FILE...]   (default: .cache/corpus/*-512M.bin)
 /// </summary>
 internal static class DeviceMemoryBenchmark
 {
@@ -21,6 +21,7 @@ internal static class DeviceMemoryBenchmark
     {
         string via = "all";
         string algorithm = "lz4";
+        bool dedup = false;
         var files = new List<string>();
         for (int i = 0; i < args.Length; i++)
         {
@@ -31,6 +32,9 @@ internal static class DeviceMemoryBenchmark
                     break;
                 case "--algorithm":
                     algorithm = args[++i];
+                    break;
+                case "--dedup":
+                    dedup = true;
                     break;
                 default:
                     files.Add(args[i]);
@@ -60,7 +64,7 @@ internal static class DeviceMemoryBenchmark
                 }
                 else
                 {
-                    Measure(file, mode, algorithm);
+                    Measure(file, mode, algorithm, dedup);
                 }
             }
         }
@@ -71,7 +75,7 @@ internal static class DeviceMemoryBenchmark
         return 0;
     }
 
-    private static void Measure(string file, string via, string algorithm)
+    private static void Measure(string file, string via, string algorithm, bool dedup)
     {
         long size = new FileInfo(file).Length;
         long diskSize = (size + 4095) & ~4095L;
@@ -80,6 +84,7 @@ internal static class DeviceMemoryBenchmark
             Name = "zram0",
             DiskSize = diskSize,
             Algorithm = algorithm,
+            Dedup = dedup,
             CompactThresholdPages = 0, // measure what writing leaves, as the kernel's figure (no compaction)
         }, NullLoggerFactory.Instance);
         var clock = Stopwatch.StartNew();
@@ -97,7 +102,7 @@ internal static class DeviceMemoryBenchmark
         long poolBytes = s.MemUsedTotal - s.MetadataBytes;
         double gib = size / (double)(1L << 30);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{Path.GetFileName(file),-22} {via,-4} {device.Algorithm,-8} {size >> 20,10} {s.OrigDataSize >> 20,8} {s.ComprDataSize >> 20,8} {poolBytes >> 20,8} {s.MetadataBytes >> 20,6} {s.MemUsedTotal >> 20,8} {s.SamePages,7} {s.HugePages,7} {s.MemUsedTotal / gib / (1 << 20),8:F1} {poolBytes / gib / (1 << 20),8:F1} {(size >> 20) / clock.Elapsed.TotalSeconds,7:F0}"));
+            $"{Path.GetFileName(file),-22} {via,-4} {device.Algorithm,-8} {size >> 20,10} {s.OrigDataSize >> 20,8} {s.ComprDataSize >> 20,8} {poolBytes >> 20,8} {s.MetadataBytes >> 20,6} {s.MemUsedTotal >> 20,8} {s.SamePages,7} {s.HugePages,7} {s.MemUsedTotal / gib / (1 << 20),8:F1} {poolBytes / gib / (1 << 20),8:F1} {(size >> 20) / clock.Elapsed.TotalSeconds,7:F0}{(dedup ? $" dedup_pages={s.DedupPages}" : string.Empty)}"));
     }
 
     /// <summary>The kernel's zram on the same file: a device of our own from /sys/class/zram-control, removed after.</summary>

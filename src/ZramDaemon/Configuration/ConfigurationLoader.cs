@@ -113,7 +113,7 @@ public static partial class ConfigurationLoader
     private static bool IsDeviceKey(string key) => key is "zram-size" or "compression-algorithm" or "zram-resident-limit"
         or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach"
         or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent"
-        or "writeback-file" or "writeback-watermark" or "writeback-limit";
+        or "writeback-file" or "writeback-watermark" or "writeback-limit" or "dedup";
 
     private static void SetDeviceKey(DeviceValues device, string key, Setting value)
     {
@@ -132,10 +132,11 @@ public static partial class ConfigurationLoader
             case "writeback-file": device.WritebackFile = value; break;
             case "writeback-watermark": device.WritebackWatermark = value; break;
             case "writeback-limit": device.WritebackLimit = value; break;
+            case "dedup": device.Dedup = value; break;
             default:
                 throw value.Fail(ZramGeneratorOnlyKeys.Contains(key)
                     ? "a zram-generator key that zramd does not implement: remove it (swap and mounts are set up by systemd units)"
-                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, writeback-file, writeback-watermark, writeback-limit");
+                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, writeback-file, writeback-watermark, writeback-limit, dedup");
         }
     }
 
@@ -437,6 +438,7 @@ public static partial class ConfigurationLoader
         }
 
         bool readOnly = device.ReadOnly is { } readOnlySetting && ParseBoolean(readOnlySetting);
+        bool dedup = device.Dedup is { } dedupSetting && ParseBoolean(dedupSetting);
 
         string? recompressAlgorithm = device.RecompressAlgorithm is { } recompressSetting && recompressSetting.Value.Trim() is not ("none" or "")
             ? ParseAlgorithm(recompressSetting)
@@ -510,6 +512,7 @@ public static partial class ConfigurationLoader
             WritebackFile = writebackFile,
             WritebackWatermarkPercent = writebackWatermark,
             WritebackLimitPerDay = writebackLimit,
+            Dedup = dedup,
         };
     }
 
@@ -692,5 +695,6 @@ public static partial class ConfigurationLoader
         public Setting? WritebackFile { get; set; }
         public Setting? WritebackWatermark { get; set; }
         public Setting? WritebackLimit { get; set; }
+        public Setting? Dedup { get; set; }
     }
 }

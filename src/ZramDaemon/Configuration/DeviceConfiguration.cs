@@ -35,6 +35,9 @@ public sealed record DeviceConfiguration
     /// <summary>The background recompressor's share of one CPU, 1-100 percent.</summary>
     public int RecompressCpuPercent { get; init; } = DefaultRecompressCpuPercent;
 
+    /// <summary>Same-page deduplication (default off).</summary>
+    public bool Dedup { get; init; }
+
     /// <summary>zram's backing_dev, as a file (full path), or null: no writeback.</summary>
     public string? WritebackFile { get; init; }
 

@@ -31,6 +31,8 @@ public sealed class DeviceStatus
         ("metadata_bytes", s => s.MetadataBytes, (s, v) => s.MetadataBytes = v),
         ("recompressed_pages", s => s.RecompressedPages, (s, v) => s.RecompressedPages = v),
         ("recompress_bytes_saved", s => s.RecompressBytesSaved, (s, v) => s.RecompressBytesSaved = v),
+        ("dedup_pages", s => s.DedupPages, (s, v) => s.DedupPages = v),
+        ("dedup_bytes_saved", s => s.DedupBytesSaved, (s, v) => s.DedupBytesSaved = v),
         ("bd_count", s => s.BdCount, (s, v) => s.BdCount = v),
         ("bd_reads", s => s.BdReads, (s, v) => s.BdReads = v),
         ("bd_writes", s => s.BdWrites, (s, v) => s.BdWrites = v),
@@ -84,6 +86,10 @@ public sealed class DeviceStatus
     public long RecompressedPages { get; set; }
 
     public long RecompressBytesSaved { get; set; }
+
+    public long DedupPages { get; set; }
+
+    public long DedupBytesSaved { get; set; }
 
     /// <summary>zram's bd_stat (pages): held in the backing file now, read back from it, written to it.</summary>
     public long BdCount { get; set; }

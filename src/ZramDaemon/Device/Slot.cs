@@ -24,7 +24,8 @@ internal struct Slot
 ///   16..17 the algorithm the object was compressed with (so a slot stays readable whatever the device uses later)
 ///   18..19 idle age, 20 <see cref="Recompressed"/>, 21 <see cref="WrittenBack"/> (then <see cref="Slot.Value"/> is
 ///          the block in the backing file)
-///   22..30 spare (dedup and what else comes)
+///   22     <see cref="Deduped"/>: the value is a dedup entry id
+///   23..30 spare
 ///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
 /// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
@@ -67,6 +68,12 @@ internal static class SlotInfo
     /// </summary>
     public const uint WrittenBack = 1u << 21;
 
+    /// <summary>
+    /// Same-page deduplication: <see cref="Slot.Value"/> is the id of a <see cref="Dedup.DedupIndex"/> entry, which
+    /// holds the object (handle, size, algorithm) and counts the slots referring to it. No other bits but Written.
+    /// </summary>
+    public const uint Deduped = 1u << 22;
+
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
 
@@ -89,7 +96,11 @@ internal static class SlotInfo
     public static uint InBackingFile(uint info) => (info & (SizeMask | AlgorithmMask | Recompressed)) | Written | WrittenBack;
 
     /// <summary>The slot holds a pool object (not same-filled, not written back).</summary>
-    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack)) == Written;
+    public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack | Deduped)) == Written;
+
+    public static uint DedupReference() => Written | Deduped;
+
+    public static bool IsDeduped(uint info) => (info & (Written | Deduped)) == (Written | Deduped);
 
     public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
 

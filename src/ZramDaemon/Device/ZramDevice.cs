@@ -4,6 +4,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using ZramDaemon.Compression;
+using ZramDaemon.Device.Dedup;
 using ZramDaemon.Device.Recompression;
 using ZramDaemon.Device.Writeback;
 using ZsAlloc;
@@ -44,8 +45,13 @@ namespace ZramDaemon.Device;
 ///   writeback watermark of the limit; a write that would pass the limit first writes back a slot of the size class
 ///   it needs (taking that slot's lock only if it is free, since it may hold its own).
 ///
-/// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) may be
-///   taken while one slot lock is held, never the other way, and no thread holds two slot locks.
+/// Deduplication (optional): with it, every stored object is an entry of <see cref="DedupIndex"/> (keyed by the
+///   CRC32C of its page, with a reference count) and slots hold entry ids. A write looks for an entry of the same hash
+///   whose page decompresses to the same bytes and refers to it instead of compressing and storing its own object.
+///   Recompression and writeback leave deduplicated slots alone.
+///
+/// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
+///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
 ///   A pool read view (MapRead) is always closed before anything that can compact.
 /// </summary>
 [SkipLocalsInit]
@@ -66,6 +72,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly Compressor? _secondary;
     private readonly Recompressor? _recompressor;
     private readonly BackingFile? _backing;
+    private readonly DedupIndex? _dedup;
     private int _writebackCursor;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
@@ -138,6 +145,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _memLimit = options.MemLimit;
+        _dedup = options.Dedup ? new DedupIndex() : null;
         if (options.BackingFile is not null)
         {
             // One block per slot: a slot holds at most one, so the file never fills before the device does.
@@ -177,7 +185,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
 
-    private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes;
+    private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes + (_dedup?.MetadataBytes ?? 0);
 
     public NbdError Read(long offset, Span<byte> destination)
     {
@@ -286,17 +294,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public ZramStats GetStats()
     {
         ZsPoolStats pool = _pool.GetStats();
-        long metadata = _slots.Bytes + pool.MetadataBytes;
+        long metadata = _slots.Bytes + pool.MetadataBytes + (_dedup?.MetadataBytes ?? 0);
         return new ZramStats
         {
             OrigDataSize = Interlocked.Read(ref _counters.PagesStored) << PageShift,
-            ComprDataSize = Interlocked.Read(ref _counters.ComprDataSize),
+            // A deduplicated object counts once, in the index; its slots count in orig_data_size each.
+            ComprDataSize = Interlocked.Read(ref _counters.ComprDataSize) + (_dedup?.Bytes ?? 0),
             MemUsedTotal = (pool.PagesUsed << PageShift) + metadata,
             MemLimit = Interlocked.Read(ref _memLimit),
             MemUsedMax = (pool.PeakPages << PageShift) + metadata,
             SamePages = Interlocked.Read(ref _counters.SamePages),
             PagesCompacted = pool.PagesCompacted,
-            HugePages = Interlocked.Read(ref _counters.HugePages),
+            HugePages = Interlocked.Read(ref _counters.HugePages) + (_dedup?.HugeEntries ?? 0),
             HugePagesSince = Interlocked.Read(ref _counters.HugePagesSince),
             FailedReads = Interlocked.Read(ref _counters.FailedReads),
             FailedWrites = Interlocked.Read(ref _counters.FailedWrites),
@@ -309,6 +318,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             MetadataBytes = metadata,
             RecompressedPages = Interlocked.Read(ref _counters.RecompressedPages),
             RecompressBytesSaved = Interlocked.Read(ref _counters.RecompressBytesSaved),
+            DedupPages = _dedup is null ? 0 : _dedup.References - _dedup.Count,
+            DedupBytesSaved = _dedup?.BytesSaved ?? 0,
             BdCount = _backing?.Count ?? 0,
             BdReads = _backing?.Reads ?? 0,
             BdWrites = _backing?.Writes ?? 0,
@@ -928,6 +939,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return ReadBack(index, info, value, page);
         }
 
+        if ((info & SlotInfo.Deduped) != 0)
+        {
+            // The slot's reference keeps the entry and its object alive while the slot lock is held.
+            (uint handle, uint objectInfo) entry;
+            lock (_dedup!.Lock)
+            {
+                entry = _dedup.Get((int)value);
+            }
+
+            return LoadObject(index, entry.objectInfo, entry.handle, page);
+        }
+
         int size = SlotInfo.Size(info);
         Span<byte> scratch = stackalloc byte[PageSize];
         using ZsReadView view = _pool.MapRead(value, size, scratch);
@@ -1019,6 +1042,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return NbdError.NoMemory;
             }
         }
+        else if (_dedup is not null)
+        {
+            NbdError error = StoreDeduplicated(index, page, out value);
+            if (error != NbdError.None)
+            {
+                return error;
+            }
+
+            info = SlotInfo.DedupReference();
+        }
         else
         {
             Compressor compressor = _compressor;
@@ -1038,6 +1071,45 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         Swap(index, info, value, lockHeld, out uint oldInfo, out uint oldValue);
         Release(oldInfo, oldValue, deferred: true);
         _counters.Replace(oldInfo, info);
+        return NbdError.None;
+    }
+
+    /// <summary>
+    /// The dedup write: an entry whose page has the same hash and the same bytes gets one more reference; else the
+    /// page is compressed and stored as usual and becomes a new entry. Returns the entry id in <paramref name="value"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value)
+    {
+        uint hash = DedupIndex.Hash(page);
+        Span<byte> candidate = stackalloc byte[PageSize];
+        lock (_dedup!.Lock)
+        {
+            for (int id = _dedup.First(hash); id >= 0; id = _dedup.Next(id))
+            {
+                (uint handle, uint objectInfo) = _dedup.Get(id);
+                if (LoadObject(index, objectInfo, handle, candidate) == NbdError.None && candidate.SequenceEqual(page))
+                {
+                    _dedup.AddReference(id);
+                    value = (uint)id;
+                    return NbdError.None;
+                }
+            }
+        }
+
+        Compressor compressor = _compressor;
+        using CompressionStreamLease lease = compressor.Acquire();
+        int n = lease.Stream.Compress(page, _maxCompressedSize);
+        ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
+        NbdError error = Allocate(data.Length, out uint stored);
+        if (error != NbdError.None)
+        {
+            value = 0;
+            return error;
+        }
+
+        _pool.Write(stored, data);
+        value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
         return NbdError.None;
     }
 
@@ -1100,6 +1172,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         else if (SlotInfo.IsWrittenBack(info))
         {
             _backing!.Free(value);
+        }
+        else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle))
+        {
+            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
+            {
+                _pool.FreeDeferred(handle);
+            }
+            else
+            {
+                _pool.Free(handle);
+            }
         }
     }
 

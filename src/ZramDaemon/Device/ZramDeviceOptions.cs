@@ -44,6 +44,9 @@ public sealed record ZramDeviceOptions
     /// <summary>The share of one CPU the background recompressor may use, 1-100 percent.</summary>
     public int RecompressCpuPercent { get; init; } = 10;
 
+    /// <summary>Same-page deduplication: pages with identical content are stored once (off by default: see docs/device.md).</summary>
+    public bool Dedup { get; init; }
+
     /// <summary>zram's backing_dev, as a file: where slots are written back to free memory; null = no writeback.</summary>
     public string? BackingFile { get; init; }
 

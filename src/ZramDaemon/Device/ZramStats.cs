@@ -66,6 +66,12 @@ public sealed record ZramStats
     /// <summary>Compressed bytes those recompressions saved: old object sizes minus new (since creation).</summary>
     public long RecompressBytesSaved { get; init; }
 
+    /// <summary>Slots that share another slot's object instead of storing their own (deduplication).</summary>
+    public long DedupPages { get; init; }
+
+    /// <summary>Compressed bytes those slots did not store.</summary>
+    public long DedupBytesSaved { get; init; }
+
     /// <summary>zram's bd_count: pages written back and held in the backing file now.</summary>
     public long BdCount { get; init; }
 

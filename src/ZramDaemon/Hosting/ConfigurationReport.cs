@@ -37,6 +37,11 @@ internal static partial class ConfigurationReport
                     d.RecompressIdleAfter == TimeSpan.Zero ? "0 (only on request)" : string.Create(CultureInfo.InvariantCulture, $"{d.RecompressIdleAfter.TotalSeconds:0}s"), d.RecompressCpuPercent);
             }
 
+            if (d.Dedup)
+            {
+                LogDedup(logger, d.Name);
+            }
+
             if (d.WritebackFile is not null)
             {
                 LogWriteback(logger, d.Name, d.WritebackFile, d.WritebackWatermarkPercent,
@@ -67,4 +72,7 @@ internal static partial class ConfigurationReport
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] writeback-file = {File}, writeback-watermark = {Watermark}%, writeback-limit = {Limit}")]
     private static partial void LogWriteback(ILogger logger, string name, string file, int watermark, string limit);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "[{Name}] dedup = yes")]
+    private static partial void LogDedup(ILogger logger, string name);
 }

@@ -112,6 +112,8 @@ internal sealed class DeviceRegistry : IControlHandler
             MetadataBytes = s.MetadataBytes,
             RecompressedPages = s.RecompressedPages,
             RecompressBytesSaved = s.RecompressBytesSaved,
+            DedupPages = s.DedupPages,
+            DedupBytesSaved = s.DedupBytesSaved,
             BdCount = s.BdCount,
             BdReads = s.BdReads,
             BdWrites = s.BdWrites,

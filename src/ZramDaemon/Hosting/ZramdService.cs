@@ -75,6 +75,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                     BackingFile = d.WritebackFile,
                     WritebackWatermarkPercent = d.WritebackWatermarkPercent,
                     WritebackLimitPerDay = d.WritebackLimitPerDay,
+                    Dedup = d.Dedup,
                 },
                 _loggerFactory));
         }

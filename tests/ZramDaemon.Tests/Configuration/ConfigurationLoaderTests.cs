@@ -181,11 +181,13 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [Fact]
     public void Writeback_keys_set_the_file_watermark_and_daily_limit()
     {
-        string path = WriteConfig($"[zram0]\nzram-size = 8\nwriteback-file = {_dir}/zram0.wb\nwriteback-watermark = 70%\nwriteback-limit = 2G\n[zram1]\nzram-size = 8\n");
+        string path = WriteConfig($"[zram0]\nzram-size = 8\nwriteback-file = {_dir}/zram0.wb\nwriteback-watermark = 70%\nwriteback-limit = 2G\ndedup = yes\n[zram1]\nzram-size = 8\n");
         ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
         Assert.Equal(Path.Combine(_dir, "zram0.wb"), config.Devices[0].WritebackFile);
         Assert.Equal(70, config.Devices[0].WritebackWatermarkPercent);
         Assert.Equal(2L << 30, config.Devices[0].WritebackLimitPerDay);
+        Assert.True(config.Devices[0].Dedup);
+        Assert.False(config.Devices[1].Dedup);
         Assert.Null(config.Devices[1].WritebackFile);
         Assert.Equal(DeviceConfiguration.DefaultWritebackWatermarkPercent, config.Devices[1].WritebackWatermarkPercent);
         Assert.Equal(0, config.Devices[1].WritebackLimitPerDay);
@@ -222,6 +224,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nwriteback-file = /no-such-dir-zramd/zram0.wb", "[zram0] writeback-file = '/no-such-dir-zramd/zram0.wb': a file in an existing directory" },
         { "[zram0]\nwriteback-file = /dev/sdb", "[zram0] writeback-file = '/dev/sdb': zramd writes back to a file, not a device" },
         { "[zram0]\nwriteback-watermark = 0", "[zram0] writeback-watermark = '0': a percentage of the memory limit" },
+        { "[zram0]\ndedup = sometimes", "[zram0] dedup = 'sometimes': use yes or no" },
         { "[zram0]\nwriteback-limit = lots", "[zram0] writeback-limit = 'lots': bytes per day" },
         { "[zramd]\nrecompress-algorithm = zstd", "[zramd] recompress-algorithm = 'zstd': unknown key in [zramd]: this is a device setting" },
         { "[zram0]\nattach = /dev/sda", "[zram0] attach = '/dev/sda': a kernel nbd device" },

@@ -20,7 +20,7 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
 {
     public static TheoryData<string, string> BadRequests => new()
     {
-        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME" },
+        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME" },
         { "   \t \n", "empty request" },
         { "frobnicate\n", "unknown request 'frobnicate'" },
         { "STATUS\n", "unknown request 'STATUS'" },
@@ -39,7 +39,9 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
         { "stats zram9\n", "no device 'zram9': this daemon has zram0" },
         { "idle\n", "wrong arguments for idle" },
         { "recompress zram0 type=cold\n", "'type=cold': the type is idle, huge or all" },
-        { "writeback zram0 max_pages=-1\n", "'max_pages=-1': max_pages is a whole number of pages" },
+        { "recompress zram0\n", "zram0 has no recompression algorithm: set recompress-algorithm" },
+        { "writeback zram0 max_pages=x\n", "'max_pages=x': max_pages is a whole number of pages" },
+        { "writeback zram0\n", "zram0 has no backing file: set writeback-file" },
         { "compact zram9\n", "no device 'zram9'" },
         { "reset ../zram0\n", "no device '../zram0'" },
         { "status\0\n", "unknown request 'status\0'" },

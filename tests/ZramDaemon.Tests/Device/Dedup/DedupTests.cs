@@ -1,0 +1,257 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+using ZramDaemon.Device.Dedup;
+using ZramDaemon.Tests.Device.Recompression;
+
+namespace ZramDaemon.Tests.Device.Dedup;
+
+/// <summary>Same-page deduplication against a model: many slots with few distinct contents, overwritten and trimmed in random order.</summary>
+public class DedupTests
+{
+    private const int Page = ZramDevice.PageSize;
+
+    private static ZramDevice Create(int slots) => new(new ZramDeviceOptions
+    {
+        Name = "zram0",
+        DiskSize = (long)slots * Page,
+        Dedup = true,
+        CompactThresholdPages = 0,
+    }, NullLoggerFactory.Instance);
+
+    /// <summary>Eight text pages, two incompressible ones, and variants of the first differing in one byte (same size, other hash).</summary>
+    private static byte[][] Contents()
+    {
+        var random = new Random(4);
+        var contents = Enumerable.Range(0, 8).Select(DevicePages.TextPage).ToList();
+        contents.Add(RecompressionTests.NibblePage(random));
+        var noise = new byte[Page];
+        random.NextBytes(noise);
+        contents.Add(noise);
+        for (int i = 0; i < 4; i++)
+        {
+            byte[] variant = (byte[])contents[0].Clone();
+            variant[100 + i] ^= 0x20;
+            contents.Add(variant);
+        }
+
+        return contents.ToArray();
+    }
+
+    [Fact]
+    public void Random_writes_overwrites_and_trims_match_the_model_and_each_content_is_stored_once()
+    {
+        const int slots = 1024;
+        using ZramDevice device = Create(slots);
+        byte[][] contents = Contents();
+        var model = new int[slots]; // -1: zeros (unwritten or trimmed), else the content index; -2: patched
+        var patched = new byte[slots][];
+        Array.Fill(model, -1);
+        var random = new Random(21);
+        var back = new byte[Page];
+        for (int op = 0; op < 20000; op++)
+        {
+            int i = random.Next(slots);
+            switch (random.Next(12))
+            {
+                case 0:
+                    Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+                    model[i] = -1;
+                    break;
+                case 1:
+                    // Part of a page: the slot gets content of its own (read-modify-write through the dedup path).
+                    byte[] current = Expected(model, patched, contents, i);
+                    current[512] ^= 0x55;
+                    Assert.Equal(NbdError.None, device.Write(((long)i * Page) + 512, current.AsSpan(512, 512), fua: false));
+                    model[i] = -2;
+                    patched[i] = current;
+                    break;
+                case < 8:
+                    int c = random.Next(contents.Length);
+                    Assert.Equal(NbdError.None, device.Write((long)i * Page, contents[c], fua: false));
+                    model[i] = c;
+                    break;
+                default:
+                    Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+                    Assert.True(back.AsSpan().SequenceEqual(Expected(model, patched, contents, i)), $"slot {i} reads back different at op {op}");
+                    break;
+            }
+        }
+
+        for (int i = 0; i < slots; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(Expected(model, patched, contents, i)), $"slot {i} reads back different");
+        }
+
+        // Each distinct content is stored once. A page patched twice at a trimmed slot is zeros again: same-filled,
+        // kept in the slot, not in the dedup index.
+        var distinct = new HashSet<string>();
+        long stored = 0, same = 0, deduplicable = 0;
+        for (int i = 0; i < slots; i++)
+        {
+            if (model[i] != -1)
+            {
+                stored++;
+                byte[] expected = Expected(model, patched, contents, i);
+                if (ZramDevice.IsSameFilled(expected, out _))
+                {
+                    same++;
+                    continue;
+                }
+
+                deduplicable++;
+                distinct.Add(Convert.ToHexString(expected));
+            }
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(stored * Page, stats.OrigDataSize);
+        Assert.Equal(deduplicable - distinct.Count, stats.DedupPages);
+        Assert.True(stats.DedupBytesSaved > 0);
+        Assert.Equal(same, stats.SamePages);
+
+        // Trimming everything frees every object: the pool holds nothing after the deferred frees.
+        Assert.Equal(NbdError.None, device.Trim(0, (long)slots * Page));
+        device.Compact();
+        stats = device.GetStats();
+        Assert.Equal(0, stats.OrigDataSize);
+        Assert.Equal(0, stats.ComprDataSize);
+        Assert.Equal(0, stats.DedupPages);
+        Assert.Equal(0, stats.HugePages);
+        Assert.Equal(stats.MetadataBytes, stats.MemUsedTotal);
+    }
+
+    [Fact]
+    public void Many_slots_with_one_content_take_one_object_and_overwriting_one_never_changes_another()
+    {
+        using ZramDevice device = Create(4096);
+        using ZramDevice plain = new(new ZramDeviceOptions { Name = "plain", DiskSize = 4096L * Page }, NullLoggerFactory.Instance);
+        byte[] text = DevicePages.TextPage(3);
+        for (int i = 0; i < 4096; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, text, fua: false));
+            Assert.Equal(NbdError.None, plain.Write((long)i * Page, text, fua: false));
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(4095, stats.DedupPages);
+        Assert.True(stats.MemUsedTotal < plain.GetStats().MemUsedTotal / 4, $"{stats.MemUsedTotal} vs {plain.GetStats().MemUsedTotal} without dedup");
+        Assert.Equal(plain.GetStats().ComprDataSize / 4096, stats.ComprDataSize);
+
+        byte[] other = DevicePages.TextPage(4);
+        Assert.Equal(NbdError.None, device.Write(7L * Page, other, fua: false));
+        Assert.Equal(NbdError.None, device.Trim(8L * Page, Page));
+        var back = new byte[Page];
+        for (int i = 0; i < 4096; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            byte[] expected = i == 7 ? other : i == 8 ? new byte[Page] : text;
+            Assert.True(back.AsSpan().SequenceEqual(expected), $"slot {i} reads back different");
+        }
+
+        Assert.Equal(4093, device.GetStats().DedupPages);
+    }
+
+    [Fact]
+    public async Task Concurrent_writers_of_the_same_contents_never_lose_a_reference()
+    {
+        const int slots = 512;
+        using ZramDevice device = Create(slots);
+        byte[][] contents = Contents();
+        var model = new int[slots];
+        Array.Fill(model, -1);
+        var locks = Enumerable.Range(0, slots).Select(_ => new object()).ToArray();
+        int mismatches = 0;
+        await Task.WhenAll(Enumerable.Range(0, 4).Select(t => Task.Run(() =>
+        {
+            var random = new Random(100 + t);
+            var back = new byte[Page];
+            for (int op = 0; op < 8000; op++)
+            {
+                int i = random.Next(slots);
+                lock (locks[i])
+                {
+                    switch (random.Next(6))
+                    {
+                        case 0:
+                            Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+                            model[i] = -1;
+                            break;
+                        case < 4:
+                            int c = random.Next(contents.Length);
+                            Assert.Equal(NbdError.None, device.Write((long)i * Page, contents[c], fua: false));
+                            model[i] = c;
+                            break;
+                        default:
+                            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+                            if (!back.AsSpan().SequenceEqual(model[i] < 0 ? new byte[Page] : contents[model[i]]))
+                            {
+                                Interlocked.Increment(ref mismatches);
+                            }
+
+                            break;
+                    }
+                }
+            }
+        })));
+
+        Assert.Equal(0, mismatches);
+        long stored = model.Count(m => m >= 0);
+        Assert.Equal(stored - model.Where(m => m >= 0).Distinct().Count(), device.GetStats().DedupPages);
+    }
+
+    [Fact]
+    public void The_hash_sees_every_word_and_the_index_frees_on_the_last_release()
+    {
+        byte[] page = DevicePages.TextPage(1);
+        uint hash = DedupIndex.Hash(page);
+        for (int at = 0; at < Page; at += 8)
+        {
+            byte[] changed = (byte[])page.Clone();
+            changed[at] ^= 1;
+            Assert.NotEqual(hash, DedupIndex.Hash(changed));
+        }
+
+        var index = new DedupIndex();
+        int id = index.Add(hash, 42, SlotInfo.Compressed(100, ZramDaemon.Compression.CompressionAlgorithm.Lz4));
+        lock (index.Lock)
+        {
+            Assert.Equal(id, index.First(hash));
+            Assert.Equal(-1, index.Next(id));
+            index.AddReference(id);
+        }
+
+        Assert.Equal(2, index.References);
+        Assert.Equal(100, index.BytesSaved);
+        Assert.False(index.Release(id, out _));
+        Assert.True(index.Release(id, out uint handle));
+        Assert.Equal(42U, handle);
+        Assert.Equal(0, index.Count);
+        Assert.Throws<InvalidOperationException>(() => index.Release(id, out _));
+        lock (index.Lock)
+        {
+            Assert.Equal(-1, index.First(hash));
+        }
+
+        // Growth rechains every live entry.
+        var ids = Enumerable.Range(0, 5000).Select(i => index.Add((uint)i * 7919, (uint)i, SlotInfo.Raw())).ToArray();
+        lock (index.Lock)
+        {
+            for (int i = 0; i < ids.Length; i++)
+            {
+                Assert.Equal(ids[i], index.First((uint)i * 7919));
+            }
+        }
+
+        Assert.Equal(5000L * Page, index.Bytes);
+        Assert.Equal(5000, index.HugeEntries);
+    }
+
+    private static byte[] Expected(int[] model, byte[][] patched, byte[][] contents, int i) => model[i] switch
+    {
+        -1 => new byte[Page],
+        -2 => (byte[])patched[i].Clone(),
+        _ => (byte[])contents[model[i]].Clone(),
+    };
+}
