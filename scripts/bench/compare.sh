@@ -6,7 +6,10 @@
 # spreads over all of them; the report gives medians with min/max and the ratios zramd / peer.
 #
 #   scripts/bench/compare.sh [--rounds N] [--runtime SECONDS] [--corpus-mib MIB] [--systems LIST] [--out DIR]
+#                            [--baseline DIR]
 #
+# --baseline DIR adds "zramd-base": the zramd built from another checkout (e.g. `git worktree add DIR main`), run
+# interleaved with this one, so that a change is measured against what it changes.
 # Writes docs/BENCHMARKS.md and docs/benchmarks.png (unless --out says elsewhere) and prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,6 +20,7 @@ runtime=5
 corpus_mib=512
 systems="zramd nbdkit-sparse nbdkit-zstd kernel-zram"
 out=docs
+baseline=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -24,7 +28,8 @@ while [ $# -gt 0 ]; do
     --corpus-mib) corpus_mib=$2; shift 2 ;;
     --systems) systems=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -59,6 +64,11 @@ corpus_bytes=$(stat -c %s "$swap_corpus")
 
 dotnet build src/ZramDaemon/ZramDaemon.csproj -c Release -nologo -v:q >&2
 zramd=(dotnet "$root/src/ZramDaemon/bin/Release/net10.0/zramd.dll")
+if [ -n "$baseline" ]; then
+  dotnet build "$baseline/src/ZramDaemon/ZramDaemon.csproj" -c Release -nologo -v:q >&2
+  systems="$systems zramd-base"
+fi
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # Every device is exactly the corpus's size, so that copying it out reads the corpus and nothing else.
 # ---- servers ---------------------------------------------------------------------------------------------
@@ -74,11 +84,12 @@ wait_for_socket() {
 start_server() { # SYSTEM
   rm -f "$sock" "$ctl"
   case "$1" in
-    zramd|zramd-nodefer)
+    zramd|zramd-nodefer|zramd-base)
       # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline.
-      local conf="$work/zramd.conf"
-      printf '[zram0]\ndeferred-free-capacity = %s\n' "$([ "$1" = zramd ] && echo 32768 || echo 0)" > "$conf"
-      "${zramd[@]}" --config "$conf" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 \
+      local conf="$work/zramd.conf" exe=("${zramd[@]}")
+      [ "$1" = zramd-base ] && exe=(dotnet "$baseline/src/ZramDaemon/bin/Release/net10.0/zramd.dll")
+      printf '[zram0]\ndeferred-free-capacity = %s\n' "$([ "$1" = zramd-nodefer ] && echo 0 || echo 32768)" > "$conf"
+      "${exe[@]}" --config "$conf" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 \
         >"$work/zramd.log" 2>&1 &
       server_pid=$!; wait_for_socket "$sock"; wait_for_socket "$ctl" ;;
     nbdkit-sparse|nbdkit-zstd)
@@ -172,7 +183,8 @@ run_system() {
   for corpus in swap fs; do
     local file=$swap_corpus; [ $corpus = fs ] && file=$fs_corpus
     start_server "$system"
-    record "idle_rss_mib" "$(awk -v k="$(rss_kib VmRSS)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
+    local idle; idle=$(rss_kib VmRSS)
+    record "idle_rss_mib" "$(awk -v k="$idle" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
     record "nbdcopy_in_${corpus}_mbps" "$(echo "$corpus_bytes / 1000000 / $(seconds_of nbdcopy "$file" "$(target)")" | bc -l)"
     record "nbdcopy_out_${corpus}_mbps" "$(echo "$corpus_bytes / 1000000 / $(seconds_of nbdcopy "$(target)" "$work/out.bin")" | bc -l)"
     cmp -s "$file" "$work/out.bin" || { echo "$system returned different data for the $corpus corpus" >&2; exit 1; }
@@ -181,10 +193,13 @@ run_system() {
     [ -n "$used" ] && record "mem_used_mib_per_gib_${corpus}" "$(echo "$used / 1048576 / $gib" | bc -l)"
     local rss; rss=$(rss_kib VmRSS)
     [ -n "$rss" ] && record "rss_mib_per_gib_${corpus}" "$(echo "$rss / 1024 / $gib" | bc -l)"
+    # How much of the RSS growth while storing the corpus is the pool itself (100 = exactly mem_used_total).
+    [ -n "$rss" ] && [ -n "$used" ] && record "rss_growth_pct_of_mem_used_${corpus}" "$(echo "($rss - $idle) * 1024 * 100 / $used" | bc -l)"
     if [ $corpus = swap ]; then
       # Reads go over the real corpus just written.
       fio_run seq_read_128k read 128k 16 1
       fio_run randread_4k_qd1 randread 4k 1 1
+      fio_run randread_4k_qd1_2j randread 4k 1 2
       fio_run randread_4k_qd32 randread 4k 32 1
       fio_run randread_4k_qd32_2j randread 4k 32 2
       # Writes: fio cannot write from a file, so its buffers compress like the corpus does with LZ4.
@@ -194,6 +209,7 @@ run_system() {
       local buf=(--buffer_compress_percentage="$pct" --buffer_compress_chunk=4k --refill_buffers)
       fio_run seq_write_128k write 128k 16 1 "${buf[@]}"
       fio_run randwrite_4k_qd1 randwrite 4k 1 1 "${buf[@]}"
+      fio_run randwrite_4k_qd1_2j randwrite 4k 1 2 "${buf[@]}"
       fio_run randwrite_4k_qd32 randwrite 4k 32 1 "${buf[@]}"
       fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
       record "vmhwm_mib" "$(awk -v k="$(rss_kib VmHWM)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
@@ -220,8 +236,12 @@ run_compaction() {
   [ -n "$zram_dev" ] && trim_engine=(--ioengine=psync --filename="/dev/$zram_dev")
   # Half of the device in random 256 KiB extents (64 slots a request), so that the cost of freeing shows
   # next to the cost of a request; with the queue the frees leave the request path.
-  local t; t=$(seconds_of fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=256k --iodepth=16 \
-      --size="$corpus_bytes" --io_size=$(( corpus_bytes / 2 )) --randrepeat=1 --output-format=json)
+  # fio's own runtime of the trims, not the command's wall time: starting fio and connecting cost about half
+  # a second, several times the trims themselves, and would hide the difference.
+  fio --name=trim "${trim_engine[@]}" --rw=randtrim --bs=256k --iodepth=16 \
+      --size="$corpus_bytes" --io_size=$(( corpus_bytes / 2 )) --randrepeat=1 \
+      --output-format=json --output="$work/trim.json" >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
+  local t; t=$(jq '.jobs[0].trim.runtime / 1000' "$work/trim.json")
   record "trim_half_s" "$t"
   # Let queued frees drain (zramd's device thread drains its queue every second), for every system alike.
   sleep 1.5
@@ -251,7 +271,7 @@ for round in $(seq 1 "$rounds"); do
   for system in $systems; do
     echo "round $round: $system" >&2
     run_system
-    case "$system" in zramd|kernel-zram) run_compaction ;; esac
+    case "$system" in zramd|zramd-base|kernel-zram) run_compaction ;; esac
   done
   if [[ " $systems " == *" zramd "* ]]; then
     system=zramd-nodefer
@@ -261,4 +281,6 @@ for round in $(seq 1 "$rounds"); do
 done
 
 mkdir -p "$out"
-python3 scripts/bench/report.py "$results" "$out" "$rounds" "$runtime" "${corpus_mib} MiB"
+cp "$results" "$out/benchmarks.tsv"   # the raw figures, to redraw the report: report.py benchmarks.tsv DIR ...
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 scripts/bench/report.py "$results" "$out" "$rounds" "$runtime" "${corpus_mib} MiB" "$load_before" "$load_after"

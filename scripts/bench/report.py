@@ -10,6 +10,7 @@ import sys
 from collections import defaultdict
 
 results, out_dir, rounds, runtime, corpus_size = sys.argv[1:6]
+load_before, load_after = (sys.argv[6:8] + ["?", "?"])[:2]
 
 values = defaultdict(list)
 systems, metrics = [], []
@@ -37,10 +38,42 @@ def cell(system, metric):
     if not v:
         return "", None
     med = statistics.median(v)
-    return f"{med:,.1f} ({min(v):,.1f}–{max(v):,.1f})", med
+    return f"{fmt(med)} ({fmt(min(v))}–{fmt(max(v))})", med
+
+
+def fmt(x):
+    """Three significant figures or more: 70,843 / 538 / 16.8 / 0.0755."""
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    if abs(x) >= 100:
+        return f"{x:.0f}"
+    if abs(x) >= 1:
+        return f"{x:.1f}"
+    return f"{x:.3g}"
 
 
 peers = [s for s in systems if s != "zramd"]
+
+# The targets of issue #8, checked on this run's medians: (what, metric, peer or None, test on the value, wanted).
+# For a peer the value is the ratio zramd / peer; without one it is zramd's own figure.
+FOUR_K = [m for m in metrics if m.startswith(("randread_4k", "randwrite_4k"))]
+TARGETS = (
+    [("vs nbdkit zstd: seq write", "seq_write_128k", "nbdkit-zstd", ">=", 3.0),
+     ("vs nbdkit zstd: seq read", "seq_read_128k", "nbdkit-zstd", ">=", 3.0)]
+    + [(f"vs nbdkit zstd: {m}", m, "nbdkit-zstd", ">=", 4.0) for m in FOUR_K]
+    + [(f"vs nbdkit sparse: {m}", m, "nbdkit-sparse", ">=", 0.9) for m in FOUR_K]
+    + [("vs nbdkit sparse: seq write", "seq_write_128k", "nbdkit-sparse", ">=", 0.45),
+       ("vs nbdkit sparse: seq read", "seq_read_128k", "nbdkit-sparse", ">=", 0.6),
+       ("vs kernel zram: seq write", "seq_write_128k", "kernel-zram", ">=", 0.75),
+       ("vs kernel zram: seq read", "seq_read_128k", "kernel-zram", ">=", 0.8),
+       ("memory per GiB, swap-like, vs kernel", "mem_used_mib_per_gib_swap", "kernel-zram", "<=", 1.0),
+       ("memory per GiB, fs-like, vs kernel", "mem_used_mib_per_gib_fs", "kernel-zram", "<=", 1.0),
+       ("RSS growth / mem_used_total, swap-like (%)", "rss_growth_pct_of_mem_used_swap", None, "within5", 100.0),
+       ("RSS growth / mem_used_total, fs-like (%)", "rss_growth_pct_of_mem_used_fs", None, "within5", 100.0),
+       ("idle RSS (MiB)", "idle_rss_mib", None, "<", 60.0),
+       ("overhead after compaction vs kernel's (points)", "overhead_after_compact_pct", "kernel-zram", "diff<=", 0.0),
+       ("trims without deferred free / with (x faster)", "trim_half_s", "zramd-nodefer", "inverse>=", 3.0)]
+)
 header = ["metric"] + systems + [f"zramd / {p}" for p in peers]
 rows = []
 medians = {}
@@ -54,6 +87,30 @@ for m in metrics:
         a, b = medians.get(("zramd", m)), medians.get((p, m))
         row.append(f"{a / b:.2f}x" if a is not None and b else "")
     rows.append(row)
+
+
+def check_targets():
+    out = []
+    for what, metric, peer, test, wanted in TARGETS:
+        mine = medians.get(("zramd", metric))
+        theirs = medians.get((peer, metric)) if peer else None
+        if mine is None or (peer and not theirs):
+            continue
+        if test == ">=":
+            value, ok, shown = mine / theirs, mine / theirs >= wanted, f"{mine / theirs:.2f}x (want >= {wanted}x)"
+        elif test == "<=":
+            value, ok, shown = mine / theirs, mine / theirs <= wanted, f"{mine / theirs:.2f}x (want <= {wanted}x)"
+        elif test == "inverse>=":
+            value = theirs / mine if mine else 0
+            ok, shown = value >= wanted, f"{value:.2f}x (want >= {wanted}x)"
+        elif test == "diff<=":
+            ok, shown = mine - theirs <= wanted, f"{mine:.1f}% vs {theirs:.1f}% (want zramd <= kernel)"
+        elif test == "within5":
+            ok, shown = abs(mine - wanted) <= 5, f"{mine:.1f}% (want 95-105%)"
+        else:
+            ok, shown = mine < wanted, f"{mine:.1f} (want < {wanted})"
+        out.append([what, shown, "met" if ok else "**missed**"])
+    return out
 
 
 def table(header, rows):
@@ -74,18 +131,25 @@ now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"
 md = f"""# Benchmarks
 
 Produced by `scripts/bench/compare.sh` on {now}.
-Machine: {machine}.
+Machine: {machine}; load average {load_before} at the start, {load_after} at the end (the machine is shared,
+so absolute figures move; compare the ratios, which come from interleaved runs).
 {rounds} rounds, systems interleaved in each round; fio runs of {runtime} s; corpora of {corpus_size}.
 Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios are zramd's median over the peer's.
 Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
 
 {table(header, rows)}
 
+## Targets (issue #8), on these medians
+
+{table(["target", "this run", "verdict"], check_targets())}
+
 ![throughput and memory](benchmarks.png)
 """
 with open(os.path.join(out_dir, "BENCHMARKS.md"), "w") as f:
     f.write(md)
 print(table(header, rows))
+print()
+print(table(["target", "this run", "verdict"], check_targets()))
 
 # Chart: throughput figures and memory per GiB side by side, one bar per system.
 throughput = [m for m in metrics if not lower_is_better(m)]
