@@ -145,8 +145,17 @@ Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool met
 
 ![throughput and memory](benchmarks.png)
 """
-with open(os.path.join(out_dir, "BENCHMARKS.md"), "w") as f:
-    f.write(md)
+# Hand-written analysis below the marker survives a rerun (it says which run it was written for).
+MARKER = "<!-- notes: kept by report.py -->"
+doc = os.path.join(out_dir, "BENCHMARKS.md")
+notes = ""
+if os.path.exists(doc):
+    with open(doc) as f:
+        old = f.read()
+    if MARKER in old:
+        notes = "\n" + MARKER + old.split(MARKER, 1)[1]
+with open(doc, "w") as f:
+    f.write(md + notes)
 print(table(header, rows))
 print()
 print(table(["target", "this run", "verdict"], check_targets()))
