@@ -127,6 +127,7 @@ public sealed partial class DaemonLifecycleTests
         Assert.Equal("STOPPING=1\nSTATUS=stopping", rest.Last());
     }
 
+    [Fact]
     public async Task Under_journald_every_line_has_a_priority_prefix_and_no_timestamp_and_swap_safety_is_reported()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["JOURNAL_STREAM"] = "8:12345" });
