@@ -173,7 +173,9 @@ internal sealed class NbdSession
     // ---- reading (under _readLock) ------------------------------------------------------------------------
 
     /// <summary>Reads the next request into <paramref name="slot"/> and counts it in flight. False when the
-    /// connection ends: NBD_CMD_DISC (<see cref="_clean"/>), end of stream, a protocol violation.</summary>
+    /// connection ends: NBD_CMD_DISC (<see cref="_clean"/>), end of stream, a protocol violation, or anything
+    /// else that goes wrong here (a buffer that cannot be had, say): on a thread of our own an exception that
+    /// escaped would end the process, so it ends this connection only.</summary>
     private bool TryReadRequest(RequestSlot slot)
     {
         try
@@ -187,6 +189,11 @@ internal sealed class NbdSession
                 _logger.ProtocolViolation(_id, e.Message);
             }
 
+            return false;
+        }
+        catch (Exception e)
+        {
+            _logger.ConnectionFailed(_id, e);
             return false;
         }
     }
