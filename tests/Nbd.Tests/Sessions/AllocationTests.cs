@@ -11,8 +11,8 @@ namespace Nbd.Tests.Sessions;
 /// this one connection and nothing else: the device below samples GC.GetAllocatedBytesForCurrentThread() on
 /// whichever server thread calls it, and a thread's growth between its first and last sample of the measured
 /// phase covers whole turns of its loop (read a request, run it, reply). Other tests running in parallel
-/// allocate on other threads, so they cannot disturb the figure, and a thread that allocates even a few bytes
-/// per request shows thousands.
+/// allocate on other threads, so they cannot disturb the figure, and a thread that allocates even once per
+/// request shows hundreds of kilobytes.
 /// </summary>
 public sealed class AllocationTests
 {
@@ -62,16 +62,26 @@ public sealed class AllocationTests
             Round();
         }
 
-        device.StartMeasuring();
-        for (int i = 0; i < 100; i++)
+        // A window of 100 rounds (12,800 requests) must allocate exactly 0 bytes. Up to five windows: something
+        // the runtime does once, late (a lock's first wait, a tiering step), can land in one window on a loaded
+        // machine, but an allocation on the request path recurs in every window.
+        var windows = new List<(int Threads, long Requests, long Allocated)>();
+        do
         {
-            Round();
-        }
+            device.StartMeasuring();
+            for (int i = 0; i < 100; i++)
+            {
+                Round();
+            }
 
-        (int threads, long requests, long allocated) = device.StopMeasuring();
+            windows.Add(device.StopMeasuring());
+        }
+        while (windows[^1].Allocated != 0 && windows.Count < 5);
+
+        (int threads, long requests, long allocated) = windows[^1];
         Assert.True(threads >= 2, $"only {threads} server thread(s) ran requests");
         Assert.True(requests >= 100 * 4 * Depth, $"{requests} requests sampled");
-        Assert.Equal(0, allocated);
+        Assert.True(allocated == 0, "bytes allocated per window: " + string.Join(", ", windows.Select(w => w.Allocated)));
         Assert.Equal(Enumerable.Range(0, Block).Select(i => (byte)i), ReadBack(device, Block));
     }
 

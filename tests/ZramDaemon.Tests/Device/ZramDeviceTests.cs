@@ -291,16 +291,26 @@ public class ZramDeviceTests
         }
 
         Assert.Equal(0u, Round()); // first use: streams and pool chunks
-        uint errors = 0;
-        long before = GC.GetAllocatedBytesForCurrentThread();
-        for (int i = 0; i < 20; i++)
-        {
-            errors |= Round();
-        }
 
-        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // A window of 20 rounds must allocate exactly 0 bytes. Up to five windows: something the runtime does once,
+        // late (a tiering step, a lock's first wait), can land in one window on a loaded machine, but an allocation
+        // on the request path recurs in every window.
+        uint errors = 0;
+        var windows = new List<long>();
+        do
+        {
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 20; i++)
+            {
+                errors |= Round();
+            }
+
+            windows.Add(GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+        while (windows[^1] != 0 && windows.Count < 5);
+
         Assert.Equal(0u, errors);
-        Assert.Equal(0, allocated);
+        Assert.True(windows[^1] == 0, "bytes allocated per window: " + string.Join(", ", windows));
     }
 
     [Fact]
