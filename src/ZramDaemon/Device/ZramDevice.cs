@@ -750,6 +750,40 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return false;
     }
 
+    /// <summary>Object bytes written back before compacting when a write needs a new zspage: two of the longest.</summary>
+    private const long RoomForNewZspage = 2L * 16 * PageSize;
+
+    /// <summary>
+    /// The write path's way out when its class has nothing to write back: writes back objects of any class,
+    /// going round the table as <see cref="WritebackForRoom"/> does, until they add up to <paramref name="bytes"/>.
+    /// Returns the slots written back.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private long WritebackForLimit(long bytes)
+    {
+        int count = _slots.Count;
+        int start = Volatile.Read(ref _writebackCursor);
+        long freed = 0, written = 0;
+        for (int i = 0; i < count && freed < bytes; i++)
+        {
+            int index = start + i < count ? start + i : start + i - count;
+            int size = SlotInfo.Size(_slots.PeekInfo(index));
+            WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex: -1);
+            if (outcome == WritebackOutcome.WrittenBack)
+            {
+                freed += size;
+                written++;
+                Volatile.Write(ref _writebackCursor, index + 1 < count ? index + 1 : 0);
+            }
+            else if (outcome != WritebackOutcome.Skipped)
+            {
+                break;
+            }
+        }
+
+        return written;
+    }
+
     /// <summary>
     /// Writes one slot's object to the backing file if it is a candidate, under the slot's lock (taken only if free
     /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
@@ -1243,6 +1277,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             int classIndex = _pool.ClassIndexOf(size);
             for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex); attempt++)
             {
+                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+                {
+                    return error;
+                }
+            }
+
+            // The class has no object to give up (none stored yet, or the background wrote them all back) and needs
+            // a new zspage: write back objects of any class and compact them into fewer pages. The background thread
+            // keeps usage below the watermark so that this is rare, but it may not get a CPU in time.
+            for (int attempt = 0; attempt < 4 && WritebackForLimit(RoomForNewZspage) > 0; attempt++)
+            {
+                CompactCore("writeback");
                 if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
                 {
                     return error;
