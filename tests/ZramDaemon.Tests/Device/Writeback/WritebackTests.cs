@@ -126,14 +126,12 @@ public sealed class WritebackTests : IDisposable
     }
 
     /// <summary>
-    /// What made the test above fail about one run in six under load: at the limit, a write whose size class has no
-    /// object it can take the place of (none stored, or all in a zspage the background compaction has isolated) needs
-    /// a new zspage, and writing back objects of its own class cannot make room; the write path then compacted, found
-    /// nothing (or skipped compaction, one having just found nothing) and failed with ENOSPC. Here the pool is compact,
-    /// full to the limit with text pages, and nothing of the huge class is stored.
+    /// The other way round from the test above: no huge page to give up, only text objects of other classes, which free
+    /// a page only once compaction packs what is left. The pool is compact and full to the limit when the first
+    /// incompressible page comes.
     /// </summary>
     [Fact]
-    public void At_the_limit_a_write_of_a_class_with_no_object_stored_writes_back_other_classes_instead_of_failing()
+    public void At_the_limit_with_only_text_stored_a_huge_page_writes_text_back_and_compacts_instead_of_failing()
     {
         using ZramDevice device = Create(32L << 20, watermark: 100);
         var model = new List<byte[]>();
@@ -166,6 +164,44 @@ public sealed class WritebackTests : IDisposable
         ZramStats stats = device.GetStats();
         Assert.Equal(0, stats.FailedWrites);
         Assert.True(stats.BdCount > 0);
+    }
+
+    [Fact]
+    public void At_the_limit_a_write_of_a_size_class_with_no_objects_yet_writes_others_back_instead_of_failing()
+    {
+        // Background writeback and compaction only at the limit itself (watermarks 100%) and no timer: as if the
+        // background thread got no CPU, which is when writes reach the limit. Only huge pages are stored, then a
+        // text page needs a class that holds no object to give up: huge ones must go to the file instead.
+        const long limit = 2L << 20;
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L << 20,
+            MemLimit = limit,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            WritebackWatermarkPercent = 100,
+            CompactWatermarkPercent = 100,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        var random = new Random(3);
+        var model = new byte[1100][];
+        for (int i = 0; i < model.Length; i++)
+        {
+            model[i] = i < 1024 ? RandomPage(random) : DevicePages.TextPage(i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit);
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(stats.BdCount > 512, $"only {stats.BdCount} pages in the backing file");
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
     }
 
     [Fact]
