@@ -83,6 +83,58 @@ public sealed unsafe class ZstdDictionary : IDisposable
         return new ZstdDictionary(content, (int)n, level, ddict);
     }
 
+    /// <summary>
+    /// Pages to train from, in native memory (megabytes, for the training only: not kept by the GC's heap), one
+    /// <see cref="PageSize"/> after another.
+    /// </summary>
+    public sealed class Samples : IDisposable
+    {
+        private byte* _pages;
+
+        public Samples(int capacity, int pageSize)
+        {
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(capacity);
+            ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pageSize);
+            Capacity = capacity;
+            PageSize = pageSize;
+            _pages = (byte*)NativeMemory.Alloc((nuint)capacity * (nuint)pageSize);
+        }
+
+        public int Capacity { get; }
+
+        public int PageSize { get; }
+
+        /// <summary>Pages filled so far (by <see cref="Add"/>).</summary>
+        public int Count { get; private set; }
+
+        /// <summary>The next free page, which <see cref="Add"/> then keeps; fill it first.</summary>
+        public Span<byte> Next
+        {
+            get
+            {
+                ObjectDisposedException.ThrowIf(_pages == null, this);
+                ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(Count, Capacity);
+                // In bounds: Count < Capacity, and the buffer holds Capacity pages.
+                return new Span<byte>(_pages + ((long)Count * PageSize), PageSize);
+            }
+        }
+
+        /// <summary>Keeps the page <see cref="Next"/> was filled into.</summary>
+        public void Add() => Count = Math.Min(Count + 1, Capacity);
+
+        /// <summary>The pages kept, end to end.</summary>
+        public ReadOnlySpan<byte> Filled => _pages == null ? default : new ReadOnlySpan<byte>(_pages, Count * PageSize);
+
+        public void Dispose()
+        {
+            if (_pages != null)
+            {
+                NativeMemory.Free(_pages);
+                _pages = null;
+            }
+        }
+    }
+
     /// <summary>The digested dictionary for compression, made on first use after a release.</summary>
     internal nint CompressionTables()
     {

@@ -577,9 +577,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// With a dictionary configured and none yet: trains one from up to <see cref="DictionarySampleFactor"/> times
     /// its size of the candidates of <paramref name="type"/>, taken evenly across the table, when there are at least
     /// <see cref="MinDictionarySamples"/> of them (else this run recompresses without one). The samples live in
-    /// native memory for the training only. The recompression lock is held.
+    /// native memory for the training only (<see cref="ZstdDictionary.Samples"/>). The recompression lock is held.
     /// </summary>
-    private unsafe void PrepareDictionary(SlotSelection type)
+    private void PrepareDictionary(SlotSelection type)
     {
         if (_options.RecompressDictionarySize == 0 || _dictionary is not null)
         {
@@ -597,51 +597,42 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return;
         }
 
-        long wanted = Math.Min(candidates, Math.Max(MinDictionarySamples, (long)_options.RecompressDictionarySize * DictionarySampleFactor / PageSize));
+        int wanted = (int)Math.Min(candidates, Math.Max(MinDictionarySamples, (long)_options.RecompressDictionarySize * DictionarySampleFactor / PageSize));
         long step = candidates / wanted;
-        byte* samples = (byte*)NativeMemory.Alloc((nuint)(wanted * PageSize));
-        try
+        using var samples = new ZstdDictionary.Samples(wanted, PageSize);
+        long seen = 0;
+        for (int index = 0; index < _slots.Count && samples.Count < wanted; index++)
         {
-            int taken = 0;
-            long seen = 0;
-            for (int index = 0; index < _slots.Count && taken < wanted; index++)
+            if (!IsRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
             {
-                if (!IsRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
-                {
-                    continue;
-                }
-
-                _slots.Lock(index);
-                uint info = _slots.Info(index);
-                // In bounds: taken < wanted, and the buffer holds wanted pages.
-                if (IsRecompressCandidate(info, type) && LoadObject(index, info, _slots.Value(index), new Span<byte>(samples + ((long)taken * PageSize), PageSize)) == NbdError.None)
-                {
-                    taken++;
-                }
-
-                _slots.Unlock(index);
+                continue;
             }
 
-            int capacity = (int)Math.Min(_options.RecompressDictionarySize, (long)taken * PageSize / 8);
-            long started = Stopwatch.GetTimestamp();
-            string? error = "too few pages";
-            ZstdDictionary? dictionary = taken < MinDictionarySamples ? null
-                : ZstdDictionary.Train(new ReadOnlySpan<byte>(samples, taken * PageSize), PageSize, taken, capacity, _secondary!.Spec.Level, out error);
-            if (dictionary is null)
+            _slots.Lock(index);
+            uint info = _slots.Info(index);
+            if (IsRecompressCandidate(info, type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
             {
-                ZramDeviceLog.DictionaryFailed(_logger, Name, taken, error ?? "unknown");
-                return;
+                samples.Add();
             }
 
-            _dictionaryCompressor = new Compressor(dictionary);
-            Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], _dictionaryCompressor);
-            Volatile.Write(ref _dictionary, dictionary);
-            ZramDeviceLog.DictionaryTrained(_logger, Name, dictionary.Size, taken, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            _slots.Unlock(index);
         }
-        finally
+
+        int capacity = (int)Math.Min(_options.RecompressDictionarySize, (long)samples.Count * PageSize / 8);
+        long started = Stopwatch.GetTimestamp();
+        string? error = "too few pages";
+        ZstdDictionary? dictionary = samples.Count < MinDictionarySamples ? null
+            : ZstdDictionary.Train(samples.Filled, PageSize, samples.Count, capacity, _secondary!.Spec.Level, out error);
+        if (dictionary is null)
         {
-            NativeMemory.Free(samples);
+            ZramDeviceLog.DictionaryFailed(_logger, Name, samples.Count, error ?? "unknown");
+            return;
         }
+
+        _dictionaryCompressor = new Compressor(dictionary);
+        Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], _dictionaryCompressor);
+        Volatile.Write(ref _dictionary, dictionary);
+        ZramDeviceLog.DictionaryTrained(_logger, Name, dictionary.Size, samples.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <summary>
