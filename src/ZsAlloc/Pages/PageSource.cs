@@ -247,7 +247,11 @@ internal sealed unsafe class PageSource : IDisposable
             return;
         }
 
-        runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        if (runs.Length > 1)
+        {
+            // Not for one run (a partly written zspage freed on the hot path): the sort's first use allocates.
+            runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        }
         int start = 0;
         for (int i = 1; i <= runs.Length; i++)
         {
