@@ -5,6 +5,7 @@ using Microsoft.Extensions.Logging;
 using Nbd.Logging;
 using Nbd.Protocol;
 using Nbd.Sessions;
+using Nbd.Transport;
 
 namespace Nbd;
 
@@ -129,31 +130,84 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Serves one already-connected socket (handshake included) until it closes. With
+    /// <summary>Serves one already-connected socket (handshake included) until it closes, on a thread of its own
+    /// (see <see cref="NbdSession"/>); the task completes when it has closed. With
     /// <paramref name="simpleRepliesOnly"/> structured replies are refused, because the far end is (or will be
     /// handed to) the kernel's nbd driver. Cancelling the token disconnects the client.</summary>
-    public async Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
+    public Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connected);
         var connection = new Connection(Interlocked.Increment(ref _nextConnectionId), connected);
         if (!TryRegister(connection))
         {
             connected.Dispose();
-            return;
+            return Task.CompletedTask;
         }
 
-        var stream = new NetworkStream(connected, ownsSocket: true);
-        using CancellationTokenRegistration onCancel = cancellationToken.Register(static c => ((Connection)c!).Abort(), connection);
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        try
+        {
+            StartIoThread($"nbd-{connection.Id}", () =>
+            {
+                try
+                {
+                    ServeConnection(connection, simpleRepliesOnly, cancellationToken);
+                }
+                finally
+                {
+                    closed.SetResult();
+                }
+            }, _options);
+        }
+        catch (Exception e)
+        {
+            // No thread (out of memory or thread limit): refuse this connection, keep serving the others.
+            _logger.ConnectionFailed(connection.Id, e);
+            Unregister(connection, null);
+            connected.Dispose();
+            return Task.CompletedTask;
+        }
+
+        return closed.Task;
+    }
+
+    /// <summary>Starts a named background thread that runs <see cref="NbdServerOptions.IoThreadStarted"/> and
+    /// then <paramref name="body"/>.</summary>
+    internal static Thread StartIoThread(string name, Action body, NbdServerOptions options)
+    {
+        Action? started = options.IoThreadStarted;
+        var thread = new Thread(() =>
+        {
+            started?.Invoke();
+            body();
+        })
+        {
+            Name = name,
+            IsBackground = true,
+        };
+        thread.Start();
+        return thread;
+    }
+
+    /// <summary>The whole life of one connection, on its own thread: handshake, then transmission. Blocking
+    /// calls throughout; the handshake timeout and cancellation shut the socket down under them.</summary>
+    private void ServeConnection(Connection connection, bool simpleRepliesOnly, CancellationToken cancellationToken)
+    {
+        BlockingSocketStream stream = connection.Stream;
         string? exportName = null;
         try
         {
-            _logger.ConnectionOpened(connection.Id, DescribeRemote(connected));
+            using CancellationTokenRegistration onCancel = cancellationToken.Register(static c => ((Connection)c!).Abort(), connection);
+            _logger.ConnectionOpened(connection.Id, DescribeRemote(connection.Socket));
             HandshakeResult? result;
             using (var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token))
             {
+                using CancellationTokenRegistration onTimeout = handshakeTimeout.Token.Register(static s => ((BlockingSocketStream)s!).Shutdown(), stream);
                 handshakeTimeout.CancelAfter(_options.HandshakeTimeout);
                 var handshake = new NbdHandshake(this, _options, _sessionLogger, connection.Id, stream, simpleRepliesOnly);
-                result = await handshake.RunAsync(handshakeTimeout.Token).ConfigureAwait(false);
+
+                // Completes synchronously: every read and write of the stream does.
+                result = handshake.RunAsync(handshakeTimeout.Token).GetAwaiter().GetResult();
             }
 
             if (result is null)
@@ -161,16 +215,15 @@ public sealed class NbdServer : IAsyncDisposable
                 return;
             }
 
-            var session = new NbdSession(result, _options, _sessionLogger, connection.Id);
+            var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream);
             exportName = result.Export.Name;
             if (!connection.TryStartSession(session, exportName, this))
             {
-                session.Abort();
                 return;
             }
 
             _logger.TransmissionStarted(connection.Id, exportName, result.Flags.ToString(), result.StructuredReplies);
-            await session.RunAsync().ConfigureAwait(false);
+            session.Run();
         }
         catch (Exception e)
         {
@@ -310,6 +363,9 @@ public sealed class NbdServer : IAsyncDisposable
     /// <summary>A connection as the server tracks it: its socket until the handshake ends, then its session.</summary>
     private sealed class Connection(long id, Socket socket)
     {
+        /// <summary>The only stream over the socket: its calls block, so it never leaves blocking mode.</summary>
+        public BlockingSocketStream Stream { get; } = new(socket);
+
         private NbdSession? _session;
         private bool _shuttingDown;
 
@@ -355,7 +411,8 @@ public sealed class NbdServer : IAsyncDisposable
             }
             else
             {
-                Socket.Dispose();
+                // Ends the handshake's blocked call; the connection's thread closes the socket.
+                Stream.Shutdown();
             }
         }
     }

@@ -14,11 +14,14 @@ public sealed class NbdServerOptions
     public const int MaxPayloadFloor = 4096;
     public const int MaxPayloadCeiling = 1 << 30;
     public const int DefaultHandshakeTimeoutSeconds = 30;
+    public const int DefaultWorkerThreadsPerConnection = 4;
+    public const int WorkerThreadsPerConnectionCeiling = 64;
 
     /// <summary>Connections (handshaking or transmitting) beyond this are closed as soon as accepted.</summary>
     public int MaxConnections { get; init; } = DefaultMaxConnections;
 
-    /// <summary>Requests one connection may have in flight; the server stops reading that socket when reached.</summary>
+    /// <summary>Requests one connection may have in flight (at most one per serving thread,
+    /// <see cref="WorkerThreadsPerConnection"/>); the server stops reading that socket when reached.</summary>
     public int MaxInFlightPerConnection { get; init; } = DefaultMaxInFlightPerConnection;
 
     /// <summary>Largest READ or WRITE payload (NBD_INFO_BLOCK_SIZE maximum); larger ones get EOVERFLOW.</summary>
@@ -26,6 +29,15 @@ public sealed class NbdServerOptions
 
     /// <summary>Time a client has from connecting to entering transmission.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(DefaultHandshakeTimeoutSeconds);
+
+    /// <summary>Threads that serve one connection, taking turns at reading its requests and running them; one
+    /// request in flight each, so the connection's requests in flight are the smaller of this and
+    /// <see cref="MaxInFlightPerConnection"/>.</summary>
+    public int WorkerThreadsPerConnection { get; init; } = DefaultWorkerThreadsPerConnection;
+
+    /// <summary>Runs first on every thread the server starts to serve a connection (its reader and its
+    /// workers), on that thread: the daemon marks them PR_SET_IO_FLUSHER here.</summary>
+    public Action? IoThreadStarted { get; init; }
 
     public NbdTlsMode TlsMode { get; init; } = NbdTlsMode.Off;
 
@@ -42,6 +54,11 @@ public sealed class NbdServerOptions
         if (MaxInFlightPerConnection < 1 || MaxInFlightPerConnection > MaxInFlightPerConnectionCeiling)
         {
             throw new ArgumentOutOfRangeException(nameof(MaxInFlightPerConnection), MaxInFlightPerConnection, "must be between 1 and 4096");
+        }
+
+        if (WorkerThreadsPerConnection < 1 || WorkerThreadsPerConnection > WorkerThreadsPerConnectionCeiling)
+        {
+            throw new ArgumentOutOfRangeException(nameof(WorkerThreadsPerConnection), WorkerThreadsPerConnection, "must be between 1 and 64");
         }
 
         if (MaxPayload < MaxPayloadFloor || MaxPayload > MaxPayloadCeiling)

@@ -1,37 +1,44 @@
 using System.Buffers;
 using System.Net.Security;
-using System.Runtime.CompilerServices;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using Nbd.Logging;
 using Nbd.Protocol;
+using Nbd.Transport;
 
 namespace Nbd.Sessions;
 
 /// <summary>
-/// The transmission phase of one connection.
+/// The transmission phase of one connection, on threads of its own with blocking socket calls (nbdkit's model):
+/// a few threads per connection, each owning one <see cref="RequestSlot"/>, take turns at reading. A thread
+/// takes <see cref="_readLock"/>, reads one request header (and a WRITE's payload straight into its slot's
+/// rented buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
+/// synchronous device call and writes the reply under <see cref="_sendLock"/>, while the next thread is already
+/// reading. So a request is never handed from thread to thread: at queue depth 1 the thread the data woke runs
+/// it at once, and at depth 32 as many requests run at once as there are threads. Replies go out in completion
+/// order (any order is allowed); READ data goes from the slot buffer to the socket with its header written in
+/// front of it, so data is never copied twice. A refused request is answered without touching the device.
 ///
-/// Three parts, joined by two channels of <see cref="RequestSlot"/>s:
-///   reader loop  -- reads a request header (and a WRITE's payload straight into the slot's rented buffer),
-///                   validates it (<see cref="RequestValidator"/>), and queues the slot on the thread pool; a
-///                   refused request goes straight to the completed channel without touching the device.
-///   Execute      -- on a pool thread: the synchronous device call, then the slot goes to the completed channel.
-///   writer loop  -- the only writer of the socket: serializes replies in completion order (any order is
-///                   allowed), batching small ones into one send; READ data goes from the slot buffer to the
-///                   socket with its header written in front of it, so data is never copied twice.
-/// A slot returns to the free channel after its reply is sent. The reader takes a free slot before reading a
-/// request, so at most MaxInFlightPerConnection requests are in flight and a fast client is slowed by the
-/// socket (back-pressure), not buffered.
+/// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
+/// MaxInFlightPerConnection); while every thread is busy nobody reads, so a fast client is slowed by the socket
+/// (back-pressure), not buffered.
 ///
-/// Lifetime: <see cref="_pending"/> counts the reader plus every slot between dispatch and reply. The reader
-/// stops on NBD_CMD_DISC, end of stream or a protocol violation, and drops its count; whoever brings the count
-/// to zero completes the completed channel, the writer drains it and ends, and the connection closes. So DISC
-/// finishes outstanding requests first, as the spec requires.
+/// Why dedicated threads: a daemon that backs swap must make progress while the machine swaps. The shared
+/// thread pool and the runtime's epoll thread can stall then (their injection is heuristic, and they serve
+/// everything else too); these threads only block in recv/send and on this connection's own locks, and they are
+/// started through <see cref="NbdServerOptions.IoThreadStarted"/> (PR_SET_IO_FLUSHER in the daemon).
 ///
-/// No per-request allocation: the channels are used with single readers and without cancellation tokens (so
-/// they reuse their waiter objects), socket I/O goes through ValueTask-returning stream calls, and the async
-/// helpers use pooled state machines.
+/// Transports: plain connections use the socket directly (<see cref="BlockingSocketStream"/>: recv and send);
+/// TLS goes through the SslStream's synchronous Read and Write, whose inner stream is that same blocking socket
+/// stream. Any other stream (the fuzz target's) works the same way.
+///
+/// Lifetime: the thread that reads NBD_CMD_DISC, end of stream or a protocol violation marks the connection
+/// ended; each thread finishes its request and leaves at its next turn, and the calling thread waits for all of
+/// them before it closes the connection. So DISC finishes outstanding requests first, as the spec requires.
+/// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
+/// every thread is done with it.
+///
+/// No per-request allocation: slots, buffers (from the shared array pool) and the locks are all reused.
 /// </summary>
 internal sealed class NbdSession
 {
@@ -39,28 +46,37 @@ internal sealed class NbdSession
     private const int SendBufferSize = 64 * 1024;
 
     private readonly Stream _stream;
+    private readonly BlockingSocketStream? _socket;
     private readonly IBlockDevice _device;
     private readonly ILogger _logger;
     private readonly long _id;
     private readonly ConnectionLimits _limits;
-    private readonly Channel<RequestSlot> _free;
-    private readonly Channel<RequestSlot> _completed;
+    private readonly NbdServerOptions _options;
+    private readonly int _threadCount;
+    private readonly object _readLock = new();
+    private readonly object _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
     private readonly byte[] _receiveBuffer = new byte[ReceiveBufferSize];
     private readonly byte[] _sendBuffer = new byte[SendBufferSize];
     private int _receiveStart;
     private int _receiveEnd;
     private int _sendCount;
-    private int _pending = 1;
+    private int _inFlight;
+    private bool _ended;
+    private bool _clean;
     private volatile bool _shuttingDown;
     private volatile bool _broken;
 
-    public NbdSession(HandshakeResult handshake, NbdServerOptions options, ILogger logger, long id)
+    /// <param name="socket">The connection's socket, when it has one: under TLS the handshake's stream is an
+    /// SslStream over it. Aborting shuts it down; without it, aborting closes the stream.</param>
+    public NbdSession(HandshakeResult handshake, NbdServerOptions options, ILogger logger, long id, BlockingSocketStream? socket = null)
     {
         _stream = handshake.Stream;
+        _socket = socket ?? handshake.Stream as BlockingSocketStream;
         _device = handshake.Export.Device;
         _logger = logger;
         _id = id;
+        _options = options;
         _limits = new ConnectionLimits(
             _device.Size,
             _device.IsReadOnly,
@@ -69,55 +85,52 @@ internal sealed class NbdSession
             handshake.StructuredReplies,
             handshake.BaseAllocation,
             _device.SupportsFastZero);
-
-        var single = new UnboundedChannelOptions { SingleReader = true, SingleWriter = false };
-        _free = Channel.CreateUnbounded<RequestSlot>(single);
-        _completed = Channel.CreateUnbounded<RequestSlot>(single);
-        for (int i = 0; i < options.MaxInFlightPerConnection; i++)
-        {
-            _free.Writer.TryWrite(new RequestSlot(this));
-        }
+        _threadCount = Math.Min(options.WorkerThreadsPerConnection, options.MaxInFlightPerConnection);
     }
 
-    /// <summary>Requests dispatched and not yet answered.</summary>
-    public int InFlight => Math.Max(0, Volatile.Read(ref _pending) - 1);
+    /// <summary>Requests read and not yet answered.</summary>
+    public int InFlight => Volatile.Read(ref _inFlight);
 
     /// <summary>From now on requests are answered with ESHUTDOWN; those already in flight finish normally.</summary>
     public void BeginShutdown() => _shuttingDown = true;
 
-    /// <summary>Hard disconnect: closes the socket under both loops.</summary>
+    /// <summary>Hard disconnect: shuts the socket down under every thread of the connection (or, for a stream
+    /// that is not a socket, closes it).</summary>
     public void Abort()
     {
         _broken = true;
-        _stream.Dispose();
+        if (_socket is not null)
+        {
+            _socket.Shutdown();
+        }
+        else
+        {
+            _stream.Dispose();
+        }
     }
 
-    public async Task RunAsync()
+    /// <summary>Serves the connection on the calling thread and threads of its own until it ends, then closes
+    /// the stream.</summary>
+    public void Run()
     {
-        Task writer = Task.Run(WriterLoopAsync);
-        bool clean = false;
-        try
+        var others = new Thread[_threadCount - 1];
+        for (int i = 0; i < others.Length; i++)
         {
-            clean = await ReaderLoopAsync().ConfigureAwait(false);
-        }
-        catch (Exception e) when (e is IOException or ObjectDisposedException or ChannelClosedException or System.Net.Sockets.SocketException)
-        {
-            if (!_broken)
-            {
-                _logger.ProtocolViolation(_id, e.Message);
-            }
-        }
-        finally
-        {
-            ReleasePending();
+            var slot = new RequestSlot();
+            others[i] = NbdServer.StartIoThread($"nbd-{_id}.{i + 1}", () => Serve(slot), _options);
         }
 
-        await writer.ConfigureAwait(false);
-        if (clean && !_broken && _stream is SslStream ssl)
+        Serve(new RequestSlot());
+        foreach (Thread other in others)
+        {
+            other.Join();
+        }
+
+        if (_clean && !_broken && _stream is SslStream ssl)
         {
             try
             {
-                await ssl.ShutdownAsync().ConfigureAwait(false);
+                ssl.ShutdownAsync().GetAwaiter().GetResult();
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
@@ -128,112 +141,130 @@ internal sealed class NbdSession
         _stream.Dispose();
     }
 
-    // ---- reader -------------------------------------------------------------------------------------------
-
-    /// <summary>Returns true after NBD_CMD_DISC, false when the connection ended any other way.</summary>
-    private async Task<bool> ReaderLoopAsync()
+    /// <summary>One thread's loop: read a request at its turn, run it, reply.</summary>
+    private void Serve(RequestSlot slot)
     {
-        ChannelReader<RequestSlot> free = _free.Reader;
         while (true)
         {
-            if (!free.TryRead(out RequestSlot? slot))
+            lock (_readLock)
             {
-                slot = await free.ReadAsync().ConfigureAwait(false);
+                if (_ended || !TryReadRequest(slot))
+                {
+                    _ended = true;
+                    return;
+                }
             }
 
-            if (!await ReceiveExactAsync(_header).ConfigureAwait(false))
+            if (slot.Error == NbdError.None)
             {
-                _free.Writer.TryWrite(slot);
-                return false;
-            }
-
-            var request = RequestHeader.Read(_header);
-            if (!request.HasValidMagic)
-            {
-                _logger.ProtocolViolation(_id, $"bad request magic 0x{request.Magic:x8}");
-                _free.Writer.TryWrite(slot);
-                return false;
-            }
-
-            if (request.Type == CommandType.Disconnect)
-            {
-                _logger.ClientDisconnected(_id);
-                _free.Writer.TryWrite(slot);
-                return true;
-            }
-
-            slot.Request = request;
-            slot.ExtentCount = 0;
-            NbdError error;
-            if (_shuttingDown)
-            {
-                error = NbdError.Shutdown;
-                slot.ErrorMessage = ErrorMessages.ShuttingDown;
+                Execute(slot);
             }
             else
             {
-                error = RequestValidator.Validate(request, _limits, out slot.ErrorMessage);
+                Reply(slot);
+            }
+        }
+    }
+
+    // ---- reading (under _readLock) ------------------------------------------------------------------------
+
+    /// <summary>Reads the next request into <paramref name="slot"/> and counts it in flight. False when the
+    /// connection ends: NBD_CMD_DISC (<see cref="_clean"/>), end of stream, a protocol violation.</summary>
+    private bool TryReadRequest(RequestSlot slot)
+    {
+        try
+        {
+            return ReadRequest(slot);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or NotSupportedException or InvalidOperationException)
+        {
+            if (!_broken)
+            {
+                _logger.ProtocolViolation(_id, e.Message);
             }
 
-            slot.Error = error;
-            if (request.Type == CommandType.Write)
+            return false;
+        }
+    }
+
+    private bool ReadRequest(RequestSlot slot)
+    {
+        if (!ReceiveExact(_header, 0, _header.Length))
+        {
+            return false;
+        }
+
+        var request = RequestHeader.Read(_header);
+        if (!request.HasValidMagic)
+        {
+            _logger.ProtocolViolation(_id, $"bad request magic 0x{request.Magic:x8}");
+            return false;
+        }
+
+        if (request.Type == CommandType.Disconnect)
+        {
+            _logger.ClientDisconnected(_id);
+            _clean = true;
+            return false;
+        }
+
+        slot.Request = request;
+        slot.ExtentCount = 0;
+        NbdError error;
+        if (_shuttingDown)
+        {
+            error = NbdError.Shutdown;
+            slot.ErrorMessage = ErrorMessages.ShuttingDown;
+        }
+        else
+        {
+            error = RequestValidator.Validate(request, _limits, out slot.ErrorMessage);
+        }
+
+        slot.Error = error;
+        if (request.Type == CommandType.Write)
+        {
+            if (error == NbdError.None)
             {
-                if (error == NbdError.None)
+                slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)request.Length);
+                if (!ReceiveExact(slot.Buffer, RequestSlot.HeaderRoom, (int)request.Length))
                 {
-                    slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)request.Length);
-                    if (!await ReceiveExactAsync(slot.Buffer.AsMemory(RequestSlot.HeaderRoom, (int)request.Length)).ConfigureAwait(false))
-                    {
-                        Recycle(slot);
-                        return false;
-                    }
-                }
-                else if (!await SkipAsync(request.Length).ConfigureAwait(false))
-                {
-                    // The payload of a refused write is read and dropped so the stream stays in step.
-                    Recycle(slot);
+                    ReturnBuffer(slot);
                     return false;
                 }
             }
-
-            Interlocked.Increment(ref _pending);
-            if (error == NbdError.None)
+            else if (!Skip(request.Length))
             {
-                ThreadPool.UnsafeQueueUserWorkItem(slot, preferLocal: false);
-            }
-            else
-            {
-                _completed.Writer.TryWrite(slot);
+                // The payload of a refused write is read and dropped so the stream stays in step.
+                return false;
             }
         }
+
+        Interlocked.Increment(ref _inFlight);
+        return true;
     }
 
-    /// <summary>Fills <paramref name="destination"/> from the receive buffer and then the socket. Payloads at
-    /// least as large as the buffer are read straight into the destination. False at end of stream.</summary>
-    private ValueTask<bool> ReceiveExactAsync(Memory<byte> destination)
+    /// <summary>Fills buffer[offset..offset+count] from the receive buffer and then the socket. Payloads at
+    /// least as large as the receive buffer are read straight into the destination. False at end of stream.</summary>
+    private bool ReceiveExact(byte[] buffer, int offset, int count)
     {
         int buffered = _receiveEnd - _receiveStart;
-        if (buffered >= destination.Length)
+        if (buffered >= count)
         {
-            _receiveBuffer.AsSpan(_receiveStart, destination.Length).CopyTo(destination.Span);
-            _receiveStart += destination.Length;
-            return new ValueTask<bool>(true);
+            Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, count);
+            _receiveStart += count;
+            return true;
         }
 
-        return ReceiveSlowAsync(destination);
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> ReceiveSlowAsync(Memory<byte> destination)
-    {
-        int copied = _receiveEnd - _receiveStart;
-        _receiveBuffer.AsSpan(_receiveStart, copied).CopyTo(destination.Span);
+        Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, buffered);
+        int copied = buffered;
         _receiveStart = _receiveEnd = 0;
-        while (copied < destination.Length)
+        while (copied < count)
         {
-            int remaining = destination.Length - copied;
+            int remaining = count - copied;
             if (remaining >= _receiveBuffer.Length)
             {
-                int n = await _stream.ReadAsync(destination[copied..]).ConfigureAwait(false);
+                int n = _stream.Read(buffer, offset + copied, remaining);
                 if (n == 0)
                 {
                     return false;
@@ -243,14 +274,14 @@ internal sealed class NbdSession
             }
             else
             {
-                int n = await _stream.ReadAsync(_receiveBuffer).ConfigureAwait(false);
+                int n = _stream.Read(_receiveBuffer, 0, _receiveBuffer.Length);
                 if (n == 0)
                 {
                     return false;
                 }
 
                 int take = Math.Min(n, remaining);
-                _receiveBuffer.AsSpan(0, take).CopyTo(destination.Span[copied..]);
+                Buffer.BlockCopy(_receiveBuffer, 0, buffer, offset + copied, take);
                 copied += take;
                 _receiveStart = take;
                 _receiveEnd = n;
@@ -260,27 +291,32 @@ internal sealed class NbdSession
         return true;
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
-    private async ValueTask<bool> SkipAsync(uint length)
+    /// <summary>Reads and drops <paramref name="length"/> bytes through the receive buffer.</summary>
+    private bool Skip(uint length)
     {
         while (length > 0)
         {
-            int chunk = (int)Math.Min(length, (uint)_receiveBuffer.Length);
-            byte[] scratch = ArrayPool<byte>.Shared.Rent(chunk);
-            bool ok = await ReceiveExactAsync(scratch.AsMemory(0, chunk)).ConfigureAwait(false);
-            ArrayPool<byte>.Shared.Return(scratch);
-            if (!ok)
+            if (_receiveEnd == _receiveStart)
             {
-                return false;
+                int n = _stream.Read(_receiveBuffer, 0, _receiveBuffer.Length);
+                if (n == 0)
+                {
+                    return false;
+                }
+
+                _receiveStart = 0;
+                _receiveEnd = n;
             }
 
-            length -= (uint)chunk;
+            int take = (int)Math.Min(length, (uint)(_receiveEnd - _receiveStart));
+            _receiveStart += take;
+            length -= (uint)take;
         }
 
         return true;
     }
 
-    // ---- device work (thread pool) ------------------------------------------------------------------------
+    // ---- device work (reader or worker) -------------------------------------------------------------------
 
     /// <summary>Runs a validated request against the device. Every offset and length was checked by
     /// <see cref="RequestValidator"/>, so the casts below cannot overflow.</summary>
@@ -340,7 +376,7 @@ internal sealed class NbdSession
             slot.ErrorMessage = ErrorMessages.DeviceFailed;
         }
 
-        _completed.Writer.TryWrite(slot);
+        Reply(slot);
     }
 
     /// <summary>Reads only the parts that are not known to be zero; the zero extents become OFFSET_HOLE chunks.</summary>
@@ -404,44 +440,30 @@ internal sealed class NbdSession
         return count;
     }
 
-    // ---- writer -------------------------------------------------------------------------------------------
+    // ---- replies ------------------------------------------------------------------------------------------
 
-    private async Task WriterLoopAsync()
+    /// <summary>Sends the slot's reply (unless the connection is already broken) and returns its buffer.</summary>
+    private void Reply(RequestSlot slot)
     {
-        ChannelReader<RequestSlot> completed = _completed.Reader;
-        while (await completed.WaitToReadAsync().ConfigureAwait(false))
+        lock (_sendLock)
         {
-            while (completed.TryRead(out RequestSlot? slot))
-            {
-                if (!_broken)
-                {
-                    try
-                    {
-                        await WriteReplyAsync(slot).ConfigureAwait(false);
-                    }
-                    catch (Exception e)
-                    {
-                        // Whatever went wrong, the writer must keep recycling slots or the reader would wait forever.
-                        Break(e);
-                    }
-                }
-
-                Recycle(slot);
-                ReleasePending();
-            }
-
             if (!_broken)
             {
                 try
                 {
-                    await FlushAsync().ConfigureAwait(false);
+                    WriteReply(slot);
+                    FlushSend();
                 }
                 catch (Exception e)
                 {
+                    _sendCount = 0;
                     Break(e);
                 }
             }
         }
+
+        ReturnBuffer(slot);
+        Interlocked.Decrement(ref _inFlight);
     }
 
     private void Break(Exception e)
@@ -451,37 +473,26 @@ internal sealed class NbdSession
             _logger.ProtocolViolation(_id, "sending a reply failed: " + e.Message);
         }
 
-        // Stop the reader too: closing the stream fails its pending receive.
+        // Stop the reader too: shutting the socket down ends its blocked receive.
         Abort();
     }
 
-    private void Recycle(RequestSlot slot)
+    private static void ReturnBuffer(RequestSlot slot)
     {
         if (slot.Buffer is { } buffer)
         {
             slot.Buffer = null;
             ArrayPool<byte>.Shared.Return(buffer);
         }
-
-        _free.Writer.TryWrite(slot);
     }
 
-    private void ReleasePending()
-    {
-        if (Interlocked.Decrement(ref _pending) == 0)
-        {
-            _completed.Writer.TryComplete();
-        }
-    }
-
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteReplyAsync(RequestSlot slot)
+    private void WriteReply(RequestSlot slot)
     {
         ulong handle = slot.Request.Handle;
         if (slot.Error != NbdError.None)
         {
             byte[] message = slot.ErrorMessage ?? [];
-            await EnsureSendSpaceAsync(StructuredReply.HeaderSize + 6 + message.Length).ConfigureAwait(false);
+            EnsureSendSpace(StructuredReply.HeaderSize + 6 + message.Length);
             _sendCount += _limits.StructuredReplies
                 ? StructuredReply.WriteError(_sendBuffer.AsSpan(_sendCount), handle, slot.Error, message)
                 : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), slot.Error, handle);
@@ -491,11 +502,11 @@ internal sealed class NbdSession
         switch (slot.Request.Type)
         {
             case CommandType.Read:
-                await WriteReadReplyAsync(slot).ConfigureAwait(false);
+                WriteReadReply(slot);
                 break;
             case CommandType.BlockStatus:
                 int count = slot.ExtentCount;
-                await EnsureSendSpaceAsync(StructuredReply.BlockStatusPrefixSize + (count * StructuredReply.BlockStatusDescriptorSize)).ConfigureAwait(false);
+                EnsureSendSpace(StructuredReply.BlockStatusPrefixSize + (count * StructuredReply.BlockStatusDescriptorSize));
                 Span<byte> span = _sendBuffer.AsSpan(_sendCount);
                 int n = StructuredReply.WriteBlockStatusPrefix(span, StructuredReplyFlags.Done, handle, NbdHandshake.BaseAllocationContextId, count);
                 for (int i = 0; i < count; i++)
@@ -507,7 +518,7 @@ internal sealed class NbdSession
                 _sendCount += n;
                 break;
             default:
-                await EnsureSendSpaceAsync(StructuredReply.HeaderSize).ConfigureAwait(false);
+                EnsureSendSpace(StructuredReply.HeaderSize);
                 _sendCount += _limits.StructuredReplies
                     ? StructuredReply.WriteDone(_sendBuffer.AsSpan(_sendCount), handle)
                     : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), NbdError.None, handle);
@@ -515,8 +526,7 @@ internal sealed class NbdSession
         }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask WriteReadReplyAsync(RequestSlot slot)
+    private void WriteReadReply(RequestSlot slot)
     {
         byte[] buffer = slot.Buffer!;
         ulong handle = slot.Request.Handle;
@@ -525,7 +535,7 @@ internal sealed class NbdSession
         {
             int start = RequestSlot.HeaderRoom - SimpleReply.Size;
             SimpleReply.Write(buffer.AsSpan(start), NbdError.None, handle);
-            await SendDirectAsync(buffer.AsMemory(start, SimpleReply.Size + length)).ConfigureAwait(false);
+            SendDirect(buffer, start, SimpleReply.Size + length);
             return;
         }
 
@@ -534,7 +544,7 @@ internal sealed class NbdSession
             // One OFFSET_DATA chunk (always so with DF), its header written just before the data.
             int start = RequestSlot.HeaderRoom - StructuredReply.OffsetDataPrefixSize;
             StructuredReply.WriteOffsetDataPrefix(buffer.AsSpan(start), StructuredReplyFlags.Done, handle, slot.Request.Offset, length);
-            await SendDirectAsync(buffer.AsMemory(start, StructuredReply.OffsetDataPrefixSize + length)).ConfigureAwait(false);
+            SendDirect(buffer, start, StructuredReply.OffsetDataPrefixSize + length);
             return;
         }
 
@@ -546,14 +556,14 @@ internal sealed class NbdSession
             ulong chunkOffset = slot.Request.Offset + (ulong)position;
             if ((extent.Flags & ExtentFlags.Zero) != 0)
             {
-                await EnsureSendSpaceAsync(StructuredReply.OffsetHoleSize).ConfigureAwait(false);
+                EnsureSendSpace(StructuredReply.OffsetHoleSize);
                 _sendCount += StructuredReply.WriteOffsetHole(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (uint)extent.Length);
             }
             else
             {
-                await EnsureSendSpaceAsync(StructuredReply.OffsetDataPrefixSize).ConfigureAwait(false);
+                EnsureSendSpace(StructuredReply.OffsetDataPrefixSize);
                 _sendCount += StructuredReply.WriteOffsetDataPrefix(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (int)extent.Length);
-                await SendDirectAsync(buffer.AsMemory(RequestSlot.HeaderRoom + (int)position, (int)extent.Length)).ConfigureAwait(false);
+                SendDirect(buffer, RequestSlot.HeaderRoom + (int)position, (int)extent.Length);
             }
 
             position += extent.Length;
@@ -574,25 +584,28 @@ internal sealed class NbdSession
         return true;
     }
 
-    private ValueTask EnsureSendSpaceAsync(int size) =>
-        _sendBuffer.Length - _sendCount >= size ? ValueTask.CompletedTask : FlushAsync();
-
-    /// <summary>Sends what is batched, then <paramref name="data"/> without copying it.</summary>
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask SendDirectAsync(ReadOnlyMemory<byte> data)
+    private void EnsureSendSpace(int size)
     {
-        await FlushAsync().ConfigureAwait(false);
-        await _stream.WriteAsync(data).ConfigureAwait(false);
+        if (_sendBuffer.Length - _sendCount < size)
+        {
+            FlushSend();
+        }
     }
 
-    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
-    private async ValueTask FlushAsync()
+    /// <summary>Sends what is batched, then buffer[offset..offset+count] without copying it.</summary>
+    private void SendDirect(byte[] buffer, int offset, int count)
+    {
+        FlushSend();
+        _stream.Write(buffer, offset, count);
+    }
+
+    private void FlushSend()
     {
         if (_sendCount > 0)
         {
             int count = _sendCount;
             _sendCount = 0;
-            await _stream.WriteAsync(_sendBuffer.AsMemory(0, count)).ConfigureAwait(false);
+            _stream.Write(_sendBuffer, 0, count);
         }
     }
 }

@@ -4,11 +4,11 @@ using Nbd.Protocol;
 namespace Nbd.Sessions;
 
 /// <summary>
-/// One in-flight request of a connection. A connection owns a fixed set of these (its in-flight limit) and
-/// reuses them, so a request costs no allocation: the slot is the thread-pool work item, and its data buffer
-/// is rented from the shared pool with room for the reply header right before the data.
+/// The request one serving thread of a connection has in hand (see <see cref="NbdSession"/>); each thread owns
+/// one and reuses it, so a request costs no allocation. Its data buffer is rented from the shared pool with
+/// room for the reply header right before the data.
 /// </summary>
-internal sealed class RequestSlot : IThreadPoolWorkItem
+internal sealed class RequestSlot
 {
     /// <summary>Bytes kept free before the data so that a reply header can be written in front of it and the
     /// header and data sent in one call.</summary>
@@ -18,10 +18,7 @@ internal sealed class RequestSlot : IThreadPoolWorkItem
     /// read is split into at most this many data/hole chunks.</summary>
     public const int ExtentCapacity = 64;
 
-    private readonly NbdSession _session;
     private BlockExtent[]? _extents;
-
-    public RequestSlot(NbdSession session) => _session = session;
 
     public RequestHeader Request;
     public NbdError Error;
@@ -36,6 +33,4 @@ internal sealed class RequestSlot : IThreadPoolWorkItem
     public BlockExtent[] Extents => _extents ??= new BlockExtent[ExtentCapacity];
 
     public Span<byte> Data => Buffer.AsSpan(HeaderRoom, (int)Request.Length);
-
-    public void Execute() => _session.Execute(this);
 }

@@ -8,7 +8,9 @@ namespace ZramDaemon.Hosting;
 /// <summary>
 /// Makes the process fit to back swap, before any device or thread exists:
 /// PR_SET_IO_FLUSHER on the main thread first, then the same command again so that every thread of the process
-/// inherits it (Linux copies a thread's flags to the threads it creates, and keeps them across execve), then
+/// inherits it (Linux copies a thread's flags to the threads it creates, and keeps them across execve; the NBD
+/// connection threads, which serve every request, mark themselves too through NbdServerOptions.IoThreadStarted),
+/// then
 /// mlockall, then oom_score_adj -1000. Each failure is a warning that says what to do, never a refusal to start.
 /// </summary>
 internal static partial class SwapSafety

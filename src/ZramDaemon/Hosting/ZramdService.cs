@@ -6,6 +6,7 @@ using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Device;
+using ZramDaemon.Safety;
 using ZramDaemon.Systemd;
 
 namespace ZramDaemon.Hosting;
@@ -94,6 +95,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 HandshakeTimeout = _config.HandshakeTimeout,
                 TlsMode = _config.TlsMode,
                 TlsCertificate = _config.TlsCertificate,
+
+                // Inherited from the main thread already; marked again in case a thread that predates the mark
+                // (the runtime's own) started the thread that accepts connections.
+                IoThreadStarted = static () => IoThread.MarkCurrentAsIoFlusher(),
             },
             _loggerFactory);
         foreach (ZramDevice device in _devices)

@@ -135,7 +135,7 @@ public static class NbdFuzzTarget
             HandshakeResult? result = await handshake.RunAsync(timeout.Token).ConfigureAwait(false);
             if (result is not null)
             {
-                await new NbdSession(result, Options, NullLogger.Instance, 1).RunAsync().ConfigureAwait(false);
+                new NbdSession(result, Options, NullLogger.Instance, 1).Run();
             }
 
             await stream.DisposeAsync().ConfigureAwait(false);

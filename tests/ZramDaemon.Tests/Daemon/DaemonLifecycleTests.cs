@@ -76,11 +76,11 @@ public sealed partial class DaemonLifecycleTests
     }
 
     [Fact]
-    public void Under_journald_every_line_has_a_priority_prefix_and_no_timestamp_and_swap_safety_is_reported()
+    public async Task Under_journald_every_line_has_a_priority_prefix_and_no_timestamp_and_swap_safety_is_reported()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["JOURNAL_STREAM"] = "8:12345" });
 
-        // Some NBD traffic, so that the thread pool has started the threads that serve I/O.
+        // Some NBD traffic first.
         ClientTool.Run("nbdinfo", ["--map", daemon.Uri()]).EnsureSuccess();
         string log = daemon.Process.StandardError;
         string[] lines = log.TrimEnd('\n').Split('\n');
@@ -113,20 +113,35 @@ public sealed partial class DaemonLifecycleTests
             Assert.Contains("<4>could not set oom_score_adj to -1000", log, StringComparison.Ordinal);
         }
 
-        // PF_MEMALLOC_NOIO (0x80000) in the flags of /proc/PID/task/TID/stat is what PR_SET_IO_FLUSHER sets.
-        var workers = Directory.GetDirectories($"/proc/{pid}/task")
-            .Where(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith(".NET TP Worker", StringComparison.Ordinal))
-            .Select(t => ulong.Parse(File.ReadAllText(Path.Combine(t, "stat")).Split(") ")[1].Split(' ')[6], CultureInfo.InvariantCulture))
-            .ToList();
-        Assert.NotEmpty(workers);
-        if (log.Contains("<6>I/O threads are PR_SET_IO_FLUSHER", StringComparison.Ordinal))
+        // PF_MEMALLOC_NOIO (0x80000) in the flags of /proc/PID/task/TID/stat is what PR_SET_IO_FLUSHER sets. The
+        // threads that serve NBD requests are the connection's own, named nbd-ID and nbd-ID.N; they exist while a
+        // client is connected, so one stays connected while we look.
+        using (Faults.WireClient client = await Faults.WireClient.OpenAsync(daemon.Socket, "zram0"))
         {
-            Assert.All(workers, flags => Assert.True((flags & 0x80000) != 0, $"thread-pool worker without PF_MEMALLOC_NOIO: flags 0x{flags:x}"));
-        }
-        else
-        {
-            Assert.Contains("<4>prctl(PR_SET_IO_FLUSHER) failed", log, StringComparison.Ordinal);
-            Assert.All(workers, flags => Assert.True((flags & 0x80000) == 0));
+            List<ulong> FlagsOf(string prefix) => Directory.GetDirectories($"/proc/{pid}/task")
+                .Where(t => File.ReadAllText(Path.Combine(t, "comm")).StartsWith(prefix, StringComparison.Ordinal))
+                .Select(t => ulong.Parse(File.ReadAllText(Path.Combine(t, "stat")).Split(") ")[1].Split(' ')[6], CultureInfo.InvariantCulture))
+                .ToList();
+            // The connection's threads: one per request in flight (the default, 4), started once GO is answered.
+            List<ulong> io = FlagsOf("nbd-");
+            for (int i = 0; i < 300 && io.Count < Nbd.NbdServerOptions.DefaultWorkerThreadsPerConnection; i++)
+            {
+                await Task.Delay(50);
+                io = FlagsOf("nbd-");
+            }
+
+            List<ulong> workers = FlagsOf(".NET TP Worker");
+            Assert.Equal(Nbd.NbdServerOptions.DefaultWorkerThreadsPerConnection, io.Count);
+            if (log.Contains("<6>I/O threads are PR_SET_IO_FLUSHER", StringComparison.Ordinal))
+            {
+                Assert.All(io, flags => Assert.True((flags & 0x80000) != 0, $"NBD I/O thread without PF_MEMALLOC_NOIO: flags 0x{flags:x}"));
+                Assert.All(workers, flags => Assert.True((flags & 0x80000) != 0, $"thread-pool worker without PF_MEMALLOC_NOIO: flags 0x{flags:x}"));
+            }
+            else
+            {
+                Assert.Contains("<4>prctl(PR_SET_IO_FLUSHER) failed", log, StringComparison.Ordinal);
+                Assert.All(io, flags => Assert.True((flags & 0x80000) == 0));
+            }
         }
 
         Assert.Equal(0, daemon.Stop());
