@@ -109,7 +109,7 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue.</summary>
     public long MetadataBytes =>
-        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * sizeof(uint));
+        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * DeferredFreeQueue.EntryBytes);
 
     internal SizeClassTable Table => _table;
 
@@ -233,6 +233,7 @@ public sealed unsafe class ZsPool : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         ulong* cellPtr = CellOf(handle);
         var spin = default(SpinWait);
+        int size;
         while (true)
         {
             ulong c = Volatile.Read(ref *cellPtr);
@@ -243,6 +244,8 @@ public sealed unsafe class ZsPool : IDisposable
                 continue;
             }
 
+            size = HandleCell.SizeOf(c);
+
             // Marked pending, the handle is already dead to its owner: a second free or a read is refused.
             if (Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.FreePending, c) == c)
             {
@@ -250,11 +253,26 @@ public sealed unsafe class ZsPool : IDisposable
             }
         }
 
-        if (!_deferred.TryEnqueue(handle))
+        if (!_deferred.TryEnqueue(handle, SlotBytes(size)))
         {
             FreeCore(handle, queued: true);
         }
     }
+
+    /// <summary>
+    /// Most bytes that objects waiting in the deferred-free queue may hold (their slots' sizes); past it frees are
+    /// synchronous. long.MaxValue (the default): only <see cref="ZsPoolOptions.DeferredFreeCapacity"/> bounds it.
+    /// The owner of a memory limit sets it so that garbage alone cannot crowd live data out of the limit while
+    /// the background drain waits for a CPU.
+    /// </summary>
+    public long DeferredFreeByteBudget
+    {
+        get => _deferred.ByteBudget;
+        set => _deferred.ByteBudget = value;
+    }
+
+    /// <summary>The bytes an object of <paramref name="size"/> payload bytes takes in its zspage (header included).</summary>
+    private int SlotBytes(int size) => size >= HugeClassSize ? _huge.Size : _classes[_table.ClassIndexFor(size + HeaderSize)].Size;
 
     /// <summary>
     /// Keeps an 8-byte word in a handle cell of its own, with no object (zram's same-filled pages): 8 bytes of
@@ -359,6 +377,7 @@ public sealed unsafe class ZsPool : IDisposable
             CompactionRuns = Interlocked.Read(ref _compactionRuns),
             ObjectsMoved = Interlocked.Read(ref _objectsMoved),
             DeferredQueueDepth = _deferred.Depth,
+            DeferredQueueBytes = _deferred.Bytes,
             DeferredQueueCapacity = _deferred.Capacity,
             MetadataBytes = MetadataBytes,
         };

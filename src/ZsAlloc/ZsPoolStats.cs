@@ -27,6 +27,9 @@ public sealed record ZsPoolStats
 
     public int DeferredQueueDepth { get; init; }
 
+    /// <summary>Bytes the objects waiting in the deferred-free queue hold (their slots).</summary>
+    public long DeferredQueueBytes { get; init; }
+
     public int DeferredQueueCapacity { get; init; }
 
     /// <summary>Bytes of the pool's own metadata (see <see cref="ZsPool.MetadataBytes"/>).</summary>

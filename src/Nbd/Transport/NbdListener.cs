@@ -30,6 +30,9 @@ public sealed class NbdListener : IDisposable
 
     internal System.Net.EndPoint? LocalEndPoint => _socket.LocalEndPoint;
 
+    /// <summary>The address a TCP listener is bound to (also for sockets systemd passed in); null for Unix sockets.</summary>
+    public IPEndPoint? TcpEndPoint => IsTcp ? _socket.LocalEndPoint as IPEndPoint : null;
+
     internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 
     /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)

@@ -33,6 +33,8 @@ namespace ZramDaemon.Device;
 ///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
 ///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
+///   The deferred-free queue may hold at most half the room between the watermark and the limit in objects
+///   (<see cref="ZsPool.DeferredFreeByteBudget"/>); past that, frees are synchronous until it drains.
 ///
 /// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
 ///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
@@ -145,6 +147,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _memLimit = options.MemLimit;
+        _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
         _dedup = options.Dedup ? new DedupIndex() : null;
         if (options.BackingFile is not null)
         {
@@ -337,8 +340,21 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Interlocked.Exchange(ref _memLimit, bytes);
+        _pool.DeferredFreeByteBudget = DeferredFreeBudget(bytes);
         _compactor.Kick();
     }
+
+    /// <summary>The pool's deferred-free byte budget, as <see cref="DeferredFreeBudget"/> set it from the limit.</summary>
+    internal long DeferredFreeByteBudget => _pool.DeferredFreeByteBudget;
+
+    /// <summary>
+    /// What objects waiting for a deferred free may hold: half the room between the compaction watermark and the
+    /// limit, so that with live data at the watermark, garbage alone never takes the pool to the limit (where a
+    /// write pays for a synchronous flush and compaction), however long the background drain waits for a CPU.
+    /// Without a limit only the queue's capacity bounds it.
+    /// </summary>
+    private long DeferredFreeBudget(long limit) =>
+        limit == 0 ? long.MaxValue : limit * (100 - _options.CompactWatermarkPercent) / 200;
 
     /// <summary>
     /// Changes the compressor of new writes ("lz4", "lz4hc:12", "zstd:3"...). Pages already stored keep the
@@ -722,7 +738,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// The write path's way out at the limit: writes back one slot whose object is of size class
-    /// <paramref name="classIndex"/>, so that the allocation takes its place without a new pool page. Slots whose
+    /// <paramref name="classIndex"/> (any class if negative), so that the allocation takes its place without a new pool page. Slots whose
     /// lock is taken are passed over (the caller may hold one). The search goes round the table from where the
     /// last one stopped, so recently written slots are taken last.
     /// </summary>
@@ -1175,7 +1191,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
         else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle))
         {
-            if (deferred && !PastWatermark(Interlocked.Read(ref _memLimit)))
+            if (deferred)
             {
                 _pool.FreeDeferred(handle);
             }
@@ -1238,6 +1254,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         // Then, with a backing file, room in the class this object needs: a swap user gets slower reads, not ENOSPC.
+        bool wroteBack = false;
         if (_backing is not null)
         {
             int classIndex = _pool.ClassIndexOf(size);
@@ -1248,13 +1265,32 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                     return error;
                 }
             }
+
+            // No object of that class to give up (early on, a class may hold none): huge pages, each of which frees
+            // a whole page, then any others, which compaction below turns into free pages. The background writeback
+            // keeps usage under its watermark so that writes rarely come here; they do when it lags behind on a
+            // loaded machine, and without this they would get ENOSPC although the file has room.
+            int huge = _pool.ClassIndexOf(PageSize);
+            for (int attempt = 0; attempt < 16 && WritebackForRoom(huge); attempt++)
+            {
+                wroteBack = true;
+                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+                {
+                    return error;
+                }
+            }
+
+            for (int attempt = 0; attempt < 64 && WritebackForRoom(-1); attempt++)
+            {
+                wroteBack = true;
+            }
         }
 
-        // Then compaction, unless one just ran here and found nothing: a device kept full would otherwise
-        // compact the whole pool on every write.
+        // Then compaction, unless one just ran here and found nothing (and nothing was written back since): a
+        // device kept full would otherwise compact the whole pool on every write.
         long now = Stopwatch.GetTimestamp();
         long last = Interlocked.Read(ref _futileLimitCompaction);
-        if (last == 0 || Stopwatch.GetElapsedTime(last, now) >= _options.CompactInterval)
+        if (wroteBack || last == 0 || Stopwatch.GetElapsedTime(last, now) >= _options.CompactInterval)
         {
             long freed = CompactCore("mem_limit");
             Interlocked.Exchange(ref _futileLimitCompaction, freed == 0 ? now : 0);

@@ -24,6 +24,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     /// <summary>How long requests already in flight get to finish at stop before connections are closed.</summary>
     private static readonly TimeSpan StopGrace = TimeSpan.FromSeconds(10);
 
+    /// <summary>How often STATUS= is refreshed under systemd (only sent when it changed).</summary>
+    private static readonly TimeSpan StatusInterval = TimeSpan.FromSeconds(5);
+
     private readonly ZramdConfiguration _config;
     private readonly ILoggerFactory _loggerFactory;
     private readonly SystemdNotifier _notifier;
@@ -34,9 +37,11 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     private readonly List<KernelNbdAttachment> _attachments = [];
     private readonly CancellationTokenSource _detached = new();
     private readonly CancellationTokenSource _stopAccepting = new();
+    private readonly CancellationTokenSource _stopStatus = new();
     private NbdServer? _server;
     private ControlServer? _control;
     private Task? _watchdog;
+    private Task? _status;
 
     public ZramdService(ZramdConfiguration config, ILoggerFactory loggerFactory, SystemdNotifier notifier)
     {
@@ -112,6 +117,13 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         {
             _listeners.AddRange(activated);
             LogSocketActivated(activated.Count);
+            foreach (NbdListener listener in activated)
+            {
+                if (listener.TcpEndPoint is { } endPoint)
+                {
+                    WarnIfExposed(listener.Description, endPoint.Address);
+                }
+            }
 
             // "unix:/run/zramd/zramd.sock (systemd zramd.socket)": the path is what clients attach to.
             string? unix = activated.Select(l => l.Description).FirstOrDefault(d => d.StartsWith("unix:/", StringComparison.Ordinal));
@@ -125,7 +137,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             foreach (ListenAddress address in _config.Listen)
             {
                 _listeners.Add(Bind(address));
-                WarnIfExposed(address);
+                if (!address.IsUnix)
+                {
+                    WarnIfExposed(address.ToString(), address.EndPoint.Address);
+                }
             }
 
             if (_config.SocketGroupFallback is { } why && _config.Listen.Any(l => l.IsUnix))
@@ -165,6 +180,36 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         if (_notifier.WatchdogInterval is { } interval)
         {
             _watchdog = WatchdogAsync(interval, _stopAccepting.Token);
+        }
+
+        if (_notifier.IsEnabled)
+        {
+            _status = StatusAsync(_stopStatus.Token);
+        }
+    }
+
+    /// <summary>STATUS= every few seconds while running, when it changed: what each device holds and who uses it.</summary>
+    private async Task StatusAsync(CancellationToken ct)
+    {
+        using var timer = new PeriodicTimer(StatusInterval);
+        string? last = null;
+        try
+        {
+            while (await timer.WaitForNextTickAsync(ct).ConfigureAwait(false))
+            {
+                string status = StatusSummary.Format(_devices.Select(d =>
+                {
+                    ZramStats stats = d.GetStats();
+                    return (d.Name, stats.OrigDataSize, stats.ComprDataSize, _server!.GetConnectionCount(d.Name));
+                }));
+                if (status != last && _notifier.NotifyStatus(status))
+                {
+                    last = status;
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
         }
     }
 
@@ -240,22 +285,17 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
     }
 
-    /// <summary>A TCP address other hosts can reach, without TLS required: whoever reaches it can read and write
-    /// every export, and the traffic (swapped-out memory) crosses the network in clear.</summary>
-    private void WarnIfExposed(ListenAddress address)
+    /// <summary>A TCP address other hosts can reach (configured, or a socket systemd passed in), without TLS
+    /// required: whoever reaches it can read and write every export, and the traffic (swapped-out memory) crosses
+    /// the network in clear.</summary>
+    private void WarnIfExposed(string where, System.Net.IPAddress ip)
     {
-        if (address.IsUnix || _config.TlsMode == NbdTlsMode.Required)
+        if (_config.TlsMode == NbdTlsMode.Required || System.Net.IPAddress.IsLoopback(ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip))
         {
             return;
         }
 
-        System.Net.IPAddress ip = address.EndPoint.Address;
-        if (System.Net.IPAddress.IsLoopback(ip.IsIPv4MappedToIPv6 ? ip.MapToIPv4() : ip))
-        {
-            return;
-        }
-
-        LogExposedWithoutTls(address.ToString(), _config.TlsMode == NbdTlsMode.Off ? "TLS is off" : "TLS is only optional");
+        LogExposedWithoutTls(where, _config.TlsMode == NbdTlsMode.Off ? "TLS is off" : "TLS is only optional");
     }
 
     private async Task WatchdogAsync(TimeSpan interval, CancellationToken ct)
@@ -276,6 +316,13 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        // No periodic STATUS= after STOPPING=1's "stopping".
+        await _stopStatus.CancelAsync().ConfigureAwait(false);
+        if (_status is not null)
+        {
+            await _status.ConfigureAwait(false);
+        }
+
         _notifier.Notify("STOPPING=1\nSTATUS=stopping");
         if (_server is not null)
         {
@@ -342,6 +389,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await _stopStatus.CancelAsync().ConfigureAwait(false);
+        if (_status is not null)
+        {
+            await _status.ConfigureAwait(false);
+        }
+
         if (_control is not null)
         {
             await _control.DisposeAsync().ConfigureAwait(false);
@@ -355,6 +408,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         CloseEverything();
         _stopAccepting.Dispose();
         _detached.Dispose();
+        _stopStatus.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Hint}")]

@@ -3,19 +3,26 @@ namespace ZsAlloc.Deferred;
 /// <summary>
 /// zs_free_deferred (the seed patch): a bounded array of handles whose free is postponed. Enqueueing takes the
 /// queue lock with a try-lock only; if it is contended (a drain is in progress) or the queue is full, the
-/// caller frees synchronously instead, so a handle is never dropped. When the queue reaches half its
-/// capacity a background work item drains it, one handle per lock hold, as the kernel's workqueue does.
+/// caller frees synchronously instead, so a handle is never dropped. The queue is bounded twice: by handles
+/// (its capacity) and by the bytes the queued objects still hold (<see cref="ByteBudget"/>, set by the pool's
+/// owner from its memory limit), so that garbage waiting here can never hold more than the budget whatever
+/// the scheduler does; past either bound frees are synchronous. When the queue reaches half its capacity or
+/// half its byte budget a background work item drains it, one handle per lock hold, as the kernel's
+/// workqueue does.
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
 /// </summary>
 internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 {
-    private readonly uint[] _handles;
+    /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in the high 32.</summary>
+    private readonly ulong[] _entries;
     private readonly Lock _lock = new();
     private readonly Action<uint> _free;
     private readonly Action<Exception> _onError;
     private readonly int _threshold;
     private int _count;
+    private long _bytes;
+    private long _byteBudget = long.MaxValue;
     private int _inFlight;
     private int _scheduled;
     private int _running;
@@ -27,32 +34,57 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     public DeferredFreeQueue(int capacity, Action<uint> free, Action<Exception> onError)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
-        _handles = new uint[capacity];
+        _entries = new ulong[capacity];
         _threshold = Math.Max(1, capacity / 2);
         _free = free;
         _onError = onError;
     }
 
-    public int Capacity => _handles.Length;
+    public int Capacity => _entries.Length;
+
+    /// <summary>Bytes per queue entry, for the pool's metadata figure.</summary>
+    public const int EntryBytes = sizeof(ulong);
 
     public int Depth => Volatile.Read(ref _count);
 
-    /// <summary>Queues a handle; false means the caller must free it now (lock contended, queue full or closed).</summary>
-    public bool TryEnqueue(uint handle)
+    /// <summary>Bytes the queued objects hold.</summary>
+    public long Bytes => Interlocked.Read(ref _bytes);
+
+    /// <summary>Most bytes the queued objects may hold (long.MaxValue: only the capacity bounds the queue). Lowering
+    /// it below what is queued makes further frees synchronous until a drain brings the queue under it.</summary>
+    public long ByteBudget
+    {
+        get => Interlocked.Read(ref _byteBudget);
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            Interlocked.Exchange(ref _byteBudget, value);
+            if (Bytes > value / 2)
+            {
+                Schedule();
+            }
+        }
+    }
+
+    /// <summary>Queues a handle whose object holds <paramref name="bytes"/>; false means the caller must free it now
+    /// (lock contended, queue full by handles or bytes, or closed).</summary>
+    public bool TryEnqueue(uint handle, int bytes)
     {
         if (_closed || !_lock.TryEnter())
         {
             return false;
         }
 
-        if (_count >= _handles.Length)
+        long budget = Interlocked.Read(ref _byteBudget);
+        if (_count >= _entries.Length || _bytes + bytes > budget)
         {
             _lock.Exit();
             return false;
         }
 
-        _handles[_count++] = handle;
-        bool kick = _count >= _threshold;
+        _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
+        Interlocked.Add(ref _bytes, bytes);
+        bool kick = _count >= _threshold || _bytes > budget / 2;
         _lock.Exit();
         if (kick)
         {
@@ -103,8 +135,8 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
             Interlocked.Exchange(ref _running, 0);
         }
 
-        // A producer that crossed the threshold while _scheduled was still 1 did not schedule: look again.
-        if (!_closed && Depth >= _threshold)
+        // A producer that crossed a threshold while _scheduled was still 1 did not schedule: look again.
+        if (!_closed && (Depth >= _threshold || Bytes > ByteBudget / 2))
         {
             Schedule();
         }
@@ -130,7 +162,10 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
                     return;
                 }
 
-                handle = _handles[--_count];
+                ulong entry = _entries[--_count];
+                handle = (uint)entry;
+                // Counted off when taken: the object is the drainer's to free, no longer the queue's to hold.
+                Interlocked.Add(ref _bytes, -(long)(entry >> 32));
                 Interlocked.Increment(ref _inFlight);
             }
 

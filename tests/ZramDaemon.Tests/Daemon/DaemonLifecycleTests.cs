@@ -76,6 +76,58 @@ public sealed partial class DaemonLifecycleTests
     }
 
     [Fact]
+    public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string notifyPath = Path.Combine(dir, "notify");
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath }, dir);
+        ReceiveAll(notify, m => m.Any(s => s.StartsWith("READY=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(60));
+
+        // A client writes 256 pages of text (1 MiB, compressible) and stays connected until told to go.
+        var info = new System.Diagnostics.ProcessStartInfo(ClientTool.Python) { RedirectStandardOutput = true, RedirectStandardInput = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($$"""
+            import nbd, sys
+            h = nbd.NBD(); h.connect_uri('{{daemon.Uri()}}')
+            for i in range(256):
+                h.pwrite(bytearray(b'page %010d of text. ' % i) * 160 + bytearray(96), i * 4096)
+            print("written", flush=True)
+            sys.stdin.readline()
+            h.shutdown()
+            """);
+        using var client = System.Diagnostics.Process.Start(info)!;
+        Assert.Equal("written", client.StandardOutput.ReadLine());
+
+        Regex line = StatusLine();
+        List<string> seen = ReceiveAll(notify, m => m.Any(s => line.Match(s) is { Success: true } x && x.Groups[3].Value == "1 client"), TimeSpan.FromSeconds(60));
+        Match connected = line.Match(seen.Last());
+        Assert.Equal("1M", connected.Groups[1].Value);
+        double ratio = double.Parse(connected.Groups[2].Value, CultureInfo.InvariantCulture);
+        Assert.True(ratio > 2, $"text pages compress better than {ratio}: {seen.Last()}");
+
+        // The client leaves: the next summary says so, and the data stays.
+        client.StandardInput.WriteLine();
+        Assert.True(client.WaitForExit(60_000));
+        seen = ReceiveAll(notify, m => m.Any(s => line.Match(s) is { Success: true } x && x.Groups[3].Value == "0 clients"), TimeSpan.FromSeconds(60));
+        Assert.Equal("1M", line.Match(seen.Last()).Groups[1].Value);
+
+        // After STOPPING=1, no periodic summary overwrites "stopping".
+        daemon.Process.Terminate();
+        Assert.Equal(0, daemon.Process.WaitForExit(TimeSpan.FromSeconds(60)));
+        List<string> rest = [];
+        notify.ReceiveTimeout = 1;
+        byte[] buffer = new byte[4096];
+        while (notify.Available > 0)
+        {
+            rest.Add(Encoding.UTF8.GetString(buffer, 0, notify.Receive(buffer)));
+        }
+
+        Assert.Equal("STOPPING=1\nSTATUS=stopping", rest.Last());
+    }
+
+    [Fact]
     public async Task Under_journald_every_line_has_a_priority_prefix_and_no_timestamp_and_swap_safety_is_reported()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["JOURNAL_STREAM"] = "8:12345" });
@@ -257,59 +309,32 @@ public sealed partial class DaemonLifecycleTests
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
         try
         {
-            // systemd-socket-activate binds the socket, waits for the first client, then execs zramd with the
-            // socket as fd 3 and LISTEN_FDS=1, LISTEN_PID=its own pid, exactly as systemd does for a .socket unit.
             string socket = Path.Combine(dir, "activated.sock");
             string control = Path.Combine(dir, "zramd.ctl");
-            var info = new System.Diagnostics.ProcessStartInfo("systemd-socket-activate") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
-            foreach (string arg in new[] { "-l", socket, "-E", "XDG_RUNTIME_DIR=" + dir, "dotnet", ZramdProcess.DllPath, "--size", "16M", "--control", control })
+            using var activator = SocketActivator.Start([socket], dir, ["--size", "16M", "--control", control]);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
             {
-                info.ArgumentList.Add(arg);
+                Thread.Sleep(20);
             }
 
-            using var activator = System.Diagnostics.Process.Start(info)!;
-            var log = new StringBuilder();
-            activator.ErrorDataReceived += (_, e) => { lock (log) { log.AppendLine(e.Data); } };
-            activator.BeginErrorReadLine();
-            try
-            {
-                var clock = System.Diagnostics.Stopwatch.StartNew();
-                while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
-                {
-                    Thread.Sleep(20);
-                }
+            // The first client waits in the backlog while zramd starts, then is served.
+            ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+            Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
+            Assert.Equal(0, ZramdProcess.Run(["status", "--control", control]).ExitCode);
 
-                // The first client waits in the backlog while zramd starts, then is served.
-                ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
-                Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
-                Assert.Equal(0, ZramdProcess.Run(["status", "--control", control]).ExitCode);
-
-                using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", activator.Id.ToString(CultureInfo.InvariantCulture)]))
-                {
-                    kill.WaitForExit();
-                }
-
-                Assert.True(activator.WaitForExit(30_000));
-                Assert.Equal(0, activator.ExitCode);
-                lock (log)
-                {
-                    Assert.Contains("socket activation: serving the 1 socket(s) systemd passed", log.ToString(), StringComparison.Ordinal);
-                    Assert.Contains($"attach with: nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", log.ToString(), StringComparison.Ordinal);
-                }
-            }
-            finally
-            {
-                if (!activator.HasExited)
-                {
-                    activator.Kill(entireProcessTree: true);
-                }
-            }
+            Assert.Equal(0, activator.Stop());
+            Assert.Contains("socket activation: serving the 1 socket(s) systemd passed", activator.Log, StringComparison.Ordinal);
+            Assert.Contains($"attach with: nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", activator.Log, StringComparison.Ordinal);
         }
         finally
         {
             Directory.Delete(dir, recursive: true);
         }
     }
+
+    [GeneratedRegex(@"^STATUS=zram0: data (\S+), compr \S+, ratio ([0-9.]+), (\d+ clients?)$")]
+    private static partial Regex StatusLine();
 
     [GeneratedRegex(@"\d\d:\d\d:\d\d")]
     private static partial Regex Timestamp();

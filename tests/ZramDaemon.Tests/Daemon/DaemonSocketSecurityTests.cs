@@ -83,6 +83,39 @@ public sealed class DaemonSocketSecurityTests
     }
 
     [Fact]
+    public void Socket_activated_tcp_on_a_non_loopback_address_without_tls_is_warned_about_and_loopback_is_not()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            int exposedPort = FreeTcpPort();
+            int loopbackPort = FreeTcpPort();
+            using var activator = SocketActivator.Start(
+                [$"0.0.0.0:{exposedPort}", $"127.0.0.1:{loopbackPort}"], dir, ["--size", "16M", "--control", Path.Combine(dir, "zramd.ctl")]);
+
+            // zramd starts with the first client (queued meanwhile) and serves it on the loopback socket.
+            string uri = $"nbd://127.0.0.1:{loopbackPort}/zram0";
+            ClientTool.Result size = default!;
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while ((size = ClientTool.Run("nbdinfo", ["--size", uri])).ExitCode != 0 && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(100); // the activator may not be listening yet
+            }
+
+            Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.EnsureSuccess().Stdout.Trim());
+            Assert.Equal(0, activator.Stop());
+            string[] warnings = activator.Log.Split('\n').Where(l => l.Contains(ExposedWarning, StringComparison.Ordinal)).ToArray();
+            Assert.Single(warnings);
+            Assert.Contains($"listening on tcp:0.0.0.0:{exposedPort} (systemd), {ExposedWarning}, and TLS is off", warnings[0], StringComparison.Ordinal);
+            Assert.Contains("socket activation: serving the 2 socket(s) systemd passed", activator.Log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
     public void Tcp_on_a_non_loopback_address_with_tls_required_is_not_warned_about()
     {
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;

@@ -210,6 +210,65 @@ public class ZramDeviceMemoryTests
     }
 
     [Fact]
+    public void Garbage_waiting_for_a_deferred_free_never_holds_more_than_half_the_room_above_the_watermark()
+    {
+        // Limit 16 MiB, watermark 90%: the queue may hold 16 MiB * 10% / 2 = 0.8 MiB. The background thread
+        // wakes only when kicked past the watermark (its interval is an hour), as if it never got a CPU: without
+        // the byte budget, overwrites would leave about 10 MiB of garbage queued before anything drained it
+        // (the queue's own drain starts at 16384 handles).
+        const long limit = 16L << 20;
+        const long budget = limit * 10 / 200;
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "garbage",
+            DiskSize = 64L << 20,
+            MemLimit = limit,
+            CompactWatermarkPercent = 90,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        var random = new Random(9);
+        byte[] HalfRandom()
+        {
+            var page = new byte[Page];
+            random.NextBytes(page.AsSpan(0, Page / 2)); // compresses to a little over 2 KiB
+            return page;
+        }
+
+        var model = new byte[2048][];
+        long deepest = 0;
+        for (int pass = 0; pass < 4; pass++)
+        {
+            for (int i = 0; i < model.Length; i++)
+            {
+                model[i] = HalfRandom();
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+                long queued = device.GetPoolStats().DeferredQueueBytes;
+                deepest = Math.Max(deepest, queued);
+                Assert.True(queued <= budget, $"pass {pass}, page {i}: {queued} bytes of garbage queued, budget {budget}");
+            }
+        }
+
+        // Past the budget frees were synchronous: the peak stays near the live data, far from the watermark.
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(deepest > budget / 2, $"the queue was used: deepest {deepest}");
+        Assert.True(stats.MemUsedMax < limit * 9 / 10, $"mem_used_max {stats.MemUsedMax} reached the watermark with {stats.ComprDataSize} bytes live");
+
+        // The budget follows the limit (zramd set NAME mem_limit=...); without one only the queue's capacity bounds it.
+        device.SetMemLimit(64L << 20);
+        Assert.Equal((64L << 20) * 10 / 200, device.DeferredFreeByteBudget);
+        device.SetMemLimit(0);
+        Assert.Equal(long.MaxValue, device.DeferredFreeByteBudget);
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"page {i} reads back different");
+        }
+    }
+
+    [Fact]
     public void Mem_used_max_keeps_the_peak_until_reset()
     {
         using var device = new ZramDevice(new ZramDeviceOptions { Name = "peak", DiskSize = 8L << 20 }, NullLoggerFactory.Instance);

@@ -126,6 +126,44 @@ public sealed class WritebackTests : IDisposable
     }
 
     [Fact]
+    public void At_the_limit_a_write_of_a_size_class_with_no_objects_yet_writes_others_back_instead_of_failing()
+    {
+        // Background writeback and compaction only at the limit itself (watermarks 100%) and no timer: as if the
+        // background thread got no CPU, which is when writes reach the limit. Only huge pages are stored, then a
+        // text page needs a class that holds no object to give up: huge ones must go to the file instead.
+        const long limit = 2L << 20;
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L << 20,
+            MemLimit = limit,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            WritebackWatermarkPercent = 100,
+            CompactWatermarkPercent = 100,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        var random = new Random(3);
+        var model = new byte[1100][];
+        for (int i = 0; i < model.Length; i++)
+        {
+            model[i] = i < 1024 ? RandomPage(random) : DevicePages.TextPage(i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit);
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(stats.BdCount > 512, $"only {stats.BdCount} pages in the backing file");
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+    }
+
+    [Fact]
     public void Idle_slots_written_back_on_request_read_back_and_free_their_memory()
     {
         using ZramDevice device = Create(16L << 20);
