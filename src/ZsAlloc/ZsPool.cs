@@ -436,6 +436,8 @@ public sealed unsafe class ZsPool : IDisposable
     private void FreeQueued(uint handle) => FreeCore(handle, queued: true);
 
     /// <summary>Returns the handle's cell, or throws if the handle cannot be one of this pool's.</summary>
+    /// <summary>In bounds: every client of the pool's cells comes through here, and a cell index at or above
+    /// <see cref="HandleTable.Created"/> is refused before any pointer is formed.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private ulong* CellOf(uint handle)
     {
@@ -486,6 +488,8 @@ public sealed unsafe class ZsPool : IDisposable
                 continue;
             }
 
+            // In bounds: the location is one the pool wrote into this cell (AllocateSlot or compaction): a slot
+            // inside a run of the zspage the owner map names; the 4-byte header read is the slot's first bytes.
             byte* p = _pages.Address(location);
             size = HandleCell.SizeOf(c);
             if (d->ClassIndex != _huge.Info.Index)
@@ -585,6 +589,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
         else
         {
+            // In bounds: location is the freed object's own slot in this zspage (from its cell, claimed by the caller).
             long offset = location - ((long)d->FirstPage << PageShift);
             int slot = (int)(offset / cls.Size);
             *(uint*)_pages.Address(location) = HandleCell.MakeFreeSlot(d->FreeSlot);
@@ -753,6 +758,7 @@ public sealed unsafe class ZsPool : IDisposable
                 continue;
             }
 
+            // In bounds: srcLocation is the claimed object's slot in src (ClaimNextObject walked src's slots).
             byte* from = _pages.Address(srcLocation);
             int size = HandleCell.SizeOf(claimed);
             ZsPageDescriptor* dst = _zspages[dstId];
@@ -851,6 +857,9 @@ public sealed unsafe class ZsPool : IDisposable
         long start = (long)src->FirstPage << PageShift;
         for (; cursor < cls.ObjectsPerZspage; cursor++)
         {
+            // In bounds: cursor < ObjectsPerZspage, so the slot lies in the zspage's run. The header was written by
+            // the pool (client bytes go after it, at most the object's size), so the cell index it names was
+            // handed out by the handle table.
             location = start + ((long)cursor * cls.Size);
             uint header = *(uint*)_pages.Address(location);
             if ((header & HandleCell.HeaderAllocated) == 0)

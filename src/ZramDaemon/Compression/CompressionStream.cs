@@ -48,7 +48,8 @@ public abstract unsafe class CompressionStream : IDisposable
         ObjectDisposedException.ThrowIf(_buffer == null, this);
         fixed (byte* src = source)
         {
-            // _buffer holds BufferSize bytes and maxLength was clamped to it above.
+            // In bounds: _buffer holds BufferSize bytes and maxLength was clamped to it above; the compressors stop
+            // (and return 0) rather than write past dstCapacity, and read srcLength bytes of the pinned source.
             return CompressCore(src, source.Length, _buffer, maxLength);
         }
     }
@@ -62,6 +63,8 @@ public abstract unsafe class CompressionStream : IDisposable
         fixed (byte* src = source)
         fixed (byte* dst = destination)
         {
+            // In bounds: each span's own length goes with its pointer, and the libraries' bounded decoders
+            // (LZ4_decompress_safe, ZSTD_decompressDCtx) read at most srcLength and write at most dstCapacity bytes.
             return DecompressCore(src, source.Length, dst, destination.Length) == destination.Length;
         }
     }

@@ -26,7 +26,9 @@ internal sealed unsafe class HandleTable : IDisposable
     /// <summary>Bytes of cells in use or on the free list (untouched parts of a chunk cost no RAM).</summary>
     public long MetadataBytes => (long)Created * sizeof(ulong);
 
-    /// <summary>The cell of an index below <see cref="Created"/>.</summary>
+    /// <summary>The cell of an index below <see cref="Created"/>. In bounds: the chunk comes from a managed
+    /// (bounds-checked) array of chunk addresses, the offset in it is masked below ChunkCells; callers pass only
+    /// indexes this table handed out (ZsPool.CellOf checks against Created).</summary>
     public ulong* Cell(uint index) => (ulong*)_chunks[(int)(index >> ChunkShift)] + (index & (ChunkCells - 1));
 
     /// <summary>Takes a free cell (its content is the caller's to set).</summary>

@@ -238,10 +238,12 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>The address of a global page number. The page's arena exists (callers got it from this source).</summary>
+    /// <summary>The address of a global page number. The page's arena exists (callers got it from this source).
+    /// In bounds: the arena base comes from a managed (bounds-checked) array and the page is masked into it.</summary>
     public nint PageAddress(int page) => _arenaBase[page >> ArenaPageShift] + ((nint)(page & (PagesPerArena - 1)) << PageShift);
 
-    /// <summary>The address of a global byte location (page number * 4096 + offset).</summary>
+    /// <summary>The address of a global byte location (page number * 4096 + offset). In bounds as
+    /// <see cref="PageAddress"/>: arena from a checked array, offset masked below the arena's size.</summary>
     public byte* Address(long location) =>
         (byte*)_arenaBase[(int)(location >> ArenaByteShift)] + (location & (ArenaBytes - 1));
 

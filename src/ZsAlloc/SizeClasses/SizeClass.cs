@@ -7,7 +7,8 @@ namespace ZsAlloc.SizeClasses;
 /// The live state of one merged size class: its zspages sorted into fullness groups (the kernel's
 /// ZS_INUSE_RATIO_0..100: empty, ten 10% bands, full) and its counters. Partial zspages (bands 1..10) sit on
 /// one doubly linked list per band so that allocation takes the fullest and compaction the emptiest in O(1).
-/// Everything here is guarded by <see cref="Lock"/>.
+/// Everything here is guarded by <see cref="Lock"/>. Pointers: only descriptors from <see cref="ZsPageTable"/>
+/// (whose indexer is where they are bounded), by ids the table handed out; nothing here touches zspage memory.
 /// </summary>
 internal sealed unsafe class SizeClass
 {

@@ -24,7 +24,9 @@ internal sealed unsafe class ZsPageTable : IDisposable
 
     public long MetadataBytes => (long)Volatile.Read(ref _created) * sizeof(ZsPageDescriptor);
 
-    /// <summary>The descriptor of an id handed out by <see cref="Allocate"/>.</summary>
+    /// <summary>The descriptor of an id handed out by <see cref="Allocate"/>. In bounds: the chunk comes from a
+    /// managed (bounds-checked) array, the offset in it is masked below ChunkSize; ids come only from this table
+    /// (the page owner map and the class lists hold nothing else).</summary>
     public ZsPageDescriptor* this[int id] => (ZsPageDescriptor*)_chunks[id >> ChunkShift] + (id & (ChunkSize - 1));
 
     public int Allocate()

@@ -13,12 +13,7 @@ public class SoakTests(ITestOutputHelper output)
     [Fact]
     public async Task A_short_soak_with_fio_verifies_every_block_through_compaction_and_ENOSPC()
     {
-        string root = AppContext.BaseDirectory;
-        while (!File.Exists(Path.Combine(root, "scripts", "soak.sh")))
-        {
-            root = Path.GetDirectoryName(root) ?? throw new InvalidOperationException("scripts/soak.sh not found above the test directory");
-        }
-
+        string root = Repository.RepositoryRoot.Path;
         var info = new ProcessStartInfo("bash", [Path.Combine(root, "scripts", "soak.sh")])
         {
             RedirectStandardOutput = true,
