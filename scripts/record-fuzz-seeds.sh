@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Re-records the NBD fuzz seeds (tests/Nbd.Tests/Fuzz/Seeds/*.bin): what real clients (nbdinfo, nbdsh,
-# qemu-io, qemu-img) send to a server, byte for byte, handshake included. The server is nbdkit's memory
+# qemu-io, qemu-img, nbd-client) send to a server, byte for byte, handshake included. The server is nbdkit's memory
 # plugin with the fuzz device's size (1 MiB); socat's -r dumps the client-to-server direction of one
-# connection. Needs nbdkit, socat, libnbd-bin, python3-libnbd (nbdsh), qemu-utils.
+# connection. Needs nbdkit, socat, libnbd-bin, python3-libnbd (nbdsh), qemu-utils, nbd-client.
 set -euo pipefail
 # nbdsh runs "python3 -mnbd": Debian's python3 has the nbd module, a pyenv shim may not.
 export PATH="/usr/bin:/bin:$PATH"
@@ -41,3 +41,6 @@ h.pwrite(b"\x01" * 512, 1048576 - 512, nbd.CMD_FLAG_FUA)
 record qemu-io qemu-io -f raw -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' -c 'discard 0 4k' -c 'write -z 8k 8k' "$uri"
 record qemu-img-info qemu-img info -f raw "$uri"
 record qemu-img-convert qemu-img convert -n -f raw -O raw "$work/random.img" "$uri"
+# nbd-client's handshake (what the kernel client's user-space half sends). Without the nbd module it stops after
+# the handshake, when it asks netlink for the device (exit 1): the transcript is the handshake and its close.
+record nbd-client sh -c 'nbd-client -unix "$1" /dev/nbd0 -N mem -b 4096 || true' sh "$work/relay.sock"

@@ -76,6 +76,8 @@ public sealed class ZramdUnitUnderSystemdTests : IDisposable
         foreach (string arg in new[]
         {
             "-D", "/", "--volatile=yes", "--register=no", "--keep-unit", "--console=pipe",
+            // A name of its own: nspawn keeps per-name state in /run/systemd/nspawn, and other checkouts may run this at once.
+            $"--machine=zramd-test-{Guid.NewGuid():N}"[..32],
             // What the unit's bounding set keeps must exist in the container for the unit to grant it.
             "--capability=CAP_IPC_LOCK,CAP_SYS_RESOURCE",
             $"--bind-ro={Path.Combine(root, "systemd", "zramd.service")}:/etc/systemd/system/zramd.service",
