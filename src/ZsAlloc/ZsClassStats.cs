@@ -19,7 +19,12 @@ public sealed record ZsClassStats
 
     public long ObjUsed { get; init; }
 
+    /// <summary>Pages of the class's zspages (zspages x pages per zspage), as the kernel counts them.</summary>
     public long PagesUsed { get; init; }
+
+    /// <summary>Of <see cref="PagesUsed"/>, the pages written and counted in the pool's total: a zspage's untouched
+    /// tail (slots never handed out) costs nothing until it is used.</summary>
+    public long PagesResident { get; init; }
 
     public int PagesPerZspage { get; init; }
 

@@ -142,7 +142,7 @@ public sealed unsafe class ZsPool : IDisposable
         uint cell = _handles.Allocate();
 
         cls.Lock.Enter();
-        int id = cls.PickFullest();
+        int id = PickTarget(cls);
         bool fresh = id < 0;
         if (fresh)
         {
@@ -152,15 +152,13 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         ZsPageDescriptor* d = _zspages[id];
-        long location = AllocateSlot(cls, d, cell);
         if (fresh)
         {
             cls.Add(id, d);
         }
-        else
-        {
-            cls.UpdateBand(id, d);
-        }
+
+        long location = AllocateSlot(cls, d, cell);
+        cls.UpdateBand(id, d);
 
         cls.ObjUsed++;
         cls.BytesStored += size;
@@ -406,6 +404,7 @@ public sealed unsafe class ZsPool : IDisposable
                     ObjAllocated = cls.ObjAllocated,
                     ObjUsed = cls.ObjUsed,
                     PagesUsed = (long)cls.Zspages * cls.PagesPerZspage,
+                    PagesResident = cls.PagesResident,
                     PagesPerZspage = cls.PagesPerZspage,
                     Freeable = cls.CanCompact(),
                 };
@@ -558,21 +557,65 @@ public sealed unsafe class ZsPool : IDisposable
         _handles.Release(HandleCell.CellOf(handle));
     }
 
-    /// <summary>Takes the zspage's first free slot for an object. Class lock held; the zspage is not full.</summary>
+    /// <summary>
+    /// The zspage a new object goes to: the fullest partial one, as in the kernel, unless it has no freed slot left
+    /// (the object would take a slot of its untouched tail and may write a page not counted yet) while another partial
+    /// zspage has one to reuse. Class lock held. At most one zspage of a class has a tail that is not all freed
+    /// (one is created only when none is partial), so this looks at two zspages at most.
+    /// </summary>
+    private int PickTarget(SizeClass cls)
+    {
+        int id = cls.PickFullest();
+        if (id < 0 || _zspages[id]->FreeSlot >= 0)
+        {
+            return id;
+        }
+
+        int other = cls.PickFullestExcept(id);
+        return other >= 0 ? other : id;
+    }
+
+    /// <summary>
+    /// Takes a slot of the zspage for an object: a freed one first, else the first of its untouched tail, whose
+    /// pages up to the slot's end are written from now on and start to count. Class lock held; the zspage is in
+    /// its class and not full.
+    /// </summary>
     private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
     {
         int slot = d->FreeSlot;
-        Debug.Assert(slot >= 0 && slot < cls.ObjectsPerZspage);
+        bool untouched = slot < 0;
+        if (untouched)
+        {
+            slot = d->Touched++;
+            cls.UntouchedSlots--;
+        }
+
+        Debug.Assert(slot >= 0 && slot < cls.ObjectsPerZspage && d->Touched <= cls.ObjectsPerZspage);
         long location = ((long)d->FirstPage << PageShift) + ((long)slot * cls.Size);
+        if (untouched && (d->Flags & ZsPageDescriptor.FlagResident) == 0)
+        {
+            int pages = cls.PagesUpTo(slot + 1) - cls.PagesUpTo(slot);
+            if (pages > 0)
+            {
+                cls.PagesResident += pages;
+                _pages.AddResident(pages);
+            }
+        }
+
         if (cls.IsHuge)
         {
+            // One object per page, no header.
             d->FreeSlot = -1;
         }
         else
         {
             // In bounds: slot < ObjectsPerZspage, so the slot lies inside the zspage's run.
             uint* header = (uint*)_pages.Address(location);
-            d->FreeSlot = (short)HandleCell.NextSlotOf(*header);
+            if (!untouched)
+            {
+                d->FreeSlot = (short)HandleCell.NextSlotOf(*header);
+            }
+
             *header = HandleCell.MakeHeader(cell);
         }
 
@@ -592,11 +635,39 @@ public sealed unsafe class ZsPool : IDisposable
             // In bounds: location is the freed object's own slot in this zspage (from its cell, claimed by the caller).
             long offset = location - ((long)d->FirstPage << PageShift);
             int slot = (int)(offset / cls.Size);
-            *(uint*)_pages.Address(location) = HandleCell.MakeFreeSlot(d->FreeSlot);
-            d->FreeSlot = (short)slot;
+            // Only in the zspage being filled (a tail left): a zspage once touched to its end never gets a tail
+            // again, so a class keeps at most one (PickTarget and compaction count on that).
+            if (slot == d->Touched - 1 && d->Touched < cls.ObjectsPerZspage && (d->Flags & ZsPageDescriptor.FlagResident) == 0)
+            {
+                UntouchLastSlot(cls, d, slot);
+            }
+            else
+            {
+                *(uint*)_pages.Address(location) = HandleCell.MakeFreeSlot(d->FreeSlot);
+                d->FreeSlot = (short)slot;
+            }
         }
 
         d->InUse--;
+    }
+
+    /// <summary>
+    /// The newest slot of a zspage's tail goes back to the tail, and the pages only it reached into go back to the
+    /// OS: an allocation refused at the memory limit (allocated, found over, freed) must not leave a page counted.
+    /// Class lock held (the madvise, rare, runs under it: nothing else can be in those pages).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void UntouchLastSlot(SizeClass cls, ZsPageDescriptor* d, int slot)
+    {
+        d->Touched = (short)slot;
+        cls.UntouchedSlots++;
+        int keep = cls.PagesUpTo(slot);
+        int had = cls.PagesUpTo(slot + 1);
+        if (had > keep)
+        {
+            cls.PagesResident -= had - keep;
+            _pages.ReleasePages(d->FirstPage + keep, had - keep);
+        }
     }
 
     private int CreateZspageOrReleaseCell(SizeClass cls, uint cell)
@@ -612,14 +683,19 @@ public sealed unsafe class ZsPool : IDisposable
         }
     }
 
-    /// <summary>A new zspage with every slot on its free list. No lock held; the class lock is taken after.</summary>
+    /// <summary>
+    /// A new zspage, all of it an untouched tail. No lock held; the class lock is taken after. On zeroed pages
+    /// (fresh or given back to the OS) the pages count only as slots are first handed out: a zspage that is never
+    /// filled to its end costs only the pages it uses (the kernel allocates all of a zspage's pages at once).
+    /// </summary>
     private int CreateZspage(SizeClass cls)
     {
         int id = _zspages.Allocate();
         int head;
+        bool zeroed;
         try
         {
-            head = _pages.AllocateRun(cls.PagesPerZspage);
+            head = _pages.AllocateRun(cls.PagesPerZspage, out zeroed);
         }
         catch
         {
@@ -633,22 +709,13 @@ public sealed unsafe class ZsPool : IDisposable
         d->Prev = -1;
         d->Next = -1;
         d->InUse = 0;
-        d->FreeSlot = 0;
         d->ClassIndex = (byte)cls.Info.Index;
         d->Band = SizeClass.BandEmpty;
-        d->Flags = ZsPageDescriptor.FlagLive;
-        if (!cls.IsHuge)
-        {
-            // In bounds: slot i starts at i * Size < ObjectsPerZspage * Size <= PagesPerZspage * 4096.
-            byte* start = (byte*)_pages.PageAddress(head);
-            int last = cls.ObjectsPerZspage - 1;
-            for (int slot = 0; slot < last; slot++)
-            {
-                *(uint*)(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(slot + 1);
-            }
-
-            *(uint*)(start + ((long)last * cls.Size)) = HandleCell.MakeFreeSlot(-1);
-        }
+        d->FreeSlot = -1;
+        d->Touched = 0;
+        // Nothing is written here: slots get their header as they are handed out. A zeroed run counts as its slots
+        // are first used; a warm run is resident already and counted in full by the page source.
+        d->Flags = zeroed ? ZsPageDescriptor.FlagLive : (byte)(ZsPageDescriptor.FlagLive | ZsPageDescriptor.FlagResident);
 
         _pages.SetOwner(head, cls.PagesPerZspage, id);
         return id;
@@ -657,7 +724,7 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>Gives an empty zspage's pages back to the OS. Already removed from its class; no lock held.</summary>
     private void ReleaseZspage(SizeClass cls, int id, ZsPageDescriptor* d)
     {
-        _pages.FreeRun(d->FirstPage, cls.PagesPerZspage);
+        _pages.FreeRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
         _zspages.Free(id);
     }
 
@@ -669,7 +736,7 @@ public sealed unsafe class ZsPool : IDisposable
             ReleaseDeferredZspages();
         }
 
-        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage);
+        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
         _releaseIds[_releaseCount++] = id;
     }
 
@@ -721,6 +788,12 @@ public sealed unsafe class ZsPool : IDisposable
             if (src == null)
             {
                 srcId = cls.CanCompact() == 0 ? -1 : cls.PickEmptiest();
+                if (srcId >= 0 && _zspages[srcId]->Touched < cls.ObjectsPerZspage)
+                {
+                    // The zspage being filled (its untouched tail is free memory, not waste) stays: its freed slots
+                    // take objects like any other's, and CanCompact counts on exactly that.
+                    srcId = cls.PickEmptiestExcept(srcId);
+                }
                 if (srcId < 0)
                 {
                     cls.Lock.Exit();
@@ -733,8 +806,9 @@ public sealed unsafe class ZsPool : IDisposable
                 cursor = 0;
             }
 
-            int dstId = cls.PickFullest();
-            if (dstId < 0)
+            // Only a freed slot takes a moved object: filling a tail would write pages not counted yet.
+            int dstId = PickTarget(cls);
+            if (dstId < 0 || _zspages[dstId]->FreeSlot < 0)
             {
                 cls.PutBack(srcId, src);
                 cls.Lock.Exit();
@@ -855,7 +929,7 @@ public sealed unsafe class ZsPool : IDisposable
     private bool ClaimNextObject(SizeClass cls, ZsPageDescriptor* src, ref int cursor, out ulong* cellPtr, out ulong claimed, out long location)
     {
         long start = (long)src->FirstPage << PageShift;
-        for (; cursor < cls.ObjectsPerZspage; cursor++)
+        for (; cursor < src->Touched; cursor++)
         {
             // In bounds: cursor < ObjectsPerZspage, so the slot lies in the zspage's run. The header was written by
             // the pool (client bytes go after it, at most the object's size), so the cell index it names was

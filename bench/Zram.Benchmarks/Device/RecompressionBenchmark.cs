@@ -14,7 +14,11 @@ namespace Zram.Benchmarks.Device;
 /// 2. interference: 4 KiB writes from one thread per CPU on two devices holding the corpus, one whose background
 ///    recompressor is busy recompressing it (all marked idle) and one without, measured in alternating windows
 ///    in one run, so the ratio is what the recompressor costs the foreground.
-/// Usage: Zram.Benchmarks recompress [--levels zstd:3,zstd:9] [--seconds 2] [--rounds 5] [--cpu-percent 10] [--threads CPUS] [FILE]
+///    With --dictionary SIZE, each level is measured once more with a dictionary of SIZE bytes trained from the
+///    idle pages (recompress-dictionary), and the interference part runs with it.
+/// 3. with --nbdkit, nbdkit's memory plugin (allocator=zstd, 32 KiB blocks) stores the same file through nbdcopy in the
+///    same run: its resident memory (VmRSS) per GiB stored, the figure issue 10 compares against.
+/// Usage: Zram.Benchmarks recompress [--levels zstd:3,zstd:9] [--dictionary 262144] [--nbdkit] [--seconds 2] [--rounds 5] [--cpu-percent 10] [--threads CPUS] [FILE]
 /// </summary>
 internal static class RecompressionBenchmark
 {
@@ -27,6 +31,8 @@ internal static class RecompressionBenchmark
         int rounds = 5;
         int cpuPercent = 10;
         int threads = Environment.ProcessorCount;
+        int dictionary = 0;
+        bool nbdkit = false;
         string? file = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -43,6 +49,12 @@ internal static class RecompressionBenchmark
                     break;
                 case "--threads":
                     threads = int.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                case "--dictionary":
+                    dictionary = int.Parse(args[++i], CultureInfo.InvariantCulture);
+                    break;
+                case "--nbdkit":
+                    nbdkit = true;
                     break;
                 case "--cpu-percent":
                     cpuPercent = int.Parse(args[++i], CultureInfo.InvariantCulture);
@@ -62,10 +74,15 @@ internal static class RecompressionBenchmark
 
         double gib = new FileInfo(file).Length / (double)(1L << 30);
         Console.WriteLine($"corpus {Path.GetFileName(file)}; MiB/GiB = mem_used_total per GiB stored");
-        Console.WriteLine($"{"recompress",-10} {"lz4",8} {"recomp.",8} {"compact.",8} {"pages",8} {"of idle",8} {"saved MiB",9} {"seconds",7} {"pages/s",7}   (MiB/GiB after writing, recompressing, compacting)");
-        foreach (string level in levels)
+        if (nbdkit)
         {
-            using ZramDevice device = CreateFilled(file, level, TimeSpan.Zero, cpuPercent);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"nbdkit memory allocator=zstd: VmRSS {NbdkitZstdRssPerGiB(file, gib):F1} MiB/GiB after nbdcopy"));
+        }
+
+        Console.WriteLine($"{"recompress",-18} {"lz4",8} {"recomp.",8} {"compact.",8} {"pages",8} {"of idle",8} {"saved MiB",9} {"seconds",7} {"pages/s",7}   (MiB/GiB after writing, recompressing, compacting)");
+        foreach ((string level, int dictionarySize) in levels.SelectMany(l => dictionary > 0 ? new[] { (l, 0), (l, dictionary) } : [(l, 0)]))
+        {
+            using ZramDevice device = CreateFilled(file, level, dictionarySize, TimeSpan.Zero, cpuPercent);
             double lz4 = PerGiB(device, gib);
             long idle = device.MarkIdle();
             var clock = Stopwatch.StartNew();
@@ -75,22 +92,57 @@ internal static class RecompressionBenchmark
             device.Compact();
             double compacted = PerGiB(device, gib);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{level,-10} {lz4,8:F1} {recompressed,8:F1} {compacted,8:F1} {result.Recompressed,8} {idle,8} {result.BytesSaved / (double)(1 << 20),9:F1} {clock.Elapsed.TotalSeconds,7:F1} {result.Candidates / clock.Elapsed.TotalSeconds,7:F0}"));
+                $"{level + (dictionarySize > 0 ? $"+dict{dictionarySize >> 10}K" : string.Empty),-18} {lz4,8:F1} {recompressed,8:F1} {compacted,8:F1} {result.Recompressed,8} {idle,8} {result.BytesSaved / (double)(1 << 20),9:F1} {clock.Elapsed.TotalSeconds,7:F1} {result.Candidates / clock.Elapsed.TotalSeconds,7:F0}"));
         }
 
-        MeasureInterference(file, levels[0], seconds, rounds, cpuPercent, threads);
+        MeasureInterference(file, levels[0], dictionary, seconds, rounds, cpuPercent, threads);
         return 0;
     }
 
-    private static void MeasureInterference(string file, string level, double seconds, int rounds, int cpuPercent, int threads)
+    /// <summary>nbdkit memory allocator=zstd holding the file (written with nbdcopy): its VmRSS in MiB per GiB stored.</summary>
+    private static double NbdkitZstdRssPerGiB(string file, double gib)
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-nbdkit-").FullName;
+        string socket = Path.Combine(dir, "nbd.sock");
+        using var nbdkit = Process.Start(new ProcessStartInfo("nbdkit",
+            ["-f", "-U", socket, "memory", new FileInfo(file).Length.ToString(CultureInfo.InvariantCulture), "allocator=zstd"]))
+            ?? throw new InvalidOperationException("nbdkit did not start (scripts/bench/compare.sh installs it)");
+        try
+        {
+            for (int i = 0; i < 400 && !File.Exists(socket); i++)
+            {
+                Thread.Sleep(50);
+            }
+
+            using var nbdcopy = Process.Start(new ProcessStartInfo("nbdcopy", [file, $"nbd+unix:///?socket={socket}"]))
+                ?? throw new InvalidOperationException("nbdcopy did not start");
+            nbdcopy.WaitForExit();
+            if (nbdcopy.ExitCode != 0)
+            {
+                throw new IOException($"nbdcopy into nbdkit failed ({nbdcopy.ExitCode})");
+            }
+
+            string rss = File.ReadLines($"/proc/{nbdkit.Id}/status").First(l => l.StartsWith("VmRSS:", StringComparison.Ordinal));
+            long kib = long.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+            return kib / 1024.0 / gib;
+        }
+        finally
+        {
+            nbdkit.Kill();
+            nbdkit.WaitForExit();
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static void MeasureInterference(string file, string level, int dictionary, double seconds, int rounds, int cpuPercent, int threads)
     {
         // An idle time far beyond the run: the only idle pages are the ones MarkIdle marks, all of the corpus.
-        using ZramDevice busy = CreateFilled(file, level, TimeSpan.FromHours(1), cpuPercent);
-        using ZramDevice quiet = CreateFilled(file, level, TimeSpan.Zero, cpuPercent);
+        using ZramDevice busy = CreateFilled(file, level, dictionary, TimeSpan.FromHours(1), cpuPercent);
+        using ZramDevice quiet = CreateFilled(file, level, dictionary, TimeSpan.Zero, cpuPercent);
         busy.MarkIdle();
         byte[] corpus = File.ReadAllBytes(file);
         Console.WriteLine();
-        Console.WriteLine($"4 KiB writes, {threads} threads, {seconds} s windows alternating; background recompressor {level} at {cpuPercent}% of a CPU, nice 19");
+        Console.WriteLine($"4 KiB writes, {threads} threads, {seconds} s windows alternating; background recompressor {level}{(dictionary > 0 ? $" with a {dictionary >> 10} KiB dictionary" : string.Empty)} at {cpuPercent}% of a CPU, nice 19");
         Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"recompressed in window",22}");
         var ratios = new List<double>();
         double sumWith = 0, sumWithout = 0;
@@ -139,7 +191,7 @@ internal static class RecompressionBenchmark
         return total / clock.Elapsed.TotalSeconds;
     }
 
-    private static ZramDevice CreateFilled(string file, string level, TimeSpan idleAfter, int cpuPercent)
+    private static ZramDevice CreateFilled(string file, string level, int dictionary, TimeSpan idleAfter, int cpuPercent)
     {
         long diskSize = (new FileInfo(file).Length + Page - 1) & ~(long)(Page - 1);
         var device = new ZramDevice(new ZramDeviceOptions
@@ -148,6 +200,7 @@ internal static class RecompressionBenchmark
             DiskSize = diskSize,
             Algorithm = "lz4",
             RecompressAlgorithm = level,
+            RecompressDictionarySize = dictionary,
             RecompressIdleAfter = idleAfter,
             RecompressCpuPercent = cpuPercent,
             CompactThresholdPages = 0, // as the memory benchmark: what writing (and recompressing) leaves

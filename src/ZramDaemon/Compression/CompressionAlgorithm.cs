@@ -9,4 +9,10 @@ public enum CompressionAlgorithm : byte
     Lz4 = 0,
     Lz4Hc = 1,
     Zstd = 2,
+
+    /// <summary>
+    /// zstd with the device's dictionary (<see cref="ZstdDictionary"/>, trained from its own idle pages): written only by
+    /// the recompressor, read with that dictionary. The frames carry neither a dictionary id nor the content size.
+    /// </summary>
+    ZstdDictionary = 3,
 }

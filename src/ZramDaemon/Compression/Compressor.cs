@@ -36,9 +36,33 @@ public sealed class Compressor : IDisposable
     {
     }
 
+    /// <summary>zstd at the dictionary's level with <paramref name="dictionary"/> (which must outlive this).</summary>
+    public Compressor(ZstdDictionary dictionary, int streamCount = 0)
+    {
+        ArgumentNullException.ThrowIfNull(dictionary);
+        Spec = new CompressionSpec(CompressionAlgorithm.Zstd, dictionary.Level);
+        int count = streamCount > 0 ? streamCount : Environment.ProcessorCount;
+        _streams = new CompressionStream[count];
+        _locks = new Lock[count];
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                _streams[i] = new ZstdDictionaryCompressionStream(dictionary);
+                _locks[i] = new Lock();
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
     public CompressionSpec Spec { get; }
 
-    public CompressionAlgorithm Algorithm => Spec.Algorithm;
+    /// <summary>What slots record for this compressor's output (with a dictionary: <see cref="CompressionAlgorithm.ZstdDictionary"/>).</summary>
+    public CompressionAlgorithm Algorithm => _streams[0].Algorithm;
 
     public static CompressionStream CreateStream(CompressionSpec spec) => spec.Algorithm switch
     {

@@ -112,7 +112,7 @@ public static partial class ConfigurationLoader
 
     private static bool IsDeviceKey(string key) => key is "zram-size" or "compression-algorithm" or "zram-resident-limit"
         or "compact-watermark" or "deferred-free-capacity" or "read-only" or "attach"
-        or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent"
+        or "recompress-algorithm" or "recompress-idle-after" or "recompress-cpu-percent" or "recompress-dictionary"
         or "writeback-file" or "writeback-watermark" or "writeback-limit" or "dedup";
 
     private static void SetDeviceKey(DeviceValues device, string key, Setting value)
@@ -129,6 +129,7 @@ public static partial class ConfigurationLoader
             case "recompress-algorithm": device.RecompressAlgorithm = value; break;
             case "recompress-idle-after": device.RecompressIdleAfter = value; break;
             case "recompress-cpu-percent": device.RecompressCpuPercent = value; break;
+            case "recompress-dictionary": device.RecompressDictionary = value; break;
             case "writeback-file": device.WritebackFile = value; break;
             case "writeback-watermark": device.WritebackWatermark = value; break;
             case "writeback-limit": device.WritebackLimit = value; break;
@@ -136,7 +137,7 @@ public static partial class ConfigurationLoader
             default:
                 throw value.Fail(ZramGeneratorOnlyKeys.Contains(key)
                     ? "a zram-generator key that zramd does not implement: remove it (swap and mounts are set up by systemd units)"
-                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, writeback-file, writeback-watermark, writeback-limit, dedup");
+                    : "unknown key: a device takes zram-size, compression-algorithm, zram-resident-limit, compact-watermark, deferred-free-capacity, read-only, attach, recompress-algorithm, recompress-idle-after, recompress-cpu-percent, recompress-dictionary, writeback-file, writeback-watermark, writeback-limit, dedup");
         }
     }
 
@@ -456,6 +457,27 @@ public static partial class ConfigurationLoader
             throw cpuSetting.Fail("a percentage of one CPU from 1 to 100 is required");
         }
 
+        int dictionary = 0;
+        if (device.RecompressDictionary is { } dictionarySetting && dictionarySetting.Value.Trim() is not ("none" or "no" or "0" or ""))
+        {
+            if (!SizeParser.TryParse(dictionarySetting.Value, out long dictionaryBytes, out string dictionaryError))
+            {
+                throw dictionarySetting.Fail(dictionaryError);
+            }
+
+            if (dictionaryBytes is < Device.ZramDevice.MinDictionarySize or > Device.ZramDevice.MaxDictionarySize)
+            {
+                throw dictionarySetting.Fail("a dictionary size from 4K to 4M is required (or none)");
+            }
+
+            if (recompressAlgorithm is null || !recompressAlgorithm.StartsWith("zstd", StringComparison.Ordinal))
+            {
+                throw dictionarySetting.Fail("a dictionary needs recompress-algorithm = zstd[:LEVEL] in the same section");
+            }
+
+            dictionary = (int)dictionaryBytes;
+        }
+
         string? writebackFile = null;
         if (device.WritebackFile is { } fileSetting)
         {
@@ -509,6 +531,7 @@ public static partial class ConfigurationLoader
             RecompressAlgorithm = recompressAlgorithm,
             RecompressIdleAfter = idleAfter,
             RecompressCpuPercent = cpuPercent,
+            RecompressDictionarySize = dictionary,
             WritebackFile = writebackFile,
             WritebackWatermarkPercent = writebackWatermark,
             WritebackLimitPerDay = writebackLimit,
@@ -692,6 +715,7 @@ public static partial class ConfigurationLoader
         public Setting? RecompressAlgorithm { get; set; }
         public Setting? RecompressIdleAfter { get; set; }
         public Setting? RecompressCpuPercent { get; set; }
+        public Setting? RecompressDictionary { get; set; }
         public Setting? WritebackFile { get; set; }
         public Setting? WritebackWatermark { get; set; }
         public Setting? WritebackLimit { get; set; }

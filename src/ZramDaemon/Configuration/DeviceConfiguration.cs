@@ -35,6 +35,9 @@ public sealed record DeviceConfiguration
     /// <summary>The background recompressor's share of one CPU, 1-100 percent.</summary>
     public int RecompressCpuPercent { get; init; } = DefaultRecompressCpuPercent;
 
+    /// <summary>Bytes of the zstd dictionary recompression trains from the device's idle pages; 0: none.</summary>
+    public int RecompressDictionarySize { get; init; }
+
     /// <summary>Same-page deduplication (default off).</summary>
     public bool Dedup { get; init; }
 

@@ -31,6 +31,8 @@ public sealed class DeviceStatus
         ("metadata_bytes", s => s.MetadataBytes, (s, v) => s.MetadataBytes = v),
         ("recompressed_pages", s => s.RecompressedPages, (s, v) => s.RecompressedPages = v),
         ("recompress_bytes_saved", s => s.RecompressBytesSaved, (s, v) => s.RecompressBytesSaved = v),
+        ("recompress_dict_pages", s => s.RecompressDictPages, (s, v) => s.RecompressDictPages = v),
+        ("recompress_dict_bytes", s => s.RecompressDictBytes, (s, v) => s.RecompressDictBytes = v),
         ("dedup_pages", s => s.DedupPages, (s, v) => s.DedupPages = v),
         ("dedup_bytes_saved", s => s.DedupBytesSaved, (s, v) => s.DedupBytesSaved = v),
         ("bd_count", s => s.BdCount, (s, v) => s.BdCount = v),
@@ -86,6 +88,10 @@ public sealed class DeviceStatus
     public long RecompressedPages { get; set; }
 
     public long RecompressBytesSaved { get; set; }
+
+    public long RecompressDictPages { get; set; }
+
+    public long RecompressDictBytes { get; set; }
 
     public long DedupPages { get; set; }
 

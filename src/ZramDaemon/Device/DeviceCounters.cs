@@ -17,6 +17,7 @@ internal sealed class DeviceCounters
     public long CompactionTicks;
     public long RecompressedPages;
     public long RecompressBytesSaved;
+    public long DictionaryPages;
 
     /// <summary>Applies the change of one slot from <paramref name="oldInfo"/> to <paramref name="newInfo"/>.</summary>
     public void Replace(uint oldInfo, uint newInfo)
@@ -25,6 +26,11 @@ internal sealed class DeviceCounters
         long compr = ObjectBytes(newInfo) - ObjectBytes(oldInfo);
         long same = Flag(newInfo, SlotInfo.Same) - Flag(oldInfo, SlotInfo.Same);
         long huge = Flag(newInfo, SlotInfo.Huge) - Flag(oldInfo, SlotInfo.Huge);
+        long dictionary = SlotInfo.UsesDictionary(newInfo) - SlotInfo.UsesDictionary(oldInfo);
+        if (dictionary != 0)
+        {
+            Interlocked.Add(ref DictionaryPages, dictionary);
+        }
         // Most writes replace a stored page with another of the same kind: touch only what changes.
         if (stored != 0)
         {

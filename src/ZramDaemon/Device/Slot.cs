@@ -21,7 +21,8 @@ internal struct Slot
 /// The bits of <see cref="Slot.Info"/>:
 ///   0..12  size of the object (0..4096)
 ///   13     <see cref="Written"/>   14 <see cref="Same"/>   15 <see cref="Huge"/>
-///   16..17 the algorithm the object was compressed with (so a slot stays readable whatever the device uses later)
+///   16..17 the algorithm the object was compressed with (so a slot stays readable whatever the device uses later;
+///          3 = zstd with the device's dictionary)
 ///   18..19 idle age, 20 <see cref="Recompressed"/>, 21 <see cref="WrittenBack"/> (then <see cref="Slot.Value"/> is
 ///          the block in the backing file)
 ///   22     <see cref="Deduped"/>: the value is a dedup entry id
@@ -103,6 +104,10 @@ internal static class SlotInfo
     public static bool IsDeduped(uint info) => (info & (Written | Deduped)) == (Written | Deduped);
 
     public static bool IsWrittenBack(uint info) => (info & (Written | WrittenBack)) == (Written | WrittenBack);
+
+    /// <summary>1 when the slot's object (in the pool or the backing file) was compressed with the device's dictionary.</summary>
+    public static int UsesDictionary(uint info)
+        => (info & (Written | Same | Deduped)) == Written && Algorithm(info) == CompressionAlgorithm.ZstdDictionary ? 1 : 0;
 
     /// <summary>A same-filled page whose value is in a pool word (non-zero value).</summary>
     public static bool HasWord(uint info, uint value) => (info & (Written | Same)) == (Written | Same) && value != 0;

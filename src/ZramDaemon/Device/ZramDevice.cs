@@ -60,19 +60,34 @@ namespace ZramDaemon.Device;
 public sealed class ZramDevice : IBlockDevice, IDisposable
 {
     public const int PageSize = 4096;
+
+    /// <summary>The recompression dictionary's size bounds (zstd's own minimum is 256 bytes; past 4 MiB gains little).</summary>
+    public const int MinDictionarySize = 4096;
+    public const int MaxDictionarySize = 4 << 20;
+
+    /// <summary>Pages a dictionary is trained from: at least this many idle pages (else pages go without one)...</summary>
+    private const int MinDictionarySamples = 256;
+
+    /// <summary>...and at most this many times the dictionary's size of them (zstd suggests about 100 times).</summary>
+    private const int DictionarySampleFactor = 64;
+
     private const int PageShift = 12;
     private const int PageMask = PageSize - 1;
 
     private readonly ZramDeviceOptions _options;
     private readonly ZsPool _pool;
     private readonly SlotTable _slots;
-    private readonly Compressor?[] _decompressors = new Compressor?[3];
+    private readonly Compressor?[] _decompressors = new Compressor?[4];
     private readonly List<Compressor> _allCompressors = [];
     private readonly Lock _compressorsLock = new();
     private readonly DeviceCounters _counters = new();
     private readonly BackgroundCompactor _compactor;
     private readonly Compressor? _secondary;
     private readonly Recompressor? _recompressor;
+    /// <summary>Held by whoever recompresses (one at a time) and by Reset while it drops the dictionary.</summary>
+    private readonly Lock _recompressLock = new();
+    private ZstdDictionary? _dictionary;
+    private Compressor? _dictionaryCompressor;
     private readonly BackingFile? _backing;
     private readonly DedupIndex? _dedup;
     private int _writebackCursor;
@@ -121,6 +136,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (options.WritebackWatermarkPercent is < 1 or > 100)
         {
             throw new ArgumentException($"the writeback watermark must be 1-100 percent of mem_limit, not {options.WritebackWatermarkPercent}", nameof(options));
+        }
+
+        if (options.RecompressDictionarySize != 0
+            && (options.RecompressAlgorithm is null || secondarySpec.Algorithm != CompressionAlgorithm.Zstd
+                || options.RecompressDictionarySize is < MinDictionarySize or > MaxDictionarySize))
+        {
+            throw new ArgumentException($"a recompression dictionary needs a zstd recompression algorithm and {MinDictionarySize}-{MaxDictionarySize} bytes, not {options.RecompressDictionarySize} with {options.RecompressAlgorithm ?? "none"}", nameof(options));
         }
 
         if (options.RecompressCpuPercent is < 1 or > 100)
@@ -188,7 +210,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
 
-    private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes + (_dedup?.MetadataBytes ?? 0);
+    private long MetadataBytes => _slots.Bytes + _pool.MetadataBytes + DeviceMetadataBytes;
+
+    /// <summary>What the device holds besides the slot table and the pool: the dedup index and the dictionary.</summary>
+    private long DeviceMetadataBytes => (_dedup?.MetadataBytes ?? 0) + (Volatile.Read(ref _dictionary)?.MemoryBytes ?? 0);
 
     public NbdError Read(long offset, Span<byte> destination)
     {
@@ -297,7 +322,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public ZramStats GetStats()
     {
         ZsPoolStats pool = _pool.GetStats();
-        long metadata = _slots.Bytes + pool.MetadataBytes + (_dedup?.MetadataBytes ?? 0);
+        long metadata = _slots.Bytes + pool.MetadataBytes + DeviceMetadataBytes;
         return new ZramStats
         {
             OrigDataSize = Interlocked.Read(ref _counters.PagesStored) << PageShift,
@@ -321,6 +346,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             MetadataBytes = metadata,
             RecompressedPages = Interlocked.Read(ref _counters.RecompressedPages),
             RecompressBytesSaved = Interlocked.Read(ref _counters.RecompressBytesSaved),
+            RecompressDictPages = Interlocked.Read(ref _counters.DictionaryPages),
+            RecompressDictBytes = Volatile.Read(ref _dictionary)?.MemoryBytes ?? 0,
             DedupPages = _dedup is null ? 0 : _dedup.References - _dedup.Count,
             DedupBytesSaved = _dedup?.BytesSaved ?? 0,
             BdCount = _backing?.Count ?? 0,
@@ -406,6 +433,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
         bool stoppedByLimit = false, stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
+        using Lock.Scope scope = _recompressLock.EnterScope();
+        PrepareDictionary(type);
         for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
         {
             RecompressOutcome outcome = RecompressSlot(index, type);
@@ -428,6 +457,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
         }
 
+        _dictionary?.ReleaseCompressionTables();
         long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
         ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
         return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime);
@@ -487,12 +517,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// </summary>
     public void Reset()
     {
+        using Lock.Scope scope = _recompressLock.EnterScope();
         for (int index = 0; index < _slots.Count; index++)
         {
             if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0)
             {
                 ClearSlot(index, deferred: false);
             }
+        }
+
+        // The dictionary goes with the data it was trained on, once no slot needs it (writes never make new users:
+        // only recompression, which this lock keeps out); the next recompression trains a new one.
+        if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
+        {
+            DropDictionary();
         }
 
         _pool.FlushDeferred();
@@ -521,6 +559,80 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             compressor.Dispose();
         }
+
+        DropDictionary();
+    }
+
+    /// <summary>Frees the dictionary and its streams; no slot uses it and nothing recompresses.</summary>
+    private void DropDictionary()
+    {
+        Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], null);
+        _dictionaryCompressor?.Dispose();
+        _dictionaryCompressor = null;
+        _dictionary?.Dispose();
+        Volatile.Write(ref _dictionary, null);
+    }
+
+    /// <summary>
+    /// With a dictionary configured and none yet: trains one from up to <see cref="DictionarySampleFactor"/> times
+    /// its size of the candidates of <paramref name="type"/>, taken evenly across the table, when there are at least
+    /// <see cref="MinDictionarySamples"/> of them (else this run recompresses without one). The samples live in
+    /// native memory for the training only (<see cref="ZstdDictionary.Samples"/>). The recompression lock is held.
+    /// </summary>
+    private void PrepareDictionary(SlotSelection type)
+    {
+        if (_options.RecompressDictionarySize == 0 || _dictionary is not null)
+        {
+            return;
+        }
+
+        long candidates = 0;
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            candidates += IsRecompressCandidate(_slots.PeekInfo(index), type) ? 1 : 0;
+        }
+
+        if (candidates < MinDictionarySamples)
+        {
+            return;
+        }
+
+        int wanted = (int)Math.Min(candidates, Math.Max(MinDictionarySamples, (long)_options.RecompressDictionarySize * DictionarySampleFactor / PageSize));
+        long step = candidates / wanted;
+        using var samples = new ZstdDictionary.Samples(wanted, PageSize);
+        long seen = 0;
+        for (int index = 0; index < _slots.Count && samples.Count < wanted; index++)
+        {
+            if (!IsRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
+            {
+                continue;
+            }
+
+            _slots.Lock(index);
+            uint info = _slots.Info(index);
+            if (IsRecompressCandidate(info, type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
+            {
+                samples.Add();
+            }
+
+            _slots.Unlock(index);
+        }
+
+        int capacity = (int)Math.Min(_options.RecompressDictionarySize, (long)samples.Count * PageSize / 8);
+        long started = Stopwatch.GetTimestamp();
+        string? error = "too few pages";
+        ZstdDictionary? dictionary = samples.Count < MinDictionarySamples ? null
+            : ZstdDictionary.Train(samples.Filled, PageSize, samples.Count, capacity, _secondary!.Spec.Level, out error);
+        if (dictionary is null)
+        {
+            ZramDeviceLog.DictionaryFailed(_logger, Name, samples.Count, error ?? "unknown");
+            return;
+        }
+
+        _dictionaryCompressor = new Compressor(dictionary);
+        Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], _dictionaryCompressor);
+        Volatile.Write(ref _dictionary, dictionary);
+        ZramDeviceLog.DictionaryTrained(_logger, Name, dictionary.Size, samples.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <summary>
@@ -616,6 +728,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         stoppedByLimit = false;
         long started = Stopwatch.GetTimestamp();
         long sliceTicks = (long)(slice.TotalSeconds * Stopwatch.Frequency);
+        using Lock.Scope scope = _recompressLock.EnterScope();
+        if (cursor == 0)
+        {
+            PrepareDictionary(type);
+        }
+
         while (cursor < _slots.Count)
         {
             RecompressOutcome outcome = RecompressSlot(cursor, type);
@@ -633,6 +751,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
         }
 
+        // A whole pass done: the compression tables go until the next one.
+        _dictionary?.ReleaseCompressionTables();
         cursor = 0;
         return true;
     }
@@ -665,7 +785,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             int oldSize = SlotInfo.Size(info);
-            using CompressionStreamLease lease = _secondary.Acquire();
+            Compressor compressor = _dictionaryCompressor ?? _secondary;
+            using CompressionStreamLease lease = compressor.Acquire();
             int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
             if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
             {
@@ -680,7 +801,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
             _pool.Write(handle, lease.Stream.Buffer[..n]);
             // Still idle: the content did not change, and writeback takes idle slots after recompression.
-            uint newInfo = SlotInfo.Compressed(n, _secondary.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
+            uint newInfo = SlotInfo.Compressed(n, compressor.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
             uint oldHandle = _slots.Value(index);
             _slots.Set(index, handle, newInfo);
             _pool.Free(oldHandle);

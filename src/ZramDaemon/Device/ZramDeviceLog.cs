@@ -41,4 +41,10 @@ internal static partial class ZramDeviceLog
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "{Device}: slot {Slot} could not be read back from block {Block} of the backing file")]
     public static partial void ReadBackFailed(ILogger logger, Exception? exception, string device, int slot, long block);
+
+    [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Device}: recompression dictionary of {Bytes} bytes trained from {Pages} idle pages in {Milliseconds:F0} ms")]
+    public static partial void DictionaryTrained(ILogger logger, string device, int bytes, int pages, double milliseconds);
+
+    [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "{Device}: no recompression dictionary from {Pages} pages ({Reason}); recompressing without one")]
+    public static partial void DictionaryFailed(ILogger logger, string device, int pages, string reason);
 }

@@ -41,6 +41,12 @@ public sealed record ZramDeviceOptions
     /// </summary>
     public TimeSpan RecompressIdleAfter { get; init; }
 
+    /// <summary>
+    /// With a zstd <see cref="RecompressAlgorithm"/>: the size in bytes of a dictionary trained from the device's own idle
+    /// pages when recompression first finds enough of them, and used for every page it recompresses; 0 = none.
+    /// </summary>
+    public int RecompressDictionarySize { get; init; }
+
     /// <summary>The share of one CPU the background recompressor may use, 1-100 percent.</summary>
     public int RecompressCpuPercent { get; init; } = 10;
 

@@ -66,6 +66,12 @@ public sealed record ZramStats
     /// <summary>Compressed bytes those recompressions saved: old object sizes minus new (since creation).</summary>
     public long RecompressBytesSaved { get; init; }
 
+    /// <summary>Slots stored with the device's trained zstd dictionary (in the pool or the backing file).</summary>
+    public long RecompressDictPages { get; init; }
+
+    /// <summary>Memory the dictionary holds (counted in <see cref="MetadataBytes"/> and mem_used_total); 0 without one.</summary>
+    public long RecompressDictBytes { get; init; }
+
     /// <summary>Slots that share another slot's object instead of storing their own (deduplication).</summary>
     public long DedupPages { get; init; }
 

@@ -34,7 +34,8 @@ internal static partial class ConfigurationReport
             if (d.RecompressAlgorithm is not null)
             {
                 LogRecompression(logger, d.Name, d.RecompressAlgorithm,
-                    d.RecompressIdleAfter == TimeSpan.Zero ? "0 (only on request)" : string.Create(CultureInfo.InvariantCulture, $"{d.RecompressIdleAfter.TotalSeconds:0}s"), d.RecompressCpuPercent);
+                    d.RecompressIdleAfter == TimeSpan.Zero ? "0 (only on request)" : string.Create(CultureInfo.InvariantCulture, $"{d.RecompressIdleAfter.TotalSeconds:0}s"), d.RecompressCpuPercent,
+                    d.RecompressDictionarySize == 0 ? "none" : StatusTable.HumanSize(d.RecompressDictionarySize));
             }
 
             if (d.Dedup)
@@ -66,8 +67,8 @@ internal static partial class ConfigurationReport
     private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, int deferred, string readOnly);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "[{Name}] recompress-algorithm = {Algorithm}, recompress-idle-after = {IdleAfter}, recompress-cpu-percent = {CpuPercent}%")]
-    private static partial void LogRecompression(ILogger logger, string name, string algorithm, string idleAfter, int cpuPercent);
+        Message = "[{Name}] recompress-algorithm = {Algorithm}, recompress-idle-after = {IdleAfter}, recompress-cpu-percent = {CpuPercent}%, recompress-dictionary = {Dictionary}")]
+    private static partial void LogRecompression(ILogger logger, string name, string algorithm, string idleAfter, int cpuPercent, string dictionary);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] writeback-file = {File}, writeback-watermark = {Watermark}%, writeback-limit = {Limit}")]

@@ -112,6 +112,8 @@ internal sealed class DeviceRegistry : IControlHandler
             MetadataBytes = s.MetadataBytes,
             RecompressedPages = s.RecompressedPages,
             RecompressBytesSaved = s.RecompressBytesSaved,
+            RecompressDictPages = s.RecompressDictPages,
+            RecompressDictBytes = s.RecompressDictBytes,
             DedupPages = s.DedupPages,
             DedupBytesSaved = s.DedupBytesSaved,
             BdCount = s.BdCount,

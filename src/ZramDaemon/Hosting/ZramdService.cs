@@ -83,6 +83,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                     RecompressAlgorithm = d.RecompressAlgorithm,
                     RecompressIdleAfter = d.RecompressIdleAfter,
                     RecompressCpuPercent = d.RecompressCpuPercent,
+                    RecompressDictionarySize = d.RecompressDictionarySize,
                     BackingFile = d.WritebackFile,
                     WritebackWatermarkPercent = d.WritebackWatermarkPercent,
                     WritebackLimitPerDay = d.WritebackLimitPerDay,

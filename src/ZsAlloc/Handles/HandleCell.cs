@@ -8,7 +8,8 @@ namespace ZsAlloc.Handles;
 ///   a free cell keeps allocated = 0 and holds (next free cell + 1) in place of the location.
 ///   A word cell (<see cref="ZsPool.StoreWord"/>) holds the caller's 8-byte value itself; the pool never reads it.
 /// Header (first 4 bytes of a non-huge object): allocated:1 | cell index:31
-///   a free slot keeps allocated = 0 and holds (next free slot + 1), 0 ending the list.
+///   a freed slot keeps allocated = 0 and holds (next freed slot + 1), 0 ending the list. Slots never handed out
+///   (a zspage's untouched tail, ZsPageDescriptor.Touched onwards) have no header.
 /// The payload size lives in the cell, not the header: compaction only needs the owner (to rewrite its cell),
 /// and the cell is read anyway by everyone who reaches the object. A handle carries no generation (there is no
 /// room in 32 bits): a freed handle is refused until its cell is reused, as in the kernel, which checks nothing.

@@ -63,7 +63,10 @@ internal sealed unsafe class PageSource : IDisposable
         Array.Fill(_warmRunHead, NoOwner);
     }
 
-    /// <summary>Pages held by zspages now (zs_get_total_pages).</summary>
+    /// <summary>
+    /// Pages held by zspages now and resident (zs_get_total_pages): all of a reused warm run, and of a zeroed run the
+    /// pages its user has written (<see cref="AddResident"/>).
+    /// </summary>
     public long PagesInUse => Volatile.Read(ref _pagesInUse);
 
     public long PeakPages => Volatile.Read(ref _peakPages);
@@ -87,8 +90,13 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Takes a run of <paramref name="pages"/> contiguous pages and returns the global number of its first page.</summary>
-    public int AllocateRun(int pages)
+    /// <summary>
+    /// Takes a run of <paramref name="pages"/> contiguous pages and returns the global number of its first page.
+    /// <paramref name="zeroed"/>: the run was never touched or was given back to the OS, so it reads as zeros and
+    /// costs no RAM until written; it counts in <see cref="PagesInUse"/> only as the caller reports pages of it
+    /// touched (<see cref="AddResident"/>). A warm run is resident already and counts in full at once.
+    /// </summary>
+    public int AllocateRun(int pages, out bool zeroed)
     {
         if ((uint)(pages - 1) >= MaxRunPages)
         {
@@ -102,8 +110,8 @@ internal sealed unsafe class PageSource : IDisposable
             if (head != NoOwner)
             {
                 _pagesWarm -= pages;
-                _pagesInUse += pages;
-                _peakPages = Math.Max(_peakPages, _pagesInUse);
+                zeroed = false;
+                CountInUse(pages);
                 return head;
             }
 
@@ -122,30 +130,59 @@ internal sealed unsafe class PageSource : IDisposable
                 _pagesFree -= pages;
             }
 
-            _pagesInUse += pages;
-            if (_pagesInUse > _peakPages)
-            {
-                _peakPages = _pagesInUse;
-            }
-
+            zeroed = true;
             return head;
+        }
+    }
+
+    /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).</summary>
+    public void ReleasePages(int firstPage, int pages)
+    {
+        MemoryMap.Release(PageAddress(firstPage), (long)pages * PageSize);
+        lock (_lock)
+        {
+            _pagesInUse -= pages;
+        }
+    }
+
+    /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).</summary>
+    public void AddResident(int pages)
+    {
+        lock (_lock)
+        {
+            CountInUse(pages);
         }
     }
 
     /// <summary>
     /// Lists a freed run as warm (no syscall). When more than <see cref="WarmLimitPages"/> are warm, the caller
     /// gives half of them back to the OS in one burst, runs that touch in one madvise call.
+    /// <paramref name="resident"/>: the pages of it counted in use (all of a warm run; those written of a zeroed one).
+    /// A run not written to its end goes back to the OS at once instead, so that every warm run is resident in full,
+    /// as <see cref="AllocateRun"/> counts it when it is reused.
     /// </summary>
-    public void FreeRun(int head, int pages)
+    public void FreeRun(int head, int pages, int resident)
     {
         CheckRun(head, pages);
         SetOwner(head, pages, NoOwner);
+        if (resident < pages)
+        {
+            lock (_lock)
+            {
+                _pagesInUse -= resident;
+            }
+
+            Span<PageRun> run = [new PageRun(head, pages, resident)];
+            ReleaseToOs(run);
+            return;
+        }
+
         bool trim;
         lock (_lock)
         {
             PushRun(_warmRunHead, head, pages);
             _pagesWarm += pages;
-            _pagesInUse -= pages;
+            _pagesInUse -= resident;
             trim = _pagesWarm > WarmLimitPages;
         }
 
@@ -169,7 +206,7 @@ internal sealed unsafe class PageSource : IDisposable
         {
             CheckRun(run.Head, run.Pages);
             SetOwner(run.Head, run.Pages, NoOwner);
-            total += run.Pages;
+            total += run.Resident;
         }
 
         lock (_lock)
@@ -193,7 +230,7 @@ internal sealed unsafe class PageSource : IDisposable
                 int head;
                 while (_pagesWarm > keep && (head = PopRun(_warmRunHead, pages)) != NoOwner)
                 {
-                    runs[count++] = new PageRun(head, pages);
+                    runs[count++] = new PageRun(head, pages, Resident: 0);
                     _pagesWarm -= pages;
                 }
             }
@@ -210,7 +247,11 @@ internal sealed unsafe class PageSource : IDisposable
             return;
         }
 
-        runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        if (runs.Length > 1)
+        {
+            // Not for one run (a partly written zspage freed on the hot path): the sort's first use allocates.
+            runs.Sort(static (a, b) => a.Head.CompareTo(b.Head));
+        }
         int start = 0;
         for (int i = 1; i <= runs.Length; i++)
         {
@@ -273,6 +314,16 @@ internal sealed unsafe class PageSource : IDisposable
 
             _pagesInUse = 0;
             _pagesFree = 0;
+        }
+    }
+
+    /// <summary>Lock held.</summary>
+    private void CountInUse(int pages)
+    {
+        _pagesInUse += pages;
+        if (_pagesInUse > _peakPages)
+        {
+            _peakPages = _pagesInUse;
         }
     }
 

@@ -53,12 +53,33 @@ internal sealed unsafe class SizeClass
 
     public long ObjAllocated => (long)Zspages * ObjectsPerZspage;
 
+    /// <summary>Pages of this class's zspages that are written and counted (<see cref="PagesOf"/>).</summary>
+    public long PagesResident { get; set; }
+
     public int ZspagesInBand(int band) => _bandZspages[band];
 
-    /// <summary>zs_can_compact: pages that moving objects together would free, in whole zspages.</summary>
+    /// <summary>
+    /// Pages of a zspage that count in the pool's total: all of a warm run's (resident already); of zeroed pages,
+    /// those up to the end of the last slot ever handed out (the untouched tail beyond was never written).
+    /// </summary>
+    public int PagesOf(ZsPageDescriptor* d) => (d->Flags & ZsPageDescriptor.FlagResident) != 0
+        ? PagesPerZspage
+        : PagesUpTo(d->Touched);
+
+    /// <summary>Pages that slots 0..slots-1 reach into.</summary>
+    public int PagesUpTo(int slots) => (int)((((long)slots * Size) + SizeClassTable.PageSize - 1) / SizeClassTable.PageSize);
+
+    /// <summary>Slots of the untouched tails (<see cref="ZsPageDescriptor.Touched"/> onwards) of this class's zspages.</summary>
+    public long UntouchedSlots { get; set; }
+
+    /// <summary>
+    /// zs_can_compact: pages that moving objects together would free, in whole zspages. Untouched tails do not
+    /// count as wasted: compaction moves objects only into freed slots, never into a tail (that would write pages
+    /// not counted yet), so what it frees is memory given back.
+    /// </summary>
     public long CanCompact()
     {
-        long wasted = ObjAllocated - ObjUsed;
+        long wasted = ObjAllocated - ObjUsed - UntouchedSlots;
         return wasted <= 0 ? 0 : wasted / ObjectsPerZspage * PagesPerZspage;
     }
 
@@ -81,8 +102,56 @@ internal sealed unsafe class SizeClass
     /// <summary>The fullest partial zspage (allocation target, compaction destination), or -1.</summary>
     public int PickFullest() => _partialMask == 0 ? None : _bandHead[31 - BitOperations.LeadingZeroCount((uint)_partialMask)];
 
+    /// <summary>The fullest partial zspage other than <paramref name="except"/>, or -1.</summary>
+    public int PickFullestExcept(int except)
+    {
+        for (int mask = _partialMask; mask != 0;)
+        {
+            int band = 31 - BitOperations.LeadingZeroCount((uint)mask);
+            int head = _bandHead[band];
+            if (head != except)
+            {
+                return head;
+            }
+
+            int next = _zspages[head]->Next;
+            if (next != None)
+            {
+                return next;
+            }
+
+            mask &= ~(1 << band);
+        }
+
+        return None;
+    }
+
     /// <summary>The emptiest partial zspage (compaction source), or -1.</summary>
     public int PickEmptiest() => _partialMask == 0 ? None : _bandHead[BitOperations.TrailingZeroCount(_partialMask)];
+
+    /// <summary>The emptiest partial zspage other than <paramref name="except"/>, or -1.</summary>
+    public int PickEmptiestExcept(int except)
+    {
+        for (int mask = _partialMask; mask != 0;)
+        {
+            int band = BitOperations.TrailingZeroCount(mask);
+            int head = _bandHead[band];
+            if (head != except)
+            {
+                return head;
+            }
+
+            int next = _zspages[head]->Next;
+            if (next != None)
+            {
+                return next;
+            }
+
+            mask &= ~(1 << band);
+        }
+
+        return None;
+    }
 
     /// <summary>A zspage that just got its first object(s).</summary>
     public void Add(int id, ZsPageDescriptor* d)
@@ -91,6 +160,8 @@ internal sealed unsafe class SizeClass
         d->Band = (byte)band;
         _bandZspages[band]++;
         Zspages++;
+        PagesResident += PagesOf(d);
+        UntouchedSlots += ObjectsPerZspage - d->Touched;
         if (!d->IsIsolated)
         {
             Link(id, d);
@@ -131,7 +202,10 @@ internal sealed unsafe class SizeClass
 
         _bandZspages[d->Band]--;
         Zspages--;
-        d->Flags = 0;
+        PagesResident -= PagesOf(d);
+        UntouchedSlots -= ObjectsPerZspage - d->Touched;
+        // Not live any more; FlagResident stays until the descriptor is freed: releasing the run needs PagesOf.
+        d->Flags &= ZsPageDescriptor.FlagResident;
     }
 
     /// <summary>Compaction takes a source zspage off the lists so allocation does not refill it.</summary>

@@ -12,7 +12,7 @@ public sealed class SizeClassTable
     public const int MinAllocSize = 32;
     public const int MaxAllocSize = PageSize;
     public const int ClassDelta = 16;
-    public const int DefaultChainLimit = 8;
+    public const int DefaultChainLimit = 16;
     public const int MinChainLimit = 4;
     public const int MaxChainLimit = 16;
 

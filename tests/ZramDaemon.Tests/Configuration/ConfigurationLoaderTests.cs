@@ -179,6 +179,17 @@ public sealed class ConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void The_recompression_dictionary_key_takes_a_size_or_none()
+    {
+        string path = WriteConfig("[zram0]\nzram-size = 8\nrecompress-algorithm = zstd:6\nrecompress-dictionary = 256K\n"
+            + "[zram1]\nzram-size = 8\nrecompress-algorithm = zstd\nrecompress-dictionary = none\n[zram2]\nzram-size = 8\nrecompress-algorithm = zstd\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(256 << 10, config.Devices[0].RecompressDictionarySize);
+        Assert.Equal(0, config.Devices[1].RecompressDictionarySize);
+        Assert.Equal(0, config.Devices[2].RecompressDictionarySize);
+    }
+
+    [Fact]
     public void Writeback_keys_set_the_file_watermark_and_daily_limit()
     {
         string path = WriteConfig($"[zram0]\nzram-size = 8\nwriteback-file = {_dir}/zram0.wb\nwriteback-watermark = 70%\nwriteback-limit = 2G\ndedup = yes\n[zram1]\nzram-size = 8\n");
@@ -221,6 +232,10 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nrecompress-idle-after = soon", "[zram0] recompress-idle-after = 'soon': a duration is required" },
         { "[zram0]\nrecompress-idle-after = 5d", "[zram0] recompress-idle-after = '5d': a duration is required" },
         { "[zram0]\nrecompress-cpu-percent = 0", "[zram0] recompress-cpu-percent = '0': a percentage of one CPU from 1 to 100" },
+        { "[zram0]\nrecompress-algorithm = zstd\nrecompress-dictionary = 2k", "[zram0] recompress-dictionary = '2k': a dictionary size from 4K to 4M" },
+        { "[zram0]\nrecompress-algorithm = zstd\nrecompress-dictionary = lots", "[zram0] recompress-dictionary = 'lots':" },
+        { "[zram0]\nrecompress-algorithm = lz4hc\nrecompress-dictionary = 64K", "[zram0] recompress-dictionary = '64K': a dictionary needs recompress-algorithm = zstd" },
+        { "[zram0]\nrecompress-dictionary = 64K", "[zram0] recompress-dictionary = '64K': a dictionary needs recompress-algorithm = zstd" },
         { "[zram0]\nwriteback-file = /no-such-dir-zramd/zram0.wb", "[zram0] writeback-file = '/no-such-dir-zramd/zram0.wb': a file in an existing directory" },
         { "[zram0]\nwriteback-file = /dev/sdb", "[zram0] writeback-file = '/dev/sdb': zramd writes back to a file, not a device" },
         { "[zram0]\nwriteback-watermark = 0", "[zram0] writeback-watermark = '0': a percentage of the memory limit" },

@@ -134,6 +134,40 @@ public sealed class DaemonControlTests
     }
 
     [Fact]
+    public void A_recompression_dictionary_from_the_config_is_trained_used_and_shown_in_status_and_dedup_counts_shared_pages()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(config, "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:6\nrecompress-dictionary = 16K\nrecompress-idle-after = 0\n"
+            + "[zram1]\nzram-size = 64M\ndedup = yes\n");
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        string source = Path.Combine(daemon.Directory, "source.bin");
+        byte[] data = MixedData();
+        File.WriteAllBytes(source, data);
+        ClientTool.Run("nbdcopy", [source, daemon.Uri()]).EnsureSuccess();
+        Assert.Equal(0, Field(daemon.Status(), "recompress_dict_bytes"));
+
+        (int code, _, string stderr) = daemon.Cli("idle", "zram0");
+        Assert.True(code == 0, stderr);
+        (code, _, stderr) = daemon.Cli("recompress", "zram0");
+        Assert.True(code == 0, stderr);
+        JsonElement status = daemon.Status();
+        Assert.True(Field(status, "recompress_dict_pages") > 0);
+        Assert.True(Field(status, "recompress_dict_bytes") > 0);
+        Assert.Equal(Field(status, "recompressed_pages"), Field(status, "recompress_dict_pages"));
+        string copy = Path.Combine(daemon.Directory, "copy.bin");
+        ClientTool.Run("nbdcopy", [daemon.Uri(), copy]).EnsureSuccess();
+        Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "pages recompressed with the dictionary read back different");
+
+        // zram1 deduplicates: the same file written twice, at 0 and right after it, stores each page once.
+        File.WriteAllBytes(source, [.. data, .. data]);
+        ClientTool.Run("nbdcopy", [source, daemon.Uri("zram1")]).EnsureSuccess();
+        JsonElement dedup = daemon.Status("zram1");
+        Assert.True(Field(dedup, "dedup_pages") >= 320, $"dedup_pages {Field(dedup, "dedup_pages")}");
+        Assert.True(Field(dedup, "dedup_bytes_saved") > 0);
+    }
+
+    [Fact]
     public void Writeback_verb_moves_idle_pages_to_the_backing_file_and_they_read_back_the_same()
     {
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;

@@ -73,6 +73,33 @@ public sealed class ResidentMemoryTests
         }
     }
 
+    [Fact]
+    public void Untouched_zspage_tails_cost_no_rss_and_are_not_counted()
+    {
+        using var pool = new ZsPool(new ZsPoolOptions { ChainLimit = 16, DeferredFreeCapacity = 0 });
+        // The first allocation maps an arena (and its owner map) and a chunk of handle cells: not what is measured.
+        pool.Free(pool.Malloc(16));
+
+        // One object in every class (but the huge one): each opens a zspage of up to 16 pages and writes the
+        // pages of one slot. Twenty pools' worth of zspages would not fit the test's bound if they were written whole.
+        IReadOnlyList<ZsClassStats> classes = pool.GetClassStats();
+        long fullZspages = classes.Where(c => c.Size < 4096).Sum(c => (long)c.PagesPerZspage);
+        long pagesBefore = pool.TotalPages;
+        long rssBefore = ResidentBytes();
+        foreach (ZsClassStats c in classes.Where(c => c.Size < 4096 && c.Size - 4 < pool.HugeClassSize))
+        {
+            int size = c.Size - 4;
+            uint handle = pool.Malloc(size);
+            pool.Write(handle, TestPattern.Slice(size, size));
+        }
+
+        long counted = (pool.TotalPages - pagesBefore) * 4096;
+        long grown = ResidentBytes() - rssBefore;
+        Assert.True(counted * 3 < fullZspages * 4096, $"{counted >> 10} KiB counted for zspages of {fullZspages * 4} KiB");
+        // RSS grows by what is counted (give or take a few pages of the test itself), not by whole zspages.
+        Assert.InRange(grown, counted * 9 / 10, counted + (256 << 10));
+    }
+
     private static long ResidentBytes()
     {
         // statm: size resident shared text lib data dt, in pages.

@@ -71,7 +71,7 @@ public sealed class ZsPoolConcurrencyTests
         Assert.Equal(live.Count, stats.Objects);
         Assert.Equal(live.Count, classes.Sum(c => c.ObjUsed));
         Assert.Equal(live.Sum(s => (long)s.Size), stats.BytesStored);
-        Assert.Equal(pool.TotalPages, classes.Sum(c => c.PagesUsed));
+        Assert.Equal(pool.TotalPages, classes.Sum(c => c.PagesResident));
 
         foreach ((uint handle, _, _) in live)
         {

@@ -9,8 +9,9 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
     // Slot = payload + 4-byte header, rounded up to the merged class (hand-derived from calculate_zspage_chain_size):
     //    1 +4 =    5 -> 32 (1 page, 128 objects)    28 +4 = 32 -> 32        29 +4 = 33 -> 48 (3 pages, 256)
     //   31 +4 =   35 -> 48      32 +4 = 36 -> 48    44 +4 = 48 -> 48
-    // 3628 +4 = 3632 -> 3632, the last class that shares pages (8 pages, 9 objects)
-    // 3629 and above -> the huge class: one 4096-byte page per object, no header.
+    // 3628 +4 = 3632 -> 3632 (8 pages, 9 objects)
+    // 3836 +4 = 3840 -> 3840, the last class that shares pages (15 pages, 16 objects, with the default 16-page chains)
+    // 3837 and above -> the huge class: one 4096-byte page per object, no header.
     [Theory]
     [InlineData(1, 32, 1)]
     [InlineData(28, 32, 1)]
@@ -19,7 +20,8 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
     [InlineData(32, 48, 3)]
     [InlineData(44, 48, 3)]
     [InlineData(3628, 3632, 8)]
-    [InlineData(3629, 4096, 1)]
+    [InlineData(3836, 3840, 15)]
+    [InlineData(3837, 4096, 1)]
     [InlineData(4096, 4096, 1)]
     public void Size_goes_to_the_expected_class_and_round_trips(int size, int classSize, int pagesPerZspage)
     {
@@ -30,7 +32,10 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
         ZsClassStats row = Assert.Single(_pool.GetClassStats(), r => r.ObjUsed == 1);
         Assert.Equal(classSize, row.Size);
         Assert.Equal(pagesPerZspage, row.PagesPerZspage);
-        Assert.Equal(pagesPerZspage, _pool.TotalPages);
+        Assert.Equal(pagesPerZspage, row.PagesUsed);
+        // Only the pages of the one slot handed out are written and counted, not the whole zspage.
+        Assert.Equal((classSize + 4095) / 4096, _pool.TotalPages);
+        Assert.Equal(_pool.TotalPages, row.PagesResident);
 
         var back = new byte[size];
         _pool.Read(handle, back);
@@ -49,8 +54,11 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
     [Fact]
     public void Huge_watermark_is_the_kernels_zs_huge_class_size()
     {
-        // The largest class sharing pages is 3632 (8 pages, 9 objects): 3632 - 4 (header) + 1.
-        Assert.Equal(3629, _pool.HugeClassSize);
+        // The largest class sharing pages is 3840 (15 pages, 16 objects): 3840 - 4 (header) + 1.
+        Assert.Equal(3837, _pool.HugeClassSize);
+        using var chain8 = new ZsPool(new ZsPoolOptions { ChainLimit = 8 });
+        // With the kernel's default 8-page chains it is 3632 (8 pages, 9 objects): 3632 - 3.
+        Assert.Equal(3629, chain8.HugeClassSize);
         using var chain4 = new ZsPool(new ZsPoolOptions { ChainLimit = 4 });
         // With 4-page chains the largest class sharing pages is 3264 (4 pages, 5 objects): 3264 - 3.
         Assert.Equal(3261, chain4.HugeClassSize);
@@ -85,6 +93,107 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
             _pool.Read(handles[i], back);
             Assert.True(TestPattern.Slice(i * 7919, 3624).SequenceEqual(back), $"object {i}");
         }
+    }
+
+    [Fact]
+    public void A_zspage_counts_its_pages_as_its_slots_are_first_handed_out()
+    {
+        // Class 3632: 9 slots over 8 pages. A zspage on zeroed pages counts the pages up to its highest slot.
+        var handles = new uint[9];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            handles[i] = _pool.Malloc(3624);
+            _pool.Write(handles[i], TestPattern.Slice(i, 3624));
+            Assert.Equal(((i + 1) * 3632 + 4095) / 4096, _pool.TotalPages);
+            Assert.Equal(8, Assert.Single(_pool.GetClassStats(), r => r.ObjUsed > 0).PagesUsed);
+        }
+
+        Assert.Equal(8, _pool.PeakPages);
+
+        // A freed slot below the untouched tail is reused first and costs nothing new.
+        _pool.Free(handles[4]);
+        handles[4] = _pool.Malloc(3624);
+        _pool.Write(handles[4], TestPattern.Slice(40, 3624));
+        Assert.Equal(8, _pool.TotalPages);
+        var back = new byte[3624];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            _pool.Read(handles[i], back);
+            Assert.True(TestPattern.Slice(i == 4 ? 40 : i, 3624).SequenceEqual(back), $"object {i}");
+        }
+
+        // Emptied, the zspage's run stays warm (resident): reused, it is counted in full at once and its slots
+        // are linked explicitly, since its pages no longer read as zeros.
+        foreach (uint handle in handles)
+        {
+            _pool.Free(handle);
+        }
+
+        Assert.Equal(0, _pool.TotalPages);
+        for (int i = 0; i < 2; i++)
+        {
+            handles[i] = _pool.Malloc(3624);
+            _pool.Write(handles[i], TestPattern.Slice(100 + i, 3624));
+        }
+
+        Assert.Equal(8, _pool.TotalPages);
+        for (int i = 2; i < handles.Length; i++)
+        {
+            handles[i] = _pool.Malloc(3624);
+            _pool.Write(handles[i], TestPattern.Slice(100 + i, 3624));
+        }
+
+        Assert.Equal(8, _pool.TotalPages);
+        for (int i = 0; i < handles.Length; i++)
+        {
+            _pool.Read(handles[i], back);
+            Assert.True(TestPattern.Slice(100 + i, 3624).SequenceEqual(back), $"object {i} in the reused run");
+            _pool.Free(handles[i]);
+        }
+    }
+
+    [Fact]
+    public void Freeing_the_newest_slot_of_a_tail_uncounts_its_pages()
+    {
+        // Class 3632, 9 slots over 8 pages: the third slot (bytes 7264..10895) alone reaches into page 2.
+        var handles = Enumerable.Range(0, 3).Select(_ => _pool.Malloc(3624)).ToArray();
+        Assert.Equal(3, _pool.TotalPages);
+        // As an allocation refused at the memory limit: allocated, then freed at once. The page goes back.
+        _pool.Free(handles[2]);
+        Assert.Equal(2, _pool.TotalPages);
+        handles[2] = _pool.Malloc(3624);
+        _pool.Write(handles[2], TestPattern.Slice(2, 3624));
+        Assert.Equal(3, _pool.TotalPages);
+        // An older slot's free keeps the page (it is shared or below the newest), and the slot is reused.
+        _pool.Free(handles[0]);
+        Assert.Equal(3, _pool.TotalPages);
+        handles[0] = _pool.Malloc(3624);
+        Assert.Equal(3, _pool.TotalPages);
+        var back = new byte[3624];
+        _pool.Read(handles[2], back);
+        Assert.True(TestPattern.Slice(2, 3624).SequenceEqual(back));
+        Assert.Equal(0, _pool.CanCompact());
+    }
+
+    [Fact]
+    public void A_freed_slot_is_reused_before_a_fuller_zspage_writes_a_new_page()
+    {
+        // Class 3632, 9 slots over 8 pages. Zspage A full, zspage B with 5 objects (5 pages written); then A keeps 4.
+        var a = Enumerable.Range(0, 9).Select(_ => _pool.Malloc(3624)).ToArray();
+        var b = Enumerable.Range(0, 5).Select(_ => _pool.Malloc(3624)).ToArray();
+        Assert.Equal(8 + 5, _pool.TotalPages);
+        for (int i = 0; i < 5; i++)
+        {
+            _pool.Free(a[i]);
+        }
+
+        // B is the fuller zspage, but its next slot would write its sixth page: the object goes to a slot freed in A.
+        uint handle = _pool.Malloc(3624);
+        _pool.Write(handle, TestPattern.Slice(7, 3624));
+        Assert.Equal(8 + 5, _pool.TotalPages);
+        var back = new byte[3624];
+        _pool.Read(handle, back);
+        Assert.True(TestPattern.Slice(7, 3624).SequenceEqual(back));
     }
 
     [Fact]

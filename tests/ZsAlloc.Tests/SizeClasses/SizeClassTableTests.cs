@@ -4,7 +4,8 @@ namespace ZsAlloc.Tests.SizeClasses;
 
 public class SizeClassTableTests
 {
-    // Hand-derived from calculate_zspage_chain_size: waste = pages*4096 mod size, least waste wins, shortest on a tie.
+    // Hand-derived from calculate_zspage_chain_size with the kernel's default chain of 8 pages:
+    // waste = pages*4096 mod size, least waste wins, shortest on a tie.
     //  48: wastes 16, 32, 0 at 1..3 pages          -> 3 pages, 12288/48 = 256 objects
     // 176: wastes 48, 96, 144, 16, 64, 112, 160, 32 -> 4 pages, 16384/176 = 93 objects
     // 192: wastes 64, 128, 0                        -> 3 pages, 64 objects
@@ -21,7 +22,7 @@ public class SizeClassTableTests
     [InlineData(4096, 1)]
     public void Chain_size_matches_hand_derived_value(int size, int pages)
     {
-        Assert.Equal(pages, SizeClassTable.ChainSize(size, SizeClassTable.DefaultChainLimit));
+        Assert.Equal(pages, SizeClassTable.ChainSize(size, 8));
     }
 
     [Theory]
@@ -35,7 +36,7 @@ public class SizeClassTableTests
     [InlineData(4096, 4096, 1, 1)]
     public void Object_size_maps_to_expected_class(int objectSize, int classSize, int pages, int objects)
     {
-        var table = new SizeClassTable();
+        var table = new SizeClassTable(8);
         SizeClassInfo c = table[table.ClassIndexFor(objectSize)];
         Assert.Equal(classSize, c.Size);
         Assert.Equal(pages, c.PagesPerZspage);
@@ -45,7 +46,7 @@ public class SizeClassTableTests
     [Fact]
     public void Every_size_from_3648_to_4096_merges_into_the_one_huge_class()
     {
-        var table = new SizeClassTable();
+        var table = new SizeClassTable(8);
         int huge = table.ClassIndexFor(4096);
         Assert.Equal(table.Count - 1, huge);
         for (int size = 3633; size <= 4096; size++)
@@ -56,10 +57,30 @@ public class SizeClassTableTests
         Assert.Equal(3633, table.HugeClassSize);
     }
 
-    [Fact]
-    public void Neighbouring_classes_never_share_pages_and_object_count()
+    // With the default chain of 16 pages: 3840 fills 15 pages with 16 objects exactly (waste 0), and 3824 (16 objects
+    // in 15 pages too) merges into it; 3808 fills 14 pages with 15 (waste 224). Above 3840 nothing shares pages.
+    [Theory]
+    [InlineData(3808, 3808, 14, 15)]
+    [InlineData(3809, 3840, 15, 16)]
+    [InlineData(3840, 3840, 15, 16)]
+    [InlineData(3841, 4096, 1, 1)]
+    public void With_16_page_chains_sizes_up_to_3840_share_pages(int objectSize, int classSize, int pages, int objects)
     {
         var table = new SizeClassTable();
+        Assert.Equal(16, table.ChainLimit);
+        SizeClassInfo c = table[table.ClassIndexFor(objectSize)];
+        Assert.Equal(classSize, c.Size);
+        Assert.Equal(pages, c.PagesPerZspage);
+        Assert.Equal(objects, c.ObjectsPerZspage);
+        Assert.Equal(3841, table.HugeClassSize);
+    }
+
+    [Theory]
+    [InlineData(8)]
+    [InlineData(16)]
+    public void Neighbouring_classes_never_share_pages_and_object_count(int chainLimit)
+    {
+        var table = new SizeClassTable(chainLimit);
         for (int i = 1; i < table.Count; i++)
         {
             SizeClassInfo a = table[i - 1], b = table[i];

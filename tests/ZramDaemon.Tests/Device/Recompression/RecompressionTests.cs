@@ -11,9 +11,10 @@ public class RecompressionTests
 {
     private const int Page = ZramDevice.PageSize;
 
-    private static ZramDevice Create(string? recompress = "zstd:3", TimeSpan idleAfter = default, long size = 4L << 20, int cpuPercent = 10)
+    private static ZramDevice Create(string? recompress = "zstd:3", TimeSpan idleAfter = default, long size = 4L << 20, int cpuPercent = 10, int dictionary = 0)
         => new(new ZramDeviceOptions
         {
+            RecompressDictionarySize = dictionary,
             Name = "zram0",
             DiskSize = size,
             Algorithm = "lz4",
@@ -183,11 +184,13 @@ public class RecompressionTests
         AssertReads(device, pages);
     }
 
-    [Fact]
-    public async Task Concurrent_writes_trims_and_reads_never_see_a_recompression_half_done()
+    [Theory]
+    [InlineData(0)]
+    [InlineData(16384)]
+    public async Task Concurrent_writes_trims_and_reads_never_see_a_recompression_half_done(int dictionary)
     {
         const int slots = 512;
-        using ZramDevice device = Create(idleAfter: TimeSpan.FromMilliseconds(20), size: slots * Page, cpuPercent: 100);
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromMilliseconds(20), size: slots * Page, cpuPercent: 100, dictionary: dictionary);
         var model = new byte[slots][];
         var locks = Enumerable.Range(0, slots).Select(_ => new object()).ToArray();
         for (int i = 0; i < slots; i++)
@@ -249,6 +252,7 @@ public class RecompressionTests
         AssertReads(device, model);
         ZramStats stats = device.GetStats();
         Assert.True(stats.RecompressedPages > 0);
+        Assert.Equal(dictionary > 0, stats.RecompressDictBytes > 0);
         // Writes never store a zero page here, so the stored slots are exactly the pages that are not all zeros.
         Assert.Equal(model.Count(p => p.AsSpan().IndexOfAnyExcept((byte)0) >= 0) * (long)Page, stats.OrigDataSize);
     }

@@ -1,0 +1,178 @@
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
+using ZramDaemon.Device.Recompression;
+
+namespace ZramDaemon.Tests.Device.Recompression;
+
+/// <summary>Recompression with a zstd dictionary trained from the device's own idle pages (recompress-dictionary).</summary>
+public sealed class DictionaryRecompressionTests : IDisposable
+{
+    private const int Page = ZramDevice.PageSize;
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-dictionary-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private ZramDevice Create(int dictionary, long size = 8L << 20, bool backing = false, string algorithm = "zstd:6")
+        => new(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = size,
+            Algorithm = "lz4",
+            RecompressAlgorithm = algorithm,
+            RecompressDictionarySize = dictionary,
+            BackingFile = backing ? Path.Combine(_dir, "zram0.wb") : null,
+        }, NullLoggerFactory.Instance);
+
+    /// <summary>Text pages, each with a few bytes of its own, so that no two slots hold the same page.</summary>
+    private static byte[][] Pages(int count, int seed)
+        => Enumerable.Range(0, count).Select(i =>
+        {
+            byte[] page = (byte[])DevicePages.TextPage(i + seed).Clone();
+            BitConverter.TryWriteBytes(page.AsSpan(100, 4), i + seed);
+            return page;
+        }).ToArray();
+
+    private static void Write(ZramDevice device, byte[][] pages)
+    {
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+    }
+
+    private static void AssertReads(ZramDevice device, byte[][] pages)
+    {
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"page {i} reads back different");
+        }
+    }
+
+    [Fact]
+    public void Idle_pages_recompressed_with_a_trained_dictionary_are_smaller_than_without_and_read_back()
+    {
+        byte[][] pages = Pages(1024, 0);
+        using ZramDevice plain = Create(dictionary: 0);
+        using ZramDevice device = Create(dictionary: 32 << 10);
+        Write(plain, pages);
+        Write(device, pages);
+        plain.MarkIdle();
+        device.MarkIdle();
+        long metadataBefore = device.GetStats().MetadataBytes;
+
+        RecompressionResult without = plain.Recompress(SlotSelection.Idle);
+        RecompressionResult with = device.Recompress(SlotSelection.Idle);
+        ZramStats stats = device.GetStats();
+        Assert.True(with.BytesSaved > without.BytesSaved * 11 / 10, $"saved {with.BytesSaved} bytes with the dictionary, {without.BytesSaved} without");
+        Assert.Equal(with.Recompressed, stats.RecompressDictPages);
+        Assert.Equal(0, plain.GetStats().RecompressDictPages);
+        Assert.Equal(0, plain.GetStats().RecompressDictBytes);
+        // The dictionary's memory counts in mem_used_total (as metadata); its compression tables went after the run.
+        Assert.InRange(stats.RecompressDictBytes, 4096, 3L << 20);
+        Assert.True(stats.MetadataBytes >= metadataBefore + stats.RecompressDictBytes - 4096);
+        AssertReads(device, pages);
+
+        // Compaction moves the objects; they still read back with the dictionary.
+        device.Compact();
+        AssertReads(device, pages);
+    }
+
+    [Fact]
+    public void Overwrites_trims_partial_writes_and_writeback_of_dictionary_slots_keep_every_page_right()
+    {
+        byte[][] pages = Pages(1024, 7);
+        using ZramDevice device = Create(dictionary: 32 << 10, backing: true);
+        Write(device, pages);
+        device.MarkIdle();
+        long recompressed = device.Recompress(SlotSelection.Idle).Recompressed;
+        Assert.True(recompressed > 512, $"only {recompressed} pages recompressed");
+
+        var random = new Random(3);
+        var model = (byte[][])pages.Clone();
+        long users = recompressed;
+        for (int op = 0; op < 600; op++)
+        {
+            int i = random.Next(pages.Length);
+            switch (random.Next(3))
+            {
+                case 0:
+                    Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+                    model[i] = new byte[Page];
+                    break;
+                case 1:
+                    model[i] = (byte[])DevicePages.TextPage(random.Next(1000)).Clone();
+                    Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+                    break;
+                default:
+                    // Read-modify-write: the old page comes out through the dictionary.
+                    byte[] part = RecompressionTests.NibblePage(random).AsSpan(0, 512).ToArray();
+                    Assert.Equal(NbdError.None, device.Write(((long)i * Page) + 1024, part, fua: false));
+                    model[i] = (byte[])model[i].Clone();
+                    part.CopyTo(model[i].AsSpan(1024));
+                    break;
+            }
+        }
+
+        ZramStats afterOps = device.GetStats();
+        Assert.InRange(afterOps.RecompressDictPages, 1, users - 1);
+        AssertReads(device, model);
+        device.Compact();
+        AssertReads(device, model);
+
+        // Written-back dictionary slots are read from the file and decompressed with the dictionary.
+        Assert.True(device.Writeback(SlotSelection.All).WrittenBack > 0);
+        Assert.Equal(afterOps.RecompressDictPages, device.GetStats().RecompressDictPages);
+        AssertReads(device, model);
+    }
+
+    [Fact]
+    public void Reset_drops_the_dictionary_with_the_data_and_the_next_recompression_trains_another()
+    {
+        using ZramDevice device = Create(dictionary: 32 << 10);
+        Write(device, Pages(1024, 0));
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        ZramStats before = device.GetStats();
+        Assert.True(before.RecompressDictBytes > 0);
+
+        device.Reset();
+        ZramStats reset = device.GetStats();
+        Assert.Equal(0, reset.RecompressDictPages);
+        Assert.Equal(0, reset.RecompressDictBytes);
+        // Its memory left mem_used_total (the pool's cells stay allocated for reuse, as after any reset).
+        Assert.True(reset.MetadataBytes <= before.MetadataBytes - before.RecompressDictBytes);
+
+        byte[][] other = Pages(800, 300);
+        Write(device, other);
+        device.MarkIdle();
+        RecompressionResult again = device.Recompress(SlotSelection.Idle);
+        Assert.True(again.Recompressed > 0);
+        Assert.Equal(again.Recompressed, device.GetStats().RecompressDictPages);
+        Assert.True(device.GetStats().RecompressDictBytes > 0);
+        AssertReads(device, other);
+    }
+
+    [Fact]
+    public void Too_few_idle_pages_for_a_dictionary_are_recompressed_without_one()
+    {
+        byte[][] pages = Pages(100, 0);
+        using ZramDevice device = Create(dictionary: 32 << 10);
+        Write(device, pages);
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.RecompressDictPages);
+        Assert.Equal(0, stats.RecompressDictBytes);
+        AssertReads(device, pages);
+    }
+
+    [Theory]
+    [InlineData("lz4hc", 32768)]
+    [InlineData("zstd:3", 100)]
+    [InlineData("zstd:3", 8 << 20)]
+    public void A_dictionary_needs_zstd_and_a_sensible_size(string algorithm, int size)
+        => Assert.Throws<ArgumentException>(() => Create(size, algorithm: algorithm));
+}
