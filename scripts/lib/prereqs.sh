@@ -22,7 +22,7 @@ TEST_PACKAGES=(
   # Real NBD clients and servers for the protocol and daemon tests.
   nbd-client nbdkit libnbd-bin python3-libnbd qemu-utils fio openssl
   # VM tests (scripts/vm/): qemu boots Debian's cloud kernel with an initramfs made of these tools.
-  qemu-system-x86 busybox-static cpio e2fsprogs util-linux gcc libc6-dev
+  qemu-system-x86 busybox-static cpio e2fsprogs util-linux gcc libc6-dev xz-utils zstd
   # systemd-analyze verify for the units; dpkg-deb builds the package; systemd-nspawn boots a real systemd
   # (as PID 1 of a container over the host's /usr) to run systemd/zramd.service as written.
   systemd dpkg systemd-container

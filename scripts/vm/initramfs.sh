@@ -31,6 +31,7 @@ build_c() {
 }
 build_c "$cache/bin/relay" "$here/relay.c"
 build_c "$cache/bin/memfill" "$here/guest/memfill.c" -static
+build_c "$cache/bin/watch" "$here/guest/watch.c" -static
 
 staging=$(mktemp -d "$cache/initramfs.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
@@ -56,7 +57,7 @@ done
 cp "$kernel"/modules/*.ko "$kernel/modules/order" "$staging/lib/modules/"
 cp "$here/guest/init" "$staging/init"
 cp "$here"/guest/*.sh "$staging/zt/"
-cp "$cache/bin/memfill" "$staging/zt/memfill"
+cp "$cache/bin/memfill" "$cache/bin/watch" "$staging/zt/"
 chmod +x "$staging/init" "$staging"/zt/*
 
 for spec in "${adds[@]}"; do

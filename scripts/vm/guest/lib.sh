@@ -22,3 +22,13 @@ nbd_down() { /usr/sbin/nbd-client -d "$1" >/dev/null 2>&1; }
 
 # sha FILE: just the digest.
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# roundtrip DEV MIB KEY: 4 MiB of random bytes written to DEV at MIB MiB with O_DIRECT and read back; reports
+# KEY_written_sha256 and KEY_readback_sha256.
+roundtrip() {
+  dd if=/dev/urandom of=/tmp/pattern bs=1M count=4 2>/dev/null
+  dd if=/tmp/pattern of="$1" bs=1M seek="$2" oflag=direct conv=notrunc 2>/dev/null
+  dd if="$1" of=/tmp/readback bs=1M skip="$2" count=4 iflag=direct 2>/dev/null
+  zt "$3_written_sha256" "$(sha /tmp/pattern)"
+  zt "$3_readback_sha256" "$(sha /tmp/readback)"
+}

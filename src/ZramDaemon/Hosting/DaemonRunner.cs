@@ -30,12 +30,6 @@ internal static partial class DaemonRunner
             return e.ExitCode;
         }
 
-        if (config.Devices.FirstOrDefault(d => d.Attach is not null) is { } attaching)
-        {
-            Console.Error.WriteLine($"zramd: [{attaching.Name}] attach = '{attaching.Attach}': this build cannot attach to a kernel nbd device itself yet; remove the key and use nbd-client -unix SOCKET {attaching.Attach} -N {attaching.Name} -b 4096");
-            return ExitCodes.Configuration;
-        }
-
         using Serilog.Core.Logger serilog = DaemonLogging.Create(config.LogLevel, facts.Environment);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         ILogger logger = loggerFactory.CreateLogger("zramd");

@@ -1,26 +1,67 @@
 using Microsoft.Extensions.Logging;
 using ZramDaemon.Configuration;
+using ZramDaemon.Native;
 using ZramDaemon.Safety;
 
 namespace ZramDaemon.Hosting;
 
 /// <summary>
 /// Makes the process fit to back swap, before any device or thread exists:
-/// PR_SET_IO_FLUSHER on the main thread first (Linux copies a thread's flags to the threads it creates, so every
-/// thread the runtime starts later inherits it; the NBD connection threads, which serve every request, mark
-/// themselves too through NbdServerOptions.IoThreadStarted), then
+/// PR_SET_IO_FLUSHER on the main thread first, then the same command again so that every thread of the process
+/// inherits it (Linux copies a thread's flags to the threads it creates, and keeps them across execve; the NBD
+/// connection threads, which serve every request, mark themselves too through NbdServerOptions.IoThreadStarted),
+/// then
 /// mlockall, then oom_score_adj -1000. Each failure is a warning that says what to do, never a refusal to start.
 /// </summary>
 internal static partial class SwapSafety
 {
-    /// <summary>Call first thing in the daemon, before anything can start a thread. Returns null on success.</summary>
+    /// <summary>Call first thing in the daemon. Returns null on success. When the flag was not set yet and setting
+    /// it works, this runs the same command again (<see cref="ReexecAsIoFlusher"/>) and does not return.</summary>
     public static string? MarkProcessAsIoFlusher()
     {
+        if (IoThread.IsCurrentIoFlusher())
+        {
+            return null;
+        }
+
         string? failure = null;
         IoThread.FailureReporter = why => failure = why;
-        IoThread.MarkCurrentAsIoFlusher();
+        bool marked = IoThread.MarkCurrentAsIoFlusher();
         IoThread.FailureReporter = null;
+        if (marked)
+        {
+            ReexecAsIoFlusher();
+        }
+
         return failure;
+    }
+
+    /// <summary>
+    /// The runtime starts threads of its own (finalizer, tiered compilation, ...) before Main, and a thread's
+    /// flags pass only to the threads it creates afterwards, so those stay ordinary threads. PR_SET_IO_FLUSHER
+    /// survives execve, so the marked main thread runs the same command again: every thread of the new image
+    /// descends from it. Seen in the VM test before this: the tiered-compilation thread, in reclaim, writing pages
+    /// out to the swap device this daemon serves while holding the process's mmap_lock. If exec fails, the
+    /// daemon goes on as it is (the main thread and the threads it starts are flushers).
+    /// </summary>
+    private static void ReexecAsIoFlusher()
+    {
+        string commandLine;
+        try
+        {
+            commandLine = File.ReadAllText("/proc/self/cmdline");
+        }
+        catch (IOException)
+        {
+            return;
+        }
+
+        // NUL-separated and NUL-terminated; empty arguments in between are kept.
+        string[] parts = commandLine.Split('\0');
+        string?[] argv = new string?[parts.Length];
+        Array.Copy(parts, argv, parts.Length - 1);
+        argv[^1] = null;
+        Interop.Libc.Execv("/proc/self/exe", argv);
     }
 
     public static void Apply(ZramdConfiguration config, bool isRoot, string? ioFlusherFailure, ILogger logger)

@@ -1,6 +1,7 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Nbd;
+using ZramDaemon.Attach;
 using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
@@ -13,8 +14,10 @@ namespace ZramDaemon.Hosting;
 /// <summary>
 /// Owns what the daemon serves: the devices, the NBD server and its listeners, the control socket, and the
 /// conversation with systemd. Start: devices, then listeners (all bound before any is served, so a bad address
-/// fails the start with nothing half-running), then READY=1. Stop (SIGTERM): STOPPING=1, stop accepting, let
-/// requests in flight finish, close connections, then free the devices.
+/// fails the start with nothing half-running), then the devices with <c>attach =</c> bound to their kernel
+/// /dev/nbdN, then READY=1. Stop (SIGTERM): STOPPING=1, detach those kernel devices (the kernel sends
+/// NBD_CMD_DISC after its requests in flight), stop accepting, let requests in flight finish, close
+/// connections, then free the devices.
 /// </summary>
 internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 {
@@ -31,6 +34,8 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     private readonly List<ZramDevice> _devices = [];
     private readonly List<NbdListener> _listeners = [];
     private readonly List<Task> _serving = [];
+    private readonly List<KernelNbdAttachment> _attachments = [];
+    private readonly CancellationTokenSource _detached = new();
     private readonly CancellationTokenSource _stopAccepting = new();
     private readonly CancellationTokenSource _stopStatus = new();
     private NbdServer? _server;
@@ -155,6 +160,15 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _serving.Add(_server.ServeAsync(listener, _stopAccepting.Token));
         }
 
+        // After the listeners: a device that cannot be attached fails the start like an address in use would.
+        foreach (DeviceConfiguration d in _config.Devices)
+        {
+            if (d.Attach is { } device)
+            {
+                Attach(d.Name, device);
+            }
+        }
+
         string[] where = _listeners.Select(l => l.Description).ToArray();
         LogServing(AttachHint.For(where, hintAddress, _devices[0].Name));
         if (_devices.Count > 1)
@@ -198,6 +212,57 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>Binds export <paramref name="name"/> to the kernel's <paramref name="device"/> through a socketpair
+    /// this server serves itself, with simple replies only (the kernel's nbd driver reads no structured replies).</summary>
+    private void Attach(string name, string device)
+    {
+        KernelNbdAttachment attachment;
+        try
+        {
+            attachment = KernelNbdAttachment.AttachServed(
+                s => _server!.ServeConnectionAsync(s, simpleRepliesOnly: true, _detached.Token), name, device);
+        }
+        catch (NbdAttachException e)
+        {
+            throw new DaemonStartException($"[{name}] attach = {device}: {e.Message}", e);
+        }
+
+        _attachments.Add(attachment);
+        LogAttached(name, attachment.DevicePath, attachment.Method.ToString());
+    }
+
+    /// <summary>Disconnects the kernel devices this daemon attached (whoever still has one open sees I/O errors
+    /// from here on; the systemd units swap off and unmount before zramd stops), then waits for their connections
+    /// to end.</summary>
+    private async Task DetachAllAsync()
+    {
+        Task served = Task.WhenAll(_attachments.Select(a => a.Serving).OfType<Task>());
+        DetachEach();
+        if (await Task.WhenAny(served, Task.Delay(StopGrace)).ConfigureAwait(false) != served)
+        {
+            // The kernel did not close its end in time: cut the connections, the server stop below waits for them.
+            await _detached.CancelAsync().ConfigureAwait(false);
+        }
+    }
+
+    private void DetachEach()
+    {
+        foreach (KernelNbdAttachment attachment in _attachments)
+        {
+            try
+            {
+                attachment.Dispose();
+                LogDetached(attachment.DevicePath);
+            }
+            catch (NbdAttachException e)
+            {
+                LogDetachFailed(attachment.DevicePath, e.Message);
+            }
+        }
+
+        _attachments.Clear();
     }
 
     private string Summary(string[] where) =>
@@ -262,6 +327,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         _notifier.Notify("STOPPING=1\nSTATUS=stopping");
         if (_server is not null)
         {
+            // First the kernel devices this daemon attached: NBD_CMD_DISCONNECT makes the kernel finish its
+            // requests and send NBD_CMD_DISC while the server still answers normally. What is left are other clients.
+            await DetachAllAsync().ConfigureAwait(false);
             int open = _server.ConnectionCount;
             if (open > 0)
             {
@@ -301,9 +369,11 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         LogStopped();
     }
 
-    /// <summary>Closes listeners (removing their socket files) and frees the devices' memory.</summary>
+    /// <summary>Detaches what is still attached (a failed start), closes listeners (removing their socket files)
+    /// and frees the devices' memory.</summary>
     private void CloseEverything()
     {
+        DetachEach();
         foreach (NbdListener listener in _listeners)
         {
             listener.Dispose();
@@ -338,6 +408,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         CloseEverything();
         _stopAccepting.Dispose();
+        _detached.Dispose();
         _stopStatus.Dispose();
     }
 
@@ -364,6 +435,15 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Name}: released {Bytes} bytes of stored data; deferred frees pending: {Deferred}")]
     private partial void LogDeviceStopped(string name, long bytes, long deferred);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Name} attached to {Device} ({Method}); it is detached when zramd stops")]
+    private partial void LogAttached(string name, string device, string method);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "detached {Device}")]
+    private partial void LogDetached(string device);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "could not detach {Device}: {Reason}")]
+    private partial void LogDetachFailed(string device, string reason);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "stopped")]
     private partial void LogStopped();

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace ZramDaemon.Native;
 
-/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety, socket files, binding an
+/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), socket files, binding an
 /// NBD connection to a kernel /dev/nbdX, the background threads' priority, and punching holes in backing files.</summary>
 internal static partial class Interop
 {
@@ -27,6 +27,10 @@ internal static partial class Interop
 
         [LibraryImport(LibraryName, EntryPoint = "prctl", SetLastError = true)]
         internal static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
+
+        /// <summary>execv(2): <paramref name="argv"/> ends with a null element. Returns only on failure.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "execv", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Execv(string path, string?[] argv);
 
         // <sys/resource.h>: on Linux a nice value belongs to a thread, so PRIO_PROCESS with a thread id sets that
         // thread's alone (the recompressor runs at nice 19 so that the scheduler prefers the I/O threads).

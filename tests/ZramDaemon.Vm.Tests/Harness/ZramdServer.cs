@@ -84,9 +84,15 @@ public sealed class ZramdServer : IDisposable
     {
         ProcessResult result = Control("status", "--json");
         Assert.True(result.ExitCode == 0, "zramd status --json failed: " + result.Describe());
-        using var json = JsonDocument.Parse(result.StandardOutput);
+        return ParseStats(result.StandardOutput, device);
+    }
+
+    /// <summary>The counters of <paramref name="device"/> in the output of <c>zramd status --json</c>.</summary>
+    public static Dictionary<string, long> ParseStats(string statusJson, string device)
+    {
+        using var json = JsonDocument.Parse(statusJson);
         JsonElement? found = FindDevice(json.RootElement, device);
-        Assert.True(found is not null, $"no device {device} in: {result.StandardOutput}");
+        Assert.True(found is not null, $"no device {device} in: {statusJson}");
         var counters = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (JsonProperty p in found.Value.EnumerateObject())
         {
