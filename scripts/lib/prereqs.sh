@@ -28,5 +28,24 @@ TEST_PACKAGES=(
   systemd dpkg systemd-container
 )
 
-ensure_runtime_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}"; }
-ensure_test_prereqs() { apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }
+# ensure_dotnet_sdk: a .NET 10 SDK on the PATH. Debian 12 does not package one, so when it is missing we add
+# Microsoft's package feed for Debian 12 (its packages-microsoft-prod.deb, the documented way) and install
+# dotnet-sdk-10.0 from it. Nothing happens when `dotnet --list-sdks` already shows a 10.x SDK.
+ensure_dotnet_sdk() {
+  if command -v dotnet >/dev/null 2>&1 && dotnet --list-sdks 2>/dev/null | grep -q '^10\.'; then
+    return 0
+  fi
+  local sudo="" deb
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: dotnet-sdk-10.0 (from packages.microsoft.com)" >&2
+  apt_ensure ca-certificates wget
+  deb=$(mktemp --suffix=.deb)
+  wget -q -O "$deb" https://packages.microsoft.com/config/debian/12/packages-microsoft-prod.deb
+  $sudo dpkg -i "$deb" >&2
+  rm -f "$deb"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dotnet-sdk-10.0 >&2
+}
+
+ensure_runtime_prereqs() { ensure_dotnet_sdk; apt_ensure "${RUNTIME_PACKAGES[@]}"; }
+ensure_test_prereqs() { ensure_dotnet_sdk; apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }
