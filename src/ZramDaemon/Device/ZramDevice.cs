@@ -864,10 +864,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// The write path's way out at the limit: writes back one slot whose object is of size class
     /// <paramref name="classIndex"/> (any class if negative), so that the allocation takes its place without a new pool page. Slots whose
     /// lock is taken are passed over (the caller may hold one). The search goes round the table from where the
-    /// last one stopped, so recently written slots are taken last.
+    /// last one stopped, so recently written slots are taken last. Skipped when no slot was a candidate.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool WritebackForRoom(int classIndex)
+    private WritebackOutcome WritebackForRoom(int classIndex)
     {
         int count = _slots.Count;
         int start = Volatile.Read(ref _writebackCursor);
@@ -878,16 +878,86 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             if (outcome == WritebackOutcome.WrittenBack)
             {
                 Volatile.Write(ref _writebackCursor, index + 1 < count ? index + 1 : 0);
-                return true;
+                return outcome;
             }
 
             if (outcome != WritebackOutcome.Skipped)
             {
-                return false;
+                return outcome;
             }
         }
 
-        return false;
+        return WritebackOutcome.Skipped;
+    }
+
+    /// <summary>
+    /// The write path's last way out with a backing file, when its own class has nothing to give up (early on a class
+    /// may hold no object; a huge page needs a whole page): frees whole pool pages. A page comes free only when every
+    /// object of a zspage is gone, or once compaction can pack a class's remaining objects into fewer zspages, and
+    /// with chains of up to 16 pages a few dozen objects written back from all over the pool free none. So it empties
+    /// one class at a time, the one with the fewest objects per resident page first (a huge page frees its page at
+    /// once), compacting when that makes a page freeable, until the allocation fits or nothing more can go to the
+    /// file. Each round frees a page or leaves a class with no candidate, so it ends. True with the outcome in
+    /// <paramref name="error"/> (and the handle) once the allocation was made or failed for another reason than room.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool FreePagesByWriteback(int size, long limit, ref bool wroteBack, out uint handle, out NbdError error)
+    {
+        handle = 0;
+        error = NbdError.NoSpace;
+        IReadOnlyList<ZsClassStats> classes = _pool.GetClassStats();
+        Span<bool> exhausted = stackalloc bool[classes.Count];
+        while (true)
+        {
+            int victim = -1;
+            for (int i = 0; i < classes.Count; i++)
+            {
+                ZsClassStats c = classes[i];
+                if (!exhausted[i] && c.ObjUsed > 0 && c.PagesResident > 0 && (victim < 0
+                    || c.ObjUsed * classes[victim].PagesResident < classes[victim].ObjUsed * c.PagesResident))
+                {
+                    victim = i;
+                }
+            }
+
+            if (victim < 0)
+            {
+                return false;
+            }
+
+            // At least one object per round, so that rounds cannot repeat without progress.
+            long pages = _pool.TotalPages;
+            do
+            {
+                WritebackOutcome outcome = WritebackForRoom(victim);
+                if (outcome != WritebackOutcome.WrittenBack)
+                {
+                    exhausted[victim] = true;
+                    if (outcome != WritebackOutcome.Skipped)
+                    {
+                        // The file is full or the daily budget spent: no other class can go either.
+                        exhausted.Fill(true);
+                    }
+
+                    break;
+                }
+
+                wroteBack = true;
+            }
+            while (_pool.TotalPages >= pages && _pool.CanCompact() == 0);
+
+            if (_pool.CanCompact() > 0)
+            {
+                CompactCore("mem_limit");
+            }
+
+            if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+            {
+                return true;
+            }
+
+            classes = _pool.GetClassStats();
+        }
     }
 
     /// <summary>
@@ -1382,20 +1452,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (_backing is not null)
         {
             int classIndex = _pool.ClassIndexOf(size);
-            for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex); attempt++)
-            {
-                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
-                {
-                    return error;
-                }
-            }
-
-            // No object of that class to give up (early on, a class may hold none): huge pages, each of which frees
-            // a whole page, then any others, which compaction below turns into free pages. The background writeback
-            // keeps usage under its watermark so that writes rarely come here; they do when it lags behind on a
-            // loaded machine, and without this they would get ENOSPC although the file has room.
-            int huge = _pool.ClassIndexOf(PageSize);
-            for (int attempt = 0; attempt < 16 && WritebackForRoom(huge); attempt++)
+            for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex) == WritebackOutcome.WrittenBack; attempt++)
             {
                 wroteBack = true;
                 if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
@@ -1404,9 +1461,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 }
             }
 
-            for (int attempt = 0; attempt < 64 && WritebackForRoom(-1); attempt++)
+            if (FreePagesByWriteback(size, limit, ref wroteBack, out handle, out error))
             {
-                wroteBack = true;
+                return error;
             }
         }
 

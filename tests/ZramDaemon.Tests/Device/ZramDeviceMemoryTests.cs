@@ -81,6 +81,53 @@ public class ZramDeviceMemoryTests
         Assert.True(device.GetStats().MemUsedTotal <= limit);
     }
 
+    /// <summary>
+    /// The case the writeback test of the same name makes room in, without a backing file: a compact pool of text
+    /// pages full to the limit, each class's last zspage partly used, so that no compaction frees a page. An
+    /// incompressible page needs a page of its own: it is refused, whether it overwrites a text page or is a partial
+    /// write that makes one incompressible, and every slot keeps what it held.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_with_only_text_stored_a_huge_page_fails_with_ENOSPC_and_keeps_the_old_contents()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "text", DiskSize = 8L << 20, CompactThresholdPages = 0 },
+            NullLoggerFactory.Instance);
+        var model = new byte[1024][];
+        for (int i = 0; i < model.Length; i++)
+        {
+            model[i] = DevicePages.TextPage(i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+        }
+
+        // Room for what a refused allocation leaves behind (a zspage descriptor and a handle cell are kept for reuse,
+        // not given back), none for a page.
+        device.Compact();
+        long limit = device.MemUsedTotal + 64;
+        device.SetMemLimit(limit);
+        long runs = device.GetStats().CompactionRuns;
+        var random = new byte[Page];
+        new Random(9).NextBytes(random);
+        Assert.Equal(NbdError.NoSpace, device.Write(7L * Page, random, fua: false));
+        Assert.Equal(NbdError.NoSpace, device.Write(8L * Page + 1024, random.AsSpan(0, 3072), fua: false));
+        Assert.Equal(NbdError.NoSpace, device.Write(2000L * Page, random, fua: false));
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(3, stats.FailedWrites);
+        Assert.Equal(0, stats.HugePages);
+        Assert.True(stats.CompactionRuns > runs, "the limit path compacts before it refuses");
+        Assert.True(stats.MemUsedTotal <= limit, $"mem_used_total {stats.MemUsedTotal} passed mem_limit {limit}");
+        Assert.Equal(model.Length * (long)Page, stats.OrigDataSize);
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+
+        Assert.Equal(NbdError.None, device.Read(2000L * Page, back));
+        Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+    }
+
     [Fact]
     public void Lowering_the_limit_refuses_new_allocations_and_zero_pages_still_fit()
     {

@@ -125,6 +125,47 @@ public sealed class WritebackTests : IDisposable
         Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
     }
 
+    /// <summary>
+    /// The other way round from the test above: no huge page to give up, only text objects of other classes, which free
+    /// a page only once compaction packs what is left. The pool is compact and full to the limit when the first
+    /// incompressible page comes.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_with_only_text_stored_a_huge_page_writes_text_back_and_compacts_instead_of_failing()
+    {
+        using ZramDevice device = Create(32L << 20, watermark: 100);
+        var model = new List<byte[]>();
+        for (int i = 0; i < 1024; i++)
+        {
+            model.Add(DevicePages.TextPage(i));
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+        }
+
+        // Just above usage, so that the background writeback (at 100 % of the limit) stays out of it.
+        device.Compact();
+        long limit = device.MemUsedTotal + 1;
+        device.SetMemLimit(limit);
+        Assert.Equal(0, device.GetStats().HugePages);
+        var random = new Random(5);
+        for (int i = 1024; i < 1040; i++)
+        {
+            model.Add(RandomPage(random));
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit);
+        }
+
+        var back = new byte[Page];
+        for (int i = 0; i < model.Count; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(stats.BdCount > 0);
+    }
+
     [Fact]
     public void At_the_limit_a_write_of_a_size_class_with_no_objects_yet_writes_others_back_instead_of_failing()
     {
