@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (apt), builds in Release, runs every test project,
-# and ends with one line "N passed, N failed". Exits non-zero on any failure.
+# and ends with the failed tests (name and first lines of the message), if any, and then one line
+# "N passed, N failed". Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,9 @@ done
 if [ "$found" -eq 0 ]; then
   echo "no test results were written" >&2
   failed=$((failed + 1))
+else
+  # Name the failed tests right above the summary: CI shows only the tail of the output.
+  /usr/bin/python3 scripts/lib/trx-failures.py "$results"/*.trx || echo "could not list the failed tests" >&2
 fi
 echo "${passed} passed, ${failed} failed"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ]; then

@@ -11,17 +11,19 @@ namespace ZramDaemon.Control;
 /// </summary>
 public sealed partial class ControlServer : IAsyncDisposable
 {
-    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan DefaultClientTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Socket _socket;
     private readonly IControlHandler _handler;
     private readonly ILogger _logger;
+    private readonly TimeSpan _clientTimeout;
     private readonly CancellationTokenSource _stop = new();
     private Task? _acceptLoop;
 
-    private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger)
+    private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger, TimeSpan clientTimeout)
     {
         Path = path;
+        _clientTimeout = clientTimeout;
         _socket = socket;
         _handler = handler;
         _logger = logger;
@@ -31,7 +33,9 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     /// <summary>Binds <paramref name="path"/> (mode 0600) and starts answering. A stale socket file left by a
     /// crashed daemon is replaced; a live one (another zramd answering) is an error.</summary>
-    public static ControlServer Start(string path, IControlHandler handler, ILogger logger)
+    /// <param name="clientTimeout">How long the client may take to send its request, and again to take the
+    /// reply (10 s by default). The handler's own time is not counted: the verbs bound theirs.</param>
+    public static ControlServer Start(string path, IControlHandler handler, ILogger logger, TimeSpan? clientTimeout = null)
     {
         ArgumentNullException.ThrowIfNull(handler);
         ArgumentNullException.ThrowIfNull(logger);
@@ -56,7 +60,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             throw;
         }
 
-        var server = new ControlServer(path, socket, handler, logger);
+        var server = new ControlServer(path, socket, handler, logger, clientTimeout ?? DefaultClientTimeout);
         server._acceptLoop = Task.Run(server.AcceptLoopAsync);
         return server;
     }
@@ -89,7 +93,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         using (client)
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-            timeout.CancelAfter(RequestTimeout);
+            timeout.CancelAfter(_clientTimeout);
             try
             {
                 string? line = await ReadLineAsync(client, timeout.Token).ConfigureAwait(false);
@@ -118,7 +122,11 @@ public sealed partial class ControlServer : IAsyncDisposable
                     }
                 }
 
-                await client.SendAsync(reply.ToJsonLine(), SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                // A fresh timeout for the reply: a run that took long on a loaded machine (writeback, recompress)
+                // must still be answered, or the client sees no reply for work that was done.
+                using var replying = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
+                replying.CancelAfter(_clientTimeout);
+                await client.SendAsync(reply.ToJsonLine(), SocketFlags.None, replying.Token).ConfigureAwait(false);
                 client.Shutdown(SocketShutdown.Send);
 
                 // Closing with unread input would reset the connection and could destroy the reply before the
@@ -126,7 +134,7 @@ public sealed partial class ControlServer : IAsyncDisposable
                 byte[] rest = new byte[4096];
                 for (int total = 0; total < 1 << 20;)
                 {
-                    int n = await client.ReceiveAsync(rest, SocketFlags.None, timeout.Token).ConfigureAwait(false);
+                    int n = await client.ReceiveAsync(rest, SocketFlags.None, replying.Token).ConfigureAwait(false);
                     if (n == 0)
                     {
                         break;

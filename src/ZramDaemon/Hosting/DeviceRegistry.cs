@@ -17,7 +17,7 @@ namespace ZramDaemon.Hosting;
 /// </summary>
 internal sealed class DeviceRegistry : IControlHandler
 {
-    /// <summary>Below the control server's request timeout (10 s), so that the reply still goes out.</summary>
+    /// <summary>Well below the control client's timeout (30 s), so that the reply comes in time even on a loaded machine.</summary>
     private static readonly TimeSpan RunTimeLimit = TimeSpan.FromSeconds(5);
 
     private readonly IReadOnlyList<ZramDevice> _devices;
@@ -140,7 +140,7 @@ internal sealed class DeviceRegistry : IControlHandler
         }
 
         long before = device.GetStats().MemUsedTotal;
-        // The control socket answers within its request timeout: a long run stops and says so (run it again).
+        // A long run stops and says so (run it again), so that the client gets its reply in time.
         RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit);
         long after = device.GetStats().MemUsedTotal;
         return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,

@@ -62,6 +62,34 @@ public sealed class ControlServerTests : IDisposable
         Assert.False(File.Exists(path), "the socket file is removed on stop");
     }
 
+    /// <summary>Takes longer than the server's client timeout, as a writeback can on a loaded machine.</summary>
+    private sealed class SlowHandler(TimeSpan delay) : IControlHandler
+    {
+        public ControlReply Handle(ControlRequest request)
+        {
+            Thread.Sleep(delay);
+            return ControlReply.Success($"done {request}");
+        }
+    }
+
+    [Fact]
+    public async Task A_request_whose_handler_outlasts_the_client_timeout_is_still_answered_and_a_silent_client_is_dropped()
+    {
+        string path = Path.Combine(_dir, "zramd.ctl");
+        TimeSpan clientTimeout = TimeSpan.FromMilliseconds(500);
+        await using ControlServer server = ControlServer.Start(path, new SlowHandler(clientTimeout * 3), NullLogger.Instance, clientTimeout);
+
+        ControlReply reply = await ControlClient.SendAsync(path, new ControlRequest("writeback", "zram0", "idle", null));
+        Assert.True(reply.Ok, reply.Error);
+        Assert.Equal("done writeback zram0 type=idle", reply.Text);
+
+        // The timeout still bounds the client: one that never sends its line is closed without an answer.
+        using var silent = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        silent.Connect(new UnixDomainSocketEndPoint(path));
+        silent.ReceiveTimeout = 60_000;
+        Assert.Equal(0, silent.Receive(new byte[64]));
+    }
+
     [Fact]
     public async Task Replaces_a_stale_socket_but_refuses_a_live_one_or_another_file()
     {

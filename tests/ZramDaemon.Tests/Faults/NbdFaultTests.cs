@@ -1,10 +1,13 @@
 using System.Diagnostics;
+using System.Globalization;
+using System.Text;
 using Microsoft.Extensions.Logging.Abstractions;
 using Nbd;
 using Nbd.Devices;
 using Nbd.Protocol;
 using Xunit.Abstractions;
 using ZramDaemon.Device;
+using ZramDaemon.Tests.Daemon;
 using ZramDaemon.Tests.Device;
 
 namespace ZramDaemon.Tests.Faults;
@@ -140,6 +143,101 @@ public sealed class NbdFaultTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.True((await client.ReadAsync((long)written.Count * Page, Page)).AsSpan().SequenceEqual(page));
         Assert.True((await client.ReadAsync(Page, Page)).AsSpan().SequenceEqual(written[1]));
         Assert.True(Served.Device.GetStats().FailedWrites >= 1);
+    }
+
+    /// <summary>
+    /// What SIGTERM does to the daemon (NbdServer.StopAsync with requests in flight), in-process so that the
+    /// device can be read afterwards, byte by byte: the out-of-process SIGTERM test can only count pages.
+    /// libnbd pipelines 32 writes of distinct pages; each write ends acknowledged (its page must hold exactly
+    /// what was written), refused with ESHUTDOWN (never applied: the page stays zero) or unanswered when the
+    /// connection closed (either). No page holds anything else, and nothing past the last one sent.
+    /// </summary>
+    [Fact]
+    public async Task Stopping_with_writes_in_flight_keeps_every_acknowledged_write_byte_for_byte_and_applies_no_refused_one()
+    {
+        Start(new ZramDeviceOptions { Name = "zram0", DiskSize = 1L << 30 });
+        string outcomes = Path.Combine(_directory, "outcomes");
+        string script = """
+            import errno
+            h = nbd.NBD(); h.connect_uri(uri)
+            pending = {}
+            acked, refused = [], []
+            index = 0
+            announced = False
+            try:
+                while True:
+                    while len(pending) < 32:
+                        page = bytearray(b'page%010d..' % index) * 256
+                        pending[h.aio_pwrite(nbd.Buffer.from_bytearray(page), index * 4096)] = index
+                        index += 1
+                    h.poll(-1)
+                    for cookie in list(pending):
+                        try:
+                            if h.aio_command_completed(cookie):
+                                acked.append(pending.pop(cookie))
+                        except nbd.Error as e:
+                            # ESHUTDOWN is the server's refusal; anything else (the connection closing under
+                            # it) leaves the write unanswered.
+                            if e.errnum == errno.ESHUTDOWN:
+                                refused.append(pending.pop(cookie))
+                    if not announced and len(acked) >= 2000:
+                        print("writing", flush=True)
+                        announced = True
+            except nbd.Error:
+                pass
+            with open(out, "w") as f:
+                f.write("sent %d\n" % index)
+                f.writelines("a %d\n" % i for i in acked)
+                f.writelines("r %d\n" % i for i in refused)
+            print("done", flush=True)
+            """;
+        var info = new ProcessStartInfo(ClientTool.Python) { RedirectStandardOutput = true, UseShellExecute = false };
+        info.ArgumentList.Add("-c");
+        info.ArgumentList.Add($"import nbd, sys\nuri = 'nbd+unix:///zram0?socket={SocketPath}'\nout = '{outcomes}'\n{script}");
+        using var client = Process.Start(info)!;
+        Assert.Equal("writing", await client.StandardOutput.ReadLineAsync());
+
+        await Served.Server.StopAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal("done", await client.StandardOutput.ReadLineAsync());
+        Assert.True(client.WaitForExit(60_000));
+
+        string[] lines = File.ReadAllLines(outcomes);
+        int sent = int.Parse(lines[0].AsSpan("sent ".Length), CultureInfo.InvariantCulture);
+        var outcome = new char[sent + 64]; // '\0': unanswered, or never sent when past `sent`
+        foreach (string line in lines.Skip(1))
+        {
+            outcome[int.Parse(line.AsSpan(2), CultureInfo.InvariantCulture)] = line[0];
+        }
+
+        int acked = outcome.Count(c => c == 'a');
+        output.WriteLine($"sent {sent}, acknowledged {acked}, refused {outcome.Count(c => c == 'r')}");
+        Assert.True(acked >= 2000);
+        var expected = new byte[Page];
+        var actual = new byte[Page];
+        for (int i = 0; i < outcome.Length; i++)
+        {
+            Encoding.ASCII.GetBytes(string.Create(CultureInfo.InvariantCulture, $"page{i:D10}..")).CopyTo(expected, 0);
+            for (int copy = 16; copy < Page; copy *= 2)
+            {
+                expected.AsSpan(0, copy).CopyTo(expected.AsSpan(copy));
+            }
+
+            Assert.Equal(NbdError.None, Served.Device.Read((long)i * Page, actual));
+            bool written = actual.AsSpan().SequenceEqual(expected);
+            bool zero = actual.AsSpan().IndexOfAnyExcept((byte)0) < 0;
+            switch (outcome[i])
+            {
+                case 'a':
+                    Assert.True(written, $"acknowledged write {i} of {sent} does not read back as written");
+                    break;
+                case 'r':
+                    Assert.True(zero, $"write {i}, refused with ESHUTDOWN, changed its page");
+                    break;
+                default:
+                    Assert.True(i < sent ? written || zero : zero, $"page {i} (sent {sent}) holds neither its write nor zeros");
+                    break;
+            }
+        }
     }
 
     private void Start(ZramDeviceOptions options)
