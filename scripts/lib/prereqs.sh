@@ -24,8 +24,9 @@ TEST_PACKAGES=(
   # VM tests (scripts/vm/): qemu boots Debian's cloud kernel with an initramfs made of these tools.
   qemu-system-x86 busybox-static cpio e2fsprogs util-linux gcc libc6-dev xz-utils zstd
   # systemd-analyze verify for the units; dpkg-deb builds the package; systemd-nspawn boots a real systemd
-  # (as PID 1 of a container over the host's /usr) to run systemd/zramd.service as written.
-  systemd dpkg systemd-container
+  # (as PID 1 of a container over the host's /usr) to run systemd/zramd.service as written. The systemd VM
+  # guest (scripts/vm/initramfs.sh --systemd) is made of the files of systemd, udev and kmod (depmod).
+  systemd dpkg systemd-container udev kmod
 )
 
 # ensure_dotnet_sdk: a .NET 10 SDK on the PATH. Debian 12 does not package one, so when it is missing we add

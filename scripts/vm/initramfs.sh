@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
 # Builds the VM tests' initramfs (an uncompressed cpio: TCG decompresses slowly) and the host relay.
-#   initramfs.sh [--name NAME] [--add SRC=DEST]...
+#   initramfs.sh [--name NAME] [--systemd] [--add SRC=DEST]... [--enable UNIT]...
 # NAME (default base) names the output $cache/initramfs-NAME.cpio; each --add copies file or folder SRC to
 # DEST in the guest, with the shared libraries its ELF files need. Prints KEY=VALUE lines: kernel, modules,
 # initrd, relay. Idempotent (the kernel is fetched once; the cpio is rebuilt each time, it takes a second).
+# --systemd: the guest boots the host's Debian systemd as PID 1 (/init is /usr/lib/systemd/systemd) from a
+# merged-/usr tree of the files of SYSTEMD_PACKAGES, the modules where modprobe finds them (depmod), and the
+# guest's zt-check.service, which runs guest/systemd.sh once multi-user.target is reached. Each --enable is
+# `systemctl --root enable UNIT` in that tree, after the additions: the units' own [Install] sections.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cache=${ZRAMD_VM_CACHE:-$root/.cache/vm}
 name=base
 adds=()
+systemd=
+enables=()
 while [ $# -gt 0 ]; do
   case $1 in
     --name) name=$2; shift 2 ;;
+    --systemd) systemd=1; shift ;;
     --add) adds+=("$2"); shift 2 ;;
+    --enable) enables+=("$2"); shift 2 ;;
     *) echo "initramfs.sh: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -35,6 +43,11 @@ build_c "$cache/bin/watch" "$here/guest/watch.c" -static
 
 staging=$(mktemp -d "$cache/initramfs.XXXXXX")
 trap 'rm -rf "$staging"' EXIT
+if [ -n "$systemd" ]; then
+  # Debian 12's merged /usr, so that systemd finds its units and the packages' /bin and /lib paths land in /usr.
+  mkdir -p "$staging"/usr/{bin,sbin,lib,lib64}
+  for d in bin sbin lib lib64; do ln -s "usr/$d" "$staging/$d"; done
+fi
 mkdir -p "$staging"/{bin,sbin,usr/bin,usr/sbin,lib/modules,zt,proc,sys,dev,tmp,mnt,run,etc}
 
 # copy_libs FILE: the shared libraries an ELF file loads, at the same paths (ldd resolves them on the host,
@@ -54,11 +67,14 @@ for tool in nbd-client mkswap swapon swapoff mke2fs e2fsck fstrim blkdiscard; do
   cp -L "$src" "$staging/usr/sbin/$tool"
   copy_libs "$src"
 done
-cp "$kernel"/modules/*.ko "$kernel/modules/order" "$staging/lib/modules/"
-cp "$here/guest/init" "$staging/init"
+if [ -z "$systemd" ]; then
+  cp "$kernel"/modules/*.ko "$kernel/modules/order" "$staging/lib/modules/"
+  cp "$here/guest/init" "$staging/init"
+fi
 cp "$here"/guest/*.sh "$staging/zt/"
 cp "$cache/bin/memfill" "$cache/bin/watch" "$staging/zt/"
-chmod +x "$staging/init" "$staging"/zt/*
+chmod +x "$staging"/zt/*
+[ -n "$systemd" ] || chmod +x "$staging/init"
 
 for spec in "${adds[@]}"; do
   src=${spec%%=*} dest=${spec#*=}
@@ -68,6 +84,41 @@ for spec in "${adds[@]}"; do
   # .NET loads these with dlopen, so ldd of the host does not list them.
   find "$src" -name '*.so' -type f | while IFS= read -r f; do copy_libs "$f"; done
 done
+
+if [ -n "$systemd" ]; then
+  # What systemd as PID 1 needs (udev makes nbd devices ready for device and mount units; kmod's libkmod loads
+  # modules), what the units run and what guest/systemd.sh uses. No documentation, no hardware database.
+  SYSTEMD_PACKAGES=(systemd libsystemd-shared udev kmod util-linux mount e2fsprogs coreutils bash grep sed)
+  for pkg in "${SYSTEMD_PACKAGES[@]}"; do
+    while IFS= read -r f; do
+      case $f in /usr/share/doc/* | /usr/share/man/* | /usr/share/locale/* | /usr/share/bash-completion/* | \
+        /usr/share/zsh/* | /usr/share/lintian/* | /usr/lib/udev/hwdb.d/* | /usr/share/info/*) continue ;; esac
+      [ -d "$f" ] && continue
+      [ -e "$f" ] || [ -L "$f" ] || continue
+      mkdir -p "$staging$(dirname "$f")"
+      cp -a "$f" "$staging$f"
+      [ -f "$f" ] && [ ! -L "$f" ] && { [ -x "$f" ] || [[ $f == *.so* ]]; } && copy_libs "$f"
+    done < <(dpkg -L "$pkg")
+  done
+  cp /usr/lib/os-release "$staging/usr/lib/os-release"
+  ln -sf ../usr/lib/os-release "$staging/etc/os-release"
+  # A machine id, so that this is not a first boot (systemd-firstboot would prompt on the console).
+  od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$staging/etc/machine-id"
+  echo >>"$staging/etc/machine-id"
+  # The modules where modprobe and systemd-modules-load look for them.
+  version=$(basename "$kernel")
+  version=${version#linux-image-}
+  mkdir -p "$staging/usr/lib/modules/$version/extra"
+  cp "$kernel"/modules/*.ko "$staging/usr/lib/modules/$version/extra/"
+  depmod -b "$staging" "$version"
+  ln -s usr/lib/systemd/systemd "$staging/init"
+  mkdir -p "$staging/etc/systemd/system"
+  cp "$here/guest/zt-check.service" "$staging/etc/systemd/system/"
+  enables+=(zt-check.service)
+  # No logins: no getty on the console the test reads, no logind (it needs D-Bus, which the image lacks).
+  SYSTEMCTL_SKIP_REDIRECT=1 systemctl --root="$staging" --quiet mask serial-getty@ttyS0.service getty.target systemd-logind.service
+  SYSTEMCTL_SKIP_REDIRECT=1 systemctl --root="$staging" --quiet enable "${enables[@]}"
+fi
 
 out=$cache/initramfs-$name.cpio
 (cd "$staging" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$out.tmp"

@@ -26,7 +26,7 @@ namespace ZsAlloc;
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
-///   1 MiB of them kept warm for reuse, see <see cref="PageSource"/>).
+///   32 MiB of them kept warm for reuse while the pool is busy, see <see cref="PageSource"/>).
 ///
 ///   Handle: a 32-bit value naming a cell of the <see cref="HandleTable"/> (<see cref="HandleCell"/>). The cell
 ///   holds the object's location and payload size, so compaction can move the object and rewrite the cell.
@@ -303,6 +303,16 @@ public sealed unsafe class ZsPool : IDisposable
         Interlocked.Decrement(ref _words);
     }
 
+    /// <summary>
+    /// Gives the pages kept warm for reuse back to the OS if the pool neither freed nor reused any since the previous
+    /// call; returns the pages released. For a periodic maintenance tick, so an idle pool keeps none for long.
+    /// </summary>
+    public int ReleaseWarmIfUnused()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _pages.ReleaseWarmIfUnused();
+    }
+
     /// <summary>Frees every deferred handle now.</summary>
     public void FlushDeferred()
     {
@@ -368,6 +378,7 @@ public sealed unsafe class ZsPool : IDisposable
         {
             PagesUsed = TotalPages,
             PeakPages = PeakPages,
+            PagesWarm = _pages.PagesWarm,
             BytesStored = bytes,
             Objects = objects,
             Words = Interlocked.Read(ref _words),

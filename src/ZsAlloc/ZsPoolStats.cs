@@ -8,6 +8,9 @@ public sealed record ZsPoolStats
 
     public long PeakPages { get; init; }
 
+    /// <summary>Freed pages kept resident for reuse: in the process's RSS, not in <see cref="PagesUsed"/>.</summary>
+    public int PagesWarm { get; init; }
+
     /// <summary>Sum of the payload sizes of the live objects.</summary>
     public long BytesStored { get; init; }
 

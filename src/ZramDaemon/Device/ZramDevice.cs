@@ -637,7 +637,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// The background thread's work: free what the write path deferred (the pool drains its queue by itself
-    /// only when it is half full), then compact if it is due.
+    /// only when it is half full), then compact if it is due, and give back the pages kept warm if the pool is idle.
     /// </summary>
     internal void BackgroundTick()
     {
@@ -656,6 +656,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             CompactCore(reason);
         }
+
+        // Pages kept warm for reuse are not in mem_used_total: an idle device gives them back.
+        _pool.ReleaseWarmIfUnused();
     }
 
     /// <summary>Why compaction is due now, or null: usage past the watermark of the limit, or enough to gain.</summary>

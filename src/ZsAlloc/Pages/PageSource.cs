@@ -17,9 +17,14 @@ namespace ZsAlloc.Pages;
 ///
 /// Freed runs first go on "warm" lists (still resident) that allocation tries first: a pool that frees and
 /// allocates at the same rate then pays neither the madvise (a TLB shootdown in a threaded process) nor the
-/// page faults of refilling, as the kernel's per-CPU page lists spare zsmalloc. Past 1 MiB warm
-/// (<see cref="WarmLimitPages"/>) half of them are released in one burst, neighbouring runs in one call,
-/// so at most 1 MiB stays resident unused. <see cref="ReleaseWarm"/> releases them all (compaction calls it).
+/// page faults of refilling, as the kernel's per-CPU page lists spare zsmalloc. The limit, 32 MiB
+/// (<see cref="WarmLimitPages"/>), is the size of the bursts: the deferred-free queue drains up to 16384 handles at
+/// once, and a sequential overwrite empties whole zspages as it goes, so a smaller limit gave most of each burst
+/// back only for the next writes to fault it in again (measured: docs/BENCHMARKS.md). Past the limit half of
+/// them are released in one burst, neighbouring runs in one call. Warm pages are not in mem_used_total, so an idle
+/// pool must not keep them: <see cref="ReleaseWarmIfUnused"/> (the device's maintenance tick) releases them once
+/// none was freed or reused since its previous call, and <see cref="ReleaseWarm"/> releases them all (compaction
+/// calls it).
 ///
 /// The owner map (4 bytes a page) says which zspage holds each page, so a handle's location leads to its
 /// zspage descriptor. Head pages of free runs reuse their owner entry as the free-list link.
@@ -36,7 +41,10 @@ internal sealed unsafe class PageSource : IDisposable
     public const int MaxArenas = 4096;
     public const int MaxRunPages = SizeClassTable.MaxChainLimit;
     public const int NoOwner = -1;
-    public const int WarmLimitPages = 256;
+    public const int WarmLimitPages = 8192;
+
+    /// <summary>Warm runs released per madvise batch: bounds the stack buffer, not the burst.</summary>
+    private const int TrimBatchRuns = 256;
 
     private readonly nint[] _arenaBase = new nint[MaxArenas];
     private readonly int[]?[] _owners = new int[MaxArenas][];
@@ -50,6 +58,7 @@ internal sealed unsafe class PageSource : IDisposable
     private long _peakPages;
     private long _pagesFree;
     private int _pagesWarm;
+    private bool _warmUsed;
     private bool _disposed;
 
     public PageSource()
@@ -110,6 +119,7 @@ internal sealed unsafe class PageSource : IDisposable
             if (head != NoOwner)
             {
                 _pagesWarm -= pages;
+                _warmUsed = true;
                 zeroed = false;
                 CountInUse(pages);
                 return head;
@@ -182,6 +192,7 @@ internal sealed unsafe class PageSource : IDisposable
         {
             PushRun(_warmRunHead, head, pages);
             _pagesWarm += pages;
+            _warmUsed = true;
             _pagesInUse -= resident;
             trim = _pagesWarm > WarmLimitPages;
         }
@@ -194,6 +205,32 @@ internal sealed unsafe class PageSource : IDisposable
 
     /// <summary>Gives the warm runs back to the OS too.</summary>
     public void ReleaseWarm() => TrimWarm(0);
+
+    /// <summary>
+    /// Gives the warm runs back to the OS if none was freed or reused since the previous call (the pool is idle);
+    /// returns the pages released. Called periodically, so an idle pool keeps no warm pages for long.
+    /// </summary>
+    public int ReleaseWarmIfUnused()
+    {
+        int warm;
+        lock (_lock)
+        {
+            if (_warmUsed)
+            {
+                _warmUsed = false;
+                return 0;
+            }
+
+            warm = _pagesWarm;
+        }
+
+        if (warm > 0)
+        {
+            TrimWarm(0);
+        }
+
+        return warm;
+    }
 
     /// <summary>
     /// <see cref="FreeRun"/> for many runs at once (compaction frees zspages in bursts): they go back to the OS
@@ -217,26 +254,32 @@ internal sealed unsafe class PageSource : IDisposable
         ReleaseToOs(runs);
     }
 
-    /// <summary>Takes warm runs off their lists until at most <paramref name="keep"/> pages stay warm, and releases them.</summary>
+    /// <summary>Takes warm runs off their lists until at most <paramref name="keep"/> pages stay warm, and releases
+    /// them, <see cref="TrimBatchRuns"/> runs per batch.</summary>
     private void TrimWarm(int keep)
     {
-        Span<PageRun> runs = stackalloc PageRun[WarmLimitPages + MaxRunPages];
-        int count = 0;
-        lock (_lock)
+        Span<PageRun> runs = stackalloc PageRun[TrimBatchRuns];
+        int count;
+        do
         {
-            // Longest runs first: they free the most pages per list operation.
-            for (int pages = MaxRunPages; pages >= 1 && _pagesWarm > keep; pages--)
+            count = 0;
+            lock (_lock)
             {
-                int head;
-                while (_pagesWarm > keep && (head = PopRun(_warmRunHead, pages)) != NoOwner)
+                // Longest runs first: they free the most pages per list operation.
+                for (int pages = MaxRunPages; pages >= 1 && _pagesWarm > keep && count < runs.Length; pages--)
                 {
-                    runs[count++] = new PageRun(head, pages, Resident: 0);
-                    _pagesWarm -= pages;
+                    int head;
+                    while (_pagesWarm > keep && count < runs.Length && (head = PopRun(_warmRunHead, pages)) != NoOwner)
+                    {
+                        runs[count++] = new PageRun(head, pages, Resident: 0);
+                        _pagesWarm -= pages;
+                    }
                 }
             }
-        }
 
-        ReleaseToOs(runs[..count]);
+            ReleaseToOs(runs[..count]);
+        }
+        while (count == runs.Length);
     }
 
     /// <summary>madvise(MADV_DONTNEED) over runs that are on no list (coalescing neighbours), then lists them as free.</summary>

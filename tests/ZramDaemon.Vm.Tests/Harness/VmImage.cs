@@ -18,9 +18,18 @@ public sealed class VmImage
 
     /// <param name="name">names the initramfs file, so that images with different contents coexist.</param>
     /// <param name="additions">host path = guest path pairs copied into the image.</param>
-    public static VmImage Build(string name, params string[] additions)
+    public static VmImage Build(string name, params string[] additions) => Run(name, [], additions);
+
+    /// <summary>An image whose /init is Debian's systemd (initramfs.sh --systemd): it boots to multi-user.target
+    /// with <paramref name="enable"/> enabled (systemctl --root enable, the units' [Install] sections) and runs
+    /// guest/systemd.sh.</summary>
+    public static VmImage BuildSystemd(string name, IEnumerable<string> enable, params string[] additions) =>
+        Run(name, ["--systemd", .. enable.SelectMany(unit => (string[])["--enable", unit])], additions);
+
+    private static VmImage Run(string name, IEnumerable<string> options, string[] additions)
     {
         var arguments = new List<string> { "--name", name };
+        arguments.AddRange(options);
         foreach (string add in additions)
         {
             arguments.Add("--add");

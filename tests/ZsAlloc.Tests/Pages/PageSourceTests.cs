@@ -40,6 +40,34 @@ public sealed class PageSourceTests : IDisposable
     }
 
     [Fact]
+    public void Warm_runs_go_back_to_the_os_only_after_a_period_without_frees_or_reuse()
+    {
+        int a = _pages.AllocateRun(4, out _);
+        int b = _pages.AllocateRun(4, out _);
+        _pages.AddResident(8);
+        _pages.FreeRun(a, 4, resident: 4);
+
+        // A free since the previous call: the pool is busy, its warm runs stay for the next allocations.
+        Assert.Equal(0, _pages.ReleaseWarmIfUnused());
+        Assert.Equal(4, _pages.PagesWarm);
+
+        // Reuse counts as activity too.
+        Assert.Equal(a, _pages.AllocateRun(4, out bool zeroed));
+        Assert.False(zeroed);
+        _pages.FreeRun(b, 4, resident: 4);
+        Assert.Equal(0, _pages.ReleaseWarmIfUnused());
+        Assert.Equal(4, _pages.PagesWarm);
+
+        // Nothing since: idle, so the warm pages go back (the same addresses are then zeroed runs).
+        Assert.Equal(4, _pages.ReleaseWarmIfUnused());
+        Assert.Equal(0, _pages.PagesWarm);
+        Assert.Equal(4, _pages.PagesFree);
+        Assert.Equal(b, _pages.AllocateRun(4, out zeroed));
+        Assert.True(zeroed);
+        Assert.Equal(0, _pages.ReleaseWarmIfUnused());
+    }
+
+    [Fact]
     public void A_run_not_written_to_its_end_goes_back_to_the_os_at_once()
     {
         int a = _pages.AllocateRun(8, out _);
@@ -56,8 +84,10 @@ public sealed class PageSourceTests : IDisposable
     [Fact]
     public void Beyond_the_warm_limit_runs_go_back_to_the_os_and_longer_ones_are_split()
     {
-        var runs = Enumerable.Range(0, 100).Select(_ => _pages.AllocateRun(16, out bool _)).ToArray();
-        _pages.AddResident(100 * 16);
+        // Twice the limit and more, so that more than one burst (of more runs than one release batch) goes back.
+        int count = (PageSource.WarmLimitPages / 16 * 2) + 100;
+        var runs = Enumerable.Range(0, count).Select(_ => _pages.AllocateRun(16, out bool _)).ToArray();
+        _pages.AddResident(count * 16);
         foreach (int run in runs)
         {
             _pages.FreeRun(run, 16, resident: 16);
@@ -65,17 +95,17 @@ public sealed class PageSourceTests : IDisposable
 
         // Past the limit, warm runs went back to the OS in bursts: never more than the limit stays warm.
         Assert.InRange(_pages.PagesWarm, PageSource.WarmLimitPages / 2, PageSource.WarmLimitPages);
-        Assert.Equal(100 * 16, _pages.PagesFree + _pages.PagesWarm);
+        Assert.Equal(count * 16, _pages.PagesFree + _pages.PagesWarm);
         Assert.Equal(0, _pages.PagesInUse);
         _pages.ReleaseWarm();
         Assert.Equal(0, _pages.PagesWarm);
-        Assert.Equal(100 * 16, _pages.PagesFree);
+        Assert.Equal(count * 16, _pages.PagesFree);
 
         // A 3-page run now comes out of a freed 16-page run, not from fresh pages of the arena.
         int three = _pages.AllocateRun(3, out bool zeroed);
         Assert.True(zeroed);
         Assert.Contains(runs, r => r == three);
-        Assert.Equal((100 * 16) - 3, _pages.PagesFree);
+        Assert.Equal((count * 16) - 3, _pages.PagesFree);
     }
 
     [Fact]
