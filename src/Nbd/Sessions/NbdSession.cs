@@ -12,7 +12,7 @@ namespace Nbd.Sessions;
 /// The transmission phase of one connection, on threads of its own with blocking socket calls (nbdkit's model):
 /// a few threads per connection, each owning one <see cref="RequestSlot"/>, take turns at reading. A thread
 /// takes <see cref="_readLock"/>, reads one request header (and a WRITE's payload straight into its slot's
-/// rented buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
+/// own buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
 /// synchronous device call and writes the reply under <see cref="_sendLock"/>, while the next thread is already
 /// reading. So a request is never handed from thread to thread: at queue depth 1 the thread the data woke runs
 /// it at once, and at depth 32 as many requests run at once as there are threads. Replies go out in completion
@@ -38,7 +38,8 @@ namespace Nbd.Sessions;
 /// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
 /// every thread is done with it.
 ///
-/// No per-request allocation: slots, buffers (from the shared array pool) and the locks are all reused.
+/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves) and the locks
+/// are all reused.
 /// </summary>
 internal sealed class NbdSession
 {
@@ -145,8 +146,20 @@ internal sealed class NbdSession
         _stream.Dispose();
     }
 
-    /// <summary>One thread's loop: read a request at its turn, run it, reply.</summary>
+    /// <summary>One thread's loop: read a request at its turn, run it, reply. Its buffer goes when it leaves.</summary>
     private void Serve(RequestSlot slot)
+    {
+        try
+        {
+            ServeLoop(slot);
+        }
+        finally
+        {
+            slot.Buffer.Dispose();
+        }
+    }
+
+    private void ServeLoop(RequestSlot slot)
     {
         while (true)
         {
@@ -200,7 +213,7 @@ internal sealed class NbdSession
 
     private bool ReadRequest(RequestSlot slot)
     {
-        if (!ReceiveExact(_header, 0, _header.Length))
+        if (!ReceiveExact(_header))
         {
             return false;
         }
@@ -237,10 +250,9 @@ internal sealed class NbdSession
         {
             if (error == NbdError.None)
             {
-                slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)request.Length);
-                if (!ReceiveExact(slot.Buffer, RequestSlot.HeaderRoom, (int)request.Length))
+                slot.EnsureBuffer();
+                if (!ReceiveExact(slot.Data))
                 {
-                    ReturnBuffer(slot);
                     return false;
                 }
             }
@@ -255,19 +267,20 @@ internal sealed class NbdSession
         return true;
     }
 
-    /// <summary>Fills buffer[offset..offset+count] from the receive buffer and then the socket. What is left
+    /// <summary>Fills <paramref name="destination"/> from the receive buffer and then the socket. What is left
     /// to receive, when 16 KiB or more, goes straight into the destination. False at end of stream.</summary>
-    private bool ReceiveExact(byte[] buffer, int offset, int count)
+    private bool ReceiveExact(Span<byte> destination)
     {
+        int count = destination.Length;
         int buffered = _receiveEnd - _receiveStart;
         if (buffered >= count)
         {
-            Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, count);
+            _receiveBuffer.AsSpan(_receiveStart, count).CopyTo(destination);
             _receiveStart += count;
             return true;
         }
 
-        Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, buffered);
+        _receiveBuffer.AsSpan(_receiveStart, buffered).CopyTo(destination);
         int copied = buffered;
         _receiveStart = _receiveEnd = 0;
         while (copied < count)
@@ -275,7 +288,7 @@ internal sealed class NbdSession
             int remaining = count - copied;
             if (remaining >= DirectReceiveSize)
             {
-                int n = _stream.Read(buffer, offset + copied, remaining);
+                int n = _stream.Read(destination[copied..]);
                 if (n == 0)
                 {
                     return false;
@@ -292,7 +305,7 @@ internal sealed class NbdSession
                 }
 
                 int take = Math.Min(n, remaining);
-                Buffer.BlockCopy(_receiveBuffer, 0, buffer, offset + copied, take);
+                _receiveBuffer.AsSpan(0, take).CopyTo(destination[copied..]);
                 copied += take;
                 _receiveStart = take;
                 _receiveEnd = n;
@@ -343,7 +356,7 @@ internal sealed class NbdSession
             switch (request.Type)
             {
                 case CommandType.Read:
-                    slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)length);
+                    slot.EnsureBuffer();
                     error = _limits.StructuredReplies && (request.Flags & CommandFlags.DontFragment) == 0
                         ? ReadSparse(slot, offset, length)
                         : _device.Read(offset, slot.Data);
@@ -473,7 +486,6 @@ internal sealed class NbdSession
             }
         }
 
-        ReturnBuffer(slot);
         Interlocked.Decrement(ref _inFlight);
     }
 
@@ -486,15 +498,6 @@ internal sealed class NbdSession
 
         // Stop the reader too: shutting the socket down ends its blocked receive.
         Abort();
-    }
-
-    private static void ReturnBuffer(RequestSlot slot)
-    {
-        if (slot.Buffer is { } buffer)
-        {
-            slot.Buffer = null;
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
     }
 
     private void WriteReply(RequestSlot slot)
@@ -539,14 +542,14 @@ internal sealed class NbdSession
 
     private void WriteReadReply(RequestSlot slot)
     {
-        byte[] buffer = slot.Buffer!;
         ulong handle = slot.Request.Handle;
         int length = (int)slot.Request.Length;
+        Span<byte> buffer = slot.Buffer.Span(0, RequestSlot.HeaderRoom + length);
         if (!_limits.StructuredReplies)
         {
             int start = RequestSlot.HeaderRoom - SimpleReply.Size;
-            SimpleReply.Write(buffer.AsSpan(start), NbdError.None, handle);
-            SendDirect(buffer, start, SimpleReply.Size + length);
+            SimpleReply.Write(buffer[start..], NbdError.None, handle);
+            SendDirect(buffer.Slice(start, SimpleReply.Size + length));
             return;
         }
 
@@ -554,8 +557,8 @@ internal sealed class NbdSession
         {
             // One OFFSET_DATA chunk (always so with DF), its header written just before the data.
             int start = RequestSlot.HeaderRoom - StructuredReply.OffsetDataPrefixSize;
-            StructuredReply.WriteOffsetDataPrefix(buffer.AsSpan(start), StructuredReplyFlags.Done, handle, slot.Request.Offset, length);
-            SendDirect(buffer, start, StructuredReply.OffsetDataPrefixSize + length);
+            StructuredReply.WriteOffsetDataPrefix(buffer[start..], StructuredReplyFlags.Done, handle, slot.Request.Offset, length);
+            SendDirect(buffer.Slice(start, StructuredReply.OffsetDataPrefixSize + length));
             return;
         }
 
@@ -574,7 +577,7 @@ internal sealed class NbdSession
             {
                 EnsureSendSpace(StructuredReply.OffsetDataPrefixSize);
                 _sendCount += StructuredReply.WriteOffsetDataPrefix(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (int)extent.Length);
-                SendDirect(buffer, RequestSlot.HeaderRoom + (int)position, (int)extent.Length);
+                SendDirect(buffer.Slice(RequestSlot.HeaderRoom + (int)position, (int)extent.Length));
             }
 
             position += extent.Length;
@@ -603,11 +606,11 @@ internal sealed class NbdSession
         }
     }
 
-    /// <summary>Sends what is batched, then buffer[offset..offset+count] without copying it.</summary>
-    private void SendDirect(byte[] buffer, int offset, int count)
+    /// <summary>Sends what is batched, then <paramref name="data"/> without copying it.</summary>
+    private void SendDirect(ReadOnlySpan<byte> data)
     {
         FlushSend();
-        _stream.Write(buffer, offset, count);
+        _stream.Write(data);
     }
 
     private void FlushSend()
