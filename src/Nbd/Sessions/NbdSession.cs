@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using Nbd.Logging;
 using Nbd.Protocol;
+using Nbd.Threading;
 using Nbd.Transport;
 
 namespace Nbd.Sessions;
@@ -49,6 +50,11 @@ internal sealed class NbdSession
     private const int DirectReceiveSize = 16 * 1024;
     private const int SendBufferSize = 64 * 1024;
 
+    // Replies waiting for the send turn: two buffers, one filling while the other is sent. Reads up to 16 KiB
+    // are copied in (a memcpy is far cheaper than waiting for the turn); larger ones go out from their buffer.
+    private const int QueueSize = 64 * 1024;
+    private const int QueuedDataLimit = 16 * 1024;
+
     private readonly Stream _stream;
     private readonly BlockingSocketStream? _socket;
     private readonly IBlockDevice _device;
@@ -57,11 +63,16 @@ internal sealed class NbdSession
     private readonly ConnectionLimits _limits;
     private readonly NbdServerOptions _options;
     private readonly int _threadCount;
-    private readonly object _readLock = new();
-    private readonly object _sendLock = new();
+    private readonly FutexLock _readLock = new();
+    private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
     private readonly byte[] _receiveBuffer = new byte[ReceiveBufferSize];
     private readonly byte[] _sendBuffer = new byte[SendBufferSize];
+    private readonly FutexLock _queueLock = new();
+    private byte[] _queue = new byte[QueueSize];
+    private byte[] _spareQueue = new byte[QueueSize];
+    private int _queued;
+    private int _queuedReplies;
     private int _receiveStart;
     private int _receiveEnd;
     private int _sendCount;
@@ -150,13 +161,18 @@ internal sealed class NbdSession
     {
         while (true)
         {
-            lock (_readLock)
+            _readLock.Enter();
+            try
             {
                 if (_ended || !TryReadRequest(slot))
                 {
                     _ended = true;
                     return;
                 }
+            }
+            finally
+            {
+                _readLock.Exit();
             }
 
             if (slot.Error == NbdError.None)
@@ -453,16 +469,41 @@ internal sealed class NbdSession
 
     // ---- replies ------------------------------------------------------------------------------------------
 
-    /// <summary>Sends the slot's reply (unless the connection is already broken) and returns its buffer.</summary>
+    /// <summary>
+    /// Answers the slot's request and returns its buffer. A reply that fits (all but large reads and reads with
+    /// holes) is copied into the reply queue and the thread goes back to reading at once; whoever holds the send
+    /// turn sends everything queued in one system call. So no thread sleeps waiting to send, even while the
+    /// sender is preempted (each send wakes the client, which often takes the sender's CPU), and several replies
+    /// cost the client one wake-up. Larger replies are sent directly by their own thread, after the queue.
+    /// </summary>
     private void Reply(RequestSlot slot)
     {
-        lock (_sendLock)
+        int size = WholeReplySize(slot);
+        if (size >= 0 && TryQueue(slot, size))
         {
+            ReturnBuffer(slot);
+            SendQueued();
+            return;
+        }
+
+        _sendLock.Enter();
+        try
+        {
+            SendQueuedTurnHeld();
             if (!_broken)
             {
                 try
                 {
-                    WriteReply(slot);
+                    if (size >= 0)
+                    {
+                        EnsureSendSpace(size);
+                        _sendCount += WriteWholeReply(slot, _sendBuffer.AsSpan(_sendCount, size));
+                    }
+                    else
+                    {
+                        WriteReadReply(slot);
+                    }
+
                     FlushSend();
                 }
                 catch (Exception e)
@@ -472,9 +513,90 @@ internal sealed class NbdSession
                 }
             }
         }
+        finally
+        {
+            _sendLock.Exit();
+        }
 
         ReturnBuffer(slot);
         Interlocked.Decrement(ref _inFlight);
+        SendQueued();
+    }
+
+    /// <summary>Copies the whole reply to the end of the queue; false when the queue has no room for it.</summary>
+    private bool TryQueue(RequestSlot slot, int size)
+    {
+        _queueLock.Enter();
+        try
+        {
+            if (_queue.Length - _queued < size)
+            {
+                return false;
+            }
+
+            _queued += WriteWholeReply(slot, _queue.AsSpan(_queued, size));
+            _queuedReplies++;
+            return true;
+        }
+        finally
+        {
+            _queueLock.Exit();
+        }
+    }
+
+    /// <summary>Sends what is queued unless another thread holds the send turn. That thread looks at the queue
+    /// again after letting go of the turn (below, or in <see cref="Reply"/>), so a reply queued while it sends
+    /// is never left behind: either this thread gets the turn, or the holder sees the reply.</summary>
+    private void SendQueued()
+    {
+        while (Volatile.Read(ref _queued) != 0 && _sendLock.TryEnter())
+        {
+            try
+            {
+                SendQueuedTurnHeld();
+            }
+            finally
+            {
+                _sendLock.Exit();
+            }
+        }
+    }
+
+    /// <summary>Swaps the queue for the empty spare and sends it; the send turn is held. The replies count as in
+    /// flight until they are sent (or dropped because the connection broke).</summary>
+    private void SendQueuedTurnHeld()
+    {
+        _queueLock.Enter();
+        byte[] batch = _queue;
+        int count = _queued;
+        int replies = _queuedReplies;
+        _queue = _spareQueue;
+        _spareQueue = batch;
+        _queued = 0;
+        _queuedReplies = 0;
+        _queueLock.Exit();
+        if (count == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            if (!_broken)
+            {
+                FlushSend();
+                _stream.Write(batch, 0, count);
+            }
+        }
+        catch (Exception e)
+        {
+            _sendCount = 0;
+            Break(e);
+        }
+        finally
+        {
+            Interlocked.Add(ref _inFlight, -replies);
+        }
     }
 
     private void Break(Exception e)
@@ -497,43 +619,69 @@ internal sealed class NbdSession
         }
     }
 
-    private void WriteReply(RequestSlot slot)
+    /// <summary>The size of the whole reply when it is small enough to be copied into the queue, else -1: reads
+    /// of more than <see cref="QueuedDataLimit"/> and structured reads with holes (several chunks) are sent
+    /// straight from the slot buffer.</summary>
+    private int WholeReplySize(RequestSlot slot)
     {
-        ulong handle = slot.Request.Handle;
+        bool structured = _limits.StructuredReplies;
         if (slot.Error != NbdError.None)
         {
-            byte[] message = slot.ErrorMessage ?? [];
-            EnsureSendSpace(StructuredReply.HeaderSize + 6 + message.Length);
-            _sendCount += _limits.StructuredReplies
-                ? StructuredReply.WriteError(_sendBuffer.AsSpan(_sendCount), handle, slot.Error, message)
-                : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), slot.Error, handle);
-            return;
+            return structured ? StructuredReply.HeaderSize + 6 + (slot.ErrorMessage?.Length ?? 0) : SimpleReply.Size;
         }
 
         switch (slot.Request.Type)
         {
             case CommandType.Read:
-                WriteReadReply(slot);
-                break;
+                int length = (int)slot.Request.Length;
+                if (length > QueuedDataLimit || (structured && !IsAllData(slot)))
+                {
+                    return -1;
+                }
+
+                return (structured ? StructuredReply.OffsetDataPrefixSize : SimpleReply.Size) + length;
+            case CommandType.BlockStatus:
+                return StructuredReply.BlockStatusPrefixSize + (slot.ExtentCount * StructuredReply.BlockStatusDescriptorSize);
+            default:
+                return structured ? StructuredReply.HeaderSize : SimpleReply.Size;
+        }
+    }
+
+    /// <summary>Writes the whole reply (<see cref="WholeReplySize"/> bytes, READ data copied) into
+    /// <paramref name="destination"/>; returns its length.</summary>
+    private int WriteWholeReply(RequestSlot slot, Span<byte> destination)
+    {
+        ulong handle = slot.Request.Handle;
+        bool structured = _limits.StructuredReplies;
+        if (slot.Error != NbdError.None)
+        {
+            return structured
+                ? StructuredReply.WriteError(destination, handle, slot.Error, slot.ErrorMessage ?? [])
+                : SimpleReply.Write(destination, slot.Error, handle);
+        }
+
+        switch (slot.Request.Type)
+        {
+            case CommandType.Read:
+                int n = structured
+                    ? StructuredReply.WriteOffsetDataPrefix(destination, StructuredReplyFlags.Done, handle, slot.Request.Offset, (int)slot.Request.Length)
+                    : SimpleReply.Write(destination, NbdError.None, handle);
+                slot.Data.CopyTo(destination[n..]);
+                return n + slot.Data.Length;
             case CommandType.BlockStatus:
                 int count = slot.ExtentCount;
-                EnsureSendSpace(StructuredReply.BlockStatusPrefixSize + (count * StructuredReply.BlockStatusDescriptorSize));
-                Span<byte> span = _sendBuffer.AsSpan(_sendCount);
-                int n = StructuredReply.WriteBlockStatusPrefix(span, StructuredReplyFlags.Done, handle, NbdHandshake.BaseAllocationContextId, count);
+                int written = StructuredReply.WriteBlockStatusPrefix(destination, StructuredReplyFlags.Done, handle, NbdHandshake.BaseAllocationContextId, count);
                 for (int i = 0; i < count; i++)
                 {
                     BlockExtent extent = slot.Extents[i];
-                    n += StructuredReply.WriteBlockStatusDescriptor(span[n..], (uint)extent.Length, extent.Flags);
+                    written += StructuredReply.WriteBlockStatusDescriptor(destination[written..], (uint)extent.Length, extent.Flags);
                 }
 
-                _sendCount += n;
-                break;
+                return written;
             default:
-                EnsureSendSpace(StructuredReply.HeaderSize);
-                _sendCount += _limits.StructuredReplies
-                    ? StructuredReply.WriteDone(_sendBuffer.AsSpan(_sendCount), handle)
-                    : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), NbdError.None, handle);
-                break;
+                return structured
+                    ? StructuredReply.WriteDone(destination, handle)
+                    : SimpleReply.Write(destination, NbdError.None, handle);
         }
     }
 
