@@ -14,11 +14,13 @@ namespace Nbd.Sessions;
 /// a few threads per connection, each owning one <see cref="RequestSlot"/>, take turns at reading. A thread
 /// takes <see cref="_readLock"/>, reads one request header (and a WRITE's payload straight into its slot's
 /// rented buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
-/// synchronous device call and writes the reply under <see cref="_sendLock"/>, while the next thread is already
-/// reading. So a request is never handed from thread to thread: at queue depth 1 the thread the data woke runs
-/// it at once, and at depth 32 as many requests run at once as there are threads. Replies go out in completion
-/// order (any order is allowed); READ data goes from the slot buffer to the socket with its header written in
-/// front of it, so data is never copied twice. A refused request is answered without touching the device.
+/// synchronous device call and answers (queued for whoever holds <see cref="_sendLock"/>, or sent under it, see
+/// <see cref="Reply"/>), while the next thread is already reading. So a request is never handed from thread to
+/// thread: at queue depth 1 the thread the data woke runs it at once, and at depth 32 as many requests run at
+/// once as there are threads. Replies go out in completion order (any order is allowed); small ones are copied
+/// into the reply queue and sent in batches, READ data over 16 KiB goes from the slot buffer to the socket with
+/// its header written in front of it. A refused request is answered without touching the device. Both turns
+/// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem.
 ///
 /// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
 /// MaxInFlightPerConnection); while every thread is busy nobody reads, so a fast client is slowed by the socket
@@ -39,7 +41,7 @@ namespace Nbd.Sessions;
 /// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
 /// every thread is done with it.
 ///
-/// No per-request allocation: slots, buffers (from the shared array pool) and the locks are all reused.
+/// No per-request allocation: slots, buffers (from the shared array pool), the reply queue and the locks are all reused.
 /// </summary>
 internal sealed class NbdSession
 {
