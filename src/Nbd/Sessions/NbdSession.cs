@@ -24,7 +24,9 @@ namespace Nbd.Sessions;
 ///
 /// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
 /// MaxInFlightPerConnection); while every thread is busy nobody reads, so a fast client is slowed by the socket
-/// (back-pressure), not buffered.
+/// (back-pressure), not buffered. Queued replies count as in flight until sent: at MaxInFlightPerConnection the
+/// thread with the read turn sends the queue first, waiting for the send turn, so a client that does not read
+/// its replies stops being read.
 ///
 /// Why dedicated threads: a daemon that backs swap must make progress while the machine swaps. The shared
 /// thread pool and the runtime's epoll thread can stall then (their injection is heuristic, and they serve
@@ -65,6 +67,7 @@ internal sealed class NbdSession
     private readonly ConnectionLimits _limits;
     private readonly NbdServerOptions _options;
     private readonly int _threadCount;
+    private readonly int _maxInFlight;
     private readonly FutexLock _readLock = new();
     private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
@@ -103,6 +106,7 @@ internal sealed class NbdSession
             handshake.BaseAllocation,
             _device.SupportsFastZero);
         _threadCount = Math.Min(options.WorkerThreadsPerConnection, options.MaxInFlightPerConnection);
+        _maxInFlight = options.MaxInFlightPerConnection;
     }
 
     /// <summary>Requests read and not yet answered.</summary>
@@ -166,6 +170,13 @@ internal sealed class NbdSession
             _readLock.Enter();
             try
             {
+                if (Volatile.Read(ref _inFlight) >= _maxInFlight)
+                {
+                    // Replies queued but not sent count as in flight: at the limit, send them (waiting for the
+                    // send turn, and so for a client that does not read its replies) before reading more.
+                    SendQueuedWaiting();
+                }
+
                 if (_ended || !TryReadRequest(slot))
                 {
                     _ended = true;
@@ -562,6 +573,22 @@ internal sealed class NbdSession
                 _sendLock.Exit();
             }
         }
+    }
+
+    /// <summary>Takes the send turn, waiting for it if need be, and sends what is queued.</summary>
+    private void SendQueuedWaiting()
+    {
+        _sendLock.Enter();
+        try
+        {
+            SendQueuedTurnHeld();
+        }
+        finally
+        {
+            _sendLock.Exit();
+        }
+
+        SendQueued();
     }
 
     /// <summary>Swaps the queue for the empty spare and sends it; the send turn is held. The replies count as in
