@@ -134,6 +134,16 @@ zramd_stat() { # FIELD of zram0 in `zramd status --json`
   "${zramd[@]}" status --json --control "$ctl" | jq "[.. | .$1? // empty][0]"
 }
 
+# The pool's pages alone, in bytes: zramd's mem_used_total less its slot table and pool metadata (metadata_bytes);
+# the kernel's mm_stat mem_used_total is pool pages only already. Compared like for like after trims and compaction.
+pool_bytes() {
+  case "$system" in
+    zramd*) echo "$(zramd_stat mem_used_total) - $(zramd_stat metadata_bytes)" | bc ;;
+    kernel-zram) mem_used_total ;;
+    *) echo "" ;;
+  esac
+}
+
 compr_data_size() {
   case "$system" in
     zramd*) zramd_stat compr_data_size ;;
@@ -248,6 +258,7 @@ run_compaction() {
   local used compr
   used=$(mem_used_total); compr=$(compr_data_size)
   record "overhead_after_trim_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
+  record "overhead_pool_after_trim_pct" "$(echo "($(pool_bytes) - $compr) * 100 / $compr" | bc -l)"
   local c
   if [ "$system" != kernel-zram ]; then
     # The daemon's own compaction time, not the CLI's start-up: the delta of compaction_time_us.
@@ -262,6 +273,7 @@ run_compaction() {
   record "compact_s" "$c"
   used=$(mem_used_total); compr=$(compr_data_size)
   record "overhead_after_compact_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
+  record "overhead_pool_after_compact_pct" "$(echo "($(pool_bytes) - $compr) * 100 / $compr" | bc -l)"
   : "$before_trim"
   stop_server
 }

@@ -28,6 +28,11 @@ public sealed record ZsClassStats
 
     public int PagesPerZspage { get; init; }
 
+    /// <summary>Of <see cref="ObjAllocated"/>, the slots of untouched tails (never handed out, or given back by
+    /// compaction): free without costing pages. The rest of the free slots, ObjAllocated - ObjUsed - ObjUntouched,
+    /// are freed slots inside written pages.</summary>
+    public long ObjUntouched { get; init; }
+
     /// <summary>Pages compaction could free in this class now (zs_can_compact).</summary>
     public long Freeable { get; init; }
 

@@ -25,6 +25,8 @@ namespace ZsAlloc;
 ///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
+///   Compaction empties the emptiest zspages into the fullest, then gathers the freed slots left in a class at the end
+///   of one zspage, whose pages past its last object go back (<see cref="ShrinkClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
 ///   32 MiB of them kept warm for reuse while the pool is busy, see <see cref="PageSource"/>).
 ///
@@ -320,7 +322,11 @@ public sealed unsafe class ZsPool : IDisposable
         _deferred.Flush();
     }
 
-    /// <summary>Compacts every class (largest first, as the kernel); returns the pages freed.</summary>
+    /// <summary>
+    /// Compacts every class (largest first, as the kernel): empties the zspages that <see cref="CanCompact"/> counts,
+    /// then gathers what freed slots are left in a class at the end of one zspage and gives the pages past its last
+    /// object back. Returns the counted pages given back (the fall of <see cref="TotalPages"/> it caused).
+    /// </summary>
     public long Compact()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -334,6 +340,7 @@ public sealed unsafe class ZsPool : IDisposable
                 if (!_classes[i].IsHuge)
                 {
                     freed += CompactClass(_classes[i], ref moved);
+                    freed += ShrinkClass(_classes[i], ref moved);
                 }
             }
 
@@ -417,6 +424,7 @@ public sealed unsafe class ZsPool : IDisposable
                     PagesUsed = (long)cls.Zspages * cls.PagesPerZspage,
                     PagesResident = cls.PagesResident,
                     PagesPerZspage = cls.PagesPerZspage,
+                    ObjUntouched = cls.UntouchedSlots,
                     Freeable = cls.CanCompact(),
                 };
             }
@@ -646,8 +654,9 @@ public sealed unsafe class ZsPool : IDisposable
             // In bounds: location is the freed object's own slot in this zspage (from its cell, claimed by the caller).
             long offset = location - ((long)d->FirstPage << PageShift);
             int slot = (int)(offset / cls.Size);
-            // Only in the zspage being filled (a tail left): a zspage once touched to its end never gets a tail
-            // again, so a class keeps at most one (PickTarget and compaction count on that).
+            // Only in the zspage being filled (a tail left): a zspage touched to its end gets a tail again only from
+            // compaction (ShrinkClass), when no other has one, so a class keeps at most one (PickTarget and
+            // compaction count on that).
             if (slot == d->Touched - 1 && d->Touched < cls.ObjectsPerZspage && (d->Flags & ZsPageDescriptor.FlagResident) == 0)
             {
                 UntouchLastSlot(cls, d, slot);
@@ -740,15 +749,18 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>Compaction frees zspages in bursts: it gathers them and gives their pages back together. Compaction lock held.</summary>
-    private void ReleaseLater(SizeClass cls, int id, ZsPageDescriptor* d)
+    /// <returns>The counted pages of the zspage, given back with it.</returns>
+    private int ReleaseLater(SizeClass cls, int id, ZsPageDescriptor* d)
     {
         if (_releaseCount == _releaseRuns.Length)
         {
             ReleaseDeferredZspages();
         }
 
-        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
+        int resident = cls.PagesOf(d);
+        _releaseRuns[_releaseCount] = new PageRun(d->FirstPage, cls.PagesPerZspage, resident);
         _releaseIds[_releaseCount++] = id;
+        return resident;
     }
 
     private void ReleaseDeferredZspages()
@@ -790,8 +802,7 @@ public sealed unsafe class ZsPool : IDisposable
             {
                 cls.Remove(srcId, src);
                 cls.Lock.Exit();
-                ReleaseLater(cls, srcId, src);
-                freed += cls.PagesPerZspage;
+                freed += ReleaseLater(cls, srcId, src);
                 src = null;
                 continue;
             }
@@ -868,6 +879,269 @@ public sealed unsafe class ZsPool : IDisposable
         }
     }
 
+    /// <summary>
+    /// After <see cref="CompactClass"/> a class still has freed slots, fewer than a zspage holds, scattered over its
+    /// zspages, and each zspage keeps its pages for them: up to a zspage of waste per class (16 pages with 16-page
+    /// chains), which is what the kernel leaves too. This gathers them at the end of one zspage Z (the class's tail
+    /// zspage if it has one, else its emptiest) and makes them Z's untouched tail again, whose pages go back to the OS:
+    /// Z's highest objects move into the freed slots of the other zspages (filling them) and then into Z's own lowest
+    /// freed slots. A class is then left with less than one page of waste. Compaction lock held; returns the counted
+    /// pages given back.
+    ///
+    /// Z is isolated meanwhile, so no allocation reaches it and its free list is not read: moves into Z's own slots
+    /// take them by their header (slot by slot from the bottom) without unlinking them, and the list is rebuilt from
+    /// the headers before Z goes back on its band (frees into Z still push onto the list meanwhile, harmlessly).
+    /// </summary>
+    private long ShrinkClass(SizeClass cls, ref long moved)
+    {
+        // A Z that empties is released whole; the freed slots left in the others are gathered in a next round.
+        long released = 0;
+        bool emptied = true;
+        for (int round = 0; emptied && round < 8; round++)
+        {
+            released += ShrinkOnce(cls, ref moved, out emptied);
+        }
+
+        return released;
+    }
+
+    /// <summary>One round of <see cref="ShrinkClass"/>; <paramref name="emptied"/>: Z emptied and was released.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // As CompactClass.
+    private long ShrinkOnce(SizeClass cls, ref long moved, out bool emptied)
+    {
+        emptied = false;
+        cls.Lock.Enter();
+        int zId = ShrinkTarget(cls);
+        if (zId < 0)
+        {
+            cls.Lock.Exit();
+            return 0;
+        }
+
+        ZsPageDescriptor* z = _zspages[zId];
+        cls.Isolate(zId, z);
+        long start = (long)z->FirstPage << PageShift;
+        int top = z->Touched - 1;
+        int low = 0;
+        int movedSlot = -1;
+        long released = 0;
+        while (true)
+        {
+            if (movedSlot >= 0)
+            {
+                // The object's old copy: its cell already points at the new one. Only marked free (not listed, not
+                // untouched one by one): the end of the shrink makes the tail and the list.
+                FreeShrinkSlot(cls, z, start, movedSlot);
+                cls.UpdateBand(zId, z);
+                movedSlot = -1;
+            }
+
+            if (!ClaimHighestObject(cls, z, ref top, out ulong* cellPtr, out ulong claimed))
+            {
+                break;
+            }
+
+            long srcLocation = start + ((long)top * cls.Size);
+            // In bounds: srcLocation is the claimed object's slot in Z (ClaimHighestObject walked Z's slots).
+            byte* from = _pages.Address(srcLocation);
+            uint cell = HandleCell.CellOfHeader(*(uint*)from);
+            int dstId = PickTarget(cls);
+            ZsPageDescriptor* dst;
+            long dstLocation;
+            if (dstId >= 0 && _zspages[dstId]->FreeSlot >= 0)
+            {
+                dst = _zspages[dstId];
+                dstLocation = AllocateSlot(cls, dst, cell);
+                cls.UpdateBand(dstId, dst);
+            }
+            else
+            {
+                // No freed slot elsewhere: Z's lowest freed slot below the object, if any.
+                while (low < top && IsObjectSlot(start, cls, low))
+                {
+                    low++;
+                }
+
+                if (low >= top)
+                {
+                    Volatile.Write(ref *cellPtr, claimed);
+                    break;
+                }
+
+                dstId = zId;
+                dst = z;
+                dstLocation = start + ((long)low * cls.Size);
+                // In bounds: low < top < Z's Touched slots. Not unlinked from Z's free list: it is rebuilt at the end.
+                *(uint*)_pages.Address(dstLocation) = HandleCell.MakeHeader(cell);
+                z->InUse++;
+                cls.UpdateBand(zId, z);
+                low++;
+            }
+
+            cls.Lock.Exit();
+            if (!WaitForPins(z))
+            {
+                // An open view keeps Z pinned: the object stays, the slot taken for it is freed again.
+                Volatile.Write(ref *cellPtr, claimed);
+                cls.Lock.Enter();
+                if (dst == z)
+                {
+                    FreeShrinkSlot(cls, z, start, low - 1);
+                    cls.UpdateBand(zId, z);
+                }
+                else
+                {
+                    // Frees may have emptied it meanwhile but for this slot.
+                    FreeSlot(cls, dst, dstLocation);
+                    if (dst->InUse == 0 && !dst->IsIsolated)
+                    {
+                        cls.Remove(dstId, dst);
+                        cls.Lock.Exit();
+                        released += ReleaseLater(cls, dstId, dst);
+                        cls.Lock.Enter();
+                    }
+                    else
+                    {
+                        cls.UpdateBand(dstId, dst);
+                    }
+                }
+
+                break;
+            }
+
+            // In bounds: both slots hold Size bytes and the payload is at most Size - HeaderSize; headers are written.
+            int size = HandleCell.SizeOf(claimed);
+            Buffer.MemoryCopy(from + HeaderSize, _pages.Address(dstLocation) + HeaderSize, size, size);
+            Volatile.Write(ref *cellPtr, HandleCell.WithLocation(claimed, dstLocation));
+            movedSlot = top;
+            moved++;
+            cls.Lock.Enter();
+        }
+
+        emptied = z->InUse == 0;
+        return released + FinishShrink(cls, zId, z);
+    }
+
+    /// <summary>Marks a slot of the shrinking Z free (its header only; Z's list is rebuilt at the end). Class lock held.</summary>
+    private void FreeShrinkSlot(SizeClass cls, ZsPageDescriptor* z, long start, int slot)
+    {
+        // In bounds: slot < Touched, inside Z's run.
+        *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(-1);
+        z->InUse--;
+    }
+
+    /// <summary>
+    /// The zspage a shrink gathers the class's freed slots in: the one with an untouched tail, else the emptiest partial
+    /// one. Without freed slots, only a tail zspage made from a warm run (its unused tail resident and counted) is worth
+    /// it. -1 for none, or (after a race between two allocations) for two tails. Class lock held.
+    /// </summary>
+    private int ShrinkTarget(SizeClass cls)
+    {
+        // Without freed slots every zspage but the tail one is full, so FindTails looks at one zspage at most; with
+        // them, at the partial ones compaction left: fewer than a zspage holds objects.
+        int tails = cls.FindTails(out int tail);
+        if (cls.ObjAllocated - cls.ObjUsed - cls.UntouchedSlots <= 0)
+        {
+            return tails == 1 && (_zspages[tail]->Flags & ZsPageDescriptor.FlagResident) != 0 ? tail : -1;
+        }
+
+        return tails == 0 ? cls.PickEmptiest() : tails == 1 ? tail : -1;
+    }
+
+    /// <summary>
+    /// Claims (marks Moving) the highest object of Z at or below <paramref name="top"/>, moving the cursor to it.
+    /// Objects being freed (their cell no longer points here) are passed over. Class lock held.
+    /// </summary>
+    private bool ClaimHighestObject(SizeClass cls, ZsPageDescriptor* z, ref int top, out ulong* cellPtr, out ulong claimed)
+    {
+        long start = (long)z->FirstPage << PageShift;
+        for (top = Math.Min(top, z->Touched - 1); top >= 0; top--)
+        {
+            // In bounds: top < Touched <= ObjectsPerZspage, so the slot lies in Z's run; headers are the pool's.
+            long location = start + ((long)top * cls.Size);
+            uint header = *(uint*)_pages.Address(location);
+            if ((header & HandleCell.HeaderAllocated) == 0)
+            {
+                continue;
+            }
+
+            cellPtr = _handles.Cell(HandleCell.CellOfHeader(header));
+            ulong c = Volatile.Read(ref *cellPtr);
+            if ((c & (HandleCell.Allocated | HandleCell.Moving)) == HandleCell.Allocated && HandleCell.LocationOf(c) == location
+                && Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
+            {
+                claimed = c;
+                return true;
+            }
+        }
+
+        cellPtr = null;
+        claimed = 0;
+        return false;
+    }
+
+    /// <summary>Whether a slot below Touched holds an object (its header is an allocated one). Class lock held.</summary>
+    private bool IsObjectSlot(long start, SizeClass cls, int slot) =>
+        // In bounds: callers pass slots below Touched, inside the zspage's run.
+        (*(uint*)_pages.Address(start + ((long)slot * cls.Size)) & HandleCell.HeaderAllocated) != 0;
+
+    /// <summary>
+    /// Ends a shrink (class lock held on entry, released here): Z's freed slots past its last object become its untouched
+    /// tail and their pages go back to the OS (unless another zspage got a tail meanwhile: a class keeps at most one),
+    /// its free list is rebuilt from the headers, lowest slot first, and Z goes back on its band (or, empty, is released).
+    /// Returns the counted pages given back.
+    /// </summary>
+    private long FinishShrink(SizeClass cls, int zId, ZsPageDescriptor* z)
+    {
+        if (z->InUse == 0)
+        {
+            cls.Remove(zId, z);
+            cls.Lock.Exit();
+            long pages = ReleaseLater(cls, zId, z);
+            ReleaseDeferredZspages();
+            return pages;
+        }
+
+        long start = (long)z->FirstPage << PageShift;
+        int touched = z->Touched;
+        while (touched > 0 && !IsObjectSlot(start, cls, touched - 1))
+        {
+            touched--;
+        }
+
+        int released = 0;
+        bool resident = (z->Flags & ZsPageDescriptor.FlagResident) != 0;
+        if ((touched < z->Touched || resident) && (z->Touched < cls.ObjectsPerZspage || cls.FindTails(out _) == 0))
+        {
+            int had = cls.PagesOf(z);
+            cls.UntouchedSlots += z->Touched - touched;
+            z->Touched = (short)touched;
+            z->Flags = (byte)(z->Flags & ~ZsPageDescriptor.FlagResident);
+            int keep = cls.PagesUpTo(touched);
+            if (had > keep)
+            {
+                released = had - keep;
+                cls.PagesResident -= released;
+                _pages.ReleasePages(z->FirstPage + keep, released);
+            }
+        }
+
+        z->FreeSlot = -1;
+        for (int slot = z->Touched - 1; slot >= 0; slot--)
+        {
+            if (!IsObjectSlot(start, cls, slot))
+            {
+                // In bounds: slot < Touched, inside Z's run.
+                *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(z->FreeSlot);
+                z->FreeSlot = (short)slot;
+            }
+        }
+
+        cls.PutBack(zId, z);
+        cls.Lock.Exit();
+        return released;
+    }
+
     /// <summary>Waits until no reader or writer is inside the zspage; false if that takes longer than about 2 ms.</summary>
     private static bool WaitForPins(ZsPageDescriptor* zspage)
     {
@@ -919,18 +1193,19 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         cls.Lock.Exit();
+        long released = 0;
         if (releaseDst)
         {
-            ReleaseLater(cls, dstId, dst);
+            released += ReleaseLater(cls, dstId, dst);
         }
 
         if (releaseSrc)
         {
-            ReleaseLater(cls, srcId, src);
+            released += ReleaseLater(cls, srcId, src);
         }
 
         ReleaseDeferredZspages();
-        return ((releaseDst ? 1 : 0) + (releaseSrc ? 1 : 0)) * (long)cls.PagesPerZspage;
+        return released;
     }
 
     /// <summary>

@@ -15,10 +15,11 @@ namespace Zram.Benchmarks.Device;
 ///    recompressor is busy recompressing it (all marked idle) and one without, measured in alternating windows
 ///    in one run, so the ratio is what the recompressor costs the foreground.
 ///    With --dictionary SIZE, each level is measured once more with a dictionary of SIZE bytes trained from the
-///    idle pages (recompress-dictionary), and the interference part runs with it.
+///    idle pages (recompress-dictionary), and the interference part runs with it; --dictionary-only leaves out the
+///    runs without one.
 /// 3. with --nbdkit, nbdkit's memory plugin (allocator=zstd, 32 KiB blocks) stores the same file through nbdcopy in the
 ///    same run: its resident memory (VmRSS) per GiB stored, the figure issue 10 compares against.
-/// Usage: Zram.Benchmarks recompress [--levels zstd:3,zstd:9] [--dictionary 262144] [--nbdkit] [--seconds 2] [--rounds 5] [--cpu-percent 10] [--threads CPUS] [FILE]
+/// Usage: Zram.Benchmarks recompress [--levels zstd:3,zstd:9] [--dictionary 262144 [--dictionary-only]] [--nbdkit] [--seconds 2] [--rounds 5] [--cpu-percent 10] [--threads CPUS] [FILE]
 /// </summary>
 internal static class RecompressionBenchmark
 {
@@ -33,6 +34,7 @@ internal static class RecompressionBenchmark
         int threads = Environment.ProcessorCount;
         int dictionary = 0;
         bool nbdkit = false;
+        bool dictionaryOnly = false;
         string? file = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -55,6 +57,9 @@ internal static class RecompressionBenchmark
                     break;
                 case "--nbdkit":
                     nbdkit = true;
+                    break;
+                case "--dictionary-only":
+                    dictionaryOnly = true;
                     break;
                 case "--cpu-percent":
                     cpuPercent = int.Parse(args[++i], CultureInfo.InvariantCulture);
@@ -80,7 +85,7 @@ internal static class RecompressionBenchmark
         }
 
         Console.WriteLine($"{"recompress",-18} {"lz4",8} {"recomp.",8} {"compact.",8} {"pages",8} {"of idle",8} {"saved MiB",9} {"seconds",7} {"pages/s",7}   (MiB/GiB after writing, recompressing, compacting)");
-        foreach ((string level, int dictionarySize) in levels.SelectMany(l => dictionary > 0 ? new[] { (l, 0), (l, dictionary) } : [(l, 0)]))
+        foreach ((string level, int dictionarySize) in levels.SelectMany(l => dictionary == 0 ? [(l, 0)] : dictionaryOnly ? [(l, dictionary)] : new[] { (l, 0), (l, dictionary) }))
         {
             using ZramDevice device = CreateFilled(file, level, dictionarySize, TimeSpan.Zero, cpuPercent);
             double lz4 = PerGiB(device, gib);

@@ -2,11 +2,26 @@ using System.Runtime.InteropServices;
 
 namespace Nbd.Native;
 
-/// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file,
-/// futex(2) for <see cref="Threading.FutexLock"/>).</summary>
+/// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
+/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/>).</summary>
 internal static partial class Libc
 {
     private const string LibraryName = "libc";
+
+    internal const int ProtRead = 0x1;
+    internal const int ProtWrite = 0x2;
+    internal const int MapPrivate = 0x02;
+    internal const int MapAnonymous = 0x20;
+    internal const int MapNoReserve = 0x4000;
+
+    /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>
+    internal static readonly nint MapFailed = -1;
+
+    [LibraryImport(LibraryName, EntryPoint = "mmap", SetLastError = true)]
+    internal static partial nint Mmap(nint address, nuint length, int protection, int flags, int fd, nint offset);
+
+    [LibraryImport(LibraryName, EntryPoint = "munmap", SetLastError = true)]
+    internal static partial int Munmap(nint address, nuint length);
 
     // futex(2) on a process-private word: no shared-memory key lookup.
     private const int FutexWaitPrivate = 0 | 128;

@@ -13,7 +13,7 @@ namespace Nbd.Sessions;
 /// The transmission phase of one connection, on threads of its own with blocking socket calls (nbdkit's model):
 /// a few threads per connection, each owning one <see cref="RequestSlot"/>, take turns at reading. A thread
 /// takes <see cref="_readLock"/>, reads one request header (and a WRITE's payload straight into its slot's
-/// rented buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
+/// own buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
 /// synchronous device call and answers (queued for whoever holds <see cref="_sendLock"/>, or sent under it, see
 /// <see cref="Reply"/>), while the next thread is already reading. So a request is never handed from thread to
 /// thread: at queue depth 1 the thread the data woke runs it at once, and at depth 32 as many requests run at
@@ -43,7 +43,8 @@ namespace Nbd.Sessions;
 /// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
 /// every thread is done with it.
 ///
-/// No per-request allocation: slots, buffers (from the shared array pool), the reply queue and the locks are all reused.
+/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves), the reply
+/// queue and the locks are all reused.
 /// </summary>
 internal sealed class NbdSession
 {
@@ -162,8 +163,20 @@ internal sealed class NbdSession
         _stream.Dispose();
     }
 
-    /// <summary>One thread's loop: read a request at its turn, run it, reply.</summary>
+    /// <summary>One thread's loop: read a request at its turn, run it, reply. Its buffer goes when it leaves.</summary>
     private void Serve(RequestSlot slot)
+    {
+        try
+        {
+            ServeLoop(slot);
+        }
+        finally
+        {
+            slot.Buffer.Dispose();
+        }
+    }
+
+    private void ServeLoop(RequestSlot slot)
     {
         while (true)
         {
@@ -229,7 +242,7 @@ internal sealed class NbdSession
 
     private bool ReadRequest(RequestSlot slot)
     {
-        if (!ReceiveExact(_header, 0, _header.Length))
+        if (!ReceiveExact(_header))
         {
             return false;
         }
@@ -266,10 +279,9 @@ internal sealed class NbdSession
         {
             if (error == NbdError.None)
             {
-                slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)request.Length);
-                if (!ReceiveExact(slot.Buffer, RequestSlot.HeaderRoom, (int)request.Length))
+                slot.EnsureBuffer();
+                if (!ReceiveExact(slot.Data))
                 {
-                    ReturnBuffer(slot);
                     return false;
                 }
             }
@@ -284,19 +296,20 @@ internal sealed class NbdSession
         return true;
     }
 
-    /// <summary>Fills buffer[offset..offset+count] from the receive buffer and then the socket. What is left
+    /// <summary>Fills <paramref name="destination"/> from the receive buffer and then the socket. What is left
     /// to receive, when 16 KiB or more, goes straight into the destination. False at end of stream.</summary>
-    private bool ReceiveExact(byte[] buffer, int offset, int count)
+    private bool ReceiveExact(Span<byte> destination)
     {
+        int count = destination.Length;
         int buffered = _receiveEnd - _receiveStart;
         if (buffered >= count)
         {
-            Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, count);
+            _receiveBuffer.AsSpan(_receiveStart, count).CopyTo(destination);
             _receiveStart += count;
             return true;
         }
 
-        Buffer.BlockCopy(_receiveBuffer, _receiveStart, buffer, offset, buffered);
+        _receiveBuffer.AsSpan(_receiveStart, buffered).CopyTo(destination);
         int copied = buffered;
         _receiveStart = _receiveEnd = 0;
         while (copied < count)
@@ -304,7 +317,7 @@ internal sealed class NbdSession
             int remaining = count - copied;
             if (remaining >= DirectReceiveSize)
             {
-                int n = _stream.Read(buffer, offset + copied, remaining);
+                int n = _stream.Read(destination[copied..]);
                 if (n == 0)
                 {
                     return false;
@@ -321,7 +334,7 @@ internal sealed class NbdSession
                 }
 
                 int take = Math.Min(n, remaining);
-                Buffer.BlockCopy(_receiveBuffer, 0, buffer, offset + copied, take);
+                _receiveBuffer.AsSpan(0, take).CopyTo(destination[copied..]);
                 copied += take;
                 _receiveStart = take;
                 _receiveEnd = n;
@@ -372,7 +385,7 @@ internal sealed class NbdSession
             switch (request.Type)
             {
                 case CommandType.Read:
-                    slot.Buffer = ArrayPool<byte>.Shared.Rent(RequestSlot.HeaderRoom + (int)length);
+                    slot.EnsureBuffer();
                     error = _limits.StructuredReplies && (request.Flags & CommandFlags.DontFragment) == 0
                         ? ReadSparse(slot, offset, length)
                         : _device.Read(offset, slot.Data);
@@ -483,7 +496,7 @@ internal sealed class NbdSession
     // ---- replies ------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Answers the slot's request and returns its buffer. A reply that fits (all but large reads and reads with
+    /// Answers the slot's request. A reply that fits (all but large reads and reads with
     /// holes) is copied into the reply queue and the thread goes back to reading at once; whoever holds the send
     /// turn sends everything queued in one system call. So no thread sleeps waiting to send, even while the
     /// sender is preempted (each send wakes the client, which often takes the sender's CPU), and several replies
@@ -494,7 +507,6 @@ internal sealed class NbdSession
         int size = WholeReplySize(slot);
         if (size >= 0 && TryQueue(slot, size))
         {
-            ReturnBuffer(slot);
             SendQueued();
             return;
         }
@@ -531,7 +543,6 @@ internal sealed class NbdSession
             _sendLock.Exit();
         }
 
-        ReturnBuffer(slot);
         Interlocked.Decrement(ref _inFlight);
         SendQueued();
     }
@@ -639,15 +650,6 @@ internal sealed class NbdSession
         Abort();
     }
 
-    private static void ReturnBuffer(RequestSlot slot)
-    {
-        if (slot.Buffer is { } buffer)
-        {
-            slot.Buffer = null;
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
     /// <summary>The size of the whole reply when it is small enough to be copied into the queue, else -1: reads
     /// of more than <see cref="QueuedDataLimit"/> and structured reads with holes (several chunks) are sent
     /// straight from the slot buffer.</summary>
@@ -716,14 +718,14 @@ internal sealed class NbdSession
 
     private void WriteReadReply(RequestSlot slot)
     {
-        byte[] buffer = slot.Buffer!;
         ulong handle = slot.Request.Handle;
         int length = (int)slot.Request.Length;
+        Span<byte> buffer = slot.Buffer.Span(0, RequestSlot.HeaderRoom + length);
         if (!_limits.StructuredReplies)
         {
             int start = RequestSlot.HeaderRoom - SimpleReply.Size;
-            SimpleReply.Write(buffer.AsSpan(start), NbdError.None, handle);
-            SendDirect(buffer, start, SimpleReply.Size + length);
+            SimpleReply.Write(buffer[start..], NbdError.None, handle);
+            SendDirect(buffer.Slice(start, SimpleReply.Size + length));
             return;
         }
 
@@ -731,8 +733,8 @@ internal sealed class NbdSession
         {
             // One OFFSET_DATA chunk (always so with DF), its header written just before the data.
             int start = RequestSlot.HeaderRoom - StructuredReply.OffsetDataPrefixSize;
-            StructuredReply.WriteOffsetDataPrefix(buffer.AsSpan(start), StructuredReplyFlags.Done, handle, slot.Request.Offset, length);
-            SendDirect(buffer, start, StructuredReply.OffsetDataPrefixSize + length);
+            StructuredReply.WriteOffsetDataPrefix(buffer[start..], StructuredReplyFlags.Done, handle, slot.Request.Offset, length);
+            SendDirect(buffer.Slice(start, StructuredReply.OffsetDataPrefixSize + length));
             return;
         }
 
@@ -751,7 +753,7 @@ internal sealed class NbdSession
             {
                 EnsureSendSpace(StructuredReply.OffsetDataPrefixSize);
                 _sendCount += StructuredReply.WriteOffsetDataPrefix(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (int)extent.Length);
-                SendDirect(buffer, RequestSlot.HeaderRoom + (int)position, (int)extent.Length);
+                SendDirect(buffer.Slice(RequestSlot.HeaderRoom + (int)position, (int)extent.Length));
             }
 
             position += extent.Length;
@@ -780,11 +782,11 @@ internal sealed class NbdSession
         }
     }
 
-    /// <summary>Sends what is batched, then buffer[offset..offset+count] without copying it.</summary>
-    private void SendDirect(byte[] buffer, int offset, int count)
+    /// <summary>Sends what is batched, then <paramref name="data"/> without copying it.</summary>
+    private void SendDirect(ReadOnlySpan<byte> data)
     {
         FlushSend();
-        _stream.Write(buffer, offset, count);
+        _stream.Write(data);
     }
 
     private void FlushSend()

@@ -1,12 +1,13 @@
 using Nbd.Devices;
+using Nbd.Native;
 using Nbd.Protocol;
 
 namespace Nbd.Sessions;
 
 /// <summary>
 /// The request one serving thread of a connection has in hand (see <see cref="NbdSession"/>); each thread owns
-/// one and reuses it, so a request costs no allocation. Its data buffer is rented from the shared pool with
-/// room for the reply header right before the data.
+/// one and reuses it, so a request costs no allocation. Its data buffer (<see cref="RequestBuffer"/>) is the
+/// thread's own, with room for the reply header right before the data, and is unmapped when the thread leaves.
 /// </summary>
 internal sealed class RequestSlot
 {
@@ -24,13 +25,16 @@ internal sealed class RequestSlot
     public NbdError Error;
     public byte[]? ErrorMessage;
 
-    /// <summary>Rented buffer for READ and WRITE data, which starts at <see cref="HeaderRoom"/>.</summary>
-    public byte[]? Buffer;
+    /// <summary>READ and WRITE data, which starts at <see cref="HeaderRoom"/>.</summary>
+    public readonly RequestBuffer Buffer = new();
 
     /// <summary>For BLOCK_STATUS and structured reads: the extents in <see cref="Extents"/>.</summary>
     public int ExtentCount;
 
     public BlockExtent[] Extents => _extents ??= new BlockExtent[ExtentCapacity];
 
-    public Span<byte> Data => Buffer.AsSpan(HeaderRoom, (int)Request.Length);
+    public Span<byte> Data => Buffer.Span(HeaderRoom, (int)Request.Length);
+
+    /// <summary>Grows the buffer for the current request's data and its reply header.</summary>
+    public void EnsureBuffer() => Buffer.Ensure(HeaderRoom + (int)Request.Length);
 }

@@ -12,7 +12,9 @@ public enum CompressionAlgorithm : byte
 
     /// <summary>
     /// zstd with the device's dictionary (<see cref="ZstdDictionary"/>, trained from its own idle pages): written only by
-    /// the recompressor, read with that dictionary. The frames carry neither a dictionary id nor the content size.
+    /// the recompressor, read with that dictionary. Each page is one zstd compressed block without a frame (no magic
+    /// number, frame header or block header). Dictionaries live as long as the process (the backing file too), so no
+    /// older encoding of this id can be met.
     /// </summary>
     ZstdDictionary = 3,
 }

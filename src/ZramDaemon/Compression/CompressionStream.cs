@@ -68,7 +68,7 @@ public abstract unsafe class CompressionStream : IDisposable
         fixed (byte* dst = destination)
         {
             // In bounds: each span's own length goes with its pointer, and the libraries' bounded decoders
-            // (LZ4_decompress_safe, ZSTD_decompressDCtx) read at most srcLength and write at most dstCapacity bytes.
+            // (LZ4_decompress_safe, ZSTD_decompressDCtx, ZSTD_decompressBlock) read at most srcLength and write at most dstCapacity bytes.
             return DecompressCore(src, source.Length, dst, destination.Length) == destination.Length;
         }
     }

@@ -71,7 +71,15 @@ public sealed unsafe class ZstdDictionary : IDisposable
             return null;
         }
 
-        nint ddict = Interop.Zstd.CreateDDict(content, n);
+        if (n < (nuint)capacity)
+        {
+            // Hold what Size says (and mem_used_total counts), not the capacity asked for.
+            content = (byte*)NativeMemory.Realloc(content, n);
+        }
+
+        // By reference: the dictionary's bytes are kept here anyway (for the compression tables), a second copy
+        // would cost its size again for as long as any slot uses it.
+        nint ddict = Interop.Zstd.CreateDDictByReference(content, n);
         if (ddict == 0)
         {
             NativeMemory.Free(content);
@@ -141,7 +149,7 @@ public sealed unsafe class ZstdDictionary : IDisposable
         ObjectDisposedException.ThrowIf(_content == null, this);
         if (_cdict == 0)
         {
-            nint cdict = Interop.Zstd.CreateCDict(_content, (nuint)Size, Level);
+            nint cdict = Interop.Zstd.CreateCDictByReference(_content, (nuint)Size, Level);
             if (cdict == 0)
             {
                 throw new OutOfMemoryException("zstd could not digest the dictionary for compression.");

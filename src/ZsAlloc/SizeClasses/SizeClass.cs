@@ -153,6 +153,29 @@ internal sealed unsafe class SizeClass
         return None;
     }
 
+    /// <summary>
+    /// The listed partial zspages with an untouched tail (<see cref="ZsPageDescriptor.Touched"/> short of the end): how
+    /// many (one at most, but for two allocations racing to make a zspage) and the first in <paramref name="tail"/>.
+    /// Walks every partial zspage: for compaction, not for allocation.
+    /// </summary>
+    public int FindTails(out int tail)
+    {
+        tail = None;
+        int count = 0;
+        for (int band = BandEmpty + 1; band < BandFull; band++)
+        {
+            for (int id = _bandHead[band]; id != None; id = _zspages[id]->Next)
+            {
+                if (_zspages[id]->Touched < ObjectsPerZspage && count++ == 0)
+                {
+                    tail = id;
+                }
+            }
+        }
+
+        return count;
+    }
+
     /// <summary>A zspage that just got its first object(s).</summary>
     public void Add(int id, ZsPageDescriptor* d)
     {

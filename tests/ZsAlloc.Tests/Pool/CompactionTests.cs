@@ -3,7 +3,7 @@ namespace ZsAlloc.Tests.Pool;
 public sealed class CompactionTests
 {
     [Fact]
-    public void Compaction_frees_what_zs_can_compact_promised_and_keeps_every_object()
+    public void Compaction_frees_what_zs_can_compact_promised_gathers_the_rest_and_keeps_every_object()
     {
         using var pool = new ZsPool();
         var random = new Random(7);
@@ -39,10 +39,11 @@ public sealed class CompactionTests
         Assert.Equal(canCompact, classes.Sum(c => c.Freeable));
 
         long freed = pool.Compact();
-        Assert.Equal(canCompact, freed);
-        Assert.Equal(before - freed, pool.GetClassStats().Sum(c => c.PagesUsed));
-        // Counted pages fall by what was freed, but for untouched pages of zspages that objects moved into.
-        Assert.InRange(pool.TotalPages, residentBefore - freed, residentBefore - freed + untouched);
+        IReadOnlyList<ZsClassStats> after = pool.GetClassStats();
+        Assert.Equal(residentBefore - freed, pool.TotalPages);
+        AssertCompacted(classes, after);
+        Assert.True(before - after.Sum(c => c.PagesUsed) >= canCompact);
+        _ = untouched;
         Assert.Equal(0, pool.CanCompact());
         ZsPoolStats stats = pool.GetStats();
         Assert.Equal(freed, stats.PagesCompacted);
@@ -56,6 +57,90 @@ public sealed class CompactionTests
             pool.Read(handle, back.AsSpan(0, size));
             Assert.True(TestPattern.Slice((int)handle, size).SequenceEqual(back.AsSpan(0, size)));
         }
+    }
+
+    /// <summary>
+    /// What every compaction without an open view must leave (also checked by the model test): in each class the
+    /// zspages emptied are those zs_can_compact promised, or one more (the zspage the leftover freed slots were
+    /// gathered from, when the others' freed slots took all its objects); no freed slot is left inside written
+    /// pages; every zspage but one is full and that one is written only up to its last object.
+    /// </summary>
+    internal static void AssertCompacted(IReadOnlyList<ZsClassStats> before, IReadOnlyList<ZsClassStats> after)
+    {
+        for (int i = 0; i < after.Count; i++)
+        {
+            ZsClassStats b = before[i], c = after[i];
+            long zspagesFreed = b.PagesUsed - c.PagesUsed;
+            Assert.True(zspagesFreed == b.Freeable || zspagesFreed == b.Freeable + b.PagesPerZspage,
+                $"class {c.Size}: {zspagesFreed} pages of zspages freed, {b.Freeable} promised");
+            Assert.True(c.ObjAllocated - c.ObjUsed - c.ObjUntouched == 0,
+                $"class {c.Size}: {c.ObjAllocated - c.ObjUsed - c.ObjUntouched} freed slots left in written pages");
+            long zspages = c.PagesUsed / c.PagesPerZspage;
+            if (zspages > 0 && c.Size < 4096)
+            {
+                long perZspage = c.ObjAllocated / zspages;
+                long inLast = c.ObjUsed - ((zspages - 1) * perZspage);
+                long bound = ((zspages - 1) * c.PagesPerZspage) + (((inLast * c.Size) + 4095) / 4096);
+                Assert.True(c.PagesResident <= bound, $"class {c.Size}: {c.PagesResident} pages counted, at most {bound} needed");
+            }
+        }
+    }
+
+    [Fact]
+    public void Compaction_gathers_the_freed_slots_it_cannot_empty_a_zspage_with_into_one_tail()
+    {
+        // Class 3632: 9 slots over 8 pages a zspage (default 16-page chains). Two full zspages, A then B.
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 0 });
+        var handles = Enumerable.Range(0, 18).Select(i =>
+        {
+            uint h = pool.Malloc(3624);
+            pool.Write(h, TestPattern.Slice(i, 3624));
+            return h;
+        }).ToArray();
+        Assert.Equal(16, pool.TotalPages);
+
+        // A keeps 6 (slots 1, 3, 5 freed), B keeps 5 (slots 0, 2, 4, 6 freed): 7 freed slots, less than a zspage
+        // holds, so zs_can_compact promises nothing, and before this each zspage kept its 8 pages.
+        int[] freedSlots = [1, 3, 5, 9, 11, 13, 15];
+        foreach (int i in freedSlots)
+        {
+            pool.Free(handles[i]);
+        }
+
+        Assert.Equal(0, pool.CanCompact());
+        ZsClassStats before = Assert.Single(pool.GetClassStats(), c => c.Size == 3632);
+        Assert.Equal(7, before.ObjAllocated - before.ObjUsed - before.ObjUntouched);
+
+        // B (the emptiest) gives its three highest objects to A's freed slots and its fourth to its own slot 0:
+        // B holds slots 0 and 1, which end in its page 1; its pages 2..7 go back.
+        long freed = pool.Compact();
+        Assert.Equal(6, freed);
+        Assert.Equal(10, pool.TotalPages);
+        ZsClassStats after = Assert.Single(pool.GetClassStats(), c => c.Size == 3632);
+        Assert.Equal(16, after.PagesUsed);
+        Assert.Equal(10, after.PagesResident);
+        Assert.Equal(7, after.ObjUntouched);
+        Assert.Equal(0, after.ObjAllocated - after.ObjUsed - after.ObjUntouched);
+        Assert.Equal(4, pool.GetStats().ObjectsMoved);
+
+        var back = new byte[3624];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            if (!freedSlots.Contains(i))
+            {
+                pool.Read(handles[i], back);
+                Assert.True(TestPattern.Slice(i, 3624).SequenceEqual(back), $"object {i} after compaction");
+            }
+        }
+
+        // B's freed end is a tail again: the next object takes slot 2 and writes (and counts) one page more.
+        uint next = pool.Malloc(3624);
+        pool.Write(next, TestPattern.Slice(99, 3624));
+        Assert.Equal(11, pool.TotalPages);
+        pool.Read(next, back);
+        Assert.True(TestPattern.Slice(99, 3624).SequenceEqual(back));
+        // A second compaction finds nothing more to do.
+        Assert.Equal(0, pool.Compact());
     }
 
     [Fact]
@@ -134,8 +219,12 @@ public sealed class CompactionTests
             Assert.True(TestPattern.Slice(4, 1020).SequenceEqual(view.Span));
         }
 
+        IReadOnlyList<ZsClassStats> pinned = pool.GetClassStats();
         pool.Compact();
         Assert.Equal(0, pool.CanCompact());
+        // With the view closed, compaction finishes what it left: the freed slots are gathered too.
+        AssertCompacted(pinned, pool.GetClassStats());
+        Assert.Equal(1, pool.TotalPages);
         var check = new byte[1020];
         foreach ((uint h, int seed) in new[] { (handles[0], 0), (handles[3], 3), (handles[4], 4) })
         {

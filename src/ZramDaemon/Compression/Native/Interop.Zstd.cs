@@ -37,29 +37,45 @@ internal static unsafe partial class Interop
         [LibraryImport(Library, EntryPoint = "ZSTD_decompressDCtx")]
         internal static partial nuint DecompressDCtx(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
 
-        /// <summary>ZSTD_c_contentSizeFlag and ZSTD_c_dictIDFlag (stable parameters): 0 leaves the field out of the frame.</summary>
-        internal const int ContentSizeFlagParameter = 200;
-        internal const int DictIdFlagParameter = 202;
+        /// <summary>
+        /// ZSTD_frameParameters. The block functions write no frame, so the fields do not matter there; all 0.
+        /// </summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct FrameParameters
+        {
+            internal int ContentSizeFlag;
+            internal int ChecksumFlag;
+            internal int NoDictIdFlag;
+        }
 
-        [LibraryImport(Library, EntryPoint = "ZSTD_CCtx_setParameter")]
-        internal static partial nuint CCtxSetParameter(nint cctx, int parameter, int value);
+        /// <summary>
+        /// Starts a block with a digested dictionary (its entropy tables and content to match against), the working
+        /// tables sized for <paramref name="pledgedSrcSize"/> bytes. The block-level API (static-linking section of
+        /// zstd.h, exported by libzstd.so.1): one compressed block without the frame around it.
+        /// </summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_compressBegin_usingCDict_advanced")]
+        internal static partial nuint CompressBeginUsingCDictAdvanced(nint cctx, nint cdict, FrameParameters fParams, ulong pledgedSrcSize);
 
-        /// <summary>ZSTD_reset_session_only: ends a frame left unfinished (an output that did not fit), keeps the parameters.</summary>
-        internal const int ResetSessionOnly = 1;
+        /// <summary>
+        /// One compressed block (at most 128 KiB in): its size, 0 when zstd finds it not compressible, or an error
+        /// code (also when it does not fit in <paramref name="dstCapacity"/>).
+        /// </summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_compressBlock")]
+        internal static partial nuint CompressBlock(nint cctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
 
-        [LibraryImport(Library, EntryPoint = "ZSTD_CCtx_reset")]
-        internal static partial nuint CCtxReset(nint cctx, int reset);
+        [LibraryImport(Library, EntryPoint = "ZSTD_decompressBegin_usingDDict")]
+        internal static partial nuint DecompressBeginUsingDDict(nint dctx, nint ddict);
 
-        [LibraryImport(Library, EntryPoint = "ZSTD_CCtx_refCDict")]
-        internal static partial nuint CCtxRefCDict(nint cctx, nint cdict);
+        /// <summary>Decodes one compressed block made by <see cref="CompressBlock"/>; its size or an error code.</summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_decompressBlock")]
+        internal static partial nuint DecompressBlock(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
 
-        /// <summary>Compresses with the context's parameters and referenced dictionary; size or error code.</summary>
-        [LibraryImport(Library, EntryPoint = "ZSTD_compress2")]
-        internal static partial nuint Compress2(nint cctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize);
-
-        /// <summary>A digested dictionary for compression at one level (copies the dictionary).</summary>
-        [LibraryImport(Library, EntryPoint = "ZSTD_createCDict")]
-        internal static partial nint CreateCDict(byte* dict, nuint dictSize, int compressionLevel);
+        /// <summary>
+        /// A digested dictionary for compression at one level that refers to the dictionary's bytes instead of
+        /// copying them (they must outlive it).
+        /// </summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_createCDict_byReference")]
+        internal static partial nint CreateCDictByReference(byte* dict, nuint dictSize, int compressionLevel);
 
         [LibraryImport(Library, EntryPoint = "ZSTD_freeCDict")]
         internal static partial nuint FreeCDict(nint cdict);
@@ -67,18 +83,18 @@ internal static unsafe partial class Interop
         [LibraryImport(Library, EntryPoint = "ZSTD_sizeof_CDict")]
         internal static partial nuint SizeofCDict(nint cdict);
 
-        /// <summary>A digested dictionary for decompression (copies the dictionary); read-only, shared by threads.</summary>
-        [LibraryImport(Library, EntryPoint = "ZSTD_createDDict")]
-        internal static partial nint CreateDDict(byte* dict, nuint dictSize);
+        /// <summary>
+        /// A digested dictionary for decompression that refers to the dictionary's bytes (they must outlive it);
+        /// read-only, shared by threads.
+        /// </summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_createDDict_byReference")]
+        internal static partial nint CreateDDictByReference(byte* dict, nuint dictSize);
 
         [LibraryImport(Library, EntryPoint = "ZSTD_freeDDict")]
         internal static partial nuint FreeDDict(nint ddict);
 
         [LibraryImport(Library, EntryPoint = "ZSTD_sizeof_DDict")]
         internal static partial nuint SizeofDDict(nint ddict);
-
-        [LibraryImport(Library, EntryPoint = "ZSTD_decompress_usingDDict")]
-        internal static partial nuint DecompressUsingDDict(nint dctx, byte* dst, nuint dstCapacity, byte* src, nuint srcSize, nint ddict);
 
         /// <summary>
         /// Trains a dictionary of at most <paramref name="dictCapacity"/> bytes from samples laid end to end;
