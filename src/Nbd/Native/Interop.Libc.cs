@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Nbd.Native;
 
 /// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
-/// buffers that go back to the OS when their connection ends).</summary>
+/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/>).</summary>
 internal static partial class Libc
 {
     private const string LibraryName = "libc";
@@ -23,6 +23,17 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "munmap", SetLastError = true)]
     internal static partial int Munmap(nint address, nuint length);
 
+    // futex(2) on a process-private word: no shared-memory key lookup.
+    private const int FutexWaitPrivate = 0 | 128;
+    private const int FutexWakePrivate = 1 | 128;
+
+    private static long FutexSyscall => RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X64 => 202,
+        Architecture.Arm64 or Architecture.RiscV64 or Architecture.LoongArch64 => 98,
+        _ => throw new PlatformNotSupportedException("futex(2): unknown system call number on " + RuntimeInformation.ProcessArchitecture),
+    };
+
     [LibraryImport(LibraryName, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Chmod(string path, uint mode);
 
@@ -34,4 +45,17 @@ internal static partial class Libc
     internal static partial IntPtr GetGroupByName(string name);
 
     internal static int GroupIdOffset => 2 * IntPtr.Size;
+
+    /// <summary>Sleeps while <paramref name="word"/> holds <paramref name="expected"/> (returns at once if it does
+    /// not, on a wake-up, or on a signal; the caller looks again either way). The word must not move: it is an
+    /// element of a pinned array.</summary>
+    internal static void FutexWait(ref int word, int expected) => Syscall(FutexSyscall, ref word, FutexWaitPrivate, expected, 0, 0, 0);
+
+    /// <summary>Wakes up to <paramref name="count"/> threads sleeping on <paramref name="word"/>.</summary>
+    internal static void FutexWake(ref int word, int count) => Syscall(FutexSyscall, ref word, FutexWakePrivate, count, 0, 0, 0);
+
+    // long syscall(long number, ...): the futex arguments are all integers or pointers, which the x86-64 and
+    // AArch64 calling conventions pass in the same registers whether the callee is variadic or not.
+    [LibraryImport(LibraryName, EntryPoint = "syscall")]
+    private static partial long Syscall(long number, ref int word, int operation, int value, nint timeout, nint word2, int value3);
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using Nbd.Logging;
 using Nbd.Protocol;
+using Nbd.Threading;
 using Nbd.Transport;
 
 namespace Nbd.Sessions;
@@ -13,15 +14,19 @@ namespace Nbd.Sessions;
 /// a few threads per connection, each owning one <see cref="RequestSlot"/>, take turns at reading. A thread
 /// takes <see cref="_readLock"/>, reads one request header (and a WRITE's payload straight into its slot's
 /// own buffer), validates it (<see cref="RequestValidator"/>) and lets go of the lock; then it runs the
-/// synchronous device call and writes the reply under <see cref="_sendLock"/>, while the next thread is already
-/// reading. So a request is never handed from thread to thread: at queue depth 1 the thread the data woke runs
-/// it at once, and at depth 32 as many requests run at once as there are threads. Replies go out in completion
-/// order (any order is allowed); READ data goes from the slot buffer to the socket with its header written in
-/// front of it, so data is never copied twice. A refused request is answered without touching the device.
+/// synchronous device call and answers (queued for whoever holds <see cref="_sendLock"/>, or sent under it, see
+/// <see cref="Reply"/>), while the next thread is already reading. So a request is never handed from thread to
+/// thread: at queue depth 1 the thread the data woke runs it at once, and at depth 32 as many requests run at
+/// once as there are threads. Replies go out in completion order (any order is allowed); small ones are copied
+/// into the reply queue and sent in batches, READ data over 16 KiB goes from the slot buffer to the socket with
+/// its header written in front of it. A refused request is answered without touching the device. Both turns
+/// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem.
 ///
 /// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
 /// MaxInFlightPerConnection); while every thread is busy nobody reads, so a fast client is slowed by the socket
-/// (back-pressure), not buffered.
+/// (back-pressure), not buffered. Queued replies count as in flight until sent: at MaxInFlightPerConnection the
+/// thread with the read turn sends the queue first, waiting for the send turn, so a client that does not read
+/// its replies stops being read.
 ///
 /// Why dedicated threads: a daemon that backs swap must make progress while the machine swaps. The shared
 /// thread pool and the runtime's epoll thread can stall then (their injection is heuristic, and they serve
@@ -38,8 +43,8 @@ namespace Nbd.Sessions;
 /// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
 /// every thread is done with it.
 ///
-/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves) and the locks
-/// are all reused.
+/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves), the reply
+/// queue and the locks are all reused.
 /// </summary>
 internal sealed class NbdSession
 {
@@ -50,6 +55,11 @@ internal sealed class NbdSession
     private const int DirectReceiveSize = 16 * 1024;
     private const int SendBufferSize = 64 * 1024;
 
+    // Replies waiting for the send turn: two buffers, one filling while the other is sent. Reads up to 16 KiB
+    // are copied in (a memcpy is far cheaper than waiting for the turn); larger ones go out from their buffer.
+    private const int QueueSize = 64 * 1024;
+    private const int QueuedDataLimit = 16 * 1024;
+
     private readonly Stream _stream;
     private readonly BlockingSocketStream? _socket;
     private readonly IBlockDevice _device;
@@ -58,11 +68,17 @@ internal sealed class NbdSession
     private readonly ConnectionLimits _limits;
     private readonly NbdServerOptions _options;
     private readonly int _threadCount;
-    private readonly object _readLock = new();
-    private readonly object _sendLock = new();
+    private readonly int _maxInFlight;
+    private readonly FutexLock _readLock = new();
+    private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
     private readonly byte[] _receiveBuffer = new byte[ReceiveBufferSize];
     private readonly byte[] _sendBuffer = new byte[SendBufferSize];
+    private readonly FutexLock _queueLock = new();
+    private byte[] _queue = new byte[QueueSize];
+    private byte[] _spareQueue = new byte[QueueSize];
+    private int _queued;
+    private int _queuedReplies;
     private int _receiveStart;
     private int _receiveEnd;
     private int _sendCount;
@@ -91,6 +107,7 @@ internal sealed class NbdSession
             handshake.BaseAllocation,
             _device.SupportsFastZero);
         _threadCount = Math.Min(options.WorkerThreadsPerConnection, options.MaxInFlightPerConnection);
+        _maxInFlight = options.MaxInFlightPerConnection;
     }
 
     /// <summary>Requests read and not yet answered.</summary>
@@ -163,13 +180,25 @@ internal sealed class NbdSession
     {
         while (true)
         {
-            lock (_readLock)
+            _readLock.Enter();
+            try
             {
+                if (Volatile.Read(ref _inFlight) >= _maxInFlight)
+                {
+                    // Replies queued but not sent count as in flight: at the limit, send them (waiting for the
+                    // send turn, and so for a client that does not read its replies) before reading more.
+                    SendQueuedWaiting();
+                }
+
                 if (_ended || !TryReadRequest(slot))
                 {
                     _ended = true;
                     return;
                 }
+            }
+            finally
+            {
+                _readLock.Exit();
             }
 
             if (slot.Error == NbdError.None)
@@ -466,16 +495,40 @@ internal sealed class NbdSession
 
     // ---- replies ------------------------------------------------------------------------------------------
 
-    /// <summary>Sends the slot's reply (unless the connection is already broken) and returns its buffer.</summary>
+    /// <summary>
+    /// Answers the slot's request. A reply that fits (all but large reads and reads with
+    /// holes) is copied into the reply queue and the thread goes back to reading at once; whoever holds the send
+    /// turn sends everything queued in one system call. So no thread sleeps waiting to send, even while the
+    /// sender is preempted (each send wakes the client, which often takes the sender's CPU), and several replies
+    /// cost the client one wake-up. Larger replies are sent directly by their own thread, after the queue.
+    /// </summary>
     private void Reply(RequestSlot slot)
     {
-        lock (_sendLock)
+        int size = WholeReplySize(slot);
+        if (size >= 0 && TryQueue(slot, size))
         {
+            SendQueued();
+            return;
+        }
+
+        _sendLock.Enter();
+        try
+        {
+            SendQueuedTurnHeld();
             if (!_broken)
             {
                 try
                 {
-                    WriteReply(slot);
+                    if (size >= 0)
+                    {
+                        EnsureSendSpace(size);
+                        _sendCount += WriteWholeReply(slot, _sendBuffer.AsSpan(_sendCount, size));
+                    }
+                    else
+                    {
+                        WriteReadReply(slot);
+                    }
+
                     FlushSend();
                 }
                 catch (Exception e)
@@ -485,8 +538,105 @@ internal sealed class NbdSession
                 }
             }
         }
+        finally
+        {
+            _sendLock.Exit();
+        }
 
         Interlocked.Decrement(ref _inFlight);
+        SendQueued();
+    }
+
+    /// <summary>Copies the whole reply to the end of the queue; false when the queue has no room for it.</summary>
+    private bool TryQueue(RequestSlot slot, int size)
+    {
+        _queueLock.Enter();
+        try
+        {
+            if (_queue.Length - _queued < size)
+            {
+                return false;
+            }
+
+            _queued += WriteWholeReply(slot, _queue.AsSpan(_queued, size));
+            _queuedReplies++;
+            return true;
+        }
+        finally
+        {
+            _queueLock.Exit();
+        }
+    }
+
+    /// <summary>Sends what is queued unless another thread holds the send turn. That thread looks at the queue
+    /// again after letting go of the turn (below, or in <see cref="Reply"/>), so a reply queued while it sends
+    /// is never left behind: either this thread gets the turn, or the holder sees the reply.</summary>
+    private void SendQueued()
+    {
+        while (Volatile.Read(ref _queued) != 0 && _sendLock.TryEnter())
+        {
+            try
+            {
+                SendQueuedTurnHeld();
+            }
+            finally
+            {
+                _sendLock.Exit();
+            }
+        }
+    }
+
+    /// <summary>Takes the send turn, waiting for it if need be, and sends what is queued.</summary>
+    private void SendQueuedWaiting()
+    {
+        _sendLock.Enter();
+        try
+        {
+            SendQueuedTurnHeld();
+        }
+        finally
+        {
+            _sendLock.Exit();
+        }
+
+        SendQueued();
+    }
+
+    /// <summary>Swaps the queue for the empty spare and sends it; the send turn is held. The replies count as in
+    /// flight until they are sent (or dropped because the connection broke).</summary>
+    private void SendQueuedTurnHeld()
+    {
+        _queueLock.Enter();
+        byte[] batch = _queue;
+        int count = _queued;
+        int replies = _queuedReplies;
+        _queue = _spareQueue;
+        _spareQueue = batch;
+        _queued = 0;
+        _queuedReplies = 0;
+        _queueLock.Exit();
+        if (count == 0)
+        {
+            return;
+        }
+
+        try
+        {
+            if (!_broken)
+            {
+                FlushSend();
+                _stream.Write(batch, 0, count);
+            }
+        }
+        catch (Exception e)
+        {
+            _sendCount = 0;
+            Break(e);
+        }
+        finally
+        {
+            Interlocked.Add(ref _inFlight, -replies);
+        }
     }
 
     private void Break(Exception e)
@@ -500,43 +650,69 @@ internal sealed class NbdSession
         Abort();
     }
 
-    private void WriteReply(RequestSlot slot)
+    /// <summary>The size of the whole reply when it is small enough to be copied into the queue, else -1: reads
+    /// of more than <see cref="QueuedDataLimit"/> and structured reads with holes (several chunks) are sent
+    /// straight from the slot buffer.</summary>
+    private int WholeReplySize(RequestSlot slot)
     {
-        ulong handle = slot.Request.Handle;
+        bool structured = _limits.StructuredReplies;
         if (slot.Error != NbdError.None)
         {
-            byte[] message = slot.ErrorMessage ?? [];
-            EnsureSendSpace(StructuredReply.HeaderSize + 6 + message.Length);
-            _sendCount += _limits.StructuredReplies
-                ? StructuredReply.WriteError(_sendBuffer.AsSpan(_sendCount), handle, slot.Error, message)
-                : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), slot.Error, handle);
-            return;
+            return structured ? StructuredReply.HeaderSize + 6 + (slot.ErrorMessage?.Length ?? 0) : SimpleReply.Size;
         }
 
         switch (slot.Request.Type)
         {
             case CommandType.Read:
-                WriteReadReply(slot);
-                break;
+                int length = (int)slot.Request.Length;
+                if (length > QueuedDataLimit || (structured && !IsAllData(slot)))
+                {
+                    return -1;
+                }
+
+                return (structured ? StructuredReply.OffsetDataPrefixSize : SimpleReply.Size) + length;
+            case CommandType.BlockStatus:
+                return StructuredReply.BlockStatusPrefixSize + (slot.ExtentCount * StructuredReply.BlockStatusDescriptorSize);
+            default:
+                return structured ? StructuredReply.HeaderSize : SimpleReply.Size;
+        }
+    }
+
+    /// <summary>Writes the whole reply (<see cref="WholeReplySize"/> bytes, READ data copied) into
+    /// <paramref name="destination"/>; returns its length.</summary>
+    private int WriteWholeReply(RequestSlot slot, Span<byte> destination)
+    {
+        ulong handle = slot.Request.Handle;
+        bool structured = _limits.StructuredReplies;
+        if (slot.Error != NbdError.None)
+        {
+            return structured
+                ? StructuredReply.WriteError(destination, handle, slot.Error, slot.ErrorMessage ?? [])
+                : SimpleReply.Write(destination, slot.Error, handle);
+        }
+
+        switch (slot.Request.Type)
+        {
+            case CommandType.Read:
+                int n = structured
+                    ? StructuredReply.WriteOffsetDataPrefix(destination, StructuredReplyFlags.Done, handle, slot.Request.Offset, (int)slot.Request.Length)
+                    : SimpleReply.Write(destination, NbdError.None, handle);
+                slot.Data.CopyTo(destination[n..]);
+                return n + slot.Data.Length;
             case CommandType.BlockStatus:
                 int count = slot.ExtentCount;
-                EnsureSendSpace(StructuredReply.BlockStatusPrefixSize + (count * StructuredReply.BlockStatusDescriptorSize));
-                Span<byte> span = _sendBuffer.AsSpan(_sendCount);
-                int n = StructuredReply.WriteBlockStatusPrefix(span, StructuredReplyFlags.Done, handle, NbdHandshake.BaseAllocationContextId, count);
+                int written = StructuredReply.WriteBlockStatusPrefix(destination, StructuredReplyFlags.Done, handle, NbdHandshake.BaseAllocationContextId, count);
                 for (int i = 0; i < count; i++)
                 {
                     BlockExtent extent = slot.Extents[i];
-                    n += StructuredReply.WriteBlockStatusDescriptor(span[n..], (uint)extent.Length, extent.Flags);
+                    written += StructuredReply.WriteBlockStatusDescriptor(destination[written..], (uint)extent.Length, extent.Flags);
                 }
 
-                _sendCount += n;
-                break;
+                return written;
             default:
-                EnsureSendSpace(StructuredReply.HeaderSize);
-                _sendCount += _limits.StructuredReplies
-                    ? StructuredReply.WriteDone(_sendBuffer.AsSpan(_sendCount), handle)
-                    : SimpleReply.Write(_sendBuffer.AsSpan(_sendCount), NbdError.None, handle);
-                break;
+                return structured
+                    ? StructuredReply.WriteDone(destination, handle)
+                    : SimpleReply.Write(destination, NbdError.None, handle);
         }
     }
 

@@ -21,6 +21,10 @@ public abstract unsafe class CompressionStream : IDisposable
 
     public abstract CompressionAlgorithm Algorithm { get; }
 
+    /// <summary>True when <see cref="Decompress"/> touches none of the stream's state (LZ4's block decoder), so
+    /// any number of threads may decode through one stream at once.</summary>
+    public virtual bool DecodesWithoutState => false;
+
     /// <summary>Where <see cref="Compress"/> leaves its output; valid until the next call on this stream.</summary>
     public Span<byte> Buffer
     {

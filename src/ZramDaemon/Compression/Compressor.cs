@@ -108,6 +108,14 @@ public sealed class Compressor : IDisposable
     /// <summary>True when <paramref name="source"/> decodes to exactly <paramref name="destination"/>.Length bytes.</summary>
     public bool Decompress(ReadOnlySpan<byte> source, Span<byte> destination)
     {
+        // LZ4 decodes without state: no stream to take, so a read never waits for a thread that holds one
+        // (with more serving threads than CPUs, a holder is often preempted).
+        CompressionStream first = _streams[0];
+        if (first.DecodesWithoutState)
+        {
+            return first.Decompress(source, destination);
+        }
+
         using CompressionStreamLease lease = Acquire();
         return lease.Stream.Decompress(source, destination);
     }

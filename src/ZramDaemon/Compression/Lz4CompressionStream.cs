@@ -21,6 +21,8 @@ public sealed unsafe class Lz4CompressionStream : CompressionStream
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
         => Interop.Lz4.CompressFastExtState(_state, src, dst, srcLength, dstCapacity, _acceleration);
 
+    public override bool DecodesWithoutState => true;
+
     protected override int DecompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
         => DecompressBlock(src, srcLength, dst, dstCapacity);
 

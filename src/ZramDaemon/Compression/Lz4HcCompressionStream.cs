@@ -20,6 +20,8 @@ public sealed unsafe class Lz4HcCompressionStream : CompressionStream
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
         => Interop.Lz4.CompressHCExtStateHC(_state, src, dst, srcLength, dstCapacity, _level);
 
+    public override bool DecodesWithoutState => true;
+
     protected override int DecompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
         => Lz4CompressionStream.DecompressBlock(src, srcLength, dst, dstCapacity);
 

@@ -124,4 +124,37 @@ public class CompressorTests
             }
         });
     }
+
+    [Theory]
+    [InlineData("lz4")]
+    [InlineData("lz4hc")]
+    public void Lz4_decodes_without_taking_a_stream_so_a_held_stream_never_holds_up_a_read(string algorithm)
+    {
+        using var compressor = new Compressor(CompressionSpec.Parse(algorithm), streamCount: 1);
+        byte[] page = TextPages(1)[0];
+        var compressed = new byte[4096];
+        int n = compressor.Compress(page, compressed);
+        Assert.True(n > 0);
+
+        // The only stream is held (a writer compressing, preempted): reads on other threads still decode.
+        using (CompressionStreamLease held = compressor.Acquire())
+        {
+            var decoded = new bool[4];
+            Thread[] readers = Enumerable.Range(0, decoded.Length).Select(i => new Thread(() =>
+            {
+                var output = new byte[4096];
+                decoded[i] = compressor.Decompress(compressed.AsSpan(0, n), output) && output.AsSpan().SequenceEqual(page);
+            })).ToArray();
+            foreach (Thread reader in readers)
+            {
+                reader.Start();
+            }
+
+            DateTime deadline = DateTime.UtcNow.AddSeconds(30);
+            Assert.All(readers, reader => Assert.True(reader.Join(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), "a read waited for the held stream"));
+            Assert.All(decoded, Assert.True);
+        }
+
+        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+    }
 }
