@@ -9,6 +9,11 @@ public class ZstdDictionaryTests
 
     private static byte[] Samples(byte[][] pages) => pages.SelectMany(p => p).ToArray();
 
+    /// <summary>A 16 KiB dictionary at level 9 trained from <paramref name="pages"/>.</summary>
+    private static ZstdDictionary SmallDictionary(byte[][] pages) =>
+        ZstdDictionary.Train(Samples(pages), Page, pages.Length, 16 << 10, level: 9, out string? error)
+            ?? throw new InvalidOperationException(error);
+
     [Fact]
     public void A_dictionary_trained_from_text_pages_makes_them_smaller_and_round_trips_them()
     {
@@ -72,8 +77,7 @@ public class ZstdDictionaryTests
     public void Zero_pages_round_trip_and_random_ones_are_reported_as_not_compressible()
     {
         byte[][] pages = CompressorTests.TextPages(300);
-        using ZstdDictionary dictionary = ZstdDictionary.Train(Samples(pages), Page, pages.Length, 16 << 10, level: 9, out string? error)
-            ?? throw new InvalidOperationException(error);
+        using ZstdDictionary dictionary = SmallDictionary(pages);
         using var compressor = new Compressor(dictionary, streamCount: 1);
         var compressed = new byte[CompressionStream.BufferSize];
         var output = new byte[Page];
@@ -94,8 +98,7 @@ public class ZstdDictionaryTests
     public void Rejects_corrupt_blocks_without_writing_past_the_page()
     {
         byte[][] pages = CompressorTests.TextPages(300);
-        using ZstdDictionary dictionary = ZstdDictionary.Train(Samples(pages), Page, pages.Length, 16 << 10, level: 9, out string? error)
-            ?? throw new InvalidOperationException(error);
+        using ZstdDictionary dictionary = SmallDictionary(pages);
         using var compressor = new Compressor(dictionary, streamCount: 1);
         var compressed = new byte[CompressionStream.BufferSize];
         int n = compressor.Compress(pages[7], compressed);
