@@ -164,6 +164,7 @@ public sealed unsafe class ZsPool : IDisposable
 
         cls.ObjUsed++;
         cls.BytesStored += size;
+        cls.BytesAllocated += size;
         Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
         cls.Lock.Exit();
         return HandleCell.MakeHandle(cell);
@@ -371,13 +372,14 @@ public sealed unsafe class ZsPool : IDisposable
 
     public ZsPoolStats GetStats()
     {
-        long bytes = 0, objects = 0;
+        long bytes = 0, objects = 0, allocated = 0;
         foreach (SizeClass cls in _classes)
         {
             lock (cls.Lock)
             {
                 bytes += cls.BytesStored;
                 objects += cls.ObjUsed;
+                allocated += cls.BytesAllocated;
             }
         }
 
@@ -387,6 +389,7 @@ public sealed unsafe class ZsPool : IDisposable
             PeakPages = PeakPages,
             PagesWarm = _pages.PagesWarm,
             BytesStored = bytes,
+            BytesAllocated = allocated,
             Objects = objects,
             Words = Interlocked.Read(ref _words),
             PagesCompacted = Interlocked.Read(ref _pagesCompacted),

@@ -14,6 +14,10 @@ public sealed record ZsPoolStats
     /// <summary>Sum of the payload sizes of the live objects.</summary>
     public long BytesStored { get; init; }
 
+    /// <summary>Payload bytes of every object allocated since the pool was created (only grows): the difference
+    /// between two snapshots is what was written in between.</summary>
+    public long BytesAllocated { get; init; }
+
     /// <summary>Live objects.</summary>
     public long Objects { get; init; }
 

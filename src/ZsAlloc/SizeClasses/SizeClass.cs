@@ -51,6 +51,9 @@ internal sealed unsafe class SizeClass
     /// <summary>Sum of the payload sizes of the objects handed out.</summary>
     public long BytesStored { get; set; }
 
+    /// <summary>Payload bytes of every object ever allocated in the class (only grows): how much is being written.</summary>
+    public long BytesAllocated { get; set; }
+
     public long ObjAllocated => (long)Zspages * ObjectsPerZspage;
 
     /// <summary>Pages of this class's zspages that are written and counted (<see cref="PagesOf"/>).</summary>
