@@ -7,8 +7,8 @@ namespace ZsAlloc.Deferred;
 /// (its capacity) and by the bytes the queued objects still hold (<see cref="ByteBudget"/>, set by the pool's
 /// owner from its memory limit), so that garbage waiting here can never hold more than the budget whatever
 /// the scheduler does; past either bound frees are synchronous. When the queue reaches half its capacity or
-/// half its byte budget a background work item drains it, one handle per lock hold, as the kernel's
-/// workqueue does.
+/// half its byte budget a background work item drains it, taking up to 32 handles per lock hold (the kernel's
+/// workqueue takes one).
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
 /// </summary>
@@ -16,6 +16,10 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 {
     /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in the high 32.</summary>
     private readonly ulong[] _entries;
+
+    // Handles taken off per lock hold by a drain: one lock round trip per 32 frees instead of per free, and a
+    // writer's TryEnqueue finds the lock held (and frees synchronously) less often.
+    private const int DrainBatch = 32;
     private readonly Lock _lock = new();
     private readonly Action<uint> _free;
     private readonly Action<Exception> _onError;
@@ -152,34 +156,48 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 
     private void Drain()
     {
+        Span<uint> batch = stackalloc uint[DrainBatch];
         while (true)
         {
-            uint handle;
+            int taken;
+            long bytes = 0;
             lock (_lock)
             {
-                if (_count == 0)
+                taken = Math.Min(_count, DrainBatch);
+                if (taken == 0)
                 {
                     return;
                 }
 
-                ulong entry = _entries[--_count];
-                handle = (uint)entry;
-                // Counted off when taken: the object is the drainer's to free, no longer the queue's to hold.
-                Interlocked.Add(ref _bytes, -(long)(entry >> 32));
-                Interlocked.Increment(ref _inFlight);
+                for (int i = 0; i < taken; i++)
+                {
+                    ulong entry = _entries[--_count];
+                    batch[i] = (uint)entry;
+                    bytes += (long)(entry >> 32);
+                }
+
+                Interlocked.Add(ref _inFlight, taken);
             }
 
             try
             {
-                _free(handle);
-            }
-            catch (Exception e) when (e is InvalidOperationException or ArgumentException)
-            {
-                _onError(e);
+                for (int i = 0; i < taken; i++)
+                {
+                    try
+                    {
+                        _free(batch[i]);
+                    }
+                    catch (Exception e) when (e is InvalidOperationException or ArgumentException)
+                    {
+                        _onError(e);
+                    }
+                }
             }
             finally
             {
-                Interlocked.Decrement(ref _inFlight);
+                // Counted off once freed: until then the objects still hold their bytes (the budget sees them).
+                Interlocked.Add(ref _bytes, -bytes);
+                Interlocked.Add(ref _inFlight, -taken);
             }
         }
     }
