@@ -219,6 +219,50 @@ public class ZramDeviceMemoryTests
     }
 
     [Fact]
+    public void Threshold_compaction_waits_while_writes_refill_the_freed_slots_and_runs_once_they_stop()
+    {
+        // The background thread never ticks here (an hour apart): the test makes each tick's decision itself.
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "busy",
+            DiskSize = 2048L * Page,
+            CompactThresholdPages = 1,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        int next = 0;
+
+        // Writes store more between two ticks than compaction could free (more than the whole pool), then trims
+        // leave half of it freeable.
+        void WriteMoreThanThePoolThenTrimHalf()
+        {
+            long start = device.GetPoolStats().BytesAllocated;
+            while (device.GetPoolStats().BytesAllocated - start <= 2 * (device.GetPoolStats().PagesUsed + 1) * Page)
+            {
+                for (int i = 0; i < 256; i++, next++)
+                {
+                    Assert.Equal(NbdError.None, device.Write((long)(next % 2048) * Page, DevicePages.TextPage(next), fua: false));
+                }
+            }
+
+            for (int slot = 0; slot < 2048; slot += 2)
+            {
+                Assert.Equal(NbdError.None, device.Trim((long)slot * Page, Page));
+            }
+
+            device.FlushDeferredFrees();
+        }
+
+        WriteMoreThanThePoolThenTrimHalf();
+        Assert.Equal("threshold while writing", device.CompactionDue()); // the first one runs at once
+
+        WriteMoreThanThePoolThenTrimHalf();
+        Assert.Null(device.CompactionDue()); // the writes would refill what it frees: not again for 30 ticks
+
+        Assert.Equal("threshold", device.CompactionDue()); // nothing written since the last tick
+        Assert.True(device.Compact() > 0);
+    }
+
+    [Fact]
     public void Background_compaction_starts_at_the_watermark_of_the_limit()
     {
         using var device = new ZramDevice(new ZramDeviceOptions
