@@ -12,8 +12,8 @@ namespace ZramDaemon.Device.Recompression;
 /// Idleness: every <c>idleAfter / 2</c> one pass adds one to each stored slot's 2-bit idle age; a read or write
 ///   of the slot sets it back to 0, so a slot reaches the top age (idle) after two to three passes untouched:
 ///   idle for at least <c>idleAfter</c> and at most one and a half times that. No timestamps per slot.
-/// Yielding and budget: it holds one slot's lock at a time (a decompress and a compress of one page) and no lock
-///   the I/O path takes for longer. It keeps working while the foreground is busy, within <c>cpuPercent</c> of one
+/// Yielding and budget: it holds one slot's lock at a time, to decompress one page or to swap in its new object
+///   (not while compressing, see <see cref="ZramDevice.RecompressSlot"/>), and no lock the I/O path takes for longer. It keeps working while the foreground is busy, within <c>cpuPercent</c> of one
 ///   CPU: after each few milliseconds of work it sleeps so that the work's CPU time (its own thread's, not the
 ///   wall clock's) is that share of the work and the sleep together. Its nice value (raised by
 ///   <see cref="NiceFor"/>) gives it about that share of a CPU another thread keeps busy, so the I/O threads go
