@@ -190,7 +190,7 @@ public class RecompressionTests
     }
 
     [Fact]
-    public void The_background_recompressor_gets_through_idle_pages_at_its_default_budget_while_writes_never_stop()
+    public async Task The_background_recompressor_gets_through_idle_pages_at_its_default_budget_while_writes_never_stop()
     {
         // Writers on every CPU rewrite one region without a pause; the pages of another, left alone, are marked
         // idle while they write. The recompressor (10 %, the default) must get through them anyway: one that
@@ -224,7 +224,7 @@ public class RecompressionTests
             var clock = Stopwatch.StartNew();
             while (Interlocked.Read(ref writes) < 10_000 && clock.Elapsed < TimeSpan.FromSeconds(60))
             {
-                Thread.Sleep(10);
+                await Task.Delay(10);
             }
 
             Assert.Equal(0, device.GetStats().RecompressedPages);
@@ -232,7 +232,7 @@ public class RecompressionTests
             long writesAtMark = Interlocked.Read(ref writes);
             while (device.GetStats().RecompressedPages < expected && clock.Elapsed < TimeSpan.FromSeconds(180))
             {
-                Thread.Sleep(50);
+                await Task.Delay(50);
             }
 
             Assert.Equal(expected, device.GetStats().RecompressedPages);
@@ -241,8 +241,8 @@ public class RecompressionTests
         }
         finally
         {
-            stop.Cancel();
-            Task.WaitAll(writers);
+            await stop.CancelAsync();
+            await Task.WhenAll(writers);
         }
 
         AssertReads(device, pages);
