@@ -13,12 +13,13 @@ namespace ZramDaemon.Device.Recompression;
 ///   of the slot sets it back to 0, so a slot reaches the top age (idle) after two to three passes untouched:
 ///   idle for at least <c>idleAfter</c> and at most one and a half times that. No timestamps per slot.
 /// Yielding and budget: it holds one slot's lock at a time, to decompress one page or to swap in its new object
-///   (not while compressing, see <see cref="ZramDevice.RecompressSlot"/>), and no lock the I/O path takes for longer. It keeps working while the foreground is busy, within <c>cpuPercent</c> of one
-///   CPU: after each few milliseconds of work it sleeps so that the work's CPU time (its own thread's, not the
-///   wall clock's) is that share of the work and the sleep together. Its nice value (raised by
-///   <see cref="NiceFor"/>) gives it about that share of a CPU another thread keeps busy, so the I/O threads go
-///   first without starving it: at nice 19, as until 3 December, it got some 1.4 % of a CPU the writers kept busy
-///   (weight 15 against 1024), a seventh of its default budget, and less on a loaded machine.
+///   (not while compressing, see <see cref="ZramDevice.RecompressSlot"/>), and no lock the I/O path takes for
+///   longer. It keeps working while the foreground is busy, within <c>cpuPercent</c> of one CPU: after each few
+///   milliseconds of work it sleeps so that the work's CPU time (its own thread's, not the wall clock's) is that
+///   share of the work and the sleep together. Its nice value (raised by <see cref="NiceFor"/>) gives it about
+///   that share of a CPU another thread keeps busy, so the I/O threads go first without starving it: at nice 19,
+///   as until 3 December, it got some 1.4 % of a CPU the writers kept busy (weight 15 against 1024), a seventh of
+///   its default budget, and less on a loaded machine.
 /// </summary>
 internal sealed class Recompressor : IDisposable
 {
