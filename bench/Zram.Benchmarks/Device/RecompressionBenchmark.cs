@@ -11,9 +11,10 @@ namespace Zram.Benchmarks.Device;
 /// Issue 10's recompression figures, on the swap-like corpus (scripts/make-corpus.sh):
 /// 1. memory: the corpus written with lz4, every page marked idle and recompressed (zram's idle=all then
 ///    recompress type=idle), then compacted: mem_used_total per GiB stored at each step, per recompression level;
-/// 2. interference: 4 KiB writes from one thread per CPU on two devices holding the corpus, one whose background
-///    recompressor is busy recompressing it (all marked idle) and one without, measured in alternating windows
-///    in one run, so the ratio is what the recompressor costs the foreground.
+/// 2. interference: 4 KiB writes from one thread per CPU to a region beside the corpus (all marked idle), in
+///    windows alternating without and with the background recompressor working through the idle corpus, in one
+///    run, so the ratio is what the recompressor costs the foreground; each window with it prints the pages it
+///    recompressed and the CPU time it used (see <see cref="MeasureInterference"/>).
 ///    With --dictionary SIZE, each level is measured once more with a dictionary of SIZE bytes trained from the
 ///    idle pages (recompress-dictionary), and the interference part runs with it; --dictionary-only leaves out the
 ///    runs without one.
@@ -87,7 +88,7 @@ internal static class RecompressionBenchmark
         Console.WriteLine($"{"recompress",-18} {"lz4",8} {"recomp.",8} {"compact.",8} {"pages",8} {"of idle",8} {"saved MiB",9} {"seconds",7} {"pages/s",7}   (MiB/GiB after writing, recompressing, compacting)");
         foreach ((string level, int dictionarySize) in levels.SelectMany(l => dictionary == 0 ? [(l, 0)] : dictionaryOnly ? [(l, dictionary)] : new[] { (l, 0), (l, dictionary) }))
         {
-            using ZramDevice device = CreateFilled(file, level, dictionarySize, TimeSpan.Zero, cpuPercent);
+            using ZramDevice device = CreateFilled(file, level, dictionarySize, cpuPercent);
             double lz4 = PerGiB(device, gib);
             long idle = device.MarkIdle();
             var clock = Stopwatch.StartNew();
@@ -139,39 +140,86 @@ internal static class RecompressionBenchmark
         }
     }
 
+    /// <summary>
+    /// Part 2. One device holds the corpus, all of it marked idle, and after it a region as large as the corpus (64 MiB
+    /// at most) that the writers rewrite at random. The writers never touch the idle corpus: writing over it makes
+    /// its pages active and leaves the recompressor nothing to do (the first version of this part wrote over the
+    /// corpus itself; with a 64 MiB corpus its recompressor did 46 pages in the first window and none after). The
+    /// windows alternate (ABBA) between no recompressor and one started for the window (the device's own class,
+    /// at the budget given, idle time far beyond the run, so it takes only the pages marked idle), and each
+    /// window with it prints what it recompressed and the CPU time its thread used. Round 0 is a warm-up, not
+    /// counted: the first window with the recompressor builds the dictionary's compression tables.
+    /// </summary>
     private static void MeasureInterference(string file, string level, int dictionary, double seconds, int rounds, int cpuPercent, int threads)
     {
-        // An idle time far beyond the run: the only idle pages are the ones MarkIdle marks, all of the corpus.
-        using ZramDevice busy = CreateFilled(file, level, dictionary, TimeSpan.FromHours(1), cpuPercent);
-        using ZramDevice quiet = CreateFilled(file, level, dictionary, TimeSpan.Zero, cpuPercent);
-        busy.MarkIdle();
         byte[] corpus = File.ReadAllBytes(file);
-        Console.WriteLine();
-        Console.WriteLine($"4 KiB writes, {threads} threads, {seconds} s windows alternating; background recompressor {level}{(dictionary > 0 ? $" with a {dictionary >> 10} KiB dictionary" : string.Empty)} at {cpuPercent}% of a CPU, nice 19");
-        Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"recompressed in window",22}");
-        var ratios = new List<double>();
-        double sumWith = 0, sumWithout = 0;
-        for (int round = 1; round <= rounds; round++)
+        long corpusBytes = (corpus.LongLength + Page - 1) & ~(long)(Page - 1);
+        int writerPages = (int)Math.Min(16384, corpusBytes / Page);
+        using ZramDevice device = Create(corpusBytes + ((long)writerPages * Page), level, dictionary, cpuPercent);
+        DeviceMemoryBenchmark.WriteThroughApi(device, file);
+        long idle = device.MarkIdle();
+        for (int i = 0; i < writerPages; i++)
         {
-            double without = WriteIops(quiet, corpus, threads, seconds);
-            long before = busy.GetStats().RecompressedPages;
-            double with = WriteIops(busy, corpus, threads, seconds);
-            long during = busy.GetStats().RecompressedPages - before;
+            WritePage(device, corpusBytes + ((long)i * Page), corpus.AsSpan(i * Page, Page));
+        }
+
+        // Trains the dictionary at full speed on this thread (at 10 % it would take the first minutes of the run).
+        device.Recompress(SlotSelection.Idle, maxPages: 1);
+        Console.WriteLine();
+        Console.WriteLine($"4 KiB writes, {threads} threads, to a {writerPages >> 8} MiB region beside {idle} idle pages; {seconds} s windows alternating without and with the background recompressor {level}{(dictionary > 0 ? $" with a {dictionary >> 10} KiB dictionary" : string.Empty)} at {cpuPercent}% of a CPU (nice {Recompressor.NiceFor(cpuPercent)})");
+        Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"pages recompressed",18} {"KiB saved",9} {"recompressor CPU",16} {"of a CPU",8}");
+        var ratios = new List<double>();
+        double sumWith = 0, sumWithout = 0, sumCpu = 0;
+        long sumPages = 0;
+        for (int round = 0; round <= rounds; round++)
+        {
+            double without = 0, with = 0;
+            long pages = 0, saved = 0;
+            TimeSpan cpu = TimeSpan.Zero;
+            double share = 0;
+            for (int window = 0; window < 2; window++)
+            {
+                // ABBA: even rounds start without the recompressor, odd ones with it, so a drift of the machine's
+                // load favours neither.
+                if ((window == 0) == (round % 2 == 0))
+                {
+                    without = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
+                    continue;
+                }
+
+                ZramStats before = device.GetStats();
+                using var recompressor = new Recompressor(device, TimeSpan.FromHours(1), cpuPercent, NullLogger.Instance);
+                var clock = Stopwatch.StartNew();
+                with = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
+                cpu = recompressor.CpuTime;
+                share = cpu / clock.Elapsed * 100;
+                ZramStats after = device.GetStats();
+                pages = after.RecompressedPages - before.RecompressedPages;
+                saved = after.RecompressBytesSaved - before.RecompressBytesSaved;
+            }
+
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{(round == 0 ? "warm" : round.ToString(CultureInfo.InvariantCulture)),5} {without,12:F0} {with,10:F0} {with / without,12:F3} {pages,18} {saved >> 10,9} {cpu.TotalMilliseconds,13:F0} ms {share,7:F1}%"));
+            if (round == 0)
+            {
+                continue;
+            }
+
             ratios.Add(with / without);
             sumWith += with;
             sumWithout += without;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{round,5} {without,12:F0} {with,10:F0} {with / without,12:F3} {during,22}"));
+            sumCpu += share;
+            sumPages += pages;
         }
 
         ratios.Sort();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"total: without {sumWithout / rounds:F0} IOPS, with {sumWith / rounds:F0} IOPS, ratio of means {sumWith / sumWithout:F3}, median ratio {ratios[ratios.Count / 2]:F3}"));
+            $"total: without {sumWithout / rounds:F0} IOPS, with {sumWith / rounds:F0} IOPS, ratio of means {sumWith / sumWithout:F3}, median ratio {ratios[ratios.Count / 2]:F3}, min {ratios[0]:F3}, max {ratios[^1]:F3}; recompressor {sumPages / (double)rounds:F0} pages and {sumCpu / rounds:F1}% of a CPU a window (budget {cpuPercent}%)"));
     }
 
-    /// <summary>Writes corpus pages over the first 64 MiB of the device from several threads for a while.</summary>
-    private static double WriteIops(ZramDevice device, byte[] corpus, int threads, double seconds)
+    /// <summary>Writes corpus pages over the <paramref name="pages"/> pages from <paramref name="regionStart"/> from several threads for a while.</summary>
+    private static double WriteIops(ZramDevice device, byte[] corpus, int threads, double seconds, long regionStart, int pages)
     {
-        int pages = Math.Min(16384, corpus.Length / Page);
         long total = 0;
         var deadline = Stopwatch.GetTimestamp() + (long)(seconds * Stopwatch.Frequency);
         var clock = Stopwatch.StartNew();
@@ -181,13 +229,8 @@ internal static class RecompressionBenchmark
             long n = 0;
             while ((n & 63) != 0 || Stopwatch.GetTimestamp() < deadline)
             {
-                int slot = random.Next(pages);
                 int source = random.Next(corpus.Length / Page);
-                if (device.Write((long)slot * Page, corpus.AsSpan(source * Page, Page), fua: false) != NbdError.None)
-                {
-                    throw new IOException("write failed");
-                }
-
+                WritePage(device, regionStart + ((long)random.Next(pages) * Page), corpus.AsSpan(source * Page, Page));
                 n++;
             }
 
@@ -196,23 +239,33 @@ internal static class RecompressionBenchmark
         return total / clock.Elapsed.TotalSeconds;
     }
 
-    private static ZramDevice CreateFilled(string file, string level, int dictionary, TimeSpan idleAfter, int cpuPercent)
+    private static void WritePage(ZramDevice device, long offset, ReadOnlySpan<byte> page)
     {
-        long diskSize = (new FileInfo(file).Length + Page - 1) & ~(long)(Page - 1);
-        var device = new ZramDevice(new ZramDeviceOptions
+        if (device.Write(offset, page, fua: false) != NbdError.None)
+        {
+            throw new IOException($"write at {offset} failed");
+        }
+    }
+
+    private static ZramDevice CreateFilled(string file, string level, int dictionary, int cpuPercent)
+    {
+        ZramDevice device = Create((new FileInfo(file).Length + Page - 1) & ~(long)(Page - 1), level, dictionary, cpuPercent);
+        DeviceMemoryBenchmark.WriteThroughApi(device, file);
+        return device;
+    }
+
+    /// <summary>A device without a background recompressor of its own (recompression only on request).</summary>
+    private static ZramDevice Create(long diskSize, string level, int dictionary, int cpuPercent)
+        => new(new ZramDeviceOptions
         {
             Name = "zram0",
             DiskSize = diskSize,
             Algorithm = "lz4",
             RecompressAlgorithm = level,
             RecompressDictionarySize = dictionary,
-            RecompressIdleAfter = idleAfter,
             RecompressCpuPercent = cpuPercent,
             CompactThresholdPages = 0, // as the memory benchmark: what writing (and recompressing) leaves
         }, NullLoggerFactory.Instance);
-        DeviceMemoryBenchmark.WriteThroughApi(device, file);
-        return device;
-    }
 
     private static double PerGiB(ZramDevice device, double gib) => device.GetStats().MemUsedTotal / gib / (1 << 20);
 }

@@ -37,8 +37,8 @@ namespace ZramDaemon.Device;
 ///   (<see cref="ZsPool.DeferredFreeByteBudget"/>); past that, frees are synchronous until it drains.
 ///
 /// Recompression (zram's recompress): slots idle for a while, or huge, are decompressed and compressed again
-///   with a stronger secondary algorithm while their lock is held, as the kernel does; the result replaces the
-///   object only when it lands in a smaller size class. Idleness is a 2-bit age in the slot that aging passes
+///   with a stronger secondary algorithm (the lock held to decompress and to swap, not to compress: see
+///   <see cref="RecompressSlot"/>); the result replaces the object only when it lands in a smaller size class. Idleness is a 2-bit age in the slot that aging passes
 ///   raise and reads and writes reset (<see cref="Recompressor"/> runs both in the background, at low priority).
 ///
 /// Writeback (zram's backing_dev, to a file): a slot's object can move to a block of the device's
@@ -761,9 +761,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>
-    /// Recompresses one slot if it is a candidate of <paramref name="type"/>: under its lock (as the kernel's
-    /// recompress_slot), decompress, compress with the secondary algorithm, and keep the result only if it lands
-    /// in a smaller size class; the old object is freed at once (this is not the I/O path).
+    /// Recompresses one slot if it is a candidate of <paramref name="type"/>, keeping the result only if it lands in a
+    /// smaller size class. Unlike the kernel's recompress_slot, the slot's lock is not held while compressing (at
+    /// zstd:19 some 2 ms, which a read of the page would wait, spinning, behind a low-priority thread): under the lock
+    /// the object is decompressed and the slot marked <see cref="SlotInfo.Recompressed"/> (dealt with; every write
+    /// stores fresh info without the mark); the new object replaces the old only if, with the lock taken again, the
+    /// slot still holds the same object with the mark (a read may have reset its idle age). The old object is freed
+    /// at once (this is not the I/O path).
     /// </summary>
     internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
     {
@@ -773,42 +777,60 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         Span<byte> page = stackalloc byte[PageSize];
+        uint info, value;
         _slots.Lock(index);
         try
         {
-            uint info = _slots.Info(index);
+            info = _slots.Info(index);
             if (!IsRecompressCandidate(info, type))
             {
                 return RecompressOutcome.Skipped;
             }
 
-            if (LoadObject(index, info, _slots.Value(index), page) != NbdError.None)
+            value = _slots.Value(index);
+            if (LoadObject(index, info, value, page) != NbdError.None)
             {
                 return RecompressOutcome.Corrupt;
             }
 
-            int oldSize = SlotInfo.Size(info);
-            Compressor compressor = _dictionaryCompressor ?? _secondary;
-            using CompressionStreamLease lease = compressor.Acquire();
-            int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
-            if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+            info |= SlotInfo.Recompressed;
+            _slots.SetInfo(index, info);
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+
+        int oldSize = SlotInfo.Size(info);
+        Compressor compressor = _dictionaryCompressor ?? _secondary;
+        using CompressionStreamLease lease = compressor.Acquire();
+        int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
+        if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+        {
+            return RecompressOutcome.NotSmaller; // the mark stays: not tried again until rewritten
+        }
+
+        _slots.Lock(index);
+        try
+        {
+            uint now = _slots.Info(index);
+            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask) || _slots.Value(index) != value)
             {
-                _slots.SetInfo(index, info | SlotInfo.Recompressed);
-                return RecompressOutcome.NotSmaller;
+                return RecompressOutcome.Skipped; // rewritten, trimmed or written back meanwhile
             }
 
             if (!TryAllocateForRecompression(n, out uint handle))
             {
+                _slots.SetInfo(index, now & ~SlotInfo.Recompressed); // a later pass tries again
                 return RecompressOutcome.NoSpace;
             }
 
             _pool.Write(handle, lease.Stream.Buffer[..n]);
             // Still idle: the content did not change, and writeback takes idle slots after recompression.
-            uint newInfo = SlotInfo.Compressed(n, compressor.Algorithm) | SlotInfo.Recompressed | (info & SlotInfo.IdleAgeMask);
-            uint oldHandle = _slots.Value(index);
+            uint newInfo = SlotInfo.Compressed(n, compressor.Algorithm) | SlotInfo.Recompressed | (now & SlotInfo.IdleAgeMask);
             _slots.Set(index, handle, newInfo);
-            _pool.Free(oldHandle);
-            _counters.Replace(info, newInfo);
+            _pool.Free(value);
+            _counters.Replace(now, newInfo);
             Interlocked.Increment(ref _counters.RecompressedPages);
             Interlocked.Add(ref _counters.RecompressBytesSaved, oldSize - n);
             return RecompressOutcome.Recompressed;

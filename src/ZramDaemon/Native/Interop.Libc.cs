@@ -32,16 +32,20 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "execv", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Execv(string path, string?[] argv);
 
-        // <sys/resource.h>: on Linux a nice value belongs to a thread, so PRIO_PROCESS with a thread id sets that
-        // thread's alone (the recompressor runs at nice 19 so that the scheduler prefers the I/O threads).
-        internal const int PrioProcess = 0;
+        // <unistd.h>: on Linux a nice value belongs to a thread, and nice(2) changes the calling thread's alone (the
+        // recompressor lowers its own so that it gets about its CPU budget on a busy CPU, see Recompressor.NiceFor).
         internal const int NiceLowest = 19;
 
-        [LibraryImport(LibraryName, EntryPoint = "setpriority", SetLastError = true)]
-        internal static partial int SetPriority(int which, uint who, int priority);
+        [LibraryImport(LibraryName, EntryPoint = "nice", SetLastError = true)]
+        internal static partial int Nice(int increment);
 
-        [LibraryImport(LibraryName, EntryPoint = "gettid")]
-        internal static partial int GetTid();
+        // <time.h>: the recompressor counts its CPU budget in its own thread's CPU time.
+        internal const int ClockThreadCpuTimeId = 3;
+
+        /// <summary>clock_gettime(2) into a struct timespec: <paramref name="timeSpec"/> is two longs, seconds and
+        /// nanoseconds (64-bit Linux).</summary>
+        [LibraryImport(LibraryName, EntryPoint = "clock_gettime", SetLastError = true)]
+        internal static partial int ClockGetTime(int clockId, Span<long> timeSpec);
 
         // <linux/falloc.h>: a device's backing file gives the space of freed blocks back to the filesystem.
         internal const int FallocFlKeepSize = 1;

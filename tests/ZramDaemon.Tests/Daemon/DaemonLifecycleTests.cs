@@ -170,23 +170,8 @@ public sealed partial class DaemonLifecycleTests
         // client is connected, so one stays connected while we look.
         using (Faults.WireClient client = await Faults.WireClient.OpenAsync(daemon.Socket, "zram0"))
         {
-            // A thread may exit between the listing and the reads (the runtime's own come and go): skip it.
-            static string? ReadOrNull(string path)
-            {
-                try
-                {
-                    return File.ReadAllText(path);
-                }
-                catch (IOException) // DirectoryNotFoundException, FileNotFoundException: the thread is gone
-                {
-                    return null;
-                }
-            }
-
-            List<ulong> FlagsOf(string prefix) => Directory.GetDirectories($"/proc/{pid}/task")
-                .Select(t => (Comm: ReadOrNull(Path.Combine(t, "comm")), Stat: ReadOrNull(Path.Combine(t, "stat"))))
-                .Where(t => t.Comm is not null && t.Stat is not null && t.Comm.StartsWith(prefix, StringComparison.Ordinal))
-                .Select(t => ulong.Parse(t.Stat!.Split(") ")[1].Split(' ')[6], CultureInfo.InvariantCulture))
+            List<ulong> FlagsOf(string prefix) => ProcThreads.StatFields(pid, prefix)
+                .Select(fields => ulong.Parse(fields[9 - 3], CultureInfo.InvariantCulture))
                 .ToList();
             // The connection's threads: one per request in flight (the default, 4), started once GO is answered.
             List<ulong> io = FlagsOf("nbd-");

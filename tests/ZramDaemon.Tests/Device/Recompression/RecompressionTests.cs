@@ -1,8 +1,10 @@
 using System.Diagnostics;
+using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Recompression;
+using ZramDaemon.Tests.Daemon;
 
 namespace ZramDaemon.Tests.Device.Recompression;
 
@@ -11,11 +13,11 @@ public class RecompressionTests
 {
     private const int Page = ZramDevice.PageSize;
 
-    private static ZramDevice Create(string? recompress = "zstd:3", TimeSpan idleAfter = default, long size = 4L << 20, int cpuPercent = 10, int dictionary = 0)
+    private static ZramDevice Create(string? recompress = "zstd:3", TimeSpan idleAfter = default, long size = 4L << 20, int cpuPercent = 10, int dictionary = 0, string name = "zram0")
         => new(new ZramDeviceOptions
         {
             RecompressDictionarySize = dictionary,
-            Name = "zram0",
+            Name = name,
             DiskSize = size,
             Algorithm = "lz4",
             RecompressAlgorithm = recompress,
@@ -185,6 +187,94 @@ public class RecompressionTests
 
         Assert.Equal(expected, device.GetStats().RecompressedPages);
         AssertReads(device, pages);
+    }
+
+    [Fact]
+    public async Task The_background_recompressor_gets_through_idle_pages_at_its_default_budget_while_writes_never_stop()
+    {
+        // Writers on every CPU rewrite one region without a pause; the pages of another, left alone, are marked
+        // idle while they write. The recompressor (10 %, the default) must get through them anyway: one that
+        // backed off while I/O goes on, or that its priority starved, would not before the deadline. The writers
+        // store random pages, which zstd cannot shrink, so every page counted recompressed is one of the idle ones.
+        const int idlePages = 256, writerPages = 1024;
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromHours(1), size: (idlePages + writerPages) * (long)Page);
+        byte[][] pages = Enumerable.Range(0, idlePages).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        long expected = ExpectedRecompressions(pages);
+        var noise = new Random(3);
+        byte[][] randomPages = Enumerable.Range(0, 64).Select(_ => RandomPage(noise)).ToArray();
+        using var stop = new CancellationTokenSource();
+        long writes = 0;
+        Task[] writers = Enumerable.Range(0, Environment.ProcessorCount).Select(t => Task.Factory.StartNew(() =>
+        {
+            var random = new Random(t);
+            while (!stop.IsCancellationRequested)
+            {
+                long offset = (long)(idlePages + random.Next(writerPages)) * Page;
+                Assert.Equal(NbdError.None, device.Write(offset, randomPages[random.Next(randomPages.Length)], fua: false));
+                Interlocked.Increment(ref writes);
+            }
+        }, TaskCreationOptions.LongRunning)).ToArray();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            while (Interlocked.Read(ref writes) < 10_000 && clock.Elapsed < TimeSpan.FromSeconds(60))
+            {
+                await Task.Delay(10);
+            }
+
+            Assert.Equal(0, device.GetStats().RecompressedPages);
+            device.MarkIdle();
+            long writesAtMark = Interlocked.Read(ref writes);
+            while (device.GetStats().RecompressedPages < expected && clock.Elapsed < TimeSpan.FromSeconds(180))
+            {
+                await Task.Delay(50);
+            }
+
+            Assert.Equal(expected, device.GetStats().RecompressedPages);
+            Assert.True(Interlocked.Read(ref writes) > writesAtMark, "the writers stopped while the recompressor worked");
+            Assert.All(writers, w => Assert.False(w.IsCompleted, "a writer ended early"));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await Task.WhenAll(writers);
+        }
+
+        AssertReads(device, pages);
+    }
+
+    [Theory]
+    [InlineData(10, 10)]
+    [InlineData(1, 19)]
+    [InlineData(2, 17)]
+    [InlineData(25, 5)]
+    [InlineData(50, 0)]
+    [InlineData(100, 0)]
+    public void The_recompressor_thread_runs_at_the_nice_value_that_gives_it_its_budget_on_a_busy_cpu(int cpuPercent, int nice)
+    {
+        // The kernel's weights: 1024 at nice 0, each step about 1.25 times less (110 at nice 10: 110 / 1134 = 9.7 %).
+        Assert.Equal(nice, Recompressor.NiceFor(cpuPercent));
+        string name = $"n{cpuPercent}"; // with "-recompress" at most 15 characters, all a thread name keeps
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromHours(1), cpuPercent: cpuPercent, name: name);
+        // The thread raises its nice value (from the one of the thread that started it) first thing: look for it
+        // (named after the device) until it has.
+        string self = File.ReadAllText("/proc/thread-self/stat");
+        int expected = Math.Min(19, nice + int.Parse(self[(self.LastIndexOf(')') + 2)..].Split(' ')[19 - 3], CultureInfo.InvariantCulture));
+        int? seen = null;
+        var clock = Stopwatch.StartNew();
+        while (seen != expected && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            seen = ProcThreads.StatFields(Environment.ProcessId, $"{name}-recompress")
+                .Select(fields => (int?)int.Parse(fields[19 - 3], CultureInfo.InvariantCulture)).SingleOrDefault();
+            Thread.Sleep(10);
+        }
+
+        Assert.Equal(expected, seen);
     }
 
     [Theory]
