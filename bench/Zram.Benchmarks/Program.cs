@@ -22,6 +22,11 @@ internal static class Program
             return Device.RecompressionBenchmark.Run(args[1..]);
         }
 
+        if (args.Length > 0 && args[0] == "trim")
+        {
+            return Device.TrimBenchmark.Run(args[1..]);
+        }
+
         BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args);
         return 0;
     }

@@ -137,6 +137,7 @@ public sealed class NbdServer : IAsyncDisposable
     public Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connected);
+        UnixSendBuffer.Enlarge(connected);
         var connection = new Connection(Interlocked.Increment(ref _nextConnectionId), connected);
         if (!TryRegister(connection))
         {

@@ -1309,6 +1309,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// The dedup write: an entry whose page has the same hash and the same bytes gets one more reference; else the
     /// page is compressed and stored as usual and becomes a new entry. Returns the entry id in <paramref name="value"/>.
+    /// Compression runs outside the index lock, so another writer of the same page may add it meanwhile (nbdcopy's
+    /// connections writing one file twice do): the index is searched again before adding, and the copy just
+    /// stored is freed if that one can be shared.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value)
@@ -1317,15 +1320,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         Span<byte> candidate = stackalloc byte[PageSize];
         lock (_dedup!.Lock)
         {
-            for (int id = _dedup.First(hash); id >= 0; id = _dedup.Next(id))
+            if (TryShare(index, hash, page, candidate, out value))
             {
-                (uint handle, uint objectInfo) = _dedup.Get(id);
-                if (LoadObject(index, objectInfo, handle, candidate) == NbdError.None && candidate.SequenceEqual(page))
-                {
-                    _dedup.AddReference(id);
-                    value = (uint)id;
-                    return NbdError.None;
-                }
+                return NbdError.None;
             }
         }
 
@@ -1341,8 +1338,40 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _pool.Write(stored, data);
-        value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
+        bool shared;
+        lock (_dedup.Lock)
+        {
+            shared = TryShare(index, hash, page, candidate, out value);
+            if (!shared)
+            {
+                value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
+            }
+        }
+
+        if (shared)
+        {
+            _pool.Free(stored);
+        }
+
         return NbdError.None;
+    }
+
+    /// <summary>Adds a reference to an entry holding exactly <paramref name="page"/>, if there is one. The index lock is held.</summary>
+    private bool TryShare(int index, uint hash, ReadOnlySpan<byte> page, Span<byte> candidate, out uint value)
+    {
+        for (int id = _dedup!.First(hash); id >= 0; id = _dedup.Next(id))
+        {
+            (uint handle, uint objectInfo) = _dedup.Get(id);
+            if (LoadObject(index, objectInfo, handle, candidate) == NbdError.None && candidate.SequenceEqual(page))
+            {
+                _dedup.AddReference(id);
+                value = (uint)id;
+                return true;
+            }
+        }
+
+        value = 0;
+        return false;
     }
 
     /// <summary>A same-filled page's value: nothing for zeros, else a pool word (8 bytes, no object).</summary>
