@@ -148,7 +148,11 @@ internal static class RecompressionBenchmark
     /// windows alternate (ABBA) between no recompressor and one started for the window (the device's own class,
     /// at the budget given, idle time far beyond the run, so it takes only the pages marked idle), and each
     /// window with it prints what it recompressed and the CPU time its thread used. Round 0 is a warm-up, not
-    /// counted: the first window with the recompressor builds the dictionary's compression tables.
+    /// counted: the first window with the recompressor builds the dictionary's compression tables. Besides IOPS, each
+    /// window's writes per second of the writer threads' own CPU time: the load of other processes changes how much
+    /// CPU the writers get far more than a 10 % recompressor does, but not what a write costs once it runs, so that
+    /// ratio shows a cost per write (locks, caches) through the noise (the CPU the recompressor takes from the
+    /// writers does not show in it: that is the IOPS ratio's part).
     /// </summary>
     private static void MeasureInterference(string file, string level, int dictionary, double seconds, int rounds, int cpuPercent, int threads)
     {
@@ -167,13 +171,14 @@ internal static class RecompressionBenchmark
         device.Recompress(SlotSelection.Idle, maxPages: 1);
         Console.WriteLine();
         Console.WriteLine($"4 KiB writes, {threads} threads, to a {writerPages >> 8} MiB region beside {idle} idle pages; {seconds} s windows alternating without and with the background recompressor {level}{(dictionary > 0 ? $" with a {dictionary >> 10} KiB dictionary" : string.Empty)} at {cpuPercent}% of a CPU (nice {Recompressor.NiceFor(cpuPercent)})");
-        Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"pages recompressed",18} {"KiB saved",9} {"recompressor CPU",16} {"of a CPU",8}");
+        Console.WriteLine($"{"round",5} {"without IOPS",12} {"with IOPS",10} {"with/without",12} {"per CPU-s w/wo",14} {"pages recompressed",18} {"KiB saved",9} {"recompressor CPU",16} {"of a CPU",8}");
         var ratios = new List<double>();
-        double sumWith = 0, sumWithout = 0, sumCpu = 0;
+        var cpuRatios = new List<double>();
+        double sumWith = 0, sumWithout = 0, sumCpu = 0, sumPerCpuWith = 0, sumPerCpuWithout = 0;
         long sumPages = 0;
         for (int round = 0; round <= rounds; round++)
         {
-            double without = 0, with = 0;
+            double without = 0, with = 0, perCpuWithout = 0, perCpuWith = 0;
             long pages = 0, saved = 0;
             TimeSpan cpu = TimeSpan.Zero;
             double share = 0;
@@ -183,14 +188,14 @@ internal static class RecompressionBenchmark
                 // load favours neither.
                 if ((window == 0) == (round % 2 == 0))
                 {
-                    without = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
+                    (without, perCpuWithout) = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
                     continue;
                 }
 
                 ZramStats before = device.GetStats();
                 using var recompressor = new Recompressor(device, TimeSpan.FromHours(1), cpuPercent, NullLogger.Instance);
                 var clock = Stopwatch.StartNew();
-                with = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
+                (with, perCpuWith) = WriteIops(device, corpus, threads, seconds, corpusBytes, writerPages);
                 cpu = recompressor.CpuTime;
                 share = cpu / clock.Elapsed * 100;
                 ZramStats after = device.GetStats();
@@ -199,13 +204,16 @@ internal static class RecompressionBenchmark
             }
 
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{(round == 0 ? "warm" : round.ToString(CultureInfo.InvariantCulture)),5} {without,12:F0} {with,10:F0} {with / without,12:F3} {pages,18} {saved >> 10,9} {cpu.TotalMilliseconds,13:F0} ms {share,7:F1}%"));
+                $"{(round == 0 ? "warm" : round.ToString(CultureInfo.InvariantCulture)),5} {without,12:F0} {with,10:F0} {with / without,12:F3} {perCpuWith / perCpuWithout,14:F3} {pages,18} {saved >> 10,9} {cpu.TotalMilliseconds,13:F0} ms {share,7:F1}%"));
             if (round == 0)
             {
                 continue;
             }
 
             ratios.Add(with / without);
+            cpuRatios.Add(perCpuWith / perCpuWithout);
+            sumPerCpuWith += perCpuWith;
+            sumPerCpuWithout += perCpuWithout;
             sumWith += with;
             sumWithout += without;
             sumCpu += share;
@@ -213,20 +221,25 @@ internal static class RecompressionBenchmark
         }
 
         ratios.Sort();
+        cpuRatios.Sort();
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"writes per writer CPU-second: without {sumPerCpuWithout / rounds:F0}, with {sumPerCpuWith / rounds:F0}, ratio of means {sumPerCpuWith / sumPerCpuWithout:F3}, median {cpuRatios[cpuRatios.Count / 2]:F3}, min {cpuRatios[0]:F3}, max {cpuRatios[^1]:F3}"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"total: without {sumWithout / rounds:F0} IOPS, with {sumWith / rounds:F0} IOPS, ratio of means {sumWith / sumWithout:F3}, median ratio {ratios[ratios.Count / 2]:F3}, min {ratios[0]:F3}, max {ratios[^1]:F3}; recompressor {sumPages / (double)rounds:F0} pages and {sumCpu / rounds:F1}% of a CPU a window (budget {cpuPercent}%)"));
     }
 
-    /// <summary>Writes corpus pages over the <paramref name="pages"/> pages from <paramref name="regionStart"/> from several threads for a while.</summary>
-    private static double WriteIops(ZramDevice device, byte[] corpus, int threads, double seconds, long regionStart, int pages)
+    /// <summary>Writes corpus pages over the <paramref name="pages"/> pages from <paramref name="regionStart"/> from
+    /// several threads for a while: writes per second, and per second of the writer threads' CPU time.</summary>
+    private static (double Iops, double PerCpuSecond) WriteIops(ZramDevice device, byte[] corpus, int threads, double seconds, long regionStart, int pages)
     {
-        long total = 0;
+        long total = 0, cpuNanoseconds = 0;
         var deadline = Stopwatch.GetTimestamp() + (long)(seconds * Stopwatch.Frequency);
         var clock = Stopwatch.StartNew();
         Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
         {
             var random = new Random(t);
             long n = 0;
+            long cpuStart = Recompressor.ThreadCpuNanoseconds();
             while ((n & 63) != 0 || Stopwatch.GetTimestamp() < deadline)
             {
                 int source = random.Next(corpus.Length / Page);
@@ -234,9 +247,10 @@ internal static class RecompressionBenchmark
                 n++;
             }
 
+            Interlocked.Add(ref cpuNanoseconds, Recompressor.ThreadCpuNanoseconds() - cpuStart);
             Interlocked.Add(ref total, n);
         });
-        return total / clock.Elapsed.TotalSeconds;
+        return (total / clock.Elapsed.TotalSeconds, total / (cpuNanoseconds / 1e9));
     }
 
     private static void WritePage(ZramDevice device, long offset, ReadOnlySpan<byte> page)

@@ -141,7 +141,8 @@ internal sealed class Recompressor : IDisposable
         }
     }
 
-    private static long ThreadCpuNanoseconds()
+    /// <summary>The calling thread's CPU time so far, in nanoseconds.</summary>
+    internal static long ThreadCpuNanoseconds()
     {
         Span<long> time = stackalloc long[2];
         if (Interop.Libc.ClockGetTime(Interop.Libc.ClockThreadCpuTimeId, time) != 0)
