@@ -1219,8 +1219,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         int size = SlotInfo.Size(info);
-        Span<byte> scratch = stackalloc byte[PageSize];
-        using ZsReadView view = _pool.MapRead(value, size, scratch);
+        // No scratch: the pool's views are always direct (its zspages are virtually contiguous), and a 4 KiB
+        // stackalloc here was zeroed for every page read.
+        using ZsReadView view = _pool.MapRead(value, size, default);
         if ((info & SlotInfo.Huge) != 0)
         {
             view.Span.CopyTo(page);
