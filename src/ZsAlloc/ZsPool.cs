@@ -548,6 +548,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         uint created = _handles.Created;
+        long mapped = (long)_pages.ArenaCount << PageSource.ArenaByteShift;
         Span<int> pages = stackalloc int[handles.Length];
         for (int i = 0; i < handles.Length; i++)
         {
@@ -556,11 +557,13 @@ public sealed unsafe class ZsPool : IDisposable
             if (cell < created)
             {
                 ulong c = Volatile.Read(ref *_handles.Cell(cell));
-                if ((c & HandleCell.Allocated) != 0)
+                long location = HandleCell.LocationOf(c);
+                // Within the arenas: a word cell passed here by mistake holds any value, and its free must be the
+                // one to report it.
+                if ((c & HandleCell.Allocated) != 0 && location < mapped)
                 {
-                    long location = HandleCell.LocationOf(c);
                     pages[i] = (int)(location >> PageShift);
-                    // In bounds: an allocated cell's location is a slot the pool handed out; a prefetch never faults.
+                    // In bounds: the location lies in a mapped arena (an object's slot, unless misused); a prefetch never faults.
                     Sse.Prefetch0(_pages.Address(location));
                     Sse.Prefetch0(_pages.OwnerAddress(pages[i]));
                 }

@@ -1708,10 +1708,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (discard)
         {
             Interlocked.Add(ref _counters.NotifyFree, count);
-            if (discarded != 0)
-            {
-                Interlocked.Add(ref _counters.DiscardedPages, discarded);
-            }
+        }
+
+        if (discarded != 0)
+        {
+            Interlocked.Add(ref _counters.DiscardedPages, discarded);
         }
     }
 

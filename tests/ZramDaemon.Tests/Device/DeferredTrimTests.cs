@@ -83,6 +83,27 @@ public class DeferredTrimTests
     }
 
     [Fact]
+    public void Write_zeroes_over_a_range_counts_discarded_pages_but_not_notify_free_and_no_hole_keeps_them_stored()
+    {
+        using ZramDevice device = Create(64, 32768);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, PageOf(i, 0), fua: false));
+        }
+
+        Assert.Equal(NbdError.None, device.WriteZeroes(0, 32L * Page, noHole: false, fastZero: false));
+        Assert.Equal(NbdError.None, device.WriteZeroes(32L * Page, 16L * Page, noHole: true, fastZero: false));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(32, stats.DiscardedPages);
+        Assert.Equal(0, stats.NotifyFree);
+        Assert.Equal(32L * Page, stats.OrigDataSize);
+        Assert.Equal(16, stats.SamePages);
+        device.FlushDeferredFrees();
+        Assert.Equal(16, device.GetPoolStats().Objects);
+        Assert.Equal(stats.ComprDataSize, device.GetPoolStats().BytesStored);
+    }
+
+    [Fact]
     public void A_range_trim_past_the_byte_budget_frees_the_rest_at_once()
     {
         // Incompressible pages: every object is a whole 4096-byte page. A 16 MiB limit gives the queue a byte budget of
