@@ -1,3 +1,5 @@
+using ZsAlloc.Native;
+
 namespace ZsAlloc.Deferred;
 
 /// <summary>
@@ -11,11 +13,23 @@ namespace ZsAlloc.Deferred;
 /// workqueue takes one).
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
+/// The entries are a mapping touched only as the queue fills: <see cref="MetadataBytes"/> counts the pages
+/// entries were ever written to since <see cref="ReleaseUnused"/> last gave the pages past the queued ones back,
+/// so a queue that was never used, or was drained and released, costs (and counts) no memory.
 /// </summary>
-internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
+internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 {
-    /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in the high 32.</summary>
-    private readonly ulong[] _entries;
+    /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in the high 32. Mapped
+    /// (zero-filled, resident only where written); null with a capacity of 0.</summary>
+    private readonly ulong* _entries;
+    private readonly int _capacity;
+
+    // Entries that may be written: the capacity, 0 once Close has unmapped them (checked under the lock, so an
+    // enqueue racing with Close never writes to the unmapped range).
+    private int _limit;
+
+    // Most entries in use since the pages past them were last given back (under the lock): what is resident.
+    private int _touched;
 
     // Handles taken off per lock hold by a drain: one lock round trip per 32 frees instead of per free, and a
     // writer's TryEnqueue finds the lock held (and frees synchronously) less often.
@@ -38,16 +52,27 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     public DeferredFreeQueue(int capacity, Action<uint> free, Action<Exception> onError)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
-        _entries = new ulong[capacity];
+        _capacity = capacity;
+        _limit = capacity;
+        _entries = capacity == 0 ? null : (ulong*)MemoryMap.Map(MappedBytes);
         _threshold = Math.Max(1, capacity / 2);
         _free = free;
         _onError = onError;
     }
 
-    public int Capacity => _entries.Length;
+    public int Capacity => _capacity;
 
-    /// <summary>Bytes per queue entry, for the pool's metadata figure.</summary>
+    /// <summary>Bytes per queue entry.</summary>
     public const int EntryBytes = sizeof(ulong);
+
+    /// <summary>The resident part of the entries, for the pool's metadata figure: whole pages up to the most entries
+    /// written since the last <see cref="ReleaseUnused"/>.</summary>
+    public long MetadataBytes => PagesFor(Volatile.Read(ref _touched));
+
+    private long MappedBytes => PagesFor(_capacity);
+
+    private static long PagesFor(int entries) =>
+        ((long)entries * EntryBytes + MemoryMap.PageSize - 1) & ~(long)(MemoryMap.PageSize - 1);
 
     public int Depth => Volatile.Read(ref _count);
 
@@ -80,13 +105,17 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
         }
 
         long budget = Interlocked.Read(ref _byteBudget);
-        if (_count >= _entries.Length || _bytes + bytes > budget)
+        if (_count >= _limit || _bytes + bytes > budget)
         {
             _lock.Exit();
             return false;
         }
 
         _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
+        if (_count > _touched)
+        {
+            Volatile.Write(ref _touched, _count);
+        }
         Interlocked.Add(ref _bytes, bytes);
         bool kick = _count >= _threshold || _bytes > budget / 2;
         _lock.Exit();
@@ -119,6 +148,35 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
         while (Volatile.Read(ref _running) != 0)
         {
             spin.SpinOnce();
+        }
+
+        lock (_lock)
+        {
+            if (_limit != 0)
+            {
+                MemoryMap.Unmap((nint)_entries, MappedBytes);
+                _limit = 0;
+                _count = 0;
+                Volatile.Write(ref _touched, 0);
+            }
+        }
+    }
+
+    /// <summary>Gives back the pages of entries past the queued ones (the queue drains from the top, so they hold
+    /// nothing); returns the bytes given back. For compaction and the idle tick, not the I/O path: it is a madvise.</summary>
+    public long ReleaseUnused()
+    {
+        lock (_lock)
+        {
+            long keep = PagesFor(_count);
+            long resident = PagesFor(_touched);
+            if (resident > keep && _limit != 0)
+            {
+                MemoryMap.Release((nint)_entries + (nint)keep, resident - keep);
+            }
+
+            Volatile.Write(ref _touched, _count);
+            return Math.Max(0, resident - keep);
         }
     }
 
