@@ -111,6 +111,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             return false;
         }
 
+        // In bounds: _count < _limit <= capacity, the mapped entries (0 once Close unmapped them).
         _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
         if (_count > _touched)
         {
@@ -172,6 +173,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             long resident = PagesFor(_touched);
             if (resident > keep && _limit != 0)
             {
+                // In bounds: keep < resident <= the mapping's length (both whole pages of at most capacity entries).
                 MemoryMap.Release((nint)_entries + (nint)keep, resident - keep);
             }
 
@@ -229,6 +231,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 
                 for (int i = 0; i < taken; i++)
                 {
+                    // In bounds: 0 <= --_count < what TryEnqueue wrote, under the lock.
                     ulong entry = _entries[--_count];
                     batch[i] = (uint)entry;
                     bytes += (long)(entry >> 32);

@@ -280,6 +280,7 @@ internal sealed unsafe class HandleTable : IDisposable
                 {
                     uint chunkEnd = ((from >> ChunkShift) + 1) << ChunkShift;
                     uint to = Math.Min(end, chunkEnd);
+                    // In bounds: from < to <= the end of from's chunk, and every chunk below Created is mapped.
                     MemoryMap.Release((nint)Cell(from), (long)(to - from) * sizeof(ulong));
                     from = to;
                 }
