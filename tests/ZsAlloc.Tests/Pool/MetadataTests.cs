@@ -210,32 +210,17 @@ public sealed class MetadataTests
             }
         }));
         threads.ForEach(t => t.Start());
-
-        long released = 0;
-        for (int round = 0; round < 6 && failure == null; round++)
+        try
         {
-            released += pool.ShrinkHandles(() =>
-            {
-                foreach (int seed in owned.Keys.ToList())
-                {
-                    if (pool.HandleAboveMark(owned[seed]))
-                    {
-                        owned[seed] = pool.MoveObjectHandle(owned[seed]);
-                    }
-                }
-            });
-            CheckAll(pool, owned, words: false);
-
-            // Free some more of the owned objects so the next round has cells to give back.
-            foreach (int seed in owned.Keys.Where(_ => rng.Next(4) == 0).ToList())
-            {
-                pool.FreeDeferred(owned[seed]);
-                owned.Remove(seed);
-            }
+            ShrinkRounds();
+        }
+        finally
+        {
+            // Stopped before the pool is disposed, whatever failed.
+            stop.Cancel();
+            threads.ForEach(t => t.Join());
         }
 
-        stop.Cancel();
-        threads.ForEach(t => t.Join());
         Assert.Null(failure);
         CheckAll(pool, owned, words: false);
         pool.FlushDeferred();
@@ -246,6 +231,31 @@ public sealed class MetadataTests
         }
 
         Assert.Equal(0, pool.TotalPages);
+
+        void ShrinkRounds()
+        {
+            for (int round = 0; round < 6 && failure == null; round++)
+            {
+                pool.ShrinkHandles(() =>
+                {
+                    foreach (int seed in owned.Keys.ToList())
+                    {
+                        if (pool.HandleAboveMark(owned[seed]))
+                        {
+                            owned[seed] = pool.MoveObjectHandle(owned[seed]);
+                        }
+                    }
+                });
+                CheckAll(pool, owned, words: false);
+
+                // Free some more of the owned objects so the next round has cells to give back.
+                foreach (int seed in owned.Keys.Where(_ => rng.Next(4) == 0).ToList())
+                {
+                    pool.FreeDeferred(owned[seed]);
+                    owned.Remove(seed);
+                }
+            }
+        }
     }
 
     /// <summary>Stores, verifies and frees objects of its own (a window of up to 2,000) until stopped.</summary>
