@@ -16,6 +16,8 @@ public sealed class NbdServerOptions
     public const int DefaultHandshakeTimeoutSeconds = 30;
     public const int DefaultWorkerThreadsPerConnection = 4;
     public const int WorkerThreadsPerConnectionCeiling = 64;
+    public const int DefaultBusyPollMicroseconds = 50;
+    public const int BusyPollMicrosecondsCeiling = 1000;
 
     /// <summary>Connections (handshaking or transmitting) beyond this are closed as soon as accepted.</summary>
     public int MaxConnections { get; init; } = DefaultMaxConnections;
@@ -34,6 +36,18 @@ public sealed class NbdServerOptions
     /// request in flight each, so the connection's requests in flight are the smaller of this and
     /// <see cref="MaxInFlightPerConnection"/>.</summary>
     public int WorkerThreadsPerConnection { get; init; } = DefaultWorkerThreadsPerConnection;
+
+    /// <summary>How long the thread with a connection's read turn polls the socket (sched_yield between looks, so
+    /// any other runnable thread goes first) before it blocks in recv, when it has nothing buffered and a CPU is
+    /// free (no more runnable threads than CPUs: polling then takes time from nobody): what
+    /// net.core.busy_poll does for network sockets. A client waiting on each reply (queue depth 1) sends its
+    /// next request within that, and finds the thread still running instead of asleep (on a virtual machine,
+    /// instead of a halted vCPU to bring back). 0 turns it off.</summary>
+    public int BusyPollMicroseconds { get; init; } = DefaultBusyPollMicroseconds;
+
+    /// <summary>Asked before each poll whether a CPU is free for it (<see cref="Threading.RunQueue"/>); tests
+    /// replace it to poll whatever the machine does.</summary>
+    internal Func<bool> BusyPollGate { get; init; } = Threading.RunQueue.Machine.HasIdleCpu;
 
     /// <summary>Runs first on every thread the server starts to serve a connection (its reader and its
     /// workers), on that thread: the daemon marks them PR_SET_IO_FLUSHER here.</summary>
@@ -59,6 +73,11 @@ public sealed class NbdServerOptions
         if (WorkerThreadsPerConnection < 1 || WorkerThreadsPerConnection > WorkerThreadsPerConnectionCeiling)
         {
             throw new ArgumentOutOfRangeException(nameof(WorkerThreadsPerConnection), WorkerThreadsPerConnection, "must be between 1 and 64");
+        }
+
+        if (BusyPollMicroseconds < 0 || BusyPollMicroseconds > BusyPollMicrosecondsCeiling)
+        {
+            throw new ArgumentOutOfRangeException(nameof(BusyPollMicroseconds), BusyPollMicroseconds, "must be between 0 and 1000");
         }
 
         if (MaxPayload < MaxPayloadFloor || MaxPayload > MaxPayloadCeiling)

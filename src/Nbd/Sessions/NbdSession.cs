@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics;
 using System.Net.Security;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
@@ -17,7 +18,10 @@ namespace Nbd.Sessions;
 /// synchronous device call and answers (queued for whoever holds <see cref="_sendLock"/>, or sent under it, see
 /// <see cref="Reply"/>), while the next thread is already reading. So a request is never handed from thread to
 /// thread: at queue depth 1 the thread the data woke runs it at once, and at depth 32 as many requests run at
-/// once as there are threads. Replies go out in completion order (any order is allowed); small ones are copied
+/// once as there are threads. With nothing buffered, the thread that takes the read turn polls the socket
+/// briefly before it blocks in recv (<see cref="NbdServerOptions.BusyPollMicroseconds"/>), but only while a CPU
+/// is free for it (<see cref="RunQueue"/>): a client at queue depth 1 sends its next request within that, and
+/// finds a thread running instead of one to wake. Replies go out in completion order (any order is allowed); small ones are copied
 /// into the reply queue and sent in batches, READ data over 16 KiB goes from the slot buffer to the socket with
 /// its header written in front of it. A refused request is answered without touching the device. Both turns
 /// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem.
@@ -69,6 +73,7 @@ internal sealed class NbdSession
     private readonly NbdServerOptions _options;
     private readonly int _threadCount;
     private readonly int _maxInFlight;
+    private readonly long _busyPollTicks;
     private readonly FutexLock _readLock = new();
     private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
@@ -108,6 +113,7 @@ internal sealed class NbdSession
             _device.SupportsFastZero);
         _threadCount = Math.Min(options.WorkerThreadsPerConnection, options.MaxInFlightPerConnection);
         _maxInFlight = options.MaxInFlightPerConnection;
+        _busyPollTicks = Stopwatch.Frequency * options.BusyPollMicroseconds / 1_000_000;
     }
 
     /// <summary>Requests read and not yet answered.</summary>
@@ -242,6 +248,11 @@ internal sealed class NbdSession
 
     private bool ReadRequest(RequestSlot slot)
     {
+        if (_busyPollTicks != 0 && _receiveEnd == _receiveStart && _stream is BlockingSocketStream plain && _options.BusyPollGate())
+        {
+            BusyPoll(plain);
+        }
+
         if (!ReceiveExact(_header))
         {
             return false;
@@ -294,6 +305,18 @@ internal sealed class NbdSession
 
         Interlocked.Increment(ref _inFlight);
         return true;
+    }
+
+    /// <summary>With nothing buffered and a CPU free, polls the socket for up to
+    /// <see cref="NbdServerOptions.BusyPollMicroseconds"/> before the receive blocks (see there), yielding the CPU
+    /// between looks.</summary>
+    private void BusyPoll(BlockingSocketStream plain)
+    {
+        long deadline = Stopwatch.GetTimestamp() + _busyPollTicks;
+        while (!plain.HasPendingInput() && Stopwatch.GetTimestamp() < deadline)
+        {
+            Thread.Yield();
+        }
     }
 
     /// <summary>Fills <paramref name="destination"/> from the receive buffer and then the socket. What is left

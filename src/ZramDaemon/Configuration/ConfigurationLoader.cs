@@ -103,10 +103,11 @@ public static partial class ConfigurationLoader
             case "max-in-flight": daemon.MaxInFlight = value; break;
             case "max-payload": daemon.MaxPayload = value; break;
             case "handshake-timeout": daemon.HandshakeTimeout = value; break;
+            case "busy-poll": daemon.BusyPoll = value; break;
             default:
                 throw value.Fail(IsDeviceKey(key)
                     ? "unknown key in [zramd]: this is a device setting, put it under [zram0] (or another [zramN])"
-                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, max-payload, handshake-timeout");
+                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, max-payload, handshake-timeout, busy-poll");
         }
     }
 
@@ -159,6 +160,7 @@ public static partial class ConfigurationLoader
         daemon.MaxInFlight = Env(facts, "ZRAMD_MAX_IN_FLIGHT") ?? daemon.MaxInFlight;
         daemon.MaxPayload = Env(facts, "ZRAMD_MAX_PAYLOAD") ?? daemon.MaxPayload;
         daemon.HandshakeTimeout = Env(facts, "ZRAMD_HANDSHAKE_TIMEOUT") ?? daemon.HandshakeTimeout;
+        daemon.BusyPoll = Env(facts, "ZRAMD_BUSY_POLL") ?? daemon.BusyPoll;
         Setting? size = Env(facts, "ZRAMD_SIZE");
         Setting? algorithm = Env(facts, "ZRAMD_ALGORITHM");
         Setting? memLimit = Env(facts, "ZRAMD_MEM_LIMIT");
@@ -352,6 +354,14 @@ public static partial class ConfigurationLoader
             throw timeoutSetting.Fail("a whole number of seconds from 1 to 3600 is required (e.g. 30 or 30s)");
         }
 
+        int busyPoll = NbdServerOptions.DefaultBusyPollMicroseconds;
+        if (daemon.BusyPoll is { } pollSetting
+            && (!int.TryParse(pollSetting.Value.EndsWith("us", StringComparison.Ordinal) ? pollSetting.Value[..^2] : pollSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out busyPoll)
+                || busyPoll > NbdServerOptions.BusyPollMicrosecondsCeiling))
+        {
+            throw pollSetting.Fail("a whole number of microseconds from 0 (off) to 1000 is required (e.g. 50 or 50us)");
+        }
+
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
         foreach (DeviceValues device in devices)
@@ -380,6 +390,7 @@ public static partial class ConfigurationLoader
             MaxInFlightPerConnection = maxInFlight,
             MaxPayload = maxPayload,
             HandshakeTimeout = TimeSpan.FromSeconds(handshakeSeconds),
+            BusyPollMicroseconds = busyPoll,
             RamMiB = facts.RamMiB,
             Devices = built,
         };
@@ -700,6 +711,7 @@ public static partial class ConfigurationLoader
         public Setting? MaxInFlight { get; set; }
         public Setting? MaxPayload { get; set; }
         public Setting? HandshakeTimeout { get; set; }
+        public Setting? BusyPoll { get; set; }
     }
 
     private sealed class DeviceValues(string name)

@@ -49,6 +49,9 @@ public sealed record ZramdConfiguration
     /// <summary>Time an NBD client has from connecting to entering transmission.</summary>
     public TimeSpan HandshakeTimeout { get; init; } = TimeSpan.FromSeconds(Nbd.NbdServerOptions.DefaultHandshakeTimeoutSeconds);
 
+    /// <summary>Microseconds a connection's reading thread polls its socket before it blocks (0: off).</summary>
+    public int BusyPollMicroseconds { get; init; } = Nbd.NbdServerOptions.DefaultBusyPollMicroseconds;
+
     /// <summary>mlockall at start; default on when running as root.</summary>
     public bool LockMemory { get; init; }
 

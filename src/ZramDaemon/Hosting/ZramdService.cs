@@ -99,6 +99,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 MaxInFlightPerConnection = _config.MaxInFlightPerConnection,
                 MaxPayload = _config.MaxPayload,
                 HandshakeTimeout = _config.HandshakeTimeout,
+                BusyPollMicroseconds = _config.BusyPollMicroseconds,
                 TlsMode = _config.TlsMode,
                 TlsCertificate = _config.TlsCertificate,
 

@@ -272,6 +272,9 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\nhandshake-timeout = 2m", "[zramd] handshake-timeout = '2m': a whole number of seconds" },
         { "[zramd]\nhandshake-timeout = 3601", "[zramd] handshake-timeout = '3601': a whole number of seconds" },
         { "[zramd]\nhandshake-timeout = -5", "[zramd] handshake-timeout = '-5': a whole number of seconds" },
+        { "[zramd]\nbusy-poll = 1001", "[zramd] busy-poll = '1001': a whole number of microseconds from 0 (off) to 1000" },
+        { "[zramd]\nbusy-poll = -1", "[zramd] busy-poll = '-1': a whole number of microseconds" },
+        { "[zramd]\nbusy-poll = 50ms", "[zramd] busy-poll = '50ms': a whole number of microseconds" },
         { "[zramd]\nmax-sessions = 5", "[zramd] max-sessions = '5': unknown key: [zramd] takes" },
         { "[zram0]\nmax-payload = 1M", "[zram0] max-payload = '1M': unknown key: a device takes" },
     };
@@ -311,17 +314,19 @@ public sealed class ConfigurationLoaderTests : IDisposable
     public void Nbd_limits_default_to_the_servers_and_come_from_the_file_then_the_environment()
     {
         ZramdConfiguration defaults = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")));
-        Assert.Equal((256, 64, 32 << 20, TimeSpan.FromSeconds(30)),
-            (defaults.MaxConnections, defaults.MaxInFlightPerConnection, defaults.MaxPayload, defaults.HandshakeTimeout));
+        Assert.Equal((256, 64, 32 << 20, TimeSpan.FromSeconds(30), 50),
+            (defaults.MaxConnections, defaults.MaxInFlightPerConnection, defaults.MaxPayload, defaults.HandshakeTimeout, defaults.BusyPollMicroseconds));
 
-        string path = WriteConfig("[zramd]\nmax-connections = 8\nmax-in-flight = 2\nmax-payload = 1M\nhandshake-timeout = 5s\n");
+        string path = WriteConfig("[zramd]\nmax-connections = 8\nmax-in-flight = 2\nmax-payload = 1M\nhandshake-timeout = 5s\nbusy-poll = 0\n");
         ZramdConfiguration file = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
-        Assert.Equal((8, 2, 1 << 20, TimeSpan.FromSeconds(5)), (file.MaxConnections, file.MaxInFlightPerConnection, file.MaxPayload, file.HandshakeTimeout));
+        Assert.Equal((8, 2, 1 << 20, TimeSpan.FromSeconds(5), 0),
+            (file.MaxConnections, file.MaxInFlightPerConnection, file.MaxPayload, file.HandshakeTimeout, file.BusyPollMicroseconds));
 
         ZramdConfiguration env = Load(
-            Facts(env: [("XDG_RUNTIME_DIR", "/run/user/1"), ("ZRAMD_MAX_CONNECTIONS", "1"), ("ZRAMD_MAX_IN_FLIGHT", "4096"), ("ZRAMD_MAX_PAYLOAD", "4096"), ("ZRAMD_HANDSHAKE_TIMEOUT", "3600")]),
+            Facts(env: [("XDG_RUNTIME_DIR", "/run/user/1"), ("ZRAMD_MAX_CONNECTIONS", "1"), ("ZRAMD_MAX_IN_FLIGHT", "4096"), ("ZRAMD_MAX_PAYLOAD", "4096"), ("ZRAMD_HANDSHAKE_TIMEOUT", "3600"), ("ZRAMD_BUSY_POLL", "1000us")]),
             new CommandLineSettings { ConfigPath = path });
-        Assert.Equal((1, 4096, 4096, TimeSpan.FromHours(1)), (env.MaxConnections, env.MaxInFlightPerConnection, env.MaxPayload, env.HandshakeTimeout));
+        Assert.Equal((1, 4096, 4096, TimeSpan.FromHours(1), 1000),
+            (env.MaxConnections, env.MaxInFlightPerConnection, env.MaxPayload, env.HandshakeTimeout, env.BusyPollMicroseconds));
 
         var bad = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MAX_PAYLOAD", "0")])));
         Assert.Equal("environment variable ZRAMD_MAX_PAYLOAD = '0': the largest READ or WRITE payload must be from 4K to 1G", bad.Message);
