@@ -10,6 +10,10 @@ internal static class ThrowHelper
         throw new ArgumentOutOfRangeException(nameof(size), size, $"An object is 1..{ZsPool.MaxObjectSize} bytes.");
 
     [DoesNotReturn]
+    public static void ThrowSizesMismatch(int handles, int sizes) =>
+        throw new ArgumentException($"{handles} handles but {sizes} sizes.", nameof(sizes));
+
+    [DoesNotReturn]
     public static void ThrowForeignHandle(uint handle) =>
         throw new ArgumentException($"0x{handle:x8} is not a handle of this pool.", nameof(handle));
 

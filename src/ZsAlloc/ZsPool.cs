@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics.X86;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ZsAlloc.Deferred;
@@ -99,7 +100,7 @@ public sealed unsafe class ZsPool : IDisposable
         _huge = _classes[^1];
         Debug.Assert(_huge.IsHuge && _huge.Size == SizeClassTable.PageSize);
         HugeClassSize = _table.HugeClassSize - HeaderSize;
-        _deferred = new DeferredFreeQueue(options.DeferredFreeCapacity, FreeQueued,
+        _deferred = new DeferredFreeQueue(options.DeferredFreeCapacity, FreeQueued, PrefetchFrees,
             e => ZsPoolLog.DeferredFreeFailed(_logger, _name, e));
     }
 
@@ -265,6 +266,74 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>
+    /// zs_free_deferred for a batch (the objects of a discarded range): the handles go into the queue in one lock hold,
+    /// and whatever it cannot take (full by handles or bytes) is freed now, so none is ever dropped.
+    /// <paramref name="sizes"/> are the objects' payload sizes (as allocated), which the caller records anyway: with
+    /// them, the request path touches no handle cell. The cells are not marked FreePending either (the random cell
+    /// touch that made a deferred free cost about as much as a free): the caller vouches that nothing uses these
+    /// handles any more, so a second free or a read of one is refused only once the drain has freed it. Compaction
+    /// may still move a queued object (its cell is rewritten, the drain frees it where it is then).
+    /// </summary>
+    public void FreeDeferred(ReadOnlySpan<uint> handles, ReadOnlySpan<int> sizes)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (sizes.Length != handles.Length)
+        {
+            ThrowHelper.ThrowSizesMismatch(handles.Length, sizes.Length);
+        }
+
+        Span<int> bytes = stackalloc int[DeferredBatch];
+        while (!handles.IsEmpty)
+        {
+            int n = Math.Min(handles.Length, DeferredBatch);
+            int taken = 0;
+            if (_deferred.Capacity > 0)
+            {
+                for (int i = 0; i < n; i++)
+                {
+                    // The checks a free would make without reading the cell: the handle names a cell, the size an object.
+                    if (HandleCell.CellOf(handles[i]) >= _handles.Created)
+                    {
+                        ThrowHelper.ThrowForeignHandle(handles[i]);
+                    }
+
+                    bytes[i] = SlotBytes(sizes[i]);
+                }
+
+                taken = _deferred.Enqueue(handles[..n], bytes[..n]);
+            }
+
+            FreeNow(handles[taken..n]);
+
+            handles = handles[n..];
+            sizes = sizes[n..];
+        }
+    }
+
+    /// <summary>Handles a batched <see cref="FreeDeferred(ReadOnlySpan{uint}, ReadOnlySpan{int})"/> queues per lock hold.</summary>
+    private const int DeferredBatch = 256;
+
+    /// <summary>Handles whose misses <see cref="PrefetchFrees"/> overlaps at once: enough to keep the CPU's line fill
+    /// buffers busy, few enough that what it loads is still cached when the frees come.</summary>
+    private const int PrefetchBatch = 32;
+
+    /// <summary>Frees unmarked handles synchronously (what a batch's queue did not take), prefetching as the drain does.</summary>
+    private void FreeNow(ReadOnlySpan<uint> handles)
+    {
+        while (!handles.IsEmpty)
+        {
+            ReadOnlySpan<uint> batch = handles[..Math.Min(handles.Length, PrefetchBatch)];
+            PrefetchFrees(batch);
+            foreach (uint handle in batch)
+            {
+                FreeCore(handle, queued: false);
+            }
+
+            handles = handles[batch.Length..];
+        }
+    }
+
+    /// <summary>
     /// Most bytes that objects waiting in the deferred-free queue may hold (their slots' sizes); past it frees are
     /// synchronous. long.MaxValue (the default): only <see cref="ZsPoolOptions.DeferredFreeCapacity"/> bounds it.
     /// The owner of a memory limit sets it so that garbage alone cannot crowd live data out of the limit while
@@ -277,7 +346,15 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>The bytes an object of <paramref name="size"/> payload bytes takes in its zspage (header included).</summary>
-    private int SlotBytes(int size) => size >= HugeClassSize ? _huge.Size : _classes[_table.ClassIndexFor(size + HeaderSize)].Size;
+    private int SlotBytes(int size)
+    {
+        if ((uint)(size - 1) >= MaxObjectSize)
+        {
+            ThrowHelper.ThrowSizeOutOfRange(size);
+        }
+
+        return size >= HugeClassSize ? _huge.Size : _classes[_table.ClassIndexFor(size + HeaderSize)].Size;
+    }
 
     /// <summary>
     /// Keeps an 8-byte word in a handle cell of its own, with no object (zram's same-filled pages): 8 bytes of
@@ -555,7 +632,54 @@ public sealed unsafe class ZsPool : IDisposable
         _handles.Dispose();
     }
 
-    private void FreeQueued(uint handle) => FreeCore(handle, queued: true);
+    /// <summary>The drain's free: <paramref name="marked"/> is false for a batch's handles, whose cells were not marked.</summary>
+    private void FreeQueued(uint handle, bool marked) => FreeCore(handle, queued: marked);
+
+    /// <summary>
+    /// Before the drain frees a batch: starts loading each object's slot header and page owner entry, then its zspage
+    /// descriptor, which the frees write or read. The objects of a batch lie anywhere in the pool, so each free would
+    /// otherwise wait for its own cache (and, in a VM, TLB) misses one after the other; prefetched, they overlap.
+    /// Touches nothing it should not: a handle that names no cell or a free one is skipped (its free reports it).
+    /// </summary>
+    private void PrefetchFrees(ReadOnlySpan<uint> handles)
+    {
+        if (!Sse.IsSupported)
+        {
+            return;
+        }
+
+        uint created = _handles.Created;
+        long mapped = (long)_pages.ArenaCount << PageSource.ArenaByteShift;
+        Span<int> pages = stackalloc int[handles.Length];
+        for (int i = 0; i < handles.Length; i++)
+        {
+            pages[i] = -1;
+            uint cell = HandleCell.CellOf(handles[i]);
+            if (cell < created)
+            {
+                ulong c = Volatile.Read(ref *_handles.Cell(cell));
+                long location = HandleCell.LocationOf(c);
+                // Within the arenas: a word cell passed here by mistake holds any value, and its free must be the
+                // one to report it.
+                if ((c & HandleCell.Allocated) != 0 && location < mapped)
+                {
+                    pages[i] = (int)(location >> PageShift);
+                    // In bounds: the location lies in a mapped arena (an object's slot, unless misused); a prefetch never faults.
+                    Sse.Prefetch0(_pages.Address(location));
+                    Sse.Prefetch0(_pages.OwnerAddress(pages[i]));
+                }
+            }
+        }
+
+        for (int i = 0; i < handles.Length; i++)
+        {
+            int owner = pages[i] < 0 ? -1 : _pages.OwnerOf(pages[i]);
+            if (owner >= 0)
+            {
+                Sse.Prefetch0(_zspages[owner]);
+            }
+        }
+    }
 
     /// <summary>Returns the handle's cell, or throws if the handle cannot be one of this pool's.</summary>
     /// <summary>In bounds: every client of the pool's cells comes through here, and a cell index at or above

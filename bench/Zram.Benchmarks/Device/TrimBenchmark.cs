@@ -12,7 +12,10 @@ namespace Zram.Benchmarks.Device;
 /// and time only the trims, with the deferred-free queue (the default capacity) and without it (capacity 0:
 /// every free synchronous), alternating in one run. Over NBD (scripts/bench/compare.sh) the same trims take
 /// fio's round trips as well, which hide the frees.
-/// Usage: Zram.Benchmarks trim [--rounds N] [--extent-kib K] [--threads T] [FILE]   (default: the swap-like corpus)
+/// After the trims, the frees still queued are flushed and timed too ("flush ms"): the work the queue moved off the
+/// requests. --queue N sets the capacity of the "on" runs (default the daemon's), e.g. large enough to hold every
+/// trimmed handle, to see what a deferred free costs on the request path alone.
+/// Usage: Zram.Benchmarks trim [--rounds N] [--extent-kib K] [--threads T] [--queue N] [FILE]   (default: the swap-like corpus)
 /// </summary>
 internal static class TrimBenchmark
 {
@@ -24,6 +27,7 @@ internal static class TrimBenchmark
         int rounds = 5;
         int extentKiB = 256;
         int threads = 4;
+        int queue = DefaultQueue;
         string? file = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -32,6 +36,7 @@ internal static class TrimBenchmark
                 case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--extent-kib": extentKiB = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--threads": threads = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--queue": queue = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 default: file = args[i]; break;
             }
         }
@@ -45,8 +50,8 @@ internal static class TrimBenchmark
         var random = new Random(1);
         long[] order = Enumerable.Range(0, (int)extents).Select(e => e * extent).OrderBy(_ => random.Next()).Take((int)(extents / 2)).ToArray();
 
-        Console.WriteLine($"trimming {order.Length} random {extentKiB} KiB extents (half of {size >> 20} MiB) on {threads} threads, {rounds} rounds");
-        Console.WriteLine($"{"round",5} {"queue",6} {"trim ms",9} {"us/extent",10} {"ns/slot",8} {"queued at end",14}");
+        Console.WriteLine($"trimming {order.Length} random {extentKiB} KiB extents (half of {size >> 20} MiB) on {threads} threads, {rounds} rounds, queue {queue} when on");
+        Console.WriteLine($"{"round",5} {"queue",6} {"trim ms",9} {"us/extent",10} {"ns/slot",8} {"queued at end",14} {"flush ms",9}");
         var times = new Dictionary<bool, List<double>> { [true] = [], [false] = [] };
         for (int round = 1; round <= rounds; round++)
         {
@@ -57,7 +62,7 @@ internal static class TrimBenchmark
                     Name = "zram0",
                     DiskSize = size,
                     Algorithm = "lz4",
-                    DeferredFreeCapacity = deferred ? DefaultQueue : 0,
+                    DeferredFreeCapacity = deferred ? queue : 0,
                 }, NullLoggerFactory.Instance);
                 DeviceMemoryBenchmark.WriteThroughApi(device, file);
                 GC.Collect();
@@ -91,9 +96,12 @@ internal static class TrimBenchmark
 
                 double ms = Stopwatch.GetElapsedTime(begin).TotalMilliseconds;
                 long queued = device.GetStats().DeferredFreeDepth;
+                long flushBegin = Stopwatch.GetTimestamp();
+                device.FlushDeferredFrees();
+                double flushMs = Stopwatch.GetElapsedTime(flushBegin).TotalMilliseconds;
                 times[deferred].Add(ms);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{round,5} {(deferred ? "on" : "off"),6} {ms,9:F1} {ms * 1000 / order.Length,10:F1} {ms * 1e6 / (order.Length * (extent / 4096)),8:F0} {queued,14}"));
+                    $"{round,5} {(deferred ? "on" : "off"),6} {ms,9:F1} {ms * 1000 / order.Length,10:F1} {ms * 1e6 / (order.Length * (extent / 4096)),8:F0} {queued,14} {flushMs,9:F1}"));
             }
         }
 

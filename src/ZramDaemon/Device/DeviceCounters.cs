@@ -22,40 +22,21 @@ internal sealed class DeviceCounters
     /// <summary>Applies the change of one slot from <paramref name="oldInfo"/> to <paramref name="newInfo"/>.</summary>
     public void Replace(uint oldInfo, uint newInfo)
     {
-        long stored = Stored(newInfo) - Stored(oldInfo);
-        long compr = ObjectBytes(newInfo) - ObjectBytes(oldInfo);
-        long same = Flag(newInfo, SlotInfo.Same) - Flag(oldInfo, SlotInfo.Same);
-        long huge = Flag(newInfo, SlotInfo.Huge) - Flag(oldInfo, SlotInfo.Huge);
-        long dictionary = SlotInfo.UsesDictionary(newInfo) - SlotInfo.UsesDictionary(oldInfo);
-        if (dictionary != 0)
-        {
-            Interlocked.Add(ref DictionaryPages, dictionary);
-        }
-        // Most writes replace a stored page with another of the same kind: touch only what changes.
-        if (stored != 0)
-        {
-            Interlocked.Add(ref PagesStored, stored);
-        }
+        var delta = default(CounterDelta);
+        delta.Add(oldInfo, newInfo);
+        Apply(in delta);
+    }
 
-        if (compr != 0)
-        {
-            Interlocked.Add(ref ComprDataSize, compr);
-        }
-
-        if (same != 0)
-        {
-            Interlocked.Add(ref SamePages, same);
-        }
-
-        if (huge != 0)
-        {
-            Interlocked.Add(ref HugePages, huge);
-        }
-
-        if ((newInfo & SlotInfo.Huge) != 0)
-        {
-            Interlocked.Increment(ref HugePagesSince);
-        }
+    /// <summary>Applies summed slot changes; most writes replace a stored page with another of the same kind, so only
+    /// what changed is touched.</summary>
+    public void Apply(in CounterDelta delta)
+    {
+        AddIfNonZero(ref PagesStored, delta.Stored);
+        AddIfNonZero(ref ComprDataSize, delta.Compr);
+        AddIfNonZero(ref SamePages, delta.Same);
+        AddIfNonZero(ref HugePages, delta.Huge);
+        AddIfNonZero(ref HugePagesSince, delta.HugeSince);
+        AddIfNonZero(ref DictionaryPages, delta.Dictionary);
     }
 
     /// <summary>Zeroes what counts events (not what describes the stored data), as a device reset does.</summary>
@@ -69,9 +50,11 @@ internal sealed class DeviceCounters
         Interlocked.Exchange(ref DiscardedPages, 0);
     }
 
-    private static long Stored(uint info) => (info & SlotInfo.Written) != 0 ? 1 : 0;
-
-    private static long ObjectBytes(uint info) => SlotInfo.HasObject(info) ? SlotInfo.Size(info) : 0;
-
-    private static long Flag(uint info, uint flag) => (info & flag) != 0 ? 1 : 0;
+    private static void AddIfNonZero(ref long counter, long delta)
+    {
+        if (delta != 0)
+        {
+            Interlocked.Add(ref counter, delta);
+        }
+    }
 }

@@ -44,6 +44,32 @@ internal sealed class SlotTable
     /// <summary>Changes only the slot's info (idle age, recompressed); its lock is held and stays held.</summary>
     public void SetInfo(int index, uint info) => Volatile.Write(ref _slots[index].Info, info | SlotInfo.Locked);
 
+    /// <summary>
+    /// Empties the slot (unwritten again) and returns what it held: what Lock, Set(index, 0, 0), Unlock do, in one
+    /// compare-and-swap of the whole 8-byte slot when it is not locked (a discarded range does this for every slot).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Take(int index, out uint value, out uint info)
+    {
+        ref ulong word = ref Unsafe.As<Slot, ulong>(ref _slots[index]);
+        ulong slot = Volatile.Read(ref word);
+        if ((slot & LockedInSlot) == 0 && Interlocked.CompareExchange(ref word, 0, slot) == slot)
+        {
+            value = (uint)slot;
+            info = (uint)(slot >> 32);
+            return;
+        }
+
+        Lock(index);
+        value = Value(index);
+        info = Info(index);
+        Set(index, 0, 0);
+        Unlock(index);
+    }
+
+    /// <summary>The lock bit where it sits in the slot read as one little-endian 8-byte word (Info is the high half).</summary>
+    private const ulong LockedInSlot = (ulong)SlotInfo.Locked << 32;
+
     /// <summary>A lock-free snapshot of the slot's info, without the lock bit (for extents and stats scans).</summary>
     public uint PeekInfo(int index) => Volatile.Read(ref _slots[index].Info) & ~SlotInfo.Locked;
 

@@ -531,7 +531,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0)
             {
-                ClearSlot(index, deferred: false);
+                ClearSlot(index);
             }
         }
 
@@ -1516,7 +1516,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _backing!.Free(value);
         }
-        else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle))
+        else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle, out _))
         {
             if (deferred)
             {
@@ -1529,13 +1529,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
-    /// <summary>Empties the slot (unwritten again); returns whether it held data.</summary>
-    private bool ClearSlot(int index, bool deferred)
+    /// <summary>Empties the slot (unwritten again) and frees what it held now.</summary>
+    private void ClearSlot(int index)
     {
-        Swap(index, 0, 0, lockHeld: false, out uint oldInfo, out uint oldValue);
-        Release(oldInfo, oldValue, deferred);
+        _slots.Take(index, out uint oldValue, out uint oldInfo);
+        Release(oldInfo, oldValue, deferred: false);
         _counters.Replace(oldInfo, 0);
-        return (oldInfo & SlotInfo.Written) != 0;
     }
 
     private NbdError Allocate(int size, out uint handle)
@@ -1665,19 +1664,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             int index = (int)(offset >> PageShift);
             int inPage = (int)(offset & PageMask);
-            int n = (int)Math.Min(PageSize - inPage, end - offset);
-            if (n == PageSize)
+            if (inPage == 0 && end - offset >= PageSize)
             {
-                ZeroSlot(index, keepAllocated, discard);
+                int count = (int)Math.Min((end - offset) >> PageShift, ZeroBatch);
+                ZeroSlots(index, count, keepAllocated, discard);
+                offset += (long)count << PageShift;
+                continue;
             }
-            else
+
+            int n = (int)Math.Min(PageSize - inPage, end - offset);
+            NbdError error = ZeroPartial(index, inPage, n);
+            if (error != NbdError.None)
             {
-                NbdError error = ZeroPartial(index, inPage, n);
-                if (error != NbdError.None)
-                {
-                    Interlocked.Increment(ref _counters.FailedWrites);
-                    return error;
-                }
+                Interlocked.Increment(ref _counters.FailedWrites);
+                return error;
             }
 
             offset += n;
@@ -1686,25 +1686,80 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return NbdError.None;
     }
 
-    private void ZeroSlot(int index, bool keepAllocated, bool discard)
+    /// <summary>Whole slots <see cref="ZeroSlots"/> empties before it hands their objects to the pool (1 MiB).</summary>
+    private const int ZeroBatch = 256;
+
+    /// <summary>
+    /// Empties <paramref name="count"/> whole slots (or makes them zero-filled, NO_HOLE), doing per slot only what must
+    /// be done under it: take its contents (one compare-and-swap) and note its object. The objects then go to the pool's
+    /// deferred-free queue in one batch (<see cref="ZsPool.FreeDeferred(ReadOnlySpan{uint}, ReadOnlySpan{int})"/>:
+    /// one lock hold, no handle cell touched; what the queue cannot take, or all of it with the queue off, is freed
+    /// synchronously there), and the counters change by one atomic add each for the batch. Words, written-back blocks and
+    /// dedup references are released as one slot's would be; a dedup entry's object is freed (batched with the others)
+    /// only when its last reference goes, so the other slots sharing it keep their data.
+    /// </summary>
+    private void ZeroSlots(int first, int count, bool keepAllocated, bool discard)
     {
+        Span<uint> handles = stackalloc uint[ZeroBatch];
+        Span<int> sizes = stackalloc int[ZeroBatch];
+        int objects = 0;
+        long discarded = 0;
+        var delta = default(CounterDelta);
+        uint newInfo = keepAllocated ? SlotInfo.SameFilled() : 0;
+        for (int index = first; index < first + count; index++)
+        {
+            uint oldInfo, oldValue;
+            if (keepAllocated)
+            {
+                // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
+                Swap(index, newInfo, 0, lockHeld: false, out oldInfo, out oldValue);
+            }
+            else
+            {
+                if ((_slots.PeekInfo(index) & SlotInfo.Written) == 0)
+                {
+                    continue;
+                }
+
+                _slots.Take(index, out oldValue, out oldInfo);
+                if ((oldInfo & SlotInfo.Written) == 0)
+                {
+                    continue;
+                }
+
+                discarded++;
+            }
+
+            delta.Add(oldInfo, newInfo);
+            uint handle = oldValue;
+            uint objectInfo = oldInfo;
+            if (SlotInfo.IsDeduped(oldInfo))
+            {
+                if (!_dedup!.Release((int)oldValue, out handle, out objectInfo))
+                {
+                    continue;
+                }
+            }
+            else if (!SlotInfo.HasObject(oldInfo))
+            {
+                Release(oldInfo, oldValue, deferred: true);
+                continue;
+            }
+
+            handles[objects] = handle;
+            sizes[objects++] = SlotInfo.Size(objectInfo);
+        }
+
+        _pool.FreeDeferred(handles[..objects], sizes[..objects]);
+        _counters.Apply(in delta);
         if (discard)
         {
-            Interlocked.Increment(ref _counters.NotifyFree);
+            Interlocked.Add(ref _counters.NotifyFree, count);
         }
 
-        if (keepAllocated)
+        if (discarded != 0)
         {
-            // NO_HOLE: a stored zero page, which costs nothing in the pool (same-filled with value 0).
-            Swap(index, SlotInfo.SameFilled(), 0, lockHeld: false, out uint oldInfo, out uint oldValue);
-            Release(oldInfo, oldValue, deferred: true);
-            _counters.Replace(oldInfo, SlotInfo.SameFilled());
-            return;
-        }
-
-        if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0 && ClearSlot(index, deferred: true))
-        {
-            Interlocked.Increment(ref _counters.DiscardedPages);
+            Interlocked.Add(ref _counters.DiscardedPages, discarded);
         }
     }
 

@@ -11,6 +11,9 @@ namespace ZsAlloc.Deferred;
 /// the scheduler does; past either bound frees are synchronous. When the queue reaches half its capacity or
 /// half its byte budget a background work item drains it, taking up to 32 handles per lock hold (the kernel's
 /// workqueue takes one).
+/// A discarded range comes as one batch (<see cref="Enqueue(ReadOnlySpan{uint}, ReadOnlySpan{int})"/>): one lock hold
+/// for all of its handles, whose cells the pool did not mark pending (the entry says so, and the drain frees them
+/// accordingly).
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
 /// The entries are a mapping touched only as the queue fills: <see cref="MetadataBytes"/> counts the pages
@@ -19,8 +22,8 @@ namespace ZsAlloc.Deferred;
 /// </summary>
 internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 {
-    /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in the high 32. Mapped
-    /// (zero-filled, resident only where written); null with a capacity of 0.</summary>
+    /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in bits 32..62, and
+    /// <see cref="Unmarked"/>. Mapped (zero-filled, resident only where written); null with a capacity of 0.</summary>
     private readonly ulong* _entries;
     private readonly int _capacity;
 
@@ -31,11 +34,15 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     // Most entries in use since the pages past them were last given back (under the lock): what is resident.
     private int _touched;
 
+    /// <summary>An entry of a batch: its cell was not marked FreePending (the caller vouched that nothing uses it).</summary>
+    private const ulong Unmarked = 1UL << 63;
+
     // Handles taken off per lock hold by a drain: one lock round trip per 32 frees instead of per free, and a
     // writer's TryEnqueue finds the lock held (and frees synchronously) less often.
     private const int DrainBatch = 32;
     private readonly Lock _lock = new();
-    private readonly Action<uint> _free;
+    private readonly Action<uint, bool> _free;
+    private readonly Prefetch _prefetch;
     private readonly Action<Exception> _onError;
     private readonly int _threshold;
     private int _count;
@@ -47,9 +54,10 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     private volatile bool _closed;
 
     /// <param name="capacity">Handles the queue holds; 0 makes every deferred free synchronous.</param>
-    /// <param name="free">Frees one queued handle.</param>
+    /// <param name="free">Frees one queued handle; the flag says whether its cell was marked FreePending.</param>
+    /// <param name="prefetch">Told the handles of a drained batch before they are freed one by one.</param>
     /// <param name="onError">Told about a handle the background worker failed to free.</param>
-    public DeferredFreeQueue(int capacity, Action<uint> free, Action<Exception> onError)
+    public DeferredFreeQueue(int capacity, Action<uint, bool> free, Prefetch prefetch, Action<Exception> onError)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
         _capacity = capacity;
@@ -57,8 +65,12 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         _entries = capacity == 0 ? null : (ulong*)MemoryMap.Map(MappedBytes);
         _threshold = Math.Max(1, capacity / 2);
         _free = free;
+        _prefetch = prefetch;
         _onError = onError;
     }
+
+    /// <summary>Starts loading what freeing these handles will touch, so that their cache misses overlap.</summary>
+    public delegate void Prefetch(ReadOnlySpan<uint> handles);
 
     public int Capacity => _capacity;
 
@@ -123,6 +135,79 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         if (kick)
         {
             Schedule();
+        }
+
+        return true;
+    }
+
+    /// <summary>
+    /// Queues a batch of handles whose cells were not marked pending, each with the bytes its object holds, in one
+    /// lock hold. Returns how many it took, from the start of the batch, within the capacity and the byte budget: the
+    /// caller frees the rest now. Tries the lock a few times before giving up (a drain holds it only to copy 32
+    /// entries, far less time than freeing a batch synchronously takes), but never waits for it: a holder that lost
+    /// its CPU on a loaded machine must not stall every discarding thread behind it.
+    /// </summary>
+    public int Enqueue(ReadOnlySpan<uint> handles, ReadOnlySpan<int> bytes)
+    {
+        if (!TryEnterBriefly())
+        {
+            return 0;
+        }
+
+        int taken = 0;
+        long added = 0;
+        bool kick;
+        try
+        {
+            if (_closed)
+            {
+                return 0;
+            }
+
+            long budget = Interlocked.Read(ref _byteBudget);
+            long room = budget - _bytes;
+            int most = Math.Min(handles.Length, _limit - _count);
+            // In bounds: _count + most <= _limit <= capacity, the mapped entries (0 once Close unmapped them).
+            var entries = new Span<ulong>(_entries + _count, Math.Max(0, most));
+            for (; taken < most && added + bytes[taken] <= room; taken++)
+            {
+                added += bytes[taken];
+                entries[taken] = handles[taken] | ((ulong)(uint)bytes[taken] << 32) | Unmarked;
+            }
+
+            _count += taken;
+            if (_count > _touched)
+            {
+                Volatile.Write(ref _touched, _count);
+            }
+
+            Interlocked.Add(ref _bytes, added);
+            kick = _count >= _threshold || _bytes > budget / 2;
+        }
+        finally
+        {
+            _lock.Exit();
+        }
+
+        if (kick)
+        {
+            Schedule();
+        }
+
+        return taken;
+    }
+
+    private bool TryEnterBriefly()
+    {
+        var spin = default(SpinWait);
+        while (!_lock.TryEnter())
+        {
+            if (spin.NextSpinWillYield)
+            {
+                return false;
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
         }
 
         return true;
@@ -216,7 +301,8 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 
     private void Drain()
     {
-        Span<uint> batch = stackalloc uint[DrainBatch];
+        Span<ulong> batch = stackalloc ulong[DrainBatch];
+        Span<uint> handles = stackalloc uint[DrainBatch];
         while (true)
         {
             int taken;
@@ -233,8 +319,9 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
                 {
                     // In bounds: 0 <= --_count < what TryEnqueue wrote, under the lock.
                     ulong entry = _entries[--_count];
-                    batch[i] = (uint)entry;
-                    bytes += (long)(entry >> 32);
+                    batch[i] = entry;
+                    handles[i] = (uint)entry;
+                    bytes += (long)((entry & ~Unmarked) >> 32);
                 }
 
                 Interlocked.Add(ref _inFlight, taken);
@@ -242,11 +329,12 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 
             try
             {
+                _prefetch(handles[..taken]);
                 for (int i = 0; i < taken; i++)
                 {
                     try
                     {
-                        _free(batch[i]);
+                        _free(handles[i], (batch[i] & Unmarked) == 0);
                     }
                     catch (Exception e) when (e is InvalidOperationException or ArgumentException)
                     {

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ZsAlloc.Native;
 using ZsAlloc.SizeClasses;
 
@@ -338,6 +339,10 @@ internal sealed unsafe class PageSource : IDisposable
     }
 
     public int OwnerOf(int page) => _owners[page >> ArenaPageShift]![page & (PagesPerArena - 1)];
+
+    /// <summary>Where <see cref="OwnerOf"/> reads the page's owner, for a prefetch only (the map is a managed array: the
+    /// address is good only as long as the GC does not move it, and a stale one is harmless to a prefetch).</summary>
+    public void* OwnerAddress(int page) => Unsafe.AsPointer(ref _owners[page >> ArenaPageShift]![page & (PagesPerArena - 1)]);
 
     public void Dispose()
     {

@@ -21,10 +21,12 @@ public class ZramDeviceModelTests
     [InlineData(1, "lz4")]
     [InlineData(4, "lz4")]
     [InlineData(4, "zstd")]
-    public void Random_requests_from_several_threads_match_a_byte_array_and_mm_stat_agrees(int threads, string algorithm)
+    [InlineData(4, "lz4", 8)] // a deferred-free queue of 8: most of a trimmed range is freed synchronously
+    public void Random_requests_from_several_threads_match_a_byte_array_and_mm_stat_agrees(int threads, string algorithm, int queue = 32768)
     {
         const long size = 8L << 20;
-        using var device = new ZramDevice(new ZramDeviceOptions { Name = "model", DiskSize = size, Algorithm = algorithm }, NullLoggerFactory.Instance);
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "model", DiskSize = size, Algorithm = algorithm, DeferredFreeCapacity = queue },
+            NullLoggerFactory.Instance);
         var model = new byte[size];
         var stored = new bool[size / ZramDevice.PageSize];
         var sectorLocks = Enumerable.Range(0, (int)(size / Sector)).Select(_ => new object()).ToArray();
@@ -160,6 +162,12 @@ public class ZramDeviceModelTests
         Assert.True(stats.MemUsedTotal >= stats.MetadataBytes + stats.ComprDataSize,
             $"mem_used_total {stats.MemUsedTotal} < metadata {stats.MetadataBytes} + compressed {stats.ComprDataSize}");
         Assert.True(stats.MemUsedMax >= stats.MemUsedTotal);
+
+        // Once the queued frees are done, the pool holds exactly the stored objects (no handle lost, none freed twice).
+        device.FlushDeferredFrees();
+        ZsPoolStats pool2 = device.GetPoolStats();
+        Assert.Equal(pagesStored - same, pool2.Objects);
+        Assert.Equal(compr, pool2.BytesStored);
     }
 
     [Fact]

@@ -163,4 +163,151 @@ public sealed class DeferredFreeTests
         Assert.Equal(0, pool.GetStats().Objects);
         Assert.Equal(0, pool.TotalPages);
     }
+
+    [Fact]
+    public void A_batch_goes_into_the_queue_up_to_its_capacity_and_the_rest_is_freed_at_once()
+    {
+        // Capacity 100: the worker drains at 50, so the 40-handle batch below stays queued whole.
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 100 });
+        var handles = Enumerable.Range(0, 200).Select(_ => pool.Malloc(500)).ToArray();
+        var sizes = Enumerable.Repeat(500, 200).ToArray();
+        int slot = pool.GetClassStats().Single(c => c.ObjUsed == 200).Size;
+        pool.FreeDeferred(handles.AsSpan(0, 40), sizes.AsSpan(0, 40));
+        Assert.Equal(40, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(40L * slot, pool.GetStats().DeferredQueueBytes);
+        Assert.Equal(200, pool.GetStats().Objects);
+
+        // 120 more: the queue has room for 60 at most (fewer if the worker has not drained yet); every other one is
+        // freed before the call returns, so what is left is exactly the survivors plus what waits in the queue.
+        pool.FreeDeferred(handles.AsSpan(40, 120), sizes.AsSpan(40, 120));
+        ZsPoolStats stats = pool.GetStats();
+        Assert.True(stats.DeferredQueueDepth <= 100);
+        Assert.True(stats.Objects <= 40 + stats.DeferredQueueDepth + 60,
+            $"{stats.Objects} objects with {stats.DeferredQueueDepth} queued: the handles the queue could not take were not freed");
+
+        pool.FlushDeferred();
+        Assert.Equal(0, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(0, pool.GetStats().DeferredQueueBytes);
+        Assert.Equal(40, pool.GetStats().Objects);
+        Assert.Equal(40L * 500, pool.GetStats().BytesStored);
+
+        // The batch's handles are freed for good: refused like any freed handle.
+        Assert.Throws<InvalidOperationException>(() => pool.Free(handles[0]));
+        Assert.Throws<InvalidOperationException>(() => pool.Read(handles[159], new byte[1]));
+        foreach (uint handle in handles.AsSpan(160))
+        {
+            pool.Free(handle);
+        }
+
+        Assert.Equal(0, pool.TotalPages);
+    }
+
+    [Fact]
+    public void A_batch_with_the_queue_off_is_freed_before_the_call_returns()
+    {
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 0 });
+        var handles = Enumerable.Range(0, 300).Select(i => pool.Malloc(1 + (i * 13 % 4096))).ToArray();
+        var sizes = Enumerable.Range(0, 300).Select(i => 1 + (i * 13 % 4096)).ToArray();
+        pool.FreeDeferred(handles, sizes);
+        Assert.Equal(0, pool.GetStats().Objects);
+        Assert.Equal(0, pool.TotalPages);
+    }
+
+    [Fact]
+    public void A_batch_stays_within_the_byte_budget()
+    {
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 1000 });
+        var handles = Enumerable.Range(0, 100).Select(_ => pool.Malloc(1000)).ToArray();
+        var sizes = Enumerable.Repeat(1000, 100).ToArray();
+        int slot = pool.GetClassStats().Single(c => c.ObjUsed == 100).Size;
+        long budget = 30L * slot;
+        pool.DeferredFreeByteBudget = budget;
+        pool.FreeDeferred(handles.AsSpan(0, 80), sizes.AsSpan(0, 80));
+        ZsPoolStats stats = pool.GetStats();
+        Assert.True(stats.DeferredQueueBytes <= budget, $"the queue holds {stats.DeferredQueueBytes} bytes, over its budget of {budget}");
+        Assert.True(stats.Objects <= 20 + 30, $"{stats.Objects} objects: past the budget the batch was not freed at once");
+
+        pool.FlushDeferred();
+        Assert.Equal(20, pool.GetStats().Objects);
+        Assert.Equal(0, pool.GetStats().DeferredQueueBytes);
+    }
+
+    [Fact]
+    public void A_batch_is_checked_before_anything_is_queued()
+    {
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 100 });
+        uint a = pool.Malloc(100);
+        uint b = pool.Malloc(200);
+        Assert.Throws<ArgumentException>(() => pool.FreeDeferred([a, b], [100]));
+        Assert.Throws<ArgumentException>(() => pool.FreeDeferred([a, b + 100], [100, 200]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.FreeDeferred([a, b], [100, 0]));
+        Assert.Throws<ArgumentOutOfRangeException>(() => pool.FreeDeferred([a, b], [100, 4097]));
+        Assert.Equal(0, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(2, pool.GetStats().Objects);
+        pool.FreeDeferred([a, b], [100, 200]);
+        pool.FlushDeferred();
+        Assert.Equal(0, pool.GetStats().Objects);
+    }
+
+    [Fact]
+    public void Compaction_moves_queued_objects_and_the_drain_frees_them_where_they_are()
+    {
+        // Queue every other object of a class as one batch (nothing drains: capacity 10,000), compact while they
+        // wait: the zspages are half empty, so compaction moves objects, queued ones among them (their cells are not
+        // marked). The drain must then free each at its new location, and the survivors keep their bytes.
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 10_000 });
+        const int Count = 2000;
+        var handles = new uint[Count];
+        var data = new byte[700];
+        for (int i = 0; i < Count; i++)
+        {
+            handles[i] = pool.Malloc(700);
+            data.AsSpan().Fill((byte)i);
+            pool.Write(handles[i], data);
+        }
+
+        // Free all but every fourth synchronously, so zspages are a quarter full; queue half of the survivors.
+        var queued = new List<uint>();
+        var kept = new List<int>();
+        for (int i = 0; i < Count; i++)
+        {
+            if (i % 4 != 0)
+            {
+                pool.Free(handles[i]);
+            }
+            else if (i % 8 == 0)
+            {
+                queued.Add(handles[i]);
+            }
+            else
+            {
+                kept.Add(i);
+            }
+        }
+
+        pool.FreeDeferred(queued.ToArray(), Enumerable.Repeat(700, queued.Count).ToArray());
+        Assert.Equal(queued.Count, pool.GetStats().DeferredQueueDepth);
+        long freed = pool.Compact();
+        Assert.True(freed > 0 && pool.GetStats().ObjectsMoved > kept.Count / 2,
+            $"compaction freed {freed} pages and moved {pool.GetStats().ObjectsMoved} objects: queued ones cannot all have stayed");
+
+        pool.FlushDeferred();
+        Assert.Equal(kept.Count, pool.GetStats().Objects);
+        Assert.Equal(kept.Count * 700L, pool.GetStats().BytesStored);
+        var back = new byte[700];
+        foreach (int i in kept)
+        {
+            pool.Read(handles[i], back);
+            Assert.True(back.AsSpan().IndexOfAnyExcept((byte)i) < 0, $"object {i} changed");
+        }
+
+        foreach (uint handle in queued)
+        {
+            Assert.Throws<InvalidOperationException>(() => pool.Free(handle));
+        }
+
+        // The classes' counts agree with what is left: every queued slot went back to its zspage.
+        Assert.Equal(kept.Count, pool.GetClassStats().Sum(c => c.ObjUsed));
+        Assert.Equal(pool.TotalPages, pool.GetClassStats().Sum(c => c.PagesResident));
+    }
 }

@@ -117,9 +117,9 @@ public sealed class ZsPoolConcurrencyTests
                 pool.Write(h, TestPattern.Slice(seed, s));
                 mine[index] = (h, s, seed);
             }
-            else
+            else if (roll < 96)
             {
-                if (roll < 90)
+                if (roll < 88)
                 {
                     pool.Free(h);
                 }
@@ -130,6 +130,20 @@ public sealed class ZsPoolConcurrencyTests
 
                 mine[index] = mine[^1];
                 mine.RemoveAt(mine.Count - 1);
+            }
+            else
+            {
+                // A discarded range: the newest objects as one batch (the queue's 512 often cannot take them all).
+                int count = Math.Min(mine.Count, random.Next(1, 100));
+                var handles = new uint[count];
+                var sizes = new int[count];
+                for (int i = 0; i < count; i++)
+                {
+                    (handles[i], sizes[i], _) = mine[mine.Count - 1 - i];
+                }
+
+                mine.RemoveRange(mine.Count - count, count);
+                pool.FreeDeferred(handles, sizes);
             }
         }
 

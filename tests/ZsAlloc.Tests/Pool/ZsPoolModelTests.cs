@@ -42,9 +42,13 @@ public sealed class ZsPoolModelTests
             {
                 FreeAt(pool, random.Next(live), deferred: false);
             }
-            else if (roll < allocShare + 18)
+            else if (roll < allocShare + 16)
             {
                 FreeAt(pool, random.Next(live), deferred: true);
+            }
+            else if (roll < allocShare + 18)
+            {
+                FreeBatch(pool, random, Math.Min(live, random.Next(1, 24)));
             }
             else if (roll < allocShare + 30)
             {
@@ -113,6 +117,30 @@ public sealed class ZsPoolModelTests
         _sizes.Add(size);
         _seeds.Add(seed);
         _modelBytes += size;
+    }
+
+    /// <summary>A discarded range: <paramref name="count"/> random objects go to the deferred queue as one batch
+    /// (capacity 256, drained at 128: a batch sometimes finds it full and the rest is freed at once).</summary>
+    private void FreeBatch(ZsPool pool, Random random, int count)
+    {
+        var handles = new uint[count];
+        var sizes = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            int index = random.Next(_handles.Count);
+            handles[i] = _handles[index];
+            sizes[i] = _sizes[index];
+            _modelBytes -= _sizes[index];
+            int last = _handles.Count - 1;
+            _handles[index] = _handles[last];
+            _sizes[index] = _sizes[last];
+            _seeds[index] = _seeds[last];
+            _handles.RemoveAt(last);
+            _sizes.RemoveAt(last);
+            _seeds.RemoveAt(last);
+        }
+
+        pool.FreeDeferred(handles, sizes);
     }
 
     private void FreeAt(ZsPool pool, int index, bool deferred)

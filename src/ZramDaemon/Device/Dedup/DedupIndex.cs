@@ -144,9 +144,9 @@ internal sealed class DedupIndex
 
     /// <summary>
     /// One slot no longer refers to the entry. Returns true, with the handle to free, when it was the last: the entry
-    /// is gone and the caller frees the object. Takes <see cref="Lock"/>.
+    /// is gone and the caller frees the object (<paramref name="info"/> describes it). Takes <see cref="Lock"/>.
     /// </summary>
-    public bool Release(int id, out uint handle)
+    public bool Release(int id, out uint handle, out uint info)
     {
         lock (Lock)
         {
@@ -158,6 +158,7 @@ internal sealed class DedupIndex
 
             Interlocked.Decrement(ref _references);
             handle = entry.Handle;
+            info = entry.Info;
             if (--entry.References > 0)
             {
                 Interlocked.Add(ref _saved, -SlotInfo.Size(entry.Info));

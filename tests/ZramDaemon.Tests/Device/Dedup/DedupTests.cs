@@ -275,11 +275,12 @@ public class DedupTests
 
         Assert.Equal(2, index.References);
         Assert.Equal(100, index.BytesSaved);
-        Assert.False(index.Release(id, out _));
-        Assert.True(index.Release(id, out uint handle));
+        Assert.False(index.Release(id, out _, out _));
+        Assert.True(index.Release(id, out uint handle, out uint info));
         Assert.Equal(42U, handle);
+        Assert.Equal(100, SlotInfo.Size(info));
         Assert.Equal(0, index.Count);
-        Assert.Throws<InvalidOperationException>(() => index.Release(id, out _));
+        Assert.Throws<InvalidOperationException>(() => index.Release(id, out _, out _));
         lock (index.Lock)
         {
             Assert.Equal(-1, index.First(hash));
