@@ -223,6 +223,56 @@ public sealed unsafe class ZsPool : IDisposable
         return new ZsReadView(new ReadOnlySpan<byte>(payload, length), pinned);
     }
 
+    /// <summary>
+    /// A hint that the object will be read soon: starts loading its bytes into the CPU cache, so that a caller
+    /// reading many objects in a row (a large READ) has the next one arriving while it decompresses this one.
+    /// Nothing is pinned: a prefetch never faults, and if the object is freed or moved meanwhile the hint is merely
+    /// wasted. <paramref name="length"/> is capped at the object's size. Any handle is safe here, one read racily
+    /// from a slot that changed since included (see <see cref="TryLocateForPrefetch"/>).
+    /// </summary>
+    public void Prefetch(uint handle, int length)
+    {
+        if (!Sse.IsSupported || _disposed || !TryLocateForPrefetch(handle, out long location, out int size))
+        {
+            return;
+        }
+
+        byte* start = _pages.Address(location);
+        byte* end = start + HeaderSize + Math.Min((uint)length, (uint)size);
+        for (byte* line = (byte*)((nuint)start & ~(nuint)63); line < end; line += 64)
+        {
+            Sse.Prefetch0(line);
+        }
+    }
+
+    /// <summary>
+    /// The location and size of an allocated object, from a racy read of its cell, for prefetching only. False for
+    /// a handle that names no cell, a free cell, one being moved, and (a word cell holds any value, and a slot read
+    /// without its lock may name one) a location outside the mapped arenas, so the address formed from it is always
+    /// inside the pool's reservation.
+    /// </summary>
+    private bool TryLocateForPrefetch(uint handle, out long location, out int size)
+    {
+        location = 0;
+        size = 0;
+        uint cell = HandleCell.CellOf(handle);
+        if (cell >= _handles.Created)
+        {
+            return false;
+        }
+
+        ulong c = Volatile.Read(ref *_handles.Cell(cell));
+        if ((c & (HandleCell.Allocated | HandleCell.Moving)) != HandleCell.Allocated
+            || HandleCell.LocationOf(c) >= (long)_pages.ArenaCount << PageSource.ArenaByteShift)
+        {
+            return false;
+        }
+
+        location = HandleCell.LocationOf(c);
+        size = HandleCell.SizeOf(c);
+        return true;
+    }
+
     public void Free(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -547,26 +597,17 @@ public sealed unsafe class ZsPool : IDisposable
             return;
         }
 
-        uint created = _handles.Created;
-        long mapped = (long)_pages.ArenaCount << PageSource.ArenaByteShift;
         Span<int> pages = stackalloc int[handles.Length];
         for (int i = 0; i < handles.Length; i++)
         {
             pages[i] = -1;
-            uint cell = HandleCell.CellOf(handles[i]);
-            if (cell < created)
+            // A word cell passed here by mistake is skipped (its free must be the one to report it).
+            if (TryLocateForPrefetch(handles[i], out long location, out _))
             {
-                ulong c = Volatile.Read(ref *_handles.Cell(cell));
-                long location = HandleCell.LocationOf(c);
-                // Within the arenas: a word cell passed here by mistake holds any value, and its free must be the
-                // one to report it.
-                if ((c & HandleCell.Allocated) != 0 && location < mapped)
-                {
-                    pages[i] = (int)(location >> PageShift);
-                    // In bounds: the location lies in a mapped arena (an object's slot, unless misused); a prefetch never faults.
-                    Sse.Prefetch0(_pages.Address(location));
-                    Sse.Prefetch0(_pages.OwnerAddress(pages[i]));
-                }
+                pages[i] = (int)(location >> PageShift);
+                // In bounds: the location lies in a mapped arena (an object's slot, unless misused); a prefetch never faults.
+                Sse.Prefetch0(_pages.Address(location));
+                Sse.Prefetch0(_pages.OwnerAddress(pages[i]));
             }
         }
 

@@ -126,6 +126,92 @@ public class CompressorTests
     }
 
     [Theory]
+    [MemberData(nameof(Algorithms))]
+    public void When_every_stream_is_held_a_new_one_is_made_rather_than_waited_for(string algorithm)
+    {
+        using var compressor = new Compressor(CompressionSpec.Parse(algorithm));
+        int cpus = Environment.ProcessorCount;
+        Assert.Equal(cpus, compressor.StreamCount);
+
+        // Two more holders than CPUs, each keeping its lease until all have one: with streams only per CPU the
+        // last two would wait for ever (until the barrier gave up).
+        int holders = cpus + 2;
+        byte[][] pages = TextPages(holders);
+        var streams = new CompressionStream?[holders];
+        using var allHeld = new Barrier(holders);
+        bool[] met = new bool[holders];
+        Thread[] threads = Enumerable.Range(0, holders).Select(i => new Thread(() =>
+        {
+            using CompressionStreamLease lease = compressor.Acquire();
+            streams[i] = lease.Stream;
+            met[i] = allHeld.SignalAndWait(TimeSpan.FromSeconds(60));
+            var output = new byte[4096];
+            int n = lease.Stream.Compress(pages[i], 4096);
+            met[i] &= n > 0 && lease.Stream.Decompress(lease.Stream.Buffer[..n], output) && output.AsSpan().SequenceEqual(pages[i]);
+        })).ToArray();
+        foreach (Thread thread in threads)
+        {
+            thread.Start();
+        }
+
+        foreach (Thread thread in threads)
+        {
+            Assert.True(thread.Join(TimeSpan.FromSeconds(120)));
+        }
+
+        Assert.All(met, Assert.True);
+        Assert.Equal(holders, streams.Distinct().Count());
+        Assert.Equal(holders, compressor.StreamCount);
+
+        // The new streams stay, and are what later callers take: no further growth while they are free.
+        for (int round = 0; round < 10; round++)
+        {
+            using CompressionStreamLease lease = compressor.Acquire();
+            Assert.Contains(lease.Stream, streams);
+        }
+
+        Assert.Equal(holders, compressor.StreamCount);
+    }
+
+    [Fact]
+    public void Growth_stops_at_the_ceiling_and_then_callers_wait()
+    {
+        using var compressor = new Compressor(CompressionSpec.Parse("lz4"));
+        int ceiling = Compressor.StreamsPerCpu * Environment.ProcessorCount;
+        using var allHeld = new CountdownEvent(ceiling);
+        using var release = new ManualResetEventSlim();
+        Thread[] holders = Enumerable.Range(0, ceiling).Select(_ => new Thread(() =>
+        {
+            using CompressionStreamLease lease = compressor.Acquire();
+            allHeld.Signal();
+            release.Wait();
+        })).ToArray();
+        foreach (Thread holder in holders)
+        {
+            holder.Start();
+        }
+
+        Assert.True(allHeld.Wait(TimeSpan.FromSeconds(60)));
+        Assert.Equal(ceiling, compressor.StreamCount);
+
+        // One more: no stream is made past the ceiling, so it waits until a holder lets go.
+        var late = new Thread(() =>
+        {
+            using CompressionStreamLease lease = compressor.Acquire();
+        });
+        late.Start();
+        Assert.False(late.Join(TimeSpan.FromMilliseconds(200)));
+        release.Set();
+        Assert.True(late.Join(TimeSpan.FromSeconds(60)));
+        foreach (Thread holder in holders)
+        {
+            Assert.True(holder.Join(TimeSpan.FromSeconds(60)));
+        }
+
+        Assert.Equal(ceiling, compressor.StreamCount);
+    }
+
+    [Theory]
     [InlineData("lz4")]
     [InlineData("lz4hc")]
     public void Lz4_decodes_without_taking_a_stream_so_a_held_stream_never_holds_up_a_read(string algorithm)

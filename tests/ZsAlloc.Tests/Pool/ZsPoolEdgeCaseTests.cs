@@ -265,6 +265,57 @@ public sealed class ZsPoolEdgeCaseTests : IDisposable
     }
 
     [Fact]
+    public void Prefetch_is_only_a_hint_for_any_handle_and_changes_nothing()
+    {
+        uint live = _pool.Malloc(1000);
+        _pool.Write(live, TestPattern.Slice(7, 1000));
+        uint huge = _pool.Malloc(4096);
+        _pool.Write(huge, TestPattern.Slice(3, 4096));
+        uint freed = _pool.Malloc(64);
+        _pool.Free(freed);
+        uint queued = _pool.Malloc(64);
+        _pool.FreeDeferred(queued);
+        // Word cells hold any value: these look allocated (top bit set) with locations far past the arenas, as a
+        // slot read without its lock may hand over when a same-filled page replaced an object meanwhile.
+        uint word = _pool.StoreWord(ulong.MaxValue);
+        uint farWord = _pool.StoreWord((1UL << 63) | ZsAlloc.Handles.HandleCell.LocationMask);
+        ZsPoolStats before = _pool.GetStats();
+
+        // Live objects (longer and shorter than asked), word cells, a freed cell, a free still queued, a cell never
+        // created, zero and the largest handle: no exception, no pin left behind, no state changed.
+        foreach (uint handle in new[] { live, huge, word, farWord, freed, queued, farWord + 100, 0U, uint.MaxValue })
+        {
+            foreach (int length in new[] { 0, 1, 1000, 4096, int.MaxValue, -1 })
+            {
+                _pool.Prefetch(handle, length);
+            }
+        }
+
+        ZsPoolStats after = _pool.GetStats();
+        Assert.Equal(before.Objects, after.Objects);
+        Assert.Equal(before.PagesUsed, after.PagesUsed);
+        Assert.Equal(before.DeferredQueueDepth, after.DeferredQueueDepth);
+        Assert.Equal(ulong.MaxValue, _pool.ReadWord(word));
+        _pool.FreeWord(word);
+        _pool.FreeWord(farWord);
+        var back = new byte[1000];
+        _pool.Read(live, back);
+        Assert.True(TestPattern.Slice(7, 1000).SequenceEqual(back));
+
+        // Not pinned: compaction can still move and free everything; the object reads back the same.
+        _pool.Free(huge);
+        _pool.Compact();
+        _pool.Read(live, back);
+        Assert.True(TestPattern.Slice(7, 1000).SequenceEqual(back));
+        _pool.Free(live);
+
+        var disposed = new ZsPool();
+        uint gone = disposed.Malloc(100);
+        disposed.Dispose();
+        disposed.Prefetch(gone, 100);
+    }
+
+    [Fact]
     public void Disposed_pool_refuses_work()
     {
         var pool = new ZsPool();
