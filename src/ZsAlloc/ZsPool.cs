@@ -78,6 +78,9 @@ public sealed unsafe class ZsPool : IDisposable
     private long _compactionRuns;
     private long _objectsMoved;
     private long _words;
+
+    /// <summary>A handle shrink runs only if it can give back at least this many pages of cells (64 KiB).</summary>
+    private const int MinimumHandlePagesToShrink = 16;
     private volatile bool _disposed;
 
     public ZsPool(ZsPoolOptions? options = null, ILogger<ZsPool>? logger = null)
@@ -110,9 +113,10 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
     public long PeakPages => _pages.PeakPages;
 
-    /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue.</summary>
+    /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue's
+    /// resident entries.</summary>
     public long MetadataBytes =>
-        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + ((long)_deferred.Capacity * DeferredFreeQueue.EntryBytes);
+        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + _deferred.MetadataBytes;
 
     internal SizeClassTable Table => _table;
 
@@ -434,12 +438,107 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>
+    /// Gives back the handle cells freed objects left behind: once half the objects are freed at random, free cells are
+    /// spread over every page of the table. Flushes the deferred frees, picks a mark just above the cells in use and
+    /// calls <paramref name="moveHandles"/>, which must pass every live handle the caller holds for which
+    /// <see cref="HandleAboveMark"/> is true to <see cref="MoveObjectHandle"/> or <see cref="MoveWordHandle"/> and keep the
+    /// handle they return instead. If no cell above the mark is in use at the end, the table is cut there and the
+    /// pages of the cells past it go back to the OS. Returns the bytes of cells given back (0: too few to be worth it,
+    /// or a handle above the mark stayed, e.g. one the caller did not move or a write that found no free cell below).
+    /// Allocations and frees of handles take a lock while <paramref name="moveHandles"/> runs.
+    /// </summary>
+    public long ShrinkHandles(Action moveHandles)
+    {
+        ArgumentNullException.ThrowIfNull(moveHandles);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _deferred.Flush();
+        if (!_handles.BeginShrink(MinimumHandlePagesToShrink))
+        {
+            return 0;
+        }
+
+        long released = 0;
+        try
+        {
+            moveHandles();
+            _deferred.Flush();
+        }
+        finally
+        {
+            // Reopens the handle stack even when moveHandles throws: the table must not stay on its slow path.
+            released = _handles.EndShrink();
+            ZsPoolLog.HandlesShrunk(_logger, _name, released);
+        }
+
+        return released;
+    }
+
+    /// <summary>Whether a <see cref="ShrinkHandles"/> is running and this handle's cell lies above its mark.</summary>
+    public bool HandleAboveMark(uint handle) => _handles.AboveMark(HandleCell.CellOf(handle));
+
+    /// <summary>
+    /// The object of <paramref name="handle"/> under a new handle whose cell lies below the shrink's mark; the old
+    /// handle is freed. The caller must own the handle (no read, write or free of it meanwhile); compaction may run.
+    /// </summary>
+    public uint MoveObjectHandle(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ulong* cellPtr = CellOf(handle);
+        var spin = default(SpinWait);
+        ulong c;
+        while (true)
+        {
+            c = Volatile.Read(ref *cellPtr);
+            CheckLive(handle, c, queued: false);
+
+            // Claimed as compaction claims an object it moves: compaction now leaves this object alone.
+            if ((c & HandleCell.Moving) == 0 && Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
+            {
+                break;
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+
+        uint cell = _handles.Allocate();
+        Volatile.Write(ref *_handles.Cell(cell), c);
+        long location = HandleCell.LocationOf(c);
+        if (_zspages[_pages.OwnerOf((int)(location >> PageShift))]->ClassIndex != _huge.Info.Index)
+        {
+            // In bounds: the location is the live object's slot; its first 4 bytes are its header. Written after the
+            // new cell, so a compactor that reads the new header finds a cell that points back here.
+            Volatile.Write(ref *(uint*)_pages.Address(location), HandleCell.MakeHeader(cell));
+        }
+
+        _handles.Release(HandleCell.CellOf(handle));
+        return HandleCell.MakeHandle(cell);
+    }
+
+    /// <summary>The word of a <see cref="StoreWord"/> handle under a new handle below the shrink's mark; the old one is
+    /// freed. The caller must own the handle.</summary>
+    public uint MoveWordHandle(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ulong word = Volatile.Read(ref *CellOf(handle));
+        uint cell = _handles.Allocate();
+        Volatile.Write(ref *_handles.Cell(cell), word);
+        _handles.Release(HandleCell.CellOf(handle));
+        return HandleCell.MakeHandle(cell);
+    }
+
+    /// <summary>
     /// Gives the pages kept warm for reuse back to the OS if the pool neither freed nor reused any since the previous
     /// call; returns the pages released. For a periodic maintenance tick, so an idle pool keeps none for long.
     /// </summary>
     public int ReleaseWarmIfUnused()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_deferred.Depth == 0)
+        {
+            // A drained deferred queue keeps nothing worth its pages either.
+            _deferred.ReleaseUnused();
+        }
+
         return _pages.ReleaseWarmIfUnused();
     }
 
@@ -472,8 +571,10 @@ public sealed unsafe class ZsPool : IDisposable
                 }
             }
 
-            // Compaction is when memory goes back: the few warm pages kept for reuse go too.
+            // Compaction is when memory goes back: the few warm pages kept for reuse go too, and the deferred
+            // queue's pages past its queued entries.
             _pages.ReleaseWarm();
+            _deferred.ReleaseUnused();
             Interlocked.Add(ref _pagesCompacted, freed);
             Interlocked.Add(ref _objectsMoved, moved);
             Interlocked.Increment(ref _compactionRuns);

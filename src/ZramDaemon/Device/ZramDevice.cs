@@ -86,6 +86,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly Lock _compressorsLock = new();
     private readonly DeviceCounters _counters = new();
     private readonly BackgroundCompactor _compactor;
+    private readonly Action _moveHandlesBelowMark;
     private readonly Compressor? _secondary;
     private readonly Recompressor? _recompressor;
     /// <summary>Held by whoever recompresses (one at a time) and by Reset while it drops the dictionary.</summary>
@@ -184,6 +185,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
         }
 
+        _moveHandlesBelowMark = MoveHandlesBelowMark;
         _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
         if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
         {
@@ -369,7 +371,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>zram's compact attribute: frees the deferred objects, compacts the pool, returns the pages freed.</summary>
-    public long Compact() => CompactCore("manual");
+    public long Compact() => CompactCore("manual", shrinkHandles: true);
 
     /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
     public void FlushDeferredFrees() => _pool.FlushDeferred();
@@ -666,7 +668,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         string? reason = CompactionDue();
         if (reason != null)
         {
-            CompactCore(reason);
+            CompactCore(reason, shrinkHandles: true);
         }
 
         // Pages kept warm for reuse are not in mem_used_total: an idle device gives them back.
@@ -714,16 +716,61 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return "threshold while writing";
     }
 
-    internal long CompactCore(string reason)
+    /// <param name="shrinkHandles">Also give back the pool's handle cells that freed objects left (moving live handles
+    /// down, <see cref="MoveHandlesBelowMark"/>): only where the caller holds no slot lock.</param>
+    internal long CompactCore(string reason, bool shrinkHandles = false)
     {
         long started = Stopwatch.GetTimestamp();
         _pool.FlushDeferred();
         long freed = _pool.Compact();
+        if (shrinkHandles)
+        {
+            _pool.ShrinkHandles(_moveHandlesBelowMark);
+        }
+
         long elapsed = Stopwatch.GetTimestamp() - started;
         Interlocked.Increment(ref _counters.CompactionRuns);
         Interlocked.Add(ref _counters.CompactionTicks, elapsed);
         ZramDeviceLog.Compacted(_logger, Name, reason, freed, Stopwatch.GetElapsedTime(0, elapsed).TotalMilliseconds);
         return freed;
+    }
+
+    /// <summary>
+    /// Run by <see cref="ZsPool.ShrinkHandles"/>: every slot whose pool handle (object or word) lies above the handle
+    /// table's mark gets the same object or word under a handle below it, so the table can be cut at the mark. Under
+    /// each slot's lock, so no read, write or free of the handle runs meanwhile. Deduplicated slots hold entry ids, not
+    /// handles: their entries' handles stay where they are (a shrink they keep above the mark cuts nothing).
+    /// </summary>
+    private void MoveHandlesBelowMark()
+    {
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            uint peek = _slots.PeekInfo(index);
+            uint value = _slots.PeekValue(index);
+            if (!(SlotInfo.HasObject(peek) || SlotInfo.HasWord(peek, value)) || !_pool.HandleAboveMark(value))
+            {
+                continue;
+            }
+
+            _slots.Lock(index);
+            try
+            {
+                uint info = _slots.Info(index);
+                value = _slots.Value(index);
+                if (SlotInfo.HasObject(info) && _pool.HandleAboveMark(value))
+                {
+                    _slots.Set(index, _pool.MoveObjectHandle(value), info);
+                }
+                else if (SlotInfo.HasWord(info, value) && _pool.HandleAboveMark(value))
+                {
+                    _slots.Set(index, _pool.MoveWordHandle(value), info);
+                }
+            }
+            finally
+            {
+                _slots.Unlock(index);
+            }
+        }
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using ZsAlloc.Native;
+
 namespace ZsAlloc.Deferred;
 
 /// <summary>
@@ -14,12 +16,23 @@ namespace ZsAlloc.Deferred;
 /// accordingly).
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
+/// The entries are a mapping touched only as the queue fills: <see cref="MetadataBytes"/> counts the pages
+/// entries were ever written to since <see cref="ReleaseUnused"/> last gave the pages past the queued ones back,
+/// so a queue that was never used, or was drained and released, costs (and counts) no memory.
 /// </summary>
-internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
+internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 {
     /// <summary>Each entry: the handle in the low 32 bits, the bytes its object holds in bits 32..62, and
-    /// <see cref="Unmarked"/>.</summary>
-    private readonly ulong[] _entries;
+    /// <see cref="Unmarked"/>. Mapped (zero-filled, resident only where written); null with a capacity of 0.</summary>
+    private readonly ulong* _entries;
+    private readonly int _capacity;
+
+    // Entries that may be written: the capacity, 0 once Close has unmapped them (checked under the lock, so an
+    // enqueue racing with Close never writes to the unmapped range).
+    private int _limit;
+
+    // Most entries in use since the pages past them were last given back (under the lock): what is resident.
+    private int _touched;
 
     /// <summary>An entry of a batch: its cell was not marked FreePending (the caller vouched that nothing uses it).</summary>
     private const ulong Unmarked = 1UL << 63;
@@ -47,7 +60,9 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     public DeferredFreeQueue(int capacity, Action<uint, bool> free, Prefetch prefetch, Action<Exception> onError)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(capacity);
-        _entries = new ulong[capacity];
+        _capacity = capacity;
+        _limit = capacity;
+        _entries = capacity == 0 ? null : (ulong*)MemoryMap.Map(MappedBytes);
         _threshold = Math.Max(1, capacity / 2);
         _free = free;
         _prefetch = prefetch;
@@ -57,10 +72,19 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
     /// <summary>Starts loading what freeing these handles will touch, so that their cache misses overlap.</summary>
     public delegate void Prefetch(ReadOnlySpan<uint> handles);
 
-    public int Capacity => _entries.Length;
+    public int Capacity => _capacity;
 
-    /// <summary>Bytes per queue entry, for the pool's metadata figure.</summary>
+    /// <summary>Bytes per queue entry.</summary>
     public const int EntryBytes = sizeof(ulong);
+
+    /// <summary>The resident part of the entries, for the pool's metadata figure: whole pages up to the most entries
+    /// written since the last <see cref="ReleaseUnused"/>.</summary>
+    public long MetadataBytes => PagesFor(Volatile.Read(ref _touched));
+
+    private long MappedBytes => PagesFor(_capacity);
+
+    private static long PagesFor(int entries) =>
+        ((long)entries * EntryBytes + MemoryMap.PageSize - 1) & ~(long)(MemoryMap.PageSize - 1);
 
     public int Depth => Volatile.Read(ref _count);
 
@@ -93,13 +117,18 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
         }
 
         long budget = Interlocked.Read(ref _byteBudget);
-        if (_count >= _entries.Length || _bytes + bytes > budget)
+        if (_count >= _limit || _bytes + bytes > budget)
         {
             _lock.Exit();
             return false;
         }
 
+        // In bounds: _count < _limit <= capacity, the mapped entries (0 once Close unmapped them).
         _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
+        if (_count > _touched)
+        {
+            Volatile.Write(ref _touched, _count);
+        }
         Interlocked.Add(ref _bytes, bytes);
         bool kick = _count >= _threshold || _bytes > budget / 2;
         _lock.Exit();
@@ -137,8 +166,9 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 
             long budget = Interlocked.Read(ref _byteBudget);
             long room = budget - _bytes;
-            int most = Math.Min(handles.Length, _entries.Length - _count);
-            Span<ulong> entries = _entries.AsSpan(_count, most);
+            int most = Math.Min(handles.Length, _limit - _count);
+            // In bounds: _count + most <= _limit <= capacity, the mapped entries (0 once Close unmapped them).
+            var entries = new Span<ulong>(_entries + _count, Math.Max(0, most));
             for (; taken < most && added + bytes[taken] <= room; taken++)
             {
                 added += bytes[taken];
@@ -146,6 +176,11 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
             }
 
             _count += taken;
+            if (_count > _touched)
+            {
+                Volatile.Write(ref _touched, _count);
+            }
+
             Interlocked.Add(ref _bytes, added);
             kick = _count >= _threshold || _bytes > budget / 2;
         }
@@ -200,6 +235,36 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
         {
             spin.SpinOnce();
         }
+
+        lock (_lock)
+        {
+            if (_limit != 0)
+            {
+                MemoryMap.Unmap((nint)_entries, MappedBytes);
+                _limit = 0;
+                _count = 0;
+                Volatile.Write(ref _touched, 0);
+            }
+        }
+    }
+
+    /// <summary>Gives back the pages of entries past the queued ones (the queue drains from the top, so they hold
+    /// nothing); returns the bytes given back. For compaction and the idle tick, not the I/O path: it is a madvise.</summary>
+    public long ReleaseUnused()
+    {
+        lock (_lock)
+        {
+            long keep = PagesFor(_count);
+            long resident = PagesFor(_touched);
+            if (resident > keep && _limit != 0)
+            {
+                // In bounds: keep < resident <= the mapping's length (both whole pages of at most capacity entries).
+                MemoryMap.Release((nint)_entries + (nint)keep, resident - keep);
+            }
+
+            Volatile.Write(ref _touched, _count);
+            return Math.Max(0, resident - keep);
+        }
     }
 
     void IThreadPoolWorkItem.Execute()
@@ -252,6 +317,7 @@ internal sealed class DeferredFreeQueue : IThreadPoolWorkItem
 
                 for (int i = 0; i < taken; i++)
                 {
+                    // In bounds: 0 <= --_count < what TryEnqueue wrote, under the lock.
                     ulong entry = _entries[--_count];
                     batch[i] = entry;
                     handles[i] = (uint)entry;

@@ -9,4 +9,7 @@ internal static partial class ZsPoolLog
 
     [LoggerMessage(EventId = 2, Level = LogLevel.Error, Message = "Pool {Pool}: a deferred free failed")]
     public static partial void DeferredFreeFailed(ILogger logger, string pool, Exception exception);
+
+    [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "Pool {Pool}: handle shrink gave back {Bytes} bytes of cells")]
+    public static partial void HandlesShrunk(ILogger logger, string pool, long bytes);
 }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using ZsAlloc.Native;
 
 namespace ZsAlloc.Handles;
@@ -8,6 +9,13 @@ namespace ZsAlloc.Handles;
 /// object's current location, which compaction rewrites when it moves the object (the kernel keeps the
 /// same indirection in its zs_handle slab cache). Free cells form a lock-free stack (every write takes a cell and
 /// every free gives one back, so a lock here was taken twice per write); the leaf lock only guards growth.
+///
+/// Shrinking (<see cref="BeginShrink"/> .. <see cref="EndShrink"/>): once half the objects are freed at random, the
+/// free cells are spread over every page of the table and none can go back. A shrink picks a mark just above the
+/// cells in use, closes the free stack (a sentinel head sends every Allocate and Release to the lock), hands out only
+/// free cells below the mark while the owner moves its live handles above the mark to them (<see cref="ZsPool.ShrinkHandles"/>),
+/// and at the end, if no cell at or above the mark is still in use, cuts the table there and gives the pages of the
+/// cells past it back to the OS. Otherwise the free cells above the mark go back on the stack and nothing is cut.
 /// </summary>
 internal sealed unsafe class HandleTable : IDisposable
 {
@@ -16,6 +24,15 @@ internal sealed unsafe class HandleTable : IDisposable
     private const long ChunkBytes = (long)ChunkCells * sizeof(ulong);
     private const ulong PopCountMask = 0xFFFF_FFFF_0000_0000UL;
     private const ulong PopCountOne = 1UL << 32;
+
+    /// <summary>The free stack's head while a shrink runs: no cell has this index + 1 (cells stay below 2^31).</summary>
+    private const uint Closed = uint.MaxValue;
+
+    /// <summary>What <see cref="AllocateLocked"/> returns when the caller should try the stack again.</summary>
+    private const uint Retry = uint.MaxValue;
+
+    /// <summary>Cells in one OS page: the table is cut and given back in whole pages.</summary>
+    private const uint CellsPerPage = MemoryMap.PageSize / sizeof(ulong);
 
     private readonly Lock _lock = new();
     private readonly ChunkList _chunks = new(ChunkBytes);
@@ -27,6 +44,14 @@ internal sealed unsafe class HandleTable : IDisposable
     // read is harmless.
     private long _free;
     private bool _disposed;
+
+    // While a shrink runs (all under _lock): the mark, the free cells below it (handed out) and at or above it
+    // (kept out of use), each a list linked like the stack, and how many cells at or above the mark are in use.
+    private bool _shrinking;
+    private uint _mark;
+    private uint _lowHead;
+    private uint _highHead;
+    private long _inUseAboveMark;
 
     /// <summary>Cells ever created (valid cell indexes are below this).</summary>
     public uint Created => Volatile.Read(ref _created);
@@ -47,9 +72,15 @@ internal sealed unsafe class HandleTable : IDisposable
         {
             long head = Volatile.Read(ref _free);
             uint topPlusOne = (uint)head;
-            if (topPlusOne == 0)
+            if (topPlusOne == 0 || topPlusOne == Closed)
             {
-                return AllocateFresh();
+                uint cell = AllocateLocked();
+                if (cell != Retry)
+                {
+                    return cell;
+                }
+
+                continue;
             }
 
             uint index = topPlusOne - 1;
@@ -68,6 +99,16 @@ internal sealed unsafe class HandleTable : IDisposable
         while (true)
         {
             long head = Volatile.Read(ref _free);
+            if ((uint)head == Closed)
+            {
+                if (ReleaseWhileShrinking(index))
+                {
+                    return;
+                }
+
+                continue;
+            }
+
             Volatile.Write(ref *Cell(index), HandleCell.MakeFree((uint)head));
             if (Interlocked.CompareExchange(ref _free, (long)((ulong)head & PopCountMask) | ((long)index + 1), head) == head)
             {
@@ -76,12 +117,28 @@ internal sealed unsafe class HandleTable : IDisposable
         }
     }
 
-    /// <summary>A cell never used before (the free stack was empty).</summary>
-    private uint AllocateFresh()
+    /// <summary>A cell never used before (the free stack was empty), or while a shrink runs, a free cell below the
+    /// mark; <see cref="Retry"/> if the stack has cells again (a shrink ended meanwhile).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private uint AllocateLocked()
     {
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_shrinking)
+            {
+                if (_lowHead != 0)
+                {
+                    uint index = _lowHead - 1;
+                    _lowHead = (uint)HandleCell.LocationOf(*Cell(index));
+                    return index;
+                }
+            }
+            else if ((uint)Volatile.Read(ref _free) != 0)
+            {
+                return Retry;
+            }
+
             uint fresh = _created;
             if (fresh == HandleCell.MaxCells)
             {
@@ -95,7 +152,159 @@ internal sealed unsafe class HandleTable : IDisposable
 
             *Cell(fresh) = HandleCell.MakeFree(0);
             Volatile.Write(ref _created, fresh + 1);
+            if (_shrinking)
+            {
+                // Past the mark: this shrink cannot cut the table now (no room was left below the mark).
+                _inUseAboveMark++;
+            }
+
             return fresh;
+        }
+    }
+
+    /// <summary>A release that found the stack closed; false if the shrink ended meanwhile (the caller retries).</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseWhileShrinking(uint index)
+    {
+        lock (_lock)
+        {
+            if (!_shrinking)
+            {
+                return false;
+            }
+
+            if (index >= _mark)
+            {
+                _inUseAboveMark--;
+                *Cell(index) = HandleCell.MakeFree(_highHead);
+                _highHead = index + 1;
+            }
+            else
+            {
+                *Cell(index) = HandleCell.MakeFree(_lowHead);
+                _lowHead = index + 1;
+            }
+
+            return true;
+        }
+    }
+
+    /// <summary>Whether a shrink runs and this cell lies at or above its mark (its handle should move).</summary>
+    public bool AboveMark(uint index) => Volatile.Read(ref _shrinking) && index >= Volatile.Read(ref _mark);
+
+    /// <summary>
+    /// Starts a shrink if at least <paramref name="minimumPages"/> pages of cells lie above the cells in use (plus
+    /// a little room for writers meanwhile): closes the free stack and sorts its cells by the mark. False: not
+    /// worth it, nothing changed.
+    /// </summary>
+    public bool BeginShrink(int minimumPages)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_shrinking)
+            {
+                return false;
+            }
+
+            long head;
+            do
+            {
+                head = Volatile.Read(ref _free);
+            }
+            while (Interlocked.CompareExchange(ref _free, (long)(((ulong)head & PopCountMask) + PopCountOne) | Closed, head) != head);
+
+            // Nothing else runs on the table now (every Allocate and Release waits for the lock): walk it in peace.
+            uint created = _created;
+            uint free = 0;
+            for (uint next = (uint)head; next != 0; next = (uint)HandleCell.LocationOf(*Cell(next - 1)))
+            {
+                free++;
+            }
+
+            uint inUse = created - free;
+            ulong mark = ((ulong)inUse + (inUse / 128) + CellsPerPage) / CellsPerPage * CellsPerPage;
+            if (mark + ((ulong)minimumPages * CellsPerPage) > created)
+            {
+                Volatile.Write(ref _free, (long)(((ulong)head & PopCountMask) + PopCountOne) | (uint)head);
+                return false;
+            }
+
+            _mark = (uint)mark;
+            _lowHead = 0;
+            _highHead = 0;
+            _inUseAboveMark = created - _mark;
+            for (uint next = (uint)head; next != 0;)
+            {
+                uint index = next - 1;
+                next = (uint)HandleCell.LocationOf(*Cell(index));
+                if (index >= _mark)
+                {
+                    _inUseAboveMark--;
+                    *Cell(index) = HandleCell.MakeFree(_highHead);
+                    _highHead = index + 1;
+                }
+                else
+                {
+                    *Cell(index) = HandleCell.MakeFree(_lowHead);
+                    _lowHead = index + 1;
+                }
+            }
+
+            Volatile.Write(ref _shrinking, true);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// Ends the shrink: if no cell at or above the mark is in use, the table ends at the mark and the pages past it
+    /// go back to the OS; otherwise the free cells above the mark become usable again. Reopens the free stack.
+    /// Returns the bytes of cells cut (the fall of <see cref="MetadataBytes"/>).
+    /// </summary>
+    public long EndShrink()
+    {
+        lock (_lock)
+        {
+            if (!_shrinking)
+            {
+                return 0;
+            }
+
+            long released = 0;
+            uint created = _created;
+            if (_inUseAboveMark == 0)
+            {
+                // Stale readers of a cell past the mark (a pop that lost its race) still read mapped zeros.
+                uint end = (created + CellsPerPage - 1) / CellsPerPage * CellsPerPage;
+                for (uint from = _mark; from < end;)
+                {
+                    uint chunkEnd = ((from >> ChunkShift) + 1) << ChunkShift;
+                    uint to = Math.Min(end, chunkEnd);
+                    // In bounds: from < to <= the end of from's chunk, and every chunk below Created is mapped.
+                    MemoryMap.Release((nint)Cell(from), (long)(to - from) * sizeof(ulong));
+                    from = to;
+                }
+
+                released = (long)(created - _mark) * sizeof(ulong); // the fall of MetadataBytes
+                Volatile.Write(ref _created, _mark);
+            }
+            else
+            {
+                while (_highHead != 0)
+                {
+                    uint index = _highHead - 1;
+                    _highHead = (uint)HandleCell.LocationOf(*Cell(index));
+                    *Cell(index) = HandleCell.MakeFree(_lowHead);
+                    _lowHead = index + 1;
+                }
+            }
+
+            _highHead = 0;
+            Volatile.Write(ref _shrinking, false);
+            long head = Volatile.Read(ref _free);
+            Volatile.Write(ref _free, (long)(((ulong)head & PopCountMask) + PopCountOne) | _lowHead);
+            _lowHead = 0;
+            return released;
         }
     }
 
