@@ -130,14 +130,7 @@ public sealed class ZsPoolModelTests
             int index = random.Next(_handles.Count);
             handles[i] = _handles[index];
             sizes[i] = _sizes[index];
-            _modelBytes -= _sizes[index];
-            int last = _handles.Count - 1;
-            _handles[index] = _handles[last];
-            _sizes[index] = _sizes[last];
-            _seeds[index] = _seeds[last];
-            _handles.RemoveAt(last);
-            _sizes.RemoveAt(last);
-            _seeds.RemoveAt(last);
+            Forget(index);
         }
 
         pool.FreeDeferred(handles, sizes);
@@ -155,6 +148,13 @@ public sealed class ZsPoolModelTests
             pool.Free(handle);
         }
 
+        Forget(index);
+        Assert.Throws<InvalidOperationException>(() => pool.Read(handle, _buffer.AsSpan(0, 1)));
+    }
+
+    /// <summary>Drops the model's object at <paramref name="index"/> (the last one takes its place).</summary>
+    private void Forget(int index)
+    {
         _modelBytes -= _sizes[index];
         int last = _handles.Count - 1;
         _handles[index] = _handles[last];
@@ -163,7 +163,6 @@ public sealed class ZsPoolModelTests
         _handles.RemoveAt(last);
         _sizes.RemoveAt(last);
         _seeds.RemoveAt(last);
-        Assert.Throws<InvalidOperationException>(() => pool.Read(handle, _buffer.AsSpan(0, 1)));
     }
 
     private void VerifyAt(ZsPool pool, int index)
