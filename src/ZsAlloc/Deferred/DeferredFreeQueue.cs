@@ -13,10 +13,14 @@ namespace ZsAlloc.Deferred;
 /// (sized by the owner so that a whole-device discard fits: entries cost address space until written); a single
 /// free (<see cref="TryEnqueue"/>: an overwritten object) is queued only below <see cref="SingleFreeLimit"/>, since
 /// overwrites are a stream that could otherwise pile up garbage as fast as a drain short of CPU falls behind.
-/// When the queue reaches <see cref="DrainHighWater"/> handles (half its capacity if that is less) or half its
-/// byte budget, a background work item drains it, taking up to 32 handles per lock hold (the kernel's workqueue
-/// takes one); the high-water mark does not grow with the capacity, so a large queue holds no more garbage
-/// between drains than a small one.
+/// When a single free finds <see cref="DrainHighWater"/> handles queued (half the capacity if that is less), or any
+/// free finds half the byte budget used, a background work item drains the queue, taking up to 32 handles per lock
+/// hold (the kernel's workqueue takes one); the high-water mark does not grow with the capacity, so a stream of
+/// overwrites leaves no more garbage between drains than with a small queue. A batch starts a drain only past half
+/// the capacity (or half the byte budget): a discard comes in a burst of requests, and a drain running during the
+/// burst takes the CPUs its requests need (trims over NBD took 54 ms against 31 ms without it, median of 16 and 8 on
+/// 2 loaded cores); the owner's periodic flush (the device's background tick) or the next single free past the mark
+/// frees it after the burst.
 /// A batch's handles go in with one lock hold; their cells the pool did not mark pending (the entry says so, and
 /// the drain frees them accordingly).
 /// <see cref="Flush"/> drains everything now and returns only when every handle taken off the queue has been
@@ -50,6 +54,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     private readonly Prefetch _prefetch;
     private readonly Action<Exception> _onError;
     private readonly int _threshold;
+    private readonly int _batchThreshold;
     private readonly int _singleLimit;
     private int _count;
     private long _bytes;
@@ -70,6 +75,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         _limit = capacity;
         _entries = capacity == 0 ? null : (ulong*)MemoryMap.Map(MappedBytes);
         _threshold = Math.Max(1, Math.Min(capacity / 2, DrainHighWater));
+        _batchThreshold = Math.Max(1, capacity / 2);
         _singleLimit = Math.Min(capacity, SingleFreeLimit);
         _free = free;
         _prefetch = prefetch;
@@ -104,6 +110,9 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 
     public int Depth => Volatile.Read(ref _count);
 
+    /// <summary>A background drain is queued or running (for tests: whether a free started one).</summary>
+    internal bool DrainScheduled => Volatile.Read(ref _scheduled) != 0;
+
     /// <summary>Bytes the queued objects hold.</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
 
@@ -124,7 +133,8 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     }
 
     /// <summary>Queues a handle whose object holds <paramref name="bytes"/>; false means the caller must free it now
-    /// (lock contended, <see cref="SingleFreeLimit"/> handles or the byte budget reached, or closed).</summary>
+    /// (lock contended, <see cref="SingleFreeLimit"/> handles or the byte budget reached, or closed). Past the
+    /// high-water mark it starts a drain, queued or not.</summary>
     public bool TryEnqueue(uint handle, int bytes)
     {
         if (_closed || !_lock.TryEnter())
@@ -135,7 +145,15 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         long budget = Interlocked.Read(ref _byteBudget);
         if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > budget)
         {
+            // Refused: the caller frees it now; a drain, if due, makes room for the next ones (a discard's batches may
+            // have filled the queue past the mark without starting one).
+            bool due = _limit != 0 && (_count >= _threshold || _bytes > budget / 2);
             _lock.Exit();
+            if (due)
+            {
+                Schedule();
+            }
+
             return false;
         }
 
@@ -198,7 +216,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             }
 
             Interlocked.Add(ref _bytes, added);
-            kick = _count >= _threshold || _bytes > budget / 2;
+            kick = _count >= _batchThreshold || _bytes > budget / 2;
         }
         finally
         {

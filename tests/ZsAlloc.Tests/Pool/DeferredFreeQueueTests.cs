@@ -5,8 +5,9 @@ namespace ZsAlloc.Tests.Pool;
 /// <summary>
 /// The deferred-free queue on its own, with a free callback the test controls (it can hold the drain), so that what the
 /// queue takes and when it drains does not depend on the scheduler: a discard's batch may fill the whole capacity, a
-/// single free stops at <see cref="DeferredFreeQueue.SingleFreeLimit"/>, and the drain starts at
-/// <see cref="DeferredFreeQueue.DrainHighWater"/> however large the capacity.
+/// single free stops at <see cref="DeferredFreeQueue.SingleFreeLimit"/>, the drain starts at
+/// <see cref="DeferredFreeQueue.DrainHighWater"/> however large the capacity, and a batch (a discard's burst) starts
+/// none below half the capacity.
 /// </summary>
 public sealed class DeferredFreeQueueTests
 {
@@ -115,6 +116,44 @@ public sealed class DeferredFreeQueueTests
             Assert.Equal(Count, frees.Total);
             Assert.Equal(0, queue.Depth);
             frees.AssertEachOnce(Count);
+        }
+        finally
+        {
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void A_batch_past_the_high_water_mark_leaves_the_drain_to_the_owner_or_the_next_single_free()
+    {
+        const int Count = 3 * DeferredFreeQueue.DrainHighWater;
+        using var frees = new Frees(Count + 1);
+        var queue = Create(1 << 20, frees);
+        try
+        {
+            // Three times the high-water mark, far below half the capacity: no drain during the burst.
+            for (int i = 0; i < Count; i += 256)
+            {
+                Assert.Equal(256, queue.Enqueue(Handles(i, 256), Enumerable.Repeat(64, 256).ToArray()));
+            }
+
+            // None queued, running or done (a drain stays scheduled until it has freed what it took).
+            Assert.False(queue.DrainScheduled, "a batch below half the capacity started a drain");
+            Assert.Equal(0, frees.Total);
+            Assert.Equal(Count, queue.Depth);
+
+            // A single free past the mark starts one, which frees everything (30 s at most on a loaded machine), even
+            // though the free itself is refused (past SingleFreeLimit: the caller frees it).
+            Assert.False(queue.TryEnqueue(Count, 64));
+            frees.Free(Count, marked: true);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (frees.Total < Count + 1 && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(5);
+            }
+
+            frees.AssertEachOnce(Count + 1);
+            Assert.Equal(0, queue.Depth);
         }
         finally
         {
