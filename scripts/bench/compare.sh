@@ -85,10 +85,11 @@ start_server() { # SYSTEM
   rm -f "$sock" "$ctl"
   case "$1" in
     zramd|zramd-nodefer|zramd-base)
-      # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline.
+      # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline;
+      # the others keep the default capacity.
       local conf="$work/zramd.conf" exe=("${zramd[@]}")
       [ "$1" = zramd-base ] && exe=(dotnet "$baseline/src/ZramDaemon/bin/Release/net10.0/zramd.dll")
-      printf '[zram0]\ndeferred-free-capacity = %s\n' "$([ "$1" = zramd-nodefer ] && echo 0 || echo 32768)" > "$conf"
+      printf '[zram0]\n%s\n' "$([ "$1" = zramd-nodefer ] && echo 'deferred-free-capacity = 0')" > "$conf"
       "${exe[@]}" --config "$conf" --listen "unix:$sock" --control "$ctl" --size "$corpus_bytes" --algorithm lz4 \
         >"$work/zramd.log" 2>&1 &
       server_pid=$!; wait_for_socket "$sock"; wait_for_socket "$ctl" ;;

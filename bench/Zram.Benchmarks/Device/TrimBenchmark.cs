@@ -19,15 +19,12 @@ namespace Zram.Benchmarks.Device;
 /// </summary>
 internal static class TrimBenchmark
 {
-    /// <summary>The daemon's default deferred-free-capacity (README).</summary>
-    private const int DefaultQueue = 32768;
-
     public static int Run(string[] args)
     {
         int rounds = 5;
         int extentKiB = 256;
         int threads = 4;
-        int queue = DefaultQueue;
+        int? queue = null; // the daemon's default (README)
         string? file = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -50,7 +47,7 @@ internal static class TrimBenchmark
         var random = new Random(1);
         long[] order = Enumerable.Range(0, (int)extents).Select(e => e * extent).OrderBy(_ => random.Next()).Take((int)(extents / 2)).ToArray();
 
-        Console.WriteLine($"trimming {order.Length} random {extentKiB} KiB extents (half of {size >> 20} MiB) on {threads} threads, {rounds} rounds, queue {queue} when on");
+        Console.WriteLine($"trimming {order.Length} random {extentKiB} KiB extents (half of {size >> 20} MiB) on {threads} threads, {rounds} rounds, queue {queue?.ToString(CultureInfo.InvariantCulture) ?? "auto"} when on");
         Console.WriteLine($"{"round",5} {"queue",6} {"trim ms",9} {"us/extent",10} {"ns/slot",8} {"queued at end",14} {"flush ms",9}");
         var times = new Dictionary<bool, List<double>> { [true] = [], [false] = [] };
         for (int round = 1; round <= rounds; round++)

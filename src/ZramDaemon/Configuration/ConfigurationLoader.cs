@@ -441,12 +441,17 @@ public static partial class ConfigurationLoader
             }
         }
 
-        int deferred = DeviceConfiguration.DefaultDeferredFreeCapacity;
-        if (device.DeferredFreeCapacity is { } deferredSetting
-            && (!int.TryParse(deferredSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out deferred) || deferred > (1 << 24)))
+        int? deferred = null;
+        if (device.DeferredFreeCapacity is { } deferredSetting && !deferredSetting.Value.Equals("auto", StringComparison.OrdinalIgnoreCase))
         {
-            // 0 turns the queue off: every free happens on the request path (the trims' baseline in the benchmark).
-            throw deferredSetting.Fail("a whole number of queued frees from 0 (off: every free synchronous) to 16777216 is required");
+            if (!int.TryParse(deferredSetting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out int capacity)
+                || capacity > Device.ZramDeviceOptions.MaxDeferredFreeCapacity)
+            {
+                // 0 turns the queue off: every free happens on the request path (the trims' baseline in the benchmark).
+                throw deferredSetting.Fail("auto (one per block) or a whole number of queued frees from 0 (off: every free synchronous) to 16777216 is required");
+            }
+
+            deferred = capacity;
         }
 
         bool readOnly = device.ReadOnly is { } readOnlySetting && ParseBoolean(readOnlySetting);

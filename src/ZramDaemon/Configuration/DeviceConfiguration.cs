@@ -4,7 +4,6 @@ namespace ZramDaemon.Configuration;
 public sealed record DeviceConfiguration
 {
     public const int DefaultCompactWatermarkPercent = 90;
-    public const int DefaultDeferredFreeCapacity = 32768;
     public const int DefaultRecompressCpuPercent = 10;
     public const int DefaultWritebackWatermarkPercent = 80;
     public static readonly TimeSpan DefaultRecompressIdleAfter = TimeSpan.FromMinutes(10);
@@ -22,7 +21,8 @@ public sealed record DeviceConfiguration
 
     public int CompactWatermarkPercent { get; init; } = DefaultCompactWatermarkPercent;
 
-    public int DeferredFreeCapacity { get; init; } = DefaultDeferredFreeCapacity;
+    /// <summary>Handles the deferred-free queue holds; null (auto, the default): one per block of the device.</summary>
+    public int? DeferredFreeCapacity { get; init; }
 
     public bool ReadOnly { get; init; }
 

@@ -161,7 +161,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _options = options;
         _logger = loggerFactory.CreateLogger<ZramDevice>();
         _slots = new SlotTable(options.DiskSize >> PageShift);
-        _pool = new ZsPool(new ZsPoolOptions { Name = options.Name, DeferredFreeCapacity = options.DeferredFreeCapacity },
+        _pool = new ZsPool(new ZsPoolOptions { Name = options.Name, DeferredFreeCapacity = DeferredFreeCapacity(options) },
             loggerFactory.CreateLogger<ZsPool>());
         // Compressed output must be below the huge class size to be worth storing compressed (the kernel's huge_class_size).
         _maxCompressedSize = _pool.HugeClassSize - 1;
@@ -384,6 +384,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _pool.DeferredFreeByteBudget = DeferredFreeBudget(bytes);
         _compactor.Kick();
     }
+
+    /// <summary>The queue's capacity: as configured, else one entry per block (at most
+    /// <see cref="ZramDeviceOptions.MaxDeferredFreeCapacity"/>), so that a discard of the whole device (mkfs, fstrim,
+    /// swapon) is queued whole rather than freed on the request path once the queue is full.</summary>
+    private static int DeferredFreeCapacity(ZramDeviceOptions options) =>
+        options.DeferredFreeCapacity ?? (int)Math.Min(options.DiskSize >> PageShift, ZramDeviceOptions.MaxDeferredFreeCapacity);
 
     /// <summary>The pool's deferred-free byte budget, as <see cref="DeferredFreeBudget"/> set it from the limit.</summary>
     internal long DeferredFreeByteBudget => _pool.DeferredFreeByteBudget;

@@ -24,8 +24,13 @@ public sealed record ZramDeviceOptions
     /// <summary>How often the background compactor looks at the pool when nothing wakes it sooner.</summary>
     public TimeSpan CompactInterval { get; init; } = TimeSpan.FromSeconds(1);
 
-    /// <summary>Capacity of the pool's deferred-free queue (handles freed off the write path).</summary>
-    public int DeferredFreeCapacity { get; init; } = 32768;
+    /// <summary>Capacity of the pool's deferred-free queue (handles freed off the request path); null (the default):
+    /// one per block of the device, at most <see cref="MaxDeferredFreeCapacity"/>, so that a discard of the whole
+    /// device fits (the entries are address space, resident only as they are used); 0: every free synchronous.</summary>
+    public int? DeferredFreeCapacity { get; init; }
+
+    /// <summary>The largest deferred-free queue: 16 Mi entries, 128 MiB of address space (64 GiB of blocks).</summary>
+    public const int MaxDeferredFreeCapacity = 1 << 24;
 
     public bool ReadOnly { get; init; }
 

@@ -29,7 +29,7 @@ internal static partial class ConfigurationReport
                 d.Algorithm,
                 d.MemLimit == 0 ? "none" : StatusTable.HumanSize(d.MemLimit),
                 d.CompactWatermarkPercent,
-                d.DeferredFreeCapacity,
+                d.DeferredFreeCapacity?.ToString(CultureInfo.InvariantCulture) ?? "auto",
                 d.ReadOnly ? "yes" : "no");
             if (d.RecompressAlgorithm is not null)
             {
@@ -64,7 +64,7 @@ internal static partial class ConfigurationReport
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}")]
-    private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, int deferred, string readOnly);
+    private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, string deferred, string readOnly);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] recompress-algorithm = {Algorithm}, recompress-idle-after = {IdleAfter}, recompress-cpu-percent = {CpuPercent}%, recompress-dictionary = {Dictionary}")]

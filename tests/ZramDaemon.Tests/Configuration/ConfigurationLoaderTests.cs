@@ -163,6 +163,16 @@ public sealed class ConfigurationLoaderTests : IDisposable
     }
 
     [Fact]
+    public void Deferred_free_capacity_is_auto_by_default_and_when_so_written()
+    {
+        string path = WriteConfig("[zram0]\nzram-size = 8\n[zram1]\nzram-size = 8\ndeferred-free-capacity = Auto\n[zram2]\nzram-size = 8\ndeferred-free-capacity = 16777216\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Null(config.Devices[0].DeferredFreeCapacity);
+        Assert.Null(config.Devices[1].DeferredFreeCapacity);
+        Assert.Equal(1 << 24, config.Devices[2].DeferredFreeCapacity);
+    }
+
+    [Fact]
     public void Recompression_keys_set_the_algorithm_idle_time_and_cpu_budget()
     {
         string path = WriteConfig("[zram0]\nzram-size = 8\nrecompress-algorithm = zstd(level=9)\nrecompress-idle-after = 15min\nrecompress-cpu-percent = 25%\n"
@@ -225,8 +235,9 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
         { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
         { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
-        { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': a whole number" },
-        { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': a whole number" },
+        { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': auto (one per block) or a whole number" },
+        { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': auto (one per block) or a whole number" },
+        { "[zram0]\ndeferred-free-capacity = lots", "[zram0] deferred-free-capacity = 'lots': auto (one per block) or a whole number" },
         { "[zram0]\nread-only = maybe", "[zram0] read-only = 'maybe': use yes or no" },
         { "[zram0]\nrecompress-algorithm = brotli", "[zram0] recompress-algorithm = 'brotli': 'brotli' is not a compression algorithm" },
         { "[zram0]\nrecompress-idle-after = soon", "[zram0] recompress-idle-after = 'soon': a duration is required" },

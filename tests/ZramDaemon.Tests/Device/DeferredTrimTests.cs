@@ -40,6 +40,45 @@ public class DeferredTrimTests
     }
 
     [Theory]
+    [InlineData(4096L * Page, 4096)]       // one entry per block: a whole-device discard fits
+    [InlineData(128L << 30, 1 << 24)]      // 128 GiB: at most 16 Mi entries (128 MiB of address space, touched as used)
+    public void The_default_queue_holds_one_entry_per_block_up_to_its_maximum(long diskSize, int expected)
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "auto", DiskSize = diskSize }, NullLoggerFactory.Instance);
+        Assert.Equal(expected, device.GetPoolStats().DeferredQueueCapacity);
+        Assert.Equal(0, device.GetStats().DeferredFreeDepth);
+    }
+
+    [Fact]
+    public void A_whole_device_discard_with_the_default_queue_loses_nothing_and_frees_everything_on_flush()
+    {
+        const int Slots = 40_000; // more than a single free may queue (32,768): only a batch goes past it
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "auto",
+            DiskSize = (long)Slots * Page,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        byte[] page = new byte[Page];
+        for (int i = 0; i < Slots; i++)
+        {
+            page.AsSpan().Fill(0);
+            BitConverter.TryWriteBytes(page.AsSpan(i % 4000), i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, page, fua: false));
+        }
+
+        Assert.Equal(NbdError.None, device.Trim(0, (long)Slots * Page));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.OrigDataSize);
+        Assert.Equal(Slots, stats.DiscardedPages);
+        device.FlushDeferredFrees();
+        Assert.Equal(0, device.GetStats().DeferredFreeDepth);
+        Assert.Equal(0, device.GetPoolStats().Objects);
+        Assert.Equal(0, device.GetPoolStats().DeferredQueueBytes);
+        Assert.True(device.Read(12345L * Page, page) == NbdError.None && page.AsSpan().IndexOfAnyExcept((byte)0) < 0);
+    }
+
+    [Theory]
     [InlineData(16)]     // the queue takes 16 handles of the 128, the rest are freed during the trim
     [InlineData(32768)]  // the queue takes them all
     [InlineData(0)]      // no queue: every free synchronous

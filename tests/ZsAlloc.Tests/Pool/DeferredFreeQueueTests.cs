@@ -1,0 +1,219 @@
+using ZsAlloc.Deferred;
+
+namespace ZsAlloc.Tests.Pool;
+
+/// <summary>
+/// The deferred-free queue on its own, with a free callback the test controls (it can hold the drain), so that what the
+/// queue takes and when it drains does not depend on the scheduler: a discard's batch may fill the whole capacity, a
+/// single free stops at <see cref="DeferredFreeQueue.SingleFreeLimit"/>, the drain starts at
+/// <see cref="DeferredFreeQueue.DrainHighWater"/> however large the capacity, and a batch (a discard's burst) starts
+/// none below half the capacity.
+/// </summary>
+public sealed class DeferredFreeQueueTests
+{
+    /// <summary>Counts each handle's frees, and can hold the drain inside a free until released.</summary>
+    private sealed class Frees(int handles) : IDisposable
+    {
+        private readonly int[] _counts = new int[handles];
+        private int _total;
+
+        public ManualResetEventSlim Gate { get; } = new(true);
+
+        /// <summary>Set once a free has started (the drain is then outside the queue's lock).</summary>
+        public ManualResetEventSlim Entered { get; } = new(false);
+
+        public int Total => Volatile.Read(ref _total);
+
+        public void Free(uint handle, bool marked)
+        {
+            Entered.Set();
+            Gate.Wait();
+            Interlocked.Increment(ref _counts[handle]);
+            Interlocked.Increment(ref _total);
+        }
+
+        /// <summary>Asserts that handles [0, count) were each freed exactly once and no other was.</summary>
+        public void AssertEachOnce(int count)
+        {
+            for (int h = 0; h < _counts.Length; h++)
+            {
+                int expected = h < count ? 1 : 0;
+                Assert.True(_counts[h] == expected, $"handle {h} freed {_counts[h]} times, expected {expected}");
+            }
+        }
+
+        public void Dispose()
+        {
+            Gate.Dispose();
+            Entered.Dispose();
+        }
+    }
+
+    private static DeferredFreeQueue Create(int capacity, Frees frees) =>
+        new(capacity, frees.Free, _ => { }, e => throw new InvalidOperationException("a queued free failed", e));
+
+    private static uint[] Handles(int from, int count) => Enumerable.Range(from, count).Select(i => (uint)i).ToArray();
+
+    [Fact]
+    public void A_batch_may_fill_the_capacity_but_a_single_free_stops_at_its_limit()
+    {
+        const int Capacity = DeferredFreeQueue.SingleFreeLimit + 4000;
+        using var frees = new Frees(Capacity + 2);
+        var queue = Create(Capacity, frees);
+        try
+        {
+            // Hold the drain (which the batch starts: it passes the high-water mark) inside its first free.
+            frees.Gate.Reset();
+            const int Batch = DeferredFreeQueue.SingleFreeLimit + 2000;
+            int taken = queue.Enqueue(Handles(0, Batch), Enumerable.Repeat(100, Batch).ToArray());
+            Assert.Equal(Batch, taken);
+            Assert.True(frees.Entered.Wait(TimeSpan.FromSeconds(30)), "no drain started past the high-water mark");
+
+            // At most one drain batch (32) is in hand: the queue still holds more than a single free's limit.
+            Assert.True(queue.Depth >= DeferredFreeQueue.SingleFreeLimit, $"depth {queue.Depth}");
+            Assert.False(queue.TryEnqueue(Batch, 100), "a single free was queued past SingleFreeLimit");
+
+            // A batch still has room, up to the capacity and no further.
+            int more = queue.Enqueue(Handles(Batch, 2), [100, 100]);
+            Assert.Equal(2, more);
+            Assert.True(queue.Depth <= Capacity);
+
+            frees.Gate.Set();
+            queue.Flush();
+            Assert.Equal(0, queue.Depth);
+            Assert.Equal(0, queue.Bytes);
+            frees.AssertEachOnce(Batch + 2);
+
+            // Below the limit a single free is queued again.
+            Assert.True(queue.TryEnqueue(Batch + 2, 100));
+            Assert.Equal(1, queue.Depth);
+        }
+        finally
+        {
+            frees.Gate.Set();
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void The_drain_starts_at_the_high_water_mark_however_large_the_capacity()
+    {
+        const int Count = DeferredFreeQueue.DrainHighWater;
+        using var frees = new Frees(Count);
+        var queue = Create(1 << 20, frees);
+        try
+        {
+            Assert.Equal(Count - 1, queue.Enqueue(Handles(0, Count - 1), Enumerable.Repeat(64, Count - 1).ToArray()));
+            Assert.True(queue.TryEnqueue(Count - 1, 64));
+
+            // Nobody flushes: a background drain must free them all (30 s at most on a loaded machine).
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (frees.Total < Count && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(5);
+            }
+
+            Assert.Equal(Count, frees.Total);
+            Assert.Equal(0, queue.Depth);
+            frees.AssertEachOnce(Count);
+        }
+        finally
+        {
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void A_batch_past_the_high_water_mark_leaves_the_drain_to_the_owner_or_the_next_single_free()
+    {
+        const int Count = 3 * DeferredFreeQueue.DrainHighWater;
+        using var frees = new Frees(Count + 1);
+        var queue = Create(1 << 20, frees);
+        try
+        {
+            // Three times the high-water mark, far below half the capacity: no drain during the burst.
+            for (int i = 0; i < Count; i += 256)
+            {
+                Assert.Equal(256, queue.Enqueue(Handles(i, 256), Enumerable.Repeat(64, 256).ToArray()));
+            }
+
+            // None queued, running or done (a drain stays scheduled until it has freed what it took).
+            Assert.False(queue.DrainScheduled, "a batch below half the capacity started a drain");
+            Assert.Equal(0, frees.Total);
+            Assert.Equal(Count, queue.Depth);
+
+            // A single free past the mark starts one, which frees everything (30 s at most on a loaded machine), even
+            // though the free itself is refused (past SingleFreeLimit: the caller frees it).
+            Assert.False(queue.TryEnqueue(Count, 64));
+            frees.Free(Count, marked: true);
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (frees.Total < Count + 1 && DateTime.UtcNow < deadline)
+            {
+                Thread.Sleep(5);
+            }
+
+            frees.AssertEachOnce(Count + 1);
+            Assert.Equal(0, queue.Depth);
+        }
+        finally
+        {
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void Batches_and_single_frees_racing_the_drain_and_flushes_lose_no_handle_and_free_none_twice()
+    {
+        // Small capacity and limits hit often: batches cut short, single frees refused, the drain and flushes running.
+        const int Threads = 4, PerThread = 50_000;
+        using var frees = new Frees(Threads * PerThread);
+        var queue = Create(DeferredFreeQueue.SingleFreeLimit + 1000, frees);
+        try
+        {
+            Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, t =>
+            {
+                var random = new Random(t);
+                int next = t * PerThread, end = next + PerThread;
+                while (next < end)
+                {
+                    if (random.Next(4) == 0)
+                    {
+                        // A single free: what the queue refuses, the caller frees itself.
+                        if (!queue.TryEnqueue((uint)next, 200))
+                        {
+                            frees.Free((uint)next, marked: true);
+                        }
+
+                        next++;
+                    }
+                    else
+                    {
+                        int n = Math.Min(end - next, 1 + random.Next(3000));
+                        int taken = queue.Enqueue(Handles(next, n), Enumerable.Repeat(200, n).ToArray());
+                        Assert.InRange(taken, 0, n);
+                        for (int i = next + taken; i < next + n; i++)
+                        {
+                            frees.Free((uint)i, marked: false);
+                        }
+
+                        next += n;
+                    }
+
+                    if (random.Next(200) == 0)
+                    {
+                        queue.Flush();
+                    }
+                }
+            });
+
+            queue.Flush();
+            Assert.Equal(0, queue.Depth);
+            Assert.Equal(0, queue.Bytes);
+            frees.AssertEachOnce(Threads * PerThread);
+        }
+        finally
+        {
+            queue.Close();
+        }
+    }
+}
