@@ -7,6 +7,7 @@ using ZsAlloc.Deferred;
 using ZsAlloc.Diagnostics;
 using ZsAlloc.Handles;
 using ZsAlloc.Pages;
+using ZsAlloc.Pins;
 using ZsAlloc.SizeClasses;
 using ZsAlloc.ZsPages;
 
@@ -22,14 +23,17 @@ namespace ZsAlloc;
 ///   Objects of <see cref="HugeClassSize"/> bytes or more go to the huge class: one object per page, no header
 ///   (compaction never moves them), so 4096 bytes fit.
 ///
-///   Zspage: a run of 1..16 pages (<see cref="PageSource"/>) cut into slots of its class, with a 24-byte
-///   descriptor (<see cref="ZsPageDescriptor"/>). Its pages are virtually contiguous, so an object that crosses
+///   Zspage: a run of 1..16 pages (<see cref="PageSource"/>) cut into slots of its class, with a 20-byte
+///   descriptor (<see cref="ZsPageDescriptor"/>) named by an id (<see cref="ZsPageTable"/>; the page owner map leads
+///   from a page to it). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
 ///   Compaction empties the emptiest zspages into the fullest, then gathers the freed slots left in a class at the end
 ///   of one zspage, whose pages past its last object go back (<see cref="ShrinkClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
-///   32 MiB of them kept warm for reuse while the pool is busy, see <see cref="PageSource"/>).
+///   32 MiB of them kept warm for reuse while the pool is busy, see <see cref="PageSource"/>). At the end of a
+///   compaction, live zspages above a mark just over the live count take free ids below it and the descriptor
+///   table is cut there (<see cref="ShrinkZspages"/>), so the descriptors of emptied zspages go back too.
 ///
 ///   Handle: a 32-bit value naming a cell of the <see cref="HandleTable"/> (<see cref="HandleCell"/>). The cell
 ///   holds the object's location and payload size, so compaction can move the object and rewrite the cell.
@@ -39,16 +43,18 @@ namespace ZsAlloc;
 /// Concurrency
 ///   Cells change only by compare-and-swap. A cell marked Moving belongs to the compactor, which is copying
 ///   that one object; everyone else who needs the object spins until the new location is written.
-///   Readers and writers pin the object's zspage (Interlocked counter in the descriptor) and check the cell
-///   again after pinning; compaction marks the cell Moving and then waits for the zspage's pins to drain
-///   before copying (the kernel's zspage migrate lock). So a reader or writer waits at most for one object
-///   move, and an open <see cref="ZsReadView"/> keeps its object where it is.
+///   Readers and writers pin the object (an Interlocked counter of the <see cref="PinTable"/>, chosen by the page
+///   the object starts in, never in a descriptor and never given back) and check the cell again after pinning;
+///   compaction marks the cell Moving and then waits for the object's counter to drain before copying (the
+///   kernel's zspage migrate lock). So a reader or writer waits at most for one object move, and an open
+///   <see cref="ZsReadView"/> keeps its object where it is.
 ///   Free wins the object by swapping the cell to free first; from then on
 ///   compaction cannot claim it, and the slot is returned under the class lock.
 ///
 /// Lock order (take left before right; never the other way)
 ///   compaction lock (one compactor per pool)
-///     -> class lock (SizeClass.Lock: bands, zspage InUse and free slots, class counters)
+///     -> class lock (SizeClass.Lock: bands, zspage InUse and free slots, class counters, and the ids of the
+///        class's live zspages: compaction renumbers a zspage only under it, so a free reads the owner map under it)
 ///       -> leaf locks, none held while taking another: handle table, zspage table, page source, deferred queue.
 ///   Zspage creation and release (mmap/madvise) happen outside the class lock. Pins and cells are lock-free.
 /// </summary>
@@ -66,6 +72,7 @@ public sealed unsafe class ZsPool : IDisposable
     private readonly SizeClass _huge;
     private readonly PageSource _pages = new();
     private readonly ZsPageTable _zspages = new();
+    private readonly PinTable _pins = new();
     private readonly HandleTable _handles;
     private readonly DeferredFreeQueue _deferred;
     private readonly Lock _compactLock = new();
@@ -81,6 +88,10 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>A handle shrink runs only if it can give back at least this many pages of cells (64 KiB).</summary>
     private const int MinimumHandlePagesToShrink = 16;
+
+    /// <summary>Compaction renumbers zspages to cut their descriptors only if that gives back this many pages (16 KiB).</summary>
+    private const int MinimumZspagePagesToShrink = 4;
+    private long _zspageBytesReleased;
     private volatile bool _disposed;
 
     public ZsPool(ZsPoolOptions? options = null, ILogger<ZsPool>? logger = null)
@@ -113,10 +124,25 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
     public long PeakPages => _pages.PeakPages;
 
-    /// <summary>The pool's own metadata: handle cells, zspage descriptors, page owner maps, the deferred queue's
-    /// resident entries.</summary>
-    public long MetadataBytes =>
-        _handles.MetadataBytes + _zspages.MetadataBytes + _pages.MetadataBytes + _deferred.MetadataBytes;
+    /// <summary>The pool's own metadata: handle cells, zspage descriptors, pin counters, page owner maps, the deferred
+    /// queue's resident entries.</summary>
+    public long MetadataBytes => _handles.MetadataBytes + _zspages.MetadataBytes + PinTable.MetadataBytes
+        + _pages.MetadataBytes + _deferred.MetadataBytes;
+
+    /// <summary>Bytes of zspage descriptors (20 per id below the table's end).</summary>
+    internal long ZspageMetadataBytes => _zspages.MetadataBytes;
+
+    /// <summary>Bytes of zspage descriptors compaction has cut from the table since the pool was created.</summary>
+    internal long ZspageBytesReleased => Interlocked.Read(ref _zspageBytesReleased);
+
+    /// <summary>Zspages live (or being created or released) now.</summary>
+    internal int LiveZspages => _zspages.Live;
+
+    /// <summary>Readers' and writers' pins held now (<see cref="PinTable.Held"/>).</summary>
+    internal long PinsHeld => _pins.Held();
+
+    /// <summary>The id of the zspage an object lies in now (for tests: racy while compaction runs).</summary>
+    internal int ZspageOf(uint handle) => _pages.OwnerOf((int)(HandleCell.LocationOf(Volatile.Read(ref *CellOf(handle))) >> PageShift));
 
     internal SizeClassTable Table => _table;
 
@@ -145,7 +171,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         ObjectDisposedException.ThrowIf(_disposed, this);
-        SizeClass cls = size >= HugeClassSize ? _huge : _classes[_table.ClassIndexFor(size + HeaderSize)];
+        SizeClass cls = ClassOf(size);
         uint cell = _handles.Allocate();
 
         cls.Lock.Enter();
@@ -179,32 +205,32 @@ public sealed unsafe class ZsPool : IDisposable
     public void Write(uint handle, ReadOnlySpan<byte> source)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        byte* payload = Pin(handle, out int* pinned, out int size);
         if (source.Length > size)
         {
-            Interlocked.Decrement(ref pinned->Pins);
+            Interlocked.Decrement(ref *pinned);
             ThrowHelper.ThrowLongerThanObject(source.Length, size);
         }
 
         // In bounds: the object's slot holds size payload bytes and source.Length <= size.
         source.CopyTo(new Span<byte>(payload, source.Length));
-        Interlocked.Decrement(ref pinned->Pins);
+        Interlocked.Decrement(ref *pinned);
     }
 
     /// <summary>Copies the object's first destination.Length bytes (at most its size) into <paramref name="destination"/>.</summary>
     public void Read(uint handle, Span<byte> destination)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        byte* payload = Pin(handle, out int* pinned, out int size);
         if (destination.Length > size)
         {
-            Interlocked.Decrement(ref pinned->Pins);
+            Interlocked.Decrement(ref *pinned);
             ThrowHelper.ThrowLongerThanObject(destination.Length, size);
         }
 
         // In bounds: destination.Length <= size payload bytes of the slot.
         new ReadOnlySpan<byte>(payload, destination.Length).CopyTo(destination);
-        Interlocked.Decrement(ref pinned->Pins);
+        Interlocked.Decrement(ref *pinned);
     }
 
     /// <summary>
@@ -216,10 +242,10 @@ public sealed unsafe class ZsPool : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         _ = scratch;
-        byte* payload = Pin(handle, out ZsPageDescriptor* pinned, out int size);
+        byte* payload = Pin(handle, out int* pinned, out int size);
         if ((uint)length > (uint)size)
         {
-            Interlocked.Decrement(ref pinned->Pins);
+            Interlocked.Decrement(ref *pinned);
             ThrowHelper.ThrowLongerThanObject(length, size);
         }
 
@@ -403,8 +429,13 @@ public sealed unsafe class ZsPool : IDisposable
             ThrowHelper.ThrowSizeOutOfRange(size);
         }
 
-        return size >= HugeClassSize ? _huge.Size : _classes[_table.ClassIndexFor(size + HeaderSize)].Size;
+        return ClassOf(size).Size;
     }
+
+    /// <summary>The class an object of <paramref name="size"/> payload bytes (1..4096, checked by the caller) lives in:
+    /// it never changes (compaction moves objects within their class), so the cell's size leads to it without the
+    /// zspage's descriptor.</summary>
+    private SizeClass ClassOf(int size) => size >= HugeClassSize ? _huge : _classes[_table.ClassIndexFor(size + HeaderSize)];
 
     /// <summary>
     /// Keeps an 8-byte word in a handle cell of its own, with no object (zram's same-filled pages): 8 bytes of
@@ -503,7 +534,7 @@ public sealed unsafe class ZsPool : IDisposable
         uint cell = _handles.Allocate();
         Volatile.Write(ref *_handles.Cell(cell), c);
         long location = HandleCell.LocationOf(c);
-        if (_zspages[_pages.OwnerOf((int)(location >> PageShift))]->ClassIndex != _huge.Info.Index)
+        if (!ClassOf(HandleCell.SizeOf(c)).IsHuge)
         {
             // In bounds: the location is the live object's slot; its first 4 bytes are its header. Written after the
             // new cell, so a compactor that reads the new header finds a cell that points back here.
@@ -571,16 +602,99 @@ public sealed unsafe class ZsPool : IDisposable
                 }
             }
 
-            // Compaction is when memory goes back: the few warm pages kept for reuse go too, and the deferred
-            // queue's pages past its queued entries.
+            // Compaction is when memory goes back: the few warm pages kept for reuse go too, the deferred queue's
+            // pages past its queued entries, and the descriptors of the zspages it emptied.
             _pages.ReleaseWarm();
             _deferred.ReleaseUnused();
+            ShrinkZspages();
             Interlocked.Add(ref _pagesCompacted, freed);
             Interlocked.Add(ref _objectsMoved, moved);
             Interlocked.Increment(ref _compactionRuns);
             ZsPoolLog.Compacted(_logger, _name, freed, moved, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
             return freed;
         }
+    }
+
+    /// <summary>
+    /// Gives back the descriptors of the zspages compaction emptied: they are spread over the whole id range, so the
+    /// live zspages above a mark just over the live count (<see cref="ZsPageTable.BeginShrink"/>) take free ids below
+    /// it, one at a time under their class lock, and the table is cut at the mark. Nothing outside a class lock holds a
+    /// live zspage's id (frees read it from the owner map under the lock; readers' pins are by page), so nothing else
+    /// needs to know. Compaction lock held (no zspage is isolated). Returns the bytes of descriptors cut.
+    /// </summary>
+    private long ShrinkZspages()
+    {
+        if (!_zspages.BeginShrink(MinimumZspagePagesToShrink))
+        {
+            return 0;
+        }
+
+        long released;
+        try
+        {
+            int mark = _zspages.Mark;
+            for (int id = _zspages.Created - 1; id >= mark; id--)
+            {
+                if (!RenumberZspage(id))
+                {
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            released = _zspages.EndShrink();
+        }
+
+        Interlocked.Add(ref _zspageBytesReleased, released);
+        ZsPoolLog.ZspagesShrunk(_logger, _name, released);
+        return released;
+    }
+
+    /// <summary>
+    /// If <paramref name="id"/> is a live zspage, gives it a free id below the shrink's mark: its descriptor moves there
+    /// and its band list and page owner entries name the new id, all under its class lock. False if no id below the
+    /// mark is left (zspages created meanwhile took them).
+    /// </summary>
+    private bool RenumberZspage(int id)
+    {
+        ZsPageDescriptor* d = _zspages[id];
+        if (!d->IsLive)
+        {
+            return true;
+        }
+
+        // Seen live, its class index is the one it was made with (written before it went live).
+        SizeClass cls = _classes[d->ClassIndex];
+        int to = -1;
+        cls.Lock.Enter();
+        // Under the class lock a zspage of this class stays live and keeps its id; one of another class (the id
+        // recycled meanwhile) or one gone is left alone.
+        if (d->IsLive && d->ClassIndex == cls.Info.Index)
+        {
+            Debug.Assert(!d->IsIsolated);
+            to = _zspages.TakeBelowMark();
+            if (to >= 0)
+            {
+                ZsPageDescriptor* moved = _zspages[to];
+                cls.Renumber(d, to, moved);
+                _pages.SetOwner(moved->FirstPage, cls.PagesPerZspage, to);
+            }
+        }
+        else
+        {
+            cls.Lock.Exit();
+            return true;
+        }
+
+        cls.Lock.Exit();
+        if (to < 0)
+        {
+            return false;
+        }
+
+        _zspages.Free(id);
+        return true;
     }
 
     /// <summary>zs_can_compact over all classes: pages compaction could free now.</summary>
@@ -679,6 +793,7 @@ public sealed unsafe class ZsPool : IDisposable
 
         _pages.Dispose();
         _zspages.Dispose();
+        _pins.Dispose();
         _handles.Dispose();
     }
 
@@ -748,10 +863,11 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>
-    /// Pins the object's zspage and returns its payload and size. The cell is read again after pinning: if
-    /// compaction claimed the object in between, the pin is dropped and the new location is awaited.
+    /// Pins the object (<see cref="PinTable"/>) and returns its payload and size. The cell is read again after pinning:
+    /// if compaction claimed the object in between, the pin is dropped and the new location is awaited. Neither the
+    /// page owner map nor the zspage's descriptor is read: the size says whether the object has a header.
     /// </summary>
-    private byte* Pin(uint handle, out ZsPageDescriptor* pinned, out int size)
+    private byte* Pin(uint handle, out int* pinned, out int size)
     {
         ulong* cellPtr = CellOf(handle);
         var spin = default(SpinWait);
@@ -759,38 +875,37 @@ public sealed unsafe class ZsPool : IDisposable
         {
             ulong c = Volatile.Read(ref *cellPtr);
             CheckLive(handle, c, queued: false);
-            long location = HandleCell.LocationOf(c);
-            int owner = _pages.OwnerOf((int)(location >> PageShift));
-            if ((c & HandleCell.Moving) != 0 || owner < 0)
+            if ((c & HandleCell.Moving) != 0)
             {
                 spin.SpinOnce(sleep1Threshold: -1);
                 continue;
             }
 
-            ZsPageDescriptor* d = _zspages[owner];
-            Interlocked.Increment(ref d->Pins);
+            long location = HandleCell.LocationOf(c);
+            int* pin = _pins.For(location);
+            Interlocked.Increment(ref *pin);
             if (Volatile.Read(ref *cellPtr) != c)
             {
-                Interlocked.Decrement(ref d->Pins);
+                Interlocked.Decrement(ref *pin);
                 continue;
             }
 
             // In bounds: the location is one the pool wrote into this cell (AllocateSlot or compaction): a slot
-            // inside a run of the zspage the owner map names; the 4-byte header read is the slot's first bytes.
+            // inside a zspage's run; the 4-byte header read is the slot's first bytes.
             byte* p = _pages.Address(location);
             size = HandleCell.SizeOf(c);
-            if (d->ClassIndex != _huge.Info.Index)
+            if (size < HugeClassSize)
             {
                 if (*(uint*)p != HandleCell.MakeHeader(HandleCell.CellOf(handle)))
                 {
-                    Interlocked.Decrement(ref d->Pins);
+                    Interlocked.Decrement(ref *pin);
                     ThrowHelper.ThrowCorrupt(handle);
                 }
 
                 p += HeaderSize;
             }
 
-            pinned = d;
+            pinned = pin;
             return p;
         }
     }
@@ -816,13 +931,14 @@ public sealed unsafe class ZsPool : IDisposable
             }
         }
 
-        // The cell is ours now: compaction can no longer claim the object, so its location is final.
+        // The cell is ours now: compaction can no longer claim the object, so its location is final. Its zspage's id
+        // is read under the class lock, which compaction holds to renumber a zspage (RenumberZspage).
         long location = HandleCell.LocationOf(c);
-        int id = _pages.OwnerOf((int)(location >> PageShift));
-        ZsPageDescriptor* d = _zspages[id];
-        SizeClass cls = _classes[d->ClassIndex];
+        SizeClass cls = ClassOf(HandleCell.SizeOf(c));
         bool release = false;
         cls.Lock.Enter();
+        int id = _pages.OwnerOf((int)(location >> PageShift));
+        ZsPageDescriptor* d = _zspages[id];
         FreeSlot(cls, d, location);
         cls.ObjUsed--;
         cls.BytesStored -= HandleCell.SizeOf(c);
@@ -993,7 +1109,6 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         ZsPageDescriptor* d = _zspages[id];
-        // Pins is left alone: a reader that raced with this descriptor's previous life may still drop its pin.
         d->FirstPage = head;
         d->Prev = -1;
         d->Next = -1;
@@ -1003,8 +1118,8 @@ public sealed unsafe class ZsPool : IDisposable
         d->FreeSlot = -1;
         d->Touched = 0;
         // Nothing is written here: slots get their header as they are handed out. A zeroed run counts as its slots
-        // are first used; a warm run is resident already and counted in full by the page source.
-        d->Flags = zeroed ? ZsPageDescriptor.FlagLive : (byte)(ZsPageDescriptor.FlagLive | ZsPageDescriptor.FlagResident);
+        // are first used; a warm run is resident already and counted in full by the page source. Live once in its class.
+        d->Flags = zeroed ? (byte)0 : ZsPageDescriptor.FlagResident;
 
         _pages.SetOwner(head, cls.PagesPerZspage, id);
         return id;
@@ -1131,8 +1246,8 @@ public sealed unsafe class ZsPool : IDisposable
             cls.UpdateBand(dstId, dst);
             cls.Lock.Exit();
 
-            // Readers and writers inside src finish first; new ones see Moving and wait for the new location.
-            if (!WaitForPins(src))
+            // Readers and writers inside the object finish first; new ones see Moving and wait for the new location.
+            if (!PinTable.WaitForZero(_pins.For(srcLocation)))
             {
                 // Someone keeps src pinned (an open view, perhaps held by a thread that now waits for this very
                 // object): give the object back where it is and leave this class for another time.
@@ -1248,7 +1363,7 @@ public sealed unsafe class ZsPool : IDisposable
             }
 
             cls.Lock.Exit();
-            if (!WaitForPins(z))
+            if (!PinTable.WaitForZero(_pins.For(srcLocation)))
             {
                 // An open view keeps Z pinned: the object stays, the slot taken for it is freed again.
                 Volatile.Write(ref *cellPtr, claimed);
@@ -1409,29 +1524,6 @@ public sealed unsafe class ZsPool : IDisposable
         cls.PutBack(zId, z);
         cls.Lock.Exit();
         return released;
-    }
-
-    /// <summary>Waits until no reader or writer is inside the zspage; false if that takes longer than about 2 ms.</summary>
-    private static bool WaitForPins(ZsPageDescriptor* zspage)
-    {
-        if (Volatile.Read(ref zspage->Pins) == 0)
-        {
-            return true;
-        }
-
-        long deadline = Stopwatch.GetTimestamp() + (Stopwatch.Frequency / 500);
-        var spin = default(SpinWait);
-        while (Volatile.Read(ref zspage->Pins) != 0)
-        {
-            if (Stopwatch.GetTimestamp() > deadline)
-            {
-                return false;
-            }
-
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
-
-        return true;
     }
 
     /// <summary>Undoes a claimed move whose object stayed in src: frees the slot taken in dst, puts src back.

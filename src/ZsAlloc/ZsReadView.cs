@@ -1,17 +1,15 @@
-using ZsAlloc.ZsPages;
-
 namespace ZsAlloc;
 
 /// <summary>
-/// A read-only view of an object, from <see cref="ZsPool.MapRead"/>. While it is open the object's zspage is
-/// pinned: compaction waits before it moves any object out of it. Dispose it promptly (a using statement),
+/// A read-only view of an object, from <see cref="ZsPool.MapRead"/>. While it is open the object is pinned:
+/// compaction waits before it moves it (and any object sharing its pin counter, see PinTable). Dispose it promptly (a using statement),
 /// and never call <see cref="ZsPool.Compact"/> on the thread that holds it.
 /// </summary>
 public unsafe ref struct ZsReadView
 {
-    private ZsPageDescriptor* _pinned;
+    private int* _pinned;
 
-    internal ZsReadView(ReadOnlySpan<byte> span, ZsPageDescriptor* pinned)
+    internal ZsReadView(ReadOnlySpan<byte> span, int* pinned)
     {
         Span = span;
         _pinned = pinned;
@@ -24,8 +22,8 @@ public unsafe ref struct ZsReadView
     {
         if (_pinned != null)
         {
-            // The descriptor lives in a chunk that outlives every handle of the pool.
-            Interlocked.Decrement(ref _pinned->Pins);
+            // The pin counters live as long as the pool and are never given back (PinTable).
+            Interlocked.Decrement(ref *_pinned);
             _pinned = null;
             Span = default;
         }

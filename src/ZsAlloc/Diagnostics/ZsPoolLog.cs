@@ -12,4 +12,7 @@ internal static partial class ZsPoolLog
 
     [LoggerMessage(EventId = 3, Level = LogLevel.Debug, Message = "Pool {Pool}: handle shrink gave back {Bytes} bytes of cells")]
     public static partial void HandlesShrunk(ILogger logger, string pool, long bytes);
+
+    [LoggerMessage(EventId = 4, Level = LogLevel.Debug, Message = "Pool {Pool}: zspage renumbering gave back {Bytes} bytes of descriptors")]
+    public static partial void ZspagesShrunk(ILogger logger, string pool, long bytes);
 }

@@ -275,15 +275,7 @@ internal sealed unsafe class HandleTable : IDisposable
             if (_inUseAboveMark == 0)
             {
                 // Stale readers of a cell past the mark (a pop that lost its race) still read mapped zeros.
-                uint end = (created + CellsPerPage - 1) / CellsPerPage * CellsPerPage;
-                for (uint from = _mark; from < end;)
-                {
-                    uint chunkEnd = ((from >> ChunkShift) + 1) << ChunkShift;
-                    uint to = Math.Min(end, chunkEnd);
-                    // In bounds: from < to <= the end of from's chunk, and every chunk below Created is mapped.
-                    MemoryMap.Release((nint)Cell(from), (long)(to - from) * sizeof(ulong));
-                    from = to;
-                }
+                _chunks.Release((long)_mark * sizeof(ulong), (long)created * sizeof(ulong));
 
                 released = (long)(created - _mark) * sizeof(ulong); // the fall of MetadataBytes
                 Volatile.Write(ref _created, _mark);

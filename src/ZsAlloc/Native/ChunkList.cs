@@ -32,6 +32,27 @@ internal sealed class ChunkList : IDisposable
         Volatile.Write(ref _count, _count + 1);
     }
 
+    /// <summary>
+    /// Gives the pages of the bytes from <paramref name="from"/> to <paramref name="end"/> (offsets into the chunks laid end
+    /// to end; a partial page at either end: the one holding <paramref name="from"/> is kept, the one holding
+    /// <paramref name="end"/> released) back to the OS: a table cut at <paramref name="from"/>. The chunks stay mapped, so
+    /// stale readers read zeros. Caller holds the owner's lock; the range lies in chunks added.
+    /// </summary>
+    public void Release(long from, long end)
+    {
+        const int Page = MemoryMap.PageSize;
+        from = (from + Page - 1) / Page * Page;
+        end = (end + Page - 1) / Page * Page;
+        while (from < end)
+        {
+            int chunk = (int)(from / _chunkBytes);
+            long to = Math.Min(end, (chunk + 1) * _chunkBytes);
+            // In bounds: from < to <= the end of from's chunk (chunks are whole pages), a chunk below Count.
+            MemoryMap.Release(_chunks[chunk] + (nint)(from - (chunk * _chunkBytes)), to - from);
+            from = to;
+        }
+    }
+
     /// <summary>Unmaps every chunk. Caller holds the owner's lock and nobody uses the chunks any more.</summary>
     public void Dispose()
     {

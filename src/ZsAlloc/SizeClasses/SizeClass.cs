@@ -192,6 +192,8 @@ internal sealed unsafe class SizeClass
         {
             Link(id, d);
         }
+
+        d->MarkLive();
     }
 
     /// <summary>Re-sorts a zspage after its InUse changed.</summary>
@@ -232,6 +234,35 @@ internal sealed unsafe class SizeClass
         UntouchedSlots -= ObjectsPerZspage - d->Touched;
         // Not live any more; FlagResident stays until the descriptor is freed: releasing the run needs PagesOf.
         d->Flags &= ZsPageDescriptor.FlagResident;
+    }
+
+    /// <summary>
+    /// A live zspage of this class takes the id <paramref name="to"/> (a free one): its descriptor is copied there and
+    /// its band list's links are rewritten to name it. The caller rewrites the page owner map. Class lock held; the
+    /// zspage is not isolated.
+    /// </summary>
+    public void Renumber(ZsPageDescriptor* d, int to, ZsPageDescriptor* moved)
+    {
+        *moved = *d;
+        if (moved->Band is not (BandEmpty or BandFull))
+        {
+            if (moved->Prev != None)
+            {
+                _zspages[moved->Prev]->Next = to;
+            }
+            else
+            {
+                _bandHead[moved->Band] = to;
+            }
+
+            if (moved->Next != None)
+            {
+                _zspages[moved->Next]->Prev = to;
+            }
+        }
+
+        // The old id is no zspage of the class any more (the caller frees it).
+        d->Flags = 0;
     }
 
     /// <summary>Compaction takes a source zspage off the lists so allocation does not refill it.</summary>

@@ -4,19 +4,16 @@ using ZsAlloc.SizeClasses;
 namespace ZsAlloc.ZsPages;
 
 /// <summary>
-/// One zspage: a run of 1..16 contiguous pages holding the objects of one size class. 24 bytes in native
-/// memory (the kernel's struct zspage is 56). Fields other than <see cref="Pins"/> change only under
-/// the owning class's lock.
+/// One zspage: a run of 1..16 contiguous pages holding the objects of one size class. 20 bytes in native
+/// memory (the kernel's struct zspage is 56). A live zspage's fields change only under its class's lock, and so does
+/// its id (<see cref="ZsPageTable"/>: compaction renumbers zspages to cut the table); readers' pins are not here
+/// (<see cref="Pins.PinTable"/>), so nothing outside the class lock ever writes a live descriptor.
 /// </summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct ZsPageDescriptor
 {
     /// <summary>Global number of the first page of the run.</summary>
     public int FirstPage;
-
-    /// <summary>Readers and writers inside an object of this zspage right now (Interlocked). Compaction
-    /// waits for 0 before it copies an object out, as the kernel's migrate_write_lock waits for readers.</summary>
-    public int Pins;
 
     /// <summary>Links of the class's fullness-band list (zspage ids, -1 = none).</summary>
     public int Prev;
@@ -35,9 +32,11 @@ internal struct ZsPageDescriptor
 
     public byte ClassIndex;
 
-    /// <summary>Band in the low 4 bits, flags in the high 4: the descriptor stays 24 bytes.</summary>
+    /// <summary>Band in the low 4 bits, flags in the high 4: the descriptor stays 20 bytes.</summary>
     private byte _bandAndFlags;
 
+    /// <summary>In its class (from <see cref="SizeClass.Add"/> to <see cref="SizeClass.Remove"/>): only then may compaction
+    /// renumber it, under the class lock (a zspage being created or released is held by its id outside the lock).</summary>
     public const byte FlagLive = 1;
 
     /// <summary>Taken off the band lists by compaction: allocation does not use it, frees do not move or release it.</summary>
@@ -62,4 +61,11 @@ internal struct ZsPageDescriptor
     }
 
     public readonly bool IsIsolated => (Flags & FlagIsolated) != 0;
+
+    /// <summary>Whether it is live (in its class); read without the class lock first, so volatile: seen live, its
+    /// <see cref="ClassIndex"/> (written before <see cref="MarkLive"/>) is seen too.</summary>
+    public readonly bool IsLive => ((Volatile.Read(in _bandAndFlags) >> 4) & FlagLive) != 0;
+
+    /// <summary>Sets <see cref="FlagLive"/> (class lock held), after every other field of the new zspage.</summary>
+    public void MarkLive() => Volatile.Write(ref _bandAndFlags, (byte)(_bandAndFlags | (FlagLive << 4)));
 }

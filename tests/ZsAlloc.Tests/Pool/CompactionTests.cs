@@ -203,7 +203,7 @@ public sealed class CompactionTests
         Assert.Equal(1, pool.CanCompact());
         uint[] live = [handles[0], handles[3], handles[4]];
 
-        // The view pins the zspage of handles[4]; compaction gives up on it rather than wait forever,
+        // The view pins handles[4], the only object of the source zspage; compaction gives up on it rather than wait forever,
         // and a read of any object finishes while the view stays open.
         using (ZsReadView view = pool.MapRead(handles[4], 1020, new byte[4096]))
         {
