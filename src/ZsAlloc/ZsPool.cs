@@ -313,28 +313,8 @@ public sealed unsafe class ZsPool : IDisposable
     public void FreeDeferred(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        ulong* cellPtr = CellOf(handle);
-        var spin = default(SpinWait);
-        int size;
-        while (true)
-        {
-            ulong c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, queued: false);
-            if ((c & HandleCell.Moving) != 0)
-            {
-                spin.SpinOnce(sleep1Threshold: -1);
-                continue;
-            }
-
-            size = HandleCell.SizeOf(c);
-
-            // Marked pending, the handle is already dead to its owner: a second free or a read is refused.
-            if (Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.FreePending, c) == c)
-            {
-                break;
-            }
-        }
-
+        // Marked pending, the handle is already dead to its owner: a second free or a read is refused.
+        int size = HandleCell.SizeOf(ClaimCell(handle, queued: false, keep: ~0UL, set: HandleCell.FreePending));
         if (!_deferred.TryEnqueue(handle, SlotBytes(size)))
         {
             FreeCore(handle, queued: true);
@@ -514,23 +494,8 @@ public sealed unsafe class ZsPool : IDisposable
     public uint MoveObjectHandle(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        ulong* cellPtr = CellOf(handle);
-        var spin = default(SpinWait);
-        ulong c;
-        while (true)
-        {
-            c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, queued: false);
-
-            // Claimed as compaction claims an object it moves: compaction now leaves this object alone.
-            if ((c & HandleCell.Moving) == 0 && Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
-            {
-                break;
-            }
-
-            spin.SpinOnce(sleep1Threshold: -1);
-        }
-
+        // Claimed as compaction claims an object it moves: compaction now leaves this object alone.
+        ulong c = ClaimCell(handle, queued: false, keep: ~0UL, set: HandleCell.Moving);
         uint cell = _handles.Allocate();
         Volatile.Write(ref *_handles.Cell(cell), c);
         long location = HandleCell.LocationOf(c);
@@ -863,6 +828,30 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>
+    /// Takes a live object's cell by compare-and-swap once no compactor is moving it: the cell becomes
+    /// (cell &amp; <paramref name="keep"/>) | <paramref name="set"/> (a free: 0 and the free cell; a deferred free or a
+    /// handle move: everything and a mark). Returns the cell as it was. Throws for a handle that is not live
+    /// (<paramref name="queued"/>: the drain's, marked pending).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private ulong ClaimCell(uint handle, bool queued, ulong keep, ulong set)
+    {
+        ulong* cellPtr = CellOf(handle);
+        var spin = default(SpinWait);
+        while (true)
+        {
+            ulong c = Volatile.Read(ref *cellPtr);
+            CheckLive(handle, c, queued);
+            if ((c & HandleCell.Moving) == 0 && Interlocked.CompareExchange(ref *cellPtr, (c & keep) | set, c) == c)
+            {
+                return c;
+            }
+
+            spin.SpinOnce(sleep1Threshold: -1);
+        }
+    }
+
+    /// <summary>
     /// Pins the object (<see cref="PinTable"/>) and returns its payload and size. The cell is read again after pinning:
     /// if compaction claimed the object in between, the pin is dropped and the new location is awaited. Neither the
     /// page owner map nor the zspage's descriptor is read: the size says whether the object has a header.
@@ -912,24 +901,7 @@ public sealed unsafe class ZsPool : IDisposable
 
     private void FreeCore(uint handle, bool queued)
     {
-        ulong* cellPtr = CellOf(handle);
-        var spin = default(SpinWait);
-        ulong c;
-        while (true)
-        {
-            c = Volatile.Read(ref *cellPtr);
-            CheckLive(handle, c, queued);
-            if ((c & HandleCell.Moving) != 0)
-            {
-                spin.SpinOnce(sleep1Threshold: -1);
-                continue;
-            }
-
-            if (Interlocked.CompareExchange(ref *cellPtr, HandleCell.MakeFree(0), c) == c)
-            {
-                break;
-            }
-        }
+        ulong c = ClaimCell(handle, queued, keep: 0, set: HandleCell.MakeFree(0));
 
         // The cell is ours now: compaction can no longer claim the object, so its location is final. Its zspage's id
         // is read under the class lock, which compaction holds to renumber a zspage (RenumberZspage).
@@ -1441,20 +1413,35 @@ public sealed unsafe class ZsPool : IDisposable
         long start = (long)z->FirstPage << PageShift;
         for (top = Math.Min(top, z->Touched - 1); top >= 0; top--)
         {
-            // In bounds: top < Touched <= ObjectsPerZspage, so the slot lies in Z's run; headers are the pool's.
-            long location = start + ((long)top * cls.Size);
-            uint header = *(uint*)_pages.Address(location);
-            if ((header & HandleCell.HeaderAllocated) == 0)
+            // top < Touched <= ObjectsPerZspage: the slot lies in Z's run.
+            if (TryClaimObjectAt(start + ((long)top * cls.Size), out cellPtr, out claimed))
             {
-                continue;
+                return true;
             }
+        }
 
+        cellPtr = null;
+        claimed = 0;
+        return false;
+    }
+
+    /// <summary>
+    /// Claims (marks Moving) the object in the slot at <paramref name="location"/>, if the slot holds one whose cell
+    /// points here, allocated and not being moved: compaction's claim, which never waits (an object whose free has
+    /// begun is passed over). Class lock held; the slot lies below its zspage's Touched.
+    /// </summary>
+    private bool TryClaimObjectAt(long location, out ulong* cellPtr, out ulong claimed)
+    {
+        // In bounds: the caller's slot lies in its zspage's run. The header was written by the pool (client bytes go
+        // after it, at most the object's size), so the cell index it names was handed out by the handle table.
+        uint header = *(uint*)_pages.Address(location);
+        if ((header & HandleCell.HeaderAllocated) != 0)
+        {
             cellPtr = _handles.Cell(HandleCell.CellOfHeader(header));
-            ulong c = Volatile.Read(ref *cellPtr);
-            if ((c & (HandleCell.Allocated | HandleCell.Moving)) == HandleCell.Allocated && HandleCell.LocationOf(c) == location
-                && Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
+            claimed = Volatile.Read(ref *cellPtr);
+            if ((claimed & (HandleCell.Allocated | HandleCell.Moving)) == HandleCell.Allocated && HandleCell.LocationOf(claimed) == location
+                && Interlocked.CompareExchange(ref *cellPtr, claimed | HandleCell.Moving, claimed) == claimed)
             {
-                claimed = c;
                 return true;
             }
         }
@@ -1578,26 +1565,10 @@ public sealed unsafe class ZsPool : IDisposable
         long start = (long)src->FirstPage << PageShift;
         for (; cursor < src->Touched; cursor++)
         {
-            // In bounds: cursor < ObjectsPerZspage, so the slot lies in the zspage's run. The header was written by
-            // the pool (client bytes go after it, at most the object's size), so the cell index it names was
-            // handed out by the handle table.
+            // cursor < Touched <= ObjectsPerZspage: the slot lies in the zspage's run.
             location = start + ((long)cursor * cls.Size);
-            uint header = *(uint*)_pages.Address(location);
-            if ((header & HandleCell.HeaderAllocated) == 0)
+            if (TryClaimObjectAt(location, out cellPtr, out claimed))
             {
-                continue;
-            }
-
-            cellPtr = _handles.Cell(HandleCell.CellOfHeader(header));
-            ulong c = Volatile.Read(ref *cellPtr);
-            if ((c & (HandleCell.Allocated | HandleCell.Moving)) != HandleCell.Allocated || HandleCell.LocationOf(c) != location)
-            {
-                continue;
-            }
-
-            if (Interlocked.CompareExchange(ref *cellPtr, c | HandleCell.Moving, c) == c)
-            {
-                claimed = c;
                 cursor++;
                 return true;
             }

@@ -12,7 +12,7 @@ public class DeferredTrimTests
 {
     private const int Page = ZramDevice.PageSize;
 
-    private static ZramDevice Create(int slots, int queue, bool dedup = false, long memLimit = 0)
+    private static ZramDevice Create(int slots, int? queue, bool dedup = false, long memLimit = 0)
         => new(new ZramDeviceOptions
         {
             Name = "trim",
@@ -178,7 +178,8 @@ public class DeferredTrimTests
     [Theory]
     [InlineData(64)]
     [InlineData(32768)]
-    public void Concurrent_trims_reads_writes_and_compaction_keep_every_block_right(int queue)
+    [InlineData(null)]   // the default: one entry per block, batches past the high-water mark start no drain
+    public void Concurrent_trims_reads_writes_and_compaction_keep_every_block_right(int? queue)
     {
         // Blocks in even 16-block extents are trimmed (over and over, in ranges of several extents); blocks in odd
         // extents are rewritten by their own writer (one writer per extent, so the last version is known). Readers
@@ -330,7 +331,8 @@ public class DeferredTrimTests
     [Theory]
     [InlineData(4)]
     [InlineData(32768)]
-    public void Trimming_a_range_of_deduplicated_pages_keeps_their_other_owners_data(int queue)
+    [InlineData(null)]
+    public void Trimming_a_range_of_deduplicated_pages_keeps_their_other_owners_data(int? queue)
     {
         using ZramDevice device = Create(512, queue, dedup: true);
         byte[] shared = DevicePages.TextPage(11);
