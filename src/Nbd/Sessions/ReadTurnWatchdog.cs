@@ -39,7 +39,7 @@ internal sealed class ReadTurnWatchdog : IDisposable
 
     public ReadTurnWatchdog(NbdServerOptions options)
     {
-        _thread = NbdServer.StartIoThread("nbd-watchdog", Run, options);
+        _thread = NbdServer.StartIoThread("read-turn-watch", Run, options);
     }
 
     /// <summary>Sleeping threads woken so far because a kept request ran long (for tests and logs).</summary>

@@ -183,6 +183,9 @@ public sealed partial class DaemonLifecycleTests
 
             List<ulong> workers = FlagsOf(".NET TP Worker");
             Assert.Equal(Nbd.NbdServerOptions.DefaultWorkerThreadsPerConnection, io.Count);
+
+            // The server's read-turn watchdog wakes a connection's reader: it is on the I/O path too.
+            io.Add(Assert.Single(FlagsOf("read-turn-watch")));
             if (log.Contains("<6>I/O threads are PR_SET_IO_FLUSHER", StringComparison.Ordinal))
             {
                 Assert.All(io, flags => Assert.True((flags & 0x80000) != 0, $"NBD I/O thread without PF_MEMALLOC_NOIO: flags 0x{flags:x}"));
