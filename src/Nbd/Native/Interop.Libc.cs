@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Nbd.Native;
 
 /// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
-/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/>).</summary>
+/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog).</summary>
 internal static partial class Libc
 {
     private const string LibraryName = "libc";
@@ -51,6 +51,14 @@ internal static partial class Libc
     /// element of a pinned array.</summary>
     internal static void FutexWait(ref int word, int expected) => Syscall(FutexSyscall, ref word, FutexWaitPrivate, expected, 0, 0, 0);
 
+    /// <summary>As <see cref="FutexWait(ref int, int)"/>, but for at most <paramref name="nanoseconds"/> (a relative
+    /// timeout, CLOCK_MONOTONIC).</summary>
+    internal static void FutexWait(ref int word, int expected, long nanoseconds)
+    {
+        var timeout = new Timespec(nanoseconds / 1_000_000_000, nanoseconds % 1_000_000_000);
+        Syscall(FutexSyscall, ref word, FutexWaitPrivate, expected, in timeout, 0, 0);
+    }
+
     /// <summary>Wakes up to <paramref name="count"/> threads sleeping on <paramref name="word"/>.</summary>
     internal static void FutexWake(ref int word, int count) => Syscall(FutexSyscall, ref word, FutexWakePrivate, count, 0, 0, 0);
 
@@ -58,4 +66,11 @@ internal static partial class Libc
     // AArch64 calling conventions pass in the same registers whether the callee is variadic or not.
     [LibraryImport(LibraryName, EntryPoint = "syscall")]
     private static partial long Syscall(long number, ref int word, int operation, int value, nint timeout, nint word2, int value3);
+
+    [LibraryImport(LibraryName, EntryPoint = "syscall")]
+    private static partial long Syscall(long number, ref int word, int operation, int value, in Timespec timeout, nint word2, int value3);
+
+    /// <summary>struct timespec on 64-bit Linux.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly record struct Timespec(long Seconds, long Nanoseconds);
 }

@@ -28,6 +28,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly Dictionary<string, int> _transmitting = new(StringComparer.Ordinal);
     private readonly HashSet<Connection> _connections = [];
     private readonly CancellationTokenSource _stopping = new();
+    private readonly ReadTurnWatchdog? _watchdog;
     private long _nextConnectionId;
     private bool _stopped;
 
@@ -39,7 +40,11 @@ public sealed class NbdServer : IAsyncDisposable
         _options = options;
         _logger = loggerFactory.CreateLogger<NbdServer>();
         _sessionLogger = loggerFactory.CreateLogger<NbdSession>();
+        _watchdog = options.KeepReadTurnGate is not null ? new ReadTurnWatchdog(options) : null;
     }
+
+    /// <summary>Sleeping connection threads woken because a request run with the read turn kept ran long.</summary>
+    internal long ReadTurnKicks => _watchdog?.Kicks ?? 0;
 
     /// <summary>Connections open now, in the handshake or in transmission.</summary>
     public int ConnectionCount
@@ -216,7 +221,7 @@ public sealed class NbdServer : IAsyncDisposable
                 return;
             }
 
-            var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream);
+            var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream, _watchdog);
             exportName = result.Export.Name;
             if (!connection.TryStartSession(session, exportName, this))
             {
@@ -291,6 +296,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
 
         _stopping.Dispose();
+        _watchdog?.Dispose();
     }
 
     internal bool TryGetExport(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out NbdExport? export)

@@ -49,6 +49,11 @@ public sealed class NbdServerOptions
     /// replace it to poll whatever the machine does.</summary>
     internal Func<bool> BusyPollGate { get; init; } = Threading.RunQueue.Machine.HasIdleCpu;
 
+    /// <summary>Asked, for a request read at queue depth 1, whether a CPU is free; if so its thread keeps the read
+    /// turn while it runs it (<see cref="Sessions.NbdSession"/>, made safe by <see cref="Sessions.ReadTurnWatchdog"/>).
+    /// Null: the turn is always handed on. Tests replace it to keep the turn whatever the machine does, or never.</summary>
+    internal Func<bool>? KeepReadTurnGate { get; init; } = Threading.RunQueue.Machine.HasIdleCpu;
+
     /// <summary>Runs first on every thread the server starts to serve a connection (its reader and its
     /// workers), on that thread: the daemon marks them PR_SET_IO_FLUSHER here.</summary>
     public Action? IoThreadStarted { get; init; }

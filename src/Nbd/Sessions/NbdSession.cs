@@ -18,8 +18,13 @@ namespace Nbd.Sessions;
 /// synchronous device call and answers (queued for whoever holds <see cref="_sendLock"/>, or sent under it, see
 /// <see cref="Reply"/>), while the next thread is already reading. So a request is never handed from thread to
 /// thread: at queue depth 1 the thread the data woke runs it at once, and at depth 32 as many requests run at
-/// once as there are threads. With nothing buffered, the thread that takes the read turn polls the socket
-/// briefly before it blocks in recv (<see cref="NbdServerOptions.BusyPollMicroseconds"/>), but only while a CPU
+/// once as there are threads. At queue depth 1 (nothing else buffered or waiting in the socket, no other request
+/// in flight) and while a CPU is free, the thread that read a request keeps the turn while it runs it: no other
+/// thread is woken only to block in recv, and the same thread comes back to read the next request
+/// (<see cref="MoreInputLikely"/>; <see cref="FutexLock.ExitWithoutWake"/>). Should that request take long, the
+/// server's <see cref="ReadTurnWatchdog"/> wakes another thread within a millisecond or two, so what the client
+/// sends meanwhile is still read. With nothing buffered, the thread that takes the read turn polls the socket
+/// briefly before it blocks in recv (<see cref="NbdServerOptions.BusyPollMicroseconds"/>), also only while a CPU
 /// is free for it (<see cref="RunQueue"/>): a client at queue depth 1 sends its next request within that, and
 /// finds a thread running instead of one to wake. Replies go out in completion order (any order is allowed); small ones are copied
 /// into the reply queue and sent in batches, READ data over 16 KiB goes from the slot buffer to the socket with
@@ -78,6 +83,7 @@ internal sealed class NbdSession
     private readonly int _threadCount;
     private readonly int _maxInFlight;
     private readonly long _busyPollTicks;
+    private readonly ReadTurnWatchdog? _watchdog;
     private readonly FutexLock _readLock = new();
     private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
@@ -99,10 +105,18 @@ internal sealed class NbdSession
     private volatile bool _shuttingDown;
     private volatile bool _broken;
 
+    // When the thread that kept the read turn (queue depth 1) started its request, 0 when none runs; and when a
+    // turn was last kept. Written by that thread, read (and the first cleared) by the watchdog.
+    private long _keptSince;
+    private long _lastKeptTurn;
+
     /// <param name="socket">The connection's socket, when it has one: under TLS the handshake's stream is an
     /// SslStream over it. Aborting shuts it down; without it, aborting closes the stream.</param>
-    public NbdSession(HandshakeResult handshake, NbdServerOptions options, ILogger logger, long id, BlockingSocketStream? socket = null)
+    /// <param name="watchdog">The server's <see cref="ReadTurnWatchdog"/>: without one the read turn is always
+    /// handed on.</param>
+    public NbdSession(HandshakeResult handshake, NbdServerOptions options, ILogger logger, long id, BlockingSocketStream? socket = null, ReadTurnWatchdog? watchdog = null)
     {
+        _watchdog = watchdog;
         _stream = handshake.Stream;
         _socket = socket ?? handshake.Stream as BlockingSocketStream;
         _device = handshake.Export.Device;
@@ -154,10 +168,18 @@ internal sealed class NbdSession
             others[i] = NbdServer.StartIoThread($"nbd-{_id}.{i + 1}", () => Serve(slot), _options);
         }
 
-        Serve(new RequestSlot());
-        foreach (Thread other in others)
+        _watchdog?.Add(this);
+        try
         {
-            other.Join();
+            Serve(new RequestSlot());
+            foreach (Thread other in others)
+            {
+                other.Join();
+            }
+        }
+        finally
+        {
+            _watchdog?.Remove(this);
         }
 
         if (_clean && !_broken && _stream is SslStream ssl)
@@ -193,6 +215,7 @@ internal sealed class NbdSession
         while (true)
         {
             _readLock.Enter();
+            bool keep = false;
             try
             {
                 if (Volatile.Read(ref _inFlight) >= _maxInFlight)
@@ -207,10 +230,24 @@ internal sealed class NbdSession
                     _ended = true;
                     return;
                 }
+
+                keep = _watchdog is not null && _options.KeepReadTurnGate!() && !MoreInputLikely();
             }
             finally
             {
-                _readLock.Exit();
+                if (keep)
+                {
+                    _readLock.ExitWithoutWake();
+                }
+                else
+                {
+                    _readLock.Exit();
+                }
+            }
+
+            if (keep)
+            {
+                KeepTurn();
             }
 
             if (slot.Error == NbdError.None)
@@ -221,7 +258,57 @@ internal sealed class NbdSession
             {
                 Reply(slot);
             }
+
+            if (keep)
+            {
+                Volatile.Write(ref _keptSince, 0);
+            }
         }
+    }
+
+    /// <summary>Whether another thread should be woken to read next while this one runs the request it read. Not
+    /// when the client has nothing else buffered or waiting in the socket and this is its only request in flight
+    /// (queue depth 1): then it sends nothing until it has the reply, this thread is back for the turn first, and
+    /// waking another only blocks it in recv, two context switches a request (and on a virtual machine, a halted
+    /// vCPU brought back). TLS buffers input of its own, so any stream but the plain socket always hands on.</summary>
+    private bool MoreInputLikely() =>
+        _receiveEnd != _receiveStart
+        || Volatile.Read(ref _inFlight) > 1
+        || _stream is not BlockingSocketStream plain
+        || plain.HasPendingInput();
+
+    /// <summary>Publishes that this thread runs a request with the read turn kept, for the watchdog (which the
+    /// full fence of the exchange orders before its look at whether the watchdog sleeps).</summary>
+    private void KeepTurn()
+    {
+        long now = Stopwatch.GetTimestamp();
+        Volatile.Write(ref _lastKeptTurn, now);
+        Interlocked.Exchange(ref _keptSince, now);
+        _watchdog!.Wake();
+    }
+
+    /// <summary>When a turn was last kept (Stopwatch ticks, 0 if never).</summary>
+    internal long LastKeptTurn => Volatile.Read(ref _lastKeptTurn);
+
+    /// <summary>The watchdog's look: if the request run with the read turn kept started
+    /// <paramref name="stallTicks"/> or more before <paramref name="now"/>, a sleeping thread is woken to read
+    /// (once per such request). True when it did.</summary>
+    internal bool KickIfStalled(long now, long stallTicks)
+    {
+        long since = Volatile.Read(ref _keptSince);
+        if (since == 0 || now - since < stallTicks || Interlocked.CompareExchange(ref _keptSince, 0, since) != since)
+        {
+            return false;
+        }
+
+        // Free unless its keeper is already back: taking it and letting go wakes a sleeper, who reads next.
+        if (_readLock.Sleepers != 0 && _readLock.TryEnter())
+        {
+            _readLock.Exit();
+            return true;
+        }
+
+        return false;
     }
 
     // ---- reading (under _readLock) ------------------------------------------------------------------------

@@ -10,11 +10,16 @@ namespace Nbd.Threading;
 /// wait, after spinning first); with two connections on two cores that cost a third of the daemon's CPU at
 /// queue depth 32, most of it spinning while the holder was not even running. Here a contended Enter spins a
 /// short, fixed while (the holder may be about to let go on the other core), then sleeps with one system call,
-/// and an Exit that saw a sleeper wakes one with one system call.
+/// and an Exit that finds a sleeper wakes one with one system call.
 ///
-/// Drepper's mutex ("Futexes Are Tricky", mutex 3): the state is 0 free, 1 held, 2 held and perhaps a sleeper.
-/// The state lives in a pinned array so its address, which is the futex, never moves. Not reentrant; no owner
-/// is recorded, so Exit must only be called by the holder. Allocates nothing after construction.
+/// The state word is 0 free, 1 held; it lives in a pinned array so its address, which is the futex, never
+/// moves. Sleepers are counted apart from it, so that <see cref="ExitWithoutWake"/> can let go and leave them
+/// asleep: the read turn's holder at queue depth 1 will be back for the turn itself before anyone else has
+/// anything to read, and waking a thread only to block it in recv costs two context switches (and, on an idle
+/// virtual machine, bringing a halted vCPU back) per request. A sleeper left asleep is woken by the next
+/// <see cref="Exit"/> of anyone. No wake-up is lost: a sleeper counts itself before it tries the state, and
+/// sleeps only while the state is still 1; a releaser sets 0 before it reads the count. Not reentrant; no
+/// owner is recorded, so only the holder may exit. Allocates nothing after construction.
 /// </summary>
 internal sealed class FutexLock
 {
@@ -24,6 +29,10 @@ internal sealed class FutexLock
     private const int SpinChecks = 16;
 
     private readonly int[] _state = GC.AllocateArray<int>(1, pinned: true);
+    private int _sleepers;
+
+    /// <summary>Threads asleep in <see cref="Enter"/> (or about to be).</summary>
+    internal int Sleepers => Volatile.Read(ref _sleepers);
 
     public void Enter()
     {
@@ -35,13 +44,18 @@ internal sealed class FutexLock
 
     public bool TryEnter() => Interlocked.CompareExchange(ref _state[0], 1, 0) == 0;
 
+    /// <summary>Lets go and wakes one sleeper, if there is one.</summary>
     public void Exit()
     {
-        if (Interlocked.Exchange(ref _state[0], 0) == 2)
+        Interlocked.Exchange(ref _state[0], 0);
+        if (Volatile.Read(ref _sleepers) != 0)
         {
             Libc.FutexWake(ref _state[0], 1);
         }
     }
+
+    /// <summary>Lets go and leaves any sleeper asleep, for a holder that will take the lock again itself.</summary>
+    public void ExitWithoutWake() => Interlocked.Exchange(ref _state[0], 0);
 
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void EnterContended()
@@ -56,11 +70,14 @@ internal sealed class FutexLock
             }
         }
 
-        // Marked 2 whoever takes it next, so its Exit wakes the next sleeper; the wait returns at once if the
-        // state is no longer 2 when the kernel looks (no wake-up can be lost between the exchange and the wait).
-        while (Interlocked.Exchange(ref state, 2) != 0)
+        // Counted before the next try, so a holder that lets go after it fails sees the count and wakes; the wait
+        // returns at once if the state is no longer 1 when the kernel looks.
+        Interlocked.Increment(ref _sleepers);
+        while (Interlocked.CompareExchange(ref state, 1, 0) != 0)
         {
-            Libc.FutexWait(ref state, 2);
+            Libc.FutexWait(ref state, 1);
         }
+
+        Interlocked.Decrement(ref _sleepers);
     }
 }

@@ -1,0 +1,141 @@
+using Nbd.Devices;
+using Nbd.Protocol;
+using Nbd.Tests.Devices;
+using Nbd.Tests.Interop;
+
+namespace Nbd.Tests.Sessions;
+
+/// <summary>
+/// Who reads next. A client at queue depth 1 (each request sent only after the last reply) is served by one
+/// thread, which keeps the read turn while it runs each request, as long as a CPU is free: waking another only to
+/// block it in recv would cost two context switches a request. The turn moves only when the watchdog finds a kept request running long
+/// and wakes another thread, which then reads what the client sent meanwhile. Pipelined requests are still
+/// spread over the threads (ConcurrentConnectionsTests holds all four in the device at once).
+/// </summary>
+public sealed class ReadTurnTests
+{
+    private const int Block = 4096;
+    private const int Requests = 400;
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Theory]
+    [InlineData(0, true)]
+    [InlineData(NbdServerOptions.DefaultBusyPollMicroseconds, true)]
+    [InlineData(NbdServerOptions.DefaultBusyPollMicroseconds, false)]
+    public async Task A_client_at_queue_depth_1_is_served_by_one_thread_that_keeps_the_read_turn_while_a_cpu_is_free(int busyPoll, bool cpuFree)
+    {
+        int asked = 0;
+        var device = new ThreadRecordingDevice(new MemoryBlockDevice(16 << 20), Requests);
+        await using var server = new TestServer(
+            new NbdServerOptions
+            {
+                WorkerThreadsPerConnection = 4,
+                BusyPollMicroseconds = busyPoll,
+                BusyPollGate = () => true,
+                KeepReadTurnGate = () =>
+                {
+                    Interlocked.Increment(ref asked);
+                    return cpuFree;
+                },
+            },
+            new NbdExport("mem", "recording", device));
+        using RawClient client = await ConnectAsync(server);
+
+        byte[] payload = new byte[Block];
+        for (int i = 0; i < Requests; i++)
+        {
+            payload[0] = (byte)i;
+            await client.SendRequestAsync(CommandType.Write, (ulong)i, (ulong)(i % 64) * Block, Block, 0, payload);
+            var reply = (await client.ReadSimpleReplyAsync())!.Value;
+            Assert.Equal(NbdError.None, reply.Error);
+            Assert.Equal((ulong)i, reply.Handle);
+        }
+
+        int[] threads = device.Threads;
+        Assert.Equal(Requests, threads.Length);
+        Assert.True(Volatile.Read(ref asked) >= Requests, $"the gate was asked {asked} times for {Requests} requests");
+        long kicks = server.Server.ReadTurnKicks;
+        if (!cpuFree)
+        {
+            // No CPU free: the turn is handed on at every request, as before, and no turn is kept to watch.
+            Assert.Equal(0, kicks);
+            return;
+        }
+
+        // The first few may move while the other threads start and go to sleep; after that only the watchdog
+        // moves it, when a request (preempted on a loaded machine) ran an interval or more. With a wake-up per
+        // request it moved on about half of the requests.
+        int changes = 0;
+        for (int i = 1; i < threads.Length; i++)
+        {
+            changes += threads[i] != threads[i - 1] ? 1 : 0;
+        }
+
+        Assert.True(kicks <= Requests / 4, $"the watchdog woke a reader {kicks} times in {Requests} requests");
+        Assert.True(changes <= 10 + kicks, $"the read turn changed threads {changes} times in {Requests} requests at queue depth 1 ({kicks} kicks)");
+    }
+
+    [Fact]
+    public async Task A_request_sent_while_a_kept_request_waits_in_the_device_is_read_and_answered()
+    {
+        // Each attempt answers the write while the read waits; at least one must have needed the watchdog (an
+        // attempt can start with the turn held by a thread that saw the last reply still in flight, and then
+        // hands on as usual; the pause before the read makes that rare).
+        long kicks = 0;
+        for (int attempt = 0; attempt < 3 && kicks == 0; attempt++)
+        {
+            kicks = await WriteWhileAKeptReadWaits();
+        }
+
+        Assert.True(kicks >= 1, "every attempt was answered without the watchdog waking a reader");
+    }
+
+    /// <summary>Returns the watchdog's kicks.</summary>
+    private static async Task<long> WriteWhileAKeptReadWaits()
+    {
+        var gated = new GatedDevice(new MemoryBlockDevice(16 << 20));
+        await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4, KeepReadTurnGate = () => true }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await ConnectAsync(server);
+
+        // Depth-1 writes first, so that the connection's other threads have started and gone to sleep.
+        byte[] payload = new byte[Block];
+        for (int i = 0; i < 50; i++)
+        {
+            await client.SendRequestAsync(CommandType.Write, 100, Block, Block, 0, payload);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        }
+
+        // Alone in flight with nothing behind it: its thread keeps the turn, and then waits at the gate.
+        await Task.Delay(100);
+        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
+        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(1, gated.Waiting);
+
+        // Sent only now, so no thread saw it coming: the watchdog has to wake one to read it.
+        payload[7] = 7;
+        await client.SendRequestAsync(CommandType.Write, 2, Block, Block, 0, payload);
+        var write = (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value;
+        Assert.Equal(2UL, write.Handle);
+        Assert.Equal(NbdError.None, write.Error);
+        Assert.Equal(1, gated.Waiting);
+        long kicks = server.Server.ReadTurnKicks;
+
+        gated.Open();
+        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        Assert.Equal(1UL, read.Handle);
+        Assert.Equal(NbdError.None, read.Error);
+        return kicks;
+    }
+
+    private static async Task<RawClient> ConnectAsync(TestServer server)
+    {
+        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
+        return client;
+    }
+}
