@@ -28,7 +28,9 @@ namespace Nbd.Sessions;
 /// is free for it (<see cref="RunQueue"/>): a client at queue depth 1 sends its next request within that, and
 /// finds a thread running instead of one to wake. Replies go out in completion order (any order is allowed); small ones are copied
 /// into the reply queue and sent in batches, READ data over 16 KiB goes from the slot buffer to the socket with
-/// its header written in front of it. A refused request is answered without touching the device. Both turns
+/// its header written in front of it. A small reply finished while another request is still running is left in
+/// the queue for that request's thread to send with its own (up to <see cref="BatchReplies"/>), but never while
+/// the reader waits for the client (<see cref="BeginWaitingForInput"/>). A refused request is answered without touching the device. Both turns
 /// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem.
 ///
 /// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
@@ -68,6 +70,8 @@ internal sealed class NbdSession
     // are copied in (a memcpy is far cheaper than waiting for the turn); larger ones go out from their buffer.
     private const int QueueSize = 64 * 1024;
     private const int QueuedDataLimit = 16 * 1024;
+    // The most replies a finished request leaves queued for a running one to send (see Reply).
+    private const int BatchReplies = 16;
 
     private readonly Stream _stream;
     private readonly BlockingSocketStream? _socket;
@@ -94,6 +98,8 @@ internal sealed class NbdSession
     private int _receiveEnd;
     private int _sendCount;
     private int _inFlight;
+    private int _executing; // read and not yet answered (queued or sent)
+    private int _waitingForInput; // 1 while the reader polls or receives
     private bool _ended;
     private bool _clean;
     private volatile bool _shuttingDown;
@@ -391,6 +397,7 @@ internal sealed class NbdSession
         }
 
         Interlocked.Increment(ref _inFlight);
+        Interlocked.Increment(ref _executing);
         return true;
     }
 
@@ -399,11 +406,37 @@ internal sealed class NbdSession
     /// between looks.</summary>
     private void BusyPoll(BlockingSocketStream plain)
     {
+        BeginWaitingForInput();
         long deadline = Stopwatch.GetTimestamp() + _busyPollTicks;
         while (!plain.HasPendingInput() && Stopwatch.GetTimestamp() < deadline)
         {
             Thread.Yield();
         }
+
+        Volatile.Write(ref _waitingForInput, 0);
+    }
+
+    /// <summary>Receives from the socket (which may block), after sending the replies left queued.</summary>
+    private int ReceiveFromStream(Span<byte> destination)
+    {
+        BeginWaitingForInput();
+        try
+        {
+            return _stream.Read(destination);
+        }
+        finally
+        {
+            Volatile.Write(ref _waitingForInput, 0);
+        }
+    }
+
+    /// <summary>Marks the reader as waiting for the client, then sends what is queued: a reply is only left in
+    /// the queue while the reader is not waiting (see <see cref="Reply"/>), and the full fence of the exchange
+    /// orders the mark before the look at the queue, so either the replier sees the mark or this sees its reply.</summary>
+    private void BeginWaitingForInput()
+    {
+        Interlocked.Exchange(ref _waitingForInput, 1);
+        SendQueued();
     }
 
     /// <summary>Fills <paramref name="destination"/> from the receive buffer and then the socket. What is left
@@ -427,7 +460,7 @@ internal sealed class NbdSession
             int remaining = count - copied;
             if (remaining >= DirectReceiveSize)
             {
-                int n = _stream.Read(destination[copied..]);
+                int n = ReceiveFromStream(destination[copied..]);
                 if (n == 0)
                 {
                     return false;
@@ -437,7 +470,7 @@ internal sealed class NbdSession
             }
             else
             {
-                int n = _stream.Read(_receiveBuffer, 0, _receiveBuffer.Length);
+                int n = ReceiveFromStream(_receiveBuffer);
                 if (n == 0)
                 {
                     return false;
@@ -461,7 +494,7 @@ internal sealed class NbdSession
         {
             if (_receiveEnd == _receiveStart)
             {
-                int n = _stream.Read(_receiveBuffer, 0, _receiveBuffer.Length);
+                int n = ReceiveFromStream(_receiveBuffer);
                 if (n == 0)
                 {
                     return false;
@@ -611,12 +644,24 @@ internal sealed class NbdSession
     /// turn sends everything queued in one system call. So no thread sleeps waiting to send, even while the
     /// sender is preempted (each send wakes the client, which often takes the sender's CPU), and several replies
     /// cost the client one wake-up. Larger replies are sent directly by their own thread, after the queue.
+    ///
+    /// While another request of the connection is still running (<see cref="_executing"/>) and the reader is not
+    /// waiting for the client, a queued reply is not sent yet: the last of those requests to finish sends them all
+    /// (at queue depth 32 one send(2) then carries several replies, and the client wakes once for them). It waits
+    /// for at most <see cref="BatchReplies"/> replies, and the reader sends the queue before it polls or blocks for
+    /// input, so a reply is never held while the server waits on a client that is waiting for it, nor behind a
+    /// request that takes long while others finish. At depth 1 nothing else runs, and every reply goes at once.
     /// </summary>
     private void Reply(RequestSlot slot)
     {
         int size = WholeReplySize(slot);
-        if (size >= 0 && TryQueue(slot, size))
+        if (size >= 0 && TryQueue(slot, size, out int batch))
         {
+            if (Interlocked.Decrement(ref _executing) > 0 && batch < BatchReplies && Volatile.Read(ref _waitingForInput) == 0)
+            {
+                return;
+            }
+
             SendQueued();
             return;
         }
@@ -654,12 +699,14 @@ internal sealed class NbdSession
         }
 
         Interlocked.Decrement(ref _inFlight);
+        Interlocked.Decrement(ref _executing);
         SendQueued();
     }
 
     /// <summary>Copies the whole reply to the end of the queue; false when the queue has no room for it.</summary>
-    private bool TryQueue(RequestSlot slot, int size)
+    private bool TryQueue(RequestSlot slot, int size, out int batch)
     {
+        batch = 0;
         _queueLock.Enter();
         try
         {
@@ -669,7 +716,7 @@ internal sealed class NbdSession
             }
 
             _queued += WriteWholeReply(slot, _queue.AsSpan(_queued, size));
-            _queuedReplies++;
+            batch = ++_queuedReplies;
             return true;
         }
         finally
