@@ -22,7 +22,7 @@ namespace Nbd.Sessions;
 /// in flight) and while a CPU is free, the thread that read a request keeps the turn while it runs it: no other
 /// thread is woken only to block in recv, and the same thread comes back to read the next request
 /// (<see cref="MoreInputLikely"/>; <see cref="FutexLock.ExitWithoutWake"/>). Should that request take long, the
-/// server's <see cref="ReadTurnWatchdog"/> wakes another thread within a millisecond or two, so what the client
+/// server's <see cref="ReadTurnWatchdog"/> wakes another thread within 5-10 ms, so what the client
 /// sends meanwhile is still read. With nothing buffered, the thread that takes the read turn polls the socket
 /// briefly before it blocks in recv (<see cref="NbdServerOptions.BusyPollMicroseconds"/>), also only while a CPU
 /// is free for it (<see cref="RunQueue"/>): a client at queue depth 1 sends its next request within that, and
