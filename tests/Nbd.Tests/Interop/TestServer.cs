@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Protocol;
 using Nbd.Tests.Devices;
+using Nbd.Tests.Sessions;
 
 namespace Nbd.Tests.Interop;
 
@@ -39,6 +41,15 @@ public sealed class TestServer : IAsyncDisposable
     public string SocketPath { get; }
 
     public MemoryBlockDevice Device(int index = 0) => (MemoryBlockDevice)Server.SnapshotExports()[index].Device;
+
+    /// <summary>A raw client connected and past the handshake: GO on <paramref name="export"/>, simple replies.</summary>
+    public async Task<RawClient> ConnectRawAsync(string export = "mem")
+    {
+        RawClient client = await RawClient.ConnectAsync(SocketPath);
+        await client.StartAsync();
+        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync(export)).Final);
+        return client;
+    }
 
     /// <summary>libnbd URI of an export on this server.</summary>
     public string Uri(string export = "mem") => $"nbd+unix:///{export}?socket={SocketPath}";

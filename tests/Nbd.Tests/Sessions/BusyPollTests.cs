@@ -32,7 +32,7 @@ public sealed class BusyPollTests
                 return cpuFree;
             },
         });
-        using RawClient client = await ConnectAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
 
         byte[] payload = new byte[Block];
         for (int i = 0; i < Requests; i++)
@@ -68,22 +68,14 @@ public sealed class BusyPollTests
         });
         for (int round = 0; round < 20; round++)
         {
-            using RawClient gone = await ConnectAsync(server);
+            using RawClient gone = await server.ConnectRawAsync();
             await gone.SendRequestAsync(CommandType.Flush, 1, 0, 0);
             Assert.Equal(NbdError.None, (await gone.ReadSimpleReplyAsync())!.Value.Error);
             gone.Socket.Shutdown(System.Net.Sockets.SocketShutdown.Both);
         }
 
-        using RawClient still = await ConnectAsync(server);
+        using RawClient still = await server.ConnectRawAsync();
         await still.SendRequestAsync(CommandType.Flush, 2, 0, 0);
         Assert.Equal(NbdError.None, (await still.ReadSimpleReplyAsync())!.Value.Error);
-    }
-
-    private static async Task<RawClient> ConnectAsync(TestServer server)
-    {
-        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
-        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
-        return client;
     }
 }

@@ -24,8 +24,8 @@ public sealed class ConcurrentConnectionsTests
     {
         // 16 threads fill the 64 KiB reply queue with 16 KiB reads, so the queue-full path runs as well.
         await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = threads });
-        using RawClient first = await ConnectAsync(server);
-        using RawClient second = await ConnectAsync(server);
+        using RawClient first = await server.ConnectRawAsync();
+        using RawClient second = await server.ConnectRawAsync();
 
         await Task.WhenAll(Exercise(first, region: 0), Exercise(second, region: 1));
     }
@@ -35,8 +35,8 @@ public sealed class ConcurrentConnectionsTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(16 << 20));
         await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4 }, new NbdExport("mem", "gated", gated));
-        using RawClient blocked = await ConnectAsync(server);
-        using RawClient other = await ConnectAsync(server);
+        using RawClient blocked = await server.ConnectRawAsync();
+        using RawClient other = await server.ConnectRawAsync();
 
         for (ulong i = 0; i < 4; i++)
         {
@@ -75,14 +75,6 @@ public sealed class ConcurrentConnectionsTests
             Assert.Equal(NbdError.None, reply.Error);
             Assert.True(reads.Add(reply.Handle));
         }
-    }
-
-    private static async Task<RawClient> ConnectAsync(TestServer server)
-    {
-        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
-        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
-        return client;
     }
 
     /// <summary>Writes a region of <see cref="Blocks"/> blocks, then reads it back in 4, 16 and 64 KiB reads

@@ -39,7 +39,7 @@ public sealed class ReadTurnTests
                 },
             },
             new NbdExport("mem", "recording", device));
-        using RawClient client = await ConnectAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
 
         byte[] payload = new byte[Block];
         for (int i = 0; i < Requests; i++)
@@ -95,7 +95,7 @@ public sealed class ReadTurnTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(16 << 20));
         await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4, KeepReadTurnGate = () => true }, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
 
         // Depth-1 writes first, so that the connection's other threads have started and gone to sleep.
         byte[] payload = new byte[Block];
@@ -129,13 +129,5 @@ public sealed class ReadTurnTests
         Assert.Equal(1UL, read.Handle);
         Assert.Equal(NbdError.None, read.Error);
         return kicks;
-    }
-
-    private static async Task<RawClient> ConnectAsync(TestServer server)
-    {
-        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
-        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
-        return client;
     }
 }

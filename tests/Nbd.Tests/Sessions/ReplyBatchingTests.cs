@@ -23,13 +23,8 @@ public sealed class ReplyBatchingTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
         await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectAsync(server);
-        for (int i = 0; i < HeldReads; i++)
-        {
-            await client.SendRequestAsync(CommandType.Read, (ulong)i, (ulong)i * 4096, 4096);
-        }
-
-        await WaitUntilAsync(() => gated.Waiting == HeldReads);
+        using RawClient client = await server.ConnectRawAsync();
+        await HoldReadsAsync(client, gated);
 
         // One at a time: each reply is left queued by the thread that wrote, and only its wait for the next request
         // sends it.
@@ -54,13 +49,8 @@ public sealed class ReplyBatchingTests
         const int Writes = 40;
         var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
         await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectAsync(server);
-        for (int i = 0; i < HeldReads; i++)
-        {
-            await client.SendRequestAsync(CommandType.Read, (ulong)i, (ulong)i * 4096, 4096);
-        }
-
-        await WaitUntilAsync(() => gated.Waiting == HeldReads);
+        using RawClient client = await server.ConnectRawAsync();
+        await HoldReadsAsync(client, gated);
         for (int i = 0; i < Writes; i++)
         {
             byte[] payload = Enumerable.Repeat((byte)(i + 1), 4096).ToArray();
@@ -82,12 +72,16 @@ public sealed class ReplyBatchingTests
         }
     }
 
-    private static async Task<RawClient> ConnectAsync(TestServer server)
+    /// <summary>Sends <see cref="HeldReads"/> reads and waits until they all wait at the gate, so that the
+    /// connection's last thread is the only one left to read and write.</summary>
+    private static async Task HoldReadsAsync(RawClient client, GatedDevice gated)
     {
-        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
-        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
-        return client;
+        for (int i = 0; i < HeldReads; i++)
+        {
+            await client.SendRequestAsync(CommandType.Read, (ulong)i, (ulong)i * 4096, 4096);
+        }
+
+        await WaitUntilAsync(() => gated.Waiting == HeldReads);
     }
 
     private static async Task<HashSet<ulong>> ReadRepliesAsync(RawClient client, int count, int dataLength)

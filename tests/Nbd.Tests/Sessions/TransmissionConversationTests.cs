@@ -10,20 +10,11 @@ namespace Nbd.Tests.Sessions;
 /// <summary>Requests byte by byte: refused requests keep the stream in step, DISC and shutdown behave as specified.</summary>
 public class TransmissionConversationTests
 {
-    private static async Task<RawClient> ConnectSimpleAsync(TestServer server)
-    {
-        RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
-        var (_, final, _) = await client.GoAsync("mem");
-        Assert.Equal(OptionReplyType.Ack, final);
-        return client;
-    }
-
     [Fact]
     public async Task A_refused_write_has_its_payload_skipped_and_the_next_request_is_served()
     {
         await using var server = new TestServer();
-        using RawClient client = await ConnectSimpleAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
         byte[] payload = Enumerable.Repeat((byte)0x44, 4096).ToArray();
 
         await client.SendRequestAsync(CommandType.Write, 1, 0, 4096, CommandFlags.DontFragment, payload); // DF on a write
@@ -72,7 +63,7 @@ public class TransmissionConversationTests
     public async Task Oversized_write_gets_EOVERFLOW_and_the_connection_goes_on()
     {
         await using var server = new TestServer(new NbdServerOptions { MaxPayload = 64 << 10 });
-        using RawClient client = await ConnectSimpleAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
         await client.SendRequestAsync(CommandType.Write, 1, 0, 128 << 10, 0, new byte[128 << 10]);
         Assert.Equal(NbdError.Overflow, (await client.ReadSimpleReplyAsync())!.Value.Error);
         await client.SendRequestAsync(CommandType.Read, 2, 0, 128 << 10);
@@ -86,7 +77,7 @@ public class TransmissionConversationTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
         await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectSimpleAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
 
         await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
         await client.SendRequestAsync(CommandType.Disconnect, 2, 0, 0);
@@ -104,7 +95,7 @@ public class TransmissionConversationTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
         await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectSimpleAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
         Assert.Equal(1, server.Server.GetConnectionCount("mem"));
 
         await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
@@ -168,7 +159,7 @@ public class TransmissionConversationTests
     public async Task Connections_over_the_limit_are_closed_at_once()
     {
         await using var server = new TestServer(new NbdServerOptions { MaxConnections = 1 });
-        using RawClient first = await ConnectSimpleAsync(server);
+        using RawClient first = await server.ConnectRawAsync();
         using RawClient second = await RawClient.ConnectAsync(server.SocketPath);
         Assert.Null(await second.ReadExactAsync(ServerGreeting.Length));
         await first.SendRequestAsync(CommandType.Flush, 1, 0, 0);
@@ -180,7 +171,7 @@ public class TransmissionConversationTests
     {
         var gated = new GatedDevice(new MemoryBlockDevice(1 << 20));
         await using var server = new TestServer(new NbdServerOptions { MaxInFlightPerConnection = 4 }, new NbdExport("mem", "gated", gated));
-        using RawClient client = await ConnectSimpleAsync(server);
+        using RawClient client = await server.ConnectRawAsync();
 
         for (ulong i = 0; i < 10; i++)
         {
