@@ -109,6 +109,57 @@ public sealed class PageSourceTests : IDisposable
     }
 
     [Fact]
+    public void A_shorter_run_comes_out_of_a_longer_warm_one_and_its_rest_stays_warm()
+    {
+        int a = _pages.AllocateRun(16, out _);
+        _pages.AddResident(16);
+        _pages.FreeRun(a, 16, resident: 16);
+
+        Assert.Equal(a, _pages.AllocateRun(3, out bool zeroed));
+        Assert.False(zeroed);
+        Assert.Equal(13, _pages.PagesWarm);
+        Assert.Equal(3, _pages.PagesInUse);
+        Assert.Equal(a + 3, _pages.AllocateRun(13, out zeroed));
+        Assert.False(zeroed);
+        Assert.Equal(0, _pages.PagesWarm);
+        Assert.Equal(16, _pages.PagesInUse);
+        Assert.Equal(0, _pages.PagesFree);
+    }
+
+    [Fact]
+    public void Past_the_warm_limit_the_run_lengths_least_asked_for_go_back_first()
+    {
+        // 16-page runs asked for more often than 11-page ones (400 against 300), though 11 pages is the shorter.
+        // The figures below are worked out for a limit of 8192 pages.
+        Assert.Equal(8192, PageSource.WarmLimitPages);
+        int[] sixteens = Enumerable.Range(0, 400).Select(_ => _pages.AllocateRun(16, out bool _)).ToArray();
+        int[] elevens = Enumerable.Range(0, 300).Select(_ => _pages.AllocateRun(11, out bool _)).ToArray();
+        _pages.AddResident((400 * 16) + (300 * 11));
+        foreach (int run in sixteens)
+        {
+            _pages.FreeRun(run, 16, resident: 16);
+        }
+
+        // The 163rd 11-page run takes the warm pages past the limit (6400 + 1793): the trim gives back every warm
+        // 11-page run before it touches a 16-page one, then 16-page runs down to half the limit: 256 of them stay.
+        foreach (int run in elevens)
+        {
+            _pages.FreeRun(run, 11, resident: 11);
+        }
+
+        Assert.Equal(PageSource.WarmLimitPages / 2 + ((300 - 163) * 11), _pages.PagesWarm);
+        int warmSixteens = PageSource.WarmLimitPages / 2 / 16;
+        for (int i = 0; i < warmSixteens; i++)
+        {
+            _pages.AllocateRun(16, out bool zeroed);
+            Assert.False(zeroed, $"16-page run {i} of {warmSixteens} was given back to the OS");
+        }
+
+        _pages.AllocateRun(16, out bool fresh);
+        Assert.True(fresh);
+    }
+
+    [Fact]
     public void Released_pages_read_as_zero_when_reused()
     {
         int a = _pages.AllocateRun(1, out _);
