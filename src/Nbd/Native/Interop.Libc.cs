@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Nbd.Native;
 
 /// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
-/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog).</summary>
+/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread).</summary>
 internal static partial class Libc
 {
     private const string LibraryName = "libc";
@@ -22,6 +22,14 @@ internal static partial class Libc
 
     [LibraryImport(LibraryName, EntryPoint = "munmap", SetLastError = true)]
     internal static partial int Munmap(nint address, nuint length);
+
+    internal const int SchedOther = 0;
+    internal const int SchedBatch = 3;
+
+    /// <summary>sched_setscheduler(2) for the calling thread (pid 0) with priority 0, the only one SCHED_OTHER and
+    /// SCHED_BATCH take; either may be set without privileges.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "sched_setscheduler", SetLastError = true)]
+    internal static partial int SchedSetScheduler(int pid, int policy, in int priority);
 
     // futex(2) on a process-private word: no shared-memory key lookup.
     private const int FutexWaitPrivate = 0 | 128;

@@ -54,6 +54,11 @@ public sealed class NbdServerOptions
     /// Null: the turn is always handed on. Tests replace it to keep the turn whatever the machine does, or never.</summary>
     internal Func<bool>? KeepReadTurnGate { get; init; } = Threading.RunQueue.Machine.HasIdleCpu;
 
+    /// <summary>A serving thread runs under SCHED_BATCH while other requests of its connection are in flight or
+    /// buffered, and under SCHED_OTHER (the default policy) otherwise (see <see cref="Sessions.NbdSession"/>).
+    /// False: always SCHED_OTHER.</summary>
+    public bool BatchSchedulingWhenBusy { get; init; } = true;
+
     /// <summary>Runs first on every thread the server starts to serve a connection (its reader and its
     /// workers), on that thread: the daemon marks them PR_SET_IO_FLUSHER here.</summary>
     public Action? IoThreadStarted { get; init; }

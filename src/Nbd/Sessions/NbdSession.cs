@@ -4,6 +4,7 @@ using System.Net.Security;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using Nbd.Logging;
+using Nbd.Native;
 using Nbd.Protocol;
 using Nbd.Threading;
 using Nbd.Transport;
@@ -31,7 +32,10 @@ namespace Nbd.Sessions;
 /// its header written in front of it. A small reply finished while another request is still running is left in
 /// the queue for that request's thread to send with its own (up to <see cref="BatchReplies"/>), but never while
 /// the reader waits for the client (<see cref="BeginWaitingForInput"/>). A refused request is answered without touching the device. Both turns
-/// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem.
+/// are <see cref="FutexLock"/>s: one system call to sleep or wake, not the runtime's wait subsystem. A thread
+/// that finishes a request while others of its connection are in flight or buffered waits for its next turn under
+/// SCHED_BATCH, so that its wake-up does not preempt a client still sending; at depth 1 it stays SCHED_OTHER
+/// (<see cref="ScheduleForDepth"/>).
 ///
 /// In flight: at most one request per thread, and the threads are min(WorkerThreadsPerConnection,
 /// MaxInFlightPerConnection); while every thread is busy nobody reads, so a fast client is slowed by the socket
@@ -259,10 +263,36 @@ internal sealed class NbdSession
                 Reply(slot);
             }
 
+            if (_options.BatchSchedulingWhenBusy)
+            {
+                ScheduleForDepth(slot);
+            }
+
             if (keep)
             {
                 Volatile.Write(ref _keptSince, 0);
             }
+        }
+    }
+
+    /// <summary>
+    /// Sets this thread's policy for its next wait: SCHED_BATCH while other requests of the connection are in flight
+    /// or buffered, SCHED_OTHER otherwise; a system call only when that changes. A thread under SCHED_BATCH that is
+    /// woken (by the client's send, or by the thread before it letting go of a turn) does not preempt the running
+    /// thread. At depth 32 the client is then left to queue more requests before it sleeps, instead of being switched
+    /// out at every send: on the quiet two-core VM, 4 KiB qd32 reads over two connections ran at 2.6x (101.9k against
+    /// 39.7k) and over one at 1.25x, writes over two at 2.2x. At depth 1 the client sleeps until the reply, and a
+    /// thread that preempts nobody waits for a CPU the machine gives to others: with two CPU-bound processes
+    /// running, qd1 reads fell to 0.29x under SCHED_BATCH throughout, which is why depth 1 stays SCHED_OTHER.
+    /// </summary>
+    private void ScheduleForDepth(RequestSlot slot)
+    {
+        bool busy = Volatile.Read(ref _inFlight) > 0 || _receiveEnd != _receiveStart;
+        if (busy != slot.BatchScheduled)
+        {
+            // A refusal (a seccomp filter, say) leaves the policy as it was; not retried until the depth changes.
+            Libc.SchedSetScheduler(0, busy ? Libc.SchedBatch : Libc.SchedOther, 0);
+            slot.BatchScheduled = busy;
         }
     }
 

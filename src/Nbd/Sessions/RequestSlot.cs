@@ -33,6 +33,9 @@ internal sealed class RequestSlot
 
     public BlockExtent[] Extents => _extents ??= new BlockExtent[ExtentCapacity];
 
+    /// <summary>Whether the thread that owns this slot last set itself to SCHED_BATCH.</summary>
+    public bool BatchScheduled;
+
     public Span<byte> Data => Buffer.Span(HeaderRoom, (int)Request.Length);
 
     /// <summary>Grows the buffer for the current request's data and its reply header.</summary>

@@ -1,0 +1,172 @@
+using System.Globalization;
+using Nbd.Devices;
+using Nbd.Protocol;
+using Nbd.Tests.Devices;
+using Nbd.Tests.Interop;
+
+namespace Nbd.Tests.Sessions;
+
+/// <summary>
+/// A serving thread waits under SCHED_BATCH while other requests of its connection are in flight (so that, woken,
+/// it does not preempt a client that is still queueing requests), and under SCHED_OTHER at queue depth 1 (so that a
+/// client waiting on each reply is served at once on a busy machine). Read from /proc/self/task/TID/stat, field 41.
+/// </summary>
+public sealed class SchedulingPolicyTests
+{
+    private const int Block = 4096;
+    private const int SchedOther = 0;
+    private const int SchedBatch = 3;
+    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task Threads_that_finish_behind_a_running_request_wait_under_sched_batch_and_depth_1_returns_to_sched_other()
+    {
+        var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
+        await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4 }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await server.ConnectRawAsync();
+
+        // A read held in the device, then writes answered behind it: their threads finish with it still in flight.
+        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
+        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        byte[] payload = new byte[Block];
+        payload[5] = 5;
+        for (int i = 0; i < 20; i++)
+        {
+            await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), Block, Block, 0, payload);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        }
+
+        Assert.True(await Eventually(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
+            "no serving thread went to SCHED_BATCH with a request in flight behind it");
+
+        // The held read finishes last, alone: its thread goes back to SCHED_OTHER.
+        gated.Open();
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+        int reader = gated.ReaderTid;
+        Assert.True(await Eventually(() => PolicyOf(reader) == SchedOther), $"thread {reader} stayed at policy {PolicyOf(reader)} after the last request");
+
+        // Depth 1 from here: whoever serves a request finishes with nothing else in flight.
+        for (int i = 0; i < 20; i++)
+        {
+            await client.SendRequestAsync(CommandType.Read, (ulong)(200 + i), Block, Block);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+            int served = gated.ReaderTid;
+            Assert.True(await Eventually(() => PolicyOf(served) == SchedOther), $"thread {served} stayed at policy {PolicyOf(served)} at depth 1");
+        }
+    }
+
+    [Fact]
+    public async Task With_batch_scheduling_off_no_serving_thread_leaves_sched_other()
+    {
+        var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
+        await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4, BatchSchedulingWhenBusy = false }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await server.ConnectRawAsync();
+        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
+        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        byte[] payload = new byte[Block];
+        for (int i = 0; i < 20; i++)
+        {
+            await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), Block, Block, 0, payload);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        }
+
+        await Task.Delay(200);
+        Assert.NotEmpty(gated.Served);
+        Assert.All(gated.Served, tid => Assert.NotEqual(SchedBatch, PolicyOf(tid)));
+        gated.Open();
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+    }
+
+    private static async Task<bool> Eventually(Func<bool> condition)
+    {
+        for (int i = 0; i < 200; i++)
+        {
+            if (condition())
+            {
+                return true;
+            }
+
+            await Task.Delay(10);
+        }
+
+        return condition();
+    }
+
+    /// <summary>Field 41 of /proc/self/task/TID/stat (after the parenthesised name, field 3 comes first); -1 if gone.</summary>
+    private static int PolicyOf(int tid)
+    {
+        try
+        {
+            string stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+            string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return int.Parse(fields[41 - 3], CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return -1;
+        }
+    }
+
+    /// <summary>A gate that also records the OS thread ids of the threads that served this connection's requests
+    /// (other tests' servers run meanwhile, in this process), and of the last one that read.</summary>
+    private sealed class TidRecordingGate(IBlockDevice inner) : IBlockDevice
+    {
+        private readonly GatedDevice _gate = new(inner);
+        private readonly System.Collections.Concurrent.ConcurrentDictionary<int, bool> _served = new();
+        private int _readerTid;
+
+        public ICollection<int> Served => _served.Keys;
+
+        public int Waiting => _gate.Waiting;
+
+        public int ReaderTid => Volatile.Read(ref _readerTid);
+
+        public long Size => inner.Size;
+
+        public bool IsReadOnly => inner.IsReadOnly;
+
+        public int MinimumBlockSize => inner.MinimumBlockSize;
+
+        public int PreferredBlockSize => inner.PreferredBlockSize;
+
+        public bool SupportsFastZero => inner.SupportsFastZero;
+
+        public void Open() => _gate.Open();
+
+        public NbdError Read(long offset, Span<byte> destination)
+        {
+            Volatile.Write(ref _readerTid, Record());
+            return _gate.Read(offset, destination);
+        }
+
+        public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua)
+        {
+            Record();
+            return inner.Write(offset, source, fua);
+        }
+
+        private int Record()
+        {
+            string self = File.ReadAllText("/proc/thread-self/stat");
+            int tid = int.Parse(self[..self.IndexOf(' ')], CultureInfo.InvariantCulture);
+            _served[tid] = true;
+            return tid;
+        }
+
+        public NbdError Flush() => inner.Flush();
+
+        public NbdError Trim(long offset, long length) => inner.Trim(offset, length);
+
+        public NbdError WriteZeroes(long offset, long length, bool noHole, bool fastZero) => inner.WriteZeroes(offset, length, noHole, fastZero);
+
+        public int GetExtents(long offset, long length, Span<BlockExtent> extents) => inner.GetExtents(offset, length, extents);
+    }
+}
