@@ -401,6 +401,19 @@ public sealed unsafe class ZsPool : IDisposable
         set => _deferred.ByteBudget = value;
     }
 
+    /// <summary>
+    /// Asked before the deferred-free queue counts another page of its entries in <see cref="MetadataBytes"/>, with the
+    /// bytes it would add; false makes those frees synchronous. A queued free raises the metadata after its caller's
+    /// memory check, so the owner of a memory limit says here whether there is room. It runs under the queue's lock:
+    /// it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and must not free or compact. Null (the
+    /// default): only the queue's capacity bounds its entries.
+    /// </summary>
+    public Func<long, bool>? DeferredGrowthAllowed
+    {
+        get => _deferred.GrowthAllowed;
+        set => _deferred.GrowthAllowed = value;
+    }
+
     /// <summary>The bytes an object of <paramref name="size"/> payload bytes takes in its zspage (header included).</summary>
     private int SlotBytes(int size)
     {

@@ -31,7 +31,8 @@ namespace ZramDaemon.Device;
 ///
 /// Memory limit: mem_used_total (pool pages + slot table + pool metadata) must stay at or below mem_limit.
 ///   A write whose allocation passes it flushes the deferred frees, compacts and retries once; if still over,
-///   it fails with ENOSPC and the slot keeps its old contents. A background thread (<see cref="BackgroundCompactor"/>)
+///   it fails with ENOSPC and the slot keeps its old contents. The deferred-free queue asks before it counts another
+///   page of entries (<see cref="RoomWithinLimit"/>): queueing happens after the check, or with none (trims). A background thread (<see cref="BackgroundCompactor"/>)
 ///   compacts when usage passes the watermark of the limit, or when compaction could free enough pages.
 ///   The deferred-free queue may hold at most half the room between the watermark and the limit in objects
 ///   (<see cref="ZsPool.DeferredFreeByteBudget"/>); past that, frees are synchronous until it drains.
@@ -178,6 +179,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _memLimit = options.MemLimit;
         _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
+        _pool.DeferredGrowthAllowed = RoomWithinLimit;
         _dedup = options.Dedup ? new DedupIndex() : null;
         if (options.BackingFile is not null)
         {
@@ -1639,6 +1641,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         ZramDeviceLog.LimitReached(_logger, Name, MemUsedTotal, limit);
         return NbdError.NoSpace;
+    }
+
+    /// <summary>Whether <paramref name="bytes"/> more stay within the limit (or no limit is set): the deferred-free
+    /// queue asks before it counts another page of entries, which it would do after the write's own check.</summary>
+    private bool RoomWithinLimit(long bytes)
+    {
+        long limit = Interlocked.Read(ref _memLimit);
+        return limit == 0 || MemUsedTotal + bytes <= limit;
     }
 
     /// <summary>Whether a limit is set and mem_used_total is at or past its compaction watermark.</summary>

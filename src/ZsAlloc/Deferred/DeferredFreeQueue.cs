@@ -27,7 +27,10 @@ namespace ZsAlloc.Deferred;
 /// freed; <see cref="Close"/> (pool disposal) flushes and waits for a running worker.
 /// The entries are a mapping touched only as the queue fills: <see cref="MetadataBytes"/> counts the pages
 /// entries were ever written to since <see cref="ReleaseUnused"/> last gave the pages past the queued ones back,
-/// so a queue that was never used, or was drained and released, costs (and counts) no memory.
+/// so a queue that was never used, or was drained and released, costs (and counts) no memory. Touching a page not
+/// counted yet raises that figure after the caller's memory check (a write checks its limit when it allocates,
+/// then queues the old object): <see cref="GrowthAllowed"/> is asked first, and without its leave the free is
+/// synchronous (a batch is cut at the last counted entry).
 /// </summary>
 internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 {
@@ -59,6 +62,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     private int _count;
     private long _bytes;
     private long _byteBudget = long.MaxValue;
+    private Func<long, bool>? _growthAllowed;
     private int _inFlight;
     private int _scheduled;
     private int _running;
@@ -116,6 +120,23 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     /// <summary>Bytes the queued objects hold.</summary>
     public long Bytes => Interlocked.Read(ref _bytes);
 
+    /// <summary>Asked, under the queue's lock, before an enqueue writes entries on pages not counted in
+    /// <see cref="MetadataBytes"/> yet, with the bytes they would add: false makes those frees synchronous. Null
+    /// (the default): the queue grows within its capacity. It must not take the queue's lock.</summary>
+    public Func<long, bool>? GrowthAllowed
+    {
+        get => Volatile.Read(ref _growthAllowed);
+        set => Volatile.Write(ref _growthAllowed, value);
+    }
+
+    /// <summary>Entries that fit in the pages counted now (under the lock).</summary>
+    private int CountedEntries => (int)(PagesFor(_touched) / EntryBytes);
+
+    /// <summary>Whether <paramref name="entries"/> in use may be counted (under the lock): within the counted pages, or
+    /// with <see cref="GrowthAllowed"/>'s leave for the pages past them.</summary>
+    private bool MayUse(int entries) =>
+        entries <= CountedEntries || _growthAllowed is not { } allowed || allowed(PagesFor(entries) - PagesFor(_touched));
+
     /// <summary>Most bytes the queued objects may hold (long.MaxValue: only the capacity bounds the queue). Lowering
     /// it below what is queued makes further frees synchronous until a drain brings the queue under it.</summary>
     public long ByteBudget
@@ -133,7 +154,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     }
 
     /// <summary>Queues a handle whose object holds <paramref name="bytes"/>; false means the caller must free it now
-    /// (lock contended, <see cref="SingleFreeLimit"/> handles or the byte budget reached, or closed). Past the
+    /// (lock contended, <see cref="SingleFreeLimit"/> handles or the byte budget reached, growth refused, or closed). Past the
     /// high-water mark it starts a drain, queued or not.</summary>
     public bool TryEnqueue(uint handle, int bytes)
     {
@@ -143,7 +164,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         }
 
         long budget = Interlocked.Read(ref _byteBudget);
-        if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > budget)
+        if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > budget || !MayUse(_count + 1))
         {
             // Refused: the caller frees it now; a drain, if due, makes room for the next ones (a discard's batches may
             // have filled the queue past the mark without starting one).
@@ -201,6 +222,11 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             long budget = Interlocked.Read(ref _byteBudget);
             long room = budget - _bytes;
             int most = Math.Min(handles.Length, _limit - _count);
+            if (!MayUse(_count + most))
+            {
+                most = Math.Max(0, Math.Min(most, CountedEntries - _count));
+            }
+
             // In bounds: _count + most <= _limit <= capacity, the mapped entries (0 once Close unmapped them).
             var entries = new Span<ulong>(_entries + _count, Math.Max(0, most));
             for (; taken < most && added + bytes[taken] <= room; taken++)

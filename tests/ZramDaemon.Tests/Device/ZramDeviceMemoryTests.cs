@@ -150,6 +150,37 @@ public class ZramDeviceMemoryTests
     }
 
     [Fact]
+    public void Trims_and_zero_writes_at_the_limit_free_their_objects_without_passing_it()
+    {
+        // Neither allocates, so neither checks the limit; but queueing the old objects for a deferred free would
+        // count a page of the queue's entries (released by compaction) after usage reached the limit exactly.
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "atlimit", DiskSize = 8L << 20 }, NullLoggerFactory.Instance);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        device.Compact();
+        long limit = device.GetStats().MemUsedTotal;
+        device.SetMemLimit(limit);
+
+        Assert.Equal(NbdError.None, device.Trim(0, 2 * Page));
+        Assert.True(device.GetStats().MemUsedTotal <= limit, $"mem_used_total {device.GetStats().MemUsedTotal} passed mem_limit {limit} after a trim");
+        Assert.Equal(NbdError.None, device.Write(2L * Page, new byte[Page], fua: false));
+        Assert.True(device.GetStats().MemUsedTotal <= limit, $"mem_used_total {device.GetStats().MemUsedTotal} passed mem_limit {limit} after a zero write");
+
+        // The room the freed objects left takes new data within the limit.
+        Assert.Equal(NbdError.None, device.Write(0, DevicePages.TextPage(1000), fua: false));
+        Assert.True(device.GetStats().MemUsedTotal <= limit);
+        var back = new byte[Page];
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.Equal(i switch { 0 => DevicePages.TextPage(1000), 1 or 2 => new byte[Page], _ => DevicePages.TextPage(i) }, back);
+        }
+    }
+
+    [Fact]
     public void Compaction_under_load_keeps_every_byte_and_gives_memory_back()
     {
         const int slots = 4096;

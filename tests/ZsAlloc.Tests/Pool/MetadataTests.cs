@@ -50,6 +50,56 @@ public sealed class MetadataTests
     }
 
     [Fact]
+    public void The_deferred_queue_counts_a_new_page_of_entries_only_with_its_owners_leave()
+    {
+        using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 8192 });
+        var handles = Enumerable.Range(0, 1600).Select(i => Store(pool, 100 + (i % 50), i)).ToArray();
+        long filled = pool.MetadataBytes;
+        var asked = new List<long>();
+        bool allow = false;
+        pool.DeferredGrowthAllowed = bytes =>
+        {
+            asked.Add(bytes);
+            return allow;
+        };
+
+        // Refused: a single free and a batch are both freed now, and nothing more is counted.
+        pool.FreeDeferred(handles[0]);
+        pool.FreeDeferred(handles[1..3], [100 + 1, 100 + 2]);
+        Assert.Equal(0, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(1597, pool.GetStats().Objects);
+        Assert.Equal(filled, pool.MetadataBytes);
+        Assert.Equal([Page, Page], asked);
+
+        // Allowed: the first free counts a page (asked once), the next 511 fit in it without asking.
+        allow = true;
+        for (int i = 3; i < 515; i++)
+        {
+            pool.FreeDeferred(handles[i]);
+        }
+
+        Assert.Equal(512, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(filled + Page, pool.MetadataBytes);
+        Assert.Equal([Page, Page, Page], asked);
+
+        // Refused again at the page's end: a batch (queued 256 handles per lock hold, each asking for the page it
+        // would add) is cut where the counted entries end, none left here, and freed now.
+        allow = false;
+        pool.FreeDeferred(handles[515..1115], handles[515..1115].Select((_, j) => 100 + ((515 + j) % 50)).ToArray());
+        Assert.Equal(512, pool.GetStats().DeferredQueueDepth);
+        Assert.Equal(filled + Page, pool.MetadataBytes);
+        Assert.Equal([Page, Page, Page, Page, Page, Page], asked);
+        Assert.Equal(1600 - 3 - 600, pool.GetStats().Objects);
+
+        pool.FlushDeferred();
+        Assert.Equal(1600 - 1115, pool.GetStats().Objects);
+        for (int i = 1115; i < 1600; i++)
+        {
+            Check(pool, handles[i], 100 + (i % 50), i);
+        }
+    }
+
+    [Fact]
     public void A_pool_without_a_deferred_queue_counts_none()
     {
         using var with = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 32768 });
