@@ -12,7 +12,13 @@ zt systemd.pid1 "$(cat /proc/1/comm)"
 for u in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.mount; do
   for p in ActiveState SubState Result; do zt "$u.$p" "$(systemctl show -p "$p" --value "$u")"; done
 done
-zt zramd.StatusText "$(systemctl show -p StatusText --value zramd.service)"
+# zramd refreshes STATUS= every 5 s: the attachments just made may not be in it yet; give it up to 15 s to name both.
+for _ in $(seq 30); do
+  status=$(systemctl show -p StatusText --value zramd.service)
+  case $status in *", 1 client; zram1: "*", 1 client") break ;; esac
+  sleep 0.5
+done
+zt zramd.StatusText "$status"
 zt zramd.NRestarts "$(systemctl show -p NRestarts --value zramd.service)"
 zt systemd.failed "$(systemctl list-units --failed --plain --no-legend | cut -d' ' -f1 | tr '\n' ' ')"
 zt swaps "$(tail -n +2 /proc/swaps | tr -s ' \t' ' ' | tr '\n' ';')"
