@@ -290,7 +290,9 @@ internal sealed class NbdSession
         // Running, not in flight: a reply of ours that another thread holding the send turn has yet to send still
         // counts in _inFlight, and at depth 1 this thread would then wait for the client's next request under
         // SCHED_BATCH (CI caught it in SchedulingPolicyTests).
-        bool busy = Volatile.Read(ref _executing) > 0 || _receiveEnd != _receiveStart;
+        // A large read or write is served for long per wake-up, and then prompt service is worth more than not
+        // preempting the client: 128 KiB reads at qd16 ran 1.06x under SCHED_OTHER.
+        bool busy = (Volatile.Read(ref _executing) > 0 || _receiveEnd != _receiveStart) && !IsLargeTransfer(slot.Request);
         if (busy != slot.BatchScheduled)
         {
             // A refusal (a seccomp filter, say) leaves the policy as it was; not retried until the depth changes.
@@ -298,6 +300,13 @@ internal sealed class NbdSession
             slot.BatchScheduled = busy;
         }
     }
+
+    /// <summary>A READ or WRITE of more than <see cref="LargeTransfer"/> bytes.</summary>
+    private static bool IsLargeTransfer(in RequestHeader request) =>
+        request.Length > LargeTransfer && request.Type is CommandType.Read or CommandType.Write;
+
+    /// <summary>Above this a transfer's thread waits under SCHED_OTHER whatever the depth (<see cref="ScheduleForDepth"/>).</summary>
+    internal const int LargeTransfer = 32 * 1024;
 
     /// <summary>Whether another thread should be woken to read next while this one runs the request it read. Not
     /// when the client has nothing else buffered or waiting in the socket and this is its only request in flight

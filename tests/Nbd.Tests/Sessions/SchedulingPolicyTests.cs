@@ -60,6 +60,42 @@ public sealed class SchedulingPolicyTests
     }
 
     [Fact]
+    public async Task Threads_that_finish_a_large_transfer_behind_a_running_request_stay_sched_other()
+    {
+        var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
+        await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4 }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await server.ConnectRawAsync();
+        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
+        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        // Writes just over the limit, answered behind the held read: their threads wait under SCHED_OTHER.
+        const int Large = 32 * 1024 + 512;
+        byte[] payload = new byte[Large];
+        payload[7] = 7;
+        for (int i = 0; i < 20; i++)
+        {
+            await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), (ulong)(i + 1) * 65536, Large, 0, payload);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        }
+
+        await Task.Delay(200);
+        int[] writers = gated.Served.ToArray();
+        Assert.NotEmpty(writers);
+        Assert.All(writers, tid => Assert.Equal(SchedOther, PolicyOf(tid)));
+
+        // And a 32 KiB one (not more than the limit) is a small request: its thread goes to SCHED_BATCH.
+        await client.SendRequestAsync(CommandType.Write, 200, 0, 32 * 1024, 0, payload.AsSpan(0, 32 * 1024).ToArray());
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        Assert.True(await Eventually(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
+            "the thread of a 32 KiB write behind a running request did not go to SCHED_BATCH");
+        gated.Open();
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+    }
+
+    [Fact]
     public async Task With_batch_scheduling_off_no_serving_thread_leaves_sched_other()
     {
         var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
