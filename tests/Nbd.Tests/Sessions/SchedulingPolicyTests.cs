@@ -26,11 +26,7 @@ public sealed class SchedulingPolicyTests
         using RawClient client = await server.ConnectRawAsync();
 
         // A read held in the device, then writes answered behind it: their threads finish with it still in flight.
-        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
-        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
-        {
-            await Task.Delay(10);
-        }
+        await HoldReadAsync(client, gated);
 
         byte[] payload = new byte[Block];
         payload[5] = 5;
@@ -65,11 +61,7 @@ public sealed class SchedulingPolicyTests
         var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
         await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4 }, new NbdExport("mem", "gated", gated));
         using RawClient client = await server.ConnectRawAsync();
-        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
-        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
-        {
-            await Task.Delay(10);
-        }
+        await HoldReadAsync(client, gated);
 
         // Writes just over the limit, answered behind the held read: their threads wait under SCHED_OTHER.
         const int Large = 32 * 1024 + 512;
@@ -101,11 +93,7 @@ public sealed class SchedulingPolicyTests
         var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
         await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4, BatchSchedulingWhenBusy = false }, new NbdExport("mem", "gated", gated));
         using RawClient client = await server.ConnectRawAsync();
-        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
-        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
-        {
-            await Task.Delay(10);
-        }
+        await HoldReadAsync(client, gated);
 
         byte[] payload = new byte[Block];
         for (int i = 0; i < 20; i++)
@@ -119,6 +107,16 @@ public sealed class SchedulingPolicyTests
         Assert.All(gated.Served, tid => Assert.NotEqual(SchedBatch, PolicyOf(tid)));
         gated.Open();
         Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+    }
+
+    /// <summary>Sends a read (handle 1) at offset 0 and waits until the device holds it.</summary>
+    private static async Task HoldReadAsync(RawClient client, TidRecordingGate gated)
+    {
+        await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
+        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
+        {
+            await Task.Delay(10);
+        }
     }
 
     private static async Task<bool> Eventually(Func<bool> condition)
