@@ -31,10 +31,6 @@ public static class StructuredReply
         return HeaderSize;
     }
 
-    /// <summary>NBD_REPLY_TYPE_NONE with DONE: success of a request without payload.</summary>
-    public static int WriteDone(Span<byte> destination, ulong handle) =>
-        WriteHeader(destination, StructuredReplyFlags.Done, StructuredReplyType.None, handle, 0);
-
     /// <summary>The header and offset of an OFFSET_DATA chunk carrying <paramref name="dataLength"/> bytes.</summary>
     public static int WriteOffsetDataPrefix(Span<byte> destination, StructuredReplyFlags flags, ulong handle, ulong offset, int dataLength)
     {

@@ -874,7 +874,10 @@ internal sealed class NbdSession
             case CommandType.BlockStatus:
                 return StructuredReply.BlockStatusPrefixSize + (slot.ExtentCount * StructuredReply.BlockStatusDescriptorSize);
             default:
-                return structured ? StructuredReply.HeaderSize : SimpleReply.Size;
+                // A success without payload is a simple reply even when structured replies were negotiated (the
+                // spec allows either; nbdkit does the same): libnbd reads 16 bytes first and a structured header
+                // costs it a second recv for the last 4, a system call per request for the client.
+                return SimpleReply.Size;
         }
     }
 
@@ -910,9 +913,7 @@ internal sealed class NbdSession
 
                 return written;
             default:
-                return structured
-                    ? StructuredReply.WriteDone(destination, handle)
-                    : SimpleReply.Write(destination, NbdError.None, handle);
+                return SimpleReply.Write(destination, NbdError.None, handle);
         }
     }
 

@@ -39,8 +39,6 @@ public class TransmissionWireTests
 
     public static TheoryData<string, string> Chunks => new()
     {
-        // NONE with DONE.
-        { "done", "668E33EF" + "0001" + "0000" + "00000000000000AA" + "00000000" },
         // OFFSET_DATA prefix (not last): payload length 8 + 4096, offset 0x2000.
         { "data", "668E33EF" + "0000" + "0001" + "00000000000000AA" + "00001008" + "0000000000002000" },
         // OFFSET_HOLE with DONE: offset 0x3000, size 0x1000.
@@ -59,9 +57,6 @@ public class TransmissionWireTests
         int n;
         switch (kind)
         {
-            case "done":
-                n = StructuredReply.WriteDone(buffer, 0xAA);
-                break;
             case "data":
                 n = StructuredReply.WriteOffsetDataPrefix(buffer, StructuredReplyFlags.None, 0xAA, 0x2000, 4096);
                 break;

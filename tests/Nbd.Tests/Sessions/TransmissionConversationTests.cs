@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Net.Sockets;
 using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
@@ -57,6 +58,48 @@ public class TransmissionConversationTests
         var buffer = new byte[length];
         Assert.Equal(NbdError.None, device.Read(offset, buffer));
         return buffer;
+    }
+
+    [Fact]
+    public async Task With_structured_replies_a_success_without_payload_is_a_simple_reply_and_errors_and_reads_are_structured()
+    {
+        await using var server = new TestServer();
+        using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        await client.SendOptionAsync((uint)OptionType.StructuredReply, []);
+        Assert.Equal(OptionReplyType.Ack, (await client.ReadOptionReplyAsync())!.Type);
+        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
+        byte[] payload = Enumerable.Repeat((byte)0x5A, 4096).ToArray();
+
+        // One request at a time, so the replies come in this order. libnbd reads 16 bytes first: a structured
+        // header for a bare success would cost it a second recv per request.
+        await client.SendRequestAsync(CommandType.Write, 1, 0, 4096, 0, payload);
+        Assert.Equal((NbdError.None, 1UL), Simple((await client.ReadSimpleReplyAsync())!.Value));
+        await client.SendRequestAsync(CommandType.Flush, 2, 0, 0);
+        Assert.Equal((NbdError.None, 2UL), Simple((await client.ReadSimpleReplyAsync())!.Value));
+        await client.SendRequestAsync(CommandType.Trim, 3, 8192, 4096);
+        Assert.Equal((NbdError.None, 3UL), Simple((await client.ReadSimpleReplyAsync())!.Value));
+
+        // An error keeps its message: an ERROR chunk with DONE.
+        await client.SendRequestAsync(CommandType.Write, 4, 16 << 20, 4096, 0, payload);
+        byte[] error = (await client.ReadExactAsync(StructuredReply.HeaderSize))!;
+        Assert.Equal(NbdMagic.StructuredReply, BinaryPrimitives.ReadUInt32BigEndian(error));
+        Assert.Equal((ushort)StructuredReplyFlags.Done, BinaryPrimitives.ReadUInt16BigEndian(error.AsSpan(4)));
+        Assert.Equal((ushort)StructuredReplyType.Error, BinaryPrimitives.ReadUInt16BigEndian(error.AsSpan(6)));
+        Assert.Equal(4UL, BinaryPrimitives.ReadUInt64BigEndian(error.AsSpan(8)));
+        byte[] body = (await client.ReadExactAsync((int)BinaryPrimitives.ReadUInt32BigEndian(error.AsSpan(16))))!;
+        Assert.Equal((uint)NbdError.NoSpace, BinaryPrimitives.ReadUInt32BigEndian(body));
+        Assert.True(BinaryPrimitives.ReadUInt16BigEndian(body.AsSpan(4)) > 0, "the error carries no message");
+
+        // A read must be structured once negotiated: OFFSET_DATA with DONE, then the data written above.
+        await client.SendRequestAsync(CommandType.Read, 5, 0, 4096);
+        byte[] read = (await client.ReadExactAsync(StructuredReply.OffsetDataPrefixSize))!;
+        Assert.Equal(NbdMagic.StructuredReply, BinaryPrimitives.ReadUInt32BigEndian(read));
+        Assert.Equal((ushort)StructuredReplyType.OffsetData, BinaryPrimitives.ReadUInt16BigEndian(read.AsSpan(6)));
+        Assert.Equal(5UL, BinaryPrimitives.ReadUInt64BigEndian(read.AsSpan(8)));
+        Assert.Equal(payload, await client.ReadExactAsync(4096));
+
+        static (NbdError, ulong) Simple((NbdError Error, ulong Handle, byte[] Data) reply) => (reply.Error, reply.Handle);
     }
 
     [Fact]
