@@ -2,8 +2,11 @@
 # Side-by-side benchmark: zramd against nbdkit's memory plugin (allocator=sparse and allocator=zstd) and,
 # when run as root on a kernel with /sys/class/zram-control, the kernel's own zram with lz4.
 #
-# Every round runs every system once, in the same order (A B C A B C ...), so the drift of a shared machine
-# spreads over all of them; the report gives medians with min/max and the ratios zramd / peer.
+# Every round runs every system once, interleaved, so the drift of a shared machine spreads over all of them;
+# each round starts one system further on (A B C, B C A, C A B), so that no system always runs first or after the
+# same neighbour (with a fixed order, zramd ran first in every round and its A/B against zramd-base moved by up
+# to 20% against interleaved pairs of fresh daemons). The report gives medians with min/max and the ratios
+# zramd / peer.
 #
 #   scripts/bench/compare.sh [--rounds N] [--runtime SECONDS] [--corpus-mib MIB] [--systems LIST] [--out DIR]
 #                            [--baseline DIR]
@@ -280,8 +283,11 @@ run_compaction() {
 }
 
 apt_ensure bc
+read -r -a order <<< "$systems"
 for round in $(seq 1 "$rounds"); do
-  for system in $systems; do
+  # Rotated by one system a round.
+  shift_by=$(( (round - 1) % ${#order[@]} ))
+  for system in "${order[@]:shift_by}" "${order[@]:0:shift_by}"; do
     echo "round $round: $system" >&2
     run_system
     case "$system" in zramd|zramd-base|kernel-zram) run_compaction ;; esac

@@ -138,7 +138,7 @@ md = f"""# Benchmarks
 Produced by `scripts/bench/compare.sh` on {now}.
 Machine: {machine}; load average {load_before} at the start, {load_after} at the end (the machine is shared,
 so absolute figures move; compare the ratios, which come from interleaved runs).
-{rounds} rounds, systems interleaved in each round; fio runs of {runtime} s; corpora of {corpus_size}.
+{rounds} rounds, systems interleaved in each round, each round starting one system further on; fio runs of {runtime} s; corpora of {corpus_size}.
 Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios are zramd's median over the peer's.
 Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
 Overhead = (memory - compr_data_size) / compr_data_size: overhead_* with mem_used_total as above, overhead_pool_*
