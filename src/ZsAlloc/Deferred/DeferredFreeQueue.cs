@@ -1,4 +1,5 @@
 using ZsAlloc.Native;
+using ZsAlloc.Pages;
 
 namespace ZsAlloc.Deferred;
 
@@ -11,10 +12,16 @@ namespace ZsAlloc.Deferred;
 /// bound frees are synchronous. The handle bound depends on the kind of free: a discarded range comes as one
 /// batch (<see cref="Enqueue(ReadOnlySpan{uint}, ReadOnlySpan{int})"/>), a burst that may fill the whole capacity
 /// (sized by the owner so that a whole-device discard fits: entries cost address space until written); a single
-/// free (<see cref="TryEnqueue"/>: an overwritten object) is queued only below <see cref="SingleFreeLimit"/>, since
-/// overwrites are a stream that could otherwise pile up garbage as fast as a drain short of CPU falls behind.
-/// When a single free finds <see cref="DrainHighWater"/> handles queued (half the capacity if that is less), or any
-/// free finds half the byte budget used, a background work item drains the queue, taking up to 32 handles per lock
+/// free (<see cref="TryEnqueue"/>: an overwritten object) is queued only below <see cref="SingleFreeLimit"/> handles
+/// and <see cref="SingleFreeBytes"/>, since overwrites are a stream that could otherwise pile up garbage as fast as a
+/// drain short of CPU falls behind. The byte bound is half the page source's warm limit: every write takes its pages
+/// before its old object is queued, so garbage held here is pages the writes had to find elsewhere; within the warm
+/// lists they are pages a drain gave back earlier, past them they are page faults, and the drain's burst then
+/// overflows the warm lists and goes back to the OS (4 KiB objects, fio's incompressible data: 16384 handles were
+/// 64 MiB; a 128 KiB sequential overwrite faulted 45,000 pages a second and ran at 0.59x).
+/// When a single free finds <see cref="DrainHighWater"/> handles or <see cref="DrainHighWaterBytes"/> queued (half the
+/// capacity or the byte budget if that is less), or any free finds half the byte budget used, a background work
+/// item drains the queue, taking up to 32 handles per lock
 /// hold (the kernel's workqueue takes one); the high-water mark does not grow with the capacity, so a stream of
 /// overwrites leaves no more garbage between drains than with a small queue. A batch starts a drain only past half
 /// the capacity (or half the byte budget): a discard comes in a burst of requests, and a drain running during the
@@ -100,6 +107,13 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
     /// filling the capacity.</summary>
     public const int SingleFreeLimit = 2 * DrainHighWater;
 
+    /// <summary>Most bytes the queued objects may hold for a single free to be queued too: half the warm pages the page
+    /// source keeps, so that the pages freed by a drain fit on its warm lists with room for the writes meanwhile.</summary>
+    public const long SingleFreeBytes = (long)PageSource.WarmLimitPages * PageSource.PageSize / 2;
+
+    /// <summary>Bytes queued at which a single free starts a drain (or half the byte budget, if less).</summary>
+    public const long DrainHighWaterBytes = SingleFreeBytes / 2;
+
     /// <summary>Bytes per queue entry.</summary>
     public const int EntryBytes = sizeof(ulong);
 
@@ -164,11 +178,11 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
         }
 
         long budget = Interlocked.Read(ref _byteBudget);
-        if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > budget || !MayUse(_count + 1))
+        if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > Math.Min(budget, SingleFreeBytes) || !MayUse(_count + 1))
         {
             // Refused: the caller frees it now; a drain, if due, makes room for the next ones (a discard's batches may
             // have filled the queue past the mark without starting one).
-            bool due = _limit != 0 && (_count >= _threshold || _bytes > budget / 2);
+            bool due = _limit != 0 && SingleFreeDrainDue(budget);
             _lock.Exit();
             if (due)
             {
@@ -185,7 +199,7 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             Volatile.Write(ref _touched, _count);
         }
         Interlocked.Add(ref _bytes, bytes);
-        bool kick = _count >= _threshold || _bytes > budget / 2;
+        bool kick = SingleFreeDrainDue(budget);
         _lock.Exit();
         if (kick)
         {
@@ -256,6 +270,9 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
 
         return taken;
     }
+
+    /// <summary>Whether a single free starts a drain (under the lock).</summary>
+    private bool SingleFreeDrainDue(long budget) => _count >= _threshold || _bytes > Math.Min(budget / 2, DrainHighWaterBytes);
 
     private bool TryEnterBriefly()
     {

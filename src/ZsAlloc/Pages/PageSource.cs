@@ -19,8 +19,8 @@ namespace ZsAlloc.Pages;
 /// Freed runs first go on "warm" lists (still resident) that allocation tries first: a pool that frees and
 /// allocates at the same rate then pays neither the madvise (a TLB shootdown in a threaded process) nor the
 /// page faults of refilling, as the kernel's per-CPU page lists spare zsmalloc. The limit, 32 MiB
-/// (<see cref="WarmLimitPages"/>), is the size of the bursts: the deferred-free queue drains up to 16384 handles at
-/// once, and a sequential overwrite empties whole zspages as it goes, so a smaller limit gave most of each burst
+/// (<see cref="WarmLimitPages"/>), is the size of the bursts: the deferred-free queue holds up to 16 MiB of overwritten
+/// objects (<see cref="Deferred.DeferredFreeQueue.SingleFreeBytes"/>, half this limit) and drains them at once, and a sequential overwrite empties whole zspages as it goes, so a smaller limit gave most of each burst
 /// back only for the next writes to fault it in again (measured: docs/BENCHMARKS.md). Past the limit half of
 /// them are released in one burst, neighbouring runs in one call, the run lengths least allocated lately first: an
 /// overwrite that changes the mix of object sizes (new data over a corpus's) frees zspages of lengths it no longer

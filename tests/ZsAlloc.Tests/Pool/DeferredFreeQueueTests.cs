@@ -5,9 +5,10 @@ namespace ZsAlloc.Tests.Pool;
 /// <summary>
 /// The deferred-free queue on its own, with a free callback the test controls (it can hold the drain), so that what the
 /// queue takes and when it drains does not depend on the scheduler: a discard's batch may fill the whole capacity, a
-/// single free stops at <see cref="DeferredFreeQueue.SingleFreeLimit"/>, the drain starts at
-/// <see cref="DeferredFreeQueue.DrainHighWater"/> however large the capacity, and a batch (a discard's burst) starts
-/// none below half the capacity.
+/// single free stops at <see cref="DeferredFreeQueue.SingleFreeLimit"/> handles or
+/// <see cref="DeferredFreeQueue.SingleFreeBytes"/>, the drain starts at <see cref="DeferredFreeQueue.DrainHighWater"/>
+/// handles or <see cref="DeferredFreeQueue.DrainHighWaterBytes"/> however large the capacity, and a batch (a discard's
+/// burst) starts none below half the capacity.
 /// </summary>
 public sealed class DeferredFreeQueueTests
 {
@@ -87,6 +88,52 @@ public sealed class DeferredFreeQueueTests
             // Below the limit a single free is queued again.
             Assert.True(queue.TryEnqueue(Batch + 2, 100));
             Assert.Equal(1, queue.Depth);
+        }
+        finally
+        {
+            frees.Gate.Set();
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void Single_frees_of_whole_pages_start_a_drain_at_the_byte_mark_and_stop_at_the_byte_limit()
+    {
+        // 4 KiB objects (incompressible data): the byte bounds come long before the handle bounds.
+        const int Page = 4096;
+        const int AtMark = (int)(DeferredFreeQueue.DrainHighWaterBytes / Page);
+        const int AtLimit = (int)(DeferredFreeQueue.SingleFreeBytes / Page);
+        Assert.True(AtLimit < DeferredFreeQueue.DrainHighWater);
+        using var frees = new Frees(2 * AtLimit);
+        var queue = Create(1 << 16, frees);
+        try
+        {
+            frees.Gate.Reset();
+            for (int h = 0; h < AtMark; h++)
+            {
+                Assert.True(queue.TryEnqueue((uint)h, Page), $"single free {h} refused below the byte mark");
+            }
+
+            Assert.False(queue.DrainScheduled, "a drain started at the byte mark, not past it");
+            Assert.True(queue.TryEnqueue((uint)AtMark, Page));
+            Assert.True(queue.DrainScheduled, "no drain started past the byte mark");
+
+            // The drain is now held inside a free with at most one batch (32) in hand, outside the queue's lock.
+            Assert.True(frees.Entered.Wait(TimeSpan.FromSeconds(30)), "the drain did not start");
+            int queued = AtMark + 1;
+            while (queue.TryEnqueue((uint)queued, Page))
+            {
+                queued++;
+                Assert.True(queued < 2 * AtLimit, "single frees were queued far past the byte limit");
+            }
+
+            Assert.True(queue.Bytes <= DeferredFreeQueue.SingleFreeBytes, $"{queue.Bytes} bytes queued");
+            Assert.InRange(queued, AtLimit, AtLimit + 32);
+
+            frees.Gate.Set();
+            queue.Flush();
+            Assert.Equal(0, queue.Bytes);
+            frees.AssertEachOnce(queued);
         }
         finally
         {
