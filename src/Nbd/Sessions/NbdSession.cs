@@ -290,6 +290,9 @@ internal sealed class NbdSession
         // One request in flight may be this thread's own, its reply queued for the thread holding the send turn: at
         // depth 1 that one must not count (CI caught a depth-1 thread waiting under SCHED_BATCH). Other queued replies
         // do count: 4 KiB writes over two connections at qd32 ran 0.67x when only running requests did.
+        // A reply whose write has returned still counts until its writer, often preempted by the client it woke, counts
+        // it done; so once in a while a depth-1 thread waits under SCHED_BATCH (docs/nbd.md: discounting replies being
+        // written halved qd32 reads).
         // A large read or write is served for long per wake-up, and then prompt service is worth more than not
         // preempting the client: 128 KiB reads at qd16 ran 1.06x under SCHED_OTHER.
         bool busy = (Volatile.Read(ref _executing) > 0 || Volatile.Read(ref _inFlight) > 1 || _receiveEnd != _receiveStart)
