@@ -103,6 +103,7 @@ internal sealed class NbdSession
     private int _sendCount;
     private int _inFlight;
     private int _executing; // read and not yet answered (queued or sent)
+    private int _sending; // replies of _inFlight whose write has started (see ScheduleForDepth)
     private int _waitingForInput; // 1 while the reader polls or receives
     private bool _ended;
     private bool _clean;
@@ -290,19 +291,33 @@ internal sealed class NbdSession
         // One request in flight may be this thread's own, its reply queued for the thread holding the send turn: at
         // depth 1 that one must not count (CI caught a depth-1 thread waiting under SCHED_BATCH). Other queued replies
         // do count: 4 KiB writes over two connections at qd32 ran 0.67x when only running requests did.
-        // A reply whose write has returned still counts until its writer, often preempted by the client it woke, counts
-        // it done; so once in a while a depth-1 thread waits under SCHED_BATCH (docs/nbd.md: discounting replies being
-        // written halved qd32 reads).
+        // A reply being written counts only if the client has sent more meanwhile: its write may have returned with
+        // the writer preempted by the client it woke (at depth 1 the client's next request is then served while the
+        // last reply still counts), but discounting such replies outright halved 4 KiB reads at qd32, whose client
+        // keeps requests waiting in the socket (docs/nbd.md). The socket is asked only in that ambiguous case.
         // A large read or write is served for long per wake-up, and then prompt service is worth more than not
         // preempting the client: 128 KiB reads at qd16 ran 1.06x under SCHED_OTHER.
-        bool busy = (Volatile.Read(ref _executing) > 0 || Volatile.Read(ref _inFlight) > 1 || _receiveEnd != _receiveStart)
-            && !IsLargeTransfer(slot.Request);
+        bool busy = !IsLargeTransfer(slot.Request)
+            && (Volatile.Read(ref _executing) > 0 || _receiveEnd != _receiveStart || OthersInFlight());
         if (busy != slot.BatchScheduled)
         {
             // A refusal (a seccomp filter, say) leaves the policy as it was; not retried until the depth changes.
             Libc.SchedSetScheduler(0, busy ? Libc.SchedBatch : Libc.SchedOther, 0);
             slot.BatchScheduled = busy;
         }
+    }
+
+    /// <summary>Whether requests other than one are in flight, replies being written counting only while the client
+    /// has more input waiting (<see cref="ScheduleForDepth"/>).</summary>
+    private bool OthersInFlight()
+    {
+        int inFlight = Volatile.Read(ref _inFlight);
+        if (inFlight <= 1)
+        {
+            return false;
+        }
+
+        return inFlight - Volatile.Read(ref _sending) > 1 || _stream is not BlockingSocketStream plain || plain.HasPendingInput();
     }
 
     /// <summary>A READ or WRITE of more than <see cref="LargeTransfer"/> bytes.</summary>
@@ -716,6 +731,7 @@ internal sealed class NbdSession
         try
         {
             SendQueuedTurnHeld();
+            Interlocked.Increment(ref _sending);
             if (!_broken)
             {
                 try
@@ -744,7 +760,10 @@ internal sealed class NbdSession
             _sendLock.Exit();
         }
 
+        // In flight first: a look between the two then still finds the reply among those being written (and asks the
+        // socket), never counted in flight with its write done.
         Interlocked.Decrement(ref _inFlight);
+        Interlocked.Decrement(ref _sending);
         Interlocked.Decrement(ref _executing);
         SendQueued();
     }
@@ -823,12 +842,14 @@ internal sealed class NbdSession
             return;
         }
 
+        Interlocked.Add(ref _sending, replies);
         try
         {
             if (!_broken)
             {
                 FlushSend();
                 _stream.Write(batch, 0, count);
+                _options.RepliesWritten?.Invoke();
             }
         }
         catch (Exception e)
@@ -839,6 +860,7 @@ internal sealed class NbdSession
         finally
         {
             Interlocked.Add(ref _inFlight, -replies);
+            Interlocked.Add(ref _sending, -replies);
         }
     }
 

@@ -88,6 +88,69 @@ public sealed class SchedulingPolicyTests
     }
 
     [Fact]
+    public async Task At_depth_1_a_request_served_while_the_last_replys_writer_is_held_after_its_write_stays_sched_other()
+    {
+        // The writer of a reply is held after its write returned, before it counts the reply done: as a writer
+        // preempted by the client it woke is. The client, at depth 1, sends its next request meanwhile.
+        using var held = new ManualResetEventSlim(false);
+        using var release = new ManualResetEventSlim(false);
+        int armed = 0;
+        int writer = 0;
+        var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
+        var options = new NbdServerOptions
+        {
+            WorkerThreadsPerConnection = 4,
+            KeepReadTurnGate = () => false, // hand the turn on, so that another thread reads while the writer is held
+            RepliesWritten = () =>
+            {
+                if (Interlocked.Exchange(ref armed, 0) == 1)
+                {
+                    Volatile.Write(ref writer, gated.CurrentTid());
+                    held.Set();
+                    release.Wait(Patience);
+                }
+            },
+        };
+        await using var server = new TestServer(options, new NbdExport("mem", "gated", gated));
+        using RawClient client = await server.ConnectRawAsync();
+        byte[] payload = new byte[Block];
+        payload[3] = 3;
+
+        try
+        {
+            for (int i = 0; i < 8; i++)
+            {
+                await client.SendRequestAsync(CommandType.Write, (ulong)(10 + i), Block, Block, 0, payload);
+                Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            }
+
+            Volatile.Write(ref armed, 1);
+            await client.SendRequestAsync(CommandType.Write, 100, Block, Block, 0, payload);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            Assert.True(held.Wait(Patience), "the reply's writer never reached the hook");
+
+            int before = gated.Requests;
+            await client.SendRequestAsync(CommandType.Write, 101, 2 * Block, Block, 0, payload);
+            Assert.True(await Eventually(() => gated.Requests > before), "the next request was not served");
+            int served = gated.LastTid;
+            Assert.NotEqual(Volatile.Read(ref writer), served);
+
+            // Its thread finishes with the held reply still counted in flight: it must not take that for depth > 1.
+            for (int i = 0; i < 30; i++)
+            {
+                Assert.NotEqual(SchedBatch, PolicyOf(served));
+                await Task.Delay(10);
+            }
+        }
+        finally
+        {
+            release.Set();
+        }
+
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+    }
+
+    [Fact]
     public async Task With_batch_scheduling_off_no_serving_thread_leaves_sched_other()
     {
         var gated = new TidRecordingGate(new MemoryBlockDevice(16 << 20));
@@ -156,12 +219,20 @@ public sealed class SchedulingPolicyTests
         private readonly GatedDevice _gate = new(inner);
         private readonly System.Collections.Concurrent.ConcurrentDictionary<int, bool> _served = new();
         private int _readerTid;
+        private int _lastTid;
+        private int _requests;
 
         public ICollection<int> Served => _served.Keys;
 
         public int Waiting => _gate.Waiting;
 
         public int ReaderTid => Volatile.Read(ref _readerTid);
+
+        /// <summary>The thread that served the latest request.</summary>
+        public int LastTid => Volatile.Read(ref _lastTid);
+
+        /// <summary>Requests served so far (counted after <see cref="LastTid"/> is set).</summary>
+        public int Requests => Volatile.Read(ref _requests);
 
         public long Size => inner.Size;
 
@@ -189,10 +260,17 @@ public sealed class SchedulingPolicyTests
 
         private int Record()
         {
-            string self = File.ReadAllText("/proc/thread-self/stat");
-            int tid = int.Parse(self[..self.IndexOf(' ')], CultureInfo.InvariantCulture);
+            int tid = CurrentTid();
             _served[tid] = true;
+            Volatile.Write(ref _lastTid, tid);
+            Interlocked.Increment(ref _requests);
             return tid;
+        }
+
+        public int CurrentTid()
+        {
+            string self = File.ReadAllText("/proc/thread-self/stat");
+            return int.Parse(self[..self.IndexOf(' ')], CultureInfo.InvariantCulture);
         }
 
         public NbdError Flush() => inner.Flush();
