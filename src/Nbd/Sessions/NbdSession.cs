@@ -849,7 +849,7 @@ internal sealed class NbdSession
             {
                 FlushSend();
                 _stream.Write(batch, 0, count);
-                _options.RepliesWritten?.Invoke();
+                _options.RepliesWritten?.Invoke(batch.AsMemory(0, count));
             }
         }
         catch (Exception e)

@@ -101,9 +101,11 @@ public sealed class SchedulingPolicyTests
         {
             WorkerThreadsPerConnection = 4,
             KeepReadTurnGate = () => false, // hand the turn on, so that another thread reads while the writer is held
-            RepliesWritten = () =>
+            RepliesWritten = sent =>
             {
-                if (Interlocked.Exchange(ref armed, 0) == 1)
+                // Only the write that carries request 100's reply: the write of an earlier one may reach the hook
+                // late (its thread preempted after the write), and holding it would hold the send turn before 100.
+                if (Volatile.Read(ref armed) == 1 && CarriesSimpleReply(sent.Span, 100) && Interlocked.Exchange(ref armed, 0) == 1)
                 {
                     Volatile.Write(ref writer, gated.CurrentTid());
                     held.Set();
@@ -170,6 +172,20 @@ public sealed class SchedulingPolicyTests
         Assert.All(gated.Served, tid => Assert.NotEqual(SchedBatch, PolicyOf(tid)));
         gated.Open();
         Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+    }
+
+    /// <summary>Whether a batch of 16-byte simple replies holds the one to <paramref name="handle"/>.</summary>
+    private static bool CarriesSimpleReply(ReadOnlySpan<byte> sent, ulong handle)
+    {
+        for (int at = 0; at + SimpleReply.Size <= sent.Length; at += SimpleReply.Size)
+        {
+            if (System.Buffers.Binary.BinaryPrimitives.ReadUInt64BigEndian(sent[(at + 8)..]) == handle)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>Sends a read (handle 1) at offset 0 and waits until the device holds it.</summary>
