@@ -317,8 +317,12 @@ internal sealed class NbdSession
             return false;
         }
 
-        return inFlight - Volatile.Read(ref _sending) > 1 || _stream is not BlockingSocketStream plain || plain.HasPendingInput();
+        return inFlight - Volatile.Read(ref _sending) > 1 || InputMayBeWaiting();
     }
+
+    /// <summary>Whether the client may have sent input not read yet: the plain socket is asked (FIONREAD); TLS buffers
+    /// input of its own, so any other stream may always have some.</summary>
+    private bool InputMayBeWaiting() => _stream is not BlockingSocketStream plain || plain.HasPendingInput();
 
     /// <summary>A READ or WRITE of more than <see cref="LargeTransfer"/> bytes.</summary>
     private static bool IsLargeTransfer(in RequestHeader request) =>
@@ -335,8 +339,7 @@ internal sealed class NbdSession
     private bool MoreInputLikely() =>
         _receiveEnd != _receiveStart
         || Volatile.Read(ref _inFlight) > 1
-        || _stream is not BlockingSocketStream plain
-        || plain.HasPendingInput();
+        || InputMayBeWaiting();
 
     /// <summary>Publishes that this thread runs a request with the read turn kept, for the watchdog (which the
     /// full fence of the exchange orders before its look at whether the watchdog sleeps).</summary>
