@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace Nbd.Native;
 
 /// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
-/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread).</summary>
+/// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread, a receive that does not block).</summary>
 internal static partial class Libc
 {
     private const string LibraryName = "libc";
@@ -77,6 +77,14 @@ internal static partial class Libc
 
     [LibraryImport(LibraryName, EntryPoint = "syscall")]
     private static partial long Syscall(long number, ref int word, int operation, int value, in Timespec timeout, nint word2, int value3);
+
+    internal const int MsgDontWait = 0x40;
+    internal const int EAgain = 11;
+
+    /// <summary>recv(2) with flags (MSG_DONTWAIT, which .NET's SocketFlags cannot express); the buffer is pinned
+    /// for the call.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "recv", SetLastError = true)]
+    internal static partial nint Recv(SafeHandle fd, ref byte buffer, nuint length, int flags);
 
     /// <summary>struct timespec on 64-bit Linux.</summary>
     [StructLayout(LayoutKind.Sequential)]

@@ -1,4 +1,5 @@
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 
 namespace Nbd.Transport;
 
@@ -60,6 +61,29 @@ internal sealed class BlockingSocketStream(Socket socket) : Stream
     }
 
     public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+    /// <summary>Receives what has already arrived, without blocking (MSG_DONTWAIT): the byte count, or -1 when
+    /// nothing is waiting. End of stream and socket errors also give -1, and are left for the next blocking
+    /// <see cref="Read(Span{byte})"/>, which sees them again and reports them as usual.</summary>
+    public int ReadAvailable(Span<byte> buffer)
+    {
+        if (buffer.IsEmpty)
+        {
+            return -1;
+        }
+
+        nint n;
+        try
+        {
+            n = Native.Libc.Recv(Socket.SafeHandle, ref MemoryMarshal.GetReference(buffer), (nuint)buffer.Length, Native.Libc.MsgDontWait);
+        }
+        catch (ObjectDisposedException)
+        {
+            return -1;
+        }
+
+        return n > 0 ? (int)n : -1;
+    }
 
     public override void Write(ReadOnlySpan<byte> buffer)
     {

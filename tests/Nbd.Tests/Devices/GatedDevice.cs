@@ -2,8 +2,9 @@ using Nbd.Devices;
 
 namespace Nbd.Tests.Devices;
 
-/// <summary>Wraps a device so that reads wait until the test opens the gate: a way to hold requests in flight.</summary>
-public sealed class GatedDevice(IBlockDevice inner) : IBlockDevice
+/// <summary>Wraps a device so that reads (or, with <paramref name="writes"/>, writes instead) wait until the test opens
+/// the gate: a way to hold requests in flight.</summary>
+public sealed class GatedDevice(IBlockDevice inner, bool writes = false) : IBlockDevice
 {
     private readonly ManualResetEventSlim _gate = new(false);
     private int _waiting;
@@ -18,20 +19,37 @@ public sealed class GatedDevice(IBlockDevice inner) : IBlockDevice
 
     public bool SupportsFastZero => inner.SupportsFastZero;
 
-    /// <summary>Reads blocked at the gate right now.</summary>
+    /// <summary>Requests blocked at the gate right now.</summary>
     public int Waiting => Volatile.Read(ref _waiting);
 
     public void Open() => _gate.Set();
 
     public NbdError Read(long offset, Span<byte> destination)
     {
-        Interlocked.Increment(ref _waiting);
-        _gate.Wait(TimeSpan.FromSeconds(30));
-        Interlocked.Decrement(ref _waiting);
+        if (!writes)
+        {
+            Wait();
+        }
+
         return inner.Read(offset, destination);
     }
 
-    public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua) => inner.Write(offset, source, fua);
+    public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua)
+    {
+        if (writes)
+        {
+            Wait();
+        }
+
+        return inner.Write(offset, source, fua);
+    }
+
+    private void Wait()
+    {
+        Interlocked.Increment(ref _waiting);
+        _gate.Wait(TimeSpan.FromSeconds(30));
+        Interlocked.Decrement(ref _waiting);
+    }
 
     public NbdError Flush() => inner.Flush();
 

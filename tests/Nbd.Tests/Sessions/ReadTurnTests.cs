@@ -90,6 +90,46 @@ public sealed class ReadTurnTests
         Assert.True(kicks >= 1, "every attempt was answered without the watchdog waking a reader");
     }
 
+    [Fact]
+    public async Task A_request_right_behind_a_large_writes_payload_is_read_while_the_write_waits_in_the_device()
+    {
+        // The receive that ends a large write's payload goes straight into the write's buffer and stops at the
+        // payload's end, so it cannot tell whether the client sent more: the socket must be asked, and another thread
+        // then reads the request behind it. Were that receive taken for one that emptied the socket (as a short one into
+        // the receive buffer is), the write's thread would keep the turn, and the read would wait for the watchdog.
+        const int Large = 64 * 1024;
+        const int Tail = 16 * 1024;
+        var gated = new GatedDevice(new MemoryBlockDevice(16 << 20), writes: true);
+        await using var server = new TestServer(new NbdServerOptions { WorkerThreadsPerConnection = 4, KeepReadTurnGate = () => true }, new NbdExport("mem", "gated", gated));
+        using RawClient client = await server.ConnectRawAsync();
+
+        // The write's header and its payload but the last 16 KiB; once the server waits for those, they go with a
+        // read's header in one send, one buffer in the socket: the header is there when the payload's end is received.
+        byte[] write = new byte[RequestHeader.Size + Large];
+        new RequestHeader(NbdMagic.Request, 0, CommandType.Write, 1, 0, Large).Write(write);
+        write[^1] = 0x5a;
+        await client.SendAsync(write[..^Tail]);
+        await Task.Delay(100);
+        byte[] rest = new byte[Tail + RequestHeader.Size];
+        write.AsSpan(write.Length - Tail).CopyTo(rest);
+        new RequestHeader(NbdMagic.Request, 0, CommandType.Read, 2, Large, Block).Write(rest.AsSpan(Tail));
+        await client.SendAsync(rest);
+
+        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        Assert.Equal(2UL, read.Handle);
+        Assert.Equal(NbdError.None, read.Error);
+        Assert.Equal(1, gated.Waiting);
+        Assert.Equal(0, server.Server.ReadTurnKicks);
+
+        gated.Open();
+        var written = (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value;
+        Assert.Equal(1UL, written.Handle);
+        Assert.Equal(NbdError.None, written.Error);
+        await client.SendRequestAsync(CommandType.Read, 3, Large - Block, Block);
+        var back = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        Assert.Equal(0x5a, back.Data[^1]);
+    }
+
     /// <summary>Returns the watchdog's kicks.</summary>
     private static async Task<long> WriteWhileAKeptReadWaits()
     {
