@@ -79,11 +79,10 @@ internal static partial class Libc
     private static partial long Syscall(long number, ref int word, int operation, int value, in Timespec timeout, nint word2, int value3);
 
     internal const int MsgDontWait = 0x40;
-    internal const int EAgain = 11;
 
     /// <summary>recv(2) with flags (MSG_DONTWAIT, which .NET's SocketFlags cannot express); the buffer is pinned
-    /// for the call.</summary>
-    [LibraryImport(LibraryName, EntryPoint = "recv", SetLastError = true)]
+    /// for the call. errno is not kept: the one caller treats every failure as "nothing to read now".</summary>
+    [LibraryImport(LibraryName, EntryPoint = "recv")]
     internal static partial nint Recv(SafeHandle fd, ref byte buffer, nuint length, int flags);
 
     /// <summary>struct timespec on 64-bit Linux.</summary>
