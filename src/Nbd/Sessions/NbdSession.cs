@@ -517,6 +517,15 @@ internal sealed class NbdSession
         }
     }
 
+    /// <summary>Receives into the (empty) receive buffer and notes whether that took all the socket held
+    /// (<see cref="_drained"/>).</summary>
+    private int ReceiveIntoBuffer()
+    {
+        int n = ReceiveFromStream(_receiveBuffer);
+        _drained = _plain && n < _receiveBuffer.Length;
+        return n;
+    }
+
     /// <summary>Marks the reader as waiting for the client, then sends what is queued: a reply is only left in
     /// the queue while the reader is not waiting (see <see cref="Reply"/>), and the full fence of the exchange
     /// orders the mark before the look at the queue, so either the replier sees the mark or this sees its reply.</summary>
@@ -558,13 +567,12 @@ internal sealed class NbdSession
             }
             else
             {
-                int n = ReceiveFromStream(_receiveBuffer);
+                int n = ReceiveIntoBuffer();
                 if (n == 0)
                 {
                     return false;
                 }
 
-                _drained = _plain && n < _receiveBuffer.Length;
                 int take = Math.Min(n, remaining);
                 _receiveBuffer.AsSpan(0, take).CopyTo(destination[copied..]);
                 copied += take;
@@ -583,13 +591,12 @@ internal sealed class NbdSession
         {
             if (_receiveEnd == _receiveStart)
             {
-                int n = ReceiveFromStream(_receiveBuffer);
+                int n = ReceiveIntoBuffer();
                 if (n == 0)
                 {
                     return false;
                 }
 
-                _drained = _plain && n < _receiveBuffer.Length;
                 _receiveStart = 0;
                 _receiveEnd = n;
             }
