@@ -13,8 +13,11 @@ namespace Nbd;
 /// An NBD server (fixed newstyle, doc/proto.md of NetworkBlockDevice/nbd) over any number of listeners and
 /// already-connected sockets. Each connection runs <see cref="NbdHandshake"/> and then an
 /// <see cref="NbdSession"/>. Exports can be added and removed while serving; removal only affects new
-/// connections. Lock order: <see cref="_gate"/> guards the export list, the connection set and the per-export
-/// counts, and nothing else is locked while holding it.
+/// connections. Lock order: <see cref="_gate"/> guards the export list, the connection set, the per-export
+/// counts and the claimed exports, and nothing else is locked while holding it.
+/// A connection counts as transmitting to its export from just before the handshake's last reply is sent
+/// (<see cref="Admit"/>), so a client that believes it is attached is always counted; an export claimed with
+/// <see cref="TryClaimExport"/> (the kernel's zram->claim, for a reset) admits no one until it is released.
 /// </summary>
 public sealed class NbdServer : IAsyncDisposable
 {
@@ -26,6 +29,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly object _gate = new();
     private readonly List<NbdExport> _exports = [];
     private readonly Dictionary<string, int> _transmitting = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _claimed = new(StringComparer.Ordinal);
     private readonly HashSet<Connection> _connections = [];
     private readonly CancellationTokenSource _stopping = new();
     private readonly ReadTurnWatchdog? _watchdog;
@@ -98,6 +102,28 @@ public sealed class NbdServer : IAsyncDisposable
         lock (_gate)
         {
             return _transmitting.TryGetValue(exportName, out int count) ? count : 0;
+        }
+    }
+
+    /// <summary>Claims an export that no connection is transmitting to: until <see cref="ReleaseClaim"/>, the
+    /// handshake refuses it (NBD_REP_ERR_UNKNOWN for NBD_OPT_GO, a dropped connection for NBD_OPT_EXPORT_NAME).
+    /// Returns false, with the number of connections, when there are some or it is claimed already.</summary>
+    public bool TryClaimExport(string exportName, out int connections)
+    {
+        ArgumentNullException.ThrowIfNull(exportName);
+        lock (_gate)
+        {
+            connections = _transmitting.GetValueOrDefault(exportName);
+            return connections == 0 && _claimed.Add(exportName);
+        }
+    }
+
+    /// <summary>Ends a claim taken with <see cref="TryClaimExport"/>.</summary>
+    public void ReleaseClaim(string exportName)
+    {
+        lock (_gate)
+        {
+            _claimed.Remove(exportName);
         }
     }
 
@@ -221,9 +247,10 @@ public sealed class NbdServer : IAsyncDisposable
                 return;
             }
 
-            var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream, _watchdog);
+            // Admitted by the handshake: counted until Unregister, whatever happens from here.
             exportName = result.Export.Name;
-            if (!connection.TryStartSession(session, exportName, this))
+            var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream, _watchdog);
+            if (!connection.TryStartSession(session, this))
             {
                 return;
             }
@@ -341,17 +368,55 @@ public sealed class NbdServer : IAsyncDisposable
         lock (_gate)
         {
             _connections.Remove(connection);
-            if (exportName is not null && connection.HasSession && _transmitting.TryGetValue(exportName, out int count))
+            if (exportName is not null)
             {
-                if (count <= 1)
-                {
-                    _transmitting.Remove(exportName);
-                }
-                else
-                {
-                    _transmitting[exportName] = count - 1;
-                }
+                ReleaseLocked(exportName);
             }
+        }
+    }
+
+    /// <summary>Counts one more connection transmitting to <paramref name="export"/>, unless the server is
+    /// stopping, the export was removed or it is claimed. The handshake calls it before its last reply; the
+    /// count is given back by <see cref="Release"/> or, once the handshake has returned, when the connection
+    /// ends.</summary>
+    internal OptionReplyType Admit(NbdExport export)
+    {
+        lock (_gate)
+        {
+            if (_stopped)
+            {
+                return OptionReplyType.ErrShutdown;
+            }
+
+            if (!_exports.Contains(export) || _claimed.Contains(export.Name))
+            {
+                return OptionReplyType.ErrUnknown;
+            }
+
+            _transmitting[export.Name] = _transmitting.GetValueOrDefault(export.Name) + 1;
+            return OptionReplyType.Ack;
+        }
+    }
+
+    /// <summary>Gives back an <see cref="Admit"/> whose connection never reached transmission.</summary>
+    internal void Release(string exportName)
+    {
+        lock (_gate)
+        {
+            ReleaseLocked(exportName);
+        }
+    }
+
+    private void ReleaseLocked(string exportName)
+    {
+        int count = _transmitting.GetValueOrDefault(exportName);
+        if (count <= 1)
+        {
+            _transmitting.Remove(exportName);
+        }
+        else
+        {
+            _transmitting[exportName] = count - 1;
         }
     }
 
@@ -380,11 +445,9 @@ public sealed class NbdServer : IAsyncDisposable
 
         public Socket Socket { get; } = socket;
 
-        public bool HasSession => Volatile.Read(ref _session) is not null;
-
         public int InFlight => Volatile.Read(ref _session)?.InFlight ?? 0;
 
-        public bool TryStartSession(NbdSession session, string exportName, NbdServer server)
+        public bool TryStartSession(NbdSession session, NbdServer server)
         {
             lock (server._gate)
             {
@@ -394,7 +457,6 @@ public sealed class NbdServer : IAsyncDisposable
                 }
 
                 _session = session;
-                server._transmitting[exportName] = server._transmitting.GetValueOrDefault(exportName) + 1;
                 if (_shuttingDown)
                 {
                     session.BeginShutdown();

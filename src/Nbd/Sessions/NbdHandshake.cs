@@ -200,8 +200,13 @@ internal sealed class NbdHandshake
         // Meta contexts chosen for another export do not carry over.
         bool baseAllocation = _baseAllocation && _metaContextExport == export.Name;
         TransmissionFlags flags = ExportFlags.For(export.Device, _structured);
+        if (_server.Admit(export) != OptionReplyType.Ack)
+        {
+            return Drop($"NBD_OPT_EXPORT_NAME for '{name}', which is claimed or removed, or the server is stopping");
+        }
+
         int n = OptionReply.WriteExportNameReply(_buffer, export.Device.Size, flags, _noZeroes);
-        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+        await WriteAdmittedAsync(export, n, ct).ConfigureAwait(false);
         return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
     }
 
@@ -341,15 +346,38 @@ internal sealed class NbdHandshake
         uint maximum = (uint)_options.MaxPayload / minimum * minimum;
         n += OptionReply.WriteInfoBlockSize(_buffer.AsSpan(n), option, minimum, preferred, maximum);
         n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
-        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
-
         if (option != (uint)OptionType.Go)
         {
+            await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
             return null;
         }
 
+        OptionReplyType admitted = _server.Admit(export);
+        if (admitted != OptionReplyType.Ack)
+        {
+            await ReplyErrorAsync(option, admitted,
+                admitted == OptionReplyType.ErrShutdown ? "server is shutting down" : "export is busy or gone; try again", ct).ConfigureAwait(false);
+            return null;
+        }
+
+        await WriteAdmittedAsync(export, n, ct).ConfigureAwait(false);
         bool baseAllocation = _baseAllocation && _metaContextExport == export.Name;
         return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
+    }
+
+    /// <summary>Sends the last reply of a handshake whose connection <see cref="NbdServer.Admit"/> has counted,
+    /// giving the count back if it cannot be sent.</summary>
+    private async Task WriteAdmittedAsync(NbdExport export, int length, CancellationToken ct)
+    {
+        try
+        {
+            await _stream.WriteAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
+        }
+        catch
+        {
+            _server.Release(export.Name);
+            throw;
+        }
     }
 
     private async Task MetaContextAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)

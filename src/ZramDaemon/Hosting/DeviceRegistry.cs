@@ -68,14 +68,24 @@ internal sealed class DeviceRegistry : IControlHandler
             case "writeback":
                 return Writeback(device, request.Key, request.Value);
             case "reset":
-                int connections = _server.GetConnectionCount(device.Name);
-                if (connections > 0)
+                // Claimed, as the kernel's reset_store claims the disk: no client can attach mid-reset and write
+                // pages the reset then drops.
+                if (!_server.TryClaimExport(device.Name, out int connections))
                 {
-                    return ControlReply.Failure(
-                        $"{device.Name} has {connections} client(s) connected: reset would destroy their data; disconnect them first (swapoff, umount, nbd-client -d)");
+                    return ControlReply.Failure(connections > 0
+                        ? $"{device.Name} has {connections} client(s) connected: reset would destroy their data; disconnect them first (swapoff, umount, nbd-client -d)"
+                        : $"{device.Name} is being reset already");
                 }
 
-                device.Reset();
+                try
+                {
+                    device.Reset();
+                }
+                finally
+                {
+                    _server.ReleaseClaim(device.Name);
+                }
+
                 return ControlReply.Success($"{device.Name}: reset, every page dropped");
             default:
                 return ControlReply.Failure($"unknown request '{request.Verb}'");

@@ -198,6 +198,47 @@ public class HandshakeConversationTests
         Assert.True(await client.IsClosedByServerAsync());
     }
 
+    [Fact]
+    public async Task A_client_is_counted_before_GO_is_acknowledged_and_a_claimed_export_admits_no_one()
+    {
+        await using var server = new TestServer();
+        Assert.True(server.Server.TryClaimExport("mem", out int connections));
+        Assert.Equal(0, connections);
+        Assert.False(server.Server.TryClaimExport("mem", out _)); // one claim at a time
+
+        // Claimed: GO is refused and haggling goes on; EXPORT_NAME, which has no error reply, drops the connection.
+        using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        var (_, refused, replies) = await client.GoAsync("mem");
+        Assert.Equal(OptionReplyType.ErrUnknown, refused);
+        Assert.Single(replies); // no INFO before the error
+        using (RawClient old = await RawClient.ConnectAsync(server.SocketPath))
+        {
+            await old.StartAsync();
+            await old.SendOptionAsync((uint)OptionType.ExportName, "mem"u8);
+            Assert.True(await old.IsClosedByServerAsync());
+        }
+
+        Assert.Equal(0, server.Server.GetConnectionCount("mem"));
+        server.Server.ReleaseClaim("mem");
+
+        // Counted before the ACK is sent, so no wait: whoever asks once the client is attached sees it.
+        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
+        Assert.Equal(1, server.Server.GetConnectionCount("mem"));
+        Assert.False(server.Server.TryClaimExport("mem", out connections));
+        Assert.Equal(1, connections);
+
+        await client.SendRequestAsync(CommandType.Disconnect, 1, 0, 0);
+        Assert.True(await client.IsClosedByServerAsync());
+        for (int i = 0; i < 500 && server.Server.GetConnectionCount("mem") > 0; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.True(server.Server.TryClaimExport("mem", out connections));
+        Assert.Equal(0, connections);
+    }
+
     internal static System.Security.Cryptography.X509Certificates.X509Certificate2 SelfSigned()
     {
         using var key = System.Security.Cryptography.RSA.Create(2048);

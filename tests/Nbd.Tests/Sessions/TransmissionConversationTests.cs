@@ -140,8 +140,8 @@ public class TransmissionConversationTests
         await using var server = new TestServer(null, new NbdExport("mem", "gated", gated));
         using RawClient client = await server.ConnectRawAsync();
 
-        // Counted once its session starts, which is just after the handshake's last reply is sent: the client may look first.
-        await WaitUntilAsync(() => server.Server.GetConnectionCount("mem") == 1);
+        // Counted before the handshake's last reply is sent.
+        Assert.Equal(1, server.Server.GetConnectionCount("mem"));
 
         await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
         await WaitUntilAsync(() => gated.Waiting == 1);
@@ -174,7 +174,7 @@ public class TransmissionConversationTests
         var (flags, final, _) = await client.GoAsync("");
         Assert.Equal(OptionReplyType.Ack, final);
         Assert.False(flags.HasFlag(TransmissionFlags.SendDf));
-        await WaitUntilAsync(() => server.GetConnectionCount("kernel") == 1);
+        Assert.Equal(1, server.GetConnectionCount("kernel"));
 
         await client.SendRequestAsync(CommandType.Write, 9, 512, 512, CommandFlags.Fua, Enumerable.Repeat((byte)1, 512).ToArray());
         var written = (await client.ReadSimpleReplyAsync())!.Value;
