@@ -5,7 +5,17 @@ nbd_up /dev/nbd0 -swap
 /usr/sbin/mkswap /dev/nbd0 >/dev/null
 /usr/sbin/swapon --discard /dev/nbd0
 zt swap.mem_total_kib "$(awk '/^MemTotal:/ { print $2 }' /proc/meminfo)"
-/zt/memfill "${ZT_FILL_MIB:-384}" && rc=0 || rc=$?
+/zt/memfill "${ZT_FILL_MIB:-384}" &
+fill=$!
+# ZT_WATCH=SECONDS: the fill's kernel stacks, meminfo, the NBD device's requests in flight and the TCP queues
+# every SECONDS, so that a stall shows whether the guest waits on zramd or on itself.
+watcher=
+if [ -n "${ZT_WATCH:-}" ]; then
+  /zt/watch "$fill" "$ZT_WATCH" /sys/block/nbd0/inflight /proc/net/tcp &
+  watcher=$!
+fi
+wait "$fill" && rc=0 || rc=$?
+[ -z "$watcher" ] || kill "$watcher"
 zt swap.memfill_rc "$rc"
 # /proc/swaps: Filename Type Size Used Priority; "Used" after the fill program has exited.
 zt swap.proc_swaps_line "$(awk '$1 == "/dev/nbd0" { print $1 "," $3 "," $4 }' /proc/swaps)"

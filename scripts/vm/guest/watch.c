@@ -1,5 +1,7 @@
-/* watch PID SECONDS: diagnostics for a stalled guest (attach.sh starts it when ZT_WATCH=SECONDS is given).
- * Every SECONDS: /proc/meminfo, each thread of PID with its kernel stack, and memory pressure, as "W-..." lines.
+/* watch PID SECONDS [FILE...]: diagnostics for a stalled guest (attach.sh and swap.sh start it when
+ * ZT_WATCH=SECONDS is given). Every SECONDS: /proc/meminfo, each FILE (e.g. /sys/block/nbd0/inflight, and
+ * /proc/net/tcp, whose tx_queue:rx_queue say whether NBD bytes wait in the guest), each thread of PID with its
+ * kernel stack, and memory pressure, as "W-..." lines.
  * Locked in memory and static, so it keeps printing when the guest is out of memory and nothing else runs;
  * that is how the attach test's deadlock was found (daemon threads in reclaim, in munmap behind mmap_lock). */
 #include <dirent.h>
@@ -21,13 +23,17 @@ static void dump(const char *path, const char *prefix, int maxlines) {
     for (int i = 0; line && i < maxlines; i++, line = strtok_r(NULL, "\n", &save)) printf("%s %s\n", prefix, line);
 }
 int main(int argc, char **argv) {
-    if (argc != 3) return 64;
+    if (argc < 3) return 64;
     mlockall(MCL_CURRENT | MCL_FUTURE);
     int secs = atoi(argv[2]);
     char path[600], prefix[400];
     for (;;) {
         sleep(secs);
         dump("/proc/meminfo", "W-MEM", 20);
+        for (int i = 3; i < argc; i++) {
+            snprintf(prefix, sizeof prefix, "W-FILE %s", argv[i]);
+            dump(argv[i], prefix, 20);
+        }
         snprintf(path, sizeof path, "/proc/%s/task", argv[1]);
         DIR *d = opendir(path);
         if (!d) continue;

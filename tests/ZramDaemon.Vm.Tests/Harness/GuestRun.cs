@@ -40,6 +40,12 @@ public sealed partial class GuestRun
 
         arguments.Add(test);
         arguments.AddRange(environment);
+        // ZT_WATCH=SECONDS in the host's environment reaches every guest: attach.sh and swap.sh then print
+        // diagnostics every SECONDS (scripts/vm/guest/watch.c), which a timed-out run's console shows.
+        if (Environment.GetEnvironmentVariable("ZT_WATCH") is { Length: > 0 } watch && !environment.Any(e => e.StartsWith("ZT_WATCH=", StringComparison.Ordinal)))
+        {
+            arguments.Add("ZT_WATCH=" + watch);
+        }
         // run.sh's own timeout ends qemu; this one is only a backstop.
         ProcessResult result = ProcessRunner.Run(Path.Combine(Repository.VmScripts, "run.sh"), arguments, limit + TimeSpan.FromSeconds(30));
         Match end = EndLine().Match(result.StandardOutput);
