@@ -33,8 +33,8 @@ build_c() {
   local out=$1 src=$2
   shift 2
   if [ ! -x "$out" ] || [ "$src" -nt "$out" ]; then
-    gcc -O2 -Wall -Wextra -Werror "$@" -o "$out.tmp" "$src"
-    mv "$out.tmp" "$out"
+    gcc -O2 -Wall -Wextra -Werror "$@" -o "$out.tmp.$$" "$src"
+    mv "$out.tmp.$$" "$out"
   fi
 }
 build_c "$cache/bin/relay" "$here/relay.c"
@@ -121,8 +121,10 @@ if [ -n "$systemd" ]; then
 fi
 
 out=$cache/initramfs-$name.cpio
-(cd "$staging" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$out.tmp"
-mv "$out.tmp" "$out"
+# Written under a name of this process's own and renamed: two builds of the same image at once (two test runs
+# from one checkout) each leave a whole file, and a guest booting meanwhile reads the old one or the new.
+(cd "$staging" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) >"$out.tmp.$$"
+mv "$out.tmp.$$" "$out"
 echo "kernel=$kernel/vmlinuz"
 echo "initrd=$out"
 echo "relay=$cache/bin/relay"
