@@ -1680,7 +1680,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return false;
     }
 
-    /// <summary>TRIM and WRITE_ZEROES: whole slots are emptied (or made zero-filled), partial ones zeroed in place.</summary>
+    /// <summary>TRIM and WRITE_ZEROES: whole slots are emptied (or made zero-filled), partial ones zeroed in place (for
+    /// a TRIM, only where the zeroed page fits under the memory limit).</summary>
     private NbdError ZeroRange(long offset, long length, bool keepAllocated, bool discard)
     {
         if (IsReadOnly)
@@ -1708,6 +1709,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
             int n = (int)Math.Min(PageSize - inPage, end - offset);
             NbdError error = ZeroPartial(index, inPage, n);
+            // A trim is a hint (the client may assume nothing of the range afterwards), and one at the memory limit
+            // is how a client makes room: a partial slot whose zeroed page does not fit stays as it was, and the
+            // rest of the range is still trimmed. WRITE_ZEROES is a write and fails like one.
+            if (error == NbdError.NoSpace && discard)
+            {
+                error = NbdError.None;
+            }
+
             if (error != NbdError.None)
             {
                 Interlocked.Increment(ref _counters.FailedWrites);

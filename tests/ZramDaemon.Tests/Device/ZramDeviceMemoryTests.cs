@@ -180,6 +180,55 @@ public class ZramDeviceMemoryTests
         }
     }
 
+    /// <summary>
+    /// A trim is how a client makes room at the limit, and a trim that starts or ends inside a slot zeroes that part of
+    /// it: a new page to store, which may not fit. The trim must still succeed and empty its whole slots (before, it
+    /// failed with ENOSPC and trimmed nothing after the first partial slot); the partial slot stays as it was. A
+    /// WRITE_ZEROES of the same range is a write, and fails like one.
+    /// </summary>
+    [Fact]
+    public void An_unaligned_trim_at_the_limit_empties_its_whole_slots_and_leaves_the_partial_one()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "unaligned", DiskSize = 1L << 20, CompactThresholdPages = 0 },
+            NullLoggerFactory.Instance);
+        var random = new Random(17);
+        var pages = new byte[8][];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            pages[i] = new byte[Page];
+            random.NextBytes(pages[i]); // incompressible: a pool page each, and nothing else in the pool to share one with
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        device.Compact();
+        device.SetMemLimit(device.GetStats().MemUsedTotal);
+
+        // From the middle of slot 1 to the middle of slot 5: zeroing part of slot 1 needs a page more than there is.
+        Assert.Equal(NbdError.NoSpace, device.WriteZeroes(Page + 512, (4 * Page) - 512, noHole: false, fastZero: false));
+        Assert.Equal(NbdError.None, device.Trim(Page + 512, 4 * Page));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(5L * Page, stats.OrigDataSize); // slots 2, 3 and 4 emptied
+        Assert.Equal(1, stats.FailedWrites); // the WRITE_ZEROES only
+
+        // With slots 2-4 gone there is room again; the partial slots of the trim are each zeroed or untouched.
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            byte[] expected = (byte[])pages[i].Clone();
+            if (i is >= 2 and <= 4)
+            {
+                expected = new byte[Page];
+            }
+            else if (i == 5 && back.AsSpan(0, 512).IndexOfAnyExcept((byte)0) < 0)
+            {
+                Array.Clear(expected, 0, 512); // the room slots 2-4 left let the trim zero slot 5's part
+            }
+
+            Assert.True(back.AsSpan().SequenceEqual(expected), $"slot {i} reads back different");
+        }
+    }
+
     [Fact]
     public void Compaction_under_load_keeps_every_byte_and_gives_memory_back()
     {
