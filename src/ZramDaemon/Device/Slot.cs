@@ -71,7 +71,8 @@ internal static class SlotInfo
 
     /// <summary>
     /// Same-page deduplication: <see cref="Slot.Value"/> is the id of a <see cref="Dedup.DedupIndex"/> entry, which
-    /// holds the object (handle, size, algorithm) and counts the slots referring to it. No other bits but Written.
+    /// holds the object (handle, size, algorithm) and counts the slots referring to it. No other bits but Written and
+    /// the idle age.
     /// </summary>
     public const uint Deduped = 1u << 22;
 
@@ -100,6 +101,9 @@ internal static class SlotInfo
     public static bool HasObject(uint info) => (info & (Written | Same | WrittenBack | Deduped)) == Written;
 
     public static uint DedupReference() => Written | Deduped;
+
+    /// <summary>What idle marking ages: a slot holding a pool object of its own, or a deduplicated one.</summary>
+    public static bool Ages(uint info) => HasObject(info) || IsDeduped(info);
 
     public static bool IsDeduped(uint info) => (info & (Written | Deduped)) == (Written | Deduped);
 

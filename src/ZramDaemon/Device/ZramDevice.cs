@@ -611,7 +611,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long candidates = 0;
         for (int index = 0; index < _slots.Count; index++)
         {
-            candidates += IsRecompressCandidate(_slots.PeekInfo(index), type) ? 1 : 0;
+            candidates += MayBeRecompressCandidate(_slots.PeekInfo(index), type) ? 1 : 0;
         }
 
         if (candidates < MinDictionarySamples)
@@ -625,14 +625,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long seen = 0;
         for (int index = 0; index < _slots.Count && samples.Count < wanted; index++)
         {
-            if (!IsRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
+            if (!MayBeRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
             {
                 continue;
             }
 
             _slots.Lock(index);
             uint info = _slots.Info(index);
-            if (IsRecompressCandidate(info, type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
+            if (IsRecompressCandidate(CandidateInfo(index, info), type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
             {
                 samples.Add();
             }
@@ -782,8 +782,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>
-    /// An idle-marking pass: raises the idle age of every slot holding a pool object by one (up to idle), or with
-    /// <paramref name="markAll"/> straight to idle. Returns how many slots are idle after it.
+    /// An idle-marking pass: raises the idle age of every slot holding a pool object (its own or a deduplicated one) by
+    /// one (up to idle), or with <paramref name="markAll"/> straight to idle. Returns how many slots are idle after it.
     /// </summary>
     internal long AgeSlots(bool markAll)
     {
@@ -791,7 +791,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         for (int index = 0; index < _slots.Count; index++)
         {
             uint peek = _slots.PeekInfo(index);
-            if (!SlotInfo.HasObject(peek))
+            if (!SlotInfo.Ages(peek))
             {
                 continue;
             }
@@ -804,7 +804,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
             _slots.Lock(index);
             uint info = _slots.Info(index);
-            if (SlotInfo.HasObject(info))
+            if (SlotInfo.Ages(info))
             {
                 info = SlotInfo.WithIdleAge(info, markAll ? SlotInfo.IdleAgeMax : SlotInfo.IdleAge(info) + 1);
                 _slots.SetInfo(index, info);
@@ -866,7 +866,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// </summary>
     internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
     {
-        if (_secondary is null || !IsRecompressCandidate(_slots.PeekInfo(index), type))
+        if (_secondary is null || !MayBeRecompressCandidate(_slots.PeekInfo(index), type))
         {
             return RecompressOutcome.Skipped;
         }
@@ -877,7 +877,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             info = _slots.Info(index);
-            if (!IsRecompressCandidate(info, type))
+            if (!IsRecompressCandidate(CandidateInfo(index, info), type) || (info = OwnObject(index, info)) == 0)
             {
                 return RecompressOutcome.Skipped;
             }
@@ -1084,7 +1084,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// </summary>
     internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex)
     {
-        if (_backing is null || !IsWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
+        if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
         {
             return WritebackOutcome.Skipped;
         }
@@ -1104,7 +1104,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             uint info = _slots.Info(index);
-            if (!IsWritebackCandidate(info, type, minAge, classIndex))
+            if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex) || (info = OwnObject(index, info)) == 0)
             {
                 return WritebackOutcome.Skipped;
             }
@@ -1152,6 +1152,55 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary>
+    /// Before the slot lock, from a peek: a deduplicated slot's object is known only under the lock (its entry), so
+    /// such a slot passes on its idle age alone, and <see cref="CandidateInfo"/> decides.
+    /// </summary>
+    private bool MayBeWritebackCandidate(uint peek, SlotSelection type, uint minAge, int classIndex)
+        => SlotInfo.IsDeduped(peek)
+            ? SlotInfo.IdleAge(peek) >= minAge && (type != SlotSelection.Idle || SlotInfo.IsIdle(peek))
+            : IsWritebackCandidate(peek, type, minAge, classIndex);
+
+    /// <summary>As <see cref="MayBeWritebackCandidate"/>, for recompression.</summary>
+    private static bool MayBeRecompressCandidate(uint peek, SlotSelection type)
+        => SlotInfo.IsDeduped(peek) ? type != SlotSelection.Idle || SlotInfo.IsIdle(peek) : IsRecompressCandidate(peek, type);
+
+    /// <summary>
+    /// What writeback and recompression judge a slot by (the slot lock is held): its info; for a deduplicated slot
+    /// that no other slot shares, its entry's object's info with the slot's idle age; 0 (no candidate) for one that
+    /// others share, whose object stays in the pool as it is.
+    /// </summary>
+    private uint CandidateInfo(int index, uint info)
+        => !SlotInfo.IsDeduped(info) ? info
+            : _dedup!.IsSole((int)_slots.Value(index), out uint objectInfo) ? objectInfo | (info & SlotInfo.IdleAgeMask) : 0;
+
+    /// <summary>
+    /// Before a writeback or recompression of a deduplicated slot that no other slot shares: its entry leaves the
+    /// index and the slot holds the object itself, as it would without dedup (the page is cold, and a later write of
+    /// the same bytes stores its own copy). Returns the slot's info then; 0 if another slot shared the entry since
+    /// <see cref="CandidateInfo"/> looked; any other slot's info unchanged. The slot lock is held.
+    /// </summary>
+    private uint OwnObject(int index, uint info)
+    {
+        if (!SlotInfo.IsDeduped(info))
+        {
+            return info;
+        }
+
+        if (!_dedup!.TryTakeSole((int)_slots.Value(index), out uint handle, out uint objectInfo))
+        {
+            return 0;
+        }
+
+        uint owned = objectInfo | (info & SlotInfo.IdleAgeMask);
+        _slots.Set(index, handle, owned);
+        var delta = default(CounterDelta);
+        delta.Add(info, owned); // the object's bytes move from the index's count to the device's
+        delta.HugeSince = 0; // not a new huge page
+        _counters.Apply(in delta);
+        return owned;
     }
 
     private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)

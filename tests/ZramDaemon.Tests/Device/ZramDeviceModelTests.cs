@@ -170,6 +170,250 @@ public class ZramDeviceModelTests
         Assert.Equal(compr, pool2.BytesStored);
     }
 
+    /// <summary>
+    /// Every feature at once against the model: dedup, a memory limit far below the data with writeback to a backing
+    /// file, background compaction and recompression (zstd with a dictionary), and the deferred-free queue, while
+    /// writers, readers and trimmers run and one more thread asks for compaction, idle marking, recompression and
+    /// writeback of every kind. Each feature has its own tests; this one is for how they meet (a slot written back while
+    /// it is recompressed, a deduplicated object moved by compaction, an object freed through the queue while
+    /// its content's index entry is looked up). Afterwards every byte reads back, the counters agree with the model,
+    /// and once everything is trimmed nothing is left: no object, no backing block, no index entry.
+    /// </summary>
+    [Fact]
+    public void Every_feature_at_once_under_concurrent_requests_keeps_every_byte_and_leaks_nothing()
+    {
+        const long size = 16L << 20;
+        const long limit = 2L << 20;
+        string dir = Directory.CreateTempSubdirectory("zramd-everything-").FullName;
+        try
+        {
+            using var device = new ZramDevice(new ZramDeviceOptions
+            {
+                Name = "everything",
+                DiskSize = size,
+                MemLimit = limit,
+                BackingFile = Path.Combine(dir, "everything.wb"),
+                Dedup = true,
+                RecompressAlgorithm = "zstd:3",
+                RecompressIdleAfter = TimeSpan.FromMilliseconds(20),
+                RecompressCpuPercent = 100,
+                RecompressDictionarySize = 16384,
+                CompactInterval = TimeSpan.FromMilliseconds(10),
+            }, NullLoggerFactory.Instance);
+            var model = new byte[size];
+            var stored = new bool[size / ZramDevice.PageSize];
+            var sectorLocks = Enumerable.Range(0, (int)(size / Sector)).Select(_ => new object()).ToArray();
+            var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            int writersLeft = 3;
+            long maintenance = 0;
+
+            RunThreads(4, t =>
+            {
+                var random = new Random(500 + t);
+                if (t == 3)
+                {
+                    // The requests a user (or zramd's timers) make of the device while it serves.
+                    while (Volatile.Read(ref writersLeft) > 0)
+                    {
+                        var type = (SlotSelection)random.Next(3);
+                        switch (random.Next(7))
+                        {
+                            case 0: device.Compact(); break;
+                            case 1: device.MarkIdle(); break;
+                            case 2: device.Recompress(type, maxPages: 128); break;
+                            case 3: device.Writeback(type, maxPages: 128); break;
+                            case 4: device.FlushDeferredFrees(); break;
+                            case 5: device.ResetMemUsedMax(); break;
+                            default: _ = device.GetStats(); _ = device.GetClassStats(); break;
+                        }
+
+                        maintenance++;
+                    }
+
+                    return;
+                }
+
+                var extents = new BlockExtent[64];
+                try
+                {
+                    for (int op = 0; op < 2500; op++)
+                    {
+                        // Mostly whole pages, so that the same content often lands in several slots (dedup);
+                        // some partial and unaligned requests of up to 64 KiB.
+                        bool whole = random.Next(4) != 0;
+                        int sectors = whole ? SectorsPerPage * random.Next(1, 5) : random.Next(1, 129);
+                        long first = random.NextInt64((size / Sector) - sectors + 1);
+                        if (whole)
+                        {
+                            first -= first % SectorsPerPage;
+                        }
+
+                        long offset = first * Sector;
+                        int length = sectors * Sector;
+                        for (long s = first; s < first + sectors; s++)
+                        {
+                            Monitor.Enter(sectorLocks[s]);
+                        }
+
+                        try
+                        {
+                            int kind = random.Next(100);
+                            if (kind < 50)
+                            {
+                                byte[] data = whole ? Pages(random, length) : DevicePages.Mixed(random, length);
+                                NbdError written = device.Write(offset, data, fua: false);
+                                if (written != NbdError.None)
+                                {
+                                    failures.Enqueue($"write {offset}+{length}: {written}");
+                                    continue;
+                                }
+
+                                data.CopyTo(model, offset);
+                                MarkWritten(stored, offset, length);
+                            }
+                            else if (kind < 80)
+                            {
+                                var buffer = new byte[length];
+                                NbdError read = device.Read(offset, buffer);
+                                if (read != NbdError.None || !buffer.AsSpan().SequenceEqual(model.AsSpan((int)offset, length)))
+                                {
+                                    failures.Enqueue($"read {offset}+{length}: {read}, or its data differs");
+                                }
+                            }
+                            else if (kind < 90)
+                            {
+                                Assert.Equal(NbdError.None, device.Trim(offset, length));
+                                TrimmedAtTheLimit(device, model, stored, offset, length, failures);
+                            }
+                            else if (kind < 95)
+                            {
+                                bool noHole = random.Next(2) == 0;
+                                NbdError zeroed = device.WriteZeroes(offset, length, noHole, fastZero: false);
+                                if (zeroed == NbdError.NoSpace && (offset % ZramDevice.PageSize != 0 || length % ZramDevice.PageSize != 0))
+                                {
+                                    // Zeroing part of a slot stores a new page, which may not fit under the limit:
+                                    // then the range's contents are unknown, as after any failed write. Learn them.
+                                    var now = new byte[length];
+                                    Assert.Equal(NbdError.None, device.Read(offset, now));
+                                    now.CopyTo(model, offset);
+                                    continue;
+                                }
+
+                                Assert.Equal(NbdError.None, zeroed);
+                                Zero(model, stored, offset, length, keepAllocated: noHole);
+                            }
+                            else
+                            {
+                                CheckExtents(device, model, stored, offset, length, extents, failures);
+                            }
+                        }
+                        finally
+                        {
+                            for (long s = first + sectors - 1; s >= first; s--)
+                            {
+                                Monitor.Exit(sectorLocks[s]);
+                            }
+                        }
+                    }
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref writersLeft);
+                }
+            });
+
+            Assert.True(failures.IsEmpty, $"{failures.Count} failures:\n" + string.Join("\n", failures.Take(10)));
+            var all = new byte[size];
+            Assert.Equal(NbdError.None, device.Read(0, all));
+            Assert.True(all.AsSpan().SequenceEqual(model), "the whole device differs from the model");
+
+            ZramStats stats = device.GetStats();
+            Assert.Equal(stored.Count(s => s) * (long)ZramDevice.PageSize, stats.OrigDataSize);
+            Assert.Equal(0, stats.FailedReads + stats.FailedWrites + stats.InvalidIo);
+            // Every feature really ran while the requests did (not after them).
+            Assert.True(stats.BdWrites > 0 && stats.BdReads > 0, $"writeback: {stats.BdWrites} writes, {stats.BdReads} reads");
+            Assert.True(stats.RecompressedPages > 0, "nothing was recompressed");
+            Assert.True(stats.DedupPages > 0, "nothing was deduplicated");
+            Assert.True(stats.CompactionRuns > 0, "compaction never ran");
+            Assert.True(maintenance > 10, $"only {maintenance} maintenance requests");
+            Assert.True(stats.MemUsedTotal <= limit, $"mem_used_total {stats.MemUsedTotal} is over the limit {limit}");
+
+            // Trimming everything leaves nothing behind.
+            Assert.Equal(NbdError.None, device.Trim(0, size));
+            device.FlushDeferredFrees();
+            device.Compact();
+            stats = device.GetStats();
+            ZsPoolStats pool = device.GetPoolStats();
+            Assert.Equal((0L, 0L, 0L, 0L, 0L), (stats.OrigDataSize, stats.ComprDataSize, stats.BdCount, stats.DedupPages, stats.SamePages));
+            Assert.Equal((0L, 0L, 0L), (pool.Objects, pool.BytesStored, pool.PagesUsed));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// What a trim at the memory limit leaves: its whole slots empty, and each partial slot either zeroed in the
+    /// range or untouched (when its zeroed page did not fit). Checks that and brings the model up to date.
+    /// </summary>
+    private static void TrimmedAtTheLimit(ZramDevice device, byte[] model, bool[] stored, long offset, int length,
+        System.Collections.Concurrent.ConcurrentQueue<string> failures)
+    {
+        var now = new byte[length];
+        Assert.Equal(NbdError.None, device.Read(offset, now));
+        long end = offset + length;
+        for (long at = offset; at < end;)
+        {
+            long pageEnd = ((at / ZramDevice.PageSize) + 1) * ZramDevice.PageSize;
+            int n = (int)(Math.Min(pageEnd, end) - at);
+            ReadOnlySpan<byte> piece = now.AsSpan((int)(at - offset), n);
+            bool zero = piece.IndexOfAnyExcept((byte)0) < 0;
+            bool whole = n == ZramDevice.PageSize;
+            if (!zero && (whole || !piece.SequenceEqual(model.AsSpan((int)at, n))))
+            {
+                failures.Enqueue($"trim {offset}+{length}: {n} bytes at {at} are neither zero nor {(whole ? "trimmed" : "as they were")}");
+            }
+
+            at += n;
+        }
+
+        Zero(model, stored, offset, length, keepAllocated: false);
+        now.CopyTo(model, offset);
+    }
+
+    /// <summary>Whole pages for the test above: a few text pages over and over (so dedup finds them), pages lz4
+    /// cannot shrink but zstd can, random pages, and same-filled ones.</summary>
+    private static byte[] Pages(Random random, int length)
+    {
+        var data = new byte[length];
+        for (int at = 0; at < length; at += ZramDevice.PageSize)
+        {
+            Span<byte> page = data.AsSpan(at, ZramDevice.PageSize);
+            switch (random.Next(10))
+            {
+                case < 5:
+                    DevicePages.TextPage(random.Next(24)).CopyTo(page);
+                    break;
+                case 5:
+                case 6:
+                    Recompression.RecompressionTests.NibblePage(random).CopyTo(page);
+                    break;
+                case 7:
+                    random.NextBytes(page);
+                    break;
+                case 8:
+                    DevicePages.TextPage(random.Next(1 << 20)).CopyTo(page);
+                    break;
+                default:
+                    page.Fill((byte)random.Next(2));
+                    break;
+            }
+        }
+
+        return data;
+    }
+
     [Fact]
     public void Concurrent_partial_writes_into_the_same_slots_keep_every_byte()
     {

@@ -8,7 +8,9 @@ namespace ZramDaemon.Device.Dedup;
 /// slot info describing it, the CRC32C of the page it holds, and how many slots refer to it). A slot that holds
 /// a deduplicated page keeps the entry's id, not the handle. Entries with the same hash are chained from a bucket
 /// array, so a write finds the candidates for its page in one probe; sharing still needs the bytes to compare equal
-/// (the caller decompresses and compares under <see cref="Lock"/>). Freed ids are reused (a free list).
+/// (the caller decompresses and compares under <see cref="Lock"/>). Freed ids are reused (a free list). An entry
+/// only one slot refers to leaves the index when writeback or recompression takes that slot
+/// (<see cref="TryTakeSole"/>): the slot then holds the object itself.
 ///
 /// One lock guards it all: it is taken under a slot lock (a leaf for the device, like the pool's), and the pool's
 /// read and free calls may be made under it, never the other way. Arrays grow by doubling, so requests do not
@@ -165,18 +167,58 @@ internal sealed class DedupIndex
                 return false;
             }
 
-            Unlink(id, entry.Hash);
-            Interlocked.Add(ref _bytes, -SlotInfo.Size(entry.Info));
-            if ((entry.Info & SlotInfo.Huge) != 0)
-            {
-                Interlocked.Decrement(ref _huge);
-            }
-
-            entry = new Entry { Next = _freeHead, References = 0 };
-            _freeHead = id;
-            _live--;
+            Remove(id);
             return true;
         }
+    }
+
+    /// <summary>Whether exactly one slot refers to the entry, and what its object is (<paramref name="info"/>). Takes
+    /// <see cref="Lock"/>; the caller holds that slot's lock, but another writer may share the entry right after.</summary>
+    public bool IsSole(int id, out uint info)
+    {
+        lock (Lock)
+        {
+            info = _entries[id].Info;
+            return _entries[id].References == 1;
+        }
+    }
+
+    /// <summary>
+    /// Takes the entry out of the index if exactly one slot refers to it, handing that slot its object: the slot
+    /// holds <paramref name="handle"/> (described by <paramref name="info"/>) itself from then on, as without dedup.
+    /// False, and nothing changes, when others share it. Takes <see cref="Lock"/>.
+    /// </summary>
+    public bool TryTakeSole(int id, out uint handle, out uint info)
+    {
+        lock (Lock)
+        {
+            handle = _entries[id].Handle;
+            info = _entries[id].Info;
+            if (_entries[id].References != 1)
+            {
+                return false;
+            }
+
+            Interlocked.Decrement(ref _references);
+            Remove(id);
+            return true;
+        }
+    }
+
+    /// <summary>Unchains an entry whose last reference went and frees its id. <see cref="Lock"/> is held.</summary>
+    private void Remove(int id)
+    {
+        ref Entry entry = ref _entries[id];
+        Unlink(id, entry.Hash);
+        Interlocked.Add(ref _bytes, -SlotInfo.Size(entry.Info));
+        if ((entry.Info & SlotInfo.Huge) != 0)
+        {
+            Interlocked.Decrement(ref _huge);
+        }
+
+        entry = new Entry { Next = _freeHead, References = 0 };
+        _freeHead = id;
+        _live--;
     }
 
     private void Unlink(int id, uint hash)

@@ -153,6 +153,74 @@ public class DedupTests
         Assert.Equal(4093, device.GetStats().DedupPages);
     }
 
+    /// <summary>
+    /// With dedup on every stored object is an index entry, and writeback and recompression used to pass all of them
+    /// by: with a backing file and a memory limit, writes failed with ENOSPC rather than write anything back. A slot
+    /// that no other shares now leaves the index and is recompressed or written back as without dedup; the slots
+    /// sharing an entry keep it in the pool.
+    /// </summary>
+    [Fact]
+    public void Recompression_and_writeback_take_the_slots_no_other_shares_and_leave_shared_ones()
+    {
+        const int slots = 256, shared = 64;
+        string dir = Directory.CreateTempSubdirectory("zramd-dedup-").FullName;
+        try
+        {
+            using var device = new ZramDevice(new ZramDeviceOptions
+            {
+                Name = "zram0",
+                DiskSize = (long)slots * Page,
+                Dedup = true,
+                BackingFile = Path.Combine(dir, "zram0.wb"),
+                RecompressAlgorithm = "zstd:3",
+                CompactThresholdPages = 0,
+            }, NullLoggerFactory.Instance);
+            var random = new Random(8);
+            // The first 64 slots share one text page; the others each hold pages of their own (nibbles, which lz4
+            // stores raw and zstd shrinks).
+            byte[][] model = Enumerable.Range(0, slots)
+                .Select(i => i < shared ? DevicePages.TextPage(5) : RecompressionTests.NibblePage(random)).ToArray();
+            for (int i = 0; i < slots; i++)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            }
+
+            Assert.Equal((shared - 1L, slots - (long)shared), (device.GetStats().DedupPages, device.GetStats().HugePages));
+            long text = device.GetStats().ComprDataSize - ((slots - shared) * (long)Page); // the shared object's size
+
+            device.Recompress(SlotSelection.Huge);
+            ZramStats stats = device.GetStats();
+            Assert.Equal(slots - shared, stats.RecompressedPages);
+            Assert.Equal((0L, shared - 1L), (stats.HugePages, stats.DedupPages));
+
+            device.MarkIdle();
+            device.Writeback(SlotSelection.Idle);
+            stats = device.GetStats();
+            Assert.Equal(slots - shared, stats.BdCount);
+            Assert.Equal(shared - 1L, stats.DedupPages);
+            Assert.Equal((long)slots * Page, stats.OrigDataSize);
+            Assert.Equal(text, stats.ComprDataSize); // what is written back leaves the pool's count, as in the kernel
+
+            var back = new byte[Page];
+            for (int i = 0; i < slots; i++)
+            {
+                Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+                Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+            }
+
+            // Every reference and object is accounted for: trimming it all leaves nothing.
+            Assert.Equal(NbdError.None, device.Trim(0, (long)slots * Page));
+            device.FlushDeferredFrees();
+            stats = device.GetStats();
+            Assert.Equal((0L, 0L, 0L, 0L), (stats.OrigDataSize, stats.ComprDataSize, stats.BdCount, stats.DedupPages));
+            Assert.Equal(0, device.GetPoolStats().Objects);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task Concurrent_writers_of_the_same_contents_never_lose_a_reference()
     {
