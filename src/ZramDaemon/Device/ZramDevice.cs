@@ -51,11 +51,15 @@ namespace ZramDaemon.Device;
 /// Deduplication (optional): with it, every stored object is an entry of <see cref="DedupIndex"/> (keyed by the
 ///   CRC32C of its page, with a reference count) and slots hold entry ids. A write looks for an entry of the same hash
 ///   whose page decompresses to the same bytes and refers to it instead of compressing and storing its own object.
-///   Recompression and writeback leave deduplicated slots alone.
+///   Recompression and writeback take a deduplicated slot only when no other slot shares its entry: it leaves the
+///   index first, and the slot holds the object itself.
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
-///   A pool read view (MapRead) is always closed before anything that can compact.
+///   A pool read view (MapRead) is always closed before anything that can compact. A compression stream
+///   (<see cref="Compressor.Acquire"/>; zstd needs one to decompress) is taken last: under a slot lock or the dedup
+///   lock, and a thread holding one waits for neither (it may only try a slot's lock), so output that must outlive
+///   the stream is copied out first.
 /// </summary>
 [SkipLocalsInit]
 public sealed class ZramDevice : IBlockDevice, IDisposable
@@ -898,11 +902,19 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         int oldSize = SlotInfo.Size(info);
         Compressor compressor = _dictionaryCompressor ?? _secondary;
-        using CompressionStreamLease lease = compressor.Acquire();
-        int n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
-        if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+        // The output is copied out and the stream given back before the slot lock is taken again: a reader holding
+        // that lock may be waiting for this very stream (the device's lock order, above).
+        Span<byte> output = page;
+        int n;
+        using (CompressionStreamLease lease = compressor.Acquire())
         {
-            return RecompressOutcome.NotSmaller; // the mark stays: not tried again until rewritten
+            n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
+            if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+            {
+                return RecompressOutcome.NotSmaller; // the mark stays: not tried again until rewritten
+            }
+
+            lease.Stream.Buffer[..n].CopyTo(output);
         }
 
         _slots.Lock(index);
@@ -920,7 +932,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return RecompressOutcome.NoSpace;
             }
 
-            _pool.Write(handle, lease.Stream.Buffer[..n]);
+            _pool.Write(handle, output[..n]);
             // Still idle: the content did not change, and writeback takes idle slots after recompression.
             uint newInfo = SlotInfo.Compressed(n, compressor.Algorithm) | SlotInfo.Recompressed | (now & SlotInfo.IdleAgeMask);
             _slots.Set(index, handle, newInfo);
@@ -1483,10 +1495,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
         }
 
+        // The stream is given back before anything that may wait for the index lock (a limit's writeback looks at
+        // entries; the second search below decompresses under it): the output goes to the candidate buffer first.
         Compressor compressor = _compressor;
-        using CompressionStreamLease lease = compressor.Acquire();
-        int n = lease.Stream.Compress(page, _maxCompressedSize);
-        ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
+        int n;
+        using (CompressionStreamLease lease = compressor.Acquire())
+        {
+            n = lease.Stream.Compress(page, _maxCompressedSize);
+            lease.Stream.Buffer[..n].CopyTo(candidate);
+        }
+
+        ReadOnlySpan<byte> data = n > 0 ? candidate[..n] : page;
         NbdError error = Allocate(data.Length, out uint stored);
         if (error != NbdError.None)
         {
