@@ -1445,13 +1445,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
         else if (_dedup is not null)
         {
-            NbdError error = StoreDeduplicated(index, page, out value);
+            NbdError error = StoreDeduplicated(index, page, out value, out bool huge);
             if (error != NbdError.None)
             {
                 return error;
             }
 
             info = SlotInfo.DedupReference();
+            if (huge)
+            {
+                // huge_pages_since counts incompressible pages written; the slot's own info does not say so.
+                Interlocked.Increment(ref _counters.HugePagesSince);
+            }
         }
         else
         {
@@ -1483,14 +1488,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// stored is freed if that one can be shared.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value)
+    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value, out bool huge)
     {
         uint hash = DedupIndex.Hash(page);
         Span<byte> candidate = stackalloc byte[PageSize];
+        uint sharedInfo;
         lock (_dedup!.Lock)
         {
-            if (TryShare(index, hash, page, candidate, out value))
+            if (TryShare(index, hash, page, candidate, out value, out sharedInfo))
             {
+                huge = (sharedInfo & SlotInfo.Huge) != 0;
                 return NbdError.None;
             }
         }
@@ -1505,6 +1512,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             lease.Stream.Buffer[..n].CopyTo(candidate);
         }
 
+        huge = n == 0;
         ReadOnlySpan<byte> data = n > 0 ? candidate[..n] : page;
         NbdError error = Allocate(data.Length, out uint stored);
         if (error != NbdError.None)
@@ -1517,7 +1525,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         bool shared;
         lock (_dedup.Lock)
         {
-            shared = TryShare(index, hash, page, candidate, out value);
+            shared = TryShare(index, hash, page, candidate, out value, out _);
             if (!shared)
             {
                 value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
@@ -1532,12 +1540,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return NbdError.None;
     }
 
-    /// <summary>Adds a reference to an entry holding exactly <paramref name="page"/>, if there is one. The index lock is held.</summary>
-    private bool TryShare(int index, uint hash, ReadOnlySpan<byte> page, Span<byte> candidate, out uint value)
+    /// <summary>Adds a reference to an entry holding exactly <paramref name="page"/>, if there is one (its object is
+    /// described by <paramref name="objectInfo"/>). The index lock is held.</summary>
+    private bool TryShare(int index, uint hash, ReadOnlySpan<byte> page, Span<byte> candidate, out uint value, out uint objectInfo)
     {
         for (int id = _dedup!.First(hash); id >= 0; id = _dedup.Next(id))
         {
-            (uint handle, uint objectInfo) = _dedup.Get(id);
+            (uint handle, objectInfo) = _dedup.Get(id);
             if (LoadObject(index, objectInfo, handle, candidate) == NbdError.None && candidate.SequenceEqual(page))
             {
                 _dedup.AddReference(id);
@@ -1547,6 +1556,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         value = 0;
+        objectInfo = 0;
         return false;
     }
 

@@ -154,6 +154,21 @@ public class DedupTests
         Assert.Equal(4093, device.GetStats().DedupPages);
     }
 
+    [Fact]
+    public void Huge_pages_since_counts_every_incompressible_page_written_shared_or_not()
+    {
+        using ZramDevice device = Create(8);
+        var noise = new byte[Page];
+        new Random(3).NextBytes(noise);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, noise, fua: false));
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal((3L, 1L, 2L), (stats.HugePagesSince, stats.HugePages, stats.DedupPages));
+    }
+
     /// <summary>
     /// With dedup on every stored object is an index entry, and writeback and recompression used to pass all of them
     /// by: with a backing file and a memory limit, writes failed with ENOSPC rather than write anything back. A slot
@@ -187,6 +202,8 @@ public class DedupTests
             }
 
             Assert.Equal((shared - 1L, slots - (long)shared), (device.GetStats().DedupPages, device.GetStats().HugePages));
+            // huge_pages_since counts the incompressible pages written, deduplicated or not.
+            Assert.Equal(slots - (long)shared, device.GetStats().HugePagesSince);
             long text = device.GetStats().ComprDataSize - ((slots - shared) * (long)Page); // the shared object's size
 
             device.Recompress(SlotSelection.Huge);
