@@ -18,6 +18,12 @@
 #     writes succeed again. The range is a quarter of the device so that a random trim lands on stored blocks
 #     often (about a quarter of its 16): over the whole 256 MiB one trim freed one block on average, and a 15 s
 #     run on a loaded machine wrote too little past the limit to show it.
+#   zram2 (128 MiB, limit 8 MiB, zstd): every feature at once: dedup, a backing file, background recompression
+#     (zstd:9 with a dictionary, pages idle after 1 s) and compaction. A verify job (rate-limited, 48 MiB) and a churn
+#     job writing pages that repeat (dedupe_percentage; fio's verify header makes every verified block unique) and
+#     trimming: the data is six times the limit, so writeback must make room for every write (failed_writes must
+#     stay 0, and something must have been written back and deduplicated). With zstd a read and a dedup write need
+#     a compression stream to decompress: the case in which a stream held while waiting for a lock deadlocked.
 # (fio 3.33: trim_percentage/trim_verify_zero with verify abort fio in fio_ro_check, and randtrimwrite
 # only trims, so trims stay in a job without verification.)
 set -euo pipefail
@@ -54,6 +60,17 @@ compact-watermark = 50
 [zram1]
 zram-size = 256M
 zram-resident-limit = 16M
+
+[zram2]
+zram-size = 128M
+zram-resident-limit = 8M
+compression-algorithm = zstd:1
+dedup = yes
+writeback-file = $work/zram2.wb
+recompress-algorithm = zstd:9
+recompress-idle-after = 1s
+recompress-cpu-percent = 50
+recompress-dictionary = 16K
 CONF
 
 "${zramd[@]}" --config "$work/zramd.conf" > "$work/zramd.log" 2>&1 &
@@ -63,6 +80,7 @@ for _ in $(seq 300); do [ -S "$work/zramd.ctl" ] && break; sleep 0.1; done
 
 uri0="nbd+unix:///zram0?socket=$work/zramd.sock"
 uri1="nbd+unix:///zram1?socket=$work/zramd.sock"
+uri2="nbd+unix:///zram2?socket=$work/zramd.sock"
 cat > "$work/soak.fio" <<FIO
 [global]
 ioengine=nbd
@@ -103,6 +121,29 @@ rw=randtrim
 bs=64k
 rate_iops=100
 size=64M
+
+[verify-all]
+uri=$uri2
+rw=randwrite
+offset=0
+size=48M
+verify=crc32c
+verify_backlog=512
+verify_fatal=1
+buffer_compress_percentage=50
+refill_buffers=1
+rate_iops=2000
+
+[churn-all]
+uri=$uri2
+rw=randrw
+rwmixread=50
+offset=48M
+size=32M
+dedupe_percentage=50
+buffer_compress_percentage=30
+refill_buffers=1
+rate_iops=1000,1000
 FIO
 
 echo "soak: $seconds s, fio $(fio --version) against zramd (pid $zramd_pid)"
@@ -177,15 +218,16 @@ for name, d in sorted(found.items()):
     deepest = max((s["deferred_free_depth"] for s in seen), default=0)
     print(f"{name}: mem_used_max {d['mem_used_max'] >> 20} MiB of limit {d['mem_limit'] >> 20} MiB, failed_writes (ENOSPC) {d['failed_writes']}, "
           f"compaction_runs {d['compaction_runs']} ({d['compaction_time_us'] // 1000} ms), pages_compacted {d['pages_compacted']}, "
-          f"failed_reads {d['failed_reads']}, deepest deferred-free queue {deepest} ({len(seen)} samples)")
+          f"failed_reads {d['failed_reads']}, bd_writes {d['bd_writes']}, dedup_pages {d['dedup_pages']}, "
+          f"recompressed_pages {d['recompressed_pages']}, deepest deferred-free queue {deepest} ({len(seen)} samples)")
 problems = []
 if fio_exit != 0:
     problems.append(f"fio exited {fio_exit}")
 if verify_errors:
     problems.append(f"{verify_errors} verify job(s) failed")
-zram0, zram1 = found.get("zram0"), found.get("zram1")
-if zram0 is None or zram1 is None:
-    problems.append("zramd status did not list zram0 and zram1")
+zram0, zram1, zram2 = found.get("zram0"), found.get("zram1"), found.get("zram2")
+if zram0 is None or zram1 is None or zram2 is None:
+    problems.append("zramd status did not list zram0, zram1 and zram2")
 else:
     if zram0["failed_writes"] or zram0["failed_reads"]:
         problems.append("zram0 (the verified device) failed a request")
@@ -197,6 +239,12 @@ else:
     churn = next(j for j in fio["jobs"] if j["jobname"] == "churn-write")
     if churn["write"]["io_bytes"] <= zram1["mem_limit"]:
         problems.append("zram1's writes never succeeded again after ENOSPC (trims made no room)")
+    if zram2["failed_writes"] or zram2["failed_reads"]:
+        problems.append("zram2 (every feature) failed a request: writeback should have made room")
+    if zram2["bd_writes"] == 0:
+        problems.append("nothing on zram2 was written back")
+    if zram2["dedup_pages"] == 0:
+        problems.append("nothing on zram2 was deduplicated")
 print("verify errors: 0" if not verify_errors and fio_exit == 0 else "verify errors: see above")
 if problems:
     print("SOAK FAILED: " + "; ".join(problems))

@@ -5,7 +5,8 @@ using ZramDaemon.Tests.Daemon;
 namespace ZramDaemon.Tests.Faults;
 
 /// <summary>The short version of scripts/soak.sh: the same fio layout against the real zramd for 15 s. It fails
-/// on a verify error, a failed write on the verified device, no compaction, or no ENOSPC on the churn device.
+/// on a verify error, a failed write on a verified device, no compaction, no ENOSPC on the churn device, or nothing
+/// written back or deduplicated on the device with every feature on.
 /// It runs alone: with other tests beside it on two cores, fio moved too little in 15 s for the pool to fragment.</summary>
 [Collection(FaultCollection.Name)]
 public class SoakTests(ITestOutputHelper output)
