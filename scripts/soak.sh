@@ -21,7 +21,7 @@
 #   zram2 (128 MiB, limit 8 MiB, zstd): every feature at once: dedup, a backing file, background recompression
 #     (zstd:9 with a dictionary, pages idle after 1 s) and compaction. A verify job (rate-limited, 48 MiB) and a churn
 #     job writing pages that repeat (dedupe_percentage; fio's verify header makes every verified block unique) and
-#     trimming: the data is six times the limit, so writeback must make room for every write (failed_writes must
+#     reading: 80 MiB of data against an 8 MiB limit, so writeback must make room for the writes (failed_writes must
 #     stay 0, and something must have been written back and deduplicated). With zstd a read and a dedup write need
 #     a compression stream to decompress: the case in which a stream held while waiting for a lock deadlocked.
 # (fio 3.33: trim_percentage/trim_verify_zero with verify abort fio in fio_ro_check, and randtrimwrite
