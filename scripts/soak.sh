@@ -81,6 +81,15 @@ for _ in $(seq 300); do [ -S "$work/zramd.ctl" ] && break; sleep 0.1; done
 uri0="nbd+unix:///zram0?socket=$work/zramd.sock"
 uri1="nbd+unix:///zram1?socket=$work/zramd.sock"
 uri2="nbd+unix:///zram2?socket=$work/zramd.sock"
+# The verified writer of zram0 and of zram2: half-compressible pages refilled for every write, each checked.
+verified="rw=randwrite
+offset=0
+size=48M
+verify=crc32c
+verify_backlog=512
+verify_fatal=1
+buffer_compress_percentage=50
+refill_buffers=1"
 cat > "$work/soak.fio" <<FIO
 [global]
 ioengine=nbd
@@ -91,14 +100,7 @@ runtime=$seconds
 
 [verify]
 uri=$uri0
-rw=randwrite
-offset=0
-size=48M
-verify=crc32c
-verify_backlog=512
-verify_fatal=1
-buffer_compress_percentage=50
-refill_buffers=1
+$verified
 
 [churn0]
 uri=$uri0
@@ -124,14 +126,7 @@ size=64M
 
 [verify-all]
 uri=$uri2
-rw=randwrite
-offset=0
-size=48M
-verify=crc32c
-verify_backlog=512
-verify_fatal=1
-buffer_compress_percentage=50
-refill_buffers=1
+$verified
 rate_iops=2000
 
 [churn-all]
