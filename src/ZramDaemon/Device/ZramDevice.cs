@@ -1036,6 +1036,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         error = NbdError.NoSpace;
         IReadOnlyList<ZsClassStats> classes = _pool.GetClassStats();
         Span<bool> exhausted = stackalloc bool[classes.Count];
+        exhausted.Clear(); // [SkipLocalsInit]: a stackalloc holds whatever earlier calls left there
         while (true)
         {
             int victim = -1;

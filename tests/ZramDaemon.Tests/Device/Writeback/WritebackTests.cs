@@ -204,6 +204,62 @@ public sealed class WritebackTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// As above, with the pool full of one size class at a time across the range: a huge page must write back
+    /// whichever class the pool holds. The device skips zeroing its locals, and the search through the classes
+    /// once kept its "nothing left in this class" flags in a stackalloc it never cleared: whatever earlier calls
+    /// had left there made it pass over classes that had plenty to write back (in a soak, the classes of 2 and
+    /// 3 KiB objects), and the write failed with ENOSPC.
+    /// </summary>
+    [Theory]
+    [InlineData(200)]
+    [InlineData(700)]
+    [InlineData(1200)]
+    [InlineData(1700)]
+    [InlineData(2000)]
+    [InlineData(2400)]
+    [InlineData(2900)]
+    [InlineData(3300)]
+    public void At_the_limit_a_huge_page_writes_back_whichever_size_class_the_pool_holds(int randomBytes)
+    {
+        const long limit = 512L << 10;
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L << 20,
+            MemLimit = limit,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            WritebackWatermarkPercent = 100,
+            CompactWatermarkPercent = 100,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+        var random = new Random(randomBytes);
+        var model = new byte[4096][];
+        for (int i = 0; i < model.Length; i++)
+        {
+            // Random bytes then zeros: every object of the fill is of about the same size, so of one class.
+            model[i] = i < 4000 ? RandomPrefixPage(random, randomBytes) : RandomPage(random);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit);
+        }
+
+        Assert.Equal(0, device.GetStats().FailedWrites);
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+    }
+
+    private static byte[] RandomPrefixPage(Random random, int randomBytes)
+    {
+        var page = new byte[Page];
+        random.NextBytes(page.AsSpan(0, randomBytes));
+        return page;
+    }
+
     [Fact]
     public void Idle_slots_written_back_on_request_read_back_and_free_their_memory()
     {
