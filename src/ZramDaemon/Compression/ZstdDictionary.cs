@@ -43,6 +43,13 @@ public sealed unsafe class ZstdDictionary : IDisposable
 
     internal nint DDict => _ddict;
 
+    /// <summary>Whether the compression tables are held now.</summary>
+    public bool HasCompressionTables => Volatile.Read(ref _cdict) != 0;
+
+    /// <summary>What the compression tables cost when last made (0 until they first are): the device asks before
+    /// making them again whether they fit under its limit.</summary>
+    public long CompressionTablesBytes { get; private set; }
+
     /// <summary>
     /// Trains a dictionary of at most <paramref name="capacity"/> bytes from <paramref name="sampleCount"/> pages of
     /// <paramref name="pageSize"/> bytes laid end to end in <paramref name="samples"/>. Returns null with the reason
@@ -143,7 +150,8 @@ public sealed unsafe class ZstdDictionary : IDisposable
         }
     }
 
-    /// <summary>The digested dictionary for compression, made on first use after a release.</summary>
+    /// <summary>The digested dictionary for compression, made on first use after a release (or beforehand by
+    /// <see cref="MakeCompressionTables"/>).</summary>
     internal nint CompressionTables()
     {
         ObjectDisposedException.ThrowIf(_content == null, this);
@@ -155,11 +163,15 @@ public sealed unsafe class ZstdDictionary : IDisposable
                 throw new OutOfMemoryException("zstd could not digest the dictionary for compression.");
             }
 
+            CompressionTablesBytes = (long)Interop.Zstd.SizeofCDict(cdict);
             Volatile.Write(ref _cdict, cdict);
         }
 
         return _cdict;
     }
+
+    /// <summary>Makes the compression tables now, so that their memory can be judged before anything uses them.</summary>
+    public void MakeCompressionTables() => CompressionTables();
 
     /// <summary>Frees the compression tables (recompression is done for now); decompression keeps working.</summary>
     public void ReleaseCompressionTables()

@@ -602,12 +602,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// With a dictionary configured and none yet: trains one from up to <see cref="DictionarySampleFactor"/> times
     /// its size of the candidates of <paramref name="type"/>, taken evenly across the table, when there are at least
-    /// <see cref="MinDictionarySamples"/> of them (else this run recompresses without one). The samples live in
+    /// <see cref="MinDictionarySamples"/> of them and room under the limit for it (else this run recompresses without
+    /// one; it counts in mem_used_total as the pool does). The samples live in
     /// native memory for the training only (<see cref="ZstdDictionary.Samples"/>). The recompression lock is held.
     /// </summary>
     private void PrepareDictionary(SlotSelection type)
     {
-        if (_options.RecompressDictionarySize == 0 || _dictionary is not null)
+        if (_options.RecompressDictionarySize == 0 || _dictionary is not null || !RoomWithinLimit(_options.RecompressDictionarySize))
         {
             return;
         }
@@ -649,6 +650,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         string? error = "too few pages";
         ZstdDictionary? dictionary = samples.Count < MinDictionarySamples ? null
             : ZstdDictionary.Train(samples.Filled, PageSize, samples.Count, capacity, _secondary!.Spec.Level, out error);
+        if (dictionary is not null && !RoomWithinLimit(dictionary.MemoryBytes))
+        {
+            // It counts in mem_used_total, as the pool does: it must fit under the limit as an allocation must.
+            dictionary.Dispose();
+            dictionary = null;
+            error = "no room for it under mem_limit";
+        }
+
         if (dictionary is null)
         {
             ZramDeviceLog.DictionaryFailed(_logger, Name, samples.Count, error ?? "unknown");
@@ -841,6 +850,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             RecompressOutcome outcome = RecompressSlot(cursor, type);
             if (outcome == RecompressOutcome.NoSpace)
             {
+                // At the limit the pass waits for the next aging: its compression tables should not wait with it.
+                _dictionary?.ReleaseCompressionTables();
                 stoppedByLimit = true;
                 return false;
             }
@@ -901,7 +912,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         int oldSize = SlotInfo.Size(info);
-        Compressor compressor = _dictionaryCompressor ?? _secondary;
+        Compressor compressor = RecompressionCompressor();
         // The output is copied out and the stream given back before the slot lock is taken again: a reader holding
         // that lock may be waiting for this very stream (the device's lock order, above).
         Span<byte> output = page;
@@ -1233,6 +1244,39 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
             _ => true,
         };
+
+    /// <summary>
+    /// What a recompression compresses with: the dictionary while its compression tables are held, or when they fit
+    /// under the limit; else the recompression algorithm alone. The tables (megabytes at higher levels) count in
+    /// mem_used_total: made at the limit, they would leave every write to make room for them, or fail with ENOSPC
+    /// without a backing file, for as long as the pass lasts. The recompression lock is held.
+    /// </summary>
+    private Compressor RecompressionCompressor()
+    {
+        ZstdDictionary? dictionary = _dictionary;
+        if (_dictionaryCompressor is not { } withDictionary || dictionary is null)
+        {
+            return _secondary!;
+        }
+
+        if (dictionary.HasCompressionTables)
+        {
+            return withDictionary;
+        }
+
+        if (RoomWithinLimit(dictionary.CompressionTablesBytes))
+        {
+            dictionary.MakeCompressionTables(); // their size is known only once made: judged again below
+            if (RoomWithinLimit(0))
+            {
+                return withDictionary;
+            }
+
+            dictionary.ReleaseCompressionTables();
+        }
+
+        return _secondary!;
+    }
 
     /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
     /// by itself. No compaction here: a later pass will try again.</summary>

@@ -155,6 +155,64 @@ public sealed class DictionaryRecompressionTests : IDisposable
         AssertReads(device, other);
     }
 
+    /// <summary>
+    /// The dictionary and its compression tables count in mem_used_total, so they are made only when they fit under
+    /// the limit, as an allocation is. The tables were made on the first recompression whatever the limit, and kept
+    /// while the pass went on (at zstd:9, 400 KiB with a 16 KiB dictionary, 12 MiB with 512 KiB): usage went past
+    /// the limit, and every write then had to make room for them, or failed with ENOSPC without a backing file.
+    /// </summary>
+    [Fact]
+    public void The_dictionary_and_its_compression_tables_are_made_only_if_they_fit_under_the_limit()
+    {
+        byte[][] pages = Pages(1024, 0);
+        using ZramDevice device = Create(dictionary: 64 << 10, algorithm: "zstd:9");
+        Write(device, pages);
+        device.Compact();
+        device.MarkIdle();
+        // Room for the dictionary and its decompression copy (some 100 KiB), not for the compression tables.
+        long limit = device.MemUsedTotal + (256 << 10);
+        device.SetMemLimit(limit);
+
+        // One slot's work: the background recompressor's pass goes on later, holding what it made.
+        int cursor = 0;
+        Assert.False(device.RecompressSlice(ref cursor, SlotSelection.Idle, TimeSpan.Zero, out bool stoppedByLimit));
+        Assert.False(stoppedByLimit);
+        ZramStats stats = device.GetStats();
+        Assert.InRange(stats.RecompressDictBytes, 64 << 10, 256 << 10);
+        Assert.True(device.MemUsedTotal <= limit, $"mem_used_total {device.MemUsedTotal} past the limit {limit} during the pass");
+        Assert.Equal(1, stats.RecompressedPages);
+        Assert.Equal(0, stats.RecompressDictPages);
+
+        // A write still fits (no backing file: it would fail with ENOSPC), and the rest of the pass recompresses
+        // without the dictionary (until the pool is too full for a new object before the old one goes).
+        byte[][] more = Pages(16, 5000);
+        for (int i = 0; i < more.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)(pages.Length + i) * Page, more[i], fua: false));
+        }
+
+        while (!device.RecompressSlice(ref cursor, SlotSelection.Idle, TimeSpan.FromSeconds(10), out stoppedByLimit) && !stoppedByLimit)
+        {
+        }
+
+        stats = device.GetStats();
+        Assert.True(stats.RecompressedPages > 16, $"{stats.RecompressedPages} pages recompressed");
+        Assert.Equal(0, stats.RecompressDictPages);
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(device.MemUsedTotal <= limit, $"mem_used_total {device.MemUsedTotal} past the limit {limit} after the pass");
+        AssertReads(device, pages.Concat(more).ToArray());
+
+        // With room again, the next pass makes the tables and uses them.
+        device.SetMemLimit(0);
+        device.MarkIdle();
+        byte[][] later = Pages(512, 9000);
+        Write(device, later);
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        Assert.True(device.GetStats().RecompressDictPages > 0);
+        AssertReads(device, later);
+    }
+
     [Fact]
     public void Too_few_idle_pages_for_a_dictionary_are_recompressed_without_one()
     {
