@@ -52,7 +52,8 @@ namespace ZramDaemon.Device;
 ///   CRC32C of its page, with a reference count) and slots hold entry ids. A write looks for an entry of the same hash
 ///   whose page decompresses to the same bytes and refers to it instead of compressing and storing its own object.
 ///   Recompression and writeback take a deduplicated slot only when no other slot shares its entry: it leaves the
-///   index first, and the slot holds the object itself.
+///   index first, and the slot holds the object itself. So does a new page when the index's arrays would have to
+///   grow past the memory limit (they count in mem_used_total).
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
@@ -1490,16 +1491,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
         else if (_dedup is not null)
         {
-            NbdError error = StoreDeduplicated(index, page, out value, out bool huge);
+            NbdError error = StoreDeduplicated(index, page, out value, out info, out bool huge);
             if (error != NbdError.None)
             {
                 return error;
             }
 
-            info = SlotInfo.DedupReference();
-            if (huge)
+            if (huge && SlotInfo.IsDeduped(info))
             {
-                // huge_pages_since counts incompressible pages written; the slot's own info does not say so.
+                // huge_pages_since counts incompressible pages written; a deduplicated slot's info does not say so.
                 Interlocked.Increment(ref _counters.HugePagesSince);
             }
         }
@@ -1530,14 +1530,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// page is compressed and stored as usual and becomes a new entry. Returns the entry id in <paramref name="value"/>.
     /// Compression runs outside the index lock, so another writer of the same page may add it meanwhile (nbdcopy's
     /// connections writing one file twice do): the index is searched again before adding, and the copy just
-    /// stored is freed if that one can be shared.
+    /// stored is freed if that one can be shared. The slot's info goes to <paramref name="info"/>: a reference to the
+    /// entry, or, when the index would have to grow past the memory limit, the object's own (the slot then holds it
+    /// outside the index, as one taken out by writeback does: the arrays double, and at the limit that jump would
+    /// leave every write to make room for it, or fail with ENOSPC without a backing file).
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value, out bool huge)
+    private NbdError StoreDeduplicated(int index, ReadOnlySpan<byte> page, out uint value, out uint info, out bool huge)
     {
         uint hash = DedupIndex.Hash(page);
         Span<byte> candidate = stackalloc byte[PageSize];
         uint sharedInfo;
+        info = SlotInfo.DedupReference();
         lock (_dedup!.Lock)
         {
             if (TryShare(index, hash, page, candidate, out value, out sharedInfo))
@@ -1567,13 +1571,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         _pool.Write(stored, data);
+        uint objectInfo = n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw();
         bool shared;
         lock (_dedup.Lock)
         {
             shared = TryShare(index, hash, page, candidate, out value, out _);
             if (!shared)
             {
-                value = (uint)_dedup.Add(hash, stored, n > 0 ? SlotInfo.Compressed(n, compressor.Algorithm) : SlotInfo.Raw());
+                long growth = _dedup.GrowthBytes;
+                if (growth == 0 || RoomWithinLimit(growth))
+                {
+                    value = (uint)_dedup.Add(hash, stored, objectInfo);
+                }
+                else
+                {
+                    value = stored;
+                    info = objectInfo;
+                }
             }
         }
 

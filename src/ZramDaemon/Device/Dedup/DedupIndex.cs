@@ -4,13 +4,14 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Device.Dedup;
 
 /// <summary>
-/// Same-page deduplication's table: every pool object stored while dedup is on is an entry here (its handle, the
+/// Same-page deduplication's table: the pool objects stored while dedup is on are entries here (their handle, the
 /// slot info describing it, the CRC32C of the page it holds, and how many slots refer to it). A slot that holds
 /// a deduplicated page keeps the entry's id, not the handle. Entries with the same hash are chained from a bucket
 /// array, so a write finds the candidates for its page in one probe; sharing still needs the bytes to compare equal
 /// (the caller decompresses and compares under <see cref="Lock"/>). Freed ids are reused (a free list). An entry
 /// only one slot refers to leaves the index when writeback or recompression takes that slot
-/// (<see cref="TryTakeSole"/>): the slot then holds the object itself.
+/// (<see cref="TryTakeSole"/>): the slot then holds the object itself. So does a slot whose new page found the
+/// index full at the memory limit (<see cref="GrowthBytes"/>).
 ///
 /// One lock guards it all: it is taken under a slot lock (a leaf for the device, like the pool's), and the pool's
 /// read and free calls may be made under it, never the other way. Arrays grow by doubling, so requests do not
@@ -108,6 +109,13 @@ internal sealed class DedupIndex
         Interlocked.Increment(ref _references);
         Interlocked.Add(ref _saved, SlotInfo.Size(_entries[id].Info));
     }
+
+    /// <summary>
+    /// What the next <see cref="Add"/> adds to <see cref="MetadataBytes"/>: 0 while a free id or room is left, else
+    /// the cost of doubling the arrays (a write at the memory limit stores its page outside the index rather than
+    /// take the table past the limit). <see cref="Lock"/> is held.
+    /// </summary>
+    public long GrowthBytes => _freeHead != None || _used < _entries.Length ? 0 : MetadataBytes;
 
     /// <summary>A new entry with one reference, for an object just stored. Takes <see cref="Lock"/>.</summary>
     public int Add(uint hash, uint handle, uint info)

@@ -154,6 +154,65 @@ public class DedupTests
         Assert.Equal(4093, device.GetStats().DedupPages);
     }
 
+    /// <summary>
+    /// The index's arrays count in mem_used_total and grow by doubling. At the limit, a new page whose entry would
+    /// make them grow is stored outside the index (its slot holds the object, as after writeback), so usage stays
+    /// under the limit. They grew whatever the limit: a jump of 24 bytes per entry held (196 KiB here), past the
+    /// limit, which every later write then had to make room for, or fail with ENOSPC without a backing file.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_a_page_that_would_make_the_index_grow_is_stored_outside_it()
+    {
+        const int entries = 8192; // the index's capacity after doubling from 1024 three times
+        using ZramDevice device = Create(entries * 2);
+        byte[][] pages = Enumerable.Range(0, entries + 8).Select(i =>
+        {
+            byte[] page = (byte[])DevicePages.TextPage(i).Clone();
+            BitConverter.TryWriteBytes(page.AsSpan(200, 4), i); // every page its own
+            return page;
+        }).ToArray();
+        for (int i = 0; i < entries; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        device.Compact();
+        long metadata = device.GetStats().MetadataBytes;
+        long limit = device.MemUsedTotal + (64 << 10); // room for any object's zspage, not for the arrays to double
+        device.SetMemLimit(limit);
+        for (int i = entries; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit, $"mem_used_total {device.MemUsedTotal} past the limit {limit} after page {i}");
+        }
+
+        // The pool's own metadata moves by a few bytes; doubled arrays would add 196 KiB.
+        Assert.InRange(device.GetStats().MetadataBytes - metadata, -4096, 4096);
+        // The same bytes again: stored once more (the copy outside the index cannot be shared), still under the limit.
+        Assert.Equal(NbdError.None, device.Write((long)(pages.Length + 1) * Page, pages[entries], fua: false));
+        Assert.True(device.MemUsedTotal <= limit);
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"page {i} reads back different");
+        }
+
+        Assert.Equal(NbdError.None, device.Read((long)(pages.Length + 1) * Page, back));
+        Assert.True(back.AsSpan().SequenceEqual(pages[entries]));
+        ZramStats stats = device.GetStats();
+        Assert.Equal((pages.Length + 1L) * Page, stats.OrigDataSize);
+        Assert.Equal(0, stats.FailedWrites);
+
+        // Trimmed, the objects inside and outside the index all go.
+        device.SetMemLimit(0);
+        Assert.Equal(NbdError.None, device.Trim(0, device.Size));
+        device.FlushDeferredFrees();
+        stats = device.GetStats();
+        Assert.Equal(0, stats.ComprDataSize);
+        Assert.Equal(0, device.GetPoolStats().Objects);
+    }
+
     [Fact]
     public void Huge_pages_since_counts_every_incompressible_page_written_shared_or_not()
     {
