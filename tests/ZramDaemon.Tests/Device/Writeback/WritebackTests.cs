@@ -28,6 +28,23 @@ public sealed class WritebackTests : IDisposable
             CompactInterval = TimeSpan.FromMilliseconds(50),
         }, NullLoggerFactory.Instance);
 
+    /// <summary>
+    /// A 16 MiB device whose background writeback and compaction start only at the limit itself (watermarks 100%),
+    /// with no timer: as if the background thread got no CPU, which is when writes reach the limit.
+    /// </summary>
+    private ZramDevice CreateLeftAlone(long limit)
+        => new(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L << 20,
+            MemLimit = limit,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            WritebackWatermarkPercent = 100,
+            CompactWatermarkPercent = 100,
+            CompactThresholdPages = 0,
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
+
     /// <summary>Bytes the filesystem holds for the file (st_blocks x 512), from stat(1).</summary>
     private static long AllocatedBytes(string path)
     {
@@ -169,21 +186,10 @@ public sealed class WritebackTests : IDisposable
     [Fact]
     public void At_the_limit_a_write_of_a_size_class_with_no_objects_yet_writes_others_back_instead_of_failing()
     {
-        // Background writeback and compaction only at the limit itself (watermarks 100%) and no timer: as if the
-        // background thread got no CPU, which is when writes reach the limit. Only huge pages are stored, then a
-        // text page needs a class that holds no object to give up: huge ones must go to the file instead.
+        // Only huge pages are stored, then a text page needs a class that holds no object to give up: huge ones must
+        // go to the file instead.
         const long limit = 2L << 20;
-        using var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 16L << 20,
-            MemLimit = limit,
-            BackingFile = Path.Combine(_dir, "zram0.wb"),
-            WritebackWatermarkPercent = 100,
-            CompactWatermarkPercent = 100,
-            CompactThresholdPages = 0,
-            CompactInterval = TimeSpan.FromHours(1),
-        }, NullLoggerFactory.Instance);
+        using ZramDevice device = CreateLeftAlone(limit);
         var random = new Random(3);
         var model = new byte[1100][];
         for (int i = 0; i < model.Length; i++)
@@ -223,17 +229,7 @@ public sealed class WritebackTests : IDisposable
     public void At_the_limit_a_huge_page_writes_back_whichever_size_class_the_pool_holds(int randomBytes)
     {
         const long limit = 512L << 10;
-        using var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 16L << 20,
-            MemLimit = limit,
-            BackingFile = Path.Combine(_dir, "zram0.wb"),
-            WritebackWatermarkPercent = 100,
-            CompactWatermarkPercent = 100,
-            CompactThresholdPages = 0,
-            CompactInterval = TimeSpan.FromHours(1),
-        }, NullLoggerFactory.Instance);
+        using ZramDevice device = CreateLeftAlone(limit);
         var random = new Random(randomBytes);
         var model = new byte[4096][];
         for (int i = 0; i < model.Length; i++)
