@@ -16,6 +16,7 @@ public sealed unsafe class ZstdDictionary : IDisposable
     private byte* _content;
     private nint _ddict;
     private nint _cdict;
+    private long _tablesBytes;
 
     private ZstdDictionary(byte* content, int size, int level, nint ddict)
     {
@@ -46,9 +47,10 @@ public sealed unsafe class ZstdDictionary : IDisposable
     /// <summary>Whether the compression tables are held now.</summary>
     public bool HasCompressionTables => Volatile.Read(ref _cdict) != 0;
 
-    /// <summary>What the compression tables cost when last made (0 until they first are): the device asks before
-    /// making them again whether they fit under its limit.</summary>
-    public long CompressionTablesBytes { get; private set; }
+    /// <summary>What the compression tables cost: as measured when last made, zstd's estimate until then (which also
+    /// counts a copy of the dictionary, so it errs high). The device asks whether they fit under its limit first.</summary>
+    public long CompressionTablesBytes
+        => _tablesBytes != 0 ? _tablesBytes : (long)Interop.Zstd.EstimateCDictSize((nuint)Size, Level);
 
     /// <summary>
     /// Trains a dictionary of at most <paramref name="capacity"/> bytes from <paramref name="sampleCount"/> pages of
@@ -163,7 +165,7 @@ public sealed unsafe class ZstdDictionary : IDisposable
                 throw new OutOfMemoryException("zstd could not digest the dictionary for compression.");
             }
 
-            CompressionTablesBytes = (long)Interop.Zstd.SizeofCDict(cdict);
+            _tablesBytes = (long)Interop.Zstd.SizeofCDict(cdict);
             Volatile.Write(ref _cdict, cdict);
         }
 

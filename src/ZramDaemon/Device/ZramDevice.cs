@@ -462,6 +462,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long started = Stopwatch.GetTimestamp();
         using Lock.Scope scope = _recompressLock.EnterScope();
         PrepareDictionary(type);
+        PrepareCompressionTables();
         for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
         {
             RecompressOutcome outcome = RecompressSlot(index, type);
@@ -846,6 +847,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             PrepareDictionary(type);
         }
 
+        PrepareCompressionTables();
+
         while (cursor < _slots.Count)
         {
             RecompressOutcome outcome = RecompressSlot(cursor, type);
@@ -913,7 +916,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         int oldSize = SlotInfo.Size(info);
-        Compressor compressor = RecompressionCompressor();
+        // With the dictionary only while its compression tables are held (PrepareCompressionTables).
+        Compressor compressor = _dictionaryCompressor is { } withDictionary && _dictionary!.HasCompressionTables ? withDictionary : _secondary;
         // The output is copied out and the stream given back before the slot lock is taken again: a reader holding
         // that lock may be waiting for this very stream (the device's lock order, above).
         Span<byte> output = page;
@@ -1247,36 +1251,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         };
 
     /// <summary>
-    /// What a recompression compresses with: the dictionary while its compression tables are held, or when they fit
-    /// under the limit; else the recompression algorithm alone. The tables (megabytes at higher levels) count in
-    /// mem_used_total: made at the limit, they would leave every write to make room for them, or fail with ENOSPC
-    /// without a backing file, for as long as the pass lasts. The recompression lock is held.
+    /// Before a slice of recompression: the dictionary's compression tables, if there is a dictionary and they are not
+    /// held, made when they fit under the limit (zstd's estimate first, then what they took). They cost megabytes at
+    /// higher levels and count in mem_used_total: made at the limit whatever it was, they left every write to make
+    /// room for them, or fail with ENOSPC without a backing file, for as long as the pass lasted. Room is not made for
+    /// them by writeback: it would take the idle slots first, the very ones recompression is for. Without them the
+    /// slice recompresses with the recompression algorithm alone. The recompression lock is held.
     /// </summary>
-    private Compressor RecompressionCompressor()
+    private void PrepareCompressionTables()
     {
         ZstdDictionary? dictionary = _dictionary;
-        if (_dictionaryCompressor is not { } withDictionary || dictionary is null)
+        if (dictionary is null || dictionary.HasCompressionTables || !RoomWithinLimit(dictionary.CompressionTablesBytes))
         {
-            return _secondary!;
+            return;
         }
 
-        if (dictionary.HasCompressionTables)
+        dictionary.MakeCompressionTables();
+        if (!RoomWithinLimit(0))
         {
-            return withDictionary;
+            dictionary.ReleaseCompressionTables(); // writers took the room meanwhile
         }
-
-        if (RoomWithinLimit(dictionary.CompressionTablesBytes))
-        {
-            dictionary.MakeCompressionTables(); // their size is known only once made: judged again below
-            if (RoomWithinLimit(0))
-            {
-                return withDictionary;
-            }
-
-            dictionary.ReleaseCompressionTables();
-        }
-
-        return _secondary!;
     }
 
     /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit

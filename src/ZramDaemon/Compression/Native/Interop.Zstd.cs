@@ -83,6 +83,11 @@ internal static unsafe partial class Interop
         [LibraryImport(Library, EntryPoint = "ZSTD_sizeof_CDict")]
         internal static partial nuint SizeofCDict(nint cdict);
 
+        /// <summary>What a CDict of the dictionary at the level will cost, dictionary copy included (static-linking
+        /// section of zstd.h; exported by libzstd.so.1).</summary>
+        [LibraryImport(Library, EntryPoint = "ZSTD_estimateCDictSize")]
+        internal static partial nuint EstimateCDictSize(nuint dictSize, int compressionLevel);
+
         /// <summary>
         /// A digested dictionary for decompression that refers to the dictionary's bytes (they must outlive it);
         /// read-only, shared by threads.
