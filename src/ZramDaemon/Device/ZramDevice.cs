@@ -629,22 +629,27 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         int wanted = (int)Math.Min(candidates, Math.Max(MinDictionarySamples, (long)_options.RecompressDictionarySize * DictionarySampleFactor / PageSize));
         long step = candidates / wanted;
         using var samples = new ZstdDictionary.Samples(wanted, PageSize);
-        long seen = 0;
-        for (int index = 0; index < _slots.Count && samples.Count < wanted; index++)
+        // The count passes every deduplicated slot, but only those no other slot shares can be sampled: when taking
+        // every step-th one falls short, a second sweep takes the ones it stepped over.
+        for (int sweep = 0; sweep < 2 && samples.Count < wanted; sweep++)
         {
-            if (!MayBeRecompressCandidate(_slots.PeekInfo(index), type) || seen++ % step != 0)
+            long seen = 0;
+            for (int index = 0; index < _slots.Count && samples.Count < wanted; index++)
             {
-                continue;
-            }
+                if (!MayBeRecompressCandidate(_slots.PeekInfo(index), type) || (seen++ % step == 0) != (sweep == 0))
+                {
+                    continue;
+                }
 
-            _slots.Lock(index);
-            uint info = _slots.Info(index);
-            if (IsRecompressCandidate(CandidateInfo(index, info), type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
-            {
-                samples.Add();
-            }
+                _slots.Lock(index);
+                uint info = _slots.Info(index);
+                if (IsRecompressCandidate(CandidateInfo(index, info), type) && LoadObject(index, info, _slots.Value(index), samples.Next) == NbdError.None)
+                {
+                    samples.Add();
+                }
 
-            _slots.Unlock(index);
+                _slots.Unlock(index);
+            }
         }
 
         int capacity = (int)Math.Min(_options.RecompressDictionarySize, (long)samples.Count * PageSize / 8);

@@ -213,6 +213,36 @@ public sealed class DictionaryRecompressionTests : IDisposable
         AssertReads(device, later);
     }
 
+    /// <summary>
+    /// With dedup, the candidates counted include slots that share a page, which cannot be sampled: the samples were
+    /// every n-th candidate only, and when those were shared the dictionary was never trained ("too few pages").
+    /// Here every 8th slot shares one page and the sampling step is 16.
+    /// </summary>
+    [Fact]
+    public void On_a_dedup_device_the_dictionary_is_trained_from_the_pages_no_other_slot_shares()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L << 20,
+            Algorithm = "lz4",
+            Dedup = true,
+            RecompressAlgorithm = "zstd:6",
+            RecompressDictionarySize = 16 << 10,
+        }, NullLoggerFactory.Instance);
+        byte[][] unique = Pages(4096, 0);
+        byte[] shared = Pages(1, 99999)[0];
+        byte[][] pages = Enumerable.Range(0, 4096).Select(i => i % 8 == 0 ? shared : unique[i]).ToArray();
+        Write(device, pages);
+        device.MarkIdle();
+
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        ZramStats stats = device.GetStats();
+        Assert.True(stats.RecompressDictBytes > 0, "no dictionary was trained");
+        Assert.True(stats.RecompressDictPages > 0);
+        AssertReads(device, pages);
+    }
+
     [Fact]
     public void Too_few_idle_pages_for_a_dictionary_are_recompressed_without_one()
     {
