@@ -187,6 +187,7 @@ public class ZramDeviceModelTests
     {
         const long size = 16L << 20;
         const long limit = 2L << 20;
+        const long HighestLimit = 8 * limit;
         string dir = Directory.CreateTempSubdirectory("zramd-everything-").FullName;
         try
         {
@@ -210,6 +211,7 @@ public class ZramDeviceModelTests
             var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
             int writersLeft = 3;
             long maintenance = 0;
+            bool dictionaryUsed = false;
 
             RunThreads(4, t =>
             {
@@ -224,12 +226,20 @@ public class ZramDeviceModelTests
                         {
                             case 0: device.Compact(); break;
                             case 1: device.MarkIdle(); break;
-                            case 2: device.Recompress(type, maxPages: 128); break;
+                            case 2:
+                                // Until a dictionary has been used: every slot a candidate, so that one can be trained.
+                                device.Recompress(dictionaryUsed ? type : SlotSelection.All, maxPages: 128);
+                                dictionaryUsed |= device.GetStats().RecompressDictPages > 0;
+                                break;
                             case 3: device.Writeback(type, maxPages: 128); break;
                             case 4: device.FlushDeferredFrees(); break;
                             case 5: device.ResetMemUsedMax(); break;
                             case 6 when random.Next(20) == 0: device.SetAlgorithm(Algorithms[random.Next(Algorithms.Length)]); break;
-                            case 7: device.SetMemLimit(random.Next(2) == 0 ? limit : 2 * limit); break;
+                            // Mostly tight; sometimes (and until a dictionary has been used) room for the
+                            // recompression dictionary and its tables, which are made only if they fit.
+                            case 7:
+                                device.SetMemLimit(!dictionaryUsed ? HighestLimit : random.Next(3) switch { 0 => limit, 1 => 2 * limit, _ => HighestLimit });
+                                break;
                             default: _ = device.GetStats(); _ = device.GetClassStats(); break;
                         }
 
@@ -339,10 +349,11 @@ public class ZramDeviceModelTests
             // Every feature really ran while the requests did (not after them).
             Assert.True(stats.BdWrites > 0 && stats.BdReads > 0, $"writeback: {stats.BdWrites} writes, {stats.BdReads} reads");
             Assert.True(stats.RecompressedPages > 0, "nothing was recompressed");
+            Assert.True(dictionaryUsed, "no page was recompressed with a dictionary");
             Assert.True(stats.DedupPages > 0, "nothing was deduplicated");
             Assert.True(stats.CompactionRuns > 0, "compaction never ran");
             Assert.True(maintenance > 10, $"only {maintenance} maintenance requests");
-            Assert.True(stats.MemUsedTotal <= 2 * limit, $"mem_used_total {stats.MemUsedTotal} is over the highest limit {2 * limit}");
+            Assert.True(stats.MemUsedTotal <= HighestLimit, $"mem_used_total {stats.MemUsedTotal} is over the highest limit {HighestLimit}");
 
             // Trimming everything leaves nothing behind.
             Assert.Equal(NbdError.None, device.Trim(0, size));
