@@ -152,8 +152,8 @@ public sealed unsafe class ZstdDictionary : IDisposable
         }
     }
 
-    /// <summary>The digested dictionary for compression, made on first use after a release (or beforehand by
-    /// <see cref="MakeCompressionTables"/>).</summary>
+    /// <summary>The digested dictionary for compression, made on first use after a release (the device makes it
+    /// before a slice, so that its memory is judged before anything uses it).</summary>
     internal nint CompressionTables()
     {
         ObjectDisposedException.ThrowIf(_content == null, this);
@@ -171,9 +171,6 @@ public sealed unsafe class ZstdDictionary : IDisposable
 
         return _cdict;
     }
-
-    /// <summary>Makes the compression tables now, so that their memory can be judged before anything uses them.</summary>
-    public void MakeCompressionTables() => CompressionTables();
 
     /// <summary>Frees the compression tables (recompression is done for now); decompression keeps working.</summary>
     public void ReleaseCompressionTables()

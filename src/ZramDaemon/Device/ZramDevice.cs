@@ -1271,7 +1271,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return;
         }
 
-        dictionary.MakeCompressionTables();
+        _ = dictionary.CompressionTables();
         if (!RoomWithinLimit(0))
         {
             dictionary.ReleaseCompressionTables(); // writers took the room meanwhile
