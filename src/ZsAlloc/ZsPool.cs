@@ -309,6 +309,18 @@ public sealed unsafe class ZsPool : IDisposable
         FreeCore(handle, queued: false);
     }
 
+    /// <summary>
+    /// Frees an object the caller has just allocated and never handed out (a write its memory limit refused): as
+    /// <see cref="Free"/>, and if its handle cell is the newest, the cell goes back to never created, so that
+    /// <see cref="MetadataBytes"/> is what it was before the <see cref="Malloc"/>. The handle is refused afterwards
+    /// as one this pool never gave (ArgumentException), not as a freed one.
+    /// </summary>
+    public void Retract(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        FreeCore(handle, queued: false, retract: true);
+    }
+
     /// <summary>zs_free_deferred: queues the free and returns; frees at once if the queue is busy or full.</summary>
     public void FreeDeferred(uint handle)
     {
@@ -458,6 +470,15 @@ public sealed unsafe class ZsPool : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         _ = CellOf(handle);
         _handles.Release(HandleCell.CellOf(handle));
+        Interlocked.Decrement(ref _words);
+    }
+
+    /// <summary><see cref="FreeWord"/> for a word just stored and never handed out, as <see cref="Retract"/> for an object.</summary>
+    public void RetractWord(uint handle)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _ = CellOf(handle);
+        _handles.Retract(HandleCell.CellOf(handle));
         Interlocked.Decrement(ref _words);
     }
 
@@ -912,7 +933,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
     }
 
-    private void FreeCore(uint handle, bool queued)
+    private void FreeCore(uint handle, bool queued, bool retract = false)
     {
         ulong c = ClaimCell(handle, queued, keep: 0, set: HandleCell.MakeFree(0));
 
@@ -943,7 +964,14 @@ public sealed unsafe class ZsPool : IDisposable
             ReleaseZspage(cls, id, d);
         }
 
-        _handles.Release(HandleCell.CellOf(handle));
+        if (retract)
+        {
+            _handles.Retract(HandleCell.CellOf(handle));
+        }
+        else
+        {
+            _handles.Release(HandleCell.CellOf(handle));
+        }
     }
 
     /// <summary>

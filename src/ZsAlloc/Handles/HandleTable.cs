@@ -93,6 +93,20 @@ internal sealed unsafe class HandleTable : IDisposable
         }
     }
 
+    /// <summary>
+    /// Gives back a cell just taken and never handed out: the newest cell goes back to never created
+    /// (<see cref="MetadataBytes"/> falls by its 8 bytes), any other on the free list. So a cell taken and given back
+    /// at once, as by a write the owner's memory limit refuses, leaves the table as it was; on the free list it would
+    /// keep counting, past the limit.
+    /// </summary>
+    public void Retract(uint index)
+    {
+        if (index + 1 != Volatile.Read(ref _created) || !ReleaseNewest(index))
+        {
+            Release(index);
+        }
+    }
+
     /// <summary>Puts a cell back on the free list.</summary>
     public void Release(uint index)
     {
@@ -159,6 +173,22 @@ internal sealed unsafe class HandleTable : IDisposable
             }
 
             return fresh;
+        }
+    }
+
+    /// <summary><see cref="Retract"/>'s newest cell back to never created; false while a shrink runs or once a newer cell exists.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private bool ReleaseNewest(uint index)
+    {
+        lock (_lock)
+        {
+            if (_shrinking || index + 1 != _created)
+            {
+                return false;
+            }
+
+            Volatile.Write(ref _created, index);
+            return true;
         }
     }
 

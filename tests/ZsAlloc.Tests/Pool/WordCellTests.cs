@@ -47,6 +47,48 @@ public sealed class WordCellTests
         Assert.Equal(0, pool.GetStats().Words);
     }
 
+    /// <summary>
+    /// A word or object taken and retracted at once, as a write refused at a memory limit does, leaves the pool's
+    /// metadata as it was: the newest cell goes back to never created. A plain free keeps it on the free list,
+    /// still counted, and so does a retract of a cell that is not the newest.
+    /// </summary>
+    [Fact]
+    public void A_cell_taken_and_retracted_at_once_leaves_the_metadata_as_it_was()
+    {
+        using var pool = new ZsPool();
+        pool.Free(pool.Malloc(200)); // the first zspage's descriptor and page tables, which stay
+        var handles = Enumerable.Range(0, 100).Select(i => pool.StoreWord((ulong)i + 1)).ToList();
+        long metadata = pool.MetadataBytes;
+        for (int i = 0; i < 3; i++)
+        {
+            pool.RetractWord(pool.StoreWord(0x0123_4567_89AB_CDEF));
+            Assert.Equal(metadata, pool.MetadataBytes);
+            uint handle = pool.Malloc(200);
+            pool.Retract(handle);
+            Assert.Equal(metadata, pool.MetadataBytes);
+            Assert.Throws<ArgumentException>(() => pool.Free(handle));
+        }
+
+        Assert.Equal(100, pool.GetStats().Words);
+        Assert.Equal(0, pool.GetStats().Objects);
+
+        // Freed, the newest cell stays counted on the free list, and the next word takes it.
+        pool.FreeWord(pool.StoreWord(9));
+        long grown = pool.MetadataBytes;
+        Assert.Equal(metadata + sizeof(ulong), grown);
+        uint reused = pool.StoreWord(10);
+        Assert.Equal(grown, pool.MetadataBytes);
+
+        // Retracting a cell that is not the newest puts it on the free list.
+        pool.RetractWord(handles[10]);
+        Assert.Equal(grown, pool.MetadataBytes);
+        Assert.Equal(handles[10], pool.StoreWord(8));
+        Assert.Equal(grown, pool.MetadataBytes);
+        Assert.Equal(8UL, pool.ReadWord(handles[10]));
+        Assert.Equal(10UL, pool.ReadWord(reused));
+        Assert.Equal(50UL, pool.ReadWord(handles[49]));
+    }
+
     [Fact]
     public void Compaction_leaves_words_alone_even_when_they_look_like_the_cells_of_objects_it_moves()
     {
