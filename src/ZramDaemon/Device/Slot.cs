@@ -6,7 +6,8 @@ namespace ZramDaemon.Device;
 /// <summary>
 /// One 4 KiB block of the device, 8 bytes (the kernel's struct zram_table_entry is 16):
 /// <see cref="Value"/> is the 32-bit pool handle of the stored object, or for a same-filled page 0 (the zero
-/// page) or the handle of a pool word holding the repeated 8-byte value (<see cref="ZsAlloc.ZsPool.StoreWord"/>);
+/// page), the repeated value itself when its two 32-bit halves are equal (<see cref="SlotInfo.SameInSlot"/>), or else
+/// the handle of a pool word holding the repeated 8-byte value (<see cref="ZsAlloc.ZsPool.StoreWord"/>);
 /// for a written-back slot, the block in the backing file; <see cref="Info"/> packs the stored size, the flags
 /// and the slot's own lock bit (<see cref="SlotInfo"/>).
 /// </summary>
@@ -26,7 +27,8 @@ internal struct Slot
 ///   18..19 idle age, 20 <see cref="Recompressed"/>, 21 <see cref="WrittenBack"/> (then <see cref="Slot.Value"/> is
 ///          the block in the backing file)
 ///   22     <see cref="Deduped"/>: the value is a dedup entry id
-///   23..30 spare
+///   23     <see cref="SameInSlot"/>: a same-filled page's value is in the slot
+///   24..30 spare
 ///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
 /// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
@@ -37,7 +39,10 @@ internal static class SlotInfo
     /// <summary>The slot holds data (a pool object or a same-filled value). Clear: unwritten or trimmed.</summary>
     public const uint Written = 1u << 13;
 
-    /// <summary>The page is one 8-byte value repeated: <see cref="Slot.Value"/> is 0 for zeros, else a pool word.</summary>
+    /// <summary>
+    /// The page is one 8-byte value repeated: <see cref="Slot.Value"/> is 0 for zeros, the value's low half with
+    /// <see cref="SameInSlot"/>, else a pool word.
+    /// </summary>
     public const uint Same = 1u << 14;
 
     /// <summary>The page did not compress below the pool's huge class size and is stored raw (4096 bytes).</summary>
@@ -76,12 +81,21 @@ internal static class SlotInfo
     /// </summary>
     public const uint Deduped = 1u << 22;
 
+    /// <summary>
+    /// With <see cref="Same"/>: the repeated 8-byte value is <see cref="Slot.Value"/> twice over (all ones, a repeated
+    /// 32-bit integer), so it needs no pool word. The kernel keeps any value in its slot, whose handle field has 64 bits.
+    /// </summary>
+    public const uint SameInSlot = 1u << 23;
+
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);
 
     public static uint Raw() => Written | Huge | 4096;
 
     public static uint SameFilled() => Written | Same;
+
+    /// <summary>A same-filled page whose value is <see cref="Slot.Value"/> in both halves (never zero: zeros are <see cref="SameFilled"/> with value 0).</summary>
+    public static uint SameFilledInSlot() => Written | Same | SameInSlot;
 
     public static int Size(uint info) => (int)(info & SizeMask);
 
@@ -113,9 +127,9 @@ internal static class SlotInfo
     public static int UsesDictionary(uint info)
         => (info & (Written | Same | Deduped)) == Written && Algorithm(info) == CompressionAlgorithm.ZstdDictionary ? 1 : 0;
 
-    /// <summary>A same-filled page whose value is in a pool word (non-zero value).</summary>
-    public static bool HasWord(uint info, uint value) => (info & (Written | Same)) == (Written | Same) && value != 0;
+    /// <summary>A same-filled page whose value is in a pool word (non-zero, halves unequal).</summary>
+    public static bool HasWord(uint info, uint value) => (info & (Written | Same | SameInSlot)) == (Written | Same) && value != 0;
 
     /// <summary>Reads as zeros without touching the pool: never written, trimmed, or a same-filled zero page.</summary>
-    public static bool IsZero(uint info, uint value) => (info & Written) == 0 || ((info & Same) != 0 && value == 0);
+    public static bool IsZero(uint info, uint value) => (info & Written) == 0 || ((info & (Same | SameInSlot)) == Same && value == 0);
 }

@@ -17,7 +17,8 @@ namespace ZramDaemon.Device;
 /// Data structure
 ///   The device is <see cref="SlotTable"/>: one 8-byte <see cref="Slot"/> per 4 KiB block (a 32-bit pool handle and
 ///   a 32-bit info word whose top bit is the slot's lock). A slot is unwritten (reads as zeros), same-filled (one
-///   8-byte value repeated: nothing for zeros, else the value in a pool word, a handle cell with no object),
+///   8-byte value repeated: nothing for zeros, the value in the slot when its halves are equal, else in a pool word, a
+///   handle cell with no object),
 ///   compressed (a <see cref="ZsPool"/> object of the compressed size, with the algorithm recorded in the slot), or
 ///   huge (did not compress below the pool's huge class size: the raw 4096 bytes in a pool object).
 ///
@@ -1051,7 +1052,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <paramref name="error"/> (and the handle) once the allocation was made or failed for another reason than room.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private bool FreePagesByWriteback(int size, long limit, ref bool wroteBack, out uint handle, out NbdError error)
+    private bool FreePagesByWriteback(PoolRequest request, long limit, ref bool wroteBack, out uint handle, out NbdError error)
     {
         handle = 0;
         error = NbdError.NoSpace;
@@ -1102,7 +1103,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 CompactCore("mem_limit");
             }
 
-            if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+            if (TryAllocateWithin(request, limit, out handle, out error) || error != NbdError.NoSpace)
             {
                 return true;
             }
@@ -1282,25 +1283,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// by itself. No compaction here: a later pass will try again.</summary>
     private bool TryAllocateForRecompression(int size, out uint handle)
     {
-        try
-        {
-            handle = _pool.Malloc(size);
-        }
-        catch (OutOfMemoryException)
-        {
-            handle = 0;
-            return false;
-        }
-
         long limit = Interlocked.Read(ref _memLimit);
-        if (limit > 0 && MemUsedTotal > limit)
-        {
-            _pool.Free(handle);
-            handle = 0;
-            return false;
-        }
-
-        return true;
+        return limit == 0
+            ? Take(PoolRequest.ForObject(size), out handle) == NbdError.None
+            : TryAllocateWithin(PoolRequest.ForObject(size), limit, out handle, out _);
     }
 
     private bool InRange(long offset, long length)
@@ -1375,7 +1361,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Same) != 0)
         {
-            FillSame(page, value == 0 ? 0 : _pool.ReadWord(value));
+            FillSame(page, (info & SlotInfo.SameInSlot) != 0 ? ((ulong)value << 32) | value : value == 0 ? 0 : _pool.ReadWord(value));
             return NbdError.None;
         }
 
@@ -1482,10 +1468,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         uint value;
         if (IsSameFilled(page, out ulong element))
         {
-            info = SlotInfo.SameFilled();
-            if (!TryStoreWord(element, out value))
+            NbdError error = StoreSameFilled(element, out value, out info);
+            if (error != NbdError.None)
             {
-                return NbdError.NoMemory;
+                return error;
             }
         }
         else if (_dedup is not null)
@@ -1508,7 +1494,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             using CompressionStreamLease lease = compressor.Acquire();
             int n = lease.Stream.Compress(page, _maxCompressedSize);
             ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
-            NbdError error = Allocate(data.Length, out value);
+            NbdError error = Allocate(PoolRequest.ForObject(data.Length), out value);
             if (error != NbdError.None)
             {
                 return error;
@@ -1562,7 +1548,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         huge = n == 0;
         ReadOnlySpan<byte> data = n > 0 ? candidate[..n] : page;
-        NbdError error = Allocate(data.Length, out uint stored);
+        NbdError error = Allocate(PoolRequest.ForObject(data.Length), out uint stored);
         if (error != NbdError.None)
         {
             value = 0;
@@ -1618,25 +1604,21 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return false;
     }
 
-    /// <summary>A same-filled page's value: nothing for zeros, else a pool word (8 bytes, no object).</summary>
-    private bool TryStoreWord(ulong element, out uint value)
+    /// <summary>
+    /// A same-filled page's value: in the slot when its halves are equal (zeros, all ones, a repeated 32-bit integer),
+    /// else in a pool word (a handle cell, no object), which counts against the memory limit like an object.
+    /// </summary>
+    private NbdError StoreSameFilled(ulong element, out uint value, out uint info)
     {
-        if (element == 0)
+        if ((uint)element == (uint)(element >> 32))
         {
-            value = 0;
-            return true;
+            value = (uint)element;
+            info = value == 0 ? SlotInfo.SameFilled() : SlotInfo.SameFilledInSlot();
+            return NbdError.None;
         }
 
-        try
-        {
-            value = _pool.StoreWord(element);
-            return true;
-        }
-        catch (OutOfMemoryException)
-        {
-            value = 0;
-            return false;
-        }
+        info = SlotInfo.SameFilled();
+        return Allocate(PoolRequest.ForWord(element), out value);
     }
 
     private void Swap(int index, uint info, uint value, bool lockHeld, out uint oldInfo, out uint oldValue)
@@ -1699,16 +1681,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _counters.Replace(oldInfo, 0);
     }
 
-    private NbdError Allocate(int size, out uint handle)
+    /// <summary>Takes what <paramref name="request"/> asks of the pool, within the memory limit (see the header).</summary>
+    private NbdError Allocate(PoolRequest request, out uint handle)
     {
-        try
+        NbdError error = Take(request, out handle);
+        if (error != NbdError.None)
         {
-            handle = _pool.Malloc(size);
-        }
-        catch (OutOfMemoryException)
-        {
-            handle = 0;
-            return NbdError.NoMemory;
+            return error;
         }
 
         long limit = Interlocked.Read(ref _memLimit);
@@ -1727,35 +1706,39 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return NbdError.None;
         }
 
-        _pool.Free(handle);
-        return AllocateAfterCompaction(size, limit, out handle);
+        GiveBack(request, handle);
+        return AllocateAfterCompaction(request, limit, out handle);
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError AllocateAfterCompaction(int size, long limit, out uint handle)
+    private NbdError AllocateAfterCompaction(PoolRequest request, long limit, out uint handle)
     {
         // First what is only waiting to be freed (trimmed and overwritten pages), which is cheap.
         _pool.FlushDeferred();
-        if (TryAllocateWithin(size, limit, out handle, out NbdError error) || error != NbdError.NoSpace)
+        if (TryAllocateWithin(request, limit, out handle, out NbdError error) || error != NbdError.NoSpace)
         {
             return error;
         }
 
         // Then, with a backing file, room in the class this object needs: a swap user gets slower reads, not ENOSPC.
+        // A word needs a handle cell, which any object written back gives up.
         bool wroteBack = false;
         if (_backing is not null)
         {
-            int classIndex = _pool.ClassIndexOf(size);
-            for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex) == WritebackOutcome.WrittenBack; attempt++)
+            if (!request.IsWord)
             {
-                wroteBack = true;
-                if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+                int classIndex = _pool.ClassIndexOf(request.Size);
+                for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex) == WritebackOutcome.WrittenBack; attempt++)
                 {
-                    return error;
+                    wroteBack = true;
+                    if (TryAllocateWithin(request, limit, out handle, out error) || error != NbdError.NoSpace)
+                    {
+                        return error;
+                    }
                 }
             }
 
-            if (FreePagesByWriteback(size, limit, ref wroteBack, out handle, out error))
+            if (FreePagesByWriteback(request, limit, ref wroteBack, out handle, out error))
             {
                 return error;
             }
@@ -1769,7 +1752,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             long freed = CompactCore("mem_limit");
             Interlocked.Exchange(ref _futileLimitCompaction, freed == 0 ? now : 0);
-            if (TryAllocateWithin(size, limit, out handle, out error) || error != NbdError.NoSpace)
+            if (TryAllocateWithin(request, limit, out handle, out error) || error != NbdError.NoSpace)
             {
                 return error;
             }
@@ -1777,6 +1760,34 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         ZramDeviceLog.LimitReached(_logger, Name, MemUsedTotal, limit);
         return NbdError.NoSpace;
+    }
+
+    /// <summary>An object of the request's size, or a handle cell holding its word; NoMemory when the pool has no room left at all.</summary>
+    private NbdError Take(PoolRequest request, out uint handle)
+    {
+        try
+        {
+            handle = request.IsWord ? _pool.StoreWord(request.Word) : _pool.Malloc(request.Size);
+            return NbdError.None;
+        }
+        catch (OutOfMemoryException)
+        {
+            handle = 0;
+            return NbdError.NoMemory;
+        }
+    }
+
+    /// <summary>Undoes <see cref="Take"/>: what the pool's metadata grew by for it goes too (a new handle cell).</summary>
+    private void GiveBack(PoolRequest request, uint handle)
+    {
+        if (request.IsWord)
+        {
+            _pool.RetractWord(handle);
+        }
+        else
+        {
+            _pool.Retract(handle);
+        }
     }
 
     /// <summary>Whether <paramref name="bytes"/> more stay within the limit (or no limit is set): the deferred-free
@@ -1791,26 +1802,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
 
     /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
-    private bool TryAllocateWithin(int size, long limit, out uint handle, out NbdError error)
+    private bool TryAllocateWithin(PoolRequest request, long limit, out uint handle, out NbdError error)
     {
-        try
+        error = Take(request, out handle);
+        if (error != NbdError.None)
         {
-            handle = _pool.Malloc(size);
-        }
-        catch (OutOfMemoryException)
-        {
-            handle = 0;
-            error = NbdError.NoMemory;
             return false;
         }
 
         if (MemUsedTotal <= limit)
         {
-            error = NbdError.None;
             return true;
         }
 
-        _pool.Free(handle);
+        GiveBack(request, handle);
         handle = 0;
         error = NbdError.NoSpace;
         return false;

@@ -5,11 +5,24 @@ namespace ZramDaemon.Tests.Device;
 /// <summary>Test data of the kinds a zram device meets: text, random (incompressible), zero and same-filled pages.</summary>
 internal static class DevicePages
 {
+    private const int PageSize = ZramDaemon.Device.ZramDevice.PageSize;
+
     private static readonly Lazy<byte[][]> Text = new(() => CompressorTests.TextPages(256));
 
     public static byte[] TextPage(int i) => Text.Value[i % Text.Value.Length];
 
-    /// <summary>A mixed buffer of <paramref name="length"/> bytes: runs of text, random bytes, zeros and one repeated word.</summary>
+    /// <summary>A page of <paramref name="value"/> repeated.</summary>
+    public static byte[] SameFilled(ulong value)
+    {
+        var page = new byte[PageSize];
+        System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(page.AsSpan()).Fill(value);
+        return page;
+    }
+
+    /// <summary>
+    /// A mixed buffer of <paramref name="length"/> bytes: runs of text, random bytes, zeros and one repeated word (half
+    /// the time a repeated 32-bit value, which a slot holds itself; else one that takes a pool word).
+    /// </summary>
     public static byte[] Mixed(Random random, int length)
     {
         var data = new byte[length];
@@ -37,7 +50,8 @@ internal static class DevicePages
                     span.Clear();
                     break;
                 default:
-                    System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(span).Fill((ulong)random.NextInt64());
+                    ulong word = (ulong)random.NextInt64();
+                    System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ulong>(span).Fill(random.Next(2) == 0 ? word : (word << 32) | (uint)word);
                     break;
             }
 

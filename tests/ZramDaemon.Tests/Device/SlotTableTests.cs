@@ -16,7 +16,7 @@ public class SlotTableTests
     }
 
     [Fact]
-    public void Info_fields_do_not_overlap_and_bits_22_to_30_stay_free()
+    public void Info_fields_do_not_overlap_and_bits_24_to_30_stay_free()
     {
         uint algorithms = 0;
         foreach (CompressionAlgorithm algorithm in Enum.GetValues<CompressionAlgorithm>())
@@ -30,7 +30,8 @@ public class SlotTableTests
         uint[] fields =
         [
             SlotInfo.SizeMask, SlotInfo.Written, SlotInfo.Same, SlotInfo.Huge, 3u << 16,
-            SlotInfo.IdleAgeMask, SlotInfo.Recompressed, SlotInfo.WrittenBack, SlotInfo.Locked,
+            SlotInfo.IdleAgeMask, SlotInfo.Recompressed, SlotInfo.WrittenBack, SlotInfo.Deduped, SlotInfo.SameInSlot,
+            SlotInfo.Locked,
         ];
         uint used = 0;
         foreach (uint field in fields)
@@ -41,10 +42,10 @@ public class SlotTableTests
 
         Assert.Equal(0u, algorithms & ~(3u << 16));
         // What comes next (dedup, ...) builds on these: nothing here may take them.
-        const uint spare = ((1u << 9) - 1) << 22;
+        const uint spare = ((1u << 7) - 1) << 24;
         Assert.Equal(0u, used & spare);
         Assert.Equal(uint.MaxValue, used | spare);
-        Assert.Equal(0u, (SlotInfo.Raw() | SlotInfo.SameFilled()) & (spare | SlotInfo.Locked));
+        Assert.Equal(0u, (SlotInfo.Raw() | SlotInfo.SameFilled() | SlotInfo.SameFilledInSlot()) & (spare | SlotInfo.Locked));
     }
 
     [Fact]

@@ -141,12 +141,71 @@ public class ZramDeviceMemoryTests
         var random = new byte[Page];
         new Random(1).NextBytes(random);
         Assert.Equal(NbdError.NoSpace, device.Write(100L * Page, random, fua: false));
-        // Same-filled pages need no memory and are always accepted.
+        // Same-filled pages whose value fits in the slot (zeros, all ones, a repeated 32-bit value) need no memory and
+        // are always accepted.
         Assert.Equal(NbdError.None, device.Write(101L * Page, new byte[Page], fua: false));
+        Assert.Equal(NbdError.None, device.Write(102L * Page, DevicePages.SameFilled(ulong.MaxValue), fua: false));
+        Assert.Equal(NbdError.None, device.Write(103L * Page, DevicePages.SameFilled(0x0000_0007_0000_0007UL), fua: false));
         device.SetMemLimit(0);
         Assert.Equal(NbdError.None, device.Write(100L * Page, random, fua: false));
         Assert.Equal(0, device.GetStats().MemLimit);
         Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(-1));
+    }
+
+    /// <summary>
+    /// A same-filled page whose value does not fit in its slot takes a pool word, a handle cell of 8 bytes, which
+    /// counts in mem_used_total like an object: at the limit, with no backing file to make room in, it fails with
+    /// ENOSPC and the slot keeps its old contents. Words were stored whatever the limit, 8 bytes past it each.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_a_same_filled_page_that_needs_a_pool_word_fails_with_ENOSPC_and_keeps_the_old_contents()
+    {
+        const int pages = 2048;
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "words", DiskSize = 16L << 20, CompactThresholdPages = 0 },
+            NullLoggerFactory.Instance);
+        for (int i = 0; i < 64; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        device.Compact();
+        long limit = device.MemUsedTotal + 4096; // room for 512 more cells, not for 2048
+        device.SetMemLimit(limit);
+        int refused = -1;
+        for (int i = 0; i < pages; i++)
+        {
+            long offset = (64L + i) * Page;
+            NbdError error = device.Write(offset, DevicePages.SameFilled(0x5A00_0000_0000_0000UL | (uint)i), fua: false);
+            Assert.True(device.MemUsedTotal <= limit, $"mem_used_total {device.MemUsedTotal} past the limit {limit} after word {i}");
+            if (error == NbdError.NoSpace)
+            {
+                refused = i;
+                break;
+            }
+
+            Assert.Equal(NbdError.None, error);
+        }
+
+        Assert.True(refused > 0, "every word was stored: they did not count against the limit");
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read((64L + refused) * Page, back));
+        Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0, "the refused write changed its slot");
+        // Over an object, a refused word leaves the object.
+        Assert.Equal(NbdError.NoSpace, device.Write(5L * Page, DevicePages.SameFilled(0x5B00_0000_0000_0001UL), fua: false));
+        Assert.Equal(NbdError.None, device.Read(5L * Page, back));
+        Assert.Equal(DevicePages.TextPage(5), back);
+        // A value that fits in the slot still goes in; every word stored reads back.
+        Assert.Equal(NbdError.None, device.Write((64L + refused) * Page, DevicePages.SameFilled(0x0101_0101_0101_0101UL), fua: false));
+        Assert.Equal(NbdError.None, device.Read((64L + refused) * Page, back));
+        Assert.Equal(DevicePages.SameFilled(0x0101_0101_0101_0101UL), back);
+        for (int i = 0; i < refused; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((64L + i) * Page, back));
+            Assert.Equal(DevicePages.SameFilled(0x5A00_0000_0000_0000UL | (uint)i), back);
+        }
+
+        Assert.Equal(refused, device.GetPoolStats().Words);
+        Assert.Equal(2, device.GetStats().FailedWrites);
     }
 
     [Fact]

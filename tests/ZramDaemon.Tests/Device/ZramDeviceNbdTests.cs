@@ -36,7 +36,8 @@ public sealed class ZramDeviceNbdTests : IAsyncLifetime
         string back = Path.Combine(_directory, "back.img");
         byte[] data = DevicePages.Mixed(new Random(21), 24 << 20);
         data.AsSpan(16 << 20, 8 << 20).Clear(); // an 8 MiB run of zeros in the middle...
-        data.AsSpan(0, 4096).Fill(0x41);        // ...and data at the start, so the map is known
+        data.AsSpan(0, 4096).Fill(0x41);        // ...and data at the start and just before the run, so the map is known
+        data.AsSpan((16 << 20) - 4096, 4096).Fill(0x42);
         await File.WriteAllBytesAsync(source, data);
         await using (FileStream file = File.OpenWrite(source))
         {

@@ -26,6 +26,55 @@ public class ZramDeviceTests
         Assert.True(stats.MetadataBytes >= (4L << 20) / Page * 8, "the 8-byte slot table is part of the metadata");
     }
 
+    /// <summary>
+    /// A same-filled value whose two 32-bit halves are equal (all ones, a repeated int) is kept in the slot, as the
+    /// kernel keeps every value in its slot: no pool word. It reads back, is data to block status, survives a partial
+    /// write and handle compaction, and a value differing in one half still takes a word.
+    /// </summary>
+    [Theory]
+    [InlineData(0xFFFF_FFFF_FFFF_FFFFUL)]
+    [InlineData(0x0000_0001_0000_0001UL)]
+    [InlineData(0x8000_0000_8000_0000UL)]
+    [InlineData(0x5A5A_5A5A_5A5A_5A5AUL)]
+    public void A_same_filled_value_whose_halves_are_equal_is_kept_in_the_slot(ulong value)
+    {
+        using ZramDevice device = Create();
+        byte[] pattern = DevicePages.SameFilled(value);
+        Assert.Equal(NbdError.None, device.Write(Page, pattern, fua: false));
+        Assert.Equal(NbdError.None, device.Write(2 * Page, DevicePages.SameFilled(value ^ (1UL << 32)), fua: false));
+        ZramStats stats = device.GetStats();
+        Assert.Equal(2, stats.SamePages);
+        Assert.Equal(1, device.GetPoolStats().Words); // the second page's only
+        Assert.Equal(0, device.GetPoolStats().Objects);
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(pattern, back);
+        Assert.Equal(NbdError.None, device.Read(2 * Page, back));
+        Assert.Equal(DevicePages.SameFilled(value ^ (1UL << 32)), back);
+        var extents = new BlockExtent[4];
+        Assert.Equal(2, device.GetExtents(0, 2 * Page, extents));
+        Assert.Equal(new BlockExtent(Page, ExtentFlags.Allocated), extents[1]);
+
+        device.Compact(); // moves pool words' handles; the value in the slot is no handle
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(pattern, back);
+
+        // A partial write reads the value from the slot, then the page is compressed.
+        var part = new byte[512];
+        part.AsSpan().Fill(0x33);
+        Assert.Equal(NbdError.None, device.Write(Page + 1024, part, fua: false));
+        part.CopyTo(pattern, 1024);
+        Assert.Equal(NbdError.None, device.Read(Page, back));
+        Assert.Equal(pattern, back);
+        Assert.Equal(1, device.GetStats().SamePages);
+        Assert.Equal(1, device.GetPoolStats().Words);
+
+        Assert.Equal(NbdError.None, device.Write(3 * Page, DevicePages.SameFilled(value), fua: false));
+        Assert.Equal(NbdError.None, device.Trim(0, 4 * Page));
+        Assert.Equal(0, device.GetStats().SamePages);
+        Assert.Equal(0, device.GetPoolStats().Words);
+    }
+
     [Fact]
     public void Same_filled_pages_are_stored_without_allocating_a_pool_object()
     {

@@ -211,6 +211,43 @@ public sealed class WritebackTests : IDisposable
     }
 
     /// <summary>
+    /// At the limit, a same-filled page whose value needs a pool word (8 bytes of handle cell) makes room as an object
+    /// does: objects written back give up their cells and pages, and every write succeeds under the limit.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_same_filled_pages_that_need_pool_words_write_others_back_instead_of_failing()
+    {
+        const long limit = 1L << 20;
+        using ZramDevice device = CreateLeftAlone(limit);
+        var random = new Random(5);
+        var model = new byte[4096][];
+        int i = 0;
+        for (; device.MemUsedTotal < limit - (16 << 10); i++)
+        {
+            model[i] = RandomPage(random);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+        }
+
+        long writtenBack = device.GetStats().BdCount;
+        for (; i < model.Length; i++)
+        {
+            model[i] = DevicePages.SameFilled(0x5A00_0000_0000_0000UL | (uint)i);
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            Assert.True(device.MemUsedTotal <= limit, $"mem_used_total {device.MemUsedTotal} past the limit after slot {i}");
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.Equal(0, stats.FailedWrites);
+        Assert.True(stats.BdCount > writtenBack, "nothing was written back to make room for the words");
+        var back = new byte[Page];
+        for (i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+    }
+
+    /// <summary>
     /// As above, with the pool full of one size class at a time across the range: a huge page must write back
     /// whichever class the pool holds. The device skips zeroing its locals, and the search through the classes
     /// once kept its "nothing left in this class" flags in a stackalloc it never cleared: whatever earlier calls
