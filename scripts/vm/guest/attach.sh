@@ -53,10 +53,12 @@ zt attach.memfill_rc "$rc"
 # flags field of /proc/PID/task/TID/stat, the 7th after the command name).
 threads=0
 ordinary=
+# A thread that ends between the listing and the read of its files is skipped (it once showed as two empty names).
 for t in /proc/$(cat /tmp/zramd.pid)/task/*; do
-  flags=$(sed 's/.*) //' "$t/stat" | cut -d' ' -f7)
+  stat=$(cat "$t/stat" 2>/dev/null) && comm=$(cat "$t/comm" 2>/dev/null) || continue
+  flags=$(echo "$stat" | sed 's/.*) //' | cut -d' ' -f7)
   threads=$((threads + 1))
-  [ $((flags & 0x80000)) -ne 0 ] || ordinary="$ordinary$(cat "$t/comm" | tr ' ' _),"
+  [ $((flags & 0x80000)) -ne 0 ] || ordinary="$ordinary$(echo "$comm" | tr ' ' _),"
 done
 zt attach.daemon_threads "$threads"
 zt attach.daemon_threads_not_io_flusher "${ordinary:-none}"

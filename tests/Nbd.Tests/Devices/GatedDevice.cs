@@ -24,6 +24,18 @@ public sealed class GatedDevice(IBlockDevice inner, bool writes = false) : IBloc
 
     public void Open() => _gate.Set();
 
+    /// <summary>Waits (30 s at most) until <paramref name="count"/> requests are blocked at the gate: a reply can
+    /// reach the client before a request sent with it has got this far.</summary>
+    public async Task WaitUntilWaitingAsync(int count)
+    {
+        for (int i = 0; i < 3000 && Waiting != count; i++)
+        {
+            await Task.Delay(10);
+        }
+
+        Assert.Equal(count, Waiting);
+    }
+
     public NbdError Read(long offset, Span<byte> destination)
     {
         if (!writes)

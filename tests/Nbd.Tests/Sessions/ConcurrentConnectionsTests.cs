@@ -43,12 +43,7 @@ public sealed class ConcurrentConnectionsTests
             await blocked.SendRequestAsync(CommandType.Read, i, i * Block, Block);
         }
 
-        for (int i = 0; i < 1000 && gated.Waiting < 4; i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.Equal(4, gated.Waiting);
+        await gated.WaitUntilWaitingAsync(4);
 
         // The other connection's writes and flushes (not gated) are answered while those reads wait.
         byte[] payload = Pattern(7, 1);

@@ -118,7 +118,7 @@ public sealed class ReadTurnTests
         var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
         Assert.Equal(2UL, read.Handle);
         Assert.Equal(NbdError.None, read.Error);
-        Assert.Equal(1, gated.Waiting);
+        await gated.WaitUntilWaitingAsync(1); // the read's reply can come before the write's thread reaches the gate
         Assert.Equal(0, server.Server.ReadTurnKicks);
 
         gated.Open();
@@ -148,12 +148,7 @@ public sealed class ReadTurnTests
         // Alone in flight with nothing behind it: its thread keeps the turn, and then waits at the gate.
         await Task.Delay(100);
         await client.SendRequestAsync(CommandType.Read, 1, 0, Block);
-        for (int i = 0; i < 3000 && gated.Waiting < 1; i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.Equal(1, gated.Waiting);
+        await gated.WaitUntilWaitingAsync(1);
 
         // Sent only now, so no thread saw it coming: the watchdog has to wake one to read it.
         payload[7] = 7;

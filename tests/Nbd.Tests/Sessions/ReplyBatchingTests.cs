@@ -81,7 +81,7 @@ public sealed class ReplyBatchingTests
             await client.SendRequestAsync(CommandType.Read, (ulong)i, (ulong)i * 4096, 4096);
         }
 
-        await WaitUntilAsync(() => gated.Waiting == HeldReads);
+        await gated.WaitUntilWaitingAsync(HeldReads);
     }
 
     private static async Task<HashSet<ulong>> ReadRepliesAsync(RawClient client, int count, int dataLength)
@@ -95,15 +95,5 @@ public sealed class ReplyBatchingTests
         }
 
         return handles;
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (int i = 0; i < 3000 && !condition(); i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.True(condition());
     }
 }

@@ -125,7 +125,7 @@ public class TransmissionConversationTests
         await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
         await client.SendRequestAsync(CommandType.Disconnect, 2, 0, 0);
         await client.SendRequestAsync(CommandType.Read, 3, 0, 4096); // a client must not do this; it is ignored
-        await WaitUntilAsync(() => gated.Waiting == 1);
+        await gated.WaitUntilWaitingAsync(1);
         gated.Open();
 
         var reply = (await client.ReadSimpleReplyAsync(4096))!.Value;
@@ -144,7 +144,7 @@ public class TransmissionConversationTests
         Assert.Equal(1, server.Server.GetConnectionCount("mem"));
 
         await client.SendRequestAsync(CommandType.Read, 1, 0, 4096);
-        await WaitUntilAsync(() => gated.Waiting == 1);
+        await gated.WaitUntilWaitingAsync(1);
         Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(20));
         await client.SendRequestAsync(CommandType.Write, 2, 0, 512, 0, new byte[512]);
         var refused = (await client.ReadSimpleReplyAsync())!.Value;
@@ -223,7 +223,7 @@ public class TransmissionConversationTests
             await client.SendRequestAsync(CommandType.Read, i, i * 4096, 4096);
         }
 
-        await WaitUntilAsync(() => gated.Waiting == 4);
+        await gated.WaitUntilWaitingAsync(4);
         await Task.Delay(200);
         Assert.Equal(4, gated.Waiting); // the other six wait unread in the socket
 
@@ -259,15 +259,5 @@ public class TransmissionConversationTests
         Socket server = listener.Accept();
         File.Delete(path);
         return (server, client);
-    }
-
-    private static async Task WaitUntilAsync(Func<bool> condition)
-    {
-        for (int i = 0; i < 1000 && !condition(); i++)
-        {
-            await Task.Delay(10);
-        }
-
-        Assert.True(condition());
     }
 }
