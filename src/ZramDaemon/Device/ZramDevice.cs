@@ -402,6 +402,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>The pool's deferred-free byte budget, as <see cref="DeferredFreeBudget"/> set it from the limit.</summary>
     internal long DeferredFreeByteBudget => _pool.DeferredFreeByteBudget;
 
+    /// <summary>The slot table, for tests that hold a slot's lock as a request does.</summary>
+    internal SlotTable Slots => _slots;
+
     /// <summary>
     /// What objects waiting for a deferred free may hold: half the room between the compaction watermark and the
     /// limit, so that with live data at the watermark, garbage alone never takes the pool to the limit (where a
@@ -1975,7 +1978,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>A slot records the algorithm of the compressor that wrote it, which was registered here first.</summary>
-    private Compressor DecompressorFor(CompressionAlgorithm algorithm) => Volatile.Read(ref _decompressors[(int)algorithm])!;
+    internal Compressor DecompressorFor(CompressionAlgorithm algorithm) => Volatile.Read(ref _decompressors[(int)algorithm])!;
 
     /// <summary>page_same_filled: the page is one 8-byte value repeated (most often zero).</summary>
     internal static bool IsSameFilled(ReadOnlySpan<byte> page, out ulong value)

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
+using ZramDaemon.Compression;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Recompression;
 using ZramDaemon.Tests.Daemon;
@@ -46,6 +47,63 @@ public class RecompressionTests
             Assert.Equal(NbdError.None, device.Read((long)(firstPage + i) * Page, back));
             Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"page {firstPage + i} reads back different");
         }
+    }
+
+    /// <summary>
+    /// The recompressor gives its stream back before it takes the slot's lock again, because a reader holding that
+    /// lock may be waiting for the very same stream: zstd decodes with a stream, and the recompressor's single zstd
+    /// stream also decodes the slots written with zstd after <see cref="ZramDevice.SetAlgorithm"/>. The test plays
+    /// that reader. It takes the slot's lock right after the recompressor's first hold (which marks the slot), waits
+    /// while the recompressor compresses, then asks for the stream. Session 18 found the recompressor keeping its
+    /// stream while it waited for the lock: both waited for ever, and the all-features test hung about one run in nine.
+    /// An attempt counts only if the test got the lock between the two holds and the page was then recompressed.
+    /// </summary>
+    [Fact]
+    public async Task The_recompressor_gives_its_stream_back_before_it_locks_the_slot_again()
+    {
+        using ZramDevice device = Create("zstd:19");
+        device.SetAlgorithm("zstd:1");
+        Compressor decoder = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        int contested = 0;
+        byte[] page = [];
+        for (int attempt = 0; attempt < 40 && contested < 3; attempt++)
+        {
+            page = DevicePages.TextPage(attempt);
+            Assert.Equal(NbdError.None, device.Write(0, page, fua: false));
+            uint before = device.Slots.PeekValue(0);
+            Task<RecompressOutcome> recompress = Task.Factory.StartNew(
+                () => device.RecompressSlot(0, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            SpinWait.SpinUntil(() => (device.Slots.PeekInfo(0) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted);
+            device.Slots.Lock(0);
+            bool between = !recompress.IsCompleted && device.Slots.Value(0) == before;
+            bool gotStream;
+            if (between)
+            {
+                await Task.Delay(50); // the recompressor takes the stream and compresses meanwhile (about 2 ms at zstd:19)
+                Task reader = Task.Factory.StartNew(
+                    () => { using CompressionStreamLease lease = decoder.Acquire(); }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                gotStream = await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(5))) == reader;
+                device.Slots.Unlock(0);
+                await reader;
+            }
+            else
+            {
+                gotStream = true;
+                device.Slots.Unlock(0);
+            }
+
+            RecompressOutcome outcome = await recompress.WaitAsync(TimeSpan.FromSeconds(30));
+            Assert.True(gotStream, "a thread holding the slot's lock waited for the stream, which the recompressor held while it waited for that lock");
+            if (between && outcome == RecompressOutcome.Recompressed)
+            {
+                contested++;
+            }
+        }
+
+        Assert.True(contested >= 3, $"only {contested} attempts had the recompressor between its two holds of the slot's lock");
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.True(back.AsSpan().SequenceEqual(page), "the recompressed page reads back different");
     }
 
     [Fact]
