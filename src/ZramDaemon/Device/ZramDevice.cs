@@ -1285,12 +1285,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
     /// by itself. No compaction here: a later pass will try again.</summary>
     private bool TryAllocateForRecompression(int size, out uint handle)
-    {
-        long limit = Interlocked.Read(ref _memLimit);
-        return limit == 0
-            ? Take(PoolRequest.ForObject(size), out handle) == NbdError.None
-            : TryAllocateWithin(PoolRequest.ForObject(size), limit, out handle, out _);
-    }
+        => TryAllocateWithin(PoolRequest.ForObject(size), Interlocked.Read(ref _memLimit), out handle, out _);
 
     private bool InRange(long offset, long length)
         => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
@@ -1687,19 +1682,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Takes what <paramref name="request"/> asks of the pool, within the memory limit (see the header).</summary>
     private NbdError Allocate(PoolRequest request, out uint handle)
     {
-        NbdError error = Take(request, out handle);
-        if (error != NbdError.None)
-        {
-            return error;
-        }
-
         long limit = Interlocked.Read(ref _memLimit);
-        if (limit == 0)
-        {
-            return NbdError.None;
-        }
-
-        if (MemUsedTotal <= limit)
+        if (TryAllocateWithin(request, limit, out handle, out NbdError error))
         {
             if (PastWatermark(limit))
             {
@@ -1709,8 +1693,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return NbdError.None;
         }
 
-        GiveBack(request, handle);
-        return AllocateAfterCompaction(request, limit, out handle);
+        return error == NbdError.NoSpace ? AllocateAfterCompaction(request, limit, out handle) : error;
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -1804,7 +1787,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Whether a limit is set and mem_used_total is at or past its compaction watermark.</summary>
     private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
 
-    /// <summary>Allocates if the result stays within the limit; error is NoSpace when it would not.</summary>
+    /// <summary>Allocates if the result stays within <paramref name="limit"/> (0: none); error is NoSpace when it would
+    /// not, and what the allocation took is retracted.</summary>
     private bool TryAllocateWithin(PoolRequest request, long limit, out uint handle, out NbdError error)
     {
         error = Take(request, out handle);
@@ -1813,7 +1797,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return false;
         }
 
-        if (MemUsedTotal <= limit)
+        if (limit == 0 || MemUsedTotal <= limit)
         {
             return true;
         }
