@@ -230,11 +230,7 @@ public class HandshakeConversationTests
 
         await client.SendRequestAsync(CommandType.Disconnect, 1, 0, 0);
         Assert.True(await client.IsClosedByServerAsync());
-        for (int i = 0; i < 500 && server.Server.GetConnectionCount("mem") > 0; i++)
-        {
-            await Task.Delay(10);
-        }
-
+        Assert.True(await Poll.UntilAsync(() => server.Server.GetConnectionCount("mem") == 0), "the closed connection stayed counted");
         Assert.True(server.Server.TryClaimExport("mem", out connections));
         Assert.Equal(0, connections);
     }

@@ -63,8 +63,10 @@ public sealed class ReadTurnTests
         }
 
         // The first few may move while the other threads start and go to sleep; after that only the watchdog
-        // moves it, when a request (preempted on a loaded machine) ran an interval or more. With a wake-up per
-        // request it moved on about half of the requests.
+        // moves it, when a request (preempted on a loaded machine) ran an interval or more, and a kick may move it
+        // twice: the woken thread reads the next request, and the stalled one, back on a CPU, takes the free turn
+        // (or sees the reply still in flight and hands the turn on). With a wake-up per request it moved on about
+        // half of the requests.
         int changes = 0;
         for (int i = 1; i < threads.Length; i++)
         {
@@ -72,7 +74,7 @@ public sealed class ReadTurnTests
         }
 
         Assert.True(kicks <= Requests / 4, $"the watchdog woke a reader {kicks} times in {Requests} requests");
-        Assert.True(changes <= 10 + kicks, $"the read turn changed threads {changes} times in {Requests} requests at queue depth 1 ({kicks} kicks)");
+        Assert.True(changes <= 10 + (2 * kicks), $"the read turn changed threads {changes} times in {Requests} requests at queue depth 1 ({kicks} kicks)");
     }
 
     [Fact]

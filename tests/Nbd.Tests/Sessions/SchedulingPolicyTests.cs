@@ -36,14 +36,14 @@ public sealed class SchedulingPolicyTests
             Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
         }
 
-        Assert.True(await Eventually(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
+        Assert.True(await Poll.UntilAsync(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
             "no serving thread went to SCHED_BATCH with a request in flight behind it");
 
         // The held read finishes last, alone: its thread goes back to SCHED_OTHER.
         gated.Open();
         Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
         int reader = gated.ReaderTid;
-        Assert.True(await Eventually(() => PolicyOf(reader) == SchedOther), $"thread {reader} stayed at policy {PolicyOf(reader)} after the last request");
+        Assert.True(await Poll.UntilAsync(() => PolicyOf(reader) == SchedOther), $"thread {reader} stayed at policy {PolicyOf(reader)} after the last request");
 
         // Depth 1 from here: whoever serves a request finishes with nothing else in flight.
         for (int i = 0; i < 20; i++)
@@ -51,7 +51,7 @@ public sealed class SchedulingPolicyTests
             await client.SendRequestAsync(CommandType.Read, (ulong)(200 + i), Block, Block);
             Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
             int served = gated.ReaderTid;
-            Assert.True(await Eventually(() => PolicyOf(served) == SchedOther), $"thread {served} stayed at policy {PolicyOf(served)} at depth 1");
+            Assert.True(await Poll.UntilAsync(() => PolicyOf(served) == SchedOther), $"thread {served} stayed at policy {PolicyOf(served)} at depth 1");
         }
     }
 
@@ -81,7 +81,7 @@ public sealed class SchedulingPolicyTests
         // And a 32 KiB one (not more than the limit) is a small request: its thread goes to SCHED_BATCH.
         await client.SendRequestAsync(CommandType.Write, 200, 0, 32 * 1024, 0, payload.AsSpan(0, 32 * 1024).ToArray());
         Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
-        Assert.True(await Eventually(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
+        Assert.True(await Poll.UntilAsync(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
             "the thread of a 32 KiB write behind a running request did not go to SCHED_BATCH");
         gated.Open();
         Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
@@ -133,7 +133,7 @@ public sealed class SchedulingPolicyTests
 
             int before = gated.Requests;
             await client.SendRequestAsync(CommandType.Write, 101, 2 * Block, Block, 0, payload);
-            Assert.True(await Eventually(() => gated.Requests > before), "the next request was not served");
+            Assert.True(await Poll.UntilAsync(() => gated.Requests > before), "the next request was not served");
             int served = gated.LastTid;
             Assert.NotEqual(Volatile.Read(ref writer), served);
 
@@ -198,20 +198,6 @@ public sealed class SchedulingPolicyTests
         }
     }
 
-    private static async Task<bool> Eventually(Func<bool> condition)
-    {
-        for (int i = 0; i < 200; i++)
-        {
-            if (condition())
-            {
-                return true;
-            }
-
-            await Task.Delay(10);
-        }
-
-        return condition();
-    }
 
     /// <summary>Field 41 of /proc/self/task/TID/stat (after the parenthesised name, field 3 comes first); -1 if gone.</summary>
     private static int PolicyOf(int tid)
