@@ -70,7 +70,7 @@ public class SlotTableTests
         other.Start();
         Assert.False(taken.Wait(100));
         table.Unlock(2);
-        Assert.True(taken.Wait(5000));
+        Assert.True(taken.Wait(TimeSpan.FromSeconds(30)));
         other.Join();
         Assert.Equal(info, table.PeekInfo(2));
         Assert.Equal(0xfffffffeu, table.Value(2));

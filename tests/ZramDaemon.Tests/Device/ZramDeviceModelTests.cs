@@ -212,6 +212,9 @@ public class ZramDeviceModelTests
             int writersLeft = 3;
             long maintenance = 0;
             bool dictionaryUsed = false;
+            // Halfway, the writers wait (a minute at most) until the maintenance thread has written back, compacted and
+            // recompressed with a dictionary, so that their second half meets all of it, whatever the scheduler did.
+            using var maintained = new ManualResetEventSlim();
 
             RunThreads(4, t =>
             {
@@ -244,6 +247,14 @@ public class ZramDeviceModelTests
                         }
 
                         maintenance++;
+                        if (!maintained.IsSet && dictionaryUsed && maintenance > 10)
+                        {
+                            ZramStats now = device.GetStats();
+                            if (now.BdWrites > 0 && now.CompactionRuns > 0)
+                            {
+                                maintained.Set();
+                            }
+                        }
                     }
 
                     return;
@@ -254,6 +265,11 @@ public class ZramDeviceModelTests
                 {
                     for (int op = 0; op < 2500; op++)
                     {
+                        if (op == 1250)
+                        {
+                            maintained.Wait(TimeSpan.FromMinutes(1));
+                        }
+
                         // Mostly whole pages, so that the same content often lands in several slots (dedup);
                         // some partial and unaligned requests of up to 64 KiB.
                         bool whole = random.Next(4) != 0;

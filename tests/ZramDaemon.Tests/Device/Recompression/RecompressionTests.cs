@@ -87,7 +87,7 @@ public class RecompressionTests
                 await Task.Delay(50); // the recompressor takes the stream, compresses (about 2 ms at zstd:19) and goes for the lock
                 Task reader = Task.Factory.StartNew(
                     () => { using CompressionStreamLease lease = zstd.Acquire(); }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-                gotStream = await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(5))) == reader;
+                gotStream = await Task.WhenAny(reader, Task.Delay(TimeSpan.FromSeconds(30))) == reader;
             }
             finally
             {
@@ -352,17 +352,27 @@ public class RecompressionTests
             Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
         }
 
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        using var stop = new CancellationTokenSource();
         int mismatches = 0;
-        // A manual recompression and idle marking race the background one and the I/O threads.
-        var manual = Task.Run(() =>
-        {
-            while (!stop.IsCancellationRequested)
+        // A manual recompression and idle marking race the background one and the I/O threads. At least one pass
+        // runs (it trains the dictionary), and the 4 s start once its thread does, however long it waited for a CPU.
+        using var started = new ManualResetEventSlim();
+        var manual = Task.Factory.StartNew(
+            () =>
             {
-                device.MarkIdle();
-                device.Recompress(SlotSelection.All);
-            }
-        });
+                started.Set();
+                do
+                {
+                    device.MarkIdle();
+                    device.Recompress(SlotSelection.All);
+                }
+                while (!stop.IsCancellationRequested);
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default);
+        Assert.True(started.Wait(TimeSpan.FromSeconds(30)), "the manual recompression never started");
+        stop.CancelAfter(TimeSpan.FromSeconds(4));
         Parallel.For(0, 3, t =>
         {
             var random = new Random(77 + t);
