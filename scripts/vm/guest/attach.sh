@@ -67,7 +67,7 @@ zt attach.swapoff_rc "$rc"
 $ZRAMD detach /dev/nbd1 && rc=0 || rc=$?
 zt attach.detach_rc "$rc"
 i=0
-while [ "$(cat /sys/block/nbd1/size)" != 0 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(cat /sys/block/nbd1/size)" != 0 ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 zt attach.size_after_detach "$(cat /sys/block/nbd1/size)"
 
 # The ioctl path: the attach command stays in the foreground (NBD_DO_IT) until detached.

@@ -12,8 +12,9 @@ zt systemd.pid1 "$(cat /proc/1/comm)"
 for u in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.mount; do
   for p in ActiveState SubState Result; do zt "$u.$p" "$(systemctl show -p "$p" --value "$u")"; done
 done
-# zramd refreshes STATUS= every 5 s: the attachments just made may not be in it yet; give it up to 15 s to name both.
-for _ in $(seq 30); do
+# zramd refreshes STATUS= every 5 s: the attachments just made may not be in it yet; give it up to 60 s to name both
+# (the guest is emulated, and on a loaded host a 5 s timer can fire late).
+for _ in $(seq 120); do
   status=$(systemctl show -p StatusText --value zramd.service)
   case $status in *", 1 client; zram1: "*", 1 client") break ;; esac
   sleep 0.5
