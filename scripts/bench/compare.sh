@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: zramd against nbdkit's memory plugin (allocator=sparse and allocator=zstd) and,
 # when run as root on a kernel with /sys/class/zram-control, the kernel's own zram with lz4.
+# zramd-floor is the same daemon with the device's work taken out, and runs the fio workloads only: reads of blocks
+# never written (zeros, no pool, no decompression) and writes of zero pages (same-filled: no compression, no pool).
+# It is the ceiling of zramd's server and fio's nbd engine on this machine: how far the device's work is from it.
 #
 # Every round runs every system once, interleaved, so the drift of a shared machine spreads over all of them;
 # each round starts one system further on (A B C, B C A, C A B), so that no system always runs first or after the
@@ -21,7 +24,7 @@ root=$(pwd)
 rounds=3
 runtime=5
 corpus_mib=512
-systems="zramd nbdkit-sparse nbdkit-zstd kernel-zram"
+systems="zramd nbdkit-sparse nbdkit-zstd kernel-zram zramd-floor"
 out=docs
 baseline=""
 while [ $# -gt 0 ]; do
@@ -32,7 +35,7 @@ while [ $# -gt 0 ]; do
     --systems) systems=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -87,7 +90,7 @@ wait_for_socket() {
 start_server() { # SYSTEM
   rm -f "$sock" "$ctl"
   case "$1" in
-    zramd|zramd-nodefer|zramd-base)
+    zramd|zramd-nodefer|zramd-base|zramd-floor)
       # zramd-nodefer: the same with the deferred-free queue off (every free synchronous), the trims' baseline;
       # the others keep the default capacity.
       local conf="$work/zramd.conf" exe=("${zramd[@]}")
@@ -210,26 +213,42 @@ run_system() {
     # How much of the RSS growth while storing the corpus is the pool itself (100 = exactly mem_used_total).
     [ -n "$rss" ] && [ -n "$used" ] && record "rss_growth_pct_of_mem_used_${corpus}" "$(echo "($rss - $idle) * 1024 * 100 / $used" | bc -l)"
     if [ $corpus = swap ]; then
-      # Reads go over the real corpus just written.
-      fio_run seq_read_128k read 128k 16 1
-      fio_run randread_4k_qd1 randread 4k 1 1
-      fio_run randread_4k_qd1_2j randread 4k 1 2
-      fio_run randread_4k_qd32 randread 4k 32 1
-      fio_run randread_4k_qd32_2j randread 4k 32 2
-      # Writes: fio cannot write from a file, so its buffers compress like the corpus does with LZ4.
-      local ratio pct
-      ratio=$(echo "$(compr_data_size_or_default) / $corpus_bytes" | bc -l)
-      pct=$(printf '%.0f' "$(echo "(1 - $ratio) * 100" | bc -l)")
-      local buf=(--buffer_compress_percentage="$pct" --buffer_compress_chunk=4k --refill_buffers)
-      fio_run seq_write_128k write 128k 16 1 "${buf[@]}"
-      fio_run randwrite_4k_qd1 randwrite 4k 1 1 "${buf[@]}"
-      fio_run randwrite_4k_qd1_2j randwrite 4k 1 2 "${buf[@]}"
-      fio_run randwrite_4k_qd32 randwrite 4k 32 1 "${buf[@]}"
-      fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
+      run_fio_workloads corpus
       record "vmhwm_mib" "$(awk -v k="$(rss_kib VmHWM)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
     fi
     stop_server
   done
+}
+
+# The fio workloads, on the server started for the current system. WRITES: corpus (buffers that compress like the
+# corpus) or zeros (zramd-floor: pages the device stores as same-filled, without compressing).
+run_fio_workloads() {
+  # Reads go over the real corpus just written (on zramd-floor, over blocks never written).
+  fio_run seq_read_128k read 128k 16 1
+  fio_run randread_4k_qd1 randread 4k 1 1
+  fio_run randread_4k_qd1_2j randread 4k 1 2
+  fio_run randread_4k_qd32 randread 4k 32 1
+  fio_run randread_4k_qd32_2j randread 4k 32 2
+  # Writes: fio cannot write from a file, so its buffers compress like the corpus does with LZ4.
+  local buf=(--zero_buffers)
+  if [ "$1" = corpus ]; then
+    local ratio pct
+    ratio=$(echo "$(compr_data_size_or_default) / $corpus_bytes" | bc -l)
+    pct=$(printf '%.0f' "$(echo "(1 - $ratio) * 100" | bc -l)")
+    buf=(--buffer_compress_percentage="$pct" --buffer_compress_chunk=4k --refill_buffers)
+  fi
+  fio_run seq_write_128k write 128k 16 1 "${buf[@]}"
+  fio_run randwrite_4k_qd1 randwrite 4k 1 1 "${buf[@]}"
+  fio_run randwrite_4k_qd1_2j randwrite 4k 1 2 "${buf[@]}"
+  fio_run randwrite_4k_qd32 randwrite 4k 32 1 "${buf[@]}"
+  fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
+}
+
+# zramd-floor: the fio workloads only, on a device nothing was copied to.
+run_floor() {
+  start_server "$system"
+  run_fio_workloads zeros
+  stop_server
 }
 
 # The LZ4 ratio of the swap-like corpus, measured once on zramd or the kernel; 0.37 (the kernel's figure here)
@@ -289,6 +308,7 @@ for round in $(seq 1 "$rounds"); do
   shift_by=$(( (round - 1) % ${#order[@]} ))
   for system in "${order[@]:shift_by}" "${order[@]:0:shift_by}"; do
     echo "round $round: $system" >&2
+    if [ "$system" = zramd-floor ]; then run_floor; continue; fi
     run_system
     case "$system" in zramd|zramd-base|kernel-zram) run_compaction ;; esac
   done
