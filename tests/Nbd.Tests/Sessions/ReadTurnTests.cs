@@ -16,7 +16,6 @@ public sealed class ReadTurnTests
 {
     private const int Block = 4096;
     private const int Requests = 400;
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
     [Theory]
     [InlineData(0, true)]
@@ -117,18 +116,18 @@ public sealed class ReadTurnTests
         new RequestHeader(NbdMagic.Request, 0, CommandType.Read, 2, Large, Block).Write(rest.AsSpan(Tail));
         await client.SendAsync(rest);
 
-        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value;
         Assert.Equal(2UL, read.Handle);
         Assert.Equal(NbdError.None, read.Error);
         await gated.WaitUntilWaitingAsync(1); // the read's reply can come before the write's thread reaches the gate
         Assert.Equal(0, server.Server.ReadTurnKicks);
 
         gated.Open();
-        var written = (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value;
+        var written = (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value;
         Assert.Equal(1UL, written.Handle);
         Assert.Equal(NbdError.None, written.Error);
         await client.SendRequestAsync(CommandType.Read, 3, Large - Block, Block);
-        var back = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        var back = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value;
         Assert.Equal(0x5a, back.Data[^1]);
     }
 
@@ -144,7 +143,7 @@ public sealed class ReadTurnTests
         for (int i = 0; i < 50; i++)
         {
             await client.SendRequestAsync(CommandType.Write, 100, Block, Block, 0, payload);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
         }
 
         // Alone in flight with nothing behind it: its thread keeps the turn, and then waits at the gate.
@@ -155,14 +154,14 @@ public sealed class ReadTurnTests
         // Sent only now, so no thread saw it coming: the watchdog has to wake one to read it.
         payload[7] = 7;
         await client.SendRequestAsync(CommandType.Write, 2, Block, Block, 0, payload);
-        var write = (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value;
+        var write = (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value;
         Assert.Equal(2UL, write.Handle);
         Assert.Equal(NbdError.None, write.Error);
         Assert.Equal(1, gated.Waiting);
         long kicks = server.Server.ReadTurnKicks;
 
         gated.Open();
-        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value;
+        var read = (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value;
         Assert.Equal(1UL, read.Handle);
         Assert.Equal(NbdError.None, read.Error);
         return kicks;

@@ -16,7 +16,6 @@ public sealed class SchedulingPolicyTests
     private const int Block = 4096;
     private const int SchedOther = 0;
     private const int SchedBatch = 3;
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
 
     [Fact]
     public async Task Threads_that_finish_behind_a_running_request_wait_under_sched_batch_and_depth_1_returns_to_sched_other()
@@ -33,7 +32,7 @@ public sealed class SchedulingPolicyTests
         for (int i = 0; i < 20; i++)
         {
             await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), Block, Block, 0, payload);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
         }
 
         Assert.True(await Poll.UntilAsync(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
@@ -41,7 +40,7 @@ public sealed class SchedulingPolicyTests
 
         // The held read finishes last, alone: its thread goes back to SCHED_OTHER.
         gated.Open();
-        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value.Error);
         int reader = gated.ReaderTid;
         Assert.True(await Poll.UntilAsync(() => PolicyOf(reader) == SchedOther), $"thread {reader} stayed at policy {PolicyOf(reader)} after the last request");
 
@@ -49,7 +48,7 @@ public sealed class SchedulingPolicyTests
         for (int i = 0; i < 20; i++)
         {
             await client.SendRequestAsync(CommandType.Read, (ulong)(200 + i), Block, Block);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value.Error);
             int served = gated.ReaderTid;
             Assert.True(await Poll.UntilAsync(() => PolicyOf(served) == SchedOther), $"thread {served} stayed at policy {PolicyOf(served)} at depth 1");
         }
@@ -70,7 +69,7 @@ public sealed class SchedulingPolicyTests
         for (int i = 0; i < 20; i++)
         {
             await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), (ulong)(i + 1) * 65536, Large, 0, payload);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
         }
 
         await Task.Delay(200);
@@ -80,11 +79,11 @@ public sealed class SchedulingPolicyTests
 
         // And a 32 KiB one (not more than the limit) is a small request: its thread goes to SCHED_BATCH.
         await client.SendRequestAsync(CommandType.Write, 200, 0, 32 * 1024, 0, payload.AsSpan(0, 32 * 1024).ToArray());
-        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
         Assert.True(await Poll.UntilAsync(() => gated.Served.Any(tid => PolicyOf(tid) == SchedBatch)),
             "the thread of a 32 KiB write behind a running request did not go to SCHED_BATCH");
         gated.Open();
-        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value.Error);
     }
 
     [Fact]
@@ -109,7 +108,7 @@ public sealed class SchedulingPolicyTests
                 {
                     Volatile.Write(ref writer, gated.CurrentTid());
                     held.Set();
-                    release.Wait(Patience);
+                    release.Wait(Poll.Patience);
                 }
             },
         };
@@ -123,13 +122,13 @@ public sealed class SchedulingPolicyTests
             for (int i = 0; i < 8; i++)
             {
                 await client.SendRequestAsync(CommandType.Write, (ulong)(10 + i), Block, Block, 0, payload);
-                Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+                Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
             }
 
             Volatile.Write(ref armed, 1);
             await client.SendRequestAsync(CommandType.Write, 100, Block, Block, 0, payload);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
-            Assert.True(held.Wait(Patience), "the reply's writer never reached the hook");
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
+            Assert.True(held.Wait(Poll.Patience), "the reply's writer never reached the hook");
 
             int before = gated.Requests;
             await client.SendRequestAsync(CommandType.Write, 101, 2 * Block, Block, 0, payload);
@@ -149,7 +148,7 @@ public sealed class SchedulingPolicyTests
             release.Set();
         }
 
-        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
     }
 
     [Fact]
@@ -164,14 +163,14 @@ public sealed class SchedulingPolicyTests
         for (int i = 0; i < 20; i++)
         {
             await client.SendRequestAsync(CommandType.Write, (ulong)(100 + i), Block, Block, 0, payload);
-            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Patience))!.Value.Error);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync().WaitAsync(Poll.Patience))!.Value.Error);
         }
 
         await Task.Delay(200);
         Assert.NotEmpty(gated.Served);
         Assert.All(gated.Served, tid => Assert.NotEqual(SchedBatch, PolicyOf(tid)));
         gated.Open();
-        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Patience))!.Value.Error);
+        Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync(Block).WaitAsync(Poll.Patience))!.Value.Error);
     }
 
     /// <summary>Whether a batch of 16-byte simple replies holds the one to <paramref name="handle"/>.</summary>

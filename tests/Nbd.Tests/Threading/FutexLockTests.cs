@@ -9,8 +9,6 @@ namespace Nbd.Tests.Threading;
 /// </summary>
 public sealed class FutexLockTests
 {
-    private static readonly TimeSpan Patience = TimeSpan.FromSeconds(30);
-
     [Fact]
     public void Exit_wakes_a_sleeper()
     {
@@ -20,7 +18,7 @@ public sealed class FutexLockTests
         Thread sleeper = StartSleeper(futex, acquired);
 
         futex.Exit();
-        Assert.True(acquired.Wait(Patience), "the sleeper was not woken by Exit");
+        Assert.True(acquired.Wait(Poll.Patience), "the sleeper was not woken by Exit");
         sleeper.Join();
         Assert.True(futex.TryEnter(), "the sleeper let go, so the lock is free");
     }
@@ -40,7 +38,7 @@ public sealed class FutexLockTests
         // The holder comes back for the lock itself (free, so no wait), and its ordinary Exit wakes the sleeper.
         Assert.True(futex.TryEnter());
         futex.Exit();
-        Assert.True(acquired.Wait(Patience), "the sleeper left asleep was not woken by the next Exit");
+        Assert.True(acquired.Wait(Poll.Patience), "the sleeper left asleep was not woken by the next Exit");
         sleeper.Join();
         Assert.Equal(0, futex.Sleepers);
     }
@@ -79,7 +77,7 @@ public sealed class FutexLockTests
 
         foreach (Thread thread in threads)
         {
-            Assert.True(thread.Join(Patience), "a thread never got the lock");
+            Assert.True(thread.Join(Poll.Patience), "a thread never got the lock");
         }
 
         Assert.Equal(threads.Length * 20_000L, counter);
