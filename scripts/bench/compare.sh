@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
     --systems) systems=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
 done
