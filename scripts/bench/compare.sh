@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: zramd against nbdkit's memory plugin (allocator=sparse and allocator=zstd) and,
 # when run as root on a kernel with /sys/class/zram-control, the kernel's own zram with lz4.
-# zramd-floor is the same daemon with the device's work taken out, and runs the fio workloads only: reads of blocks
-# never written (zeros, no pool, no decompression) and writes of zero pages (same-filled: no compression, no pool).
-# It is the ceiling of zramd's server and fio's nbd engine on this machine: how far the device's work is from it.
+# zramd-floor is the same daemon with the device's work taken out, and runs the fio workloads only, on pages that all
+# hold one repeated non-zero byte (same-filled: no compression, no pool, a read is a fill of the reply buffer). Every
+# byte still crosses the socket: blocks never written would be read as holes (a structured reply without the data),
+# which ran 128 KiB reads at twice the rate of a floor that moves the data. It is the ceiling of zramd's server and
+# fio's nbd engine on this machine: how far the device's work is from it.
 #
 # Every round runs every system once, interleaved, so the drift of a shared machine spreads over all of them;
 # each round starts one system further on (A B C, B C A, C A B), so that no system always runs first or after the
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     --systems) systems=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --baseline) baseline=$(cd "$2" && pwd); shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -221,16 +223,16 @@ run_system() {
 }
 
 # The fio workloads, on the server started for the current system. WRITES: corpus (buffers that compress like the
-# corpus) or zeros (zramd-floor: pages the device stores as same-filled, without compressing).
+# corpus) or pattern (zramd-floor: pages the device stores as same-filled, without compressing).
 run_fio_workloads() {
-  # Reads go over the real corpus just written (on zramd-floor, over blocks never written).
+  # Reads go over the real corpus just written (on zramd-floor, over the same-filled pages written by run_floor).
   fio_run seq_read_128k read 128k 16 1
   fio_run randread_4k_qd1 randread 4k 1 1
   fio_run randread_4k_qd1_2j randread 4k 1 2
   fio_run randread_4k_qd32 randread 4k 32 1
   fio_run randread_4k_qd32_2j randread 4k 32 2
   # Writes: fio cannot write from a file, so its buffers compress like the corpus does with LZ4.
-  local buf=(--zero_buffers)
+  local buf=(--buffer_pattern="$floor_pattern")
   if [ "$1" = corpus ]; then
     local ratio pct
     ratio=$(echo "$(compr_data_size_or_default) / $corpus_bytes" | bc -l)
@@ -244,10 +246,15 @@ run_fio_workloads() {
   fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
 }
 
-# zramd-floor: the fio workloads only, on a device nothing was copied to.
+# zramd-floor: the fio workloads only, on a device filled with same-filled pages of a non-zero byte.
+floor_pattern=0xa5
 run_floor() {
   start_server "$system"
-  run_fio_workloads zeros
+  fio --name=fill --ioengine=nbd --uri="nbd+unix:///?socket=$sock" --rw=write --bs=128k --iodepth=16 \
+      --size="$corpus_bytes" --buffer_pattern="$floor_pattern" >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
+  local same; same=$(zramd_stat same_pages)
+  [ "$same" = $(( corpus_bytes / 4096 )) ] || { echo "zramd-floor: $same same-filled pages after the fill, want $(( corpus_bytes / 4096 ))" >&2; return 1; }
+  run_fio_workloads pattern
   stop_server
 }
 

@@ -95,7 +95,7 @@ for m in metrics:
     rows.append(row)
 
 
-# zramd-floor is zramd with the device's work taken out (reads of unwritten blocks, writes of zero pages): its figure
+# zramd-floor is zramd with the device's work taken out (same-filled pages of a non-zero byte, read and written): its figure
 # over a peer's is the ratio zramd's server and fio's nbd engine could reach here if the device cost nothing.
 CEILING = "zramd-floor"
 
@@ -153,7 +153,7 @@ Machine: {machine}; load average {load_before} at the start, {load_after} at the
 so absolute figures move; compare the ratios, which come from interleaved runs).
 {rounds} rounds, systems interleaved in each round, each round starting one system further on; fio runs of {runtime} s; corpora of {corpus_size}.
 Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios are zramd's median over the peer's.
-zramd-floor (zramd reading blocks never written and writing zero pages: no compression, no pool) runs the fio rows
+zramd-floor (zramd reading and writing pages that repeat one non-zero byte: no compression, no pool, the data still sent) runs the fio rows
 only. In the targets, "zramd-floor: Nx" after a ratio is its figure over the same peer: what zramd's server and fio's
 nbd engine allow on this machine if the device's work cost nothing.
 Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
