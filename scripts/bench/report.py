@@ -194,10 +194,16 @@ with open(dat, "w") as f:
             f.write(m + " " + " ".join(str(medians.get((s, m)) or 0) for s in systems) + "\n")
         f.write("\n\n")
 png = os.path.join(out_dir, "benchmarks.png")
+# A run of zramd-floor alone has no memory figures, and gnuplot refuses an empty panel.
+memory_panel = f"""
+unset logscale y
+set title 'MiB of RAM per GiB stored; lower is better'
+plot for [i=2:{len(systems) + 1}] '{dat}' index 1 using i:xtic(1) title columnheader(i)
+""" if memory else ""
 script = f"""
-set terminal pngcairo size 1400,900 noenhanced
+set terminal pngcairo size 1400,{900 if memory else 450} noenhanced
 set output '{png}'
-set multiplot layout 2,1
+set multiplot layout {2 if memory else 1},1
 set style data histograms
 set style histogram clustered gap 1
 set style fill solid 0.8 border -1
@@ -207,10 +213,7 @@ set grid ytics
 set logscale y
 set title 'Throughput (MB/s for 128k and nbdcopy, IOPS for 4k), log scale; higher is better'
 plot for [i=2:{len(systems) + 1}] '{dat}' index 0 using i:xtic(1) title columnheader(i)
-unset logscale y
-set title 'MiB of RAM per GiB stored; lower is better'
-plot for [i=2:{len(systems) + 1}] '{dat}' index 1 using i:xtic(1) title columnheader(i)
-unset multiplot
+{memory_panel}unset multiplot
 """
 subprocess.run(["gnuplot"], input=script, text=True, check=True)
 os.remove(dat)
