@@ -275,9 +275,9 @@ run_compaction() {
   local trim_engine=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
   [ -n "$zram_dev" ] && trim_engine=(--ioengine=psync --filename="/dev/$zram_dev")
   # A warm-up job of random reads first, on its own connection (reads change nothing stored). A daemon's first fio
-  # connections pay a one-time start-up (the daemon faulted in 550 pages during the trims then, 160 after a read job): the same
-  # trims took 22-54 ms on zramd's first fio connection and 16-20 ms after one read job, 48-55 and 42-49 with the
-  # queue off (4 rounds). The fio rows leave such start-up out with --ramp_time, which a job of a fixed size cannot use.
+  # connections pay a one-time start-up (it faulted in 550 pages during the trims then, 160 after a read job): the
+  # same trims took 22-54 ms on zramd's first fio connection and 16-20 ms after one read job, 48-55 and 42-49 with
+  # the queue off (4 rounds). The fio rows leave such start-up out with --ramp_time, which a fixed-size job cannot use.
   fio --name=warmup "${trim_engine[@]}" --rw=randread --bs=4k --iodepth=16 --size="$corpus_bytes" --io_size=8M \
       >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
   # Half of the device in random 256 KiB extents (64 slots a request), so that the cost of freeing shows
