@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace ZsAlloc.Native;
 
-/// <summary>The libc calls the allocator makes: anonymous mappings for arenas and MADV_DONTNEED to hand pages back.</summary>
+/// <summary>The libc calls the allocator makes: anonymous mappings for arenas, MADV_DONTNEED to hand pages back and
+/// MADV_POPULATE_WRITE to fault pages in ahead of a lock.</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -15,6 +16,7 @@ internal static partial class Interop
         internal const int MapFixed = 0x10;
         internal const int EInval = 22;
         internal const int MadvDontNeed = 4;
+        internal const int MadvPopulateWrite = 23;
 
         /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>
         internal static readonly nint MapFailed = -1;

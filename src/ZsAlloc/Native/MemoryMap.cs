@@ -55,6 +55,15 @@ internal static class MemoryMap
         throw new InvalidOperationException($"madvise(MADV_DONTNEED) of {length} bytes at 0x{address:x} failed: errno {errno}.");
     }
 
+    /// <summary>Faults a range's pages in writable now (MADV_POPULATE_WRITE), as a write to each would, without
+    /// changing what they hold; so that a later write under a lock finds them resident. Best effort: false where the
+    /// kernel cannot (before Linux 5.14, or out of memory), and the writes then fault the pages in themselves.</summary>
+    public static bool Populate(nint address, long length)
+    {
+        CheckRange(address, length);
+        return Interop.Libc.Madvise(address, (nuint)length, Interop.Libc.MadvPopulateWrite) == 0;
+    }
+
     public static void Unmap(nint address, long length)
     {
         CheckRange(address, length);

@@ -209,7 +209,37 @@ public sealed class DeferredFreeQueueTests
     }
 
     [Fact]
-    public void Batches_and_single_frees_racing_the_drain_and_flushes_lose_no_handle_and_free_none_twice()
+    public void A_batch_counts_the_pages_its_entries_reach_and_a_release_gives_back_those_past_the_queued_ones()
+    {
+        // 8192 entries of 8 bytes mapped, none touched; no drain below 4096 batched handles.
+        using var frees = new Frees(2500);
+        var queue = Create(8192, frees);
+        try
+        {
+            Assert.Equal(0, queue.MetadataBytes);
+            Assert.Equal(1000, queue.Enqueue(Handles(0, 1000), Enumerable.Repeat(100, 1000).ToArray()));
+            Assert.Equal(2 * 4096, queue.MetadataBytes); // 8,000 bytes of entries
+            Assert.Equal(1500, queue.Enqueue(Handles(1000, 1500), Enumerable.Repeat(100, 1500).ToArray()));
+            Assert.Equal(5 * 4096, queue.MetadataBytes); // 20,000 bytes
+            Assert.Equal(0, queue.ReleaseUnused()); // every counted page holds queued entries
+
+            queue.Flush();
+            frees.AssertEachOnce(2500);
+            Assert.Equal(5 * 4096, queue.ReleaseUnused());
+            Assert.Equal(0, queue.MetadataBytes);
+
+            // Counted again when a batch reaches them again.
+            Assert.Equal(600, queue.Enqueue(Handles(0, 600), Enumerable.Repeat(100, 600).ToArray()));
+            Assert.Equal(2 * 4096, queue.MetadataBytes);
+        }
+        finally
+        {
+            queue.Close();
+        }
+    }
+
+    [Fact]
+    public void Batches_and_single_frees_racing_the_drain_flushes_and_releases_lose_no_handle_and_free_none_twice()
     {
         // Small capacity and limits hit often: batches cut short, single frees refused, the drain and flushes running.
         const int Threads = 4, PerThread = 50_000;
@@ -250,6 +280,11 @@ public sealed class DeferredFreeQueueTests
                     {
                         queue.Flush();
                     }
+                    else if (random.Next(200) == 0)
+                    {
+                        // The idle tick or compaction, while batches count and fault in pages outside the lock.
+                        queue.ReleaseUnused();
+                    }
                 }
             });
 
@@ -257,6 +292,9 @@ public sealed class DeferredFreeQueueTests
             Assert.Equal(0, queue.Depth);
             Assert.Equal(0, queue.Bytes);
             frees.AssertEachOnce(Threads * PerThread);
+            Assert.True(queue.MetadataBytes > 0, "the queued entries' pages were never counted");
+            queue.ReleaseUnused();
+            Assert.Equal(0, queue.MetadataBytes);
         }
         finally
         {
