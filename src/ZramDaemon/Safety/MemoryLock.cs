@@ -8,8 +8,9 @@ namespace ZramDaemon.Safety;
 /// MCL_ONFAULT). Every page the daemon has touched or will touch stays resident. MCL_ONFAULT (Linux 4.4) is what
 /// makes this affordable: without it every mapping would be faulted in whole when it is made (the pool's 64 MiB
 /// arenas, the GC's reservations, every thread stack: about 150 MB more RSS at start, measured), and pages the
-/// pool gives back would be faulted straight in again. The pool releases pages of locked memory by remapping
-/// them (ZsAlloc MemoryMap.Release), since the kernel refuses MADV_DONTNEED there.
+/// pool gives back would be faulted straight in again. The kernel refuses MADV_DONTNEED on locked memory, so the
+/// pool releases its pages with MADV_DONTNEED_LOCKED (Linux 5.18), or by remapping them on older kernels (ZsAlloc
+/// MemoryMap.Release).
 /// Needs CAP_IPC_LOCK (or a large enough RLIMIT_MEMLOCK); without it we warn and run unlocked.
 /// </summary>
 internal static class MemoryLock

@@ -17,6 +17,7 @@ internal static partial class Interop
         internal const int EInval = 22;
         internal const int MadvDontNeed = 4;
         internal const int MadvPopulateWrite = 23;
+        internal const int MadvDontNeedLocked = 24;
 
         /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>
         internal static readonly nint MapFailed = -1;

@@ -28,31 +28,57 @@ internal static class MemoryMap
 
     /// <summary>Gives the pages of a range back to the OS: RSS falls, the range stays mapped and reads as zeros.
     /// MADV_DONTNEED first; the kernel refuses it (EINVAL) on locked memory, which is what a daemon that backs
-    /// swap runs with (mlockall), so then the range is replaced by a fresh anonymous mapping (mmap MAP_FIXED),
-    /// which drops the old pages just the same and, under MCL_ONFAULT, is locked again only when touched.</summary>
+    /// swap runs with (mlockall), so then MADV_DONTNEED_LOCKED (Linux 5.18), and where that is unknown too the range
+    /// is replaced by a fresh anonymous mapping (mmap MAP_FIXED), which drops the old pages just the same and, under
+    /// MCL_ONFAULT, is locked again only when touched. The first advice that works is remembered: a locked daemon
+    /// releases pages on every compaction and drain, and the refused call cost a system call each time, the mapping
+    /// one the mmap lock for writing, which every page fault of the process waits for.</summary>
     public static void Release(nint address, long length)
     {
         CheckRange(address, length);
-        if (Interop.Libc.Madvise(address, (nuint)length, Interop.Libc.MadvDontNeed) == 0)
+        int mode = ReleaseMode;
+        if (mode != ReleaseByMapping)
         {
-            return;
-        }
-
-        int errno = Marshal.GetLastPInvokeError();
-        if (errno == Interop.Libc.EInval)
-        {
-            nint replaced = Interop.Libc.Mmap(address, (nuint)length, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
-                Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous | Interop.Libc.MapNoReserve | Interop.Libc.MapFixed, -1, 0);
-            if (replaced == address)
+            int advice = mode == ReleaseDontNeed ? Interop.Libc.MadvDontNeed : Interop.Libc.MadvDontNeedLocked;
+            if (Interop.Libc.Madvise(address, (nuint)length, advice) == 0)
             {
                 return;
             }
 
-            errno = Marshal.GetLastPInvokeError();
-            throw new InvalidOperationException($"mmap(MAP_FIXED) to release {length} bytes of locked memory at 0x{address:x} failed: errno {errno}.");
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno != Interop.Libc.EInval)
+            {
+                throw new InvalidOperationException($"madvise({(mode == ReleaseDontNeed ? "MADV_DONTNEED" : "MADV_DONTNEED_LOCKED")}) of {length} bytes at 0x{address:x} failed: errno {errno}.");
+            }
+
+            // Locked memory (or, for MADV_DONTNEED_LOCKED, a kernel before 5.18): the next advice, from now on.
+            ReleaseMode = mode + 1;
+            Release(address, length);
+            return;
         }
 
-        throw new InvalidOperationException($"madvise(MADV_DONTNEED) of {length} bytes at 0x{address:x} failed: errno {errno}.");
+        nint replaced = Interop.Libc.Mmap(address, (nuint)length, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
+            Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous | Interop.Libc.MapNoReserve | Interop.Libc.MapFixed, -1, 0);
+        if (replaced != address)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            throw new InvalidOperationException($"mmap(MAP_FIXED) to release {length} bytes of locked memory at 0x{address:x} failed: errno {errno}.");
+        }
+    }
+
+    internal const int ReleaseDontNeed = 0;
+    internal const int ReleaseDontNeedLocked = 1;
+    internal const int ReleaseByMapping = 2;
+
+    // How Release gives pages back; it moves forward once the kernel has refused the previous way. Every way
+    // works on memory that is not locked, so a test may set any of them while others release pages.
+    private static int _releaseMode = ReleaseDontNeed;
+
+    /// <summary>The way <see cref="Release"/> gives pages back now (tests set it to reach each one on any kernel).</summary>
+    internal static int ReleaseMode
+    {
+        get => Volatile.Read(ref _releaseMode);
+        set => Volatile.Write(ref _releaseMode, value);
     }
 
     /// <summary>Faults a range's pages in writable now (MADV_POPULATE_WRITE), as a write to each would, without

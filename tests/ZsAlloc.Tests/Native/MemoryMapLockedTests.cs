@@ -15,10 +15,17 @@ public sealed partial class MemoryMapLockedTests
     [LibraryImport("libc", EntryPoint = "munlock", SetLastError = true)]
     private static partial int MUnlock(nint address, nuint length);
 
-    [Fact]
-    public unsafe void Release_of_locked_pages_drops_their_contents_and_keeps_the_range_usable()
+    /// <summary>From each way Release may be in: MADV_DONTNEED (refused on locked pages, so it moves on),
+    /// MADV_DONTNEED_LOCKED, or the MAP_FIXED mapping a kernel before 5.18 leaves it with.</summary>
+    [Theory]
+    [InlineData(MemoryMap.ReleaseDontNeed)]
+    [InlineData(MemoryMap.ReleaseDontNeedLocked)]
+    [InlineData(MemoryMap.ReleaseByMapping)]
+    public unsafe void Release_of_locked_pages_drops_their_contents_and_keeps_the_range_usable(int mode)
     {
         const int Length = 16 * MemoryMap.PageSize;
+        int before = MemoryMap.ReleaseMode;
+        MemoryMap.ReleaseMode = mode;
         nint region = MemoryMap.Map(Length);
         try
         {
@@ -31,6 +38,7 @@ public sealed partial class MemoryMapLockedTests
             // The middle four pages, as a freed zspage would be.
             nint middle = region + (4 * MemoryMap.PageSize);
             MemoryMap.Release(middle, 4 * MemoryMap.PageSize);
+            Assert.True(MemoryMap.ReleaseMode >= Math.Max(mode, MemoryMap.ReleaseDontNeedLocked), "MADV_DONTNEED on locked pages must move Release on");
 
             Assert.True(bytes.Slice(4 * MemoryMap.PageSize, 4 * MemoryMap.PageSize).IndexOfAnyExcept((byte)0) < 0, "released pages must read as zeros");
             Assert.True(bytes[..(4 * MemoryMap.PageSize)].IndexOfAnyExcept((byte)0xA5) < 0, "pages before the range are untouched");
@@ -42,6 +50,7 @@ public sealed partial class MemoryMapLockedTests
         }
         finally
         {
+            MemoryMap.ReleaseMode = before;
             _ = MUnlock(region, Length);
             MemoryMap.Unmap(region, Length);
         }
