@@ -12,7 +12,6 @@ public sealed class RuntimeConfigTests
     [InlineData("System.GC.Server", "False")]
     [InlineData("System.GC.Concurrent", "False")]
     [InlineData("System.GC.RetainVM", "True")]
-    [InlineData("System.Threading.ThreadPool.UnfairSemaphoreSpinLimit", "0")]
     public void The_daemon_runs_with_the_chosen_runtime_setting(string name, string expected)
     {
         string path = Path.ChangeExtension(ZramdProcess.DllPath, ".runtimeconfig.json");
