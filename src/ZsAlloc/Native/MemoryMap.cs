@@ -51,8 +51,9 @@ internal static class MemoryMap
                 throw new InvalidOperationException($"madvise({(mode == ReleaseDontNeed ? "MADV_DONTNEED" : "MADV_DONTNEED_LOCKED")}) of {length} bytes at 0x{address:x} failed: errno {errno}.");
             }
 
-            // Locked memory (or, for MADV_DONTNEED_LOCKED, a kernel before 5.18): the next advice, from now on.
-            ReleaseMode = mode + 1;
+            // Locked memory (or, for MADV_DONTNEED_LOCKED, a kernel before 5.18): the next advice, from now on (a
+            // racing release may have moved it on already, and it never moves back).
+            Interlocked.CompareExchange(ref _releaseMode, mode + 1, mode);
             Release(address, length);
             return;
         }
