@@ -185,14 +185,36 @@ fio_run() { # NAME RW BS DEPTH JOBS [extra...] -> records NAME (IOPS or MB/s)
   fio --name="$name" "${engine[@]}" --rw="$rw" --bs="$bs" --iodepth="$depth" --numjobs="$jobs" \
       --size="$per_job" --offset_increment="$per_job" --group_reporting \
       --time_based --runtime="$runtime" --ramp_time=1 "$@" \
-      --output-format=json --output="$work/fio.json" >/dev/null 2>"$work/fio.err" \
-    || { cat "$work/fio.err" >&2; return 1; }
-  local dir=read; [[ "$rw" == *write* ]] && dir=write
-  if [ "$bs" = 4k ]; then
-    record "$name" "$(jq ".jobs[0].$dir.iops" "$work/fio.json")"
-  else
-    record "$name" "$(jq ".jobs[0].$dir.bw_bytes / 1000000" "$work/fio.json")"
+      --output-format=json --output="$work/fio.json" >/dev/null 2>"$work/fio.err" &
+  local fio_pid=$!
+  # The server's CPU time over the steady part of the run: from after the ramp until shortly before the end.
+  local cpu0="" cpu1="" t0 t1
+  if [ -n "$server_pid" ]; then
+    sleep 1.5
+    cpu0=$(server_cpu_ticks); t0=$(date +%s.%N)
+    sleep "$(echo "if ($runtime > 1.5) $runtime - 1 else 0.5" | bc -l)"
+    cpu1=$(server_cpu_ticks); t1=$(date +%s.%N)
   fi
+  wait "$fio_pid" || { cat "$work/fio.err" >&2; return 1; }
+  local dir=read; [[ "$rw" == *write* ]] && dir=write
+  local iops bw cpus=""
+  iops=$(jq ".jobs[0].$dir.iops" "$work/fio.json")
+  bw=$(jq ".jobs[0].$dir.bw_bytes" "$work/fio.json")
+  [ -n "$cpu0" ] && [ -n "$cpu1" ] && cpus=$(echo "($cpu1 - $cpu0) / $clk_tck / ($t1 - $t0)" | bc -l)
+  if [ "$bs" = 4k ]; then
+    record "$name" "$iops"
+    [ -n "$cpus" ] && record "cpu_us_per_io_$name" "$(echo "$cpus * 1000000 / $iops" | bc -l)"
+  else
+    record "$name" "$(echo "$bw / 1000000" | bc -l)"
+    [ -n "$cpus" ] && record "cpu_ms_per_gb_$name" "$(echo "$cpus * 1000 * 1000000000 / $bw" | bc -l)"
+  fi
+}
+
+# The server process's CPU time (user and system, all its threads) in clock ticks. Field 2 may hold spaces, so the
+# fields are counted from the one after it.
+clk_tck=$(getconf CLK_TCK)
+server_cpu_ticks() {
+  sed 's/.*) //' "/proc/$server_pid/stat" | awk '{print $12 + $13}'
 }
 
 # ---- one system, one round ---------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ with open(results) as f:
         values[(system, metric)].append(float(value))
 
 # Higher is better for throughput; lower is better for memory, time and overhead.
-LOWER_IS_BETTER = ("mem_", "rss_", "idle_rss", "vmhwm", "_s", "overhead")
+LOWER_IS_BETTER = ("mem_", "rss_", "idle_rss", "vmhwm", "_s", "overhead", "cpu_")
 
 
 def lower_is_better(metric):
@@ -156,6 +156,9 @@ Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios
 zramd-floor (zramd reading and writing pages that repeat one non-zero byte: no compression, no pool, the data still sent) runs the fio rows
 only. In the targets, "zramd-floor: Nx" after a ratio is its figure over the same peer: what zramd's server and fio's
 nbd engine allow on this machine if the device's work cost nothing.
+cpu_ms_per_gb_* and cpu_us_per_io_*: the server process's CPU time (user and system, all threads) per GB moved or per
+request over the steady part of that fio row, from /proc; none for kernel zram, whose work runs in fio's own calls.
+It is the work behind each rate, which the rate alone does not show (busy polling counts: it is CPU the server takes).
 Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
 Overhead = (memory - compr_data_size) / compr_data_size: overhead_* with mem_used_total as above, overhead_pool_*
 with pool pages only on both sides (zramd's mem_used_total less metadata_bytes), the like-for-like figure.
