@@ -19,7 +19,9 @@
 # --baseline DIR adds "zramd-base": the zramd built from another checkout (e.g. `git worktree add DIR main`), run
 # interleaved with this one, so that a change is measured against what it changes.
 # Writes docs/BENCHMARKS.md and docs/benchmarks.png (unless --out says elsewhere) and prints the table.
-set -euo pipefail
+set -Eeuo pipefail
+# set -e ends the script without a word; say where.
+trap 'echo "compare.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/../.."
 root=$(pwd)
 
@@ -200,13 +202,16 @@ fio_run() { # NAME RW BS DEPTH JOBS [extra...] -> records NAME (IOPS or MB/s)
   local iops bw cpus=""
   iops=$(jq ".jobs[0].$dir.iops" "$work/fio.json")
   bw=$(jq ".jobs[0].$dir.bw_bytes" "$work/fio.json")
-  [ -n "$cpu0" ] && [ -n "$cpu1" ] && cpus=$(echo "($cpu1 - $cpu0) / $clk_tck / ($t1 - $t0)" | bc -l)
+  # (ifs, not `&&` lists: under set -e a false test as a function's last command fails the whole script)
+  if [ -n "$cpu0" ] && [ -n "$cpu1" ]; then
+    cpus=$(echo "($cpu1 - $cpu0) / $clk_tck / ($t1 - $t0)" | bc -l)
+  fi
   if [ "$bs" = 4k ]; then
     record "$name" "$iops"
-    [ -n "$cpus" ] && record "cpu_us_per_io_$name" "$(echo "$cpus * 1000000 / $iops" | bc -l)"
+    if [ -n "$cpus" ]; then record "cpu_us_per_io_$name" "$(echo "$cpus * 1000000 / $iops" | bc -l)"; fi
   else
     record "$name" "$(echo "$bw / 1000000" | bc -l)"
-    [ -n "$cpus" ] && record "cpu_ms_per_gb_$name" "$(echo "$cpus * 1000 * 1000000000 / $bw" | bc -l)"
+    if [ -n "$cpus" ]; then record "cpu_ms_per_gb_$name" "$(echo "$cpus * 1000 * 1000000000 / $bw" | bc -l)"; fi
   fi
 }
 
