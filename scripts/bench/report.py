@@ -25,7 +25,7 @@ with open(results) as f:
             metrics.append(metric)
         values[(system, metric)].append(float(value))
 
-# Higher is better for throughput; lower is better for memory, time and overhead.
+# Higher is better for throughput; lower is better for memory, time, overhead and CPU time.
 LOWER_IS_BETTER = ("mem_", "rss_", "idle_rss", "vmhwm", "_s", "overhead", "cpu_")
 
 
