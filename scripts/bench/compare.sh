@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: zramd against nbdkit's memory plugin (allocator=sparse and allocator=zstd) and,
 # when run as root on a kernel with /sys/class/zram-control, the kernel's own zram with lz4.
-# zramd-floor is the same daemon with the device's work taken out, and runs the fio workloads only, on pages that all
-# hold one repeated non-zero byte (same-filled: no compression, no pool, a read is a fill of the reply buffer). Every
-# byte still crosses the socket: blocks never written would be read as holes (a structured reply without the data),
-# which ran 128 KiB reads at twice the rate of a floor that moves the data. It is the ceiling of zramd's server and
-# fio's nbd engine on this machine: how far the device's work is from it.
+# zramd-floor is the same daemon with the device's work taken out, and runs the fio workloads and the timed trims
+# only, on pages that all hold one repeated non-zero byte (same-filled: no compression, no pool, a read is a fill of
+# the reply buffer, a trim frees nothing from a pool). Every byte still crosses the socket: blocks never written would
+# be read as holes (a structured reply without the data), which ran 128 KiB reads at twice the rate of a floor that
+# moves the data. It is the ceiling of zramd's server and fio's nbd engine on this machine: how far the device's work
+# is from it.
 #
 # Every round runs every system once, interleaved, so the drift of a shared machine spreads over all of them;
 # each round starts one system further on (A B C, B C A, C A B), so that no system always runs first or after the
@@ -273,7 +274,7 @@ run_fio_workloads() {
   fio_run randwrite_4k_qd32_2j randwrite 4k 32 2 "${buf[@]}"
 }
 
-# zramd-floor: the fio workloads only, on a device filled with same-filled pages of a non-zero byte.
+# zramd-floor: the fio workloads and the timed trims only, on a device filled with same-filled pages of a non-zero byte.
 floor_pattern=0xa5
 run_floor() {
   start_server "$system"
@@ -282,6 +283,9 @@ run_floor() {
   local same; same=$(zramd_stat same_pages)
   [ "$same" = $(( corpus_bytes / 4096 )) ] || { echo "zramd-floor: $same same-filled pages after the fill, want $(( corpus_bytes / 4096 ))" >&2; return 1; }
   run_fio_workloads pattern
+  # Trimming same-filled pages frees nothing from a pool: the trims' figure is the requests' own cost (the server's and
+  # fio's), the floor for the trims with the queue on.
+  time_trims
   stop_server
 }
 
@@ -295,10 +299,8 @@ compr_data_size_or_default() {
 }
 
 # ---- trims with and without deferred free, then compaction (zramd and the kernel) ----------------------
-run_compaction() {
-  start_server "$system"
-  nbdcopy "$swap_corpus" "$(target)"
-  local before_trim; before_trim=$(mem_used_total)
+# The timed trims on the server started for the current system, which holds data: trim_half_s.
+time_trims() {
   local trim_engine=(--ioengine=nbd --uri="nbd+unix:///?socket=$sock")
   [ -n "$zram_dev" ] && trim_engine=(--ioengine=psync --filename="/dev/$zram_dev")
   # A warm-up job of random reads first, on its own connection (reads change nothing stored). A daemon's first fio
@@ -316,6 +318,13 @@ run_compaction() {
       --output-format=json --output="$work/trim.json" >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; return 1; }
   local t; t=$(jq '.jobs[0].trim.runtime / 1000' "$work/trim.json")
   record "trim_half_s" "$t"
+}
+
+run_compaction() {
+  start_server "$system"
+  nbdcopy "$swap_corpus" "$(target)"
+  local before_trim; before_trim=$(mem_used_total)
+  time_trims
   # Let queued frees drain (zramd's device thread drains its queue every second), for every system alike.
   sleep 1.5
   local used compr

@@ -121,6 +121,9 @@ def check_targets():
         elif test == "inverse>=":
             value = theirs / mine if mine else 0
             ok, shown = value >= wanted, f"{value:.2f}x (want >= {wanted}x)"
+            floor = medians.get((CEILING, metric))
+            if floor:
+                shown += f"; {CEILING}: {theirs / floor:.2f}x"
         elif test == "diff<=":
             ok, shown = mine - theirs <= wanted, f"{mine:.1f}% vs {theirs:.1f}% (want zramd <= kernel)"
         elif test == "within5":
@@ -154,8 +157,8 @@ so absolute figures move; compare the ratios, which come from interleaved runs).
 {rounds} rounds, systems interleaved in each round, each round starting one system further on; fio runs of {runtime} s; corpora of {corpus_size}.
 Each cell: median (min–max). ↑ higher is better, ↓ lower is better. Ratios are zramd's median over the peer's.
 zramd-floor (zramd reading and writing pages that repeat one non-zero byte: no compression, no pool, the data still sent) runs the fio rows
-only. In the targets, "zramd-floor: Nx" after a ratio is its figure over the same peer: what zramd's server and fio's
-nbd engine allow on this machine if the device's work cost nothing.
+and the timed trims only. In the targets, "zramd-floor: Nx" after a ratio is its figure over the same peer: what zramd's server and
+fio's nbd engine allow on this machine if the device's work cost nothing.
 cpu_ms_per_gb_* and cpu_us_per_io_*: the server process's CPU time (user and system, all threads) per GB moved or per
 request over the steady part of that fio row, from /proc; none for kernel zram, whose work runs in fio's own calls.
 It is the work behind each rate, which the rate alone does not show (busy polling counts: it is CPU the server takes).
