@@ -311,8 +311,9 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>
     /// Frees an object the caller has just allocated and never handed out (a write its memory limit refused): as
-    /// <see cref="Free"/>, and if its handle cell is the newest, the cell goes back to never created, so that
-    /// <see cref="MetadataBytes"/> is what it was before the <see cref="Malloc"/>. The handle is refused afterwards
+    /// <see cref="Free"/>, and if its handle cell is the newest, the cell goes back to never created, as does the
+    /// descriptor of a zspage the Malloc created for it, so that <see cref="MetadataBytes"/> is what it was before the
+    /// <see cref="Malloc"/>. The handle is refused afterwards
     /// as one this pool never gave (ArgumentException), not as a freed one.
     /// </summary>
     public void Retract(uint handle)
@@ -961,7 +962,7 @@ public sealed unsafe class ZsPool : IDisposable
         cls.Lock.Exit();
         if (release)
         {
-            ReleaseZspage(cls, id, d);
+            ReleaseZspage(cls, id, d, retract);
         }
 
         if (retract)
@@ -1096,7 +1097,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
         catch (OutOfMemoryException)
         {
-            _handles.Release(cell);
+            _handles.Retract(cell);
             throw;
         }
     }
@@ -1117,7 +1118,7 @@ public sealed unsafe class ZsPool : IDisposable
         }
         catch
         {
-            _zspages.Free(id);
+            _zspages.Retract(id);
             throw;
         }
 
@@ -1138,11 +1139,20 @@ public sealed unsafe class ZsPool : IDisposable
         return id;
     }
 
-    /// <summary>Gives an empty zspage's pages back to the OS. Already removed from its class; no lock held.</summary>
-    private void ReleaseZspage(SizeClass cls, int id, ZsPageDescriptor* d)
+    /// <summary>Gives an empty zspage's pages back to the OS. Already removed from its class; no lock held.
+    /// <paramref name="retract"/>: its last object was retracted (<see cref="Retract"/>), so if the zspage was the
+    /// newest, its descriptor goes back to never created, as the object's handle cell does.</summary>
+    private void ReleaseZspage(SizeClass cls, int id, ZsPageDescriptor* d, bool retract)
     {
         _pages.FreeRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
-        _zspages.Free(id);
+        if (retract)
+        {
+            _zspages.Retract(id);
+        }
+        else
+        {
+            _zspages.Free(id);
+        }
     }
 
     /// <summary>Compaction frees zspages in bursts: it gathers them and gives their pages back together. Compaction lock held.</summary>

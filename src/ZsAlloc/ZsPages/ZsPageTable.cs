@@ -111,6 +111,31 @@ internal sealed unsafe class ZsPageTable : IDisposable
     }
 
     /// <summary>
+    /// Gives back an id whose zspage was created for an object retracted at once (a write refused at the memory
+    /// limit) or never finished: the newest id goes back to never created, so <see cref="MetadataBytes"/> falls by its
+    /// descriptor; any other id, or any id while a shrink runs, goes on the free list as <see cref="Free"/> puts it.
+    /// </summary>
+    public void Retract(int id)
+    {
+        lock (_lock)
+        {
+            if (_shrinking || id + 1 != _created)
+            {
+                this[id]->Flags = 0;
+                PushFree(id);
+            }
+            else
+            {
+                // Cleared as a never-created descriptor reads: Allocate takes it back as the newest id.
+                *this[id] = default;
+                Volatile.Write(ref _created, id);
+            }
+
+            _live--;
+        }
+    }
+
+    /// <summary>
     /// Starts a shrink if at least <paramref name="minimumPages"/> pages of descriptors lie above the live ids (plus
     /// room for zspages created meanwhile): sorts the free ids by the mark. False: not worth it, nothing changed.
     /// </summary>

@@ -3,6 +3,8 @@ namespace ZsAlloc.Tests.Pool;
 /// <summary>Words kept in handle cells (zram's non-zero same-filled pages): no object, 8 bytes each.</summary>
 public sealed class WordCellTests
 {
+    private const int DescriptorBytes = 20;
+
     [Fact]
     public void Words_round_trip_whatever_their_bits_and_share_the_cells_with_objects()
     {
@@ -56,7 +58,7 @@ public sealed class WordCellTests
     public void A_cell_taken_and_retracted_at_once_leaves_the_metadata_as_it_was()
     {
         using var pool = new ZsPool();
-        pool.Free(pool.Malloc(200)); // the first zspage's descriptor and page tables, which stay
+        pool.Malloc(200); // a zspage of the class with room, and the page tables, which stay
         var handles = Enumerable.Range(0, 100).Select(i => pool.StoreWord((ulong)i + 1)).ToList();
         long metadata = pool.MetadataBytes;
         for (int i = 0; i < 3; i++)
@@ -70,7 +72,7 @@ public sealed class WordCellTests
         }
 
         Assert.Equal(100, pool.GetStats().Words);
-        Assert.Equal(0, pool.GetStats().Objects);
+        Assert.Equal(1, pool.GetStats().Objects);
 
         // Freed, the newest cell stays counted on the free list, and the next word takes it.
         pool.FreeWord(pool.StoreWord(9));
@@ -87,6 +89,45 @@ public sealed class WordCellTests
         Assert.Equal(8UL, pool.ReadWord(handles[10]));
         Assert.Equal(10UL, pool.ReadWord(reused));
         Assert.Equal(50UL, pool.ReadWord(handles[49]));
+    }
+
+    /// <summary>
+    /// An object retracted at once whose Malloc created a zspage for it (its class had none with room) leaves the
+    /// metadata as it was too: the zspage's descriptor goes back to never created with the handle cell. The next
+    /// object of the class creates the zspage again, as the newest id, and reads back.
+    /// </summary>
+    [Fact]
+    public void An_object_retracted_after_creating_its_zspage_leaves_the_metadata_as_it_was()
+    {
+        using var pool = new ZsPool();
+        uint other = pool.Malloc(3000); // the arena, the first handle chunk and the first descriptor chunk, which stay
+        pool.Write(other, TestPattern.Slice(1, 3000));
+        long metadata = pool.MetadataBytes;
+        long descriptors = pool.ZspageMetadataBytes;
+        for (int i = 0; i < 3; i++)
+        {
+            uint handle = pool.Malloc(200);
+            Assert.Equal(descriptors + DescriptorBytes, pool.ZspageMetadataBytes);
+            pool.Retract(handle);
+            Assert.Equal(descriptors, pool.ZspageMetadataBytes);
+            Assert.Equal(metadata, pool.MetadataBytes);
+            Assert.Equal(1, pool.LiveZspages);
+        }
+
+        uint kept = pool.Malloc(200);
+        pool.Write(kept, TestPattern.Slice(2, 200));
+        Assert.Equal(descriptors + DescriptorBytes, pool.ZspageMetadataBytes);
+        Assert.Equal(2, pool.LiveZspages);
+        var back = new byte[3000];
+        pool.Read(kept, back.AsSpan(0, 200));
+        Assert.True(TestPattern.Slice(2, 200).SequenceEqual(back.AsSpan(0, 200)));
+        pool.Read(other, back);
+        Assert.True(TestPattern.Slice(1, 3000).SequenceEqual(back));
+
+        // A plain free of the class's only object releases its zspage and keeps the descriptor counted, for reuse.
+        pool.Free(kept);
+        Assert.Equal(descriptors + DescriptorBytes, pool.ZspageMetadataBytes);
+        Assert.Equal(1, pool.LiveZspages);
     }
 
     [Fact]
