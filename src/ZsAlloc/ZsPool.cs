@@ -313,8 +313,8 @@ public sealed unsafe class ZsPool : IDisposable
     /// Frees an object the caller has just allocated and never handed out (a write its memory limit refused): as
     /// <see cref="Free"/>, and if its handle cell is the newest, the cell goes back to never created, as does the
     /// descriptor of a zspage the Malloc created for it, so that <see cref="MetadataBytes"/> is what it was before the
-    /// <see cref="Malloc"/>. The handle is refused afterwards
-    /// as one this pool never gave (ArgumentException), not as a freed one.
+    /// <see cref="Malloc"/>. The handle is refused afterwards as one this pool never gave (ArgumentException), not as a
+    /// freed one.
     /// </summary>
     public void Retract(uint handle)
     {
