@@ -323,7 +323,6 @@ time_trims() {
 run_compaction() {
   start_server "$system"
   nbdcopy "$swap_corpus" "$(target)"
-  local before_trim; before_trim=$(mem_used_total)
   time_trims
   # Let queued frees drain (zramd's device thread drains its queue every second), for every system alike.
   sleep 1.5
@@ -346,7 +345,6 @@ run_compaction() {
   used=$(mem_used_total); compr=$(compr_data_size)
   record "overhead_after_compact_pct" "$(echo "($used - $compr) * 100 / $compr" | bc -l)"
   record "overhead_pool_after_compact_pct" "$(echo "($(pool_bytes) - $compr) * 100 / $compr" | bc -l)"
-  : "$before_trim"
   stop_server
 }
 
