@@ -383,6 +383,13 @@ internal sealed class NbdHandshake
     private async Task MetaContextAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
         bool isSet = option == (uint)OptionType.SetMetaContext;
+        if (isSet)
+        {
+            // SET replaces the selection even when it fails (proto.md): a failed SET leaves none.
+            _baseAllocation = false;
+            _metaContextExport = null;
+        }
+
         if (!_structured)
         {
             await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "negotiate structured replies first", ct).ConfigureAwait(false);

@@ -71,7 +71,7 @@ internal static class RequestValidator
             case CommandType.BlockStatus:
                 return !limits.BaseAllocation
                     ? Fail(NbdError.Invalid, ErrorMessages.NoMetaContext, out message)
-                    : CheckRange(request, limits, NbdError.Invalid, out message, checkAlignment: false);
+                    : CheckRange(request, limits, NbdError.Invalid, out message);
             default:
                 return Fail(NbdError.Invalid, ErrorMessages.UnknownCommand, out message);
         }
@@ -83,7 +83,7 @@ internal static class RequestValidator
     private static NbdError? CheckPayload(in RequestHeader request, in ConnectionLimits limits, out byte[]? message) =>
         request.Length > (uint)limits.MaxPayload ? Fail(NbdError.Overflow, ErrorMessages.PayloadTooLarge, out message) : Pass(out message);
 
-    private static NbdError CheckRange(in RequestHeader request, in ConnectionLimits limits, NbdError beyondEnd, out byte[]? message, bool checkAlignment = true)
+    private static NbdError CheckRange(in RequestHeader request, in ConnectionLimits limits, NbdError beyondEnd, out byte[]? message)
     {
         if (request.Length == 0)
         {
@@ -97,7 +97,7 @@ internal static class RequestValidator
         }
 
         uint block = (uint)limits.MinimumBlockSize;
-        if (checkAlignment && block > 1 && (request.Offset % block != 0 || request.Length % block != 0))
+        if (block > 1 && (request.Offset % block != 0 || request.Length % block != 0))
         {
             return Fail(NbdError.Invalid, ErrorMessages.Unaligned, out message);
         }

@@ -43,7 +43,7 @@ public class RequestValidatorTests
     [InlineData(CommandType.Cache, CommandFlags.None, 0, 4096, true, false, false, 1, NbdError.None)]
     [InlineData(CommandType.Cache, CommandFlags.None, Size, 4096, false, false, false, 1, NbdError.Invalid)]
     [InlineData(CommandType.BlockStatus, CommandFlags.RequestOne, 0, Size, false, true, true, 1, NbdError.None)]
-    [InlineData(CommandType.BlockStatus, CommandFlags.None, 100, 100, false, true, true, 512, NbdError.None)]
+    [InlineData(CommandType.BlockStatus, CommandFlags.None, 100, 100, false, true, true, 512, NbdError.Invalid)]
     [InlineData(CommandType.BlockStatus, CommandFlags.None, 0, 4096, false, true, false, 1, NbdError.Invalid)]
     [InlineData(CommandType.BlockStatus, CommandFlags.None, Size - 512, 1024, false, true, true, 1, NbdError.Invalid)]
     [InlineData((CommandType)8, CommandFlags.None, 0, 0, false, true, true, 1, NbdError.Invalid)]
