@@ -587,9 +587,11 @@ public sealed unsafe class ZsPool : IDisposable
     /// </summary>
     public long Compact()
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
         lock (_compactLock)
         {
+            // Checked under the lock: Dispose sets it under the same lock and then unmaps, so a Compact that waited
+            // for the lock while the pool was disposed stops here instead of running on unmapped memory.
+            ObjectDisposedException.ThrowIf(_disposed, this);
             long started = Stopwatch.GetTimestamp();
             long moved = 0;
             long freed = 0;
@@ -601,6 +603,10 @@ public sealed unsafe class ZsPool : IDisposable
                     freed += ShrinkClass(_classes[i], ref moved);
                 }
             }
+
+            // A shrink that gave up a move may have left an emptied destination in the burst (ReleaseLater); the next
+            // class's compaction would flush it, but class 0 comes last.
+            ReleaseDeferredZspages();
 
             // Compaction is when memory goes back: the few warm pages kept for reuse go too, the deferred queue's
             // pages past its queued entries, and the descriptors of the zspages it emptied.
