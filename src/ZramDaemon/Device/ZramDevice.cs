@@ -513,7 +513,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long started = Stopwatch.GetTimestamp();
         for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages); index++)
         {
-            WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1);
+            WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _);
             if (outcome == WritebackOutcome.WrittenBack)
             {
                 written++;
@@ -995,8 +995,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             for (int index = 0; index < _slots.Count && freed < target; index++)
             {
-                int size = SlotInfo.Size(_slots.PeekInfo(index));
-                WritebackOutcome outcome = WritebackSlot(index, type, minAge, tryLock: false, classIndex: -1);
+                // The size the writeback reports, not a peek: a deduplicated slot's own info holds no size.
+                WritebackOutcome outcome = WritebackSlot(index, type, minAge, tryLock: false, classIndex: -1, out int size);
                 if (outcome == WritebackOutcome.WrittenBack)
                 {
                     freed += size;
@@ -1028,7 +1028,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         for (int i = 0; i < count; i++)
         {
             int index = start + i < count ? start + i : start + i - count;
-            WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex);
+            WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex, out _);
             if (outcome == WritebackOutcome.WrittenBack)
             {
                 Volatile.Write(ref _writebackCursor, index + 1 < count ? index + 1 : 0);
@@ -1118,10 +1118,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// Writes one slot's object to the backing file if it is a candidate, under the slot's lock (taken only if free
     /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
-    /// the pool object is freed at once.
+    /// the pool object is freed at once. <paramref name="size"/>: the bytes of the object written back, else 0.
     /// </summary>
-    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex)
+    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex, out int size)
     {
+        size = 0;
         if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
         {
             return WritebackOutcome.Skipped;
@@ -1165,11 +1166,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return WritebackOutcome.NoRoom;
             }
 
-            int size = SlotInfo.Size(info);
+            int objectSize = SlotInfo.Size(info);
             Span<byte> scratch = stackalloc byte[PageSize];
             try
             {
-                using ZsReadView view = _pool.MapRead(_slots.Value(index), size, scratch);
+                using ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, scratch);
                 _backing.Write(block, view.Span);
             }
             catch (IOException e)
@@ -1184,6 +1185,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             _slots.Set(index, (uint)block, newInfo);
             _pool.Free(handle);
             _counters.Replace(info, newInfo);
+            size = objectSize;
             return WritebackOutcome.WrittenBack;
         }
         finally
