@@ -7,7 +7,9 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// The control socket: a Unix stream socket with mode 0600 (only root, or the user running zramd, may
 /// change devices). Each connection carries one request line and gets one JSON reply line, then closes.
-/// Runs on the thread pool: it is the control plane, not the I/O path.
+/// Runs on the thread pool: it is the control plane, not the I/O path. <see cref="DisposeAsync"/> returns only
+/// once every request it started has ended: the daemon frees its devices right after, and a verb still running
+/// (a recompress takes up to 5 s) would use freed native memory.
 /// </summary>
 public sealed partial class ControlServer : IAsyncDisposable
 {
@@ -19,6 +21,10 @@ public sealed partial class ControlServer : IAsyncDisposable
     private readonly TimeSpan _clientTimeout;
     private readonly CancellationTokenSource _stop = new();
     private Task? _acceptLoop;
+
+    // The requests being served; the accept loop adds, each removes itself when done (under _servingLock).
+    private readonly HashSet<Task> _serving = [];
+    private readonly Lock _servingLock = new();
 
     private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger, TimeSpan clientTimeout)
     {
@@ -84,7 +90,24 @@ public sealed partial class ControlServer : IAsyncDisposable
                 continue;
             }
 
-            _ = Task.Run(() => ServeAsync(client));
+            Task serve = Task.Run(() => ServeAsync(client));
+            lock (_servingLock)
+            {
+                _serving.Add(serve);
+            }
+
+            // Registered after the Add, so it runs after it even if the request is already done.
+            _ = serve.ContinueWith(
+                done =>
+                {
+                    lock (_servingLock)
+                    {
+                        _serving.Remove(done);
+                    }
+                },
+                CancellationToken.None,
+                TaskContinuationOptions.ExecuteSynchronously,
+                TaskScheduler.Default);
         }
     }
 
@@ -122,10 +145,10 @@ public sealed partial class ControlServer : IAsyncDisposable
                     }
                 }
 
-                // A fresh timeout for the reply: a run that took long on a loaded machine (writeback, recompress)
-                // must still be answered, or the client sees no reply for work that was done.
-                using var replying = CancellationTokenSource.CreateLinkedTokenSource(_stop.Token);
-                replying.CancelAfter(_clientTimeout);
+                // A fresh timeout for the reply, not cut by a stop: a run that took long on a loaded machine
+                // (writeback, recompress), or that a stop waited for, must still be answered, or the client sees no
+                // reply for work that was done.
+                using var replying = new CancellationTokenSource(_clientTimeout);
                 await client.SendAsync(reply.ToJsonLine(), SocketFlags.None, replying.Token).ConfigureAwait(false);
                 client.Shutdown(SocketShutdown.Send);
 
@@ -182,6 +205,16 @@ public sealed partial class ControlServer : IAsyncDisposable
         {
             await _acceptLoop.ConfigureAwait(false);
         }
+
+        // The loop has ended: no request starts any more. Those running may still be reading their line (the stop
+        // cancels that) or running their verb (bounded by the verb itself); wait for both.
+        Task[] serving;
+        lock (_servingLock)
+        {
+            serving = [.. _serving];
+        }
+
+        await Task.WhenAll(serving).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
         try
         {

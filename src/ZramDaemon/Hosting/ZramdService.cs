@@ -51,7 +51,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         _logger = loggerFactory.CreateLogger("zramd");
     }
 
-    public Task StartAsync(CancellationToken cancellationToken)
+    public async Task StartAsync(CancellationToken cancellationToken)
     {
         try
         {
@@ -59,11 +59,13 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
         catch
         {
+            // A start that failed late (an attach) already serves: nothing may reach a device once it is freed, so
+            // the control socket and the NBD listeners stop first.
+            await StopControlAsync().ConfigureAwait(false);
+            await StopServingAsync().ConfigureAwait(false);
             CloseEverything();
             throw;
         }
-
-        return Task.CompletedTask;
     }
 
     private void Start()
@@ -342,9 +344,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 LogStopping();
             }
 
-            await _stopAccepting.CancelAsync().ConfigureAwait(false);
-            await _server.StopAsync(StopGrace).ConfigureAwait(false);
-            await Task.WhenAll(_serving).ConfigureAwait(false);
+            await StopServingAsync().ConfigureAwait(false);
         }
 
         if (_watchdog is not null)
@@ -352,11 +352,8 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             await _watchdog.ConfigureAwait(false);
         }
 
-        if (_control is not null)
-        {
-            await _control.DisposeAsync().ConfigureAwait(false);
-            _control = null;
-        }
+        // Waits for the verbs still running (ControlServer.DisposeAsync): the devices are freed below.
+        await StopControlAsync().ConfigureAwait(false);
 
         // No request runs any more: finish the frees that trims and overwrites queued, so the report is final.
         foreach (ZramDevice device in _devices)
@@ -368,6 +365,27 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         CloseEverything();
         LogStopped();
+    }
+
+    /// <summary>Stops accepting NBD connections and waits for the open ones (up to <see cref="StopGrace"/>).</summary>
+    private async Task StopServingAsync()
+    {
+        await _stopAccepting.CancelAsync().ConfigureAwait(false);
+        if (_server is not null)
+        {
+            await _server.StopAsync(StopGrace).ConfigureAwait(false);
+            await Task.WhenAll(_serving).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Closes the control socket once the requests it started have ended.</summary>
+    private async Task StopControlAsync()
+    {
+        if (_control is not null)
+        {
+            await _control.DisposeAsync().ConfigureAwait(false);
+            _control = null;
+        }
     }
 
     /// <summary>Detaches what is still attached (a failed start), closes listeners (removing their socket files)
@@ -397,11 +415,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             await _status.ConfigureAwait(false);
         }
 
-        if (_control is not null)
-        {
-            await _control.DisposeAsync().ConfigureAwait(false);
-        }
-
+        await StopControlAsync().ConfigureAwait(false);
         if (_server is not null)
         {
             await _server.DisposeAsync().ConfigureAwait(false);
