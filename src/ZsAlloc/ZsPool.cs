@@ -148,6 +148,15 @@ public sealed unsafe class ZsPool : IDisposable
 
     public void ResetPeak() => _pages.ResetPeak();
 
+    /// <summary>Zeroes the peak and what counts compaction's work (a device reset: the kernel's pool is new then).</summary>
+    public void ResetCounters()
+    {
+        ResetPeak();
+        Interlocked.Exchange(ref _pagesCompacted, 0);
+        Interlocked.Exchange(ref _objectsMoved, 0);
+        Interlocked.Exchange(ref _compactionRuns, 0);
+    }
+
     /// <summary>
     /// zs_lookup_class_index: the size class an object of <paramref name="size"/> payload bytes (1..4096) goes to.
     /// A smaller index takes less memory per object; objects of one class cost the same whatever their size.

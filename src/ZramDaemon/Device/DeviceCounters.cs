@@ -39,7 +39,8 @@ internal sealed class DeviceCounters
         AddIfNonZero(ref DictionaryPages, delta.Dictionary);
     }
 
-    /// <summary>Zeroes what counts events (not what describes the stored data), as a device reset does.</summary>
+    /// <summary>Zeroes what counts events (not what describes the stored data), as a device reset does: the kernel's
+    /// zram_reset_device zeroes all its stats.</summary>
     public void ResetEvents()
     {
         Interlocked.Exchange(ref HugePagesSince, 0);
@@ -48,6 +49,10 @@ internal sealed class DeviceCounters
         Interlocked.Exchange(ref InvalidIo, 0);
         Interlocked.Exchange(ref NotifyFree, 0);
         Interlocked.Exchange(ref DiscardedPages, 0);
+        Interlocked.Exchange(ref CompactionRuns, 0);
+        Interlocked.Exchange(ref CompactionTicks, 0);
+        Interlocked.Exchange(ref RecompressedPages, 0);
+        Interlocked.Exchange(ref RecompressBytesSaved, 0);
     }
 
     private static void AddIfNonZero(ref long counter, long delta)

@@ -567,7 +567,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _pool.FlushDeferred();
         _counters.ResetEvents();
-        _pool.ResetPeak();
+        _pool.ResetCounters();
+        _backing?.ResetCounters();
     }
 
     public IReadOnlyList<ZsClassStats> GetClassStats() => _pool.GetClassStats();

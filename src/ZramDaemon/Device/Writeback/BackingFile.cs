@@ -89,6 +89,14 @@ internal sealed class BackingFile : IDisposable
     /// <summary>zram's bd_writes: pages written to the file.</summary>
     public long Writes => Interlocked.Read(ref _writes);
 
+    /// <summary>Zeroes bd_reads and bd_writes (a device reset). The day's writeback budget stays spent: a reset must
+    /// not buy more writes to the flash.</summary>
+    public void ResetCounters()
+    {
+        Interlocked.Exchange(ref _reads, 0);
+        Interlocked.Exchange(ref _writes, 0);
+    }
+
     /// <summary>Freed blocks the filesystem would not punch out (they stay allocated in the file until reused).</summary>
     public long PunchFailures => Interlocked.Read(ref _punchFailures);
 

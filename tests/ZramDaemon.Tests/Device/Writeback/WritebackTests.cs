@@ -293,6 +293,34 @@ public sealed class WritebackTests : IDisposable
         return page;
     }
 
+    /// <summary>The kernel's zram_reset_device zeroes every stat; a reset here zeroes what counts events as well as
+    /// what describes the data (bd_reads, bd_writes, pages_compacted and the compaction runs used to survive it).</summary>
+    [Fact]
+    public void Reset_zeroes_the_event_counters_as_the_kernel_does()
+    {
+        using ZramDevice device = Create(16L << 20);
+        for (int i = 0; i < 1024; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        for (int i = 0; i < 1024; i += 2)
+        {
+            Assert.Equal(NbdError.None, device.Trim((long)i * Page, Page));
+        }
+
+        Assert.True(device.Compact() > 0);
+        Assert.True(device.Writeback(SlotSelection.All).WrittenBack > 0);
+        Assert.Equal(NbdError.None, device.Read(Page, new byte[Page]));
+        ZramStats before = device.GetStats();
+        Assert.True(before.BdReads > 0 && before.BdWrites > 0 && before.PagesCompacted > 0 && before.CompactionRuns > 0);
+
+        device.Reset();
+        ZramStats after = device.GetStats();
+        Assert.Equal((0L, 0L, 0L, 0L, 0L), (after.BdCount, after.BdReads, after.BdWrites, after.PagesCompacted, after.CompactionRuns));
+        Assert.Equal((0L, 0L), (after.RecompressedPages, after.RecompressBytesSaved));
+    }
+
     [Fact]
     public void Idle_slots_written_back_on_request_read_back_and_free_their_memory()
     {
