@@ -1144,11 +1144,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             uint info = _slots.Info(index);
-            if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex) || (info = OwnObject(index, info)) == 0)
+            if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex))
             {
                 return WritebackOutcome.Skipped;
             }
 
+            // The budget and a block before a deduplicated slot leaves the index (OwnObject): one refused here stays
+            // shared.
             if (!_backing.TryTakeBudget())
             {
                 return WritebackOutcome.NoBudget;
@@ -1160,11 +1162,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return WritebackOutcome.NoRoom;
             }
 
-            if (block > uint.MaxValue)
+            if (block > uint.MaxValue || (info = OwnObject(index, info)) == 0)
             {
-                // The slot keeps a 32-bit block number: 16 TiB of backing file at most.
+                // The slot keeps a 32-bit block number: 16 TiB of backing file at most. Or another slot shared the
+                // entry since CandidateInfo looked (rare: that page's budget is spent for nothing).
                 _backing.Free(block);
-                return WritebackOutcome.NoRoom;
+                return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
             }
 
             int objectSize = SlotInfo.Size(info);
