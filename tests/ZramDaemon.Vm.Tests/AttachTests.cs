@@ -76,4 +76,34 @@ public sealed class AttachTests(ITestOutputHelper output)
         Assert.Contains("detached /dev/nbd0", run.Process.StandardOutput, StringComparison.Ordinal);
         Assert.DoesNotContain("CLIENT(S) CONNECTED", run.Process.StandardOutput, StringComparison.Ordinal);
     }
+
+    /// <summary>
+    /// `zramd attach --ioctl` aimed at a /dev/nbdN someone else holds must fail without touching that device
+    /// (scripts/vm/guest/attach-busy.sh). NbdIoctl.Run used to answer a refused NBD_SET_SOCK with NBD_CLEAR_SOCK,
+    /// which the kernel performs on whatever the device is connected to (it is allowed even on a netlink-bound
+    /// device): the refused attach disconnected the device it was refused on, and everything on it (swap) was lost.
+    /// </summary>
+    [Fact]
+    public void Refused_ioctl_attach_leaves_the_busy_device_connected()
+    {
+        VmImage image = VmImage.Build("attach-busy",
+            ZramdPublish.Executable + "=/opt/zramd/zramd",
+            "/usr/lib/x86_64-linux-gnu/liblz4.so.1=/usr/lib/x86_64-linux-gnu/liblz4.so.1",
+            "/usr/lib/x86_64-linux-gnu/libzstd.so.1=/usr/lib/x86_64-linux-gnu/libzstd.so.1");
+        GuestRun run = GuestRun.Start(image, "attach-busy", socket: null, GuestMemory, TimeSpan.FromMinutes(5));
+        run.AssertCompleted();
+
+        // /dev/nbd0, bound through netlink by the daemon (attach = /dev/nbd0): the ioctl attach is refused ...
+        Assert.NotEqual(0, run.Number("busy.netlink_owned_attach_rc"));
+        // ... and the device must still be connected with its data.
+        Assert.True(run.Number("busy.nbd0_size_after") > 0, "the refused attach disconnected /dev/nbd0\n" + run.Console);
+        Assert.Equal(run["busy.nbd0_before_written_sha256"], run["busy.nbd0_readback_after_sha256"]);
+
+        // /dev/nbd2, held in NBD_DO_IT by another `zramd attach --ioctl`: refused with EBUSY ...
+        Assert.NotEqual(0, run.Number("busy.ioctl_owned_attach_rc"));
+        // ... and the first attachment must survive.
+        Assert.True(run.Number("busy.nbd2_size_after") > 0, "the refused attach disconnected /dev/nbd2\n" + run.Console);
+        Assert.Equal(1, run.Number("busy.first_attach_running"));
+        Assert.Equal(run["busy.nbd2_before_written_sha256"], run["busy.nbd2_readback_after_sha256"]);
+    }
 }

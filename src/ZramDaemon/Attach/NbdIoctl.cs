@@ -110,16 +110,25 @@ public sealed class NbdIoctl : IDisposable
 
     private void Run(int socketFd, NbdExportInfo export, int blockSize)
     {
+        bool socketSet = false;
         try
         {
             Check(Interop.Libc.Ioctl(_deviceFd, NbdSetSock, (nuint)socketFd), "NBD_SET_SOCK");
+            socketSet = true;
             Check(Interop.Libc.Ioctl(_deviceFd, NbdSetBlockSize, (nuint)blockSize), "NBD_SET_BLKSIZE");
             Check(Interop.Libc.Ioctl(_deviceFd, NbdSetSizeBlocks, (nuint)(export.Size / blockSize)), "NBD_SET_SIZE_BLOCKS");
             Check(Interop.Libc.Ioctl(_deviceFd, NbdSetFlags, export.TransmissionFlags), "NBD_SET_FLAGS");
         }
         catch (NbdAttachException e)
         {
-            Interop.Libc.Ioctl(_deviceFd, NbdClearSock, 0);
+            // Only our own socket is taken back. A refused NBD_SET_SOCK means the device is someone else's (EBUSY:
+            // another task set it up; EINVAL: netlink-bound), and NBD_CLEAR_SOCK would disconnect theirs: the kernel
+            // performs it on whatever the device is connected to, swap included.
+            if (socketSet)
+            {
+                Interop.Libc.Ioctl(_deviceFd, NbdClearSock, 0);
+            }
+
             _configured.SetException(e);
             _ended.SetResult(e.Errno);
             return;
