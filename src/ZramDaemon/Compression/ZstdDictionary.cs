@@ -18,12 +18,17 @@ public sealed unsafe class ZstdDictionary : IDisposable
     private nint _cdict;
     private long _tablesBytes;
 
+    // Measured when made: MemoryBytes is read by any thread at any time (every write under a limit), and must not
+    // call zstd on a handle another thread may be freeing (ReleaseCompressionTables, Dispose).
+    private readonly long _ddictBytes;
+
     private ZstdDictionary(byte* content, int size, int level, nint ddict)
     {
         _content = content;
         Size = size;
         Level = level;
         _ddict = ddict;
+        _ddictBytes = (long)Interop.Zstd.SizeofDDict(ddict);
     }
 
     /// <summary>The dictionary's own size in bytes.</summary>
@@ -33,14 +38,7 @@ public sealed unsafe class ZstdDictionary : IDisposable
     public int Level { get; }
 
     /// <summary>What it holds in memory now: the dictionary, the decompression copy and, while held, the compression one.</summary>
-    public long MemoryBytes
-    {
-        get
-        {
-            nint cdict = Volatile.Read(ref _cdict);
-            return Size + (long)Interop.Zstd.SizeofDDict(_ddict) + (cdict == 0 ? 0 : (long)Interop.Zstd.SizeofCDict(cdict));
-        }
-    }
+    public long MemoryBytes => Size + _ddictBytes + (HasCompressionTables ? Volatile.Read(ref _tablesBytes) : 0);
 
     internal nint DDict => _ddict;
 
@@ -165,7 +163,8 @@ public sealed unsafe class ZstdDictionary : IDisposable
                 throw new OutOfMemoryException("zstd could not digest the dictionary for compression.");
             }
 
-            _tablesBytes = (long)Interop.Zstd.SizeofCDict(cdict);
+            // Before the handle is published: MemoryBytes counts _tablesBytes once it sees the handle.
+            Volatile.Write(ref _tablesBytes, (long)Interop.Zstd.SizeofCDict(cdict));
             Volatile.Write(ref _cdict, cdict);
         }
 

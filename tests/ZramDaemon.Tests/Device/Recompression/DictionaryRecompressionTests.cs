@@ -243,6 +243,59 @@ public sealed class DictionaryRecompressionTests : IDisposable
         AssertReads(device, pages);
     }
 
+    /// <summary>
+    /// recompress_dict_bytes (and mem_used_total, which every write under a limit reads) asks ZSTD_sizeof_CDict about
+    /// the compression tables while the recompression thread frees them at the end of each pass
+    /// (ZstdDictionary.MemoryBytes reads _cdict, then calls into zstd with it: a use-after-free). Only two answers are
+    /// honest, with the tables or without them; a freed CDict answers something else (or faults, if it was unmapped).
+    /// </summary>
+    [Fact]
+    public void Mem_used_total_read_while_passes_make_and_drop_the_compression_tables_never_reads_a_freed_CDict()
+    {
+        using ZramDevice device = Create(dictionary: 32 << 10, size: 4L << 20);
+        Write(device, Pages(1024, 0));
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        Assert.True(device.GetStats().RecompressDictBytes > 0);
+        device.FlushDeferredFrees();
+        // Nothing else changes from here on: mem_used_total moves only with the dictionary's tables.
+        long without = device.MemUsedTotal;
+
+        var odd = new System.Collections.Concurrent.ConcurrentDictionary<long, int>();
+        var values = new System.Collections.Concurrent.ConcurrentDictionary<long, int>();
+        long passes = 0;
+        long withTables = 0;
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(3));
+        var reader = new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                long used = device.MemUsedTotal;
+                values.AddOrUpdate(used, 1, (_, c) => c + 1);
+                if (used >= without + (64 << 10) && Interlocked.CompareExchange(ref withTables, used, 0) is long first && first != 0 && first != used)
+                {
+                    stop.Cancel();
+                }
+                else if (used != without && used < without + (64 << 10))
+                {
+                    stop.Cancel(); // a wrong answer: no need to look further
+                }
+            }
+        });
+        reader.Start();
+        while (!stop.IsCancellationRequested)
+        {
+            // Every slot is marked dealt with: a pass only makes the tables, looks at each slot and drops them.
+            device.Recompress(SlotSelection.Idle);
+            passes++;
+        }
+
+        reader.Join();
+        // The tables cost hundreds of KiB: an honest reading is either "without" or "without + tables" (one value).
+        Assert.True(values.Keys.All(v => v == without || v == Interlocked.Read(ref withTables)),
+            $"after {passes} passes mem_used_total was {string.Join(", ", values.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} ({kv.Value}x)"))}; without the tables it is {without}");
+    }
+
     [Fact]
     public void Too_few_idle_pages_for_a_dictionary_are_recompressed_without_one()
     {
