@@ -427,11 +427,31 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         lock (_compressorsLock)
         {
-            var compressor = new Compressor(spec);
-            _allCompressors.Add(compressor);
+            // One compressor per spec: each holds a stream per CPU (zstd's contexts too) and lives as long as the
+            // device (a writer may still hold the one it took), so switching back takes the one made before. Not
+            // recompression's, which has a single stream.
+            Compressor? compressor = _allCompressors.Find(c => c.Spec == spec && c != _secondary);
+            if (compressor is null)
+            {
+                compressor = new Compressor(spec);
+                _allCompressors.Add(compressor);
+            }
+
             // Published before any write can use the new compressor, so every slot's algorithm has a decompressor.
             Volatile.Write(ref _decompressors[(int)spec.Algorithm], _decompressors[(int)spec.Algorithm] ?? compressor);
             _compressor = compressor;
+        }
+    }
+
+    /// <summary>The compressors made so far (for tests).</summary>
+    internal int CompressorCount
+    {
+        get
+        {
+            lock (_compressorsLock)
+            {
+                return _allCompressors.Count;
+            }
         }
     }
 
