@@ -37,7 +37,10 @@ public sealed class UnitFileTests
         Assert.Contains("BindsTo=zramd.service", swap, StringComparison.Ordinal);
         Assert.Contains("After=zramd.service", swap, StringComparison.Ordinal);
         Assert.Contains("ExecStop=/usr/sbin/swapoff /dev/nbd0", swap, StringComparison.Ordinal);
+        // The detach after it is skipped while /dev/nbd0 is still swap (swapoff failed): the pages there stay reachable.
+        Assert.Contains("ExecStopPost=-/bin/sh -c 'grep -q \"^/dev/nbd0 \" /proc/swaps || exec /usr/bin/zramd detach /dev/nbd0'", swap, StringComparison.Ordinal);
         Assert.Contains("BindsTo=zramd.service", scratch, StringComparison.Ordinal);
+        Assert.Contains("ExecStopPost=-/bin/sh -c 'grep -q \"^/dev/nbd1 \" /proc/mounts || exec /usr/bin/zramd detach /dev/nbd1'", scratch, StringComparison.Ordinal);
         Assert.Contains("After=zramd.service", scratch, StringComparison.Ordinal);
         Assert.Contains("BindsTo=zramd-scratch.service", mount, StringComparison.Ordinal);
         Assert.Contains("After=zramd-scratch.service", mount, StringComparison.Ordinal);
