@@ -330,8 +330,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         _notifier.Notify("STOPPING=1\nSTATUS=stopping");
         if (_server is not null)
         {
-            // First the kernel devices this daemon attached: NBD_CMD_DISCONNECT makes the kernel finish its
-            // requests and send NBD_CMD_DISC while the server still answers normally. What is left are other clients.
+            // First the kernel devices this daemon attached, while the server still answers: NBD_CMD_DISCONNECT makes
+            // the kernel send NBD_CMD_DISC, and it fails what is still queued with EIO (Linux 6.1's
+            // nbd_disconnect_and_put), which is why swapoff and umount must come first (the units' ordering). What
+            // is left are other clients.
             await DetachAllAsync().ConfigureAwait(false);
             int open = _server.ConnectionCount;
             if (open > 0)
