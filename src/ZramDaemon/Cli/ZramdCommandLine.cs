@@ -184,10 +184,17 @@ public static class ZramdCommandLine
         };
         attach.SetAction(result =>
         {
-            string? given = result.GetValue(socket);
-            string server = given is null
-                ? "unix:" + Path.Combine(RuntimePaths.RequireDefaultDirectory(SystemFacts.Current()), RuntimePaths.SocketFileName)
-                : given.Contains(':', StringComparison.Ordinal) ? given : "unix:" + Path.GetFullPath(given);
+            string server;
+            try
+            {
+                server = NbdServerFor(result.GetValue(socket));
+            }
+            catch (ConfigurationException e)
+            {
+                error.WriteLine($"zramd: {e.Message}");
+                return e.ExitCode;
+            }
+
             return AttachCommand.Attach(result.GetValue(name)!, result.GetValue(device), server,
                 result.GetValue(ioctl) ? NbdAttachMethod.Ioctl : null, output, error);
         });
@@ -203,7 +210,17 @@ public static class ZramdCommandLine
 
     private static int Send(ParseResult result, Option<string> controlOption, TextWriter output, TextWriter error, ControlRequest request, Action<ControlReply>? print)
     {
-        string path = ControlPathFor(result.GetValue(controlOption));
+        string path;
+        try
+        {
+            path = ControlPathFor(result.GetValue(controlOption));
+        }
+        catch (ConfigurationException e)
+        {
+            error.WriteLine($"zramd: {e.Message}");
+            return e.ExitCode;
+        }
+
         ControlReply reply;
         try
         {
@@ -224,11 +241,6 @@ public static class ZramdCommandLine
             error.WriteLine($"zramd: the daemon at {path} did not answer in time.");
             return ExitCodes.Failure;
         }
-        catch (ConfigurationException e)
-        {
-            error.WriteLine($"zramd: {e.Message}");
-            return e.ExitCode;
-        }
 
         if (!reply.Ok)
         {
@@ -248,17 +260,33 @@ public static class ZramdCommandLine
         return ExitCodes.Success;
     }
 
-    /// <summary>--control, else $ZRAMD_CONTROL, else zramd.ctl in the default runtime directory.</summary>
+    /// <summary>--control, else $ZRAMD_CONTROL, else zramd.ctl in the default runtime directory; checked as the
+    /// daemon checks it.</summary>
+    /// <exception cref="ConfigurationException">The path is not one a Unix socket can have.</exception>
     private static string ControlPathFor(string? option)
     {
         if (option is not null)
         {
-            return Path.GetFullPath(option);
+            return ConfigurationLoader.ControlSocketPath(new Setting(option, "option --control", true));
         }
 
         SystemFacts facts = SystemFacts.Current();
         return facts.Get("ZRAMD_CONTROL") is { } fromEnvironment
-            ? Path.GetFullPath(fromEnvironment)
-            : Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.ControlFileName);
+            ? ConfigurationLoader.ControlSocketPath(new Setting(fromEnvironment, "environment variable ZRAMD_CONTROL", false))
+            : RuntimePaths.RequireDefaultSocketPath(facts, RuntimePaths.ControlFileName);
+    }
+
+    /// <summary>The daemon's NBD listener from --socket (with the syntax of --listen; a bare path is unix:PATH), else
+    /// zramd.sock in the default runtime directory.</summary>
+    /// <exception cref="ConfigurationException">--socket is not an address.</exception>
+    private static string NbdServerFor(string? option)
+    {
+        if (option is null)
+        {
+            return "unix:" + RuntimePaths.RequireDefaultSocketPath(SystemFacts.Current(), RuntimePaths.SocketFileName);
+        }
+
+        string text = option.Contains(':', StringComparison.Ordinal) ? option : "unix:" + option;
+        return ListenAddress.TryParse(text, out _, out string why) ? text : throw new Setting(option, "option --socket", true).Fail(why);
     }
 }

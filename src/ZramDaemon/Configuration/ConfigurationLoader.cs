@@ -20,6 +20,9 @@ public static partial class ConfigurationLoader
 {
     public const string DaemonSection = "zramd";
 
+    /// <summary>The longest duration a key takes: about 31 years.</summary>
+    private const long MaxDurationSeconds = 1_000_000_000;
+
     /// <summary>zram-generator keys that zramd does not implement: named so the error can say so.</summary>
     private static readonly string[] ZramGeneratorOnlyKeys =
         ["host-memory-limit", "swap-priority", "options", "fs-type", "mount-point", "writeback-device", "zram-fraction", "max-zram-size"];
@@ -214,25 +217,26 @@ public static partial class ConfigurationLoader
         }
         else
         {
-            listen.Add(ListenAddress.Unix(Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.SocketFileName)));
+            listen.Add(ListenAddress.Unix(RuntimePaths.RequireDefaultSocketPath(facts, RuntimePaths.SocketFileName)));
         }
 
         string controlPath;
         if (daemon.Control is { } control)
         {
-            if (control.Value.EndsWith('/'))
-            {
-                throw control.Fail("the control socket needs a file path, e.g. /run/zramd/zramd.ctl");
-            }
-
-            controlPath = Path.GetFullPath(control.Value);
+            controlPath = ControlSocketPath(control);
+        }
+        else if (daemon.Listen is { } listenGiven && listen.FirstOrDefault(l => l.IsUnix) is { } firstUnix)
+        {
+            // zramd.ctl may be longer than the NBD socket's own name.
+            string beside = Path.Combine(Path.GetDirectoryName(firstUnix.UnixPath)!, RuntimePaths.ControlFileName);
+            controlPath = ListenAddress.TryGetSocketPath(beside, out string? fullPath, out string error)
+                ? fullPath
+                : throw (listenGiven with { Value = firstUnix.ToString() })
+                    .Fail($"the control socket beside it, {beside}: {error}; set control (ZRAMD_CONTROL, --control)");
         }
         else
         {
-            ListenAddress? firstUnix = listen.FirstOrDefault(l => l.IsUnix);
-            controlPath = firstUnix is not null
-                ? Path.Combine(Path.GetDirectoryName(firstUnix.UnixPath)!, RuntimePaths.ControlFileName)
-                : Path.Combine(RuntimePaths.RequireDefaultDirectory(facts), RuntimePaths.ControlFileName);
+            controlPath = RuntimePaths.RequireDefaultSocketPath(facts, RuntimePaths.ControlFileName);
         }
 
         if (listen.Any(l => l.IsUnix && l.UnixPath == controlPath))
@@ -406,6 +410,12 @@ public static partial class ConfigurationLoader
             {
                 throw sizeSetting.Fail($"the device size comes to {diskSize} bytes: it must be at least 4K");
             }
+
+            // Before the alignment below, which would overflow near long.MaxValue.
+            if (diskSize > Device.ZramDevice.MaxDiskSize)
+            {
+                throw sizeSetting.Fail($"the device size comes to {diskSize} bytes: a device holds at most {Device.ZramDevice.MaxDiskSize} (8 TiB less 228 KiB)");
+            }
         }
         else
         {
@@ -497,11 +507,21 @@ public static partial class ConfigurationLoader
         string? writebackFile = null;
         if (device.WritebackFile is { } fileSetting)
         {
-            writebackFile = Path.GetFullPath(fileSetting.Value);
-            string? folder = Path.GetDirectoryName(writebackFile);
-            if (fileSetting.Value.EndsWith('/') || folder is null || !Directory.Exists(folder))
+            const string fileRequired = "a file in an existing directory is required (it is created, and deleted at exit)";
+            if (fileSetting.Value.Length == 0 || fileSetting.Value.EndsWith('/'))
             {
-                throw fileSetting.Fail("a file in an existing directory is required (it is created, and deleted at exit)");
+                throw fileSetting.Fail(fileRequired);
+            }
+
+            if (!FilePath.TryGetFullPath(fileSetting.Value, out writebackFile, out string pathError))
+            {
+                throw fileSetting.Fail(pathError);
+            }
+
+            string? folder = Path.GetDirectoryName(writebackFile);
+            if (folder is null || !Directory.Exists(folder))
+            {
+                throw fileSetting.Fail(fileRequired);
             }
 
             if (writebackFile.StartsWith("/dev/", StringComparison.Ordinal))
@@ -553,6 +573,17 @@ public static partial class ConfigurationLoader
             WritebackLimitPerDay = writebackLimit,
             Dedup = dedup,
         };
+    }
+
+    /// <summary>The control socket's path from <c>control</c>, ZRAMD_CONTROL or --control, for the daemon and the verbs.</summary>
+    internal static string ControlSocketPath(Setting setting)
+    {
+        if (setting.Value.Length == 0 || setting.Value.EndsWith('/'))
+        {
+            throw setting.Fail("the control socket needs a file path, e.g. /run/zramd/zramd.ctl");
+        }
+
+        return ListenAddress.TryGetSocketPath(setting.Value, out string? fullPath, out string error) ? fullPath : throw setting.Fail(error);
     }
 
     /// <summary>A size in bytes: a plain size (K/M/G/T suffix, else bytes) from the command line and
@@ -631,21 +662,26 @@ public static partial class ConfigurationLoader
         }
     }
 
-    /// <summary>A duration: seconds, or a number with s, min or h (systemd's spellings); 0 turns the feature off.</summary>
+    /// <summary>A duration: seconds, or a number with s, min or h (systemd's spellings); 0 turns the feature off.
+    /// At most <see cref="MaxDurationSeconds"/> whatever the unit (10^9 hours would be past TimeSpan.MaxValue).</summary>
     private static TimeSpan ParseDuration(Setting setting)
     {
         Match match = DurationText().Match(setting.Value.Trim());
-        if (!match.Success || !long.TryParse(match.Groups["n"].Value, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n > 1_000_000_000)
+        if (!match.Success || !long.TryParse(match.Groups["n"].Value, NumberStyles.None, CultureInfo.InvariantCulture, out long n) || n > MaxDurationSeconds)
         {
             throw setting.Fail("a duration is required: seconds, or a number with s, min or h (e.g. 600, 10min, 2h; 0: only on request)");
         }
 
-        return match.Groups["unit"].Value switch
+        long unit = match.Groups["unit"].Value switch
         {
-            "min" or "m" => TimeSpan.FromMinutes(n),
-            "h" => TimeSpan.FromHours(n),
-            _ => TimeSpan.FromSeconds(n),
+            "min" or "m" => 60,
+            "h" => 3600,
+            _ => 1,
         };
+        long seconds = n * unit;
+        return seconds <= MaxDurationSeconds
+            ? TimeSpan.FromSeconds(seconds)
+            : throw setting.Fail($"at most {MaxDurationSeconds} seconds (about 31 years) is possible (0: only on request)");
     }
 
     private static bool ParseBoolean(Setting setting) => setting.Value.ToLowerInvariant() switch

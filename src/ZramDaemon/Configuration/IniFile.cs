@@ -8,6 +8,10 @@ public sealed record IniEntry(string Section, string Key, string Value, int Line
 /// <c>key = value</c> lines, comments starting with # or ;. Keys before any section, lines without '=',
 /// and malformed headers are errors. Entries keep their order; a later duplicate overrides an earlier one
 /// when read through <see cref="ConfigurationLoader"/>.
+/// Unlike systemd, a # or ; after whitespace also starts a comment (<c>control = /run/zramd/zramd.ctl  # ...</c>,
+/// as README's example writes them): otherwise the comment would silently become part of a path. No key's syntax
+/// has whitespace before a # or ;; only a path could (control, tls-certificate, tls-key, writeback-file), and such
+/// a path cannot be written here.
 /// </summary>
 public sealed class IniFile
 {
@@ -34,7 +38,7 @@ public sealed class IniFile
         for (int i = 0; i < lines.Length; i++)
         {
             int lineNumber = i + 1;
-            string line = lines[i].Trim();
+            string line = WithoutTrailingComment(lines[i]).Trim();
             if (line.Length == 0 || line[0] is '#' or ';')
             {
                 continue;
@@ -71,6 +75,20 @@ public sealed class IniFile
         }
 
         return new IniFile(path, sections, entries);
+    }
+
+    /// <summary>The line up to a # or ; that follows whitespace (a whole-line comment is left to the caller).</summary>
+    private static string WithoutTrailingComment(string line)
+    {
+        for (int i = 1; i < line.Length; i++)
+        {
+            if (line[i] is '#' or ';' && char.IsWhiteSpace(line[i - 1]))
+            {
+                return line[..i];
+            }
+        }
+
+        return line;
     }
 
     public static IniFile Load(string path)

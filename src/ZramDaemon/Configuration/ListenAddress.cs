@@ -47,11 +47,8 @@ public sealed record ListenAddress
                 return false;
             }
 
-            // sun_path holds 108 bytes including the terminating NUL.
-            string full = System.IO.Path.GetFullPath(path);
-            if (System.Text.Encoding.UTF8.GetByteCount(full) > 107)
+            if (!TryGetSocketPath(path, out string? full, out error))
             {
-                error = "the socket path is longer than the 107 bytes a Unix socket address holds";
                 return false;
             }
 
@@ -66,6 +63,26 @@ public sealed record ListenAddress
 
         error = Usage;
         return false;
+    }
+
+    /// <summary>The absolute form of <paramref name="path"/>, if a Unix socket can be bound there: the NBD sockets,
+    /// the control socket, and the daemon's sockets the verbs connect to.</summary>
+    public static bool TryGetSocketPath(string path, [NotNullWhen(true)] out string? fullPath, out string error)
+    {
+        if (!FilePath.TryGetFullPath(path, out fullPath, out error))
+        {
+            return false;
+        }
+
+        // sun_path holds 108 bytes including the terminating NUL.
+        if (System.Text.Encoding.UTF8.GetByteCount(fullPath) > 107)
+        {
+            fullPath = null;
+            error = "the socket path is longer than the 107 bytes a Unix socket address holds";
+            return false;
+        }
+
+        return true;
     }
 
     private static bool TryParseTcp(string hostPort, [NotNullWhen(true)] out ListenAddress? address, out string error)

@@ -25,4 +25,15 @@ public static class RuntimePaths
     public static string RequireDefaultDirectory(SystemFacts facts) => DefaultDirectory(facts)
         ?? throw new ConfigurationException(
             "no directory for the sockets: RUNTIME_DIRECTORY and XDG_RUNTIME_DIR are unset and zramd is not root; pass --listen unix:PATH and --control PATH");
+
+    /// <summary><paramref name="fileName"/> in <see cref="RequireDefaultDirectory"/>, checked like a socket path given
+    /// (a deep runtime directory may leave no room in a Unix socket address).</summary>
+    public static string RequireDefaultSocketPath(SystemFacts facts, string fileName)
+    {
+        string path = System.IO.Path.Combine(RequireDefaultDirectory(facts), fileName);
+        return ListenAddress.TryGetSocketPath(path, out string? fullPath, out string error)
+            ? fullPath
+            : throw new ConfigurationException(
+                $"{path}, the default socket path (in RUNTIME_DIRECTORY, else XDG_RUNTIME_DIR): {error}; pass --listen unix:PATH and --control PATH");
+    }
 }

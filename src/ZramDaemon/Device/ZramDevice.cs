@@ -68,6 +68,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 {
     public const int PageSize = 4096;
 
+    /// <summary>The largest disksize: one slot per page, in one array of at most Array.MaxLength (0x7FFFFFC7)
+    /// elements; 8 TiB less 228 KiB. The configuration refuses more, naming the key.</summary>
+    public const long MaxDiskSize = 0x7FFFFFC7L * PageSize;
+
     /// <summary>The recompression dictionary's size bounds (zstd's own minimum is 256 bytes; past 4 MiB gains little).</summary>
     public const int MinDictionarySize = 4096;
     public const int MaxDictionarySize = 4 << 20;
@@ -122,9 +126,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new ArgumentException($"disksize must be a positive multiple of {PageSize} bytes, not {options.DiskSize}", nameof(options));
         }
 
-        if ((options.DiskSize >> PageShift) > Array.MaxLength)
+        if (options.DiskSize > MaxDiskSize)
         {
-            throw new ArgumentException($"disksize {options.DiskSize} is too large: at most {(long)Array.MaxLength << PageShift} bytes", nameof(options));
+            throw new ArgumentException($"disksize {options.DiskSize} is too large: at most {MaxDiskSize} bytes", nameof(options));
         }
 
         if (options.MemLimit < 0)

@@ -155,8 +155,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             hintAddress = _config.Listen[0];
         }
 
-        Directory.CreateDirectory(Path.GetDirectoryName(_config.ControlPath)!);
-        _control = ControlServer.Start(_config.ControlPath, new DeviceRegistry(_devices, _server), _logger);
+        _control = StartControl(_server);
 
         foreach (NbdListener listener in _listeners)
         {
@@ -270,6 +269,21 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     private string Summary(string[] where) =>
         $"serving {string.Join(", ", _devices.Select(d => $"{d.Name} ({StatusTable.HumanSize(d.Size)} {d.Algorithm})"))} on {string.Join(", ", where)}";
+
+    /// <summary>The control socket, failing the start the way a listener does (a directory zramd may not create, a
+    /// live daemon on the path) rather than with an exception the runner does not expect.</summary>
+    private ControlServer StartControl(NbdServer server)
+    {
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(_config.ControlPath)!);
+            return ControlServer.Start(_config.ControlPath, new DeviceRegistry(_devices, server), _logger);
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or UnauthorizedAccessException)
+        {
+            throw new DaemonStartException($"cannot serve the control socket {_config.ControlPath}: {e.Message}", e);
+        }
+    }
 
     private NbdListener Bind(ListenAddress address)
     {

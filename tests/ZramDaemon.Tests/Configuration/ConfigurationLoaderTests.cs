@@ -1,6 +1,8 @@
+using System.Globalization;
 using System.Net;
 using Nbd;
 using ZramDaemon.Configuration;
+using ZramDaemon.Device;
 
 namespace ZramDaemon.Tests.Configuration;
 
@@ -75,6 +77,38 @@ public sealed class ConfigurationLoaderTests : IDisposable
         ZramdConfiguration config = Load(Facts(), new CommandLineSettings { Listen = ["tcp:127.0.0.1:10810", "unix:/tmp/a/b.sock"] });
         Assert.Equal(["tcp:127.0.0.1:10810", "unix:/tmp/a/b.sock"], config.Listen.Select(l => l.ToString()));
         Assert.Equal("/tmp/a/zramd.ctl", config.ControlPath);
+    }
+
+    [Fact]
+    public void Socket_paths_that_do_not_fit_a_unix_socket_address_are_refused_the_default_ones_too()
+    {
+        string deep = "/" + new string('r', 100);
+        var control = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { Listen = ["tcp:"], ControlPath = deep + "/zramd.ctl" }));
+        Assert.StartsWith($"option --control = '{deep}/zramd.ctl': the socket path is longer than the 107 bytes", control.Message, StringComparison.Ordinal);
+        Assert.Equal(64, control.ExitCode);
+
+        // The listen path fits, zramd.ctl beside it does not.
+        var beside = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { Listen = [$"unix:{deep}/a.s"] }));
+        Assert.StartsWith($"option --listen = 'unix:{deep}/a.s': the control socket beside it, {deep}/zramd.ctl: the socket path is longer", beside.Message, StringComparison.Ordinal);
+
+        var runtime = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", deep))));
+        Assert.StartsWith($"{deep}/zramd.sock, the default socket path", runtime.Message, StringComparison.Ordinal);
+        Assert.Equal(78, runtime.ExitCode);
+
+        var tcpOnly = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", deep)), new CommandLineSettings { Listen = ["tcp:"] }));
+        Assert.StartsWith($"{deep}/zramd.ctl, the default socket path", tcpOnly.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_largest_size_is_the_largest_the_device_takes()
+    {
+        Assert.Equal(ZramDevice.MaxDiskSize, (long)Array.MaxLength * ZramDevice.PageSize);
+        ZramdConfiguration largest = Load(Facts(env: ("XDG_RUNTIME_DIR", "/r")), new CommandLineSettings { Size = ZramDevice.MaxDiskSize.ToString(CultureInfo.InvariantCulture) });
+        Assert.Equal(ZramDevice.MaxDiskSize, Assert.Single(largest.Devices).DiskSize);
+
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", "/r")), new CommandLineSettings { Size = (ZramDevice.MaxDiskSize + 1).ToString(CultureInfo.InvariantCulture) }));
+        Assert.Contains("a device holds at most 8796092788736", e.Message, StringComparison.Ordinal);
+        Assert.Equal(64, e.ExitCode);
     }
 
     [Fact]
@@ -188,6 +222,17 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(DeviceConfiguration.DefaultRecompressIdleAfter, config.Devices[2].RecompressIdleAfter);
     }
 
+    [Theory]
+    [InlineData("1000000000")]
+    [InlineData("16666666min")]
+    [InlineData("277777h")]
+    public void The_longest_idle_time_is_about_31_years_in_any_unit(string text)
+    {
+        string path = WriteConfig($"[zram0]\nzram-size = 8\nrecompress-algorithm = zstd\nrecompress-idle-after = {text}\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.InRange(config.Devices[0].RecompressIdleAfter, TimeSpan.FromSeconds(999_000_000), TimeSpan.FromSeconds(1_000_000_000));
+    }
+
     [Fact]
     public void The_recompression_dictionary_key_takes_a_size_or_none()
     {
@@ -248,6 +293,13 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nrecompress-algorithm = lz4hc\nrecompress-dictionary = 64K", "[zram0] recompress-dictionary = '64K': a dictionary needs recompress-algorithm = zstd" },
         { "[zram0]\nrecompress-dictionary = 64K", "[zram0] recompress-dictionary = '64K': a dictionary needs recompress-algorithm = zstd" },
         { "[zram0]\nwriteback-file = /no-such-dir-zramd/zram0.wb", "[zram0] writeback-file = '/no-such-dir-zramd/zram0.wb': a file in an existing directory" },
+        { "[zram0]\nwriteback-file =", "[zram0] writeback-file = '': a file in an existing directory" },
+        { "[zram0]\nwriteback-file = /tmp/a\0b.wb", "[zram0] writeback-file = '/tmp/a\0b.wb': a path cannot contain a NUL character" },
+        { "[zram0]\nrecompress-idle-after = 277778h", "[zram0] recompress-idle-after = '277778h': at most 1000000000 seconds" },
+        { "[zram0]\nzram-size = 8388608", "[zram0] zram-size = '8388608': the device size comes to 8796093022208 bytes: a device holds at most 8796092788736" },
+        { "[zramd]\ncontrol =", "[zramd] control = '': the control socket needs a file path" },
+        { "[zramd]\ncontrol = /run/zramd/a\0b.ctl", "[zramd] control = '/run/zramd/a\0b.ctl': a path cannot contain a NUL character" },
+        { "[zramd]\nlisten = unix:/run/a\0b.sock", "[zramd] listen = 'unix:/run/a\0b.sock': a path cannot contain a NUL character" },
         { "[zram0]\nwriteback-file = /dev/sdb", "[zram0] writeback-file = '/dev/sdb': zramd writes back to a file, not a device" },
         { "[zram0]\nwriteback-watermark = 0", "[zram0] writeback-watermark = '0': a percentage of the memory limit" },
         { "[zram0]\ndedup = sometimes", "[zram0] dedup = 'sometimes': use yes or no" },

@@ -19,6 +19,22 @@ public class IniFileTests
             ini.Entries);
     }
 
+    [Fact]
+    public void A_comment_after_whitespace_ends_the_value_or_header()
+    {
+        IniFile ini = IniFile.Parse("f.conf", "[zramd]   # daemon\ncontrol = /run/zramd/zramd.ctl      # ZRAMD_CONTROL, --control\nlog-level = info\t; or debug\n"
+            + "[zram0]\nwriteback-file = /var/lib/a#b;c.wb\nattach = # none\n");
+        Assert.Equal(["zramd", "zram0"], ini.Sections);
+        Assert.Equal(
+            [
+                new IniEntry("zramd", "control", "/run/zramd/zramd.ctl", 2),
+                new IniEntry("zramd", "log-level", "info", 3),
+                new IniEntry("zram0", "writeback-file", "/var/lib/a#b;c.wb", 5),
+                new IniEntry("zram0", "attach", string.Empty, 6),
+            ],
+            ini.Entries);
+    }
+
     [Theory]
     [InlineData("[zram0\n", "f.conf:1: '[zram0' is not a section header")]
     [InlineData("[zram0]\njust words\n", "f.conf:2: 'just words' is not a setting")]

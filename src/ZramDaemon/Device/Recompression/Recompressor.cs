@@ -26,6 +26,10 @@ internal sealed class Recompressor : IDisposable
     /// <summary>Work between two budget sleeps: short, so the sleeps are short and I/O threads get the CPU often.</summary>
     private static readonly TimeSpan Slice = TimeSpan.FromMilliseconds(2);
 
+    /// <summary>The longest wait ManualResetEventSlim takes (int.MaxValue ms, 24.8 days); the idle time may be years,
+    /// so a longer wait ends there and the loop looks again.</summary>
+    private static readonly TimeSpan LongestWait = TimeSpan.FromMilliseconds(int.MaxValue);
+
     private readonly ZramDevice _device;
     private readonly TimeSpan _agePeriod;
     private readonly int _cpuPercent;
@@ -94,7 +98,7 @@ internal sealed class Recompressor : IDisposable
                     TimeSpan untilAging = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), nextAging);
                     if (untilAging > TimeSpan.Zero)
                     {
-                        _wake.Wait(untilAging);
+                        _wake.Wait(Capped(untilAging));
                     }
 
                     _wake.Reset();
@@ -107,10 +111,12 @@ internal sealed class Recompressor : IDisposable
             catch (Exception e)
             {
                 ZramDeviceLog.RecompressorFailed(_logger, e, _device.Name);
-                _stop.Wait(_agePeriod);
+                _stop.Wait(Capped(_agePeriod));
             }
         }
     }
+
+    private static TimeSpan Capped(TimeSpan wait) => wait < LongestWait ? wait : LongestWait;
 
     /// <summary>Ends a wait for the next aging pass: slots were just marked idle by hand (zram's idle=all).</summary>
     public void Kick()

@@ -59,6 +59,21 @@ public class RecompressionTests
     /// recompressor compresses and goes for the lock; the test asks for the stream while it still holds the lock.
     /// (Session 20's version waited for a 2 ms window by timing and caught it only once in 40 tries on a loaded CI.)
     /// </summary>
+    /// <summary>recompress-idle-after takes up to about 31 years, and the recompressor waits for half of it between
+    /// agings; ManualResetEventSlim.Wait refuses more than int.MaxValue ms (24.8 days), and a pass over the table
+    /// ended by such a wait threw ArgumentOutOfRangeException, then again from the wait after the failure was logged,
+    /// on the recompressor's thread: the daemon died of it with any idle time over about 50 days.</summary>
+    [Fact]
+    public void An_idle_time_of_years_leaves_the_recompressor_waiting_not_failing()
+    {
+        using ZramDevice device = Create(idleAfter: TimeSpan.FromSeconds(1_000_000_000));
+        byte[] page = NibblePage(new Random(7));
+        Assert.Equal(NbdError.None, device.Write(0, page, fua: false));
+        device.MarkIdle();
+        Thread.Sleep(500);
+        AssertReads(device, [page]);
+    }
+
     [Fact]
     public async Task The_recompressor_gives_its_stream_back_before_it_locks_the_slot_again()
     {
