@@ -6,27 +6,15 @@
 #    "Device being setup by another task").
 # After each refused attach the device must still be connected and hold what was written to it.
 . /zt/lib.sh
-ZRAMD=/opt/zramd/zramd
-CTL=/run/zramd/zramd.ctl
-SERVER=unix:/run/zramd/zramd.sock
-
-mkdir -p /etc/zramd /run/zramd
-cat >/etc/zramd/zramd.conf <<CONF
-[zramd]
-listen = $SERVER
-control = $CTL
+zramd_start <<CONF
 [zram0]
 zram-size = 64
 attach = /dev/nbd0
 [zram1]
 zram-size = 64
 CONF
-$ZRAMD --config /etc/zramd/zramd.conf >/tmp/zramd.log 2>&1 &
-echo $! >/tmp/zramd.pid
-i=0
-while { [ ! -S "$CTL" ] || [ "$(cat /sys/block/nbd0/size)" = 0 ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+zramd_wait_nbd0
 roundtrip /dev/nbd0 5 busy.nbd0_before
-cp /tmp/pattern /tmp/pattern-nbd0
 
 # 1. A netlink-bound device.
 $ZRAMD attach zram1 /dev/nbd0 --socket "$SERVER" --ioctl >/tmp/attach-nl.log 2>&1 && rc=0 || rc=$?

@@ -6,27 +6,16 @@
 # 3. The ioctl fallback (`--ioctl`, NBD_SET_SOCK ... NBD_DO_IT) on /dev/nbd2 carries a raw pattern.
 # 4. zramd's counters, then SIGTERM: the daemon detaches /dev/nbd0 itself on its way out.
 . /zt/lib.sh
-ZRAMD=/opt/zramd/zramd
-CTL=/run/zramd/zramd.ctl
-SERVER=unix:/run/zramd/zramd.sock
-
-mkdir -p /etc/zramd /run/zramd
-cat >/etc/zramd/zramd.conf <<CONF
-[zramd]
-listen = $SERVER
-control = $CTL
+zramd_start <<CONF
 [zram0]
 zram-size = 64
 attach = /dev/nbd0
 [zram1]
 zram-size = ${ZT_SWAP_MIB:-512}
 CONF
-$ZRAMD --config /etc/zramd/zramd.conf >/tmp/zramd.log 2>&1 &
-echo $! >/tmp/zramd.pid
 # ZT_WATCH=SECONDS on the kernel command line: the daemon's kernel stacks and meminfo every SECONDS (a stall's cause).
 [ -n "${ZT_WATCH:-}" ] && /zt/watch "$(cat /tmp/zramd.pid)" "$ZT_WATCH" &
-i=0
-while { [ ! -S "$CTL" ] || [ "$(cat /sys/block/nbd0/size)" = 0 ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+zramd_wait_nbd0
 zt attach.daemon_ready_uptime "$(cut -d' ' -f1 /proc/uptime)"
 zt attach.daemon_rss_kib "$(awk '/^VmRSS:/ { print $2 }' /proc/$(cat /tmp/zramd.pid)/status)"
 zt attach.config_size_bytes "$(blockdev --getsize64 /dev/nbd0)"

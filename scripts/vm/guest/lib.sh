@@ -32,3 +32,23 @@ roundtrip() {
   zt "$3_written_sha256" "$(sha /tmp/pattern)"
   zt "$3_readback_sha256" "$(sha /tmp/readback)"
 }
+
+# For the scripts that run zramd inside the guest (a self-contained publish at /opt/zramd/zramd).
+ZRAMD=/opt/zramd/zramd
+CTL=/run/zramd/zramd.ctl
+SERVER=unix:/run/zramd/zramd.sock
+
+# zramd_start: zramd with the configuration read from stdin (after a [zramd] section with $SERVER and $CTL),
+# logging to /tmp/zramd.log; its pid in /tmp/zramd.pid.
+zramd_start() {
+  mkdir -p /etc/zramd /run/zramd
+  { printf '[zramd]\nlisten = %s\ncontrol = %s\n' "$SERVER" "$CTL"; cat; } >/etc/zramd/zramd.conf
+  $ZRAMD --config /etc/zramd/zramd.conf >/tmp/zramd.log 2>&1 &
+  echo $! >/tmp/zramd.pid
+}
+
+# zramd_wait_nbd0: until the control socket is up and /dev/nbd0 (the daemon's own attach =) has a size, 60 s at most.
+zramd_wait_nbd0() {
+  local i=0
+  while { [ ! -S "$CTL" ] || [ "$(cat /sys/block/nbd0/size)" = 0 ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+}

@@ -9,7 +9,8 @@ namespace Nbd.Tests.Sessions;
 /// <summary>Option haggling byte by byte: what nbd-client 3.24 sends, and what no well-behaved client sends.</summary>
 public class HandshakeConversationTests
 {
-    private static byte[] NamePayload(string name, params byte[] tail)
+    /// <summary>An option's data: a u32 name length, the name, then <paramref name="tail"/>.</summary>
+    internal static byte[] NamePayload(string name, params byte[] tail)
     {
         byte[] bytes = Encoding.UTF8.GetBytes(name);
         var payload = new byte[4 + bytes.Length + tail.Length];
