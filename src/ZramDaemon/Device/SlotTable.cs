@@ -7,7 +7,10 @@ namespace ZramDaemon.Device;
 /// Each slot carries its own spin lock (<see cref="SlotInfo.Locked"/>, a bit of its info word), so requests on
 /// different slots never wait on each other; a holder keeps it for one page's work at most (a decompress, or a
 /// read-modify-write's compress and store). Only the holder changes a slot, through <see cref="Set"/>, which
-/// keeps the lock bit; lock-free readers (<see cref="PeekInfo"/>) see the info without it.
+/// keeps the lock bit; lock-free readers (<see cref="PeekInfo"/>, <see cref="Peek"/>) see the info without it.
+/// Set writes value and info in one 8-byte store and Peek reads them in one load, so a lock-free reader never sees
+/// one slot's new value with its old info (a same-filled page's word handle replaced by dedup entry 0 looked like
+/// the zero page to BLOCK_STATUS, and a structured read sent it as a hole).
 /// </summary>
 internal sealed class SlotTable
 {
@@ -35,11 +38,7 @@ internal sealed class SlotTable
 
     /// <summary>Changes the slot; its lock is held and stays held.</summary>
     public void Set(int index, uint value, uint info)
-    {
-        ref Slot slot = ref _slots[index];
-        slot.Value = value;
-        Volatile.Write(ref slot.Info, info | SlotInfo.Locked);
-    }
+        => Volatile.Write(ref Unsafe.As<Slot, ulong>(ref _slots[index]), ((ulong)(info | SlotInfo.Locked) << 32) | value);
 
     /// <summary>Changes only the slot's info (idle age, recompressed); its lock is held and stays held.</summary>
     public void SetInfo(int index, uint info) => Volatile.Write(ref _slots[index].Info, info | SlotInfo.Locked);
@@ -73,7 +72,13 @@ internal sealed class SlotTable
     /// <summary>A lock-free snapshot of the slot's info, without the lock bit (for extents and stats scans).</summary>
     public uint PeekInfo(int index) => Volatile.Read(ref _slots[index].Info) & ~SlotInfo.Locked;
 
-    public uint PeekValue(int index) => Volatile.Read(ref _slots[index].Value);
+    /// <summary>A lock-free snapshot of the whole slot, value and info (without the lock bit) as one holder left them.</summary>
+    public void Peek(int index, out uint value, out uint info)
+    {
+        ulong slot = Volatile.Read(ref Unsafe.As<Slot, ulong>(ref _slots[index]));
+        value = (uint)slot;
+        info = (uint)(slot >> 32) & ~SlotInfo.Locked;
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void Lock(int index)

@@ -323,7 +323,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             int index = (int)(offset >> PageShift);
             long next = Math.Min(((long)index + 1) << PageShift, end);
-            ExtentFlags flags = SlotInfo.IsZero(_slots.PeekInfo(index), _slots.PeekValue(index))
+            _slots.Peek(index, out uint value, out uint info);
+            ExtentFlags flags = SlotInfo.IsZero(info, value)
                 ? ExtentFlags.Hole | ExtentFlags.Zero
                 : ExtentFlags.Allocated;
             if (count > 0 && extents[count - 1].Flags == flags)
@@ -802,8 +803,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         for (int index = 0; index < _slots.Count; index++)
         {
-            uint peek = _slots.PeekInfo(index);
-            uint value = _slots.PeekValue(index);
+            _slots.Peek(index, out uint value, out uint peek);
             if (!(SlotInfo.HasObject(peek) || SlotInfo.HasWord(peek, value)) || !_pool.HandleAboveMark(value))
             {
                 continue;
@@ -1332,10 +1332,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// prefetcher cannot guess them). Lock-free and only a hint: a slot that changes meanwhile costs nothing.</summary>
     private void PrefetchObject(int index)
     {
-        uint info = _slots.PeekInfo(index);
+        _slots.Peek(index, out uint value, out uint info);
         if ((info & (SlotInfo.Written | SlotInfo.Same | SlotInfo.WrittenBack | SlotInfo.Deduped)) == SlotInfo.Written)
         {
-            _pool.Prefetch(_slots.PeekValue(index), SlotInfo.Size(info));
+            _pool.Prefetch(value, SlotInfo.Size(info));
         }
     }
 

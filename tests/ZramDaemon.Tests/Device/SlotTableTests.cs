@@ -57,7 +57,8 @@ public class SlotTableTests
         table.Set(2, 0xfffffffe, info);
         Assert.Equal(info, table.Info(2));
         Assert.Equal(info, table.PeekInfo(2));
-        Assert.Equal(0xfffffffeu, table.PeekValue(2));
+        table.Peek(2, out uint value, out uint peeked);
+        Assert.Equal((0xfffffffeu, info), (value, peeked));
 
         // Still locked: another thread cannot take it until Unlock.
         var taken = new ManualResetEventSlim();
@@ -109,7 +110,8 @@ public class SlotTableTests
         threads.ForEach(thread => thread.Join());
 
         Assert.Equal(80_000, counter);
-        Assert.Equal(79_999u, table.PeekValue(0));
+        table.Peek(0, out uint last, out _);
+        Assert.Equal(79_999u, last);
         Assert.Equal(SlotInfo.Compressed(79_999 % 4096, CompressionAlgorithm.Lz4), table.PeekInfo(0));
     }
 }
