@@ -11,7 +11,8 @@ apt_ensure() {
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing: ${missing[*]}" >&2
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # Through env: sudo's env_reset drops a DEBIAN_FRONTEND set in front of sudo itself.
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
 # What the daemon needs at run time: the reference LZ4 and zstd libraries.
@@ -45,8 +46,20 @@ ensure_dotnet_sdk() {
   $sudo dpkg -i "$deb" >&2
   rm -f "$deb"
   $sudo apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dotnet-sdk-10.0 >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dotnet-sdk-10.0 >&2
 }
 
-ensure_runtime_prereqs() { ensure_dotnet_sdk; apt_ensure "${RUNTIME_PACKAGES[@]}"; }
-ensure_test_prereqs() { ensure_dotnet_sdk; apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }
+# ensure_nuget_sources: NuGet.Config lists a local folder source (the machine's offline packages), and restore
+# fails with NU1301 when a local source does not exist, as on a fresh machine: create the missing ones, empty.
+ensure_nuget_sources() {
+  local config sudo="" dir
+  config="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/NuGet.Config"
+  [ -f "$config" ] || return 0
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  while IFS= read -r dir; do
+    [ -d "$dir" ] || $sudo mkdir -p "$dir"
+  done < <(sed -n 's/.*<add key="[^"]*" value="\(\/[^"]*\)".*/\1/p' "$config")
+}
+
+ensure_runtime_prereqs() { ensure_dotnet_sdk; ensure_nuget_sources; apt_ensure "${RUNTIME_PACKAGES[@]}"; }
+ensure_test_prereqs() { ensure_dotnet_sdk; ensure_nuget_sources; apt_ensure "${RUNTIME_PACKAGES[@]}" "${TEST_PACKAGES[@]}"; }
