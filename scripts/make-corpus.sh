@@ -27,7 +27,9 @@ case "$only" in ''|swap|fs) ;; *) echo "make-corpus.sh: --only takes swap or fs,
 
 # shellcheck source=scripts/lib/prereqs.sh
 . "$root/scripts/lib/prereqs.sh"
-apt_ensure python3 nodejs tar
+# procps: pgrep finds the program under `dotnet run`; without it the SDK driver's memory would be dumped instead.
+ensure_dotnet_sdk
+apt_ensure python3 nodejs tar procps
 
 mkdir -p "$out"
 bytes=$((size_mib * 1024 * 1024))

@@ -7,6 +7,9 @@ set -euo pipefail
 # nbdsh runs "python3 -mnbd": Debian's python3 has the nbd module, a pyenv shim may not.
 export PATH="/usr/bin:/bin:$PATH"
 here="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=scripts/lib/prereqs.sh
+. "$here/scripts/lib/prereqs.sh"
+apt_ensure nbdkit socat libnbd-bin python3-libnbd qemu-utils nbd-client
 out="$here/tests/Nbd.Tests/Fuzz/Seeds"
 work="$(mktemp -d)"
 trap 'kill "$(cat "$work/nbdkit.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$work"' EXIT

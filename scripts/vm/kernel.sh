@@ -13,7 +13,8 @@ image_package() {
 }
 pkg=$(image_package)
 if [ -z "$pkg" ]; then
-  apt-get update -qq >&2
+  # Updating the package lists needs root: sudo when run as a user (test.sh installs with sudo too).
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq >&2; else sudo apt-get update -qq >&2; fi
   pkg=$(image_package)
 fi
 [ -n "$pkg" ] || { echo "kernel.sh: apt knows no linux-image-cloud-amd64" >&2; exit 1; }
@@ -26,7 +27,7 @@ fi
 
 work=$(mktemp -d "$cache/kernel.XXXXXX" 2>/dev/null || { mkdir -p "$cache" && mktemp -d "$cache/kernel.XXXXXX"; })
 trap 'rm -rf "$work"' EXIT
-# The download runs as root in a root-owned folder; apt's note that it could not drop to _apt is expected.
+# As root (a root-owned folder) apt notes that it could not drop to _apt: expected. As a user it needs no root.
 (cd "$work" && apt-get download -q "$pkg" 2>&1 | grep -v 'unsandboxed' >&2 || true)
 deb=$(ls "$work"/"$pkg"_*.deb)
 dpkg -x "$deb" "$work/x"
