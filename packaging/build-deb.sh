@@ -24,6 +24,8 @@ if [ -z "$publish" ]; then
 fi
 
 pkg=$work/pkg
+# Depends below: what the self-contained executable loads. libssl3 is dlopen()ed by .NET's TLS (tls-mode), so no
+# ldd shows it; without it a TLS listener aborts the process ("No usable version of libssl was found").
 install -D -m 0755 "$publish/zramd" "$pkg/usr/bin/zramd"
 for unit in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.mount; do
   install -D -m 0644 "$root/systemd/$unit" "$pkg/lib/systemd/system/$unit"
@@ -42,7 +44,7 @@ Version: $version
 Architecture: amd64
 Maintainer: zramd developers <zramd@localhost>
 Installed-Size: $installed_kib
-Depends: libc6, libstdc++6, libgcc-s1, liblz4-1, libzstd1
+Depends: libc6, libstdc++6, libgcc-s1, liblz4-1, libzstd1, libssl3
 Recommends: nbd-client
 Section: admin
 Priority: optional
