@@ -44,6 +44,9 @@ internal static partial class NbdLog
     [LoggerMessage(13, LogLevel.Information, "Stopping: {Count} connections to finish within {Grace}")]
     public static partial void Stopping(this ILogger logger, int count, TimeSpan grace);
 
+    [LoggerMessage(15, LogLevel.Warning, "Stopping: {Count} connections still finishing a device call; waiting for them")]
+    public static partial void StillFinishing(this ILogger logger, int count);
+
     [LoggerMessage(14, LogLevel.Error, "Connection {Id}: the device threw on {Command}; answered EIO")]
     public static partial void DeviceThrew(this ILogger logger, long id, Nbd.Protocol.CommandType command, Exception exception);
 }
