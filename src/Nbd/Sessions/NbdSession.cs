@@ -58,7 +58,8 @@ namespace Nbd.Sessions;
 /// <see cref="Abort"/> shuts the socket down, which ends every blocked call; the descriptor is closed only after
 /// every thread is done with it.
 ///
-/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves), the reply
+/// No per-request allocation: slots, buffers (each thread's own mapping, unmapped when it leaves, or after a request
+/// over 4 MiB), the reply
 /// queue and the locks are all reused.
 /// </summary>
 internal sealed class NbdSession
@@ -69,6 +70,12 @@ internal sealed class NbdSession
     private const int ReceiveBufferSize = 128 * 1024;
     private const int DirectReceiveSize = 16 * 1024;
     private const int SendBufferSize = 64 * 1024;
+
+    // A thread's data buffer larger than this (a request over 4 MiB grew it) is unmapped once that request is answered:
+    // kept, the four threads of a connection that carried one 32 MiB request each would hold 128 MiB while the
+    // connection idles (locked, as root), whoever the client. The kernel's requests (1.25 MiB at most by default) and
+    // nbdcopy's (256 KiB) stay under it and keep their buffers.
+    private const int RetainedBufferBytes = (4 << 20) + (64 << 10);
 
     // Replies waiting for the send turn: two buffers, one filling while the other is sent. Reads up to 16 KiB
     // are copied in (a memcpy is far cheaper than waiting for the turn); larger ones go out from their buffer.
@@ -265,6 +272,12 @@ internal sealed class NbdSession
             else
             {
                 Reply(slot);
+            }
+
+            // Answered: the reply's data has left the buffer (large READ data is sent under the send turn, not queued).
+            if (slot.Buffer.Capacity > RetainedBufferBytes)
+            {
+                slot.Buffer.Dispose();
             }
 
             if (_options.BatchSchedulingWhenBusy)
