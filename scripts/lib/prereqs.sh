@@ -28,6 +28,8 @@ TEST_PACKAGES=(
   # (as PID 1 of a container over the host's /usr) to run systemd/zramd.service as written. The systemd VM
   # guest (scripts/vm/initramfs.sh --systemd) is made of the files of systemd, udev and kmod (depmod).
   systemd dpkg systemd-container udev kmod
+  # kill(1), which the tests run to send SIGTERM (in every Debian install but a minimal container image).
+  procps
 )
 
 # ensure_dotnet_sdk: a .NET 10 SDK on the PATH. Debian 12 does not package one, so when it is missing we add
