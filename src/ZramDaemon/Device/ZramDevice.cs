@@ -402,8 +402,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public void SetMemLimit(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        long budget = DeferredFreeBudget(bytes);
         Interlocked.Exchange(ref _memLimit, bytes);
-        _pool.DeferredFreeByteBudget = DeferredFreeBudget(bytes);
+        _pool.DeferredFreeByteBudget = budget;
         _compactor.Kick();
     }
 
@@ -426,7 +427,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// Without a limit only the queue's capacity bounds it.
     /// </summary>
     private long DeferredFreeBudget(long limit) =>
-        limit == 0 ? long.MaxValue : limit * (100 - _options.CompactWatermarkPercent) / 200;
+        limit == 0 ? long.MaxValue : PercentOf(limit, 100 - _options.CompactWatermarkPercent) / 2;
+
+    /// <summary><paramref name="percent"/> % of <paramref name="bytes"/>, without overflow: a limit may be any size up
+    /// to long.MaxValue (the kernel's mem_limit takes one too), and limit x 90 wrapped negative past 10^17 bytes (a
+    /// `set mem_limit=1000000T` that failed yet changed the limit, a watermark pass that wrote every page back).</summary>
+    private static long PercentOf(long bytes, int percent) => (long)((Int128)bytes * percent / 100);
+
+    /// <summary>Whether <paramref name="used"/> is at or past <paramref name="percent"/> % of <paramref name="limit"/>.</summary>
+    private static bool AtPercent(long used, long limit, int percent) => (Int128)used * 100 >= (Int128)limit * percent;
 
     /// <summary>
     /// Changes the compressor of new writes ("lz4", "lz4hc:12", "zstd:3"...). Pages already stored keep the
@@ -1016,12 +1025,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long limit = Interlocked.Read(ref _memLimit);
         long used = MemUsedTotal;
-        if (_backing is null || limit == 0 || used * 100 < limit * _options.WritebackWatermarkPercent)
+        if (_backing is null || limit == 0 || !AtPercent(used, limit, _options.WritebackWatermarkPercent))
         {
             return 0;
         }
 
-        long target = used - (limit * Math.Max(_options.WritebackWatermarkPercent - 10, 1) / 100);
+        long target = used - PercentOf(limit, Math.Max(_options.WritebackWatermarkPercent - 10, 1));
         long freed = 0, written = 0;
         ReadOnlySpan<(SlotSelection Type, uint MinAge)> passes =
             [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
@@ -1824,7 +1833,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>Whether a limit is set and mem_used_total is at or past its compaction watermark.</summary>
-    private bool PastWatermark(long limit) => limit > 0 && MemUsedTotal * 100 >= limit * _options.CompactWatermarkPercent;
+    private bool PastWatermark(long limit) => limit > 0 && AtPercent(MemUsedTotal, limit, _options.CompactWatermarkPercent);
 
     /// <summary>Allocates if the result stays within <paramref name="limit"/> (0: none); error is NoSpace when it would
     /// not, and what the allocation took is retracted.</summary>
