@@ -608,7 +608,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             DropDictionary();
         }
 
-        _pool.FlushDeferred();
+        // What held the data goes too, as the kernel's reset frees its pool: the dedup index's arrays, and the handle
+        // cells, zspage descriptors and kept pages the data grew (a compaction that moves no object). Before the
+        // counters are zeroed, which this compaction counts in.
+        _dedup?.ShrinkIfEmpty();
+        CompactCore("reset", shrinkHandles: true);
         _counters.ResetEvents();
         _pool.ResetCounters();
         _backing?.ResetCounters();

@@ -20,9 +20,10 @@ namespace ZramDaemon.Device.Dedup;
 internal sealed class DedupIndex
 {
     private const int None = -1;
+    private const int InitialEntries = 1024;
 
-    private Entry[] _entries = new Entry[1024];
-    private int[] _buckets = NewBuckets(1024);
+    private Entry[] _entries = new Entry[InitialEntries];
+    private int[] _buckets = NewBuckets(InitialEntries);
     private int _used;
     private int _freeHead = None;
     private int _live;
@@ -30,7 +31,7 @@ internal sealed class DedupIndex
     private long _bytes;
     private long _huge;
     private long _saved;
-    private long _metadataBytes = (1024L * Marshal.SizeOf<Entry>()) + (1024L * sizeof(int));
+    private long _metadataBytes = ArraysBytes(InitialEntries);
 
     public Lock Lock { get; } = new();
 
@@ -240,12 +241,33 @@ internal sealed class DedupIndex
         link = _entries[id].Next;
     }
 
+    /// <summary>Back to the first size once no entry is live (a device reset): the arrays grown for the data that was
+    /// there go with it, as the kernel's reset frees everything.</summary>
+    public void ShrinkIfEmpty()
+    {
+        lock (Lock)
+        {
+            if (_live != 0 || _entries.Length == InitialEntries)
+            {
+                return;
+            }
+
+            _entries = new Entry[InitialEntries];
+            _buckets = NewBuckets(InitialEntries);
+            _used = 0;
+            _freeHead = None;
+            Interlocked.Exchange(ref _metadataBytes, ArraysBytes(InitialEntries));
+        }
+    }
+
+    private static long ArraysBytes(int entries) => ((long)entries * Marshal.SizeOf<Entry>()) + ((long)entries * sizeof(int));
+
     /// <summary>Twice the entries and buckets; every live entry is chained again. <see cref="Lock"/> is held.</summary>
     private void Grow()
     {
         Array.Resize(ref _entries, _entries.Length * 2);
         _buckets = NewBuckets(_entries.Length);
-        Interlocked.Exchange(ref _metadataBytes, ((long)_entries.Length * Marshal.SizeOf<Entry>()) + ((long)_buckets.Length * sizeof(int)));
+        Interlocked.Exchange(ref _metadataBytes, ArraysBytes(_entries.Length));
         for (int id = 0; id < _used; id++)
         {
             if (_entries[id].References > 0)
