@@ -157,20 +157,24 @@ public sealed class NbdServer : IAsyncDisposable
                 continue;
             }
 
-            _ = ServeConnectionAsync(socket, simpleRepliesOnly: false, CancellationToken.None);
+            _ = Serve(socket, simpleRepliesOnly: false, limited: true, CancellationToken.None);
         }
     }
 
     /// <summary>Serves one already-connected socket (handshake included) until it closes, on a thread of its own
     /// (see <see cref="NbdSession"/>); the task completes when it has closed. With
     /// <paramref name="simpleRepliesOnly"/> structured replies are refused, because the far end is (or will be
-    /// handed to) the kernel's nbd driver. Cancelling the token disconnects the client.</summary>
+    /// handed to) the kernel's nbd driver. Cancelling the token disconnects the client. Not counted against
+    /// <see cref="NbdServerOptions.MaxConnections"/>, which bounds what the listeners accept.</summary>
     public Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
+        => Serve(connected, simpleRepliesOnly, limited: false, cancellationToken);
+
+    private Task Serve(Socket connected, bool simpleRepliesOnly, bool limited, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connected);
         UnixSendBuffer.Enlarge(connected);
         var connection = new Connection(Interlocked.Increment(ref _nextConnectionId), connected);
-        if (!TryRegister(connection))
+        if (!TryRegister(connection, limited))
         {
             connected.Dispose();
             return Task.CompletedTask;
@@ -353,7 +357,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
-    private bool TryRegister(Connection connection)
+    private bool TryRegister(Connection connection, bool limited)
     {
         lock (_gate)
         {
@@ -362,7 +366,7 @@ public sealed class NbdServer : IAsyncDisposable
                 return false;
             }
 
-            if (_connections.Count >= _options.MaxConnections)
+            if (limited && _connections.Count >= _options.MaxConnections)
             {
                 _logger.TooManyConnections(DescribeRemote(connection.Socket), _options.MaxConnections);
                 return false;

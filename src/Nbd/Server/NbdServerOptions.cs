@@ -19,7 +19,9 @@ public sealed class NbdServerOptions
     public const int DefaultBusyPollMicroseconds = 50;
     public const int BusyPollMicrosecondsCeiling = 1000;
 
-    /// <summary>Connections (handshaking or transmitting) beyond this are closed as soon as accepted.</summary>
+    /// <summary>Connections (handshaking or transmitting) the listeners accept beyond this are closed at once. A socket
+    /// the owner hands over (<see cref="NbdServer.ServeConnectionAsync"/>: the daemon's own attach) is served anyway,
+    /// so that clients of the socket cannot keep the kernel device from being attached.</summary>
     public int MaxConnections { get; init; } = DefaultMaxConnections;
 
     /// <summary>Requests one connection may have in flight (at most one per serving thread,

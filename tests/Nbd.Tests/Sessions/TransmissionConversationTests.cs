@@ -209,6 +209,31 @@ public class TransmissionConversationTests
         Assert.Equal(0, server.GetConnectionCount("kernel"));
     }
 
+    /// <summary>
+    /// max-connections bounds what the listeners accept. A socket the owner hands over (the daemon attaching its own
+    /// export to /dev/nbdN) used to count against it too, so clients of the socket holding every slot (up to the
+    /// handshake timeout each) kept the kernel device from being attached.
+    /// </summary>
+    [Fact]
+    public async Task An_already_connected_socket_is_served_when_the_listeners_are_at_max_connections()
+    {
+        await using var server = new TestServer(new NbdServerOptions { MaxConnections = 1 });
+        using RawClient holder = await server.ConnectRawAsync(); // the one slot, in transmission
+        using RawClient refused = await RawClient.ConnectAsync(server.SocketPath);
+        Assert.True(await refused.IsClosedByServerAsync(), "a listener's connection past max-connections was served");
+
+        var pair = SocketPair();
+        Task serving = server.Server.ServeConnectionAsync(pair.Server, simpleRepliesOnly: true, CancellationToken.None);
+        using RawClient client = RawClient.Wrap(pair.Client);
+        await client.StartAsync();
+        Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);
+        await client.SendRequestAsync(CommandType.Write, 1, 0, 512, 0, Enumerable.Repeat((byte)7, 512).ToArray());
+        var written = (await client.ReadSimpleReplyAsync())!.Value;
+        Assert.Equal((NbdError.None, 1UL), (written.Error, written.Handle));
+        await client.SendRequestAsync(CommandType.Disconnect, 2, 0, 0);
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
     [Fact]
     public async Task Cancelling_an_already_connected_socket_disconnects_it()
     {
