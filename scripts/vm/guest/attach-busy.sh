@@ -14,18 +14,30 @@ attach = /dev/nbd0
 zram-size = 64
 CONF
 zramd_wait_nbd0
-roundtrip /dev/nbd0 5 busy.nbd0_before
+
+# refused_attach NBD OWNER: `zramd attach --ioctl` of zram1 to /dev/NBD (held by OWNER), then /dev/NBD's size.
+refused_attach() {
+  local rc
+  $ZRAMD attach zram1 "/dev/$1" --socket "$SERVER" --ioctl >"/tmp/attach-$2.log" 2>&1 && rc=0 || rc=$?
+  cat "/tmp/attach-$2.log"
+  zt "busy.$2_attach_rc" "$rc"
+  zt "busy.$2_attach_output" "$(head -n 1 "/tmp/attach-$2.log")"
+  sleep 1
+  zt "busy.$1_size_after" "$(cat "/sys/block/$1/size")"
+}
+
+# read_after NBD MIB: what /dev/NBD holds at MIB MiB (4 MiB), to compare with what roundtrip wrote there.
+read_after() {
+  local rc
+  dd if="/dev/$1" of=/tmp/readback bs=1M skip="$2" count=4 iflag=direct 2>/dev/null && rc=0 || rc=$?
+  zt "busy.$1_read_after_rc" "$rc"
+  zt "busy.$1_readback_after_sha256" "$(sha /tmp/readback)"
+}
 
 # 1. A netlink-bound device.
-$ZRAMD attach zram1 /dev/nbd0 --socket "$SERVER" --ioctl >/tmp/attach-nl.log 2>&1 && rc=0 || rc=$?
-cat /tmp/attach-nl.log
-zt busy.netlink_owned_attach_rc "$rc"
-zt busy.netlink_owned_attach_output "$(head -n 1 /tmp/attach-nl.log)"
-sleep 1
-zt busy.nbd0_size_after "$(cat /sys/block/nbd0/size)"
-dd if=/dev/nbd0 of=/tmp/readback bs=1M skip=5 count=4 iflag=direct 2>/dev/null && rc=0 || rc=$?
-zt busy.nbd0_read_after_rc "$rc"
-zt busy.nbd0_readback_after_sha256 "$(sha /tmp/readback)"
+roundtrip /dev/nbd0 5 busy.nbd0_before
+refused_attach nbd0 netlink_owned
+read_after nbd0 5
 
 # 2. A device another process holds in NBD_DO_IT.
 $ZRAMD attach zram1 /dev/nbd2 --socket "$SERVER" --ioctl >/tmp/attach-first.log 2>&1 &
@@ -33,16 +45,9 @@ first_pid=$!
 i=0
 while { [ "$(cat /sys/block/nbd2/size)" = 0 ] || [ ! -s /tmp/attach-first.log ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 roundtrip /dev/nbd2 3 busy.nbd2_before
-$ZRAMD attach zram1 /dev/nbd2 --socket "$SERVER" --ioctl >/tmp/attach-second.log 2>&1 && rc=0 || rc=$?
-cat /tmp/attach-second.log
-zt busy.ioctl_owned_attach_rc "$rc"
-zt busy.ioctl_owned_attach_output "$(head -n 1 /tmp/attach-second.log)"
-sleep 1
-zt busy.nbd2_size_after "$(cat /sys/block/nbd2/size)"
+refused_attach nbd2 ioctl_owned
 if kill -0 "$first_pid" 2>/dev/null; then zt busy.first_attach_running 1; else zt busy.first_attach_running 0; fi
-dd if=/dev/nbd2 of=/tmp/readback bs=1M skip=3 count=4 iflag=direct 2>/dev/null && rc=0 || rc=$?
-zt busy.nbd2_read_after_rc "$rc"
-zt busy.nbd2_readback_after_sha256 "$(sha /tmp/readback)"
+read_after nbd2 3
 
 $ZRAMD detach /dev/nbd2 >/dev/null 2>&1 || true
 wait "$first_pid" || true

@@ -184,15 +184,9 @@ public static class ZramdCommandLine
         };
         attach.SetAction(result =>
         {
-            string server;
-            try
+            if (!TryResolve(() => NbdServerFor(result.GetValue(socket)), error, out string server, out int exitCode))
             {
-                server = NbdServerFor(result.GetValue(socket));
-            }
-            catch (ConfigurationException e)
-            {
-                error.WriteLine($"zramd: {e.Message}");
-                return e.ExitCode;
+                return exitCode;
             }
 
             return AttachCommand.Attach(result.GetValue(name)!, result.GetValue(device), server,
@@ -210,15 +204,9 @@ public static class ZramdCommandLine
 
     private static int Send(ParseResult result, Option<string> controlOption, TextWriter output, TextWriter error, ControlRequest request, Action<ControlReply>? print)
     {
-        string path;
-        try
+        if (!TryResolve(() => ControlPathFor(result.GetValue(controlOption)), error, out string path, out int exitCode))
         {
-            path = ControlPathFor(result.GetValue(controlOption));
-        }
-        catch (ConfigurationException e)
-        {
-            error.WriteLine($"zramd: {e.Message}");
-            return e.ExitCode;
+            return exitCode;
         }
 
         ControlReply reply;
@@ -258,6 +246,24 @@ public static class ZramdCommandLine
         }
 
         return ExitCodes.Success;
+    }
+
+    /// <summary>A socket address a verb needs, or its one error line and exit code (a bad option, no runtime directory).</summary>
+    private static bool TryResolve(Func<string> resolve, TextWriter error, out string value, out int exitCode)
+    {
+        try
+        {
+            value = resolve();
+            exitCode = ExitCodes.Success;
+            return true;
+        }
+        catch (ConfigurationException e)
+        {
+            error.WriteLine($"zramd: {e.Message}");
+            value = string.Empty;
+            exitCode = e.ExitCode;
+            return false;
+        }
     }
 
     /// <summary>--control, else $ZRAMD_CONTROL, else zramd.ctl in the default runtime directory; checked as the
