@@ -95,7 +95,7 @@ public static class ZramdCommandLine
         root.Add(compact);
 
         var setName = NameArgument();
-        var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit)" };
+        var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit), mem_used_max=0 (restart the peak) or writeback_limit=SIZE (a day, 0: no limit)" };
         var set = new Command("set", "Change a setting of a running device") { setName, assignment };
         set.SetAction(result =>
         {
@@ -106,15 +106,9 @@ public static class ZramdCommandLine
                 return ExitCodes.Usage;
             }
 
-            if (request.Key != "mem_limit")
+            if (!DeviceSetting.TryParse(request.Key!, request.Value!, out _, out string settingError))
             {
-                error.WriteLine($"zramd: '{request.Key}' cannot be set: the only setting is mem_limit=SIZE");
-                return ExitCodes.Usage;
-            }
-
-            if (!SizeParser.TryParse(request.Value, out _, out string sizeError))
-            {
-                error.WriteLine($"zramd: mem_limit: {sizeError}");
+                error.WriteLine($"zramd: {settingError}");
                 return ExitCodes.Usage;
             }
 

@@ -4,7 +4,7 @@ namespace ZramDaemon.Control;
 
 /// <summary>
 /// A control request: one line of words, the same as the command line after <c>zramd</c>:
-/// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME mem_limit=SIZE</c>, <c>stats NAME</c>,
+/// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME KEY=VALUE</c> (<see cref="DeviceSetting"/>), <c>stats NAME</c>,
 /// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|all] [max_pages=N]</c>,
 /// <c>writeback NAME [type=idle|huge|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
@@ -30,7 +30,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         string[] words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (words.Length == 0)
         {
-            error = "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME";
+            error = "empty request: send status, compact [NAME], set NAME KEY=VALUE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME";
             return false;
         }
 
@@ -50,7 +50,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                 int equals = words[2].IndexOf('=', StringComparison.Ordinal);
                 if (equals <= 0)
                 {
-                    error = $"'{words[2]}' is not an assignment: write set NAME mem_limit=SIZE";
+                    error = $"'{words[2]}' is not an assignment: write set NAME KEY=VALUE ({DeviceSetting.Assignments})";
                     return false;
                 }
 
@@ -110,7 +110,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         "recompress" or "writeback" => verb + " NAME [type=idle|huge|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
-        "set" => "set NAME mem_limit=SIZE",
+        "set" => $"set NAME KEY=VALUE ({DeviceSetting.Assignments})",
         _ => verb + " NAME",
     };
 }

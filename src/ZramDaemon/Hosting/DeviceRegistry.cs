@@ -182,18 +182,27 @@ internal sealed class DeviceRegistry : IControlHandler
 
     private static ControlReply Set(ZramDevice device, string key, string value)
     {
-        if (key != "mem_limit")
+        if (!DeviceSetting.TryParse(key, value, out DeviceSetting setting, out string error))
         {
-            return ControlReply.Failure($"'{key}' cannot be set: the only setting is mem_limit=SIZE");
+            return ControlReply.Failure(error);
         }
 
-        if (!SizeParser.TryParse(value, out long bytes, out string error))
+        long bytes = setting.Bytes;
+        switch (setting.Key)
         {
-            return ControlReply.Failure($"mem_limit: {error}");
+            case DeviceSetting.MemLimit:
+                device.SetMemLimit(bytes);
+                return ControlReply.Success($"{device.Name}: mem_limit = {Limit(bytes)}");
+            case DeviceSetting.MemUsedMax:
+                device.ResetMemUsedMax();
+                return ControlReply.Success($"{device.Name}: mem_used_max = {device.GetStats().MemUsedMax} bytes (the current usage)");
+            default:
+                return device.SetWritebackLimit(bytes)
+                    ? ControlReply.Success($"{device.Name}: writeback_limit = {Limit(bytes)} a day")
+                    : ControlReply.Failure($"writeback_limit: {device.Name} has no writeback-file, so it writes nothing back");
         }
 
-        device.SetMemLimit(bytes);
-        return ControlReply.Success($"{device.Name}: mem_limit = {(bytes == 0 ? "none" : StatusTable.HumanSize(bytes))} ({bytes} bytes)");
+        static string Limit(long bytes) => $"{(bytes == 0 ? "none" : StatusTable.HumanSize(bytes))} ({bytes} bytes)";
     }
 
     private static string FormatClasses(IReadOnlyList<ZsClassStats> classes)

@@ -35,6 +35,8 @@ public sealed class CommandLineProcessTests : IDisposable
     [InlineData("set", "zram0", "mem_limit")]
     [InlineData("set", "zram0", "disksize=1G")]
     [InlineData("set", "zram0", "mem_limit=lots")]
+    [InlineData("set", "zram0", "mem_used_max=1")]
+    [InlineData("set", "zram0", "writeback_limit=-1")]
     [InlineData("status", "extra")]
     [InlineData("--size", "1.5G")]
     [InlineData("--listen", "udp:1")]

@@ -20,7 +20,7 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
 {
     public static TheoryData<string, string> BadRequests => new()
     {
-        { "\n", "empty request: send status, compact [NAME], set NAME mem_limit=SIZE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME" },
+        { "\n", "empty request: send status, compact [NAME], set NAME KEY=VALUE, stats NAME, classes NAME, reset NAME, idle NAME, recompress NAME or writeback NAME" },
         { "   \t \n", "empty request" },
         { "frobnicate\n", "unknown request 'frobnicate'" },
         { "STATUS\n", "unknown request 'STATUS'" },
@@ -29,13 +29,16 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
         { "stats\n", "wrong arguments for stats: stats NAME" },
         { "classes a b\n", "wrong arguments for classes: classes NAME" },
         { "reset\n", "wrong arguments for reset: reset NAME" },
-        { "set zram0\n", "wrong arguments for set: set NAME mem_limit=SIZE" },
-        { "set zram0 mem_limit\n", "'mem_limit' is not an assignment: write set NAME mem_limit=SIZE" },
+        { "set zram0\n", "wrong arguments for set: set NAME KEY=VALUE (mem_limit=SIZE, mem_used_max=0 or writeback_limit=SIZE)" },
+        { "set zram0 mem_limit\n", "'mem_limit' is not an assignment: write set NAME KEY=VALUE (mem_limit=SIZE, mem_used_max=0 or writeback_limit=SIZE)" },
         { "set zram0 =5M\n", "'=5M' is not an assignment" },
-        { "set zram0 disksize=1G\n", "'disksize' cannot be set: the only setting is mem_limit=SIZE" },
+        { "set zram0 disksize=1G\n", "'disksize' cannot be set: set takes mem_limit=SIZE, mem_used_max=0 or writeback_limit=SIZE" },
         { "set zram0 mem_limit=lots\n", "mem_limit: 'lots' is not a size" },
         { "set zram0 mem_limit=-1\n", "mem_limit: '-1' is not a size" },
         { "set zram0 mem_limit=99999999999T\n", "mem_limit: '99999999999T' is too large" },
+        { "set zram0 mem_used_max=5M\n", "mem_used_max: only 0 can be written (it restarts the peak from the current usage)" },
+        { "set zram0 writeback_limit=lots\n", "writeback_limit: 'lots' is not a size" },
+        { "set zram0 writeback_limit=1G\n", "writeback_limit: zram0 has no writeback-file, so it writes nothing back" },
         { "stats zram9\n", "no device 'zram9': this daemon has zram0" },
         { "idle\n", "wrong arguments for idle" },
         { "recompress zram0 type=cold\n", "'type=cold': the type is idle, huge or all" },

@@ -25,7 +25,7 @@ internal sealed class BackingFile : IDisposable
     private readonly SafeFileHandle _file;
     private readonly ulong[] _used;
     private readonly long _blocks;
-    private readonly long _dailyLimitBytes;
+    private long _dailyLimitBytes;
     private readonly Func<long> _clock;
     private readonly Lock _budgetLock = new();
     private int _hint;
@@ -100,20 +100,38 @@ internal sealed class BackingFile : IDisposable
     /// <summary>Freed blocks the filesystem would not punch out (they stay allocated in the file until reused).</summary>
     public long PunchFailures => Interlocked.Read(ref _punchFailures);
 
+    /// <summary>
+    /// Bytes that may be written per 24 hours (0: no limit); <c>zramd set NAME writeback_limit=SIZE</c> changes it.
+    /// What the current 24 hours already wrote stays counted: lowering the limit below it stops writeback until
+    /// the window ends, and raising it allows only the difference.
+    /// </summary>
+    public long DailyLimitBytes
+    {
+        get => Volatile.Read(ref _dailyLimitBytes);
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            lock (_budgetLock)
+            {
+                Volatile.Write(ref _dailyLimitBytes, value);
+            }
+        }
+    }
+
     /// <summary>Bytes the daily limit still allows in the current 24 hours (long.MaxValue without a limit).</summary>
     public long BudgetLeft
     {
         get
         {
-            if (_dailyLimitBytes == 0)
-            {
-                return long.MaxValue;
-            }
-
             lock (_budgetLock)
             {
+                if (_dailyLimitBytes == 0)
+                {
+                    return long.MaxValue;
+                }
+
                 RollWindow();
-                return _dailyLimitBytes - _windowBytes;
+                return Math.Max(0, _dailyLimitBytes - _windowBytes);
             }
         }
     }
@@ -121,15 +139,12 @@ internal sealed class BackingFile : IDisposable
     /// <summary>Takes one page's worth of the daily limit; false when today's is used up.</summary>
     public bool TryTakeBudget()
     {
-        if (_dailyLimitBytes == 0)
-        {
-            return true;
-        }
-
+        // Counted without a limit too, so that a limit set later knows what today wrote (a lock per page written to
+        // the file costs nothing beside the write).
         lock (_budgetLock)
         {
             RollWindow();
-            if (_windowBytes + BlockSize > _dailyLimitBytes)
+            if (_dailyLimitBytes != 0 && _windowBytes + BlockSize > _dailyLimitBytes)
             {
                 return false;
             }

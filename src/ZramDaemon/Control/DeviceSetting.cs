@@ -1,0 +1,53 @@
+using ZramDaemon.Configuration;
+
+namespace ZramDaemon.Control;
+
+/// <summary>
+/// What <c>zramd set NAME KEY=VALUE</c> changes on a running device, after the kernel's writable zram attributes:
+/// <c>mem_limit</c> (a size, 0: none), <c>mem_used_max</c> (only 0, which restarts the peak from the current usage,
+/// as writing 0 to the kernel's attribute does) and <c>writeback_limit</c> (bytes a day the device may write to its
+/// backing file, 0: none; the kernel's counts pages down instead). The CLI checks a request with this before sending
+/// it and the daemon parses it again, so both give the same one line for a bad one.
+/// </summary>
+public readonly record struct DeviceSetting(string Key, long Bytes)
+{
+    public const string MemLimit = "mem_limit";
+    public const string MemUsedMax = "mem_used_max";
+    public const string WritebackLimit = "writeback_limit";
+
+    /// <summary>The assignments set takes, for usage lines.</summary>
+    public const string Assignments = "mem_limit=SIZE, mem_used_max=0 or writeback_limit=SIZE";
+
+    public static bool TryParse(string key, string value, out DeviceSetting setting, out string error)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(value);
+        setting = default;
+        switch (key)
+        {
+            case MemLimit or WritebackLimit:
+                if (!SizeParser.TryParse(value, out long bytes, out string why))
+                {
+                    error = $"{key}: {why}";
+                    return false;
+                }
+
+                setting = new DeviceSetting(key, bytes);
+                error = string.Empty;
+                return true;
+            case MemUsedMax:
+                if (value != "0")
+                {
+                    error = $"{key}: only 0 can be written (it restarts the peak from the current usage)";
+                    return false;
+                }
+
+                setting = new DeviceSetting(key, 0);
+                error = string.Empty;
+                return true;
+            default:
+                error = $"'{key}' cannot be set: set takes {Assignments}";
+                return false;
+        }
+    }
+}

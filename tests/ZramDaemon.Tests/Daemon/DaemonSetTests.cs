@@ -1,0 +1,92 @@
+using System.Text.Json;
+
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>
+/// <c>zramd set NAME KEY=VALUE</c> for the settings besides mem_limit (DaemonControlTests and DaemonSetLimitTests
+/// have that one): the kernel's <c>echo 0 &gt; mem_used_max</c>, and the writeback limit of a running device.
+/// </summary>
+public sealed class DaemonSetTests
+{
+    private const int Page = 4096;
+
+    private static long Field(JsonElement device, string name) => device.GetProperty(name).GetInt64();
+
+    /// <summary>Pages of which no two are alike and each compresses to about 1 KiB, so each takes pool space.</summary>
+    private const string WritePages = """
+        import random
+        h = nbd.NBD(); h.connect_uri(uri)
+        rng = random.Random(11)
+        for i in range(count):
+            page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
+            h.pwrite(page + bytes(4096 - len(page)), i * 4096)
+        h.shutdown()
+        """;
+
+    [Fact]
+    public void Mem_used_max_0_restarts_the_peak_from_the_current_usage()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "32M"]);
+        ClientTool.PythonNbd(daemon.Uri(), "count = 2048\n" + WritePages).EnsureSuccess();
+        ClientTool.PythonNbd(daemon.Uri(), "h = nbd.NBD(); h.connect_uri(uri)\nh.trim(2048 * 4096, 0)\nh.shutdown()").EnsureSuccess();
+        (int code, _, string error) = daemon.Cli("compact", "zram0");
+        Assert.True(code == 0, error);
+
+        JsonElement before = daemon.Status();
+        Assert.True(Field(before, "mem_used_max") > 2 * Field(before, "mem_used_total"),
+            $"the peak {Field(before, "mem_used_max")} should be far above the usage {Field(before, "mem_used_total")} after trimming all");
+
+        (code, string output, error) = daemon.Cli("set", "zram0", "mem_used_max=0");
+        Assert.True(code == 0, error);
+        Assert.Contains("zram0: mem_used_max = ", output, StringComparison.Ordinal);
+
+        JsonElement after = daemon.Status();
+        Assert.True(Field(after, "mem_used_max") >= Field(after, "mem_used_total"), "the peak fell below the usage");
+        Assert.True(Field(after, "mem_used_max") <= Field(before, "mem_used_total") + (16 * Page),
+            $"mem_used_max {Field(after, "mem_used_max")} after the reset, usage {Field(before, "mem_used_total")}");
+    }
+
+    [Fact]
+    public void Writeback_limit_set_at_run_time_bounds_what_the_next_writeback_writes()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string config = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {Path.Combine(dir, "zram0.wb")}\n");
+        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        ClientTool.PythonNbd(daemon.Uri(), "count = 64\n" + WritePages).EnsureSuccess();
+
+        // 10 pages' worth a day, then a writeback of everything: it stops at the limit.
+        (int code, string output, string error) = daemon.Cli("set", "zram0", "writeback_limit=40K");
+        Assert.True(code == 0, error);
+        Assert.Contains("zram0: writeback_limit = ", output, StringComparison.Ordinal);
+        (code, output, error) = daemon.Cli("writeback", "zram0", "type=all");
+        Assert.True(code == 0, error);
+        Assert.Contains("daily limit used up", output, StringComparison.Ordinal);
+        Assert.Equal(10, Field(daemon.Status(), "bd_count"));
+
+        // Lowered under what today wrote: nothing more. Lifted: the rest.
+        (code, _, error) = daemon.Cli("set", "zram0", "writeback_limit=4K");
+        Assert.True(code == 0, error);
+        (code, _, error) = daemon.Cli("writeback", "zram0", "type=all");
+        Assert.True(code == 0, error);
+        Assert.Equal(10, Field(daemon.Status(), "bd_count"));
+
+        (code, _, error) = daemon.Cli("set", "zram0", "writeback_limit=0");
+        Assert.True(code == 0, error);
+        (code, output, error) = daemon.Cli("writeback", "zram0", "type=all");
+        Assert.True(code == 0, error);
+        Assert.DoesNotContain("daily limit", output, StringComparison.Ordinal);
+        Assert.Equal(64, Field(daemon.Status(), "bd_count"));
+
+        // Every page still reads back as written.
+        ClientTool.PythonNbd(daemon.Uri(), """
+            import random
+            h = nbd.NBD(); h.connect_uri(uri)
+            rng = random.Random(11)
+            for i in range(64):
+                page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
+                assert h.pread(4096, i * 4096) == page + bytes(4096 - len(page)), i
+            h.shutdown()
+            """).EnsureSuccess();
+    }
+}
