@@ -125,7 +125,7 @@ public static class ZramdCommandLine
             Argument<string> name = NameArgument();
             var arguments = new Argument<string[]>("ARGUMENTS")
             {
-                Description = "type=idle|huge|all (which slots; all when omitted) and max_pages=N (at most N pages; 0: no limit)",
+                Description = "type=idle|huge|huge_idle|all (which slots; all when omitted) and max_pages=N (at most N pages; 0: no limit)",
                 Arity = new ArgumentArity(0, 2),
             };
             var command = new Command(verb, description) { name, arguments };

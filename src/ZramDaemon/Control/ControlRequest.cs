@@ -5,8 +5,8 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// A control request: one line of words, the same as the command line after <c>zramd</c>:
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME KEY=VALUE</c> (<see cref="DeviceSetting"/>), <c>stats NAME</c>,
-/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|all] [max_pages=N]</c>,
-/// <c>writeback NAME [type=idle|huge|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
+/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N]</c>,
+/// <c>writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
 /// and max_pages (null when not given).
 /// </summary>
@@ -79,9 +79,9 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
             {
                 type = word["type=".Length..];
-                if (type is not ("idle" or "huge" or "all"))
+                if (type is not ("idle" or "huge" or "huge_idle" or "all"))
                 {
-                    error = $"'{word}': the type is idle, huge or all";
+                    error = $"'{word}': the type is idle, huge, huge_idle or all";
                     return false;
                 }
             }
@@ -107,7 +107,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
     private static string Usage(string verb) => verb switch
     {
-        "recompress" or "writeback" => verb + " NAME [type=idle|huge|all] [max_pages=N]",
+        "recompress" or "writeback" => verb + " NAME [type=idle|huge|huge_idle|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => $"set NAME KEY=VALUE ({DeviceSetting.Assignments})",

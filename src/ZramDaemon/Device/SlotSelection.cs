@@ -11,4 +11,7 @@ public enum SlotSelection
 
     /// <summary>Huge slots: pages the primary algorithm could not shrink below the pool's huge class size.</summary>
     Huge,
+
+    /// <summary>Slots both huge and idle (zram's huge_idle).</summary>
+    HugeIdle,
 }

@@ -1268,12 +1268,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// </summary>
     private bool MayBeWritebackCandidate(uint peek, SlotSelection type, uint minAge, int classIndex)
         => SlotInfo.IsDeduped(peek)
-            ? SlotInfo.IdleAge(peek) >= minAge && (type != SlotSelection.Idle || SlotInfo.IsIdle(peek))
+            ? SlotInfo.IdleAge(peek) >= minAge && (!NeedsIdle(type) || SlotInfo.IsIdle(peek))
             : IsWritebackCandidate(peek, type, minAge, classIndex);
 
     /// <summary>As <see cref="MayBeWritebackCandidate"/>, for recompression.</summary>
     private static bool MayBeRecompressCandidate(uint peek, SlotSelection type)
-        => SlotInfo.IsDeduped(peek) ? type != SlotSelection.Idle || SlotInfo.IsIdle(peek) : IsRecompressCandidate(peek, type);
+        => SlotInfo.IsDeduped(peek) ? !NeedsIdle(type) || SlotInfo.IsIdle(peek) : IsRecompressCandidate(peek, type);
+
+    private static bool NeedsIdle(SlotSelection type) => type is SlotSelection.Idle or SlotSelection.HugeIdle;
+
+    /// <summary>Whether <paramref name="type"/> takes a slot holding an object described by <paramref name="info"/>.</summary>
+    private static bool Selects(SlotSelection type, uint info) => type switch
+    {
+        SlotSelection.Idle => SlotInfo.IsIdle(info),
+        SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
+        SlotSelection.HugeIdle => SlotInfo.IsIdle(info) && (info & SlotInfo.Huge) != 0,
+        _ => true,
+    };
 
     /// <summary>
     /// What writeback and recompression judge a slot by (the slot lock is held): its info; for a deduplicated slot
@@ -1314,20 +1325,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)
         => SlotInfo.HasObject(info) && SlotInfo.IdleAge(info) >= minAge
             && (classIndex < 0 || _pool.ClassIndexOf(SlotInfo.Size(info)) == classIndex)
-            && type switch
-            {
-                SlotSelection.Idle => SlotInfo.IsIdle(info),
-                SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
-                _ => true,
-            };
+            && Selects(type, info);
 
     private static bool IsRecompressCandidate(uint info, SlotSelection type)
-        => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && type switch
-        {
-            SlotSelection.Idle => SlotInfo.IsIdle(info),
-            SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
-            _ => true,
-        };
+        => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && Selects(type, info);
 
     /// <summary>
     /// Before a slice of recompression: the dictionary's compression tables, if there is a dictionary and they are not

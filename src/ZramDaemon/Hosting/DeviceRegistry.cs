@@ -175,6 +175,7 @@ internal sealed class DeviceRegistry : IControlHandler
     {
         "idle" => SlotSelection.Idle,
         "huge" => SlotSelection.Huge,
+        "huge_idle" => SlotSelection.HugeIdle,
         _ => SlotSelection.All,
     };
 

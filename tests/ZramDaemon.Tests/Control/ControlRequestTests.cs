@@ -35,13 +35,13 @@ public class ControlRequestTests
     [InlineData("set zram0 mem_limit", "is not an assignment")]
     [InlineData("compact a b", "compact [NAME]")]
     [InlineData("format zram0", "unknown request 'format'")]
-    [InlineData("recompress", "recompress NAME [type=idle|huge|all] [max_pages=N]")]
-    [InlineData("recompress zram0 type=cold", "the type is idle, huge or all")]
+    [InlineData("recompress", "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N]")]
+    [InlineData("recompress zram0 type=cold", "the type is idle, huge, huge_idle or all")]
     [InlineData("recompress zram0 max_pages=-1", "max_pages is a whole number")]
     [InlineData("recompress zram0 type=idle type=huge", "is not a recompress argument")]
     [InlineData("idle", "idle NAME")]
-    [InlineData("writeback zram0 type=cold", "the type is idle, huge or all")]
-    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|all] [max_pages=N]")]
+    [InlineData("writeback zram0 type=cold", "the type is idle, huge, huge_idle or all")]
+    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]")]
     public void Rejects_with_a_reason(string line, string reason)
     {
         Assert.False(ControlRequest.TryParse(line, out _, out string error));

@@ -131,7 +131,7 @@ public sealed partial class DaemonControlTests
 
         (code, _, string usage) = daemon.Cli("recompress", "zram0", "type=cold");
         Assert.Equal(64, code);
-        Assert.Contains("the type is idle, huge or all", usage, StringComparison.Ordinal);
+        Assert.Contains("the type is idle, huge, huge_idle or all", usage, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -224,6 +224,26 @@ public class RecompressionTests
     }
 
     [Fact]
+    public void Huge_idle_recompresses_only_the_huge_slots_that_are_idle()
+    {
+        using ZramDevice device = Create();
+        var random = new Random(6);
+        byte[][] pages = Enumerable.Range(0, 8).Select(i => i < 4 ? NibblePage(random) : DevicePages.TextPage(i)).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        device.MarkIdle();
+        Assert.Equal(NbdError.None, device.Read(Page, new byte[Page])); // huge, active again
+        RecompressionResult result = device.Recompress(SlotSelection.HugeIdle);
+        Assert.Equal(3, result.Candidates);
+        Assert.Equal(3, result.Recompressed);
+        Assert.Equal(1, device.GetStats().HugePages);
+        AssertReads(device, pages);
+    }
+
+    [Fact]
     public void Max_pages_bounds_a_run_and_a_device_without_a_recompression_algorithm_refuses()
     {
         using ZramDevice device = Create();

@@ -322,6 +322,33 @@ public sealed class WritebackTests : IDisposable
     }
 
     [Fact]
+    public void Huge_idle_takes_only_the_slots_both_huge_and_idle()
+    {
+        using ZramDevice device = Create(16L << 20);
+        var random = new Random(9);
+        byte[][] pages = Enumerable.Range(0, 8).Select(i => i < 4 ? RecompressionTests.NibblePage(random) : DevicePages.TextPage(i)).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        // Pages 0-3 huge, 4-7 not; all idle, then 0 and 4 read (active again): huge and idle are 1, 2 and 3.
+        device.MarkIdle();
+        Assert.Equal(NbdError.None, device.Read(0, new byte[Page]));
+        Assert.Equal(NbdError.None, device.Read(4L * Page, new byte[Page]));
+        Assert.Equal(3, device.Writeback(SlotSelection.HugeIdle).WrittenBack);
+        Assert.Equal(1, device.GetStats().HugePages);
+        Assert.Equal(0, device.Writeback(SlotSelection.HugeIdle).WrittenBack);
+
+        var back = new byte[Page];
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(pages[i]), $"slot {i} reads back different");
+        }
+    }
+
+    [Fact]
     public void Idle_slots_written_back_on_request_read_back_and_free_their_memory()
     {
         using ZramDevice device = Create(16L << 20);
