@@ -38,6 +38,8 @@ public sealed class DeviceStatus
         ("bd_count", s => s.BdCount, (s, v) => s.BdCount = v),
         ("bd_reads", s => s.BdReads, (s, v) => s.BdReads = v),
         ("bd_writes", s => s.BdWrites, (s, v) => s.BdWrites = v),
+        ("writeback_limit", s => s.WritebackLimit, (s, v) => s.WritebackLimit = v),
+        ("writeback_today", s => s.WritebackToday, (s, v) => s.WritebackToday = v),
         ("connections", s => s.Connections, (s, v) => s.Connections = v),
     ];
 
@@ -103,6 +105,11 @@ public sealed class DeviceStatus
     public long BdReads { get; set; }
 
     public long BdWrites { get; set; }
+
+    /// <summary>The daily writeback limit in bytes (0: none) and the bytes written back in the current 24 hours.</summary>
+    public long WritebackLimit { get; set; }
+
+    public long WritebackToday { get; set; }
 
     /// <summary>NBD clients connected to this export now.</summary>
     public long Connections { get; set; }

@@ -389,6 +389,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             BdCount = _backing?.Count ?? 0,
             BdReads = _backing?.Reads ?? 0,
             BdWrites = _backing?.Writes ?? 0,
+            WritebackLimit = _backing?.DailyLimitBytes ?? 0,
+            WritebackToday = _backing?.WrittenToday ?? 0,
         };
     }
 

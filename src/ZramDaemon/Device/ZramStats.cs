@@ -87,6 +87,12 @@ public sealed record ZramStats
     /// <summary>zram's bd_writes: pages written to the backing file.</summary>
     public long BdWrites { get; init; }
 
+    /// <summary>The backing file's daily writeback limit in bytes (writeback-limit; 0: none).</summary>
+    public long WritebackLimit { get; init; }
+
+    /// <summary>Bytes written to the backing file in the current 24 hours, what <see cref="WritebackLimit"/> counts.</summary>
+    public long WritebackToday { get; init; }
+
     /// <summary>The line of /sys/block/zramN/bd_stat (without its newline), in the kernel's format (pages).</summary>
     public string FormatBdStat() => string.Join(' ', new[] { BdCount, BdReads, BdWrites }.Select(Field));
 

@@ -129,6 +129,8 @@ internal sealed class DeviceRegistry : IControlHandler
             BdCount = s.BdCount,
             BdReads = s.BdReads,
             BdWrites = s.BdWrites,
+            WritebackLimit = s.WritebackLimit,
+            WritebackToday = s.WritebackToday,
             Connections = _server.GetConnectionCount(device.Name),
         };
     }

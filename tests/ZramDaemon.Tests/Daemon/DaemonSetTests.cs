@@ -62,7 +62,10 @@ public sealed class DaemonSetTests
         (code, output, error) = daemon.Cli("writeback", "zram0", "type=all");
         Assert.True(code == 0, error);
         Assert.Contains("daily limit used up", output, StringComparison.Ordinal);
-        Assert.Equal(10, Field(daemon.Status(), "bd_count"));
+        JsonElement status = daemon.Status();
+        Assert.Equal(10, Field(status, "bd_count"));
+        Assert.Equal(40 << 10, Field(status, "writeback_limit"));
+        Assert.Equal(40 << 10, Field(status, "writeback_today"));
 
         // Lowered under what today wrote: nothing more. Lifted: the rest.
         (code, _, error) = daemon.Cli("set", "zram0", "writeback_limit=4K");
@@ -76,7 +79,10 @@ public sealed class DaemonSetTests
         (code, output, error) = daemon.Cli("writeback", "zram0", "type=all");
         Assert.True(code == 0, error);
         Assert.DoesNotContain("daily limit", output, StringComparison.Ordinal);
-        Assert.Equal(64, Field(daemon.Status(), "bd_count"));
+        status = daemon.Status();
+        Assert.Equal(64, Field(status, "bd_count"));
+        Assert.Equal(0, Field(status, "writeback_limit"));
+        Assert.Equal(64 * Page, Field(status, "writeback_today"));
 
         // Every page still reads back as written.
         ClientTool.PythonNbd(daemon.Uri(), """

@@ -136,6 +136,19 @@ internal sealed class BackingFile : IDisposable
         }
     }
 
+    /// <summary>Bytes written to the file in the current 24 hours (4096 a page), what the daily limit counts.</summary>
+    public long WrittenToday
+    {
+        get
+        {
+            lock (_budgetLock)
+            {
+                RollWindow();
+                return _windowBytes;
+            }
+        }
+    }
+
     /// <summary>Takes one page's worth of the daily limit; false when today's is used up.</summary>
     public bool TryTakeBudget()
     {
