@@ -368,11 +368,18 @@ public static partial class ConfigurationLoader
 
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
-        foreach (DeviceValues device in devices)
+        var writebackFiles = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < devices.Count; i++)
         {
-            if (device.Attach is { } attach && !attached.Add(attach.Value))
+            if (devices[i].Attach is { } attach && !attached.Add(attach.Value))
             {
                 throw attach.Fail("another device attaches to it already");
+            }
+
+            // A device opens its file exclusively: the second would fail at start, after the first was made.
+            if (built[i].WritebackFile is { } file && !writebackFiles.TryAdd(file, devices[i].Name))
+            {
+                throw devices[i].WritebackFile!.Fail($"[{writebackFiles[file]}] writeback-file is the same file: each device needs its own");
             }
         }
 

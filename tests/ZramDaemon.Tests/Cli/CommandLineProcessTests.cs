@@ -71,6 +71,25 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.False(File.Exists(Path.Combine(_dir, "zramd.ctl")));
     }
 
+    /// <summary>Two devices writing back to one file: the second device's open of it failed at start, after the first
+    /// device was made ("zramd could not start: The process cannot access the file ...", exit 1), naming neither
+    /// the key nor the devices.</summary>
+    [Fact]
+    public void Two_devices_with_one_writeback_file_are_one_configuration_error_naming_both()
+    {
+        string config = Path.Combine(_dir, "zramd.conf");
+        string shared = Path.Combine(_dir, "shared.wb");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {shared}\n[zram1]\nzram-size = 16M\nwriteback-file = {shared}\n");
+        string socket = Path.Combine(_dir, "nbd.sock");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + socket], Env());
+        Assert.Equal(78, code);
+        string line = Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.StartsWith($"zramd: {config}:6 [zram1] writeback-file = '{shared}': [zram0] writeback-file is the same file", line, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
+        Assert.False(File.Exists(shared), "no device may have been made");
+    }
+
     [Fact]
     public void A_bad_environment_value_is_exit_78()
     {

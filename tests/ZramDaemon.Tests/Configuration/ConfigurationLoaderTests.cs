@@ -311,6 +311,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nrecompress-cpu-percent = 20", "[zram0] recompress-cpu-percent = '20': has no effect without recompress-algorithm in the same section" },
         { "[zram0]\nrecompress-dictionary = none", "[zram0] recompress-dictionary = 'none': has no effect without recompress-algorithm in the same section" },
         { "[zram0]\nrecompress-algorithm = none\nrecompress-idle-after = 0", "[zram0] recompress-idle-after = '0': has no effect without recompress-algorithm in the same section" },
+        { "[zram0]\nwriteback-file = /tmp/zramd-shared.wb\n[zram1]\nwriteback-file = /tmp/../tmp/zramd-shared.wb", "[zram1] writeback-file = '/tmp/../tmp/zramd-shared.wb': [zram0] writeback-file is the same file" },
         { "[zramd]\nrecompress-algorithm = zstd", "[zramd] recompress-algorithm = 'zstd': unknown key in [zramd]: this is a device setting" },
         { "[zram0]\nattach = /dev/sda", "[zram0] attach = '/dev/sda': a kernel nbd device" },
         { "[zram0]\nattach = /dev/nbd0\n[zram1]\nattach = /dev/nbd0", "[zram1] attach = '/dev/nbd0': another device attaches" },
