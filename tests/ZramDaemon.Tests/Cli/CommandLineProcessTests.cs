@@ -27,6 +27,27 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Contains("--raw", statusHelp, StringComparison.Ordinal);
     }
 
+    /// <summary>attach and detach talk to the NBD socket and the kernel, never to the control socket: their help showed
+    /// --control all the same (a recursive option of the root), and they took it and ignored it.</summary>
+    [Theory]
+    [InlineData("attach", false)]
+    [InlineData("detach", false)]
+    [InlineData("status", true)]
+    [InlineData("compact", true)]
+    [InlineData("set", true)]
+    [InlineData("recompress", true)]
+    [InlineData("writeback", true)]
+    [InlineData("stats", true)]
+    [InlineData("classes", true)]
+    [InlineData("reset", true)]
+    [InlineData("idle", true)]
+    public void A_verb_s_help_shows_control_only_when_the_verb_uses_the_control_socket(string verb, bool usesControl)
+    {
+        (int code, string stdout, _) = ZramdProcess.Run([verb, "--help"], Env());
+        Assert.Equal(0, code);
+        Assert.Equal(usesControl, stdout.Contains("--control", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("--no-such-flag")]
     [InlineData("--size")]
