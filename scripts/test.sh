@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (apt), builds in Release, runs every test project,
 # and ends with the failed tests (name and first lines of the message), if any, and then one line
-# "N passed, N failed". Exits non-zero on any failure.
+# "N passed, N failed" (or, when the build fails, one line saying so). Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +12,11 @@ ensure_test_prereqs
 results=$(mktemp -d "${TMPDIR:-/tmp}/zramd-test.XXXXXX")
 trap 'rm -rf "$results"' EXIT
 
-dotnet build Zram.sln -c Release -warnaserror -nologo -v:q
+# Not left to set -e: the run would end on the compiler's output with no summary line (CI shows only the tail).
+if ! dotnet build Zram.sln -c Release -warnaserror -nologo -v:q; then
+  echo "build failed (errors above): no tests were run"
+  exit 1
+fi
 status=0
 # One run per test project, each with its own results file, so that the totals below are exact.
 for proj in tests/*/*.csproj; do

@@ -60,11 +60,11 @@ public static class ZramdCommandLine
             Description = $"Configuration file (INI, zram-generator keys). Default: {SystemFacts.DefaultConfigPath} if it exists",
             HelpName = "FILE",
         };
+        // Not recursive: the verbs that talk to the control socket take it, attach and detach (which do not) refuse it.
         var control = new Option<string>("--control")
         {
             Description = "The control socket. Default: zramd.ctl beside the NBD socket",
             HelpName = "PATH",
-            Recursive = true,
         };
 
         var root = new RootCommand("zramd: a compressed RAM block device (like Linux zram) served over NBD.\n"
@@ -84,19 +84,19 @@ public static class ZramdCommandLine
 
         var json = new Option<bool>("--json") { Description = "Every mm_stat and io_stat field by its kernel name, per device, as JSON" };
         var raw = new Option<bool>("--raw") { Description = "Sizes in bytes, columns separated by one space (for scripts)" };
-        var status = new Command("status", "Show the devices, like zramctl") { json, raw };
+        var status = new Command("status", "Show the devices, like zramctl") { json, raw, control };
         status.SetAction(result => Send(result, control, output, error, new ControlRequest("status", null, null, null),
             reply => StatusTable.Write(output, reply.Devices ?? [], result.GetValue(json), result.GetValue(raw))));
         root.Add(status);
 
         var optionalName = new Argument<string?>("NAME") { Description = "The device (export name), e.g. zram0; all when omitted", Arity = ArgumentArity.ZeroOrOne };
-        var compact = new Command("compact", "Compact the pool of a device (or of all), like writing to zram's compact") { optionalName };
+        var compact = new Command("compact", "Compact the pool of a device (or of all), like writing to zram's compact") { optionalName, control };
         compact.SetAction(result => Send(result, control, output, error, new ControlRequest("compact", result.GetValue(optionalName), null, null), null));
         root.Add(compact);
 
         var setName = NameArgument();
         var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit), mem_used_max=0 (restart the peak) or writeback_limit=SIZE (a day, 0: no limit)" };
-        var set = new Command("set", "Change a setting of a running device") { setName, assignment };
+        var set = new Command("set", "Change a setting of a running device") { setName, assignment, control };
         set.SetAction(result =>
         {
             string text = result.GetValue(assignment) ?? string.Empty;
@@ -128,7 +128,7 @@ public static class ZramdCommandLine
                 Description = "type=idle|huge|huge_idle|all (which slots; all when omitted) and max_pages=N (at most N pages; 0: no limit)",
                 Arity = new ArgumentArity(0, 2),
             };
-            var command = new Command(verb, description) { name, arguments };
+            var command = new Command(verb, description) { name, arguments, control };
             command.SetAction(result =>
             {
                 string line = string.Join(' ', new[] { verb, result.GetValue(name)! }.Concat(result.GetValue(arguments) ?? []));
@@ -152,7 +152,7 @@ public static class ZramdCommandLine
         })
         {
             Argument<string> name = NameArgument();
-            var command = new Command(verb, description) { name };
+            var command = new Command(verb, description) { name, control };
             command.SetAction(result => Send(result, control, output, error, new ControlRequest(verb, result.GetValue(name), null, null), null));
             root.Add(command);
         }

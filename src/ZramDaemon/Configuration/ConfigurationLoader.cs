@@ -368,11 +368,18 @@ public static partial class ConfigurationLoader
 
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
-        foreach (DeviceValues device in devices)
+        var writebackFiles = new Dictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < devices.Count; i++)
         {
-            if (device.Attach is { } attach && !attached.Add(attach.Value))
+            if (devices[i].Attach is { } attach && !attached.Add(attach.Value))
             {
                 throw attach.Fail("another device attaches to it already");
+            }
+
+            // A device opens its file exclusively: the second would fail at start, after the first was made.
+            if (built[i].WritebackFile is { } file && !writebackFiles.TryAdd(file, devices[i].Name))
+            {
+                throw devices[i].WritebackFile!.Fail($"[{writebackFiles[file]}] writeback-file is the same file: each device needs its own");
             }
         }
 
@@ -544,6 +551,12 @@ public static partial class ConfigurationLoader
             throw wbLimitSetting.Fail($"bytes per day (K/M/G/T suffixes; 0: no limit): {wbLimitError}");
         }
 
+        RequireCompanion(device.RecompressIdleAfter, recompressAlgorithm is not null, "recompress-algorithm");
+        RequireCompanion(device.RecompressCpuPercent, recompressAlgorithm is not null, "recompress-algorithm");
+        RequireCompanion(device.RecompressDictionary, recompressAlgorithm is not null, "recompress-algorithm");
+        RequireCompanion(device.WritebackWatermark, writebackFile is not null, "writeback-file");
+        RequireCompanion(device.WritebackLimit, writebackFile is not null, "writeback-file");
+
         string? attach = null;
         if (device.Attach is { } attachSetting)
         {
@@ -573,6 +586,16 @@ public static partial class ConfigurationLoader
             WritebackLimitPerDay = writebackLimit,
             Dedup = dedup,
         };
+    }
+
+    /// <summary>A key that only tunes another (the recompressor's pace, the writeback's bounds): without that one
+    /// in the same section it would be taken and do nothing.</summary>
+    private static void RequireCompanion(Setting? setting, bool companionSet, string companion)
+    {
+        if (setting is not null && !companionSet)
+        {
+            throw setting.Fail($"has no effect without {companion} in the same section");
+        }
     }
 
     /// <summary>The control socket's path from <c>control</c>, ZRAMD_CONTROL or --control, for the daemon and the verbs.</summary>

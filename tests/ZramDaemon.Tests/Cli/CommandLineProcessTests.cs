@@ -27,6 +27,27 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Contains("--raw", statusHelp, StringComparison.Ordinal);
     }
 
+    /// <summary>attach and detach talk to the NBD socket and the kernel, never to the control socket: their help showed
+    /// --control all the same (a recursive option of the root), and they took it and ignored it.</summary>
+    [Theory]
+    [InlineData("attach", false)]
+    [InlineData("detach", false)]
+    [InlineData("status", true)]
+    [InlineData("compact", true)]
+    [InlineData("set", true)]
+    [InlineData("recompress", true)]
+    [InlineData("writeback", true)]
+    [InlineData("stats", true)]
+    [InlineData("classes", true)]
+    [InlineData("reset", true)]
+    [InlineData("idle", true)]
+    public void A_verb_s_help_shows_control_only_when_the_verb_uses_the_control_socket(string verb, bool usesControl)
+    {
+        (int code, string stdout, _) = ZramdProcess.Run([verb, "--help"], Env());
+        Assert.Equal(0, code);
+        Assert.Equal(usesControl, stdout.Contains("--control", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("--no-such-flag")]
     [InlineData("--size")]
@@ -71,6 +92,25 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
         Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
         Assert.False(File.Exists(Path.Combine(_dir, "zramd.ctl")));
+    }
+
+    /// <summary>Two devices writing back to one file: the second device's open of it failed at start, after the first
+    /// device was made ("zramd could not start: The process cannot access the file ...", exit 1), naming neither
+    /// the key nor the devices.</summary>
+    [Fact]
+    public void Two_devices_with_one_writeback_file_are_one_configuration_error_naming_both()
+    {
+        string config = Path.Combine(_dir, "zramd.conf");
+        string shared = Path.Combine(_dir, "shared.wb");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {shared}\n[zram1]\nzram-size = 16M\nwriteback-file = {shared}\n");
+        string socket = Path.Combine(_dir, "nbd.sock");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + socket], Env());
+        Assert.Equal(78, code);
+        string line = Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.StartsWith($"zramd: {config}:6 [zram1] writeback-file = '{shared}': [zram0] writeback-file is the same file", line, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
+        Assert.False(File.Exists(shared), "no device may have been made");
     }
 
     [Fact]
