@@ -59,7 +59,7 @@ namespace ZramDaemon.Device;
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
 ///   A pool read view (MapRead) is always closed before anything that can compact. A compression stream
-///   (<see cref="Compressor.Acquire"/>; zstd needs one to decompress) is taken last: under a slot lock or the dedup
+///   (<see cref="Compressor.Acquire"/>; zstd needs one, or a decoder of the compressor's own, to decompress) is taken last: under a slot lock or the dedup
 ///   lock, and a thread holding one waits for neither (it may only try a slot's lock), so output that must outlive
 ///   the stream is copied out first.
 /// </summary>
@@ -181,8 +181,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _allCompressors.Add(_compressor);
         if (options.RecompressAlgorithm is not null)
         {
-            // One stream is enough: recompression runs on one thread at a time (background or on request).
-            _secondary = new Compressor(secondarySpec, streamCount: 1);
+            // One stream is enough: recompression runs on one thread at a time (background or on request). When it
+            // decodes the algorithm's pages it has a decoder per CPU besides, so that a read of them waits neither for
+            // the recompressor (milliseconds a page at zstd:19) nor for other such reads.
+            bool decodes = _decompressors[(int)secondarySpec.Algorithm] is null;
+            _secondary = new Compressor(secondarySpec, streamCount: 1, decoderCount: decodes ? Environment.ProcessorCount : 0);
             _allCompressors.Add(_secondary);
             _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
         }
@@ -723,7 +726,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return;
         }
 
-        _dictionaryCompressor = new Compressor(dictionary);
+        // As the recompression compressor: one stream for the thread that recompresses (each would grow its own
+        // context at the recompression level), a decoder per CPU for reads.
+        _dictionaryCompressor = new Compressor(dictionary, streamCount: 1, decoderCount: Environment.ProcessorCount);
         Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], _dictionaryCompressor);
         Volatile.Write(ref _dictionary, dictionary);
         ZramDeviceLog.DictionaryTrained(_logger, Name, dictionary.Size, samples.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -974,8 +979,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         int oldSize = SlotInfo.Size(info);
         // With the dictionary only while its compression tables are held (PrepareCompressionTables).
         Compressor compressor = _dictionaryCompressor is { } withDictionary && _dictionary!.HasCompressionTables ? withDictionary : _secondary;
-        // The output is copied out and the stream given back before the slot lock is taken again: a reader holding
-        // that lock may be waiting for this very stream (the device's lock order, above).
+        // The output is copied out and the stream given back before the slot lock is taken again: a thread holding a
+        // stream waits for no slot lock (the device's lock order, above; readers of these pages take decoders now).
         Span<byte> output = page;
         int n;
         using (CompressionStreamLease lease = compressor.Acquire())

@@ -123,6 +123,61 @@ public class RecompressionTests
         Assert.True(back.AsSpan().SequenceEqual(page), "the recompressed page reads back different");
     }
 
+    /// <summary>
+    /// A swap-in of recompressed pages does not wait for the recompressor: the recompression compressor has one stream
+    /// (a zstd:19 context is large), and reads of its pages decoded through that stream, so each waited while the
+    /// recompressor compressed another page (milliseconds a page at zstd:19) and readers waited for each other. The
+    /// test holds that stream, as the recompressor does while it compresses, and reads the recompressed pages from
+    /// two threads.
+    /// </summary>
+    [Fact]
+    public void Reads_of_recompressed_pages_do_not_wait_for_the_recompressor_stream()
+    {
+        using ZramDevice device = Create("zstd:19");
+        byte[][] pages = Enumerable.Range(0, 16).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        int[] recompressed = Enumerable.Range(0, pages.Length)
+            .Where(i => SlotInfo.Algorithm(device.Slots.PeekInfo(i)) == CompressionAlgorithm.Zstd).ToArray();
+        Assert.NotEmpty(recompressed);
+        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        Assert.Equal("zstd:19", secondary.Spec.ToString());
+
+        using (secondary.Acquire())
+        {
+            var done = new bool[2];
+            Thread[] readers = Enumerable.Range(0, done.Length).Select(t => new Thread(() =>
+            {
+                var back = new byte[Page];
+                foreach (int i in recompressed)
+                {
+                    if (device.Read((long)i * Page, back) != NbdError.None || !back.AsSpan().SequenceEqual(pages[i]))
+                    {
+                        return;
+                    }
+                }
+
+                done[t] = true;
+            })).ToArray();
+            foreach (Thread reader in readers)
+            {
+                reader.Start();
+            }
+
+            // Only the failure detector: the reads take well under a millisecond each.
+            DateTime deadline = DateTime.UtcNow.AddSeconds(30);
+            Assert.All(readers, reader => Assert.True(reader.Join(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), "a read of a recompressed page waited for the recompressor's stream"));
+            Assert.All(done, Assert.True);
+        }
+
+        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+    }
+
     [Fact]
     public void Idle_text_pages_are_stored_smaller_with_zstd_and_read_back_unchanged()
     {
