@@ -51,8 +51,9 @@ public class RecompressionTests
 
     /// <summary>
     /// The recompressor gives its stream back before it takes the slot's lock again, because a reader holding that
-    /// lock may be waiting for the very same stream: the recompressor's single zstd stream also decodes every slot
-    /// written with zstd. Session 18 found the recompressor keeping its stream while it waited for the lock: both
+    /// lock may be waiting for the very same stream: the recompressor's single zstd stream also decoded every slot
+    /// written with zstd (until 5 December: reads now take decoders of their own, and the order still holds for any
+    /// thread that holds the stream). Session 18 found the recompressor keeping its stream while it waited for the lock: both
     /// waited for ever, and the all-features test hung about one run in nine. The test plays that reader, and holds
     /// the stream itself to pin the recompressor between its two holds of the lock: it takes the stream, lets the
     /// recompressor mark the slot (its first hold), takes the slot's lock, and only then gives the stream back. The
