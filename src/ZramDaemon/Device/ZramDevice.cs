@@ -941,7 +941,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// zstd:19 some 2 ms, which a read of the page would wait, spinning, behind a low-priority thread): under the lock
     /// the object is decompressed and the slot marked <see cref="SlotInfo.Recompressed"/> (dealt with; every write
     /// stores fresh info without the mark); the new object replaces the old only if, with the lock taken again, the
-    /// slot still holds the same object with the mark (a read may have reset its idle age). The old object is freed
+    /// slot still holds the same object with the mark (a read may have reset its idle age); if only its handle moved
+    /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
     internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
@@ -998,9 +999,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             uint now = _slots.Info(index);
-            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask) || _slots.Value(index) != value)
+            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask))
             {
                 return RecompressOutcome.Skipped; // rewritten, trimmed or written back meanwhile
+            }
+
+            if (_slots.Value(index) != value)
+            {
+                // The same object under another handle (a compaction's handle shrink keeps the info): a later pass tries again.
+                _slots.SetInfo(index, now & ~SlotInfo.Recompressed);
+                return RecompressOutcome.Skipped;
             }
 
             if (!TryAllocateForRecompression(n, out uint handle))

@@ -179,6 +179,55 @@ public class RecompressionTests
         static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
     }
 
+    /// <summary>
+    /// A compaction that moves the slot's handle below the handle table's mark while the recompressor compresses (the
+    /// background compactor's shrink, between RecompressSlot's two holds of the lock) leaves the same object under
+    /// another handle: the swap is given up, and the slot must stay a candidate. It kept its Recompressed mark and was
+    /// never tried again until rewritten. The test holds the recompressor's stream to pin it between its two holds.
+    /// </summary>
+    [Fact]
+    public async Task A_slot_whose_handle_moved_while_it_was_recompressed_is_tried_again()
+    {
+        const int Slots = 10_240; // enough handle cells freed for a shrink (16 pages of cells past the mark)
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = (long)Slots * Page,
+            RecompressAlgorithm = "zstd:19",
+            CompactInterval = TimeSpan.FromHours(1), // only the test's compaction moves handles
+        }, NullLoggerFactory.Instance);
+        // The last slot's handle is near the top of the table; the trims leave it alone above the mark. Its page is
+        // huge with lz4, and zstd shrinks it by half.
+        const int Target = Slots - 1;
+        byte[] page = NibblePage(new Random(Target));
+        for (int i = 0; i < Target; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        Assert.Equal(NbdError.None, device.Write((long)Target * Page, page, fua: false));
+        Assert.Equal(NbdError.None, device.Trim(0, (long)Target * Page));
+        device.Slots.Peek(Target, out uint before, out _);
+        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        Task<RecompressOutcome> recompress;
+        using (secondary.Acquire())
+        {
+            recompress = Task.Factory.StartNew(
+                () => device.RecompressSlot(Target, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            Assert.True(
+                SpinWait.SpinUntil(() => (device.Slots.PeekInfo(Target) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted, TimeSpan.FromSeconds(30)),
+                "the recompressor never marked the slot");
+            device.Compact();
+            device.Slots.Peek(Target, out uint after, out _);
+            Assert.NotEqual(before, after); // the handle moved
+        }
+
+        Assert.Equal(RecompressOutcome.Skipped, await recompress.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, device.Recompress(SlotSelection.All).Recompressed);
+        Assert.Equal(CompressionAlgorithm.Zstd, SlotInfo.Algorithm(device.Slots.PeekInfo(Target)));
+        AssertReads(device, [page], Target);
+    }
+
     [Fact]
     public void Idle_text_pages_are_stored_smaller_with_zstd_and_read_back_unchanged()
     {
