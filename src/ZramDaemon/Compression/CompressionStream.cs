@@ -6,6 +6,8 @@ namespace ZramDaemon.Compression;
 /// One compressor's working state, like the kernel's zcomp_strm: the library state and a two-page output
 /// buffer, allocated once when the stream is created. A stream is used by one thread at a time
 /// (<see cref="Compressor"/> hands them out); nothing in <see cref="Compress"/> or <see cref="Decompress"/> allocates.
+/// A decoder (<see cref="CreateDecoder"/>) is a stream that only decompresses: the decompression state alone, no
+/// buffer.
 /// </summary>
 public abstract unsafe class CompressionStream : IDisposable
 {
@@ -14,9 +16,13 @@ public abstract unsafe class CompressionStream : IDisposable
 
     private byte* _buffer;
 
-    protected CompressionStream()
+    protected CompressionStream(bool decoder = false)
     {
-        _buffer = (byte*)NativeMemory.AlignedAlloc(BufferSize, 64);
+        IsDecoder = decoder;
+        if (!decoder)
+        {
+            _buffer = (byte*)NativeMemory.AlignedAlloc(BufferSize, 64);
+        }
     }
 
     public abstract CompressionAlgorithm Algorithm { get; }
@@ -25,11 +31,21 @@ public abstract unsafe class CompressionStream : IDisposable
     /// any number of threads may decode through one stream at once.</summary>
     public virtual bool DecodesWithoutState => false;
 
+    /// <summary>True for a stream made by <see cref="CreateDecoder"/>: it cannot compress.</summary>
+    public bool IsDecoder { get; }
+
+    /// <summary>
+    /// A stream of the same algorithm (and dictionary) with only what <see cref="Decompress"/> needs, for a compressor
+    /// whose few compression streams must not hold up reads. Only for algorithms that decode with state.
+    /// </summary>
+    public virtual CompressionStream CreateDecoder() => throw new NotSupportedException($"{Algorithm} decodes without state");
+
     /// <summary>Where <see cref="Compress"/> leaves its output; valid until the next call on this stream.</summary>
     public Span<byte> Buffer
     {
         get
         {
+            ThrowIfDecoder();
             ObjectDisposedException.ThrowIf(_buffer == null, this);
             // The buffer is BufferSize bytes from AlignedAlloc and lives until Dispose.
             return new Span<byte>(_buffer, BufferSize);
@@ -42,6 +58,7 @@ public abstract unsafe class CompressionStream : IDisposable
     /// </summary>
     public int Compress(ReadOnlySpan<byte> source, int maxLength)
     {
+        ThrowIfDecoder();
         ArgumentOutOfRangeException.ThrowIfGreaterThan(source.Length, BufferSize / 2, nameof(source));
         maxLength = Math.Min(maxLength, BufferSize);
         if (maxLength <= 0)
@@ -70,6 +87,14 @@ public abstract unsafe class CompressionStream : IDisposable
             // In bounds: each span's own length goes with its pointer, and the libraries' bounded decoders
             // (LZ4_decompress_safe, ZSTD_decompressDCtx, ZSTD_decompressBlock) read at most srcLength and write at most dstCapacity bytes.
             return DecompressCore(src, source.Length, dst, destination.Length) == destination.Length;
+        }
+    }
+
+    private void ThrowIfDecoder()
+    {
+        if (IsDecoder)
+        {
+            throw new InvalidOperationException($"a {Algorithm} decoder cannot compress");
         }
     }
 

@@ -13,14 +13,27 @@ public sealed unsafe class ZstdCompressionStream : CompressionStream
     private nint _dctx;
 
     public ZstdCompressionStream(int level = Interop.Zstd.DefaultLevel)
+        : this(level, decoder: false)
+    {
+    }
+
+    /// <param name="decoder">Only the decompression context (<see cref="CompressionStream.CreateDecoder"/>): a frame
+    /// decodes in it without growing it, so there is nothing to warm up.</param>
+    private ZstdCompressionStream(int level, bool decoder)
+        : base(decoder)
     {
         _level = level;
-        _cctx = Interop.Zstd.CreateCCtx();
+        _cctx = decoder ? 0 : Interop.Zstd.CreateCCtx();
         _dctx = Interop.Zstd.CreateDCtx();
-        if (_cctx == 0 || _dctx == 0)
+        if ((_cctx == 0 && !decoder) || _dctx == 0)
         {
             Dispose();
             throw new OutOfMemoryException("zstd could not allocate its contexts.");
+        }
+
+        if (decoder)
+        {
+            return;
         }
 
         // Warm up: size both workspaces for a 4 KiB page now rather than on the first request.
@@ -35,6 +48,8 @@ public sealed unsafe class ZstdCompressionStream : CompressionStream
     }
 
     public override CompressionAlgorithm Algorithm => CompressionAlgorithm.Zstd;
+
+    public override CompressionStream CreateDecoder() => new ZstdCompressionStream(_level, decoder: true);
 
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
     {

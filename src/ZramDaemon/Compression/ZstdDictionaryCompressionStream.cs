@@ -17,12 +17,19 @@ public sealed unsafe class ZstdDictionaryCompressionStream : CompressionStream
     private nint _dctx;
 
     public ZstdDictionaryCompressionStream(ZstdDictionary dictionary)
+        : this(dictionary, decoder: false)
+    {
+    }
+
+    /// <param name="decoder">Only the decompression context (<see cref="CompressionStream.CreateDecoder"/>).</param>
+    private ZstdDictionaryCompressionStream(ZstdDictionary dictionary, bool decoder)
+        : base(decoder)
     {
         ArgumentNullException.ThrowIfNull(dictionary);
         _dictionary = dictionary;
-        _cctx = Interop.Zstd.CreateCCtx();
+        _cctx = decoder ? 0 : Interop.Zstd.CreateCCtx();
         _dctx = Interop.Zstd.CreateDCtx();
-        if (_cctx == 0 || _dctx == 0)
+        if ((_cctx == 0 && !decoder) || _dctx == 0)
         {
             Dispose();
             throw new OutOfMemoryException("zstd could not set up its contexts.");
@@ -30,6 +37,9 @@ public sealed unsafe class ZstdDictionaryCompressionStream : CompressionStream
     }
 
     public override CompressionAlgorithm Algorithm => CompressionAlgorithm.ZstdDictionary;
+
+    /// <summary>A decoder that shares the dictionary (its decompression tables are read-only): it must outlive it too.</summary>
+    public override CompressionStream CreateDecoder() => new ZstdDictionaryCompressionStream(_dictionary, decoder: true);
 
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
     {

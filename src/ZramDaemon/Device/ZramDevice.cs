@@ -59,7 +59,7 @@ namespace ZramDaemon.Device;
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
 ///   A pool read view (MapRead) is always closed before anything that can compact. A compression stream
-///   (<see cref="Compressor.Acquire"/>; zstd needs one to decompress) is taken last: under a slot lock or the dedup
+///   (<see cref="Compressor.Acquire"/>; zstd needs one, or a decoder of the compressor's own, to decompress) is taken last: under a slot lock or the dedup
 ///   lock, and a thread holding one waits for neither (it may only try a slot's lock), so output that must outlive
 ///   the stream is copied out first.
 /// </summary>
@@ -181,8 +181,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _allCompressors.Add(_compressor);
         if (options.RecompressAlgorithm is not null)
         {
-            // One stream is enough: recompression runs on one thread at a time (background or on request).
-            _secondary = new Compressor(secondarySpec, streamCount: 1);
+            // One stream is enough: recompression runs on one thread at a time (background or on request). When it
+            // decodes the algorithm's pages it has a decoder per CPU besides, so that a read of them waits neither for
+            // the recompressor (milliseconds a page at zstd:19) nor for other such reads.
+            bool decodes = _decompressors[(int)secondarySpec.Algorithm] is null;
+            _secondary = new Compressor(secondarySpec, streamCount: 1, decoderCount: decodes ? Environment.ProcessorCount : 0);
             _allCompressors.Add(_secondary);
             _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
         }
@@ -743,7 +746,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return;
         }
 
-        _dictionaryCompressor = new Compressor(dictionary);
+        // As the recompression compressor: one stream for the thread that recompresses (each would grow its own
+        // context at the recompression level), a decoder per CPU for reads.
+        _dictionaryCompressor = new Compressor(dictionary, streamCount: 1, decoderCount: Environment.ProcessorCount);
         Volatile.Write(ref _decompressors[(int)CompressionAlgorithm.ZstdDictionary], _dictionaryCompressor);
         Volatile.Write(ref _dictionary, dictionary);
         ZramDeviceLog.DictionaryTrained(_logger, Name, dictionary.Size, samples.Count, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -956,7 +961,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// zstd:19 some 2 ms, which a read of the page would wait, spinning, behind a low-priority thread): under the lock
     /// the object is decompressed and the slot marked <see cref="SlotInfo.Recompressed"/> (dealt with; every write
     /// stores fresh info without the mark); the new object replaces the old only if, with the lock taken again, the
-    /// slot still holds the same object with the mark (a read may have reset its idle age). The old object is freed
+    /// slot still holds the same object with the mark (a read may have reset its idle age); if only its handle moved
+    /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
     internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
@@ -994,8 +1000,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         int oldSize = SlotInfo.Size(info);
         // With the dictionary only while its compression tables are held (PrepareCompressionTables).
         Compressor compressor = _dictionaryCompressor is { } withDictionary && _dictionary!.HasCompressionTables ? withDictionary : _secondary;
-        // The output is copied out and the stream given back before the slot lock is taken again: a reader holding
-        // that lock may be waiting for this very stream (the device's lock order, above).
+        // The output is copied out and the stream given back before the slot lock is taken again: a thread holding a
+        // stream waits for no slot lock (the device's lock order, above; readers of these pages take decoders now).
         Span<byte> output = page;
         int n;
         using (CompressionStreamLease lease = compressor.Acquire())
@@ -1013,9 +1019,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             uint now = _slots.Info(index);
-            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask) || _slots.Value(index) != value)
+            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask))
             {
                 return RecompressOutcome.Skipped; // rewritten, trimmed or written back meanwhile
+            }
+
+            if (_slots.Value(index) != value)
+            {
+                // The same object under another handle (a compaction's handle shrink keeps the info): a later pass tries again.
+                _slots.SetInfo(index, now & ~SlotInfo.Recompressed);
+                return RecompressOutcome.Skipped;
             }
 
             if (!TryAllocateForRecompression(n, out uint handle))

@@ -131,12 +131,46 @@ public class CompressorTests
     public void Lz4_decodes_without_taking_a_stream_so_a_held_stream_never_holds_up_a_read(string algorithm)
     {
         using var compressor = new Compressor(CompressionSpec.Parse(algorithm), streamCount: 1);
+        AssertReadsDecodeWhileTheOnlyStreamIsHeld(compressor, TextPages(1)[0]);
+    }
+
+    /// <summary>zstd needs state to decode: a compressor given decoders of its own (the recompressor's, whose one
+    /// stream is busy compressing at a slow level) decodes there, not in its stream.</summary>
+    [Fact]
+    public void Zstd_with_decoders_of_its_own_decodes_while_its_only_stream_is_held()
+    {
+        using var compressor = new Compressor(CompressionSpec.Parse("zstd:19"), streamCount: 1, decoderCount: 2);
+        AssertReadsDecodeWhileTheOnlyStreamIsHeld(compressor, TextPages(1)[0]);
+    }
+
+    [Fact]
+    public void A_decoder_decodes_what_its_stream_compressed_and_cannot_compress()
+    {
+        using var stream = Compressor.CreateStream(CompressionSpec.Parse("zstd:19"));
+        using CompressionStream decoder = stream.CreateDecoder();
+        Assert.True(decoder.IsDecoder);
         byte[] page = TextPages(1)[0];
+        int n = stream.Compress(page, 4096);
+        Assert.True(n > 0);
+        var output = new byte[4096];
+        Assert.True(decoder.Decompress(stream.Buffer[..n], output));
+        Assert.Equal(page, output);
+        Assert.Throws<InvalidOperationException>(() => decoder.Compress(page, 4096));
+        Assert.Throws<InvalidOperationException>(() => decoder.Buffer.Length);
+        using var lz4 = Compressor.CreateStream(CompressionSpec.Default);
+        Assert.Throws<NotSupportedException>(() => lz4.CreateDecoder());
+    }
+
+    /// <summary>
+    /// Holds <paramref name="compressor"/>'s only stream (a writer or the recompressor compressing, preempted) and
+    /// decodes <paramref name="page"/> on four other threads: each must finish (30 s is only the failure detector).
+    /// </summary>
+    internal static void AssertReadsDecodeWhileTheOnlyStreamIsHeld(Compressor compressor, byte[] page)
+    {
         var compressed = new byte[4096];
         int n = compressor.Compress(page, compressed);
         Assert.True(n > 0);
 
-        // The only stream is held (a writer compressing, preempted): reads on other threads still decode.
         using (CompressionStreamLease held = compressor.Acquire())
         {
             var decoded = new bool[4];

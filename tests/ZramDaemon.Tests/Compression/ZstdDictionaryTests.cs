@@ -53,6 +53,16 @@ public class ZstdDictionaryTests
         Assert.Equal(pages[0], output);
     }
 
+    /// <summary>The recompressor's dictionary compressor: one stream, and decoders that share the dictionary.</summary>
+    [Fact]
+    public void With_decoders_of_its_own_pages_decode_while_the_only_stream_is_held()
+    {
+        byte[][] pages = CompressorTests.TextPages(300);
+        using ZstdDictionary dictionary = SmallDictionary(pages);
+        using var compressor = new Compressor(dictionary, streamCount: 1, decoderCount: 2);
+        CompressorTests.AssertReadsDecodeWhileTheOnlyStreamIsHeld(compressor, pages[7]);
+    }
+
     [Fact]
     public void After_a_page_that_does_not_fit_the_next_one_still_compresses_with_the_dictionary()
     {

@@ -51,8 +51,9 @@ public class RecompressionTests
 
     /// <summary>
     /// The recompressor gives its stream back before it takes the slot's lock again, because a reader holding that
-    /// lock may be waiting for the very same stream: the recompressor's single zstd stream also decodes every slot
-    /// written with zstd. Session 18 found the recompressor keeping its stream while it waited for the lock: both
+    /// lock may be waiting for the very same stream: the recompressor's single zstd stream also decoded every slot
+    /// written with zstd (until 5 December: reads now take decoders of their own, and the order still holds for any
+    /// thread that holds the stream). Session 18 found the recompressor keeping its stream while it waited for the lock: both
     /// waited for ever, and the all-features test hung about one run in nine. The test plays that reader, and holds
     /// the stream itself to pin the recompressor between its two holds of the lock: it takes the stream, lets the
     /// recompressor mark the slot (its first hold), takes the slot's lock, and only then gives the stream back. The
@@ -121,6 +122,110 @@ public class RecompressionTests
         var back = new byte[Page];
         Assert.Equal(NbdError.None, device.Read(0, back));
         Assert.True(back.AsSpan().SequenceEqual(page), "the recompressed page reads back different");
+    }
+
+    /// <summary>
+    /// A swap-in of recompressed pages does not wait for the recompressor: the recompression compressor has one stream
+    /// (a zstd:19 context is large), and reads of its pages decoded through that stream, so each waited while the
+    /// recompressor compressed another page (milliseconds a page at zstd:19) and readers waited for each other. The
+    /// test holds that stream, as the recompressor does while it compresses, and reads the recompressed pages from
+    /// two threads.
+    /// </summary>
+    [Fact]
+    public void Reads_of_recompressed_pages_do_not_wait_for_the_recompressor_stream()
+    {
+        using ZramDevice device = Create("zstd:19");
+        byte[][] pages = Enumerable.Range(0, 16).Select(DevicePages.TextPage).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        device.MarkIdle();
+        Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
+        int[] recompressed = Enumerable.Range(0, pages.Length)
+            .Where(i => SlotInfo.Algorithm(device.Slots.PeekInfo(i)) == CompressionAlgorithm.Zstd).ToArray();
+        Assert.NotEmpty(recompressed);
+        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        Assert.Equal("zstd:19", secondary.Spec.ToString());
+
+        using (secondary.Acquire())
+        {
+            var done = new bool[2];
+            Thread[] readers = Enumerable.Range(0, done.Length).Select(t => new Thread(() =>
+            {
+                var back = new byte[Page];
+                foreach (int i in recompressed)
+                {
+                    if (device.Read((long)i * Page, back) != NbdError.None || !back.AsSpan().SequenceEqual(pages[i]))
+                    {
+                        return;
+                    }
+                }
+
+                done[t] = true;
+            })).ToArray();
+            foreach (Thread reader in readers)
+            {
+                reader.Start();
+            }
+
+            // Only the failure detector: the reads take well under a millisecond each.
+            DateTime deadline = DateTime.UtcNow.AddSeconds(30);
+            Assert.All(readers, reader => Assert.True(reader.Join(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), "a read of a recompressed page waited for the recompressor's stream"));
+            Assert.All(done, Assert.True);
+        }
+
+        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+    }
+
+    /// <summary>
+    /// A compaction that moves the slot's handle below the handle table's mark while the recompressor compresses (the
+    /// background compactor's shrink, between RecompressSlot's two holds of the lock) leaves the same object under
+    /// another handle: the swap is given up, and the slot must stay a candidate. It kept its Recompressed mark and was
+    /// never tried again until rewritten. The test holds the recompressor's stream to pin it between its two holds.
+    /// </summary>
+    [Fact]
+    public async Task A_slot_whose_handle_moved_while_it_was_recompressed_is_tried_again()
+    {
+        const int Slots = 10_240; // enough handle cells freed for a shrink (16 pages of cells past the mark)
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = (long)Slots * Page,
+            RecompressAlgorithm = "zstd:19",
+            CompactInterval = TimeSpan.FromHours(1), // only the test's compaction moves handles
+        }, NullLoggerFactory.Instance);
+        // The last slot's handle is near the top of the table; the trims leave it alone above the mark. Its page is
+        // huge with lz4, and zstd shrinks it by half.
+        const int Target = Slots - 1;
+        byte[] page = NibblePage(new Random(Target));
+        for (int i = 0; i < Target; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
+        }
+
+        Assert.Equal(NbdError.None, device.Write((long)Target * Page, page, fua: false));
+        Assert.Equal(NbdError.None, device.Trim(0, (long)Target * Page));
+        device.Slots.Peek(Target, out uint before, out _);
+        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        Task<RecompressOutcome> recompress;
+        using (secondary.Acquire())
+        {
+            recompress = Task.Factory.StartNew(
+                () => device.RecompressSlot(Target, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            Assert.True(
+                SpinWait.SpinUntil(() => (device.Slots.PeekInfo(Target) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted, TimeSpan.FromSeconds(30)),
+                "the recompressor never marked the slot");
+            device.Compact();
+            device.Slots.Peek(Target, out uint after, out _);
+            Assert.NotEqual(before, after); // the handle moved
+        }
+
+        Assert.Equal(RecompressOutcome.Skipped, await recompress.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(1, device.Recompress(SlotSelection.All).Recompressed);
+        Assert.Equal(CompressionAlgorithm.Zstd, SlotInfo.Algorithm(device.Slots.PeekInfo(Target)));
+        AssertReads(device, [page], Target);
     }
 
     [Fact]
