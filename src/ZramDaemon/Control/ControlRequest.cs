@@ -5,19 +5,20 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// A control request: one line of words, the same as the command line after <c>zramd</c>:
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME KEY=VALUE</c> (<see cref="DeviceSetting"/>), <c>stats NAME</c>,
-/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>, <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N]</c>,
+/// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>,
+/// <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]</c>,
 /// <c>writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
-/// and max_pages (null when not given).
+/// and max_pages, and <see cref="Threshold"/> is recompress's threshold (null when not given).
 /// </summary>
-public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value)
+public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null)
 {
     public const int MaxLineBytes = 4096;
 
     public override string ToString() => Verb switch
     {
         "set" => $"set {Device} {Key}={Value}",
-        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}",
+        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}{(Threshold is null ? string.Empty : " threshold=" + Threshold)}",
         _ when Device is not null => $"{Verb} {Device}",
         _ => Verb,
     };
@@ -56,7 +57,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "recompress" or "writeback" when words.Length is >= 2 and <= 4:
+            case "recompress" or "writeback" when words.Length is >= 2 and <= 5:
                 return TryParseSlotRun(words, out request, out error);
             case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
@@ -67,13 +68,15 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         }
     }
 
-    /// <summary>recompress and writeback: NAME, then type= and max_pages= in any order, each at most once.</summary>
+    /// <summary>recompress and writeback: NAME, then type= and max_pages= (and for recompress threshold=) in any order,
+    /// each at most once.</summary>
     private static bool TryParseSlotRun(string[] words, [NotNullWhen(true)] out ControlRequest? request, out string error)
     {
         request = null;
         error = string.Empty;
         string? type = null;
         string? maxPages = null;
+        string? threshold = null;
         foreach (string word in words.AsSpan(2))
         {
             if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
@@ -94,6 +97,16 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                     return false;
                 }
             }
+            else if (word.StartsWith("threshold=", StringComparison.Ordinal) && threshold is null && words[0] == "recompress")
+            {
+                // The kernel's: only objects of at least this many bytes, and less than a page (huge_class_size there).
+                threshold = word["threshold=".Length..];
+                if (threshold.Length is 0 or > 4 || !threshold.All(char.IsAsciiDigit) || int.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture) is 0 or >= 4096)
+                {
+                    error = $"'{word}': threshold is a size in bytes from 1 to 4095 (objects smaller are left as they are)";
+                    return false;
+                }
+            }
             else
             {
                 error = $"'{word}' is not a {words[0]} argument: {Usage(words[0])}";
@@ -101,13 +114,14 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             }
         }
 
-        request = new ControlRequest(words[0], words[1], type, maxPages);
+        request = new ControlRequest(words[0], words[1], type, maxPages, threshold);
         return true;
     }
 
     private static string Usage(string verb) => verb switch
     {
-        "recompress" or "writeback" => verb + " NAME [type=idle|huge|huge_idle|all] [max_pages=N]",
+        "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]",
+        "writeback" => "writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => $"set NAME KEY=VALUE ({DeviceSetting.Assignments})",

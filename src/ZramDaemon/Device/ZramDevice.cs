@@ -497,12 +497,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,
     /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
-    /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none). Runs on the caller's
-    /// thread, without the background's CPU budget.
+    /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none), only objects of at least
+    /// <paramref name="threshold"/> bytes (the kernel's threshold=; 0: any). Runs on the caller's thread, without the
+    /// background's CPU budget.
     /// </summary>
-    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
+    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, int threshold = 0)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
+        ArgumentOutOfRangeException.ThrowIfNegative(threshold);
         if (_secondary is null)
         {
             throw new InvalidOperationException($"{Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3)");
@@ -517,7 +519,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         PrepareCompressionTables();
         for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
         {
-            RecompressOutcome outcome = RecompressSlot(index, type);
+            RecompressOutcome outcome = RecompressSlot(index, type, threshold);
             if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
             {
                 stoppedByTime = true;
@@ -965,7 +967,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
-    internal RecompressOutcome RecompressSlot(int index, SlotSelection type)
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0)
     {
         if (_secondary is null || !MayBeRecompressCandidate(_slots.PeekInfo(index), type))
         {
@@ -978,7 +980,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             info = _slots.Info(index);
-            if (!IsRecompressCandidate(CandidateInfo(index, info), type) || (info = OwnObject(index, info)) == 0)
+            uint candidate = CandidateInfo(index, info);
+            if (!IsRecompressCandidate(candidate, type) || SlotInfo.Size(candidate) < threshold || (info = OwnObject(index, info)) == 0)
             {
                 return RecompressOutcome.Skipped;
             }

@@ -64,7 +64,7 @@ internal sealed class DeviceRegistry : IControlHandler
             case "idle":
                 return ControlReply.Success($"{device.Name}: {device.MarkIdle()} pages marked idle");
             case "recompress":
-                return Recompress(device, request.Key, request.Value);
+                return Recompress(device, request.Key, request.Value, request.Threshold);
             case "writeback":
                 return Writeback(device, request.Key, request.Value);
             case "reset":
@@ -144,7 +144,7 @@ internal sealed class DeviceRegistry : IControlHandler
             $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
     }
 
-    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages)
+    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages, string? threshold)
     {
         if (device.RecompressAlgorithm is null)
         {
@@ -153,7 +153,8 @@ internal sealed class DeviceRegistry : IControlHandler
 
         long before = device.GetStats().MemUsedTotal;
         // A long run stops and says so (run it again), so that the client gets its reply in time.
-        RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit);
+        RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit,
+            threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture));
         long after = device.GetStats().MemUsedTotal;
         return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));

@@ -27,6 +27,14 @@ public class ControlRequestTests
         Assert.Equal(request, again);
     }
 
+    [Fact]
+    public void Recompress_takes_a_threshold_and_writes_it_back()
+    {
+        Assert.True(ControlRequest.TryParse("recompress zram0 threshold=3000 type=huge_idle", out ControlRequest? request, out string error), error);
+        Assert.Equal(new ControlRequest("recompress", "zram0", "huge_idle", null, "3000"), request);
+        Assert.Equal("recompress zram0 type=huge_idle threshold=3000", request.ToString());
+    }
+
     [Theory]
     [InlineData("", "empty request")]
     [InlineData("status zram0", "wrong arguments for status")]
@@ -35,11 +43,15 @@ public class ControlRequestTests
     [InlineData("set zram0 mem_limit", "is not an assignment")]
     [InlineData("compact a b", "compact [NAME]")]
     [InlineData("format zram0", "unknown request 'format'")]
-    [InlineData("recompress", "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N]")]
+    [InlineData("recompress", "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]")]
     [InlineData("recompress zram0 type=cold", "the type is idle, huge, huge_idle or all")]
     [InlineData("recompress zram0 max_pages=-1", "max_pages is a whole number")]
     [InlineData("recompress zram0 type=idle type=huge", "is not a recompress argument")]
     [InlineData("idle", "idle NAME")]
+    [InlineData("recompress zram0 threshold=0", "threshold is a size in bytes from 1 to 4095")]
+    [InlineData("recompress zram0 threshold=4096", "threshold is a size in bytes from 1 to 4095")]
+    [InlineData("recompress zram0 threshold=2K", "threshold is a size in bytes from 1 to 4095")]
+    [InlineData("writeback zram0 threshold=100", "is not a writeback argument")]
     [InlineData("writeback zram0 type=cold", "the type is idle, huge, huge_idle or all")]
     [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]")]
     public void Rejects_with_a_reason(string line, string reason)

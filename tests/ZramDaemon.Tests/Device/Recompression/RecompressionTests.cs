@@ -329,6 +329,25 @@ public class RecompressionTests
     }
 
     [Fact]
+    public void A_threshold_leaves_the_objects_smaller_than_it()
+    {
+        using ZramDevice device = Create();
+        var random = new Random(8);
+        byte[][] pages = Enumerable.Range(0, 8).Select(i => i % 2 == 0 ? NibblePage(random) : DevicePages.TextPage(i)).ToArray();
+        for (int i = 0; i < pages.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+
+        // The nibble pages are huge (4096 bytes stored), the text pages far smaller: only the first pass their threshold.
+        RecompressionResult result = device.Recompress(SlotSelection.All, threshold: 3000);
+        Assert.Equal(4, result.Candidates);
+        Assert.Equal(0, device.GetStats().HugePages);
+        Assert.Equal(4, device.Recompress(SlotSelection.All).Candidates);
+        AssertReads(device, pages);
+    }
+
+    [Fact]
     public void Huge_idle_recompresses_only_the_huge_slots_that_are_idle()
     {
         using ZramDevice device = Create();
