@@ -846,10 +846,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// Run by <see cref="ZsPool.ShrinkHandles"/>: every slot whose pool handle (object or word) lies above the handle
     /// table's mark gets the same object or word under a handle below it, so the table can be cut at the mark. Under
     /// each slot's lock, so no read, write or free of the handle runs meanwhile. Deduplicated slots hold entry ids, not
-    /// handles: their entries' handles stay where they are (a shrink they keep above the mark cuts nothing).
+    /// handles: the entries' handles move under the index's lock, once no read of one is in flight
+    /// (<see cref="DedupIndex.MoveHandles"/>).
     /// </summary>
     private void MoveHandlesBelowMark()
     {
+        _dedup?.MoveHandles(_pool.HandleAboveMark, _pool.MoveObjectHandle);
         for (int index = 0; index < _slots.Count; index++)
         {
             _slots.Peek(index, out uint value, out uint peek);
@@ -1459,14 +1461,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if ((info & SlotInfo.Deduped) != 0)
         {
-            // The slot's reference keeps the entry and its object alive while the slot lock is held.
+            // The slot's reference keeps the entry and its object alive while the slot lock is held, and the read
+            // keeps its handle where it is (a handle shrink waits for it).
             (uint handle, uint objectInfo) entry;
             lock (_dedup!.Lock)
             {
-                entry = _dedup.Get((int)value);
+                entry = _dedup.BeginRead((int)value);
             }
 
-            return LoadObject(index, entry.objectInfo, entry.handle, page);
+            try
+            {
+                return LoadObject(index, entry.objectInfo, entry.handle, page);
+            }
+            finally
+            {
+                _dedup.EndRead();
+            }
         }
 
         int size = SlotInfo.Size(info);

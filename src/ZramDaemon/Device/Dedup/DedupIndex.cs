@@ -16,6 +16,11 @@ namespace ZramDaemon.Device.Dedup;
 /// One lock guards it all: it is taken under a slot lock (a leaf for the device, like the pool's), and the pool's
 /// read and free calls may be made under it, never the other way. Arrays grow by doubling, so requests do not
 /// allocate except when the table grows.
+///
+/// A reader of a slot takes its entry's handle under the lock and reads the object after letting go of it
+/// (<see cref="BeginRead"/>, <see cref="EndRead"/>), so that reads of different slots do not queue on one lock. The
+/// pool's handle shrink moves entries' handles (<see cref="MoveHandles"/>) under the lock once no such read is in
+/// flight: none can start meanwhile, and a read in flight holds no lock the mover waits for.
 /// </summary>
 internal sealed class DedupIndex
 {
@@ -32,6 +37,7 @@ internal sealed class DedupIndex
     private long _huge;
     private long _saved;
     private long _metadataBytes = ArraysBytes(InitialEntries);
+    private int _reading;
 
     public Lock Lock { get; } = new();
 
@@ -102,6 +108,43 @@ internal sealed class DedupIndex
 
     /// <summary>The entry's object: its pool handle and the slot info that describes it. <see cref="Lock"/> is held.</summary>
     public (uint Handle, uint Info) Get(int id) => (_entries[id].Handle, _entries[id].Info);
+
+    /// <summary>The entry's object for a read made after the lock is let go, which must end with <see cref="EndRead"/>:
+    /// until then its handle does not move. <see cref="Lock"/> is held.</summary>
+    public (uint Handle, uint Info) BeginRead(int id)
+    {
+        Interlocked.Increment(ref _reading);
+        return (_entries[id].Handle, _entries[id].Info);
+    }
+
+    /// <summary>A read <see cref="BeginRead"/> began is over. Without the lock.</summary>
+    public void EndRead() => Interlocked.Decrement(ref _reading);
+
+    /// <summary>
+    /// For the pool's handle shrink: every live entry whose handle <paramref name="above"/> says lies past the mark gets
+    /// the one <paramref name="move"/> returns for it. Takes <see cref="Lock"/>, then waits for the reads in flight
+    /// (microseconds each: a page's decompression) to end, so that no reader holds a handle it moves.
+    /// </summary>
+    public void MoveHandles(Func<uint, bool> above, Func<uint, uint> move)
+    {
+        lock (Lock)
+        {
+            var spin = default(SpinWait);
+            while (Volatile.Read(ref _reading) != 0)
+            {
+                spin.SpinOnce();
+            }
+
+            for (int id = 0; id < _used; id++)
+            {
+                ref Entry entry = ref _entries[id];
+                if (entry.References > 0 && above(entry.Handle))
+                {
+                    entry.Handle = move(entry.Handle);
+                }
+            }
+        }
+    }
 
     /// <summary>One more slot refers to the entry. <see cref="Lock"/> is held.</summary>
     public void AddReference(int id)

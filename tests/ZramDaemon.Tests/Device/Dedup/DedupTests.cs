@@ -456,4 +456,131 @@ public class DedupTests
         -2 => (byte[])patched[i].Clone(),
         _ => (byte[])contents[model[i]].Clone(),
     };
+
+    /// <summary>
+    /// Entries' handles move in a handle shrink as slots' do: 40,000 distinct pages written in order (each an entry,
+    /// the last ones holding the highest handle cells), all but the last 512 trimmed, then a compaction. Until entries'
+    /// handles moved, those 512 kept the table at its peak and the shrink cut nothing.
+    /// </summary>
+    [Fact]
+    public void A_handle_shrink_moves_the_entries_handles_and_the_table_is_cut()
+    {
+        const int Blocks = 40_000, Kept = 512;
+        using ZramDevice device = Create(Blocks);
+        for (int i = 0; i < Blocks; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, Distinct(i), fua: false));
+        }
+
+        ZramStats full = device.GetStats();
+        Assert.Equal(NbdError.None, device.Trim(0, (long)(Blocks - Kept) * Page));
+        device.Compact();
+        ZramStats compacted = device.GetStats();
+
+        // 8 bytes a cell: most of the 39,488 freed cells' pages go back.
+        long expected = (Blocks - Kept - 4096) * 8L;
+        Assert.True(full.MetadataBytes - compacted.MetadataBytes >= expected,
+            $"metadata fell from {full.MetadataBytes} to {compacted.MetadataBytes}, less than {expected} bytes of handle cells");
+        var back = new byte[Page];
+        for (int i = Blocks - Kept; i < Blocks; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(Distinct(i)), $"block {i} reads back different");
+        }
+
+        // Shared entries too: a second copy of each kept page refers to the same entry, which still reads.
+        for (int i = 0; i < Kept; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, Distinct(Blocks - Kept + i), fua: false));
+        }
+
+        device.Compact();
+        for (int i = 0; i < Kept; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(Distinct(Blocks - Kept + i)), $"block {i} reads back different");
+        }
+    }
+
+    /// <summary>
+    /// Reads of shared entries on four threads while their entries' handles move: each round writes 20,000 filler pages
+    /// (the low cells), then new contents into slots 0-511 (256 entries, each shared by two slots, in the high cells),
+    /// trims the filler and compacts, so the shrink moves those 256 handles down under the readers. A handle moved
+    /// under a read in flight would read another object (a wrong page) or freed memory.
+    /// </summary>
+    [Fact]
+    public async Task Reads_of_shared_entries_see_their_pages_while_handles_move()
+    {
+        const int Shared = 256, Filler = 20_000;
+        using ZramDevice device = Create((2 * Shared) + Filler);
+        for (int i = 0; i < 2 * Shared; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, Versioned(i % Shared, 0), fua: false));
+        }
+
+        using var stop = new CancellationTokenSource();
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        long reads = 0;
+        Task[] readers = Enumerable.Range(0, 4).Select(t => Task.Factory.StartNew(() =>
+        {
+            var random = new Random(t);
+            var back = new byte[Page];
+            while (!stop.IsCancellationRequested)
+            {
+                int i = random.Next(2 * Shared);
+                bool read = device.Read((long)i * Page, back) == NbdError.None;
+                int generation = BitConverter.ToInt32(back, 4);
+                if (!read || !back.AsSpan().SequenceEqual(Versioned(i % Shared, generation)))
+                {
+                    failures.Enqueue($"slot {i} (generation {generation})");
+                }
+
+                Interlocked.Increment(ref reads);
+            }
+        }, TaskCreationOptions.LongRunning)).ToArray();
+
+        long before = device.GetPoolStats().MetadataBytes;
+        int rounds = 0;
+        for (var clock = System.Diagnostics.Stopwatch.StartNew(); clock.Elapsed < TimeSpan.FromSeconds(4) || rounds < 3; rounds++)
+        {
+            for (int j = 0; j < Filler; j++)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)((2 * Shared) + j) * Page, Versioned(Shared + j, rounds), fua: false));
+            }
+
+            for (int i = 0; i < 2 * Shared; i++)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, Versioned(i % Shared, rounds + 1), fua: false));
+            }
+
+            Assert.Equal(NbdError.None, device.Trim(2L * Shared * Page, (long)Filler * Page));
+            device.Compact();
+        }
+
+        await stop.CancelAsync();
+        await Task.WhenAll(readers);
+        Assert.True(failures.IsEmpty, $"{failures.Count} of {reads} reads differed, first: {(failures.TryPeek(out string? f) ? f : null)}");
+        // The pool's metadata (handle cells above all; the index's arrays stay grown): 8 bytes a cell, 20,000 cells
+        // past the first pages if nothing was cut.
+        Assert.True(device.GetPoolStats().MetadataBytes < before + (Filler * 4L), $"pool metadata {device.GetPoolStats().MetadataBytes} after the last shrink, {before} before the rounds: the shrinks cut nothing");
+    }
+
+    /// <summary>A page for content <paramref name="id"/> in <paramref name="generation"/>: both in its first 8 bytes,
+    /// then 56 bytes from them, the rest zeros (compressible).</summary>
+    private static byte[] Versioned(int id, int generation)
+    {
+        var page = new byte[Page];
+        BitConverter.TryWriteBytes(page, id);
+        BitConverter.TryWriteBytes(page.AsSpan(4), generation);
+        new Random((id * 1_000_003) + generation).NextBytes(page.AsSpan(8, 56));
+        return page;
+    }
+
+    /// <summary>A page no other index gives: its first 64 bytes from <paramref name="i"/>, the rest zeros (compressible).</summary>
+    private static byte[] Distinct(int i)
+    {
+        var page = new byte[Page];
+        new Random(i).NextBytes(page.AsSpan(0, 64));
+        return page;
+    }
 }
