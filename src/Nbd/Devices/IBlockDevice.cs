@@ -14,8 +14,17 @@ public interface IBlockDevice
 
     bool IsReadOnly { get; }
 
-    /// <summary>The smallest I/O the device accepts (1 or 512).</summary>
+    /// <summary>The smallest I/O the device wants (1 or 512): advertised to every client as the minimum block size, and
+    /// held to by those that asked for block sizes (and by all, unless <see cref="AcceptsAnyAlignment"/>).</summary>
     int MinimumBlockSize { get; }
+
+    /// <summary>
+    /// True when the device serves requests of any length and offset, however small (part of a block by
+    /// read-modify-write). proto.md's default minimum block size is 1: a client that did not ask for block sizes
+    /// (NBD_OPT_EXPORT_NAME, or NBD_OPT_GO without NBD_INFO_BLOCK_SIZE) may send such requests, and a device that
+    /// accepts them is served them instead of answering EINVAL.
+    /// </summary>
+    bool AcceptsAnyAlignment => MinimumBlockSize == 1;
 
     /// <summary>The I/O size that avoids read-modify-write (4096 for zram-like devices).</summary>
     int PreferredBlockSize { get; }

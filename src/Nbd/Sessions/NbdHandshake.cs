@@ -207,7 +207,7 @@ internal sealed class NbdHandshake
 
         int n = OptionReply.WriteExportNameReply(_buffer, export.Device.Size, flags, _noZeroes);
         await WriteAdmittedAsync(export, n, ct).ConfigureAwait(false);
-        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
+        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation, BlockSizesRequested: false);
     }
 
     private async Task ListAsync(uint option, int length, CancellationToken ct)
@@ -310,14 +310,15 @@ internal sealed class NbdHandshake
             return null;
         }
 
-        bool wantName = false, wantDescription = false;
+        bool wantName = false, wantDescription = false, wantBlockSize = false;
         for (int i = 0; i < count; i++)
         {
             switch ((InfoType)BinaryPrimitives.ReadUInt16BigEndian(payload.Span[(4 + nameLength + 2 + (2 * i))..]))
             {
                 case InfoType.Name: wantName = true; break;
                 case InfoType.Description: wantDescription = true; break;
-                default: break; // EXPORT is always sent, BLOCK_SIZE too; unknown requests are ignored.
+                case InfoType.BlockSize: wantBlockSize = true; break; // sent anyway; asking binds the client to it
+                default: break; // EXPORT is always sent; unknown requests are ignored.
             }
         }
 
@@ -362,7 +363,7 @@ internal sealed class NbdHandshake
 
         await WriteAdmittedAsync(export, n, ct).ConfigureAwait(false);
         bool baseAllocation = _baseAllocation && _metaContextExport == export.Name;
-        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation);
+        return new HandshakeResult(_stream, export, flags, _structured, baseAllocation, wantBlockSize);
     }
 
     /// <summary>Sends the last reply of a handshake whose connection <see cref="NbdServer.Admit"/> has counted,

@@ -141,7 +141,8 @@ internal sealed class NbdSession
         _limits = new ConnectionLimits(
             _device.Size,
             _device.IsReadOnly,
-            Math.Max(1, _device.MinimumBlockSize),
+            // proto.md: a client that did not ask for block sizes may assume a minimum of 1.
+            handshake.BlockSizesRequested || !_device.AcceptsAnyAlignment ? Math.Max(1, _device.MinimumBlockSize) : 1,
             options.MaxPayload,
             handshake.StructuredReplies,
             handshake.BaseAllocation,

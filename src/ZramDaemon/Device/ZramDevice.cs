@@ -227,6 +227,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>The kernel's zram logical block size; smaller and unaligned I/O still works (read-modify-write).</summary>
     public int MinimumBlockSize => 512;
 
+    /// <summary>Any offset and length: part of a page is a read-modify-write under the slot lock.</summary>
+    public bool AcceptsAnyAlignment => true;
+
     public int PreferredBlockSize => PageSize;
 
     public bool SupportsFastZero => true;

@@ -17,7 +17,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
     private int _flushes;
     private int _fuaWrites;
 
-    public MemoryBlockDevice(long size, bool readOnly = false, bool supportsFastZero = true, int minimumBlockSize = 1)
+    public MemoryBlockDevice(long size, bool readOnly = false, bool supportsFastZero = true, int minimumBlockSize = 1, bool acceptsAnyAlignment = false)
     {
         if (size % BlockSize != 0)
         {
@@ -29,6 +29,7 @@ public sealed class MemoryBlockDevice : IBlockDevice
         IsReadOnly = readOnly;
         SupportsFastZero = supportsFastZero;
         MinimumBlockSize = minimumBlockSize;
+        AcceptsAnyAlignment = acceptsAnyAlignment || minimumBlockSize == 1;
     }
 
     private enum BlockState : byte
@@ -43,6 +44,8 @@ public sealed class MemoryBlockDevice : IBlockDevice
     public bool IsReadOnly { get; }
 
     public int MinimumBlockSize { get; }
+
+    public bool AcceptsAnyAlignment { get; }
 
     public int PreferredBlockSize => BlockSize;
 

@@ -102,6 +102,52 @@ public class TransmissionConversationTests
         static (NbdError, ulong) Simple((NbdError Error, ulong Handle, byte[] Data) reply) => (reply.Error, reply.Handle);
     }
 
+    /// <summary>
+    /// proto.md: without block sizes asked for, the minimum block size is 1, and a server SHOULD support it. A device
+    /// that takes any alignment serves a 3-byte write at offset 1 to a client whose GO did not ask for
+    /// NBD_INFO_BLOCK_SIZE (and to an EXPORT_NAME client), while one that asked is held to the 512 it was sent, as
+    /// is every client of a device that needs whole blocks.
+    /// </summary>
+    [Theory]
+    [InlineData(true, false, false, NbdError.None)]
+    [InlineData(true, false, true, NbdError.None)]
+    [InlineData(true, true, false, NbdError.Invalid)]
+    [InlineData(false, false, false, NbdError.Invalid)]
+    [InlineData(false, false, true, NbdError.Invalid)]
+    public async Task Unaligned_requests_are_served_to_clients_that_did_not_ask_for_block_sizes(bool anyAlignment, bool askBlockSizes, bool exportName, NbdError expected)
+    {
+        var device = new MemoryBlockDevice(1 << 20, minimumBlockSize: 512, acceptsAnyAlignment: anyAlignment);
+        await using var server = new TestServer(null, new NbdExport("mem", "512-byte blocks", device));
+        using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
+        await client.StartAsync();
+        if (exportName)
+        {
+            await client.SendOptionAsync((uint)OptionType.ExportName, "mem"u8);
+            Assert.NotNull(await client.ReadExactAsync(8 + 2));
+        }
+        else
+        {
+            var (_, final, replies) = askBlockSizes ? await client.GoAsync("mem", (ushort)InfoType.BlockSize) : await client.GoAsync("mem");
+            Assert.Equal(OptionReplyType.Ack, final);
+            Assert.Contains(replies, r => r.Type == OptionReplyType.Info && BinaryPrimitives.ReadUInt16BigEndian(r.Payload) == (ushort)InfoType.BlockSize
+                && BinaryPrimitives.ReadUInt32BigEndian(r.Payload.AsSpan(2)) == 512);
+        }
+
+        await client.SendRequestAsync(CommandType.Write, 1, 1, 3, 0, [7, 8, 9]);
+        Assert.Equal(expected, (await client.ReadSimpleReplyAsync())!.Value.Error);
+        await client.SendRequestAsync(CommandType.Read, 2, 0, 5);
+        var read = (await client.ReadSimpleReplyAsync(expected == NbdError.None ? 5 : 0))!.Value;
+        Assert.Equal(expected, read.Error);
+        if (expected == NbdError.None)
+        {
+            Assert.Equal(new byte[] { 0, 7, 8, 9, 0 }, read.Data);
+            await client.SendRequestAsync(CommandType.Trim, 3, 2, 1);
+            Assert.Equal(NbdError.None, (await client.ReadSimpleReplyAsync())!.Value.Error);
+            await client.SendRequestAsync(CommandType.Read, 4, 1, 3);
+            Assert.Equal(new byte[] { 7, 0, 9 }, (await client.ReadSimpleReplyAsync(3))!.Value.Data);
+        }
+    }
+
     [Fact]
     public async Task Oversized_write_gets_EOVERFLOW_and_the_connection_goes_on()
     {
