@@ -55,22 +55,11 @@ Description: compressed RAM block devices served over NBD
  an ext4 scratch disk; systemd units for both are included.
 CONTROL
 echo /etc/zramd/zramd.conf >"$pkg/DEBIAN/conffiles"
-cat >"$pkg/DEBIAN/postinst" <<'SCRIPT'
-#!/bin/sh
-set -e
-if [ "$1" = configure ] && [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
-  systemctl restart systemd-modules-load.service || true
-fi
-SCRIPT
-cat >"$pkg/DEBIAN/postrm" <<'SCRIPT'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ]; then
-  systemctl daemon-reload || true
-fi
-SCRIPT
-chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/DEBIAN/postrm"
+# Maintainer scripts: prerm stops the units at removal, but refuses while a zramd device is swap or mounted;
+# postrm purge removes the units' enablement. See packaging/debian/.
+for script in postinst prerm postrm; do
+  install -m 0755 "$here/debian/$script" "$pkg/DEBIAN/$script"
+done
 
 mkdir -p "$out"
 deb=$out/zramd_${version}_amd64.deb

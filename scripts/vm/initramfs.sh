@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the VM tests' initramfs (an uncompressed cpio: TCG decompresses slowly) and the host relay.
-#   initramfs.sh [--name NAME] [--systemd] [--add SRC=DEST]... [--enable UNIT]...
+#   initramfs.sh [--name NAME] [--systemd] [--add SRC=DEST]... [--enable UNIT]... [--package PKG]...
 # NAME (default base) names the output $cache/initramfs-NAME.cpio; each --add copies file or folder SRC to
 # DEST in the guest, with the shared libraries its ELF files need. Prints KEY=VALUE lines: kernel, modules,
 # initrd, relay. Idempotent (the kernel is fetched once; the cpio is rebuilt each time, it takes a second).
 # --systemd: the guest boots the host's Debian systemd as PID 1 (/init is /usr/lib/systemd/systemd) from a
 # merged-/usr tree of the files of SYSTEMD_PACKAGES, the modules where modprobe finds them (depmod), and the
 # guest's zt-check.service, which runs guest/systemd.sh once multi-user.target is reached. Each --enable is
-# `systemctl --root enable UNIT` in that tree, after the additions: the units' own [Install] sections.
+# `systemctl --root enable UNIT` in that tree, after the additions: the units' own [Install] sections. Each
+# --package adds that Debian package's files to the --systemd tree too (e.g. dpkg, to install zramd's package).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -16,12 +17,14 @@ name=base
 adds=()
 systemd=
 enables=()
+packages=()
 while [ $# -gt 0 ]; do
   case $1 in
     --name) name=$2; shift 2 ;;
     --systemd) systemd=1; shift ;;
     --add) adds+=("$2"); shift 2 ;;
     --enable) enables+=("$2"); shift 2 ;;
+    --package) packages+=("$2"); shift 2 ;;
     *) echo "initramfs.sh: unknown argument $1" >&2; exit 64 ;;
   esac
 done
@@ -89,7 +92,7 @@ if [ -n "$systemd" ]; then
   # What systemd as PID 1 needs (udev makes nbd devices ready for device and mount units; kmod's libkmod loads
   # modules), what the units run and what guest/systemd.sh uses. No documentation, no hardware database.
   SYSTEMD_PACKAGES=(systemd libsystemd-shared udev kmod util-linux mount e2fsprogs coreutils bash grep sed)
-  for pkg in "${SYSTEMD_PACKAGES[@]}"; do
+  for pkg in "${SYSTEMD_PACKAGES[@]}" "${packages[@]}"; do
     while IFS= read -r f; do
       case $f in /usr/share/doc/* | /usr/share/man/* | /usr/share/locale/* | /usr/share/bash-completion/* | \
         /usr/share/zsh/* | /usr/share/lintian/* | /usr/lib/udev/hwdb.d/* | /usr/share/info/*) continue ;; esac

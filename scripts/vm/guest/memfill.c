@@ -2,12 +2,15 @@
  * derived from its index (RANDOM bytes, default 2048, pseudo-random, the rest a repeated word, so a compressor
  * can shrink it by about that much but not erase it),
  * reports how much swap is in use, then reads every page back and counts the pages that differ.
- * Output lines "ZT: memfill.KEY=VALUE" for the host test; exit status 0 only when every page matched. */
+ * Output lines "ZT: memfill.KEY=VALUE" for the host test; exit status 0 only when every page matched.
+ * MEMFILL_HOLD=FILE in the environment: between the fill and the read-back, wait until FILE exists (the pages
+ * stay swapped out while the test does something to the swap device). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define PAGE 4096
 
@@ -59,6 +62,9 @@ int main(int argc, char **argv) {
     long swap_used = meminfo_kib("SwapTotal") - meminfo_kib("SwapFree");
     printf("ZT: memfill.pages=%llu\nZT: memfill.swap_used_kib_after_fill=%ld\n", (unsigned long long)pages, swap_used);
     fflush(stdout);
+    const char *hold = getenv("MEMFILL_HOLD");
+    if (hold)
+        while (access(hold, F_OK) != 0) sleep(1);
     uint64_t bad = 0;
     for (uint64_t i = 0; i < pages; i++) {
         fill_page(want, i);

@@ -7,6 +7,8 @@ set -u
 zt() { echo "ZT: $1=$2"; }
 # The NAME=VALUE pairs of the kernel command line (systemd keeps them from its services).
 for a in $(cat /proc/cmdline); do case $a in ZT_*=*) export "${a?}" ;; esac; done
+# zt-check.service starts this script in every systemd image: another test of such an image (deb.sh) runs instead.
+[ "${ZT_TEST:-systemd}" = systemd ] || exec /bin/bash "/zt/$ZT_TEST.sh"
 zt systemd.uptime "$(cut -d' ' -f1 /proc/uptime)"
 zt systemd.pid1 "$(cat /proc/1/comm)"
 for u in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.mount; do

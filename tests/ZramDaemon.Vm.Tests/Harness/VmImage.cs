@@ -22,9 +22,11 @@ public sealed class VmImage
 
     /// <summary>An image whose /init is Debian's systemd (initramfs.sh --systemd): it boots to multi-user.target
     /// with <paramref name="enable"/> enabled (systemctl --root enable, the units' [Install] sections) and runs
-    /// guest/systemd.sh.</summary>
-    public static VmImage BuildSystemd(string name, IEnumerable<string> enable, params string[] additions) =>
-        Run(name, ["--systemd", .. enable.SelectMany(unit => (string[])["--enable", unit])], additions);
+    /// guest/systemd.sh, which runs the test named by ZT_TEST when that is not systemd.</summary>
+    /// <param name="packages">Debian packages of the host whose files the image holds besides systemd's.</param>
+    public static VmImage BuildSystemd(string name, IEnumerable<string> enable, IEnumerable<string> packages, params string[] additions) =>
+        Run(name, ["--systemd", .. enable.SelectMany(unit => (string[])["--enable", unit]),
+            .. packages.SelectMany(package => (string[])["--package", package])], additions);
 
     private static VmImage Run(string name, IEnumerable<string> options, string[] additions)
     {

@@ -3,19 +3,17 @@ using ZramDaemon.Vm.Tests.Systemd;
 
 namespace ZramDaemon.Vm.Tests.Packaging;
 
-/// <summary>packaging/build-deb.sh's package, unpacked into a scratch root with dpkg -x.</summary>
-public sealed class DebianPackageTests : IDisposable
+/// <summary>packaging/build-deb.sh's package, unpacked into a scratch root with dpkg -x, and installed, removed and
+/// purged with dpkg in the VM under systemd.</summary>
+[Collection(VmCollection.Name)]
+public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
 {
     private readonly string _work = Directory.CreateTempSubdirectory("zramd-deb-test-").FullName;
 
     [Fact]
     public void The_package_installs_the_daemon_units_config_and_man_page_and_zramd_runs_from_it()
     {
-        ProcessResult build = ProcessRunner.Run(Path.Combine(Repository.Root, "packaging", "build-deb.sh"),
-            [_work, "--publish", ZramdPublish.Directory], TimeSpan.FromMinutes(10));
-        Assert.True(build.ExitCode == 0, build.Describe());
-        string deb = build.StandardOutput.Trim().Split('\n')[^1];
-        Assert.Matches(@"/zramd_[0-9.]+_amd64\.deb$", deb);
+        string deb = BuildPackage();
 
         ProcessResult info = ProcessRunner.Run("dpkg-deb", ["--field", deb, "Package", "Architecture", "Depends"], TimeSpan.FromMinutes(1));
         Assert.Contains("Package: zramd", info.StandardOutput, StringComparison.Ordinal);
@@ -68,6 +66,83 @@ public sealed class DebianPackageTests : IDisposable
         {
             Directory.Delete(units, recursive: true);
         }
+    }
+
+    /// <summary>
+    /// guest/deb.sh: dpkg under systemd as PID 1 with zramd's units enabled and running and swap of the admin's own
+    /// on a third zramd device holding a process's pages. Removal must not take that swap's device away: prerm
+    /// stops the swap and scratch units, finds /dev/nbd2 still swap and fails, so dpkg keeps the package and the
+    /// daemon. After swapoff, removal stops every unit and the daemon; purge removes the enablement symlinks
+    /// (systemctl enable's, pointing at unit files that are gone) and the configuration.
+    /// </summary>
+    [Fact]
+    public void Removal_is_refused_while_a_zramd_device_is_swap_and_otherwise_stops_the_units_and_purge_leaves_nothing()
+    {
+        string deb = BuildPackage();
+        // dpkg and what it runs (ldconfig, tar, diff must be on PATH), and the libraries the package depends on.
+        VmImage image = VmImage.BuildSystemd("deb", [], ["dpkg", "libc-bin", "tar", "diffutils", "libc6", "libgcc-s1", "libstdc++6", "liblz4-1", "libzstd1"],
+            deb + "=/zt/zramd.deb");
+        GuestRun run = GuestRun.Start(image, "deb", socket: null, "768M", TimeSpan.FromMinutes(12),
+            "systemd.journald.forward_to_console=1", "systemd.default_timeout_start_sec=600");
+        output.WriteLine($"VM run: {run.Elapsed.TotalSeconds:F1} s");
+        foreach ((string key, string value) in run.Values)
+        {
+            output.WriteLine($"{key}={value}");
+        }
+
+        run.AssertCompleted();
+        Assert.True(run["install_rc"] == "0" && run["enable_rc"] == "0", "install or enable failed\n" + run.Console);
+        Assert.Equal("active", run["installed.zramd.service"]);
+        Assert.Equal("active", run["installed.zramd-swap.service"]);
+        Assert.Equal("active", run["installed.mnt-zram.mount"]);
+        Assert.Equal("0", run["own_swap_rc"]);
+        Assert.True(run.Number("nbd2.used_kib") > 0, "nothing was swapped out to /dev/nbd2\n" + run.Console);
+
+        // Refused: one line naming the device and what to do; the package, its binary, the daemon and the swap stay.
+        Assert.NotEqual("0", run["remove1_rc"]);
+        Assert.Matches(@"^zramd: .*/dev/nbd2 .*swapoff /dev/nbd2", run["remove1.message"]);
+        // dpkg -r marked it wanted for removal, but it is still installed.
+        Assert.Equal("deinstall ok installed", run["remove1.status"]);
+        Assert.Equal("present", run["remove1.binary"]);
+        Assert.Contains("/dev/nbd2", run["remove1.swaps"], StringComparison.Ordinal);
+        Assert.Equal("yes", run["remove1.zramd_pid_same"]);
+        Assert.Equal("active", run["remove1.zramd.service"]);
+        // Every page swapped out to /dev/nbd2 came back as written.
+        Assert.Equal("success", run["hold.result"]);
+        Assert.Equal("0", run["hold.bad_pages"]);
+
+        // Removed once the swap is off: the units and the daemon stopped, the devices let go.
+        Assert.Equal("0", run["own_swapoff_rc"]);
+        Assert.Equal("0", run["remove2_rc"]);
+        Assert.Equal("deinstall ok config-files", run["remove2.status"]);
+        foreach (string unit in (string[])["zramd.service", "zramd-swap.service", "zramd-scratch.service", "mnt-zram.mount"])
+        {
+            Assert.True(run["remove2." + unit] == "inactive", $"{unit} is {run["remove2." + unit]} after removal\n{run.Console}");
+        }
+
+        Assert.Equal(string.Empty, run["remove2.zramd_pids"]);
+        Assert.Equal(string.Empty, run["remove2.swaps"]);
+        Assert.Equal(string.Empty, run["remove2.scratch_mount"]);
+        // Enablement is configuration: removal keeps it, purge takes it.
+        Assert.Contains("multi-user.target.wants/zramd.service", run["remove2.links"], StringComparison.Ordinal);
+
+        Assert.Equal("0", run["purge_rc"]);
+        Assert.EndsWith("not-installed", run["purge.status"], StringComparison.Ordinal);
+        Assert.Equal(string.Empty, run["purge.links"]);
+        Assert.Equal("absent", run["purge.etc"]);
+        Assert.Equal("absent", run["purge.var_lib"]);
+        Assert.Equal(string.Empty, run["systemd.failed"]);
+    }
+
+    /// <summary>Runs packaging/build-deb.sh on the shared publish; returns the .deb's path.</summary>
+    private string BuildPackage()
+    {
+        ProcessResult build = ProcessRunner.Run(Path.Combine(Repository.Root, "packaging", "build-deb.sh"),
+            [_work, "--publish", ZramdPublish.Directory], TimeSpan.FromMinutes(10));
+        Assert.True(build.ExitCode == 0, build.Describe());
+        string deb = build.StandardOutput.Trim().Split('\n')[^1];
+        Assert.Matches(@"/zramd_[0-9.]+_amd64\.deb$", deb);
+        return deb;
     }
 
     public void Dispose() => Directory.Delete(_work, recursive: true);

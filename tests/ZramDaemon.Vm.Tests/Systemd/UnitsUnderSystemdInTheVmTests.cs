@@ -27,7 +27,7 @@ public sealed partial class UnitsUnderSystemdInTheVmTests(ITestOutputHelper outp
         string config = Path.Combine(_dir, "zramd.conf");
         File.WriteAllText(config, "[zram0]\nzram-size = 128M\n[zram1]\nzram-size = 64M\n");
         string units = Path.Combine(Repository.Root, "systemd");
-        VmImage image = VmImage.BuildSystemd("systemd", ["zramd.service", "zramd-swap.service", "mnt-zram.mount"],
+        VmImage image = VmImage.BuildSystemd("systemd", ["zramd.service", "zramd-swap.service", "mnt-zram.mount"], [],
             ZramdPublish.Executable + "=/usr/bin/zramd",
             Path.Combine(units, "zramd.service") + "=/usr/lib/systemd/system/zramd.service",
             Path.Combine(units, "zramd-swap.service") + "=/usr/lib/systemd/system/zramd-swap.service",
