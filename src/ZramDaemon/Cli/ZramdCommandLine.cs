@@ -63,7 +63,7 @@ public static class ZramdCommandLine
         // Not recursive: the verbs that talk to the control socket take it, attach and detach (which do not) refuse it.
         var control = new Option<string>("--control")
         {
-            Description = "The control socket. Default: zramd.ctl beside the NBD socket",
+            Description = "The control socket. Default: $ZRAMD_CONTROL, else zramd.ctl in the runtime directory ($RUNTIME_DIRECTORY, else /run/zramd as root, else $XDG_RUNTIME_DIR), beside the default NBD socket; the daemon puts it beside its first unix --listen socket",
             HelpName = "PATH",
         };
 
