@@ -179,16 +179,8 @@ public class CompressorTests
                 var output = new byte[4096];
                 decoded[i] = compressor.Decompress(compressed.AsSpan(0, n), output) && output.AsSpan().SequenceEqual(page);
             })).ToArray();
-            foreach (Thread reader in readers)
-            {
-                reader.Start();
-            }
-
-            DateTime deadline = DateTime.UtcNow.AddSeconds(30);
-            Assert.All(readers, reader => Assert.True(reader.Join(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), "a read waited for the held stream"));
+            ThreadsWithin.StartAndJoin(readers, TimeSpan.FromSeconds(30), "a read waited for the held stream");
             Assert.All(decoded, Assert.True);
         }
-
-        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
     }
 }

@@ -39,6 +39,14 @@ public class RecompressionTests
         return page;
     }
 
+    private static void WriteAll(ZramDevice device, IReadOnlyList<byte[]> pages)
+    {
+        for (int i = 0; i < pages.Count; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
+        }
+    }
+
     private static void AssertReads(ZramDevice device, IReadOnlyList<byte[]> pages, int firstPage = 0)
     {
         var back = new byte[Page];
@@ -136,10 +144,7 @@ public class RecompressionTests
     {
         using ZramDevice device = Create("zstd:19");
         byte[][] pages = Enumerable.Range(0, 16).Select(DevicePages.TextPage).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         device.MarkIdle();
         Assert.True(device.Recompress(SlotSelection.Idle).Recompressed > 0);
@@ -165,18 +170,10 @@ public class RecompressionTests
 
                 done[t] = true;
             })).ToArray();
-            foreach (Thread reader in readers)
-            {
-                reader.Start();
-            }
-
             // Only the failure detector: the reads take well under a millisecond each.
-            DateTime deadline = DateTime.UtcNow.AddSeconds(30);
-            Assert.All(readers, reader => Assert.True(reader.Join(Max(deadline - DateTime.UtcNow, TimeSpan.Zero)), "a read of a recompressed page waited for the recompressor's stream"));
+            ThreadsWithin.StartAndJoin(readers, TimeSpan.FromSeconds(30), "a read of a recompressed page waited for the recompressor's stream");
             Assert.All(done, Assert.True);
         }
-
-        static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
     }
 
     /// <summary>
@@ -235,10 +232,7 @@ public class RecompressionTests
         // in each size class do not, so the drop below is 17 pages, not 4 that a change of layout could eat.
         using ZramDevice device = Create(size: 16L << 20);
         byte[][] pages = Enumerable.Range(0, 1024).Select(DevicePages.TextPage).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         ZramStats before = device.GetStats();
         Assert.Equal(0, device.Recompress(SlotSelection.Idle).Candidates);
@@ -273,10 +267,7 @@ public class RecompressionTests
     {
         using ZramDevice device = Create();
         byte[][] pages = Enumerable.Range(0, 10).Select(DevicePages.TextPage).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         // Same-filled and unwritten slots hold no object: there is nothing to recompress, so they never count.
         Assert.Equal(NbdError.None, device.Write(20L * Page, new byte[Page], fua: false));
@@ -309,10 +300,7 @@ public class RecompressionTests
         using ZramDevice device = Create();
         var random = new Random(5);
         byte[][] pages = Enumerable.Range(0, 24).Select(i => i % 2 == 0 ? NibblePage(random) : RandomPage(random)).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         Assert.Equal(pages.Length, device.GetStats().HugePages);
         RecompressionResult result = device.Recompress(SlotSelection.Huge);
@@ -334,10 +322,7 @@ public class RecompressionTests
         using ZramDevice device = Create();
         var random = new Random(8);
         byte[][] pages = Enumerable.Range(0, 8).Select(i => i % 2 == 0 ? NibblePage(random) : DevicePages.TextPage(i)).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         // The nibble pages are huge (4096 bytes stored), the text pages far smaller: only the first pass their threshold.
         RecompressionResult result = device.Recompress(SlotSelection.All, threshold: 3000);
@@ -353,10 +338,7 @@ public class RecompressionTests
         using ZramDevice device = Create();
         var random = new Random(6);
         byte[][] pages = Enumerable.Range(0, 8).Select(i => i < 4 ? NibblePage(random) : DevicePages.TextPage(i)).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         device.MarkIdle();
         Assert.Equal(NbdError.None, device.Read(Page, new byte[Page])); // huge, active again
@@ -392,10 +374,7 @@ public class RecompressionTests
         // Aging every 150 ms: untouched pages are idle after 300-450 ms.
         using ZramDevice device = Create(idleAfter: TimeSpan.FromMilliseconds(300), cpuPercent: 100);
         byte[][] pages = Enumerable.Range(0, 64).Select(DevicePages.TextPage).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         long expected = ExpectedRecompressions(pages);
         var clock = Stopwatch.StartNew();
@@ -418,10 +397,7 @@ public class RecompressionTests
         const int idlePages = 256, writerPages = 1024;
         using ZramDevice device = Create(idleAfter: TimeSpan.FromHours(1), size: (idlePages + writerPages) * (long)Page);
         byte[][] pages = Enumerable.Range(0, idlePages).Select(DevicePages.TextPage).ToArray();
-        for (int i = 0; i < pages.Length; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, pages[i], fua: false));
-        }
+        WriteAll(device, pages);
 
         long expected = ExpectedRecompressions(pages);
         var noise = new Random(3);
