@@ -95,7 +95,7 @@ public static class ZramdCommandLine
         root.Add(compact);
 
         var setName = NameArgument();
-        var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit), mem_used_max=0 (restart the peak) or writeback_limit=SIZE (a day, 0: no limit)" };
+        var assignment = new Argument<string>("SETTING") { Description = "mem_limit=SIZE (0: no limit), mem_used_max=0 (restart the peak), writeback_limit=SIZE (a day, 0: no limit) or comp_algorithm=ALGORITHM (new writes: lz4, lz4hc[:LEVEL], zstd[:LEVEL])" };
         var set = new Command("set", "Change a setting of a running device") { setName, assignment, control };
         set.SetAction(result =>
         {

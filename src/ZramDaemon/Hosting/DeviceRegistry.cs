@@ -200,6 +200,9 @@ internal sealed class DeviceRegistry : IControlHandler
             case DeviceSetting.MemUsedMax:
                 device.ResetMemUsedMax();
                 return ControlReply.Success($"{device.Name}: mem_used_max = {device.GetStats().MemUsedMax} bytes (the current usage)");
+            case DeviceSetting.CompAlgorithm:
+                device.SetAlgorithm(setting.Algorithm!);
+                return ControlReply.Success($"{device.Name}: comp_algorithm = {device.Algorithm} for new writes (stored pages keep theirs)");
             default:
                 return device.SetWritebackLimit(bytes)
                     ? ControlReply.Success($"{device.Name}: writeback_limit = {Limit(bytes)} a day")

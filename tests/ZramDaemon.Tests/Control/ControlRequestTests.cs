@@ -39,7 +39,7 @@ public class ControlRequestTests
     [InlineData("", "empty request")]
     [InlineData("status zram0", "wrong arguments for status")]
     [InlineData("stats", "wrong arguments for stats: stats NAME")]
-    [InlineData("set zram0", "set NAME KEY=VALUE (mem_limit=SIZE, mem_used_max=0 or writeback_limit=SIZE)")]
+    [InlineData("set zram0", "set NAME KEY=VALUE (mem_limit=SIZE, mem_used_max=0, writeback_limit=SIZE or comp_algorithm=ALGORITHM)")]
     [InlineData("set zram0 mem_limit", "is not an assignment")]
     [InlineData("compact a b", "compact [NAME]")]
     [InlineData("format zram0", "unknown request 'format'")]

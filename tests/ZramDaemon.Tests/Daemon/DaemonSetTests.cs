@@ -95,4 +95,34 @@ public sealed class DaemonSetTests
             h.shutdown()
             """).EnsureSuccess();
     }
+
+    [Fact]
+    public void Comp_algorithm_changes_what_new_writes_use_and_every_page_still_reads()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        ClientTool.PythonNbd(daemon.Uri(), "count = 256\n" + WritePages).EnsureSuccess();
+        long lz4 = Field(daemon.Status(), "compr_data_size");
+
+        (int code, string output, string error) = daemon.Cli("set", "zram0", "comp_algorithm=zstd:9");
+        Assert.True(code == 0, error);
+        Assert.Contains("zram0: comp_algorithm = zstd:9", output, StringComparison.Ordinal);
+        Assert.Equal("zstd:9", daemon.Status().GetProperty("algorithm").GetString());
+
+        // The same pages written again: zstd stores them in less than LZ4 did, and all of them read back.
+        ClientTool.PythonNbd(daemon.Uri(), "count = 256\n" + WritePages).EnsureSuccess();
+        long zstd = Field(daemon.Status(), "compr_data_size");
+        Assert.True(zstd < lz4, $"compr_data_size {zstd} with zstd:9, {lz4} with lz4");
+        (code, _, error) = daemon.Cli("set", "zram0", "comp_algorithm=lz4");
+        Assert.True(code == 0, error);
+        ClientTool.PythonNbd(daemon.Uri(), "count = 128\n" + WritePages).EnsureSuccess();
+        ClientTool.PythonNbd(daemon.Uri(), """
+            import random
+            h = nbd.NBD(); h.connect_uri(uri)
+            rng = random.Random(11)
+            for i in range(256):
+                page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
+                assert h.pread(4096, i * 4096) == page + bytes(4096 - len(page)), i
+            h.shutdown()
+            """).EnsureSuccess();
+    }
 }
