@@ -445,10 +445,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Whether <paramref name="used"/> is at or past <paramref name="percent"/> % of <paramref name="limit"/>.</summary>
     private static bool AtPercent(long used, long limit, int percent) => (Int128)used * 100 >= (Int128)limit * percent;
 
+    /// <summary>Distinct settings <see cref="SetAlgorithm"/> keeps a compressor for (the device's first included).</summary>
+    public const int MaxAlgorithmSettings = 4;
+
     /// <summary>
     /// Changes the compressor of new writes ("lz4", "lz4hc:12", "zstd:3"...). Pages already stored keep the
     /// algorithm recorded in their slot and stay readable (the kernel allows this only on an empty device).
     /// </summary>
+    /// <exception cref="InvalidOperationException">A new setting past <see cref="MaxAlgorithmSettings"/>: each keeps a
+    /// stream per CPU for the device's life (a writer may still hold one), so a script stepping through levels would
+    /// grow the daemon without bound.</exception>
     public void SetAlgorithm(string algorithm)
     {
         if (!CompressionSpec.TryParse(algorithm, out CompressionSpec spec, out string error))
@@ -464,6 +470,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             Compressor? compressor = _allCompressors.Find(c => c.Spec == spec && c != _secondary);
             if (compressor is null)
             {
+                List<Compressor> kept = _allCompressors.FindAll(c => c != _secondary);
+                if (kept.Count >= MaxAlgorithmSettings)
+                {
+                    throw new InvalidOperationException(
+                        $"{Name} has used {MaxAlgorithmSettings} algorithm settings ({string.Join(", ", kept.Select(c => c.Spec))}), the most it keeps: use one of them, or restart zramd");
+                }
+
                 compressor = new Compressor(spec);
                 _allCompressors.Add(compressor);
             }

@@ -201,7 +201,15 @@ internal sealed class DeviceRegistry : IControlHandler
                 device.ResetMemUsedMax();
                 return ControlReply.Success($"{device.Name}: mem_used_max = {device.GetStats().MemUsedMax} bytes (the current usage)");
             case DeviceSetting.CompAlgorithm:
-                device.SetAlgorithm(setting.Algorithm!);
+                try
+                {
+                    device.SetAlgorithm(setting.Algorithm!);
+                }
+                catch (InvalidOperationException e)
+                {
+                    return ControlReply.Failure($"comp_algorithm: {e.Message}");
+                }
+
                 return ControlReply.Success($"{device.Name}: comp_algorithm = {device.Algorithm} for new writes (stored pages keep theirs)");
             default:
                 return device.SetWritebackLimit(bytes)

@@ -51,4 +51,44 @@ public class AlgorithmSwitchTests
             Assert.Equal(page, back);
         }
     }
+
+    /// <summary>
+    /// Each new setting keeps a compressor (a stream per CPU) for the device's life, and `zramd set NAME
+    /// comp_algorithm=` reaches it from the control socket: stepping through lz4's 65,537 accelerations kept one per
+    /// step (501 after 500, about 24 KiB x CPUs each, outside mem_used_total). A device keeps MaxAlgorithmSettings
+    /// now and refuses a new one past them; the ones it has stay usable.
+    /// </summary>
+    [Fact]
+    public void Stepping_through_many_levels_is_refused_past_a_few_settings()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "zram0", DiskSize = 16L << 20, Algorithm = "lz4" }, NullLoggerFactory.Instance);
+        byte[] page = (byte[])DevicePages.TextPage(1).Clone();
+        int refused = 0;
+        for (int level = 2; level <= 501; level++)
+        {
+            try
+            {
+                device.SetAlgorithm($"lz4:{level}");
+            }
+            catch (InvalidOperationException e)
+            {
+                Assert.Contains("the most it keeps", e.Message, StringComparison.Ordinal);
+                refused++;
+            }
+
+            Assert.Equal(NbdError.None, device.Write((long)level * Page, page, fua: false));
+        }
+
+        Assert.Equal(ZramDevice.MaxAlgorithmSettings, device.CompressorCount);
+        Assert.Equal(500 - (ZramDevice.MaxAlgorithmSettings - 1), refused);
+        Assert.Equal("lz4:4", device.Algorithm); // the last one taken
+        device.SetAlgorithm("lz4");
+        Assert.Equal(ZramDevice.MaxAlgorithmSettings, device.CompressorCount);
+        var back = new byte[Page];
+        for (int level = 2; level <= 501; level++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)level * Page, back));
+            Assert.Equal(page, back);
+        }
+    }
 }

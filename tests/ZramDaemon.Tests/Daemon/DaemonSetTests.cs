@@ -114,6 +114,16 @@ public sealed class DaemonSetTests
         Assert.True(zstd < lz4, $"compr_data_size {zstd} with zstd:9, {lz4} with lz4");
         (code, _, error) = daemon.Cli("set", "zram0", "comp_algorithm=lz4");
         Assert.True(code == 0, error);
+
+        // A device keeps a compressor for each setting it used: past a few, a new one is refused in one line.
+        Assert.True(daemon.Cli("set", "zram0", "comp_algorithm=lz4hc").Item1 == 0);
+        Assert.True(daemon.Cli("set", "zram0", "comp_algorithm=zstd").Item1 == 0);
+        (code, _, error) = daemon.Cli("set", "zram0", "comp_algorithm=lz4:5");
+        Assert.Equal(1, code);
+        Assert.StartsWith("zramd: comp_algorithm: zram0 has used 4 algorithm settings (lz4, zstd:9, lz4hc:9, zstd:3), the most it keeps", error, StringComparison.Ordinal);
+        Assert.Equal("zstd:3", daemon.Status().GetProperty("algorithm").GetString());
+        (code, _, error) = daemon.Cli("set", "zram0", "comp_algorithm=lz4");
+        Assert.True(code == 0, error);
         ClientTool.PythonNbd(daemon.Uri(), "count = 128\n" + WritePages).EnsureSuccess();
         ClientTool.PythonNbd(daemon.Uri(), """
             import random
