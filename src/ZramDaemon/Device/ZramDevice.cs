@@ -1259,14 +1259,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             long block = _backing.Allocate();
             if (block < 0)
             {
+                _backing.ReturnBudget();
                 return WritebackOutcome.NoRoom;
             }
 
             if (block > uint.MaxValue || (info = OwnObject(index, info)) == 0)
             {
                 // The slot keeps a 32-bit block number: 16 TiB of backing file at most. Or another slot shared the
-                // entry since CandidateInfo looked (rare: that page's budget is spent for nothing).
+                // entry since CandidateInfo looked.
                 _backing.Free(block);
+                _backing.ReturnBudget();
                 return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
             }
 
@@ -1280,6 +1282,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             catch (IOException e)
             {
                 _backing.Free(block);
+                _backing.ReturnBudget();
                 ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
                 return WritebackOutcome.IoError;
             }

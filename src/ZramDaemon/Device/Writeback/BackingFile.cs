@@ -167,6 +167,17 @@ internal sealed class BackingFile : IDisposable
         }
     }
 
+    /// <summary>Gives back the page <see cref="TryTakeBudget"/> took for a write that did not happen (no block, the
+    /// write failed, the slot changed): as the kernel, which counts a page against writeback_limit once it is written.</summary>
+    public void ReturnBudget()
+    {
+        lock (_budgetLock)
+        {
+            // Never below 0: the window may have started afresh since the page was taken.
+            _windowBytes = Math.Max(0, _windowBytes - BlockSize);
+        }
+    }
+
     /// <summary>A free block, now marked used; -1 when every block is in use.</summary>
     public long Allocate()
     {
