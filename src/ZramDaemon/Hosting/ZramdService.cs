@@ -112,7 +112,8 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _loggerFactory);
         foreach (ZramDevice device in _devices)
         {
-            _server.AddExport(new NbdExport(device.Name, $"zramd {device.Name}: {StatusTable.HumanSize(device.Size)}, {device.Algorithm}", device));
+            // Asked at each LIST or INFO: the algorithm may change (zramd set NAME comp_algorithm=...).
+            _server.AddExport(new NbdExport(device.Name, () => $"zramd {device.Name}: {StatusTable.HumanSize(device.Size)}, {device.Algorithm}", device));
         }
 
         IReadOnlyList<NbdListener> activated = NbdListener.FromSystemd();

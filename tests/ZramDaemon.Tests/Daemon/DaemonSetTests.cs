@@ -107,6 +107,11 @@ public sealed class DaemonSetTests
         Assert.True(code == 0, error);
         Assert.Contains("zram0: comp_algorithm = zstd:9", output, StringComparison.Ordinal);
         Assert.Equal("zstd:9", daemon.Status().GetProperty("algorithm").GetString());
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD(); h.set_full_info(True); h.connect_uri(uri)
+            assert h.get_export_description() == "zramd zram0: 16M, zstd:9", h.get_export_description()
+            h.shutdown()
+            """).EnsureSuccess();
 
         // The same pages written again: zstd stores them in less than LZ4 did, and all of them read back.
         ClientTool.PythonNbd(daemon.Uri(), "count = 256\n" + WritePages).EnsureSuccess();
