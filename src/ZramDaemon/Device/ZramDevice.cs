@@ -608,10 +608,6 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
     public void ResetMemUsedMax() => _pool.ResetPeak();
 
-    /// <summary>The backing file's daily writeback limit (0: none), as configured by writeback-limit; null without a
-    /// backing file.</summary>
-    public long? WritebackLimitPerDay => _backing?.DailyLimitBytes;
-
     /// <summary>Changes the daily writeback limit (zram's writeback_limit, which counts down instead): false when the
     /// device has no backing file.</summary>
     public bool SetWritebackLimit(long bytesPerDay)
