@@ -23,6 +23,17 @@ public sealed class DaemonSetTests
         h.shutdown()
         """;
 
+    /// <summary>Reads back the first <c>count</c> pages <see cref="WritePages"/> writes, each as it wrote it.</summary>
+    private const string ReadPages = """
+        import random
+        h = nbd.NBD(); h.connect_uri(uri)
+        rng = random.Random(11)
+        for i in range(count):
+            page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
+            assert h.pread(4096, i * 4096) == page + bytes(4096 - len(page)), i
+        h.shutdown()
+        """;
+
     [Fact]
     public void Mem_used_max_0_restarts_the_peak_from_the_current_usage()
     {
@@ -85,15 +96,7 @@ public sealed class DaemonSetTests
         Assert.Equal(64 * Page, Field(status, "writeback_today"));
 
         // Every page still reads back as written.
-        ClientTool.PythonNbd(daemon.Uri(), """
-            import random
-            h = nbd.NBD(); h.connect_uri(uri)
-            rng = random.Random(11)
-            for i in range(64):
-                page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
-                assert h.pread(4096, i * 4096) == page + bytes(4096 - len(page)), i
-            h.shutdown()
-            """).EnsureSuccess();
+        ClientTool.PythonNbd(daemon.Uri(), "count = 64\n" + ReadPages).EnsureSuccess();
     }
 
     [Fact]
@@ -130,14 +133,6 @@ public sealed class DaemonSetTests
         (code, _, error) = daemon.Cli("set", "zram0", "comp_algorithm=lz4");
         Assert.True(code == 0, error);
         ClientTool.PythonNbd(daemon.Uri(), "count = 128\n" + WritePages).EnsureSuccess();
-        ClientTool.PythonNbd(daemon.Uri(), """
-            import random
-            h = nbd.NBD(); h.connect_uri(uri)
-            rng = random.Random(11)
-            for i in range(256):
-                page = bytes(rng.getrandbits(8) for _ in range(128)) * 8
-                assert h.pread(4096, i * 4096) == page + bytes(4096 - len(page)), i
-            h.shutdown()
-            """).EnsureSuccess();
+        ClientTool.PythonNbd(daemon.Uri(), "count = 256\n" + ReadPages).EnsureSuccess();
     }
 }
