@@ -100,7 +100,7 @@ public sealed unsafe class ZsPool : IDisposable
         _table = new SizeClassTable(options.ChainLimit);
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _name = options.Name;
-        _handles = new HandleTable();
+        _handles = new HandleTable(options.MaxHandleCells);
         _classes = new SizeClass[_table.Count];
         for (int i = 0; i < _table.Count; i++)
         {
@@ -538,9 +538,21 @@ public sealed unsafe class ZsPool : IDisposable
     public uint MoveObjectHandle(uint handle)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        // Claimed as compaction claims an object it moves: compaction now leaves this object alone.
-        ulong c = ClaimCell(handle, queued: false, keep: ~0UL, set: HandleCell.Moving);
+        // The new cell first: an allocation that fails (the table out of cells) must leave the old cell unmarked, or
+        // every later read of the object would wait for a move that never ends.
         uint cell = _handles.Allocate();
+        ulong c;
+        try
+        {
+            // Claimed as compaction claims an object it moves: compaction now leaves this object alone.
+            c = ClaimCell(handle, queued: false, keep: ~0UL, set: HandleCell.Moving);
+        }
+        catch
+        {
+            _handles.Retract(cell);
+            throw;
+        }
+
         Volatile.Write(ref *_handles.Cell(cell), c);
         long location = HandleCell.LocationOf(c);
         if (!ClassOf(HandleCell.SizeOf(c)).IsHuge)

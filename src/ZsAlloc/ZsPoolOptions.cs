@@ -1,3 +1,4 @@
+using ZsAlloc.Handles;
 using ZsAlloc.SizeClasses;
 
 namespace ZsAlloc;
@@ -14,6 +15,12 @@ public sealed class ZsPoolOptions
 
     /// <summary>Handles the deferred-free queue holds: 128 MiB of 4 KiB pages, as the kernel. 0 = always free at once.</summary>
     public int DeferredFreeCapacity { get; init; } = (128 << 20) / SizeClassTable.PageSize;
+
+    /// <summary>
+    /// Most handle cells the table may create (objects and words held at once, plus free cells). 2^31 by default, which
+    /// no pool reaches: a lower one lets tests run the pool out of cells and see what a failed handle allocation leaves.
+    /// </summary>
+    internal uint MaxHandleCells { get; init; } = HandleCell.MaxCells;
 
     /// <summary>Names the pool in logs.</summary>
     public string Name { get; init; } = "zram";

@@ -36,6 +36,7 @@ internal sealed unsafe class HandleTable : IDisposable
 
     private readonly Lock _lock = new();
     private readonly ChunkList _chunks = new(ChunkBytes);
+    private readonly uint _maxCells;
     private uint _created;
 
     // The free stack's head: the top cell's index + 1 (0: empty) in the low 32 bits, a count of pops in the high 32.
@@ -52,6 +53,13 @@ internal sealed unsafe class HandleTable : IDisposable
     private uint _lowHead;
     private uint _highHead;
     private long _inUseAboveMark;
+
+    public HandleTable(uint maxCells = HandleCell.MaxCells)
+    {
+        ArgumentOutOfRangeException.ThrowIfZero(maxCells);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(maxCells, HandleCell.MaxCells);
+        _maxCells = maxCells;
+    }
 
     /// <summary>Cells ever created (valid cell indexes are below this).</summary>
     public uint Created => Volatile.Read(ref _created);
@@ -154,7 +162,7 @@ internal sealed unsafe class HandleTable : IDisposable
             }
 
             uint fresh = _created;
-            if (fresh == HandleCell.MaxCells)
+            if (fresh == _maxCells)
             {
                 throw new OutOfMemoryException("The pool has run out of handle cells.");
             }

@@ -308,6 +308,83 @@ public sealed class MetadataTests
         }
     }
 
+    [Fact]
+    public async Task A_handle_move_that_finds_no_cell_leaves_the_object_readable_and_freeable()
+    {
+        // A table of 40,000 cells, all taken, then half freed at random: a shrink has room to move handles below its
+        // mark until writes made meanwhile take that room and the table's last cell.
+        const int Cells = 40_000;
+        // Disposed only at the end: after a timeout, a reader still spinning on the pool would fault on unmapped pages.
+        var pool = new ZsPool(new ZsPoolOptions { MaxHandleCells = Cells });
+        var rng = new Random(11);
+        var live = new Dictionary<int, uint>();
+        for (int i = 0; i < Cells; i++)
+        {
+            live[i] = Store(pool, SizeOf(i), i);
+        }
+
+        Assert.Throws<OutOfMemoryException>(() => pool.Malloc(100));
+        foreach (int seed in live.Keys.Where(_ => rng.Next(2) == 0).ToList())
+        {
+            pool.Free(live[seed]);
+            live.Remove(seed);
+        }
+
+        int refused = 0;
+        int stranded = -1;
+        pool.ShrinkHandles(() =>
+        {
+            int next = Cells;
+            while (true)
+            {
+                try
+                {
+                    live[next] = Store(pool, SizeOf(next), next);
+                    next++;
+                }
+                catch (OutOfMemoryException)
+                {
+                    break;
+                }
+            }
+
+            foreach (int seed in live.Keys.ToList())
+            {
+                if (pool.HandleAboveMark(live[seed]))
+                {
+                    Assert.Throws<OutOfMemoryException>(() => pool.MoveObjectHandle(live[seed]));
+                    refused++;
+                    stranded = seed;
+                }
+            }
+        });
+
+        Assert.True(refused > 0, "no handle was left above the mark");
+
+        // The object whose move failed keeps its handle: it reads (a cell left marked Moving would spin its reader
+        // forever), compaction can move it, and it can be freed.
+        // WaitAsync throws TimeoutException for a call that does not return.
+        var limit = TimeSpan.FromSeconds(10);
+        await Task.Run(() => Check(pool, live[stranded], SizeOf(stranded), stranded)).WaitAsync(limit);
+        foreach (int seed in live.Keys.Where(_ => rng.Next(2) == 0).ToList())
+        {
+            pool.Free(live[seed]);
+            live.Remove(seed);
+        }
+
+        await Task.Run(pool.Compact).WaitAsync(limit);
+        CheckAll(pool, live, words: false);
+        await Task.Run(() =>
+        {
+            foreach (uint handle in live.Values)
+            {
+                pool.Free(handle);
+            }
+        }).WaitAsync(limit);
+        Assert.Equal(0, pool.GetStats().Objects);
+        pool.Dispose();
+    }
+
     /// <summary>Stores, verifies and frees objects of its own (a window of up to 2,000) until stopped.</summary>
     private static void Churn(ZsPool pool, Random rng, CancellationToken stop)
     {
