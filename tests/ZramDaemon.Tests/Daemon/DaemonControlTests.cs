@@ -97,10 +97,7 @@ public sealed partial class DaemonControlTests
     [Fact]
     public void Idle_and_recompress_verbs_shrink_what_nbdcopy_wrote_and_it_reads_back_the_same()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:3\nrecompress-idle-after = 0\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig("[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:3\nrecompress-idle-after = 0\n");
         string source = Path.Combine(daemon.Directory, "source.bin");
         byte[] data = MixedData();
         File.WriteAllBytes(source, data);
@@ -137,11 +134,9 @@ public sealed partial class DaemonControlTests
     [Fact]
     public void A_recompression_dictionary_from_the_config_is_trained_used_and_shown_in_status_and_dedup_counts_shared_pages()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:6\nrecompress-dictionary = 16K\nrecompress-idle-after = 0\n"
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(
+            "[zram0]\nzram-size = 64M\nrecompress-algorithm = zstd:6\nrecompress-dictionary = 16K\nrecompress-idle-after = 0\n"
             + "[zram1]\nzram-size = 64M\ndedup = yes\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
         string source = Path.Combine(daemon.Directory, "source.bin");
         byte[] data = MixedData();
         File.WriteAllBytes(source, data);
@@ -171,11 +166,8 @@ public sealed partial class DaemonControlTests
     [Fact]
     public void Writeback_verb_moves_idle_pages_to_the_backing_file_and_they_read_back_the_same()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        string backing = Path.Combine(dir, "zram0.wb");
-        File.WriteAllText(config, $"[zram0]\nzram-size = 64M\nwriteback-file = {backing}\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir => $"[zram0]\nzram-size = 64M\nwriteback-file = {Path.Combine(dir, "zram0.wb")}\n");
+        string backing = Path.Combine(daemon.Directory, "zram0.wb");
         string source = Path.Combine(daemon.Directory, "source.bin");
         byte[] data = MixedData();
         File.WriteAllBytes(source, data);
@@ -317,9 +309,7 @@ public sealed partial class DaemonControlTests
     [Fact]
     public void A_config_file_with_two_devices_serves_both_exports()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, """
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig("""
             [zram0]
             zram-size = 16
             compression-algorithm = zstd(level=3)
@@ -330,7 +320,6 @@ public sealed partial class DaemonControlTests
             zram-resident-limit = 4
             read-only = yes
             """);
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
 
         ClientTool.Result list = ClientTool.Run("nbdinfo", ["--list", "--json", $"nbd+unix://?socket={daemon.Socket}"]).EnsureSuccess();
         using var exports = JsonDocument.Parse(list.Stdout);
@@ -353,9 +342,7 @@ public sealed partial class DaemonControlTests
     [Fact]
     public void Tls_required_in_the_config_file_reaches_the_nbd_server()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = TlsConfigFile.WriteRequired(dir);
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(TlsConfigFile.Required);
 
         ClientTool.Result plain = ClientTool.Run("nbdinfo", ["--size", daemon.Uri()]);
         Assert.NotEqual(0, plain.ExitCode);

@@ -17,10 +17,7 @@ public sealed class DaemonLimitsTests
 
     private static RunningDaemon StartWith(string daemonSection)
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, $"[zramd]\n{daemonSection}\nlock-memory = no\n[zram0]\nzram-size = 64\n");
-        return RunningDaemon.Start(["--config", config], directory: dir);
+        return RunningDaemon.StartWithConfig($"[zramd]\n{daemonSection}\nlock-memory = no\n[zram0]\nzram-size = 64\n");
     }
 
     /// <summary>Connects and reads the server's greeting: true if it came, false if the server closed first.</summary>

@@ -29,14 +29,11 @@ public sealed class DaemonSetLimitTests
     [Fact]
     public void A_huge_mem_limit_writes_nothing_back_to_the_backing_file()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        string backing = Path.Combine(dir, "zram0.wb");
-        File.WriteAllText(config, $"[zram0]\nzram-size = 64M\nwriteback-file = {backing}\nwriteback-watermark = 50\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir => $"[zram0]\nzram-size = 64M\nwriteback-file = {Path.Combine(dir, "zram0.wb")}\nwriteback-watermark = 50\n");
+        string backing = Path.Combine(daemon.Directory, "zram0.wb");
 
         // 1 MiB of compressible pages, about 100 KiB in the pool.
-        string source = Path.Combine(dir, "source.bin");
+        string source = Path.Combine(daemon.Directory, "source.bin");
         byte[] data = new byte[256 * Page];
         for (int i = 0; i < data.Length; i++)
         {

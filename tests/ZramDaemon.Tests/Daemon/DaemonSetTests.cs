@@ -60,10 +60,7 @@ public sealed class DaemonSetTests
     [Fact]
     public void Writeback_limit_set_at_run_time_bounds_what_the_next_writeback_writes()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {Path.Combine(dir, "zram0.wb")}\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir => $"[zram0]\nzram-size = 16M\nwriteback-file = {Path.Combine(dir, "zram0.wb")}\n");
         ClientTool.PythonNbd(daemon.Uri(), "count = 64\n" + WritePages).EnsureSuccess();
 
         // 10 pages' worth a day, then a writeback of everything: it stops at the limit.

@@ -118,9 +118,7 @@ public sealed class DaemonSocketSecurityTests
     [Fact]
     public void Tcp_on_a_non_loopback_address_with_tls_required_is_not_warned_about()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = TlsConfigFile.WriteRequired(dir);
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config, "--listen", $"tcp:0.0.0.0:{FreeTcpPort()}"], directory: dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(TlsConfigFile.Required, ["--listen", $"tcp:0.0.0.0:{FreeTcpPort()}"]);
         Assert.Contains("tls-mode = required", daemon.Process.StandardError, StringComparison.Ordinal);
         Assert.Contains("tcp:0.0.0.0:", daemon.Process.StandardError, StringComparison.Ordinal);
         Assert.DoesNotContain(ExposedWarning, daemon.Process.StandardError, StringComparison.Ordinal);

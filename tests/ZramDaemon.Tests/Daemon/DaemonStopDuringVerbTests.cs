@@ -16,10 +16,9 @@ public sealed class DaemonStopDuringVerbTests
     [Fact]
     public void Sigterm_while_recompress_runs_frees_the_device_only_after_the_verb_has_ended()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string config = Path.Combine(dir, "zramd.conf");
-        File.WriteAllText(config, "[zram0]\nzram-size = 512\nrecompress-algorithm = zstd:19\nrecompress-idle-after = 0\n");
-        using RunningDaemon daemon = RunningDaemon.Start(["--config", config], new Dictionary<string, string> { ["ZRAMD_LOG_LEVEL"] = "debug" }, dir);
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig("[zram0]\nzram-size = 512\nrecompress-algorithm = zstd:19\nrecompress-idle-after = 0\n",
+            environment: new Dictionary<string, string> { ["ZRAMD_LOG_LEVEL"] = "debug" });
+        string dir = daemon.Directory;
 
         // 256 MiB of base64 text: lz4 stores it nearly as is, zstd:19 shrinks it, slowly: the verb runs into its
         // 5-second limit, so SIGTERM a second in lands in the middle of it.

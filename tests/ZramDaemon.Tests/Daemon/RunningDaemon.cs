@@ -43,6 +43,22 @@ public sealed class RunningDaemon : IDisposable
         return daemon;
     }
 
+    /// <summary>Starts zramd with --config naming a file zramd.conf in a new temporary directory, whose text
+    /// <paramref name="config"/> returns given that directory (for the paths of files the configuration names, such
+    /// as a writeback-file), plus <paramref name="args"/>.</summary>
+    public static RunningDaemon StartWithConfig(Func<string, string> config, IEnumerable<string>? args = null, Dictionary<string, string>? environment = null)
+    {
+        string dir = System.IO.Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string file = Path.Combine(dir, "zramd.conf");
+        File.WriteAllText(file, config(dir));
+        return Start(["--config", file, .. args ?? []], environment, dir);
+    }
+
+    /// <summary><see cref="StartWithConfig(Func{string, string}, IEnumerable{string}?, Dictionary{string, string}?)"/>
+    /// for a configuration that names no file of its own.</summary>
+    public static RunningDaemon StartWithConfig(string config, IEnumerable<string>? args = null, Dictionary<string, string>? environment = null) =>
+        StartWithConfig(_ => config, args, environment);
+
     /// <summary>Runs a zramd verb against this daemon's control socket.</summary>
     public (int ExitCode, string Stdout, string Stderr) Cli(params string[] args) =>
         ZramdProcess.Run([.. args, "--control", ControlPath]);
