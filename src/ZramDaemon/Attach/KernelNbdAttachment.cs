@@ -18,9 +18,11 @@ public sealed class KernelNbdAttachment : IDisposable
 
     private readonly NbdIoctl? _ioctl;
     private readonly Socket? _socket;
-    private int _detached;
+    private readonly Lock _detachLock = new();
+    private bool _detached;
 
-    private KernelNbdAttachment(int index, NbdAttachMethod method, NbdExportInfo export, NbdIoctl? ioctl, Socket? socket)
+    /// <summary>Internal for tests: an attachment of a device that is not there, to see its detach fail.</summary>
+    internal KernelNbdAttachment(int index, NbdAttachMethod method, NbdExportInfo export, NbdIoctl? ioctl, Socket? socket)
     {
         Index = index;
         Method = method;
@@ -166,24 +168,31 @@ public sealed class KernelNbdAttachment : IDisposable
         }
     }
 
-    /// <summary>Detaches this attachment (idempotent). Whoever still has the device open sees I/O errors, so
+    /// <summary>Detaches this attachment (idempotent; after a failure, tried again). Whoever still has the device open sees I/O errors, so
     /// swapoff and umount come first (the systemd units order it so).</summary>
     public void Dispose()
     {
-        if (Interlocked.Exchange(ref _detached, 1) != 0)
+        // Detached only once the detach succeeded, so a failed one (NbdNetlink.Open or Disconnect threw) is tried
+        // again by the next Dispose; the lock makes a concurrent Dispose wait for the one under way.
+        lock (_detachLock)
         {
-            return;
-        }
+            if (_detached)
+            {
+                return;
+            }
 
-        if (_ioctl is not null)
-        {
-            _ioctl.Dispose();
-            _socket?.Dispose();
-        }
-        else
-        {
-            using NbdNetlink netlink = NbdNetlink.Open();
-            netlink.Disconnect(Index);
+            if (_ioctl is not null)
+            {
+                _ioctl.Dispose();
+                _socket?.Dispose();
+            }
+            else
+            {
+                using NbdNetlink netlink = NbdNetlink.Open();
+                netlink.Disconnect(Index);
+            }
+
+            _detached = true;
         }
     }
 

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Net.Sockets;
 using ZramDaemon.Attach;
 using ZramDaemon.Configuration;
@@ -23,7 +24,7 @@ public static class ZramdCommandLine
         ParseResult parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            foreach (System.CommandLine.Parsing.ParseError parseError in parsed.Errors)
+            foreach (ParseError parseError in parsed.Errors)
             {
                 error.WriteLine($"zramd: {parseError.Message}");
             }
@@ -158,7 +159,37 @@ public static class ZramdCommandLine
         }
 
         AddAttachVerbs(root, output, error);
+
+        // System.CommandLine takes the root's options before a verb too (zramd --size 1G status) and the verb never
+        // reads them: refuse those, but not --control before a verb that uses it (the verb reads it wherever it is).
+        Option[] daemonOnly = [listen, size, algorithm, memLimit, config];
+        foreach (Command verb in root.Subcommands)
+        {
+            bool usesControl = verb.Options.Contains(control);
+            verb.Validators.Add(result => RefuseRootOptions(result, daemonOnly, usesControl ? null : control));
+        }
+
         return root;
+    }
+
+    /// <summary>A usage error for the first option given before <paramref name="verb"/> that it does not use.</summary>
+    private static void RefuseRootOptions(CommandResult verb, Option[] daemonOnly, Option? unusedControl)
+    {
+        string name = verb.Command.Name;
+        foreach (OptionResult given in (verb.Parent as CommandResult)?.Children.OfType<OptionResult>() ?? [])
+        {
+            if (daemonOnly.Contains(given.Option))
+            {
+                verb.AddError($"{given.Option.Name} is an option of the daemon, not of {name}");
+                return;
+            }
+
+            if (given.Option == unusedControl)
+            {
+                verb.AddError($"{given.Option.Name} is not an option of {name}: {name} does not use the control socket");
+                return;
+            }
+        }
     }
 
     /// <summary>attach and detach bind a device to a kernel /dev/nbdN themselves (Attach/), without the control socket.</summary>

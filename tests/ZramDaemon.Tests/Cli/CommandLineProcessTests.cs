@@ -48,6 +48,68 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(usesControl, stdout.Contains("--control", StringComparison.Ordinal));
     }
 
+    public static TheoryData<string[], string> VerbsWithAnOptionOfTheDaemon()
+    {
+        string[][] verbs =
+        [
+            ["status"], ["compact"], ["set", "zram0", "mem_limit=1M"], ["recompress", "zram0"], ["writeback", "zram0"],
+            ["stats", "zram0"], ["classes", "zram0"], ["reset", "zram0"], ["idle", "zram0"], ["attach", "zram0", "/dev/nbd0"], ["detach", "/dev/nbd0"],
+        ];
+        string[][] options = [["--listen", "unix:/tmp/zramd-test.sock"], ["--size", "1G"], ["--algorithm", "zstd"], ["--mem-limit", "1G"], ["--config", "/etc/zramd/zramd.conf"]];
+        var data = new TheoryData<string[], string>();
+        foreach (string[] verb in verbs)
+        {
+            foreach (string[] option in options)
+            {
+                data.Add([.. option, .. verb], $"zramd: {option[0]} is an option of the daemon, not of {verb[0]}");
+            }
+        }
+
+        // attach and detach do not use the control socket (see A_verb_s_help_shows_control_only_when...).
+        data.Add(["--control", "/tmp/zramd-test.ctl", "attach", "zram0", "/dev/nbd0"], "zramd: --control is not an option of attach: attach does not use the control socket");
+        data.Add(["--control", "/tmp/zramd-test.ctl", "detach", "/dev/nbd0"], "zramd: --control is not an option of detach: detach does not use the control socket");
+        return data;
+    }
+
+    /// <summary>An option of the root command given before a verb was taken and ignored: <c>zramd --size 1G status</c>
+    /// showed the status, <c>zramd --control P attach zram0</c> attached through the default NBD socket, both as if the
+    /// option were not there (exit 1 here, with no daemon: "no control socket", "cannot connect", "cannot open").</summary>
+    [Theory]
+    [MemberData(nameof(VerbsWithAnOptionOfTheDaemon))]
+    public void An_option_of_the_daemon_before_a_verb_is_a_usage_error_naming_both(string[] args, string expected)
+    {
+        (int code, string stdout, string stderr) = ZramdProcess.Run(args, Env());
+        Assert.Equal(64, code);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal(expected, stderr.Split('\n')[0]);
+    }
+
+    /// <summary>Refused, not merely reported: the daemon's limit is the one it started with.</summary>
+    [Fact]
+    public void A_set_after_an_option_of_the_daemon_changes_nothing()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "32M", "--mem-limit", "16M"]);
+        (int code, _, string stderr) = ZramdProcess.Run(["--mem-limit", "8M", "set", "zram0", "mem_limit=4M", "--control", daemon.ControlPath], Env());
+        Assert.Equal(64, code);
+        Assert.StartsWith("zramd: --mem-limit is an option of the daemon, not of set", stderr, StringComparison.Ordinal);
+        Assert.Equal(16L << 20, daemon.Status().GetProperty("mem_limit").GetInt64());
+    }
+
+    /// <summary>--control before a verb that uses the control socket means what it means after the verb.</summary>
+    [Fact]
+    public void Control_before_a_verb_is_the_verb_s_control_socket()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "32M"]);
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--control", daemon.ControlPath, "set", "zram0", "mem_limit=4M"], Env());
+        Assert.True(code == 0, stderr);
+        Assert.Equal("zram0: mem_limit = 4M (4194304 bytes)\n", stdout);
+        Assert.Equal(4L << 20, daemon.Status().GetProperty("mem_limit").GetInt64());
+
+        (int twice, _, string twiceError) = ZramdProcess.Run(["--control", daemon.ControlPath, "status", "--control", daemon.ControlPath], Env());
+        Assert.Equal(64, twice);
+        Assert.StartsWith("zramd: ", twiceError, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--no-such-flag")]
     [InlineData("--size")]
