@@ -2,7 +2,8 @@
 # --package dpkg ...) and packaging/build-deb.sh's package at /zt/zramd.deb. Installs it, starts zramd with its
 # swap and scratch units, and puts swap of the admin's own on a third zramd device (zramd attach, swapon) with a
 # process's pages swapped out there. Then: `dpkg -r` must refuse while that swap is on (the swap, the pages and
-# the daemon untouched); after swapoff and detach `dpkg -r` must stop the units and the daemon; `dpkg -P` must
+# the daemon untouched), and while the same device is mounted after swapoff (the file on it intact); after umount
+# and detach `dpkg -r` must stop the units and the daemon; `dpkg -P` must
 # leave no enablement symlink and no /etc/zramd. Reports each step as ZT lines and powers off.
 set -u
 zt() { echo "ZT: $1=$2"; }
@@ -81,9 +82,25 @@ for _ in $(seq 600); do [ "$(state zt-hold.service)" = active ] || break; sleep 
 zt hold.result "$(systemctl show -p Result --value zt-hold.service)"
 zt hold.bad_pages "$(grep -o 'bad_pages=.*' /run/hold.out | cut -d= -f2)"
 
-# 2. After swapoff and detach: removed, units stopped, daemon gone; enablement stays until purge.
-/usr/sbin/swapoff /dev/nbd2 && zramd detach /dev/nbd2
+# 2. The same device as a filesystem of the admin's own, mounted: refused too, naming the mount; the file on it stays.
+/usr/sbin/swapoff /dev/nbd2
 zt own_swapoff_rc $?
+mkdir -p /tmp/own && /usr/sbin/mkfs.ext4 -q -F /dev/nbd2 && mount /dev/nbd2 /tmp/own &&
+  head -c 8M /dev/urandom >/tmp/own/data && sync && md5sum </tmp/own/data >/tmp/own.md5
+zt own_mount_rc $?
+$DPKG -r zramd >/tmp/dpkg-remove-mounted.log 2>&1
+zt remove_mounted_rc $?
+cat /tmp/dpkg-remove-mounted.log
+zt remove_mounted.message "$(grep -m1 '^zramd: ' /tmp/dpkg-remove-mounted.log)"
+zt remove_mounted.status "$(status)"
+zt remove_mounted.zramd_pid_same "$([ "$(systemctl show -p MainPID --value zramd.service)" = "$pid_before" ] && echo yes || echo no)"
+# Read back from the device, not the page cache: the daemon must still hold what was written.
+sync && echo 3 >/proc/sys/vm/drop_caches
+zt remove_mounted.data_same "$(md5sum </tmp/own/data | cmp -s - /tmp/own.md5 && echo yes || echo no)"
+
+# 3. After umount and detach: removed, units stopped, daemon gone; enablement stays until purge.
+umount /tmp/own && zramd detach /dev/nbd2
+zt own_detach_rc $?
 $DPKG -r zramd >/tmp/dpkg-remove2.log 2>&1
 zt remove2_rc $?
 cat /tmp/dpkg-remove2.log
@@ -94,7 +111,7 @@ zt remove2.swaps "$(nbd_swaps)"
 zt remove2.scratch_mount "$(grep ' /mnt/zram ' /proc/mounts)"
 zt remove2.links "$(links)"
 
-# 3. Purge: no enablement left, no configuration.
+# 4. Purge: no enablement left, no configuration.
 $DPKG -P zramd >/tmp/dpkg-purge.log 2>&1
 zt purge_rc $?
 cat /tmp/dpkg-purge.log

@@ -72,11 +72,12 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
     /// guest/deb.sh: dpkg under systemd as PID 1 with zramd's units enabled and running and swap of the admin's own
     /// on a third zramd device holding a process's pages. Removal must not take that swap's device away: prerm
     /// stops the swap and scratch units, finds /dev/nbd2 still swap and fails, so dpkg keeps the package and the
-    /// daemon. After swapoff, removal stops every unit and the daemon; purge removes the enablement symlinks
-    /// (systemctl enable's, pointing at unit files that are gone) and the configuration.
+    /// daemon; after swapoff, with an ext4 of the admin's mounted on the same device, it fails again. Once that is
+    /// unmounted, removal stops every unit and the daemon; purge removes the enablement symlinks (systemctl enable's,
+    /// pointing at unit files that are gone) and the configuration.
     /// </summary>
     [Fact]
-    public void Removal_is_refused_while_a_zramd_device_is_swap_and_otherwise_stops_the_units_and_purge_leaves_nothing()
+    public void Removal_is_refused_while_a_zramd_device_is_swap_or_mounted_and_otherwise_stops_the_units_and_purge_leaves_nothing()
     {
         string deb = BuildPackage();
         // dpkg and what it runs (ldconfig, tar, diff must be on PATH), and the libraries the package depends on.
@@ -111,8 +112,17 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
         Assert.Equal("success", run["hold.result"]);
         Assert.Equal("0", run["hold.bad_pages"]);
 
-        // Removed once the swap is off: the units and the daemon stopped, the devices let go.
+        // The same device mounted after swapoff: refused again, naming the mount; the daemon and the file on it stay.
         Assert.Equal("0", run["own_swapoff_rc"]);
+        Assert.Equal("0", run["own_mount_rc"]);
+        Assert.NotEqual("0", run["remove_mounted_rc"]);
+        Assert.Matches(@"^zramd: .*/dev/nbd2 is mounted on /tmp/own; umount /tmp/own", run["remove_mounted.message"]);
+        Assert.Equal("deinstall ok installed", run["remove_mounted.status"]);
+        Assert.Equal("yes", run["remove_mounted.zramd_pid_same"]);
+        Assert.Equal("yes", run["remove_mounted.data_same"]);
+
+        // Removed once it is unmounted and detached: the units and the daemon stopped, the devices let go.
+        Assert.Equal("0", run["own_detach_rc"]);
         Assert.Equal("0", run["remove2_rc"]);
         Assert.Equal("deinstall ok config-files", run["remove2.status"]);
         foreach (string unit in (string[])["zramd.service", "zramd-swap.service", "zramd-scratch.service", "mnt-zram.mount"])
