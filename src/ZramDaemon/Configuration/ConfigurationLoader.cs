@@ -583,6 +583,7 @@ public static partial class ConfigurationLoader
             RecompressCpuPercent = cpuPercent,
             RecompressDictionarySize = dictionary,
             WritebackFile = writebackFile,
+            WritebackFileSetting = device.WritebackFile,
             WritebackWatermarkPercent = writebackWatermark,
             WritebackLimitPerDay = writebackLimit,
             Dedup = dedup,

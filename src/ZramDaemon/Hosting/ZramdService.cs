@@ -203,7 +203,8 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
         catch (BackingFileInUseException e)
         {
-            throw new ConfigurationException($"[{d.Name}] writeback-file = '{d.WritebackFile}': {BackingFileInUseException.Reason}: each device needs a file of its own", e);
+            string why = $"{BackingFileInUseException.Reason}: each device needs a file of its own";
+            throw d.WritebackFileSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] writeback-file = '{d.WritebackFile}': {why}", e);
         }
     }
 

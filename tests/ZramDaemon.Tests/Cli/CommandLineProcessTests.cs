@@ -180,7 +180,7 @@ public sealed class CommandLineProcessTests : IDisposable
 
         (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + Path.Combine(second, "nbd.sock")], env, timeoutSeconds: 30);
         Assert.True(code == 78, stderr);
-        Assert.Equal($"zramd: [zram0] writeback-file = '{backing}': in use by another process (another zramd?), which holds its lock: each device needs a file of its own",
+        Assert.Equal($"zramd: {config}:3 [zram0] writeback-file = '{backing}': in use by another process (another zramd?), which holds its lock: each device needs a file of its own",
             stderr.TrimEnd('\n').Split('\n')[^1]);
         Assert.DoesNotContain("could not start", stderr, StringComparison.Ordinal);
         Assert.Equal(string.Empty, stdout);
