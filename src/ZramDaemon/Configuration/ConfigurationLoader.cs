@@ -368,7 +368,7 @@ public static partial class ConfigurationLoader
 
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
-        var writebackFiles = new Dictionary<string, string>(StringComparer.Ordinal);
+        var writebackFiles = new Dictionary<FileIdentity, string>();
         for (int i = 0; i < devices.Count; i++)
         {
             if (devices[i].Attach is { } attach && !attached.Add(attach.Value))
@@ -376,10 +376,11 @@ public static partial class ConfigurationLoader
                 throw attach.Fail("another device attaches to it already");
             }
 
-            // A device opens its file exclusively: the second would fail at start, after the first was made.
-            if (built[i].WritebackFile is { } file && !writebackFiles.TryAdd(file, devices[i].Name))
+            // A device locks its file: the second would fail at start, after the first was made (and had emptied a file
+            // that was there). By identity, not text: a symlinked directory, a symlink or a hard link is another path.
+            if (built[i].WritebackFile is { } file && !writebackFiles.TryAdd(FileIdentity.Of(file), devices[i].Name))
             {
-                throw devices[i].WritebackFile!.Fail($"[{writebackFiles[file]}] writeback-file is the same file: each device needs its own");
+                throw devices[i].WritebackFile!.Fail($"[{writebackFiles[FileIdentity.Of(file)]}] writeback-file is the same file: each device needs its own");
             }
         }
 
@@ -582,6 +583,7 @@ public static partial class ConfigurationLoader
             RecompressCpuPercent = cpuPercent,
             RecompressDictionarySize = dictionary,
             WritebackFile = writebackFile,
+            WritebackFileSetting = device.WritebackFile,
             WritebackWatermarkPercent = writebackWatermark,
             WritebackLimitPerDay = writebackLimit,
             Dedup = dedup,

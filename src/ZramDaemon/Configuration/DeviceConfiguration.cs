@@ -44,6 +44,10 @@ public sealed record DeviceConfiguration
     /// <summary>zram's backing_dev, as a file (full path), or null: no writeback.</summary>
     public string? WritebackFile { get; init; }
 
+    /// <summary>Where <see cref="WritebackFile"/> was set, for the error only the start can see: the file in use by
+    /// another process.</summary>
+    internal Setting? WritebackFileSetting { get; init; }
+
     /// <summary>Write back in the background past this percentage of the memory limit.</summary>
     public int WritebackWatermarkPercent { get; init; } = DefaultWritebackWatermarkPercent;
 

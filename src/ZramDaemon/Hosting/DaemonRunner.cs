@@ -11,7 +11,8 @@ namespace ZramDaemon.Hosting;
 /// <summary>
 /// <c>zramd</c> without a verb. Order matters: mark the process as an I/O flusher before any thread exists
 /// (threads inherit it), validate the whole configuration (nothing starts half-configured: exit 78), lock
-/// memory, then run the generic host until SIGTERM (exit 0) or a failure to start (exit 1).
+/// memory, then run the generic host until SIGTERM (exit 0) or a failure to start (exit 1; 78 for a configuration
+/// error only the start can see, a writeback-file another process holds).
 /// </summary>
 internal static partial class DaemonRunner
 {
@@ -52,6 +53,13 @@ internal static partial class DaemonRunner
             using IHost host = builder.Build();
             host.Run();
             return ExitCodes.Success;
+        }
+        catch (ConfigurationException e)
+        {
+            // One only the start can see (a writeback-file another process holds): one line, as the others.
+            notifier.Notify("STATUS=failed to start: " + e.Message);
+            Console.Error.WriteLine($"zramd: {e.Message}");
+            return e.ExitCode;
         }
         catch (Exception e) when (e is DaemonStartException or IOException or System.Net.Sockets.SocketException or ArgumentException or DllNotFoundException or InvalidOperationException)
         {

@@ -6,6 +6,7 @@ using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Device;
+using ZramDaemon.Device.Writeback;
 using ZramDaemon.Safety;
 using ZramDaemon.Systemd;
 
@@ -72,26 +73,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     {
         foreach (DeviceConfiguration d in _config.Devices)
         {
-            _devices.Add(new ZramDevice(
-                new ZramDeviceOptions
-                {
-                    Name = d.Name,
-                    DiskSize = d.DiskSize,
-                    Algorithm = d.Algorithm,
-                    MemLimit = d.MemLimit,
-                    CompactWatermarkPercent = d.CompactWatermarkPercent,
-                    DeferredFreeCapacity = d.DeferredFreeCapacity,
-                    ReadOnly = d.ReadOnly,
-                    RecompressAlgorithm = d.RecompressAlgorithm,
-                    RecompressIdleAfter = d.RecompressIdleAfter,
-                    RecompressCpuPercent = d.RecompressCpuPercent,
-                    RecompressDictionarySize = d.RecompressDictionarySize,
-                    BackingFile = d.WritebackFile,
-                    WritebackWatermarkPercent = d.WritebackWatermarkPercent,
-                    WritebackLimitPerDay = d.WritebackLimitPerDay,
-                    Dedup = d.Dedup,
-                },
-                _loggerFactory));
+            _devices.Add(MakeDevice(d));
         }
 
         _server = new NbdServer(
@@ -189,6 +171,40 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         if (_notifier.IsEnabled)
         {
             _status = StatusAsync(_stopStatus.Token);
+        }
+    }
+
+    /// <summary>A device as configured. A writeback-file another process holds is a configuration error only the start
+    /// can see (the configuration check runs before any file is opened): it is reported as one, naming the key.</summary>
+    private ZramDevice MakeDevice(DeviceConfiguration d)
+    {
+        try
+        {
+            return new ZramDevice(
+                new ZramDeviceOptions
+                {
+                    Name = d.Name,
+                    DiskSize = d.DiskSize,
+                    Algorithm = d.Algorithm,
+                    MemLimit = d.MemLimit,
+                    CompactWatermarkPercent = d.CompactWatermarkPercent,
+                    DeferredFreeCapacity = d.DeferredFreeCapacity,
+                    ReadOnly = d.ReadOnly,
+                    RecompressAlgorithm = d.RecompressAlgorithm,
+                    RecompressIdleAfter = d.RecompressIdleAfter,
+                    RecompressCpuPercent = d.RecompressCpuPercent,
+                    RecompressDictionarySize = d.RecompressDictionarySize,
+                    BackingFile = d.WritebackFile,
+                    WritebackWatermarkPercent = d.WritebackWatermarkPercent,
+                    WritebackLimitPerDay = d.WritebackLimitPerDay,
+                    Dedup = d.Dedup,
+                },
+                _loggerFactory);
+        }
+        catch (BackingFileInUseException e)
+        {
+            string why = $"{BackingFileInUseException.Reason}: each device needs a file of its own";
+            throw d.WritebackFileSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] writeback-file = '{d.WritebackFile}': {why}", e);
         }
     }
 

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Native;
 
 /// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), socket files, binding an
-/// NBD connection to a kernel /dev/nbdX, the background threads' priority, and punching holes in backing files.</summary>
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, and backing files (which file a path reaches, locking them, punching holes).</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -66,6 +66,31 @@ internal static partial class Interop
         /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
         internal static int StatModeOffset => System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture
             == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
+
+        /// <summary>stat(2), following symlinks, into a buffer as <see cref="LStat"/>'s: which file a writeback-file
+        /// path reaches.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Stat(string path, Span<byte> statBuffer);
+
+        /// <summary>st_dev and st_ino: the first two 8-byte fields of struct stat on x86-64 and arm64 alike.</summary>
+        internal const int StatDeviceOffset = 0;
+        internal const int StatInodeOffset = 8;
+
+        // <fcntl.h>, <sys/file.h>: a device's backing file is opened and locked by us, not by FileStream, whose lock the
+        // runtime leaves out (and then truncates at open) when DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set.
+        internal const int OCreat = 0x40;
+        internal const uint ModeOwnerReadWrite = 0x180; // 0600
+        internal const int LockExclusive = 2;
+        internal const int LockNonBlocking = 4;
+        internal const int EWouldBlock = 11;
+
+        /// <summary>open(2) with a mode, for O_CREAT (the mode is open's variadic third argument, passed as an int in a
+        /// register on x86-64 and arm64 Linux alike).</summary>
+        [LibraryImport(LibraryName, EntryPoint = "open", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Open(string path, int flags, uint mode);
+
+        [LibraryImport(LibraryName, EntryPoint = "flock", SetLastError = true)]
+        internal static partial int Flock(SafeHandle fd, int operation);
 
         // ---- binding an NBD connection to /dev/nbdX (Attach/): a socketpair, a generic netlink socket
         // (AF_NETLINK has no .NET Socket support) and the nbd ioctls of the fallback path.

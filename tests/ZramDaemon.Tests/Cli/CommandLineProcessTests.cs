@@ -1,3 +1,4 @@
+using ZramDaemon.Tests.Configuration;
 using ZramDaemon.Tests.Daemon;
 
 namespace ZramDaemon.Tests.Cli;
@@ -173,6 +174,84 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
         Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
         Assert.False(File.Exists(shared), "no device may have been made");
+    }
+
+    /// <summary>The same, with the second path reaching the file another way: it passed the configuration check, and the
+    /// start failed after zram0 was made ("zramd could not start: The process cannot access the file ... because it is
+    /// being used by another process", exit 1); with a hard link, zram0 had replaced the file that was there.</summary>
+    [Theory]
+    [InlineData(WritebackFileAlias.SymlinkedDirectory)]
+    [InlineData(WritebackFileAlias.HardLink)]
+    public void Two_devices_reaching_one_writeback_file_by_other_paths_are_one_configuration_error_and_nothing_is_touched(string how)
+    {
+        (string first, string second) = WritebackFileAlias.Make(how, _dir);
+        string config = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {first}\n[zram1]\nzram-size = 16M\nwriteback-file = {second}\n");
+        string socket = Path.Combine(_dir, "nbd.sock");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + socket], Env());
+        Assert.True(code == 78, stderr);
+        string line = Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        Assert.Equal($"zramd: {config}:6 [zram1] writeback-file = '{second}': [zram0] writeback-file is the same file: each device needs its own", line);
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(socket), "nothing may be listening after a configuration error");
+        if (how == WritebackFileAlias.HardLink)
+        {
+            Assert.Equal("kept", File.ReadAllText(first));
+        }
+        else
+        {
+            Assert.False(File.Exists(first), "no device may have been made");
+        }
+    }
+
+    /// <summary>A writeback-file a running zramd holds, named by a second zramd: the second's start failed with
+    /// "zramd could not start: The process cannot access the file ... because it is being used by another process"
+    /// (exit 1), naming no key. With the runtime's file locking off (DOTNET_SYSTEM_IO_DISABLEFILELOCKING=1) the
+    /// FileStream took no lock and opened with O_TRUNC: the second daemon started, and the first's written-back pages
+    /// were gone (this test's run timed out waiting for the second to fail).</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_writeback_file_another_zramd_holds_is_one_configuration_error_and_its_pages_stay(bool runtimeFileLockingOff)
+    {
+        string backing = Path.Combine(_dir, "zram0.wb");
+        string config = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {backing}\n");
+        using RunningDaemon first = RunningDaemon.Start(["--config", config], directory: Directory.CreateDirectory(Path.Combine(_dir, "first")).FullName);
+        byte[] data = new byte[256 * 4096];
+        new Random(7).NextBytes(data);
+        string source = Path.Combine(_dir, "source.bin");
+        File.WriteAllBytes(source, data);
+        ClientTool.Run("nbdcopy", [source, first.Uri()]).EnsureSuccess();
+        string wrote;
+        do
+        {
+            (int writebackCode, wrote, string writebackError) = first.Cli("writeback", "zram0", "type=all");
+            Assert.True(writebackCode == 0, writebackError);
+        }
+        while (wrote.Contains("(stopped after the time limit", StringComparison.Ordinal));
+
+        Assert.Equal(256, first.Status().GetProperty("bd_count").GetInt64());
+
+        string second = Directory.CreateDirectory(Path.Combine(_dir, "second")).FullName;
+        Dictionary<string, string> env = new() { ["XDG_RUNTIME_DIR"] = second };
+        if (runtimeFileLockingOff)
+        {
+            env["DOTNET_SYSTEM_IO_DISABLEFILELOCKING"] = "1";
+        }
+
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + Path.Combine(second, "nbd.sock")], env, timeoutSeconds: 30);
+        Assert.True(code == 78, stderr);
+        Assert.Equal($"zramd: {config}:3 [zram0] writeback-file = '{backing}': in use by another process (another zramd?), which holds its lock: each device needs a file of its own",
+            stderr.TrimEnd('\n').Split('\n')[^1]);
+        Assert.DoesNotContain("could not start", stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Empty(Directory.GetFileSystemEntries(second));
+
+        Assert.Equal(256, first.Status().GetProperty("bd_count").GetInt64());
+        string copy = Path.Combine(_dir, "copy.bin");
+        ClientTool.Run("nbdcopy", [first.Uri(), copy]).EnsureSuccess();
+        Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "the first daemon's written-back pages read back different");
     }
 
     [Fact]

@@ -362,6 +362,36 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(78, e.ExitCode);
     }
 
+    /// <summary>Two writeback-files that are one file by another path: the check compared the paths' text, so these
+    /// loaded, and the daemon's start then failed at the second device's open of the file ("The process cannot access
+    /// the file ... because it is being used by another process", exit 1), naming no key.</summary>
+    [Theory]
+    [InlineData(WritebackFileAlias.SymlinkedDirectory)]
+    [InlineData(WritebackFileAlias.SymlinkToTheFile)]
+    [InlineData(WritebackFileAlias.DanglingSymlink)]
+    [InlineData(WritebackFileAlias.HardLink)]
+    public void Two_writeback_files_that_are_one_file_by_another_path_are_refused_naming_both(string how)
+    {
+        (string first, string second) = WritebackFileAlias.Make(how, _dir);
+        string path = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {first}\n[zram1]\nzram-size = 8M\nwriteback-file = {second}\n");
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path }));
+        Assert.Equal($"{path}:6 [zram1] writeback-file = '{second}': [zram0] writeback-file is the same file: each device needs its own", e.Message);
+        Assert.Equal(78, e.ExitCode);
+    }
+
+    /// <summary>The identity check must not refuse what only looks alike: one name in two directories, and two names
+    /// in one.</summary>
+    [Fact]
+    public void Writeback_files_that_are_different_files_load()
+    {
+        string other = Directory.CreateDirectory(Path.Combine(_dir, "other")).FullName;
+        File.WriteAllText(Path.Combine(_dir, "a.wb"), "an old file");
+        string path = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {_dir}/a.wb\n[zram1]\nzram-size = 8M\nwriteback-file = {other}/a.wb\n"
+            + $"[zram2]\nzram-size = 8M\nwriteback-file = {other}/b.wb\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal([$"{_dir}/a.wb", $"{other}/a.wb", $"{other}/b.wb"], config.Devices.Select(d => d.WritebackFile));
+    }
+
     [Fact]
     public void Bad_environment_values_are_configuration_errors_and_bad_flags_usage_errors()
     {

@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using ZramDaemon.Native;
 
@@ -12,7 +13,8 @@ namespace ZramDaemon.Device.Writeback;
 /// a block is never punched after someone else took it.
 ///
 /// The file is created afresh, sparse and 0600, when the device starts (what was in it means nothing without the
-/// slot table that was in memory), and deleted when the device is disposed. Nothing is fsync'ed: like the pages
+/// slot table that was in memory), and deleted when the device is disposed. It is locked (flock) before anything in
+/// it is cut: a file another process holds, another zramd's, is left as it is (<see cref="BackingFileInUseException"/>). Nothing is fsync'ed: like the pages
 /// in RAM, written-back pages are meant to live as long as the daemon. Each page written counts 4096 bytes against
 /// the daily limit (what the filesystem writes for it), for flash wear.
 /// </summary>
@@ -21,7 +23,6 @@ internal sealed class BackingFile : IDisposable
     public const int BlockSize = 4096;
     private const int BlockShift = 12;
 
-    private readonly FileStream _stream;
     private readonly SafeFileHandle _file;
     private readonly ulong[] _used;
     private readonly long _blocks;
@@ -37,7 +38,7 @@ internal sealed class BackingFile : IDisposable
     private long _windowBytes;
     private bool _disposed;
 
-    /// <param name="path">The file; replaced if it exists.</param>
+    /// <param name="path">The file; emptied if it exists.</param>
     /// <param name="blocks">Blocks it may hold: one per slot of the device is always enough.</param>
     /// <param name="dailyLimitBytes">Bytes that may be written per 24 hours (0: no limit).</param>
     /// <param name="clock">Seconds since some fixed point, for the daily window (tests pass their own).</param>
@@ -55,23 +56,17 @@ internal sealed class BackingFile : IDisposable
         _dailyLimitBytes = dailyLimitBytes;
         _clock = clock ?? (() => Environment.TickCount64 / 1000);
         _used = new ulong[(blocks + 63) >> 6];
-        _stream = new FileStream(Path, new FileStreamOptions
-        {
-            Mode = FileMode.Create,
-            Access = FileAccess.ReadWrite,
-            Share = FileShare.None,
-            UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-        });
-        _file = _stream.SafeFileHandle;
+        _file = OpenLocked(Path);
         try
         {
             // Created by someone else before us, the file may have kept a wider mode: it will hold swap data.
             File.SetUnixFileMode(_file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            RandomAccess.SetLength(_file, 0);
             RandomAccess.SetLength(_file, blocks << BlockShift);
         }
         catch
         {
-            _stream.Dispose();
+            _file.Dispose();
             throw;
         }
 
@@ -268,7 +263,7 @@ internal sealed class BackingFile : IDisposable
         }
 
         _disposed = true;
-        _stream.Dispose();
+        _file.Dispose();
         try
         {
             File.Delete(Path);
@@ -279,6 +274,37 @@ internal sealed class BackingFile : IDisposable
         catch (UnauthorizedAccessException)
         {
         }
+    }
+
+    /// <summary>
+    /// Opens (creating) and locks the file, cutting nothing. Not FileStream: FileMode.Create truncates, and its lock
+    /// (flock, for FileShare.None) the runtime leaves out when DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set, and then
+    /// opens with O_TRUNC: a second zramd would empty a running one's file under it, and delete it at exit.
+    /// </summary>
+    /// <exception cref="BackingFileInUseException">Another open of the file holds its lock.</exception>
+    private static SafeFileHandle OpenLocked(string path)
+    {
+        int fd = Interop.Libc.Open(path, Interop.Libc.ORdWr | Interop.Libc.OCreat | Interop.Libc.OCloexec, Interop.Libc.ModeOwnerReadWrite);
+        if (fd < 0)
+        {
+            throw new IOException($"cannot open {path}: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+
+        var file = new SafeFileHandle(fd, ownsHandle: true);
+        if (Interop.Libc.Flock(file, Interop.Libc.LockExclusive | Interop.Libc.LockNonBlocking) != 0)
+        {
+            int errno = Marshal.GetLastPInvokeError();
+            if (errno == Interop.Libc.EWouldBlock)
+            {
+                file.Dispose();
+                throw new BackingFileInUseException(path);
+            }
+
+            // A filesystem without flock (ENOLCK, EOPNOTSUPP) goes on unlocked, as FileStream did: refusing to start
+            // there would be worse than what the lock guards against.
+        }
+
+        return file;
     }
 
     private void CheckBlock(long block, int length)

@@ -57,6 +57,40 @@ public sealed class BackingFileTests : IDisposable
         Assert.DoesNotContain(-1, taken);
     }
 
+    /// <summary>The file is locked before anything in it is cut: a second open of it (here through a hard link, as
+    /// another zramd's would be) is refused with <see cref="BackingFileInUseException"/> and the first's blocks stay.
+    /// A file nobody holds is emptied and made 0600 as before.</summary>
+    [Fact]
+    public void A_file_another_open_holds_is_refused_and_left_whole_and_one_nobody_holds_is_emptied()
+    {
+        string path = Path.Combine(_dir, "f");
+        using var first = new BackingFile(path, 16, 0);
+        long block = first.Allocate();
+        first.Write(block, "written back"u8);
+        string link = Path.Combine(_dir, "link");
+        Daemon.ClientTool.Run("ln", [path, link]).EnsureSuccess();
+
+        var e = Assert.Throws<BackingFileInUseException>(() => new BackingFile(link, 16, 0));
+        Assert.Equal($"{link}: {BackingFileInUseException.Reason}", e.Message);
+        var back = new byte[12];
+        Assert.True(first.Read(block, back));
+        Assert.Equal("written back"u8.ToArray(), back);
+        Assert.Equal(16 * BackingFile.BlockSize, new FileInfo(path).Length);
+
+        string old = Path.Combine(_dir, "old");
+        File.WriteAllText(old, "what an earlier run left");
+        File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+        using (var fresh = new BackingFile(old, 2, 0))
+        {
+            // Read by another tool: a FileStream here would ask for the lock the device holds.
+            Assert.Equal(2 * BackingFile.BlockSize, new FileInfo(old).Length);
+            Daemon.ClientTool.Run("cmp", ["-n", (2 * BackingFile.BlockSize).ToString(System.Globalization.CultureInfo.InvariantCulture), old, "/dev/zero"]).EnsureSuccess();
+            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(old));
+        }
+
+        Assert.False(File.Exists(old), "the file is deleted with the device");
+    }
+
     [Fact]
     public void The_daily_limit_allows_so_many_pages_per_24_hours()
     {
