@@ -241,7 +241,9 @@ internal sealed class NbdSession
                     SendQueuedWaiting();
                 }
 
-                if (_ended || !TryReadRequest(slot))
+                // Broken (a reply could not be sent: the client is gone): the requests still buffered are not run,
+                // their replies would be dropped, and nothing would hold back a departed client's pipeline of costly ones.
+                if (_ended || _broken || !TryReadRequest(slot))
                 {
                     _ended = true;
                     return;

@@ -8,6 +8,7 @@ public sealed class GatedDevice(IBlockDevice inner, bool writes = false) : IBloc
 {
     private readonly ManualResetEventSlim _gate = new(false);
     private int _waiting;
+    private int _reached;
 
     public long Size => inner.Size;
 
@@ -21,6 +22,9 @@ public sealed class GatedDevice(IBlockDevice inner, bool writes = false) : IBloc
 
     /// <summary>Requests blocked at the gate right now.</summary>
     public int Waiting => Volatile.Read(ref _waiting);
+
+    /// <summary>Requests that have reached the gate (and gone through it, or are waiting there).</summary>
+    public int Reached => Volatile.Read(ref _reached);
 
     public void Open() => _gate.Set();
 
@@ -58,6 +62,7 @@ public sealed class GatedDevice(IBlockDevice inner, bool writes = false) : IBloc
 
     private void Wait()
     {
+        Interlocked.Increment(ref _reached);
         Interlocked.Increment(ref _waiting);
         _gate.Wait(TimeSpan.FromSeconds(30));
         Interlocked.Decrement(ref _waiting);
