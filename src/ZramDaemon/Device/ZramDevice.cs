@@ -648,7 +648,6 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // What held the data goes too, as the kernel's reset frees its pool: the dedup index's arrays, and the handle
         // cells, zspage descriptors and kept pages the data grew (a compaction that moves no object). Before the
         // counters are zeroed, which this compaction counts in.
-        _dedup?.ShrinkIfEmpty();
         CompactCore("reset", shrinkHandles: true);
         _counters.ResetEvents();
         _pool.ResetCounters();
@@ -841,6 +840,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long started = Stopwatch.GetTimestamp();
         _pool.FlushDeferred();
+        // A discard of the whole device (blkdiscard, mkfs, swapon) leaves no entry: the index's arrays, grown for the
+        // data, go back as the pool's metadata does below, not only at a reset (refused while a client is attached).
+        _dedup?.ShrinkIfEmpty();
         long freed = _pool.Compact();
         if (shrinkHandles)
         {

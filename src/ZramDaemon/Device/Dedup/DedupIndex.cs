@@ -284,8 +284,9 @@ internal sealed class DedupIndex
         link = _entries[id].Next;
     }
 
-    /// <summary>Back to the first size once no entry is live (a device reset): the arrays grown for the data that was
-    /// there go with it, as the kernel's reset frees everything.</summary>
+    /// <summary>Back to the first size once no entry is live (a reset, or a compaction after the whole device was
+    /// discarded): the arrays grown for the data that was there go with it. Entries are named by id in the slots, so
+    /// arrays with live entries cannot be cut.</summary>
     public void ShrinkIfEmpty()
     {
         lock (Lock)

@@ -2,20 +2,18 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 
-namespace ZramDaemon.Tests.Device.Review;
+namespace ZramDaemon.Tests.Device.Dedup;
 
 /// <summary>
-/// Review finding: the dedup index's arrays (24 bytes an entry, doubled as they grow) never shrink while the device
-/// serves: only a reset (<see cref="ZramDevice.Reset"/>, refused while a client is attached) calls
-/// DedupIndex.ShrinkIfEmpty. A discard of the whole device (swapoff then blkdiscard, mkfs, swapon's own discard) frees
-/// every entry, yet the arrays stay at their peak, resident and counted in mem_used_total against mem_limit for the
-/// life of the daemon. The pool's own metadata (handle cells, zspage descriptors) is given back by the same trim and
-/// compaction; the index's is not.
+/// The dedup index's arrays (24 bytes an entry, doubled as they grow) go back once no entry is live, at the next
+/// compaction, not only at a reset (<see cref="ZramDevice.Reset"/>, refused while a client is attached). Found by review:
+/// a discard of the whole device (swapoff then blkdiscard, mkfs, swapon's own discard) frees
+/// every entry, yet the arrays stayed at their peak, resident and counted in mem_used_total against mem_limit for the
+/// life of the daemon, while the pool's own metadata (handle cells, zspage descriptors) went back.
 /// </summary>
 public class DedupIndexAfterDiscardTests
 {
     [Theory]
-    [Trait("Category", "ReviewFinding")]
     [InlineData(false)]
     [InlineData(true)]
     public void Discarding_every_page_gives_back_the_metadata_the_data_grew(bool dedup)
