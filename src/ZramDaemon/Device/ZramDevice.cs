@@ -1390,10 +1390,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
-    /// <summary>The new, smaller object is allocated before the old one is freed: it must fit in mem_limit
-    /// by itself. No compaction here: a later pass will try again.</summary>
+    /// <summary>
+    /// The new, smaller object is allocated before the old one is freed, so it may take usage up to
+    /// <see cref="RecompressionHeadroom"/> past mem_limit: a device full at its limit, the state recompression is for,
+    /// needs a fresh page for the first smaller object whenever its class has no free slot, and refused that, a pass
+    /// stopped at the first slot (the kernel's recompress_slot allocates without looking at the limit at all). Each
+    /// old object freed gives the room back for the next. No compaction here: a later pass will try again.
+    /// </summary>
     private bool TryAllocateForRecompression(int size, out uint handle)
-        => TryAllocateWithin(PoolRequest.ForObject(size), Interlocked.Read(ref _memLimit), out handle, out _);
+    {
+        long limit = Interlocked.Read(ref _memLimit);
+        long within = limit == 0 || limit > long.MaxValue - RecompressionHeadroom ? limit : limit + RecompressionHeadroom;
+        return TryAllocateWithin(PoolRequest.ForObject(size), within, out handle, out _);
+    }
+
+    /// <summary>How far past mem_limit a recompression's new object may take usage before the old one is freed: the two
+    /// fresh pages an object can straddle.</summary>
+    private const long RecompressionHeadroom = 2 * PageSize;
 
     private bool InRange(long offset, long length)
         => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
