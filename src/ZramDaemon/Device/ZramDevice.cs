@@ -113,6 +113,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _memLimit;
     private long _futileLimitCompaction;
 
+    // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages (the pages then, in
+    // _pagesAtMax) and at each read of the stats. Pages and metadata rise and fall apart (a discard and compaction give
+    // back handle cells; a same-filled page's word takes a cell and no page), so peak pages plus the metadata of now
+    // fell below a total already reported, and could exceed any there ever was.
+    private long _memUsedMax;
+    private long _pagesAtMax;
+
     private long _allocatedAtLastTick;
     private int _ticksSinceBusyCompaction = BusyCompactionTicks;
     private bool _disposed;
@@ -372,7 +379,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             ComprDataSize = Interlocked.Read(ref _counters.ComprDataSize) + (_dedup?.Bytes ?? 0),
             MemUsedTotal = (pool.PagesUsed << PageShift) + metadata,
             MemLimit = Interlocked.Read(ref _memLimit),
-            MemUsedMax = (pool.PeakPages << PageShift) + metadata,
+            MemUsedMax = RaiseMemUsedMax((pool.PagesUsed << PageShift) + metadata),
             SamePages = Interlocked.Read(ref _counters.SamePages),
             PagesCompacted = pool.PagesCompacted,
             HugePages = Interlocked.Read(ref _counters.HugePages) + (_dedup?.HugeEntries ?? 0),
@@ -606,7 +613,48 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
-    public void ResetMemUsedMax() => _pool.ResetPeak();
+    public void ResetMemUsedMax()
+    {
+        _pool.ResetPeak();
+        Volatile.Write(ref _pagesAtMax, _pool.TotalPages);
+        Volatile.Write(ref _memUsedMax, MemUsedTotal);
+    }
+
+    /// <summary>Raises mem_used_max to <paramref name="used"/> if that is higher; returns mem_used_max.</summary>
+    private long RaiseMemUsedMax(long used)
+    {
+        long max = Volatile.Read(ref _memUsedMax);
+        while (used > max)
+        {
+            long seen = Interlocked.CompareExchange(ref _memUsedMax, used, max);
+            if (seen == max)
+            {
+                return used;
+            }
+
+            max = seen;
+        }
+
+        return max;
+    }
+
+    /// <summary>An allocation took the pool's pages to a new peak: mem_used_total then may be the highest yet.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NotePagePeak(long pages)
+    {
+        long at = Volatile.Read(ref _pagesAtMax);
+        while (pages > at)
+        {
+            long seen = Interlocked.CompareExchange(ref _pagesAtMax, pages, at);
+            if (seen == at)
+            {
+                RaiseMemUsedMax((pages << PageShift) + MetadataBytes);
+                return;
+            }
+
+            at = seen;
+        }
+    }
 
     /// <summary>Changes the daily writeback limit (zram's writeback_limit, which counts down instead): false when the
     /// device has no backing file.</summary>
@@ -651,6 +699,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         CompactCore("reset", shrinkHandles: true);
         _counters.ResetEvents();
         _pool.ResetCounters();
+        ResetMemUsedMax();
         _backing?.ResetCounters();
     }
 
@@ -1924,6 +1973,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (error != NbdError.None)
         {
             return false;
+        }
+
+        long pages = _pool.TotalPages;
+        if (pages > Volatile.Read(ref _pagesAtMax))
+        {
+            NotePagePeak(pages);
         }
 
         if (limit == 0 || MemUsedTotal <= limit)

@@ -2,21 +2,20 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 
-namespace ZramDaemon.Tests.Device.Review;
+namespace ZramDaemon.Tests.Device;
 
 /// <summary>
-/// Review finding: mem_used_max is the pool's peak pages plus the metadata of now (GetStats: PeakPages + MetadataBytes),
-/// not the peak of mem_used_total. Metadata shrinks (a discard then compaction gives back handle cells and zspage
-/// descriptors) and grows (word cells of same-filled pages take no pool page) independently of the pages, so the "max"
-/// falls below a mem_used_total the device really reported, and can rise above any it ever had. The kernel's
-/// mem_used_max only ever rises until it is reset (update_used_max), and it is the figure one sizes mem_limit by.
+/// mem_used_max is the peak of mem_used_total, as the kernel's only rises until it is reset (update_used_max): the
+/// figure one sizes mem_limit by. Found by review: it was the pool's peak pages plus the metadata of now, and metadata
+/// shrinks (a discard then compaction gives back handle cells and zspage descriptors) and grows (word cells of
+/// same-filled pages take no pool page) apart from the pages, so the "max" fell below a mem_used_total the device had
+/// reported, and could rise above any it ever had.
 /// </summary>
 public class MemUsedMaxTests
 {
     private const int Page = ZramDevice.PageSize;
 
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void Mem_used_max_never_falls_below_a_mem_used_total_already_reported()
     {
         const long size = 256L << 20;
@@ -41,7 +40,6 @@ public class MemUsedMaxTests
     }
 
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void Mem_used_max_is_never_more_than_the_device_ever_used()
     {
         const long size = 64L << 20;
