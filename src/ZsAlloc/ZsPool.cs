@@ -124,6 +124,15 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
     public long PeakPages => _pages.PeakPages;
 
+    /// <summary>Called each time <see cref="TotalPages"/> passes <see cref="PeakPages"/>, outside the page source's
+    /// lock but possibly under a class lock: it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and
+    /// must not allocate, free or compact.</summary>
+    public Action? PeakPagesRaised
+    {
+        get => _pages.PeakRaised;
+        set => _pages.PeakRaised = value;
+    }
+
     /// <summary>The pool's own metadata: handle cells, zspage descriptors, pin counters, page owner maps, the deferred
     /// queue's resident entries.</summary>
     public long MetadataBytes => _handles.MetadataBytes + _zspages.MetadataBytes + PinTable.MetadataBytes

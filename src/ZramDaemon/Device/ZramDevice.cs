@@ -113,12 +113,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _memLimit;
     private long _futileLimitCompaction;
 
-    // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages (the pages then, in
-    // _pagesAtMax) and at each read of the stats. Pages and metadata rise and fall apart (a discard and compaction give
-    // back handle cells; a same-filled page's word takes a cell and no page), so peak pages plus the metadata of now
-    // fell below a total already reported, and could exceed any there ever was.
+    // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages and at each read of the
+    // stats. Pages and metadata rise and fall apart (a discard and compaction give back handle cells; a same-filled
+    // page's word takes a cell and no page), so peak pages plus the metadata of now fell below a total already
+    // reported, and could exceed any there ever was.
     private long _memUsedMax;
-    private long _pagesAtMax;
 
     private long _allocatedAtLastTick;
     private int _ticksSinceBusyCompaction = BusyCompactionTicks;
@@ -200,6 +199,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _memLimit = options.MemLimit;
         _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
         _pool.DeferredGrowthAllowed = RoomWithinLimit;
+        _pool.PeakPagesRaised = NotePagePeak;
         _dedup = options.Dedup ? new DedupIndex() : null;
         if (options.BackingFile is not null)
         {
@@ -616,7 +616,6 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public void ResetMemUsedMax()
     {
         _pool.ResetPeak();
-        Volatile.Write(ref _pagesAtMax, _pool.TotalPages);
         Volatile.Write(ref _memUsedMax, MemUsedTotal);
     }
 
@@ -638,23 +637,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return max;
     }
 
-    /// <summary>An allocation took the pool's pages to a new peak: mem_used_total then may be the highest yet.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    private void NotePagePeak(long pages)
-    {
-        long at = Volatile.Read(ref _pagesAtMax);
-        while (pages > at)
-        {
-            long seen = Interlocked.CompareExchange(ref _pagesAtMax, pages, at);
-            if (seen == at)
-            {
-                RaiseMemUsedMax((pages << PageShift) + MetadataBytes);
-                return;
-            }
-
-            at = seen;
-        }
-    }
+    /// <summary>The pool's pages passed their peak (<see cref="ZsPool.PeakPagesRaised"/>): mem_used_total now may be the
+    /// highest yet. Only on a new peak, so allocations that make none pay nothing for it.</summary>
+    private void NotePagePeak() => RaiseMemUsedMax(MemUsedTotal);
 
     /// <summary>Changes the daily writeback limit (zram's writeback_limit, which counts down instead): false when the
     /// device has no backing file.</summary>
@@ -1973,12 +1958,6 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (error != NbdError.None)
         {
             return false;
-        }
-
-        long pages = _pool.TotalPages;
-        if (pages > Volatile.Read(ref _pagesAtMax))
-        {
-            NotePagePeak(pages);
         }
 
         if (limit == 0 || MemUsedTotal <= limit)

@@ -97,6 +97,10 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
     public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
 
+    /// <summary>Called, outside this source's lock, each time <see cref="PagesInUse"/> passes its peak: the owner may
+    /// note its own usage at its peak (so nothing is asked on the allocations that make no new peak).</summary>
+    public Action? PeakRaised { get; set; }
+
     public void ResetPeak()
     {
         lock (_lock)
@@ -118,12 +122,14 @@ internal sealed unsafe class PageSource : IDisposable
             throw new ArgumentOutOfRangeException(nameof(pages), pages, $"A run is 1..{MaxRunPages} pages.");
         }
 
+        bool peak = false;
+        int head;
         lock (_lock)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             _runDemand[pages]++;
             // A warm run of the length asked for, else the front of a longer one (its rest stays warm).
-            int head = PopRun(_warmRunHead, pages);
+            head = PopRun(_warmRunHead, pages);
             if (head == NoOwner)
             {
                 head = SplitLongerRun(_warmRunHead, pages);
@@ -134,28 +140,39 @@ internal sealed unsafe class PageSource : IDisposable
                 _pagesWarm -= pages;
                 _warmUsed = true;
                 zeroed = false;
-                CountInUse(pages);
-                return head;
-            }
-
-            head = PopRun(_freeRunHead, pages);
-            if (head == NoOwner)
-            {
-                head = SplitLongerRun(_freeRunHead, pages);
-            }
-
-            if (head == NoOwner)
-            {
-                head = TakeFresh(pages);
+                peak = CountInUse(pages);
             }
             else
             {
-                _pagesFree -= pages;
+                head = TakeColdRun(pages);
+                zeroed = true;
             }
-
-            zeroed = true;
-            return head;
         }
+
+        if (peak)
+        {
+            PeakRaised?.Invoke();
+        }
+
+        return head;
+    }
+
+    /// <summary>A run of given-back or never-touched pages (counted as its user touches them). Lock held.</summary>
+    private int TakeColdRun(int pages)
+    {
+        int head = PopRun(_freeRunHead, pages);
+        if (head == NoOwner)
+        {
+            head = SplitLongerRun(_freeRunHead, pages);
+        }
+
+        if (head == NoOwner)
+        {
+            return TakeFresh(pages);
+        }
+
+        _pagesFree -= pages;
+        return head;
     }
 
     /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).</summary>
@@ -171,9 +188,15 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).</summary>
     public void AddResident(int pages)
     {
+        bool peak;
         lock (_lock)
         {
-            CountInUse(pages);
+            peak = CountInUse(pages);
+        }
+
+        if (peak)
+        {
+            PeakRaised?.Invoke();
         }
     }
 
@@ -408,14 +431,17 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Lock held.</summary>
-    private void CountInUse(int pages)
+    /// <summary>Lock held. Returns whether the pages in use passed their peak.</summary>
+    private bool CountInUse(int pages)
     {
         _pagesInUse += pages;
         if (_pagesInUse > _peakPages)
         {
             _peakPages = _pagesInUse;
+            return true;
         }
+
+        return false;
     }
 
     private void CheckRun(int head, int pages)
