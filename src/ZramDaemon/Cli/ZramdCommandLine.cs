@@ -91,6 +91,7 @@ public static class ZramdCommandLine
         root.Add(status);
 
         var optionalName = new Argument<string?>("NAME") { Description = "The device (export name), e.g. zram0; all when omitted", Arity = ArgumentArity.ZeroOrOne };
+        optionalName.Validators.Add(RefuseNonDeviceName);
         var compact = new Command("compact", "Compact the pool of a device (or of all), like writing to zram's compact") { optionalName, control };
         compact.SetAction(result => Send(result, control, output, error, new ControlRequest("compact", result.GetValue(optionalName), null, null), null));
         root.Add(compact);
@@ -202,6 +203,7 @@ public static class ZramdCommandLine
             Description = "The daemon's NBD listener: unix:PATH (or a bare path) or tcp:HOST:PORT. Default: zramd.sock in the default runtime directory",
             HelpName = "ADDRESS",
         };
+        device.Validators.Add(RefuseNonNbdDevice);
         var ioctl = new Option<bool>("--ioctl") { Description = "Use the NBD_SET_SOCK/NBD_DO_IT ioctls, staying in the foreground while attached, instead of netlink" };
         var attach = new Command("attach", "Bind a device to a kernel /dev/nbdN through the nbd netlink interface (no nbd-client needed; needs root)")
         {
@@ -220,12 +222,46 @@ public static class ZramdCommandLine
         root.Add(attach);
 
         var detachDevice = new Argument<string>("DEVICE") { Description = "The kernel device, /dev/nbdN" };
+        detachDevice.Validators.Add(RefuseNonNbdDevice);
         var detach = new Command("detach", "Disconnect a kernel /dev/nbdN (after swapoff or umount)") { detachDevice };
         detach.SetAction(result => AttachCommand.Detach(result.GetValue(detachDevice)!, error));
         root.Add(detach);
     }
 
-    private static Argument<string> NameArgument() => new("NAME") { Description = "The device (export name), e.g. zram0" };
+    private static Argument<string> NameArgument()
+    {
+        var name = new Argument<string>("NAME") { Description = "The device (export name), e.g. zram0" };
+        name.Validators.Add(RefuseNonDeviceName);
+        return name;
+    }
+
+    /// <summary>As <see cref="RefuseNonDeviceName"/> for a kernel device: attach took an option it does not know
+    /// (zramd attach zram0 --control) for its DEVICE and went on to connect.</summary>
+    private static void RefuseNonNbdDevice(ArgumentResult result)
+    {
+        foreach (Token token in result.Tokens)
+        {
+            if (!KernelNbdAttachment.TryParseDevice(token.Value, out _))
+            {
+                result.AddError($"'{token.Value}' is not an nbd device: use /dev/nbdN");
+                return;
+            }
+        }
+    }
+
+    /// <summary>A NAME that cannot be a device is a usage error here, not a question to the daemon: an option the verb
+    /// does not take lands in NAME (zramd stats --size 1G zram0), and a blank one made compact take every device.</summary>
+    private static void RefuseNonDeviceName(ArgumentResult result)
+    {
+        foreach (Token token in result.Tokens)
+        {
+            if (!ConfigurationLoader.IsDeviceName(token.Value))
+            {
+                result.AddError($"'{token.Value}' is not a device name: devices are zram0, zram1, ...");
+                return;
+            }
+        }
+    }
 
     private static int Send(ParseResult result, Option<string> controlOption, TextWriter output, TextWriter error, ControlRequest request, Action<ControlReply>? print)
     {

@@ -753,6 +753,9 @@ public static partial class ConfigurationLoader
     [GeneratedRegex("^(?<n>[0-9]+) ?(?<unit>s|min|m|h)?$")]
     private static partial Regex DurationText();
 
+    /// <summary>Whether <paramref name="name"/> names a device as the configuration does: zram0, zram1, ...</summary>
+    internal static bool IsDeviceName(string name) => DeviceName().IsMatch(name);
+
     [GeneratedRegex("^zram[0-9]+$")]
     private static partial Regex DeviceName();
 

@@ -85,6 +85,26 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(expected, stderr.Split('\n')[0]);
     }
 
+    /// <summary>
+    /// A device name or kernel device that cannot be one is a usage error naming it, before anything is asked of the
+    /// daemon or the kernel: an option a verb does not take used to land in NAME or DEVICE (stats took '--size' for a
+    /// name and asked the daemon; attach took '--control' for its DEVICE and connected), and compact " " compacted every
+    /// device.
+    /// </summary>
+    [Theory]
+    [InlineData(new[] { "stats", "--size", "1G", "zram0" }, "'--size' is not a device name: devices are zram0, zram1, ...")]
+    [InlineData(new[] { "compact", " " }, "' ' is not a device name: devices are zram0, zram1, ...")]
+    [InlineData(new[] { "set", "swap0", "mem_limit=1M" }, "'swap0' is not a device name: devices are zram0, zram1, ...")]
+    [InlineData(new[] { "attach", "zram0", "--control" }, "'--control' is not an nbd device: use /dev/nbdN")]
+    [InlineData(new[] { "detach", "/dev/sda" }, "'/dev/sda' is not an nbd device: use /dev/nbdN")]
+    public void A_name_or_device_that_cannot_be_one_is_a_usage_error_naming_it(string[] args, string expected)
+    {
+        (int code, string stdout, string stderr) = ZramdProcess.Run(args, Env());
+        Assert.Equal(64, code);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Contains("zramd: " + expected, stderr, StringComparison.Ordinal);
+    }
+
     /// <summary>Refused, not merely reported: the daemon's limit is the one it started with.</summary>
     [Fact]
     public void A_set_after_an_option_of_the_daemon_changes_nothing()
