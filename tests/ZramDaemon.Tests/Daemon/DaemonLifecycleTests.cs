@@ -307,6 +307,88 @@ public sealed partial class DaemonLifecycleTests
         Assert.Equal(0, first.Stop());
     }
 
+    /// <summary>The control socket refuses a path that holds another kind of file (UnixSocketFile.RemoveStale: "we never
+    /// delete what we did not create"), but NbdListener.BindUnix's stale-socket check is File.Exists: a regular file at
+    /// the --listen path is taken for a stale socket and deleted, and zramd starts serving there. A typo (unix:/etc/zramd/zramd.conf)
+    /// destroys the file.</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void A_listen_path_that_holds_a_regular_file_fails_the_start_and_keeps_the_file()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            string precious = Path.Combine(dir, "notes.txt");
+            File.WriteAllText(precious, "precious\n");
+            using ZramdProcess process = ZramdProcess.Start(["--listen", "unix:" + precious, "--control", Path.Combine(dir, "zramd.ctl"), "--size", "16M"]);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(20);
+            }
+
+            string? content = null;
+            try
+            {
+                content = File.ReadAllText(precious);
+            }
+            catch (IOException)
+            {
+                // Replaced by zramd's socket (ENXIO), or gone.
+            }
+
+            Assert.True(content == "precious\n", "the regular file at the listen path was deleted and replaced by the NBD socket; stderr:\n" + process.StandardError);
+            Assert.Equal(1, process.WaitForExit(TimeSpan.FromSeconds(30)));
+            Assert.Contains("not a socket", process.StandardError, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>A socket systemd passes that is not a listening stream socket (a .socket unit with ListenDatagram=, or
+    /// Accept=yes passing a connection) is taken as it is: zramd logs "serving zram0 on tcp:...", sends READY=1 and
+    /// answers the control socket, but accepts nothing (its accept loop faulted with "You must call the Listen method");
+    /// the failure only shows at SIGTERM, as "zramd could not start" with a stack trace and exit 1.</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void Socket_activation_with_a_datagram_socket_fails_the_start_in_one_line()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            int port;
+            using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+            {
+                probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+                port = ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port;
+            }
+
+            using var activator = SocketActivator.Start([$"127.0.0.1:{port}"], dir, ["--size", "16M", "--control", Path.Combine(dir, "zramd.ctl")], ["--datagram"]);
+
+            // systemd-socket-activate execs zramd on the first datagram.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+            {
+                while (!activator.Log.Contains("Execing", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    client.SendTo([1], new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port));
+                    Thread.Sleep(100);
+                }
+            }
+
+            Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running on a socket it cannot accept on:\n" + activator.Log);
+            Assert.Equal(1, activator.ExitCode);
+            Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
+            Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void Socket_activation_serves_the_socket_systemd_passed()
     {
