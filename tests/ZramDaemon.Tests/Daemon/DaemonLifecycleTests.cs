@@ -75,6 +75,47 @@ public sealed partial class DaemonLifecycleTests
         }
     }
 
+    /// <summary>WatchdogSec= at the edges of what systemd takes. WatchdogAsync builds a PeriodicTimer of half of
+    /// $WATCHDOG_USEC, which must be from 1 ms to 2^32-2 ms: WatchdogSec=1ms (500 us) or of 100 days or more throws
+    /// inside the async method, so the task faults silently and no WATCHDOG=1 is ever sent (systemd then kills zramd
+    /// and every page it holds); the fault only surfaces at SIGTERM, "zramd could not start" with a stack trace, exit 1.
+    /// Past about 29,000 years (TimeSpan's range) SystemdNotifier's constructor throws OverflowException outside any
+    /// catch: "Unhandled exception", exit 134, before READY.</summary>
+    [Theory]
+    [Trait("Category", "ReviewFinding")]
+    [InlineData("400000")]
+    [InlineData("1000")]
+    [InlineData("8640000000000")]
+    [InlineData("9223372036854775807")]
+    public void Any_watchdog_interval_systemd_passes_gets_watchdog_pings_and_a_clean_stop(string watchdogUsec)
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            string notifyPath = Path.Combine(dir, "notify");
+            using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+            notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+            using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
+            {
+                ["RUNTIME_DIRECTORY"] = dir,
+                ["NOTIFY_SOCKET"] = notifyPath,
+                ["WATCHDOG_USEC"] = watchdogUsec,
+            });
+            // Past TimeSpan's range a watchdog that never fires in practice may as well be none: READY=1 is enough there.
+            string expected = watchdogUsec.Length > 15 ? "READY=1" : "WATCHDOG=1";
+            Exception? missing = Record.Exception(() => ReceiveAll(notify, m => m.Any(s => s.Contains(expected, StringComparison.Ordinal)), TimeSpan.FromSeconds(30)));
+            Assert.True(missing is null, $"no {expected} was sent; stderr:\n" + zramd.StandardError);
+
+            zramd.Terminate();
+            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+            Assert.DoesNotContain("   at ", zramd.StandardError, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     [Fact]
     public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
     {
