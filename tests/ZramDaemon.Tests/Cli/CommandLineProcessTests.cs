@@ -247,6 +247,29 @@ public sealed class CommandLineProcessTests : IDisposable
         }
     }
 
+    /// <summary>Under systemd's ProcSubset=pid (common hardening; zramd.service only warns against it in a comment)
+    /// /proc/meminfo does not exist. SystemFacts.Current reads it unconditionally (and throws if it has no MemTotal),
+    /// outside any catch: the daemon dies with "Unhandled exception. System.IO.FileNotFoundException: Could not find
+    /// file '/proc/meminfo'", exit 134, even with --size where no expression needs ram; and so does a verb that only
+    /// looks up its control socket through ZRAMD_CONTROL, which needs no RAM size at all. Run in a mount namespace with
+    /// a procfs mounted subset=pid (as root, as the suite runs).</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void Without_proc_meminfo_zramd_says_so_in_one_line_instead_of_an_unhandled_exception()
+    {
+        string socket = Path.Combine(_dir, "nbd.sock");
+        string control = Path.Combine(_dir, "zramd.ctl");
+        string script = "mount -t proc -o subset=pid proc /proc || exit 99; "
+            + $"timeout -s TERM 15 dotnet '{ZramdProcess.DllPath}' --size 16M --listen 'unix:{socket}' --control '{control}'; echo daemon-exit=$?; "
+            + $"ZRAMD_CONTROL='{control}' dotnet '{ZramdProcess.DllPath}' status; echo status-exit=$?";
+        ClientTool.Result result = ClientTool.Run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
+        Assert.True(result.ExitCode != 99, "cannot mount a procfs with subset=pid here: " + result.Stderr);
+        string both = result.Stdout + result.Stderr;
+        Assert.DoesNotContain("Unhandled exception", both, StringComparison.Ordinal);
+        Assert.DoesNotContain("daemon-exit=134", both, StringComparison.Ordinal);
+        Assert.DoesNotContain("status-exit=134", both, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_bad_environment_value_is_exit_78()
     {
