@@ -116,6 +116,26 @@ public sealed partial class DaemonLifecycleTests
         }
     }
 
+    /// <summary>SIGHUP, which admins send out of habit after editing a configuration ("reload"), keeps its default
+    /// action: zramd dies at once, with no log line, no STOPPING=1, no detach of the kernel devices it attached
+    /// (attach =), and every stored page gone (Restart=on-failure then starts it empty). zramd has no reload; it should
+    /// ignore SIGHUP or say that it does not reload, and keep serving.</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void Sighup_does_not_kill_the_daemon_and_its_data()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        using (var hup = System.Diagnostics.Process.Start("kill", ["-HUP", daemon.Process.Id.ToString(CultureInfo.InvariantCulture)]))
+        {
+            hup.WaitForExit();
+        }
+
+        Thread.Sleep(2000);
+        Assert.False(daemon.Process.HasExited, "zramd died of SIGHUP; stderr:\n" + daemon.Process.StandardError);
+        ClientTool.Run("nbdinfo", ["--size", daemon.Uri()]).EnsureSuccess();
+        Assert.Equal(0, daemon.Stop());
+    }
+
     [Fact]
     public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
     {
