@@ -36,11 +36,11 @@ public sealed class NbdListener : IDisposable
     internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 
     /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)
-    /// is removed first; a live one is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
+    /// is removed first; a live one, or a file that is not a socket, is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
     public static NbdListener BindUnix(string path, int mode = 0x1B0 /* 0660 */, string? group = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        RemoveStaleSocket(path);
+        UnixSocketFile.RemoveStale(path);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
@@ -151,29 +151,6 @@ public sealed class NbdListener : IDisposable
     }
 
     public override string ToString() => Description;
-
-    private static void RemoveStaleSocket(string path)
-    {
-        if (!File.Exists(path))
-        {
-            return;
-        }
-
-        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-        {
-            try
-            {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new IOException($"{path} is in use by another server");
-            }
-            catch (SocketException)
-            {
-                // Nobody listens there: a leftover from a previous run.
-            }
-        }
-
-        File.Delete(path);
-    }
 
     private static int ResolveGroup(string group)
     {

@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using Nbd;
 
 namespace ZramDaemon.Control;
 
@@ -45,7 +46,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(handler);
         ArgumentNullException.ThrowIfNull(logger);
-        UnixSocketFile.RemoveStale(path);
+        UnixSocketFile.RemoveStale(path, "a running zramd");
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {

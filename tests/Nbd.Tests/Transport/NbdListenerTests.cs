@@ -57,6 +57,16 @@ public sealed class NbdListenerTests : IDisposable
     }
 
     [Fact]
+    public void A_path_that_holds_another_kind_of_file_is_refused_and_kept()
+    {
+        string path = Path.Combine(_directory, "notes.txt");
+        File.WriteAllText(path, "keep me");
+        var error = Assert.Throws<IOException>(() => NbdListener.BindUnix(path));
+        Assert.Contains("is not a socket", error.Message, StringComparison.Ordinal);
+        Assert.Equal("keep me", File.ReadAllText(path));
+    }
+
+    [Fact]
     public async Task Tcp_listener_serves_with_no_delay_on_loopback()
     {
         await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);

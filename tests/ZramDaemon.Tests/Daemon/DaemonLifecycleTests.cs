@@ -368,12 +368,12 @@ public sealed partial class DaemonLifecycleTests
         Assert.Equal(0, first.Stop());
     }
 
-    /// <summary>The control socket refuses a path that holds another kind of file (UnixSocketFile.RemoveStale: "we never
-    /// delete what we did not create"), but NbdListener.BindUnix's stale-socket check is File.Exists: a regular file at
-    /// the --listen path is taken for a stale socket and deleted, and zramd starts serving there. A typo (unix:/etc/zramd/zramd.conf)
-    /// destroys the file.</summary>
+    /// <summary>A --listen path that holds a regular file fails the start ("... exists and is not a socket") and the
+    /// file is kept: the NBD listener and the control socket share UnixSocketFile.RemoveStale, which removes only a
+    /// stale socket. Found by review: NbdListener.BindUnix's own check was File.Exists, so a regular file at the path
+    /// was taken for a stale socket and deleted, and zramd served there; a typo (unix:/etc/zramd/zramd.conf)
+    /// destroyed the file.</summary>
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void A_listen_path_that_holds_a_regular_file_fails_the_start_and_keeps_the_file()
     {
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
