@@ -87,7 +87,9 @@ public sealed partial class ControlServer : IAsyncDisposable
             }
             catch (SocketException e)
             {
+                // EMFILE and friends: serve the requests we have, retry shortly rather than spin.
                 LogAcceptFailed(e.SocketErrorCode);
+                await AcceptBackOff.WaitAsync().ConfigureAwait(false);
                 continue;
             }
 
