@@ -45,8 +45,12 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Chmod(string path, uint mode);
 
+    /// <summary>(uid_t)-1 and (gid_t)-1: chown leaves that id as it is.</summary>
+    internal const uint NoChange = uint.MaxValue;
+
+    /// <summary>chown(2); uid_t and gid_t are unsigned 32-bit.</summary>
     [LibraryImport(LibraryName, EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int Chown(string path, int owner, int group);
+    internal static partial int Chown(string path, uint owner, uint group);
 
     // <sys/stat.h>: the file type bits of st_mode (a stale socket file may be removed, any other file never).
     internal const uint FileTypeMask = 0xF000;

@@ -50,7 +50,7 @@ public sealed class NbdListener : IDisposable
                 throw new IOException($"chmod {Convert.ToString(mode, 8)} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
 
-            if (group is not null && Libc.Chown(path, -1, ResolveGroup(group)) != 0)
+            if (group is not null && Libc.Chown(path, Libc.NoChange, ResolveGroup(group)) != 0)
             {
                 throw new IOException($"chown :{group} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
@@ -152,19 +152,21 @@ public sealed class NbdListener : IDisposable
 
     public override string ToString() => Description;
 
-    private static int ResolveGroup(string group)
+    /// <summary>A group name, or a number (gid_t is unsigned: up to 4294967294, since 4294967295 is chown's "no
+    /// change").</summary>
+    private static uint ResolveGroup(string group)
     {
-        if (int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
+        if (!uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out uint gid))
         {
-            return gid;
+            IntPtr entry = Libc.GetGroupByName(group);
+            if (entry == IntPtr.Zero)
+            {
+                throw new IOException($"unknown group '{group}'");
+            }
+
+            gid = (uint)Marshal.ReadInt32(entry, Libc.GroupIdOffset);
         }
 
-        IntPtr entry = Libc.GetGroupByName(group);
-        if (entry == IntPtr.Zero)
-        {
-            throw new IOException($"unknown group '{group}'");
-        }
-
-        return Marshal.ReadInt32(entry, Libc.GroupIdOffset);
+        return gid != Libc.NoChange ? gid : throw new IOException($"group '{group}': id {Libc.NoChange} is chown's \"no change\", not a group");
     }
 }

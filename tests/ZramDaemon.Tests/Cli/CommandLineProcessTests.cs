@@ -294,12 +294,13 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
     }
 
-    /// <summary>The loader takes any number that fits a uint as socket-group ("a name in the file, or any number"), but
-    /// NbdListener.ResolveGroup parses it as an int and else looks it up as a name: from 2147483648 on, the start fails
-    /// after the devices were made with "cannot listen on unix:...: unknown group '3000000000'", exit 1, naming no key.
-    /// (4294967295 is (gid_t)-1, which chown takes as "leave the group": see the BadFileValues row.)</summary>
+    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader and
+    /// NbdListener.ResolveGroup both take gids up to 4294967294 (4294967295 is (gid_t)-1, which chown takes as "leave
+    /// the group", and the loader refuses it: see the BadFileValues row). Found by review: the loader took any uint,
+    /// but ResolveGroup parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
+    /// after the devices were made with "cannot listen on unix:...: unknown group '3000000000'", exit 1, naming no
+    /// key.</summary>
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void A_large_numeric_socket_group_either_works_or_is_a_configuration_error_naming_the_key()
     {
         string config = Path.Combine(_dir, "zramd.conf");
