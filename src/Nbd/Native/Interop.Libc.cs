@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Nbd.Native;
 
-/// <summary>The few libc calls .NET does not expose the way we need them (the type and permissions of a Unix socket file, request
+/// <summary>The few libc calls .NET does not expose the way we need them (the type and permissions of a Unix socket file, what a descriptor systemd passed is, request
 /// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread, a receive that does not block).</summary>
 internal static partial class Libc
 {
@@ -93,6 +93,20 @@ internal static partial class Libc
 
     [LibraryImport(LibraryName, EntryPoint = "syscall")]
     private static partial long Syscall(long number, ref int word, int operation, int value, in Timespec timeout, nint word2, int value3);
+
+    // <sys/socket.h>, <errno.h>: what a descriptor systemd passed is, before it is taken for a listening socket.
+    internal const int SolSocket = 1;
+    internal const int SoType = 3;
+    internal const int SoAcceptConn = 30;
+    internal const int SockStream = 1;
+    internal const int SockDgram = 2;
+    internal const int SockSeqPacket = 5;
+    internal const int Ebadf = 9;
+    internal const int Enotsock = 88;
+
+    /// <summary>getsockopt(2) of an int option (socklen_t is 32-bit).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "getsockopt", SetLastError = true)]
+    internal static partial int GetSockOpt(int fd, int level, int option, out int value, ref uint length);
 
     internal const int MsgDontWait = 0x40;
 
