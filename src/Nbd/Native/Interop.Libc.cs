@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Nbd.Native;
 
-/// <summary>The few libc calls .NET does not expose the way we need them (permissions of a Unix socket file, request
+/// <summary>The few libc calls .NET does not expose the way we need them (the type and permissions of a Unix socket file, what a descriptor systemd passed is, request
 /// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread, a receive that does not block).</summary>
 internal static partial class Libc
 {
@@ -45,8 +45,24 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "chmod", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int Chmod(string path, uint mode);
 
+    /// <summary>(uid_t)-1 and (gid_t)-1: chown leaves that id as it is.</summary>
+    internal const uint NoChange = uint.MaxValue;
+
+    /// <summary>chown(2); uid_t and gid_t are unsigned 32-bit.</summary>
     [LibraryImport(LibraryName, EntryPoint = "chown", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int Chown(string path, int owner, int group);
+    internal static partial int Chown(string path, uint owner, uint group);
+
+    // <sys/stat.h>: the file type bits of st_mode (a stale socket file may be removed, any other file never).
+    internal const uint FileTypeMask = 0xF000;
+    internal const uint SocketFileType = 0xC000;
+
+    /// <summary>lstat(2) into a buffer as large as any struct stat (144 bytes on x86-64, 128 on arm64).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    internal static partial int LStat(string path, Span<byte> statBuffer);
+
+    /// <summary>st_mode of <see cref="LStat"/>'s buffer: after st_dev, st_ino, st_nlink (8 bytes each) on
+    /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
+    internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
 
     /// <summary>Returns a struct group* (or null); gr_gid follows the two char* fields gr_name and gr_passwd.</summary>
     [LibraryImport(LibraryName, EntryPoint = "getgrnam", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -77,6 +93,20 @@ internal static partial class Libc
 
     [LibraryImport(LibraryName, EntryPoint = "syscall")]
     private static partial long Syscall(long number, ref int word, int operation, int value, in Timespec timeout, nint word2, int value3);
+
+    // <sys/socket.h>, <errno.h>: what a descriptor systemd passed is, before it is taken for a listening socket.
+    internal const int SolSocket = 1;
+    internal const int SoType = 3;
+    internal const int SoAcceptConn = 30;
+    internal const int SockStream = 1;
+    internal const int SockDgram = 2;
+    internal const int SockSeqPacket = 5;
+    internal const int Ebadf = 9;
+    internal const int Enotsock = 88;
+
+    /// <summary>getsockopt(2) of an int option (socklen_t is 32-bit).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "getsockopt", SetLastError = true)]
+    internal static partial int GetSockOpt(int fd, int level, int option, out int value, ref uint length);
 
     internal const int MsgDontWait = 0x40;
 

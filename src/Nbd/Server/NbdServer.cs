@@ -153,7 +153,7 @@ public sealed class NbdServer : IAsyncDisposable
             {
                 // EMFILE and friends: keep serving the connections we have, retry shortly.
                 _logger.AcceptFailed(listener.Description, e);
-                await Task.Delay(100, CancellationToken.None).ConfigureAwait(false);
+                await AcceptBackOff.WaitAsync().ConfigureAwait(false);
                 continue;
             }
 

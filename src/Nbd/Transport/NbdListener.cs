@@ -36,11 +36,11 @@ public sealed class NbdListener : IDisposable
     internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 
     /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)
-    /// is removed first; a live one is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
+    /// is removed first; a live one, or a file that is not a socket, is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
     public static NbdListener BindUnix(string path, int mode = 0x1B0 /* 0660 */, string? group = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        RemoveStaleSocket(path);
+        UnixSocketFile.RemoveStale(path);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
@@ -50,7 +50,7 @@ public sealed class NbdListener : IDisposable
                 throw new IOException($"chmod {Convert.ToString(mode, 8)} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
 
-            if (group is not null && Libc.Chown(path, -1, ResolveGroup(group)) != 0)
+            if (group is not null && Libc.Chown(path, Libc.NoChange, ResolveGroup(group)) != 0)
             {
                 throw new IOException($"chown :{group} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
@@ -84,7 +84,8 @@ public sealed class NbdListener : IDisposable
     }
 
     /// <summary>The listening sockets systemd passed (LISTEN_PID/LISTEN_FDS, fds from 3); empty when this process
-    /// was not socket-activated. The variables are removed so that children do not inherit them.</summary>
+    /// was not socket-activated. The variables are removed so that children do not inherit them. Throws
+    /// <see cref="IOException"/> if a descriptor is not a listening stream socket.</summary>
     public static IReadOnlyList<NbdListener> FromSystemd()
     {
         string? pid = Environment.GetEnvironmentVariable("LISTEN_PID");
@@ -103,9 +104,21 @@ public sealed class NbdListener : IDisposable
         return FromInheritedDescriptors(FirstSystemdFd, count, names);
     }
 
-    /// <summary>Takes ownership of <paramref name="count"/> listening sockets at consecutive descriptors.</summary>
+    /// <summary>Takes ownership of <paramref name="count"/> listening sockets at consecutive descriptors. Throws
+    /// <see cref="IOException"/> naming the first descriptor that is not a listening stream socket, before any is
+    /// taken: accepting on anything else fails only later, inside the accept loop, while the daemon says it serves;
+    /// and a descriptor past those really passed (a wrong LISTEN_FDS) is one of the runtime's own, never to be
+    /// closed.</summary>
     internal static IReadOnlyList<NbdListener> FromInheritedDescriptors(int firstFd, int count, string[] names)
     {
+        for (int i = 0; i < count; i++)
+        {
+            if (WhyNotListening(firstFd + i) is { } why)
+            {
+                throw new IOException($"fd {firstFd + i}{SystemdName(names, i)} {why}");
+            }
+        }
+
         var listeners = new List<NbdListener>(count);
         for (int i = 0; i < count; i++)
         {
@@ -116,11 +129,46 @@ public sealed class NbdListener : IDisposable
                 IPEndPoint ip => "tcp:" + ip,
                 var other => "fd:" + (firstFd + i) + ":" + other,
             };
-            string name = i < names.Length && names[i].Length > 0 ? " (systemd " + names[i] + ")" : " (systemd)";
-            listeners.Add(new NbdListener(socket, where + name, null));
+            listeners.Add(new NbdListener(socket, where + SystemdName(names, i), null));
         }
 
         return listeners;
+    }
+
+    private static string SystemdName(string[] names, int i) => i < names.Length && names[i].Length > 0 ? " (systemd " + names[i] + ")" : " (systemd)";
+
+    /// <summary>Null for a listening stream socket; else what <paramref name="fd"/> is, and what a unit needs.</summary>
+    private static string? WhyNotListening(int fd)
+    {
+        uint length = sizeof(int);
+        if (Libc.GetSockOpt(fd, Libc.SolSocket, Libc.SoType, out int type, ref length) != 0)
+        {
+            return Marshal.GetLastPInvokeError() switch
+            {
+                Libc.Ebadf => "is not open: LISTEN_FDS counts more descriptors than were passed",
+                Libc.Enotsock => "is not a socket: zramd needs a listening stream socket (ListenStream=)",
+                _ => "cannot be inspected: " + Marshal.GetLastPInvokeErrorMessage(),
+            };
+        }
+
+        if (type != Libc.SockStream)
+        {
+            string kind = type switch
+            {
+                Libc.SockDgram => "a datagram socket (ListenDatagram=)",
+                Libc.SockSeqPacket => "a sequential-packet socket (ListenSequentialPacket=)",
+                _ => $"a socket of type {type}",
+            };
+            return $"is {kind}: zramd needs a listening stream socket (ListenStream=)";
+        }
+
+        length = sizeof(int);
+        if (Libc.GetSockOpt(fd, Libc.SolSocket, Libc.SoAcceptConn, out int listening, ref length) != 0 || listening == 0)
+        {
+            return "is a stream socket that is not listening (a connection, as Accept=yes passes): zramd needs Accept=no";
+        }
+
+        return null;
     }
 
     internal async ValueTask<Socket> AcceptAsync(CancellationToken cancellationToken)
@@ -152,42 +200,21 @@ public sealed class NbdListener : IDisposable
 
     public override string ToString() => Description;
 
-    private static void RemoveStaleSocket(string path)
+    /// <summary>A group name, or a number (gid_t is unsigned: up to 4294967294, since 4294967295 is chown's "no
+    /// change").</summary>
+    private static uint ResolveGroup(string group)
     {
-        if (!File.Exists(path))
+        if (!uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out uint gid))
         {
-            return;
-        }
-
-        using (var probe = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
-        {
-            try
+            IntPtr entry = Libc.GetGroupByName(group);
+            if (entry == IntPtr.Zero)
             {
-                probe.Connect(new UnixDomainSocketEndPoint(path));
-                throw new IOException($"{path} is in use by another server");
+                throw new IOException($"unknown group '{group}'");
             }
-            catch (SocketException)
-            {
-                // Nobody listens there: a leftover from a previous run.
-            }
+
+            gid = (uint)Marshal.ReadInt32(entry, Libc.GroupIdOffset);
         }
 
-        File.Delete(path);
-    }
-
-    private static int ResolveGroup(string group)
-    {
-        if (int.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out int gid))
-        {
-            return gid;
-        }
-
-        IntPtr entry = Libc.GetGroupByName(group);
-        if (entry == IntPtr.Zero)
-        {
-            throw new IOException($"unknown group '{group}'");
-        }
-
-        return Marshal.ReadInt32(entry, Libc.GroupIdOffset);
+        return gid != Libc.NoChange ? gid : throw new IOException($"group '{group}': id {Libc.NoChange} is chown's \"no change\", not a group");
     }
 }

@@ -270,9 +270,16 @@ public static partial class ConfigurationLoader
         if (daemon.SocketGroup is { } groupSetting)
         {
             socketGroup = groupSetting.Value;
-            if (!uint.TryParse(socketGroup, NumberStyles.None, CultureInfo.InvariantCulture, out _) && FindGroupId(facts.GroupFile, socketGroup) is null)
+            uint? groupId = uint.TryParse(socketGroup, NumberStyles.None, CultureInfo.InvariantCulture, out uint number) ? number : FindGroupId(facts.GroupFile, socketGroup);
+            if (groupId is null)
             {
                 throw groupSetting.Fail($"no such group in {facts.GroupFile}");
+            }
+
+            // chown(2) takes (gid_t)-1 as "leave the group as it is": the socket would silently keep zramd's group.
+            if (groupId == uint.MaxValue)
+            {
+                throw groupSetting.Fail($"group id {uint.MaxValue} is (gid_t)-1, which chown takes as \"no change\": group ids go up to {uint.MaxValue - 1}");
             }
         }
         else

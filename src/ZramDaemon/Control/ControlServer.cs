@@ -1,6 +1,7 @@
 using System.Net.Sockets;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using Nbd;
 
 namespace ZramDaemon.Control;
 
@@ -45,7 +46,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(handler);
         ArgumentNullException.ThrowIfNull(logger);
-        UnixSocketFile.RemoveStale(path);
+        UnixSocketFile.RemoveStale(path, "a running zramd");
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
         {
@@ -86,7 +87,9 @@ public sealed partial class ControlServer : IAsyncDisposable
             }
             catch (SocketException e)
             {
+                // EMFILE and friends: serve the requests we have, retry shortly rather than spin.
                 LogAcceptFailed(e.SocketErrorCode);
+                await AcceptBackOff.WaitAsync().ConfigureAwait(false);
                 continue;
             }
 

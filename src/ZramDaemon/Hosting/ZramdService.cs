@@ -98,7 +98,16 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _server.AddExport(new NbdExport(device.Name, () => $"zramd {device.Name}: {StatusTable.HumanSize(device.Size)}, {device.Algorithm}", device));
         }
 
-        IReadOnlyList<NbdListener> activated = NbdListener.FromSystemd();
+        IReadOnlyList<NbdListener> activated;
+        try
+        {
+            activated = NbdListener.FromSystemd();
+        }
+        catch (IOException e)
+        {
+            throw new DaemonStartException($"cannot serve the sockets systemd passed: {e.Message}", e);
+        }
+
         ListenAddress? hintAddress = null;
         if (activated.Count > 0)
         {

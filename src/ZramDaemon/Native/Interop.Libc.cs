@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace ZramDaemon.Native;
 
-/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), socket files, binding an
+/// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), binding an
 /// NBD connection to a kernel /dev/nbdX, the background threads' priority, and backing files (which file a path reaches, locking them, punching holes).</summary>
 internal static partial class Interop
 {
@@ -54,21 +54,8 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
         internal static partial int Fallocate(SafeHandle fd, int mode, long offset, long length);
 
-        // <sys/stat.h>: the file type bits of st_mode.
-        internal const uint FileTypeMask = 0xF000;
-        internal const uint SocketFileType = 0xC000;
-
-        /// <summary>lstat(2) into a buffer as large as any struct stat (144 bytes on x86-64, 128 on arm64).</summary>
-        [LibraryImport(LibraryName, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial int LStat(string path, Span<byte> statBuffer);
-
-        /// <summary>st_mode of <see cref="LStat"/>'s buffer: after st_dev, st_ino, st_nlink (8 bytes each) on
-        /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
-        internal static int StatModeOffset => System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture
-            == System.Runtime.InteropServices.Architecture.X64 ? 24 : 16;
-
-        /// <summary>stat(2), following symlinks, into a buffer as <see cref="LStat"/>'s: which file a writeback-file
-        /// path reaches.</summary>
+        /// <summary>stat(2), following symlinks, into a buffer as large as any struct stat (144 bytes on x86-64, 128 on
+        /// arm64): which file a writeback-file path reaches.</summary>
         [LibraryImport(LibraryName, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Stat(string path, Span<byte> statBuffer);
 

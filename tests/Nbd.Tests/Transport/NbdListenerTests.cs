@@ -57,6 +57,16 @@ public sealed class NbdListenerTests : IDisposable
     }
 
     [Fact]
+    public void A_path_that_holds_another_kind_of_file_is_refused_and_kept()
+    {
+        string path = Path.Combine(_directory, "notes.txt");
+        File.WriteAllText(path, "keep me");
+        var error = Assert.Throws<IOException>(() => NbdListener.BindUnix(path));
+        Assert.Contains("is not a socket", error.Message, StringComparison.Ordinal);
+        Assert.Equal("keep me", File.ReadAllText(path));
+    }
+
+    [Fact]
     public async Task Tcp_listener_serves_with_no_delay_on_loopback()
     {
         await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
@@ -87,6 +97,28 @@ public sealed class NbdListenerTests : IDisposable
             Environment.SetEnvironmentVariable("LISTEN_PID", null);
             Environment.SetEnvironmentVariable("LISTEN_FDS", null);
         }
+    }
+
+    [Fact]
+    public void Inherited_descriptors_that_are_not_listening_stream_sockets_are_refused_and_left_open()
+    {
+        using var datagram = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
+        datagram.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        int fd = (int)datagram.SafeHandle.DangerousGetHandle();
+        var error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(fd, 1, ["zramd.socket"]));
+        Assert.Equal($"fd {fd} (systemd zramd.socket) is a datagram socket (ListenDatagram=): zramd needs a listening stream socket (ListenStream=)", error.Message);
+        Assert.Equal(0, datagram.Available); // still open: nothing was taken
+
+        using var unbound = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors((int)unbound.SafeHandle.DangerousGetHandle(), 1, []));
+        Assert.Contains("not listening", error.Message, StringComparison.Ordinal);
+
+        using Microsoft.Win32.SafeHandles.SafeFileHandle file = File.OpenHandle(Path.Combine(_directory, "file"), FileMode.Create, FileAccess.ReadWrite);
+        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors((int)file.DangerousGetHandle(), 1, []));
+        Assert.Contains("is not a socket", error.Message, StringComparison.Ordinal);
+
+        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(1 << 30, 1, []));
+        Assert.Contains("is not open", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

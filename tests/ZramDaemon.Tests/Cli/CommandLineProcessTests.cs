@@ -274,6 +274,102 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.True(File.ReadAllBytes(copy).AsSpan(0, data.Length).SequenceEqual(data), "the first daemon's written-back pages read back different");
     }
 
+    /// <summary>writeback-file naming an existing directory passes the loader (its parent exists), then the device's
+    /// FileStream throws UnauthorizedAccessException, which DaemonRunner does not catch: "Unhandled exception." with a
+    /// stack trace, exit 134 (SIGABRT), after the configuration was logged and memory locked. The same path is taken
+    /// by a writeback-file in a directory zramd may not write (not root).</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void A_writeback_file_that_is_a_directory_is_one_line_naming_the_key_not_an_unhandled_exception()
+    {
+        string config = Path.Combine(_dir, "zramd.conf");
+        string folder = Directory.CreateDirectory(Path.Combine(_dir, "wb")).FullName;
+        File.WriteAllText(config, $"[zram0]\nzram-size = 16M\nwriteback-file = {folder}\n");
+        (int code, _, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + Path.Combine(_dir, "nbd.sock")], Env());
+        Assert.DoesNotContain("Unhandled exception", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        Assert.True(code is 78 or 1, $"exit {code}:\n{stderr}");
+        Assert.Contains("writeback-file", stderr, StringComparison.Ordinal);
+        Assert.True(Directory.Exists(folder));
+    }
+
+    /// <summary>RamExpression is a recursive-descent parser with no depth limit: a zram-size of some 20,000 nested
+    /// parentheses (or a long run of unary minus signs) overflows the main thread's stack. A stack overflow cannot be
+    /// caught in .NET: "Stack overflow." and a 20,000-frame trace, exit 134, instead of one line naming the key.</summary>
+    [Theory]
+    [Trait("Category", "ReviewFinding")]
+    [InlineData("parentheses")]
+    [InlineData("minus")]
+    public void A_deeply_nested_size_expression_is_one_line_naming_the_key_not_a_stack_overflow(string kind)
+    {
+        string expression = kind == "parentheses"
+            ? new string('(', 100_000) + "1" + new string(')', 100_000)
+            : new string('-', 1_000_000) + "1";
+        string config = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(config, $"[zram0]\nzram-size = {expression}\n");
+        (int code, string stdout, string stderr) = ZramdProcess.Run(["--config", config, "--listen", "unix:" + Path.Combine(_dir, "nbd.sock")], Env());
+        Assert.DoesNotContain("Stack overflow", stderr, StringComparison.Ordinal);
+        Assert.Equal(78, code);
+        Assert.StartsWith($"zramd: {config}:2 [zram0] zram-size = ", Assert.Single(stderr.TrimEnd('\n').Split('\n')), StringComparison.Ordinal);
+        Assert.Equal(string.Empty, stdout);
+    }
+
+    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader and
+    /// NbdListener.ResolveGroup both take gids up to 4294967294 (4294967295 is (gid_t)-1, which chown takes as "leave
+    /// the group", and the loader refuses it: see the BadFileValues row). Found by review: the loader took any uint,
+    /// but ResolveGroup parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
+    /// after the devices were made with "cannot listen on unix:...: unknown group '3000000000'", exit 1, naming no
+    /// key.</summary>
+    [Fact]
+    public void A_large_numeric_socket_group_either_works_or_is_a_configuration_error_naming_the_key()
+    {
+        string config = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(config, "[zramd]\nsocket-group = 3000000000\n[zram0]\nzram-size = 16M\n");
+        string socket = Path.Combine(_dir, "nbd.sock");
+        using ZramdProcess process = ZramdProcess.Start(["--config", config, "--listen", "unix:" + socket, "--control", Path.Combine(_dir, "zramd.ctl")], Env());
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            Thread.Sleep(20);
+        }
+
+        if (process.HasExited)
+        {
+            int code = process.WaitForExit(TimeSpan.FromSeconds(5));
+            Assert.True(code == 78, $"exit {code}:\n{process.StandardError}");
+            Assert.Contains("[zramd] socket-group = '3000000000'", process.StandardError, StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Contains("attach with:", process.StandardError, StringComparison.Ordinal);
+            process.Terminate();
+            Assert.Equal(0, process.WaitForExit(TimeSpan.FromSeconds(60)));
+        }
+    }
+
+    /// <summary>Under systemd's ProcSubset=pid (common hardening; zramd.service only warns against it in a comment)
+    /// /proc/meminfo does not exist. SystemFacts.Current reads it unconditionally (and throws if it has no MemTotal),
+    /// outside any catch: the daemon dies with "Unhandled exception. System.IO.FileNotFoundException: Could not find
+    /// file '/proc/meminfo'", exit 134, even with --size where no expression needs ram; and so does a verb that only
+    /// looks up its control socket through ZRAMD_CONTROL, which needs no RAM size at all. Run in a mount namespace with
+    /// a procfs mounted subset=pid (as root, as the suite runs).</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void Without_proc_meminfo_zramd_says_so_in_one_line_instead_of_an_unhandled_exception()
+    {
+        string socket = Path.Combine(_dir, "nbd.sock");
+        string control = Path.Combine(_dir, "zramd.ctl");
+        string script = "mount -t proc -o subset=pid proc /proc || exit 99; "
+            + $"timeout -s TERM 15 dotnet '{ZramdProcess.DllPath}' --size 16M --listen 'unix:{socket}' --control '{control}'; echo daemon-exit=$?; "
+            + $"ZRAMD_CONTROL='{control}' dotnet '{ZramdProcess.DllPath}' status; echo status-exit=$?";
+        ClientTool.Result result = ClientTool.Run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
+        Assert.True(result.ExitCode != 99, "cannot mount a procfs with subset=pid here: " + result.Stderr);
+        string both = result.Stdout + result.Stderr;
+        Assert.DoesNotContain("Unhandled exception", both, StringComparison.Ordinal);
+        Assert.DoesNotContain("daemon-exit=134", both, StringComparison.Ordinal);
+        Assert.DoesNotContain("status-exit=134", both, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_bad_environment_value_is_exit_78()
     {

@@ -49,6 +49,50 @@ public sealed class ConfigurationLoaderEdgeTests : IDisposable
         Assert.Equal(78, e.ExitCode);
     }
 
+    /// <summary><c>zramd --config "$CONF"</c> with CONF unset: IniFile.Load catches IOException and
+    /// UnauthorizedAccessException only, and File.ReadAllText("") throws ArgumentException: "Unhandled exception.
+    /// System.ArgumentException: The value cannot be an empty string. (Parameter 'path')", exit 134.</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void An_empty_config_option_is_a_usage_error_not_an_unhandled_exception()
+    {
+        ConfigurationException e = LoadFails(new CommandLineSettings { ConfigPath = string.Empty, Listen = ["unix:" + Path.Combine(_dir, "z.sock")] });
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(64, e.ExitCode);
+    }
+
+    /// <summary>LoadCertificate catches only CryptographicException around X509Certificate2.CreateFromPemFile: a
+    /// tls-key or tls-certificate that exists but cannot be read escapes as UnauthorizedAccessException or IOException,
+    /// "Unhandled exception", exit 134. The usual case is a key file of mode 0600 owned by root with zramd run as a
+    /// user (as nobody: "Unhandled exception. System.UnauthorizedAccessException: Access to the path '.../k.pem' is
+    /// denied."); the suite runs as root, so /proc/self/mem, whose read fails with EIO, stands in for it here.</summary>
+    [Theory]
+    [Trait("Category", "ReviewFinding")]
+    [InlineData("tls-key")]
+    [InlineData("tls-certificate")]
+    public void An_unreadable_tls_file_is_one_configuration_error_naming_the_key(string key)
+    {
+        using var ecdsa = System.Security.Cryptography.ECDsa.Create();
+        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=zramd-test", ecdsa, System.Security.Cryptography.HashAlgorithmName.SHA256);
+        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
+        string certPath = Path.Combine(_dir, "cert.pem"), keyPath = Path.Combine(_dir, "key.pem");
+        File.WriteAllText(certPath, certificate.ExportCertificatePem());
+        File.WriteAllText(keyPath, ecdsa.ExportPkcs8PrivateKeyPem());
+        if (key == "tls-key")
+        {
+            keyPath = "/proc/self/mem";
+        }
+        else
+        {
+            certPath = "/proc/self/mem";
+        }
+
+        string config = WriteConfig($"[zramd]\ntls-mode = required\ntls-certificate = {certPath}\ntls-key = {keyPath}\n");
+        ConfigurationException e = LoadFails(new CommandLineSettings { ConfigPath = config, Listen = ["tcp:127.0.0.1:10899"], ControlPath = Path.Combine(_dir, "z.ctl") });
+        Assert.Contains("[zramd] tls-", e.Message, StringComparison.Ordinal);
+        Assert.Equal(78, e.ExitCode);
+    }
+
     /// <summary>ParseDuration accepts n up to 10^9 with any unit, but TimeSpan.FromHours(10^9) is past TimeSpan.MaxValue
     /// (about 2.56e8 hours): OverflowException, unhandled.</summary>
     [Fact]

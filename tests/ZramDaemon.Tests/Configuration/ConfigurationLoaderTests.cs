@@ -324,6 +324,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\nsocket-mode = 0999", "[zramd] socket-mode = '0999': not a permission mode" },
         { "[zramd]\nsocket-mode = 4755", "[zramd] socket-mode = '4755': not a permission mode" },
         { "[zramd]\nsocket-group = no-such-group-zramd", "[zramd] socket-group = 'no-such-group-zramd': no such group" },
+        { "[zramd]\nsocket-group = 4294967295", "[zramd] socket-group = '4294967295':" },
         { "[zramd]\ntls-mode = sometimes", "[zramd] tls-mode = 'sometimes': use off, optional or required" },
         { "[zramd]\ntls-mode = required", "[zramd] tls-mode = 'required': TLS needs tls-certificate" },
         { "[zramd]\ntls-mode = optional\ntls-certificate = /nonexistent.pem", "[zramd] tls-certificate = '/nonexistent.pem': no such file" },

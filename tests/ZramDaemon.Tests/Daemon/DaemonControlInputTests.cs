@@ -95,4 +95,99 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
         Assert.Equal(0, device.GetProperty("mem_limit").GetInt64());
         Assert.Equal(16L << 20, device.GetProperty("disksize").GetInt64());
     }
+
+    /// <summary>Out of file descriptors (EMFILE), accept(2) on the control socket fails at once; the control socket's
+    /// accept loop then waits 100 ms before it retries, as the NBD listeners' loop does (both use AcceptBackOff), so a
+    /// full table costs about ten "control: accept failed" lines a second. Found by review: the control loop logged and
+    /// retried with no pause, a CPU spun and the journal got some 40,000 lines a second for as long as the connections
+    /// stayed open. Run under prlimit --nofile so that a few hundred connections reach the limit.</summary>
+    [Fact]
+    public async Task Out_of_file_descriptors_the_control_socket_retries_accept_shortly_rather_than_spinning()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        var connections = new List<Socket>();
+        try
+        {
+            string control = Path.Combine(dir, "zramd.ctl");
+            var info = new System.Diagnostics.ProcessStartInfo("prlimit") { UseShellExecute = false, RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (string arg in new[] { "--nofile=200:200", "dotnet", ZramdProcess.DllPath, "--size", "16M", "--listen", "unix:" + Path.Combine(dir, "zramd.sock"), "--control", control })
+            {
+                info.ArgumentList.Add(arg);
+            }
+
+            foreach (string name in info.Environment.Keys.Where(k => k.StartsWith("ZRAMD_", StringComparison.Ordinal) || k.StartsWith("LISTEN_", StringComparison.Ordinal) || k is "NOTIFY_SOCKET" or "JOURNAL_STREAM" or "WATCHDOG_USEC").ToList())
+            {
+                info.Environment.Remove(name);
+            }
+
+            int failures = 0;
+            bool started = false;
+            using var zramd = System.Diagnostics.Process.Start(info)!;
+            zramd.ErrorDataReceived += (_, e) =>
+            {
+                if (e.Data?.Contains("control: accept failed", StringComparison.Ordinal) == true)
+                {
+                    Interlocked.Increment(ref failures);
+                }
+                else if (e.Data?.Contains("attach with:", StringComparison.Ordinal) == true)
+                {
+                    Volatile.Write(ref started, true);
+                }
+            };
+            zramd.BeginErrorReadLine();
+            zramd.BeginOutputReadLine();
+            try
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                while (!Volatile.Read(ref started) && clock.Elapsed < TimeSpan.FromSeconds(60) && !zramd.HasExited)
+                {
+                    await Task.Delay(20);
+                }
+
+                Assert.True(Volatile.Read(ref started), "zramd did not start");
+
+                // Past the limit the connections wait in the backlog, then connect fails (EAGAIN): retry a little, then stop.
+                for (int i = 0, refused = 0; i < 400 && refused < 20; i++)
+                {
+                    var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    connections.Add(socket);
+                    try
+                    {
+                        await socket.ConnectAsync(new UnixDomainSocketEndPoint(control)).WaitAsync(TimeSpan.FromMilliseconds(500));
+                        refused = 0;
+                    }
+                    catch (Exception e) when (e is TimeoutException or SocketException)
+                    {
+                        refused++;
+                        await Task.Delay(50);
+                    }
+                }
+
+                await Task.Delay(1000);
+                int before = Volatile.Read(ref failures);
+                await Task.Delay(2000);
+                int inTwoSeconds = Volatile.Read(ref failures) - before;
+                Assert.True(before > 0, "the descriptor limit was never reached");
+                Assert.True(inTwoSeconds < 200, $"{inTwoSeconds} 'accept failed' lines in 2 s");
+            }
+            finally
+            {
+                foreach (Socket socket in connections)
+                {
+                    socket.Dispose();
+                }
+
+                if (!zramd.HasExited)
+                {
+                    zramd.Kill(entireProcessTree: true);
+                }
+
+                zramd.WaitForExit();
+            }
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
 }

@@ -75,6 +75,67 @@ public sealed partial class DaemonLifecycleTests
         }
     }
 
+    /// <summary>WatchdogSec= at the edges of what systemd takes. WatchdogAsync builds a PeriodicTimer of half of
+    /// $WATCHDOG_USEC, which must be from 1 ms to 2^32-2 ms: WatchdogSec=1ms (500 us) or of 100 days or more throws
+    /// inside the async method, so the task faults silently and no WATCHDOG=1 is ever sent (systemd then kills zramd
+    /// and every page it holds); the fault only surfaces at SIGTERM, "zramd could not start" with a stack trace, exit 1.
+    /// Past about 29,000 years (TimeSpan's range) SystemdNotifier's constructor throws OverflowException outside any
+    /// catch: "Unhandled exception", exit 134, before READY.</summary>
+    [Theory]
+    [Trait("Category", "ReviewFinding")]
+    [InlineData("400000")]
+    [InlineData("1000")]
+    [InlineData("8640000000000")]
+    [InlineData("9223372036854775807")]
+    public void Any_watchdog_interval_systemd_passes_gets_watchdog_pings_and_a_clean_stop(string watchdogUsec)
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            string notifyPath = Path.Combine(dir, "notify");
+            using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+            notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+            using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
+            {
+                ["RUNTIME_DIRECTORY"] = dir,
+                ["NOTIFY_SOCKET"] = notifyPath,
+                ["WATCHDOG_USEC"] = watchdogUsec,
+            });
+            // Past TimeSpan's range a watchdog that never fires in practice may as well be none: READY=1 is enough there.
+            string expected = watchdogUsec.Length > 15 ? "READY=1" : "WATCHDOG=1";
+            Exception? missing = Record.Exception(() => ReceiveAll(notify, m => m.Any(s => s.Contains(expected, StringComparison.Ordinal)), TimeSpan.FromSeconds(30)));
+            Assert.True(missing is null, $"no {expected} was sent; stderr:\n" + zramd.StandardError);
+
+            zramd.Terminate();
+            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+            Assert.DoesNotContain("   at ", zramd.StandardError, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>SIGHUP, which admins send out of habit after editing a configuration ("reload"), keeps its default
+    /// action: zramd dies at once, with no log line, no STOPPING=1, no detach of the kernel devices it attached
+    /// (attach =), and every stored page gone (Restart=on-failure then starts it empty). zramd has no reload; it should
+    /// ignore SIGHUP or say that it does not reload, and keep serving.</summary>
+    [Fact]
+    [Trait("Category", "ReviewFinding")]
+    public void Sighup_does_not_kill_the_daemon_and_its_data()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        using (var hup = System.Diagnostics.Process.Start("kill", ["-HUP", daemon.Process.Id.ToString(CultureInfo.InvariantCulture)]))
+        {
+            hup.WaitForExit();
+        }
+
+        Thread.Sleep(2000);
+        Assert.False(daemon.Process.HasExited, "zramd died of SIGHUP; stderr:\n" + daemon.Process.StandardError);
+        ClientTool.Run("nbdinfo", ["--size", daemon.Uri()]).EnsureSuccess();
+        Assert.Equal(0, daemon.Stop());
+    }
+
     [Fact]
     public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
     {
@@ -305,6 +366,90 @@ public sealed partial class DaemonLifecycleTests
         (code, _, _) = ZramdProcess.Run(["--listen", "tcp:192.0.2.1:10809", "--size", "16M", "--control", otherControl]);
         Assert.Equal(1, code);
         Assert.Equal(0, first.Stop());
+    }
+
+    /// <summary>A --listen path that holds a regular file fails the start ("... exists and is not a socket") and the
+    /// file is kept: the NBD listener and the control socket share UnixSocketFile.RemoveStale, which removes only a
+    /// stale socket. Found by review: NbdListener.BindUnix's own check was File.Exists, so a regular file at the path
+    /// was taken for a stale socket and deleted, and zramd served there; a typo (unix:/etc/zramd/zramd.conf)
+    /// destroyed the file.</summary>
+    [Fact]
+    public void A_listen_path_that_holds_a_regular_file_fails_the_start_and_keeps_the_file()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            string precious = Path.Combine(dir, "notes.txt");
+            File.WriteAllText(precious, "precious\n");
+            using ZramdProcess process = ZramdProcess.Start(["--listen", "unix:" + precious, "--control", Path.Combine(dir, "zramd.ctl"), "--size", "16M"]);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                Thread.Sleep(20);
+            }
+
+            string? content = null;
+            try
+            {
+                content = File.ReadAllText(precious);
+            }
+            catch (IOException)
+            {
+                // Replaced by zramd's socket (ENXIO), or gone.
+            }
+
+            Assert.True(content == "precious\n", "the regular file at the listen path was deleted and replaced by the NBD socket; stderr:\n" + process.StandardError);
+            Assert.Equal(1, process.WaitForExit(TimeSpan.FromSeconds(30)));
+            Assert.Contains("not a socket", process.StandardError, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    /// <summary>A socket systemd passes that is not a listening stream socket (a .socket unit with ListenDatagram=, or
+    /// Accept=yes passing a connection; also a descriptor that is no socket or not open) fails the start in one line
+    /// naming the fd and what it is ("cannot serve the sockets systemd passed: fd 3 is a datagram socket ..."), exit 1,
+    /// before anything is served. Found by review: it was taken as it was: zramd logged "serving zram0 on tcp:...",
+    /// sent READY=1 and answered the control socket, but accepted nothing (its accept loop faulted with "You must call
+    /// the Listen method"); the failure only showed at SIGTERM, as "zramd could not start" with a stack trace and
+    /// exit 1.</summary>
+    [Fact]
+    public void Socket_activation_with_a_datagram_socket_fails_the_start_in_one_line()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            int port;
+            using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+            {
+                probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+                port = ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port;
+            }
+
+            using var activator = SocketActivator.Start([$"127.0.0.1:{port}"], dir, ["--size", "16M", "--control", Path.Combine(dir, "zramd.ctl")], ["--datagram"]);
+
+            // systemd-socket-activate execs zramd on the first datagram.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
+            {
+                while (!activator.Log.Contains("Execing", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(10))
+                {
+                    client.SendTo([1], new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port));
+                    Thread.Sleep(100);
+                }
+            }
+
+            Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running on a socket it cannot accept on:\n" + activator.Log);
+            Assert.Equal(1, activator.ExitCode);
+            Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
+            Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
     }
 
     [Fact]

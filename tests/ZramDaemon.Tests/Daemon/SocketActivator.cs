@@ -40,9 +40,15 @@ public sealed class SocketActivator : IDisposable
     }
 
     /// <param name="listen">systemd-socket-activate -l values: a path or [ADDRESS:]PORT.</param>
-    public static SocketActivator Start(IEnumerable<string> listen, string runtimeDirectory, IEnumerable<string> zramdArgs)
+    /// <param name="activatorOptions">More options of systemd-socket-activate (e.g. --datagram).</param>
+    public static SocketActivator Start(IEnumerable<string> listen, string runtimeDirectory, IEnumerable<string> zramdArgs, IEnumerable<string>? activatorOptions = null)
     {
         var info = new ProcessStartInfo("systemd-socket-activate") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
+        foreach (string option in activatorOptions ?? [])
+        {
+            info.ArgumentList.Add(option);
+        }
+
         foreach (string where in listen)
         {
             info.ArgumentList.Add("-l");
@@ -74,6 +80,20 @@ public sealed class SocketActivator : IDisposable
         _process.WaitForExit();
         return _process.ExitCode;
     }
+
+    /// <summary>Waits for zramd (or the activator) to exit by itself; false if it is still running.</summary>
+    public bool WaitForExit(TimeSpan timeout)
+    {
+        if (!_process.WaitForExit(timeout))
+        {
+            return false;
+        }
+
+        _process.WaitForExit();
+        return true;
+    }
+
+    public int ExitCode => _process.ExitCode;
 
     public void Dispose()
     {
