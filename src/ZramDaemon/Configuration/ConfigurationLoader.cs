@@ -532,6 +532,12 @@ public static partial class ConfigurationLoader
                 throw fileSetting.Fail(fileRequired);
             }
 
+            // Else the device's open fails with EISDIR only after memory was locked.
+            if (Directory.Exists(writebackFile))
+            {
+                throw fileSetting.Fail($"that is a directory: {fileRequired}");
+            }
+
             if (writebackFile.StartsWith("/dev/", StringComparison.Ordinal))
             {
                 throw fileSetting.Fail("zramd writes back to a file, not a device (zram-generator's writeback-device): give a path on a filesystem");
