@@ -676,9 +676,13 @@ public static partial class ConfigurationLoader
             throw key.Fail("no such file");
         }
 
+        // Read here rather than by CreateFromPemFile, so that a file that cannot be read (a root-only key, zramd run as
+        // a user) is reported under its own key. Without tls-key the key is looked for in the certificate's file.
+        string certificatePem = ReadPem(certificate);
+        string keyPem = daemon.TlsKey is { } keySetting ? ReadPem(keySetting) : certificatePem;
         try
         {
-            using var pem = X509Certificate2.CreateFromPemFile(certificate.Value, daemon.TlsKey?.Value);
+            using var pem = X509Certificate2.CreateFromPem(certificatePem, keyPem);
             if (!pem.HasPrivateKey)
             {
                 throw certificate.Fail("the certificate has no private key: set tls-key");
@@ -690,6 +694,18 @@ public static partial class ConfigurationLoader
         catch (CryptographicException e)
         {
             throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
+        }
+    }
+
+    private static string ReadPem(Setting file)
+    {
+        try
+        {
+            return File.ReadAllText(file.Value);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw file.Fail($"cannot read the file: {e.Message}");
         }
     }
 
