@@ -539,6 +539,12 @@ public static partial class ConfigurationLoader
                 throw fileSetting.Fail(fileRequired);
             }
 
+            // Else the device's open fails with EISDIR only after memory was locked.
+            if (Directory.Exists(writebackFile))
+            {
+                throw fileSetting.Fail($"that is a directory: {fileRequired}");
+            }
+
             if (writebackFile.StartsWith("/dev/", StringComparison.Ordinal))
             {
                 throw fileSetting.Fail("zramd writes back to a file, not a device (zram-generator's writeback-device): give a path on a filesystem");
@@ -677,9 +683,13 @@ public static partial class ConfigurationLoader
             throw key.Fail("no such file");
         }
 
+        // Read here rather than by CreateFromPemFile, so that a file that cannot be read (a root-only key, zramd run as
+        // a user) is reported under its own key. Without tls-key the key is looked for in the certificate's file.
+        string certificatePem = ReadPem(certificate);
+        string keyPem = daemon.TlsKey is { } keySetting ? ReadPem(keySetting) : certificatePem;
         try
         {
-            using var pem = X509Certificate2.CreateFromPemFile(certificate.Value, daemon.TlsKey?.Value);
+            using var pem = X509Certificate2.CreateFromPem(certificatePem, keyPem);
             if (!pem.HasPrivateKey)
             {
                 throw certificate.Fail("the certificate has no private key: set tls-key");
@@ -691,6 +701,18 @@ public static partial class ConfigurationLoader
         catch (CryptographicException e)
         {
             throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
+        }
+    }
+
+    private static string ReadPem(Setting file)
+    {
+        try
+        {
+            return File.ReadAllText(file.Value);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw file.Fail($"cannot read the file: {e.Message}");
         }
     }
 

@@ -6,11 +6,16 @@ namespace ZramDaemon.Configuration;
 /// zram-generator's size expressions: arithmetic over <c>ram</c> (the machine's MemTotal in MiB) giving MiB,
 /// e.g. <c>min(ram / 2, 4096)</c>. Grammar: + - * / with the usual precedence, unary minus, parentheses,
 /// min(a, b, ...) and max(a, b, ...), decimal numbers. A number may carry a K, M, G or T suffix
-/// (<c>4G</c> = 4096), so that a plain size is also an expression.
+/// (<c>4G</c> = 4096), so that a plain size is also an expression. At most <see cref="MaxNesting"/> levels deep.
 /// </summary>
 public static class RamExpression
 {
     public const string DefaultSize = "min(ram / 2, 4096)";
+
+    /// <summary>Parentheses, min/max calls and unary minus signs inside one another: each is a few frames of this
+    /// recursive parser, and a stack overflow cannot be caught (some 20,000 levels kill the process). Far more than any
+    /// real size needs.</summary>
+    public const int MaxNesting = 100;
 
     public static bool TryEvaluate(string text, double ramMiB, out double mib, out string error)
     {
@@ -51,6 +56,7 @@ public static class RamExpression
         private readonly string _text = text;
         private readonly double _ram = ram;
         private int _pos;
+        private int _depth;
 
         public readonly bool AtEnd => _pos >= _text.Length;
 
@@ -117,7 +123,15 @@ public static class RamExpression
         private double ParseUnary()
         {
             SkipSpace();
-            return Accept('-') ? -ParseUnary() : ParsePrimary();
+            if (!Accept('-'))
+            {
+                return ParsePrimary();
+            }
+
+            Enter();
+            double value = -ParseUnary();
+            _depth--;
+            return value;
         }
 
         private double ParsePrimary()
@@ -125,8 +139,10 @@ public static class RamExpression
             SkipSpace();
             if (Accept('('))
             {
+                Enter();
                 double inner = ParseSum();
                 Expect(')');
+                _depth--;
                 return inner;
             }
 
@@ -161,6 +177,7 @@ public static class RamExpression
         {
             SkipSpace();
             Expect('(');
+            Enter();
             double result = ParseSum();
             SkipSpace();
             while (Accept(','))
@@ -171,7 +188,17 @@ public static class RamExpression
             }
 
             Expect(')');
+            _depth--;
             return result;
+        }
+
+        /// <summary>One level deeper (a failed parse is abandoned, so only success needs to come back up).</summary>
+        private void Enter()
+        {
+            if (++_depth > MaxNesting)
+            {
+                throw new FormatException($"nested more than {MaxNesting} levels deep (parentheses, min() and max(), unary minus signs) at position {_pos}");
+            }
         }
 
         private double ParseNumber()

@@ -178,41 +178,52 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _options = options;
         _logger = loggerFactory.CreateLogger<ZramDevice>();
         _slots = new SlotTable(options.DiskSize >> PageShift);
-        _pool = new ZsPool(new ZsPoolOptions { Name = options.Name, DeferredFreeCapacity = DeferredFreeCapacity(options) },
-            loggerFactory.CreateLogger<ZsPool>());
-        // Compressed output must be below the huge class size to be worth storing compressed (the kernel's huge_class_size).
-        _maxCompressedSize = _pool.HugeClassSize - 1;
-        _compressor = new Compressor(spec);
-        _decompressors[(int)spec.Algorithm] = _compressor;
-        _allCompressors.Add(_compressor);
-        if (options.RecompressAlgorithm is not null)
+        try
         {
-            // One stream is enough: recompression runs on one thread at a time (background or on request). When it
-            // decodes the algorithm's pages it has a decoder per CPU besides, so that a read of them waits neither for
-            // the recompressor (milliseconds a page at zstd:19) nor for other such reads.
-            bool decodes = _decompressors[(int)secondarySpec.Algorithm] is null;
-            _secondary = new Compressor(secondarySpec, streamCount: 1, decoderCount: decodes ? Environment.ProcessorCount : 0);
-            _allCompressors.Add(_secondary);
-            _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
+            _pool = new ZsPool(new ZsPoolOptions { Name = options.Name, DeferredFreeCapacity = DeferredFreeCapacity(options) },
+                loggerFactory.CreateLogger<ZsPool>());
+            // Compressed output must be below the huge class size to be worth storing compressed (the kernel's huge_class_size).
+            _maxCompressedSize = _pool.HugeClassSize - 1;
+            _compressor = new Compressor(spec);
+            _decompressors[(int)spec.Algorithm] = _compressor;
+            _allCompressors.Add(_compressor);
+            if (options.RecompressAlgorithm is not null)
+            {
+                // One stream is enough: recompression runs on one thread at a time (background or on request). When it
+                // decodes the algorithm's pages it has a decoder per CPU besides, so that a read of them waits neither for
+                // the recompressor (milliseconds a page at zstd:19) nor for other such reads.
+                bool decodes = _decompressors[(int)secondarySpec.Algorithm] is null;
+                _secondary = new Compressor(secondarySpec, streamCount: 1, decoderCount: decodes ? Environment.ProcessorCount : 0);
+                _allCompressors.Add(_secondary);
+                _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
+            }
+
+            _memLimit = options.MemLimit;
+            _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
+            _pool.DeferredGrowthAllowed = RoomWithinLimit;
+            _pool.PeakPagesRaised = NotePagePeak;
+            _dedup = options.Dedup ? new DedupIndex() : null;
+            if (options.BackingFile is not null)
+            {
+                // One block per slot: a slot holds at most one, so the file never fills before the device does.
+                _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
+            }
+
+            _moveHandlesBelowMark = MoveHandlesBelowMark;
+            _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
+            if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
+            {
+                _recompressor = new Recompressor(this, options.RecompressIdleAfter, options.RecompressCpuPercent, _logger);
+            }
+        }
+        catch
+        {
+            // The caller never gets the device to dispose (a backing file that cannot be opened, say): free the pool,
+            // the compressors' native streams and the threads started so far here.
+            Dispose();
+            throw;
         }
 
-        _memLimit = options.MemLimit;
-        _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
-        _pool.DeferredGrowthAllowed = RoomWithinLimit;
-        _pool.PeakPagesRaised = NotePagePeak;
-        _dedup = options.Dedup ? new DedupIndex() : null;
-        if (options.BackingFile is not null)
-        {
-            // One block per slot: a slot holds at most one, so the file never fills before the device does.
-            _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
-        }
-
-        _moveHandlesBelowMark = MoveHandlesBelowMark;
-        _compactor = new BackgroundCompactor(this, options.CompactInterval, _logger);
-        if (_secondary is not null && options.RecompressIdleAfter > TimeSpan.Zero)
-        {
-            _recompressor = new Recompressor(this, options.RecompressIdleAfter, options.RecompressCpuPercent, _logger);
-        }
         ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), options.MemLimit);
     }
 
@@ -702,9 +713,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _disposed = true;
         _recompressor?.Dispose();
-        _compactor.Dispose();
+
+        // Null only when the constructor failed before making them.
+        _compactor?.Dispose();
         _backing?.Dispose();
-        _pool.Dispose();
+        _pool?.Dispose();
         foreach (Compressor compressor in _allCompressors)
         {
             compressor.Dispose();

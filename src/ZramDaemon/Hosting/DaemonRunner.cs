@@ -12,7 +12,7 @@ namespace ZramDaemon.Hosting;
 /// <c>zramd</c> without a verb. Order matters: mark the process as an I/O flusher before any thread exists
 /// (threads inherit it), validate the whole configuration (nothing starts half-configured: exit 78), lock
 /// memory, then run the generic host until SIGTERM (exit 0) or a failure to start (exit 1; 78 for a configuration
-/// error only the start can see, a writeback-file another process holds).
+/// error only the start can see, a writeback-file another process holds or zramd cannot open).
 /// </summary>
 internal static partial class DaemonRunner
 {
@@ -56,7 +56,7 @@ internal static partial class DaemonRunner
         }
         catch (ConfigurationException e)
         {
-            // One only the start can see (a writeback-file another process holds): one line, as the others.
+            // One only the start can see (a writeback-file another process holds or zramd cannot open): one line, as the others.
             notifier.Notify("STATUS=failed to start: " + e.Message);
             Console.Error.WriteLine($"zramd: {e.Message}");
             return e.ExitCode;

@@ -210,9 +210,11 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 },
                 _loggerFactory);
         }
-        catch (BackingFileInUseException e)
+        catch (Exception e) when (d.WritebackFile is not null && e is IOException or UnauthorizedAccessException)
         {
-            string why = $"{BackingFileInUseException.Reason}: each device needs a file of its own";
+            // Only the backing file touches the filesystem here: one another zramd holds, or one zramd cannot open,
+            // create or size (no permission, /proc, a read-only or full filesystem) is the key's fault, with the OS's reason.
+            string why = e is BackingFileInUseException ? $"{BackingFileInUseException.Reason}: each device needs a file of its own" : e.Message;
             throw d.WritebackFileSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] writeback-file = '{d.WritebackFile}': {why}", e);
         }
     }

@@ -41,4 +41,19 @@ public class RamExpressionTests
         Assert.False(RamExpression.TryEvaluate(expression, 1024, out _, out string error));
         Assert.Contains(reason, error, StringComparison.Ordinal);
     }
+
+    /// <summary>Up to MaxNesting levels of parentheses, calls and unary minus signs evaluate; one more is an error
+    /// rather than a deeper recursion (see CommandLineProcessTests for the stack overflow it prevents).</summary>
+    [Theory]
+    [InlineData("(", ")")]
+    [InlineData("max(", ")")]
+    [InlineData("-", "")]
+    public void Nesting_is_limited(string open, string close)
+    {
+        string Nested(int levels) => string.Concat(Enumerable.Repeat(open, levels)) + "1" + string.Concat(Enumerable.Repeat(close, levels));
+        Assert.True(RamExpression.TryEvaluate(Nested(RamExpression.MaxNesting), 1024, out double mib, out string error), error);
+        Assert.Equal(1, mib);
+        Assert.False(RamExpression.TryEvaluate(Nested(RamExpression.MaxNesting + 1), 1024, out _, out error));
+        Assert.Contains($"nested more than {RamExpression.MaxNesting} levels deep", error, StringComparison.Ordinal);
+    }
 }
