@@ -408,7 +408,7 @@ public static partial class ConfigurationLoader
         };
     }
 
-    private static DeviceConfiguration BuildDevice(DeviceValues device, double ramMiB)
+    private static DeviceConfiguration BuildDevice(DeviceValues device, double? ramMiB)
     {
         long diskSize;
         if (device.Size is { } sizeSetting)
@@ -613,7 +613,7 @@ public static partial class ConfigurationLoader
 
     /// <summary>A size in bytes: a plain size (K/M/G/T suffix, else bytes) from the command line and
     /// environment, a zram-generator expression of ram in MiB from the file.</summary>
-    private static long EvaluateSize(Setting setting, double ramMiB)
+    private static long EvaluateSize(Setting setting, double? ramMiB)
     {
         if (setting.IsPlainSize)
         {
