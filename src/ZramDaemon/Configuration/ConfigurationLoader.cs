@@ -34,6 +34,13 @@ public static partial class ConfigurationLoader
 
         // 1. Which file: --config, else ZRAMD_CONFIG, else /etc/zramd/zramd.conf when it exists.
         string? configPath = flags.ConfigPath ?? facts.Get("ZRAMD_CONFIG");
+
+        // --config "$CONF" with CONF unset: File.ReadAllText("") throws ArgumentException, not an error IniFile reports.
+        // (An empty ZRAMD_CONFIG counts as unset.)
+        if (flags.ConfigPath is { } option && !FilePath.TryGetFullPath(option, out _, out string pathError))
+        {
+            throw new Setting(option, "option --config", true).Fail(pathError);
+        }
         if (configPath is null && File.Exists(facts.DefaultConfigFile))
         {
             configPath = facts.DefaultConfigFile;
