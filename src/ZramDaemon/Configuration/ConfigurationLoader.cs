@@ -34,6 +34,13 @@ public static partial class ConfigurationLoader
 
         // 1. Which file: --config, else ZRAMD_CONFIG, else /etc/zramd/zramd.conf when it exists.
         string? configPath = flags.ConfigPath ?? facts.Get("ZRAMD_CONFIG");
+
+        // --config "$CONF" with CONF unset: File.ReadAllText("") throws ArgumentException, not an error IniFile reports.
+        // (An empty ZRAMD_CONFIG counts as unset.)
+        if (flags.ConfigPath is { } option && !FilePath.TryGetFullPath(option, out _, out string pathError))
+        {
+            throw new Setting(option, "option --config", true).Fail(pathError);
+        }
         if (configPath is null && File.Exists(facts.DefaultConfigFile))
         {
             configPath = facts.DefaultConfigFile;
@@ -415,7 +422,7 @@ public static partial class ConfigurationLoader
         };
     }
 
-    private static DeviceConfiguration BuildDevice(DeviceValues device, double ramMiB)
+    private static DeviceConfiguration BuildDevice(DeviceValues device, double? ramMiB)
     {
         long diskSize;
         if (device.Size is { } sizeSetting)
@@ -626,7 +633,7 @@ public static partial class ConfigurationLoader
 
     /// <summary>A size in bytes: a plain size (K/M/G/T suffix, else bytes) from the command line and
     /// environment, a zram-generator expression of ram in MiB from the file.</summary>
-    private static long EvaluateSize(Setting setting, double ramMiB)
+    private static long EvaluateSize(Setting setting, double? ramMiB)
     {
         if (setting.IsPlainSize)
         {

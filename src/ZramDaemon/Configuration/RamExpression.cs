@@ -17,7 +17,11 @@ public static class RamExpression
     /// real size needs.</summary>
     public const int MaxNesting = 100;
 
-    public static bool TryEvaluate(string text, double ramMiB, out double mib, out string error)
+    /// <summary>Why an expression that uses <c>ram</c> fails when MemTotal is unknown.</summary>
+    public const string RamUnknown = "ram is unknown: /proc/meminfo cannot be read (systemd's ProcSubset=pid hides it); give a plain size such as 4G instead (the device size also takes --size or ZRAMD_SIZE)";
+
+    /// <param name="ramMiB">MemTotal in MiB; null when unknown, which fails only an expression that uses ram.</param>
+    public static bool TryEvaluate(string text, double? ramMiB, out double mib, out string error)
     {
         var parser = new Parser(text, ramMiB);
         try
@@ -51,10 +55,10 @@ public static class RamExpression
         }
     }
 
-    private ref struct Parser(string text, double ram)
+    private ref struct Parser(string text, double? ram)
     {
         private readonly string _text = text;
-        private readonly double _ram = ram;
+        private readonly double? _ram = ram;
         private int _pos;
         private int _depth;
 
@@ -161,7 +165,7 @@ public static class RamExpression
             switch (word)
             {
                 case "ram":
-                    return _ram;
+                    return _ram ?? throw new FormatException(RamUnknown);
                 case "min":
                 case "max":
                     return ParseCall(word == "min");

@@ -7,7 +7,9 @@ public sealed record SystemFacts
 {
     public const string DefaultConfigPath = "/etc/zramd/zramd.conf";
 
-    public required double RamMiB { get; init; }
+    /// <summary>MemTotal in MiB; null when /proc/meminfo cannot be read (systemd's ProcSubset=pid hides it): then only
+    /// a size that uses <c>ram</c> fails, see <see cref="RamExpression.RamUnknown"/>.</summary>
+    public required double? RamMiB { get; init; }
 
     public required bool IsRoot { get; init; }
 
@@ -72,24 +74,32 @@ public sealed record SystemFacts
         return ids;
     }
 
-    /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it.</summary>
-    public static double ReadMemTotalMiB()
+    /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it; null when the file cannot be read or
+    /// has no MemTotal line. Read at every start and by every verb, most of which never need it: a failure here must
+    /// not stop them.</summary>
+    public static double? ReadMemTotalMiB()
     {
-        foreach (string line in File.ReadLines("/proc/meminfo"))
+        try
         {
-            if (line.StartsWith("MemTotal:", StringComparison.Ordinal))
+            foreach (string line in File.ReadLines("/proc/meminfo"))
             {
-                string kib = line["MemTotal:".Length..].Trim();
-                if (kib.EndsWith(" kB", StringComparison.Ordinal))
+                if (line.StartsWith("MemTotal:", StringComparison.Ordinal))
                 {
-                    kib = kib[..^3];
-                }
+                    string kib = line["MemTotal:".Length..].Trim();
+                    if (kib.EndsWith(" kB", StringComparison.Ordinal))
+                    {
+                        kib = kib[..^3];
+                    }
 
-                return long.Parse(kib, NumberStyles.None, CultureInfo.InvariantCulture) / 1024.0;
+                    return long.TryParse(kib, NumberStyles.None, CultureInfo.InvariantCulture, out long value) ? value / 1024.0 : null;
+                }
             }
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
 
-        throw new InvalidOperationException("/proc/meminfo has no MemTotal line");
+        return null;
     }
 
     public string? Get(string name) => Environment.TryGetValue(name, out string? value) && value.Length > 0 ? value : null;

@@ -57,8 +57,8 @@ public sealed record ZramdConfiguration
 
     public Serilog.Events.LogEventLevel LogLevel { get; init; } = Serilog.Events.LogEventLevel.Information;
 
-    /// <summary>MemTotal in MiB, the <c>ram</c> of size expressions.</summary>
-    public double RamMiB { get; init; }
+    /// <summary>MemTotal in MiB, the <c>ram</c> of size expressions; null when /proc/meminfo cannot be read.</summary>
+    public double? RamMiB { get; init; }
 
     public required IReadOnlyList<DeviceConfiguration> Devices { get; init; }
 }

@@ -10,7 +10,7 @@ internal static partial class ConfigurationReport
 {
     public static void Log(ILogger logger, ZramdConfiguration config)
     {
-        LogSource(logger, config.ConfigPath ?? "none (embedded default)", config.RamMiB.ToString("0", CultureInfo.InvariantCulture));
+        LogSource(logger, config.ConfigPath ?? "none (embedded default)", config.RamMiB is { } ram ? ram.ToString("0", CultureInfo.InvariantCulture) + " MiB" : "unknown (/proc/meminfo cannot be read)");
         LogDaemon(
             logger,
             string.Join(' ', config.Listen),
@@ -51,8 +51,8 @@ internal static partial class ConfigurationReport
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "configuration file: {Path}; ram = {RamMiB} MiB")]
-    private static partial void LogSource(ILogger logger, string path, string ramMiB);
+    [LoggerMessage(Level = LogLevel.Information, Message = "configuration file: {Path}; ram = {Ram}")]
+    private static partial void LogSource(ILogger logger, string path, string ram);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {Lock}")]

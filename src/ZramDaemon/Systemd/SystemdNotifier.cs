@@ -28,10 +28,17 @@ public sealed class SystemdNotifier : IDisposable
         WatchdogInterval = ReadWatchdogInterval(environment);
     }
 
+    /// <summary>PeriodicTimer's shortest period.</summary>
+    public static readonly TimeSpan MinWatchdogInterval = TimeSpan.FromMilliseconds(1);
+
+    /// <summary>PeriodicTimer's longest period, 2^32-2 ms (about 49.7 days).</summary>
+    public static readonly TimeSpan MaxWatchdogInterval = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
+
     public bool IsEnabled => _socket is not null;
 
-    /// <summary>How often to send WATCHDOG=1: half of $WATCHDOG_USEC, as sd_watchdog_enabled(3) advises;
-    /// null when the service has no WatchdogSec= or $WATCHDOG_PID names another process.</summary>
+    /// <summary>How often to send WATCHDOG=1: half of $WATCHDOG_USEC, as sd_watchdog_enabled(3) advises, within
+    /// what a PeriodicTimer takes (<see cref="MinWatchdogInterval"/> to <see cref="MaxWatchdogInterval"/>); null when
+    /// the service has no WatchdogSec= or $WATCHDOG_PID names another process.</summary>
     public TimeSpan? WatchdogInterval { get; }
 
     /// <summary>Sends one state message. Returns false when there is no socket or the send failed (systemd
@@ -80,6 +87,9 @@ public sealed class SystemdNotifier : IDisposable
             return null;
         }
 
-        return TimeSpan.FromMicroseconds(usec / 2.0);
+        // Integer microseconds, clamped, so that no value systemd passes overflows a TimeSpan or faults the timer:
+        // WatchdogSec=1ms can only be pinged every 1 ms, and one of 100 days or more every ~49 days is still in time.
+        long halfUsec = Math.Clamp(usec / 2, MinWatchdogInterval.Ticks / TimeSpan.TicksPerMicrosecond, MaxWatchdogInterval.Ticks / TimeSpan.TicksPerMicrosecond);
+        return TimeSpan.FromTicks(halfUsec * TimeSpan.TicksPerMicrosecond);
     }
 }

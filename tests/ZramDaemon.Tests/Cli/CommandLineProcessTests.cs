@@ -366,26 +366,29 @@ public sealed class CommandLineProcessTests : IDisposable
     }
 
     /// <summary>Under systemd's ProcSubset=pid (common hardening; zramd.service only warns against it in a comment)
-    /// /proc/meminfo does not exist. SystemFacts.Current reads it unconditionally (and throws if it has no MemTotal),
-    /// outside any catch: the daemon dies with "Unhandled exception. System.IO.FileNotFoundException: Could not find
-    /// file '/proc/meminfo'", exit 134, even with --size where no expression needs ram; and so does a verb that only
-    /// looks up its control socket through ZRAMD_CONTROL, which needs no RAM size at all. Run in a mount namespace with
-    /// a procfs mounted subset=pid (as root, as the suite runs).</summary>
+    /// /proc/meminfo does not exist: RAM is then unknown, the daemon runs with --size (no expression needs ram), a verb
+    /// runs (it needs no RAM size at all), and only a size that needs ram (here the default) fails, in one line saying
+    /// why. Found by review: SystemFacts.Current read /proc/meminfo outside any catch, and both the daemon and the verb
+    /// died with "Unhandled exception. System.IO.FileNotFoundException: Could not find file '/proc/meminfo'", exit 134.
+    /// Run in a mount namespace with a procfs mounted subset=pid (as root, as the suite runs).</summary>
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void Without_proc_meminfo_zramd_says_so_in_one_line_instead_of_an_unhandled_exception()
     {
         string socket = Path.Combine(_dir, "nbd.sock");
         string control = Path.Combine(_dir, "zramd.ctl");
         string script = "mount -t proc -o subset=pid proc /proc || exit 99; "
             + $"timeout -s TERM 15 dotnet '{ZramdProcess.DllPath}' --size 16M --listen 'unix:{socket}' --control '{control}'; echo daemon-exit=$?; "
-            + $"ZRAMD_CONTROL='{control}' dotnet '{ZramdProcess.DllPath}' status; echo status-exit=$?";
+            + $"ZRAMD_CONTROL='{control}' dotnet '{ZramdProcess.DllPath}' status; echo status-exit=$?; "
+            + $"dotnet '{ZramdProcess.DllPath}' --listen 'unix:{socket}' --control '{control}'; echo default-exit=$?";
         ClientTool.Result result = ClientTool.Run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
         Assert.True(result.ExitCode != 99, "cannot mount a procfs with subset=pid here: " + result.Stderr);
         string both = result.Stdout + result.Stderr;
         Assert.DoesNotContain("Unhandled exception", both, StringComparison.Ordinal);
         Assert.DoesNotContain("daemon-exit=134", both, StringComparison.Ordinal);
         Assert.DoesNotContain("status-exit=134", both, StringComparison.Ordinal);
+        Assert.Contains("daemon-exit=124", result.Stdout, StringComparison.Ordinal); // it ran until timeout's SIGTERM
+        Assert.Contains("default-exit=78", result.Stdout, StringComparison.Ordinal);
+        Assert.Contains("zramd: the default zram-size = 'min(ram / 2, 4096)': ram is unknown: /proc/meminfo cannot be read", result.Stderr, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -49,15 +49,16 @@ public sealed class ConfigurationLoaderEdgeTests : IDisposable
         Assert.Equal(78, e.ExitCode);
     }
 
-    /// <summary><c>zramd --config "$CONF"</c> with CONF unset: IniFile.Load catches IOException and
-    /// UnauthorizedAccessException only, and File.ReadAllText("") throws ArgumentException: "Unhandled exception.
-    /// System.ArgumentException: The value cannot be an empty string. (Parameter 'path')", exit 134.</summary>
+    /// <summary><c>zramd --config "$CONF"</c> with CONF unset is a usage error in one line naming the option, exit 64.
+    /// Found by review: IniFile.Load catches IOException and UnauthorizedAccessException only, and File.ReadAllText("")
+    /// threw ArgumentException: "Unhandled exception. System.ArgumentException: The value cannot be an empty string.
+    /// (Parameter 'path')", exit 134.</summary>
     [Fact]
-    [Trait("Category", "ReviewFinding")]
     public void An_empty_config_option_is_a_usage_error_not_an_unhandled_exception()
     {
         ConfigurationException e = LoadFails(new CommandLineSettings { ConfigPath = string.Empty, Listen = ["unix:" + Path.Combine(_dir, "z.sock")] });
         Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal("option --config = '': a path is required", e.Message);
         Assert.Equal(64, e.ExitCode);
     }
 

@@ -56,4 +56,14 @@ public class RamExpressionTests
         Assert.False(RamExpression.TryEvaluate(Nested(RamExpression.MaxNesting + 1), 1024, out _, out error));
         Assert.Contains($"nested more than {RamExpression.MaxNesting} levels deep", error, StringComparison.Ordinal);
     }
+
+    /// <summary>RAM unknown (no /proc/meminfo): only an expression that uses ram fails, saying why.</summary>
+    [Fact]
+    public void Without_ram_only_an_expression_using_it_fails()
+    {
+        Assert.True(RamExpression.TryEvaluate("max(4G, 512)", null, out double mib, out _));
+        Assert.Equal(4096, mib);
+        Assert.False(RamExpression.TryEvaluate("min(ram / 2, 4096)", null, out _, out string error));
+        Assert.Equal(RamExpression.RamUnknown, error);
+    }
 }

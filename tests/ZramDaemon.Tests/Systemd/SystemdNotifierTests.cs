@@ -66,11 +66,26 @@ public sealed class SystemdNotifierTests : IDisposable
     {
         var ours = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = "3000000", ["WATCHDOG_PID"] = Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture) });
         Assert.Equal(TimeSpan.FromSeconds(1.5), ours.WatchdogInterval);
-        var noPid = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = "1000" });
-        Assert.Equal(TimeSpan.FromMicroseconds(500), noPid.WatchdogInterval);
+        var noPid = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = "5000" });
+        Assert.Equal(TimeSpan.FromMicroseconds(2500), noPid.WatchdogInterval);
         var other = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = "3000000", ["WATCHDOG_PID"] = "1" });
         Assert.Null(other.WatchdogInterval);
         var bad = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = "soon" });
         Assert.Null(bad.WatchdogInterval);
+    }
+
+    /// <summary>Half of $WATCHDOG_USEC is kept within what a PeriodicTimer takes, 1 ms to 2^32-2 ms, and no value
+    /// overflows: WatchdogSec=1ms is pinged every 1 ms, anything from about 99 days on every ~49.7 days.</summary>
+    [Theory]
+    [InlineData("1", 1_000)]
+    [InlineData("1000", 1_000)]
+    [InlineData("2000", 1_000)]
+    [InlineData("8640000000000", 4_294_967_294_000)]
+    [InlineData("9223372036854775807", 4_294_967_294_000)]
+    public void Watchdog_interval_is_clamped_to_what_the_timer_takes(string watchdogUsec, long expectedUsec)
+    {
+        var notifier = new SystemdNotifier(new Dictionary<string, string> { ["WATCHDOG_USEC"] = watchdogUsec });
+        Assert.Equal(TimeSpan.FromTicks(expectedUsec * TimeSpan.TicksPerMicrosecond), notifier.WatchdogInterval);
+        using var timer = new PeriodicTimer(notifier.WatchdogInterval!.Value);
     }
 }
