@@ -6,7 +6,7 @@ namespace ZramDaemon.Tests.Daemon;
 /// <summary>
 /// The real zramd, started as its own process (<c>dotnet zramd.dll</c>, copied next to the tests by the
 /// project reference), with captured output. The environment starts clean of ZRAMD_*, NOTIFY_SOCKET and
-/// JOURNAL_STREAM so that the machine running the tests cannot change what they see.
+/// JOURNAL_STREAM, and SIGHUP at its default action, so that the machine running the tests cannot change what they see.
 /// </summary>
 public sealed class ZramdProcess : IDisposable
 {
@@ -57,13 +57,17 @@ public sealed class ZramdProcess : IDisposable
 
     public static ZramdProcess Start(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
     {
-        var info = new ProcessStartInfo("dotnet")
+        // Through env(1), which execs dotnet in the same process, to give zramd SIGHUP at its default action as systemd
+        // gives a service: a suite started under nohup would pass its SIG_IGN on, and zramd's handler would never run.
+        var info = new ProcessStartInfo("env")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
+        info.ArgumentList.Add("--default-signal=HUP");
+        info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add(DllPath);
         foreach (string arg in args)
         {
