@@ -6,8 +6,14 @@ using System.Text.RegularExpressions;
 namespace ZramDaemon.Tests.Daemon;
 
 /// <summary>Start, systemd notification, logging, swap safety and SIGTERM of the real zramd process.</summary>
-public sealed partial class DaemonLifecycleTests
+public sealed partial class DaemonLifecycleTests : IDisposable
 {
+    // Each test's own directory (xunit makes an instance per test) for sockets and files it names; those that start
+    // a RunningDaemon let it make its own.
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
     private static List<string> ReceiveAll(Socket socket, Func<List<string>, bool> until, TimeSpan timeout)
     {
         var messages = new List<string>();
@@ -28,51 +34,43 @@ public sealed partial class DaemonLifecycleTests
     [Fact]
     public void The_default_socket_rule_notify_ready_watchdog_then_stopping_and_exit_0_on_sigterm()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        try
+        string notifyPath = Path.Combine(_dir, "notify");
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+
+        // No --listen: the socket goes to $RUNTIME_DIRECTORY, as under systemd's RuntimeDirectory=.
+        using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
         {
-            string notifyPath = Path.Combine(dir, "notify");
-            using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
-            notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+            ["RUNTIME_DIRECTORY"] = _dir,
+            ["NOTIFY_SOCKET"] = notifyPath,
+            ["WATCHDOG_USEC"] = "400000",
+        });
+        string socket = Path.Combine(_dir, "zramd.sock");
+        List<string> start = ReceiveAll(notify, m => m.Any(s => s.Contains("READY=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(60));
+        string ready = start.Single(s => s.Contains("READY=1", StringComparison.Ordinal));
+        Assert.Contains("STATUS=serving zram0 (16M lz4) on unix:" + socket, ready, StringComparison.Ordinal);
 
-            // No --listen: the socket goes to $RUNTIME_DIRECTORY, as under systemd's RuntimeDirectory=.
-            using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
-            {
-                ["RUNTIME_DIRECTORY"] = dir,
-                ["NOTIFY_SOCKET"] = notifyPath,
-                ["WATCHDOG_USEC"] = "400000",
-            });
-            string socket = Path.Combine(dir, "zramd.sock");
-            List<string> start = ReceiveAll(notify, m => m.Any(s => s.Contains("READY=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(60));
-            string ready = start.Single(s => s.Contains("READY=1", StringComparison.Ordinal));
-            Assert.Contains("STATUS=serving zram0 (16M lz4) on unix:" + socket, ready, StringComparison.Ordinal);
+        // READY means accepting: a client connects at once.
+        ClientTool.Result info = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+        Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), info.Stdout.Trim());
 
-            // READY means accepting: a client connects at once.
-            ClientTool.Result info = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
-            Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), info.Stdout.Trim());
+        // The start line says where and how to attach.
+        zramd.WaitForOutput("attach with:", TimeSpan.FromSeconds(5));
+        Assert.Contains($"nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", zramd.StandardError, StringComparison.Ordinal);
+        Assert.Contains($"nbdinfo 'nbd+unix:///zram0?socket={socket}'", zramd.StandardError, StringComparison.Ordinal);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite, File.GetUnixFileMode(socket));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(_dir, "zramd.ctl")));
 
-            // The start line says where and how to attach.
-            zramd.WaitForOutput("attach with:", TimeSpan.FromSeconds(5));
-            Assert.Contains($"nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", zramd.StandardError, StringComparison.Ordinal);
-            Assert.Contains($"nbdinfo 'nbd+unix:///zram0?socket={socket}'", zramd.StandardError, StringComparison.Ordinal);
-            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.GroupWrite, File.GetUnixFileMode(socket));
-            Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(Path.Combine(dir, "zramd.ctl")));
+        // WatchdogSec=0.4s: WATCHDOG=1 every 0.2 s.
+        ReceiveAll(notify, m => m.Count(s => s == "WATCHDOG=1") >= 2, TimeSpan.FromSeconds(10));
 
-            // WatchdogSec=0.4s: WATCHDOG=1 every 0.2 s.
-            ReceiveAll(notify, m => m.Count(s => s == "WATCHDOG=1") >= 2, TimeSpan.FromSeconds(10));
-
-            zramd.Terminate();
-            List<string> stop = ReceiveAll(notify, m => m.Any(s => s.StartsWith("STOPPING=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(30));
-            Assert.DoesNotContain(stop, s => s.Contains("READY=1", StringComparison.Ordinal));
-            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
-            Assert.Contains("stopping: no clients connected", zramd.StandardError, StringComparison.Ordinal);
-            Assert.False(File.Exists(socket), "the NBD socket file is removed at stop");
-            Assert.False(File.Exists(Path.Combine(dir, "zramd.ctl")), "the control socket file is removed at stop");
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        zramd.Terminate();
+        List<string> stop = ReceiveAll(notify, m => m.Any(s => s.StartsWith("STOPPING=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(30));
+        Assert.DoesNotContain(stop, s => s.Contains("READY=1", StringComparison.Ordinal));
+        Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains("stopping: no clients connected", zramd.StandardError, StringComparison.Ordinal);
+        Assert.False(File.Exists(socket), "the NBD socket file is removed at stop");
+        Assert.False(File.Exists(Path.Combine(_dir, "zramd.ctl")), "the control socket file is removed at stop");
     }
 
     /// <summary>WatchdogSec= at the edges of what systemd takes: the ping period, half of $WATCHDOG_USEC, is clamped to
@@ -88,31 +86,23 @@ public sealed partial class DaemonLifecycleTests
     [InlineData("9223372036854775807")]
     public void Any_watchdog_interval_systemd_passes_gets_watchdog_pings_and_a_clean_stop(string watchdogUsec)
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        try
+        string notifyPath = Path.Combine(_dir, "notify");
+        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+        using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
         {
-            string notifyPath = Path.Combine(dir, "notify");
-            using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
-            notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
-            using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
-            {
-                ["RUNTIME_DIRECTORY"] = dir,
-                ["NOTIFY_SOCKET"] = notifyPath,
-                ["WATCHDOG_USEC"] = watchdogUsec,
-            });
-            // Past TimeSpan's range a watchdog that never fires in practice may as well be none: READY=1 is enough there.
-            string expected = watchdogUsec.Length > 15 ? "READY=1" : "WATCHDOG=1";
-            Exception? missing = Record.Exception(() => ReceiveAll(notify, m => m.Any(s => s.Contains(expected, StringComparison.Ordinal)), TimeSpan.FromSeconds(30)));
-            Assert.True(missing is null, $"no {expected} was sent; stderr:\n" + zramd.StandardError);
+            ["RUNTIME_DIRECTORY"] = _dir,
+            ["NOTIFY_SOCKET"] = notifyPath,
+            ["WATCHDOG_USEC"] = watchdogUsec,
+        });
+        // Past TimeSpan's range a watchdog that never fires in practice may as well be none: READY=1 is enough there.
+        string expected = watchdogUsec.Length > 15 ? "READY=1" : "WATCHDOG=1";
+        Exception? missing = Record.Exception(() => ReceiveAll(notify, m => m.Any(s => s.Contains(expected, StringComparison.Ordinal)), TimeSpan.FromSeconds(30)));
+        Assert.True(missing is null, $"no {expected} was sent; stderr:\n" + zramd.StandardError);
 
-            zramd.Terminate();
-            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
-            Assert.DoesNotContain("   at ", zramd.StandardError, StringComparison.Ordinal);
-        }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+        zramd.Terminate();
+        Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.DoesNotContain("   at ", zramd.StandardError, StringComparison.Ordinal);
     }
 
     /// <summary>SIGHUP, which admins send out of habit after editing a configuration ("reload"), is ignored with one
@@ -385,36 +375,28 @@ public sealed partial class DaemonLifecycleTests
     [Fact]
     public void A_listen_path_that_holds_a_regular_file_fails_the_start_and_keeps_the_file()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        string precious = Path.Combine(_dir, "notes.txt");
+        File.WriteAllText(precious, "precious\n");
+        using ZramdProcess process = ZramdProcess.Start(["--listen", "unix:" + precious, "--control", Path.Combine(_dir, "zramd.ctl"), "--size", "16M"]);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            Thread.Sleep(20);
+        }
+
+        string? content = null;
         try
         {
-            string precious = Path.Combine(dir, "notes.txt");
-            File.WriteAllText(precious, "precious\n");
-            using ZramdProcess process = ZramdProcess.Start(["--listen", "unix:" + precious, "--control", Path.Combine(dir, "zramd.ctl"), "--size", "16M"]);
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(30))
-            {
-                Thread.Sleep(20);
-            }
-
-            string? content = null;
-            try
-            {
-                content = File.ReadAllText(precious);
-            }
-            catch (IOException)
-            {
-                // Replaced by zramd's socket (ENXIO), or gone.
-            }
-
-            Assert.True(content == "precious\n", "the regular file at the listen path was deleted and replaced by the NBD socket; stderr:\n" + process.StandardError);
-            Assert.Equal(1, process.WaitForExit(TimeSpan.FromSeconds(30)));
-            Assert.Contains("not a socket", process.StandardError, StringComparison.Ordinal);
+            content = File.ReadAllText(precious);
         }
-        finally
+        catch (IOException)
         {
-            Directory.Delete(dir, recursive: true);
+            // Replaced by zramd's socket (ENXIO), or gone.
         }
+
+        Assert.True(content == "precious\n", "the regular file at the listen path was deleted and replaced by the NBD socket; stderr:\n" + process.StandardError);
+        Assert.Equal(1, process.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.Contains("not a socket", process.StandardError, StringComparison.Ordinal);
     }
 
     /// <summary>A socket systemd passes that is not a listening stream socket (a .socket unit with ListenDatagram=, or
@@ -427,68 +409,52 @@ public sealed partial class DaemonLifecycleTests
     [Fact]
     public void Socket_activation_with_a_datagram_socket_fails_the_start_in_one_line()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        try
+        int port;
+        using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
         {
-            int port;
-            using (var probe = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
-            {
-                probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
-                port = ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port;
-            }
-
-            using var activator = SocketActivator.Start([$"127.0.0.1:{port}"], dir, ["--size", "16M", "--control", Path.Combine(dir, "zramd.ctl")], ["--datagram"]);
-
-            // systemd-socket-activate execs zramd on the first datagram.
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
-            {
-                while (!activator.Log.Contains("Execing", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(10))
-                {
-                    client.SendTo([1], new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port));
-                    Thread.Sleep(100);
-                }
-            }
-
-            Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running on a socket it cannot accept on:\n" + activator.Log);
-            Assert.Equal(1, activator.ExitCode);
-            Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
-            Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
+            probe.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+            port = ((System.Net.IPEndPoint)probe.LocalEndPoint!).Port;
         }
-        finally
+
+        using var activator = SocketActivator.Start([$"127.0.0.1:{port}"], _dir, ["--size", "16M", "--control", Path.Combine(_dir, "zramd.ctl")], ["--datagram"]);
+
+        // systemd-socket-activate execs zramd on the first datagram.
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using (var client = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp))
         {
-            Directory.Delete(dir, recursive: true);
+            while (!activator.Log.Contains("Execing", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(10))
+            {
+                client.SendTo([1], new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, port));
+                Thread.Sleep(100);
+            }
         }
+
+        Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running on a socket it cannot accept on:\n" + activator.Log);
+        Assert.Equal(1, activator.ExitCode);
+        Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
     }
 
     [Fact]
     public void Socket_activation_serves_the_socket_systemd_passed()
     {
-        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        try
+        string socket = Path.Combine(_dir, "activated.sock");
+        string control = Path.Combine(_dir, "zramd.ctl");
+        using var activator = SocketActivator.Start([socket], _dir, ["--size", "16M", "--control", control]);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
         {
-            string socket = Path.Combine(dir, "activated.sock");
-            string control = Path.Combine(dir, "zramd.ctl");
-            using var activator = SocketActivator.Start([socket], dir, ["--size", "16M", "--control", control]);
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
-            {
-                Thread.Sleep(20);
-            }
-
-            // The first client waits in the backlog while zramd starts, then is served.
-            ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
-            Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
-            Assert.Equal(0, ZramdProcess.Run(["status", "--control", control]).ExitCode);
-
-            Assert.Equal(0, activator.Stop());
-            Assert.Contains("socket activation: serving the 1 socket(s) systemd passed", activator.Log, StringComparison.Ordinal);
-            Assert.Contains($"attach with: nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", activator.Log, StringComparison.Ordinal);
+            Thread.Sleep(20);
         }
-        finally
-        {
-            Directory.Delete(dir, recursive: true);
-        }
+
+        // The first client waits in the backlog while zramd starts, then is served.
+        ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+        Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
+        Assert.Equal(0, ZramdProcess.Run(["status", "--control", control]).ExitCode);
+
+        Assert.Equal(0, activator.Stop());
+        Assert.Contains("socket activation: serving the 1 socket(s) systemd passed", activator.Log, StringComparison.Ordinal);
+        Assert.Contains($"attach with: nbd-client -unix {socket} /dev/nbd0 -N zram0 -b 4096", activator.Log, StringComparison.Ordinal);
     }
 
     [GeneratedRegex(@"^STATUS=zram0: data (\S+), compr \S+, ratio ([0-9.]+), (\d+ clients?)$")]
