@@ -41,6 +41,7 @@ public static partial class ConfigurationLoader
         {
             throw new Setting(option, "option --config", true).Fail(pathError);
         }
+
         if (configPath is null && File.Exists(facts.DefaultConfigFile))
         {
             configPath = facts.DefaultConfigFile;
