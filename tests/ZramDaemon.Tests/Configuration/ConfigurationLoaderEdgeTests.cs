@@ -72,12 +72,7 @@ public sealed class ConfigurationLoaderEdgeTests : IDisposable
     [InlineData("tls-certificate")]
     public void An_unreadable_tls_file_is_one_configuration_error_naming_the_key(string key)
     {
-        using var ecdsa = System.Security.Cryptography.ECDsa.Create();
-        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=zramd-test", ecdsa, System.Security.Cryptography.HashAlgorithmName.SHA256);
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
-        string certPath = Path.Combine(_dir, "cert.pem"), keyPath = Path.Combine(_dir, "key.pem");
-        File.WriteAllText(certPath, certificate.ExportCertificatePem());
-        File.WriteAllText(keyPath, ecdsa.ExportPkcs8PrivateKeyPem());
+        (string certPath, string keyPath) = TestCertificate.Write(_dir);
         if (key == "tls-key")
         {
             keyPath = "/proc/self/mem";

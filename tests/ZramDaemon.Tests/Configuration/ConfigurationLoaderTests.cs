@@ -475,12 +475,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [Fact]
     public void Tls_loads_a_certificate_and_key()
     {
-        using var key = System.Security.Cryptography.ECDsa.Create();
-        var request = new System.Security.Cryptography.X509Certificates.CertificateRequest("CN=zramd-test", key, System.Security.Cryptography.HashAlgorithmName.SHA256);
-        using var certificate = request.CreateSelfSigned(DateTimeOffset.UtcNow.AddDays(-1), DateTimeOffset.UtcNow.AddDays(1));
-        string certPath = Path.Combine(_dir, "cert.pem"), keyPath = Path.Combine(_dir, "key.pem");
-        File.WriteAllText(certPath, certificate.ExportCertificatePem());
-        File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem());
+        (string certPath, string keyPath) = TestCertificate.Write(_dir);
         string path = WriteConfig($"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-mode = required\ntls-certificate = {certPath}\ntls-key = {keyPath}\n");
 
         ZramdConfiguration config = Load(Facts(), new CommandLineSettings { ConfigPath = path, ControlPath = "/tmp/c.ctl" });
