@@ -185,36 +185,44 @@ internal sealed unsafe class DeferredFreeQueue : IThreadPoolWorkItem
             return false;
         }
 
-        long budget = Interlocked.Read(ref _byteBudget);
-        if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > Math.Min(budget, SingleFreeBytes) || !MayUse(_count + 1))
+        bool queued = false;
+        bool due;
+        try
         {
-            // Refused: the caller frees it now; a drain, if due, makes room for the next ones (a discard's batches may
-            // have filled the queue past the mark without starting one).
-            bool due = _limit != 0 && SingleFreeDrainDue(budget);
-            _lock.Exit();
-            if (due)
+            // MayUse asks the owner's GrowthAllowed, which could throw: the lock must not stay held (every later free
+            // would be synchronous and a drain or Flush would wait for it forever).
+            long budget = Interlocked.Read(ref _byteBudget);
+            if (_count >= Math.Min(_limit, _singleLimit) || _bytes + bytes > Math.Min(budget, SingleFreeBytes) || !MayUse(_count + 1))
             {
-                Schedule();
+                // Refused: the caller frees it now; a drain, if due, makes room for the next ones (a discard's batches
+                // may have filled the queue past the mark without starting one).
+                due = _limit != 0 && SingleFreeDrainDue(budget);
             }
+            else
+            {
+                // In bounds: _count < min(_limit, _singleLimit) <= capacity, the mapped entries (0 once Close unmapped them).
+                _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
+                if (_count > _touched)
+                {
+                    Volatile.Write(ref _touched, _count);
+                }
 
-            return false;
+                Interlocked.Add(ref _bytes, bytes);
+                queued = true;
+                due = SingleFreeDrainDue(budget);
+            }
         }
-
-        // In bounds: _count < min(_limit, _singleLimit) <= capacity, the mapped entries (0 once Close unmapped them).
-        _entries[_count++] = handle | ((ulong)(uint)bytes << 32);
-        if (_count > _touched)
+        finally
         {
-            Volatile.Write(ref _touched, _count);
+            _lock.Exit();
         }
-        Interlocked.Add(ref _bytes, bytes);
-        bool kick = SingleFreeDrainDue(budget);
-        _lock.Exit();
-        if (kick)
+
+        if (due)
         {
             Schedule();
         }
 
-        return true;
+        return queued;
     }
 
     /// <summary>

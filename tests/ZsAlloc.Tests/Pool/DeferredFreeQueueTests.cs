@@ -301,4 +301,41 @@ public sealed class DeferredFreeQueueTests
             queue.Close();
         }
     }
+
+    [Fact]
+    public void A_growth_check_that_throws_leaves_the_queue_unlocked()
+    {
+        using var frees = new Frees(8);
+        var queue = Create(4096, frees);
+        bool finished = false;
+        try
+        {
+            // The first entry is on a page not counted yet, so the single free asks GrowthAllowed, under the lock.
+            queue.GrowthAllowed = _ => throw new InvalidOperationException("growth check failed");
+            Assert.Throws<InvalidOperationException>(() => queue.TryEnqueue(1, 100));
+            queue.GrowthAllowed = null;
+
+            // Another thread: the queue's lock is reentrant, so only another thread sees it still held. A background
+            // thread, so that one stuck on the lock cannot keep the test run from ending.
+            bool queued = false;
+            var other = new Thread(() =>
+            {
+                queued = queue.TryEnqueue(2, 100);
+                queue.Flush();
+            }) { IsBackground = true };
+            other.Start();
+            finished = other.Join(TimeSpan.FromSeconds(10));
+            Assert.True(finished, "the lock stayed held: another thread's Flush waited for it");
+            Assert.True(queued, "a free on another thread was refused (the lock stayed held)");
+            Assert.Equal(0, queue.Depth);
+        }
+        finally
+        {
+            // Close flushes, under the same lock: with it still held, closing would hang the run instead of failing.
+            if (finished)
+            {
+                queue.Close();
+            }
+        }
+    }
 }
