@@ -332,10 +332,10 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
     }
 
-    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader and
-    /// NbdListener.ResolveGroup both take gids up to 4294967294 (4294967295 is (gid_t)-1, which chown takes as "leave
+    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader takes gids up to
+    /// 4294967294 and hands the number to NbdListener (4294967295 is (gid_t)-1, which chown takes as "leave
     /// the group", and the loader refuses it: see the BadFileValues row). Found by review: the loader took any uint,
-    /// but ResolveGroup parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
+    /// but the listener's own lookup (since removed) parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
     /// after the devices were made with "cannot listen on unix:...: unknown group '3000000000'", exit 1, naming no
     /// key.</summary>
     [Fact]
@@ -389,6 +389,29 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Contains("daemon-exit=124", result.Stdout, StringComparison.Ordinal); // it ran until timeout's SIGTERM
         Assert.Contains("default-exit=78", result.Stdout, StringComparison.Ordinal);
         Assert.Contains("zramd: the default zram-size = 'min(ram / 2, 4096)': ram is unknown: /proc/meminfo cannot be read", result.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>A socket-group that only NSS knows (not in /etc/group, as an LDAP or sssd group is) is found and given
+    /// to the socket. Found by review: the loader read /etc/group alone, and refused it ("socket-group =
+    /// 'zramd-nss-only': no such group in /etc/group", exit 78). The group is a systemd userdb drop-in that
+    /// nss-systemd serves (nsswitch.conf: "group: files systemd"), under a tmpfs on /run in a mount namespace of
+    /// its own (as root, as the suite runs), so the machine's databases stay as they are.</summary>
+    [Fact]
+    public void A_socket_group_only_nss_knows_is_given_to_the_socket()
+    {
+        string socket = Path.Combine(_dir, "nbd.sock");
+        string log = Path.Combine(_dir, "zramd.log");
+        string script = "mount -t tmpfs zramd-nss /run && mkdir /run/userdb || exit 99; "
+            + "printf '{\"groupName\":\"zramd-nss-only\",\"gid\":61234}\\n' > /run/userdb/zramd-nss-only.group; "
+            + "getent group zramd-nss-only || exit 98; grep -q '^zramd-nss-only:' /etc/group && exit 97; "
+            + $"ZRAMD_SOCKET_GROUP=zramd-nss-only dotnet '{ZramdProcess.DllPath}' --size 16M --listen 'unix:{socket}' --control '{Path.Combine(_dir, "zramd.ctl")}' 2>'{log}' & "
+            + $"for i in $(seq 300); do grep -q 'attach with:' '{log}' && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done; "
+            + $"stat -c 'socket-gid=%g' '{socket}'; kill -TERM $!; wait $!; echo daemon-exit=$?; cat '{log}' >&2";
+        ClientTool.Result result = ClientTool.Run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
+        Assert.True(result.ExitCode is not (99 or 98 or 97), $"cannot make a group only NSS knows here (exit {result.ExitCode}): {result.Stderr}");
+        Assert.Contains("zramd-nss-only:x:61234:", result.Stdout, StringComparison.Ordinal);
+        Assert.True(result.Stdout.Contains("socket-gid=61234", StringComparison.Ordinal), result.Stdout + result.Stderr);
+        Assert.Contains("daemon-exit=0", result.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -3,6 +3,7 @@ using System.Net;
 using Nbd;
 using ZramDaemon.Configuration;
 using ZramDaemon.Device;
+using ZramDaemon.Tests.Daemon;
 
 namespace ZramDaemon.Tests.Configuration;
 
@@ -438,9 +439,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [Fact]
     public void The_socket_group_is_disk_where_it_exists_and_may_be_given_to_else_ours_with_the_reason()
     {
-        string groups = Path.Combine(_dir, "group");
-        File.WriteAllText(groups, "root:x:0:\ndisk:x:6:\nstaff:x:50:\n");
-        SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { GroupFile = groups };
+        var groups = new Dictionary<string, uint> { ["root"] = 0, ["disk"] = 6, ["staff"] = 50 };
+        SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { FindGroup = name => groups.TryGetValue(name, out uint id) ? id : null };
 
         ZramdConfiguration root = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Equal("disk", root.SocketGroup);
@@ -458,10 +458,10 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Null(boundedRoot.SocketGroup);
         Assert.NotNull(boundedRoot.SocketGroupFallback);
 
-        File.WriteAllText(groups, "root:x:0:\nstaff:x:50:\n");
+        groups.Remove("disk");
         ZramdConfiguration noDisk = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Null(noDisk.SocketGroup);
-        Assert.Equal($"there is no group 'disk' in {groups}", noDisk.SocketGroupFallback);
+        Assert.Equal("there is no group 'disk'", noDisk.SocketGroupFallback);
 
         // Set explicitly, the group must exist (a name in the file, or any number); no fallback then.
         string path = WriteConfig("[zramd]\nsocket-group = staff\n");
@@ -469,7 +469,35 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(("staff", (string?)null), (staff.SocketGroup, staff.SocketGroupFallback));
         Assert.Equal("1234", Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "1234" } }).SocketGroup);
         var e = Assert.Throws<ConfigurationException>(() => Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "disk" } }));
-        Assert.Equal($"environment variable ZRAMD_SOCKET_GROUP = 'disk': no such group in {groups}", e.Message);
+        Assert.Equal("environment variable ZRAMD_SOCKET_GROUP = 'disk': no such group", e.Message);
+    }
+
+    /// <summary>A socket-group name is looked up once, by the loader, through NSS (getgrnam_r), and the listener is
+    /// handed its id. Found by review: the loader read /etc/group alone, so a group only in NSS (LDAP, sssd) was
+    /// refused with "no such group in /etc/group", and the listener then looked the name up again with getgrnam,
+    /// which could give another id.</summary>
+    [Fact]
+    public void A_socket_group_name_is_looked_up_once_through_nss_and_its_id_handed_on()
+    {
+        SystemFacts facts = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1"));
+        ZramdConfiguration Group(SystemFacts f, string group) => Load(f, new CommandLineSettings { ConfigPath = WriteConfig($"[zramd]\nsocket-group = {group}\n") });
+
+        // The real lookup: a group in /etc/group has the id getent gives (NSS's files module).
+        string[] disk = ClientTool.Run("getent", ["group", "disk"]).EnsureSuccess().Stdout.Trim().Split(':');
+        ZramdConfiguration byName = Group(facts, "disk");
+        Assert.Equal(("disk", (uint?)uint.Parse(disk[2], CultureInfo.InvariantCulture)), (byName.SocketGroup, byName.SocketGroupId));
+        Assert.Equal(0u, Group(facts, "0").SocketGroupId);
+        Assert.Equal(4294967294u, Group(facts, "4294967294").SocketGroupId);
+
+        // A group NSS knows but /etc/group does not (from LDAP, say): here one the test's lookup knows.
+        SystemFacts ldap = facts with { FindGroup = name => name == "zramd-ldap-operators" ? 70000u : null };
+        Assert.Equal(70000u, Group(ldap, "zramd-ldap-operators").SocketGroupId);
+
+        // A lookup that fails (a directory server out of reach) is one line naming the key.
+        SystemFacts broken = facts with { FindGroup = name => throw new IOException($"looking up group '{name}': Connection refused") };
+        var e = Assert.Throws<ConfigurationException>(() => Group(broken, "staff"));
+        Assert.EndsWith("[zramd] socket-group = 'staff': looking up group 'staff': Connection refused", e.Message, StringComparison.Ordinal);
+        Assert.Equal(78, e.ExitCode);
     }
 
     [Fact]
