@@ -615,6 +615,13 @@ public static partial class ConfigurationLoader
             }
         }
 
+        long minimumLimit = Device.ZramDevice.MinimumMemLimitFor(diskSize, dedup);
+        if (memLimit != 0 && memLimit < minimumLimit)
+        {
+            // Checked here, where the dedup index's arrays are known: the device would take it and refuse every write.
+            throw device.MemLimit!.Fail($"the memory limit comes to {memLimit} bytes, below the {minimumLimit} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)");
+        }
+
         return new DeviceConfiguration
         {
             Name = device.Name,

@@ -277,6 +277,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nzram-size = lots", "[zram0] zram-size = 'lots': unknown name 'lots'" },
         { "[zram0]\nzram-size = ram * 1000000000", "[zram0] zram-size = 'ram * 1000000000': comes to" },
         { "[zram0]\nzram-resident-limit = -5", "[zram0] zram-resident-limit = '-5': the memory limit cannot be negative" },
+        // 64M: a 128 KiB slot table, 16 KiB of pin counters, and 69660 bytes for a first stored page (see ZramDevice.MinimumMemLimitFor).
+        { "[zram0]\nzram-size = 64M\nzram-resident-limit = 64K", "[zram0] zram-resident-limit = '64K': the memory limit comes to 65536 bytes, below the 217116 this device needs" },
         { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': 'lzo' is not a compression algorithm" },
         { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
         { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
@@ -362,6 +364,27 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Contains(expected, e.Message, StringComparison.Ordinal);
         Assert.DoesNotContain('\n', e.Message);
         Assert.Equal(78, e.ExitCode);
+    }
+
+    /// <summary>The smallest memory limit, the device's fixed metadata and what a first stored page takes, is
+    /// accepted; dedup's index raises it; 0 is no limit.</summary>
+    [Fact]
+    public void The_smallest_memory_limit_is_accepted_and_dedup_raises_it()
+    {
+        // In bytes from --mem-limit: the file's plain numbers are MiB.
+        long minimum = ZramDevice.MinimumMemLimitFor(64L << 20, dedup: false);
+        SystemFacts facts = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1"));
+        ZramdConfiguration Device(long limit, string keys = "") => Load(facts, new CommandLineSettings
+        {
+            ConfigPath = WriteConfig($"[zram0]\nzram-size = 64M\n{keys}\n"),
+            MemLimit = limit.ToString(CultureInfo.InvariantCulture),
+        });
+
+        Assert.Equal(minimum, Assert.Single(Device(minimum).Devices).MemLimit);
+        Assert.Equal(0, Assert.Single(Device(0).Devices).MemLimit);
+        var e = Assert.Throws<ConfigurationException>(() => Device(minimum, "dedup = yes"));
+        Assert.Equal($"option --mem-limit = '{minimum}': the memory limit comes to {minimum} bytes, below the {ZramDevice.MinimumMemLimitFor(64L << 20, dedup: true)} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)", e.Message);
+        Assert.Equal(64, e.ExitCode); // a command-line value: a usage error
     }
 
     /// <summary>Two writeback-files that are one file by another path: the check compared the paths' text, so these
