@@ -59,6 +59,14 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Stat(string path, Span<byte> statBuffer);
 
+        /// <summary>realpath(3) into a buffer it allocates (null on failure, errno set), to be given to free: the path
+        /// with every symlink and <c>..</c> resolved as the kernel resolves them.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "realpath", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial nint RealPath(string path, nint resolved);
+
+        [LibraryImport(LibraryName, EntryPoint = "free")]
+        internal static partial void Free(nint pointer);
+
         /// <summary>st_dev and st_ino: the first two 8-byte fields of struct stat on x86-64 and arm64 alike.</summary>
         internal const int StatDeviceOffset = 0;
         internal const int StatInodeOffset = 8;

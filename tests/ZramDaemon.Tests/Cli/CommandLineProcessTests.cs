@@ -202,6 +202,7 @@ public sealed class CommandLineProcessTests : IDisposable
     [Theory]
     [InlineData(WritebackFileAlias.SymlinkedDirectory)]
     [InlineData(WritebackFileAlias.HardLink)]
+    [InlineData(WritebackFileAlias.DotDotAfterASymlink)]
     public void Two_devices_reaching_one_writeback_file_by_other_paths_are_one_configuration_error_and_nothing_is_touched(string how)
     {
         (string first, string second) = WritebackFileAlias.Make(how, _dir);
@@ -222,6 +223,25 @@ public sealed class CommandLineProcessTests : IDisposable
         {
             Assert.False(File.Exists(first), "no device may have been made");
         }
+    }
+
+    /// <summary>A writeback-file named through a symlink's <c>..</c> is the file the kernel opens for that path: the
+    /// parent of the link's target holds it. Found by review: Path.GetFullPath took <c>link/..</c> away as text, and
+    /// zramd made and wrote other/zram0.wb, a file the path does not reach.</summary>
+    [Fact]
+    public void A_writeback_file_named_through_a_symlinks_dot_dot_is_the_file_the_kernel_opens()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir =>
+        {
+            string target = Directory.CreateDirectory(Path.Combine(dir, "real", "sub")).FullName;
+            Directory.CreateSymbolicLink(Path.Combine(Directory.CreateDirectory(Path.Combine(dir, "other")).FullName, "link"), target);
+            return $"[zram0]\nzram-size = 16M\nwriteback-file = {dir}/other/link/../zram0.wb\n";
+        });
+        string written = $"{daemon.Directory}/other/link/../zram0.wb";
+        Assert.Equal(16L << 20, new FileInfo(Path.Combine(daemon.Directory, "real", "zram0.wb")).Length);
+        Assert.False(File.Exists(Path.Combine(daemon.Directory, "other", "zram0.wb")), "zramd made the file the path names as text");
+        string Identity(string path) => ClientTool.Run("stat", ["-L", "-c", "%d:%i", path]).EnsureSuccess().Stdout.Trim();
+        Assert.Equal(Identity(Path.Combine(daemon.Directory, "real", "zram0.wb")), Identity(written));
     }
 
     /// <summary>A writeback-file a running zramd holds, named by a second zramd: the second's start failed with

@@ -395,6 +395,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [InlineData(WritebackFileAlias.SymlinkToTheFile)]
     [InlineData(WritebackFileAlias.DanglingSymlink)]
     [InlineData(WritebackFileAlias.HardLink)]
+    [InlineData(WritebackFileAlias.DotDotAfterASymlink)]
     public void Two_writeback_files_that_are_one_file_by_another_path_are_refused_naming_both(string how)
     {
         (string first, string second) = WritebackFileAlias.Make(how, _dir);
@@ -402,6 +403,24 @@ public sealed class ConfigurationLoaderTests : IDisposable
         var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path }));
         Assert.Equal($"{path}:6 [zram1] writeback-file = '{second}': [zram0] writeback-file is the same file: each device needs its own", e.Message);
         Assert.Equal(78, e.ExitCode);
+    }
+
+    /// <summary>A path with <c>..</c> after a symlinked directory is the file the kernel opens: <c>..</c> is the
+    /// parent of the link's target. Found by review: Path.GetFullPath took <c>link/..</c> away as text, so
+    /// other/link/../f became other/f, a file the kernel would never open for that path.</summary>
+    [Fact]
+    public void A_dot_dot_after_a_symlink_is_the_parent_of_its_target_as_for_the_kernel()
+    {
+        (string first, string second) = WritebackFileAlias.Make(WritebackFileAlias.DotDotAfterASymlink, _dir);
+        string path = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {second}\n[zram1]\nzram-size = 8M\nwriteback-file = {_dir}/other/shared.wb\n"
+            + $"[zram2]\nzram-size = 8M\nwriteback-file = {_dir}/real/sub/../../other/link/../second.wb\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal([first, $"{_dir}/other/shared.wb", $"{_dir}/real/second.wb"], config.Devices.Select(d => d.WritebackFile));
+
+        // A .. under a directory that does not exist: the kernel's open fails, and so does the load, naming the key.
+        string missing = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {_dir}/none/../f.wb\n");
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = missing }));
+        Assert.EndsWith($"[zram0] writeback-file = '{_dir}/none/../f.wb': cannot resolve {_dir}/none/..: No such file or directory", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>The identity check must not refuse what only looks alike: one name in two directories, and two names
