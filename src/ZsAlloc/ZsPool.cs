@@ -133,6 +133,15 @@ public sealed unsafe class ZsPool : IDisposable
         set => _pages.PeakRaised = value;
     }
 
+    /// <summary>An empty pool's <see cref="MetadataBytes"/>: the pin counters, mapped at creation.</summary>
+    public static long EmptyMetadataBytes => PinTable.MetadataBytes;
+
+    /// <summary>What storing the first object in an empty pool adds to <see cref="TotalPages"/> (in bytes) and
+    /// <see cref="MetadataBytes"/> together: one page (a zspage's pages count as they are first used, and an object
+    /// starts at the first page's offset 0), the page map of the arena that page comes from, a zspage descriptor and a
+    /// handle cell.</summary>
+    public const long FirstObjectBytes = PageSource.PageSize + ((long)PageSource.PagesPerArena * sizeof(int)) + ZsPageTable.Size + sizeof(ulong);
+
     /// <summary>The pool's own metadata: handle cells, zspage descriptors, pin counters, page owner maps, the deferred
     /// queue's resident entries.</summary>
     public long MetadataBytes => _handles.MetadataBytes + _zspages.MetadataBytes + PinTable.MetadataBytes

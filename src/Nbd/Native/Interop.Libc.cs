@@ -64,12 +64,6 @@ internal static partial class Libc
     /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
     internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
 
-    /// <summary>Returns a struct group* (or null); gr_gid follows the two char* fields gr_name and gr_passwd.</summary>
-    [LibraryImport(LibraryName, EntryPoint = "getgrnam", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial IntPtr GetGroupByName(string name);
-
-    internal static int GroupIdOffset => 2 * IntPtr.Size;
-
     /// <summary>Sleeps while <paramref name="word"/> holds <paramref name="expected"/> (returns at once if it does
     /// not, on a wake-up, or on a signal; the caller looks again either way). The word must not move: it is an
     /// element of a pinned array.</summary>

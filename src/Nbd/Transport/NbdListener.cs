@@ -36,10 +36,18 @@ public sealed class NbdListener : IDisposable
     internal bool IsTcp => _socket.AddressFamily is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6;
 
     /// <summary>Binds a Unix stream socket at <paramref name="path"/>. A stale socket file (nobody accepting on it)
-    /// is removed first; a live one, or a file that is not a socket, is an error. The file gets <paramref name="mode"/> and, if given, the group.</summary>
-    public static NbdListener BindUnix(string path, int mode = 0x1B0 /* 0660 */, string? group = null)
+    /// is removed first; a live one, or a file that is not a socket, is an error. The file gets <paramref name="mode"/> and, if given, the group:
+    /// a number, which the caller looked up (a name looked up here too could resolve differently).</summary>
+    public static NbdListener BindUnix(string path, int mode = 0x1B0 /* 0660 */, uint? groupId = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
+
+        // (gid_t)-1 is chown's "no change": the socket would silently keep our group.
+        if (groupId == Libc.NoChange)
+        {
+            throw new ArgumentOutOfRangeException(nameof(groupId), groupId, "(gid_t)-1 is chown's \"no change\", not a group");
+        }
+
         UnixSocketFile.RemoveStale(path);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         try
@@ -50,9 +58,9 @@ public sealed class NbdListener : IDisposable
                 throw new IOException($"chmod {Convert.ToString(mode, 8)} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
 
-            if (group is not null && Libc.Chown(path, Libc.NoChange, ResolveGroup(group)) != 0)
+            if (groupId is { } gid && Libc.Chown(path, Libc.NoChange, gid) != 0)
             {
-                throw new IOException($"chown :{group} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+                throw new IOException($"chown :{gid} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
             }
 
             socket.Listen(Backlog);
@@ -199,22 +207,4 @@ public sealed class NbdListener : IDisposable
     }
 
     public override string ToString() => Description;
-
-    /// <summary>A group name, or a number (gid_t is unsigned: up to 4294967294, since 4294967295 is chown's "no
-    /// change").</summary>
-    private static uint ResolveGroup(string group)
-    {
-        if (!uint.TryParse(group, NumberStyles.None, CultureInfo.InvariantCulture, out uint gid))
-        {
-            IntPtr entry = Libc.GetGroupByName(group);
-            if (entry == IntPtr.Zero)
-            {
-                throw new IOException($"unknown group '{group}'");
-            }
-
-            gid = (uint)Marshal.ReadInt32(entry, Libc.GroupIdOffset);
-        }
-
-        return gid != Libc.NoChange ? gid : throw new IOException($"group '{group}': id {Libc.NoChange} is chown's \"no change\", not a group");
-    }
 }

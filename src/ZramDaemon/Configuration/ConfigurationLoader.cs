@@ -273,15 +273,26 @@ public static partial class ConfigurationLoader
             }
         }
 
+        // The name is looked up here, once: the listener is handed the number and never looks a name up again.
         string? socketGroup = null;
+        uint? socketGroupId = null;
         string? socketGroupFallback = null;
         if (daemon.SocketGroup is { } groupSetting)
         {
             socketGroup = groupSetting.Value;
-            uint? groupId = uint.TryParse(socketGroup, NumberStyles.None, CultureInfo.InvariantCulture, out uint number) ? number : FindGroupId(facts.GroupFile, socketGroup);
+            uint? groupId;
+            try
+            {
+                groupId = uint.TryParse(socketGroup, NumberStyles.None, CultureInfo.InvariantCulture, out uint number) ? number : facts.FindGroup(socketGroup);
+            }
+            catch (IOException e)
+            {
+                throw groupSetting.Fail(e.Message);
+            }
+
             if (groupId is null)
             {
-                throw groupSetting.Fail($"no such group in {facts.GroupFile}");
+                throw groupSetting.Fail("no such group");
             }
 
             // chown(2) takes (gid_t)-1 as "leave the group as it is": the socket would silently keep zramd's group.
@@ -289,16 +300,29 @@ public static partial class ConfigurationLoader
             {
                 throw groupSetting.Fail($"group id {uint.MaxValue} is (gid_t)-1, which chown takes as \"no change\": group ids go up to {uint.MaxValue - 1}");
             }
+
+            socketGroupId = groupId;
         }
         else
         {
             // The default, disk, only where it exists and we may give files to it (CAP_CHOWN, which a unit's bounding
             // set may take from root, or membership); else our own group, and a warning at start says why.
             const string disk = ZramdConfiguration.DefaultSocketGroup;
-            uint? diskId = FindGroupId(facts.GroupFile, disk);
+            uint? diskId;
+            try
+            {
+                diskId = facts.FindGroup(disk);
+            }
+            catch (IOException e)
+            {
+                // Only the default: zramd still starts, and the warning at start says why the group is ours.
+                diskId = null;
+                socketGroupFallback = e.Message;
+            }
+
             if (diskId is null)
             {
-                socketGroupFallback = $"there is no group '{disk}' in {facts.GroupFile}";
+                socketGroupFallback ??= $"there is no group '{disk}'";
             }
             else if (!facts.CanChownToAnyGroup && !facts.GroupIds.Contains(diskId.Value))
             {
@@ -307,6 +331,7 @@ public static partial class ConfigurationLoader
             else
             {
                 socketGroup = disk;
+                socketGroupId = diskId;
             }
         }
 
@@ -405,6 +430,7 @@ public static partial class ConfigurationLoader
             Listen = listen,
             SocketMode = socketMode,
             SocketGroup = socketGroup,
+            SocketGroupId = socketGroupId,
             SocketGroupFallback = socketGroupFallback,
             ControlPath = controlPath,
             TlsMode = tlsMode,
@@ -589,6 +615,13 @@ public static partial class ConfigurationLoader
             }
         }
 
+        long minimumLimit = Device.ZramDevice.MinimumMemLimitFor(diskSize, dedup);
+        if (memLimit != 0 && memLimit < minimumLimit)
+        {
+            // Checked here, where the dedup index's arrays are known: the device would take it and refuse every write.
+            throw device.MemLimit!.Fail($"the memory limit comes to {memLimit} bytes, below the {minimumLimit} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)");
+        }
+
         return new DeviceConfiguration
         {
             Name = device.Name,
@@ -764,27 +797,6 @@ public static partial class ConfigurationLoader
         return int.TryParse(setting.Value, NumberStyles.None, CultureInfo.InvariantCulture, out int value) && value >= 1 && value <= ceiling
             ? value
             : throw setting.Fail($"a whole number of {what} from 1 to {ceiling} is required");
-    }
-
-    /// <summary>The id of <paramref name="group"/> in a group file (name:password:gid:members), or null.</summary>
-    private static uint? FindGroupId(string groupFile, string group)
-    {
-        try
-        {
-            foreach (string line in File.ReadLines(groupFile))
-            {
-                string[] fields = line.Split(':');
-                if (fields.Length >= 3 && fields[0] == group && uint.TryParse(fields[2], NumberStyles.None, CultureInfo.InvariantCulture, out uint id))
-                {
-                    return id;
-                }
-            }
-        }
-        catch (IOException)
-        {
-        }
-
-        return null;
     }
 
     [GeneratedRegex("^(?<n>[0-9]+) ?(?<unit>s|min|m|h)?$")]

@@ -12,7 +12,8 @@ namespace ZramDaemon.Configuration;
 /// <paramref name="Inode"/> are of, for one to be created; the full path when not even that can be known.</param>
 internal readonly record struct FileIdentity(ulong Device, ulong Inode, string? Name)
 {
-    /// <param name="fullPath">A full path, as opened: its <c>..</c> already taken away as text.</param>
+    /// <param name="fullPath">A full path, as opened: its <c>..</c> already resolved as the kernel does (see
+    /// <see cref="FilePath.TryGetFullPath"/>).</param>
     public static FileIdentity Of(string fullPath)
     {
         string target = fullPath;

@@ -1,4 +1,6 @@
+using System.Buffers.Binary;
 using System.Globalization;
+using ZramDaemon.Native;
 
 namespace ZramDaemon.Configuration;
 
@@ -18,8 +20,9 @@ public sealed record SystemFacts
     /// <summary>Read when neither --config nor ZRAMD_CONFIG names a file, if it exists.</summary>
     public string DefaultConfigFile { get; init; } = DefaultConfigPath;
 
-    /// <summary>The group database that socket-group names are looked up in.</summary>
-    public string GroupFile { get; init; } = "/etc/group";
+    /// <summary>A socket-group name's id, or null when there is no such group: <see cref="LookUpGroup"/>, through
+    /// NSS; tests give groups of their own here.</summary>
+    public Func<string, uint?> FindGroup { get; init; } = LookUpGroup;
 
     /// <summary>The process's group ids (real, effective and supplementary): without root, a file can only be
     /// given to one of these.</summary>
@@ -72,6 +75,31 @@ public sealed record SystemFacts
         }
 
         return ids;
+    }
+
+    /// <summary>getgrnam_r: the group database as NSS configures it (nsswitch.conf: files, LDAP, sssd, systemd), the
+    /// one chown(1) and getent read, so that a group only in LDAP is found. Null when there is no such group; an
+    /// IOException when the lookup itself fails (an unreachable directory server, say).</summary>
+    public static uint? LookUpGroup(string name)
+    {
+        Span<byte> group = stackalloc byte[Interop.Libc.GroupStructSize];
+        // The entry's strings (name, password, member list) go in the buffer: a group with many members needs more.
+        for (int size = 1024; ; size *= 2)
+        {
+            byte[] buffer = new byte[size];
+            int error = Interop.Libc.GetGroupByName(name, group, buffer, (nuint)buffer.Length, out nint result);
+            if (error == Interop.Libc.ERange && size < 1 << 24)
+            {
+                continue;
+            }
+
+            if (error != 0)
+            {
+                throw new IOException($"looking up group '{name}': {Interop.Libc.Describe(error)}");
+            }
+
+            return result == 0 ? null : BinaryPrimitives.ReadUInt32LittleEndian(group[Interop.Libc.GroupIdOffset..]);
+        }
     }
 
     /// <summary>MemTotal from /proc/meminfo in MiB, as zram-generator reads it; null when the file cannot be read or

@@ -21,6 +21,9 @@ public sealed record ZramdConfiguration
     /// <summary>The group that owns the NBD Unix sockets (default disk), or null to keep ours.</summary>
     public string? SocketGroup { get; init; }
 
+    /// <summary><see cref="SocketGroup"/>'s id, looked up once by the loader: the listener chowns to this number.</summary>
+    public uint? SocketGroupId { get; init; }
+
     /// <summary>Why the NBD sockets keep our own group although socket-group was not set (no group disk, or
     /// not root and not a member of it), for a warning at start; null otherwise.</summary>
     public string? SocketGroupFallback { get; init; }

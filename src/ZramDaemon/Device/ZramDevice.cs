@@ -142,6 +142,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new ArgumentException($"mem_limit must be 0 (none) or a number of bytes, not {options.MemLimit}", nameof(options));
         }
 
+        long minimumLimit = MinimumMemLimitFor(options.DiskSize, options.Dedup);
+        if (options.MemLimit != 0 && options.MemLimit < minimumLimit)
+        {
+            throw new ArgumentException($"mem_limit {options.MemLimit} is below the device's minimum of {minimumLimit} bytes", nameof(options));
+        }
+
         if (options.CompactWatermarkPercent is < 1 or > 100)
         {
             throw new ArgumentException($"the compaction watermark must be 1-100 percent of mem_limit, not {options.CompactWatermarkPercent}", nameof(options));
@@ -251,6 +257,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public int PreferredBlockSize => PageSize;
 
     public bool SupportsFastZero => true;
+
+    /// <summary>The smallest mem_limit but 0 (none) this device takes: see <see cref="MinimumMemLimitFor"/>.</summary>
+    public long MinimumMemLimit => MinimumMemLimitFor(_options.DiskSize, _options.Dedup);
+
+    /// <summary>
+    /// The smallest mem_limit but 0 (none) for a device of <paramref name="diskSize"/> bytes: what it takes when empty
+    /// (the slot table, 8 bytes a page; the pool's pin counters; the dedup index's first arrays), plus what storing its
+    /// first page adds (<see cref="ZsPool.FirstObjectBytes"/>: a page and the 64 KiB page map of its arena). A lower
+    /// limit refuses every write but a same-filled page's with ENOSPC, and nothing says why; at this one a page fits.
+    /// </summary>
+    public static long MinimumMemLimitFor(long diskSize, bool dedup) =>
+        ((diskSize >> PageShift) * SlotTable.SlotSize) + ZsPool.EmptyMetadataBytes + (dedup ? DedupIndex.InitialMetadataBytes : 0) + ZsPool.FirstObjectBytes;
 
     /// <summary>mem_used_total: pool pages, the slot table, and the pool's metadata (handle and word cells among it).</summary>
     public long MemUsedTotal => (_pool.TotalPages << PageShift) + MetadataBytes;
@@ -424,10 +442,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
     public void FlushDeferredFrees() => _pool.FlushDeferred();
 
-    /// <summary>zram's mem_limit: 0 = none. Applies to mem_used_total from the next allocation on.</summary>
+    /// <summary>zram's mem_limit: 0 = none, else at least <see cref="MinimumMemLimit"/>. Applies to mem_used_total
+    /// from the next allocation on.</summary>
     public void SetMemLimit(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (bytes != 0 && bytes < MinimumMemLimit)
+        {
+            throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"mem_limit is below {Name}'s minimum of {MinimumMemLimit} bytes");
+        }
+
         long budget = DeferredFreeBudget(bytes);
         Interlocked.Exchange(ref _memLimit, bytes);
         _pool.DeferredFreeByteBudget = budget;

@@ -195,6 +195,12 @@ internal sealed class DeviceRegistry : IControlHandler
         switch (setting.Key)
         {
             case DeviceSetting.MemLimit:
+                if (bytes != 0 && bytes < device.MinimumMemLimit)
+                {
+                    // The old limit stays: this one would refuse every write that is not a same-filled page.
+                    return ControlReply.Failure($"mem_limit: {value} ({bytes} bytes) is below {device.Name}'s minimum of {StatusTable.HumanSize(device.MinimumMemLimit)} ({device.MinimumMemLimit} bytes: its slot table, the pool's metadata and what a first stored page takes); 0 means no limit");
+                }
+
                 device.SetMemLimit(bytes);
                 return ControlReply.Success($"{device.Name}: mem_limit = {Limit(bytes)}");
             case DeviceSetting.MemUsedMax:

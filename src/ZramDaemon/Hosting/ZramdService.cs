@@ -320,7 +320,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             if (address.IsUnix)
             {
                 Directory.CreateDirectory(Path.GetDirectoryName(address.UnixPath)!);
-                return NbdListener.BindUnix(address.UnixPath, _config.SocketMode, _config.SocketGroup);
+                return NbdListener.BindUnix(address.UnixPath, _config.SocketMode, _config.SocketGroupId);
             }
 
             return NbdListener.BindTcp(address.EndPoint);

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Native;
 
 /// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), binding an
-/// NBD connection to a kernel /dev/nbdX, the background threads' priority, and backing files (which file a path reaches, locking them, punching holes).</summary>
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, socket-group names, and backing files (which file a path reaches, locking them, punching holes).</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -59,6 +59,14 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Stat(string path, Span<byte> statBuffer);
 
+        /// <summary>realpath(3) into a buffer it allocates (null on failure, errno set), to be given to free: the path
+        /// with every symlink and <c>..</c> resolved as the kernel resolves them.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "realpath", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial nint RealPath(string path, nint resolved);
+
+        [LibraryImport(LibraryName, EntryPoint = "free")]
+        internal static partial void Free(nint pointer);
+
         /// <summary>st_dev and st_ino: the first two 8-byte fields of struct stat on x86-64 and arm64 alike.</summary>
         internal const int StatDeviceOffset = 0;
         internal const int StatInodeOffset = 8;
@@ -78,6 +86,18 @@ internal static partial class Interop
 
         [LibraryImport(LibraryName, EntryPoint = "flock", SetLastError = true)]
         internal static partial int Flock(SafeHandle fd, int operation);
+
+        // <grp.h>: socket-group names are looked up once, through NSS (files, LDAP, sssd, systemd), as chown(1) does.
+        internal const int ERange = 34;
+
+        /// <summary>struct group on 64-bit Linux: gr_name, gr_passwd (pointers), gr_gid (gid_t, padded to 8), gr_mem.</summary>
+        internal const int GroupStructSize = 32;
+        internal const int GroupIdOffset = 16;
+
+        /// <summary>getgrnam_r(3): returns 0 and a null <paramref name="result"/> when there is no such group, or an
+        /// errno (ERANGE: <paramref name="buffer"/> is too small for the entry's strings).</summary>
+        [LibraryImport(LibraryName, EntryPoint = "getgrnam_r", StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int GetGroupByName(string name, Span<byte> group, Span<byte> buffer, nuint bufferLength, out nint result);
 
         // ---- binding an NBD connection to /dev/nbdX (Attach/): a socketpair, a generic netlink socket
         // (AF_NETLINK has no .NET Socket support) and the nbd ioctls of the fallback path.

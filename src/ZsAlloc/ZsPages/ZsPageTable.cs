@@ -20,7 +20,7 @@ internal sealed unsafe class ZsPageTable : IDisposable
     private const int ChunkShift = 12;
     private const int ChunkSize = 1 << ChunkShift;
     private const long ChunkBytes = (long)ChunkSize * Size;
-    private const int Size = 20;
+    internal const int Size = 20;
     private const int PageSize = MemoryMap.PageSize;
 
     private readonly Lock _lock = new();

@@ -202,6 +202,7 @@ public sealed class CommandLineProcessTests : IDisposable
     [Theory]
     [InlineData(WritebackFileAlias.SymlinkedDirectory)]
     [InlineData(WritebackFileAlias.HardLink)]
+    [InlineData(WritebackFileAlias.DotDotAfterASymlink)]
     public void Two_devices_reaching_one_writeback_file_by_other_paths_are_one_configuration_error_and_nothing_is_touched(string how)
     {
         (string first, string second) = WritebackFileAlias.Make(how, _dir);
@@ -222,6 +223,25 @@ public sealed class CommandLineProcessTests : IDisposable
         {
             Assert.False(File.Exists(first), "no device may have been made");
         }
+    }
+
+    /// <summary>A writeback-file named through a symlink's <c>..</c> is the file the kernel opens for that path: the
+    /// parent of the link's target holds it. Found by review: Path.GetFullPath took <c>link/..</c> away as text, and
+    /// zramd made and wrote other/zram0.wb, a file the path does not reach.</summary>
+    [Fact]
+    public void A_writeback_file_named_through_a_symlinks_dot_dot_is_the_file_the_kernel_opens()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir =>
+        {
+            string target = Directory.CreateDirectory(Path.Combine(dir, "real", "sub")).FullName;
+            Directory.CreateSymbolicLink(Path.Combine(Directory.CreateDirectory(Path.Combine(dir, "other")).FullName, "link"), target);
+            return $"[zram0]\nzram-size = 16M\nwriteback-file = {dir}/other/link/../zram0.wb\n";
+        });
+        string written = $"{daemon.Directory}/other/link/../zram0.wb";
+        Assert.Equal(16L << 20, new FileInfo(Path.Combine(daemon.Directory, "real", "zram0.wb")).Length);
+        Assert.False(File.Exists(Path.Combine(daemon.Directory, "other", "zram0.wb")), "zramd made the file the path names as text");
+        string Identity(string path) => ClientTool.Run("stat", ["-L", "-c", "%d:%i", path]).EnsureSuccess().Stdout.Trim();
+        Assert.Equal(Identity(Path.Combine(daemon.Directory, "real", "zram0.wb")), Identity(written));
     }
 
     /// <summary>A writeback-file a running zramd holds, named by a second zramd: the second's start failed with
@@ -332,10 +352,10 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
     }
 
-    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader and
-    /// NbdListener.ResolveGroup both take gids up to 4294967294 (4294967295 is (gid_t)-1, which chown takes as "leave
+    /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader takes gids up to
+    /// 4294967294 and hands the number to NbdListener (4294967295 is (gid_t)-1, which chown takes as "leave
     /// the group", and the loader refuses it: see the BadFileValues row). Found by review: the loader took any uint,
-    /// but ResolveGroup parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
+    /// but the listener's own lookup (since removed) parsed an int and else looked the number up as a name, so from 2147483648 on the start failed
     /// after the devices were made with "cannot listen on unix:...: unknown group '3000000000'", exit 1, naming no
     /// key.</summary>
     [Fact]
@@ -389,6 +409,29 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Contains("daemon-exit=124", result.Stdout, StringComparison.Ordinal); // it ran until timeout's SIGTERM
         Assert.Contains("default-exit=78", result.Stdout, StringComparison.Ordinal);
         Assert.Contains("zramd: the default zram-size = 'min(ram / 2, 4096)': ram is unknown: /proc/meminfo cannot be read", result.Stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>A socket-group that only NSS knows (not in /etc/group, as an LDAP or sssd group is) is found and given
+    /// to the socket. Found by review: the loader read /etc/group alone, and refused it ("socket-group =
+    /// 'zramd-nss-only': no such group in /etc/group", exit 78). The group is a systemd userdb drop-in that
+    /// nss-systemd serves (nsswitch.conf: "group: files systemd"), under a tmpfs on /run in a mount namespace of
+    /// its own (as root, as the suite runs), so the machine's databases stay as they are.</summary>
+    [Fact]
+    public void A_socket_group_only_nss_knows_is_given_to_the_socket()
+    {
+        string socket = Path.Combine(_dir, "nbd.sock");
+        string log = Path.Combine(_dir, "zramd.log");
+        string script = "mount -t tmpfs zramd-nss /run && mkdir /run/userdb || exit 99; "
+            + "printf '{\"groupName\":\"zramd-nss-only\",\"gid\":61234}\\n' > /run/userdb/zramd-nss-only.group; "
+            + "getent group zramd-nss-only || exit 98; grep -q '^zramd-nss-only:' /etc/group && exit 97; "
+            + $"ZRAMD_SOCKET_GROUP=zramd-nss-only dotnet '{ZramdProcess.DllPath}' --size 16M --listen 'unix:{socket}' --control '{Path.Combine(_dir, "zramd.ctl")}' 2>'{log}' & "
+            + $"for i in $(seq 300); do grep -q 'attach with:' '{log}' && break; kill -0 $! 2>/dev/null || break; sleep 0.1; done; "
+            + $"stat -c 'socket-gid=%g' '{socket}'; kill -TERM $!; wait $!; echo daemon-exit=$?; cat '{log}' >&2";
+        ClientTool.Result result = ClientTool.Run("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
+        Assert.True(result.ExitCode is not (99 or 98 or 97), $"cannot make a group only NSS knows here (exit {result.ExitCode}): {result.Stderr}");
+        Assert.Contains("zramd-nss-only:x:61234:", result.Stdout, StringComparison.Ordinal);
+        Assert.True(result.Stdout.Contains("socket-gid=61234", StringComparison.Ordinal), result.Stdout + result.Stderr);
+        Assert.Contains("daemon-exit=0", result.Stdout, StringComparison.Ordinal);
     }
 
     [Fact]

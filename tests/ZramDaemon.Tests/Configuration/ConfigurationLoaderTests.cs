@@ -3,6 +3,7 @@ using System.Net;
 using Nbd;
 using ZramDaemon.Configuration;
 using ZramDaemon.Device;
+using ZramDaemon.Tests.Daemon;
 
 namespace ZramDaemon.Tests.Configuration;
 
@@ -276,6 +277,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nzram-size = lots", "[zram0] zram-size = 'lots': unknown name 'lots'" },
         { "[zram0]\nzram-size = ram * 1000000000", "[zram0] zram-size = 'ram * 1000000000': comes to" },
         { "[zram0]\nzram-resident-limit = -5", "[zram0] zram-resident-limit = '-5': the memory limit cannot be negative" },
+        // 64M: a 128 KiB slot table, 16 KiB of pin counters, and 69660 bytes for a first stored page (see ZramDevice.MinimumMemLimitFor).
+        { "[zram0]\nzram-size = 64M\nzram-resident-limit = 64K", "[zram0] zram-resident-limit = '64K': the memory limit comes to 65536 bytes, below the 217116 this device needs" },
         { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': 'lzo' is not a compression algorithm" },
         { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
         { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
@@ -363,6 +366,27 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(78, e.ExitCode);
     }
 
+    /// <summary>The smallest memory limit, the device's fixed metadata and what a first stored page takes, is
+    /// accepted; dedup's index raises it; 0 is no limit.</summary>
+    [Fact]
+    public void The_smallest_memory_limit_is_accepted_and_dedup_raises_it()
+    {
+        // In bytes from --mem-limit: the file's plain numbers are MiB.
+        long minimum = ZramDevice.MinimumMemLimitFor(64L << 20, dedup: false);
+        SystemFacts facts = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1"));
+        ZramdConfiguration Device(long limit, string keys = "") => Load(facts, new CommandLineSettings
+        {
+            ConfigPath = WriteConfig($"[zram0]\nzram-size = 64M\n{keys}\n"),
+            MemLimit = limit.ToString(CultureInfo.InvariantCulture),
+        });
+
+        Assert.Equal(minimum, Assert.Single(Device(minimum).Devices).MemLimit);
+        Assert.Equal(0, Assert.Single(Device(0).Devices).MemLimit);
+        var e = Assert.Throws<ConfigurationException>(() => Device(minimum, "dedup = yes"));
+        Assert.Equal($"option --mem-limit = '{minimum}': the memory limit comes to {minimum} bytes, below the {ZramDevice.MinimumMemLimitFor(64L << 20, dedup: true)} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)", e.Message);
+        Assert.Equal(64, e.ExitCode); // a command-line value: a usage error
+    }
+
     /// <summary>Two writeback-files that are one file by another path: the check compared the paths' text, so these
     /// loaded, and the daemon's start then failed at the second device's open of the file ("The process cannot access
     /// the file ... because it is being used by another process", exit 1), naming no key.</summary>
@@ -371,6 +395,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [InlineData(WritebackFileAlias.SymlinkToTheFile)]
     [InlineData(WritebackFileAlias.DanglingSymlink)]
     [InlineData(WritebackFileAlias.HardLink)]
+    [InlineData(WritebackFileAlias.DotDotAfterASymlink)]
     public void Two_writeback_files_that_are_one_file_by_another_path_are_refused_naming_both(string how)
     {
         (string first, string second) = WritebackFileAlias.Make(how, _dir);
@@ -378,6 +403,24 @@ public sealed class ConfigurationLoaderTests : IDisposable
         var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path }));
         Assert.Equal($"{path}:6 [zram1] writeback-file = '{second}': [zram0] writeback-file is the same file: each device needs its own", e.Message);
         Assert.Equal(78, e.ExitCode);
+    }
+
+    /// <summary>A path with <c>..</c> after a symlinked directory is the file the kernel opens: <c>..</c> is the
+    /// parent of the link's target. Found by review: Path.GetFullPath took <c>link/..</c> away as text, so
+    /// other/link/../f became other/f, a file the kernel would never open for that path.</summary>
+    [Fact]
+    public void A_dot_dot_after_a_symlink_is_the_parent_of_its_target_as_for_the_kernel()
+    {
+        (string first, string second) = WritebackFileAlias.Make(WritebackFileAlias.DotDotAfterASymlink, _dir);
+        string path = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {second}\n[zram1]\nzram-size = 8M\nwriteback-file = {_dir}/other/shared.wb\n"
+            + $"[zram2]\nzram-size = 8M\nwriteback-file = {_dir}/real/sub/../../other/link/../second.wb\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal([first, $"{_dir}/other/shared.wb", $"{_dir}/real/second.wb"], config.Devices.Select(d => d.WritebackFile));
+
+        // A .. under a directory that does not exist: the kernel's open fails, and so does the load, naming the key.
+        string missing = WriteConfig($"[zram0]\nzram-size = 8M\nwriteback-file = {_dir}/none/../f.wb\n");
+        var e = Assert.Throws<ConfigurationException>(() => Load(Facts(env: ("XDG_RUNTIME_DIR", _dir)), new CommandLineSettings { ConfigPath = missing }));
+        Assert.EndsWith($"[zram0] writeback-file = '{_dir}/none/../f.wb': cannot resolve {_dir}/none/..: No such file or directory", e.Message, StringComparison.Ordinal);
     }
 
     /// <summary>The identity check must not refuse what only looks alike: one name in two directories, and two names
@@ -438,9 +481,8 @@ public sealed class ConfigurationLoaderTests : IDisposable
     [Fact]
     public void The_socket_group_is_disk_where_it_exists_and_may_be_given_to_else_ours_with_the_reason()
     {
-        string groups = Path.Combine(_dir, "group");
-        File.WriteAllText(groups, "root:x:0:\ndisk:x:6:\nstaff:x:50:\n");
-        SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { GroupFile = groups };
+        var groups = new Dictionary<string, uint> { ["root"] = 0, ["disk"] = 6, ["staff"] = 50 };
+        SystemFacts withDisk = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")) with { FindGroup = name => groups.TryGetValue(name, out uint id) ? id : null };
 
         ZramdConfiguration root = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Equal("disk", root.SocketGroup);
@@ -458,10 +500,10 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Null(boundedRoot.SocketGroup);
         Assert.NotNull(boundedRoot.SocketGroupFallback);
 
-        File.WriteAllText(groups, "root:x:0:\nstaff:x:50:\n");
+        groups.Remove("disk");
         ZramdConfiguration noDisk = Load(withDisk with { IsRoot = true, CanChownToAnyGroup = true });
         Assert.Null(noDisk.SocketGroup);
-        Assert.Equal($"there is no group 'disk' in {groups}", noDisk.SocketGroupFallback);
+        Assert.Equal("there is no group 'disk'", noDisk.SocketGroupFallback);
 
         // Set explicitly, the group must exist (a name in the file, or any number); no fallback then.
         string path = WriteConfig("[zramd]\nsocket-group = staff\n");
@@ -469,7 +511,35 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(("staff", (string?)null), (staff.SocketGroup, staff.SocketGroupFallback));
         Assert.Equal("1234", Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "1234" } }).SocketGroup);
         var e = Assert.Throws<ConfigurationException>(() => Load(withDisk with { Environment = new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = "/r", ["ZRAMD_SOCKET_GROUP"] = "disk" } }));
-        Assert.Equal($"environment variable ZRAMD_SOCKET_GROUP = 'disk': no such group in {groups}", e.Message);
+        Assert.Equal("environment variable ZRAMD_SOCKET_GROUP = 'disk': no such group", e.Message);
+    }
+
+    /// <summary>A socket-group name is looked up once, by the loader, through NSS (getgrnam_r), and the listener is
+    /// handed its id. Found by review: the loader read /etc/group alone, so a group only in NSS (LDAP, sssd) was
+    /// refused with "no such group in /etc/group", and the listener then looked the name up again with getgrnam,
+    /// which could give another id.</summary>
+    [Fact]
+    public void A_socket_group_name_is_looked_up_once_through_nss_and_its_id_handed_on()
+    {
+        SystemFacts facts = Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1"));
+        ZramdConfiguration Group(SystemFacts f, string group) => Load(f, new CommandLineSettings { ConfigPath = WriteConfig($"[zramd]\nsocket-group = {group}\n") });
+
+        // The real lookup: a group in /etc/group has the id getent gives (NSS's files module).
+        string[] disk = ClientTool.Run("getent", ["group", "disk"]).EnsureSuccess().Stdout.Trim().Split(':');
+        ZramdConfiguration byName = Group(facts, "disk");
+        Assert.Equal(("disk", (uint?)uint.Parse(disk[2], CultureInfo.InvariantCulture)), (byName.SocketGroup, byName.SocketGroupId));
+        Assert.Equal(0u, Group(facts, "0").SocketGroupId);
+        Assert.Equal(4294967294u, Group(facts, "4294967294").SocketGroupId);
+
+        // A group NSS knows but /etc/group does not (from LDAP, say): here one the test's lookup knows.
+        SystemFacts ldap = facts with { FindGroup = name => name == "zramd-ldap-operators" ? 70000u : null };
+        Assert.Equal(70000u, Group(ldap, "zramd-ldap-operators").SocketGroupId);
+
+        // A lookup that fails (a directory server out of reach) is one line naming the key.
+        SystemFacts broken = facts with { FindGroup = name => throw new IOException($"looking up group '{name}': Connection refused") };
+        var e = Assert.Throws<ConfigurationException>(() => Group(broken, "staff"));
+        Assert.EndsWith("[zramd] socket-group = 'staff': looking up group 'staff': Connection refused", e.Message, StringComparison.Ordinal);
+        Assert.Equal(78, e.ExitCode);
     }
 
     [Fact]

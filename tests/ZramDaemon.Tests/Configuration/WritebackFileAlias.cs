@@ -9,6 +9,7 @@ public static class WritebackFileAlias
     public const string SymlinkToTheFile = "a symlink to the file";
     public const string DanglingSymlink = "a symlink to a file not made yet";
     public const string HardLink = "a hard link";
+    public const string DotDotAfterASymlink = "a symlink's .. (the parent of its target, not of the link)";
 
     /// <summary>Makes, under <paramref name="dir"/>, the file (holding "kept" when it must exist) and the second path
     /// to it.</summary>
@@ -36,6 +37,13 @@ public static class WritebackFileAlias
                 File.WriteAllText(first, "kept");
                 second = Path.Combine(dir, "hard.wb");
                 ClientTool.Run("ln", [first, second]).EnsureSuccess();
+                break;
+            case DotDotAfterASymlink:
+                // other/link/../shared.wb: the kernel goes from the link's target, real/sub, up to real; as text
+                // (Path.GetFullPath) it is other/shared.wb.
+                Directory.CreateSymbolicLink(Path.Combine(Directory.CreateDirectory(Path.Combine(dir, "other")).FullName, "link"),
+                    Directory.CreateDirectory(Path.Combine(real, "sub")).FullName);
+                second = Path.Combine(dir, "other", "link", "..", "shared.wb");
                 break;
             default:
                 throw new ArgumentException($"no such alias '{how}'", nameof(how));

@@ -56,6 +56,28 @@ public sealed class DaemonSetLimitTests
             $"mem_limit 300000T with {Field(status, "mem_used_total")} bytes used wrote {Field(status, "bd_count")} pages back");
     }
 
+    /// <summary>A mem_limit below the device's fixed metadata (32M: a 64 KiB slot table and 16 KiB of pin counters)
+    /// is refused with the minimum, and the old limit stays; 0 (none) still works. Found by review: set answered
+    /// "zram0: mem_limit = 64K", and every write that was not a same-filled page then failed with ENOSPC.</summary>
+    [Fact]
+    public void A_mem_limit_below_the_fixed_metadata_is_refused_and_the_old_one_stays()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "32M", "--mem-limit", "16M"]);
+        (int code, _, string error) = daemon.Cli("set", "zram0", "mem_limit=64K");
+        Assert.NotEqual(0, code);
+        Assert.Contains("mem_limit: 64K (65536 bytes) is below zram0's minimum of", error, StringComparison.Ordinal);
+        Assert.Equal(16L << 20, Field(daemon.Status(), "mem_limit"));
+
+        // Still writable: an incompressible page is stored.
+        string source = Path.Combine(daemon.Directory, "random.bin");
+        File.WriteAllBytes(source, System.Security.Cryptography.RandomNumberGenerator.GetBytes(Page));
+        ClientTool.Run("nbdcopy", [source, daemon.Uri()]).EnsureSuccess();
+
+        (code, _, error) = daemon.Cli("set", "zram0", "mem_limit=0");
+        Assert.True(code == 0, error);
+        Assert.Equal(0, Field(daemon.Status(), "mem_limit"));
+    }
+
     [Fact]
     public void A_huge_mem_limit_on_the_command_line_starts_the_daemon()
     {

@@ -66,6 +66,15 @@ public sealed class DaemonSocketSecurityTests
         Assert.Equal(("600", 0u), Stat(daemon.Socket));
     }
 
+    /// <summary>A group name reaches the socket as the id NSS gives (getent), looked up once by the loader.</summary>
+    [Fact]
+    public void A_socket_group_name_gives_the_socket_the_id_getent_gives()
+    {
+        uint disk = uint.Parse(ClientTool.Run("getent", ["group", "disk"]).EnsureSuccess().Stdout.Split(':')[2], CultureInfo.InvariantCulture);
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["ZRAMD_SOCKET_GROUP"] = "disk" });
+        Assert.Equal(disk, Stat(daemon.Socket).Group);
+    }
+
     [Fact]
     public void Tcp_on_a_non_loopback_address_without_tls_is_warned_about_and_loopback_is_not()
     {

@@ -9,6 +9,39 @@ public class ZramDeviceMemoryTests
 {
     private const int Page = ZramDevice.PageSize;
 
+    /// <summary>The smallest mem_limit (but 0) is what the empty device takes plus what its first stored page adds:
+    /// at it one incompressible page fits, and a byte less is refused (by the constructor and by SetMemLimit, which
+    /// keeps the old limit). Found by review: any limit was taken, and one below the slot table refused every write
+    /// that was not a same-filled page with ENOSPC.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void The_smallest_mem_limit_stores_a_page_and_a_smaller_one_is_refused(bool dedup)
+    {
+        long minimum = ZramDevice.MinimumMemLimitFor(8L << 20, dedup);
+        using (var empty = new ZramDevice(new ZramDeviceOptions { Name = "empty", DiskSize = 8L << 20, Dedup = dedup }, NullLoggerFactory.Instance))
+        {
+            Assert.Equal(minimum, empty.MemUsedTotal + ZsAlloc.ZsPool.FirstObjectBytes);
+        }
+
+        Assert.Throws<ArgumentException>(() => new ZramDevice(
+            new ZramDeviceOptions { Name = "low", DiskSize = 8L << 20, MemLimit = minimum - 1, Dedup = dedup }, NullLoggerFactory.Instance));
+
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "least", DiskSize = 8L << 20, MemLimit = minimum, Dedup = dedup, CompactThresholdPages = 0 },
+            NullLoggerFactory.Instance);
+        var random = new byte[Page];
+        new Random(3).NextBytes(random);
+        Assert.Equal(NbdError.None, device.Write(0, random, fua: false));
+        Assert.Equal(minimum, device.GetStats().MemUsedTotal);
+        new Random(4).NextBytes(random);
+        Assert.Equal(NbdError.NoSpace, device.Write(Page, random, fua: false));
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(minimum - 1));
+        Assert.Equal(minimum, device.GetStats().MemLimit);
+        device.SetMemLimit(0);
+        Assert.Equal(NbdError.None, device.Write(Page, random, fua: false));
+    }
+
     [Fact]
     public void Writes_past_the_limit_fail_with_ENOSPC_keep_old_contents_and_trimming_makes_room()
     {
@@ -137,7 +170,8 @@ public class ZramDeviceMemoryTests
             Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
         }
 
-        device.SetMemLimit(device.GetStats().MemUsedTotal / 2);
+        Assert.True(device.MinimumMemLimit < device.GetStats().MemUsedTotal);
+        device.SetMemLimit(device.MinimumMemLimit);
         var random = new byte[Page];
         new Random(1).NextBytes(random);
         Assert.Equal(NbdError.NoSpace, device.Write(100L * Page, random, fua: false));

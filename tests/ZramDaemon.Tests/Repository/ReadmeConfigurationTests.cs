@@ -24,14 +24,12 @@ public sealed partial class ReadmeConfigurationTests : IDisposable
         // The writeback file's directory exists on an installed system (StateDirectory=); here it is a scratch one.
         string conf = System.IO.Path.Combine(_dir, "zramd.conf");
         File.WriteAllText(conf, example.Replace("/var/lib/zramd/", _dir + "/", StringComparison.Ordinal));
-        string groups = System.IO.Path.Combine(_dir, "group");
-        File.WriteAllText(groups, "root:x:0:\ndisk:x:6:\n");
         var facts = new SystemFacts
         {
             RamMiB = 16384,
             IsRoot = true,
             CanChownToAnyGroup = true,
-            GroupFile = groups,
+            FindGroup = name => name switch { "root" => 0, "disk" => 6, _ => null },
             Environment = new Dictionary<string, string>(),
             DefaultConfigFile = System.IO.Path.Combine(_dir, "absent.conf"),
         };

@@ -56,6 +56,9 @@ internal sealed class DedupIndex
     /// <summary>Payload bytes not stored because a slot shared an entry instead of storing its own object.</summary>
     public long BytesSaved => Interlocked.Read(ref _saved);
 
+    /// <summary>What an empty table takes (<see cref="MetadataBytes"/> at creation).</summary>
+    public static long InitialMetadataBytes => ArraysBytes(InitialEntries);
+
     /// <summary>What the table takes: its entry and bucket arrays (read without the lock: it is on the write path).</summary>
     public long MetadataBytes => Interlocked.Read(ref _metadataBytes);
 

@@ -51,7 +51,8 @@ internal sealed class BackingFile : IDisposable
             throw new PlatformNotSupportedException("zramd runs on Linux");
         }
 
-        Path = System.IO.Path.GetFullPath(path);
+        // As the loader resolves it: a link's .. is the parent of its target, not the link's own directory.
+        Path = Configuration.FilePath.TryGetFullPath(path, out string? fullPath, out string error) ? fullPath : throw new IOException($"{path}: {error}");
         _blocks = blocks;
         _dailyLimitBytes = dailyLimitBytes;
         _clock = clock ?? (() => Environment.TickCount64 / 1000);
