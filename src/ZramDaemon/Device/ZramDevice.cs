@@ -2036,7 +2036,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             int n = (int)Math.Min(PageSize - inPage, end - offset);
-            NbdError error = ZeroPartial(index, inPage, n);
+            NbdError error = ZeroPartial(index, inPage, n, discard);
             // A trim is a hint (the client may assume nothing of the range afterwards), and one at the memory limit
             // is how a client makes room: a partial slot whose zeroed page does not fit stays as it was, and the
             // rest of the range is still trimmed. WRITE_ZEROES is a write and fails like one.
@@ -2134,8 +2134,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
+    /// <summary>Zeroes part of a slot. A trim that leaves the whole page zero (the last of several partial trims
+    /// covering it) empties the slot as a whole-slot trim does, rather than keeping a stored zero page counted in
+    /// pages_stored and same_pages.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private NbdError ZeroPartial(int index, int inPage, int length)
+    private NbdError ZeroPartial(int index, int inPage, int length, bool discard)
     {
         Span<byte> page = stackalloc byte[PageSize];
         _slots.Lock(index);
@@ -2153,6 +2156,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             page.Slice(inPage, length).Clear();
+            if (discard && page.IndexOfAnyExcept((byte)0) < 0)
+            {
+                Swap(index, 0, 0, lockHeld: true, out uint oldInfo, out uint oldValue);
+                Release(oldInfo, oldValue, deferred: true);
+                _counters.Replace(oldInfo, 0);
+                Interlocked.Increment(ref _counters.NotifyFree);
+                Interlocked.Increment(ref _counters.DiscardedPages);
+                return NbdError.None;
+            }
+
             return StorePage(index, page, lockHeld: true);
         }
         finally

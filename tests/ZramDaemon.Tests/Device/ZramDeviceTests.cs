@@ -222,6 +222,34 @@ public class ZramDeviceTests
     }
 
     [Fact]
+    public void Partial_trims_that_zero_a_whole_page_empty_its_slot()
+    {
+        using ZramDevice device = Create();
+        byte[] data = [.. DevicePages.TextPage(1), .. DevicePages.TextPage(2)]; // compressed objects, not same-filled
+        Assert.Equal(NbdError.None, device.Write(0, data, fua: false));
+
+        // Three trims of parts of slot 0, as a client with 512-byte blocks may send them.
+        Assert.Equal(NbdError.None, device.Trim(0, 1024));
+        Assert.Equal(NbdError.None, device.Trim(3072, 1024));
+        Assert.Equal(NbdError.None, device.Trim(1024, 2048));
+
+        var back = new byte[2 * Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(new byte[Page], back[..Page]);
+        Assert.Equal(data[Page..], back[Page..]);
+        device.FlushDeferredFrees();
+        ZramStats stats = device.GetStats();
+        Assert.True(stats.OrigDataSize == Page, $"orig_data_size {stats.OrigDataSize}: the trimmed page is still counted as stored");
+        Assert.Equal(0, stats.SamePages);
+        Assert.Equal(1, stats.DiscardedPages);
+        Assert.Equal(1, stats.NotifyFree);
+        var extents = new BlockExtent[4];
+        int count = device.GetExtents(0, 2 * Page, extents);
+        Assert.True(count >= 1 && extents[0] == new BlockExtent(Page, ExtentFlags.Hole | ExtentFlags.Zero),
+            $"slot 0 is not a hole: {string.Join(", ", extents.Take(count))}");
+    }
+
+    [Fact]
     public void Algorithms_round_trip_and_the_higher_ratio_ones_store_less()
     {
         var random = new Random(12);
