@@ -35,7 +35,7 @@ public static partial class ConfigurationLoader
         // 1. Which file: --config, else ZRAMD_CONFIG, else /etc/zramd/zramd.conf when it exists.
         string? configPath = flags.ConfigPath ?? facts.Get("ZRAMD_CONFIG");
 
-        // --config "$CONF" with CONF unset: File.ReadAllText("") throws ArgumentException, not an error IniFile reports.
+        // --config "$CONF" with CONF unset: opening "" throws ArgumentException, not an error IniFile reports.
         // (An empty ZRAMD_CONFIG counts as unset.)
         if (flags.ConfigPath is { } option && !FilePath.TryGetFullPath(option, out _, out string pathError))
         {
@@ -714,14 +714,17 @@ public static partial class ConfigurationLoader
 
     private static string ReadPem(Setting file)
     {
+        string? text;
         try
         {
-            return File.ReadAllText(file.Value);
+            text = BoundedFile.TryReadAllText(file.Value);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw file.Fail($"cannot read the file: {e.Message}");
         }
+
+        return text ?? throw file.Fail($"the file holds more than {BoundedFile.MaxBytes >> 20} MiB, the most zramd reads of a PEM certificate or key");
     }
 
     /// <summary>A duration: seconds, or a number with s, min or h (systemd's spellings); 0 turns the feature off.
