@@ -327,6 +327,12 @@ public static partial class ConfigurationLoader
         {
             certificate = LoadCertificate(daemon);
         }
+        else
+        {
+            // Taken and never loaded, they would leave the admin believing the sockets speak TLS.
+            RequireTls(daemon.TlsCertificate);
+            RequireTls(daemon.TlsKey);
+        }
 
         bool lockMemory = facts.IsRoot;
         if (daemon.LockMemory is { } lockSetting)
@@ -618,6 +624,16 @@ public static partial class ConfigurationLoader
         if (setting is not null && !companionSet)
         {
             throw setting.Fail($"has no effect without {companion} in the same section");
+        }
+    }
+
+    /// <summary>tls-certificate or tls-key (file or ZRAMD_TLS_*) while tls-mode is off, as <see cref="RequireCompanion"/>
+    /// refuses a key that only tunes another.</summary>
+    private static void RequireTls(Setting? setting)
+    {
+        if (setting is not null)
+        {
+            throw setting.Fail("has no effect while tls-mode is off: set tls-mode = optional or required (ZRAMD_TLS_MODE), or remove it");
         }
     }
 

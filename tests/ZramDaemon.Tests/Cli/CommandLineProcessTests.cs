@@ -159,6 +159,7 @@ public sealed class CommandLineProcessTests : IDisposable
         { "[zram0]\nzram-resident-limit = ram / x\n", "[zram0] zram-resident-limit = 'ram / x': unknown name 'x'" },
         { "[zramd]\nsocket-mode = rw\n", "[zramd] socket-mode = 'rw': not a permission mode" },
         { "[zram1]\nread-only = sometimes\n", "[zram1] read-only = 'sometimes': use yes or no" },
+        { "[zramd]\ntls-certificate = /etc/zramd/cert.pem\n", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off" },
     };
 
     [Theory]
