@@ -435,6 +435,38 @@ public sealed partial class DaemonLifecycleTests : IDisposable
         Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
     }
 
+    /// <summary>A LISTEN_FDS larger than the descriptors passed (here 2 for one socket) fails the start in one line
+    /// that blames LISTEN_FDS, exit 1. Found by review: past the socket passed, fd 4 is the runtime's own (a pipe),
+    /// and the error named it as if systemd had passed it: "fd 4 (systemd) is not a socket: zramd needs a listening
+    /// stream socket (ListenStream=)", sending the admin to the .socket unit.</summary>
+    [Fact]
+    public void Socket_activation_with_listen_fds_past_the_sockets_passed_fails_in_one_line_blaming_listen_fds()
+    {
+        string socket = Path.Combine(_dir, "activated.sock");
+        using var activator = SocketActivator.Start([socket], _dir, ["--size", "16M", "--control", Path.Combine(_dir, "zramd.ctl")], listenFds: 2);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            Thread.Sleep(20);
+        }
+
+        // systemd-socket-activate execs zramd on the first connection.
+        using (var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            client.Connect(new UnixDomainSocketEndPoint(socket));
+            Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running with a wrong LISTEN_FDS:\n" + activator.Log);
+        }
+
+        Assert.Equal(1, activator.ExitCode);
+        Assert.Contains(
+            "zramd could not start: cannot serve the sockets systemd passed: LISTEN_FDS=2 names fds 3 to 4, but fd 4 was not passed: it is close-on-exec, so one of zramd's own (the runtime opened it); LISTEN_FDS counts more descriptors than were passed",
+            activator.Log,
+            StringComparison.Ordinal);
+        Assert.DoesNotContain("(systemd)", activator.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Socket_activation_serves_the_socket_systemd_passed()
     {
