@@ -2,5 +2,10 @@ namespace ZramDaemon;
 
 internal static class Program
 {
-    private static int Main(string[] args) => Cli.ZramdCommandLine.Run(args);
+    private static int Main(string[] args)
+    {
+        // First, before the configuration loads: a SIGHUP in the daemon's start would end it (a verb restores it).
+        Hosting.HangupSignal.Ignore();
+        return Cli.ZramdCommandLine.Run(args);
+    }
 }

@@ -98,6 +98,14 @@ internal static partial class Libc
     internal const int Ebadf = 9;
     internal const int Enotsock = 88;
 
+    internal const int FGetFd = 1;
+    internal const int FdCloexec = 1;
+
+    /// <summary>fcntl(2) with an int argument (F_GETFD ignores it). Variadic in C, but an int travels in the same
+    /// register either way on x86-64 and AArch64.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "fcntl", SetLastError = true)]
+    internal static partial int Fcntl(int fd, int command, int argument);
+
     /// <summary>getsockopt(2) of an int option (socklen_t is 32-bit).</summary>
     [LibraryImport(LibraryName, EntryPoint = "getsockopt", SetLastError = true)]
     internal static partial int GetSockOpt(int fd, int level, int option, out int value, ref uint length);

@@ -121,6 +121,13 @@ public sealed class NbdListener : IDisposable
     {
         for (int i = 0; i < count; i++)
         {
+            if (WhyNotPassed(firstFd + i) is { } notPassed)
+            {
+                // Past the descriptors really passed, the next ones are the runtime's own: the fault is LISTEN_FDS's.
+                string named = count == 1 ? $"fd {firstFd}" : $"fds {firstFd} to {firstFd + count - 1}";
+                throw new IOException($"LISTEN_FDS={count} names {named}, but fd {firstFd + i} {notPassed}");
+            }
+
             if (WhyNotListening(firstFd + i) is { } why)
             {
                 throw new IOException($"fd {firstFd + i}{SystemdName(names, i)} {why}");
@@ -144,6 +151,22 @@ public sealed class NbdListener : IDisposable
     }
 
     private static string SystemdName(string[] names, int i) => i < names.Length && names[i].Length > 0 ? " (systemd " + names[i] + ")" : " (systemd)";
+
+    /// <summary>Null for a descriptor this process inherited across exec; else why <paramref name="fd"/> cannot be one
+    /// systemd passed. systemd clears FD_CLOEXEC on what it passes (or exec would close it), and the runtime opens
+    /// every descriptor of its own close-on-exec; so a close-on-exec descriptor was opened here, after exec.</summary>
+    private static string? WhyNotPassed(int fd)
+    {
+        int flags = Libc.Fcntl(fd, Libc.FGetFd, 0);
+        if (flags == -1 && Marshal.GetLastPInvokeError() == Libc.Ebadf)
+        {
+            return "is not open: LISTEN_FDS counts more descriptors than were passed";
+        }
+
+        return flags != -1 && (flags & Libc.FdCloexec) != 0
+            ? "was not passed: it is close-on-exec, so one of zramd's own (the runtime opened it); LISTEN_FDS counts more descriptors than were passed"
+            : null;
+    }
 
     /// <summary>Null for a listening stream socket; else what <paramref name="fd"/> is, and what a unit needs.</summary>
     private static string? WhyNotListening(int fd)

@@ -33,6 +33,12 @@ public static class ZramdCommandLine
             return ExitCodes.Usage;
         }
 
+        // Main ignores SIGHUP in case this is the daemon; a verb ends on it as any command.
+        if (parsed.CommandResult.Command != root)
+        {
+            HangupSignal.Restore();
+        }
+
         return parsed.Invoke(new InvocationConfiguration
         {
             Output = output,

@@ -35,7 +35,7 @@ public static partial class ConfigurationLoader
         // 1. Which file: --config, else ZRAMD_CONFIG, else /etc/zramd/zramd.conf when it exists.
         string? configPath = flags.ConfigPath ?? facts.Get("ZRAMD_CONFIG");
 
-        // --config "$CONF" with CONF unset: File.ReadAllText("") throws ArgumentException, not an error IniFile reports.
+        // --config "$CONF" with CONF unset: opening "" throws ArgumentException, not an error IniFile reports.
         // (An empty ZRAMD_CONFIG counts as unset.)
         if (flags.ConfigPath is { } option && !FilePath.TryGetFullPath(option, out _, out string pathError))
         {
@@ -352,6 +352,12 @@ public static partial class ConfigurationLoader
         {
             certificate = LoadCertificate(daemon);
         }
+        else
+        {
+            // Taken and never loaded, they would leave the admin believing the sockets speak TLS.
+            RequireTls(daemon.TlsCertificate);
+            RequireTls(daemon.TlsKey);
+        }
 
         bool lockMemory = facts.IsRoot;
         if (daemon.LockMemory is { } lockSetting)
@@ -654,6 +660,16 @@ public static partial class ConfigurationLoader
         }
     }
 
+    /// <summary>tls-certificate or tls-key (file or ZRAMD_TLS_*) while tls-mode is off, as <see cref="RequireCompanion"/>
+    /// refuses a key that only tunes another.</summary>
+    private static void RequireTls(Setting? setting)
+    {
+        if (setting is not null)
+        {
+            throw setting.Fail("has no effect while tls-mode is off: set tls-mode = optional or required (ZRAMD_TLS_MODE), or remove it");
+        }
+    }
+
     /// <summary>The control socket's path from <c>control</c>, ZRAMD_CONTROL or --control, for the daemon and the verbs.</summary>
     internal static string ControlSocketPath(Setting setting)
     {
@@ -747,14 +763,17 @@ public static partial class ConfigurationLoader
 
     private static string ReadPem(Setting file)
     {
+        string? text;
         try
         {
-            return File.ReadAllText(file.Value);
+            text = BoundedFile.TryReadAllText(file.Value);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw file.Fail($"cannot read the file: {e.Message}");
         }
+
+        return text ?? throw file.Fail($"the file holds more than {BoundedFile.MaxBytes >> 20} MiB, the most zramd reads of a PEM certificate or key");
     }
 
     /// <summary>A duration: seconds, or a number with s, min or h (systemd's spellings); 0 turns the feature off.

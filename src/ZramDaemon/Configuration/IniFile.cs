@@ -93,16 +93,18 @@ public sealed class IniFile
 
     public static IniFile Load(string path)
     {
-        string text;
+        string? text;
         try
         {
-            text = File.ReadAllText(path);
+            text = BoundedFile.TryReadAllText(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ConfigurationException($"{path}: cannot read the configuration file: {e.Message}");
         }
 
-        return Parse(path, text);
+        return text is null
+            ? throw new ConfigurationException($"{path}: the configuration file holds more than {BoundedFile.MaxBytes >> 20} MiB, the most zramd reads")
+            : Parse(path, text);
     }
 }

@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -38,13 +37,8 @@ internal static partial class DaemonRunner
         ConfigurationReport.Log(logger, config);
         SwapSafety.Apply(config, facts.IsRoot, ioFlusherFailure, logger);
 
-        // SIGHUP's default action would end zramd at once, with every stored page and no stop sequence; admins send it
-        // out of habit after editing a configuration, which zramd reads only at start.
-        using var hangup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, context =>
-        {
-            context.Cancel = true;
-            LogHangupIgnored(logger);
-        });
+        // Ignored since Main; from here each SIGHUP is a warning.
+        using IDisposable hangup = HangupSignal.LogTo(logger);
 
         using var notifier = new SystemdNotifier(facts.Environment);
         HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
@@ -79,9 +73,6 @@ internal static partial class DaemonRunner
             return ExitCodes.Failure;
         }
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "SIGHUP ignored: zramd reads its configuration only at start and keeps running; a restart applies a new configuration, and empties the devices")]
-    private static partial void LogHangupIgnored(ILogger logger);
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "zramd could not start: {Reason}")]
     private static partial void LogStartFailed(ILogger logger, string reason, Exception? e);

@@ -61,6 +61,10 @@ internal static partial class SwapSafety
         string?[] argv = new string?[parts.Length];
         Array.Copy(parts, argv, parts.Length - 1);
         argv[^1] = null;
+
+        // execve sets SIGHUP, handled here, back to its default for the new image's start, before its Main can handle it
+        // again; an ignored signal stays ignored (HangupSignal takes it over). If exec fails, it stays ignored, unlogged.
+        Interop.Libc.Signal(Interop.Libc.SigHup, Interop.Libc.SigIgn);
         Interop.Libc.Execv("/proc/self/exe", argv);
     }
 

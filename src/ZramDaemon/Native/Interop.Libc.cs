@@ -28,6 +28,15 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "prctl", SetLastError = true)]
         internal static partial int Prctl(int option, nuint arg2, nuint arg3, nuint arg4, nuint arg5);
 
+        // <signal.h>
+        internal const int SigHup = 1;
+        internal const nint SigDfl = 0;
+        internal const nint SigIgn = 1;
+
+        /// <summary>signal(2), for SIG_DFL and SIG_IGN only (a managed handler goes through PosixSignalRegistration).</summary>
+        [LibraryImport(LibraryName, EntryPoint = "signal", SetLastError = true)]
+        internal static partial nint Signal(int signal, nint handler);
+
         /// <summary>execv(2): <paramref name="argv"/> ends with a null element. Returns only on failure.</summary>
         [LibraryImport(LibraryName, EntryPoint = "execv", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Execv(string path, string?[] argv);

@@ -99,26 +99,49 @@ public sealed class NbdListenerTests : IDisposable
         }
     }
 
+    /// <summary>Clears FD_CLOEXEC, which .NET sets on every descriptor it opens, as systemd does on what it passes:
+    /// the descriptor then stands for one inherited across exec.</summary>
+    private static int AsInherited(int fd)
+    {
+        Assert.Equal(0, Nbd.Native.Libc.Fcntl(fd, 2 /* F_SETFD */, 0));
+        return fd;
+    }
+
     [Fact]
     public void Inherited_descriptors_that_are_not_listening_stream_sockets_are_refused_and_left_open()
     {
         using var datagram = new Socket(AddressFamily.InterNetwork, SocketType.Dgram, ProtocolType.Udp);
         datagram.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        int fd = (int)datagram.SafeHandle.DangerousGetHandle();
+        int fd = AsInherited((int)datagram.SafeHandle.DangerousGetHandle());
         var error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(fd, 1, ["zramd.socket"]));
         Assert.Equal($"fd {fd} (systemd zramd.socket) is a datagram socket (ListenDatagram=): zramd needs a listening stream socket (ListenStream=)", error.Message);
         Assert.Equal(0, datagram.Available); // still open: nothing was taken
 
         using var unbound = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors((int)unbound.SafeHandle.DangerousGetHandle(), 1, []));
+        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(AsInherited((int)unbound.SafeHandle.DangerousGetHandle()), 1, []));
         Assert.Contains("not listening", error.Message, StringComparison.Ordinal);
 
         using Microsoft.Win32.SafeHandles.SafeFileHandle file = File.OpenHandle(Path.Combine(_directory, "file"), FileMode.Create, FileAccess.ReadWrite);
-        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors((int)file.DangerousGetHandle(), 1, []));
+        error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(AsInherited((int)file.DangerousGetHandle()), 1, []));
         Assert.Contains("is not a socket", error.Message, StringComparison.Ordinal);
 
         error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(1 << 30, 1, []));
-        Assert.Contains("is not open", error.Message, StringComparison.Ordinal);
+        Assert.Equal($"LISTEN_FDS=1 names fd {1 << 30}, but fd {1 << 30} is not open: LISTEN_FDS counts more descriptors than were passed", error.Message);
+    }
+
+    /// <summary>A wrong LISTEN_FDS reaches past the descriptors passed to the process's own, which are close-on-exec:
+    /// the error blames LISTEN_FDS, even where that descriptor is a listening socket (the runtime's diagnostics socket
+    /// is one), which is not taken.</summary>
+    [Fact]
+    public void A_close_on_exec_descriptor_is_not_one_systemd_passed_and_the_error_blames_listen_fds()
+    {
+        using var own = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        own.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        own.Listen(1);
+        int fd = (int)own.SafeHandle.DangerousGetHandle();
+        var error = Assert.Throws<IOException>(() => NbdListener.FromInheritedDescriptors(fd, 1, ["zramd.socket"]));
+        Assert.Equal($"LISTEN_FDS=1 names fd {fd}, but fd {fd} was not passed: it is close-on-exec, so one of zramd's own (the runtime opened it); LISTEN_FDS counts more descriptors than were passed", error.Message);
+        Assert.True(own.IsBound); // still ours: nothing was taken
     }
 
     [Fact]
@@ -128,7 +151,7 @@ public sealed class NbdListenerTests : IDisposable
         var original = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         original.Bind(new UnixDomainSocketEndPoint(path));
         original.Listen(8);
-        int fd = (int)original.SafeHandle.DangerousGetHandle();
+        int fd = AsInherited((int)original.SafeHandle.DangerousGetHandle());
         original.SafeHandle.SetHandleAsInvalid(); // the listener takes the descriptor over, as from systemd
         // The Socket that bound the path deletes its file when disposed, finalizer included: a GC during the test
         // took the path away from under the listener (nbdinfo: connect: No such file or directory).

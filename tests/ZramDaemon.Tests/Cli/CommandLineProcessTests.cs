@@ -159,6 +159,7 @@ public sealed class CommandLineProcessTests : IDisposable
         { "[zram0]\nzram-resident-limit = ram / x\n", "[zram0] zram-resident-limit = 'ram / x': unknown name 'x'" },
         { "[zramd]\nsocket-mode = rw\n", "[zramd] socket-mode = 'rw': not a permission mode" },
         { "[zram1]\nread-only = sometimes\n", "[zram1] read-only = 'sometimes': use yes or no" },
+        { "[zramd]\ntls-certificate = /etc/zramd/cert.pem\n", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off" },
     };
 
     [Theory]
@@ -311,6 +312,33 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.StartsWith($"zramd: {config}:3 [zram0] writeback-file = '{folder}': that is a directory", Assert.Single(stderr.TrimEnd('\n').Split('\n')), StringComparison.Ordinal);
         Assert.Equal(string.Empty, stdout);
         Assert.True(Directory.Exists(folder));
+    }
+
+    /// <summary>A configuration file or PEM file that never ends (/dev/zero; a FIFO a program keeps writing) is one line
+    /// naming it and the 1 MiB zramd reads at most, exit 78, at once. Found by review: both were read whole with
+    /// File.ReadAllText, so zramd read /dev/zero until it ran out of memory: "Out of memory.", exit 134, after some
+    /// 6 s and gigabytes.</summary>
+    [Theory]
+    [InlineData("--config")]
+    [InlineData("tls-certificate")]
+    [InlineData("tls-key")]
+    public void An_endless_configuration_or_pem_file_is_one_line_naming_it_and_the_cap_exit_78(string which)
+    {
+        string socket = Path.Combine(_dir, "nbd.sock");
+        string config = Path.Combine(_dir, "zramd.conf");
+        (string certPath, string keyPath) = TestCertificate.Write(_dir);
+        File.WriteAllText(config, $"[zramd]\ntls-mode = required\ntls-certificate = {(which == "tls-certificate" ? "/dev/zero" : certPath)}\ntls-key = {(which == "tls-key" ? "/dev/zero" : keyPath)}\n");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        (int code, string stdout, string stderr) = ZramdProcess.Run(
+            ["--config", which == "--config" ? "/dev/zero" : config, "--listen", "unix:" + socket], Env(), timeoutSeconds: 20);
+        Assert.True(code == 78, $"exit {code}:\n{stderr}");
+        string expected = which == "--config"
+            ? "zramd: /dev/zero: the configuration file holds more than 1 MiB, the most zramd reads"
+            : $"zramd: {config}:{(which == "tls-key" ? 4 : 3)} [zramd] {which} = '/dev/zero': the file holds more than 1 MiB, the most zramd reads of a PEM certificate or key";
+        Assert.Equal(expected, Assert.Single(stderr.TrimEnd('\n').Split('\n')));
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(socket));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"took {clock.Elapsed}");
     }
 
     /// <summary>A writeback-file the device cannot create (here in /proc, where even root gets ENOENT; likewise /sys,

@@ -88,6 +88,31 @@ public sealed class ConfigurationLoaderEdgeTests : IDisposable
         Assert.Equal(78, e.ExitCode);
     }
 
+    /// <summary>The 1 MiB bound is on what is read: a configuration of exactly 1 MiB loads (comments pad it), one byte
+    /// more is refused in one line naming the file, as is a PEM file past it, naming the key. Before, both were read
+    /// whole: the larger configuration loaded, and the PEM file failed only as "cannot load the certificate and key".</summary>
+    [Fact]
+    public void A_configuration_or_pem_file_past_1_mib_is_refused_and_one_of_1_mib_loads()
+    {
+        string head = "[zram0]\nzram-size = 16M\n";
+        string exact = WriteConfig(head + new string('#', (1 << 20) - head.Length - 1) + "\n");
+        Assert.Equal(1 << 20, new FileInfo(exact).Length);
+        var flags = new CommandLineSettings { ConfigPath = exact, Listen = ["unix:" + Path.Combine(_dir, "z.sock")] };
+        Assert.Equal(16L << 20, Assert.Single(ConfigurationLoader.Load(flags, Facts()).Devices).DiskSize);
+
+        File.AppendAllText(exact, "\n");
+        ConfigurationException e = LoadFails(flags);
+        Assert.Equal($"{exact}: the configuration file holds more than 1 MiB, the most zramd reads", e.Message);
+        Assert.Equal(78, e.ExitCode);
+
+        (string certPath, string keyPath) = TestCertificate.Write(_dir);
+        File.AppendAllText(keyPath, new string('\n', 1 << 20));
+        string config = WriteConfig($"[zramd]\ntls-mode = required\ntls-certificate = {certPath}\ntls-key = {keyPath}\n");
+        e = LoadFails(new CommandLineSettings { ConfigPath = config, Listen = ["tcp:127.0.0.1:10899"], ControlPath = Path.Combine(_dir, "z.ctl") });
+        Assert.Equal($"{config}:4 [zramd] tls-key = '{keyPath}': the file holds more than 1 MiB, the most zramd reads of a PEM certificate or key", e.Message);
+        Assert.Equal(78, e.ExitCode);
+    }
+
     /// <summary>ParseDuration accepts n up to 10^9 with any unit, but TimeSpan.FromHours(10^9) is past TimeSpan.MaxValue
     /// (about 2.56e8 hours): OverflowException, unhandled.</summary>
     [Fact]

@@ -331,6 +331,9 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\ntls-mode = sometimes", "[zramd] tls-mode = 'sometimes': use off, optional or required" },
         { "[zramd]\ntls-mode = required", "[zramd] tls-mode = 'required': TLS needs tls-certificate" },
         { "[zramd]\ntls-mode = optional\ntls-certificate = /nonexistent.pem", "[zramd] tls-certificate = '/nonexistent.pem': no such file" },
+        { "[zramd]\ntls-certificate = /etc/zramd/cert.pem", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off: set tls-mode = optional or required" },
+        { "[zramd]\ntls-mode = off\ntls-key = /etc/zramd/key.pem", "[zramd] tls-key = '/etc/zramd/key.pem': has no effect while tls-mode is off" },
+        { "[zramd]\ntls-mode = OFF\ntls-certificate = /etc/zramd/cert.pem\ntls-key = /etc/zramd/key.pem", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off" },
         { "[zramd]\nlock-memory = perhaps", "[zramd] lock-memory = 'perhaps': use yes or no" },
         { "[zramd]\nlog-level = chatty", "[zramd] log-level = 'chatty': use debug, info, warning or error" },
         { "[swap]\nzram-size = 1", "[swap] (line 1 or before): unknown section" },
@@ -449,6 +452,14 @@ public sealed class ConfigurationLoaderTests : IDisposable
 
         var listen = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { Listen = ["tcp:127.0.0.1:1", "nbd:x"] }));
         Assert.StartsWith("option --listen = 'nbd:x': ", listen.Message, StringComparison.Ordinal);
+
+        // tls-certificate and tls-key while tls-mode is off would be taken and never loaded; from the environment too.
+        var tls = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_TLS_KEY", "/etc/zramd/key.pem")])));
+        Assert.Equal("environment variable ZRAMD_TLS_KEY = '/etc/zramd/key.pem': has no effect while tls-mode is off: set tls-mode = optional or required (ZRAMD_TLS_MODE), or remove it", tls.Message);
+        Assert.Equal(78, tls.ExitCode);
+        string offInFile = WriteConfig("[zramd]\ntls-mode = off\n");
+        tls = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_TLS_CERTIFICATE", "/etc/zramd/cert.pem")]), new CommandLineSettings { ConfigPath = offInFile }));
+        Assert.StartsWith("environment variable ZRAMD_TLS_CERTIFICATE = '/etc/zramd/cert.pem': has no effect while tls-mode is off", tls.Message, StringComparison.Ordinal);
 
         var missing = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { ConfigPath = Path.Combine(_dir, "nope.conf") }));
         Assert.Contains("cannot read the configuration file", missing.Message, StringComparison.Ordinal);

@@ -135,6 +135,61 @@ public sealed partial class DaemonLifecycleTests : IDisposable
         Assert.Equal(0, daemon.Stop());
     }
 
+    /// <summary>SIGHUP again and again (every millisecond or so, as a script that reloads in a loop) from the moment
+    /// zramd reads its configuration until it serves: zramd lives through all of it, serves, and warns. Its
+    /// configuration is a FIFO, so the test knows zramd's Main has run (it opened the file) and holds it there while
+    /// the signals come. Found by review: the handler was registered only after the configuration was loaded and the
+    /// logging set up, and a SIGHUP before that ended zramd at once (exit 129, killed by SIGHUP, nothing logged).
+    /// What comes before Main, the runtime's own start, no code of zramd's can cover.</summary>
+    [Fact]
+    public async Task Sighup_again_and_again_through_the_start_does_not_kill_the_daemon()
+    {
+        string fifo = Path.Combine(_dir, "zramd.conf");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [fifo]))
+        {
+            mkfifo.WaitForExit();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        string socket = Path.Combine(_dir, "zramd.sock");
+        using ZramdProcess zramd = ZramdProcess.Start(
+            ["--config", fifo, "--listen", "unix:" + socket, "--control", Path.Combine(_dir, "zramd.ctl")],
+            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
+
+        // Opening the write end returns once zramd has opened the FIFO to read its configuration.
+        Task<FileStream> opening = Task.Run(() => new FileStream(fifo, FileMode.Open, FileAccess.Write));
+        Assert.True(await Task.WhenAny(opening, Task.Delay(TimeSpan.FromSeconds(60))) == opening, "zramd never opened its configuration; stderr:\n" + zramd.StandardError);
+        string pid = zramd.Id.ToString(CultureInfo.InvariantCulture);
+        using var hangups = System.Diagnostics.Process.Start("bash", ["-c", $"while kill -HUP {pid} 2>/dev/null; do sleep 0.001; done"]);
+        try
+        {
+            await Task.Delay(200); // signals while zramd waits for its configuration
+            try
+            {
+                await using FileStream writer = await opening;
+                await writer.WriteAsync("[zram0]\nzram-size = 16M\n"u8.ToArray());
+            }
+            catch (IOException)
+            {
+                // Broken pipe: zramd is gone, which WaitForOutput reports with its exit code.
+            }
+
+            zramd.WaitForOutput("attach with:", TimeSpan.FromSeconds(60));
+            zramd.WaitForOutput("SIGHUP ignored: zramd reads its configuration only at start", TimeSpan.FromSeconds(10));
+        }
+        finally
+        {
+            hangups.Kill();
+            hangups.WaitForExit();
+        }
+
+        Assert.False(zramd.HasExited, "zramd died of SIGHUP; stderr:\n" + zramd.StandardError);
+        ClientTool.Result size = ClientTool.Run("nbdinfo", ["--size", $"nbd+unix:///zram0?socket={socket}"]).EnsureSuccess();
+        Assert.Equal((16L << 20).ToString(CultureInfo.InvariantCulture), size.Stdout.Trim());
+        zramd.Terminate();
+        Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+    }
+
     [Fact]
     public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
     {
@@ -431,6 +486,38 @@ public sealed partial class DaemonLifecycleTests : IDisposable
 
         Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running on a socket it cannot accept on:\n" + activator.Log);
         Assert.Equal(1, activator.ExitCode);
+        Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
+    }
+
+    /// <summary>A LISTEN_FDS larger than the descriptors passed (here 2 for one socket) fails the start in one line
+    /// that blames LISTEN_FDS, exit 1. Found by review: past the socket passed, fd 4 is the runtime's own (a pipe),
+    /// and the error named it as if systemd had passed it: "fd 4 (systemd) is not a socket: zramd needs a listening
+    /// stream socket (ListenStream=)", sending the admin to the .socket unit.</summary>
+    [Fact]
+    public void Socket_activation_with_listen_fds_past_the_sockets_passed_fails_in_one_line_blaming_listen_fds()
+    {
+        string socket = Path.Combine(_dir, "activated.sock");
+        using var activator = SocketActivator.Start([socket], _dir, ["--size", "16M", "--control", Path.Combine(_dir, "zramd.ctl")], listenFds: 2);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.Exists(socket) && clock.Elapsed < TimeSpan.FromSeconds(10))
+        {
+            Thread.Sleep(20);
+        }
+
+        // systemd-socket-activate execs zramd on the first connection.
+        using (var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            client.Connect(new UnixDomainSocketEndPoint(socket));
+            Assert.True(activator.WaitForExit(TimeSpan.FromSeconds(30)), "zramd kept running with a wrong LISTEN_FDS:\n" + activator.Log);
+        }
+
+        Assert.Equal(1, activator.ExitCode);
+        Assert.Contains(
+            "zramd could not start: cannot serve the sockets systemd passed: LISTEN_FDS=2 names fds 3 to 4, but fd 4 was not passed: it is close-on-exec, so one of zramd's own (the runtime opened it); LISTEN_FDS counts more descriptors than were passed",
+            activator.Log,
+            StringComparison.Ordinal);
+        Assert.DoesNotContain("(systemd)", activator.Log, StringComparison.Ordinal);
         Assert.DoesNotContain("serving zram0 on", activator.Log, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", activator.Log, StringComparison.Ordinal);
     }

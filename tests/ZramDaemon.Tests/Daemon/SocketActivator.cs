@@ -41,7 +41,9 @@ public sealed class SocketActivator : IDisposable
 
     /// <param name="listen">systemd-socket-activate -l values: a path or [ADDRESS:]PORT.</param>
     /// <param name="activatorOptions">More options of systemd-socket-activate (e.g. --datagram).</param>
-    public static SocketActivator Start(IEnumerable<string> listen, string runtimeDirectory, IEnumerable<string> zramdArgs, IEnumerable<string>? activatorOptions = null)
+    /// <param name="listenFds">A LISTEN_FDS to give zramd instead of the activator's (a wrong count): set by a shell that
+    /// execs zramd, so the pid, and LISTEN_PID with it, stays the activator's.</param>
+    public static SocketActivator Start(IEnumerable<string> listen, string runtimeDirectory, IEnumerable<string> zramdArgs, IEnumerable<string>? activatorOptions = null, int? listenFds = null)
     {
         var info = new ProcessStartInfo("systemd-socket-activate") { RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false };
         foreach (string option in activatorOptions ?? [])
@@ -55,7 +57,10 @@ public sealed class SocketActivator : IDisposable
             info.ArgumentList.Add(where);
         }
 
-        foreach (string arg in new[] { "-E", "XDG_RUNTIME_DIR=" + runtimeDirectory, "dotnet", ZramdProcess.DllPath }.Concat(zramdArgs))
+        string[] command = listenFds is { } count
+            ? ["sh", "-c", $"LISTEN_FDS={count} exec dotnet \"$0\" \"$@\"", ZramdProcess.DllPath]
+            : ["dotnet", ZramdProcess.DllPath];
+        foreach (string arg in new[] { "-E", "XDG_RUNTIME_DIR=" + runtimeDirectory }.Concat(command).Concat(zramdArgs))
         {
             info.ArgumentList.Add(arg);
         }
