@@ -492,12 +492,14 @@ internal sealed unsafe class PageSource : IDisposable
     {
         if (_nextFreshPage + pages > _freshLimit)
         {
-            // The newest arena's tail is too short: keep it as a free run (never touched, so it costs no RSS).
+            // The newest arena's tail is too short: keep it as a free run (never touched, so it costs no RSS). Consumed
+            // before the mapping, which may throw: a retry must not list the same run twice (a list linked to itself).
             int tail = _freshLimit - _nextFreshPage;
             if (tail > 0)
             {
                 PushRun(_freeRunHead, _nextFreshPage, tail);
                 _pagesFree += tail;
+                _nextFreshPage = _freshLimit;
             }
 
             MapArena();
