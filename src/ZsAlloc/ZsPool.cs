@@ -124,14 +124,11 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
     public long PeakPages => _pages.PeakPages;
 
-    /// <summary>Called each time <see cref="TotalPages"/> passes <see cref="PeakPages"/>, outside the page source's
-    /// lock but possibly under a class lock: it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and
-    /// must not allocate, free or compact.</summary>
-    public Action? PeakPagesRaised
-    {
-        get => _pages.PeakRaised;
-        set => _pages.PeakRaised = value;
-    }
+    /// <summary>Called each time <see cref="TotalPages"/> passes <see cref="PeakPages"/>, by the <see cref="Malloc"/> that
+    /// made the new peak once its object is made and no lock of the pool is held: it may read <see cref="TotalPages"/>
+    /// and <see cref="MetadataBytes"/>, and must not allocate, free or compact. If it throws, that Malloc retracts its
+    /// object (<see cref="Retract"/>) and throws it.</summary>
+    public Action? PeakPagesRaised { get; set; }
 
     /// <summary>The pool's own metadata: handle cells, zspage descriptors, pin counters, page owner maps, the deferred
     /// queue's resident entries.</summary>
@@ -191,6 +188,7 @@ public sealed unsafe class ZsPool : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         SizeClass cls = ClassOf(size);
         uint cell = _handles.Allocate();
+        bool peak = false;
 
         cls.Lock.Enter();
         int id = PickTarget(cls);
@@ -198,25 +196,54 @@ public sealed unsafe class ZsPool : IDisposable
         if (fresh)
         {
             cls.Lock.Exit();
-            id = CreateZspageOrReleaseCell(cls, cell);
+            id = CreateZspageOrReleaseCell(cls, cell, out peak);
             cls.Lock.Enter();
         }
 
-        ZsPageDescriptor* d = _zspages[id];
-        if (fresh)
+        try
         {
-            cls.Add(id, d);
+            ZsPageDescriptor* d = _zspages[id];
+            if (fresh)
+            {
+                cls.Add(id, d);
+            }
+
+            long location = AllocateSlot(cls, d, cell, ref peak);
+            cls.UpdateBand(id, d);
+
+            cls.ObjUsed++;
+            cls.BytesStored += size;
+            cls.BytesAllocated += size;
+            Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
+        }
+        finally
+        {
+            cls.Lock.Exit();
         }
 
-        long location = AllocateSlot(cls, d, cell);
-        cls.UpdateBand(id, d);
+        uint handle = HandleCell.MakeHandle(cell);
+        if (peak)
+        {
+            NotePeak(handle);
+        }
 
-        cls.ObjUsed++;
-        cls.BytesStored += size;
-        cls.BytesAllocated += size;
-        Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
-        cls.Lock.Exit();
-        return HandleCell.MakeHandle(cell);
+        return handle;
+    }
+
+    /// <summary>Tells the owner of a new peak (<see cref="PeakPagesRaised"/>) after the Malloc that made it, with no
+    /// lock held: a callback that throws leaves no lock taken and nothing half made, only the Malloc's object retracted.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NotePeak(uint handle)
+    {
+        try
+        {
+            PeakPagesRaised?.Invoke();
+        }
+        catch
+        {
+            Retract(handle);
+            throw;
+        }
     }
 
     /// <summary>Copies <paramref name="source"/> into the object (at most the size it was allocated with).</summary>
@@ -979,23 +1006,32 @@ public sealed unsafe class ZsPool : IDisposable
         long location = HandleCell.LocationOf(c);
         SizeClass cls = ClassOf(HandleCell.SizeOf(c));
         bool release = false;
+        ZsPageDescriptor* d;
+        int id;
         cls.Lock.Enter();
-        int id = _pages.OwnerOf((int)(location >> PageShift));
-        ZsPageDescriptor* d = _zspages[id];
-        FreeSlot(cls, d, location);
-        cls.ObjUsed--;
-        cls.BytesStored -= HandleCell.SizeOf(c);
-        if (d->InUse == 0 && !d->IsIsolated)
+        try
         {
-            cls.Remove(id, d);
-            release = true;
+            id = _pages.OwnerOf((int)(location >> PageShift));
+            d = _zspages[id];
+            // First: a madvise that throws in it (UntouchLastSlot) leaves the object counted where it was.
+            FreeSlot(cls, d, location);
+            cls.ObjUsed--;
+            cls.BytesStored -= HandleCell.SizeOf(c);
+            if (d->InUse == 0 && !d->IsIsolated)
+            {
+                cls.Remove(id, d);
+                release = true;
+            }
+            else
+            {
+                cls.UpdateBand(id, d);
+            }
         }
-        else
+        finally
         {
-            cls.UpdateBand(id, d);
+            cls.Lock.Exit();
         }
 
-        cls.Lock.Exit();
         if (release)
         {
             ReleaseZspage(cls, id, d, retract);
@@ -1031,10 +1067,10 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>
     /// Takes a slot of the zspage for an object: a freed one first, else the first of its untouched tail, whose
-    /// pages up to the slot's end are written from now on and start to count. Class lock held; the zspage is in
-    /// its class and not full.
+    /// pages up to the slot's end are written from now on and start to count (<paramref name="peak"/> set if that
+    /// passed the peak). Class lock held; the zspage is in its class and not full.
     /// </summary>
-    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
+    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell, ref bool peak)
     {
         int slot = d->FreeSlot;
         bool untouched = slot < 0;
@@ -1052,7 +1088,7 @@ public sealed unsafe class ZsPool : IDisposable
             if (pages > 0)
             {
                 cls.PagesResident += pages;
-                _pages.AddResident(pages);
+                peak |= _pages.AddResident(pages);
             }
         }
 
@@ -1074,6 +1110,17 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         d->InUse++;
+        return location;
+    }
+
+    /// <summary>Compaction's <see cref="AllocateSlot"/>: a freed slot (the zspage's FreeSlot >= 0), which counts no
+    /// page, so no peak is left to tell. Class lock held.</summary>
+    private long AllocateFreedSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
+    {
+        Debug.Assert(d->FreeSlot >= 0);
+        bool peak = false;
+        long location = AllocateSlot(cls, d, cell, ref peak);
+        Debug.Assert(!peak);
         return location;
     }
 
@@ -1109,27 +1156,29 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>
     /// The newest slot of a zspage's tail goes back to the tail, and the pages only it reached into go back to the
     /// OS: an allocation refused at the memory limit (allocated, found over, freed) must not leave a page counted.
-    /// Class lock held (the madvise, rare, runs under it: nothing else can be in those pages).
+    /// Class lock held (the madvise, rare, runs under it: nothing else can be in those pages). The madvise comes
+    /// first: if it throws, the slot is still the object's and nothing is counted differently.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void UntouchLastSlot(SizeClass cls, ZsPageDescriptor* d, int slot)
     {
-        d->Touched = (short)slot;
-        cls.UntouchedSlots++;
         int keep = cls.PagesUpTo(slot);
         int had = cls.PagesUpTo(slot + 1);
         if (had > keep)
         {
-            cls.PagesResident -= had - keep;
             _pages.ReleasePages(d->FirstPage + keep, had - keep);
+            cls.PagesResident -= had - keep;
         }
+
+        d->Touched = (short)slot;
+        cls.UntouchedSlots++;
     }
 
-    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell)
+    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell, out bool peak)
     {
         try
         {
-            return CreateZspage(cls);
+            return CreateZspage(cls, out peak);
         }
         catch (OutOfMemoryException)
         {
@@ -1143,14 +1192,14 @@ public sealed unsafe class ZsPool : IDisposable
     /// (fresh or given back to the OS) the pages count only as slots are first handed out: a zspage that is never
     /// filled to its end costs only the pages it uses (the kernel allocates all of a zspage's pages at once).
     /// </summary>
-    private int CreateZspage(SizeClass cls)
+    private int CreateZspage(SizeClass cls, out bool peak)
     {
         int id = _zspages.Allocate();
         int head;
         bool zeroed;
         try
         {
-            head = _pages.AllocateRun(cls.PagesPerZspage, out zeroed);
+            head = _pages.AllocateRun(cls.PagesPerZspage, out zeroed, out peak);
         }
         catch
         {
@@ -1301,7 +1350,7 @@ public sealed unsafe class ZsPool : IDisposable
             byte* from = _pages.Address(srcLocation);
             int size = HandleCell.SizeOf(claimed);
             ZsPageDescriptor* dst = _zspages[dstId];
-            long dstLocation = AllocateSlot(cls, dst, HandleCell.CellOfHeader(*(uint*)from));
+            long dstLocation = AllocateFreedSlot(cls, dst, HandleCell.CellOfHeader(*(uint*)from));
             cls.UpdateBand(dstId, dst);
             cls.Lock.Exit();
 
@@ -1394,7 +1443,7 @@ public sealed unsafe class ZsPool : IDisposable
             if (dstId >= 0 && _zspages[dstId]->FreeSlot >= 0)
             {
                 dst = _zspages[dstId];
-                dstLocation = AllocateSlot(cls, dst, cell);
+                dstLocation = AllocateFreedSlot(cls, dst, cell);
                 cls.UpdateBand(dstId, dst);
             }
             else
@@ -1568,35 +1617,44 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         int released = 0;
-        bool resident = (z->Flags & ZsPageDescriptor.FlagResident) != 0;
-        if ((touched < z->Touched || resident) && (z->Touched < cls.ObjectsPerZspage || cls.FindTails(out _) == 0))
+        try
         {
-            int had = cls.PagesOf(z);
-            cls.UntouchedSlots += z->Touched - touched;
-            z->Touched = (short)touched;
-            z->Flags = (byte)(z->Flags & ~ZsPageDescriptor.FlagResident);
-            int keep = cls.PagesUpTo(touched);
-            if (had > keep)
+            bool resident = (z->Flags & ZsPageDescriptor.FlagResident) != 0;
+            if ((touched < z->Touched || resident) && (z->Touched < cls.ObjectsPerZspage || cls.FindTails(out _) == 0))
             {
-                released = had - keep;
-                cls.PagesResident -= released;
-                _pages.ReleasePages(z->FirstPage + keep, released);
+                int had = cls.PagesOf(z);
+                int keep = cls.PagesUpTo(touched);
+                if (had > keep)
+                {
+                    // First: if the madvise throws, Z keeps its slots and counts as they were.
+                    _pages.ReleasePages(z->FirstPage + keep, had - keep);
+                    released = had - keep;
+                    cls.PagesResident -= released;
+                }
+
+                cls.UntouchedSlots += z->Touched - touched;
+                z->Touched = (short)touched;
+                z->Flags = (byte)(z->Flags & ~ZsPageDescriptor.FlagResident);
             }
         }
-
-        z->FreeSlot = -1;
-        for (int slot = z->Touched - 1; slot >= 0; slot--)
+        finally
         {
-            if (!IsObjectSlot(start, cls, slot))
+            // Even after a failed madvise: Z's list must be whole again and Z back on its band, the lock let go.
+            z->FreeSlot = -1;
+            for (int slot = z->Touched - 1; slot >= 0; slot--)
             {
-                // In bounds: slot < Touched, inside Z's run.
-                *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(z->FreeSlot);
-                z->FreeSlot = (short)slot;
+                if (!IsObjectSlot(start, cls, slot))
+                {
+                    // In bounds: slot < Touched, inside Z's run.
+                    *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(z->FreeSlot);
+                    z->FreeSlot = (short)slot;
+                }
             }
+
+            cls.PutBack(zId, z);
+            cls.Lock.Exit();
         }
 
-        cls.PutBack(zId, z);
-        cls.Lock.Exit();
         return released;
     }
 

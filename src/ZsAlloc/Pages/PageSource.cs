@@ -97,10 +97,6 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
     public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
 
-    /// <summary>Called, outside this source's lock, each time <see cref="PagesInUse"/> passes its peak: the owner may
-    /// note its own usage at its peak (so nothing is asked on the allocations that make no new peak).</summary>
-    public Action? PeakRaised { get; set; }
-
     public void ResetPeak()
     {
         lock (_lock)
@@ -114,15 +110,17 @@ internal sealed unsafe class PageSource : IDisposable
     /// <paramref name="zeroed"/>: the run was never touched or was given back to the OS, so it reads as zeros and
     /// costs no RAM until written; it counts in <see cref="PagesInUse"/> only as the caller reports pages of it
     /// touched (<see cref="AddResident"/>). A warm run is resident already and counts in full at once.
+    /// <paramref name="peak"/>: that made <see cref="PagesInUse"/> pass its peak. The caller tells its owner once it
+    /// holds no lock (nothing is called back from here, so a callback that throws cannot leave anything half done).
     /// </summary>
-    public int AllocateRun(int pages, out bool zeroed)
+    public int AllocateRun(int pages, out bool zeroed, out bool peak)
     {
         if ((uint)(pages - 1) >= MaxRunPages)
         {
             throw new ArgumentOutOfRangeException(nameof(pages), pages, $"A run is 1..{MaxRunPages} pages.");
         }
 
-        bool peak = false;
+        peak = false;
         int head;
         lock (_lock)
         {
@@ -149,13 +147,11 @@ internal sealed unsafe class PageSource : IDisposable
             }
         }
 
-        if (peak)
-        {
-            PeakRaised?.Invoke();
-        }
-
         return head;
     }
+
+    /// <summary><see cref="AllocateRun(int, out bool, out bool)"/> for a caller that does not watch the peak.</summary>
+    public int AllocateRun(int pages, out bool zeroed) => AllocateRun(pages, out zeroed, out _);
 
     /// <summary>A run of given-back or never-touched pages (counted as its user touches them). Lock held.</summary>
     private int TakeColdRun(int pages)
@@ -175,7 +171,8 @@ internal sealed unsafe class PageSource : IDisposable
         return head;
     }
 
-    /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).</summary>
+    /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).
+    /// Counted down only once the OS took them: if the madvise throws, nothing has changed.</summary>
     public void ReleasePages(int firstPage, int pages)
     {
         MemoryMap.Release(PageAddress(firstPage), (long)pages * PageSize);
@@ -185,18 +182,13 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).</summary>
-    public void AddResident(int pages)
+    /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).
+    /// Returns whether <see cref="PagesInUse"/> passed its peak (the caller tells its owner, as for <see cref="AllocateRun(int, out bool, out bool)"/>).</summary>
+    public bool AddResident(int pages)
     {
-        bool peak;
         lock (_lock)
         {
-            peak = CountInUse(pages);
-        }
-
-        if (peak)
-        {
-            PeakRaised?.Invoke();
+            return CountInUse(pages);
         }
     }
 
