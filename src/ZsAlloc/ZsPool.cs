@@ -28,6 +28,9 @@ namespace ZsAlloc;
 ///   from a page to it). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
+///   A new zspage is all untouched tail (slots never handed out); one is added only when the class has no partial
+///   zspage, seen again under the class lock once it is made, so a class keeps one tail at most (but for a shrink's
+///   race, <see cref="ShrinkTarget"/>).
 ///   Compaction empties the emptiest zspages into the fullest, then gathers the freed slots left in a class at the end
 ///   of one zspage, whose pages past its last object go back (<see cref="ShrinkClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
@@ -189,25 +192,18 @@ public sealed unsafe class ZsPool : IDisposable
         SizeClass cls = ClassOf(size);
         uint cell = _handles.Allocate();
         bool peak = false;
+        int spare = -1;
 
         cls.Lock.Enter();
         int id = PickTarget(cls);
-        bool fresh = id < 0;
-        if (fresh)
+        if (id < 0)
         {
-            cls.Lock.Exit();
-            id = CreateZspageOrReleaseCell(cls, cell, out peak);
-            cls.Lock.Enter();
+            id = AddZspage(cls, cell, out peak, out spare);
         }
 
         try
         {
             ZsPageDescriptor* d = _zspages[id];
-            if (fresh)
-            {
-                cls.Add(id, d);
-            }
-
             long location = AllocateSlot(cls, d, cell, ref peak);
             cls.UpdateBand(id, d);
 
@@ -221,6 +217,11 @@ public sealed unsafe class ZsPool : IDisposable
             cls.Lock.Exit();
         }
 
+        if (spare >= 0)
+        {
+            ReleaseZspage(cls, spare, _zspages[spare], retract: true);
+        }
+
         uint handle = HandleCell.MakeHandle(cell);
         if (peak)
         {
@@ -228,6 +229,31 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         return handle;
+    }
+
+    /// <summary>
+    /// Malloc's way when its class has no partial zspage (class lock held on entry and on return, let go meanwhile): a
+    /// new zspage, made without the lock, added unless another writer added one (or a free made room) meanwhile. Then
+    /// that one is returned and the new one is left in <paramref name="spare"/> for the caller to give back once the lock
+    /// is let go: two writers that each added theirs left two untouched tails, and compaction (PickTarget) and
+    /// ShrinkClass count on one at most.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int AddZspage(SizeClass cls, uint cell, out bool peak, out int spare)
+    {
+        cls.Lock.Exit();
+        int created = CreateZspageOrReleaseCell(cls, cell, out peak);
+        cls.Lock.Enter();
+        int id = PickTarget(cls);
+        if (id >= 0)
+        {
+            spare = created;
+            return id;
+        }
+
+        spare = -1;
+        cls.Add(created, _zspages[created]);
+        return created;
     }
 
     /// <summary>Tells the owner of a new peak (<see cref="PeakPagesRaised"/>) after the Malloc that made it, with no
@@ -1051,7 +1077,8 @@ public sealed unsafe class ZsPool : IDisposable
     /// The zspage a new object goes to: the fullest partial one, as in the kernel, unless it has no freed slot left
     /// (the object would take a slot of its untouched tail and may write a page not counted yet) while another partial
     /// zspage has one to reuse. Class lock held. At most one zspage of a class has a tail that is not all freed
-    /// (one is created only when none is partial), so this looks at two zspages at most.
+    /// (one is added only when none is partial, seen under the lock: <see cref="AddZspage"/>), so this looks at two
+    /// zspages at most.
     /// </summary>
     private int PickTarget(SizeClass cls)
     {
@@ -1525,7 +1552,7 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>
     /// The zspage a shrink gathers the class's freed slots in: the one with an untouched tail, else the emptiest partial
     /// one. Without freed slots, only a tail zspage made from a warm run (its unused tail resident and counted) is worth
-    /// it. -1 for none, or (after a race between two allocations) for two tails. Class lock held.
+    /// it. -1 for none, or for two tails (a writer added a zspage while a shrink had the tail one isolated). Class lock held.
     /// </summary>
     private int ShrinkTarget(SizeClass cls)
     {

@@ -158,7 +158,7 @@ internal sealed unsafe class SizeClass
 
     /// <summary>
     /// The listed partial zspages with an untouched tail (<see cref="ZsPageDescriptor.Touched"/> short of the end): how
-    /// many (one at most, but for two allocations racing to make a zspage) and the first in <paramref name="tail"/>.
+    /// many (one at most, but for a zspage a writer added while a shrink had the tail one isolated) and the first in <paramref name="tail"/>.
     /// Walks every partial zspage: for compaction, not for allocation.
     /// </summary>
     public int FindTails(out int tail)
