@@ -235,8 +235,8 @@ public sealed unsafe class ZsPool : IDisposable
     /// Malloc's way when its class has no partial zspage (class lock held on entry and on return, let go meanwhile): a
     /// new zspage, made without the lock, added unless another writer added one (or a free made room) meanwhile. Then
     /// that one is returned and the new one is left in <paramref name="spare"/> for the caller to give back once the lock
-    /// is let go: two writers that each added theirs left two untouched tails, and compaction (PickTarget) and
-    /// ShrinkClass count on one at most.
+    /// is let go: two writers that each added theirs left two untouched tails, and PickTarget and ShrinkClass count on
+    /// one at most.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private int AddZspage(SizeClass cls, uint cell, out bool peak, out int spare)
@@ -1078,7 +1078,8 @@ public sealed unsafe class ZsPool : IDisposable
     /// (the object would take a slot of its untouched tail and may write a page not counted yet) while another partial
     /// zspage has one to reuse. Class lock held. At most one zspage of a class has a tail that is not all freed
     /// (one is added only when none is partial, seen under the lock: <see cref="AddZspage"/>), so this looks at two
-    /// zspages at most.
+    /// zspages at most. Compaction, which must find a freed slot even past two tails, walks further
+    /// (<see cref="SizeClass.PickFullestWithFreedSlot"/>).
     /// </summary>
     private int PickTarget(SizeClass cls)
     {
@@ -1165,7 +1166,7 @@ public sealed unsafe class ZsPool : IDisposable
             int slot = (int)(offset / cls.Size);
             // Only in the zspage being filled (a tail left): a zspage touched to its end gets a tail again only from
             // compaction (ShrinkClass), when no other has one, so a class keeps at most one (PickTarget and
-            // compaction count on that).
+            // ShrinkClass count on that).
             if (slot == d->Touched - 1 && d->Touched < cls.ObjectsPerZspage && (d->Flags & ZsPageDescriptor.FlagResident) == 0)
             {
                 UntouchLastSlot(cls, d, slot);
@@ -1348,8 +1349,8 @@ public sealed unsafe class ZsPool : IDisposable
             }
 
             // Only a freed slot takes a moved object: filling a tail would write pages not counted yet.
-            int dstId = PickTarget(cls);
-            if (dstId < 0 || _zspages[dstId]->FreeSlot < 0)
+            int dstId = cls.PickFullestWithFreedSlot();
+            if (dstId < 0)
             {
                 cls.PutBack(srcId, src);
                 cls.Lock.Exit();
@@ -1464,10 +1465,10 @@ public sealed unsafe class ZsPool : IDisposable
             // In bounds: srcLocation is the claimed object's slot in Z (ClaimHighestObject walked Z's slots).
             byte* from = _pages.Address(srcLocation);
             uint cell = HandleCell.CellOfHeader(*(uint*)from);
-            int dstId = PickTarget(cls);
+            int dstId = cls.PickFullestWithFreedSlot();
             ZsPageDescriptor* dst;
             long dstLocation;
-            if (dstId >= 0 && _zspages[dstId]->FreeSlot >= 0)
+            if (dstId >= 0)
             {
                 dst = _zspages[dstId];
                 dstLocation = AllocateFreedSlot(cls, dst, cell);
