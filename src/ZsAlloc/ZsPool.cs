@@ -28,6 +28,9 @@ namespace ZsAlloc;
 ///   from a page to it). Its pages are virtually contiguous, so an object that crosses
 ///   a page boundary is still one range and every read is a direct view. Free slots link through their headers.
 ///   Partial zspages sit in ten fullness bands per class; allocation takes the fullest (<see cref="SizeClass"/>).
+///   A new zspage is all untouched tail (slots never handed out); one is added only when the class has no partial
+///   zspage, seen again under the class lock once it is made, so a class keeps one tail at most (but for a shrink's
+///   race, <see cref="ShrinkTarget"/>).
 ///   Compaction empties the emptiest zspages into the fullest, then gathers the freed slots left in a class at the end
 ///   of one zspage, whose pages past its last object go back (<see cref="ShrinkClass"/>).
 ///   An empty zspage is released at once: its pages go back to the OS with MADV_DONTNEED (but for at most
@@ -124,14 +127,11 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>High-water mark of <see cref="TotalPages"/>.</summary>
     public long PeakPages => _pages.PeakPages;
 
-    /// <summary>Called each time <see cref="TotalPages"/> passes <see cref="PeakPages"/>, outside the page source's
-    /// lock but possibly under a class lock: it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and
-    /// must not allocate, free or compact.</summary>
-    public Action? PeakPagesRaised
-    {
-        get => _pages.PeakRaised;
-        set => _pages.PeakRaised = value;
-    }
+    /// <summary>Called each time <see cref="TotalPages"/> passes <see cref="PeakPages"/>, by the <see cref="Malloc"/> that
+    /// made the new peak once its object is made and no lock of the pool is held: it may read <see cref="TotalPages"/>
+    /// and <see cref="MetadataBytes"/>, and must not allocate, free or compact. If it throws, that Malloc retracts its
+    /// object (<see cref="Retract"/>) and throws it.</summary>
+    public Action? PeakPagesRaised { get; set; }
 
     /// <summary>An empty pool's <see cref="MetadataBytes"/>: the pin counters, mapped at creation.</summary>
     public static long EmptyMetadataBytes => PinTable.MetadataBytes;
@@ -200,32 +200,85 @@ public sealed unsafe class ZsPool : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         SizeClass cls = ClassOf(size);
         uint cell = _handles.Allocate();
+        bool peak = false;
+        int spare = -1;
 
         cls.Lock.Enter();
         int id = PickTarget(cls);
-        bool fresh = id < 0;
-        if (fresh)
+        if (id < 0)
+        {
+            id = AddZspage(cls, cell, out peak, out spare);
+        }
+
+        try
+        {
+            ZsPageDescriptor* d = _zspages[id];
+            long location = AllocateSlot(cls, d, cell, ref peak);
+            cls.UpdateBand(id, d);
+
+            cls.ObjUsed++;
+            cls.BytesStored += size;
+            cls.BytesAllocated += size;
+            Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
+        }
+        finally
         {
             cls.Lock.Exit();
-            id = CreateZspageOrReleaseCell(cls, cell);
-            cls.Lock.Enter();
         }
 
-        ZsPageDescriptor* d = _zspages[id];
-        if (fresh)
+        if (spare >= 0)
         {
-            cls.Add(id, d);
+            ReleaseZspage(cls, spare, _zspages[spare], retract: true);
         }
 
-        long location = AllocateSlot(cls, d, cell);
-        cls.UpdateBand(id, d);
+        uint handle = HandleCell.MakeHandle(cell);
+        if (peak)
+        {
+            NotePeak(handle);
+        }
 
-        cls.ObjUsed++;
-        cls.BytesStored += size;
-        cls.BytesAllocated += size;
-        Volatile.Write(ref *_handles.Cell(cell), HandleCell.MakeAllocated(size, location));
+        return handle;
+    }
+
+    /// <summary>
+    /// Malloc's way when its class has no partial zspage (class lock held on entry and on return, let go meanwhile): a
+    /// new zspage, made without the lock, added unless another writer added one (or a free made room) meanwhile. Then
+    /// that one is returned and the new one is left in <paramref name="spare"/> for the caller to give back once the lock
+    /// is let go: two writers that each added theirs left two untouched tails, and PickTarget and ShrinkClass count on
+    /// one at most.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private int AddZspage(SizeClass cls, uint cell, out bool peak, out int spare)
+    {
         cls.Lock.Exit();
-        return HandleCell.MakeHandle(cell);
+        int created = CreateZspageOrReleaseCell(cls, cell, out peak);
+        cls.Lock.Enter();
+        int id = PickTarget(cls);
+        if (id >= 0)
+        {
+            spare = created;
+            return id;
+        }
+
+        spare = -1;
+        cls.Add(created, _zspages[created]);
+        return created;
+    }
+
+    /// <summary>Tells the owner of a new peak (<see cref="PeakPagesRaised"/>) after the Malloc that made it, with no
+    /// lock held: a callback that throws leaves no lock taken and nothing half made, only the Malloc's object retracted.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NotePeak(uint handle)
+    {
+        try
+        {
+            PeakPagesRaised?.Invoke();
+        }
+        catch
+        {
+            Retract(handle);
+            throw;
+        }
     }
 
     /// <summary>Copies <paramref name="source"/> into the object (at most the size it was allocated with).</summary>
@@ -988,23 +1041,32 @@ public sealed unsafe class ZsPool : IDisposable
         long location = HandleCell.LocationOf(c);
         SizeClass cls = ClassOf(HandleCell.SizeOf(c));
         bool release = false;
+        ZsPageDescriptor* d;
+        int id;
         cls.Lock.Enter();
-        int id = _pages.OwnerOf((int)(location >> PageShift));
-        ZsPageDescriptor* d = _zspages[id];
-        FreeSlot(cls, d, location);
-        cls.ObjUsed--;
-        cls.BytesStored -= HandleCell.SizeOf(c);
-        if (d->InUse == 0 && !d->IsIsolated)
+        try
         {
-            cls.Remove(id, d);
-            release = true;
+            id = _pages.OwnerOf((int)(location >> PageShift));
+            d = _zspages[id];
+            // First: a madvise that throws in it (UntouchLastSlot) leaves the object counted where it was.
+            FreeSlot(cls, d, location);
+            cls.ObjUsed--;
+            cls.BytesStored -= HandleCell.SizeOf(c);
+            if (d->InUse == 0 && !d->IsIsolated)
+            {
+                cls.Remove(id, d);
+                release = true;
+            }
+            else
+            {
+                cls.UpdateBand(id, d);
+            }
         }
-        else
+        finally
         {
-            cls.UpdateBand(id, d);
+            cls.Lock.Exit();
         }
 
-        cls.Lock.Exit();
         if (release)
         {
             ReleaseZspage(cls, id, d, retract);
@@ -1024,7 +1086,9 @@ public sealed unsafe class ZsPool : IDisposable
     /// The zspage a new object goes to: the fullest partial one, as in the kernel, unless it has no freed slot left
     /// (the object would take a slot of its untouched tail and may write a page not counted yet) while another partial
     /// zspage has one to reuse. Class lock held. At most one zspage of a class has a tail that is not all freed
-    /// (one is created only when none is partial), so this looks at two zspages at most.
+    /// (one is added only when none is partial, seen under the lock: <see cref="AddZspage"/>), so this looks at two
+    /// zspages at most. Compaction, which must find a freed slot even past two tails, walks further
+    /// (<see cref="SizeClass.PickFullestWithFreedSlot"/>).
     /// </summary>
     private int PickTarget(SizeClass cls)
     {
@@ -1040,10 +1104,10 @@ public sealed unsafe class ZsPool : IDisposable
 
     /// <summary>
     /// Takes a slot of the zspage for an object: a freed one first, else the first of its untouched tail, whose
-    /// pages up to the slot's end are written from now on and start to count. Class lock held; the zspage is in
-    /// its class and not full.
+    /// pages up to the slot's end are written from now on and start to count (<paramref name="peak"/> set if that
+    /// passed the peak). Class lock held; the zspage is in its class and not full.
     /// </summary>
-    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
+    private long AllocateSlot(SizeClass cls, ZsPageDescriptor* d, uint cell, ref bool peak)
     {
         int slot = d->FreeSlot;
         bool untouched = slot < 0;
@@ -1061,7 +1125,7 @@ public sealed unsafe class ZsPool : IDisposable
             if (pages > 0)
             {
                 cls.PagesResident += pages;
-                _pages.AddResident(pages);
+                peak |= _pages.AddResident(pages);
             }
         }
 
@@ -1086,6 +1150,17 @@ public sealed unsafe class ZsPool : IDisposable
         return location;
     }
 
+    /// <summary>Compaction's <see cref="AllocateSlot"/>: a freed slot (the zspage's FreeSlot >= 0), which counts no
+    /// page, so no peak is left to tell. Class lock held.</summary>
+    private long AllocateFreedSlot(SizeClass cls, ZsPageDescriptor* d, uint cell)
+    {
+        Debug.Assert(d->FreeSlot >= 0);
+        bool peak = false;
+        long location = AllocateSlot(cls, d, cell, ref peak);
+        Debug.Assert(!peak);
+        return location;
+    }
+
     /// <summary>Returns an object's slot to its zspage. Class lock held.</summary>
     private void FreeSlot(SizeClass cls, ZsPageDescriptor* d, long location)
     {
@@ -1100,7 +1175,7 @@ public sealed unsafe class ZsPool : IDisposable
             int slot = (int)(offset / cls.Size);
             // Only in the zspage being filled (a tail left): a zspage touched to its end gets a tail again only from
             // compaction (ShrinkClass), when no other has one, so a class keeps at most one (PickTarget and
-            // compaction count on that).
+            // ShrinkClass count on that).
             if (slot == d->Touched - 1 && d->Touched < cls.ObjectsPerZspage && (d->Flags & ZsPageDescriptor.FlagResident) == 0)
             {
                 UntouchLastSlot(cls, d, slot);
@@ -1118,27 +1193,29 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>
     /// The newest slot of a zspage's tail goes back to the tail, and the pages only it reached into go back to the
     /// OS: an allocation refused at the memory limit (allocated, found over, freed) must not leave a page counted.
-    /// Class lock held (the madvise, rare, runs under it: nothing else can be in those pages).
+    /// Class lock held (the madvise, rare, runs under it: nothing else can be in those pages). The madvise comes
+    /// first: if it throws, the slot is still the object's and nothing is counted differently.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void UntouchLastSlot(SizeClass cls, ZsPageDescriptor* d, int slot)
     {
-        d->Touched = (short)slot;
-        cls.UntouchedSlots++;
         int keep = cls.PagesUpTo(slot);
         int had = cls.PagesUpTo(slot + 1);
         if (had > keep)
         {
-            cls.PagesResident -= had - keep;
             _pages.ReleasePages(d->FirstPage + keep, had - keep);
+            cls.PagesResident -= had - keep;
         }
+
+        d->Touched = (short)slot;
+        cls.UntouchedSlots++;
     }
 
-    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell)
+    private int CreateZspageOrReleaseCell(SizeClass cls, uint cell, out bool peak)
     {
         try
         {
-            return CreateZspage(cls);
+            return CreateZspage(cls, out peak);
         }
         catch (OutOfMemoryException)
         {
@@ -1152,14 +1229,14 @@ public sealed unsafe class ZsPool : IDisposable
     /// (fresh or given back to the OS) the pages count only as slots are first handed out: a zspage that is never
     /// filled to its end costs only the pages it uses (the kernel allocates all of a zspage's pages at once).
     /// </summary>
-    private int CreateZspage(SizeClass cls)
+    private int CreateZspage(SizeClass cls, out bool peak)
     {
         int id = _zspages.Allocate();
         int head;
         bool zeroed;
         try
         {
-            head = _pages.AllocateRun(cls.PagesPerZspage, out zeroed);
+            head = _pages.AllocateRun(cls.PagesPerZspage, out zeroed, out peak);
         }
         catch
         {
@@ -1281,8 +1358,8 @@ public sealed unsafe class ZsPool : IDisposable
             }
 
             // Only a freed slot takes a moved object: filling a tail would write pages not counted yet.
-            int dstId = PickTarget(cls);
-            if (dstId < 0 || _zspages[dstId]->FreeSlot < 0)
+            int dstId = cls.PickFullestWithFreedSlot();
+            if (dstId < 0)
             {
                 cls.PutBack(srcId, src);
                 cls.Lock.Exit();
@@ -1310,7 +1387,7 @@ public sealed unsafe class ZsPool : IDisposable
             byte* from = _pages.Address(srcLocation);
             int size = HandleCell.SizeOf(claimed);
             ZsPageDescriptor* dst = _zspages[dstId];
-            long dstLocation = AllocateSlot(cls, dst, HandleCell.CellOfHeader(*(uint*)from));
+            long dstLocation = AllocateFreedSlot(cls, dst, HandleCell.CellOfHeader(*(uint*)from));
             cls.UpdateBand(dstId, dst);
             cls.Lock.Exit();
 
@@ -1397,13 +1474,13 @@ public sealed unsafe class ZsPool : IDisposable
             // In bounds: srcLocation is the claimed object's slot in Z (ClaimHighestObject walked Z's slots).
             byte* from = _pages.Address(srcLocation);
             uint cell = HandleCell.CellOfHeader(*(uint*)from);
-            int dstId = PickTarget(cls);
+            int dstId = cls.PickFullestWithFreedSlot();
             ZsPageDescriptor* dst;
             long dstLocation;
-            if (dstId >= 0 && _zspages[dstId]->FreeSlot >= 0)
+            if (dstId >= 0)
             {
                 dst = _zspages[dstId];
-                dstLocation = AllocateSlot(cls, dst, cell);
+                dstLocation = AllocateFreedSlot(cls, dst, cell);
                 cls.UpdateBand(dstId, dst);
             }
             else
@@ -1485,7 +1562,7 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>
     /// The zspage a shrink gathers the class's freed slots in: the one with an untouched tail, else the emptiest partial
     /// one. Without freed slots, only a tail zspage made from a warm run (its unused tail resident and counted) is worth
-    /// it. -1 for none, or (after a race between two allocations) for two tails. Class lock held.
+    /// it. -1 for none, or for two tails (a writer added a zspage while a shrink had the tail one isolated). Class lock held.
     /// </summary>
     private int ShrinkTarget(SizeClass cls)
     {
@@ -1577,35 +1654,44 @@ public sealed unsafe class ZsPool : IDisposable
         }
 
         int released = 0;
-        bool resident = (z->Flags & ZsPageDescriptor.FlagResident) != 0;
-        if ((touched < z->Touched || resident) && (z->Touched < cls.ObjectsPerZspage || cls.FindTails(out _) == 0))
+        try
         {
-            int had = cls.PagesOf(z);
-            cls.UntouchedSlots += z->Touched - touched;
-            z->Touched = (short)touched;
-            z->Flags = (byte)(z->Flags & ~ZsPageDescriptor.FlagResident);
-            int keep = cls.PagesUpTo(touched);
-            if (had > keep)
+            bool resident = (z->Flags & ZsPageDescriptor.FlagResident) != 0;
+            if ((touched < z->Touched || resident) && (z->Touched < cls.ObjectsPerZspage || cls.FindTails(out _) == 0))
             {
-                released = had - keep;
-                cls.PagesResident -= released;
-                _pages.ReleasePages(z->FirstPage + keep, released);
+                int had = cls.PagesOf(z);
+                int keep = cls.PagesUpTo(touched);
+                if (had > keep)
+                {
+                    // First: if the madvise throws, Z keeps its slots and counts as they were.
+                    _pages.ReleasePages(z->FirstPage + keep, had - keep);
+                    released = had - keep;
+                    cls.PagesResident -= released;
+                }
+
+                cls.UntouchedSlots += z->Touched - touched;
+                z->Touched = (short)touched;
+                z->Flags = (byte)(z->Flags & ~ZsPageDescriptor.FlagResident);
             }
         }
-
-        z->FreeSlot = -1;
-        for (int slot = z->Touched - 1; slot >= 0; slot--)
+        finally
         {
-            if (!IsObjectSlot(start, cls, slot))
+            // Even after a failed madvise: Z's list must be whole again and Z back on its band, the lock let go.
+            z->FreeSlot = -1;
+            for (int slot = z->Touched - 1; slot >= 0; slot--)
             {
-                // In bounds: slot < Touched, inside Z's run.
-                *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(z->FreeSlot);
-                z->FreeSlot = (short)slot;
+                if (!IsObjectSlot(start, cls, slot))
+                {
+                    // In bounds: slot < Touched, inside Z's run.
+                    *(uint*)_pages.Address(start + ((long)slot * cls.Size)) = HandleCell.MakeFreeSlot(z->FreeSlot);
+                    z->FreeSlot = (short)slot;
+                }
             }
+
+            cls.PutBack(zId, z);
+            cls.Lock.Exit();
         }
 
-        cls.PutBack(zId, z);
-        cls.Lock.Exit();
         return released;
     }
 

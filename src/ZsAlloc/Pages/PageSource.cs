@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.CompilerServices;
 using ZsAlloc.Native;
 using ZsAlloc.SizeClasses;
@@ -11,7 +12,10 @@ namespace ZsAlloc.Pages;
 /// contiguous range of bytes. A freed run is given back to the OS with MADV_DONTNEED (RSS falls, the address
 /// range stays mapped; after a short stay on the warm lists, below) and kept on a free list per run length for
 /// reuse; a longer free run is split when no run of the exact length is free, and fresh pages are taken from
-/// the newest arena last.
+/// the newest arena last. Free runs are joined only when the newest arena is used up, before another is mapped
+/// (<see cref="Coalesce"/>): pages freed as short runs (huge objects' single pages) must serve longer ones once the
+/// mix of sizes changes, or every change maps arenas (address space and a 64 KiB owner map each, never given back)
+/// while pages are free. Not on every free: the lists stay singly linked and a free costs no neighbour lookup.
 ///
 /// Page numbers are global: arena index * 16384 + page within the arena. An object's location is its global
 /// byte offset (page number * 4096 + offset), 38 bits for the 4096 arenas (256 GiB) allowed.
@@ -63,6 +67,7 @@ internal sealed unsafe class PageSource : IDisposable
     private long _pagesInUse;
     private long _peakPages;
     private long _pagesFree;
+    private long _listedSinceCoalesce;
     private int _pagesWarm;
     private bool _warmUsed;
     private bool _disposed;
@@ -97,10 +102,6 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
     public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
 
-    /// <summary>Called, outside this source's lock, each time <see cref="PagesInUse"/> passes its peak: the owner may
-    /// note its own usage at its peak (so nothing is asked on the allocations that make no new peak).</summary>
-    public Action? PeakRaised { get; set; }
-
     public void ResetPeak()
     {
         lock (_lock)
@@ -114,15 +115,17 @@ internal sealed unsafe class PageSource : IDisposable
     /// <paramref name="zeroed"/>: the run was never touched or was given back to the OS, so it reads as zeros and
     /// costs no RAM until written; it counts in <see cref="PagesInUse"/> only as the caller reports pages of it
     /// touched (<see cref="AddResident"/>). A warm run is resident already and counts in full at once.
+    /// <paramref name="peak"/>: that made <see cref="PagesInUse"/> pass its peak. The caller tells its owner once it
+    /// holds no lock (nothing is called back from here, so a callback that throws cannot leave anything half done).
     /// </summary>
-    public int AllocateRun(int pages, out bool zeroed)
+    public int AllocateRun(int pages, out bool zeroed, out bool peak)
     {
         if ((uint)(pages - 1) >= MaxRunPages)
         {
             throw new ArgumentOutOfRangeException(nameof(pages), pages, $"A run is 1..{MaxRunPages} pages.");
         }
 
-        bool peak = false;
+        peak = false;
         int head;
         lock (_lock)
         {
@@ -149,21 +152,25 @@ internal sealed unsafe class PageSource : IDisposable
             }
         }
 
-        if (peak)
-        {
-            PeakRaised?.Invoke();
-        }
-
         return head;
     }
+
+    /// <summary><see cref="AllocateRun(int, out bool, out bool)"/> for a caller that does not watch the peak.</summary>
+    public int AllocateRun(int pages, out bool zeroed) => AllocateRun(pages, out zeroed, out _);
 
     /// <summary>A run of given-back or never-touched pages (counted as its user touches them). Lock held.</summary>
     private int TakeColdRun(int pages)
     {
-        int head = PopRun(_freeRunHead, pages);
-        if (head == NoOwner)
+        int head = TakeListedRun(pages);
+        if (head == NoOwner && _nextFreshPage + pages > _freshLimit)
         {
-            head = SplitLongerRun(_freeRunHead, pages);
+            // The newest arena is used up: its tail and the free runs joined may serve before another is mapped.
+            ListFreshTail();
+            if (_pagesFree >= pages && _listedSinceCoalesce >= _pagesFree / 2)
+            {
+                Coalesce();
+                head = TakeListedRun(pages);
+            }
         }
 
         if (head == NoOwner)
@@ -175,7 +182,85 @@ internal sealed unsafe class PageSource : IDisposable
         return head;
     }
 
-    /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).</summary>
+    /// <summary>A run off the free lists, the exact length or the front of a longer one, or <see cref="NoOwner"/>. Lock held.</summary>
+    private int TakeListedRun(int pages)
+    {
+        int head = PopRun(_freeRunHead, pages);
+        return head != NoOwner ? head : SplitLongerRun(_freeRunHead, pages);
+    }
+
+    /// <summary>
+    /// Joins the free runs (given back, or an arena's fresh tail) that touch within an arena and lists them again cut into
+    /// runs of <see cref="MaxRunPages"/> and the rest. Lock held. Linear in the free runs and the arenas that hold any
+    /// (a bitmap of 2 KiB each, made for the pass), and run only when pages listed since the previous pass are at
+    /// least half of those free: a few word operations for each page freed, a few hundred at worst (one free page in
+    /// each of many arenas), however the lists look; never on the path of a free.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void Coalesce()
+    {
+        _listedSinceCoalesce = 0;
+        var free = new ulong[_arenaCount][];
+        for (int length = 1; length <= MaxRunPages; length++)
+        {
+            int head;
+            while ((head = PopRun(_freeRunHead, length)) != NoOwner)
+            {
+                int arena = head >> ArenaPageShift;
+                int first = head & (PagesPerArena - 1);
+                // Its entry kept the list's link; a free page's entry is NoOwner.
+                _owners[arena]![first] = NoOwner;
+                ulong[] bits = free[arena] ??= new ulong[PagesPerArena / 64];
+                for (int page = first; page < first + length; page++)
+                {
+                    bits[page >> 6] |= 1UL << page;
+                }
+            }
+        }
+
+        for (int arena = 0; arena < free.Length; arena++)
+        {
+            ulong[]? bits = free[arena];
+            if (bits == null)
+            {
+                continue;
+            }
+
+            int start = NextBit(bits, 0, set: true);
+            while (start < PagesPerArena)
+            {
+                int end = NextBit(bits, start, set: false);
+                for (int at = start; at < end; at += MaxRunPages)
+                {
+                    PushRun(_freeRunHead, (arena << ArenaPageShift) + at, Math.Min(MaxRunPages, end - at));
+                }
+
+                start = end < PagesPerArena ? NextBit(bits, end, set: true) : PagesPerArena;
+            }
+        }
+    }
+
+    /// <summary>The first page at or after <paramref name="from"/> whose bit is <paramref name="set"/>, or
+    /// <see cref="PagesPerArena"/>.</summary>
+    private static int NextBit(ulong[] bits, int from, bool set)
+    {
+        int word = from >> 6;
+        ulong w = (set ? bits[word] : ~bits[word]) & (ulong.MaxValue << from);
+        while (w == 0)
+        {
+            if (++word == bits.Length)
+            {
+                return PagesPerArena;
+            }
+
+            w = set ? bits[word] : ~bits[word];
+        }
+
+        return (word << 6) + BitOperations.TrailingZeroCount(w);
+    }
+
+    /// <summary>Gives back pages of a run still in use that its user no longer needs written (they read as zeros again).
+    /// Counted down only once the OS took them: if the madvise throws, nothing has changed.</summary>
     public void ReleasePages(int firstPage, int pages)
     {
         MemoryMap.Release(PageAddress(firstPage), (long)pages * PageSize);
@@ -185,18 +270,13 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
-    /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).</summary>
-    public void AddResident(int pages)
+    /// <summary>Counts pages of a zeroed run that its user has started to write (they are resident from now on).
+    /// Returns whether <see cref="PagesInUse"/> passed its peak (the caller tells its owner, as for <see cref="AllocateRun(int, out bool, out bool)"/>).</summary>
+    public bool AddResident(int pages)
     {
-        bool peak;
         lock (_lock)
         {
-            peak = CountInUse(pages);
-        }
-
-        if (peak)
-        {
-            PeakRaised?.Invoke();
+            return CountInUse(pages);
         }
     }
 
@@ -386,6 +466,7 @@ internal sealed unsafe class PageSource : IDisposable
             }
 
             _pagesFree += total;
+            _listedSinceCoalesce += total;
         }
     }
 
@@ -492,20 +573,30 @@ internal sealed unsafe class PageSource : IDisposable
     {
         if (_nextFreshPage + pages > _freshLimit)
         {
-            // The newest arena's tail is too short: keep it as a free run (never touched, so it costs no RSS).
-            int tail = _freshLimit - _nextFreshPage;
-            if (tail > 0)
-            {
-                PushRun(_freeRunHead, _nextFreshPage, tail);
-                _pagesFree += tail;
-            }
-
+            ListFreshTail();
             MapArena();
         }
 
         int head = _nextFreshPage;
         _nextFreshPage += pages;
         return head;
+    }
+
+    /// <summary>
+    /// The newest arena's tail, too short for the run asked for, becomes a free run (never touched, so it costs no RSS).
+    /// Consumed as it is listed, before any mapping, which may throw: a retry must not list the same run twice (a list
+    /// linked to itself). Lock held.
+    /// </summary>
+    private void ListFreshTail()
+    {
+        int tail = _freshLimit - _nextFreshPage;
+        if (tail > 0)
+        {
+            PushRun(_freeRunHead, _nextFreshPage, tail);
+            _pagesFree += tail;
+            _listedSinceCoalesce += tail;
+            _nextFreshPage = _freshLimit;
+        }
     }
 
     private void MapArena()

@@ -102,7 +102,7 @@ internal sealed unsafe class SizeClass
         return (100 * inUse / ObjectsPerZspage / 10) + 1;
     }
 
-    /// <summary>The fullest partial zspage (allocation target, compaction destination), or -1.</summary>
+    /// <summary>The fullest partial zspage (allocation target), or -1.</summary>
     public int PickFullest() => _partialMask == 0 ? None : _bandHead[31 - BitOperations.LeadingZeroCount((uint)_partialMask)];
 
     /// <summary>The fullest partial zspage other than <paramref name="except"/>, or -1.</summary>
@@ -121,6 +121,30 @@ internal sealed unsafe class SizeClass
             if (next != None)
             {
                 return next;
+            }
+
+            mask &= ~(1 << band);
+        }
+
+        return None;
+    }
+
+    /// <summary>
+    /// The fullest partial zspage with a freed slot (compaction's destination: a moved object never takes a slot of an
+    /// untouched tail, which would write a page not counted yet), or -1. Listed partial zspages without a freed slot
+    /// are the tail ones, so this passes over one, rarely two, whichever bands they are in.
+    /// </summary>
+    public int PickFullestWithFreedSlot()
+    {
+        for (int mask = _partialMask; mask != 0;)
+        {
+            int band = 31 - BitOperations.LeadingZeroCount((uint)mask);
+            for (int id = _bandHead[band]; id != None; id = _zspages[id]->Next)
+            {
+                if (_zspages[id]->FreeSlot >= 0)
+                {
+                    return id;
+                }
             }
 
             mask &= ~(1 << band);
@@ -158,7 +182,7 @@ internal sealed unsafe class SizeClass
 
     /// <summary>
     /// The listed partial zspages with an untouched tail (<see cref="ZsPageDescriptor.Touched"/> short of the end): how
-    /// many (one at most, but for two allocations racing to make a zspage) and the first in <paramref name="tail"/>.
+    /// many (one at most, but for a zspage a writer added while a shrink had the tail one isolated) and the first in <paramref name="tail"/>.
     /// Walks every partial zspage: for compaction, not for allocation.
     /// </summary>
     public int FindTails(out int tail)

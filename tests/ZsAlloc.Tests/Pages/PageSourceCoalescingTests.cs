@@ -1,0 +1,71 @@
+using ZsAlloc.Pages;
+
+namespace ZsAlloc.Tests.Pages;
+
+/// <summary>Free runs joined before a new arena is mapped (<see cref="PageSource"/>): only free neighbours, never a page in use.</summary>
+public sealed class PageSourceCoalescingTests
+{
+    [Fact]
+    public void Joined_runs_fill_the_gaps_between_pages_in_use_and_never_take_one()
+    {
+        using var pages = new PageSource();
+        var runs = new int[PageSource.PagesPerArena];
+        for (int i = 0; i < runs.Length; i++)
+        {
+            runs[i] = pages.AllocateRun(1, out _);
+        }
+
+        // Every 37th page stays in use: gaps of 36 free pages (and a first one of 5 and a last one).
+        var used = new HashSet<int>();
+        for (int i = 0; i < runs.Length; i++)
+        {
+            if (i % 37 == 5)
+            {
+                used.Add(runs[i]);
+            }
+            else
+            {
+                pages.FreeRun(runs[i], 1, resident: 0);
+            }
+        }
+
+        int expected = 0;
+        int gap = 0;
+        for (int i = 0; i <= runs.Length; i++)
+        {
+            if (i == runs.Length || i % 37 == 5)
+            {
+                expected += gap / 16;
+                gap = 0;
+            }
+            else
+            {
+                gap++;
+            }
+        }
+
+        int taken = 0;
+        while (true)
+        {
+            int head = pages.AllocateRun(16, out bool zeroed);
+            Assert.True(zeroed);
+            if (head >> PageSource.ArenaPageShift != 0)
+            {
+                break;
+            }
+
+            Assert.Equal(0, (head + 15) >> PageSource.ArenaPageShift);
+            for (int page = head; page < head + 16; page++)
+            {
+                Assert.True(used.Add(page), $"page {page} handed out twice");
+            }
+
+            taken++;
+        }
+
+        Assert.Equal(expected, taken);
+        Assert.Equal(2, pages.ArenaCount);
+        // What is left free in the first arena: the pages of the gaps that no 16-page run fitted.
+        Assert.Equal(PageSource.PagesPerArena - used.Count, pages.PagesFree);
+    }
+}
