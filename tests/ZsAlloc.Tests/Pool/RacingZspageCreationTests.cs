@@ -1,7 +1,7 @@
 namespace ZsAlloc.Tests.Pool;
 
 /// <summary>Two zspages of one class with an untouched tail each: what compaction makes of them.</summary>
-public sealed class ReviewTwoTailsTests
+public sealed class RacingZspageCreationTests
 {
     /// <summary>
     /// Malloc lets go of the class lock to create a zspage when none is partial, and adds it without looking again: two

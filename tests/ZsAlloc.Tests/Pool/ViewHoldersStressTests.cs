@@ -9,7 +9,7 @@ namespace ZsAlloc.Tests.Pool;
 /// AbandonMove hardly ever: its targeted test is CompactionTests). Every byte must survive and the accounting must
 /// come back to zero. A stress test that passes: it covers abandoned moves racing frees, which no other test does.
 /// </summary>
-public sealed class ReviewViewHoldersStressTests
+public sealed class ViewHoldersStressTests
 {
     [Fact]
     public void Moves_given_up_for_long_held_views_lose_no_object_and_leave_the_accounting_exact()
@@ -151,7 +151,7 @@ public sealed class ReviewViewHoldersStressTests
         long resident = pool.TotalPages;
         long freed = pool.Compact();
         Assert.Equal(resident - freed, pool.TotalPages);
-        // Not CanCompact() == 0: racing writers may have left two tails (ReviewTwoTailsTests).
+        // Not CanCompact() == 0: a writer adding a zspage while a shrink holds the tail can still leave two tails (RacingZspageCreationTests).
         for (int i = 0; i < Slots; i++)
         {
             if (handles[i] != 0)

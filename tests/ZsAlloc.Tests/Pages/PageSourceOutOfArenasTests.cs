@@ -3,7 +3,7 @@ using ZsAlloc.Pages;
 namespace ZsAlloc.Tests.Pages;
 
 /// <summary>What a page source is left with after it failed to map a new arena (out of its 4096 arenas, or mmap refused).</summary>
-public sealed class ReviewOutOfArenasTests
+public sealed class PageSourceOutOfArenasTests
 {
     /// <summary>
     /// TakeFresh pushes the newest arena's too-short tail onto the free list and then maps the next arena; when that

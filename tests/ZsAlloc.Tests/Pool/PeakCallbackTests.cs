@@ -1,7 +1,7 @@
 namespace ZsAlloc.Tests.Pool;
 
 /// <summary>An exception out of <see cref="ZsPool.PeakPagesRaised"/>, which runs inside Malloc under the class lock.</summary>
-public sealed class ReviewPeakCallbackTests
+public sealed class PeakCallbackTests
 {
     /// <summary>
     /// AllocateSlot counts a new page (PageSource.AddResident), which calls PeakPagesRaised while Malloc holds the class
