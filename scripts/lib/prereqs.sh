@@ -30,6 +30,9 @@ TEST_PACKAGES=(
   systemd dpkg systemd-container udev kmod
   # kill(1), which the tests run to send SIGTERM (in every Debian install but a minimal container image).
   procps
+  # nss-systemd (its install adds "systemd" to nsswitch.conf's group line): a test makes a group only NSS knows,
+  # as an LDAP or sssd group is, from a userdb drop-in in a mount namespace of its own.
+  libnss-systemd
 )
 
 # ensure_dotnet_sdk: a .NET 10 SDK on the PATH. Debian 12 does not package one, so when it is missing we add
