@@ -1,0 +1,59 @@
+using System.Globalization;
+using System.Text.Json;
+using ZramDaemon.Tests.Daemon;
+
+namespace ZramDaemon.Tests.Cli;
+
+/// <summary>
+/// What zramd's admin verbs print, against what kernel zram and util-linux zramctl print for the same state
+/// (README: "a zramctl-like table", "the mm_stat and io_stat lines, in the kernel's format") and what README says
+/// of the control socket.
+/// </summary>
+public sealed class KernelFormatFidelityTests
+{
+    /// <summary>util-linux zramctl (sys-utils/zramctl.c, since 2.40) defines COMP-RATIO as "compression ratio:
+    /// DATA/TOTAL" and prints <c>xasprintf(&amp;str, "%.4f", orig_data_size / mem_used_total)</c>. zramd's
+    /// StatusTable prints orig_data_size / compr_data_size (and a bare "0" when nothing is compressed), so the same
+    /// column header means a different, larger number: a script or an admin comparing zramd's COMP-RATIO with
+    /// zramctl's on kernel zram is misled (it leaves out allocator fragmentation and metadata).</summary>
+    [Fact]
+    public void Status_comp_ratio_is_data_over_total_with_four_decimals_as_zramctl_prints_it()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+
+        // An empty device: zramctl prints 0/TOTAL as "0.0000".
+        (int ExitCode, string Stdout, string Stderr) empty = daemon.Cli("status", "--raw");
+        Assert.True(empty.ExitCode == 0, empty.Stderr);
+        string emptyRatio = RawColumn(empty.Stdout, "COMP-RATIO");
+
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD(); h.connect_uri(uri)
+            for i in range(512):
+                page = (b"zramd page %d " % i) * 400
+                h.pwrite(page[:4096], i * 4096)
+            h.shutdown()
+            """).EnsureSuccess();
+
+        JsonElement status = daemon.Status();
+        long orig = status.GetProperty("orig_data_size").GetInt64();
+        long total = status.GetProperty("mem_used_total").GetInt64();
+        (int code, string stdout, string stderr) = daemon.Cli("status", "--raw");
+        Assert.True(code == 0, stderr);
+        Assert.True(RawColumn(stdout, "TOTAL") == total.ToString(CultureInfo.InvariantCulture), $"mem_used_total moved between the two reads:\n{stdout}");
+
+        string expected = ((double)orig / total).ToString("0.0000", CultureInfo.InvariantCulture);
+        string actual = RawColumn(stdout, "COMP-RATIO");
+        Assert.True(
+            expected == actual && emptyRatio == "0.0000",
+            $"COMP-RATIO is {actual}; zramctl prints DATA/TOTAL = {orig}/{total} = {expected} (\"%.4f\") for the same mm_stat:\n{stdout}"
+            + $"and on the empty device COMP-RATIO is \"{emptyRatio}\" where zramctl prints \"0.0000\"");
+    }
+
+    private static string RawColumn(string raw, string header)
+    {
+        string[] lines = raw.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        int column = Array.IndexOf(lines[0].Split(' '), header);
+        Assert.True(column >= 0, $"no {header} column:\n{raw}");
+        return lines[1].Split(' ')[column];
+    }
+}
