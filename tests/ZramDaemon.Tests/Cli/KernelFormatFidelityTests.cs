@@ -49,6 +49,36 @@ public sealed class KernelFormatFidelityTests
             + $"and on the empty device COMP-RATIO is \"{emptyRatio}\" where zramctl prints \"0.0000\"");
     }
 
+    /// <summary>README: the control socket is mode 0600, so another user's verb is refused with EACCES. zramd then
+    /// says "no daemon answers at PATH (Permission denied): is zramd running?" (ZramdCommandLine.Send, the second
+    /// SocketException catch), telling the admin the daemon may be down when it is up and the cause is the
+    /// socket's owner. The message should name the permission problem (run as root or the socket's owner) and not
+    /// suggest that zramd is not running.</summary>
+    [Fact]
+    public void A_non_owner_is_told_permission_is_denied_not_that_zramd_may_not_be_running()
+    {
+        if (Environment.UserName != "root")
+        {
+            return; // needs setpriv to another user
+        }
+
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        File.SetUnixFileMode(daemon.Directory, (UnixFileMode)0x1ED); // 0755: nobody reaches the 0600 socket itself
+        Assert.Equal((UnixFileMode)0x180, File.GetUnixFileMode(daemon.ControlPath) & (UnixFileMode)0x1FF);
+
+        ClientTool.Result result = ClientTool.Run(
+            "setpriv",
+            ["--reuid=nobody", "--regid=nogroup", "--clear-groups", "env", "HOME=/tmp", "DOTNET_CLI_HOME=/tmp", "dotnet", ZramdProcess.DllPath,
+                "status", "--control", daemon.ControlPath],
+            timeoutSeconds: 60);
+
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("Permission denied", result.Stderr, StringComparison.Ordinal);
+        Assert.True(
+            !result.Stderr.Contains("is zramd running?", StringComparison.Ordinal),
+            $"the daemon is running (pid {daemon.Process.Id}); a non-owner is told it may not be:\n{result.Stderr}");
+    }
+
     private static string RawColumn(string raw, string header)
     {
         string[] lines = raw.Split('\n', StringSplitOptions.RemoveEmptyEntries);
