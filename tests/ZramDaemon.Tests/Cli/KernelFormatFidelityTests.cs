@@ -79,6 +79,47 @@ public sealed class KernelFormatFidelityTests
             $"the daemon is running (pid {daemon.Process.Id}); a non-owner is told it may not be:\n{result.Stderr}");
     }
 
+    /// <summary>ZsClassStats says it formats "the debugfs header line" and each row "the way the kernel's
+    /// zs_stats_size_show does" (mm/zsmalloc.c). The kernel's format strings start with a space
+    /// (<c>" %5s %5s %9s ..."</c> for the header, <c>" %5u %5u "</c> for a row) and it ends the table with a blank line and a
+    /// <c>" Total"</c> row (<c>seq_printf(s, " %5s %5s ", "Total", "")</c>, then the band, object, page and freeable totals).
+    /// <c>zramd classes</c> drops the leading space (so its columns sit one to the left of the kernel's: a script cutting
+    /// the kernel's columns by position, or diffing the two tables, is off by one) and has no Total row (a script reading
+    /// the pool's totals from it finds nothing).</summary>
+    [Fact]
+    public void Classes_is_laid_out_as_the_kernels_zsmalloc_classes_file_with_its_total_row()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD(); h.connect_uri(uri)
+            for i in range(64):
+                page = ((b"class %d " % i) * 600)[:4096]
+                h.pwrite(page, i * 4096)
+            h.shutdown()
+            """).EnsureSuccess();
+
+        (int code, string stdout, string stderr) = daemon.Cli("classes", "zram0");
+        Assert.True(code == 0, stderr);
+        string[] lines = stdout.TrimEnd('\n').Split('\n');
+
+        string[] bands = ["10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "99%", "100%"];
+        string kernelHeader = string.Create(CultureInfo.InvariantCulture, $" {"class",5} {"size",5} ")
+            + string.Concat(bands.Select(b => string.Create(CultureInfo.InvariantCulture, $"{b,9} ")))
+            + string.Create(CultureInfo.InvariantCulture, $"{"obj_allocated",13} {"obj_used",10} {"pages_used",10} {"pages_per_zspage",16} {"freeable",8}");
+        var problems = new List<string>();
+        if (lines[0] != kernelHeader)
+        {
+            problems.Add($"header is\n[{lines[0]}]\nthe kernel's is\n[{kernelHeader}]");
+        }
+
+        if (!lines.Any(l => l.StartsWith(" Total ", StringComparison.Ordinal)))
+        {
+            problems.Add("no \" Total\" row (the kernel's last line)");
+        }
+
+        Assert.True(problems.Count == 0, string.Join("\n", problems) + "\nzramd classes printed:\n" + stdout);
+    }
+
     private static string RawColumn(string raw, string header)
     {
         string[] lines = raw.Split('\n', StringSplitOptions.RemoveEmptyEntries);
