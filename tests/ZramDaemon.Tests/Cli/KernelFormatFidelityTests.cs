@@ -120,6 +120,30 @@ public sealed class KernelFormatFidelityTests
         Assert.True(problems.Count == 0, string.Join("\n", problems) + "\nzramd classes printed:\n" + stdout);
     }
 
+    /// <summary>README: <c>zramd stats NAME</c> prints "the mm_stat and io_stat lines, in the kernel's format";
+    /// docs/device.md: "(%8llu fields)". Since Linux 6.4 (zram's invalid_io removal) drivers/block/zram/zram_drv.c
+    /// io_stat_show prints <c>"%8llu %8llu 0 %8llu\n"</c>: the third field is a literal, unpadded 0 (this machine's kernel
+    /// zram prints "       0        0 0        0"). zramd pads it to eight columns and fills it with its own counter, so
+    /// the line is not the kernel's: a script that compares it byte for byte or cuts the fourth field by column
+    /// (cut -c19-26 on the kernel's line) reads the wrong thing.</summary>
+    [Fact]
+    public void Stats_io_stat_line_is_the_kernels_with_its_literal_zero_invalid_io()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+
+        (int code, string stdout, string stderr) = daemon.Cli("stats", "zram0");
+        Assert.True(code == 0, stderr);
+        string[] lines = stdout.TrimEnd('\n').Split('\n');
+        Assert.True(lines.Length >= 2, stdout);
+
+        string kernel = string.Create(CultureInfo.InvariantCulture, $"{0,8} {0,8} 0 {0,8}");
+        string live = File.Exists("/sys/block/zram0/io_stat") ? File.ReadAllText("/sys/block/zram0/io_stat").TrimEnd('\n') : "(no kernel zram0 here)";
+        Assert.True(
+            lines[1] == kernel,
+            $"zramd's io_stat line on a fresh device is\n[{lines[1]}]\nthe kernel's io_stat_show (\"%8llu %8llu 0 %8llu\") prints\n[{kernel}]\n"
+            + $"this machine's /sys/block/zram0/io_stat: [{live}]");
+    }
+
     private static string RawColumn(string raw, string header)
     {
         string[] lines = raw.Split('\n', StringSplitOptions.RemoveEmptyEntries);
