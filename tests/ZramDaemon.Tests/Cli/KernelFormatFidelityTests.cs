@@ -144,6 +144,20 @@ public sealed class KernelFormatFidelityTests
             + $"this machine's /sys/block/zram0/io_stat: [{live}]");
     }
 
+    /// <summary>StatusTable.HumanSize says it is "util-linux's size_to_human_string" (zramctl's sizes). That function
+    /// (lib/strutils.c) rounds the fraction to one digit and, when the rounding overflows, only increments the integer
+    /// part: <c>if (frac == 100) { dec++; frac = 0; }</c>, with no carry into the next unit, so zramctl shows 1 MiB - 1 byte
+    /// as "1024K" and 1 GiB - 1 byte as "1024M". HumanSize moves to the next unit ("1M", "1G").</summary>
+    [Theory]
+    [InlineData((1L << 20) - 1, "1024K")]
+    [InlineData((1L << 30) - 1, "1024M")]
+    [InlineData((1L << 30) - (1L << 20) / 50, "1024M")]
+    public void Status_sizes_round_up_to_1024_of_the_unit_as_size_to_human_string_does(long bytes, string zramctl)
+    {
+        string zramd = ZramDaemon.Cli.StatusTable.HumanSize(bytes);
+        Assert.True(zramd == zramctl, $"{bytes} bytes: zramd prints {zramd}, util-linux's size_to_human_string (zramctl) prints {zramctl}");
+    }
+
     private static string RawColumn(string raw, string header)
     {
         string[] lines = raw.Split('\n', StringSplitOptions.RemoveEmptyEntries);
