@@ -48,7 +48,9 @@ public static class StatusTable
                 size(d.MemLimit),
                 size(d.MemUsedMax),
                 d.PagesCompacted.ToString(CultureInfo.InvariantCulture),
-                d.ComprDataSize == 0 ? "0" : ((double)d.OrigDataSize / d.ComprDataSize).ToString("0.0000", CultureInfo.InvariantCulture),
+                // zramctl's COMP-RATIO is DATA/TOTAL ("%.4f"), fragmentation and metadata counted; TOTAL is never 0 here (the
+                // slot table counts from the start), where zramctl would print nan.
+                (d.MemUsedTotal == 0 ? 0 : (double)d.OrigDataSize / d.MemUsedTotal).ToString("0.0000", CultureInfo.InvariantCulture),
             ]);
         }
 
@@ -82,7 +84,7 @@ public static class StatusTable
     }
 
     /// <summary>util-linux's size_to_human_string: powers of 1024, one decimal when it is not zero, a
-    /// single-letter unit ("0B", "512B", "1.5K", "4G").</summary>
+    /// single-letter unit ("0B", "512B", "1.5K", "4G", "1024K").</summary>
     public static string HumanSize(long bytes)
     {
         if (bytes < 1024)
@@ -99,12 +101,9 @@ public static class StatusTable
             unit++;
         }
 
+        // Rounding up to 1024 stays in the unit ("1024K" for 1 MiB - 1 byte), as size_to_human_string's
+        // "if (frac == 100) { dec++; frac = 0; }" does.
         double rounded = Math.Round(value, 1, MidpointRounding.AwayFromZero);
-        if (rounded >= 1024 && unit < Units.Length - 1)
-        {
-            rounded /= 1024;
-            unit++;
-        }
 
         string number = rounded % 1 == 0
             ? rounded.ToString("0", CultureInfo.InvariantCulture)
