@@ -103,8 +103,10 @@ public sealed record ZramStats
         OrigDataSize, ComprDataSize, MemUsedTotal, MemLimit, MemUsedMax, SamePages, PagesCompacted, HugePages, HugePagesSince,
     }.Select(Field));
 
-    /// <summary>The line of /sys/block/zramN/io_stat (without its newline), in the kernel's format.</summary>
-    public string FormatIoStat() => string.Join(' ', new[] { FailedReads, FailedWrites, InvalidIo, NotifyFree }.Select(Field));
+    /// <summary>The line of /sys/block/zramN/io_stat (without its newline), in the kernel's format since Linux 6.4:
+    /// <c>"%8llu %8llu 0 %8llu"</c>, invalid_io a literal, unpadded 0 (the kernel dropped the counter; zramd's own is in
+    /// <c>status --json</c>), so that the line is the kernel's byte for byte and notify_free sits in the same columns.</summary>
+    public string FormatIoStat() => $"{Field(FailedReads)} {Field(FailedWrites)} 0 {Field(NotifyFree)}";
 
     // The kernel prints each field as "%8llu": right-aligned in eight columns, wider when it must be.
     private static string Field(long value) => value.ToString(CultureInfo.InvariantCulture).PadLeft(8);
