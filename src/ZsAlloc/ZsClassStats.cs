@@ -36,21 +36,39 @@ public sealed record ZsClassStats
     /// <summary>Pages compaction could free in this class now (zs_can_compact).</summary>
     public long Freeable { get; init; }
 
-    /// <summary>The debugfs header line.</summary>
+    /// <summary>The debugfs header line (the kernel's format strings start with a space).</summary>
     public const string Header =
-        "class  size       10%       20%       30%       40%       50%       60%       70%       80%       90%       99%      100% obj_allocated   obj_used pages_used pages_per_zspage freeable";
+        " class  size       10%       20%       30%       40%       50%       60%       70%       80%       90%       99%      100% obj_allocated   obj_used pages_used pages_per_zspage freeable";
 
     /// <summary>Formats the row the way the kernel's zs_stats_size_show does.</summary>
     public override string ToString()
     {
         var line = new StringBuilder();
-        line.Append(CultureInfo.InvariantCulture, $"{Class,5} {Size,5} ");
+        line.Append(CultureInfo.InvariantCulture, $" {Class,5} {Size,5} ");
         for (int band = 1; band < ZspagesByFullness.Count; band++)
         {
             line.Append(CultureInfo.InvariantCulture, $"{ZspagesByFullness[band],9} ");
         }
 
         line.Append(CultureInfo.InvariantCulture, $"{ObjAllocated,13} {ObjUsed,10} {PagesUsed,10} {PagesPerZspage,16} {Freeable,8}");
+        return line.ToString();
+    }
+
+    /// <summary>The kernel's last line, after a blank one: " Total", the bands' and the object, page and freeable
+    /// totals, pages_per_zspage left blank.</summary>
+    public static string FormatTotal(IReadOnlyList<ZsClassStats> classes)
+    {
+        ArgumentNullException.ThrowIfNull(classes);
+        var line = new StringBuilder();
+        line.Append(CultureInfo.InvariantCulture, $" {"Total",5} {string.Empty,5} ");
+        int bands = classes.Count == 0 ? 12 : classes[0].ZspagesByFullness.Count;
+        for (int band = 1; band < bands; band++)
+        {
+            line.Append(CultureInfo.InvariantCulture, $"{classes.Sum(c => band < c.ZspagesByFullness.Count ? (long)c.ZspagesByFullness[band] : 0),9} ");
+        }
+
+        line.Append(CultureInfo.InvariantCulture,
+            $"{classes.Sum(c => c.ObjAllocated),13} {classes.Sum(c => c.ObjUsed),10} {classes.Sum(c => c.PagesUsed),10} {string.Empty,16} {classes.Sum(c => c.Freeable),8}");
         return line.ToString();
     }
 }

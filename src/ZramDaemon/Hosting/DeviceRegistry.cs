@@ -234,6 +234,7 @@ internal sealed class DeviceRegistry : IControlHandler
             text.Append('\n').Append(row);
         }
 
-        return text.ToString();
+        // As zs_stats_size_show ends: a blank line, then the totals.
+        return text.Append("\n\n").Append(ZsClassStats.FormatTotal(classes)).ToString();
     }
 }

@@ -86,7 +86,7 @@ public sealed partial class DaemonControlTests
 
         (code, string classes, _) = daemon.Cli("classes", "zram0");
         Assert.Equal(0, code);
-        Assert.StartsWith("class  size", classes, StringComparison.Ordinal);
+        Assert.StartsWith(" class  size", classes, StringComparison.Ordinal);
         Assert.True(classes.Split('\n').Length > 10);
 
         (code, _, string unknown) = daemon.Cli("stats", "zram9");
