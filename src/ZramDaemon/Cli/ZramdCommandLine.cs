@@ -281,6 +281,12 @@ public static class ZramdCommandLine
         {
             reply = ControlClient.SendAsync(path, request).GetAwaiter().GetResult();
         }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.AccessDenied)
+        {
+            // The daemon may well be running: the socket (mode 0600) or its directory is not ours to reach.
+            error.WriteLine($"zramd: permission denied at {path} ({e.Message}): the control socket is its owner's only (mode 0600; root's under systemd): run the verb as that user, e.g. with sudo.");
+            return ExitCodes.Failure;
+        }
         catch (SocketException e) when (!File.Exists(path))
         {
             error.WriteLine($"zramd: no control socket at {path} ({e.SocketErrorCode}): is zramd running? Pass --control PATH if its control socket is elsewhere.");
