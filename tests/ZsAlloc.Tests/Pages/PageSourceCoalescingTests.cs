@@ -9,11 +9,7 @@ public sealed class PageSourceCoalescingTests
     public void Joined_runs_fill_the_gaps_between_pages_in_use_and_never_take_one()
     {
         using var pages = new PageSource();
-        var runs = new int[PageSource.PagesPerArena];
-        for (int i = 0; i < runs.Length; i++)
-        {
-            runs[i] = pages.AllocateRun(1, out _);
-        }
+        int[] runs = OneArenaOfSinglePages(pages);
 
         // Every 37th page stays in use: gaps of 36 free pages (and a first one of 5 and a last one).
         var used = new HashSet<int>();
@@ -81,11 +77,7 @@ public sealed class PageSourceCoalescingTests
     public void Pages_freed_as_short_runs_serve_a_longer_run_instead_of_a_new_arena()
     {
         using var pages = new PageSource();
-        var runs = new int[PageSource.PagesPerArena];
-        for (int i = 0; i < runs.Length; i++)
-        {
-            runs[i] = pages.AllocateRun(1, out _);
-        }
+        int[] runs = OneArenaOfSinglePages(pages);
 
         // Never written: each goes back to the OS at once and onto the free list.
         foreach (int run in runs)
@@ -106,5 +98,17 @@ public sealed class PageSourceCoalescingTests
         Assert.True(pages.ArenaCount == 1,
             $"{pages.ArenaCount} arenas (owner maps {metadata} -> {pages.MetadataBytes} bytes) for 16384 pages while "
             + $"{pages.PagesFree} pages of the first arena are free: free runs are never joined");
+    }
+
+    /// <summary>Every page of the first arena, each taken as a run of its own (as huge objects take them).</summary>
+    private static int[] OneArenaOfSinglePages(PageSource pages)
+    {
+        var runs = new int[PageSource.PagesPerArena];
+        for (int i = 0; i < runs.Length; i++)
+        {
+            runs[i] = pages.AllocateRun(1, out _);
+        }
+
+        return runs;
     }
 }

@@ -158,7 +158,7 @@ public sealed class CompactionTests
         Assert.Equal(128, row.ObjAllocated);
         Assert.Equal(12, row.ObjUsed);
         Assert.Equal(0, row.Freeable);
-        Assert.StartsWith("    0    32         1         0", row.ToString(), StringComparison.Ordinal);
+        Assert.StartsWith("     0    32         1         0", row.ToString(), StringComparison.Ordinal);
 
         // Class numbers are the kernel's: (size - 32) / 16, so the huge class is 254 and 3632 is 225.
         IReadOnlyList<ZsClassStats> rows = pool.GetClassStats();
