@@ -14,6 +14,16 @@ public sealed partial class DaemonLifecycleTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    /// <summary>The datagram socket systemd's NOTIFY_SOCKET names, bound in <paramref name="dir"/>, for a test to read
+    /// what zramd sends (READY=1, STATUS=, WATCHDOG=1, STOPPING=1).</summary>
+    private static Socket BindNotifySocket(string dir, out string path)
+    {
+        path = Path.Combine(dir, "notify");
+        var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
+        notify.Bind(new UnixDomainSocketEndPoint(path));
+        return notify;
+    }
+
     private static List<string> ReceiveAll(Socket socket, Func<List<string>, bool> until, TimeSpan timeout)
     {
         var messages = new List<string>();
@@ -34,9 +44,7 @@ public sealed partial class DaemonLifecycleTests : IDisposable
     [Fact]
     public void The_default_socket_rule_notify_ready_watchdog_then_stopping_and_exit_0_on_sigterm()
     {
-        string notifyPath = Path.Combine(_dir, "notify");
-        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
-        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+        using Socket notify = BindNotifySocket(_dir, out string notifyPath);
 
         // No --listen: the socket goes to $RUNTIME_DIRECTORY, as under systemd's RuntimeDirectory=.
         using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
@@ -86,9 +94,7 @@ public sealed partial class DaemonLifecycleTests : IDisposable
     [InlineData("9223372036854775807")]
     public void Any_watchdog_interval_systemd_passes_gets_watchdog_pings_and_a_clean_stop(string watchdogUsec)
     {
-        string notifyPath = Path.Combine(_dir, "notify");
-        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
-        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+        using Socket notify = BindNotifySocket(_dir, out string notifyPath);
         using ZramdProcess zramd = ZramdProcess.Start(["--size", "16M"], new Dictionary<string, string>
         {
             ["RUNTIME_DIRECTORY"] = _dir,
@@ -194,9 +200,7 @@ public sealed partial class DaemonLifecycleTests : IDisposable
     public void Under_systemd_status_is_refreshed_with_each_devices_data_ratio_and_clients()
     {
         string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
-        string notifyPath = Path.Combine(dir, "notify");
-        using var notify = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
-        notify.Bind(new UnixDomainSocketEndPoint(notifyPath));
+        using Socket notify = BindNotifySocket(dir, out string notifyPath);
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"], new Dictionary<string, string> { ["NOTIFY_SOCKET"] = notifyPath }, dir);
         ReceiveAll(notify, m => m.Any(s => s.StartsWith("READY=1", StringComparison.Ordinal)), TimeSpan.FromSeconds(60));
 
