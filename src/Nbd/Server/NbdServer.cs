@@ -256,6 +256,8 @@ public sealed class NbdServer : IAsyncDisposable
             var session = new NbdSession(result, _options, _sessionLogger, connection.Id, stream, _watchdog);
             if (!connection.TryStartSession(session, this))
             {
+                // The session never ran, so never disposed the handshake's stream (TLS's, if any).
+                result.Stream.Dispose();
                 return;
             }
 

@@ -49,12 +49,16 @@ internal sealed class NbdHandshake
 
     private static ReadOnlySpan<byte> BaseNamespace => "base:"u8;
 
-    /// <summary>Returns the negotiated result, or null when the connection is to be closed.</summary>
+    /// <summary>Returns the negotiated result, or null when the connection is to be closed; then a TLS stream
+    /// STARTTLS made is disposed here (the caller holds only the socket's), not left to the finalizer with its
+    /// OpenSSL state.</summary>
     public async Task<HandshakeResult?> RunAsync(CancellationToken cancellationToken)
     {
+        HandshakeResult? result = null;
         try
         {
-            return await NegotiateAsync(cancellationToken).ConfigureAwait(false);
+            result = await NegotiateAsync(cancellationToken).ConfigureAwait(false);
+            return result;
         }
         catch (OperationCanceledException)
         {
@@ -75,6 +79,13 @@ internal sealed class NbdHandshake
         catch (ObjectDisposedException)
         {
             _logger.HandshakeFailed(_id, "connection closed");
+        }
+        finally
+        {
+            if (result is null && _stream is SslStream ssl)
+            {
+                ssl.Dispose();
+            }
         }
 
         return null;

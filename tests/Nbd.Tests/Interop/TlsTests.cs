@@ -7,7 +7,7 @@ public class TlsTests
 {
     /// <summary>Makes a self-signed certificate for "localhost" in <paramref name="directory"/> (as libnbd wants
     /// it: ca-cert.pem) and returns it loaded with its key.</summary>
-    private static async Task<X509Certificate2> MakeCertificateAsync(string directory)
+    internal static async Task<X509Certificate2> MakeCertificateAsync(string directory)
     {
         Directory.CreateDirectory(directory);
         string cert = Path.Combine(directory, "ca-cert.pem");
