@@ -617,7 +617,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long written = 0;
-        bool stoppedByLimit = false, stoppedByTime = false;
+        WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
+        bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
         for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages); index++)
         {
@@ -633,7 +634,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
             else if (outcome != WritebackOutcome.Skipped)
             {
-                stoppedByLimit = true;
+                stoppedBy = outcome;
                 break;
             }
         }
@@ -644,7 +645,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
-        return new WritebackResult(written, stoppedByLimit, stoppedByTime);
+        return new WritebackResult(written, stoppedBy, stoppedByTime);
     }
 
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>

@@ -170,8 +170,18 @@ internal sealed class DeviceRegistry : IControlHandler
         long before = device.GetStats().MemUsedTotal;
         WritebackResult result = device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit);
         long after = device.GetStats().MemUsedTotal;
-        return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
-            $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByLimit ? " (stopped: daily limit used up, file full or a write failed; see the log)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));
+        string done = string.Create(CultureInfo.InvariantCulture,
+            $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
+
+        // A failure, as the kernel's write to the writeback file fails (EIO at the limit, ENOSPC when full, the
+        // bio's error), so that a script's "|| alert" fires; what was written stays written.
+        return result.StoppedBy switch
+        {
+            WritebackOutcome.NoBudget => ControlReply.Failure(done + "; stopped: the daily writeback_limit is used up (zramd set " + device.Name + " writeback_limit=... raises it)"),
+            WritebackOutcome.NoRoom => ControlReply.Failure(done + "; stopped: the backing file is full"),
+            WritebackOutcome.IoError => ControlReply.Failure(done + "; stopped: a write to the backing file failed (see the log)"),
+            _ => ControlReply.Success(result.StoppedByTimeLimit ? done + " (stopped after the time limit: run it again to go on)" : done),
+        };
     }
 
     private static SlotSelection Selection(string? type) => type switch

@@ -1,7 +1,7 @@
 namespace ZramDaemon.Device.Writeback;
 
 /// <summary>What happened to one slot offered to the writeback.</summary>
-internal enum WritebackOutcome
+public enum WritebackOutcome
 {
     /// <summary>Not a candidate (no pool object, not of the type or class asked for, or its lock was taken).</summary>
     Skipped,

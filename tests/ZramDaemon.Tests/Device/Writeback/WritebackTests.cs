@@ -414,7 +414,7 @@ public sealed class WritebackTests : IDisposable
 
         WritebackResult result = device.Writeback(SlotSelection.All);
         Assert.Equal(10, result.WrittenBack);
-        Assert.True(result.StoppedByLimit);
+        Assert.Equal(WritebackOutcome.NoBudget, result.StoppedBy);
         Assert.Equal(10, device.GetStats().BdCount);
 
         // No budget left: at the memory limit, writes fail with ENOSPC as without a backing file.
