@@ -700,9 +700,11 @@ public sealed unsafe class ZsPool : IDisposable
             // class's compaction would flush it, but class 0 comes last.
             ReleaseDeferredZspages();
 
-            // Compaction is when memory goes back: the few warm pages kept for reuse go too, the deferred queue's
-            // pages past its queued entries, and the descriptors of the zspages it emptied.
+            // Compaction is when memory goes back: the few warm pages kept for reuse go too, the arenas left with no
+            // page in use, the deferred queue's pages past its queued entries, and the descriptors of the zspages it
+            // emptied.
             _pages.ReleaseWarm();
+            _pages.ReleaseEmptyArenas();
             _deferred.ReleaseUnused();
             ShrinkZspages();
             Interlocked.Add(ref _pagesCompacted, freed);

@@ -37,6 +37,11 @@ namespace ZsAlloc.Pages;
 ///
 /// The owner map (4 bytes a page) says which zspage holds each page, so a handle's location leads to its
 /// zspage descriptor. Head pages of free runs reuse their owner entry as the free-list link.
+///
+/// An arena whose pages are all free again (a whole-device discard, a reset, a burst that has passed) is unmapped with its
+/// owner map at compaction and when the pool goes idle (<see cref="ReleaseEmptyArenas"/>), as the kernel's pool gives
+/// every page back: otherwise each arena ever mapped keeps 64 KiB counted in mem_used_total for the pool's life. Its
+/// index is reused before a new one is taken. Nothing can reach a released arena: no zspage holds any of its pages.
 /// One lock (a leaf: nothing else is taken while it is held) guards the free lists and the counters.
 /// </summary>
 internal sealed unsafe class PageSource : IDisposable
@@ -60,8 +65,11 @@ internal sealed unsafe class PageSource : IDisposable
     private readonly int[] _freeRunHead = new int[MaxRunPages + 1];
     private readonly int[] _warmRunHead = new int[MaxRunPages + 1];
     private readonly int[] _runDemand = new int[MaxRunPages + 1];
+    private readonly int[] _releasedArenas = new int[MaxArenas];
     private readonly Lock _lock = new();
     private int _arenaCount;
+    private int _releasedCount;
+    private int _arenasMapped;
     private int _nextFreshPage;
     private int _freshLimit;
     private long _pagesInUse;
@@ -97,7 +105,8 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>Freed pages kept resident for reuse (at most <see cref="WarmLimitPages"/>).</summary>
     public int PagesWarm => Volatile.Read(ref _pagesWarm);
 
-    public int ArenaCount => Volatile.Read(ref _arenaCount);
+    /// <summary>Arenas mapped now.</summary>
+    public int ArenaCount => Volatile.Read(ref _arenasMapped);
 
     /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
     public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
@@ -196,10 +205,14 @@ internal sealed unsafe class PageSource : IDisposable
     /// least half of those free: a few word operations for each page freed, a few hundred at worst (one free page in
     /// each of many arenas), however the lists look; never on the path of a free.
     /// </summary>
+    /// <param name="emptied">Where to put the arenas found all free, which are then not listed again (the caller
+    /// unmaps them); null: list them as any other.</param>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void Coalesce()
+    private void Coalesce(List<int>? emptied = null)
     {
         _listedSinceCoalesce = 0;
+        // The newest arena's tail is not on the lists, and its index would be taken again at once.
+        int fresh = _freshLimit > 0 ? (_freshLimit - 1) >> ArenaPageShift : -1;
         var free = new ulong[_arenaCount][];
         for (int length = 1; length <= MaxRunPages; length++)
         {
@@ -226,6 +239,12 @@ internal sealed unsafe class PageSource : IDisposable
                 continue;
             }
 
+            if (emptied != null && arena != fresh && Array.TrueForAll(bits, static w => w == ulong.MaxValue))
+            {
+                emptied.Add(arena);
+                continue;
+            }
+
             int start = NextBit(bits, 0, set: true);
             while (start < PagesPerArena)
             {
@@ -238,6 +257,46 @@ internal sealed unsafe class PageSource : IDisposable
                 start = end < PagesPerArena ? NextBit(bits, end, set: true) : PagesPerArena;
             }
         }
+    }
+
+    /// <summary>
+    /// Unmaps the arenas whose pages are all on the free lists (given back already), with their owner maps; returns how
+    /// many. Joins the free runs first (<see cref="Coalesce"/>), so on the same terms as before mapping an arena (pages
+    /// listed since the last join at least half of those free: a few word operations per page freed) and only with an
+    /// arena's worth free: compaction and the idle tick call it, never a request.
+    /// </summary>
+    public int ReleaseEmptyArenas()
+    {
+        var emptied = new List<int>();
+        lock (_lock)
+        {
+            if (_disposed || _pagesFree < PagesPerArena || _listedSinceCoalesce < _pagesFree / 2)
+            {
+                return 0;
+            }
+
+            Coalesce(emptied);
+            foreach (int arena in emptied)
+            {
+                // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now.
+                _owners[arena] = null;
+                _pagesFree -= PagesPerArena;
+                _arenasMapped--;
+            }
+        }
+
+        foreach (int arena in emptied)
+        {
+            MemoryMap.Unmap(_arenaBase[arena], ArenaBytes);
+            lock (_lock)
+            {
+                // Only now may MapArena take the index (and write its base).
+                _arenaBase[arena] = 0;
+                _releasedArenas[_releasedCount++] = arena;
+            }
+        }
+
+        return emptied.Count;
     }
 
     /// <summary>The first page at or after <paramref name="from"/> whose bit is <paramref name="set"/>, or
@@ -345,6 +404,7 @@ internal sealed unsafe class PageSource : IDisposable
             TrimWarm(0);
         }
 
+        ReleaseEmptyArenas();
         return warm;
     }
 
@@ -503,8 +563,11 @@ internal sealed unsafe class PageSource : IDisposable
             _disposed = true;
             for (int i = 0; i < _arenaCount; i++)
             {
-                MemoryMap.Unmap(_arenaBase[i], ArenaBytes);
-                _arenaBase[i] = 0;
+                if (_arenaBase[i] != 0)
+                {
+                    MemoryMap.Unmap(_arenaBase[i], ArenaBytes);
+                    _arenaBase[i] = 0;
+                }
             }
 
             _pagesInUse = 0;
@@ -527,8 +590,8 @@ internal sealed unsafe class PageSource : IDisposable
 
     private void CheckRun(int head, int pages)
     {
-        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= ArenaCount
-            || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
+        if ((uint)(pages - 1) >= MaxRunPages || head < 0 || (head >> ArenaPageShift) >= Volatile.Read(ref _arenaCount)
+            || _owners[head >> ArenaPageShift] == null || (head & (PagesPerArena - 1)) + pages > PagesPerArena)
         {
             throw new ArgumentOutOfRangeException(nameof(head), head, "Not a run of this page source.");
         }
@@ -599,9 +662,11 @@ internal sealed unsafe class PageSource : IDisposable
         }
     }
 
+    /// <summary>Maps an arena at a released index if there is one, else at a new one; changes nothing if it throws. Lock held.</summary>
     private void MapArena()
     {
-        int arena = _arenaCount;
+        bool reuse = _releasedCount > 0;
+        int arena = reuse ? _releasedArenas[_releasedCount - 1] : _arenaCount;
         if (arena == MaxArenas)
         {
             throw new OutOfMemoryException($"The pool has reached its limit of {MaxArenas} arenas of {ArenaBytes >> 20} MiB.");
@@ -612,7 +677,16 @@ internal sealed unsafe class PageSource : IDisposable
         Array.Fill(owners, NoOwner);
         _arenaBase[arena] = address;
         Volatile.Write(ref _owners[arena], owners);
-        Volatile.Write(ref _arenaCount, arena + 1);
+        if (reuse)
+        {
+            _releasedCount--;
+        }
+        else
+        {
+            Volatile.Write(ref _arenaCount, arena + 1);
+        }
+
+        Volatile.Write(ref _arenasMapped, _arenasMapped + 1);
         _nextFreshPage = arena << ArenaPageShift;
         _freshLimit = (arena + 1) << ArenaPageShift;
     }
