@@ -160,6 +160,9 @@ public sealed unsafe class ZsPool : IDisposable
     internal long PinsHeld => _pins.Held();
 
     /// <summary>The id of the zspage an object lies in now (for tests: racy while compaction runs).</summary>
+    /// <summary>Arenas mapped now (they go when all their pages are free, <see cref="PageSource.ReleaseEmptyArenas"/>).</summary>
+    internal int ArenasMapped => _pages.ArenaCount;
+
     internal int ZspageOf(uint handle) => _pages.OwnerOf((int)(HandleCell.LocationOf(Volatile.Read(ref *CellOf(handle))) >> PageShift));
 
     internal SizeClassTable Table => _table;
@@ -358,8 +361,9 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>
     /// The location and size of an allocated object, from a racy read of its cell, for prefetching only. False for
     /// a handle that names no cell, a free cell, one being moved, and (a word cell holds any value, and a slot read
-    /// without its lock may name one) a location outside the mapped arenas, so the address formed from it is always
-    /// inside the pool's reservation.
+    /// without its lock may name one) a location past every arena index ever mapped, so the address formed from it is
+    /// inside an arena's reservation, or (an arena released since, <see cref="PageSource.ReleaseEmptyArenas"/>) below
+    /// 64 MiB from address 0: either way only a prefetch's, which never faults.
     /// </summary>
     private bool TryLocateForPrefetch(uint handle, out long location, out int size)
     {
@@ -373,7 +377,7 @@ public sealed unsafe class ZsPool : IDisposable
 
         ulong c = Volatile.Read(ref *_handles.Cell(cell));
         if ((c & (HandleCell.Allocated | HandleCell.Moving)) != HandleCell.Allocated
-            || HandleCell.LocationOf(c) >= (long)_pages.ArenaCount << PageSource.ArenaByteShift)
+            || HandleCell.LocationOf(c) >= (long)_pages.ArenaIndexLimit << PageSource.ArenaByteShift)
         {
             return false;
         }
@@ -921,7 +925,8 @@ public sealed unsafe class ZsPool : IDisposable
             if (TryLocateForPrefetch(handles[i], out long location, out _))
             {
                 pages[i] = (int)(location >> PageShift);
-                // In bounds: the location lies in a mapped arena (an object's slot, unless misused); a prefetch never faults.
+                // An object's slot in a mapped arena, unless misused or its arena was released since (its object moved
+                // away by a compaction): a prefetch never faults, and a released arena's owner address is null.
                 Sse.Prefetch0(_pages.Address(location));
                 Sse.Prefetch0(_pages.OwnerAddress(pages[i]));
             }
@@ -929,7 +934,7 @@ public sealed unsafe class ZsPool : IDisposable
 
         for (int i = 0; i < handles.Length; i++)
         {
-            int owner = pages[i] < 0 ? -1 : _pages.OwnerOf(pages[i]);
+            int owner = pages[i] < 0 ? -1 : _pages.OwnerForPrefetch(pages[i]);
             if (owner >= 0)
             {
                 Sse.Prefetch0(_zspages[owner]);

@@ -548,8 +548,26 @@ internal sealed unsafe class PageSource : IDisposable
     public int OwnerOf(int page) => _owners[page >> ArenaPageShift]![page & (PagesPerArena - 1)];
 
     /// <summary>Where <see cref="OwnerOf"/> reads the page's owner, for a prefetch only (the map is a managed array: the
-    /// address is good only as long as the GC does not move it, and a stale one is harmless to a prefetch).</summary>
-    public void* OwnerAddress(int page) => Unsafe.AsPointer(ref _owners[page >> ArenaPageShift]![page & (PagesPerArena - 1)]);
+    /// address is good only as long as the GC does not move it, and a stale one is harmless to a prefetch). Null when
+    /// the page's arena was released: a prefetch's location is read racily, and its object may have been moved
+    /// and its arena emptied since.</summary>
+    public void* OwnerAddress(int page)
+    {
+        int[]? map = Volatile.Read(ref _owners[page >> ArenaPageShift]);
+        return map is null ? null : Unsafe.AsPointer(ref map[page & (PagesPerArena - 1)]);
+    }
+
+    /// <summary><see cref="OwnerOf"/> for a prefetch: <see cref="NoOwner"/> when the page's arena was released (as
+    /// <see cref="OwnerAddress"/>).</summary>
+    public int OwnerForPrefetch(int page)
+    {
+        int[]? map = Volatile.Read(ref _owners[page >> ArenaPageShift]);
+        return map is null ? NoOwner : map[page & (PagesPerArena - 1)];
+    }
+
+    /// <summary>One past the highest arena index ever mapped: a location at or past it names no arena. Below it, the
+    /// arena may have been released (<see cref="ReleaseEmptyArenas"/>); its base then reads 0.</summary>
+    public int ArenaIndexLimit => Volatile.Read(ref _arenaCount);
 
     public void Dispose()
     {
