@@ -415,8 +415,9 @@ public sealed unsafe class ZsPool : IDisposable
         }
         catch
         {
-            // DeferredGrowthAllowed threw, before anything was queued: the pending mark refuses every later free, so
-            // the object is freed here or never. Then the owner hears of its failure.
+            // DeferredGrowthAllowed threw, before the handle was queued (only scheduling a drain, out of memory, throws
+            // after): the pending mark refuses every later free, so the object is freed here or never. Then the owner
+            // hears of its failure.
             FreeCore(handle, queued: true);
             throw;
         }
