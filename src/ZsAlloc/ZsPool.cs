@@ -412,7 +412,21 @@ public sealed unsafe class ZsPool : IDisposable
         ObjectDisposedException.ThrowIf(_disposed, this);
         // Marked pending, the handle is already dead to its owner: a second free or a read is refused.
         int size = HandleCell.SizeOf(ClaimCell(handle, queued: false, keep: ~0UL, set: HandleCell.FreePending));
-        if (!_deferred.TryEnqueue(handle, SlotBytes(size)))
+        bool queued;
+        try
+        {
+            queued = _deferred.TryEnqueue(handle, SlotBytes(size));
+        }
+        catch
+        {
+            // DeferredGrowthAllowed threw, before the handle was queued (only scheduling a drain, out of memory, throws
+            // after): the pending mark refuses every later free, so the object is freed here or never. Then the owner
+            // hears of its failure.
+            FreeCore(handle, queued: true);
+            throw;
+        }
+
+        if (!queued)
         {
             FreeCore(handle, queued: true);
         }
@@ -453,7 +467,17 @@ public sealed unsafe class ZsPool : IDisposable
                     bytes[i] = SlotBytes(sizes[i]);
                 }
 
-                taken = _deferred.Enqueue(handles[..n], bytes[..n]);
+                try
+                {
+                    taken = _deferred.Enqueue(handles[..n], bytes[..n]);
+                }
+                catch
+                {
+                    // DeferredGrowthAllowed threw, before this batch was queued: the caller holds every handle it passed
+                    // as freed, so the rest are freed now, and then the owner hears of its failure.
+                    FreeNow(handles);
+                    throw;
+                }
             }
 
             FreeNow(handles[taken..n]);
@@ -502,8 +526,9 @@ public sealed unsafe class ZsPool : IDisposable
     /// Asked before the deferred-free queue counts another page of its entries in <see cref="MetadataBytes"/>, with the
     /// bytes it would add; false makes those frees synchronous. A queued free raises the metadata after its caller's
     /// memory check, so the owner of a memory limit says here whether there is room. It runs under the queue's lock:
-    /// it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and must not free or compact. Null (the
-    /// default): only the queue's capacity bounds its entries.
+    /// it may read <see cref="TotalPages"/> and <see cref="MetadataBytes"/>, and must not free or compact. If it throws,
+    /// the deferred free that asked frees its objects at once and throws it. Null (the default): only the queue's
+    /// capacity bounds its entries.
     /// </summary>
     public Func<long, bool>? DeferredGrowthAllowed
     {
