@@ -66,6 +66,7 @@ internal sealed unsafe class PageSource : IDisposable
     private readonly int[] _warmRunHead = new int[MaxRunPages + 1];
     private readonly int[] _runDemand = new int[MaxRunPages + 1];
     private readonly int[] _releasedArenas = new int[MaxArenas];
+    private readonly int[] _freeInArena = new int[MaxArenas];
     private readonly Lock _lock = new();
     private int _arenaCount;
     private int _releasedCount;
@@ -213,7 +214,17 @@ internal sealed unsafe class PageSource : IDisposable
         _listedSinceCoalesce = 0;
         // The newest arena's tail is not on the lists, and its index would be taken again at once.
         int fresh = _freshLimit > 0 ? (_freshLimit - 1) >> ArenaPageShift : -1;
+
+        // Every bitmap before the first run leaves its list: an allocation that throws then loses no run.
         var free = new ulong[_arenaCount][];
+        for (int arena = 0; arena < free.Length; arena++)
+        {
+            if (_freeInArena[arena] > 0)
+            {
+                free[arena] = new ulong[PagesPerArena / 64];
+            }
+        }
+
         for (int length = 1; length <= MaxRunPages; length++)
         {
             int head;
@@ -223,7 +234,7 @@ internal sealed unsafe class PageSource : IDisposable
                 int first = head & (PagesPerArena - 1);
                 // Its entry kept the list's link; a free page's entry is NoOwner.
                 _owners[arena]![first] = NoOwner;
-                ulong[] bits = free[arena] ??= new ulong[PagesPerArena / 64];
+                ulong[] bits = free[arena]!;
                 for (int page = first; page < first + length; page++)
                 {
                     bits[page >> 6] |= 1UL << page;
@@ -241,6 +252,7 @@ internal sealed unsafe class PageSource : IDisposable
 
             if (emptied != null && arena != fresh && Array.TrueForAll(bits, static w => w == ulong.MaxValue))
             {
+                // Popped, so already counted out of _freeInArena.
                 emptied.Add(arena);
                 continue;
             }
@@ -261,16 +273,16 @@ internal sealed unsafe class PageSource : IDisposable
 
     /// <summary>
     /// Unmaps the arenas whose pages are all on the free lists (given back already), with their owner maps; returns how
-    /// many. Joins the free runs first (<see cref="Coalesce"/>), so on the same terms as before mapping an arena (pages
-    /// listed since the last join at least half of those free: a few word operations per page freed) and only with an
-    /// arena's worth free: compaction and the idle tick call it, never a request.
+    /// many. Their runs are taken off the lists by a join of all free runs (<see cref="Coalesce"/>), so only when the
+    /// free count of some arena (<see cref="_freeInArena"/>, kept as runs are listed and taken) says it is all free:
+    /// a look at one counter per arena otherwise. Compaction and the idle tick call it, never a request.
     /// </summary>
     public int ReleaseEmptyArenas()
     {
         var emptied = new List<int>();
         lock (_lock)
         {
-            if (_disposed || _pagesFree < PagesPerArena || _listedSinceCoalesce < _pagesFree / 2)
+            if (_disposed || !AnyArenaAllFree())
             {
                 return 0;
             }
@@ -297,6 +309,21 @@ internal sealed unsafe class PageSource : IDisposable
         }
 
         return emptied.Count;
+    }
+
+    /// <summary>Whether an arena other than the newest has every page on the free lists. Lock held.</summary>
+    private bool AnyArenaAllFree()
+    {
+        int fresh = _freshLimit > 0 ? (_freshLimit - 1) >> ArenaPageShift : -1;
+        for (int arena = 0; arena < _arenaCount; arena++)
+        {
+            if (_freeInArena[arena] == PagesPerArena && arena != fresh)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The first page at or after <paramref name="from"/> whose bit is <paramref name="set"/>, or
@@ -622,6 +649,10 @@ internal sealed unsafe class PageSource : IDisposable
         {
             // A free run's head keeps the next run's head in its owner entry, encoded as -2 - next (-1 = end).
             heads[pages] = -2 - OwnerOf(head);
+            if (heads == _freeRunHead)
+            {
+                _freeInArena[head >> ArenaPageShift] -= pages;
+            }
         }
 
         return head;
@@ -631,6 +662,10 @@ internal sealed unsafe class PageSource : IDisposable
     {
         _owners[head >> ArenaPageShift]![head & (PagesPerArena - 1)] = -2 - heads[pages];
         heads[pages] = head;
+        if (heads == _freeRunHead)
+        {
+            _freeInArena[head >> ArenaPageShift] += pages;
+        }
     }
 
     /// <summary>The front <paramref name="pages"/> of the shortest longer run on <paramref name="heads"/>; the rest

@@ -28,6 +28,7 @@ public sealed class PageSourceArenaReleaseTests
         Assert.Equal(PageSource.PagesPerArena, pages.PagesFree);
         Assert.Equal(0, pages.PagesInUse);
         Assert.Equal(0, pages.ReleaseEmptyArenas());
+        PageSourceInspector.Check(pages);
 
         // Three arenas' worth again: the free arena first, then the released indices; no page twice, all zeroed.
         var seen = new HashSet<int>();
@@ -35,6 +36,7 @@ public sealed class PageSourceArenaReleaseTests
         Assert.Equal(3, pages.ArenaCount);
         Assert.All(again, head => Assert.True(head >> PageSource.ArenaPageShift < 3, $"run at {head}: a new index while released ones were free"));
         Assert.Equal(3L * PageSource.PagesPerArena, pages.PagesInUse);
+        PageSourceInspector.Check(pages);
     }
 
     [Fact]
@@ -52,6 +54,7 @@ public sealed class PageSourceArenaReleaseTests
         // The first arena holds a page in use and the third is the newest: only the second goes.
         Assert.Equal(1, pages.ReleaseEmptyArenas());
         Assert.Equal(2, pages.ArenaCount);
+        Assert.DoesNotContain(kept, PageSourceInspector.Check(pages));
         Assert.Equal((byte)kept, Marshal.ReadByte(pages.PageAddress(kept)));
         Assert.Equal(0, kept >> PageSource.ArenaPageShift);
     }

@@ -124,7 +124,9 @@ public sealed class ArenaReleaseStressTests
         Assert.True(most >= 2 && fewest < most, $"arenas mapped went from {most} to no fewer than {fewest}: none was released");
 
         pool.FlushDeferred();
+        ZsPoolInspector.Check(pool);
         pool.Compact();
+        ZsPoolInspector.Check(pool);
         Assert.Equal(0, pool.TotalPages);
         Assert.Equal(0, pool.LiveZspages);
         Assert.Equal(0, pool.GetStats().Objects);
