@@ -14,7 +14,7 @@ namespace ZsAlloc.Pages;
 /// reuse; a longer free run is split when no run of the exact length is free, and fresh pages are taken from
 /// the newest arena last. Free runs are joined only when the newest arena is used up, before another is mapped
 /// (<see cref="Coalesce"/>): pages freed as short runs (huge objects' single pages) must serve longer ones once the
-/// mix of sizes changes, or every change maps arenas (address space and a 64 KiB owner map each, never given back)
+/// mix of sizes changes, or every change maps arenas (address space and a 64 KiB owner map each, kept while any page is in use)
 /// while pages are free. Not on every free: the lists stay singly linked and a free costs no neighbour lookup.
 ///
 /// Page numbers are global: arena index * 16384 + page within the arena. An object's location is its global
