@@ -2135,8 +2135,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>Zeroes part of a slot. A trim that leaves the whole page zero (the last of several partial trims
-    /// covering it) empties the slot as a whole-slot trim does, rather than keeping a stored zero page counted in
-    /// pages_stored and same_pages.</summary>
+    /// covering it, or any of a stored zero page) empties the slot as a whole-slot trim does, rather than keeping a
+    /// stored zero page counted in pages_stored and same_pages.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private NbdError ZeroPartial(int index, int inPage, int length, bool discard)
     {
@@ -2144,8 +2144,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            if (SlotInfo.IsZero(_slots.Info(index), _slots.Value(index)))
+            uint info = _slots.Info(index);
+            if (SlotInfo.IsZero(info, _slots.Value(index)))
             {
+                // A stored zero page (written as data, or NO_HOLE zeroes) is left all zero by a trim too.
+                if (discard && (info & SlotInfo.Written) != 0)
+                {
+                    EmptyTrimmedSlot(index);
+                }
+
                 return NbdError.None;
             }
 
@@ -2158,11 +2165,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             page.Slice(inPage, length).Clear();
             if (discard && page.IndexOfAnyExcept((byte)0) < 0)
             {
-                Swap(index, 0, 0, lockHeld: true, out uint oldInfo, out uint oldValue);
-                Release(oldInfo, oldValue, deferred: true);
-                _counters.Replace(oldInfo, 0);
-                Interlocked.Increment(ref _counters.NotifyFree);
-                Interlocked.Increment(ref _counters.DiscardedPages);
+                EmptyTrimmedSlot(index);
                 return NbdError.None;
             }
 
@@ -2172,6 +2175,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary>Empties a slot a partial trim left all zero, as a whole-slot trim does. The slot lock is held.</summary>
+    private void EmptyTrimmedSlot(int index)
+    {
+        Swap(index, 0, 0, lockHeld: true, out uint oldInfo, out uint oldValue);
+        Release(oldInfo, oldValue, deferred: true);
+        _counters.Replace(oldInfo, 0);
+        Interlocked.Increment(ref _counters.NotifyFree);
+        Interlocked.Increment(ref _counters.DiscardedPages);
     }
 
     /// <summary>A slot records the algorithm of the compressor that wrote it, which was registered here first.</summary>
