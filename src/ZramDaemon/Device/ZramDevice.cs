@@ -1476,8 +1476,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>How far past mem_limit a recompression's new object may take usage before the old one is freed: the two
-    /// fresh pages an object can straddle.</summary>
-    private const long RecompressionHeadroom = 2 * PageSize;
+    /// fresh pages an object can straddle, and the page map (64 KiB) of a new arena, which one of them may open
+    /// (<see cref="ZsPool.FirstObjectBytes"/>). A pool full at its limit ends at an arena's end whenever the limit is
+    /// less than a page and that map past it, and the write refused there maps the next arena anyway (the map stays):
+    /// with two pages alone the pass stopped at its first slot.</summary>
+    private const long RecompressionHeadroom = PageSize + ZsPool.FirstObjectBytes;
 
     private bool InRange(long offset, long length)
         => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
