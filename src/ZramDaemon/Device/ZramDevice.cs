@@ -2000,7 +2000,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return false;
         }
 
-        if (limit == 0 || MemUsedTotal <= limit)
+        if (limit == 0)
+        {
+            // A word takes a handle cell and no pool page: no page peak notes it.
+            if (request.IsWord)
+            {
+                RaiseMemUsedMax(MemUsedTotal);
+            }
+
+            return true;
+        }
+
+        // Noted before the check, as the kernel's update_used_max: usage that rose to the limit through metadata alone
+        // (words) made no page peak, and a device that got ENOSPC at its limit showed a mem_used_max below it.
+        long used = MemUsedTotal;
+        RaiseMemUsedMax(used);
+        if (used <= limit)
         {
             return true;
         }
