@@ -113,8 +113,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _memLimit;
     private long _futileLimitCompaction;
 
-    // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages and at each read of the
-    // stats. Pages and metadata rise and fall apart (a discard and compaction give back handle cells; a same-filled
+    // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages, at each allocation the
+    // limit checks and each word stored (TryAllocateWithin), and at each read of the stats. Pages and metadata rise and fall apart (a discard and compaction give back handle cells; a same-filled
     // page's word takes a cell and no page), so peak pages plus the metadata of now fell below a total already
     // reported, and could exceed any there ever was.
     private long _memUsedMax;
@@ -1477,8 +1477,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>How far past mem_limit a recompression's new object may take usage before the old one is freed: the two
-    /// fresh pages an object can straddle.</summary>
-    private const long RecompressionHeadroom = 2 * PageSize;
+    /// fresh pages an object can straddle, and the page map (64 KiB) of a new arena, which one of them may open
+    /// (<see cref="ZsPool.FirstObjectBytes"/>). A pool full at its limit ends at an arena's end whenever the limit is
+    /// less than a page and that map past it, and the write refused there maps the next arena anyway (the map stays):
+    /// with two pages alone the pass stopped at its first slot.</summary>
+    private const long RecompressionHeadroom = PageSize + ZsPool.FirstObjectBytes;
 
     private bool InRange(long offset, long length)
         => offset >= 0 && length >= 0 && offset <= _options.DiskSize && length <= _options.DiskSize - offset;
@@ -1998,7 +2001,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return false;
         }
 
-        if (limit == 0 || MemUsedTotal <= limit)
+        if (limit == 0)
+        {
+            // A word takes a handle cell and no pool page: no page peak notes it.
+            if (request.IsWord)
+            {
+                RaiseMemUsedMax(MemUsedTotal);
+            }
+
+            return true;
+        }
+
+        // Noted before the check, as the kernel's update_used_max: usage that rose to the limit through metadata alone
+        // (words) made no page peak, and a device that got ENOSPC at its limit showed a mem_used_max below it.
+        long used = MemUsedTotal;
+        RaiseMemUsedMax(used);
+        if (used <= limit)
         {
             return true;
         }
@@ -2136,8 +2154,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>Zeroes part of a slot. A trim that leaves the whole page zero (the last of several partial trims
-    /// covering it) empties the slot as a whole-slot trim does, rather than keeping a stored zero page counted in
-    /// pages_stored and same_pages.</summary>
+    /// covering it, or any of a stored zero page) empties the slot as a whole-slot trim does, rather than keeping a
+    /// stored zero page counted in pages_stored and same_pages.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
     private NbdError ZeroPartial(int index, int inPage, int length, bool discard)
     {
@@ -2145,8 +2163,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
-            if (SlotInfo.IsZero(_slots.Info(index), _slots.Value(index)))
+            uint info = _slots.Info(index);
+            if (SlotInfo.IsZero(info, _slots.Value(index)))
             {
+                // A stored zero page (written as data, or NO_HOLE zeroes) is left all zero by a trim too.
+                if (discard && (info & SlotInfo.Written) != 0)
+                {
+                    EmptyTrimmedSlot(index);
+                }
+
                 return NbdError.None;
             }
 
@@ -2159,11 +2184,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             page.Slice(inPage, length).Clear();
             if (discard && page.IndexOfAnyExcept((byte)0) < 0)
             {
-                Swap(index, 0, 0, lockHeld: true, out uint oldInfo, out uint oldValue);
-                Release(oldInfo, oldValue, deferred: true);
-                _counters.Replace(oldInfo, 0);
-                Interlocked.Increment(ref _counters.NotifyFree);
-                Interlocked.Increment(ref _counters.DiscardedPages);
+                EmptyTrimmedSlot(index);
                 return NbdError.None;
             }
 
@@ -2173,6 +2194,16 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary>Empties a slot a partial trim left all zero, as a whole-slot trim does. The slot lock is held.</summary>
+    private void EmptyTrimmedSlot(int index)
+    {
+        Swap(index, 0, 0, lockHeld: true, out uint oldInfo, out uint oldValue);
+        Release(oldInfo, oldValue, deferred: true);
+        _counters.Replace(oldInfo, 0);
+        Interlocked.Increment(ref _counters.NotifyFree);
+        Interlocked.Increment(ref _counters.DiscardedPages);
     }
 
     /// <summary>A slot records the algorithm of the compressor that wrote it, which was registered here first.</summary>

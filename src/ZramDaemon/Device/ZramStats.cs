@@ -22,7 +22,8 @@ public sealed record ZramStats
     public long MemLimit { get; init; }
 
     /// <summary>The highest <see cref="MemUsedTotal"/> since creation or the last reset (<c>set mem_used_max=0</c>), as noted
-    /// at each new peak of the pool's pages and at each read of the stats; never below a total already reported.</summary>
+    /// at each new peak of the pool's pages, at each allocation under a limit and each word stored, and at each read of
+    /// the stats; never below a total already reported.</summary>
     public long MemUsedMax { get; init; }
 
     /// <summary>Slots holding one repeated 8-byte value (no pool object: nothing for zeros, an 8-byte pool word otherwise).</summary>
