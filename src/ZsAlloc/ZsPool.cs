@@ -1298,13 +1298,14 @@ public sealed unsafe class ZsPool : IDisposable
     /// newest, its descriptor goes back to never created, as the object's handle cell does.</summary>
     private void ReleaseZspage(SizeClass cls, int id, ZsPageDescriptor* d, bool retract)
     {
-        _pages.FreeRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
         if (retract)
         {
+            _pages.RetractRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
             _zspages.Retract(id);
         }
         else
         {
+            _pages.FreeRun(d->FirstPage, cls.PagesPerZspage, cls.PagesOf(d));
             _zspages.Free(id);
         }
     }

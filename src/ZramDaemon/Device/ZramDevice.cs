@@ -1478,9 +1478,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>How far past mem_limit a recompression's new object may take usage before the old one is freed: the two
     /// fresh pages an object can straddle, and the page map (64 KiB) of a new arena, which one of them may open
-    /// (<see cref="ZsPool.FirstObjectBytes"/>). A pool full at its limit ends at an arena's end whenever the limit is
-    /// less than a page and that map past it, and the write refused there maps the next arena anyway (the map stays):
-    /// with two pages alone the pass stopped at its first slot.</summary>
+    /// (<see cref="ZsPool.FirstObjectBytes"/>). A pool full at its limit may end at an arena's end, and then the new
+    /// object opens the next arena, whose map counts from its first page: with two pages alone the pass stopped at its
+    /// first slot.</summary>
     private const long RecompressionHeadroom = PageSize + ZsPool.FirstObjectBytes;
 
     private bool InRange(long offset, long length)

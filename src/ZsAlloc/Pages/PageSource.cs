@@ -71,6 +71,7 @@ internal sealed unsafe class PageSource : IDisposable
     private int _arenaCount;
     private int _releasedCount;
     private int _arenasMapped;
+    private int _freshUntouched;
     private int _nextFreshPage;
     private int _freshLimit;
     private long _pagesInUse;
@@ -109,8 +110,10 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>Arenas mapped now.</summary>
     public int ArenaCount => Volatile.Read(ref _arenasMapped);
 
-    /// <summary>The owner maps: 4 bytes for every page of every arena.</summary>
-    public long MetadataBytes => (long)ArenaCount * PagesPerArena * sizeof(int);
+    /// <summary>The owner maps: 4 bytes for every page of every arena, but for the newest while no page of it was
+    /// handed out: a write refused at the memory limit may map it and take its first run back (<see cref="RetractRun"/>),
+    /// and must leave mem_used_total as it found it.</summary>
+    public long MetadataBytes => (long)(ArenaCount - Volatile.Read(ref _freshUntouched)) * PagesPerArena * sizeof(int);
 
     public void ResetPeak()
     {
@@ -695,7 +698,39 @@ internal sealed unsafe class PageSource : IDisposable
 
         int head = _nextFreshPage;
         _nextFreshPage += pages;
+        Volatile.Write(ref _freshUntouched, 0);
         return head;
+    }
+
+    /// <summary>
+    /// Frees a run its user took and gives back at once (a write refused at the memory limit): as <see cref="FreeRun"/>,
+    /// but the newest run carved from the newest arena goes back to its fresh tail (given back to the OS first, so it is
+    /// zeroed again), and an arena left untouched so stops counting in <see cref="MetadataBytes"/>: what the refused
+    /// allocation took all goes back, and a page freed makes room for a page again.
+    /// </summary>
+    public void RetractRun(int head, int pages, int resident)
+    {
+        CheckRun(head, pages);
+        lock (_lock)
+        {
+            if (head + pages == _nextFreshPage && head >= _freshLimit - PagesPerArena)
+            {
+                // Under the lock (a refused write's path, not a request's): no allocation may carve these pages before
+                // they read as zeros again. First, so that a failure changes nothing.
+                MemoryMap.Release(PageAddress(head), (long)pages * PageSize);
+                SetOwner(head, pages, NoOwner);
+                _pagesInUse -= resident;
+                _nextFreshPage = head;
+                if (head == _freshLimit - PagesPerArena)
+                {
+                    Volatile.Write(ref _freshUntouched, 1);
+                }
+
+                return;
+            }
+        }
+
+        FreeRun(head, pages, resident);
     }
 
     /// <summary>
@@ -740,6 +775,7 @@ internal sealed unsafe class PageSource : IDisposable
         }
 
         Volatile.Write(ref _arenasMapped, _arenasMapped + 1);
+        Volatile.Write(ref _freshUntouched, 1);
         _nextFreshPage = arena << ArenaPageShift;
         _freshLimit = (arena + 1) << ArenaPageShift;
     }

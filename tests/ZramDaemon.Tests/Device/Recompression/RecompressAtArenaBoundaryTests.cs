@@ -8,7 +8,7 @@ namespace ZramDaemon.Tests.Device.Recompression;
 /// <summary>
 /// Recompression on a device full at its limit whose pool has just filled its last arena (16384 pages, 64 MiB): the
 /// first smaller object needs a page of a new arena, and with it that arena's 64 KiB page map in mem_used_total, far
-/// more than the two pages of headroom recompression has past mem_limit. Writes that need a new page get ENOSPC there,
+/// more than the two pages of headroom recompression had past mem_limit. Writes that need a new page get ENOSPC there,
 /// so a device filled until ENOSPC stops at an arena's end whenever its limit falls within ~68 KiB past it.
 /// </summary>
 public class RecompressAtArenaBoundaryTests
