@@ -171,7 +171,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
 
         // Every listening socket is bound and listening, so connections are accepted from here on.
-        _notifier.Notify("READY=1\nSTATUS=" + Summary(where));
+        _notifier.Notify("READY=1\nSTATUS=" + Summary(where), SystemdNotifier.ReadyWait);
         if (_notifier.WatchdogInterval is { } interval)
         {
             _watchdog = WatchdogAsync(interval, _stopAccepting.Token);

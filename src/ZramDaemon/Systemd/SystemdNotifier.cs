@@ -22,11 +22,20 @@ public sealed class SystemdNotifier : IDisposable
         if (environment.TryGetValue("NOTIFY_SOCKET", out string? path) && path.Length > 1 && path[0] is '/' or '@')
         {
             _endPoint = new UnixDomainSocketEndPoint(path[0] == '@' ? "\0" + path[1..] : path);
+            // A datagram socket's receiver queues a few messages (net.unix.max_dgram_qlen, 10) and then blocks the
+            // sender: a systemd that does not read (busy, stuck) must not hold up the daemon, its stop above all.
             _socket = new Socket(AddressFamily.Unix, SocketType.Dgram, ProtocolType.Unspecified);
         }
 
         WatchdogInterval = ReadWatchdogInterval(environment);
     }
+
+    /// <summary>How long a message waits for room in a full notify socket before it is dropped.</summary>
+    public static readonly TimeSpan SendWait = TimeSpan.FromSeconds(1);
+
+    /// <summary>As <see cref="SendWait"/> for READY=1, which systemd must get (else it fails the start at
+    /// TimeoutStartSec=): a boot's busy manager may take a while to read.</summary>
+    public static readonly TimeSpan ReadyWait = TimeSpan.FromSeconds(10);
 
     /// <summary>PeriodicTimer's shortest period.</summary>
     public static readonly TimeSpan MinWatchdogInterval = TimeSpan.FromMilliseconds(1);
@@ -42,8 +51,9 @@ public sealed class SystemdNotifier : IDisposable
     public TimeSpan? WatchdogInterval { get; }
 
     /// <summary>Sends one state message. Returns false when there is no socket or the send failed (systemd
-    /// gone): notification is advisory, so a failure never stops the daemon.</summary>
-    public bool Notify(string state)
+    /// gone, or its socket full for <paramref name="wait"/>, <see cref="SendWait"/> if null): notification is
+    /// advisory, so a failure never stops the daemon.</summary>
+    public bool Notify(string state, TimeSpan? wait = null)
     {
         if (_socket is null)
         {
@@ -55,6 +65,7 @@ public sealed class SystemdNotifier : IDisposable
         {
             try
             {
+                _socket.SendTimeout = (int)(wait ?? SendWait).TotalMilliseconds;
                 return _socket.SendTo(message, SocketFlags.None, _endPoint!) == message.Length;
             }
             catch (SocketException)
