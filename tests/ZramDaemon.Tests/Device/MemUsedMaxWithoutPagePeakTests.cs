@@ -6,10 +6,10 @@ namespace ZramDaemon.Tests.Device;
 
 /// <summary>
 /// mem_used_max is the figure one sizes mem_limit by, and the kernel's is noted at every allocation, before the limit
-/// is checked (update_used_max): a device that got ENOSPC at its limit has a mem_used_max at that limit. zramd's is
-/// noted at each new peak of the pool's pages and at each read of the stats; usage that rises through metadata alone
-/// (a same-filled page whose value needs a pool word takes a handle cell and no pool page) is never noted when no
-/// stats are read before it goes again.
+/// is checked (update_used_max): a device that got ENOSPC at its limit has a mem_used_max at that limit. zramd's was
+/// noted at each new peak of the pool's pages and at each read of the stats only; usage that rose through metadata
+/// alone (a same-filled page whose value needs a pool word takes a handle cell and no pool page) was never noted when
+/// no stats were read before it went again. Now it is noted at each limit check too.
 /// </summary>
 public class MemUsedMaxWithoutPagePeakTests
 {
