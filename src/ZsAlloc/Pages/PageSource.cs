@@ -283,6 +283,7 @@ internal sealed unsafe class PageSource : IDisposable
     public int ReleaseEmptyArenas()
     {
         var emptied = new List<int>();
+        nint[] bases;
         lock (_lock)
         {
             if (_disposed || !AnyArenaAllFree())
@@ -291,23 +292,27 @@ internal sealed unsafe class PageSource : IDisposable
             }
 
             Coalesce(emptied);
-            foreach (int arena in emptied)
+            bases = new nint[emptied.Count];
+            for (int i = 0; i < bases.Length; i++)
             {
                 // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now.
+                // Their mappings are this call's to unmap from here on (a Dispose meanwhile skips them).
+                int arena = emptied[i];
+                bases[i] = _arenaBase[arena];
+                _arenaBase[arena] = 0;
                 _owners[arena] = null;
                 _pagesFree -= PagesPerArena;
                 _arenasMapped--;
             }
         }
 
-        foreach (int arena in emptied)
+        for (int i = 0; i < bases.Length; i++)
         {
-            MemoryMap.Unmap(_arenaBase[arena], ArenaBytes);
+            MemoryMap.Unmap(bases[i], ArenaBytes);
             lock (_lock)
             {
-                // Only now may MapArena take the index (and write its base).
-                _arenaBase[arena] = 0;
-                _releasedArenas[_releasedCount++] = arena;
+                // Only now may MapArena take the index.
+                _releasedArenas[_releasedCount++] = emptied[i];
             }
         }
 
