@@ -1,0 +1,232 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using ZsAlloc.Native;
+using ZsAlloc.Pages;
+
+namespace ZsAlloc.Tests.Pages;
+
+/// <summary>Review of arena release: random rounds against a model, and releases racing each other and allocations.</summary>
+public sealed class ArenaReleaseReviewTests
+{
+    private static T Field<T>(PageSource pages, string name) =>
+        (T)typeof(PageSource).GetField(name, BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(pages)!;
+
+    /// <summary>Every page of every mapped arena is held, free, warm or the fresh tail, once; a held run keeps its bytes.</summary>
+    [Fact]
+    public void Random_rounds_with_releases_keep_every_page_accounted_for()
+    {
+        using var pages = new PageSource();
+        var random = new Random(7);
+        var held = new List<(int Head, int Pages)>();
+        int releases = 0;
+        for (int round = 0; round < 60; round++)
+        {
+            // Fill to a random number of arenas' worth, with lengths of a random mix, then free a random share.
+            int target = random.Next(1, 5) * PageSource.PagesPerArena;
+            int maxLength = random.Next(1, 17);
+            long inUse = held.Sum(h => (long)h.Pages);
+            while (inUse < target)
+            {
+                int length = random.Next(1, maxLength + 1);
+                int head = pages.AllocateRun(length, out bool zeroed);
+                if (zeroed)
+                {
+                    pages.AddResident(length);
+                }
+
+                Marshal.WriteInt32(pages.PageAddress(head), head);
+                held.Add((head, length));
+                inUse += length;
+            }
+
+            double share = random.NextDouble() < 0.3 ? 1.0 : random.NextDouble();
+            var freed = new List<PageRun>();
+            for (int i = held.Count - 1; i >= 0; i--)
+            {
+                if (random.NextDouble() < share)
+                {
+                    (int head, int length) = held[i];
+                    Assert.Equal(head, Marshal.ReadInt32(pages.PageAddress(head)));
+                    pages.SetOwner(head, length, 1);
+                    if (random.Next(2) == 0)
+                    {
+                        pages.FreeRun(head, length, length);
+                    }
+                    else
+                    {
+                        freed.Add(new PageRun(head, length, length));
+                    }
+
+                    held.RemoveAt(i);
+                }
+            }
+
+            pages.FreeRuns(freed.ToArray());
+            switch (random.Next(4))
+            {
+                case 0:
+                    pages.ReleaseWarm();
+                    releases += pages.ReleaseEmptyArenas();
+                    break;
+                case 1:
+                    pages.ReleaseWarmIfUnused();
+                    pages.ReleaseWarmIfUnused();
+                    break;
+                case 2:
+                    releases += pages.ReleaseEmptyArenas();
+                    break;
+            }
+
+            CheckConservation(pages, held);
+        }
+
+        Assert.True(releases > 10, $"{releases} arenas released");
+        Assert.True(pages.ArenaIndexLimit < 10, $"indices up to {pages.ArenaIndexLimit}: released ones not reused");
+    }
+
+    /// <summary>
+    /// ReleaseEmptyArenas counts its arenas out under the lock, then unmaps them outside it, each base set to 0 only
+    /// after its munmap. A Dispose that comes in between (the idle tick racing a pool's disposal) still sees the bases
+    /// and unmaps them again: the one already unmapped (its range may by then be another mapping: another pool's arena,
+    /// the GC's heap) and the ones not yet unmapped, whose zeroed base the release then passes to munmap (it throws).
+    /// The lock is taken here after the release's first step, so that the release waits at an arena it has unmapped
+    /// (tried again until the release is caught there: on a busy machine it may run through first); a mapping of the
+    /// test stands in for whatever the kernel put in that range meanwhile.
+    /// </summary>
+    [Fact]
+    public void A_dispose_racing_a_release_unmaps_no_range_twice()
+    {
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            if (DisposeDuringRelease())
+            {
+                return;
+            }
+        }
+
+        Assert.Fail("the release never waited for the lock between its munmaps");
+    }
+
+    /// <summary>One try of <see cref="A_dispose_racing_a_release_unmaps_no_range_twice"/>: false if the release ran
+    /// through before the lock was taken.</summary>
+    private static bool DisposeDuringRelease()
+    {
+        const int Arenas = 16;
+        var pages = new PageSource();
+        var runs = new PageRun[Arenas * (PageSource.PagesPerArena / 16)];
+        for (int i = 0; i < runs.Length; i++)
+        {
+            runs[i] = new PageRun(pages.AllocateRun(16, out _), 16, 0);
+        }
+
+        pages.FreeRuns(runs);
+        var gate = Field<Lock>(pages, "_lock");
+        int[]?[] owners = Field<int[]?[]>(pages, "_owners");
+        nint[] bases = (nint[])Field<nint[]>(pages, "_arenaBase").Clone();
+        Exception? thrown = null;
+        var release = new Thread(() =>
+        {
+            try
+            {
+                pages.ReleaseEmptyArenas();
+            }
+            catch (Exception e)
+            {
+                thrown = e;
+            }
+        });
+
+        nint standIn = 0;
+        try
+        {
+            release.Start();
+            // Taken in one of the gaps the release leaves between its munmaps.
+            while (Volatile.Read(ref owners[0]) != null || !gate.TryEnter())
+            {
+                if (release.Join(0))
+                {
+                    return false;
+                }
+            }
+
+            try
+            {
+                if (release.Join(100))
+                {
+                    return false;
+                }
+
+                // The release has counted every emptied arena out and waits for the lock after an munmap.
+                int hole = -1;
+                for (int arena = 0; arena < Arenas - 1; arena++)
+                {
+                    if (Interop.Libc.Madvise(bases[arena], (nuint)PageSource.ArenaBytes, 0) != 0)
+                    {
+                        hole = arena;
+                    }
+                }
+
+                Assert.True(hole >= 0, "the release unmapped no arena before it waited for the lock");
+                // MAP_FIXED_NOREPLACE: what another thread's mmap could get now.
+                standIn = Interop.Libc.Mmap(bases[hole], (nuint)PageSource.ArenaBytes, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
+                    Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous | Interop.Libc.MapNoReserve | 0x100000, -1, 0);
+                Assert.True(standIn == bases[hole], $"could not map the hole at 0x{bases[hole]:x}");
+                pages.Dispose();
+                Assert.True(Interop.Libc.Madvise(standIn, (nuint)PageSource.ArenaBytes, 0) == 0,
+                    $"Dispose unmapped arena {hole}'s range again, after the release had unmapped it: another mapping there is gone");
+            }
+            finally
+            {
+                gate.Exit();
+            }
+
+            release.Join();
+            Assert.Null(thrown);
+            return true;
+        }
+        finally
+        {
+            release.Join();
+            // Only if still there: a range the failing Dispose unmapped may be another mapping by now.
+            if (standIn != 0 && standIn != Interop.Libc.MapFailed && Interop.Libc.Madvise(standIn, (nuint)PageSource.ArenaBytes, 0) == 0)
+            {
+                Interop.Libc.Munmap(standIn, (nuint)PageSource.ArenaBytes);
+            }
+
+            pages.Dispose();
+        }
+    }
+
+    internal static void CheckConservation(PageSource pages, List<(int Head, int Pages)> held)
+    {
+        HashSet<int> listed = PageSourceInspector.Check(pages);
+        long heldPages = 0;
+        int[]?[] owners = Field<int[]?[]>(pages, "_owners");
+        nint[] bases = Field<nint[]>(pages, "_arenaBase");
+        foreach ((int head, int length) in held)
+        {
+            Assert.True(owners[head >> PageSource.ArenaPageShift] != null, $"held run at {head} in a released arena");
+            for (int page = head; page < head + length; page++)
+            {
+                Assert.DoesNotContain(page, listed);
+            }
+
+            Assert.Equal(head, Marshal.ReadInt32(pages.PageAddress(head)));
+            heldPages += length;
+        }
+
+        int mapped = 0;
+        for (int arena = 0; arena < pages.ArenaIndexLimit; arena++)
+        {
+            Assert.Equal(owners[arena] != null, bases[arena] != 0);
+            mapped += owners[arena] != null ? 1 : 0;
+        }
+
+        Assert.Equal(mapped, pages.ArenaCount);
+        Assert.Equal((long)mapped * PageSource.PagesPerArena * sizeof(int), pages.MetadataBytes);
+        Assert.Equal(heldPages, pages.PagesInUse);
+        Assert.Equal((long)mapped * PageSource.PagesPerArena, heldPages + listed.Count);
+        int released = Field<int>(pages, "_releasedCount");
+        Assert.Equal(pages.ArenaIndexLimit - mapped, released);
+    }
+}
