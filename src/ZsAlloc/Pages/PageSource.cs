@@ -280,6 +280,7 @@ internal sealed unsafe class PageSource : IDisposable
     public int ReleaseEmptyArenas()
     {
         var emptied = new List<int>();
+        nint[] bases;
         lock (_lock)
         {
             if (_disposed || !AnyArenaAllFree())
@@ -287,24 +288,30 @@ internal sealed unsafe class PageSource : IDisposable
                 return 0;
             }
 
+            // Before any run leaves its list (as Coalesce's bitmaps): an allocation that throws then loses no run.
+            bases = new nint[_arenaCount];
             Coalesce(emptied);
-            foreach (int arena in emptied)
+            for (int i = 0; i < emptied.Count; i++)
             {
-                // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now.
+                // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now. The
+                // base goes now, not after the munmap: a Dispose meanwhile must not unmap the range again (by then
+                // perhaps another mapping's) nor leave a zeroed base for the munmap below.
+                int arena = emptied[i];
                 _owners[arena] = null;
+                bases[i] = _arenaBase[arena];
+                _arenaBase[arena] = 0;
                 _pagesFree -= PagesPerArena;
                 _arenasMapped--;
             }
         }
 
-        foreach (int arena in emptied)
+        for (int i = 0; i < emptied.Count; i++)
         {
-            MemoryMap.Unmap(_arenaBase[arena], ArenaBytes);
+            MemoryMap.Unmap(bases[i], ArenaBytes);
             lock (_lock)
             {
-                // Only now may MapArena take the index (and write its base).
-                _arenaBase[arena] = 0;
-                _releasedArenas[_releasedCount++] = arena;
+                // Only now may MapArena take the index (and map it again).
+                _releasedArenas[_releasedCount++] = emptied[i];
             }
         }
 
