@@ -197,7 +197,157 @@ public sealed class ArenaReleaseReviewTests
         }
     }
 
-    internal static void CheckConservation(PageSource pages, List<(int Head, int Pages)> held)
+    /// <summary>
+    /// Two workers fill a few arenas' worth with runs of random lengths (tagged), check and free them (singly and in
+    /// bursts), while two threads release empty arenas (the compaction's call and the idle tick's) without pause. No
+    /// page may be handed out twice or lose its tag, and the quiescent source must account for every page.
+    /// </summary>
+    [Fact]
+    public void Releases_racing_each_other_and_allocations_lose_no_page()
+    {
+        using var pages = new PageSource();
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        Exception? failure = null;
+        int released = 0;
+        int rounds = 0;
+        using var pause = new Barrier(2);
+        var threads = new List<Thread>();
+        for (int r = 0; r < 2; r++)
+        {
+            bool idle = r == 1;
+            threads.Add(new Thread(() =>
+            {
+                try
+                {
+                    while (!stop.IsCancellationRequested)
+                    {
+                        if (idle)
+                        {
+                            pages.ReleaseWarmIfUnused();
+                        }
+                        else
+                        {
+                            pages.ReleaseWarm();
+                        }
+
+                        pages.ReleaseEmptyArenas();
+                        if (pages.ArenaCount < pages.ArenaIndexLimit)
+                        {
+                            Volatile.Write(ref released, 1);
+                        }
+
+                        Thread.Sleep(1);
+                    }
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, e, null);
+                }
+            }));
+        }
+
+        var held = new List<(int Head, int Pages)>[2];
+        for (int w = 0; w < 2; w++)
+        {
+            int worker = w;
+            held[w] = [];
+            threads.Add(new Thread(() =>
+            {
+                var random = new Random(40 + worker);
+                List<(int Head, int Pages)> mine = held[worker];
+                int round = 0;
+                try
+                {
+                    while (!stop.IsCancellationRequested)
+                    {
+                        int target = random.Next(1, 5) * PageSource.PagesPerArena;
+                        int maxLength = random.Next(1, 17);
+                        long inUse = 0;
+                        while (inUse < target)
+                        {
+                            int length = random.Next(1, maxLength + 1);
+                            int head = pages.AllocateRun(length, out bool zeroed);
+                            if (zeroed)
+                            {
+                                pages.AddResident(length);
+                            }
+
+                            for (int page = head; page < head + length; page++)
+                            {
+                                if (zeroed && Marshal.ReadInt32(pages.PageAddress(page)) != 0)
+                                {
+                                    throw new InvalidOperationException($"zeroed page {page} reads {Marshal.ReadInt32(pages.PageAddress(page))}");
+                                }
+
+                                Marshal.WriteInt32(pages.PageAddress(page), page + (worker << 30));
+                            }
+
+                            pages.SetOwner(head, length, worker);
+                            mine.Add((head, length));
+                            inUse += length;
+                        }
+
+                        // Every other round frees all (at the same rounds in both workers: they pause together), else most.
+                        bool all = round++ % 2 == 0;
+                        var burst = new List<PageRun>();
+                        for (int i = mine.Count - 1; i >= 0; i--)
+                        {
+                            if (!all && random.Next(10) == 0)
+                            {
+                                continue;
+                            }
+
+                            (int head, int length) = mine[i];
+                            for (int page = head; page < head + length; page++)
+                            {
+                                int tag = Marshal.ReadInt32(pages.PageAddress(page));
+                                if (tag != page + (worker << 30))
+                                {
+                                    throw new InvalidOperationException($"worker {worker}: page {page} reads {tag:x}");
+                                }
+                            }
+
+                            if (random.Next(2) == 0)
+                            {
+                                pages.FreeRun(head, length, length);
+                            }
+                            else
+                            {
+                                burst.Add(new PageRun(head, length, length));
+                            }
+
+                            mine.RemoveAt(i);
+                        }
+
+                        pages.FreeRuns(burst.ToArray());
+                        Interlocked.Increment(ref rounds);
+                        if (all)
+                        {
+                            // A pause with nothing held by either worker: the releasers get arenas left all free.
+                            pause.SignalAndWait(stop.Token);
+                            Thread.Sleep(5);
+                        }
+                    }
+                }
+                catch (OperationCanceledException)
+                {
+                }
+                catch (Exception e)
+                {
+                    Interlocked.CompareExchange(ref failure, e, null);
+                    pause.RemoveParticipant();
+                }
+            }));
+        }
+
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        Assert.Null(failure);
+        Assert.True(released > 0, $"no arena was released: {rounds} rounds, {pages.ArenaCount} arenas of {pages.ArenaIndexLimit}, {pages.PagesFree} free, {pages.PagesWarm} warm, {pages.PagesInUse} in use");
+        CheckConservation(pages, [.. held[0], .. held[1]], tagged: false);
+    }
+
+    internal static void CheckConservation(PageSource pages, List<(int Head, int Pages)> held, bool tagged = true)
     {
         HashSet<int> listed = PageSourceInspector.Check(pages);
         long heldPages = 0;
@@ -211,7 +361,11 @@ public sealed class ArenaReleaseReviewTests
                 Assert.DoesNotContain(page, listed);
             }
 
-            Assert.Equal(head, Marshal.ReadInt32(pages.PageAddress(head)));
+            if (tagged)
+            {
+                Assert.Equal(head, Marshal.ReadInt32(pages.PageAddress(head)));
+            }
+
             heldPages += length;
         }
 
