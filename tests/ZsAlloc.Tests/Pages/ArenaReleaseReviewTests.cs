@@ -347,6 +347,117 @@ public sealed class ArenaReleaseReviewTests
         CheckConservation(pages, [.. held[0], .. held[1]], tagged: false);
     }
 
+    /// <summary>
+    /// With all 4096 arena indices in use, one arena all free: an allocation takes its pages. While a release unmaps
+    /// it, its pages are off the lists and its index not yet given back (only after the munmap, lest MapArena's
+    /// new base be unmapped): an allocation then finds no page and no index and throws OutOfMemoryException, a write
+    /// refused for want of memory while a whole arena is free. The lock is taken here while the release is between
+    /// its munmap and giving the index back (tried again until it is caught there).
+    /// </summary>
+    [Fact]
+    public void At_the_arena_limit_an_allocation_during_a_release_finds_the_released_index()
+    {
+        using var pages = new PageSource();
+        var first = new List<int>();
+        while (true)
+        {
+            try
+            {
+                int head = pages.AllocateRun(16, out _);
+                if (head >> PageSource.ArenaPageShift == 0)
+                {
+                    first.Add(head);
+                }
+            }
+            catch (OutOfMemoryException)
+            {
+                break;
+            }
+        }
+
+        Assert.True(pages.ArenaCount == PageSource.MaxArenas, $"only {pages.ArenaCount} arenas mapped before the first failure");
+        var gate = Field<Lock>(pages, "_lock");
+        int[]?[] owners = Field<int[]?[]>(pages, "_owners");
+        for (int attempt = 0; attempt < 200; attempt++)
+        {
+            // Arena 0 all free again; every other arena full.
+            pages.FreeRuns(first.Select(head => new PageRun(head, 16, 0)).ToArray());
+            // Faulted in again behind the source's back, so that the munmap has 64 MiB to free: a window to catch it in.
+            for (int page = 0; page < PageSource.PagesPerArena; page++)
+            {
+                Marshal.WriteByte(pages.PageAddress(page), 1);
+            }
+
+            Exception? thrown = null;
+            var release = new Thread(() =>
+            {
+                try
+                {
+                    pages.ReleaseEmptyArenas();
+                }
+                catch (Exception e)
+                {
+                    thrown = e;
+                }
+            });
+
+            release.Start();
+            while (Volatile.Read(ref owners[0]) != null || !gate.TryEnter())
+            {
+                if (release.Join(0))
+                {
+                    break;
+                }
+            }
+
+            // Counted out (its owner map gone) and its index not given back yet.
+            bool caught = gate.IsHeldByCurrentThread && Field<int>(pages, "_releasedCount") == 0;
+            int run = -1;
+            try
+            {
+                if (caught)
+                {
+                    // The release has counted arena 0 out; it is in its munmap or waits for the lock after it.
+                    Thread.Sleep(20);
+                }
+
+                run = pages.AllocateRun(16, out _);
+            }
+            catch (OutOfMemoryException e)
+            {
+                Assert.Fail($"an allocation during the release of arena 0 (all free) failed: {e.Message}");
+            }
+            finally
+            {
+                if (gate.IsHeldByCurrentThread)
+                {
+                    gate.Exit();
+                }
+            }
+
+            release.Join();
+            Assert.Null(thrown);
+            Assert.Equal(0, run >> PageSource.ArenaPageShift);
+            // Mapped (MADV_NORMAL fails on an unmapped range), and written.
+            Assert.Equal(0, Interop.Libc.Madvise(pages.PageAddress(run), 16 * PageSource.PageSize, 0));
+            Marshal.WriteInt32(pages.PageAddress(run), run);
+            first.Clear();
+            first.Add(run);
+            for (int i = 1; i < PageSource.PagesPerArena / 16; i++)
+            {
+                first.Add(pages.AllocateRun(16, out _));
+            }
+
+            Assert.All(first, head => Assert.Equal(0, head >> PageSource.ArenaPageShift));
+            if (caught)
+            {
+                return;
+            }
+        }
+
+        Assert.Fail("the release was never caught between its munmap and giving the index back");
+    }
+
     internal static void CheckConservation(PageSource pages, List<(int Head, int Pages)> held, bool tagged = true)
     {
         HashSet<int> listed = PageSourceInspector.Check(pages);
