@@ -295,11 +295,14 @@ internal sealed unsafe class PageSource : IDisposable
             {
                 // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now. The
                 // base goes now, not after the munmap: a Dispose meanwhile must not unmap the range again (by then
-                // perhaps another mapping's) nor leave a zeroed base for the munmap below.
+                // perhaps another mapping's). So the index may serve at once (at the arena limit an allocation meanwhile
+                // would find neither its pages nor an index): a new mapping cannot land on the old range before the
+                // munmap below, which unmaps the base kept here.
                 int arena = emptied[i];
                 _owners[arena] = null;
                 bases[i] = _arenaBase[arena];
                 _arenaBase[arena] = 0;
+                _releasedArenas[_releasedCount++] = arena;
                 _pagesFree -= PagesPerArena;
                 _arenasMapped--;
             }
@@ -308,11 +311,6 @@ internal sealed unsafe class PageSource : IDisposable
         for (int i = 0; i < emptied.Count; i++)
         {
             MemoryMap.Unmap(bases[i], ArenaBytes);
-            lock (_lock)
-            {
-                // Only now may MapArena take the index (and map it again).
-                _releasedArenas[_releasedCount++] = emptied[i];
-            }
         }
 
         return emptied.Count;
