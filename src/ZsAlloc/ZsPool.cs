@@ -159,10 +159,10 @@ public sealed unsafe class ZsPool : IDisposable
     /// <summary>Readers' and writers' pins held now (<see cref="PinTable.Held"/>).</summary>
     internal long PinsHeld => _pins.Held();
 
-    /// <summary>The id of the zspage an object lies in now (for tests: racy while compaction runs).</summary>
     /// <summary>Arenas mapped now (they go when all their pages are free, <see cref="PageSource.ReleaseEmptyArenas"/>).</summary>
     internal int ArenasMapped => _pages.ArenaCount;
 
+    /// <summary>The id of the zspage an object lies in now (for tests: racy while compaction runs).</summary>
     internal int ZspageOf(uint handle) => _pages.OwnerOf((int)(HandleCell.LocationOf(Volatile.Read(ref *CellOf(handle))) >> PageShift));
 
     internal SizeClassTable Table => _table;

@@ -253,7 +253,7 @@ internal sealed unsafe class PageSource : IDisposable
                 continue;
             }
 
-            if (emptied != null && arena != fresh && Array.TrueForAll(bits, static w => w == ulong.MaxValue))
+            if (emptied != null && arena != fresh && AllSet(bits))
             {
                 // Popped, so already counted out of _freeInArena.
                 emptied.Add(arena);
@@ -291,32 +291,48 @@ internal sealed unsafe class PageSource : IDisposable
                 return 0;
             }
 
+            // Before any run leaves its list (as Coalesce's bitmaps): an allocation that throws then loses no run.
+            bases = new nint[_arenaCount];
+            emptied.Capacity = _arenaCount;
             Coalesce(emptied);
-            bases = new nint[emptied.Count];
-            for (int i = 0; i < bases.Length; i++)
+            for (int i = 0; i < emptied.Count; i++)
             {
-                // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now.
-                // Their mappings are this call's to unmap from here on (a Dispose meanwhile skips them).
+                // Off every list (Coalesce did not list them again) and owned by no zspage: no one reads these now. The
+                // base goes now, not after the munmap: a Dispose meanwhile must not unmap the range again (by then
+                // perhaps another mapping's). So the index may serve at once (at the arena limit an allocation meanwhile
+                // would find neither its pages nor an index): a new mapping cannot land on the old range before the
+                // munmap below, which unmaps the base kept here.
                 int arena = emptied[i];
+                _owners[arena] = null;
                 bases[i] = _arenaBase[arena];
                 _arenaBase[arena] = 0;
-                _owners[arena] = null;
+                _releasedArenas[_releasedCount++] = arena;
                 _pagesFree -= PagesPerArena;
                 _arenasMapped--;
             }
         }
 
-        for (int i = 0; i < bases.Length; i++)
+        for (int i = 0; i < emptied.Count; i++)
         {
             MemoryMap.Unmap(bases[i], ArenaBytes);
-            lock (_lock)
-            {
-                // Only now may MapArena take the index.
-                _releasedArenas[_releasedCount++] = emptied[i];
-            }
         }
 
         return emptied.Count;
+    }
+
+    /// <summary>Whether every page's bit is set. A loop, not Array.TrueForAll: no delegate made while runs are off
+    /// their lists.</summary>
+    private static bool AllSet(ulong[] bits)
+    {
+        foreach (ulong word in bits)
+        {
+            if (word != ulong.MaxValue)
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>Whether an arena other than the newest has every page on the free lists. Lock held.</summary>
