@@ -114,9 +114,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _futileLimitCompaction;
 
     // mem_used_max: the highest mem_used_total noted, at each new peak of the pool's pages, at each allocation the
-    // limit checks and each word stored (TryAllocateWithin), and at each read of the stats. Pages and metadata rise and fall apart (a discard and compaction give back handle cells; a same-filled
-    // page's word takes a cell and no page), so peak pages plus the metadata of now fell below a total already
-    // reported, and could exceed any there ever was.
+    // limit checks and each word stored (TryAllocateWithin), and at each read of the stats. Pages and metadata rise and
+    // fall apart (a discard and compaction give back handle cells; a same-filled page's word takes a cell and no page),
+    // so peak pages plus the metadata of now fell below a total already reported, and could exceed any there ever was.
     private long _memUsedMax;
 
     private long _allocatedAtLastTick;

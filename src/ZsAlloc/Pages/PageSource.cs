@@ -42,6 +42,7 @@ namespace ZsAlloc.Pages;
 /// owner map at compaction and when the pool goes idle (<see cref="ReleaseEmptyArenas"/>), as the kernel's pool gives
 /// every page back: otherwise each arena ever mapped keeps 64 KiB counted in mem_used_total for the pool's life. Its
 /// index is reused before a new one is taken. Nothing can reach a released arena: no zspage holds any of its pages.
+///
 /// One lock (a leaf: nothing else is taken while it is held) guards the free lists and the counters.
 /// </summary>
 internal sealed unsafe class PageSource : IDisposable
