@@ -8,6 +8,19 @@ namespace ZsAlloc.Tests.Pages;
 /// <summary>Review of arena release: random rounds against a model, and releases racing each other and allocations.</summary>
 public sealed class ArenaReleaseReviewTests
 {
+    /// <summary>Frees a written run at once (FreeRun, to the warm lists) or adds it to a burst for FreeRuns, at random.</summary>
+    private static void FreeNowOrInBurst(PageSource pages, Random random, int head, int length, List<PageRun> burst)
+    {
+        if (random.Next(2) == 0)
+        {
+            pages.FreeRun(head, length, length);
+        }
+        else
+        {
+            burst.Add(new PageRun(head, length, length));
+        }
+    }
+
     private static T Field<T>(PageSource pages, string name) =>
         (T)typeof(PageSource).GetField(name, BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(pages)!;
 
@@ -48,14 +61,7 @@ public sealed class ArenaReleaseReviewTests
                     (int head, int length) = held[i];
                     Assert.Equal(head, Marshal.ReadInt32(pages.PageAddress(head)));
                     pages.SetOwner(head, length, 1);
-                    if (random.Next(2) == 0)
-                    {
-                        pages.FreeRun(head, length, length);
-                    }
-                    else
-                    {
-                        freed.Add(new PageRun(head, length, length));
-                    }
+                    FreeNowOrInBurst(pages, random, head, length, freed);
 
                     held.RemoveAt(i);
                 }
@@ -312,14 +318,7 @@ public sealed class ArenaReleaseReviewTests
                                 }
                             }
 
-                            if (random.Next(2) == 0)
-                            {
-                                pages.FreeRun(head, length, length);
-                            }
-                            else
-                            {
-                                burst.Add(new PageRun(head, length, length));
-                            }
+                            FreeNowOrInBurst(pages, random, head, length, burst);
 
                             mine.RemoveAt(i);
                         }
