@@ -12,8 +12,9 @@ public sealed class ArenaReleaseReviewPoolTests
     /// own calls, as compaction makes them, and the idle tick), and two workers keep survivors across cycles (so
     /// compaction moves them out of the zspages the frees left sparse), free the rest (directly, deferred, in batches),
     /// read the survivors (copies and held views), prefetch handles freed or moved meanwhile, and every other cycle free
-    /// everything together (whole arenas free while compaction runs). Every byte must read back. Some of the releases
-    /// land during a compaction (not every run: counted in the message only).
+    /// everything together (whole arenas free while compaction runs). Every byte must read back. Arenas must go, by
+    /// either releaser; some of the racing thread's releases land during a compaction (not every run: counted in the
+    /// message only).
     /// </summary>
     [Fact]
     public void Arenas_released_while_compaction_moves_objects_lose_no_object()
@@ -23,7 +24,7 @@ public sealed class ArenaReleaseReviewPoolTests
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5));
         Exception? failure = null;
         using var pause = new Barrier(2);
-        int released = 0, cycles = 0, compacting = 0, total = 0, most = 0, fewest = int.MaxValue;
+        int released = 0, cycles = 0, compacting = 0, total = 0, most = 0, fewest = int.MaxValue, drops = 0, lastSeen = 0;
         void Run(Action body)
         {
             try
@@ -58,8 +59,13 @@ public sealed class ArenaReleaseReviewPoolTests
                 int during = Volatile.Read(ref compacting);
                 int count = source.ReleaseEmptyArenas();
                 Interlocked.Add(ref total, count);
-                most = Math.Max(most, pool.ArenasMapped);
-                fewest = Math.Min(fewest, pool.ArenasMapped);
+                int mapped = pool.ArenasMapped;
+                most = Math.Max(most, mapped);
+                fewest = Math.Min(fewest, mapped);
+                // Compaction's own release may take every all-free arena first (on a loaded machine it often does):
+                // a fall in the arenas mapped counts too.
+                drops += mapped < lastSeen ? 1 : 0;
+                lastSeen = mapped;
                 if (during + Volatile.Read(ref compacting) == 2)
                 {
                     Interlocked.Add(ref released, count);
@@ -178,7 +184,7 @@ public sealed class ArenaReleaseReviewPoolTests
 
         Assert.Null(failure);
         Assert.True(cycles >= 4, $"{cycles} cycles");
-        Assert.True(total > 0, $"the thread racing compaction released no arena: {cycles} cycles, {fewest}..{most} arenas mapped, {released} released during a compaction");
+        Assert.True(total + drops > 0, $"no arena was released: {cycles} cycles, {fewest}..{most} arenas mapped, {total} released by the racing thread ({released} during a compaction)");
         pool.FlushDeferred();
         ZsPoolInspector.Check(pool);
     }
