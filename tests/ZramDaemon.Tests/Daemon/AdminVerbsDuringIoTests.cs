@@ -172,7 +172,7 @@ public sealed class AdminVerbsDuringIoTests
         B = 4096; K = 256
         def page(seed, i):
             r = random.Random(seed * 1000 + i)
-            return (r.randbytes(B), ((b"blk %d %d " % (seed, i)) * 400)[:B], bytes([seed & 0xff]) * B)[i % 3]
+            return (r.randbytes(B), ((b"blk %d %d " % (seed, i)) * 1024)[:B], bytes([seed & 0xff]) * B)[i % 3]
         last = None; errors = []; counts = {'sessions': 0, 'not_admitted': 0, 'found_zeroed': 0}
         end = time.time() + seconds
         while time.time() < end:
