@@ -117,6 +117,40 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "recv")]
     internal static partial nint Recv(SafeHandle fd, ref byte buffer, nuint length, int flags);
 
+    // accept4(2), poll(2), eventfd(2): SocketAcceptor's accept that never asks for the peer's address.
+    internal const int FGetFl = 3;
+    internal const int FSetFl = 4;
+    internal const int ONonBlock = 0x800;
+    internal const int SockCloexec = 0x80000;
+    internal const int EfdCloexec = 0x80000;
+    internal const int EfdNonBlock = 0x800;
+    internal const short PollIn = 0x1;
+    internal const int Eintr = 4;
+    internal const int Eagain = 11;
+
+    /// <summary>accept4(2) with no address buffer: the peer's address is never read.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "accept4", SetLastError = true)]
+    internal static partial int Accept4(SafeHandle fd, nint address, nint addressLength, int flags);
+
+    [LibraryImport(LibraryName, EntryPoint = "poll", SetLastError = true)]
+    internal static partial int Poll(Span<PollFd> fds, nuint count, int timeoutMilliseconds);
+
+    [LibraryImport(LibraryName, EntryPoint = "eventfd", SetLastError = true)]
+    internal static partial int EventFd(uint initialValue, int flags);
+
+    /// <summary>write(2) of one 8-byte counter increment to an eventfd.</summary>
+    [LibraryImport(LibraryName, EntryPoint = "write", SetLastError = true)]
+    internal static partial nint Write(SafeHandle fd, in ulong value, nuint length);
+
+    /// <summary>struct pollfd.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct PollFd
+    {
+        public int Fd;
+        public short Events;
+        public short ReturnedEvents;
+    }
+
     /// <summary>struct timespec on 64-bit Linux.</summary>
     [StructLayout(LayoutKind.Sequential)]
     private readonly record struct Timespec(long Seconds, long Nanoseconds);

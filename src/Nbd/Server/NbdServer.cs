@@ -129,32 +129,53 @@ public sealed class NbdServer : IAsyncDisposable
 
     /// <summary>Accepts connections until <paramref name="cancellationToken"/> is cancelled or the server stops.
     /// Cancelling stops accepting only; open connections are ended by <see cref="StopAsync"/>.</summary>
-    public async Task ServeAsync(NbdListener listener, CancellationToken cancellationToken)
+    public Task ServeAsync(NbdListener listener, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(listener);
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        StartIoThread("nbd-accept", () =>
+        {
+            try
+            {
+                AcceptLoop(listener, cancellationToken);
+            }
+            finally
+            {
+                done.TrySetResult();
+            }
+        }, _options);
+        return done.Task;
+    }
+
+    /// <summary>The accept loop of one listener, on a thread of its own (blocking accepts: see
+    /// <see cref="SocketAcceptor"/> for why not the runtime's); ends when the token or <see cref="StopAsync"/> stops it.</summary>
+    private void AcceptLoop(NbdListener listener, CancellationToken cancellationToken)
+    {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
+        using CancellationTokenRegistration stop = linked.Token.Register(listener.StopAccepting);
         _logger.Listening(listener.Description);
         while (!linked.IsCancellationRequested)
         {
-            Socket socket;
+            Socket? socket;
             try
             {
-                socket = await listener.AcceptAsync(linked.Token).ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
+                socket = listener.Accept();
             }
             catch (ObjectDisposedException)
             {
                 break;
             }
-            catch (SocketException e)
+            catch (IOException e)
             {
                 // EMFILE and friends: keep serving the connections we have, retry shortly.
                 _logger.AcceptFailed(listener.Description, e);
-                await AcceptBackOff.WaitAsync().ConfigureAwait(false);
+                Thread.Sleep(AcceptBackOff.Delay);
                 continue;
+            }
+
+            if (socket is null)
+            {
+                break;
             }
 
             _ = Serve(socket, simpleRepliesOnly: false, limited: true, CancellationToken.None);

@@ -16,6 +16,7 @@ public sealed class NbdListener : IDisposable
     private const int FirstSystemdFd = 3;
 
     private readonly Socket _socket;
+    private readonly SocketAcceptor _acceptor;
     private readonly string? _ownedSocketPath;
 
     private NbdListener(Socket socket, string description, string? ownedSocketPath)
@@ -23,6 +24,7 @@ public sealed class NbdListener : IDisposable
         _socket = socket;
         Description = description;
         _ownedSocketPath = ownedSocketPath;
+        _acceptor = new SocketAcceptor(socket, noDelay: IsTcp);
     }
 
     /// <summary>"unix:/run/zramd/zramd.sock", "tcp:127.0.0.1:10809".</summary>
@@ -202,19 +204,18 @@ public sealed class NbdListener : IDisposable
         return null;
     }
 
-    internal async ValueTask<Socket> AcceptAsync(CancellationToken cancellationToken)
-    {
-        Socket accepted = await _socket.AcceptAsync(cancellationToken).ConfigureAwait(false);
-        if (IsTcp)
-        {
-            accepted.NoDelay = true;
-        }
+    /// <summary>Waits for the next client (TCP_NODELAY set on TCP); null once <see cref="StopAccepting"/> was called.
+    /// Throws <see cref="IOException"/> when accept(2) fails for want of descriptors or memory (see
+    /// <see cref="SocketAcceptor"/>).</summary>
+    internal Socket? Accept() => _acceptor.Accept();
 
-        return accepted;
-    }
+    /// <summary>Makes a waiting <see cref="Accept"/> return null.</summary>
+    internal void StopAccepting() => _acceptor.Stop();
 
     public void Dispose()
     {
+        // The accept in progress ends first: its descriptor must not be closed under it.
+        _acceptor.Dispose();
         _socket.Dispose();
         if (_ownedSocketPath is not null)
         {

@@ -8,7 +8,9 @@ namespace ZramDaemon.Control;
 /// <summary>
 /// The control socket: a Unix stream socket with mode 0600 (only root, or the user running zramd, may
 /// change devices). Each connection carries one request line and gets one JSON reply line, then closes.
-/// Runs on the thread pool: it is the control plane, not the I/O path. <see cref="DisposeAsync"/> returns only
+/// Requests run on the thread pool: it is the control plane, not the I/O path. Connections are accepted on a thread of
+/// the server's own, by <see cref="SocketAcceptor"/> (the runtime's accept dies on some client addresses).
+/// <see cref="DisposeAsync"/> returns only
 /// once every request it started has ended: the daemon frees its devices right after, and a verb still running
 /// (a recompress takes up to 5 s) would use freed native memory.
 /// </summary>
@@ -17,6 +19,7 @@ public sealed partial class ControlServer : IAsyncDisposable
     private static readonly TimeSpan DefaultClientTimeout = TimeSpan.FromSeconds(10);
 
     private readonly Socket _socket;
+    private readonly SocketAcceptor _acceptor;
     private readonly IControlHandler _handler;
     private readonly ILogger _logger;
     private readonly TimeSpan _clientTimeout;
@@ -32,6 +35,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         Path = path;
         _clientTimeout = clientTimeout;
         _socket = socket;
+        _acceptor = new SocketAcceptor(socket, noDelay: false);
         _handler = handler;
         _logger = logger;
     }
@@ -67,30 +71,57 @@ public sealed partial class ControlServer : IAsyncDisposable
             throw;
         }
 
-        var server = new ControlServer(path, socket, handler, logger, clientTimeout ?? DefaultClientTimeout);
-        server._acceptLoop = Task.Run(server.AcceptLoopAsync);
+        ControlServer server;
+        try
+        {
+            server = new ControlServer(path, socket, handler, logger, clientTimeout ?? DefaultClientTimeout);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+
+        var loopEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        server._acceptLoop = loopEnded.Task;
+        new Thread(() =>
+        {
+            try
+            {
+                server.AcceptLoop();
+            }
+            finally
+            {
+                loopEnded.TrySetResult();
+            }
+        })
+        {
+            Name = "zramd-control",
+            IsBackground = true,
+        }.Start();
         return server;
     }
 
-    private async Task AcceptLoopAsync()
+    private void AcceptLoop()
     {
         while (!_stop.IsCancellationRequested)
         {
-            Socket client;
+            Socket? client;
             try
             {
-                client = await _socket.AcceptAsync(_stop.Token).ConfigureAwait(false);
+                client = _acceptor.Accept();
             }
-            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException)
-            {
-                return;
-            }
-            catch (SocketException e)
+            catch (IOException e)
             {
                 // EMFILE and friends: serve the requests we have, retry shortly rather than spin.
-                LogAcceptFailed(e.SocketErrorCode);
-                await AcceptBackOff.WaitAsync().ConfigureAwait(false);
+                LogAcceptFailed(e.Message);
+                Thread.Sleep(AcceptBackOff.Delay);
                 continue;
+            }
+
+            if (client is null)
+            {
+                return;
             }
 
             Task serve = Task.Run(() => ServeAsync(client));
@@ -203,11 +234,15 @@ public sealed partial class ControlServer : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         await _stop.CancelAsync().ConfigureAwait(false);
-        _socket.Dispose();
+        _acceptor.Stop();
         if (_acceptLoop is not null)
         {
             await _acceptLoop.ConfigureAwait(false);
         }
+
+        // The socket closes only once no accept uses its descriptor.
+        _acceptor.Dispose();
+        _socket.Dispose();
 
         // The loop has ended: no request starts any more. Those running may still be reading their line (the stop
         // cancels that) or running their verb (bounded by the verb itself); wait for both.
@@ -237,5 +272,5 @@ public sealed partial class ControlServer : IAsyncDisposable
     private partial void LogRequestFailed(Exception e, string request);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "control: accept failed: {Error}")]
-    private partial void LogAcceptFailed(SocketError error);
+    private partial void LogAcceptFailed(string error);
 }
