@@ -45,5 +45,24 @@ public sealed class ReviewNbdAcceptTests
             $"nbdinfo after that client: exit {after.ExitCode}, {after.Stderr.Trim()}\nzramd:\n{Tail(daemon.Process.StandardError)}");
     }
 
+    /// <summary>The control socket accepted the same way (ControlServer, Socket.AcceptAsync): the same client killed
+    /// zramd through it. It is 0600, so only zramd's own user could, but a crash is never the answer.</summary>
+    [Fact]
+    public void A_client_bound_to_a_full_length_unix_address_does_not_kill_zramd_through_its_control_socket()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        Assert.Equal(0, daemon.Cli("status").ExitCode);
+        using (var odd = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            odd.Bind(new UnixDomainSocketEndPoint("\0" + new string('c', 106)));
+            odd.Connect(new UnixDomainSocketEndPoint(daemon.ControlPath));
+            Thread.Sleep(500);
+        }
+
+        (int exitCode, string stdout, string stderr) = daemon.Cli("status");
+        Assert.False(daemon.Process.HasExited, $"zramd died after a client bound to a 107-byte address connected to its control socket:\n{Tail(daemon.Process.StandardError)}");
+        Assert.True(exitCode == 0 && stdout.Contains("zram0", StringComparison.Ordinal), $"status after that client: exit {exitCode}, {stderr.Trim()}");
+    }
+
     private static string Tail(string text) => text.Length <= 3000 ? text : text[^3000..];
 }
