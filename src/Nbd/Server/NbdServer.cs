@@ -133,7 +133,7 @@ public sealed class NbdServer : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(listener);
         var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        StartIoThread("nbd-accept", () =>
+        StartIoThread("accept-nbd", () =>
         {
             try
             {
