@@ -30,6 +30,7 @@ internal sealed class NbdHandshake
     private readonly byte[] _buffer = new byte[ProtocolLimits.MaxOptionLength];
     private Stream _stream;
     private bool _noZeroes;
+    private bool _fixedNewstyle;
     private bool _tls;
     private bool _structured;
     private string? _metaContextExport;
@@ -110,6 +111,7 @@ internal sealed class NbdHandshake
         }
 
         _noZeroes = (clientFlags & ClientFlags.NoZeroes) != 0;
+        _fixedNewstyle = (clientFlags & ClientFlags.FixedNewstyle) != 0;
 
         while (true)
         {
@@ -121,6 +123,9 @@ internal sealed class NbdHandshake
             }
 
             uint option = header.Option;
+            // FORCEDTLS: every option but STARTTLS and ABORT gets ERR_TLS_REQD before TLS, whatever its payload.
+            bool tlsFirst = _options.TlsMode == NbdTlsMode.Required && !_tls
+                && option is not ((uint)OptionType.StartTls) and not ((uint)OptionType.Abort);
             if (header.Length > ProtocolLimits.MaxOptionLength)
             {
                 if (header.Length > ProtocolLimits.MaxSkippedOptionLength || option == (uint)OptionType.ExportName)
@@ -129,7 +134,9 @@ internal sealed class NbdHandshake
                 }
 
                 await SkipAsync(header.Length, ct).ConfigureAwait(false);
-                await ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct).ConfigureAwait(false);
+                await (tlsFirst
+                    ? ReplyErrorAsync(option, OptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", ct)
+                    : ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct)).ConfigureAwait(false);
                 continue;
             }
 
@@ -137,8 +144,7 @@ internal sealed class NbdHandshake
             await _stream.ReadExactlyAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
             var payload = new ReadOnlyMemory<byte>(_buffer, 0, length);
 
-            if (_options.TlsMode == NbdTlsMode.Required && !_tls
-                && option is not ((uint)OptionType.StartTls) and not ((uint)OptionType.Abort))
+            if (tlsFirst)
             {
                 if (option == (uint)OptionType.ExportName)
                 {
@@ -253,6 +259,13 @@ internal sealed class NbdHandshake
         if (_options.TlsMode == NbdTlsMode.Off)
         {
             await ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "TLS is not configured on this server", ct).ConfigureAwait(false);
+            return true;
+        }
+
+        // doc/proto.md: the server MUST operate in NOTLS mode unless the client replied with NBD_FLAG_C_FIXED_NEWSTYLE.
+        if (!_fixedNewstyle)
+        {
+            await ReplyErrorAsync(option, OptionReplyType.ErrPolicy, "TLS needs a client that sets NBD_FLAG_C_FIXED_NEWSTYLE", ct).ConfigureAwait(false);
             return true;
         }
 
