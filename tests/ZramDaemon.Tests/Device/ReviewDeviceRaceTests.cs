@@ -78,7 +78,7 @@ public sealed class ReviewDeviceRaceTests : IDisposable
         }
 
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
         var threads = new List<Thread>();
         for (int w = 0; w < writers; w++)
         {

@@ -41,7 +41,7 @@ public sealed class ReviewDeviceResetTests : IDisposable
         }, NullLoggerFactory.Instance);
 
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
         var threads = new List<Thread>();
         for (int w = 0; w < 2; w++)
         {

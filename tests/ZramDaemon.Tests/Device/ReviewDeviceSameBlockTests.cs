@@ -56,7 +56,7 @@ public sealed class ReviewDeviceSameBlockTests : IDisposable
 
         var last = new int[2, blocks];
         var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(2));
         var threads = new List<Thread>();
         for (int w = 0; w < 2; w++)
         {
