@@ -23,7 +23,7 @@ public sealed class ReviewDeviceCounterTests
     /// WRITE_ZEROES, and ZeroSlots (ZramDevice.cs, "if (discard) Interlocked.Add(ref _counters.NotifyFree, count)")
     /// leaves it out, although the slots are emptied just the same (DiscardedPages counts them). An NBD client's
     /// kernel turns blkdiscard -z / fallocate ZERO_RANGE into NBD_CMD_WRITE_ZEROES, so io_stat reads 0 where a
-    /// kernel zram device reads 4.
+    /// kernel zram device reads 4. docs/device.md says "WRITE_ZEROES: as TRIM".
     /// </summary>
     [Fact]
     public void Write_zeroes_of_whole_pages_counts_notify_free_as_the_kernel_does()

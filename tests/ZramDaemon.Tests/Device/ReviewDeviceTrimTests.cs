@@ -19,7 +19,9 @@ public sealed class ReviewDeviceTrimTests : IDisposable
     /// ZeroPartial error, forgiving only NoSpace for a discard. A discard is a hint that must free what it can: the
     /// kernel's zram_bio_discard never reads (it skips a partial page at either end) and never fails, so the eight
     /// whole pages go (bd_count 8 -> 0) and io_stat's failed_writes stays 0; the same range without the partial head
-    /// frees them here too. Correct: the unreadable partial page is left as it is (as a partial page at the memory
+    /// frees them here too. docs/device.md (TRIM) says the rest of the range is still trimmed when a partial slot's
+    /// zeroed page does not fit under mem_limit, "since a trim is how a client makes room (it used to fail with ENOSPC
+    /// and leave the whole slots after that one untouched)": an unreadable page still does exactly that. Correct: the unreadable partial page is left as it is (as a partial page at the memory
     /// limit already is) and the rest of the range is trimmed.
     /// </summary>
     [Fact]
