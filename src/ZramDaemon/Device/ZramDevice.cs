@@ -751,6 +751,33 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         DropDictionary();
     }
 
+    /// <summary>
+    /// Likewise the recompression dictionary, once no slot uses it (a discard of the whole device), as a reset drops it:
+    /// it counts in mem_used_total, and the next recompression trains one on what the device holds then. Only a
+    /// recompression makes new users, under the recompression lock; one running now keeps it. Tried, not waited for:
+    /// the caller may hold a slot lock, which a recompression takes under that lock.
+    /// </summary>
+    private void DropUnusedDictionary()
+    {
+        if (Volatile.Read(ref _dictionary) is null || Interlocked.Read(ref _counters.DictionaryPages) != 0 || !_recompressLock.TryEnter())
+        {
+            return;
+        }
+
+        try
+        {
+            // A slot's count falls only after it stopped using the dictionary (a reader holds its slot lock meanwhile).
+            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
+            {
+                DropDictionary();
+            }
+        }
+        finally
+        {
+            _recompressLock.Exit();
+        }
+    }
+
     /// <summary>Frees the dictionary and its streams; no slot uses it and nothing recompresses.</summary>
     private void DropDictionary()
     {
@@ -915,6 +942,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // A discard of the whole device (blkdiscard, mkfs, swapon) leaves no entry: the index's arrays, grown for the
         // data, go back as the pool's metadata does below, not only at a reset (refused while a client is attached).
         _dedup?.ShrinkIfEmpty();
+        DropUnusedDictionary();
         long freed = _pool.Compact();
         if (shrinkHandles)
         {
@@ -1313,62 +1341,74 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         try
         {
-            uint info = _slots.Info(index);
-            if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex))
-            {
-                return WritebackOutcome.Skipped;
-            }
-
-            // The budget and a block before a deduplicated slot leaves the index (OwnObject): one refused here stays
-            // shared.
-            if (!_backing.TryTakeBudget())
-            {
-                return WritebackOutcome.NoBudget;
-            }
-
-            long block = _backing.Allocate();
-            if (block < 0)
-            {
-                _backing.ReturnBudget();
-                return WritebackOutcome.NoRoom;
-            }
-
-            if (block > uint.MaxValue || (info = OwnObject(index, info)) == 0)
-            {
-                // The slot keeps a 32-bit block number: 16 TiB of backing file at most. Or another slot shared the
-                // entry since CandidateInfo looked.
-                _backing.Free(block);
-                _backing.ReturnBudget();
-                return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
-            }
-
-            int objectSize = SlotInfo.Size(info);
-            Span<byte> scratch = stackalloc byte[PageSize];
-            try
-            {
-                using ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, scratch);
-                _backing.Write(block, view.Span);
-            }
-            catch (IOException e)
-            {
-                _backing.Free(block);
-                _backing.ReturnBudget();
-                ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
-                return WritebackOutcome.IoError;
-            }
-
-            uint newInfo = SlotInfo.InBackingFile(info);
-            uint handle = _slots.Value(index);
-            _slots.Set(index, (uint)block, newInfo);
-            _pool.Free(handle);
-            _counters.Replace(info, newInfo);
-            size = objectSize;
-            return WritebackOutcome.WrittenBack;
+            return WritebackLocked(index, type, minAge, classIndex, out size);
         }
         finally
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary><see cref="WritebackSlot"/> with the slot's lock held by the caller.</summary>
+    private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size)
+    {
+        size = 0;
+        if (_backing is null)
+        {
+            return WritebackOutcome.Skipped;
+        }
+
+        uint info = _slots.Info(index);
+        if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex))
+        {
+            return WritebackOutcome.Skipped;
+        }
+
+        // The budget and a block before a deduplicated slot leaves the index (OwnObject): one refused here stays
+        // shared.
+        if (!_backing.TryTakeBudget())
+        {
+            return WritebackOutcome.NoBudget;
+        }
+
+        long block = _backing.Allocate();
+        if (block < 0)
+        {
+            _backing.ReturnBudget();
+            return WritebackOutcome.NoRoom;
+        }
+
+        if (block > uint.MaxValue || (info = OwnObject(index, info)) == 0)
+        {
+            // The slot keeps a 32-bit block number: 16 TiB of backing file at most. Or another slot shared the
+            // entry since CandidateInfo looked.
+            _backing.Free(block);
+            _backing.ReturnBudget();
+            return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
+        }
+
+        int objectSize = SlotInfo.Size(info);
+        Span<byte> scratch = stackalloc byte[PageSize];
+        try
+        {
+            using ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, scratch);
+            _backing.Write(block, view.Span);
+        }
+        catch (IOException e)
+        {
+            _backing.Free(block);
+            _backing.ReturnBudget();
+            ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
+            return WritebackOutcome.IoError;
+        }
+
+        uint newInfo = SlotInfo.InBackingFile(info);
+        uint handle = _slots.Value(index);
+        _slots.Set(index, (uint)block, newInfo);
+        _pool.Free(handle);
+        _counters.Replace(info, newInfo);
+        size = objectSize;
+        return WritebackOutcome.WrittenBack;
     }
 
     /// <summary>
@@ -1655,7 +1695,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             data.CopyTo(page[inPage..]);
-            return StorePage(index, page, lockHeld: true);
+            error = StorePage(index, page, lockHeld: true);
+            if (error == NbdError.NoSpace && _backing is not null
+                && WritebackLocked(index, SlotSelection.All, minAge: 0, classIndex: -1, out _) == WritebackOutcome.WrittenBack)
+            {
+                // At the limit the write path writes other slots back, passing over locked ones: this one is, by us, and
+                // it may be the only one whose going makes room. Its old object goes to the file (the slot still reads
+                // as before should the store fail again), and the store tries again in the room it left.
+                error = StorePage(index, page, lockHeld: true);
+            }
+
+            return error;
         }
         finally
         {
@@ -2049,7 +2099,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             if (inPage == 0 && end - offset >= PageSize)
             {
                 int count = (int)Math.Min((end - offset) >> PageShift, ZeroBatch);
-                ZeroSlots(index, count, keepAllocated, discard);
+                ZeroSlots(index, count, keepAllocated);
                 offset += (long)count << PageShift;
                 continue;
             }
@@ -2057,9 +2107,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             int n = (int)Math.Min(PageSize - inPage, end - offset);
             NbdError error = ZeroPartial(index, inPage, n, discard);
             // A trim is a hint (the client may assume nothing of the range afterwards), and one at the memory limit
-            // is how a client makes room: a partial slot whose zeroed page does not fit stays as it was, and the
-            // rest of the range is still trimmed. WRITE_ZEROES is a write and fails like one.
-            if (error == NbdError.NoSpace && discard)
+            // is how a client makes room: a partial slot whose zeroed page does not fit, or cannot be read (a
+            // written-back page whose block reads back short), stays as it was, and the rest of the range is still
+            // trimmed, as the kernel's discard skips partial pages and never fails. WRITE_ZEROES is a write and fails
+            // like one.
+            if (discard)
             {
                 error = NbdError.None;
             }
@@ -2088,7 +2140,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// dedup references are released as one slot's would be; a dedup entry's object is freed (batched with the others)
     /// only when its last reference goes, so the other slots sharing it keep their data.
     /// </summary>
-    private void ZeroSlots(int first, int count, bool keepAllocated, bool discard)
+    private void ZeroSlots(int first, int count, bool keepAllocated)
     {
         Span<uint> handles = stackalloc uint[ZeroBatch];
         Span<int> sizes = stackalloc int[ZeroBatch];
@@ -2142,10 +2194,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _pool.FreeDeferred(handles[..objects], sizes[..objects]);
         _counters.Apply(in delta);
-        if (discard)
-        {
-            Interlocked.Add(ref _counters.NotifyFree, count);
-        }
+        // Per whole page of a TRIM or WRITE_ZEROES, as the kernel's zram_bio_discard (which serves both) counts.
+        Interlocked.Add(ref _counters.NotifyFree, count);
 
         if (discarded != 0)
         {
