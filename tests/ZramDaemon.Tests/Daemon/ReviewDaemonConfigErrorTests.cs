@@ -1,0 +1,43 @@
+namespace ZramDaemon.Tests.Daemon;
+
+/// <summary>Review: the one line a bad configuration file gets, from the real daemon.</summary>
+public sealed class ReviewDaemonConfigErrorTests : IDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-review-conf-").FullName;
+
+    public void Dispose() => Directory.Delete(_dir, recursive: true);
+
+    private (int Code, string Stderr) RunWith(string config)
+    {
+        string file = Path.Combine(_dir, "zramd.conf");
+        File.WriteAllText(file, config);
+        (int code, _, string stderr) = ZramdProcess.Run(
+            ["--config", file, "--listen", "unix:" + Path.Combine(_dir, "zramd.sock")],
+            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
+        return (code, stderr);
+    }
+
+    /// <summary>
+    /// README: "78 configuration error (one line naming the file, line, section, key, value and why; nothing is
+    /// started)". An unknown section (a typo such as [zarm1], or zram-generator's [swap]) is named without its line:
+    /// IniFile.Parse (src/ZramDaemon/Configuration/IniFile.cs) keeps the sections' names but not the lines of their
+    /// headers, so ConfigurationLoader.ReadFile guesses "(line N or before)" from the section's first key, N being that
+    /// key's line less one: with a comment or a blank line between the header and the key it points at the wrong line
+    /// (here "line 5 or before" for a header on line 4), and a section with no key gets no line at all. Expected: the
+    /// header's own line, as every other error names the line it is about.
+    /// </summary>
+    [Theory]
+    [InlineData("[zram0]\nzram-size = 16M\n\n[zarm1]\n# the scratch disk\nzram-size = 16M\n")]
+    [InlineData("[zram0]\nzram-size = 16M\n\n[zarm1]\n")]
+    public void An_unknown_section_is_named_with_the_line_of_its_header(string config)
+    {
+        (int code, string stderr) = RunWith(config);
+        Assert.Equal(78, code);
+        string line = stderr.Trim();
+        Assert.Single(line.Split('\n'));
+        Assert.Contains("[zarm1]", line, StringComparison.Ordinal);
+        Assert.Contains("unknown section", line, StringComparison.Ordinal);
+        Assert.True(line.Contains("zramd.conf:4", StringComparison.Ordinal) || line.Contains("line 4)", StringComparison.Ordinal),
+            "the header is on line 4: " + line);
+    }
+}
