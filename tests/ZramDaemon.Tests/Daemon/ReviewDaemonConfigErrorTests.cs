@@ -40,4 +40,28 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
         Assert.True(line.Contains("zramd.conf:4", StringComparison.Ordinal) || line.Contains("line 4)", StringComparison.Ordinal),
             "the header is on line 4: " + line);
     }
+
+    /// <summary>
+    /// A writeback-file that is also the NBD socket's path (or the control socket's). ConfigurationLoader.Build refuses
+    /// the control socket and an NBD socket being one file ("the control socket and an NBD socket are the same file")
+    /// and two devices sharing a writeback-file, but never compares a writeback-file with the sockets. At start
+    /// ZramdService.Start makes the devices first, so the device's BackingFile creates a regular file at the socket's
+    /// path, then the listener finds it there and the start fails with exit 1 and "cannot listen on unix:PATH: PATH
+    /// exists and is not a socket: remove it or choose another path", after which the failed start deletes the file
+    /// again: the admin is told to remove a file that is not there, and the key at fault is never named. README: a
+    /// configuration error is exit 78 with "one line naming the file, line, section, key, value and why; nothing is
+    /// started". Expected: refused before anything starts, exit 78, naming writeback-file (or listen/control).
+    /// </summary>
+    [Theory]
+    [InlineData("zramd.sock")]
+    [InlineData("zramd.ctl")]
+    public void A_writeback_file_on_a_socket_path_is_a_configuration_error(string socketFile)
+    {
+        string socket = Path.Combine(_dir, "zramd.sock");
+        string control = Path.Combine(_dir, "zramd.ctl");
+        (int code, string stderr) = RunWith(
+            $"[zramd]\nlisten = unix:{socket}\ncontrol = {control}\n\n[zram0]\nzram-size = 16M\nwriteback-file = {Path.Combine(_dir, socketFile)}\n");
+        Assert.True(code == 78, $"exit {code}, expected 78 (configuration error); stderr:\n{stderr}");
+        Assert.Contains("writeback-file", stderr, StringComparison.Ordinal);
+    }
 }
