@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace ZramDaemon.Tests.Daemon;
 
 /// <summary>Review: the one line a bad configuration file gets, from the real daemon.</summary>
@@ -63,5 +65,43 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
             $"[zramd]\nlisten = unix:{socket}\ncontrol = {control}\n\n[zram0]\nzram-size = 16M\nwriteback-file = {Path.Combine(_dir, socketFile)}\n");
         Assert.True(code == 78, $"exit {code}, expected 78 (configuration error); stderr:\n{stderr}");
         Assert.Contains("writeback-file", stderr, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A writeback-file that is the configuration file itself (a copy-paste slip). The loader compares writeback files
+    /// with one another by identity (FileIdentity: symlinks, hard links), but not with the file it has just read: the
+    /// device's BackingFile opens it, cuts it to 0 and sizes it to the device (BackingFile's constructor: SetLength(0)),
+    /// and deletes it when zramd stops, so the daemon runs and the configuration is gone for the next start. Expected:
+    /// a configuration error (exit 78) naming writeback-file, and the file left as it is (README: a configuration
+    /// error starts nothing; "leaving the file as it is" for a writeback-file zramd refuses).
+    /// </summary>
+    [Fact]
+    public void A_writeback_file_that_is_the_configuration_file_is_refused_and_the_file_kept()
+    {
+        string file = Path.Combine(_dir, "zramd.conf");
+        string config = $"[zram0]\nzram-size = 16M\nwriteback-file = {file}\n";
+        File.WriteAllText(file, config);
+        using ZramdProcess process = ZramdProcess.Start(
+            ["--config", file, "--listen", "unix:" + Path.Combine(_dir, "zramd.sock")],
+            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
+        {
+            var clock = Stopwatch.StartNew();
+            while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
+            {
+                Thread.Sleep(50);
+            }
+
+            if (!process.HasExited)
+            {
+                // It started: stop it as systemd would, and look at what is left of the configuration.
+                process.Terminate();
+            }
+
+            int code = process.WaitForExit(TimeSpan.FromSeconds(60));
+            Assert.True(File.Exists(file) && File.ReadAllText(file) == config,
+                $"the configuration file was {(File.Exists(file) ? $"changed ({new FileInfo(file).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
+            Assert.Equal(78, code);
+            Assert.Contains("writeback-file", process.StandardError, StringComparison.Ordinal);
+        }
     }
 }
