@@ -84,24 +84,22 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
         using ZramdProcess process = ZramdProcess.Start(
             ["--config", file, "--listen", "unix:" + Path.Combine(_dir, "zramd.sock")],
             new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
+        var clock = Stopwatch.StartNew();
+        while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
         {
-            var clock = Stopwatch.StartNew();
-            while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
-            {
-                Thread.Sleep(50);
-            }
-
-            if (!process.HasExited)
-            {
-                // It started: stop it as systemd would, and look at what is left of the configuration.
-                process.Terminate();
-            }
-
-            int code = process.WaitForExit(TimeSpan.FromSeconds(60));
-            Assert.True(File.Exists(file) && File.ReadAllText(file) == config,
-                $"the configuration file was {(File.Exists(file) ? $"changed ({new FileInfo(file).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
-            Assert.Equal(78, code);
-            Assert.Contains("writeback-file", process.StandardError, StringComparison.Ordinal);
+            Thread.Sleep(50);
         }
+
+        if (!process.HasExited)
+        {
+            // It started: stop it as systemd would, and look at what is left of the configuration.
+            process.Terminate();
+        }
+
+        int code = process.WaitForExit(TimeSpan.FromSeconds(60));
+        Assert.True(File.Exists(file) && File.ReadAllText(file) == config,
+            $"the configuration file was {(File.Exists(file) ? $"changed ({new FileInfo(file).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
+        Assert.Equal(78, code);
+        Assert.Contains("writeback-file", process.StandardError, StringComparison.Ordinal);
     }
 }
