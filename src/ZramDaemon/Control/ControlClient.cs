@@ -14,8 +14,7 @@ public static class ControlClient
         ArgumentNullException.ThrowIfNull(request);
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
         timeout.CancelAfter(Timeout);
-        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-        await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), timeout.Token).ConfigureAwait(false);
+        using Socket socket = await ConnectAsync(path, timeout.Token).ConfigureAwait(false);
         await socket.SendAsync(Encoding.UTF8.GetBytes(request + "\n"), SocketFlags.None, timeout.Token).ConfigureAwait(false);
         socket.Shutdown(SocketShutdown.Send);
 
@@ -29,4 +28,33 @@ public static class ControlClient
 
         return ControlReply.Parse(Encoding.UTF8.GetString(reply.GetBuffer(), 0, (int)reply.Length));
     }
+
+    /// <summary>Connects, waiting while the daemon's backlog is full: a Unix socket's non-blocking connect (the
+    /// runtime's) fails with EAGAIN then instead of waiting, and other clients connecting at the same moment must not
+    /// make a live daemon look gone.</summary>
+    private static async Task<Socket> ConnectAsync(string path, CancellationToken ct)
+    {
+        var endPoint = new UnixDomainSocketEndPoint(path);
+        while (true)
+        {
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            try
+            {
+                await socket.ConnectAsync(endPoint, ct).ConfigureAwait(false);
+                return socket;
+            }
+            catch (SocketException e) when (e.SocketErrorCode == SocketError.WouldBlock)
+            {
+                socket.Dispose();
+                await Task.Delay(BacklogRetry, ct).ConfigureAwait(false);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+    }
+
+    private static readonly TimeSpan BacklogRetry = TimeSpan.FromMilliseconds(20);
 }

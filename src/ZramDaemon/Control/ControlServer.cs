@@ -18,6 +18,9 @@ public sealed partial class ControlServer : IAsyncDisposable
 {
     private static readonly TimeSpan DefaultClientTimeout = TimeSpan.FromSeconds(10);
 
+    // Clients of a script running verbs in parallel queue here; the client waits while it is full (ControlClient).
+    private const int Backlog = 128;
+
     private readonly Socket _socket;
     private readonly SocketAcceptor _acceptor;
     private readonly IControlHandler _handler;
@@ -63,7 +66,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             }
 
             File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
-            socket.Listen(16);
+            socket.Listen(Backlog);
         }
         catch
         {
@@ -187,11 +190,13 @@ public sealed partial class ControlServer : IAsyncDisposable
                 client.Shutdown(SocketShutdown.Send);
 
                 // Closing with unread input would reset the connection and could destroy the reply before the
-                // client reads it (an over-long request): read what is left, up to a bound, first.
+                // client reads it (an over-long request): read what is left, up to a bound, first. A stop cuts this
+                // short: a client that was answered and keeps its end open must not hold up the daemon's stop.
+                using var draining = CancellationTokenSource.CreateLinkedTokenSource(replying.Token, _stop.Token);
                 byte[] rest = new byte[4096];
                 for (int total = 0; total < 1 << 20;)
                 {
-                    int n = await client.ReceiveAsync(rest, SocketFlags.None, replying.Token).ConfigureAwait(false);
+                    int n = await client.ReceiveAsync(rest, SocketFlags.None, draining.Token).ConfigureAwait(false);
                     if (n == 0)
                     {
                         break;
