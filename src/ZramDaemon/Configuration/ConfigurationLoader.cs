@@ -72,9 +72,8 @@ public static partial class ConfigurationLoader
         {
             if (section != DaemonSection && !DeviceName().IsMatch(section))
             {
-                IniEntry? first = file.Entries.FirstOrDefault(e => e.Section == section);
                 throw new ConfigurationException(
-                    $"{file.Path}: [{section}]{(first is null ? string.Empty : $" (line {first.Line - 1} or before)")}: unknown section: devices are [zram0], [zram1], ... and daemon settings go under [zramd]");
+                    $"{file.Path}:{file.HeaderLine(section)}: [{section}]: unknown section: devices are [zram0], [zram1], ... and daemon settings go under [zramd]");
             }
 
             if (section != DaemonSection)
@@ -415,6 +414,23 @@ public static partial class ConfigurationLoader
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
         var writebackFiles = new Dictionary<FileIdentity, string>();
+        // The daemon's own files: a device's backing file there would empty the configuration (gone at the next start),
+        // or be made as a regular file where a socket is then bound (a start failing on a file it made itself).
+        var ownFiles = new Dictionary<FileIdentity, string>();
+        if (configPath is not null && FilePath.TryGetFullPath(configPath, out string? configFull, out _))
+        {
+            ownFiles.TryAdd(FileIdentity.Of(configFull), "the configuration file");
+        }
+
+        ownFiles.TryAdd(FileIdentity.Of(controlPath), "the control socket");
+        foreach (ListenAddress address in listen)
+        {
+            if (address.IsUnix)
+            {
+                ownFiles.TryAdd(FileIdentity.Of(address.UnixPath), "an NBD socket");
+            }
+        }
+
         for (int i = 0; i < devices.Count; i++)
         {
             if (devices[i].Attach is { } attach && !attached.Add(attach.Value))
@@ -424,6 +440,11 @@ public static partial class ConfigurationLoader
 
             // A device locks its file: the second would fail at start, after the first was made (and had emptied a file
             // that was there). By identity, not text: a symlinked directory, a symlink or a hard link is another path.
+            if (built[i].WritebackFile is { } own && ownFiles.TryGetValue(FileIdentity.Of(own), out string? what))
+            {
+                throw devices[i].WritebackFile!.Fail($"is {what}: a backing file must be a file of its own");
+            }
+
             if (built[i].WritebackFile is { } file && !writebackFiles.TryAdd(FileIdentity.Of(file), devices[i].Name))
             {
                 throw devices[i].WritebackFile!.Fail($"[{writebackFiles[FileIdentity.Of(file)]}] writeback-file is the same file: each device needs its own");

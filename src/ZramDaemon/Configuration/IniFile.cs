@@ -15,10 +15,13 @@ public sealed record IniEntry(string Section, string Key, string Value, int Line
 /// </summary>
 public sealed class IniFile
 {
-    private IniFile(string path, IReadOnlyList<string> sections, IReadOnlyList<IniEntry> entries)
+    private readonly IReadOnlyList<int> _sectionLines;
+
+    private IniFile(string path, IReadOnlyList<string> sections, IReadOnlyList<int> sectionLines, IReadOnlyList<IniEntry> entries)
     {
         Path = path;
         Sections = sections;
+        _sectionLines = sectionLines;
         Entries = entries;
     }
 
@@ -29,9 +32,24 @@ public sealed class IniFile
 
     public IReadOnlyList<IniEntry> Entries { get; }
 
+    /// <summary>The line of the first header of <paramref name="section"/>, one of <see cref="Sections"/>.</summary>
+    public int HeaderLine(string section)
+    {
+        for (int i = 0; i < Sections.Count; i++)
+        {
+            if (Sections[i] == section)
+            {
+                return _sectionLines[i];
+            }
+        }
+
+        throw new ArgumentException($"no section [{section}]", nameof(section));
+    }
+
     public static IniFile Parse(string path, string text)
     {
         var sections = new List<string>();
+        var sectionLines = new List<int>();
         var entries = new List<IniEntry>();
         string? section = null;
         string[] lines = text.Split('\n');
@@ -55,6 +73,7 @@ public sealed class IniFile
                 if (!sections.Contains(section, StringComparer.Ordinal))
                 {
                     sections.Add(section);
+                    sectionLines.Add(lineNumber);
                 }
 
                 continue;
@@ -74,7 +93,7 @@ public sealed class IniFile
             entries.Add(new IniEntry(section, line[..equals].Trim(), line[(equals + 1)..].Trim(), lineNumber));
         }
 
-        return new IniFile(path, sections, entries);
+        return new IniFile(path, sections, sectionLines, entries);
     }
 
     /// <summary>The line up to a # or ; that follows whitespace (a whole-line comment is left to the caller).</summary>

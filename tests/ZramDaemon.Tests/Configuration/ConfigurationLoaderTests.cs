@@ -336,7 +336,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\ntls-mode = OFF\ntls-certificate = /etc/zramd/cert.pem\ntls-key = /etc/zramd/key.pem", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off" },
         { "[zramd]\nlock-memory = perhaps", "[zramd] lock-memory = 'perhaps': use yes or no" },
         { "[zramd]\nlog-level = chatty", "[zramd] log-level = 'chatty': use debug, info, warning or error" },
-        { "[swap]\nzram-size = 1", "[swap] (line 1 or before): unknown section" },
+        { "[swap]\nzram-size = 1", ":1: [swap]: unknown section" },
         { "[zramd]\nmax-connections = 0", "[zramd] max-connections = '0': a whole number of connections from 1 to 65536" },
         { "[zramd]\nmax-connections = 65537", "[zramd] max-connections = '65537': a whole number of connections from 1 to 65536" },
         { "[zramd]\nmax-connections = many", "[zramd] max-connections = 'many': a whole number of connections" },
