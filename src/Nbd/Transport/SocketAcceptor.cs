@@ -104,15 +104,14 @@ public sealed class SocketAcceptor : IDisposable
     /// <summary>Makes the waiting <see cref="Accept"/> (and every later one) return null.</summary>
     public void Stop()
     {
-        if (_stopped)
-        {
-            return;
-        }
-
         _stopped = true;
-        if (!_wake.IsClosed)
+        try
         {
             Libc.Write(_wake, 1UL, sizeof(ulong));
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed meanwhile (a cancellation callback racing Dispose): nothing waits any more.
         }
     }
 
