@@ -152,14 +152,13 @@ public sealed class NbdServer : IAsyncDisposable
     private void AcceptLoop(NbdListener listener, CancellationToken cancellationToken)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token);
-        using CancellationTokenRegistration stop = linked.Token.Register(listener.StopAccepting);
         _logger.Listening(listener.Description);
         while (!linked.IsCancellationRequested)
         {
             Socket? socket;
             try
             {
-                socket = listener.Accept();
+                socket = listener.Accept(linked.Token);
             }
             catch (ObjectDisposedException)
             {

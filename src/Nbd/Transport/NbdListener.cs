@@ -204,13 +204,10 @@ public sealed class NbdListener : IDisposable
         return null;
     }
 
-    /// <summary>Waits for the next client (TCP_NODELAY set on TCP); null once <see cref="StopAccepting"/> was called.
-    /// Throws <see cref="IOException"/> when accept(2) fails for want of descriptors or memory (see
-    /// <see cref="SocketAcceptor"/>).</summary>
-    internal Socket? Accept() => _acceptor.Accept();
-
-    /// <summary>Makes a waiting <see cref="Accept"/> return null.</summary>
-    internal void StopAccepting() => _acceptor.Stop();
+    /// <summary>Waits for the next client (TCP_NODELAY set on TCP); null once <paramref name="cancellationToken"/> is
+    /// cancelled or the listener disposed. Throws <see cref="IOException"/> when accept(2) fails for want of descriptors
+    /// or memory (see <see cref="SocketAcceptor"/>).</summary>
+    internal Socket? Accept(CancellationToken cancellationToken) => _acceptor.Accept(cancellationToken);
 
     public void Dispose()
     {

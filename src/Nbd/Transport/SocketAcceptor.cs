@@ -12,18 +12,22 @@ namespace Nbd;
 /// already pending, as a server's always is, and that ends the process. So any client allowed to connect could stop
 /// the daemon, and with it every page it holds.
 ///
-/// One thread at a time waits in <see cref="Accept"/>: poll(2) on the listener and an eventfd, which <see cref="Stop"/>
-/// writes. The listener is made non-blocking (poll says a connection is there; another process sharing a passed socket
-/// may take it first), and never shut down: a socket systemd passed is also systemd's, and a shut-down listener refuses
-/// the connections that should start the next zramd. The owner disposes the listener after this, so that no accept
-/// holds its descriptor while it closes.
+/// A thread waits in <see cref="Accept"/>: poll(2) on the listener, the acceptor's eventfd (written once by
+/// <see cref="Stop"/>, never read, so every wait then and later ends) and, for a cancellable call, an eventfd of that
+/// call's own (its cancellation writes it), so cancelling one call ends that call only. Several threads may wait on
+/// one listener; accept4 is non-blocking, and the one that finds no connection waits again. The listener is made
+/// non-blocking and never shut down: a socket systemd passed is also systemd's, and a shut-down listener refuses the
+/// connections that should start the next zramd. The owner disposes the listener after this acceptor, whose
+/// <see cref="Dispose"/> waits out the calls in progress, so that no accept holds its descriptor while it closes.
 /// </summary>
 public sealed class SocketAcceptor : IDisposable
 {
     private readonly Socket _listener;
     private readonly bool _noDelay;
-    private readonly SafeFileHandle _wake;
-    private readonly Lock _accepting = new();
+    private readonly SafeFileHandle _stop;
+
+    // Accept holds it shared, Dispose exclusively: the stop eventfd is closed only once no call polls it.
+    private readonly ReaderWriterLockSlim _calls = new();
     private volatile bool _stopped;
 
     /// <param name="noDelay">Sets TCP_NODELAY on every accepted connection (TCP listeners).</param>
@@ -39,26 +43,35 @@ public sealed class SocketAcceptor : IDisposable
             throw new IOException($"fcntl O_NONBLOCK on the listening socket: {Marshal.GetLastPInvokeErrorMessage()}");
         }
 
-        int wake = Libc.EventFd(0, Libc.EfdCloexec | Libc.EfdNonBlock);
-        if (wake < 0)
-        {
-            throw new IOException($"eventfd: {Marshal.GetLastPInvokeErrorMessage()}");
-        }
-
-        _wake = new SafeFileHandle(wake, ownsHandle: true);
+        _stop = NewEventFd();
     }
 
     /// <summary>
-    /// Waits for the next connection and returns it (blocking, close-on-exec). Null once <see cref="Stop"/> was called.
-    /// Throws <see cref="IOException"/> for a failure that repeats until something is freed (EMFILE, ENFILE, ENOBUFS,
-    /// ENOMEM): the caller backs off (<see cref="AcceptBackOff"/>). A connection that failed before it was accepted
-    /// (ECONNABORTED, and the network errors accept(2) says to retry) is skipped.
+    /// Waits for the next connection and returns it (blocking, close-on-exec). Null once <see cref="Stop"/> was called
+    /// or <paramref name="cancellationToken"/> is cancelled. Throws <see cref="IOException"/> for a failure that
+    /// repeats until something is freed (EMFILE, ENFILE, ENOBUFS, ENOMEM): the caller backs off
+    /// (<see cref="AcceptBackOff"/>). A connection that failed before it was accepted (ECONNABORTED, and the network
+    /// errors accept(2) says to retry) is skipped.
     /// </summary>
-    public Socket? Accept()
+    public Socket? Accept(CancellationToken cancellationToken = default)
     {
-        lock (_accepting)
+        _calls.EnterReadLock();
+        SafeFileHandle? cancelled = null;
+        CancellationTokenRegistration registration = default;
+        try
         {
-            while (!_stopped)
+            if (_stopped)
+            {
+                return null;
+            }
+
+            if (cancellationToken.CanBeCanceled)
+            {
+                cancelled = NewEventFd();
+                registration = cancellationToken.UnsafeRegister(static state => Signal((SafeFileHandle)state!), cancelled);
+            }
+
+            while (!_stopped && !cancellationToken.IsCancellationRequested)
             {
                 int fd = Libc.Accept4(_listener.SafeHandle, 0, 0, Libc.SockCloexec);
                 if (fd >= 0)
@@ -75,7 +88,7 @@ public sealed class SocketAcceptor : IDisposable
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno == Libc.Eagain)
                 {
-                    WaitForConnection();
+                    WaitForConnection(cancelled);
                 }
                 else if (!IsRetriedAtOnce(errno))
                 {
@@ -85,43 +98,73 @@ public sealed class SocketAcceptor : IDisposable
 
             return null;
         }
+        finally
+        {
+            // Waits for a cancellation callback in progress, so the eventfd it writes is still open.
+            registration.Dispose();
+            cancelled?.Dispose();
+            _calls.ExitReadLock();
+        }
     }
 
     /// <summary>EINTR; ECONNABORTED; and the network errors of a connection accept(2) passes on (its NOTES: ENETDOWN,
     /// EPROTO, ENOPROTOOPT, EHOSTDOWN, ENONET, EHOSTUNREACH, EOPNOTSUPP, ENETUNREACH).</summary>
     private static bool IsRetriedAtOnce(int errno) => errno is Libc.Eintr or 103 or 100 or 71 or 92 or 112 or 64 or 113 or 95 or 101;
 
-    private void WaitForConnection()
+    private void WaitForConnection(SafeFileHandle? cancelled)
     {
-        Span<Libc.PollFd> fds = stackalloc Libc.PollFd[2];
+        Span<Libc.PollFd> fds = stackalloc Libc.PollFd[3];
         fds[0] = new Libc.PollFd { Fd = (int)_listener.Handle, Events = Libc.PollIn };
-        fds[1] = new Libc.PollFd { Fd = (int)_wake.DangerousGetHandle(), Events = Libc.PollIn };
-        // Any outcome (a connection, the wake-up, EINTR, an error on the listener) goes back to the loop, which
-        // looks at _stopped and tries accept4 again; an error on the listener then comes from accept4.
-        Libc.Poll(fds, 2, -1);
+        fds[1] = new Libc.PollFd { Fd = (int)_stop.DangerousGetHandle(), Events = Libc.PollIn };
+        int count = 2;
+        if (cancelled is not null)
+        {
+            fds[2] = new Libc.PollFd { Fd = (int)cancelled.DangerousGetHandle(), Events = Libc.PollIn };
+            count = 3;
+        }
+
+        // Any outcome (a connection, a stop, EINTR, an error on the listener) goes back to the loop, which looks at
+        // the stop and the token and tries accept4 again; an error on the listener then comes from accept4.
+        Libc.Poll(fds, (nuint)count, -1);
     }
 
-    /// <summary>Makes the waiting <see cref="Accept"/> (and every later one) return null.</summary>
-    public void Stop()
+    private static SafeFileHandle NewEventFd()
     {
-        _stopped = true;
+        int fd = Libc.EventFd(0, Libc.EfdCloexec | Libc.EfdNonBlock);
+        return fd >= 0 ? new SafeFileHandle(fd, ownsHandle: true) : throw new IOException($"eventfd: {Marshal.GetLastPInvokeErrorMessage()}");
+    }
+
+    private static void Signal(SafeFileHandle eventFd)
+    {
         try
         {
-            Libc.Write(_wake, 1UL, sizeof(ulong));
+            Libc.Write(eventFd, 1UL, sizeof(ulong));
         }
         catch (ObjectDisposedException)
         {
-            // Disposed meanwhile (a cancellation callback racing Dispose): nothing waits any more.
+            // Closed meanwhile: nothing waits on it any more.
         }
+    }
+
+    /// <summary>Makes every waiting <see cref="Accept"/>, and every later one, return null.</summary>
+    public void Stop()
+    {
+        _stopped = true;
+        Signal(_stop);
     }
 
     /// <summary>Stops, and returns once no <see cref="Accept"/> is running: then the listener may be closed.</summary>
     public void Dispose()
     {
         Stop();
-        lock (_accepting)
+        _calls.EnterWriteLock();
+        try
         {
-            _wake.Dispose();
+            _stop.Dispose();
+        }
+        finally
+        {
+            _calls.ExitWriteLock();
         }
     }
 }

@@ -414,12 +414,21 @@ public static partial class ConfigurationLoader
         var built = devices.Select(d => BuildDevice(d, facts.RamMiB)).ToList();
         var attached = new HashSet<string>(StringComparer.Ordinal);
         var writebackFiles = new Dictionary<FileIdentity, string>();
-        // The daemon's own files: a device's backing file there would empty the configuration (gone at the next start),
-        // or be made as a regular file where a socket is then bound (a start failing on a file it made itself).
+        // The daemon's own files: a device's backing file there would empty the configuration, certificate or key (gone
+        // at the next start), or be made as a regular file where a socket is then bound (a start failing on a file it
+        // made itself).
         var ownFiles = new Dictionary<FileIdentity, string>();
         if (configPath is not null && FilePath.TryGetFullPath(configPath, out string? configFull, out _))
         {
             ownFiles.TryAdd(FileIdentity.Of(configFull), "the configuration file");
+        }
+
+        foreach ((Setting? tls, string what) in new[] { (daemon.TlsCertificate, "the tls-certificate"), (daemon.TlsKey, "the tls-key") })
+        {
+            if (tls is not null && FilePath.TryGetFullPath(tls.Value, out string? tlsFull, out _))
+            {
+                ownFiles.TryAdd(FileIdentity.Of(tlsFull), what);
+            }
         }
 
         ownFiles.TryAdd(FileIdentity.Of(controlPath), "the control socket");

@@ -102,6 +102,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly Recompressor? _recompressor;
     /// <summary>Held by whoever recompresses (one at a time) and by Reset while it drops the dictionary.</summary>
     private readonly Lock _recompressLock = new();
+
+    // A background recompression pass began (RecompressSlice at cursor 0) and has not reached the end; under _recompressLock.
+    private bool _slicedPassOpen;
     private ZstdDictionary? _dictionary;
     private Compressor? _dictionaryCompressor;
     private readonly BackingFile? _backing;
@@ -754,7 +757,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// Likewise the recompression dictionary, once no slot uses it (a discard of the whole device), as a reset drops it:
     /// it counts in mem_used_total, and the next recompression trains one on what the device holds then. Only a
-    /// recompression makes new users, under the recompression lock; one running now keeps it. Tried, not waited for:
+    /// recompression makes new users, under the recompression lock; one running now, or a background pass between its
+    /// slices, keeps it. Tried, not waited for:
     /// the caller may hold a slot lock, which a recompression takes under that lock.
     /// </summary>
     private void DropUnusedDictionary()
@@ -767,7 +771,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             // A slot's count falls only after it stopped using the dictionary (a reader holds its slot lock meanwhile).
-            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
+            // A background pass lets go of the lock between its slices, and trained its dictionary in the first: it
+            // keeps it until the pass ends, though no slot may use it yet.
+            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0 && !_slicedPassOpen)
             {
                 DropDictionary();
             }
@@ -1044,6 +1050,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (cursor == 0)
         {
             PrepareDictionary(type);
+            _slicedPassOpen = true;
         }
 
         PrepareCompressionTables();
@@ -1069,6 +1076,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         // A whole pass done: the compression tables go until the next one.
         _dictionary?.ReleaseCompressionTables();
+        _slicedPassOpen = false;
         cursor = 0;
         return true;
     }
