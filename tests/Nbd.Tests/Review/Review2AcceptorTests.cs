@@ -83,6 +83,32 @@ public sealed class Review2AcceptorTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Coverage (passes): a listener disposed while its accept thread waits in poll(2), with no cancellation and no
+    /// StopAsync first. NbdListener.Dispose stops the acceptor and waits for the accept in progress before it closes the
+    /// descriptor (SocketAcceptor.Dispose): Dispose returns, ServeAsync ends without a fault, the socket file is gone,
+    /// and a client after that is refused rather than left queued on a listener nobody accepts on.
+    /// </summary>
+    [Fact]
+    public async Task A_listener_disposed_while_its_accept_thread_waits_ends_ServeAsync()
+    {
+        string socketPath = Path.Combine(_directory, "nbd.sock");
+        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+        server.AddExport(new NbdExport("mem", "review", new MemoryBlockDevice(1 << 20)));
+        var listener = NbdListener.BindUnix(socketPath);
+        using var cancel = new CancellationTokenSource();
+        Task serving = server.ServeAsync(listener, cancel.Token);
+        Assert.Equal(ServerGreeting.Length, await GreetingBytesAsync(socketPath)); // the accept thread is in its loop
+
+        await Task.Run(listener.Dispose).WaitAsync(TimeSpan.FromSeconds(10));
+        await serving.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(TaskStatus.RanToCompletion, serving.Status);
+        Assert.False(File.Exists(socketPath));
+        using var late = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        Assert.ThrowsAny<SocketException>(() => late.Connect(new UnixDomainSocketEndPoint(socketPath)));
+        await server.StopAsync(TimeSpan.FromSeconds(1));
+    }
+
     /// <summary>Connects and reads the server's greeting for up to 10 s; returns the bytes read.</summary>
     private static async Task<int> GreetingBytesAsync(string socketPath)
     {
