@@ -83,6 +83,8 @@ internal static partial class SwapSafety
             LogIoFlusherNotRoot(logger, ioFlusherFailure);
         }
 
+        // Before mlockall, so that what it loads is locked too.
+        AssemblyPreload.LoadForServing();
         if (config.LockMemory)
         {
             string? why = MemoryLock.LockAll();
