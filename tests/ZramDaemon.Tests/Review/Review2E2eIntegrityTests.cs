@@ -174,4 +174,92 @@ public sealed class Review2E2eIntegrityTests
         int reads = output.Split('\n').Count(l => l.Contains("read ", StringComparison.Ordinal) && l.Contains(" bytes at offset", StringComparison.Ordinal));
         Assert.True(reads > 500, $"qemu-io read back only {reads} times:\n{output[..Math.Min(2000, output.Length)]}");
     }
+    /// <summary>
+    /// Four connections, each on its own 512 blocks, 16 requests in flight at a time: whole-block writes (1-8 blocks)
+    /// drawn from nine page contents (so dedup shares them), writes of up to 600 bytes anywhere in a range, trims and
+    /// reads checked against the model, on a device with dedup and recompression but no writeback-file, whose limit the
+    /// admin moves between 300K and 2M (with compact, idle, recompress and algorithm changes) so that many writes are
+    /// refused with ENOSPC. A refused write may leave each block it covers old or new, never anything else (README:
+    /// a refused write keeps the slot's old contents); that is checked at once, and every block again at the end.
+    /// </summary>
+    private const string NoSpaceClients = """
+        import random, threading, time, json
+        B = 4096; T = 4; PER = 512; errors = []; st = {'done': 0, 'nospc': 0}
+        r0 = random.Random(99)
+        POOL = [r0.randbytes(B) for _ in range(3)] + [((b"dd%03d" % i) * 1000)[:B] for i in range(3)] + [(r0.randbytes(1500) + bytes(B))[:B] for _ in range(3)]
+        def worker(t):
+            h = nbd.NBD(); h.connect_uri(uri); base = t * PER * B; r = random.Random(t + 1000)
+            model = bytearray(h.pread(PER * B, base))
+            while time.time() < end and not errors:
+                cmds = []; used = set()
+                for k in range(16):
+                    b = r.randrange(PER); n = r.choice([1, 1, 1, 2, 8])
+                    if b + n > PER or any(x in used for x in range(b, b + n)): continue
+                    used.update(range(b, b + n)); op = r.random(); off = b * B; ln = n * B
+                    if op < 0.6:
+                        d = b"".join(r.choice(POOL) for _ in range(n))
+                        cmds.append(('w', off, ln, d, h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(d)), base + off)))
+                    elif op < 0.7:
+                        po = r.randrange(0, ln, 512); pl = 512 * r.randrange(1, 3); pl = min(pl, ln - po); d = r.choice(POOL)[:pl]
+                        cmds.append(('p', off + po, pl, d, h.aio_pwrite(nbd.Buffer.from_bytearray(bytearray(d)), base + off + po)))
+                    elif op < 0.8:
+                        cmds.append(('z', off, ln, bytes(ln), h.aio_trim(ln, base + off)))
+                    else:
+                        buf = nbd.Buffer(ln); cmds.append(('r', off, ln, buf, h.aio_pread(buf, base + off)))
+                for typ, off, ln, d, c in cmds:
+                    try:
+                        while not h.aio_command_completed(c): h.poll(-1)
+                    except nbd.Error as e:
+                        if 'ENOSPC' not in str(e) and 'No space' not in str(e): errors.append(f"{typ} at {off}: {e}"); continue
+                        st['nospc'] += 1
+                        p0 = off - off % B; p1 = (off + ln + B - 1) // B * B
+                        got = h.pread(p1 - p0, base + p0); new = bytearray(model[p0:p1]); new[off - p0:off - p0 + ln] = d
+                        for q in range(0, p1 - p0, B):
+                            if got[q:q + B] not in (model[p0 + q:p0 + q + B], new[q:q + B]): errors.append(f"connection {t}: block {(p0 + q) // B} neither old nor new after a refused {typ}")
+                        model[p0:p1] = got; continue
+                    st['done'] += 1
+                    if typ != 'r': model[off:off + ln] = d
+                    elif d.to_bytearray() != model[off:off + ln]: errors.append(f"connection {t}: read of {off}+{ln} differs from what was written")
+            if h.pread(PER * B, base) != model: errors.append(f"connection {t}: its blocks differ from what was written, at the end")
+            h.shutdown()
+        end = time.time() + seconds
+        ts = [threading.Thread(target=worker, args=(t,)) for t in range(T)]
+        for x in ts: x.start()
+        for x in ts: x.join()
+        print(json.dumps(dict(st, errors=errors[:10])))
+        """;
+
+    [Fact]
+    public async Task Writes_refused_at_the_limit_without_a_backing_file_leave_every_block_old_or_new_with_dedup_and_limit_changes()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig("""
+            [zram0]
+            zram-size = 16M
+            dedup = yes
+            zram-resident-limit = 1
+            recompress-algorithm = zstd:5
+            recompress-idle-after = 1s
+            """);
+        Task<ClientTool.Result> clients = Task.Run(() => ClientTool.PythonNbd(daemon.Uri(), "seconds = 10\n" + NoSpaceClients, timeoutSeconds: 50));
+        string[] verbs = ["set zram0 mem_limit=400K", "compact zram0", "idle zram0", "recompress zram0", "set zram0 mem_limit=1M",
+            "set zram0 mem_limit=300K", "set zram0 comp_algorithm=lz4", "set zram0 mem_limit=2M", "set zram0 comp_algorithm=zstd:1"];
+        var failures = new ConcurrentQueue<string>();
+        await Task.Run(() =>
+        {
+            for (int i = 0; !clients.IsCompleted; i++)
+            {
+                (int code, _, string stderr) = daemon.Cli(verbs[i % verbs.Length].Split(' '));
+                if (code != 0)
+                {
+                    failures.Enqueue($"'{verbs[i % verbs.Length]}' exit {code}: {stderr.Trim()}");
+                }
+            }
+        });
+        ClientTool.Result result = (await clients).EnsureSuccess();
+        using JsonDocument report = JsonDocument.Parse(result.Stdout.Trim().Split('\n')[^1]);
+        JsonElement r = report.RootElement;
+        Assert.True(r.GetProperty("errors").GetArrayLength() == 0, "blocks other than written or refused:\n" + r.GetProperty("errors"));
+        Assert.True(failures.IsEmpty, "admin verbs failed during I/O:\n" + string.Join('\n', failures));
+        Assert.True(r.GetProperty("nospc").GetInt64() > 0 && r.GetProperty("done").GetInt64() > 1000, $"the limit was never reached, or too little I/O: {r}");
+    }
 }
