@@ -13,8 +13,9 @@ public sealed class ArenaReleaseReviewPoolTests
     /// compaction moves them out of the zspages the frees left sparse), free the rest (directly, deferred, in batches),
     /// read the survivors (copies and held views), prefetch handles freed or moved meanwhile, and every other cycle free
     /// everything together (whole arenas free while compaction runs). Every byte must read back and the pool's invariants
-    /// hold. At each moment everything is free the workers wait until the racing thread has made a whole pass (it may
-    /// be descheduled for long on a loaded machine), and then at most the newest arena may still be mapped. How many of
+    /// hold. At each moment everything is free the workers wait for a compaction begun after it and then a whole pass of
+    /// the racing thread (either may be descheduled for long on a loaded machine), and then at most the newest arena
+    /// may still be mapped. How many of
     /// the racing thread's releases landed during a compaction is only reported: that is up to the scheduler.
     /// </summary>
     [Fact]
@@ -26,7 +27,7 @@ public sealed class ArenaReleaseReviewPoolTests
         Exception? failure = null;
         using var pause = new Barrier(2);
         int released = 0, cycles = 0, compacting = 0, total = 0, most = 0, fewest = int.MaxValue, drops = 0, lastSeen = 0;
-        int passes = 0, pauses = 0, mostAtPause = 0;
+        int passes = 0, pauses = 0, mostAtPause = 0, compactionsStarted = 0, compactionsDone = 0;
         void Run(Action body)
         {
             try
@@ -50,9 +51,11 @@ public sealed class ArenaReleaseReviewPoolTests
         {
             new(() => Run(() =>
             {
+                Interlocked.Increment(ref compactionsStarted);
                 Volatile.Write(ref compacting, 1);
                 pool.Compact();
                 Volatile.Write(ref compacting, 0);
+                Interlocked.Increment(ref compactionsDone);
                 Thread.Sleep(2);
             })),
             new(() => Run(() =>
@@ -169,8 +172,17 @@ public sealed class ArenaReleaseReviewPoolTests
                     pause.SignalAndWait(stop.Token);
                     if (worker == 0)
                     {
-                        // A pass that starts after this read began after everything was freed (two, so one started
-                        // after): by then every arena but the newest is all free and must have gone.
+                        // A compaction that began before everything was freed may still hold zspages it emptied, to
+                        // give back together at its end: wait for one that began after (the next one counted), then
+                        // for a release pass that began after that (two, so one started after). By then every arena
+                        // but the newest is all free and must have gone.
+                        int started = Volatile.Read(ref compactionsStarted);
+                        while (Volatile.Read(ref compactionsDone) < started + 1)
+                        {
+                            stop.Token.ThrowIfCancellationRequested();
+                            Thread.Sleep(1);
+                        }
+
                         int seen = Volatile.Read(ref passes);
                         while (Volatile.Read(ref passes) < seen + 2)
                         {
