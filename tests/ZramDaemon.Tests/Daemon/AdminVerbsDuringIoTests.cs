@@ -13,11 +13,13 @@ public sealed class AdminVerbsDuringIoTests
 {
     private const int Page = 4096;
 
-    private static string Config(string dir, bool dedup) => $"""
+    /// <summary>A 16M device with every feature on (dedup as asked) at a limit of <paramref name="limitMiB"/>; the review
+    /// tests use it too.</summary>
+    internal static string Config(string dir, bool dedup, int limitMiB = 3) => $"""
         [zram0]
         zram-size = 16M
         compression-algorithm = zstd:1
-        zram-resident-limit = 3
+        zram-resident-limit = {limitMiB}
         recompress-algorithm = zstd:9
         recompress-idle-after = 1s
         recompress-cpu-percent = 50

@@ -16,19 +16,7 @@ namespace ZramDaemon.Tests.Review;
 /// </summary>
 public sealed class Review2E2eIntegrityTests
 {
-    private static string FullConfig(string dir) => $"""
-        [zram0]
-        zram-size = 16M
-        compression-algorithm = zstd:1
-        zram-resident-limit = 2
-        recompress-algorithm = zstd:9
-        recompress-idle-after = 1s
-        recompress-cpu-percent = 50
-        recompress-dictionary = 16K
-        writeback-file = {Path.Combine(dir, "zram0.wb")}
-        writeback-watermark = 60
-        dedup = yes
-        """;
+    private static string FullConfig(string dir) => AdminVerbsDuringIoTests.Config(dir, dedup: true, limitMiB: 2);
 
     /// <summary>
     /// Three threads, each with two connections of its own (six in all) and its own eight regions of 64 blocks. A round
