@@ -105,6 +105,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     // A background recompression pass began (RecompressSlice at cursor 0) and has not reached the end; under _recompressLock.
     private bool _slicedPassOpen;
+
+    // A compaction found the dictionary unused during an open pass, which drops it at its end if still unused; under _recompressLock.
+    private bool _dropDictionaryAfterPass;
     private ZstdDictionary? _dictionary;
     private Compressor? _dictionaryCompressor;
     private readonly BackingFile? _backing;
@@ -773,9 +776,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             // A slot's count falls only after it stopped using the dictionary (a reader holds its slot lock meanwhile).
             // A background pass lets go of the lock between its slices, and trained its dictionary in the first: it
             // keeps it until the pass ends, though no slot may use it yet.
-            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0 && !_slicedPassOpen)
+            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
             {
-                DropDictionary();
+                if (_slicedPassOpen)
+                {
+                    // Asked again when the pass ends (RecompressSlice): a device emptied meanwhile may see no further compaction.
+                    _dropDictionaryAfterPass = true;
+                }
+                else
+                {
+                    DropDictionary();
+                }
             }
         }
         finally
@@ -1074,9 +1085,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
         }
 
-        // A whole pass done: the compression tables go until the next one.
+        // A whole pass done: the compression tables go until the next one; and the dictionary, if a compaction meanwhile
+        // found no slot using it and left it to the pass, and none uses it still.
         _dictionary?.ReleaseCompressionTables();
         _slicedPassOpen = false;
+        if (_dropDictionaryAfterPass)
+        {
+            _dropDictionaryAfterPass = false;
+            if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
+            {
+                DropDictionary();
+            }
+        }
         cursor = 0;
         return true;
     }
