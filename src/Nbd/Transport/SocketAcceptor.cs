@@ -65,12 +65,6 @@ public sealed class SocketAcceptor : IDisposable
                 return null;
             }
 
-            if (cancellationToken.CanBeCanceled)
-            {
-                cancelled = NewEventFd();
-                registration = cancellationToken.UnsafeRegister(static state => Signal((SafeFileHandle)state!), cancelled);
-            }
-
             while (!_stopped && !cancellationToken.IsCancellationRequested)
             {
                 int fd = Libc.Accept4(_listener.SafeHandle, 0, 0, Libc.SockCloexec);
@@ -88,6 +82,15 @@ public sealed class SocketAcceptor : IDisposable
                 int errno = Marshal.GetLastPInvokeError();
                 if (errno == Libc.Eagain)
                 {
+                    // Only now, when there is something to wait for: with one descriptor free, a connection already
+                    // queued is still accepted.
+                    if (cancelled is null && cancellationToken.CanBeCanceled)
+                    {
+                        cancelled = NewEventFd();
+                        registration = cancellationToken.UnsafeRegister(static state => Signal((SafeFileHandle)state!), cancelled);
+                        continue; // cancelled before the registration: the loop sees it; else accept again, then wait
+                    }
+
                     WaitForConnection(cancelled);
                 }
                 else if (!IsRetriedAtOnce(errno))
