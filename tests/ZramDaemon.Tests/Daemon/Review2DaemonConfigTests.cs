@@ -1,5 +1,3 @@
-using System.Diagnostics;
-
 namespace ZramDaemon.Tests.Daemon;
 
 /// <summary>Review 2: the daemon's own files as a writeback-file, from the real daemon.</summary>
@@ -28,22 +26,7 @@ public sealed class Review2DaemonConfigTests : IDisposable
         byte[] before = File.ReadAllBytes(target);
         string file = Path.Combine(_dir, "zramd.conf");
         File.WriteAllText(file, config);
-        using ZramdProcess process = ZramdProcess.Start(
-            ["--config", file, "--listen", "unix:" + Path.Combine(_dir, "zramd.sock")],
-            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
-        var clock = Stopwatch.StartNew();
-        while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
-        {
-            Thread.Sleep(50);
-        }
-
-        if (!process.HasExited)
-        {
-            // It started: stop it as systemd would, and look at what is left of the file.
-            process.Terminate();
-        }
-
-        int code = process.WaitForExit(TimeSpan.FromSeconds(60));
+        using ZramdProcess process = ReviewDaemonConfigErrorTests.StartAndStop(_dir, file, out int code);
         Assert.True(File.Exists(target) && File.ReadAllBytes(target).AsSpan().SequenceEqual(before),
             $"{which} was {(File.Exists(target) ? $"changed ({new FileInfo(target).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
         Assert.Equal(78, code);

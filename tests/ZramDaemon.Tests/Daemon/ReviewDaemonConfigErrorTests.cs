@@ -81,9 +81,20 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
         string file = Path.Combine(_dir, "zramd.conf");
         string config = $"[zram0]\nzram-size = 16M\nwriteback-file = {file}\n";
         File.WriteAllText(file, config);
-        using ZramdProcess process = ZramdProcess.Start(
-            ["--config", file, "--listen", "unix:" + Path.Combine(_dir, "zramd.sock")],
-            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = _dir });
+        using ZramdProcess process = StartAndStop(_dir, file, out int code);
+        Assert.True(File.Exists(file) && File.ReadAllText(file) == config,
+            $"the configuration file was {(File.Exists(file) ? $"changed ({new FileInfo(file).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
+        Assert.Equal(78, code);
+        Assert.Contains("writeback-file", process.StandardError, StringComparison.Ordinal);
+    }
+
+    /// <summary>Runs zramd with <paramref name="configFile"/> until it exits or starts; one that started is stopped as
+    /// systemd would (SIGTERM), so the caller sees what is left of the files it named.</summary>
+    internal static ZramdProcess StartAndStop(string dir, string configFile, out int exitCode)
+    {
+        ZramdProcess process = ZramdProcess.Start(
+            ["--config", configFile, "--listen", "unix:" + Path.Combine(dir, "zramd.sock")],
+            new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = dir });
         var clock = Stopwatch.StartNew();
         while (!process.HasExited && !process.StandardError.Contains("attach with:", StringComparison.Ordinal) && clock.Elapsed < TimeSpan.FromSeconds(60))
         {
@@ -92,14 +103,10 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
 
         if (!process.HasExited)
         {
-            // It started: stop it as systemd would, and look at what is left of the configuration.
             process.Terminate();
         }
 
-        int code = process.WaitForExit(TimeSpan.FromSeconds(60));
-        Assert.True(File.Exists(file) && File.ReadAllText(file) == config,
-            $"the configuration file was {(File.Exists(file) ? $"changed ({new FileInfo(file).Length} bytes)" : "deleted")}; exit {code}; stderr:\n{process.StandardError}");
-        Assert.Equal(78, code);
-        Assert.Contains("writeback-file", process.StandardError, StringComparison.Ordinal);
+        exitCode = process.WaitForExit(TimeSpan.FromSeconds(60));
+        return process;
     }
 }
