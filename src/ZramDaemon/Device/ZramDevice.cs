@@ -761,8 +761,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// Likewise the recompression dictionary, once no slot uses it (a discard of the whole device), as a reset drops it:
     /// it counts in mem_used_total, and the next recompression trains one on what the device holds then. Only a
     /// recompression makes new users, under the recompression lock; one running now, or a background pass between its
-    /// slices, keeps it. Tried, not waited for:
-    /// the caller may hold a slot lock, which a recompression takes under that lock.
+    /// slices, keeps it. Tried, not waited for: the caller may hold a slot lock, which a recompression takes under that
+    /// lock.
     /// </summary>
     private void DropUnusedDictionary()
     {
