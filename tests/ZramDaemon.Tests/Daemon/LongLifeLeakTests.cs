@@ -127,7 +127,8 @@ public sealed class LongLifeLeakTests(ITestOutputHelper output)
         return s;
     }
 
-    private static byte[] ReceiveExact(Socket s, int count)
+    /// <summary>Exactly <paramref name="count"/> bytes, or EndOfStreamException (the review tests use it too).</summary>
+    internal static byte[] ReceiveExact(Socket s, int count)
     {
         byte[] buffer = new byte[count];
         for (int filled = 0; filled < count;)

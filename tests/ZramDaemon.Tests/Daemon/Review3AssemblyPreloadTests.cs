@@ -32,10 +32,10 @@ public sealed class Review3AssemblyPreloadTests
         using (var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 10_000 })
         {
             socket.Connect(new UnixDomainSocketEndPoint(daemon.Socket));
-            ReceiveExact(socket, 18); // greeting
+            LongLifeLeakTests.ReceiveExact(socket, 18); // greeting
             socket.Send([0, 0, 0, 3]); // NBD_FLAG_C_FIXED_NEWSTYLE | NBD_FLAG_C_NO_ZEROES
             socket.Send([0x49, 0x48, 0x41, 0x56, 0x45, 0x4F, 0x50, 0x54, 0, 0, 0, 5, 0, 0, 0, 0]); // IHAVEOPT, STARTTLS
-            byte[] reply = ReceiveExact(socket, 20);
+            byte[] reply = LongLifeLeakTests.ReceiveExact(socket, 20);
             Assert.Equal(1, reply[^5]); // NBD_REP_ACK (low byte of the reply type)
             using var ssl = new SslStream(new NetworkStream(socket, ownsSocket: false), false, (_, _, _, _) => true);
             ssl.AuthenticateAsClient("localhost");
@@ -50,23 +50,6 @@ public sealed class Review3AssemblyPreloadTests
         loadedLate.RemoveWhere(image => !image.EndsWith(".dll", StringComparison.Ordinal));
         Assert.True(loadedLate.Count == 0,
             $"loaded at the first TLS handshake, not at start (a load that fails then, with no descriptor free, fails every later handshake): {string.Join(", ", loadedLate)}");
-    }
-
-    private static byte[] ReceiveExact(Socket s, int count)
-    {
-        byte[] buffer = new byte[count];
-        for (int filled = 0; filled < count;)
-        {
-            int n = s.Receive(buffer, filled, count - filled, SocketFlags.None);
-            if (n == 0)
-            {
-                throw new EndOfStreamException();
-            }
-
-            filled += n;
-        }
-
-        return buffer;
     }
 
     private static HashSet<string> Images(int pid) =>

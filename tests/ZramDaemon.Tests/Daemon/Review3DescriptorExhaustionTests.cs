@@ -73,10 +73,10 @@ public sealed class Review3DescriptorExhaustionTests(ITestOutputHelper output)
         {
             using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { ReceiveTimeout = 10_000, SendTimeout = 10_000 };
             socket.Connect(new UnixDomainSocketEndPoint(path));
-            ReceiveExact(socket, 18);
+            LongLifeLeakTests.ReceiveExact(socket, 18);
             socket.Send([0, 0, 0, 3]);
             socket.Send([0x49, 0x48, 0x41, 0x56, 0x45, 0x4F, 0x50, 0x54, 0, 0, 0, 5, 0, 0, 0, 0]); // STARTTLS
-            byte[] reply = ReceiveExact(socket, 20);
+            byte[] reply = LongLifeLeakTests.ReceiveExact(socket, 20);
             if (reply[^5] != 1)
             {
                 return "STARTTLS refused";
@@ -92,22 +92,5 @@ public sealed class Review3DescriptorExhaustionTests(ITestOutputHelper output)
         {
             return e.GetType().Name + ": " + e.Message;
         }
-    }
-
-    private static byte[] ReceiveExact(Socket s, int count)
-    {
-        byte[] buffer = new byte[count];
-        for (int filled = 0; filled < count;)
-        {
-            int n = s.Receive(buffer, filled, count - filled, SocketFlags.None);
-            if (n == 0)
-            {
-                throw new EndOfStreamException();
-            }
-
-            filled += n;
-        }
-
-        return buffer;
     }
 }
