@@ -31,6 +31,10 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     // The requests being served; the accept loop adds, each removes itself when done (under _servingLock).
     private readonly HashSet<Task> _serving = [];
+
+    // Connections accepted and not yet closed (see AcceptLoop).
+    private const int MaxClients = 256;
+    private readonly SemaphoreSlim _inService = new(MaxClients);
     private readonly Lock _servingLock = new();
 
     private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger, TimeSpan clientTimeout)
@@ -109,6 +113,18 @@ public sealed partial class ControlServer : IAsyncDisposable
     {
         while (!_stop.IsCancellationRequested)
         {
+            // At most MaxClients connections in service: the accept thread outruns the thread pool that serves them, and
+            // a burst of clients would otherwise hold a descriptor each until the daemon had none left (for its NBD
+            // clients too). The rest wait in the backlog, and ControlClient waits while that is full.
+            try
+            {
+                _inService.Wait(_stop.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
             Socket? client;
             try
             {
@@ -117,6 +133,7 @@ public sealed partial class ControlServer : IAsyncDisposable
             catch (IOException e)
             {
                 // EMFILE and friends: serve the requests we have, retry shortly rather than spin.
+                _inService.Release();
                 LogAcceptFailed(e.Message);
                 Thread.Sleep(AcceptBackOff.Delay);
                 continue;
@@ -124,10 +141,21 @@ public sealed partial class ControlServer : IAsyncDisposable
 
             if (client is null)
             {
+                _inService.Release();
                 return;
             }
 
-            Task serve = Task.Run(() => ServeAsync(client));
+            Task serve = Task.Run(async () =>
+            {
+                try
+                {
+                    await ServeAsync(client).ConfigureAwait(false);
+                }
+                finally
+                {
+                    _inService.Release();
+                }
+            });
             lock (_servingLock)
             {
                 _serving.Add(serve);
@@ -268,6 +296,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         }
 
         _stop.Dispose();
+        _inService.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "control: {Request}")]

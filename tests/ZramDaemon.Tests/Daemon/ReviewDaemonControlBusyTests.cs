@@ -72,4 +72,64 @@ public sealed class ReviewDaemonControlBusyTests
             Assert.StartsWith("NAME ALGORITHM", stdout, StringComparison.Ordinal);
         }
     }
+
+    /// <summary>
+    /// The control socket's accept thread outran the thread pool that serves its connections: three clients connecting
+    /// and closing in a loop made zramd hold thousands of accepted connections not yet served, until accept(2) itself
+    /// failed with EMFILE (20,000 descriptors here within seconds; the full suite once saw the verb after it refused).
+    /// Every other part of the daemon needs descriptors too (NBD clients, the backing file). Now at most 256 are in
+    /// service and the rest wait in the backlog: the daemon's descriptors stay bounded.
+    /// </summary>
+    [Fact]
+    public void A_burst_of_control_clients_does_not_use_up_the_daemons_descriptors()
+    {
+        using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
+        string fds = $"/proc/{daemon.Process.Id}/fd";
+        int baseline = Directory.GetFiles(fds).Length;
+        var endPoint = new UnixDomainSocketEndPoint(daemon.ControlPath);
+        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        Thread[] others = [.. Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
+                try
+                {
+                    socket.Connect(endPoint);
+                }
+                catch (SocketException)
+                {
+                }
+            }
+        }))];
+        foreach (Thread other in others)
+        {
+            other.Start();
+        }
+
+        int most = baseline;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                most = Math.Max(most, Directory.GetFiles(fds).Length);
+            }
+            catch (IOException)
+            {
+                // A descriptor closed while listed.
+            }
+
+            Thread.Sleep(20);
+        }
+
+        foreach (Thread other in others)
+        {
+            other.Join();
+        }
+
+        Assert.False(daemon.Process.HasExited);
+        Assert.DoesNotContain("accept failed", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.True(most < baseline + 512, $"{most} descriptors open at the most, {baseline} before the burst");
+        Assert.Equal(0, daemon.Cli("status").ExitCode);
+    }
 }
