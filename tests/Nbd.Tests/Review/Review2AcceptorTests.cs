@@ -110,7 +110,7 @@ public sealed class Review2AcceptorTests : IDisposable
     }
 
     /// <summary>Connects and reads the server's greeting for up to 10 s; returns the bytes read.</summary>
-    private static async Task<int> GreetingBytesAsync(string socketPath)
+    internal static async Task<int> GreetingBytesAsync(string socketPath)
     {
         using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await client.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));

@@ -37,32 +37,9 @@ public sealed class ReviewNbdAcceptLoopTests
         Task serving = server.ServeAsync(listener, cancel.Token);
         try
         {
-            using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await client.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
-            byte[] greeting = new byte[ServerGreeting.Length];
-            int read = 0;
-            using (var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10)))
-            {
-                try
-                {
-                    while (read < greeting.Length)
-                    {
-                        int n = await client.ReceiveAsync(greeting.AsMemory(read), SocketFlags.None, timeout.Token);
-                        if (n == 0)
-                        {
-                            break;
-                        }
-
-                        read += n;
-                    }
-                }
-                catch (OperationCanceledException)
-                {
-                }
-            }
-
-            Assert.True(read == greeting.Length,
-                $"the client after the odd one got {read} of the greeting's {greeting.Length} bytes in 10 s; the accept loop is {serving.Status}: "
+            int read = await Review2AcceptorTests.GreetingBytesAsync(socketPath);
+            Assert.True(read == ServerGreeting.Length,
+                $"the client after the odd one got {read} of the greeting's {ServerGreeting.Length} bytes in 10 s; the accept loop is {serving.Status}: "
                 + $"{serving.Exception?.InnerException?.GetType().Name} {serving.Exception?.InnerException?.Message}");
         }
         finally

@@ -21,27 +21,8 @@ public sealed class ReviewDaemonControlBusyTests
     public void A_verb_succeeds_while_other_clients_keep_connecting_to_the_control_socket()
     {
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
-        var endPoint = new UnixDomainSocketEndPoint(daemon.ControlPath);
         using var stop = new CancellationTokenSource();
-        Thread[] others = [.. Enumerable.Range(0, 3).Select(_ => new Thread(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
-                try
-                {
-                    socket.Connect(endPoint);
-                }
-                catch (SocketException)
-                {
-                    // The backlog is full: this client gives up on this connection and tries again.
-                }
-            }
-        }))];
-        foreach (Thread other in others)
-        {
-            other.Start();
-        }
+        Thread[] others = StartConnecting(daemon.ControlPath, stop.Token);
 
         var results = new List<(int Code, string Stdout, string Stderr)>();
         try
@@ -86,26 +67,8 @@ public sealed class ReviewDaemonControlBusyTests
         using RunningDaemon daemon = RunningDaemon.Start(["--size", "16M"]);
         string fds = $"/proc/{daemon.Process.Id}/fd";
         int baseline = Directory.GetFiles(fds).Length;
-        var endPoint = new UnixDomainSocketEndPoint(daemon.ControlPath);
         using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
-        Thread[] others = [.. Enumerable.Range(0, 3).Select(_ => new Thread(() =>
-        {
-            while (!stop.IsCancellationRequested)
-            {
-                using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
-                try
-                {
-                    socket.Connect(endPoint);
-                }
-                catch (SocketException)
-                {
-                }
-            }
-        }))];
-        foreach (Thread other in others)
-        {
-            other.Start();
-        }
+        Thread[] others = StartConnecting(daemon.ControlPath, stop.Token);
 
         int most = baseline;
         while (!stop.IsCancellationRequested)
@@ -131,5 +94,32 @@ public sealed class ReviewDaemonControlBusyTests
         Assert.DoesNotContain("accept failed", daemon.Process.StandardError, StringComparison.Ordinal);
         Assert.True(most < baseline + 512, $"{most} descriptors open at the most, {baseline} before the burst");
         Assert.Equal(0, daemon.Cli("status").ExitCode);
+    }
+
+    /// <summary>Three threads that connect to <paramref name="path"/> and close, in a loop, until <paramref name="stop"/>.</summary>
+    private static Thread[] StartConnecting(string path, CancellationToken stop)
+    {
+        var endPoint = new UnixDomainSocketEndPoint(path);
+        Thread[] others = [.. Enumerable.Range(0, 3).Select(_ => new Thread(() =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified) { Blocking = false };
+                try
+                {
+                    socket.Connect(endPoint);
+                }
+                catch (SocketException)
+                {
+                    // The backlog is full: this client gives up on this connection and tries again.
+                }
+            }
+        }))];
+        foreach (Thread other in others)
+        {
+            other.Start();
+        }
+
+        return others;
     }
 }
