@@ -199,7 +199,7 @@ public sealed partial class ControlServer : IAsyncDisposable
                     LogRequest(request.ToString());
                     try
                     {
-                        reply = _handler.Handle(request);
+                        reply = _handler.Handle(request, _stop.Token);
                     }
 #pragma warning disable CA1031 // One failing request must not take the control socket down; it is reported.
                     catch (Exception e)

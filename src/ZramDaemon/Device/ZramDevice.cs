@@ -89,6 +89,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     // such compaction runs at once.
     private const int BusyCompactionTicks = 30;
 
+    // How often a recompress verb waiting for another run's turn looks whether the daemon is stopping (ms).
+    private const int StopCheckInterval = 50;
+
     private readonly ZramDeviceOptions _options;
     private readonly ZsPool _pool;
     private readonly SlotTable _slots;
@@ -563,9 +566,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
     /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none), only objects of at least
     /// <paramref name="threshold"/> bytes (the kernel's threshold=; 0: any). Runs on the caller's thread, without the
-    /// background's CPU budget.
+    /// background's CPU budget. <paramref name="stopping"/> (the daemon's stop) ends the run at the next slot, and a
+    /// run still waiting for another's turn at once.
     /// </summary>
-    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, int threshold = 0)
+    public RecompressionResult Recompress(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, int threshold = 0, CancellationToken stopping = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         ArgumentOutOfRangeException.ThrowIfNegative(threshold);
@@ -578,43 +582,78 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
         bool stoppedByLimit = false, stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        using Lock.Scope scope = _recompressLock.EnterScope();
-        PrepareDictionary(type);
-        PrepareCompressionTables();
-        for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages); index++)
+        if (!EnterRecompressTurn(stopping))
         {
-            RecompressOutcome outcome = RecompressSlot(index, type, threshold);
-            if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+            return new RecompressionResult(0, 0, 0, StoppedByMemLimit: false, StoppedByTimeLimit: false, StoppedByStop: true);
+        }
+
+        try
+        {
+            PrepareDictionary(type);
+            PrepareCompressionTables();
+            for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages) && !stopping.IsCancellationRequested; index++)
             {
-                stoppedByTime = true;
+                RecompressOutcome outcome = RecompressSlot(index, type, threshold);
+                if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+                {
+                    stoppedByTime = true;
+                }
+
+                candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
+                recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
+                if (outcome == RecompressOutcome.NoSpace)
+                {
+                    stoppedByLimit = true;
+                    break;
+                }
+
+                if (stoppedByTime)
+                {
+                    break;
+                }
             }
 
-            candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
-            recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
-            if (outcome == RecompressOutcome.NoSpace)
-            {
-                stoppedByLimit = true;
-                break;
-            }
+            _dictionary?.ReleaseCompressionTables();
+            long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
+            ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
+            return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime, stopping.IsCancellationRequested);
+        }
+        finally
+        {
+            _recompressLock.Exit();
+        }
+    }
 
-            if (stoppedByTime)
+    /// <summary>
+    /// Takes <see cref="_recompressLock"/> for a recompress verb, giving up when <paramref name="stopping"/> is
+    /// cancelled first: verbs queued behind a long run would otherwise each run in full after the daemon's SIGTERM.
+    /// </summary>
+    private bool EnterRecompressTurn(CancellationToken stopping)
+    {
+        while (!_recompressLock.TryEnter(StopCheckInterval))
+        {
+            if (stopping.IsCancellationRequested)
             {
-                break;
+                return false;
             }
         }
 
-        _dictionary?.ReleaseCompressionTables();
-        long saved = Interlocked.Read(ref _counters.RecompressBytesSaved) - savedBefore;
-        ZramDeviceLog.Recompressed(_logger, Name, type.ToString().ToLowerInvariant(), recompressed, candidates, saved);
-        return new RecompressionResult(candidates, recompressed, saved, stoppedByLimit, stoppedByTime);
+        if (stopping.IsCancellationRequested)
+        {
+            _recompressLock.Exit();
+            return false;
+        }
+
+        return true;
     }
 
     /// <summary>
     /// zram's writeback: moves the slots of <paramref name="type"/> to the backing file, freeing their pool memory
     /// (given back to the OS by the compaction that follows); at most <paramref name="maxPages"/> (0: no limit),
-    /// for at most <paramref name="timeLimit"/> (null: none). Stops early when the daily limit is used up.
+    /// for at most <paramref name="timeLimit"/> (null: none). Stops early when the daily limit is used up, and at the
+    /// next slot when <paramref name="stopping"/> (the daemon's stop) is cancelled.
     /// </summary>
-    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null)
+    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, CancellationToken stopping = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         if (_backing is null)
@@ -626,7 +665,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages); index++)
+        for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
         {
             WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _);
             if (outcome == WritebackOutcome.WrittenBack)
@@ -651,7 +690,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
-        return new WritebackResult(written, stoppedBy, stoppedByTime);
+        return new WritebackResult(written, stoppedBy, stoppedByTime, stopping.IsCancellationRequested);
     }
 
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>

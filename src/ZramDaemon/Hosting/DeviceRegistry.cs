@@ -29,7 +29,7 @@ internal sealed class DeviceRegistry : IControlHandler
         _server = server;
     }
 
-    public ControlReply Handle(ControlRequest request)
+    public ControlReply Handle(ControlRequest request, CancellationToken stopping)
     {
         ArgumentNullException.ThrowIfNull(request);
         if (request.Verb == "status")
@@ -64,9 +64,9 @@ internal sealed class DeviceRegistry : IControlHandler
             case "idle":
                 return ControlReply.Success($"{device.Name}: {device.MarkIdle()} pages marked idle");
             case "recompress":
-                return Recompress(device, request.Key, request.Value, request.Threshold);
+                return Recompress(device, request.Key, request.Value, request.Threshold, stopping);
             case "writeback":
-                return Writeback(device, request.Key, request.Value);
+                return Writeback(device, request.Key, request.Value, stopping);
             case "reset":
                 // Claimed, as the kernel's reset_store claims the disk: no client can attach mid-reset and write
                 // pages the reset then drops.
@@ -144,7 +144,7 @@ internal sealed class DeviceRegistry : IControlHandler
             $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
     }
 
-    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages, string? threshold)
+    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages, string? threshold, CancellationToken stopping)
     {
         if (device.RecompressAlgorithm is null)
         {
@@ -154,13 +154,13 @@ internal sealed class DeviceRegistry : IControlHandler
         long before = device.GetStats().MemUsedTotal;
         // A long run stops and says so (run it again), so that the client gets its reply in time.
         RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit,
-            threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture));
+            threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture), stopping);
         long after = device.GetStats().MemUsedTotal;
         return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
-            $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{(result.StoppedByTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty)}"));
+            $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{Stopped(result.StoppedByTimeLimit, result.StoppedByStop)}"));
     }
 
-    private static ControlReply Writeback(ZramDevice device, string? type, string? maxPages)
+    private static ControlReply Writeback(ZramDevice device, string? type, string? maxPages, CancellationToken stopping)
     {
         if (device.BackingFilePath is null)
         {
@@ -168,7 +168,7 @@ internal sealed class DeviceRegistry : IControlHandler
         }
 
         long before = device.GetStats().MemUsedTotal;
-        WritebackResult result = device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit);
+        WritebackResult result = device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit, stopping);
         long after = device.GetStats().MemUsedTotal;
         string done = string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
@@ -180,9 +180,13 @@ internal sealed class DeviceRegistry : IControlHandler
             WritebackOutcome.NoBudget => ControlReply.Failure(done + "; stopped: the daily writeback_limit is used up (zramd set " + device.Name + " writeback_limit=... raises it)"),
             WritebackOutcome.NoRoom => ControlReply.Failure(done + "; stopped: the backing file is full"),
             WritebackOutcome.IoError => ControlReply.Failure(done + "; stopped: a write to the backing file failed (see the log)"),
-            _ => ControlReply.Success(result.StoppedByTimeLimit ? done + " (stopped after the time limit: run it again to go on)" : done),
+            _ => ControlReply.Success(done + Stopped(result.StoppedByTimeLimit, result.StoppedByStop)),
         };
     }
+
+    /// <summary>What a run that ended before its last slot says, so that a script knows to run it again.</summary>
+    private static string Stopped(bool byTimeLimit, bool byStop) =>
+        byStop ? " (stopped: zramd is stopping)" : byTimeLimit ? " (stopped after the time limit: run it again to go on)" : string.Empty;
 
     private static SlotSelection Selection(string? type) => type switch
     {

@@ -16,7 +16,7 @@ public sealed class ControlServerTests : IDisposable
     /// <summary>Answers with what it understood, so the test sees the request arrive parsed.</summary>
     private sealed class EchoHandler : IControlHandler
     {
-        public ControlReply Handle(ControlRequest request) => request.Verb == "reset"
+        public ControlReply Handle(ControlRequest request, CancellationToken stopping) => request.Verb == "reset"
             ? throw new InvalidOperationException("device busy")
             : ControlReply.Success($"got {request}");
     }
@@ -65,7 +65,7 @@ public sealed class ControlServerTests : IDisposable
     /// <summary>Takes longer than the server's client timeout, as a writeback can on a loaded machine.</summary>
     private sealed class SlowHandler(TimeSpan delay) : IControlHandler
     {
-        public ControlReply Handle(ControlRequest request)
+        public ControlReply Handle(ControlRequest request, CancellationToken stopping)
         {
             Thread.Sleep(delay);
             return ControlReply.Success($"done {request}");

@@ -7,4 +7,5 @@ namespace ZramDaemon.Device.Recompression;
 /// <param name="StoppedByMemLimit">The run stopped early: a new object would have passed mem_limit.</param>
 /// <param name="StoppedByTimeLimit">The run stopped early at its time limit; another run goes on where it stopped
 /// (the slots already dealt with are marked).</param>
-public readonly record struct RecompressionResult(long Candidates, long Recompressed, long BytesSaved, bool StoppedByMemLimit, bool StoppedByTimeLimit);
+/// <param name="StoppedByStop">The run stopped early, or never began, because the daemon is stopping.</param>
+public readonly record struct RecompressionResult(long Candidates, long Recompressed, long BytesSaved, bool StoppedByMemLimit, bool StoppedByTimeLimit, bool StoppedByStop = false);

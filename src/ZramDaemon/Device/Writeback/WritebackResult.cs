@@ -6,7 +6,8 @@ namespace ZramDaemon.Device.Writeback;
 /// <see cref="WritebackOutcome.NoRoom"/> or <see cref="WritebackOutcome.IoError"/>), or
 /// <see cref="WritebackOutcome.Skipped"/> when it went through every slot or <paramref name="StoppedByTimeLimit"/>.</param>
 /// <param name="StoppedByTimeLimit">The run stopped early at its time limit; another run goes on.</param>
-public readonly record struct WritebackResult(long WrittenBack, WritebackOutcome StoppedBy, bool StoppedByTimeLimit)
+/// <param name="StoppedByStop">The run stopped early because the daemon is stopping.</param>
+public readonly record struct WritebackResult(long WrittenBack, WritebackOutcome StoppedBy, bool StoppedByTimeLimit, bool StoppedByStop = false)
 {
     /// <summary>The run stopped early: the daily limit is used up, the file is full, or a write failed.</summary>
     public bool StoppedByLimit => StoppedBy != WritebackOutcome.Skipped;
