@@ -564,8 +564,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// zram's recompress: recompresses the slots of <paramref name="type"/> with the recompression algorithm,
     /// keeping each result only when it lands in a smaller size class; at most <paramref name="maxPages"/>
-    /// recompressed (0: no limit), for at most <paramref name="timeLimit"/> (null: none), only objects of at least
-    /// <paramref name="threshold"/> bytes (the kernel's threshold=; 0: any). Runs on the caller's thread, without the
+    /// tried (0: no limit), for at most <paramref name="timeLimit"/> (null: none), only objects of at least
+    /// <paramref name="threshold"/> bytes, each kept only if it comes out below it (the kernel's threshold=; 0: any). Runs on the caller's thread, without the
     /// background's CPU budget. <paramref name="stopping"/> (the daemon's stop) ends the run at the next slot, and a
     /// run still waiting for another's turn at once.
     /// </summary>
@@ -591,7 +591,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             PrepareDictionary(type);
             PrepareCompressionTables();
-            for (int index = 0; index < _slots.Count && (maxPages == 0 || recompressed < maxPages) && !stopping.IsCancellationRequested; index++)
+            // max_pages bounds the slots worked on, recompressed or not, as the kernel's (its recompress_slot counts
+            // every page it compressed again: "we still spent resources on it").
+            for (int index = 0; index < _slots.Count && (maxPages == 0 || candidates < maxPages) && !stopping.IsCancellationRequested; index++)
             {
                 RecompressOutcome outcome = RecompressSlot(index, type, threshold);
                 if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
@@ -1190,9 +1192,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // stream waits for no slot lock (the device's lock order, above; readers of these pages take decoders now).
         Span<byte> output = page;
         int n;
+        // A threshold bounds both sides, as in the kernel's recompress_slot: objects of at least it are tried, and a
+        // result is kept only below it.
+        int capacity = Math.Min(oldSize - 1, _maxCompressedSize);
+        if (threshold > 0)
+        {
+            capacity = Math.Min(capacity, threshold - 1);
+        }
+
         using (CompressionStreamLease lease = compressor.Acquire())
         {
-            n = lease.Stream.Compress(page, Math.Min(oldSize - 1, _maxCompressedSize));
+            n = lease.Stream.Compress(page, capacity);
             if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
             {
                 return RecompressOutcome.NotSmaller; // the mark stays: not tried again until rewritten
