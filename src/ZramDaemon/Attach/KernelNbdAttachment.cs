@@ -58,13 +58,14 @@ public sealed class KernelNbdAttachment : IDisposable
 
     public static string DevicePathOf(int index) => "/dev/nbd" + index.ToString(CultureInfo.InvariantCulture);
 
-    /// <summary>Parses /dev/nbdN (or nbdN) into N.</summary>
+    /// <summary>Parses /dev/nbdN (or nbdN) into N, N written as the kernel names its devices: /dev/nbd01 is no
+    /// device, not /dev/nbd1 (attach or detach would act on a device the user did not name).</summary>
     public static bool TryParseDevice(string device, out int index)
     {
         ArgumentNullException.ThrowIfNull(device);
         string name = device.StartsWith("/dev/", StringComparison.Ordinal) ? device[5..] : device;
         index = -1;
-        return name.StartsWith("nbd", StringComparison.Ordinal) && name.Length > 3
+        return name.StartsWith("nbd", StringComparison.Ordinal) && name.Length > 3 && (name[3] != '0' || name.Length == 4)
             && int.TryParse(name.AsSpan(3), NumberStyles.None, CultureInfo.InvariantCulture, out index);
     }
 
