@@ -31,6 +31,14 @@ public abstract unsafe class CompressionStream : IDisposable
     /// any number of threads may decode through one stream at once.</summary>
     public virtual bool DecodesWithoutState => false;
 
+    /// <summary>
+    /// True when the library succeeds whenever its output fits the capacity it is given (LZ4's limited-output calls):
+    /// <see cref="Compress"/> then gives it just the room the caller would keep, so that it gives up early on a page
+    /// that does not compress. zstd fails with dstSize_tooSmall unless it has some bytes of room past its output
+    /// (8 or 9 for a page), and would store raw a page it brings just under the caller's bound.
+    /// </summary>
+    protected virtual bool FillsCapacityExactly => true;
+
     /// <summary>True for a stream made by <see cref="CreateDecoder"/>: it cannot compress.</summary>
     public bool IsDecoder { get; }
 
@@ -71,7 +79,10 @@ public abstract unsafe class CompressionStream : IDisposable
         {
             // In bounds: _buffer holds BufferSize bytes and maxLength was clamped to it above; the compressors stop
             // (and return 0) rather than write past dstCapacity, and read srcLength bytes of the pinned source.
-            return CompressCore(src, source.Length, _buffer, maxLength);
+            // A compressor that wants room past its output gets the whole buffer (the kernel's zcomp gives two
+            // pages to every one), and its result is judged by its length.
+            int n = CompressCore(src, source.Length, _buffer, FillsCapacityExactly ? maxLength : BufferSize);
+            return n <= maxLength ? n : 0;
         }
     }
 

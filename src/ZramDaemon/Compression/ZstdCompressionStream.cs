@@ -51,6 +51,9 @@ public sealed unsafe class ZstdCompressionStream : CompressionStream
 
     public override CompressionStream CreateDecoder() => new ZstdCompressionStream(_level, decoder: true);
 
+    /// <summary>zstd needs room past its output: see <see cref="CompressionStream.FillsCapacityExactly"/>.</summary>
+    protected override bool FillsCapacityExactly => false;
+
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
     {
         nuint n = Interop.Zstd.CompressCCtx(_cctx, dst, (nuint)dstCapacity, src, (nuint)srcLength, _level);

@@ -41,6 +41,9 @@ public sealed unsafe class ZstdDictionaryCompressionStream : CompressionStream
     /// <summary>A decoder that shares the dictionary (its decompression tables are read-only): it must outlive it too.</summary>
     public override CompressionStream CreateDecoder() => new ZstdDictionaryCompressionStream(_dictionary, decoder: true);
 
+    /// <summary>zstd needs room past its output: see <see cref="CompressionStream.FillsCapacityExactly"/>.</summary>
+    protected override bool FillsCapacityExactly => false;
+
     protected override int CompressCore(byte* src, int srcLength, byte* dst, int dstCapacity)
     {
         // Every page starts afresh from the dictionary (the tables may have been dropped and made again since the
