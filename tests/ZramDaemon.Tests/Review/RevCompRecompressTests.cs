@@ -62,4 +62,46 @@ public sealed class RevCompRecompressTests
         Assert.Equal(NbdError.None, device.Read(0, back));
         Assert.Equal(page, back);
     }
+
+    /// <summary>
+    /// FAILS on the current code. The kernel's max_pages bounds the pages a run works on, not the ones it manages to
+    /// shrink: recompress_slot decrements it for every page it compressed again, "even when current recompression was
+    /// unsuccessful or did not compress the page below the threshold, because we still spent resources on it"
+    /// (drivers/block/zram/zram_drv.c, recompress_slot; recompress_store stops when it reaches 0). zramd's Recompress
+    /// (ZramDevice.cs: "index &lt; _slots.Count &amp;&amp; (maxPages == 0 || recompressed &lt; maxPages)") counts only the
+    /// pages recompressed, so `zramd recompress NAME type=huge max_pages=8` on a device whose huge pages mostly do not
+    /// compress works on every one of them (each a full decompress-and-compress at the recompression level) until 8
+    /// shrink or the run's time limit ends it: the bound a user sets to cap the run's CPU does not cap it. Here 40
+    /// incompressible huge pages come before 8 that zstd can shrink; max_pages=8 works on all 48.
+    /// </summary>
+    [Fact]
+    public void Max_pages_bounds_the_pages_a_run_works_on_as_the_kernel_does()
+    {
+        using ZramDevice device = Create();
+        var random = new Random(11);
+        const int incompressible = 40, compressible = 8, maxPages = 8;
+        for (int i = 0; i < incompressible + compressible; i++)
+        {
+            var page = new byte[Page];
+            random.NextBytes(page);
+            if (i >= incompressible)
+            {
+                // Random nibbles: lz4 cannot bring them under the huge class, zstd's entropy coder can.
+                for (int j = 0; j < page.Length; j++)
+                {
+                    page[j] &= 0x0f;
+                }
+            }
+
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, page, fua: false));
+        }
+
+        Assert.Equal(incompressible + compressible, device.GetStats().HugePages);
+
+        RecompressionResult result = device.Recompress(SlotSelection.Huge, maxPages: maxPages);
+
+        Assert.True(result.Candidates <= maxPages,
+            $"recompress type=huge max_pages={maxPages} worked on {result.Candidates} pages ({result.Recompressed} recompressed); "
+            + $"the kernel's recompress_slot counts every page it tries against max_pages and stops after {maxPages}");
+    }
 }
