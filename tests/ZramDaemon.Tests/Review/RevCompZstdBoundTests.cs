@@ -89,7 +89,8 @@ public sealed class RevCompZstdBoundTests
     [InlineData("zstd:1")]
     [InlineData("zstd:3")]
     [InlineData("zstd:19")]
-    public void A_page_zstd_compresses_just_under_the_huge_class_is_stored_compressed_not_huge(string algorithm)
+    [InlineData("zstd:3", true)]
+    public void A_page_zstd_compresses_just_under_the_huge_class_is_stored_compressed_not_huge(string algorithm, bool dedup = false)
     {
         int huge = HugeClassSize();
         // The last bytes under the huge class size: compressed there by the kernel.
@@ -97,7 +98,7 @@ public sealed class RevCompZstdBoundTests
         Assert.True(page is not null, $"precondition: no page of the family compresses with {algorithm} to {huge - 8}..{huge - 1} bytes");
         int size = FullSize(algorithm, page);
 
-        using var device = new ZramDevice(new ZramDeviceOptions { Name = "zram0", DiskSize = 1L << 20, Algorithm = algorithm }, NullLoggerFactory.Instance);
+        using var device = new ZramDevice(new ZramDeviceOptions { Name = "zram0", DiskSize = 1L << 20, Algorithm = algorithm, Dedup = dedup }, NullLoggerFactory.Instance);
         Assert.Equal(NbdError.None, device.Write(0, page, fua: false));
 
         ZramStats stats = device.GetStats();
