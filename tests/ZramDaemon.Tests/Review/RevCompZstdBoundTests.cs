@@ -11,8 +11,8 @@ namespace ZramDaemon.Tests.Review;
 /// Review (compression): zstd needs room past the end of its output. ZSTD_compressCCtx (and ZSTD_compressBlock) write
 /// the entropy-coded sequences through a bit stream that stops sizeof(size_t) bytes before dstCapacity, and a block
 /// that cannot be written that way falls back to a raw block, larger than the page: so a page whose frame is N bytes
-/// compresses only when dstCapacity is at least N + 8 or N + 9 (measured: every one of some 780 pages of 3000-4000
-/// bytes at zstd:1, :3 and :19). zramd bounds the output at what it wants to store: CompressionStream.Compress(page,
+/// compresses only when dstCapacity is at least N + 8 or N + 9 (measured on 725 to 784 pages of 3000-4000 bytes at
+/// each of zstd:1, :3 and :19: every one needed 8 or 9 bytes more; lz4 and lz4hc none). zramd bounds the output at what it wants to store: CompressionStream.Compress(page,
 /// maxLength) passes dstCapacity = maxLength, with maxLength = huge class size - 1 on the write path
 /// (ZramDevice.StorePage / StoreDeduplicated: "lease.Stream.Compress(page, _maxCompressedSize)") and
 /// min(old size - 1, that) in RecompressSlot. The kernel compresses into its two-page stream buffer
