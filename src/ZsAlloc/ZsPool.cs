@@ -863,6 +863,7 @@ public sealed unsafe class ZsPool : IDisposable
             BytesAllocated = allocated,
             Objects = objects,
             Words = Interlocked.Read(ref _words),
+            HandleCells = _handles.Created,
             PagesCompacted = Interlocked.Read(ref _pagesCompacted),
             CompactionRuns = Interlocked.Read(ref _compactionRuns),
             ObjectsMoved = Interlocked.Read(ref _objectsMoved),

@@ -24,6 +24,10 @@ public sealed record ZsPoolStats
     /// <summary>Live words (<see cref="ZsPool.StoreWord"/>): a handle cell each, no object.</summary>
     public long Words { get; init; }
 
+    /// <summary>Handle cells the table has made (in use or free; <see cref="ZsPool.ShrinkHandles"/> cuts the free ones
+    /// past the last one in use), 8 bytes each in the metadata.</summary>
+    public long HandleCells { get; init; }
+
     /// <summary>Pages freed by compaction since the pool was created.</summary>
     public long PagesCompacted { get; init; }
 

@@ -89,6 +89,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     // such compaction runs at once.
     private const int BusyCompactionTicks = 30;
 
+    // Metadata that the data left behind (handle cells, an emptied dedup index) worth a compaction of an idle device.
+    private const long IdleMetadataToShrink = 1 << 20;
+
     // How often a recompress verb waiting for another run's turn looks whether the daemon is stopping (ms).
     private const int StopCheckInterval = 50;
 
@@ -129,6 +132,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _memUsedMax;
 
     private long _allocatedAtLastTick;
+    private long _handleCellsAtIdleShrink;
     private int _ticksSinceBusyCompaction = BusyCompactionTicks;
     private bool _disposed;
 
@@ -963,13 +967,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long limit = Interlocked.Read(ref _memLimit);
         long canCompact = _pool.CanCompact();
-        long allocated = _pool.GetStats().BytesAllocated;
-        long written = allocated - _allocatedAtLastTick;
-        _allocatedAtLastTick = allocated;
+        ZsPoolStats pool = _pool.GetStats();
+        long written = pool.BytesAllocated - _allocatedAtLastTick;
+        _allocatedAtLastTick = pool.BytesAllocated;
         _ticksSinceBusyCompaction++;
         if (canCompact > 0 && PastWatermark(limit))
         {
             return "watermark";
+        }
+
+        // A discard of most of the device (blkdiscard, mkfs, fstrim, swapon) empties whole zspages, which leaves
+        // compaction nothing to gain, but not the handle cells and the dedup index grown for the data: the kernel's
+        // zs_free gives each handle back at once. Once writes stop, those go back too (tried again only once the table
+        // has changed, if a handle in the deferred queue kept it from being cut).
+        if (written == 0 && IdleMetadataBytes(pool) >= IdleMetadataToShrink && pool.HandleCells != _handleCellsAtIdleShrink)
+        {
+            _handleCellsAtIdleShrink = pool.HandleCells;
+            return "idle metadata";
         }
 
         if (_options.CompactThresholdPages <= 0 || canCompact < _options.CompactThresholdPages)
@@ -990,6 +1004,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _ticksSinceBusyCompaction = 0;
         return "threshold while writing";
     }
+
+    /// <summary>Metadata a compaction with its handle shrink would give back: free handle cells, and the arrays of a
+    /// dedup index left with no entry.</summary>
+    private long IdleMetadataBytes(ZsPoolStats pool)
+        => ((pool.HandleCells - pool.Objects - pool.Words) * sizeof(ulong))
+            + (_dedup is { Count: 0 } dedup ? dedup.MetadataBytes - DedupIndex.InitialMetadataBytes : 0);
 
     /// <param name="shrinkHandles">Also give back the pool's handle cells that freed objects left (moving live handles
     /// down, <see cref="MoveHandlesBelowMark"/>): only where the caller holds no slot lock.</param>
