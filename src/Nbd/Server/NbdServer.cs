@@ -177,7 +177,7 @@ public sealed class NbdServer : IAsyncDisposable
                 break;
             }
 
-            _ = Serve(socket, simpleRepliesOnly: false, limited: true, CancellationToken.None);
+            _ = Serve(socket, simpleRepliesOnly: false, fromListener: true, CancellationToken.None);
         }
     }
 
@@ -185,16 +185,18 @@ public sealed class NbdServer : IAsyncDisposable
     /// (see <see cref="NbdSession"/>); the task completes when it has closed. With
     /// <paramref name="simpleRepliesOnly"/> structured replies are refused, because the far end is (or will be
     /// handed to) the kernel's nbd driver. Cancelling the token disconnects the client. Not counted against
-    /// <see cref="NbdServerOptions.MaxConnections"/>, which bounds what the listeners accept.</summary>
+    /// <see cref="NbdServerOptions.MaxConnections"/>, which bounds what the listeners accept, and not held to
+    /// <see cref="NbdServerOptions.TlsMode"/>: such a socket is the host's own (a socketpair whose other end goes to
+    /// the kernel, which speaks no TLS), and never crosses a network.</summary>
     public Task ServeConnectionAsync(Socket connected, bool simpleRepliesOnly, CancellationToken cancellationToken)
-        => Serve(connected, simpleRepliesOnly, limited: false, cancellationToken);
+        => Serve(connected, simpleRepliesOnly, fromListener: false, cancellationToken);
 
-    private Task Serve(Socket connected, bool simpleRepliesOnly, bool limited, CancellationToken cancellationToken)
+    private Task Serve(Socket connected, bool simpleRepliesOnly, bool fromListener, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connected);
         UnixSendBuffer.Enlarge(connected);
         var connection = new Connection(Interlocked.Increment(ref _nextConnectionId), connected);
-        if (!TryRegister(connection, limited))
+        if (!TryRegister(connection, limited: fromListener))
         {
             connected.Dispose();
             return Task.CompletedTask;
@@ -207,7 +209,7 @@ public sealed class NbdServer : IAsyncDisposable
             {
                 try
                 {
-                    ServeConnection(connection, simpleRepliesOnly, cancellationToken);
+                    ServeConnection(connection, simpleRepliesOnly, fromListener ? _options.TlsMode : NbdTlsMode.Off, cancellationToken);
                 }
                 finally
                 {
@@ -247,7 +249,7 @@ public sealed class NbdServer : IAsyncDisposable
 
     /// <summary>The whole life of one connection, on its own thread: handshake, then transmission. Blocking
     /// calls throughout; the handshake timeout and cancellation shut the socket down under them.</summary>
-    private void ServeConnection(Connection connection, bool simpleRepliesOnly, CancellationToken cancellationToken)
+    private void ServeConnection(Connection connection, bool simpleRepliesOnly, NbdTlsMode tlsMode, CancellationToken cancellationToken)
     {
         BlockingSocketStream stream = connection.Stream;
         string? exportName = null;
@@ -260,7 +262,7 @@ public sealed class NbdServer : IAsyncDisposable
             {
                 using CancellationTokenRegistration onTimeout = handshakeTimeout.Token.Register(static s => ((BlockingSocketStream)s!).Shutdown(), stream);
                 handshakeTimeout.CancelAfter(_options.HandshakeTimeout);
-                var handshake = new NbdHandshake(this, _options, _sessionLogger, connection.Id, stream, simpleRepliesOnly);
+                var handshake = new NbdHandshake(this, _options, _sessionLogger, connection.Id, stream, simpleRepliesOnly, tlsMode);
 
                 // Completes synchronously: every read and write of the stream does.
                 result = handshake.RunAsync(handshakeTimeout.Token).GetAwaiter().GetResult();

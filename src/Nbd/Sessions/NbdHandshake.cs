@@ -31,13 +31,16 @@ internal sealed class NbdHandshake
     private Stream _stream;
     private bool _noZeroes;
     private bool _fixedNewstyle;
+    private readonly NbdTlsMode _tlsMode;
     private bool _tls;
     private bool _structured;
     private string? _metaContextExport;
     private bool _baseAllocation;
 
-    public NbdHandshake(NbdServer server, NbdServerOptions options, ILogger logger, long id, Stream stream, bool simpleRepliesOnly)
+    /// <param name="tlsMode">This connection's TLS policy: the options' for a listener's, off for the host's own.</param>
+    public NbdHandshake(NbdServer server, NbdServerOptions options, ILogger logger, long id, Stream stream, bool simpleRepliesOnly, NbdTlsMode tlsMode)
     {
+        _tlsMode = tlsMode;
         _server = server;
         _options = options;
         _logger = logger;
@@ -105,7 +108,7 @@ internal sealed class NbdHandshake
         }
 
         // A client without C_FIXED_NEWSTYLE may still be served (doc/proto.md allows it), just never with TLS.
-        if ((clientFlags & ClientFlags.FixedNewstyle) == 0 && _options.TlsMode == NbdTlsMode.Required)
+        if ((clientFlags & ClientFlags.FixedNewstyle) == 0 && _tlsMode == NbdTlsMode.Required)
         {
             return Drop("client does not speak fixed newstyle, so it cannot start TLS");
         }
@@ -124,7 +127,7 @@ internal sealed class NbdHandshake
 
             uint option = header.Option;
             // FORCEDTLS: every option but STARTTLS and ABORT gets ERR_TLS_REQD before TLS, whatever its payload.
-            bool tlsFirst = _options.TlsMode == NbdTlsMode.Required && !_tls
+            bool tlsFirst = _tlsMode == NbdTlsMode.Required && !_tls
                 && option is not ((uint)OptionType.StartTls) and not ((uint)OptionType.Abort);
             if (header.Length > ProtocolLimits.MaxOptionLength)
             {
@@ -256,7 +259,7 @@ internal sealed class NbdHandshake
             return true;
         }
 
-        if (_options.TlsMode == NbdTlsMode.Off)
+        if (_tlsMode == NbdTlsMode.Off)
         {
             await ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "TLS is not configured on this server", ct).ConfigureAwait(false);
             return true;

@@ -149,7 +149,8 @@ public sealed class KernelNbdAttachment : IDisposable
     }
 
     /// <summary>Disconnects the device whoever attached it: netlink NBD_CMD_DISCONNECT, or NBD_DISCONNECT on
-    /// the device when the kernel has no netlink family.</summary>
+    /// the device when the kernel has no netlink family. Refused while the device is in use (active swap, mounted):
+    /// its pages would be lost, as zram's reset refuses an open device.</summary>
     public static void Detach(string device)
     {
         ArgumentNullException.ThrowIfNull(device);
@@ -158,15 +159,43 @@ public sealed class KernelNbdAttachment : IDisposable
             throw new NbdAttachException($"'{device}' is not an nbd device: use /dev/nbdN");
         }
 
+        // Held across the disconnect, so that nobody mounts or swaps on it in between.
+        int claim = ClaimUnused(DevicePathOf(index));
         try
         {
-            using NbdNetlink netlink = NbdNetlink.Open();
-            netlink.Disconnect(index);
+            try
+            {
+                using NbdNetlink netlink = NbdNetlink.Open();
+                netlink.Disconnect(index);
+            }
+            catch (NbdAttachException e) when (e.Errno == Interop.Libc.ENoEnt)
+            {
+                NbdIoctl.DisconnectDevice(DevicePathOf(index));
+            }
         }
-        catch (NbdAttachException e) when (e.Errno == Interop.Libc.ENoEnt)
+        finally
         {
-            NbdIoctl.DisconnectDevice(DevicePathOf(index));
+            if (claim >= 0)
+            {
+                Interop.Libc.Close(claim);
+            }
         }
+    }
+
+    /// <summary>
+    /// An exclusive open of the device (open(2): O_EXCL on a block device fails with EBUSY while the kernel holds it,
+    /// which swapon and mount do), or -1 when it cannot be opened for another reason (no such node, not connected):
+    /// the disconnect then says what is wrong. Throws when the device is in use.
+    /// </summary>
+    private static int ClaimUnused(string devicePath)
+    {
+        int fd = Interop.Libc.Open(devicePath, Interop.Libc.ORdOnly | Interop.Libc.OExcl | Interop.Libc.OCloexec);
+        if (fd < 0 && Marshal.GetLastPInvokeError() == Interop.Libc.EBusy)
+        {
+            throw new NbdAttachException($"{devicePath} is in use (active swap, mounted, or held by another device): swapoff or umount it first; disconnecting it would lose its data");
+        }
+
+        return fd;
     }
 
     /// <summary>Detaches this attachment (idempotent; after a failure, tried again). Whoever still has the device open sees I/O errors, so

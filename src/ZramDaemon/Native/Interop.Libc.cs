@@ -121,6 +121,9 @@ internal static partial class Interop
 
         // <fcntl.h>
         internal const int ORdWr = 2;
+        internal const int ORdOnly = 0;
+        // On a block device without O_CREAT: fails with EBUSY while the kernel holds it (mounted, swap, a holder).
+        internal const int OExcl = 0x80;
         internal const int OCloexec = 0x80000;
 
         // <errno.h>

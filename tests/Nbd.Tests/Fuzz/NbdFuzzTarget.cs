@@ -131,7 +131,7 @@ public static class NbdFuzzTarget
         Task run = Task.Run(async () =>
         {
             using var timeout = new CancellationTokenSource(Options.HandshakeTimeout);
-            var handshake = new NbdHandshake(Server, Options, NullLogger.Instance, 1, stream, simpleRepliesOnly: false);
+            var handshake = new NbdHandshake(Server, Options, NullLogger.Instance, 1, stream, simpleRepliesOnly: false, Options.TlsMode);
             HandshakeResult? result = await handshake.RunAsync(timeout.Token).ConfigureAwait(false);
             if (result is not null)
             {
