@@ -79,4 +79,31 @@ public sealed class DaemonOwnAttachTests(ITestOutputHelper output) : IDisposable
             "zramd A's stop disconnected /dev/nbd0, which zramd B held by then (A's own attachment had been detached before)\n" + run.Console);
         Assert.Equal(run["reuse.b_before_written_sha256"], run["reuse.readback_after_a_stop_sha256"]);
     }
+
+    /// <summary>
+    /// scripts/vm/guest/attach-crash.sh: zramd with <c>attach = /dev/nbd0</c> is killed (a crash, the OOM killer), and
+    /// started again with the same configuration, which is what systemd/zramd.service's Restart=on-failure does. The
+    /// kernel keeps the netlink-made configuration of /dev/nbd0 (its socket dead) until someone sends
+    /// NBD_CMD_DISCONNECT, so the new daemon's NBD_CMD_CONNECT gets EBUSY ("nbd0 already in use") and the start fails,
+    /// every time: Restart=on-failure gives up after its burst, and zramd, with every other export it serves, stays
+    /// down until an admin runs `zramd detach /dev/nbd0` by hand. What the dead device held is lost either way; a device
+    /// that is not swap or mounted can be disconnected and attached again (or NBD_CMD_RECONFIGURE'd).
+    /// </summary>
+    [Fact]
+    public void Daemon_restarted_after_a_crash_attaches_its_device_again()
+    {
+        VmImage image = VmImage.Build("attach-crash",
+            ZramdPublish.Executable + "=/opt/zramd/zramd",
+            "/usr/lib/x86_64-linux-gnu/liblz4.so.1=/usr/lib/x86_64-linux-gnu/liblz4.so.1",
+            "/usr/lib/x86_64-linux-gnu/libzstd.so.1=/usr/lib/x86_64-linux-gnu/libzstd.so.1");
+        GuestRun run = GuestRun.Start(image, "attach-crash", socket: null, "320M", TimeSpan.FromMinutes(5));
+        output.WriteLine($"VM run: {run.Elapsed.TotalSeconds:F1} s");
+        run.AssertCompleted();
+
+        Assert.True(run.Number("crash.first_nbd0_size") > 0, "the first daemon did not attach /dev/nbd0\n" + run.Console);
+        Assert.True(run["crash.second"] == "running",
+            $"zramd started again after a crash did not come up (it {run["crash.second"]}: {run["crash.second_error"]}): /dev/nbd0 stays bound to the dead daemon's socket\n{run.Console}");
+        Assert.Equal("0", run["crash.write_rc"]);
+        Assert.Equal(run["crash.written_sha256"], run["crash.readback_sha256"]);
+    }
 }
