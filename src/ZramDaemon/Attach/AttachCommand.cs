@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net.Sockets;
 using ZramDaemon.Configuration;
 using ZramDaemon.Native;
+using ZramDaemon.Safety;
 
 namespace ZramDaemon.Attach;
 
@@ -48,7 +49,20 @@ public static class AttachCommand
         output.Flush();
         if (attachment.Method == NbdAttachMethod.Ioctl)
         {
-            // NBD_DO_IT lives in this process: stay until someone runs `zramd detach` (or nbd-client -d).
+            // NBD_DO_IT lives in this process: stay until someone runs `zramd detach` (or nbd-client -d). Its death
+            // would cut the device (swap included), so, as nbd-client -swap does, it keeps its pages in memory and
+            // out of the OOM killer's choice.
+            if (MemoryLock.LockAll() is { } notLocked)
+            {
+                error.WriteLine($"zramd attach: warning: could not lock memory (mlockall: {notLocked}): this process may be swapped out to the device it holds");
+            }
+
+            if (OomScore.SetNeverKill() is { } notSet)
+            {
+                error.WriteLine($"zramd attach: warning: could not set oom_score_adj to -1000 ({notSet}): the OOM killer may kill this process and cut {attachment.DevicePath}");
+            }
+
+            error.Flush();
             int errno = attachment.WaitUntilDetached();
             attachment.Dispose();
             return errno == 0 ? ExitCodes.Success : ExitCodes.Failure;

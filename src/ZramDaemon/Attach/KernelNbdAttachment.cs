@@ -21,6 +21,10 @@ public sealed class KernelNbdAttachment : IDisposable
     private readonly Lock _detachLock = new();
     private bool _detached;
 
+    // What /sys/block/nbdN/pid said right after the netlink connect (the connecting thread's id): a device that says
+    // otherwise at detach was detached and bound again since, by someone else.
+    private readonly string? _connector;
+
     /// <summary>Internal for tests: an attachment of a device that is not there, to see its detach fail.</summary>
     internal KernelNbdAttachment(int index, NbdAttachMethod method, NbdExportInfo export, NbdIoctl? ioctl, Socket? socket)
     {
@@ -29,6 +33,7 @@ public sealed class KernelNbdAttachment : IDisposable
         Export = export;
         _ioctl = ioctl;
         _socket = socket;
+        _connector = method == NbdAttachMethod.Netlink ? ConnectorOf(index) : null;
     }
 
     public int Index { get; }
@@ -216,13 +221,53 @@ public sealed class KernelNbdAttachment : IDisposable
                 _ioctl.Dispose();
                 _socket?.Dispose();
             }
-            else
+            else if (_connector is null || ConnectorOf(Index) == _connector)
             {
                 using NbdNetlink netlink = NbdNetlink.Open();
                 netlink.Disconnect(Index);
             }
 
+            // Otherwise detached already (zramd detach), and perhaps bound to another server since: not ours to cut.
             _detached = true;
+        }
+    }
+
+    /// <summary>
+    /// After a daemon that attached <paramref name="device"/> died (SIGKILL, a crash), the kernel keeps the device
+    /// configured on its dead connection, and the next daemon's connect gets EBUSY: disconnects such a device, one whose
+    /// connecting thread (/sys/block/nbdN/pid) no longer exists and that nothing uses (<see cref="Detach"/> refuses
+    /// swap and mounts, whose pages are gone with the old process anyway). True if it did.
+    /// </summary>
+    public static bool TryDisconnectStale(string device)
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        if (!TryParseDevice(device, out int index) || ConnectorOf(index) is not { } connector
+            || !int.TryParse(connector, NumberStyles.None, CultureInfo.InvariantCulture, out int tid) || Directory.Exists($"/proc/{tid}"))
+        {
+            return false;
+        }
+
+        try
+        {
+            Detach(device);
+            return true;
+        }
+        catch (NbdAttachException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>/sys/block/nbdN/pid (the thread that connected it), or null while it is not connected.</summary>
+    private static string? ConnectorOf(int index)
+    {
+        try
+        {
+            return File.ReadAllText($"/sys/block/nbd{index.ToString(CultureInfo.InvariantCulture)}/pid").Trim();
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return null;
         }
     }
 

@@ -7,6 +7,7 @@ using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
+using ZramDaemon.Native;
 using ZramDaemon.Safety;
 using ZramDaemon.Systemd;
 
@@ -251,8 +252,16 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         KernelNbdAttachment attachment;
         try
         {
-            attachment = KernelNbdAttachment.AttachServed(
-                s => _server!.ServeConnectionAsync(s, simpleRepliesOnly: true, _detached.Token), name, device);
+            try
+            {
+                attachment = AttachOnce();
+            }
+            catch (NbdAttachException e) when (e.Errno == Interop.Libc.EBusy && KernelNbdAttachment.TryDisconnectStale(device))
+            {
+                // Left configured by a daemon that died (Restart=on-failure brings this one up): taken back once.
+                LogStaleDetached(device);
+                attachment = AttachOnce();
+            }
         }
         catch (NbdAttachException e)
         {
@@ -261,6 +270,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         _attachments.Add(attachment);
         LogAttached(name, attachment.DevicePath, attachment.Method.ToString());
+
+        KernelNbdAttachment AttachOnce()
+            => KernelNbdAttachment.AttachServed(s => _server!.ServeConnectionAsync(s, simpleRepliesOnly: true, _detached.Token), name, device);
     }
 
     /// <summary>Disconnects the kernel devices this daemon attached (whoever still has one open sees I/O errors
@@ -497,6 +509,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Name} attached to {Device} ({Method}); it is detached when zramd stops")]
     private partial void LogAttached(string name, string device, string method);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Device} was left attached to a dead connection (a zramd that did not stop cleanly, unused since): disconnected it to attach again")]
+    private partial void LogStaleDetached(string device);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "detached {Device}")]
     private partial void LogDetached(string device);
