@@ -695,6 +695,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             CompactCore("writeback");
         }
 
+        _backing.DropCached();
         ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
         return new WritebackResult(written, stoppedBy, stoppedByTime, stopping.IsCancellationRequested);
     }
@@ -793,6 +794,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // Null only when the constructor failed before making them.
         _compactor?.Dispose();
         _backing?.Dispose();
+        _dedup?.Dispose();
         _pool?.Dispose();
         foreach (Compressor compressor in _allCompressors)
         {
@@ -952,6 +954,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         // Pages kept warm for reuse are not in mem_used_total: an idle device gives them back.
         _pool.ReleaseWarmIfUnused();
+
+        // And the page cache that the write path's writebacks and the reads of written-back pages left.
+        _backing?.DropCached();
     }
 
     /// <summary>

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Native;
 
 /// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), binding an
-/// NBD connection to a kernel /dev/nbdX, the background threads' priority, socket-group names, and backing files (which file a path reaches, locking them, punching holes).</summary>
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, socket-group names, backing files (which file a path reaches, locking them, punching holes, leaving the page cache), and mappings for tables that must give memory back (<see cref="MappedArray{T}"/>).</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
@@ -11,6 +11,20 @@ internal static partial class Interop
         private const string LibraryName = "libc";
 
         // <sys/mman.h>
+        internal const int ProtRead = 0x1;
+        internal const int ProtWrite = 0x2;
+        internal const int MapPrivate = 0x02;
+        internal const int MapAnonymous = 0x20;
+
+        /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>
+        internal static readonly nint MapFailed = -1;
+
+        [LibraryImport(LibraryName, EntryPoint = "mmap", SetLastError = true)]
+        internal static partial nint Mmap(nint address, nuint length, int protection, int flags, int fd, nint offset);
+
+        [LibraryImport(LibraryName, EntryPoint = "munmap", SetLastError = true)]
+        internal static partial int Munmap(nint address, nuint length);
+
         internal const int McCurrent = 1;
         internal const int McFuture = 2;
         internal const int McOnFault = 4;
@@ -62,6 +76,19 @@ internal static partial class Interop
 
         [LibraryImport(LibraryName, EntryPoint = "fallocate", SetLastError = true)]
         internal static partial int Fallocate(SafeHandle fd, int mode, long offset, long length);
+
+        // <fcntl.h>: a backing file's pages leave the page cache once written (the kernel's zram writes back with a bio).
+        internal const uint SyncFileRangeWaitBefore = 1;
+        internal const uint SyncFileRangeWrite = 2;
+        internal const uint SyncFileRangeWaitAfter = 4;
+        internal const int PosixFadviseDontNeed = 4;
+
+        [LibraryImport(LibraryName, EntryPoint = "sync_file_range", SetLastError = true)]
+        internal static partial int SyncFileRange(SafeHandle fd, long offset, long length, uint flags);
+
+        /// <summary>posix_fadvise(2): returns the error number itself (0: done), errno is not set.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "posix_fadvise")]
+        internal static partial int PosixFadvise(SafeHandle fd, long offset, long length, int advice);
 
         /// <summary>stat(2), following symlinks, into a buffer as large as any struct stat (144 bytes on x86-64, 128 on
         /// arm64): which file a writeback-file path reaches.</summary>

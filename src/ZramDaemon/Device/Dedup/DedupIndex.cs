@@ -1,5 +1,6 @@
 using System.Numerics;
 using System.Runtime.InteropServices;
+using ZramDaemon.Native;
 
 namespace ZramDaemon.Device.Dedup;
 
@@ -15,20 +16,21 @@ namespace ZramDaemon.Device.Dedup;
 ///
 /// One lock guards it all: it is taken under a slot lock (a leaf for the device, like the pool's), and the pool's
 /// read and free calls may be made under it, never the other way. Arrays grow by doubling, so requests do not
-/// allocate except when the table grows.
+/// allocate except when the table grows; they are mappings of their own (<see cref="MappedArray{T}"/>), so that the
+/// arrays a growth or a shrink replaces go back to the OS at once, as mem_used_total (which counts them) says.
 ///
 /// A reader of a slot takes its entry's handle under the lock and reads the object after letting go of it
 /// (<see cref="BeginRead"/>, <see cref="EndRead"/>), so that reads of different slots do not queue on one lock. The
 /// pool's handle shrink moves entries' handles (<see cref="MoveHandles"/>) under the lock once no such read is in
 /// flight: none can start meanwhile, and a read in flight holds no lock the mover waits for.
 /// </summary>
-internal sealed class DedupIndex
+internal sealed class DedupIndex : IDisposable
 {
     private const int None = -1;
     private const int InitialEntries = 1024;
 
-    private Entry[] _entries = new Entry[InitialEntries];
-    private int[] _buckets = NewBuckets(InitialEntries);
+    private MappedArray<Entry> _entries = new(InitialEntries);
+    private MappedArray<int> _buckets = NewBuckets(InitialEntries);
     private int _used;
     private int _freeHead = None;
     private int _live;
@@ -87,7 +89,7 @@ internal sealed class DedupIndex
     /// <summary>The first entry with <paramref name="hash"/>, or -1. <see cref="Lock"/> is held.</summary>
     public int First(uint hash)
     {
-        int id = _buckets[hash & (uint)(_buckets.Length - 1)];
+        int id = Bucket(hash);
         while (id != None && _entries[id].Hash != hash)
         {
             id = _entries[id].Next;
@@ -184,7 +186,7 @@ internal sealed class DedupIndex
                 id = _used++;
             }
 
-            ref int head = ref _buckets[hash & (uint)(_buckets.Length - 1)];
+            ref int head = ref Bucket(hash);
             _entries[id] = new Entry { Handle = handle, Info = info, Hash = hash, References = 1, Next = head };
             head = id;
             _live++;
@@ -278,7 +280,7 @@ internal sealed class DedupIndex
 
     private void Unlink(int id, uint hash)
     {
-        ref int link = ref _buckets[hash & (uint)(_buckets.Length - 1)];
+        ref int link = ref Bucket(hash);
         while (link != id)
         {
             link = ref _entries[link].Next;
@@ -299,7 +301,9 @@ internal sealed class DedupIndex
                 return;
             }
 
-            _entries = new Entry[InitialEntries];
+            _entries.Dispose();
+            _buckets.Dispose();
+            _entries = new MappedArray<Entry>(InitialEntries);
             _buckets = NewBuckets(InitialEntries);
             _used = 0;
             _freeHead = None;
@@ -307,19 +311,33 @@ internal sealed class DedupIndex
         }
     }
 
-    private static long ArraysBytes(int entries) => ((long)entries * Marshal.SizeOf<Entry>()) + ((long)entries * sizeof(int));
+    /// <summary>Unmaps the arrays (the device is being disposed: nothing uses the index any more).</summary>
+    public void Dispose()
+    {
+        lock (Lock)
+        {
+            _entries.Dispose();
+            _buckets.Dispose();
+        }
+    }
+
+    private static long ArraysBytes(int entries) => MappedArray<Entry>.BytesFor(entries) + MappedArray<int>.BytesFor(entries);
 
     /// <summary>Twice the entries and buckets; every live entry is chained again. <see cref="Lock"/> is held.</summary>
     private void Grow()
     {
-        Array.Resize(ref _entries, _entries.Length * 2);
+        var entries = new MappedArray<Entry>(_entries.Length * 2);
+        _entries.AsSpan()[.._used].CopyTo(entries.AsSpan());
+        _entries.Dispose();
+        _entries = entries;
+        _buckets.Dispose();
         _buckets = NewBuckets(_entries.Length);
         Interlocked.Exchange(ref _metadataBytes, ArraysBytes(_entries.Length));
         for (int id = 0; id < _used; id++)
         {
             if (_entries[id].References > 0)
             {
-                ref int head = ref _buckets[_entries[id].Hash & (uint)(_buckets.Length - 1)];
+                ref int head = ref Bucket(_entries[id].Hash);
                 _entries[id].Next = head;
                 head = id;
             }
@@ -328,10 +346,13 @@ internal sealed class DedupIndex
         // Free ids keep their own chain through Next, untouched by the rechaining above.
     }
 
-    private static int[] NewBuckets(int count)
+    /// <summary>The head of <paramref name="hash"/>'s chain. <see cref="Lock"/> is held.</summary>
+    private ref int Bucket(uint hash) => ref _buckets[(int)(hash & (uint)(_buckets.Length - 1))];
+
+    private static MappedArray<int> NewBuckets(int count)
     {
-        var buckets = new int[count];
-        Array.Fill(buckets, None);
+        var buckets = new MappedArray<int>(count);
+        buckets.AsSpan().Fill(None);
         return buckets;
     }
 

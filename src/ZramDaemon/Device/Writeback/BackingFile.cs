@@ -33,6 +33,7 @@ internal sealed class BackingFile : IDisposable
     private long _count;
     private long _reads;
     private long _writes;
+    private int _cached; // 1 once a read or write may have left pages in the page cache (DropCached)
     private long _punchFailures;
     private long _windowStart;
     private long _windowBytes;
@@ -213,7 +214,26 @@ internal sealed class BackingFile : IDisposable
     {
         CheckBlock(block, data.Length);
         RandomAccess.Write(_file, data, block << BlockShift);
+        Volatile.Write(ref _cached, 1);
         Interlocked.Increment(ref _writes);
+    }
+
+    /// <summary>
+    /// Gives back the page cache the file's writes and reads left since the last call: the kernel's zram writes a slot
+    /// back with a bio, so the page leaves RAM, where a write here leaves a whole dirty 4 KiB page (whatever the
+    /// object's size) until the flusher writes it, charged to the daemon's memory cgroup. Writes what is dirty and
+    /// waits for it, then drops the file's clean pages. Run after a writeback run and by the background tick.
+    /// </summary>
+    public void DropCached()
+    {
+        if (Volatile.Read(ref _cached) == 0 || Interlocked.Exchange(ref _cached, 0) == 0 || _disposed)
+        {
+            return;
+        }
+
+        // Failures leave the pages to the kernel's own writeback and reclaim, as before: nothing is lost either way.
+        Interop.Libc.SyncFileRange(_file, 0, 0, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter);
+        Interop.Libc.PosixFadvise(_file, 0, 0, Interop.Libc.PosixFadviseDontNeed);
     }
 
     /// <summary>Reads an object back from its block; false if the file returned fewer bytes (it was cut short).</summary>
@@ -225,6 +245,7 @@ internal sealed class BackingFile : IDisposable
         while (total < destination.Length)
         {
             int n = RandomAccess.Read(_file, destination[total..], (block << BlockShift) + total);
+            Volatile.Write(ref _cached, 1);
             if (n <= 0)
             {
                 return false;
