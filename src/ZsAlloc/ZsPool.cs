@@ -679,6 +679,16 @@ public sealed unsafe class ZsPool : IDisposable
     }
 
     /// <summary>
+    /// The most bytes of freed pages kept resident for reuse (32 MiB unless lowered; rounded down to pages). They are in
+    /// no count (<see cref="TotalPages"/>), so the owner of a memory limit lowers this to the room it allows beyond it.
+    /// </summary>
+    public long WarmLimitBytes
+    {
+        get => (long)_pages.WarmLimit * PageSource.PageSize;
+        set => _pages.WarmLimit = (int)Math.Clamp(value / PageSource.PageSize, 0, PageSource.WarmLimitPages);
+    }
+
+    /// <summary>
     /// Gives the pages kept warm for reuse back to the OS if the pool neither freed nor reused any since the previous
     /// call; returns the pages released. For a periodic maintenance tick, so an idle pool keeps none for long.
     /// </summary>

@@ -81,6 +81,7 @@ internal sealed unsafe class PageSource : IDisposable
     private long _listedSinceCoalesce;
     private int _pagesWarm;
     private bool _warmUsed;
+    private int _warmLimit = WarmLimitPages;
     private bool _disposed;
 
     public PageSource()
@@ -105,8 +106,26 @@ internal sealed unsafe class PageSource : IDisposable
     /// <summary>Pages of mapped arenas that are on the free lists (already given back to the OS).</summary>
     public long PagesFree => Volatile.Read(ref _pagesFree);
 
-    /// <summary>Freed pages kept resident for reuse (at most <see cref="WarmLimitPages"/>).</summary>
+    /// <summary>Freed pages kept resident for reuse (at most <see cref="WarmLimit"/>).</summary>
     public int PagesWarm => Volatile.Read(ref _pagesWarm);
+
+    /// <summary>
+    /// The most pages kept warm: <see cref="WarmLimitPages"/> unless the pool's owner lowers it (a memory limit: warm
+    /// pages are resident but in no count a limit looks at). Lowering it gives back the excess at once.
+    /// </summary>
+    public int WarmLimit
+    {
+        get => Volatile.Read(ref _warmLimit);
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            Volatile.Write(ref _warmLimit, Math.Min(value, WarmLimitPages));
+            if (PagesWarm > value)
+            {
+                TrimWarm(value / 2);
+            }
+        }
+    }
 
     /// <summary>Arenas mapped now.</summary>
     public int ArenaCount => Volatile.Read(ref _arenasMapped);
@@ -421,12 +440,12 @@ internal sealed unsafe class PageSource : IDisposable
             _pagesWarm += pages;
             _warmUsed = true;
             _pagesInUse -= resident;
-            trim = _pagesWarm > WarmLimitPages;
+            trim = _pagesWarm > _warmLimit;
         }
 
         if (trim)
         {
-            TrimWarm(WarmLimitPages / 2);
+            TrimWarm(_warmLimit / 2);
         }
     }
 
