@@ -78,7 +78,8 @@ public sealed class KernelNbdAttachment : IDisposable
     /// an NBD server) and binds it to <paramref name="device"/> (/dev/nbdN), or to a free device when null.
     /// Takes ownership of the socket.</summary>
     /// <param name="method">null: netlink, falling back to ioctl when the kernel has no nbd netlink family.</param>
-    public static KernelNbdAttachment Attach(Socket connected, string exportName, string? device, NbdAttachMethod? method = null)
+    /// <param name="backend">The device's backend identifier (netlink only; see <see cref="TryDisconnectStale"/>).</param>
+    public static KernelNbdAttachment Attach(Socket connected, string exportName, string? device, NbdAttachMethod? method = null, string? backend = null)
     {
         ArgumentNullException.ThrowIfNull(connected);
         int? index = null;
@@ -108,7 +109,7 @@ public sealed class KernelNbdAttachment : IDisposable
                 try
                 {
                     using NbdNetlink netlink = NbdNetlink.Open();
-                    int connectedIndex = netlink.Connect(index, export, BlockSize, [fd]);
+                    int connectedIndex = netlink.Connect(index, export, BlockSize, [fd], backend: backend);
                     // The kernel took its own reference to the socket; ours can go.
                     connected.Dispose();
                     return new KernelNbdAttachment(connectedIndex, NbdAttachMethod.Netlink, export, null, null);
@@ -148,7 +149,7 @@ public sealed class KernelNbdAttachment : IDisposable
         var serverEnd = new Socket(new SafeSocketHandle(fds[1], ownsHandle: true));
         Task serving = Task.Run(() => serve(serverEnd));
         // On failure Attach closes the kernel end, so the server sees end-of-file and its task ends.
-        KernelNbdAttachment attachment = Attach(kernelEnd, exportName, device, method);
+        KernelNbdAttachment attachment = Attach(kernelEnd, exportName, device, method, OwnBackend(Environment.ProcessId));
         attachment.Serving = serving;
         return attachment;
     }
@@ -233,16 +234,20 @@ public sealed class KernelNbdAttachment : IDisposable
     }
 
     /// <summary>
-    /// After a daemon that attached <paramref name="device"/> died (SIGKILL, a crash), the kernel keeps the device
-    /// configured on its dead connection, and the next daemon's connect gets EBUSY: disconnects such a device, one whose
-    /// connecting thread (/sys/block/nbdN/pid) no longer exists and that nothing uses (<see cref="Detach"/> refuses
-    /// swap and mounts, whose pages are gone with the old process anyway). True if it did.
+    /// After a daemon that attached <paramref name="device"/> itself (<see cref="AttachServed"/>) died (SIGKILL, a
+    /// crash), the kernel keeps the device configured on its dead connection, and the next daemon's connect gets EBUSY:
+    /// disconnects such a device, and only such a one: its backend identifier names a zramd's own attach by a process
+    /// that no longer exists (so its connection is certainly dead), and nothing uses it (<see cref="Detach"/> refuses
+    /// swap and mounts). A device bound by `zramd attach` or nbd-client, whose binding process exits while the
+    /// connection lives, carries no such identifier and is never taken. True if it disconnected one.
     /// </summary>
     public static bool TryDisconnectStale(string device)
     {
         ArgumentNullException.ThrowIfNull(device);
-        if (!TryParseDevice(device, out int index) || ConnectorOf(index) is not { } connector
-            || !int.TryParse(connector, NumberStyles.None, CultureInfo.InvariantCulture, out int tid) || Directory.Exists($"/proc/{tid}"))
+        if (!TryParseDevice(device, out int index) || ReadSysfs(index, "backend") is not { } backend
+            || !backend.StartsWith(OwnBackendPrefix, StringComparison.Ordinal)
+            || !int.TryParse(backend.AsSpan(OwnBackendPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out int pid)
+            || pid == Environment.ProcessId || Directory.Exists($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}"))
         {
             return false;
         }
@@ -258,12 +263,22 @@ public sealed class KernelNbdAttachment : IDisposable
         }
     }
 
+    // The backend identifier of a daemon's own attach: the serving process's id, which is gone exactly when the
+    // connection it served is.
+    private const string OwnBackendPrefix = "zramd-attach:";
+
+    private static string OwnBackend(int pid) => OwnBackendPrefix + pid.ToString(CultureInfo.InvariantCulture);
+
     /// <summary>/sys/block/nbdN/pid (the thread that connected it), or null while it is not connected.</summary>
-    private static string? ConnectorOf(int index)
+    private static string? ConnectorOf(int index) => ReadSysfs(index, "pid");
+
+    /// <summary>/sys/block/nbdN/<paramref name="attribute"/>, trimmed, or null when there is none (not connected; no
+    /// backend identifier).</summary>
+    private static string? ReadSysfs(int index, string attribute)
     {
         try
         {
-            return File.ReadAllText($"/sys/block/nbd{index.ToString(CultureInfo.InvariantCulture)}/pid").Trim();
+            return File.ReadAllText($"/sys/block/nbd{index.ToString(CultureInfo.InvariantCulture)}/{attribute}").Trim();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -33,6 +33,7 @@ public sealed class NbdNetlink : IDisposable
     private const ushort NbdAttrTimeout = 4;
     private const ushort NbdAttrServerFlags = 5;
     private const ushort NbdAttrSockets = 7;
+    private const ushort NbdAttrBackendIdentifier = 10; // Linux 5.13+: /sys/block/nbdN/backend
     private const ushort NbdSockItem = 1;
     private const ushort NbdSockFd = 1;
 
@@ -97,10 +98,16 @@ public sealed class NbdNetlink : IDisposable
     /// handshake) to /dev/nbd<paramref name="index"/>, or to a free device when <paramref name="index"/> is null.</summary>
     /// <param name="timeoutSeconds">per-request timeout, 0 for the kernel's default.</param>
     /// <returns>the device index the kernel used.</returns>
-    public int Connect(int? index, NbdExportInfo export, int blockSize, IReadOnlyList<int> socketFds, int timeoutSeconds = 0)
+    /// <param name="backend">What /sys/block/nbdN/backend says while the device is connected (null: nothing).</param>
+    public int Connect(int? index, NbdExportInfo export, int blockSize, IReadOnlyList<int> socketFds, int timeoutSeconds = 0, string? backend = null)
     {
         ArgumentNullException.ThrowIfNull(socketFds);
         var request = new MessageWriter(_family, NbdCmdConnect, NbdGenlVersion);
+        if (backend is not null)
+        {
+            request.PutString(NbdAttrBackendIdentifier, backend);
+        }
+
         if (index is int i)
         {
             request.PutUInt32(NbdAttrIndex, (uint)i);

@@ -132,7 +132,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private long _memUsedMax;
 
     private long _allocatedAtLastTick;
-    private long _handleCellsAtIdleShrink;
+    private long _handleCellsAfterCompaction;
     private int _ticksSinceBusyCompaction = BusyCompactionTicks;
     private bool _disposed;
 
@@ -953,6 +953,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         if (reason != null)
         {
             CompactCore(reason, shrinkHandles: true);
+            // The table as this compaction left it: metadata idle now (handles a shrink could not move) is not tried
+            // again until the table changes. Taken after the cut: the cells before it come back, one by one, with the
+            // same data (a second fill and discard), and must then count as a change.
+            _handleCellsAfterCompaction = _pool.GetStats().HandleCells;
         }
 
         // Pages kept warm for reuse are not in mem_used_total: an idle device gives them back.
@@ -988,9 +992,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // compaction nothing to gain, but not the handle cells and the dedup index grown for the data: the kernel's
         // zs_free gives each handle back at once. Once writes stop, those go back too (tried again only once the table
         // has changed, if a handle in the deferred queue kept it from being cut).
-        if (written == 0 && IdleMetadataBytes(pool) >= IdleMetadataToShrink && pool.HandleCells != _handleCellsAtIdleShrink)
+        if (written == 0 && IdleMetadataBytes(pool) >= IdleMetadataToShrink && pool.HandleCells != _handleCellsAfterCompaction)
         {
-            _handleCellsAtIdleShrink = pool.HandleCells;
             return "idle metadata";
         }
 

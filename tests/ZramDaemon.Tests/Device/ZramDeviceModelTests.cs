@@ -240,8 +240,10 @@ public class ZramDeviceModelTests
                             case 0: device.Compact(); break;
                             case 1: device.MarkIdle(); break;
                             case 2:
-                                // Until a dictionary has been used: every slot a candidate, so that one can be trained.
-                                device.Recompress(dictionaryUsed ? type : SlotSelection.All, maxPages: 128);
+                                // Until a dictionary has been used: every slot a candidate, so that one can be trained,
+                                // and no max_pages (it counts pages tried, as the kernel's), so that a run goes on to
+                                // pages the dictionary shrinks.
+                                device.Recompress(dictionaryUsed ? type : SlotSelection.All, maxPages: dictionaryUsed ? 128 : 0);
                                 dictionaryUsed |= device.GetStats().RecompressDictPages > 0;
                                 break;
                             case 3: device.Writeback(type, maxPages: 128); break;
