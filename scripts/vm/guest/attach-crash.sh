@@ -19,11 +19,7 @@ zramd_start <<CONF
 zram-size = 64
 attach = /dev/nbd0
 CONF
-i=0
-while kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null && ! grep -q 'serving zram0' /tmp/zramd.log && [ $i -lt 900 ]; do
-  sleep 0.1
-  i=$((i + 1))
-done
+zramd_wait_serving
 if kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null; then
   zt crash.second running
 else

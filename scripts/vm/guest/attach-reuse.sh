@@ -16,23 +16,7 @@ while [ "$(cat /sys/block/nbd0/size)" != 0 ] && [ $i -lt 300 ]; do sleep 0.1; i=
 zt reuse.nbd0_size_after_detach "$(cat /sys/block/nbd0/size)"
 
 # zramd B: another server, its own paths.
-mkdir -p /run/zramd-b
-cat >/etc/zramd/b.conf <<CONF
-[zramd]
-listen = unix:/run/zramd-b/b.sock
-control = /run/zramd-b/b.ctl
-lock-memory = no
-[zram5]
-zram-size = 32
-CONF
-$ZRAMD --config /etc/zramd/b.conf >/tmp/zramd-b.log 2>&1 &
-b_pid=$!
-i=0
-while [ ! -S /run/zramd-b/b.ctl ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-$ZRAMD attach zram5 /dev/nbd0 --socket unix:/run/zramd-b/b.sock >/tmp/attach-b.log 2>&1 && rc=0 || rc=$?
-cat /tmp/attach-b.log
-zt reuse.b_attach_rc "$rc"
-zt reuse.b_nbd0_size "$(cat /sys/block/nbd0/size)"
+zramd_b_on_nbd0 reuse
 roundtrip /dev/nbd0 2 reuse.b_before
 
 # A stops.

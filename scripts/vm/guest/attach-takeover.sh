@@ -3,23 +3,7 @@
 # starts with `attach = /dev/nbd0`. Its connect gets EBUSY (the device is B's); /dev/nbd0 must stay B's device
 # with B's data, whatever A does about it.
 . /zt/lib.sh
-mkdir -p /run/zramd-b /etc/zramd
-cat >/etc/zramd/b.conf <<CONF
-[zramd]
-listen = unix:/run/zramd-b/b.sock
-control = /run/zramd-b/b.ctl
-lock-memory = no
-[zram5]
-zram-size = 32
-CONF
-$ZRAMD --config /etc/zramd/b.conf >/tmp/zramd-b.log 2>&1 &
-b_pid=$!
-i=0
-while [ ! -S /run/zramd-b/b.ctl ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
-$ZRAMD attach zram5 /dev/nbd0 --socket unix:/run/zramd-b/b.sock >/tmp/attach-b.log 2>&1 && rc=0 || rc=$?
-cat /tmp/attach-b.log
-zt takeover.b_attach_rc "$rc"
-zt takeover.b_nbd0_size "$(cat /sys/block/nbd0/size)"
+zramd_b_on_nbd0 takeover
 zt takeover.b_nbd0_pid "$(cat /sys/block/nbd0/pid 2>/dev/null)"
 roundtrip /dev/nbd0 2 takeover.b_before
 
@@ -29,11 +13,7 @@ zramd_start <<CONF
 zram-size = 64
 attach = /dev/nbd0
 CONF
-i=0
-while kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null && ! grep -q 'serving zram0\|could not start' /tmp/zramd.log && [ $i -lt 900 ]; do
-  sleep 0.1
-  i=$((i + 1))
-done
+zramd_wait_serving 'serving zram0\|could not start'
 sleep 2
 if kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null; then zt takeover.a running; else zt takeover.a exited; fi
 zt takeover.a_stale_log "$(grep -c 'left attached to a dead connection' /tmp/zramd.log)"

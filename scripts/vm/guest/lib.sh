@@ -52,3 +52,36 @@ zramd_wait_nbd0() {
   local i=0
   while { [ ! -S "$CTL" ] || [ "$(cat /sys/block/nbd0/size)" = 0 ]; } && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
 }
+
+# zramd_wait_serving [PATTERN]: until zramd (/tmp/zramd.pid) logs "serving zram0" (or PATTERN, a grep pattern) or
+# exits, 90 s at most.
+zramd_wait_serving() {
+  local i=0
+  while kill -0 "$(cat /tmp/zramd.pid)" 2>/dev/null && ! grep -q "${1:-serving zram0}" /tmp/zramd.log && [ $i -lt 900 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+}
+
+# zramd_b_on_nbd0 KEY: a second zramd (B, its paths under /run/zramd-b, pid in $b_pid) serving zram5 (32 MiB), bound
+# to /dev/nbd0 with `zramd attach` (netlink: the attaching process exits, the kernel holds the connection); says
+# KEY.b_attach_rc and KEY.b_nbd0_size.
+zramd_b_on_nbd0() {
+  local i=0 rc
+  mkdir -p /run/zramd-b /etc/zramd
+  cat >/etc/zramd/b.conf <<CONF
+[zramd]
+listen = unix:/run/zramd-b/b.sock
+control = /run/zramd-b/b.ctl
+lock-memory = no
+[zram5]
+zram-size = 32
+CONF
+  $ZRAMD --config /etc/zramd/b.conf >/tmp/zramd-b.log 2>&1 &
+  b_pid=$!
+  while [ ! -S /run/zramd-b/b.ctl ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i + 1)); done
+  $ZRAMD attach zram5 /dev/nbd0 --socket unix:/run/zramd-b/b.sock >/tmp/attach-b.log 2>&1 && rc=0 || rc=$?
+  cat /tmp/attach-b.log
+  zt "$1.b_attach_rc" "$rc"
+  zt "$1.b_nbd0_size" "$(cat /sys/block/nbd0/size)"
+}
