@@ -21,12 +21,16 @@ public sealed class RevCompHugeBoundaryTests
     /// the room it wants: a random prefix, then zeros or a sparse pattern (sizes step by about one byte with the
     /// prefix length), or null if none of the prefix lengths gives it.</summary>
     private static byte[]? PageCompressingTo(CompressionStream stream, int target)
+        => PrefixPages().FirstOrDefault(page => stream.Compress(page, CompressionStream.BufferSize) == target);
+
+    /// <summary>Pages whose compressed sizes step by about a byte: a random prefix then zeros, then a random prefix
+    /// then a sparse pattern, for prefix lengths from 2048 bytes up.</summary>
+    internal static IEnumerable<byte[]> PrefixPages()
     {
         var noise = new byte[Page];
         new Random(1).NextBytes(noise);
         for (int k = 2048; k < 2 * Page; k++)
         {
-            // First a random prefix then zeros, then a random prefix then a sparse pattern.
             int prefix = k % Page;
             var page = new byte[Page];
             noise.AsSpan(0, prefix).CopyTo(page);
@@ -35,13 +39,8 @@ public sealed class RevCompHugeBoundaryTests
                 page[j] = (byte)(j * 31);
             }
 
-            if (stream.Compress(page, CompressionStream.BufferSize) == target)
-            {
-                return page;
-            }
+            yield return page;
         }
-
-        return null;
     }
 
     [Theory]

@@ -39,23 +39,16 @@ public sealed class RevCompZstdBoundTests
     private static byte[]? FindPage(string algorithm, Func<byte[], int, bool> fits)
     {
         using CompressionStream stream = Compressor.CreateStream(CompressionSpec.Parse(algorithm));
-        var noise = new byte[Page];
-        new Random(1).NextBytes(noise);
-        for (int k = 2048; k < 2 * Page; k++)
+        foreach (byte[] page in RevCompHugeBoundaryTests.PrefixPages())
         {
-            int prefix = k % Page;
-            var page = new byte[Page];
-            noise.AsSpan(0, prefix).CopyTo(page);
-            for (int j = prefix; k >= Page && j < Page; j += 7)
-            {
-                page[j] = (byte)(j * 31);
-            }
-
             if (fits(page, stream.Compress(page, CompressionStream.BufferSize)))
             {
                 return page;
             }
         }
+
+        var noise = new byte[Page];
+        new Random(1).NextBytes(noise);
 
         // Random bytes with 8 of every 98 copied from 64 bytes back (short matches at one offset: cheap for zstd's
         // repeat offsets, 3 bytes each for lz4), the last k bytes a copy of the first: sizes step by about a byte with k.
