@@ -962,8 +962,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // Pages kept warm for reuse are not in mem_used_total: an idle device gives them back.
         _pool.ReleaseWarmIfUnused();
 
-        // And the page cache that the write path's writebacks and the reads of written-back pages left.
-        _backing?.DropCached();
+        // And, once idle, the page cache that the write path's writebacks and the reads of written-back pages left.
+        _backing?.DropCachedIfIdle();
     }
 
     /// <summary>

@@ -34,6 +34,7 @@ internal sealed class BackingFile : IDisposable
     private long _reads;
     private long _writes;
     private int _cached; // 1 once a read or write may have left pages in the page cache (DropCached)
+    private int _busy; // 1 once a read or write came since the last DropCachedIfIdle
     private long _punchFailures;
     private long _windowStart;
     private long _windowBytes;
@@ -215,14 +216,29 @@ internal sealed class BackingFile : IDisposable
         CheckBlock(block, data.Length);
         RandomAccess.Write(_file, data, block << BlockShift);
         Volatile.Write(ref _cached, 1);
+        Volatile.Write(ref _busy, 1);
         Interlocked.Increment(ref _writes);
+    }
+
+    /// <summary>
+    /// <see cref="DropCached"/> once no read or write came since the previous call (the background tick's): while the
+    /// write path writes back at the limit and reads written-back pages, a synchronous flush of the file each tick and
+    /// reads that then go to the disk took the soak's verified writer on such a device to 0.42x.
+    /// </summary>
+    public void DropCachedIfIdle()
+    {
+        if (Interlocked.Exchange(ref _busy, 0) == 0)
+        {
+            DropCached();
+        }
     }
 
     /// <summary>
     /// Gives back the page cache the file's writes and reads left since the last call: the kernel's zram writes a slot
     /// back with a bio, so the page leaves RAM, where a write here leaves a whole dirty 4 KiB page (whatever the
     /// object's size) until the flusher writes it, charged to the daemon's memory cgroup. Writes what is dirty and
-    /// waits for it, then drops the file's clean pages. Run after a writeback run and by the background tick.
+    /// waits for it, then drops the file's clean pages. Run after a writeback run, and by the background tick once
+    /// the file is idle (<see cref="DropCachedIfIdle"/>).
     /// </summary>
     public void DropCached()
     {
@@ -246,6 +262,7 @@ internal sealed class BackingFile : IDisposable
         {
             int n = RandomAccess.Read(_file, destination[total..], (block << BlockShift) + total);
             Volatile.Write(ref _cached, 1);
+            Volatile.Write(ref _busy, 1);
             if (n <= 0)
             {
                 return false;
