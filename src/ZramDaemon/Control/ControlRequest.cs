@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using ZramDaemon.Device;
 
 namespace ZramDaemon.Control;
 
@@ -93,17 +94,18 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                 maxPages = word["max_pages=".Length..];
                 if (maxPages.Length is 0 or > 18 || !maxPages.All(char.IsAsciiDigit))
                 {
-                    error = $"'{word}': max_pages is a whole number of pages (0: no limit)";
+                    error = $"'{word}': max_pages is a whole number of pages (0: none, as the kernel's)";
                     return false;
                 }
             }
             else if (word.StartsWith("threshold=", StringComparison.Ordinal) && threshold is null && words[0] == "recompress")
             {
-                // The kernel's: only objects of at least this many bytes, and less than a page (huge_class_size there).
+                // The kernel's: only objects of at least this many bytes (0: any); below the device's huge class size,
+                // which the device's run checks (the kernel's EINVAL).
                 threshold = word["threshold=".Length..];
-                if (threshold.Length is 0 or > 4 || !threshold.All(char.IsAsciiDigit) || int.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture) is 0 or >= 4096)
+                if (threshold.Length is 0 or > 4 || !threshold.All(char.IsAsciiDigit) || int.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture) >= ZramDevice.PageSize)
                 {
-                    error = $"'{word}': threshold is a size in bytes from 1 to 4095 (objects smaller are left as they are)";
+                    error = $"'{word}': threshold is a size in bytes below the huge class size, 0 for none (objects smaller are left as they are)";
                     return false;
                 }
             }

@@ -156,7 +156,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long minimumLimit = MinimumMemLimitFor(options.DiskSize, options.Dedup);
-        if (options.MemLimit != 0 && options.MemLimit < minimumLimit)
+        long memLimit = PageAligned(options.MemLimit);
+        if (memLimit != 0 && memLimit < minimumLimit)
         {
             throw new ArgumentException($"mem_limit {options.MemLimit} is below the device's minimum of {minimumLimit} bytes", nameof(options));
         }
@@ -217,9 +218,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 _decompressors[(int)secondarySpec.Algorithm] ??= _secondary;
             }
 
-            _memLimit = options.MemLimit;
-            _pool.DeferredFreeByteBudget = DeferredFreeBudget(options.MemLimit);
-            _pool.WarmLimitBytes = DeferredFreeBudget(options.MemLimit);
+            _memLimit = memLimit;
+            _pool.DeferredFreeByteBudget = DeferredFreeBudget(memLimit);
+            _pool.WarmLimitBytes = DeferredFreeBudget(memLimit);
             _pool.DeferredGrowthAllowed = RoomWithinLimit;
             _pool.PeakPagesRaised = NotePagePeak;
             _dedup = options.Dedup ? new DedupIndex() : null;
@@ -244,7 +245,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw;
         }
 
-        ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), options.MemLimit);
+        ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), memLimit);
     }
 
     public string Name => _options.Name;
@@ -271,6 +272,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public int PreferredBlockSize => PageSize;
 
     public bool SupportsFastZero => true;
+
+    /// <summary>The pool's zs_huge_class_size: objects of this many bytes or more are stored raw, a page each.</summary>
+    public int HugeClassSize => _pool.HugeClassSize;
 
     /// <summary>The smallest mem_limit but 0 (none) this device takes: see <see cref="MinimumMemLimitFor"/>.</summary>
     public long MinimumMemLimit => MinimumMemLimitFor(_options.DiskSize, _options.Dedup);
@@ -456,11 +460,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
     public void FlushDeferredFrees() => _pool.FlushDeferred();
 
-    /// <summary>zram's mem_limit: 0 = none, else at least <see cref="MinimumMemLimit"/>. Applies to mem_used_total
+    /// <summary>zram's mem_limit: 0 = none, else at least <see cref="MinimumMemLimit"/>, rounded up to whole pages as
+    /// the kernel keeps it (mem_limit_store's PAGE_ALIGN; mm_stat shows the rounded value). Applies to mem_used_total
     /// from the next allocation on.</summary>
     public void SetMemLimit(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        bytes = PageAligned(bytes);
         if (bytes != 0 && bytes < MinimumMemLimit)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"mem_limit is below {Name}'s minimum of {MinimumMemLimit} bytes");
@@ -472,6 +478,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _pool.WarmLimitBytes = budget;
         _compactor.Kick();
     }
+
+    /// <summary>A mem_limit rounded up to whole pages (down, for the few values too large to round up).</summary>
+    private static long PageAligned(long bytes)
+        => bytes > long.MaxValue - (PageSize - 1) ? bytes & ~(long)(PageSize - 1) : (bytes + PageSize - 1) & ~(long)(PageSize - 1);
 
     /// <summary>The queue's capacity: as configured, else one entry per block (at most
     /// <see cref="ZramDeviceOptions.MaxDeferredFreeCapacity"/>), so that a discard of the whole device (mkfs, fstrim,
@@ -580,6 +590,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         ArgumentOutOfRangeException.ThrowIfNegative(threshold);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(threshold, HugeClassSize); // the kernel's EINVAL
         if (_secondary is null)
         {
             throw new InvalidOperationException($"{Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3)");
@@ -599,24 +610,33 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             PrepareDictionary(type);
             PrepareCompressionTables();
             // max_pages bounds the slots worked on, recompressed or not, as the kernel's (its recompress_slot counts
-            // every page it compressed again: "we still spent resources on it").
-            for (int index = 0; index < _slots.Count && (maxPages == 0 || candidates < maxPages) && !stopping.IsCancellationRequested; index++)
+            // every page it compressed again: "we still spent resources on it"), and goes to the largest objects first.
+            int[] walks = maxPages == 0 ? [0] : LargestFirst(maxPages, peek => MayBeRecompressCandidate(peek, type));
+            foreach (int minSize in walks)
             {
-                RecompressOutcome outcome = RecompressSlot(index, type, threshold);
-                if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+                for (int index = 0; index < _slots.Count && (maxPages == 0 || candidates < maxPages) && !stopping.IsCancellationRequested; index++)
                 {
-                    stoppedByTime = true;
+                    RecompressOutcome outcome = RecompressSlot(index, type, threshold, minSize);
+                    if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
+                    {
+                        stoppedByTime = true;
+                    }
+
+                    candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
+                    recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
+                    if (outcome == RecompressOutcome.NoSpace)
+                    {
+                        stoppedByLimit = true;
+                        break;
+                    }
+
+                    if (stoppedByTime)
+                    {
+                        break;
+                    }
                 }
 
-                candidates += outcome == RecompressOutcome.Skipped ? 0 : 1;
-                recompressed += outcome == RecompressOutcome.Recompressed ? 1 : 0;
-                if (outcome == RecompressOutcome.NoSpace)
-                {
-                    stoppedByLimit = true;
-                    break;
-                }
-
-                if (stoppedByTime)
+                if (stoppedByLimit || stoppedByTime)
                 {
                     break;
                 }
@@ -674,21 +694,32 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
+        // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
+        long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
+        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, peek => MayBeWritebackCandidate(peek, type, minAge: 0, classIndex: -1));
+        foreach (int minSize in walks)
         {
-            WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _);
-            if (outcome == WritebackOutcome.WrittenBack)
+            for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
             {
-                written++;
-                if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize);
+                if (outcome == WritebackOutcome.WrittenBack)
                 {
-                    stoppedByTime = true;
+                    written++;
+                    if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                    {
+                        stoppedByTime = true;
+                        break;
+                    }
+                }
+                else if (outcome != WritebackOutcome.Skipped)
+                {
+                    stoppedBy = outcome;
                     break;
                 }
             }
-            else if (outcome != WritebackOutcome.Skipped)
+
+            if (stoppedByTime || stoppedBy != WritebackOutcome.Skipped)
             {
-                stoppedBy = outcome;
                 break;
             }
         }
@@ -1183,7 +1214,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
-    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0)
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0, int minSize = 0)
     {
         if (_secondary is null || !MayBeRecompressCandidate(_slots.PeekInfo(index), type))
         {
@@ -1197,7 +1228,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             info = _slots.Info(index);
             uint candidate = CandidateInfo(index, info);
-            if (!IsRecompressCandidate(candidate, type) || SlotInfo.Size(candidate) < threshold || (info = OwnObject(index, info)) == 0)
+            if (!IsRecompressCandidate(candidate, type) || SlotInfo.Size(candidate) < Math.Max(threshold, minSize) || (info = OwnObject(index, info)) == 0)
             {
                 return RecompressOutcome.Skipped;
             }
@@ -1208,7 +1239,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return RecompressOutcome.Corrupt;
             }
 
-            info |= SlotInfo.Recompressed;
+            // Dealt with, and no longer idle, as the kernel's recompress_slot clears ZRAM_IDLE on every slot it reads:
+            // a later post-processing by idleness (writeback type=idle) needs its own marking, and takes none of these
+            // pages on this one's.
+            info = (info | SlotInfo.Recompressed) & ~SlotInfo.IdleAgeMask;
             _slots.SetInfo(index, info);
         }
         finally
@@ -1265,7 +1299,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             _pool.Write(handle, output[..n]);
-            // Still idle: the content did not change, and writeback takes idle slots after recompression.
+            // The age it has gained since the first look (aging passes; a read would have reset it anyway).
             uint newInfo = SlotInfo.Compressed(n, compressor.Algorithm) | SlotInfo.Recompressed | (now & SlotInfo.IdleAgeMask);
             _slots.Set(index, handle, newInfo);
             _pool.Free(value);
@@ -1427,7 +1461,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
     /// the pool object is freed at once. <paramref name="size"/>: the bytes of the object written back, else 0.
     /// </summary>
-    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex, out int size)
+    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex, out int size, int minSize = 0)
     {
         size = 0;
         if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
@@ -1449,7 +1483,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         try
         {
-            return WritebackLocked(index, type, minAge, classIndex, out size);
+            return WritebackLocked(index, type, minAge, classIndex, out size, minSize);
         }
         finally
         {
@@ -1458,7 +1492,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary><see cref="WritebackSlot"/> with the slot's lock held by the caller.</summary>
-    private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size)
+    private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size, int minSize = 0)
     {
         size = 0;
         if (_backing is null)
@@ -1467,7 +1501,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         uint info = _slots.Info(index);
-        if (!IsWritebackCandidate(CandidateInfo(index, info), type, minAge, classIndex))
+        uint candidate = CandidateInfo(index, info);
+        if (!IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize)
         {
             return WritebackOutcome.Skipped;
         }
@@ -1517,6 +1552,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _counters.Replace(info, newInfo);
         size = objectSize;
         return WritebackOutcome.WrittenBack;
+    }
+
+    /// <summary>
+    /// The smallest object sizes of the walks a run bounded to <paramref name="budget"/> pages makes, largest objects
+    /// first (<see cref="SizeBuckets"/>), from the candidates a peek sees: a deduplicated slot's size is known only under
+    /// its lock, so it counts as the smallest.
+    /// </summary>
+    private int[] LargestFirst(long budget, Func<uint, bool> mayBeCandidate)
+    {
+        Span<long> counts = stackalloc long[SizeBuckets.Count];
+        for (int index = 0; index < _slots.Count; index++)
+        {
+            uint peek = _slots.PeekInfo(index);
+            if (mayBeCandidate(peek))
+            {
+                counts[SlotInfo.IsDeduped(peek) ? 0 : SizeBuckets.Of(SlotInfo.Size(peek))]++;
+            }
+        }
+
+        return SizeBuckets.MinimumSizes(counts, budget);
     }
 
     /// <summary>

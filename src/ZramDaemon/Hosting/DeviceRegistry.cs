@@ -151,10 +151,19 @@ internal sealed class DeviceRegistry : IControlHandler
             return ControlReply.Failure($"{device.Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3) in its section");
         }
 
+        int bytes = threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture);
+        if (bytes >= device.HugeClassSize)
+        {
+            // The kernel's EINVAL: objects that large are the huge ones, stored raw (type=huge takes them).
+            return ControlReply.Failure(string.Create(CultureInfo.InvariantCulture,
+                $"threshold={bytes}: must be below {device.Name}'s huge class size, {device.HugeClassSize} bytes (type=huge selects the pages stored raw)"));
+        }
+
         long before = device.GetStats().MemUsedTotal;
-        // A long run stops and says so (run it again), so that the client gets its reply in time.
-        RecompressionResult result = device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit,
-            threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture), stopping);
+        // A long run stops and says so (run it again), so that the client gets its reply in time. An explicit
+        // max_pages=0 runs on nothing (the kernel's loop starts with "if (!num_recomp_pages) break;").
+        RecompressionResult result = NoPages(maxPages) ? default
+            : device.Recompress(Selection(type), MaxPages(maxPages), RunTimeLimit, bytes, stopping);
         long after = device.GetStats().MemUsedTotal;
         return ControlReply.Success(string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{Stopped(result.StoppedByTimeLimit, result.StoppedByStop)}"));
@@ -168,7 +177,8 @@ internal sealed class DeviceRegistry : IControlHandler
         }
 
         long before = device.GetStats().MemUsedTotal;
-        WritebackResult result = device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit, stopping);
+        WritebackResult result = NoPages(maxPages) ? default
+            : device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit, stopping);
         long after = device.GetStats().MemUsedTotal;
         string done = string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
@@ -196,7 +206,11 @@ internal sealed class DeviceRegistry : IControlHandler
         _ => SlotSelection.All,
     };
 
+    /// <summary>The device's max_pages: 0 (no limit) when none was given.</summary>
     private static long MaxPages(string? maxPages) => maxPages is null ? 0 : long.Parse(maxPages, CultureInfo.InvariantCulture);
+
+    /// <summary>An explicit max_pages=0: a run on nothing, as the kernel's recompress (not "no limit").</summary>
+    private static bool NoPages(string? maxPages) => maxPages is not null && MaxPages(maxPages) == 0;
 
     private static ControlReply Set(ZramDevice device, string key, string value)
     {

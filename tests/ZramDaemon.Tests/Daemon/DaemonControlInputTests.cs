@@ -42,7 +42,7 @@ public sealed class DaemonControlInputTests(ControlInputDaemon fixture) : IClass
         { "set zram0 writeback_limit=1G\n", "writeback_limit: zram0 has no writeback-file, so it writes nothing back" },
         { "stats zram9\n", "no device 'zram9': this daemon has zram0" },
         { "idle\n", "wrong arguments for idle" },
-        { "recompress zram0 threshold=9999\n", "'threshold=9999': threshold is a size in bytes from 1 to 4095 (objects smaller are left as they are)" },
+        { "recompress zram0 threshold=9999\n", "'threshold=9999': threshold is a size in bytes below the huge class size, 0 for none (objects smaller are left as they are)" },
         { "recompress zram0 type=cold\n", "'type=cold': the type is idle, huge, huge_idle or all" },
         { "recompress zram0\n", "zram0 has no recompression algorithm: set recompress-algorithm" },
         { "writeback zram0 max_pages=x\n", "'max_pages=x': max_pages is a whole number of pages" },

@@ -160,8 +160,8 @@ public sealed class WritebackTests : IDisposable
 
         // Just above usage, so that the background writeback (at 100 % of the limit) stays out of it.
         device.Compact();
-        long limit = device.MemUsedTotal + 1;
-        device.SetMemLimit(limit);
+        device.SetMemLimit(device.MemUsedTotal + 1);
+        long limit = device.GetStats().MemLimit; // rounded up to a page, as the kernel's
         Assert.Equal(0, device.GetStats().HugePages);
         var random = new Random(5);
         for (int i = 1024; i < 1040; i++)
