@@ -8,7 +8,7 @@ namespace ZramDaemon.Control;
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME KEY=VALUE</c> (<see cref="DeviceSetting"/>), <c>stats NAME</c>,
 /// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>,
 /// <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]</c>,
-/// <c>writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
+/// <c>writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
 /// and max_pages, and <see cref="Threshold"/> is recompress's threshold (null when not given).
 /// </summary>
@@ -83,9 +83,10 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
             {
                 type = word["type=".Length..];
-                if (type is not ("idle" or "huge" or "huge_idle" or "all"))
+                // incompressible (huge pages recompression could not shrink) is writeback's only, as the kernel's.
+                if (type is not ("idle" or "huge" or "huge_idle" or "all") && (type != "incompressible" || words[0] != "writeback"))
                 {
-                    error = $"'{word}': the type is idle, huge, huge_idle or all";
+                    error = words[0] == "writeback" ? $"'{word}': the type is idle, huge, huge_idle, incompressible or all" : $"'{word}': the type is idle, huge, huge_idle or all";
                     return false;
                 }
             }
@@ -123,7 +124,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
     private static string Usage(string verb) => verb switch
     {
         "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]",
-        "writeback" => "writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]",
+        "writeback" => "writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => $"set NAME KEY=VALUE ({DeviceSetting.Assignments})",

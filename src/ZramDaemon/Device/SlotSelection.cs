@@ -14,4 +14,10 @@ public enum SlotSelection
 
     /// <summary>Slots both huge and idle (zram's huge_idle).</summary>
     HugeIdle,
+
+    /// <summary>
+    /// Huge slots recompression tried and could not shrink either (zram's ZRAM_INCOMPRESSIBLE, writeback's
+    /// type=incompressible): they stay raw in the pool whatever is tried. Writeback only; recompression takes none.
+    /// </summary>
+    Incompressible,
 }

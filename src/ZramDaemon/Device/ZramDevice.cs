@@ -1595,6 +1595,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         SlotSelection.Idle => SlotInfo.IsIdle(info),
         SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
         SlotSelection.HugeIdle => SlotInfo.IsIdle(info) && (info & SlotInfo.Huge) != 0,
+        SlotSelection.Incompressible => (info & (SlotInfo.Huge | SlotInfo.Recompressed)) == (SlotInfo.Huge | SlotInfo.Recompressed),
         _ => true,
     };
 

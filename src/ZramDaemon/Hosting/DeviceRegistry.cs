@@ -203,6 +203,7 @@ internal sealed class DeviceRegistry : IControlHandler
         "idle" => SlotSelection.Idle,
         "huge" => SlotSelection.Huge,
         "huge_idle" => SlotSelection.HugeIdle,
+        "incompressible" => SlotSelection.Incompressible,
         _ => SlotSelection.All,
     };
 

@@ -51,8 +51,9 @@ public class ControlRequestTests
     [InlineData("recompress zram0 threshold=4096", "threshold is a size in bytes below the huge class size, 0 for none")]
     [InlineData("recompress zram0 threshold=2K", "threshold is a size in bytes below the huge class size, 0 for none")]
     [InlineData("writeback zram0 threshold=100", "is not a writeback argument")]
-    [InlineData("writeback zram0 type=cold", "the type is idle, huge, huge_idle or all")]
-    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|huge_idle|all] [max_pages=N]")]
+    [InlineData("writeback zram0 type=cold", "the type is idle, huge, huge_idle, incompressible or all")]
+    [InlineData("recompress zram0 type=incompressible", "the type is idle, huge, huge_idle or all")]
+    [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]")]
     public void Rejects_with_a_reason(string line, string reason)
     {
         Assert.False(ControlRequest.TryParse(line, out _, out string error));

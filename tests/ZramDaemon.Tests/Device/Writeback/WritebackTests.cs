@@ -54,6 +54,52 @@ public sealed class WritebackTests : IDisposable
         return long.Parse(fields[0], CultureInfo.InvariantCulture) * long.Parse(fields[1], CultureInfo.InvariantCulture);
     }
 
+    /// <summary>
+    /// writeback type=incompressible (the kernel's ZRAM_INCOMPRESSIBLE): the huge pages a recompression tried and could
+    /// not shrink, not the huge ones it shrank, nor the ones it has not tried, nor small objects.
+    /// </summary>
+    [Fact]
+    public void Writeback_type_incompressible_takes_the_huge_pages_recompression_could_not_shrink()
+    {
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 1L << 20,
+            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            RecompressAlgorithm = "zstd:3",
+        }, NullLoggerFactory.Instance);
+        var random = new Random(11);
+        var model = new byte[32][];
+        for (int i = 0; i < model.Length; i++)
+        {
+            // 0-7 text, 8-15 nibbles (huge with lz4, shrunk by zstd), 16-23 random (huge whatever tries), 24-31
+            // random, written after the recompression (huge, never tried).
+            model[i] = i < 8 ? DevicePages.TextPage(i) : i < 16 ? RecompressionTests.NibblePage(random) : RandomPage(random);
+            if (i < 24)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+            }
+        }
+
+        Assert.Equal(0, device.Writeback(SlotSelection.Incompressible).WrittenBack);
+        device.Recompress(SlotSelection.All);
+        for (int i = 24; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
+        }
+
+        Assert.Equal(16, device.GetStats().HugePages);
+        Assert.Equal(8, device.Writeback(SlotSelection.Incompressible).WrittenBack);
+        Assert.Equal(8, device.GetStats().HugePages);
+        Assert.Equal(0, device.Writeback(SlotSelection.Incompressible).WrittenBack);
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(model[i]), $"slot {i} reads back different");
+        }
+    }
+
     [Fact]
     public void With_a_limit_far_below_the_data_every_write_succeeds_every_block_reads_back_and_usage_stays_under_it()
     {
