@@ -43,14 +43,7 @@ public sealed class RevKControlVerbTests
         var random = new Random(5);
         for (int i = 0; i < count; i++)
         {
-            var page = new byte[Page];
-            random.NextBytes(page);
-            for (int j = 0; j < page.Length; j++)
-            {
-                page[j] &= 0x0f;
-            }
-
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, page, fua: false));
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, Device.Recompression.RecompressionTests.NibblePage(random), fua: false));
         }
 
         Assert.Equal(count, device.GetStats().HugePages);

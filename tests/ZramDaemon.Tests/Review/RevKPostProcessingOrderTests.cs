@@ -30,17 +30,7 @@ public sealed class RevKPostProcessingOrderTests : IDisposable
         var random = new Random(9);
         for (int i = 0; i < Small + Large; i++)
         {
-            byte[] page = DevicePages.TextPage(i);
-            if (i >= Small)
-            {
-                page = new byte[Page];
-                random.NextBytes(page);
-                for (int j = 0; j < page.Length; j++)
-                {
-                    page[j] &= 0x0f;
-                }
-            }
-
+            byte[] page = i < Small ? DevicePages.TextPage(i) : Device.Recompression.RecompressionTests.NibblePage(random);
             Assert.Equal(NbdError.None, device.Write((long)i * Page, page, fua: false));
         }
 
