@@ -521,9 +521,10 @@ public static partial class ConfigurationLoader
         }
 
         string algorithm = "lz4";
+        string? listedRecompress = null;
         if (device.Algorithm is { } algorithmSetting)
         {
-            algorithm = ParseAlgorithm(algorithmSetting);
+            (algorithm, listedRecompress) = ParseAlgorithmList(algorithmSetting);
         }
 
         int watermark = DeviceConfiguration.DefaultCompactWatermarkPercent;
@@ -553,8 +554,14 @@ public static partial class ConfigurationLoader
         bool dedup = device.Dedup is { } dedupSetting && ParseBoolean(dedupSetting);
 
         string? recompressAlgorithm = device.RecompressAlgorithm is { } recompressSetting && recompressSetting.Value.Trim() is not ("none" or "")
-            ? ParseAlgorithm(recompressSetting)
+            ? ParseAlgorithm(recompressSetting, recompressSetting.Value)
             : null;
+        if (listedRecompress is not null)
+        {
+            recompressAlgorithm = device.RecompressAlgorithm is { } both
+                ? throw both.Fail($"the recompression algorithm is given twice: here and as the second of compression-algorithm ({listedRecompress}); keep one")
+                : listedRecompress;
+        }
         TimeSpan idleAfter = DeviceConfiguration.DefaultRecompressIdleAfter;
         if (device.RecompressIdleAfter is { } idleSetting)
         {
@@ -734,10 +741,28 @@ public static partial class ConfigurationLoader
         return (long)bytesValue;
     }
 
-    /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)".</summary>
-    private static string ParseAlgorithm(Setting setting)
+    /// <summary>
+    /// zram-generator's compression-algorithm list: the first compresses, a second recompresses (what
+    /// recompress-algorithm sets); a last group of parameters alone, "(type=idle)", is what zram-generator writes to
+    /// recompress when it sets the device up, still empty, where it does nothing: so it does nothing here either.
+    /// zramd has one recompression algorithm: a third is refused.
+    /// </summary>
+    private static (string Algorithm, string? Recompress) ParseAlgorithmList(Setting setting)
     {
-        string text = setting.Value.Trim();
+        string[] words = AlgorithmListWord().Matches(setting.Value).Select(m => m.Value).ToArray();
+        int count = words.Length > 1 && words[^1].StartsWith('(') ? words.Length - 1 : words.Length;
+        if (count is 0 or > 2)
+        {
+            throw setting.Fail("an algorithm, and at most one more to recompress with (zramd has one recompression algorithm): lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
+        }
+
+        return (ParseAlgorithm(setting, words[0]), count == 2 ? ParseAlgorithm(setting, words[1]) : null);
+    }
+
+    /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)".</summary>
+    private static string ParseAlgorithm(Setting setting, string text)
+    {
+        text = text.Trim();
         Match generatorForm = GeneratorAlgorithm().Match(text);
         if (generatorForm.Success)
         {
@@ -746,7 +771,7 @@ public static partial class ConfigurationLoader
 
         if (text.Contains(' ', StringComparison.Ordinal))
         {
-            throw setting.Fail("zramd compresses with one algorithm (no recompression list; the second goes in recompress-algorithm): use lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
+            throw setting.Fail("one algorithm: lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
         }
 
         return AlgorithmValidator.Validate(text, setting);
@@ -862,6 +887,11 @@ public static partial class ConfigurationLoader
 
     [GeneratedRegex(@"^(?<name>[a-z0-9-]+)\((?:level=(?<level>[0-9]+))?\)$")]
     private static partial Regex GeneratorAlgorithm();
+
+    /// <summary>A word of a compression-algorithm list: a name with its parameters in parentheses (which may hold
+    /// spaces), or a group of parameters alone.</summary>
+    [GeneratedRegex(@"[^\s(]+(?:\([^)]*\))?|\([^)]*\)")]
+    private static partial Regex AlgorithmListWord();
 
     private sealed class DaemonValues
     {

@@ -223,6 +223,19 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(DeviceConfiguration.DefaultRecompressIdleAfter, config.Devices[2].RecompressIdleAfter);
     }
 
+    /// <summary>zram-generator's list: the second algorithm recompresses; a last group of parameters alone (what
+    /// zram-generator writes to recompress on the empty device) does nothing.</summary>
+    [Fact]
+    public void A_compression_algorithm_list_sets_the_recompression_algorithm_as_zram_generator_does()
+    {
+        string path = WriteConfig("[zram0]\nzram-size = 8\ncompression-algorithm = lz4 zstd(level=3) (type=idle)\n"
+            + "[zram1]\nzram-size = 8\ncompression-algorithm = zstd(level=2)   lz4hc\n[zram2]\nzram-size = 8\ncompression-algorithm = lz4hc:3\n");
+        ZramdConfiguration config = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
+        Assert.Equal(("lz4", "zstd:3"), (config.Devices[0].Algorithm, config.Devices[0].RecompressAlgorithm));
+        Assert.Equal(("zstd:2", "lz4hc:9"), (config.Devices[1].Algorithm, config.Devices[1].RecompressAlgorithm));
+        Assert.Equal(("lz4hc:3", null), (config.Devices[2].Algorithm, config.Devices[2].RecompressAlgorithm));
+    }
+
     [Theory]
     [InlineData("1000000000")]
     [InlineData("16666666min")]
@@ -281,7 +294,10 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\nzram-size = 64M\nzram-resident-limit = 64K", "[zram0] zram-resident-limit = '64K': the memory limit comes to 65536 bytes, below the 217116 this device needs" },
         { "[zram0]\ncompression-algorithm = lzo", "[zram0] compression-algorithm = 'lzo': 'lzo' is not a compression algorithm" },
         { "[zram0]\ncompression-algorithm = zstd:30", "[zram0] compression-algorithm = 'zstd:30': 'zstd:30': the level of zstd must be a whole number from 1 to 22" },
-        { "[zram0]\ncompression-algorithm = zstd lz4hc", "[zram0] compression-algorithm = 'zstd lz4hc': zramd compresses with one algorithm" },
+        { "[zram0]\ncompression-algorithm = zstd lz4hc lz4", "[zram0] compression-algorithm = 'zstd lz4hc lz4': an algorithm, and at most one more to recompress with" },
+        { "[zram0]\ncompression-algorithm = lzo-rle zstd", "[zram0] compression-algorithm = 'lzo-rle zstd': 'lzo-rle' is not a compression algorithm" },
+        { "[zram0]\ncompression-algorithm = lz4 zstd(level=30)", "[zram0] compression-algorithm = 'lz4 zstd(level=30)': 'zstd:30': the level of zstd must be" },
+        { "[zram0]\ncompression-algorithm = lz4 zstd\nrecompress-algorithm = lz4hc", "[zram0] recompress-algorithm = 'lz4hc': the recompression algorithm is given twice" },
         { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
         { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': auto (one per block) or a whole number" },
         { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': auto (one per block) or a whole number" },
