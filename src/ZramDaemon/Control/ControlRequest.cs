@@ -10,16 +10,17 @@ namespace ZramDaemon.Control;
 /// <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]</c>,
 /// <c>writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
-/// and max_pages, and <see cref="Threshold"/> is recompress's threshold (null when not given).
+/// and max_pages, <see cref="Threshold"/> is recompress's threshold and <see cref="Algorithm"/> its algo= or priority=
+/// word as given (null when not given).
 /// </summary>
-public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null)
+public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null, string? Algorithm = null)
 {
     public const int MaxLineBytes = 4096;
 
     public override string ToString() => Verb switch
     {
         "set" => $"set {Device} {Key}={Value}",
-        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}{(Threshold is null ? string.Empty : " threshold=" + Threshold)}",
+        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}{(Threshold is null ? string.Empty : " threshold=" + Threshold)}{(Algorithm is null ? string.Empty : " " + Algorithm)}",
         _ when Device is not null => $"{Verb} {Device}",
         _ => Verb,
     };
@@ -58,7 +59,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "recompress" or "writeback" when words.Length is >= 2 and <= 5:
+            case "recompress" or "writeback" when words.Length is >= 2 and <= 6:
                 return TryParseSlotRun(words, out request, out error);
             case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
@@ -78,6 +79,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         string? type = null;
         string? maxPages = null;
         string? threshold = null;
+        string? algorithm = null;
         foreach (string word in words.AsSpan(2))
         {
             if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
@@ -110,6 +112,19 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                     return false;
                 }
             }
+            else if ((word.StartsWith("algo=", StringComparison.Ordinal) || word.StartsWith("priority=", StringComparison.Ordinal))
+                && algorithm is null && words[0] == "recompress")
+            {
+                // The kernel's choice among its recompression algorithms, by name or priority; zramd has one, which the
+                // device's run checks it against.
+                algorithm = word;
+                if (word[(word.IndexOf('=', StringComparison.Ordinal) + 1)..] is not { Length: > 0 and <= 32 } value
+                    || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is ':' or '-'))
+                {
+                    error = $"'{word}': algo= names an algorithm (zstd, lz4hc), priority= is a number";
+                    return false;
+                }
+            }
             else
             {
                 error = $"'{word}' is not a {words[0]} argument: {Usage(words[0])}";
@@ -117,13 +132,13 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             }
         }
 
-        request = new ControlRequest(words[0], words[1], type, maxPages, threshold);
+        request = new ControlRequest(words[0], words[1], type, maxPages, threshold, algorithm);
         return true;
     }
 
     private static string Usage(string verb) => verb switch
     {
-        "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]",
+        "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES] [algo=NAME|priority=1]",
         "writeback" => "writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",

@@ -64,7 +64,7 @@ internal sealed class DeviceRegistry : IControlHandler
             case "idle":
                 return ControlReply.Success($"{device.Name}: {device.MarkIdle()} pages marked idle");
             case "recompress":
-                return Recompress(device, request.Key, request.Value, request.Threshold, stopping);
+                return Recompress(device, request.Key, request.Value, request.Threshold, request.Algorithm, stopping);
             case "writeback":
                 return Writeback(device, request.Key, request.Value, stopping);
             case "reset":
@@ -144,11 +144,18 @@ internal sealed class DeviceRegistry : IControlHandler
             $"{device.Name}: compacted, {pages} pages freed; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
     }
 
-    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages, string? threshold, CancellationToken stopping)
+    private static ControlReply Recompress(ZramDevice device, string? type, string? maxPages, string? threshold, string? algorithm, CancellationToken stopping)
     {
-        if (device.RecompressAlgorithm is null)
+        if (device.RecompressAlgorithm is not { } own)
         {
             return ControlReply.Failure($"{device.Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3) in its section");
+        }
+
+        // The kernel's algo= and priority= pick one of up to 3 recompression algorithms (EINVAL for none of them); a
+        // zramd device has one, priority 1: its name (zstd) or itself (zstd:3).
+        if (algorithm is not null && algorithm != "priority=1" && algorithm != "algo=" + own && algorithm != "algo=" + own.Split(':')[0])
+        {
+            return ControlReply.Failure($"{algorithm}: {device.Name} recompresses with {own} only (its recompress-algorithm, priority 1)");
         }
 
         int bytes = threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture);

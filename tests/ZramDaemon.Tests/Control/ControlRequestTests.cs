@@ -33,6 +33,8 @@ public class ControlRequestTests
         Assert.True(ControlRequest.TryParse("recompress zram0 threshold=3000 type=huge_idle", out ControlRequest? request, out string error), error);
         Assert.Equal(new ControlRequest("recompress", "zram0", "huge_idle", null, "3000"), request);
         Assert.Equal("recompress zram0 type=huge_idle threshold=3000", request.ToString());
+        Assert.True(ControlRequest.TryParse("recompress zram0 priority=1 max_pages=5", out request, out error), error);
+        Assert.Equal("recompress zram0 max_pages=5 priority=1", request.ToString());
     }
 
     [Theory]
@@ -43,7 +45,7 @@ public class ControlRequestTests
     [InlineData("set zram0 mem_limit", "is not an assignment")]
     [InlineData("compact a b", "compact [NAME]")]
     [InlineData("format zram0", "unknown request 'format'")]
-    [InlineData("recompress", "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]")]
+    [InlineData("recompress", "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES] [algo=NAME|priority=1]")]
     [InlineData("recompress zram0 type=cold", "the type is idle, huge, huge_idle or all")]
     [InlineData("recompress zram0 max_pages=-1", "max_pages is a whole number")]
     [InlineData("recompress zram0 type=idle type=huge", "is not a recompress argument")]
@@ -51,6 +53,9 @@ public class ControlRequestTests
     [InlineData("recompress zram0 threshold=4096", "threshold is a size in bytes below the huge class size, 0 for none")]
     [InlineData("recompress zram0 threshold=2K", "threshold is a size in bytes below the huge class size, 0 for none")]
     [InlineData("writeback zram0 threshold=100", "is not a writeback argument")]
+    [InlineData("writeback zram0 algo=zstd", "is not a writeback argument")]
+    [InlineData("recompress zram0 algo=", "algo= names an algorithm")]
+    [InlineData("recompress zram0 algo=zstd priority=1", "is not a recompress argument")]
     [InlineData("writeback zram0 type=cold", "the type is idle, huge, huge_idle, incompressible or all")]
     [InlineData("recompress zram0 type=incompressible", "the type is idle, huge, huge_idle or all")]
     [InlineData("writeback zram0 pages=3", "is not a writeback argument: writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]")]

@@ -150,4 +150,25 @@ public sealed class RevKControlVerbTests
             $"after `set zram0 mem_limit={requested}` mm_stat is '{mmStat}', mem_limit {shown}; the kernel's mem_limit_store rounds "
             + $"the limit up to whole pages (PAGE_ALIGN) and mm_stat prints limit_pages << PAGE_SHIFT = {aligned}");
     }
+
+    /// <summary>The kernel's algo= and priority= choose among its recompression algorithms: a zramd device has one,
+    /// priority 1, named as the kernel names it (zstd) or as configured (zstd:3); others are refused, as EINVAL.</summary>
+    [Theory]
+    [InlineData("algo=zstd", true)]
+    [InlineData("algo=zstd:3", true)]
+    [InlineData("priority=1", true)]
+    [InlineData("algo=lz4hc", false)]
+    [InlineData("algo=zstd:9", false)]
+    [InlineData("priority=2", false)]
+    [InlineData("priority=0", false)]
+    public async Task Recompress_takes_the_kernels_algo_or_priority_naming_its_one_algorithm(string choice, bool taken)
+    {
+        using ZramDevice device = Create();
+        WriteHugeShrinkablePages(device, 4);
+
+        ControlReply reply = await SendAsync(device, $"recompress zram0 type=huge {choice}");
+
+        Assert.True(reply.Ok == taken, $"`recompress zram0 type=huge {choice}` answered {(reply.Ok ? "ok: " + reply.Text : "error: " + reply.Error)}");
+        Assert.Equal(taken ? 4 : 0, device.GetStats().RecompressedPages);
+    }
 }
