@@ -27,7 +27,7 @@ internal static partial class DaemonRunner
         }
         catch (ConfigurationException e)
         {
-            Console.Error.WriteLine($"zramd: {e.Message}");
+            DaemonLogging.WriteError($"zramd: {e.Message}", facts.Environment);
             return e.ExitCode;
         }
 
@@ -61,7 +61,7 @@ internal static partial class DaemonRunner
         {
             // One only the start can see (a writeback-file another process holds or zramd cannot open): one line, as the others.
             notifier.Notify("STATUS=failed to start: " + e.Message);
-            Console.Error.WriteLine($"zramd: {e.Message}");
+            DaemonLogging.WriteError($"zramd: {e.Message}", facts.Environment);
             return e.ExitCode;
         }
         catch (Exception e) when (e is DaemonStartException or IOException or System.Net.Sockets.SocketException or ArgumentException or DllNotFoundException or InvalidOperationException)

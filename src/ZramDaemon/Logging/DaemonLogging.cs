@@ -18,7 +18,7 @@ public static class DaemonLogging
     public static Logger Create(LogEventLevel minimumLevel, IReadOnlyDictionary<string, string> environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
-        bool journal = environment.TryGetValue("JOURNAL_STREAM", out string? stream) && stream.Length > 0;
+        bool journal = UnderJournal(environment);
         return new LoggerConfiguration()
             .MinimumLevel.Is(minimumLevel)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
@@ -31,6 +31,20 @@ public static class DaemonLogging
                 standardErrorFromLevel: LogEventLevel.Verbose,
                 formatProvider: System.Globalization.CultureInfo.InvariantCulture)
             .CreateLogger();
+    }
+
+    /// <summary>Whether standard error goes to journald ($JOURNAL_STREAM set), which reads a &lt;N&gt; prefix as the level.</summary>
+    public static bool UnderJournal(IReadOnlyDictionary<string, string> environment)
+        => environment.TryGetValue("JOURNAL_STREAM", out string? stream) && stream.Length > 0;
+
+    /// <summary>
+    /// A line written before (or without) the logger, the configuration error's: under journald with the error
+    /// priority, as the logger's own errors, so that <c>journalctl -p err</c> shows what to fix.
+    /// </summary>
+    public static void WriteError(string line, IReadOnlyDictionary<string, string> environment)
+    {
+        ArgumentNullException.ThrowIfNull(environment);
+        Console.Error.WriteLine((UnderJournal(environment) ? SyslogPrefix(LogEventLevel.Error) : string.Empty) + line);
     }
 
     /// <summary>sd-daemon.h's SD_ERR .. SD_DEBUG prefixes, by Serilog level.</summary>
