@@ -122,11 +122,16 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 }
             }
 
-            // "unix:/run/zramd/zramd.sock (systemd zramd.socket)": the path is what clients attach to.
+            // "unix:/run/zramd/zramd.sock (systemd zramd.socket)": the path is what clients attach to; else the first TCP
+            // socket's address.
             string? unix = activated.Select(l => l.Description).FirstOrDefault(d => d.StartsWith("unix:/", StringComparison.Ordinal));
             if (unix is not null && ListenAddress.TryParse(unix.Split(' ')[0], out ListenAddress? parsed, out _))
             {
                 hintAddress = parsed;
+            }
+            else if (activated.Select(l => l.TcpEndPoint).FirstOrDefault(e => e is not null) is { } endPoint)
+            {
+                hintAddress = ListenAddress.Tcp(endPoint);
             }
         }
         else
