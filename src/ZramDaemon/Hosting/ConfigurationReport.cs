@@ -18,7 +18,14 @@ internal static partial class ConfigurationReport
             config.SocketGroup ?? "(ours)",
             config.ControlPath,
             config.TlsMode.ToString().ToLowerInvariant(),
-            config.LockMemory ? "yes" : "no");
+            config.LockMemory ? "yes" : "no",
+            config.LogLevel switch
+            {
+                Serilog.Events.LogEventLevel.Debug => "debug",
+                Serilog.Events.LogEventLevel.Warning => "warning",
+                Serilog.Events.LogEventLevel.Error => "error",
+                _ => "info",
+            });
         LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, StatusTable.HumanSize(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
         foreach (DeviceConfiguration d in config.Devices)
         {
@@ -30,7 +37,8 @@ internal static partial class ConfigurationReport
                 d.MemLimit == 0 ? "none" : StatusTable.HumanSize(d.MemLimit),
                 d.CompactWatermarkPercent,
                 d.DeferredFreeCapacity?.ToString(CultureInfo.InvariantCulture) ?? "auto",
-                d.ReadOnly ? "yes" : "no");
+                d.ReadOnly ? "yes" : "no",
+                d.Attach ?? "none");
             if (d.RecompressAlgorithm is not null)
             {
                 LogRecompression(logger, d.Name, d.RecompressAlgorithm,
@@ -55,16 +63,16 @@ internal static partial class ConfigurationReport
     private static partial void LogSource(ILogger logger, string path, string ram);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {Lock}")]
-    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string @lock);
+        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {Lock}, log-level = {LogLevel}")]
+    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string @lock, string logLevel);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "max-connections = {Connections}, max-in-flight = {InFlight}, max-payload = {Payload}, handshake-timeout = {Timeout}s, busy-poll = {BusyPoll}us")]
     private static partial void LogLimits(ILogger logger, int connections, int inFlight, string payload, int timeout, int busyPoll);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}")]
-    private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, string deferred, string readOnly);
+        Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}, attach = {Attach}")]
+    private static partial void LogDevice(ILogger logger, string name, string size, string algorithm, string limit, int watermark, string deferred, string readOnly, string attach);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] recompress-algorithm = {Algorithm}, recompress-idle-after = {IdleAfter}, recompress-cpu-percent = {CpuPercent}%, recompress-dictionary = {Dictionary}")]
