@@ -1,5 +1,6 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
+using System.Text.RegularExpressions;
 using ZramDaemon.Compression.Native;
 
 namespace ZramDaemon.Compression;
@@ -8,8 +9,9 @@ namespace ZramDaemon.Compression;
 /// An algorithm and its level, written as zram's comp_algorithm plus its "level" parameter:
 /// "lz4" (or "lz4:ACCELERATION"), "lz4hc" / "lz4hc:LEVEL" (1-12, default 9), "zstd" / "zstd:LEVEL" (1-22, default 3).
 /// For lz4 the level is LZ4's acceleration, as in the kernel's backend_lz4.c (1 = default, higher = faster, larger).
+/// zram-generator's spelling, "zstd(level=3)" or "zstd()", is taken too, in the configuration and in <c>zramd set</c> alike.
 /// </summary>
-public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, int Level)
+public readonly partial record struct CompressionSpec(CompressionAlgorithm Algorithm, int Level)
 {
     public const string Usage = "use lz4, lz4hc[:1-12] or zstd[:1-22]";
 
@@ -42,6 +44,11 @@ public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, in
         {
             error = $"a compression algorithm is required: {Usage}";
             return false;
+        }
+
+        if (GeneratorForm().Match(text.Trim()) is { Success: true } generator)
+        {
+            text = generator.Groups["name"].Value + (generator.Groups["level"].Success ? ":" + generator.Groups["level"].Value : string.Empty);
         }
 
         ReadOnlySpan<char> s = text.AsSpan().Trim();
@@ -89,4 +96,7 @@ public readonly record struct CompressionSpec(CompressionAlgorithm Algorithm, in
         CompressionAlgorithm.Lz4Hc => string.Create(CultureInfo.InvariantCulture, $"lz4hc:{Level}"),
         _ => string.Create(CultureInfo.InvariantCulture, $"zstd:{Level}"),
     };
+
+    [GeneratedRegex(@"^(?<name>[A-Za-z0-9-]+)\((?:level=(?<level>[0-9]+))?\)$")]
+    private static partial Regex GeneratorForm();
 }

@@ -13,6 +13,8 @@ public class CompressionSpecTests
     [InlineData("lz4hc:12", CompressionAlgorithm.Lz4Hc, 12, "lz4hc:12")]
     [InlineData("zstd", CompressionAlgorithm.Zstd, 3, "zstd:3")]
     [InlineData(" zstd:19 ", CompressionAlgorithm.Zstd, 19, "zstd:19")]
+    [InlineData("zstd(level=5)", CompressionAlgorithm.Zstd, 5, "zstd:5")] // zram-generator's spelling
+    [InlineData("lz4hc()", CompressionAlgorithm.Lz4Hc, 9, "lz4hc:9")]
     public void Parses_the_algorithm_strings(string text, CompressionAlgorithm algorithm, int level, string canonical)
     {
         Assert.True(CompressionSpec.TryParse(text, out CompressionSpec spec, out string error), error);
@@ -33,6 +35,8 @@ public class CompressionSpecTests
     [InlineData("zstd:")]
     [InlineData("zstd:3x")]
     [InlineData("lz4:0")]
+    [InlineData("zstd(level=)")]
+    [InlineData("zstd(dict=/etc/d)")]
     public void Rejects_bad_algorithm_strings_with_a_reason(string text)
     {
         Assert.False(CompressionSpec.TryParse(text, out _, out string error));
