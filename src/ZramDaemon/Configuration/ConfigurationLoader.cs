@@ -652,9 +652,10 @@ public static partial class ConfigurationLoader
         if (device.Attach is { } attachSetting)
         {
             attach = attachSetting.Value;
-            if (!NbdDevicePath().IsMatch(attach))
+            // The attach's own parser, so that what passes here is what the start takes (no leading zero, an int).
+            if (!attach.StartsWith("/dev/nbd", StringComparison.Ordinal) || !Attach.KernelNbdAttachment.TryParseDevice(attach, out _))
             {
-                throw attachSetting.Fail("a kernel nbd device like /dev/nbd0 is required");
+                throw attachSetting.Fail("a kernel nbd device like /dev/nbd0 is required (no leading zero)");
             }
         }
 
@@ -759,16 +760,10 @@ public static partial class ConfigurationLoader
         return (ParseAlgorithm(setting, words[0]), count == 2 ? ParseAlgorithm(setting, words[1]) : null);
     }
 
-    /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)".</summary>
+    /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)" (<see cref="Compression.CompressionSpec"/>).</summary>
     private static string ParseAlgorithm(Setting setting, string text)
     {
         text = text.Trim();
-        Match generatorForm = GeneratorAlgorithm().Match(text);
-        if (generatorForm.Success)
-        {
-            text = generatorForm.Groups["name"].Value + (generatorForm.Groups["level"].Success ? ":" + generatorForm.Groups["level"].Value : string.Empty);
-        }
-
         if (text.Contains(' ', StringComparison.Ordinal))
         {
             throw setting.Fail("one algorithm: lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
@@ -801,6 +796,16 @@ public static partial class ConfigurationLoader
         string keyPem = daemon.TlsKey is { } keySetting ? ReadPem(keySetting) : certificatePem;
         try
         {
+            // The certificate alone first, so that a file holding none is named as itself, not as the key.
+            using var alone = X509Certificate2.CreateFromPem(certificatePem);
+        }
+        catch (CryptographicException e)
+        {
+            throw certificate.Fail($"no PEM certificate in the file: {e.Message}");
+        }
+
+        try
+        {
             using var pem = X509Certificate2.CreateFromPem(certificatePem, keyPem);
             if (!pem.HasPrivateKey)
             {
@@ -810,8 +815,9 @@ public static partial class ConfigurationLoader
             // SslStream on Linux wants a certificate whose key is not ephemeral: round-trip through PKCS#12.
             return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
         }
-        catch (CryptographicException e)
+        catch (Exception e) when (e is CryptographicException or ArgumentException)
         {
+            // ArgumentException: a key of the same type that is not the certificate's ("the public key does not match").
             throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
         }
     }
@@ -882,11 +888,7 @@ public static partial class ConfigurationLoader
     [GeneratedRegex("^zram[0-9]+$")]
     private static partial Regex DeviceName();
 
-    [GeneratedRegex("^/dev/nbd[0-9]+$")]
-    private static partial Regex NbdDevicePath();
 
-    [GeneratedRegex(@"^(?<name>[a-z0-9-]+)\((?:level=(?<level>[0-9]+))?\)$")]
-    private static partial Regex GeneratorAlgorithm();
 
     /// <summary>A word of a compression-algorithm list: a name with its parameters in parentheses (which may hold
     /// spaces), or a group of parameters alone.</summary>
