@@ -170,7 +170,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         }
 
         string[] where = _listeners.Select(l => l.Description).ToArray();
-        LogServing(AttachHint.For(where, hintAddress, _devices[0].Name));
+        LogServing(AttachHint.For(where, hintAddress, _devices[0].Name, _config.TlsMode == Nbd.NbdTlsMode.Required));
         if (_devices.Count > 1)
         {
             LogOtherExports(string.Join(", ", _devices.Skip(1).Select(d => d.Name)));

@@ -131,5 +131,8 @@ public sealed class DaemonSocketSecurityTests
         Assert.Contains("tls-mode = required", daemon.Process.StandardError, StringComparison.Ordinal);
         Assert.Contains("tcp:0.0.0.0:", daemon.Process.StandardError, StringComparison.Ordinal);
         Assert.DoesNotContain(ExposedWarning, daemon.Process.StandardError, StringComparison.Ordinal);
+        // The start line's commands attach with TLS, which is all this daemon speaks.
+        string start = daemon.Process.StandardError.Split('\n').Single(l => l.Contains("attach with:", StringComparison.Ordinal));
+        Assert.True(start.Contains("/dev/nbd0 -N zram0 -b 4096 -enable-tls", StringComparison.Ordinal) && start.Contains("nbdinfo 'nbds+unix:///zram0?socket=", StringComparison.Ordinal), start);
     }
 }
