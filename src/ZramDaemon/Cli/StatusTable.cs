@@ -47,7 +47,8 @@ public static class StatusTable
                 size(d.MemUsedTotal),
                 size(d.MemLimit),
                 size(d.MemUsedMax),
-                d.PagesCompacted.ToString(CultureInfo.InvariantCulture),
+                // A count of pages, which zramctl formats as a size all the same (get_mm_stat: "12B"); so does zramd.
+                size(d.PagesCompacted),
                 // zramctl's COMP-RATIO is DATA/TOTAL ("%.4f"), fragmentation and metadata counted; TOTAL is never 0 here (the
                 // slot table counts from the start), where zramctl would print nan.
                 (d.MemUsedTotal == 0 ? 0 : (double)d.OrigDataSize / d.MemUsedTotal).ToString("0.0000", CultureInfo.InvariantCulture),

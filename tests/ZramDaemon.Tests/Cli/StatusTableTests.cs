@@ -30,8 +30,8 @@ public class StatusTableTests
         string[] lines = output.ToString().TrimEnd('\n').Split('\n');
         Assert.Equal(3, lines.Length);
         Assert.Equal(["NAME", "ALGORITHM", "DISKSIZE", "DATA", "COMPR", "TOTAL", "MEM-LIMIT", "MEM-USED", "MIGRATED", "COMP-RATIO"], lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Equal(["zram0", "lz4", "4G", "8M", "2M", "3M", "0B", "3M", "12", "2.6667"], lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Equal(["zram1", "zstd:3", "1G", "0B", "0B", "0B", "0B", "0B", "0", "0.0000"], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["zram0", "lz4", "4G", "8M", "2M", "3M", "0B", "3M", "12B", "2.6667"], lines[1].Split(' ', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(["zram1", "zstd:3", "1G", "0B", "0B", "0B", "0B", "0B", "0B", "0.0000"], lines[2].Split(' ', StringSplitOptions.RemoveEmptyEntries));
 
         // Right-aligned numbers end in the same column.
         Assert.Equal(lines[0].IndexOf("DISKSIZE", StringComparison.Ordinal) + "DISKSIZE".Length, lines[1].IndexOf("4G", StringComparison.Ordinal) + 2);
