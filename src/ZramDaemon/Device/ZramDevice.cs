@@ -156,11 +156,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long minimumLimit = MinimumMemLimitFor(options.DiskSize, options.Dedup);
-        long memLimit = PageAligned(options.MemLimit);
-        if (memLimit != 0 && memLimit < minimumLimit)
+        if (options.MemLimit != 0 && options.MemLimit < minimumLimit)
         {
             throw new ArgumentException($"mem_limit {options.MemLimit} is below the device's minimum of {minimumLimit} bytes", nameof(options));
         }
+
+        long memLimit = PageAligned(options.MemLimit);
 
         if (options.CompactWatermarkPercent is < 1 or > 100)
         {
@@ -466,11 +467,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public void SetMemLimit(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
-        bytes = PageAligned(bytes);
         if (bytes != 0 && bytes < MinimumMemLimit)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"mem_limit is below {Name}'s minimum of {MinimumMemLimit} bytes");
         }
+
+        bytes = PageAligned(bytes);
 
         long budget = DeferredFreeBudget(bytes);
         Interlocked.Exchange(ref _memLimit, bytes);

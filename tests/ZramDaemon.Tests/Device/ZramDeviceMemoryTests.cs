@@ -37,7 +37,7 @@ public class ZramDeviceMemoryTests
         Assert.Equal(NbdError.NoSpace, device.Write(Page, random, fua: false));
 
         Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(minimum - 1));
-        Assert.Equal(minimum, device.GetStats().MemLimit);
+        Assert.Equal((minimum + Page - 1) / Page * Page, device.GetStats().MemLimit); // whole pages, as the kernel keeps it
         device.SetMemLimit(0);
         Assert.Equal(NbdError.None, device.Write(Page, random, fua: false));
     }
@@ -203,8 +203,8 @@ public class ZramDeviceMemoryTests
         }
 
         device.Compact();
-        long limit = device.MemUsedTotal + 4096; // room for 512 more cells, not for 2048
-        device.SetMemLimit(limit);
+        device.SetMemLimit(device.MemUsedTotal + 4096); // room for 512 more cells (and a page's rounding), not for 2048
+        long limit = device.GetStats().MemLimit;
         int refused = -1;
         for (int i = 0; i < pages; i++)
         {
