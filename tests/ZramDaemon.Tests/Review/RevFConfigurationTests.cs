@@ -101,6 +101,37 @@ public sealed class RevFConfigurationTests : IDisposable
     }
 
     /// <summary>
+    /// FAILS on the current code. ParseAlgorithmList splits the value with a regex that skips what no word matches: an
+    /// unclosed "(" is dropped. `compression-algorithm = lz4 (zstd` is then "lz4 zstd" and loads with zstd as the
+    /// recompression algorithm, and `lz4 zstd(level=3` becomes the three words lz4, zstd, level=3 and is refused as
+    /// "an algorithm, and at most one more to recompress with", a reason that is not the value's fault (it has two).
+    /// A bad value should be refused, with why it is bad.
+    /// </summary>
+    [Theory]
+    [InlineData("lz4 (zstd")]
+    [InlineData("lz4 zstd(level=3")]
+    public void An_unclosed_parenthesis_in_an_algorithm_list_is_refused_as_such(string value)
+    {
+        string path = WriteConfig($"[zram0]\nzram-size = 8\ncompression-algorithm = {value}\n");
+
+        ZramdConfiguration? config = null;
+        ConfigurationException? error = null;
+        try
+        {
+            config = ConfigurationLoader.Load(new CommandLineSettings { ConfigPath = path }, Facts());
+        }
+        catch (ConfigurationException e)
+        {
+            error = e;
+        }
+
+        Assert.True(error is not null && error.ExitCode == 78 && !error.Message.Contains("at most one more", StringComparison.Ordinal),
+            $"compression-algorithm = '{value}': "
+            + (error is null ? $"loaded as {config!.Devices[0].Algorithm}, recompressing with {config.Devices[0].RecompressAlgorithm ?? "nothing"}" : $"exit {error.ExitCode}: {error.Message}")
+            + "; expected a refusal for the unclosed parenthesis, not a silent reading of it or a count of algorithms it does not have");
+    }
+
+    /// <summary>
     /// FAILS on the current code. The device rounds mem_limit up to whole pages and checks its minimum against the
     /// rounded limit (ZramDevice ctor, PageAligned), so a limit a few bytes below the minimum that rounds up to at least
     /// it is one the device takes. The configuration loader checks the minimum on the value as given, before the

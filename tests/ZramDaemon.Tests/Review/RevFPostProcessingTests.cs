@@ -236,6 +236,54 @@ public sealed class RevFPostProcessingTests : IDisposable
     }
 
     /// <summary>
+    /// FAILS on the current code. RecompressSlot marks a slot Recompressed under its lock, then compresses with the
+    /// lock released (at zstd:19 a millisecond or two a page), and only then stores the result. For that whole time a
+    /// huge slot being recompressed is Huge | Recompressed, which is all SlotSelection.Incompressible looks at: a
+    /// `writeback type=incompressible` (or a background run) meanwhile writes back a huge page that recompression is
+    /// about to shrink to half a page, and the recompression then finds the slot changed and drops its result. Here
+    /// every page is one zstd halves, so none is incompressible, yet writeback type=incompressible, run while
+    /// `recompress type=huge` goes, writes some back. (The kernel holds the slot lock for the whole of recompress_slot
+    /// and sets ZRAM_INCOMPRESSIBLE only after the last algorithm failed.)
+    /// </summary>
+    [Fact]
+    public async Task Writeback_type_incompressible_does_not_take_a_huge_page_while_it_is_being_recompressed()
+    {
+        const int pages = 48;
+        long writtenBack = 0;
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        for (int round = 0; writtenBack == 0 && clock.Elapsed < TimeSpan.FromSeconds(3); round++)
+        {
+            using var device = new ZramDevice(new ZramDeviceOptions
+            {
+                Name = "zram0",
+                DiskSize = 1L << 20,
+                RecompressAlgorithm = "zstd:19",
+                BackingFile = Path.Combine(_dir, $"zram0-{round}.wb"),
+            }, NullLoggerFactory.Instance);
+            var random = new Random(round);
+            for (int i = 0; i < pages; i++)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, Device.Recompression.RecompressionTests.NibblePage(random), fua: false));
+            }
+
+            Assert.Equal(pages, device.GetStats().HugePages);
+            Task<RecompressionResult> recompress = Task.Run(() => device.Recompress(SlotSelection.Huge));
+            while (!recompress.IsCompleted)
+            {
+                writtenBack += device.Writeback(SlotSelection.Incompressible).WrittenBack;
+            }
+
+            RecompressionResult result = await recompress;
+            Assert.True(result.Recompressed + writtenBack == pages || writtenBack > 0, $"precondition: zstd:19 shrinks every page: {result}");
+        }
+
+        Assert.True(writtenBack == 0,
+            $"writeback type=incompressible, run while recompress type=huge went, wrote back {writtenBack} huge pages that zstd halves (none is "
+            + "incompressible): a slot being recompressed is Huge | Recompressed from RecompressSlot's first lock to its second, "
+            + "which SlotSelection.Incompressible takes for \"recompression tried and could not shrink it\"");
+    }
+
+    /// <summary>
     /// FAILS on the current code. `zramd idle NAME` then `zramd writeback NAME type=idle` (the kernel's
     /// "echo all &gt; idle; echo idle &gt; writeback") on a device with both a recompress-algorithm (background
     /// recompressor) and a writeback-file: MarkIdle kicks the background Recompressor, whose RecompressSlice runs
