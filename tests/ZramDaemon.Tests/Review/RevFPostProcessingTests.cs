@@ -203,9 +203,11 @@ public sealed class RevFPostProcessingTests : IDisposable
     /// returns NotSmaller, leaving the slot marked Recompressed, and so Huge | Recompressed, which is what
     /// SlotSelection.Incompressible selects. `writeback type=incompressible` then writes back a page zstd halves. In
     /// Linux 6.12 recompress_slot only "class_index_new &gt;= class_index_old" sets ZRAM_INCOMPRESSIBLE; "Successful
-    /// recompression but above threshold" returns 0 without it (and without ZRAM_RECOMPRESSED). zramd's own
-    /// definition (SlotSelection.Incompressible: "huge slots recompression tried and could not shrink either: they
-    /// stay raw in the pool whatever is tried") does not hold for these.
+    /// recompression but above threshold" returns 0 without it (and without ZRAM_RECOMPRESSED). (The 2025 rework of the
+    /// recompression loop, after 6.12, folds the threshold into the loop and marks such a page too; zramd follows
+    /// 6.12 elsewhere.) Either way zramd's own definition (SlotSelection.Incompressible: "huge slots recompression
+    /// tried and could not shrink either: they stay raw in the pool whatever is tried") does not hold for these: a
+    /// later recompress without a threshold would halve them, but they are marked and never tried again.
     /// </summary>
     [Fact]
     public void A_huge_page_left_by_a_threshold_is_not_incompressible()
