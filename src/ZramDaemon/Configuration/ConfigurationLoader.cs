@@ -192,7 +192,8 @@ public static partial class ConfigurationLoader
         {
             // A plain size (bytes with K/M/G/T) rather than a ram expression: mark it so.
             device.Size = size is null ? device.Size : size with { IsPlainSize = true };
-            device.Algorithm = algorithm ?? device.Algorithm;
+            // The compression algorithm alone: the recompression one a file's list names stays.
+            device.AlgorithmOverride = algorithm;
             device.MemLimit = memLimit is null ? device.MemLimit : memLimit with { IsPlainSize = true };
         }
     }
@@ -518,6 +519,8 @@ public static partial class ConfigurationLoader
             {
                 throw limitSetting.Fail("the memory limit cannot be negative (0 means no limit)");
             }
+
+            memLimit = Device.ZramDevice.RoundMemLimit(memLimit); // as the device keeps it, and checks its minimum on
         }
 
         string algorithm = "lz4";
@@ -525,6 +528,11 @@ public static partial class ConfigurationLoader
         if (device.Algorithm is { } algorithmSetting)
         {
             (algorithm, listedRecompress) = ParseAlgorithmList(algorithmSetting);
+        }
+
+        if (device.AlgorithmOverride is { } overrideSetting)
+        {
+            algorithm = ParseAlgorithm(overrideSetting, overrideSetting.Value);
         }
 
         int watermark = DeviceConfiguration.DefaultCompactWatermarkPercent;
@@ -559,7 +567,7 @@ public static partial class ConfigurationLoader
         if (listedRecompress is not null)
         {
             recompressAlgorithm = device.RecompressAlgorithm is { } both
-                ? throw both.Fail($"the recompression algorithm is given twice: here and as the second of compression-algorithm ({listedRecompress}); keep one")
+                ? throw both.Fail($"the recompression algorithm is given twice: recompress-algorithm is set here and compression-algorithm names a second algorithm ({listedRecompress}); keep one")
                 : listedRecompress;
         }
         TimeSpan idleAfter = DeviceConfiguration.DefaultRecompressIdleAfter;
@@ -750,8 +758,24 @@ public static partial class ConfigurationLoader
     /// </summary>
     private static (string Algorithm, string? Recompress) ParseAlgorithmList(Setting setting)
     {
+        if (AlgorithmListWord().Replace(setting.Value, string.Empty).Trim().Length != 0)
+        {
+            throw setting.Fail("a parenthesis is not closed or not opened: write zstd(level=3), and a group of recompress parameters alone, (type=idle), last");
+        }
+
         string[] words = AlgorithmListWord().Matches(setting.Value).Select(m => m.Value).ToArray();
         int count = words.Length > 1 && words[^1].StartsWith('(') ? words.Length - 1 : words.Length;
+        if (words.Take(count).Any(w => w.StartsWith('(')))
+        {
+            throw setting.Fail("a group of parameters alone comes last, once: the recompress parameters zram-generator writes at setup, (type=idle)");
+        }
+
+        if (count < words.Length && words[^1].Trim('(', ')').Split([',', ' '], StringSplitOptions.RemoveEmptyEntries)
+                .Any(p => p.Split('=')[0] is not ("type" or "max_pages" or "threshold" or "algo" or "priority")))
+        {
+            throw setting.Fail($"{words[^1]}: a group alone holds recompress parameters (type=, max_pages=, threshold=, algo=, priority=); an algorithm's own go right after it: zstd(level=3)");
+        }
+
         if (count is 0 or > 2)
         {
             throw setting.Fail("an algorithm, and at most one more to recompress with (zramd has one recompression algorithm): lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
@@ -918,6 +942,9 @@ public static partial class ConfigurationLoader
         public string Name { get; } = name;
         public Setting? Size { get; set; }
         public Setting? Algorithm { get; set; }
+
+        /// <summary>--algorithm or ZRAMD_ALGORITHM: one algorithm, in place of the first of <see cref="Algorithm"/>.</summary>
+        public Setting? AlgorithmOverride { get; set; }
         public Setting? MemLimit { get; set; }
         public Setting? CompactWatermark { get; set; }
         public Setting? DeferredFreeCapacity { get; set; }

@@ -10,8 +10,8 @@ namespace ZramDaemon.Control;
 /// <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]</c>,
 /// <c>writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
-/// and max_pages, <see cref="Threshold"/> is recompress's threshold and <see cref="Algorithm"/> its algo= or priority=
-/// word as given (null when not given).
+/// and max_pages, <see cref="Threshold"/> is recompress's threshold and <see cref="Algorithm"/> its algo= and priority=
+/// words as given, space-separated (null when not given).
 /// </summary>
 public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null, string? Algorithm = null)
 {
@@ -59,7 +59,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "recompress" or "writeback" when words.Length is >= 2 and <= 6:
+            case "recompress" or "writeback" when words.Length is >= 2 and <= 7:
                 return TryParseSlotRun(words, out request, out error);
             case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
@@ -106,24 +106,26 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                 // The kernel's: only objects of at least this many bytes (0: any); below the device's huge class size,
                 // which the device's run checks (the kernel's EINVAL).
                 threshold = word["threshold=".Length..];
-                if (threshold.Length is 0 or > 4 || !threshold.All(char.IsAsciiDigit) || int.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture) >= ZramDevice.PageSize)
+                if (threshold.Length is 0 or > 9 || !threshold.All(char.IsAsciiDigit) || int.Parse(threshold, System.Globalization.CultureInfo.InvariantCulture) >= ZramDevice.PageSize)
                 {
                     error = $"'{word}': threshold is a size in bytes below the huge class size, 0 for none (objects smaller are left as they are)";
                     return false;
                 }
             }
             else if ((word.StartsWith("algo=", StringComparison.Ordinal) || word.StartsWith("priority=", StringComparison.Ordinal))
-                && algorithm is null && words[0] == "recompress")
+                && words[0] == "recompress" && algorithm?.Contains(word[..word.IndexOf('=', StringComparison.Ordinal)], StringComparison.Ordinal) != true)
             {
-                // The kernel's choice among its recompression algorithms, by name or priority; zramd has one, which the
-                // device's run checks it against.
-                algorithm = word;
-                if (word[(word.IndexOf('=', StringComparison.Ordinal) + 1)..] is not { Length: > 0 and <= 32 } value
-                    || !value.All(c => char.IsAsciiLetterOrDigit(c) || c is ':' or '-'))
+                // The kernel's choice among its recompression algorithms, by name or priority (each at most once; both
+                // may be given); zramd has one, which the device's run checks them against.
+                string value = word[(word.IndexOf('=', StringComparison.Ordinal) + 1)..];
+                bool priority = word.StartsWith('p');
+                if (value.Length is 0 or > 32 || !(priority ? value.Length <= 9 && value.All(char.IsAsciiDigit) : value.All(c => char.IsAsciiLetterOrDigit(c) || c is ':' or '-')))
                 {
                     error = $"'{word}': algo= names an algorithm (zstd, lz4hc), priority= is a number";
                     return false;
                 }
+
+                algorithm = algorithm is null ? word : algorithm + " " + word;
             }
             else
             {
@@ -138,7 +140,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
     private static string Usage(string verb) => verb switch
     {
-        "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES] [algo=NAME|priority=1]",
+        "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES] [algo=NAME] [priority=1]",
         "writeback" => "writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",

@@ -28,7 +28,8 @@ internal struct Slot
 ///          the block in the backing file)
 ///   22     <see cref="Deduped"/>: the value is a dedup entry id
 ///   23     <see cref="SameInSlot"/>: a same-filled page's value is in the slot
-///   24..30 spare
+///   24     <see cref="Incompressible"/>: a huge page recompression tried and could not shrink
+///   25..30 spare
 ///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
 /// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
@@ -86,6 +87,13 @@ internal static class SlotInfo
     /// 32-bit integer), so it needs no pool word. The kernel keeps any value in its slot, whose handle field has 64 bits.
     /// </summary>
     public const uint SameInSlot = 1u << 23;
+
+    /// <summary>
+    /// zram's ZRAM_INCOMPRESSIBLE: with <see cref="Recompressed"/> and <see cref="Huge"/>, a recompression tried the page
+    /// (no threshold) and could not store it in less than a page either (writeback's type=incompressible). Set only once
+    /// that is known: a huge slot marked <see cref="Recompressed"/> alone may be under way, or tried under a threshold.
+    /// </summary>
+    public const uint Incompressible = 1u << 24;
 
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);

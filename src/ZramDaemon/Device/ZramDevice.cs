@@ -156,12 +156,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long minimumLimit = MinimumMemLimitFor(options.DiskSize, options.Dedup);
-        if (options.MemLimit != 0 && options.MemLimit < minimumLimit)
+        long memLimit = RoundMemLimit(options.MemLimit);
+        if (memLimit != 0 && memLimit < minimumLimit)
         {
             throw new ArgumentException($"mem_limit {options.MemLimit} is below the device's minimum of {minimumLimit} bytes", nameof(options));
         }
-
-        long memLimit = PageAligned(options.MemLimit);
 
         if (options.CompactWatermarkPercent is < 1 or > 100)
         {
@@ -467,12 +466,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     public void SetMemLimit(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        bytes = RoundMemLimit(bytes);
         if (bytes != 0 && bytes < MinimumMemLimit)
         {
             throw new ArgumentOutOfRangeException(nameof(bytes), bytes, $"mem_limit is below {Name}'s minimum of {MinimumMemLimit} bytes");
         }
-
-        bytes = PageAligned(bytes);
 
         long budget = DeferredFreeBudget(bytes);
         Interlocked.Exchange(ref _memLimit, bytes);
@@ -481,8 +479,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _compactor.Kick();
     }
 
-    /// <summary>A mem_limit rounded up to whole pages (down, for the few values too large to round up).</summary>
-    private static long PageAligned(long bytes)
+    /// <summary>
+    /// A mem_limit as the device keeps it: rounded up to whole pages (down, for the few values too large to round up),
+    /// as the kernel's mem_limit_store; the minimum applies to the rounded value, wherever a limit is checked.
+    /// </summary>
+    public static long RoundMemLimit(long bytes)
         => bytes > long.MaxValue - (PageSize - 1) ? bytes & ~(long)(PageSize - 1) : (bytes + PageSize - 1) & ~(long)(PageSize - 1);
 
     /// <summary>The queue's capacity: as configured, else one entry per block (at most
@@ -613,12 +614,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             PrepareCompressionTables();
             // max_pages bounds the slots worked on, recompressed or not, as the kernel's (its recompress_slot counts
             // every page it compressed again: "we still spent resources on it"), and goes to the largest objects first.
-            int[] walks = maxPages == 0 ? [0] : LargestFirst(maxPages, peek => MayBeRecompressCandidate(peek, type));
+            int[] walks = maxPages == 0 ? [0] : LargestFirst(maxPages, info => IsRecompressCandidate(info, type));
             foreach (int minSize in walks)
             {
                 for (int index = 0; index < _slots.Count && (maxPages == 0 || candidates < maxPages) && !stopping.IsCancellationRequested; index++)
                 {
-                    RecompressOutcome outcome = RecompressSlot(index, type, threshold, minSize);
+                    RecompressOutcome outcome = RecompressSlot(index, type, threshold, minSize, clearIdle: true);
                     if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
                     {
                         stoppedByTime = true;
@@ -698,7 +699,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long started = Stopwatch.GetTimestamp();
         // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
         long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
-        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, peek => MayBeWritebackCandidate(peek, type, minAge: 0, classIndex: -1));
+        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1));
         foreach (int minSize in walks)
         {
             for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
@@ -1216,7 +1217,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
-    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0, int minSize = 0)
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0, int minSize = 0, bool clearIdle = false)
     {
         if (_secondary is null || !MayBeRecompressCandidate(_slots.PeekInfo(index), type))
         {
@@ -1241,10 +1242,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return RecompressOutcome.Corrupt;
             }
 
-            // Dealt with, and no longer idle, as the kernel's recompress_slot clears ZRAM_IDLE on every slot it reads:
-            // a later post-processing by idleness (writeback type=idle) needs its own marking, and takes none of these
-            // pages on this one's.
-            info = (info | SlotInfo.Recompressed) & ~SlotInfo.IdleAgeMask;
+            // Dealt with. A run asked for (clearIdle) leaves the slot no longer idle, as the kernel's recompress_slot
+            // clears ZRAM_IDLE on every slot it reads: a later post-processing by idleness (writeback type=idle) needs
+            // its own marking. The kernel keeps the access time, so the slot stays the oldest of the others (age
+            // IdleAgeMax - 1) for the background writeback's passes by age. The background recompressor keeps the
+            // mark: it runs on its own, and would take the marks an admin's `zramd idle` set for a writeback.
+            info |= SlotInfo.Recompressed;
+            if (clearIdle)
+            {
+                info = SlotInfo.WithIdleAge(info, Math.Min(SlotInfo.IdleAge(info), SlotInfo.IdleAgeMax - 1));
+            }
+
             _slots.SetInfo(index, info);
         }
         finally
@@ -1267,15 +1275,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             capacity = Math.Min(capacity, threshold - 1);
         }
 
+        bool smaller;
         using (CompressionStreamLease lease = compressor.Acquire())
         {
             n = lease.Stream.Compress(page, capacity);
-            if (n == 0 || _pool.ClassIndexOf(n) >= _pool.ClassIndexOf(oldSize))
+            smaller = n != 0 && _pool.ClassIndexOf(n) < _pool.ClassIndexOf(oldSize);
+            if (smaller)
             {
-                return RecompressOutcome.NotSmaller; // the mark stays: not tried again until rewritten
+                lease.Stream.Buffer[..n].CopyTo(output);
+            }
+        }
+
+        if (!smaller)
+        {
+            // The mark stays: not tried again until rewritten. A huge page tried with no threshold is incompressible.
+            if (threshold == 0 && (info & SlotInfo.Huge) != 0)
+            {
+                MarkIncompressible(index, info, value);
             }
 
-            lease.Stream.Buffer[..n].CopyTo(output);
+            return RecompressOutcome.NotSmaller;
         }
 
         _slots.Lock(index);
@@ -1314,6 +1333,22 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary>
+    /// Marks a huge slot that recompression could not shrink <see cref="SlotInfo.Incompressible"/>, if it still holds
+    /// the object tried (<paramref name="info"/> as marked then, the idle age aside, and <paramref name="value"/>).
+    /// </summary>
+    private void MarkIncompressible(int index, uint info, uint value)
+    {
+        _slots.Lock(index);
+        uint now = _slots.Info(index);
+        if ((now & ~SlotInfo.IdleAgeMask) == (info & ~SlotInfo.IdleAgeMask) && _slots.Value(index) == value)
+        {
+            _slots.SetInfo(index, now | SlotInfo.Incompressible);
+        }
+
+        _slots.Unlock(index);
     }
 
     /// <summary>
@@ -1558,18 +1593,26 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// The smallest object sizes of the walks a run bounded to <paramref name="budget"/> pages makes, largest objects
-    /// first (<see cref="SizeBuckets"/>), from the candidates a peek sees: a deduplicated slot's size is known only under
-    /// its lock, so it counts as the smallest.
+    /// first (<see cref="SizeBuckets"/>), from the candidates (<paramref name="isCandidate"/>, given an object's info)
+    /// a peek sees: a deduplicated slot's object is known only under its lock (<see cref="CandidateInfo"/>).
     /// </summary>
-    private int[] LargestFirst(long budget, Func<uint, bool> mayBeCandidate)
+    private int[] LargestFirst(long budget, Func<uint, bool> isCandidate)
     {
         Span<long> counts = stackalloc long[SizeBuckets.Count];
+        counts.Clear(); // the device skips zeroing its locals
         for (int index = 0; index < _slots.Count; index++)
         {
-            uint peek = _slots.PeekInfo(index);
-            if (mayBeCandidate(peek))
+            uint info = _slots.PeekInfo(index);
+            if (SlotInfo.IsDeduped(info))
             {
-                counts[SlotInfo.IsDeduped(peek) ? 0 : SizeBuckets.Of(SlotInfo.Size(peek))]++;
+                _slots.Lock(index);
+                info = CandidateInfo(index, _slots.Info(index));
+                _slots.Unlock(index);
+            }
+
+            if (isCandidate(info))
+            {
+                counts[SizeBuckets.Of(SlotInfo.Size(info))]++;
             }
         }
 
@@ -1597,7 +1640,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         SlotSelection.Idle => SlotInfo.IsIdle(info),
         SlotSelection.Huge => (info & SlotInfo.Huge) != 0,
         SlotSelection.HugeIdle => SlotInfo.IsIdle(info) && (info & SlotInfo.Huge) != 0,
-        SlotSelection.Incompressible => (info & (SlotInfo.Huge | SlotInfo.Recompressed)) == (SlotInfo.Huge | SlotInfo.Recompressed),
+        SlotSelection.Incompressible => (info & SlotInfo.Incompressible) != 0,
         _ => true,
     };
 

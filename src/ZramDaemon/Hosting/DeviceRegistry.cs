@@ -151,11 +151,17 @@ internal sealed class DeviceRegistry : IControlHandler
             return ControlReply.Failure($"{device.Name} has no recompression algorithm: set recompress-algorithm (e.g. zstd:3) in its section");
         }
 
-        // The kernel's algo= and priority= pick one of up to 3 recompression algorithms (EINVAL for none of them); a
-        // zramd device has one, priority 1: its name (zstd) or itself (zstd:3).
-        if (algorithm is not null && algorithm != "priority=1" && algorithm != "algo=" + own && algorithm != "algo=" + own.Split(':')[0])
+        // The kernel's algo= and priority= pick among up to 3 recompression algorithms (EINVAL for none of them; priority
+        // 0, the primary, is taken as 1); a zramd device has one, priority 1: its name (zstd) or itself (zstd:3).
+        foreach (string word in algorithm?.Split(' ') ?? [])
         {
-            return ControlReply.Failure($"{algorithm}: {device.Name} recompresses with {own} only (its recompress-algorithm, priority 1)");
+            bool ours = word.StartsWith("priority=", StringComparison.Ordinal)
+                ? int.Parse(word["priority=".Length..], CultureInfo.InvariantCulture) <= 1
+                : word == "algo=" + own || word == "algo=" + own.Split(':')[0];
+            if (!ours)
+            {
+                return ControlReply.Failure($"{word}: {device.Name} recompresses with {own} only (its recompress-algorithm, priority 1)");
+            }
         }
 
         int bytes = threshold is null ? 0 : int.Parse(threshold, CultureInfo.InvariantCulture);
@@ -231,6 +237,7 @@ internal sealed class DeviceRegistry : IControlHandler
         switch (setting.Key)
         {
             case DeviceSetting.MemLimit:
+                bytes = ZramDevice.RoundMemLimit(bytes);
                 if (bytes != 0 && bytes < device.MinimumMemLimit)
                 {
                     // The old limit stays: this one would refuse every write that is not a same-filled page.
@@ -238,7 +245,7 @@ internal sealed class DeviceRegistry : IControlHandler
                 }
 
                 device.SetMemLimit(bytes);
-                return ControlReply.Success($"{device.Name}: mem_limit = {Limit(bytes)}");
+                return ControlReply.Success($"{device.Name}: mem_limit = {Limit(bytes)}"); // whole pages, as in mm_stat
             case DeviceSetting.MemUsedMax:
                 device.ResetMemUsedMax();
                 return ControlReply.Success($"{device.Name}: mem_used_max = {device.GetStats().MemUsedMax} bytes (the current usage)");

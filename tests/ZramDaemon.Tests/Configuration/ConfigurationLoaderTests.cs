@@ -399,10 +399,10 @@ public sealed class ConfigurationLoaderTests : IDisposable
             MemLimit = limit.ToString(CultureInfo.InvariantCulture),
         });
 
-        Assert.Equal(minimum, Assert.Single(Device(minimum).Devices).MemLimit);
+        Assert.Equal(ZramDevice.RoundMemLimit(minimum), Assert.Single(Device(minimum).Devices).MemLimit); // whole pages
         Assert.Equal(0, Assert.Single(Device(0).Devices).MemLimit);
         var e = Assert.Throws<ConfigurationException>(() => Device(minimum, "dedup = yes"));
-        Assert.Equal($"option --mem-limit = '{minimum}': the memory limit comes to {minimum} bytes, below the {ZramDevice.MinimumMemLimitFor(64L << 20, dedup: true)} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)", e.Message);
+        Assert.Equal($"option --mem-limit = '{minimum}': the memory limit comes to {ZramDevice.RoundMemLimit(minimum)} bytes, below the {ZramDevice.MinimumMemLimitFor(64L << 20, dedup: true)} this device needs (its slot table, the pool's metadata and what a first stored page takes; 0 means no limit)", e.Message);
         Assert.Equal(64, e.ExitCode); // a command-line value: a usage error
     }
 

@@ -24,8 +24,10 @@ public class ZramDeviceMemoryTests
             Assert.Equal(minimum, empty.MemUsedTotal + ZsAlloc.ZsPool.FirstObjectBytes);
         }
 
+        // The largest limit refused: the minimum applies to the limit rounded up to whole pages, as the device keeps it.
+        long below = (minimum - 1) / Page * Page;
         Assert.Throws<ArgumentException>(() => new ZramDevice(
-            new ZramDeviceOptions { Name = "low", DiskSize = 8L << 20, MemLimit = minimum - 1, Dedup = dedup }, NullLoggerFactory.Instance));
+            new ZramDeviceOptions { Name = "low", DiskSize = 8L << 20, MemLimit = below, Dedup = dedup }, NullLoggerFactory.Instance));
 
         using var device = new ZramDevice(new ZramDeviceOptions { Name = "least", DiskSize = 8L << 20, MemLimit = minimum, Dedup = dedup, CompactThresholdPages = 0 },
             NullLoggerFactory.Instance);
@@ -36,7 +38,7 @@ public class ZramDeviceMemoryTests
         new Random(4).NextBytes(random);
         Assert.Equal(NbdError.NoSpace, device.Write(Page, random, fua: false));
 
-        Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(minimum - 1));
+        Assert.Throws<ArgumentOutOfRangeException>(() => device.SetMemLimit(below));
         Assert.Equal((minimum + Page - 1) / Page * Page, device.GetStats().MemLimit); // whole pages, as the kernel keeps it
         device.SetMemLimit(0);
         Assert.Equal(NbdError.None, device.Write(Page, random, fua: false));

@@ -66,7 +66,7 @@ public sealed class RevFControlVerbTests
     [InlineData("recompress zram0 type=huge priority=0")]
     [InlineData("recompress zram0 type=huge priority=01")]
     [InlineData("recompress zram0 type=huge priority=1 algo=zstd")]
-    [InlineData("recompress zram0 type=huge threshold=00100")]
+    [InlineData("recompress zram0 type=huge threshold=03000")] // a leading zero; 100 would keep no result (the kernel keeps one only below the threshold)
     public async Task Recompress_takes_what_the_kernels_recompress_store_takes(string line)
     {
         using ZramDevice device = Create();

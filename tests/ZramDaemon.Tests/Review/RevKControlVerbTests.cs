@@ -160,7 +160,9 @@ public sealed class RevKControlVerbTests
     [InlineData("algo=lz4hc", false)]
     [InlineData("algo=zstd:9", false)]
     [InlineData("priority=2", false)]
-    [InlineData("priority=0", false)]
+    [InlineData("priority=0", true)] // the kernel's recompress_store takes 0 (the primary) as 1
+    [InlineData("priority=1 algo=zstd", true)]
+    [InlineData("algo=zstd priority=2", false)]
     public async Task Recompress_takes_the_kernels_algo_or_priority_naming_its_one_algorithm(string choice, bool taken)
     {
         using ZramDevice device = Create();

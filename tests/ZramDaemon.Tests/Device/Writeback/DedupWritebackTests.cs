@@ -44,13 +44,17 @@ public sealed class DedupWritebackTests : IDisposable
         Assert.Equal(2, device.Writeback(SlotSelection.All).WrittenBack);
         long shared = device.GetStats().DedupPages;
 
-        // Slots 2 and 3 are still in the pool: the same bytes written elsewhere share their entries.
-        Assert.Equal(NbdError.None, device.Write(10L * Page, DistinctPage(2), fua: false));
-        Assert.Equal(NbdError.None, device.Write(11L * Page, DistinctPage(3), fua: false));
+        // The two the budget refused (the largest objects go first) are still in the pool: the same bytes written
+        // elsewhere share their entries, and only theirs.
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((10L + i) * Page, DistinctPage(i), fua: false));
+        }
+
         Assert.Equal(shared + 2, device.GetStats().DedupPages);
 
         var back = new byte[Page];
-        foreach ((int block, int content) in new[] { (2, 2), (3, 3), (10, 2), (11, 3), (0, 0) })
+        foreach ((int block, int content) in new[] { (0, 0), (1, 1), (2, 2), (3, 3), (10, 0), (11, 1), (12, 2), (13, 3) })
         {
             Assert.Equal(NbdError.None, device.Read((long)block * Page, back));
             Assert.Equal(DistinctPage(content), back);
