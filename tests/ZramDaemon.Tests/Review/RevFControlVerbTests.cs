@@ -17,7 +17,7 @@ public sealed class RevFControlVerbTests
 {
     private const int Page = ZramDevice.PageSize;
 
-    private static ZramDevice Create(string? recompress = "zstd:3")
+    internal static ZramDevice Create(string? recompress = "zstd:3")
         => new(new ZramDeviceOptions
         {
             Name = "zram0",
@@ -25,7 +25,9 @@ public sealed class RevFControlVerbTests
             RecompressAlgorithm = recompress,
         }, NullLoggerFactory.Instance);
 
-    private static async Task<ControlReply> SendAsync(ZramDevice device, string line)
+    /// <summary>One request line as `zramd VERB ...` sends it: parsed by the CLI, sent as its ToString, parsed by the
+    /// daemon and answered by its registry.</summary>
+    internal static async Task<ControlReply> SendAsync(ZramDevice device, string line)
     {
         if (!ControlRequest.TryParse(line, out ControlRequest? request, out string error))
         {
@@ -42,7 +44,8 @@ public sealed class RevFControlVerbTests
         return new DeviceRegistry([device], server).Handle(sent, CancellationToken.None);
     }
 
-    private static void WriteHugeShrinkablePages(ZramDevice device, int count)
+    /// <summary>Pages lz4 stores huge and zstd brings well under the huge class (about 2.1 KiB).</summary>
+    internal static void WriteHugeShrinkablePages(ZramDevice device, int count)
     {
         var random = new Random(5);
         for (int i = 0; i < count; i++)

@@ -17,37 +17,11 @@ public sealed class RevKControlVerbTests
 {
     private const int Page = ZramDevice.PageSize;
 
-    private static ZramDevice Create(string? recompress = "zstd:3")
-        => new(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 1L << 20,
-            RecompressAlgorithm = recompress,
-        }, NullLoggerFactory.Instance);
+    private static ZramDevice Create(string? recompress = "zstd:3") => RevFControlVerbTests.Create(recompress);
 
-    /// <summary>One request line as `zramd VERB ...` sends it: parsed as the CLI and daemon do, then answered.</summary>
-    private static async Task<ControlReply> SendAsync(ZramDevice device, string line)
-    {
-        if (!ControlRequest.TryParse(line, out ControlRequest? request, out string error))
-        {
-            return ControlReply.Failure(error);
-        }
+    private static Task<ControlReply> SendAsync(ZramDevice device, string line) => RevFControlVerbTests.SendAsync(device, line);
 
-        await using var server = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
-        return new DeviceRegistry([device], server).Handle(request, CancellationToken.None);
-    }
-
-    /// <summary>Pages lz4 stores huge (random nibbles) and zstd brings well under the huge class (about 2.1 KiB).</summary>
-    private static void WriteHugeShrinkablePages(ZramDevice device, int count)
-    {
-        var random = new Random(5);
-        for (int i = 0; i < count; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, Device.Recompression.RecompressionTests.NibblePage(random), fua: false));
-        }
-
-        Assert.Equal(count, device.GetStats().HugePages);
-    }
+    private static void WriteHugeShrinkablePages(ZramDevice device, int count) => RevFControlVerbTests.WriteHugeShrinkablePages(device, count);
 
     /// <summary>
     /// FAILS on the current code. In the kernel, max_pages=0 recompresses nothing: recompress_store starts from
