@@ -527,7 +527,11 @@ public static partial class ConfigurationLoader
         string? listedRecompress = null;
         if (device.Algorithm is { } algorithmSetting)
         {
-            (algorithm, listedRecompress) = ParseAlgorithmList(algorithmSetting);
+            (string first, string? second) = SplitAlgorithmList(algorithmSetting);
+            // An override takes the first's place unread, as --size and --mem-limit take the file's values' (a file
+            // written for the kernel may name one zramd does not have: lzo-rle).
+            algorithm = device.AlgorithmOverride is null ? ParseAlgorithm(algorithmSetting, first) : algorithm;
+            listedRecompress = second is null ? null : ParseAlgorithm(algorithmSetting, second);
         }
 
         if (device.AlgorithmOverride is { } overrideSetting)
@@ -756,7 +760,7 @@ public static partial class ConfigurationLoader
     /// recompress when it sets the device up, still empty, where it does nothing: so it does nothing here either.
     /// zramd has one recompression algorithm: a third is refused.
     /// </summary>
-    private static (string Algorithm, string? Recompress) ParseAlgorithmList(Setting setting)
+    private static (string First, string? Second) SplitAlgorithmList(Setting setting)
     {
         if (AlgorithmListWord().Replace(setting.Value, string.Empty).Trim().Length != 0)
         {
@@ -781,7 +785,7 @@ public static partial class ConfigurationLoader
             throw setting.Fail("an algorithm, and at most one more to recompress with (zramd has one recompression algorithm): lz4, lz4hc[:LEVEL] or zstd[:LEVEL]");
         }
 
-        return (ParseAlgorithm(setting, words[0]), count == 2 ? ParseAlgorithm(setting, words[1]) : null);
+        return (words[0], count == 2 ? words[1] : null);
     }
 
     /// <summary>zramd's "zstd:3" or zram-generator's "zstd(level=3)" (<see cref="Compression.CompressionSpec"/>).</summary>

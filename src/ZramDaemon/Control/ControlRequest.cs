@@ -127,6 +127,11 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 algorithm = algorithm is null ? word : algorithm + " " + word;
             }
+            else if (word.IndexOf('=', StringComparison.Ordinal) is > 0 and int equals && Usage(words[0]).Contains(" [" + word[..(equals + 1)], StringComparison.Ordinal))
+            {
+                error = $"'{word}': {word[..equals]} is given twice";
+                return false;
+            }
             else
             {
                 error = $"'{word}' is not a {words[0]} argument: {Usage(words[0])}";

@@ -1288,10 +1288,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if (!smaller)
         {
-            // The mark stays: not tried again until rewritten. A huge page tried with no threshold is incompressible.
-            if (threshold == 0 && (info & SlotInfo.Huge) != 0)
+            // The mark stays: not tried again until rewritten. A huge page tried with no threshold is incompressible;
+            // under a threshold the result may have been refused for the threshold alone: the mark goes, as the
+            // kernel's recompress_slot (6.12) sets no flag then, and a later run tries the page again.
+            if (threshold > 0 || (info & SlotInfo.Huge) != 0)
             {
-                MarkIncompressible(index, info, value);
+                SettleUnshrunk(index, info, incompressible: threshold == 0);
             }
 
             return RecompressOutcome.NotSmaller;
@@ -1336,16 +1338,18 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>
-    /// Marks a huge slot that recompression could not shrink <see cref="SlotInfo.Incompressible"/>, if it still holds
-    /// the object tried (<paramref name="info"/> as marked then, the idle age aside, and <paramref name="value"/>).
+    /// After a recompression that kept nothing: a huge slot is marked <see cref="SlotInfo.Incompressible"/>, or the
+    /// <see cref="SlotInfo.Recompressed"/> mark goes (not <paramref name="incompressible"/>), if the slot still holds
+    /// the object tried: its info as marked then (<paramref name="info"/>), the idle age aside. Every write stores fresh
+    /// info without the mark, and a compaction that moved the handle keeps it: the object is the same then.
     /// </summary>
-    private void MarkIncompressible(int index, uint info, uint value)
+    private void SettleUnshrunk(int index, uint info, bool incompressible)
     {
         _slots.Lock(index);
         uint now = _slots.Info(index);
-        if ((now & ~SlotInfo.IdleAgeMask) == (info & ~SlotInfo.IdleAgeMask) && _slots.Value(index) == value)
+        if ((now & ~SlotInfo.IdleAgeMask) == (info & ~SlotInfo.IdleAgeMask))
         {
-            _slots.SetInfo(index, now | SlotInfo.Incompressible);
+            _slots.SetInfo(index, incompressible ? now | SlotInfo.Incompressible : now & ~SlotInfo.Recompressed);
         }
 
         _slots.Unlock(index);
