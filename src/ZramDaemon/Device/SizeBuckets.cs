@@ -19,7 +19,8 @@ internal static class SizeBuckets
     /// <summary>
     /// The smallest sizes of the walks a run makes, largest objects first, given the candidates counted per bucket:
     /// every object above the bucket where <paramref name="budget"/> pages are reached, then that bucket, then
-    /// (candidates change while the run goes) any. One walk of any size when the budget covers them all.
+    /// (candidates change while the run goes) the rest; each walk takes the sizes below the one before. One walk of
+    /// any size when the budget covers them all.
     /// </summary>
     public static int[] MinimumSizes(ReadOnlySpan<long> counts, long budget)
     {

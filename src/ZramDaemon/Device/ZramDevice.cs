@@ -614,12 +614,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             PrepareCompressionTables();
             // max_pages bounds the slots worked on, recompressed or not, as the kernel's (its recompress_slot counts
             // every page it compressed again: "we still spent resources on it"), and goes to the largest objects first.
+            // Each walk takes the sizes below the one before: a slot a walk tried is not tried again by the next (one a
+            // threshold refused is left unmarked, and would be).
             int[] walks = maxPages == 0 ? [0] : LargestFirst(maxPages, info => IsRecompressCandidate(info, type));
-            foreach (int minSize in walks)
+            for (int walk = 0; walk < walks.Length; walk++)
             {
+                int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
                 for (int index = 0; index < _slots.Count && (maxPages == 0 || candidates < maxPages) && !stopping.IsCancellationRequested; index++)
                 {
-                    RecompressOutcome outcome = RecompressSlot(index, type, threshold, minSize, clearIdle: true);
+                    RecompressOutcome outcome = RecompressSlot(index, type, threshold, minSize, maxSize, clearIdle: true);
                     if (timeLimit is { } limit && outcome != RecompressOutcome.Skipped && Stopwatch.GetElapsedTime(started) >= limit)
                     {
                         stoppedByTime = true;
@@ -700,11 +703,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
         long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
         int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1));
-        foreach (int minSize in walks)
+        for (int walk = 0; walk < walks.Length; walk++)
         {
+            int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
             for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
             {
-                WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize);
+                WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize, maxSize);
                 if (outcome == WritebackOutcome.WrittenBack)
                 {
                     written++;
@@ -1217,7 +1221,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// (compaction), the mark goes so that a later pass tries again. The old object is freed
     /// at once (this is not the I/O path).
     /// </summary>
-    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0, int minSize = 0, bool clearIdle = false)
+    internal RecompressOutcome RecompressSlot(int index, SlotSelection type, int threshold = 0, int minSize = 0, int maxSize = int.MaxValue, bool clearIdle = false)
     {
         if (_secondary is null || !MayBeRecompressCandidate(_slots.PeekInfo(index), type))
         {
@@ -1231,7 +1235,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             info = _slots.Info(index);
             uint candidate = CandidateInfo(index, info);
-            if (!IsRecompressCandidate(candidate, type) || SlotInfo.Size(candidate) < Math.Max(threshold, minSize) || (info = OwnObject(index, info)) == 0)
+            if (!IsRecompressCandidate(candidate, type) || SlotInfo.Size(candidate) < Math.Max(threshold, minSize) || SlotInfo.Size(candidate) >= maxSize
+                || (info = OwnObject(index, info)) == 0)
             {
                 return RecompressOutcome.Skipped;
             }
@@ -1502,7 +1507,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// with <paramref name="tryLock"/>): the object goes to a block as it is, the slot takes the block number, and
     /// the pool object is freed at once. <paramref name="size"/>: the bytes of the object written back, else 0.
     /// </summary>
-    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex, out int size, int minSize = 0)
+    internal WritebackOutcome WritebackSlot(int index, SlotSelection type, uint minAge, bool tryLock, int classIndex, out int size, int minSize = 0, int maxSize = int.MaxValue)
     {
         size = 0;
         if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex))
@@ -1524,7 +1529,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         try
         {
-            return WritebackLocked(index, type, minAge, classIndex, out size, minSize);
+            return WritebackLocked(index, type, minAge, classIndex, out size, minSize, maxSize);
         }
         finally
         {
@@ -1533,7 +1538,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary><see cref="WritebackSlot"/> with the slot's lock held by the caller.</summary>
-    private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size, int minSize = 0)
+    private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size, int minSize = 0, int maxSize = int.MaxValue)
     {
         size = 0;
         if (_backing is null)
@@ -1543,7 +1548,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         uint info = _slots.Info(index);
         uint candidate = CandidateInfo(index, info);
-        if (!IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize)
+        if (!IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize || SlotInfo.Size(candidate) >= maxSize)
         {
             return WritebackOutcome.Skipped;
         }
