@@ -60,23 +60,7 @@ public sealed class RevGPostProcessingTests : IDisposable
         Assert.Equal(NbdError.None, device.Write((long)Target * Page, random, fua: false));
         Assert.Equal(NbdError.None, device.Trim(0, (long)Target * Page));
         Assert.True((device.Slots.PeekInfo(Target) & SlotInfo.Huge) != 0, "precondition: the random page is huge");
-        device.Slots.Peek(Target, out uint before, out _);
-
-        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
-        Task<RecompressOutcome> recompress;
-        using (secondary.Acquire())
-        {
-            recompress = Task.Factory.StartNew(
-                () => device.RecompressSlot(Target, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-            Assert.True(
-                SpinWait.SpinUntil(() => (device.Slots.PeekInfo(Target) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted, TimeSpan.FromSeconds(30)),
-                "the recompression never marked the slot");
-            device.Compact();
-            device.Slots.Peek(Target, out uint after, out _);
-            Assert.True(before != after, "precondition: the compaction moved the slot's handle");
-        }
-
-        Assert.Equal(RecompressOutcome.NotSmaller, await recompress.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(RecompressOutcome.NotSmaller, await Device.Recompression.RecompressionTests.RecompressWhileCompactionMovesTheHandle(device, Target));
 
         uint info = device.Slots.PeekInfo(Target);
         long triedAgain = device.Recompress(SlotSelection.Huge).Candidates;

@@ -26,6 +26,31 @@ public class RecompressionTests
             RecompressCpuPercent = cpuPercent,
         }, NullLoggerFactory.Instance);
 
+    /// <summary>
+    /// Recompresses slot <paramref name="target"/> (zstd) while a compaction moves its handle: the recompression
+    /// stream is held until the slot is marked and the compaction has run, so the move lands between the first look
+    /// and the second, whatever the scheduler does.
+    /// </summary>
+    internal static async Task<RecompressOutcome> RecompressWhileCompactionMovesTheHandle(ZramDevice device, int target)
+    {
+        device.Slots.Peek(target, out uint before, out _);
+        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
+        Task<RecompressOutcome> recompress;
+        using (secondary.Acquire())
+        {
+            recompress = Task.Factory.StartNew(
+                () => device.RecompressSlot(target, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            Assert.True(
+                SpinWait.SpinUntil(() => (device.Slots.PeekInfo(target) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted, TimeSpan.FromSeconds(30)),
+                "the recompressor never marked the slot");
+            device.Compact();
+            device.Slots.Peek(target, out uint after, out _);
+            Assert.NotEqual(before, after); // the handle moved
+        }
+
+        return await recompress.WaitAsync(TimeSpan.FromSeconds(30));
+    }
+
     /// <summary>Pages lz4 cannot shrink below the huge class but zstd's entropy coder can: random nibbles.</summary>
     internal static byte[] NibblePage(Random random)
     {
@@ -204,22 +229,7 @@ public class RecompressionTests
 
         Assert.Equal(NbdError.None, device.Write((long)Target * Page, page, fua: false));
         Assert.Equal(NbdError.None, device.Trim(0, (long)Target * Page));
-        device.Slots.Peek(Target, out uint before, out _);
-        Compressor secondary = device.DecompressorFor(CompressionAlgorithm.Zstd);
-        Task<RecompressOutcome> recompress;
-        using (secondary.Acquire())
-        {
-            recompress = Task.Factory.StartNew(
-                () => device.RecompressSlot(Target, SlotSelection.All), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-            Assert.True(
-                SpinWait.SpinUntil(() => (device.Slots.PeekInfo(Target) & SlotInfo.Recompressed) != 0 || recompress.IsCompleted, TimeSpan.FromSeconds(30)),
-                "the recompressor never marked the slot");
-            device.Compact();
-            device.Slots.Peek(Target, out uint after, out _);
-            Assert.NotEqual(before, after); // the handle moved
-        }
-
-        Assert.Equal(RecompressOutcome.Skipped, await recompress.WaitAsync(TimeSpan.FromSeconds(30)));
+        Assert.Equal(RecompressOutcome.Skipped, await RecompressWhileCompactionMovesTheHandle(device, Target));
         Assert.Equal(1, device.Recompress(SlotSelection.All).Recompressed);
         Assert.Equal(CompressionAlgorithm.Zstd, SlotInfo.Algorithm(device.Slots.PeekInfo(Target)));
         AssertReads(device, [page], Target);
