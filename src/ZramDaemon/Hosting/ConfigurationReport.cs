@@ -63,8 +63,8 @@ internal static partial class ConfigurationReport
     private static partial void LogSource(ILogger logger, string path, string ram);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {Lock}, log-level = {LogLevel}")]
-    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string @lock, string logLevel);
+        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {LockMemory}, log-level = {LogLevel}")]
+    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string lockMemory, string logLevel);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "max-connections = {Connections}, max-in-flight = {InFlight}, max-payload = {Payload}, handshake-timeout = {Timeout}s, busy-poll = {BusyPoll}us")]

@@ -226,6 +226,10 @@ public sealed class RevDStartLineTests : IDisposable
         string[] report = daemon.Process.StandardError.Split('\n').Where(l => l.Contains(" = ", StringComparison.Ordinal) && l.Contains("INF", StringComparison.Ordinal)).ToArray();
         Assert.True(report.Any(l => l.Contains("log-level = debug", StringComparison.Ordinal)),
             "README: \"Startup logs the configuration in effect.\" The lines logged:\n" + string.Join('\n', report));
+        // Every value filled in: with seven values the generated logger matched a parameter named @lock to no
+        // placeholder, and printed "lock-memory = {Lock}".
+        Assert.True(report.All(l => !l.Contains('{', StringComparison.Ordinal)), "a placeholder left unfilled:\n" + string.Join('\n', report));
+        Assert.Contains(report, l => l.Contains("lock-memory = yes,", StringComparison.Ordinal) || l.Contains("lock-memory = no,", StringComparison.Ordinal));
     }
 }
 
