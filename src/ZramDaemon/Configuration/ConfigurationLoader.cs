@@ -520,7 +520,7 @@ public static partial class ConfigurationLoader
                 throw limitSetting.Fail("the memory limit cannot be negative (0 means no limit)");
             }
 
-            memLimit = Device.ZramDevice.RoundMemLimit(memLimit); // as the device keeps it, and checks its minimum on
+            memLimit = Device.ZramDevice.RoundMemLimit(memLimit); // whole pages, as the device keeps it: the minimum applies to that
         }
 
         string algorithm = "lz4";
