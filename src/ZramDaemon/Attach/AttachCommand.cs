@@ -44,14 +44,11 @@ public static class AttachCommand
             return ExitCodes.Failure;
         }
 
-        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"{exportName} attached to {attachment.DevicePath} ({attachment.Export.Size} bytes, {attachment.Method})"));
-        output.Flush();
         if (attachment.Method == NbdAttachMethod.Ioctl)
         {
             // NBD_DO_IT lives in this process: stay until someone runs `zramd detach` (or nbd-client -d). Its death
             // would cut the device (swap included), so, as nbd-client -swap does, it keeps its pages in memory and
-            // out of the OOM killer's choice.
+            // out of the OOM killer's choice; before it says "attached", which a script waits for before swapon.
             if (MemoryLock.LockAll() is { } notLocked)
             {
                 error.WriteLine($"zramd attach: warning: could not lock memory (mlockall: {notLocked}): this process may be swapped out to the device it holds");
@@ -63,6 +60,13 @@ public static class AttachCommand
             }
 
             error.Flush();
+        }
+
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{exportName} attached to {attachment.DevicePath} ({attachment.Export.Size} bytes, {attachment.Method})"));
+        output.Flush();
+        if (attachment.Method == NbdAttachMethod.Ioctl)
+        {
             int errno = attachment.WaitUntilDetached();
             attachment.Dispose();
             return errno == 0 ? ExitCodes.Success : ExitCodes.Failure;
