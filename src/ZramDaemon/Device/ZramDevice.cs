@@ -119,6 +119,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private readonly BackingFile? _backing;
     private readonly DedupIndex? _dedup;
     private int _writebackCursor;
+    private static readonly TimeSpan FailureReportInterval = TimeSpan.FromSeconds(10);
+    private long _writebackFailureReported; // the timestamp of the last failed write logged, 0: none yet
+    private long _writebackFailuresUnreported;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
@@ -696,7 +699,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new InvalidOperationException($"{Name} has no backing file: set writeback-file");
         }
 
-        long written = 0;
+        long written = 0, failed = 0;
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
@@ -718,6 +721,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                         break;
                     }
                 }
+                else if (outcome == WritebackOutcome.IoError)
+                {
+                    // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
+                    failed++;
+                }
                 else if (outcome != WritebackOutcome.Skipped)
                 {
                     stoppedBy = outcome;
@@ -738,7 +746,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _backing.DropCached();
         ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
-        return new WritebackResult(written, stoppedBy, stoppedByTime, stopping.IsCancellationRequested);
+        return new WritebackResult(written, stoppedBy, stoppedByTime, stopping.IsCancellationRequested, failed);
     }
 
     /// <summary>zram's mem_used_max reset: the peak restarts from the current usage.</summary>
@@ -1587,7 +1595,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _backing.Free(block);
             _backing.ReturnBudget();
-            ZramDeviceLog.WritebackFailed(_logger, e, Name, index);
+            NoteWritebackFailure(e, index);
             return WritebackOutcome.IoError;
         }
 
@@ -1598,6 +1606,24 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _counters.Replace(info, newInfo);
         size = objectSize;
         return WritebackOutcome.WrittenBack;
+    }
+
+    /// <summary>
+    /// Logs a failed write to the backing file, at most once every <see cref="FailureReportInterval"/> with how many
+    /// failed since: a run goes on after a failure, and on a full or failing filesystem every page of it fails.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void NoteWritebackFailure(IOException e, int index)
+    {
+        long unreported = Interlocked.Increment(ref _writebackFailuresUnreported);
+        long last = Volatile.Read(ref _writebackFailureReported);
+        long now = Stopwatch.GetTimestamp();
+        if ((last == 0 || Stopwatch.GetElapsedTime(last, now) >= FailureReportInterval)
+            && Interlocked.CompareExchange(ref _writebackFailureReported, now, last) == last)
+        {
+            Interlocked.Add(ref _writebackFailuresUnreported, -unreported);
+            ZramDeviceLog.WritebackFailed(_logger, e, Name, index, unreported - 1);
+        }
     }
 
     /// <summary>

@@ -36,8 +36,8 @@ internal static partial class ZramDeviceLog
     [LoggerMessage(EventId = 9, Level = LogLevel.Debug, Message = "{Device}: writeback stopped: {Reason}")]
     public static partial void WritebackStopped(ILogger logger, string device, string reason);
 
-    [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "{Device}: writing slot {Slot} to the backing file failed; it stays in memory")]
-    public static partial void WritebackFailed(ILogger logger, Exception exception, string device, int slot);
+    [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "{Device}: writing slot {Slot} to the backing file failed; it stays in memory ({Earlier} earlier failures not logged: one line in 10 s)")]
+    public static partial void WritebackFailed(ILogger logger, Exception exception, string device, int slot, long earlier);
 
     [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "{Device}: slot {Slot} could not be read back from block {Block} of the backing file")]
     public static partial void ReadBackFailed(ILogger logger, Exception? exception, string device, int slot, long block);

@@ -197,12 +197,15 @@ internal sealed class DeviceRegistry : IControlHandler
             $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");
 
         // A failure, as the kernel's write to the writeback file fails (EIO at the limit, ENOSPC when full, the
-        // bio's error), so that a script's "|| alert" fires; what was written stays written.
+        // bio's error), so that a script's "|| alert" fires; what was written stays written. A failed write does not
+        // stop the run (the kernel's neither), but fails the reply.
+        string failed = result.Failed == 0 ? string.Empty
+            : string.Create(CultureInfo.InvariantCulture, $"; {result.Failed} writes to the backing file failed (see the log), those pages stay in memory");
         return result.StoppedBy switch
         {
-            WritebackOutcome.NoBudget => ControlReply.Failure(done + "; stopped: the daily writeback_limit is used up (zramd set " + device.Name + " writeback_limit=... raises it)"),
-            WritebackOutcome.NoRoom => ControlReply.Failure(done + "; stopped: the backing file is full"),
-            WritebackOutcome.IoError => ControlReply.Failure(done + "; stopped: a write to the backing file failed (see the log)"),
+            WritebackOutcome.NoBudget => ControlReply.Failure(done + failed + "; stopped: the daily writeback_limit is used up (zramd set " + device.Name + " writeback_limit=... raises it)"),
+            WritebackOutcome.NoRoom => ControlReply.Failure(done + failed + "; stopped: the backing file is full"),
+            _ when result.Failed > 0 => ControlReply.Failure(done + failed + Stopped(result.StoppedByTimeLimit, result.StoppedByStop)),
             _ => ControlReply.Success(done + Stopped(result.StoppedByTimeLimit, result.StoppedByStop)),
         };
     }
