@@ -133,8 +133,9 @@ public static class ZramdCommandLine
             Argument<string> name = NameArgument();
             var arguments = new Argument<string[]>("ARGUMENTS")
             {
-                Description = "type=idle|huge|huge_idle|all (which slots; all when omitted; writeback also incompressible: huge pages recompression could not shrink) and max_pages=N (at most N pages, the largest objects first; 0: none); recompress also takes threshold=BYTES (only objects at least that large) and algo=NAME and priority=1 (the kernel's choice of recompression algorithm: the device has one)",
-                Arity = new ArgumentArity(0, 5),
+                Description = "type=idle|huge|huge_idle|all (which slots; all when omitted; writeback also incompressible: huge pages recompression could not shrink) and max_pages=N (at most N pages, the largest objects first; 0: none); recompress also takes threshold=BYTES (only objects at least that large) and algo=NAME and priority=1 (the kernel's choice of recompression algorithm: the device has one); writeback also takes page_index=N and page_indexes=LOW-HIGH, any number of each (only those pages, of the type if one is given)",
+                // writeback's page words are as many as the request line holds (ControlRequest.MaxLineBytes).
+                Arity = verb == "writeback" ? ArgumentArity.ZeroOrMore : new ArgumentArity(0, 5),
             };
             var command = new Command(verb, description) { name, arguments, control };
             command.SetAction(result =>

@@ -8,19 +8,21 @@ namespace ZramDaemon.Control;
 /// <c>status</c>, <c>compact [NAME]</c>, <c>set NAME KEY=VALUE</c> (<see cref="DeviceSetting"/>), <c>stats NAME</c>,
 /// <c>classes NAME</c>, <c>reset NAME</c>, <c>idle NAME</c>,
 /// <c>recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES]</c>,
-/// <c>writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]</c>. Readable and typeable by hand (e.g. with socat).
+/// <c>writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N] [page_index=N ...] [page_indexes=LOW-HIGH ...]</c>.
+/// Readable and typeable by hand (e.g. with socat).
 /// <see cref="Key"/> and <see cref="Value"/> are set's assignment; for recompress and writeback they are the type
 /// and max_pages, <see cref="Threshold"/> is recompress's threshold and <see cref="Algorithm"/> its algo= and priority=
-/// words as given, space-separated (null when not given).
+/// words as given, <see cref="Pages"/> writeback's page_index= and page_indexes= words as given, space-separated (null
+/// when not given).
 /// </summary>
-public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null, string? Algorithm = null)
+public sealed record ControlRequest(string Verb, string? Device, string? Key, string? Value, string? Threshold = null, string? Algorithm = null, string? Pages = null)
 {
     public const int MaxLineBytes = 4096;
 
     public override string ToString() => Verb switch
     {
         "set" => $"set {Device} {Key}={Value}",
-        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}{(Threshold is null ? string.Empty : " threshold=" + Threshold)}{(Algorithm is null ? string.Empty : " " + Algorithm)}",
+        "recompress" or "writeback" => $"{Verb} {Device}{(Key is null ? string.Empty : " type=" + Key)}{(Value is null ? string.Empty : " max_pages=" + Value)}{(Threshold is null ? string.Empty : " threshold=" + Threshold)}{(Algorithm is null ? string.Empty : " " + Algorithm)}{(Pages is null ? string.Empty : " " + Pages)}",
         _ when Device is not null => $"{Verb} {Device}",
         _ => Verb,
     };
@@ -59,7 +61,9 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 request = new ControlRequest(verb, words[1], words[2][..equals], words[2][(equals + 1)..]);
                 return true;
-            case "recompress" or "writeback" when words.Length is >= 2 and <= 7:
+            // writeback takes any number of page_index= and page_indexes= (as the kernel's), within MaxLineBytes.
+            case "recompress" when words.Length is >= 2 and <= 7:
+            case "writeback" when words.Length >= 2:
                 return TryParseSlotRun(words, out request, out error);
             case "status" or "compact" or "stats" or "classes" or "reset" or "set" or "idle" or "recompress" or "writeback":
                 error = $"wrong arguments for {verb}: {Usage(verb)}";
@@ -80,6 +84,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
         string? maxPages = null;
         string? threshold = null;
         string? algorithm = null;
+        string? pages = null;
         foreach (string word in words.AsSpan(2))
         {
             if (word.StartsWith("type=", StringComparison.Ordinal) && type is null)
@@ -127,6 +132,15 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
 
                 algorithm = algorithm is null ? word : algorithm + " " + word;
             }
+            else if (word.StartsWith("page_index", StringComparison.Ordinal) && words[0] == "writeback" && TryParsePages(word, out _, out _, out error))
+            {
+                // The kernel's since 6.16, each any number of times; the device's run checks them against its size.
+                pages = pages is null ? word : pages + " " + word;
+            }
+            else if (error.Length > 0)
+            {
+                return false;
+            }
             else if (word.IndexOf('=', StringComparison.Ordinal) is > 0 and int equals && Usage(words[0]).Contains(" [" + word[..(equals + 1)], StringComparison.Ordinal))
             {
                 error = $"'{word}': {word[..equals]} is given twice";
@@ -139,14 +153,58 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
             }
         }
 
-        request = new ControlRequest(words[0], words[1], type, maxPages, threshold, algorithm);
+        request = new ControlRequest(words[0], words[1], type, maxPages, threshold, algorithm, pages);
         return true;
+    }
+
+    /// <summary>
+    /// One of writeback's page words: page_index=N (<paramref name="low"/> = <paramref name="high"/> = N) or
+    /// page_indexes=LOW-HIGH (inclusive, LOW at most HIGH). False with an empty <paramref name="error"/> when the word
+    /// is neither.
+    /// </summary>
+    public static bool TryParsePages(string word, out long low, out long high, out string error)
+    {
+        low = high = 0;
+        error = string.Empty;
+        if (word.StartsWith("page_index=", StringComparison.Ordinal))
+        {
+            if (!TryParsePage(word.AsSpan("page_index=".Length), out low))
+            {
+                error = $"'{word}': page_index= is a page number (0 is the device's first 4 KiB)";
+                return false;
+            }
+
+            high = low;
+            return true;
+        }
+
+        if (word.StartsWith("page_indexes=", StringComparison.Ordinal))
+        {
+            ReadOnlySpan<char> value = word.AsSpan("page_indexes=".Length);
+            int dash = value.IndexOf('-');
+            if (dash < 0 || !TryParsePage(value[..dash], out low) || !TryParsePage(value[(dash + 1)..], out high) || low > high)
+            {
+                error = $"'{word}': page_indexes= is LOW-HIGH, LOW at most HIGH (page numbers, both written back)";
+                return false;
+            }
+
+            return true;
+        }
+
+        return false;
+    }
+
+    private static bool TryParsePage(ReadOnlySpan<char> text, out long page)
+    {
+        page = 0;
+        return text.Length is > 0 and <= 12 && !text.ContainsAnyExcept("0123456789")
+            && long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out page);
     }
 
     private static string Usage(string verb) => verb switch
     {
         "recompress" => "recompress NAME [type=idle|huge|huge_idle|all] [max_pages=N] [threshold=BYTES] [algo=NAME] [priority=1]",
-        "writeback" => "writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N]",
+        "writeback" => "writeback NAME [type=idle|huge|huge_idle|incompressible|all] [max_pages=N] [page_index=N ...] [page_indexes=LOW-HIGH ...]",
         "status" => "status takes no arguments",
         "compact" => "compact [NAME]",
         "set" => $"set NAME KEY=VALUE ({DeviceSetting.Assignments})",

@@ -688,10 +688,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// zram's writeback: moves the slots of <paramref name="type"/> to the backing file, freeing their pool memory
     /// (given back to the OS by the compaction that follows); at most <paramref name="maxPages"/> (0: no limit),
-    /// for at most <paramref name="timeLimit"/> (null: none). Stops early when the daily limit is used up, and at the
+    /// for at most <paramref name="timeLimit"/> (null: none), only in <paramref name="pages"/> when given (the
+    /// kernel's page_index and page_indexes; they may overlap). Stops early when the daily limit is used up, and at the
     /// next slot when <paramref name="stopping"/> (the daemon's stop) is cancelled.
     /// </summary>
-    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, CancellationToken stopping = default)
+    public WritebackResult Writeback(SlotSelection type, long maxPages = 0, TimeSpan? timeLimit = null, CancellationToken stopping = default, PageRange[]? pages = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxPages);
         if (_backing is null)
@@ -699,17 +700,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             throw new InvalidOperationException($"{Name} has no backing file: set writeback-file");
         }
 
+        PageRange[] ranges = pages is null ? [new PageRange(0, _slots.Count)] : MergeRanges(pages);
+
         long written = 0, failed = 0;
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
         // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
         long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
-        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1));
+        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1), ranges);
         for (int walk = 0; walk < walks.Length; walk++)
         {
             int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
-            for (int index = 0; index < _slots.Count && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index++)
+            int range = 0;
+            for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
             {
                 WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize, maxSize);
                 if (outcome == WritebackOutcome.WrittenBack)
@@ -1608,6 +1612,46 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return WritebackOutcome.WrittenBack;
     }
 
+    /// <summary>The ranges sorted by start and overlapping or adjacent ones joined; each must lie in the device.</summary>
+    private PageRange[] MergeRanges(PageRange[] pages)
+    {
+        PageRange[] sorted = [.. pages.OrderBy(r => r.Start)];
+        var merged = new List<PageRange>(sorted.Length);
+        foreach (PageRange range in sorted)
+        {
+            if (range.Start < 0 || range.End > _slots.Count || range.Start >= range.End)
+            {
+                throw new ArgumentOutOfRangeException(nameof(pages), $"pages {range.Start}-{range.End - 1} are not in {Name}'s 0-{_slots.Count - 1}");
+            }
+
+            if (merged.Count > 0 && range.Start <= merged[^1].End)
+            {
+                merged[^1] = merged[^1] with { End = Math.Max(merged[^1].End, range.End) };
+            }
+            else
+            {
+                merged.Add(range);
+            }
+        }
+
+        return [.. merged];
+    }
+
+    /// <summary>The first slot after <paramref name="index"/> (-1: before the first) in the sorted, disjoint
+    /// <paramref name="ranges"/>, from <paramref name="range"/> on (a walk's cursor, 0 at its start); -1 past the last.</summary>
+    private static int NextInRanges(PageRange[] ranges, ref int range, int index)
+    {
+        for (index++; range < ranges.Length; range++)
+        {
+            if (index < ranges[range].End)
+            {
+                return Math.Max(index, ranges[range].Start);
+            }
+        }
+
+        return -1;
+    }
+
     /// <summary>
     /// Logs a failed write to the backing file, at most once every <see cref="FailureReportInterval"/> with how many
     /// failed since: a run goes on after a failure, and on a full or failing filesystem every page of it fails.
@@ -1631,11 +1675,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// first (<see cref="SizeBuckets"/>), from the candidates (<paramref name="isCandidate"/>, given an object's info)
     /// a peek sees: a deduplicated slot's object is known only under its lock (<see cref="CandidateInfo"/>).
     /// </summary>
-    private int[] LargestFirst(long budget, Func<uint, bool> isCandidate)
+    private int[] LargestFirst(long budget, Func<uint, bool> isCandidate, PageRange[]? ranges = null)
     {
         Span<long> counts = stackalloc long[SizeBuckets.Count];
         counts.Clear(); // the device skips zeroing its locals
-        for (int index = 0; index < _slots.Count; index++)
+        ranges ??= [new PageRange(0, _slots.Count)];
+        int range = 0;
+        for (int index = NextInRanges(ranges, ref range, -1); index >= 0; index = NextInRanges(ranges, ref range, index))
         {
             uint info = _slots.PeekInfo(index);
             if (SlotInfo.IsDeduped(info))

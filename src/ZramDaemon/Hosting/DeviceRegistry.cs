@@ -66,7 +66,7 @@ internal sealed class DeviceRegistry : IControlHandler
             case "recompress":
                 return Recompress(device, request.Key, request.Value, request.Threshold, request.Algorithm, stopping);
             case "writeback":
-                return Writeback(device, request.Key, request.Value, stopping);
+                return Writeback(device, request.Key, request.Value, request.Pages, stopping);
             case "reset":
                 // Claimed, as the kernel's reset_store claims the disk: no client can attach mid-reset and write
                 // pages the reset then drops.
@@ -182,16 +182,39 @@ internal sealed class DeviceRegistry : IControlHandler
             $"{device.Name}: recompressed {result.Recompressed} of {result.Candidates} candidate pages with {device.RecompressAlgorithm}, {StatusTable.HumanSize(result.BytesSaved)} saved; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}{(result.StoppedByMemLimit ? " (stopped: mem_limit reached)" : string.Empty)}{Stopped(result.StoppedByTimeLimit, result.StoppedByStop)}"));
     }
 
-    private static ControlReply Writeback(ZramDevice device, string? type, string? maxPages, CancellationToken stopping)
+    private static ControlReply Writeback(ZramDevice device, string? type, string? maxPages, string? pageWords, CancellationToken stopping)
     {
         if (device.BackingFilePath is null)
         {
             return ControlReply.Failure($"{device.Name} has no backing file: set writeback-file in its section");
         }
 
+        PageRange[]? pages = null;
+        if (pageWords is not null)
+        {
+            // The kernel's page_index and page_indexes: an index past the device is its ERANGE, and nothing is written.
+            string[] words = pageWords.Split(' ');
+            pages = new PageRange[words.Length];
+            long count = device.Size / ZramDevice.PageSize;
+            for (int i = 0; i < words.Length; i++)
+            {
+                if (!ControlRequest.TryParsePages(words[i], out long low, out long high, out string error))
+                {
+                    return ControlReply.Failure(error);
+                }
+
+                if (high >= count)
+                {
+                    return ControlReply.Failure(string.Create(CultureInfo.InvariantCulture, $"{words[i]}: {device.Name} has {count} pages (0-{count - 1})"));
+                }
+
+                pages[i] = new PageRange((int)low, (int)high + 1);
+            }
+        }
+
         long before = device.GetStats().MemUsedTotal;
         WritebackResult result = NoPages(maxPages) ? default
-            : device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit, stopping);
+            : device.Writeback(Selection(type), MaxPages(maxPages), RunTimeLimit, stopping, pages);
         long after = device.GetStats().MemUsedTotal;
         string done = string.Create(CultureInfo.InvariantCulture,
             $"{device.Name}: wrote {result.WrittenBack} pages back to {device.BackingFilePath}; mem_used_total {StatusTable.HumanSize(before)} -> {StatusTable.HumanSize(after)}");

@@ -86,13 +86,13 @@ public sealed class RevFPostProcessingTests : IDisposable
             RecompressAlgorithm = "zstd:3",
         }, NullLoggerFactory.Instance);
         var largestFirst = typeof(ZramDevice).GetMethod("LargestFirst", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!
-            .CreateDelegate<Func<long, Func<uint, bool>, int[]>>(device);
+            .CreateDelegate<Func<long, Func<uint, bool>, ZramDaemon.Device.Writeback.PageRange[]?, int[]>>(device);
 
         var results = new List<string>();
         foreach (long fill in new long[] { 0, -1, 1000 })
         {
             StackFill(fill);
-            results.Add(string.Join("/", largestFirst(8, _ => false)));
+            results.Add(string.Join("/", largestFirst(8, _ => false, null)));
         }
 
         Assert.True(results.All(r => r == "0"),
