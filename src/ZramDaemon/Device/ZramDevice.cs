@@ -1958,7 +1958,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if (size == PageSize)
         {
-            return NbdError.None;
+            // A raw page is never all zeros (a zero page is same-filled, never stored): zeros are a hole, where the file
+            // was cut and grew again under the device (RevWTruncatedFileTests). An error, never zeros for the data.
+            if (data.ContainsAnyExcept((byte)0))
+            {
+                return NbdError.None;
+            }
+
+            ZramDeviceLog.ReadBackFailed(_logger, null, Name, index, (long)block);
+            return NbdError.IO;
         }
 
         CompressionAlgorithm algorithm = SlotInfo.Algorithm(info);
@@ -1985,22 +1993,30 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
 
             data.CopyTo(page[inPage..]);
-            error = StorePage(index, page, lockHeld: true);
-            if (error == NbdError.NoSpace && _backing is not null
-                && WritebackLocked(index, SlotSelection.All, minAge: 0, classIndex: -1, out _) == WritebackOutcome.WrittenBack)
-            {
-                // At the limit the write path writes other slots back, passing over locked ones: this one is, by us, and
-                // it may be the only one whose going makes room. Its old object goes to the file (the slot still reads
-                // as before should the store fail again), and the store tries again in the room it left.
-                error = StorePage(index, page, lockHeld: true);
-            }
-
-            return error;
+            return StoreModifiedPage(index, page);
         }
         finally
         {
             _slots.Unlock(index);
         }
+    }
+
+    /// <summary>
+    /// Stores a slot's page changed in part (a partial write or write-zeroes), with the slot lock held. At the limit the
+    /// write path writes other slots back, passing over locked ones: this one is, by us, and it may be the only one
+    /// whose going makes room. Its old object goes to the file (the slot still reads as before should the store fail
+    /// again), and the store tries again in the room it left.
+    /// </summary>
+    private NbdError StoreModifiedPage(int index, ReadOnlySpan<byte> page)
+    {
+        NbdError error = StorePage(index, page, lockHeld: true);
+        if (error == NbdError.NoSpace && _backing is not null
+            && WritebackLocked(index, SlotSelection.All, minAge: 0, classIndex: -1, out _) == WritebackOutcome.WrittenBack)
+        {
+            error = StorePage(index, page, lockHeld: true);
+        }
+
+        return error;
     }
 
     /// <summary>Stores a whole page into the slot. Without <paramref name="lockHeld"/>, the slot lock is taken only for the swap.</summary>
@@ -2528,7 +2544,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return NbdError.None;
             }
 
-            return StorePage(index, page, lockHeld: true);
+            return StoreModifiedPage(index, page);
         }
         finally
         {

@@ -209,13 +209,34 @@ internal sealed class BackingFile : IDisposable
         return -1;
     }
 
-    /// <summary>Writes an object into its block (at most 4096 bytes, from the block's start).</summary>
-    /// <exception cref="IOException">The filesystem refused (full, I/O error).</exception>
+    /// <summary>
+    /// Writes an object into its block (at most 4096 bytes, from the block's start) and waits until the filesystem has
+    /// written it: the kernel's writeback waits for its bio (submit_bio_wait), so a failed write keeps the slot in
+    /// memory. A write to the page cache alone succeeds at once and may fail later, when the page is written out (a full
+    /// thin-provisioned disk, an I/O error), and the page is then gone while the caller has freed the pool object
+    /// (RevWLateWriteErrorTests: pages read back as zeros). sync_file_range's wait reports that error here.
+    /// </summary>
+    /// <exception cref="IOException">The filesystem refused (full, I/O error, a write refused: EPERM, EFBIG).</exception>
     public void Write(long block, ReadOnlySpan<byte> data)
     {
         CheckBlock(block, data.Length);
-        RandomAccess.Write(_file, data, block << BlockShift);
+        long offset = block << BlockShift;
+        try
+        {
+            RandomAccess.Write(_file, data, offset);
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or ArgumentOutOfRangeException)
+        {
+            // EPERM/EACCES (an immutable file) and EFBIG come as these: a failed write all the same.
+            throw new IOException($"writing block {block} of {Path} failed: {e.Message}", e);
+        }
+
         Volatile.Write(ref _cached, 1);
+        if (Interop.Libc.SyncFileRange(_file, offset, BlockSize, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter) != 0)
+        {
+            throw new IOException($"writing block {block} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+
         Volatile.Write(ref _busy, 1);
         Interlocked.Increment(ref _writes);
     }
