@@ -22,6 +22,7 @@ namespace Nbd;
 public sealed class NbdServer : IAsyncDisposable
 {
     private static readonly TimeSpan DrainPollInterval = TimeSpan.FromMilliseconds(10);
+    private static readonly TimeSpan HandshakeStopWindow = TimeSpan.FromSeconds(1);
 
     private readonly NbdServerOptions _options;
     private readonly ILogger<NbdServer> _logger;
@@ -34,7 +35,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly CancellationTokenSource _stopping = new();
     private readonly ReadTurnWatchdog? _watchdog;
     private long _nextConnectionId;
-    private bool _stopped;
+    private volatile bool _stopped;
 
     public NbdServer(NbdServerOptions options, ILoggerFactory loggerFactory)
     {
@@ -258,7 +259,9 @@ public sealed class NbdServer : IAsyncDisposable
             using CancellationTokenRegistration onCancel = cancellationToken.Register(static c => ((Connection)c!).Abort(), connection);
             _logger.ConnectionOpened(connection.Id, DescribeRemote(connection.Socket));
             HandshakeResult? result;
-            using (var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _stopping.Token))
+            // Not ended by the server's stop: a client haggling then gets ERR_SHUTDOWN to its options, and StopAsync
+            // cuts it after HandshakeStopWindow.
+            using (var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
             {
                 using CancellationTokenRegistration onTimeout = handshakeTimeout.Token.Register(static s => ((BlockingSocketStream)s!).Shutdown(), stream);
                 handshakeTimeout.CancelAfter(_options.HandshakeTimeout);
@@ -292,6 +295,7 @@ public sealed class NbdServer : IAsyncDisposable
         }
         finally
         {
+            connection.Ended = true;
             Unregister(connection, exportName);
             stream.Dispose();
             _logger.ConnectionClosed(connection.Id);
@@ -319,8 +323,10 @@ public sealed class NbdServer : IAsyncDisposable
         _logger.Stopping(open.Length, grace);
         await _stopping.CancelAsync().ConfigureAwait(false);
 
+        // Clients still haggling get a moment to be told (ERR_SHUTDOWN) and leave (ABORT), as proto.md asks; a short
+        // one, so that a client idle in its handshake does not hold the stop for the whole grace.
         var clock = Stopwatch.StartNew();
-        while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0))
+        while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0 || (c.InHandshake && clock.Elapsed < HandshakeStopWindow)))
         {
             await Task.Delay(DrainPollInterval).ConfigureAwait(false);
         }
@@ -413,6 +419,9 @@ public sealed class NbdServer : IAsyncDisposable
         }
     }
 
+    /// <summary><see cref="StopAsync"/> has begun: handshakes answer options with ERR_SHUTDOWN.</summary>
+    internal bool IsStopping => _stopped;
+
     /// <summary>Counts one more connection transmitting to <paramref name="export"/>, unless the server is
     /// stopping, the export was removed or it is claimed. The handshake calls it before its last reply; the
     /// count is given back by <see cref="Release"/> or, once the handshake has returned, when the connection
@@ -484,6 +493,12 @@ public sealed class NbdServer : IAsyncDisposable
         public Socket Socket { get; } = socket;
 
         public int InFlight => Volatile.Read(ref _session)?.InFlight ?? 0;
+
+        /// <summary>The connection's thread has finished with it.</summary>
+        public volatile bool Ended;
+
+        /// <summary>Still in its handshake: no session yet, and not ended.</summary>
+        public bool InHandshake => Volatile.Read(ref _session) is null && !Ended;
 
         public bool TryStartSession(NbdSession session, NbdServer server)
         {

@@ -28,7 +28,7 @@ public sealed class NbdServerOptions
     /// <see cref="WorkerThreadsPerConnection"/>); the server stops reading that socket when reached.</summary>
     public int MaxInFlightPerConnection { get; init; } = DefaultMaxInFlightPerConnection;
 
-    /// <summary>Largest READ or WRITE payload (NBD_INFO_BLOCK_SIZE maximum); larger ones get EOVERFLOW.</summary>
+    /// <summary>Largest READ or WRITE payload (NBD_INFO_BLOCK_SIZE maximum); larger ones (and CACHE) get EINVAL.</summary>
     public int MaxPayload { get; init; } = DefaultMaxPayload;
 
     /// <summary>Time a client has from connecting to entering transmission.</summary>

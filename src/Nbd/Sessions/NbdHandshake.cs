@@ -1,6 +1,7 @@
 using System.Buffers;
 using System.Buffers.Binary;
 using System.Net.Security;
+using System.Numerics;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Nbd.Logging;
@@ -137,6 +138,13 @@ internal sealed class NbdHandshake
                 }
 
                 await SkipAsync(header.Length, ct).ConfigureAwait(false);
+                if (option == (uint)OptionType.Abort)
+                {
+                    // proto.md: the server MUST reply to ABORT with ACK, and SHOULD ignore any data sent with it.
+                    await TryReplyAckAsync(option, ct).ConfigureAwait(false);
+                    return null;
+                }
+
                 await (tlsFirst
                     ? ReplyErrorAsync(option, OptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", ct)
                     : ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct)).ConfigureAwait(false);
@@ -146,6 +154,19 @@ internal sealed class NbdHandshake
             int length = (int)header.Length;
             await _stream.ReadExactlyAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
             var payload = new ReadOnlyMemory<byte>(_buffer, 0, length);
+
+            if (_server.IsStopping && option != (uint)OptionType.Abort)
+            {
+                // proto.md: a server being shut down SHOULD error further options (but ABORT) with ERR_SHUTDOWN, and
+                // the client MUST then soft-disconnect. EXPORT_NAME cannot be answered with an error.
+                if (option == (uint)OptionType.ExportName)
+                {
+                    return Drop("NBD_OPT_EXPORT_NAME while the server is stopping");
+                }
+
+                await ReplyErrorAsync(option, OptionReplyType.ErrShutdown, "server is shutting down", ct).ConfigureAwait(false);
+                continue;
+            }
 
             if (tlsFirst)
             {
@@ -369,9 +390,17 @@ internal sealed class NbdHandshake
         }
 
         // Always sent: clients that did not ask still benefit, and the spec allows it.
+        // proto.md: the preferred size is a power of 2 of at least max(minimum, 512), and the maximum at least
+        // min(preferred, export size): a device's own preference is rounded up to that, and down to what the maximum
+        // allows (MaxPayload is at least 4096, so that always leaves a valid size).
         uint minimum = (uint)export.Device.MinimumBlockSize;
-        uint preferred = Math.Max(minimum, (uint)export.Device.PreferredBlockSize);
         uint maximum = (uint)_options.MaxPayload / minimum * minimum;
+        uint preferred = BitOperations.RoundUpToPowerOf2(Math.Max(Math.Max(minimum, 512u), (uint)Math.Max(export.Device.PreferredBlockSize, 1)));
+        if (preferred > maximum && (ulong)maximum < (ulong)export.Device.Size)
+        {
+            preferred = Math.Max(Math.Max(minimum, 512u), BitOperations.RoundUpToPowerOf2(maximum + 1) >> 1);
+        }
+
         n += OptionReply.WriteInfoBlockSize(_buffer.AsSpan(n), option, minimum, preferred, maximum);
         n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
         if (option != (uint)OptionType.Go)
@@ -492,14 +521,16 @@ internal sealed class NbdHandshake
 
         uint claimed = BinaryPrimitives.ReadUInt32BigEndian(data[position..]);
         length = (int)Math.Min(claimed, int.MaxValue);
-        if (claimed > ProtocolLimits.MaxStringLength)
+        // A length that runs past the option is ERR_INVALID whatever its size (proto.md: "a query length that would
+        // require reading beyond the original length given in the option header"); one within it but over 4096, TOO_BIG.
+        if (claimed > (uint)(data.Length - position - 4))
         {
-            error = OptionReplyType.ErrTooBig;
             return false;
         }
 
-        if (claimed > (uint)(data.Length - position - 4))
+        if (claimed > ProtocolLimits.MaxStringLength)
         {
+            error = OptionReplyType.ErrTooBig;
             return false;
         }
 

@@ -7,7 +7,9 @@ namespace Nbd.Sessions;
 /// Checks one request against the export and what the connection negotiated, before anything touches the
 /// device (nbdkit's server/protocol.c validate_request). Errors as doc/proto.md maps them: EINVAL for unknown
 /// commands and flags and out-of-range reads/trims, ENOSPC for writes past the end, EPERM for writes to a
-/// read-only export, EOVERFLOW for payloads over the maximum, ENOTSUP only for FAST_ZERO.
+/// read-only export, EINVAL for READ, WRITE and CACHE longer than the advertised maximum ("The server SHOULD report an
+/// NBD_EINVAL error if the client's request [...] is larger than the advertised maximum block size"; EOVERFLOW, which
+/// this once was, is for DF reads), ENOTSUP only for FAST_ZERO.
 /// </summary>
 internal static class RequestValidator
 {
@@ -67,7 +69,8 @@ internal static class RequestValidator
                     ? Fail(NbdError.NotSupported, ErrorMessages.NoFastZero, out message)
                     : Ok(out message);
             case CommandType.Cache:
-                return CheckRange(request, limits, NbdError.Invalid, out message);
+                return CheckPayload(request, limits, out message)
+                    ?? CheckRange(request, limits, NbdError.Invalid, out message);
             case CommandType.BlockStatus:
                 return !limits.BaseAllocation
                     ? Fail(NbdError.Invalid, ErrorMessages.NoMetaContext, out message)
@@ -81,7 +84,7 @@ internal static class RequestValidator
         limits.ReadOnly ? Fail(NbdError.NotPermitted, ErrorMessages.ReadOnly, out message) : Pass(out message);
 
     private static NbdError? CheckPayload(in RequestHeader request, in ConnectionLimits limits, out byte[]? message) =>
-        request.Length > (uint)limits.MaxPayload ? Fail(NbdError.Overflow, ErrorMessages.PayloadTooLarge, out message) : Pass(out message);
+        request.Length > (uint)limits.MaxPayload ? Fail(NbdError.Invalid, ErrorMessages.PayloadTooLarge, out message) : Pass(out message);
 
     private static NbdError CheckRange(in RequestHeader request, in ConnectionLimits limits, NbdError beyondEnd, out byte[]? message)
     {

@@ -46,7 +46,7 @@ public sealed record ZramdConfiguration
     /// <summary>Requests one NBD connection may have in flight before the server stops reading it.</summary>
     public int MaxInFlightPerConnection { get; init; } = Nbd.NbdServerOptions.DefaultMaxInFlightPerConnection;
 
-    /// <summary>Largest READ or WRITE payload in bytes; larger requests get EOVERFLOW.</summary>
+    /// <summary>Largest READ or WRITE payload in bytes; larger requests get EINVAL.</summary>
     public int MaxPayload { get; init; } = Nbd.NbdServerOptions.DefaultMaxPayload;
 
     /// <summary>Time an NBD client has from connecting to entering transmission.</summary>

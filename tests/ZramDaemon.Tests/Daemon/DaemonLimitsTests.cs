@@ -64,7 +64,7 @@ public sealed class DaemonLimitsTests
     }
 
     [Fact]
-    public async Task Max_payload_from_the_config_refuses_larger_reads_and_writes_with_EOVERFLOW()
+    public async Task Max_payload_from_the_config_refuses_larger_reads_and_writes_with_EINVAL()
     {
         using RunningDaemon daemon = StartWith("max-payload = 64K");
         using WireClient client = await WireClient.OpenAsync(daemon.Socket, "zram0");
@@ -72,9 +72,9 @@ public sealed class DaemonLimitsTests
         Assert.Equal(64 * 1024, (await client.ReadAsync(0, 64 * 1024)).Length);
 
         // 128 KiB is far below the 32 MiB default: refused only because of the configured limit.
-        Assert.Equal(NbdError.Overflow, await client.WriteAsync(0, new byte[128 * 1024]));
+        Assert.Equal(NbdError.Invalid, await client.WriteAsync(0, new byte[128 * 1024]));
         var e = await Assert.ThrowsAsync<IOException>(() => client.ReadAsync(0, 128 * 1024));
-        Assert.Contains(nameof(NbdError.Overflow), e.Message, StringComparison.Ordinal);
+        Assert.Contains(nameof(NbdError.Invalid), e.Message, StringComparison.Ordinal);
 
         // The connection goes on.
         Assert.Equal(4096, (await client.ReadAsync(0, 4096)).Length);
