@@ -39,6 +39,7 @@ internal sealed class BackingFile : IDisposable
     private long _windowStart;
     private long _windowBytes;
     private bool _disposed;
+    private readonly Configuration.FileIdentity _identity; // the file as made, so that exit deletes only that one
 
     /// <param name="path">The file; emptied if it exists.</param>
     /// <param name="blocks">Blocks it may hold: one per slot of the device is always enough.</param>
@@ -74,6 +75,7 @@ internal sealed class BackingFile : IDisposable
         }
 
         _windowStart = _clock();
+        _identity = Configuration.FileIdentity.Of(Path);
     }
 
     public string Path { get; }
@@ -326,7 +328,11 @@ internal sealed class BackingFile : IDisposable
         _file.Dispose();
         try
         {
-            File.Delete(Path);
+            // A file put at the path since (ours renamed or deleted under us) is someone else's.
+            if (Configuration.FileIdentity.Of(Path) == _identity)
+            {
+                File.Delete(Path);
+            }
         }
         catch (IOException)
         {

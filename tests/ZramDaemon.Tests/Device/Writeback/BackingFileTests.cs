@@ -9,6 +9,22 @@ public sealed class BackingFileTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
+    /// <summary>At exit the device deletes its file, and only its own: a file put at the path since (the old one renamed
+    /// or deleted, another one made there) is someone else's and stays.</summary>
+    [Fact]
+    public void Disposing_deletes_the_file_it_made_and_not_one_that_replaced_it()
+    {
+        string path = Path.Combine(_dir, "f");
+        new BackingFile(path, 4, 0).Dispose();
+        Assert.False(File.Exists(path), "the device's own file was left behind");
+
+        var file = new BackingFile(path, 4, 0);
+        File.Move(path, path + ".old");
+        File.WriteAllText(path, "someone else's");
+        file.Dispose();
+        Assert.Equal("someone else's", File.ReadAllText(path));
+    }
+
     [Fact]
     public void Every_block_is_handed_out_once_until_freed_and_holds_what_was_written()
     {
