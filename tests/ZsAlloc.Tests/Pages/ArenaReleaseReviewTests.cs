@@ -217,7 +217,7 @@ public sealed class ArenaReleaseReviewTests
     public void Releases_racing_each_other_and_allocations_lose_no_page()
     {
         using var pages = new PageSource();
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(4));
+        using var stop = new CancellationTokenSource();
         Exception? failure = null;
         int released = 0;
         int rounds = 0;
@@ -344,6 +344,7 @@ public sealed class ArenaReleaseReviewTests
             }));
         }
 
+        threads.Add(StressStop.After(stop, TimeSpan.FromSeconds(4), () => Volatile.Read(ref released) > 0));
         threads.ForEach(t => t.Start());
         threads.ForEach(t => t.Join());
         Assert.Null(failure);

@@ -23,7 +23,7 @@ public sealed class ArenaReleaseReviewPoolTests
     {
         using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 4096 });
         var source = (PageSource)typeof(ZsPool).GetField("_pages", BindingFlags.NonPublic | BindingFlags.Instance)!.GetValue(pool)!;
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var stop = new CancellationTokenSource();
         Exception? failure = null;
         using var pause = new Barrier(2);
         int released = 0, cycles = 0, compacting = 0, total = 0, most = 0, fewest = int.MaxValue, drops = 0, lastSeen = 0;
@@ -206,10 +206,11 @@ public sealed class ArenaReleaseReviewPoolTests
             })));
         }
 
+        threads.Add(StressStop.After(stop, TimeSpan.FromSeconds(5), () => Volatile.Read(ref cycles) >= 4 && Volatile.Read(ref pauses) >= 1 && Volatile.Read(ref most) > 1));
         threads.ForEach(t => t.Start());
         foreach (Thread t in threads)
         {
-            Assert.True(t.Join(TimeSpan.FromSeconds(60)), "a thread hung (deadlock?)");
+            Assert.True(t.Join(TimeSpan.FromSeconds(120)), "a thread hung (deadlock?)");
         }
 
         Assert.Null(failure);
