@@ -145,6 +145,12 @@ internal sealed class NbdHandshake
                     return null;
                 }
 
+                if (_server.IsStopping)
+                {
+                    await ReplyErrorAsync(option, OptionReplyType.ErrShutdown, "server is shutting down", ct).ConfigureAwait(false);
+                    continue;
+                }
+
                 await (tlsFirst
                     ? ReplyErrorAsync(option, OptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", ct)
                     : ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct)).ConfigureAwait(false);
@@ -344,7 +350,7 @@ internal sealed class NbdHandshake
     private async Task<HandshakeResult?> InfoOrGoAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
         // Data: u32 name length, name, u16 count, count x u16 info requests; all of it must add up exactly.
-        if (!TryReadString(payload.Span, 0, out int nameLength, out OptionReplyType error) || payload.Length < 4 + nameLength + 2)
+        if (!TryReadString(payload.Span, 0, following: 2, out int nameLength, out OptionReplyType error))
         {
             await ReplyErrorAsync(option, error == OptionReplyType.ErrTooBig ? error : OptionReplyType.ErrInvalid,
                 "malformed export name", ct).ConfigureAwait(false);
@@ -392,11 +398,12 @@ internal sealed class NbdHandshake
         // Always sent: clients that did not ask still benefit, and the spec allows it.
         // proto.md: the preferred size is a power of 2 of at least max(minimum, 512), and the maximum at least
         // min(preferred, export size): a device's own preference is rounded up to that, and down to what the maximum
-        // allows (MaxPayload is at least 4096, so that always leaves a valid size).
+        // allows (MaxPayload is at least 4096, so that always leaves a valid size), whatever the export's size: libnbd
+        // ignores the whole reply when preferred exceeds maximum.
         uint minimum = (uint)export.Device.MinimumBlockSize;
         uint maximum = (uint)_options.MaxPayload / minimum * minimum;
         uint preferred = BitOperations.RoundUpToPowerOf2(Math.Max(Math.Max(minimum, 512u), (uint)Math.Max(export.Device.PreferredBlockSize, 1)));
-        if (preferred > maximum && (ulong)maximum < (ulong)export.Device.Size)
+        if (preferred > maximum)
         {
             preferred = Math.Max(Math.Max(minimum, 512u), BitOperations.RoundUpToPowerOf2(maximum + 1) >> 1);
         }
@@ -455,7 +462,7 @@ internal sealed class NbdHandshake
 
         // Data: u32 name length, name, u32 query count, count x (u32 length, query).
         ReadOnlySpan<byte> data = payload.Span;
-        if (!TryReadString(data, 0, out int nameLength, out OptionReplyType error) || data.Length < 4 + nameLength + 4
+        if (!TryReadString(data, 0, following: 4, out int nameLength, out OptionReplyType error)
             || !TryDecode(data.Slice(4, nameLength), out string name))
         {
             await ReplyErrorAsync(option, error == OptionReplyType.ErrTooBig ? error : OptionReplyType.ErrInvalid,
@@ -469,7 +476,7 @@ internal sealed class NbdHandshake
         bool matched = queryCount == 0 && !isSet;
         for (uint i = 0; i < queryCount && error == 0; i++)
         {
-            if (!TryReadString(data, position, out int queryLength, out error))
+            if (!TryReadString(data, position, following: 0, out int queryLength, out error))
             {
                 break;
             }
@@ -510,7 +517,10 @@ internal sealed class NbdHandshake
 
     /// <summary>Checks a u32-length-prefixed string at <paramref name="position"/> against the payload and the
     /// 4096-byte limit. <paramref name="length"/> is the claimed length even when it does not fit.</summary>
-    private static bool TryReadString(ReadOnlySpan<byte> data, int position, out int length, out OptionReplyType error)
+    /// <summary>A string's length at <paramref name="position"/> (its 4-byte prefix), checked to leave room for the string and
+    /// the <paramref name="following"/> bytes the option must still hold after it (a count); false with the option's
+    /// error otherwise.</summary>
+    private static bool TryReadString(ReadOnlySpan<byte> data, int position, int following, out int length, out OptionReplyType error)
     {
         length = 0;
         error = OptionReplyType.ErrInvalid;
@@ -523,7 +533,7 @@ internal sealed class NbdHandshake
         length = (int)Math.Min(claimed, int.MaxValue);
         // A length that runs past the option is ERR_INVALID whatever its size (proto.md: "a query length that would
         // require reading beyond the original length given in the option header"); one within it but over 4096, TOO_BIG.
-        if (claimed > (uint)(data.Length - position - 4))
+        if ((long)claimed > (long)data.Length - position - 4 - following)
         {
             return false;
         }
