@@ -61,9 +61,10 @@ public sealed class RevXFailedWritesBoundTests : IDisposable
 
     /// <summary>
     /// FAILS on the current code. `zramd writeback NAME max_pages=20` on a file system with room for 16 blocks: the
-    /// run should try at most 20 pages (the kernel's scan picks at most that many slots, and a failed bio is one of
-    /// them; zramd's docs: "max_pages=N (at most N pages ...)"). It tries all 64: 16 written and 48 failed, since only
-    /// written pages count against max_pages. On a failing disk max_pages=N no longer bounds the work at all.
+    /// run should try at most 20 pages (zramd's help: "max_pages=N (at most N pages, the largest objects first)"; the
+    /// budget is what bounds a run's work, as recompress's max_pages counts pages tried). It tries all 64: 16 written
+    /// and 48 failed, since only written pages count against max_pages (before a2380d2 the first failure ended the
+    /// run, so this did not arise). On a failing disk max_pages=N no longer bounds the work at all.
     /// </summary>
     [Fact]
     public void Max_pages_bounds_the_pages_tried_when_writes_fail()
