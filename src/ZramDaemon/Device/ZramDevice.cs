@@ -122,6 +122,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private static readonly TimeSpan FailureReportInterval = TimeSpan.FromSeconds(10);
     private long _writebackFailureReported; // the timestamp of the last failed write logged, 0: none yet
     private long _writebackFailuresUnreported;
+    private string? _lastWritebackError;
     private readonly ILogger<ZramDevice> _logger;
     private readonly int _maxCompressedSize;
     private volatile Compressor _compressor;
@@ -713,22 +714,20 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
             int range = 0;
-            for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
+            // max_pages bounds the pages tried, written or failed (the kernel's recompress counts a failed one too).
+            for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written + failed < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
             {
                 WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize, maxSize);
-                if (outcome == WritebackOutcome.WrittenBack)
+                if (outcome is WritebackOutcome.WrittenBack or WritebackOutcome.IoError)
                 {
-                    written++;
+                    // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
+                    written += outcome == WritebackOutcome.WrittenBack ? 1 : 0;
+                    failed += outcome == WritebackOutcome.IoError ? 1 : 0;
                     if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
                     {
                         stoppedByTime = true;
                         break;
                     }
-                }
-                else if (outcome == WritebackOutcome.IoError)
-                {
-                    // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
-                    failed++;
                 }
                 else if (outcome != WritebackOutcome.Skipped)
                 {
@@ -750,6 +749,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         _backing.DropCached();
         ZramDeviceLog.WrittenBack(_logger, Name, type.ToString().ToLowerInvariant(), written);
+        if (failed > 0)
+        {
+            // The reply sends the admin here: a line for this run, whatever the rate limit of the per-write lines let by.
+            ZramDeviceLog.WritebackRunFailed(_logger, Name, failed, Volatile.Read(ref _lastWritebackError) ?? "unknown");
+        }
+
         return new WritebackResult(written, stoppedBy, stoppedByTime, stopping.IsCancellationRequested, failed);
     }
 
@@ -1659,6 +1664,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     [MethodImpl(MethodImplOptions.NoInlining)]
     private void NoteWritebackFailure(IOException e, int index)
     {
+        Volatile.Write(ref _lastWritebackError, e.Message);
         long unreported = Interlocked.Increment(ref _writebackFailuresUnreported);
         long last = Volatile.Read(ref _writebackFailureReported);
         long now = Stopwatch.GetTimestamp();

@@ -39,6 +39,9 @@ internal static partial class ZramDeviceLog
     [LoggerMessage(EventId = 10, Level = LogLevel.Error, Message = "{Device}: writing slot {Slot} to the backing file failed; it stays in memory ({Earlier} earlier failures not logged: one line in 10 s)")]
     public static partial void WritebackFailed(ILogger logger, Exception exception, string device, int slot, long earlier);
 
+    [LoggerMessage(EventId = 14, Level = LogLevel.Error, Message = "{Device}: writeback run: {Failed} writes to the backing file failed (the last: {Error}); those pages stay in memory")]
+    public static partial void WritebackRunFailed(ILogger logger, string device, long failed, string error);
+
     [LoggerMessage(EventId = 11, Level = LogLevel.Error, Message = "{Device}: slot {Slot} could not be read back from block {Block} of the backing file")]
     public static partial void ReadBackFailed(ILogger logger, Exception? exception, string device, int slot, long block);
 

@@ -39,6 +39,7 @@ internal sealed class BackingFile : IDisposable
     private long _windowStart;
     private long _windowBytes;
     private bool _disposed;
+    private readonly Lock _writeLock = new();
     private readonly Configuration.FileIdentity _identity; // the file as made, so that exit deletes only that one
 
     /// <param name="path">The file; emptied if it exists.</param>
@@ -223,20 +224,27 @@ internal sealed class BackingFile : IDisposable
     {
         CheckBlock(block, data.Length);
         long offset = block << BlockShift;
-        try
+        // One write and its wait at a time (and DropCached's): the wait reports the file's error record, not this
+        // block's, and reports each error once, to whoever looks first; with two writes in flight one could be told of
+        // the other's failure and the other freed its pool object on "success" (RevXConcurrentLateWriteErrorTests).
+        // The disk's round trip bounds writeback anyway.
+        lock (_writeLock)
         {
-            RandomAccess.Write(_file, data, offset);
-        }
-        catch (Exception e) when (e is UnauthorizedAccessException or ArgumentOutOfRangeException)
-        {
-            // EPERM/EACCES (an immutable file) and EFBIG come as these: a failed write all the same.
-            throw new IOException($"writing block {block} of {Path} failed: {e.Message}", e);
-        }
+            try
+            {
+                RandomAccess.Write(_file, data, offset);
+            }
+            catch (Exception e) when (e is UnauthorizedAccessException or ArgumentOutOfRangeException)
+            {
+                // EPERM/EACCES (an immutable file) and EFBIG come as these: a failed write all the same.
+                throw new IOException($"writing block {block} of {Path} failed: {e.Message}", e);
+            }
 
-        Volatile.Write(ref _cached, 1);
-        if (Interop.Libc.SyncFileRange(_file, offset, BlockSize, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter) != 0)
-        {
-            throw new IOException($"writing block {block} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+            Volatile.Write(ref _cached, 1);
+            if (Interop.Libc.SyncFileRange(_file, offset, BlockSize, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter) != 0)
+            {
+                throw new IOException($"writing block {block} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+            }
         }
 
         Volatile.Write(ref _busy, 1);
@@ -270,9 +278,13 @@ internal sealed class BackingFile : IDisposable
             return;
         }
 
-        // Failures leave the pages to the kernel's own writeback and reclaim, as before: nothing is lost either way.
-        Interop.Libc.SyncFileRange(_file, 0, 0, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter);
-        Interop.Libc.PosixFadvise(_file, 0, 0, Interop.Libc.PosixFadviseDontNeed);
+        // Every write waited for its own block (Write), so nothing here is dirty but for a write in flight, whose error
+        // this must not take from it: under the same lock.
+        lock (_writeLock)
+        {
+            Interop.Libc.SyncFileRange(_file, 0, 0, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter);
+            Interop.Libc.PosixFadvise(_file, 0, 0, Interop.Libc.PosixFadviseDontNeed);
+        }
     }
 
     /// <summary>Reads an object back from its block; false if the file returned fewer bytes (it was cut short).</summary>
