@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using ZramDaemon.Control;
@@ -6,6 +5,8 @@ using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
 using ZramDaemon.Tests.Device;
+
+using ZramDaemon.Tests.Device.Writeback;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -21,35 +22,18 @@ public sealed class RevXFailedWritesBoundTests : IDisposable
 {
     private const int Page = ZramDevice.PageSize;
     private const int Pages = 64;
-    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-revx-").FullName;
-    private readonly bool _mounted;
+    private readonly SmallTmpfs _tmpfs = new("zramd-revx-");
 
-    public RevXFailedWritesBoundTests()
-    {
-        using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", _dir])!;
-        mount.WaitForExit();
-        _mounted = mount.ExitCode == 0;
-    }
-
-    public void Dispose()
-    {
-        if (_mounted)
-        {
-            using var umount = Process.Start("umount", [_dir])!;
-            umount.WaitForExit();
-        }
-
-        Directory.Delete(_dir, recursive: true);
-    }
+    public void Dispose() => _tmpfs.Dispose();
 
     private ZramDevice Create(ILoggerFactory? loggers = null)
     {
-        Assert.True(_mounted, $"mounting a 64 KiB tmpfs on {_dir} failed: run the tests as root");
+        _tmpfs.AssertMounted();
         var device = new ZramDevice(new ZramDeviceOptions
         {
             Name = "zram0",
             DiskSize = (long)Pages * Page,
-            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
         }, loggers ?? NullLoggerFactory.Instance);
         for (int i = 0; i < Pages; i++)
         {

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Logging.Abstractions;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
@@ -14,32 +13,15 @@ namespace ZramDaemon.Tests.Device.Writeback;
 public sealed class WritebackBudgetOnFailureTests : IDisposable
 {
     private const int Page = ZramDevice.PageSize;
-    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-wbfail-").FullName;
-    private readonly bool _mounted;
+    private readonly SmallTmpfs _tmpfs = new("zramd-wbfail-");
 
-    public WritebackBudgetOnFailureTests()
-    {
-        using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", _dir])!;
-        mount.WaitForExit();
-        _mounted = mount.ExitCode == 0;
-    }
-
-    public void Dispose()
-    {
-        if (_mounted)
-        {
-            using var umount = Process.Start("umount", [_dir])!;
-            umount.WaitForExit();
-        }
-
-        Directory.Delete(_dir, recursive: true);
-    }
+    public void Dispose() => _tmpfs.Dispose();
 
     private ZramDevice Create(long dailyLimit) => new(new ZramDeviceOptions
     {
         Name = "zram0",
         DiskSize = 1L << 20,
-        BackingFile = Path.Combine(_dir, "zram0.wb"),
+        BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
         WritebackLimitPerDay = dailyLimit,
     }, NullLoggerFactory.Instance);
 
@@ -64,7 +46,7 @@ public sealed class WritebackBudgetOnFailureTests : IDisposable
     [Fact]
     public void Writeback_today_counts_only_the_pages_written_not_the_failed_writes()
     {
-        Assert.True(_mounted, $"mounting a 64 KiB tmpfs on {_dir} failed: run the tests as root");
+        _tmpfs.AssertMounted();
 
         using ZramDevice device = Create(dailyLimit: 0);
         WritePages(device);
@@ -83,7 +65,7 @@ public sealed class WritebackBudgetOnFailureTests : IDisposable
     [Fact]
     public void Failed_writes_do_not_spend_the_daily_limit()
     {
-        Assert.True(_mounted, $"mounting a 64 KiB tmpfs on {_dir} failed: run the tests as root");
+        _tmpfs.AssertMounted();
 
         // 20 pages a day: 16 fit in the file system, the next 4 fail with ENOSPC.
         using ZramDevice device = Create(dailyLimit: 20 * Page);

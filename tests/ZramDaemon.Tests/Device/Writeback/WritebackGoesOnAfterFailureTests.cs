@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using Nbd.Devices;
 using ZramDaemon.Control;
@@ -18,31 +17,14 @@ namespace ZramDaemon.Tests.Device.Writeback;
 public sealed class WritebackGoesOnAfterFailureTests : IDisposable
 {
     private const int Page = ZramDevice.PageSize;
-    private readonly string _dir = Directory.CreateTempSubdirectory("zramd-wbgo-").FullName;
-    private readonly bool _mounted;
+    private readonly SmallTmpfs _tmpfs = new("zramd-wbgo-");
 
-    public WritebackGoesOnAfterFailureTests()
-    {
-        using var mount = Process.Start("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", _dir])!;
-        mount.WaitForExit();
-        _mounted = mount.ExitCode == 0;
-    }
-
-    public void Dispose()
-    {
-        if (_mounted)
-        {
-            using var umount = Process.Start("umount", [_dir])!;
-            umount.WaitForExit();
-        }
-
-        Directory.Delete(_dir, recursive: true);
-    }
+    public void Dispose() => _tmpfs.Dispose();
 
     [Fact]
     public void A_failed_write_does_not_end_the_run_and_the_reply_counts_the_failures()
     {
-        Assert.True(_mounted, $"mounting a 64 KiB tmpfs on {_dir} failed: run the tests as root");
+        _tmpfs.AssertMounted();
         ZramDevice? device = null;
         int failuresLogged = 0;
         var loggers = new CallbackLoggerFactory(eventId =>
@@ -57,7 +39,7 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
         {
             Name = "zram0",
             DiskSize = 1L << 20,
-            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
         }, loggers);
         using (device)
         {
@@ -93,12 +75,12 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
     [Fact]
     public async Task The_writeback_verb_fails_and_says_how_many_writes_failed()
     {
-        Assert.True(_mounted, $"mounting a 64 KiB tmpfs on {_dir} failed: run the tests as root");
+        _tmpfs.AssertMounted();
         using var device = new ZramDevice(new ZramDeviceOptions
         {
             Name = "zram0",
             DiskSize = 1L << 20,
-            BackingFile = Path.Combine(_dir, "zram0.wb"),
+            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
         }, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
         for (int i = 0; i < 64; i++)
         {
