@@ -15,34 +15,6 @@ namespace Nbd.Tests.Review;
 /// </summary>
 public class RevPBlockSizeTests
 {
-    /// <summary>A <see cref="MemoryBlockDevice"/> reporting another preferred block size.</summary>
-    private sealed class PreferredDevice(MemoryBlockDevice inner, int preferred) : IBlockDevice
-    {
-        public long Size => inner.Size;
-
-        public bool IsReadOnly => inner.IsReadOnly;
-
-        public int MinimumBlockSize => inner.MinimumBlockSize;
-
-        public bool AcceptsAnyAlignment => ((IBlockDevice)inner).AcceptsAnyAlignment;
-
-        public int PreferredBlockSize => preferred;
-
-        public bool SupportsFastZero => inner.SupportsFastZero;
-
-        public NbdError Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
-
-        public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua) => inner.Write(offset, source, fua);
-
-        public NbdError Flush() => inner.Flush();
-
-        public NbdError Trim(long offset, long length) => inner.Trim(offset, length);
-
-        public NbdError WriteZeroes(long offset, long length, bool noHole, bool fastZero) => inner.WriteZeroes(offset, length, noHole, fastZero);
-
-        public int GetExtents(long offset, long length, Span<BlockExtent> extents) => inner.GetExtents(offset, length, extents);
-    }
-
     // doc/proto.md, "Block size constraints":
     // - minimum: "If advertised, this value MUST be a power of 2, MUST NOT be larger than 2^16 (65,536)";
     // - preferred: "If advertised, this MUST be a power of 2 at least as large as the maximum of the minimum block
@@ -64,7 +36,7 @@ public class RevPBlockSizeTests
     public async Task Advertised_block_sizes_obey_the_spec_whatever_the_device_reports(string name, int minimum, int preferred, int maxPayload)
     {
         var options = new NbdServerOptions { MaxPayload = maxPayload };
-        var export = new NbdExport("mem", name, new PreferredDevice(new MemoryBlockDevice(16 << 20, minimumBlockSize: minimum, acceptsAnyAlignment: true), preferred));
+        var export = new NbdExport("mem", name, new PreferredBlockSizeDevice(new MemoryBlockDevice(16 << 20, minimumBlockSize: minimum, acceptsAnyAlignment: true), preferred));
         await using (var probe = new NbdServer(options, NullLoggerFactory.Instance))
         {
             try

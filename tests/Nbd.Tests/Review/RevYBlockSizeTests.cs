@@ -13,34 +13,6 @@ namespace Nbd.Tests.Review;
 /// </summary>
 public class RevYBlockSizeTests
 {
-    /// <summary>A <see cref="MemoryBlockDevice"/> reporting another preferred block size.</summary>
-    private sealed class PreferredDevice(MemoryBlockDevice inner, int preferred) : IBlockDevice
-    {
-        public long Size => inner.Size;
-
-        public bool IsReadOnly => inner.IsReadOnly;
-
-        public int MinimumBlockSize => inner.MinimumBlockSize;
-
-        public bool AcceptsAnyAlignment => ((IBlockDevice)inner).AcceptsAnyAlignment;
-
-        public int PreferredBlockSize => preferred;
-
-        public bool SupportsFastZero => inner.SupportsFastZero;
-
-        public NbdError Read(long offset, Span<byte> destination) => inner.Read(offset, destination);
-
-        public NbdError Write(long offset, ReadOnlySpan<byte> source, bool fua) => inner.Write(offset, source, fua);
-
-        public NbdError Flush() => inner.Flush();
-
-        public NbdError Trim(long offset, long length) => inner.Trim(offset, length);
-
-        public NbdError WriteZeroes(long offset, long length, bool noHole, bool fastZero) => inner.WriteZeroes(offset, length, noHole, fastZero);
-
-        public int GetExtents(long offset, long length, Span<BlockExtent> extents) => inner.GetExtents(offset, length, extents);
-    }
-
     // 103b73d lowers the preferred size to fit the maximum only "when the maximum is below min(preferred, export
     // size)" (NbdHandshake.InfoOrGoAsync: `preferred > maximum && maximum < Size`). For an export no larger than the
     // maximum it advertises preferred > maximum: here a 4 KiB-minimum device with 64 KiB granules (the spec's "minimum
@@ -56,7 +28,7 @@ public class RevYBlockSizeTests
     public async Task Libnbd_keeps_the_advertised_minimum_for_an_export_no_larger_than_the_maximum()
     {
         var options = new NbdServerOptions { MaxPayload = 16384 };
-        var export = new NbdExport("mem", "64k granules", new PreferredDevice(new MemoryBlockDevice(16384, minimumBlockSize: 4096), 65536));
+        var export = new NbdExport("mem", "64k granules", new PreferredBlockSizeDevice(new MemoryBlockDevice(16384, minimumBlockSize: 4096), 65536));
         await using var server = new TestServer(options, export);
 
         // What goes on the wire.

@@ -58,32 +58,41 @@ public sealed class RevWLateWriteErrorTests
 
             WritebackResult result = device.Writeback(SlotSelection.All);
 
-            int zeroed = 0, failed = 0, wrong = 0;
-            var back = new byte[Page];
-            for (int i = 0; i < pages; i++)
-            {
-                NbdError error = device.Read((long)i * Page, back);
-                if (error != NbdError.None)
-                {
-                    failed++;
-                }
-                else if (!back.AsSpan().SequenceEqual(model[i]))
-                {
-                    if (back.AsSpan().IndexOfAnyExcept((byte)0) < 0)
-                    {
-                        zeroed++;
-                    }
-                    else
-                    {
-                        wrong++;
-                    }
-                }
-            }
+            (int zeroed, int failed, int wrong) = ReadBack(device, model);
 
             ZramStats stats = device.GetStats();
             Assert.True(zeroed + failed + wrong == 0,
                 $"of {pages} pages written, {result.WrittenBack} written back (bd_writes {stats.BdWrites}, stopped by {result.StoppedBy}): " +
                 $"{zeroed} read back as zeros without an error, {failed} failed with {NbdError.IO}, {wrong} read back other bytes");
         }
+    }
+
+    /// <summary>Reads every page of <paramref name="model"/> back: how many read as zeros without an error, failed, or
+    /// read other bytes.</summary>
+    internal static (int Zeroed, int Failed, int Wrong) ReadBack(ZramDevice device, byte[][] model)
+    {
+        int zeroed = 0, failed = 0, wrong = 0;
+        var back = new byte[Page];
+        for (int i = 0; i < model.Length; i++)
+        {
+            NbdError error = device.Read((long)i * Page, back);
+            if (error != NbdError.None)
+            {
+                failed++;
+            }
+            else if (!back.AsSpan().SequenceEqual(model[i]))
+            {
+                if (back.AsSpan().IndexOfAnyExcept((byte)0) < 0)
+                {
+                    zeroed++;
+                }
+                else
+                {
+                    wrong++;
+                }
+            }
+        }
+
+        return (zeroed, failed, wrong);
     }
 }

@@ -72,27 +72,7 @@ public sealed class RevXConcurrentLateWriteErrorTests
             thread.Join();
         }
 
-        int zeroed = 0, failed = 0, wrong = 0;
-        var back = new byte[Page];
-        for (int i = 0; i < pages; i++)
-        {
-            NbdError error = device.Read((long)i * Page, back);
-            if (error != NbdError.None)
-            {
-                failed++;
-            }
-            else if (!back.AsSpan().SequenceEqual(model[i]))
-            {
-                if (back.AsSpan().IndexOfAnyExcept((byte)0) < 0)
-                {
-                    zeroed++;
-                }
-                else
-                {
-                    wrong++;
-                }
-            }
-        }
+        (int zeroed, int failed, int wrong) = RevWLateWriteErrorTests.ReadBack(device, model);
 
         // At most ArtifactPages: when the tmpfs under the loop image fills, the loop driver takes a short write into
         // its image as a success (lo_complete_rq checks short transfers for reads only), so the one request that
