@@ -29,7 +29,8 @@ internal struct Slot
 ///   22     <see cref="Deduped"/>: the value is a dedup entry id
 ///   23     <see cref="SameInSlot"/>: a same-filled page's value is in the slot
 ///   24     <see cref="Incompressible"/>: a huge page recompression tried and could not shrink
-///   25..30 spare
+///   25     <see cref="WritebackPending"/>: the slot's object is on its way to the backing file in a batch
+///   26..30 spare
 ///   31     <see cref="Locked"/>: the slot's spin lock (the kernel's ZRAM_LOCK bit), see <see cref="SlotTable"/>
 /// Every value below keeps the lock bit clear; the table sets and clears it. Info changes only under the lock.
 /// </summary>
@@ -94,6 +95,14 @@ internal static class SlotInfo
     /// that is known: a huge slot marked <see cref="Recompressed"/> alone may be under way, or tried under a threshold.
     /// </summary>
     public const uint Incompressible = 1u << 24;
+
+    /// <summary>
+    /// The kernel's ZRAM_PP_SLOT for writeback: a batch (<see cref="Writeback.WritebackBatch"/>) copied the slot's object
+    /// and is writing it to a block; the slot switches to that block afterwards only if the mark is still there. Every
+    /// write, trim and replacement of the object stores fresh info without it, so a slot changed meanwhile keeps its
+    /// new data and the block is given back. Idle marking and a compaction's handle move keep it (same object).
+    /// </summary>
+    public const uint WritebackPending = 1u << 25;
 
     public static uint Compressed(int size, CompressionAlgorithm algorithm)
         => Written | (uint)size | ((uint)algorithm << AlgorithmShift);

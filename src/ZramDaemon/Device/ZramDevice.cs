@@ -117,6 +117,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private ZstdDictionary? _dictionary;
     private Compressor? _dictionaryCompressor;
     private readonly BackingFile? _backing;
+    /// <summary>Held by a writeback run (one at a time; the background's only tries) while it uses <see cref="_writebackBatch"/>.</summary>
+    private readonly Lock _writebackTurn = new();
+    private WritebackBatch? _writebackBatch; // made at the first run
     private readonly DedupIndex? _dedup;
     private int _writebackCursor;
     private static readonly TimeSpan FailureReportInterval = TimeSpan.FromSeconds(10);
@@ -607,7 +610,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
         bool stoppedByLimit = false, stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        if (!EnterRecompressTurn(stopping))
+        if (!EnterTurn(_recompressLock, stopping))
         {
             return new RecompressionResult(0, 0, 0, StoppedByMemLimit: false, StoppedByTimeLimit: false, StoppedByStop: true);
         }
@@ -664,12 +667,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     /// <summary>
-    /// Takes <see cref="_recompressLock"/> for a recompress verb, giving up when <paramref name="stopping"/> is
-    /// cancelled first: verbs queued behind a long run would otherwise each run in full after the daemon's SIGTERM.
+    /// Takes <paramref name="turn"/> (<see cref="_recompressLock"/>, <see cref="_writebackTurn"/>) for a verb, giving
+    /// up when <paramref name="stopping"/> is cancelled first: verbs queued behind a long run would otherwise each run in
+    /// full after the daemon's SIGTERM.
     /// </summary>
-    private bool EnterRecompressTurn(CancellationToken stopping)
+    private static bool EnterTurn(Lock turn, CancellationToken stopping)
     {
-        while (!_recompressLock.TryEnter(StopCheckInterval))
+        while (!turn.TryEnter(StopCheckInterval))
         {
             if (stopping.IsCancellationRequested)
             {
@@ -679,7 +683,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         if (stopping.IsCancellationRequested)
         {
-            _recompressLock.Exit();
+            turn.Exit();
             return false;
         }
 
@@ -707,39 +711,51 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
-        long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
-        int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1), ranges);
-        for (int walk = 0; walk < walks.Length; walk++)
+        if (!EnterTurn(_writebackTurn, stopping))
         {
-            int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
-            int range = 0;
-            // max_pages bounds the pages tried, written or failed (the kernel's recompress counts a failed one too).
-            for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written + failed < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
+            return new WritebackResult(0, WritebackOutcome.Skipped, StoppedByTimeLimit: false, StoppedByStop: true, Failed: 0);
+        }
+
+        try
+        {
+            WritebackBatch batch = _writebackBatch ??= new WritebackBatch();
+            // A budget (max_pages, or what is left of the daily limit) goes to the largest objects first, as the kernel's.
+            long budget = Math.Min(maxPages == 0 ? long.MaxValue : maxPages, _backing.BudgetLeft / BackingFile.BlockSize);
+            int[] walks = budget >= _slots.Count ? [0] : LargestFirst(budget, info => IsWritebackCandidate(info, type, minAge: 0, classIndex: -1), ranges);
+            for (int walk = 0; walk < walks.Length && !stoppedByTime && stoppedBy == WritebackOutcome.Skipped; walk++)
             {
-                WritebackOutcome outcome = WritebackSlot(index, type, minAge: 0, tryLock: false, classIndex: -1, out _, minSize, maxSize);
-                if (outcome is WritebackOutcome.WrittenBack or WritebackOutcome.IoError)
+                int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
+                int range = 0;
+                // max_pages bounds the pages tried, written or failed (the kernel's recompress counts a failed one too).
+                for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written + failed + batch.Count < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
                 {
-                    // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
-                    written += outcome == WritebackOutcome.WrittenBack ? 1 : 0;
-                    failed += outcome == WritebackOutcome.IoError ? 1 : 0;
-                    if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                    WritebackOutcome outcome = StageWriteback(batch, index, type, minAge: 0, minSize, maxSize);
+                    if (outcome != WritebackOutcome.Skipped && outcome != WritebackOutcome.WrittenBack)
                     {
-                        stoppedByTime = true;
+                        stoppedBy = outcome;
                         break;
                     }
-                }
-                else if (outcome != WritebackOutcome.Skipped)
-                {
-                    stoppedBy = outcome;
-                    break;
-                }
-            }
 
-            if (stoppedByTime || stoppedBy != WritebackOutcome.Skipped)
-            {
-                break;
+                    if (batch.IsFull)
+                    {
+                        // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
+                        written += FlushWritebackBatch(batch, out _, out int batchFailed);
+                        failed += batchFailed;
+                        if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
+                        {
+                            stoppedByTime = true;
+                            break;
+                        }
+                    }
+                }
+
+                written += FlushWritebackBatch(batch, out _, out int lastFailed);
+                failed += lastFailed;
             }
+        }
+        finally
+        {
+            ExitWritebackTurn();
         }
 
         if (written > 0)
@@ -1393,29 +1409,75 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         long target = used - PercentOf(limit, Math.Max(_options.WritebackWatermarkPercent - 10, 1));
         long freed = 0, written = 0;
-        ReadOnlySpan<(SlotSelection Type, uint MinAge)> passes =
-            [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
-        foreach ((SlotSelection type, uint minAge) in passes)
+        // A run asked for is writing back already: this tick leaves it the batch.
+        if (!_writebackTurn.TryEnter())
         {
-            for (int index = 0; index < _slots.Count && freed < target; index++)
+            return 0;
+        }
+
+        try
+        {
+            WritebackBatch batch = _writebackBatch ??= new WritebackBatch();
+            ReadOnlySpan<(SlotSelection Type, uint MinAge)> passes =
+                [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
+            foreach ((SlotSelection type, uint minAge) in passes)
             {
-                // The size the writeback reports, not a peek: a deduplicated slot's own info holds no size.
-                WritebackOutcome outcome = WritebackSlot(index, type, minAge, tryLock: false, classIndex: -1, out int size);
-                if (outcome == WritebackOutcome.WrittenBack)
+                for (int index = 0; index < _slots.Count && freed + batch.Bytes < target; index++)
                 {
-                    freed += size;
-                    written++;
+                    // The sizes the batch reports, not a peek: a deduplicated slot's own info holds no size.
+                    WritebackOutcome outcome = StageWriteback(batch, index, type, minAge);
+                    if (outcome is not WritebackOutcome.Skipped and not WritebackOutcome.WrittenBack)
+                    {
+                        written += FlushWritebackBatch(batch, out _, out _);
+                        ZramDeviceLog.WritebackStopped(_logger, Name, outcome.ToString());
+                        return written;
+                    }
+
+                    if (batch.IsFull && !FlushToWatermark(batch, ref freed, ref written))
+                    {
+                        return written;
+                    }
                 }
-                else if (outcome != WritebackOutcome.Skipped)
+
+                if (!FlushToWatermark(batch, ref freed, ref written))
                 {
-                    ZramDeviceLog.WritebackStopped(_logger, Name, outcome.ToString());
                     return written;
                 }
             }
         }
+        finally
+        {
+            ExitWritebackTurn();
+        }
 
         ZramDeviceLog.WrittenBack(_logger, Name, "watermark", written);
         return written;
+    }
+
+    /// <summary>The background writeback's flush: false (logged) when the write failed, which ends its run.</summary>
+    private bool FlushToWatermark(WritebackBatch batch, ref long freed, ref long written)
+    {
+        written += FlushWritebackBatch(batch, out long batchFreed, out int failed);
+        freed += batchFreed;
+        if (failed > 0)
+        {
+            ZramDeviceLog.WritebackStopped(_logger, Name, WritebackOutcome.IoError.ToString());
+            return false;
+        }
+
+        return true;
+    }
+
+    /// <summary>Ends a writeback run's turn; a batch a throw left staged is given up first (its marks go).</summary>
+    private void ExitWritebackTurn()
+    {
+        if (_writebackBatch is { Count: > 0 } unsent)
+        {
+            SettleWritebackBatch(unsent, wrote: false, out _);
+            unsent.Clear();
+        }
+
+        _writebackTurn.Exit();
     }
 
     /// <summary>
@@ -1558,14 +1620,47 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size, int minSize = 0, int maxSize = int.MaxValue)
     {
         size = 0;
-        if (_backing is null)
+        WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex, minSize, maxSize, out uint info, out long block);
+        if (taken != WritebackOutcome.WrittenBack)
         {
-            return WritebackOutcome.Skipped;
+            return taken;
         }
 
-        uint info = _slots.Info(index);
+        int objectSize = SlotInfo.Size(info);
+        Span<byte> scratch = stackalloc byte[PageSize];
+        try
+        {
+            using ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, scratch);
+            _backing!.Write(block, view.Span);
+        }
+        catch (IOException e)
+        {
+            _backing!.Free(block);
+            _backing.ReturnBudget();
+            NoteWritebackFailure(e, index);
+            return WritebackOutcome.IoError;
+        }
+
+        uint newInfo = SlotInfo.InBackingFile(info);
+        uint handle = _slots.Value(index);
+        _slots.Set(index, (uint)block, newInfo);
+        _pool.Free(handle);
+        _counters.Replace(info, newInfo);
+        size = objectSize;
+        return WritebackOutcome.WrittenBack;
+    }
+
+    /// <summary>
+    /// The start of a slot's writeback, its lock held: if it is a candidate, a page of the daily budget and a block
+    /// taken for it, and the slot holding its object itself (<see cref="OwnObject"/>). WrittenBack: go on with
+    /// <paramref name="info"/> (the slot's now) and <paramref name="block"/>; anything else gave back what it took.
+    /// </summary>
+    private WritebackOutcome TakeBlockFor(int index, SlotSelection type, uint minAge, int classIndex, int minSize, int maxSize, out uint info, out long block)
+    {
+        block = -1;
+        info = _slots.Info(index);
         uint candidate = CandidateInfo(index, info);
-        if (!IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize || SlotInfo.Size(candidate) >= maxSize)
+        if (_backing is null || !IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize || SlotInfo.Size(candidate) >= maxSize)
         {
             return WritebackOutcome.Skipped;
         }
@@ -1577,7 +1672,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return WritebackOutcome.NoBudget;
         }
 
-        long block = _backing.Allocate();
+        block = _backing.Allocate();
         if (block < 0)
         {
             _backing.ReturnBudget();
@@ -1593,28 +1688,142 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
         }
 
-        int objectSize = SlotInfo.Size(info);
-        Span<byte> scratch = stackalloc byte[PageSize];
-        try
+        return WritebackOutcome.WrittenBack;
+    }
+
+    /// <summary>
+    /// A writeback run's step: slot <paramref name="index"/>, if a candidate, copied into <paramref name="batch"/> with a
+    /// block of its own and marked <see cref="SlotInfo.WritebackPending"/> (WrittenBack here means staged; <see
+    /// cref="FlushWritebackBatch"/> writes it). The batch lock is held.
+    /// </summary>
+    private WritebackOutcome StageWriteback(WritebackBatch batch, int index, SlotSelection type, uint minAge, int minSize = 0, int maxSize = int.MaxValue)
+    {
+        if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex: -1))
         {
-            using ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, scratch);
-            _backing.Write(block, view.Span);
-        }
-        catch (IOException e)
-        {
-            _backing.Free(block);
-            _backing.ReturnBudget();
-            NoteWritebackFailure(e, index);
-            return WritebackOutcome.IoError;
+            return WritebackOutcome.Skipped;
         }
 
-        uint newInfo = SlotInfo.InBackingFile(info);
-        uint handle = _slots.Value(index);
-        _slots.Set(index, (uint)block, newInfo);
-        _pool.Free(handle);
-        _counters.Replace(info, newInfo);
-        size = objectSize;
-        return WritebackOutcome.WrittenBack;
+        _slots.Lock(index);
+        try
+        {
+            WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex: -1, minSize, maxSize, out uint info, out long block);
+            if (taken == WritebackOutcome.WrittenBack)
+            {
+                int objectSize = SlotInfo.Size(info);
+                Span<byte> copy = batch.Next;
+                using (ZsReadView view = _pool.MapRead(_slots.Value(index), objectSize, copy))
+                {
+                    view.Span.CopyTo(copy);
+                }
+
+                _slots.SetInfo(index, info | SlotInfo.WritebackPending);
+                batch.Add(index, block, objectSize);
+            }
+
+            return taken;
+        }
+        finally
+        {
+            _slots.Unlock(index);
+        }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="batch"/> to the backing file with one wait, then gives each slot still marked its block
+    /// and frees its pool object; a slot written, trimmed or written back meanwhile keeps what it has now, and its
+    /// block goes back. If the write failed, every slot keeps its object and <paramref name="failed"/> counts the batch.
+    /// Returns the slots written back, <paramref name="freed"/> the bytes of their objects. The batch is empty after.
+    /// </summary>
+    private int FlushWritebackBatch(WritebackBatch batch, out long freed, out int failed)
+    {
+        freed = 0;
+        failed = 0;
+        if (batch.Count == 0)
+        {
+            return 0;
+        }
+
+        IOException? error = null;
+        try
+        {
+            error = _backing!.WriteBlocks(batch.Blocks, batch.Sizes, batch.Data, batch.Failed);
+        }
+        catch
+        {
+            SettleWritebackBatch(batch, wrote: false, out _); // the marks must go whatever it was
+            batch.Clear();
+            throw;
+        }
+
+        int written = SettleWritebackBatch(batch, wrote: true, out freed);
+        int first = -1;
+        foreach (bool blockFailed in batch.Failed)
+        {
+            failed += blockFailed ? 1 : 0;
+        }
+
+        for (int i = 0; i < batch.Count && first < 0; i++)
+        {
+            first = batch.Failed[i] ? batch.Slot(i) : -1;
+        }
+
+        batch.Clear();
+        if (error is not null)
+        {
+            NoteWritebackFailure(error, first, failed);
+        }
+
+        return written;
+    }
+
+    /// <summary>
+    /// After a batch's write (<paramref name="wrote"/>; the blocks it failed are marked in <see cref="WritebackBatch.Failed"/>),
+    /// or instead of it: each slot still marked whose block was written takes it and its pool object is freed; the
+    /// others keep their objects, unmarked; every block not taken goes back.
+    /// Returns the slots written back, <paramref name="freed"/> the bytes of their objects. Leaves the batch as it is.
+    /// </summary>
+    private int SettleWritebackBatch(WritebackBatch batch, bool wrote, out long freed)
+    {
+        freed = 0;
+        int written = 0;
+        for (int i = 0; i < batch.Count; i++)
+        {
+            int index = batch.Slot(i);
+            bool switched = false;
+            _slots.Lock(index);
+            uint now = _slots.Info(index);
+            if ((now & SlotInfo.WritebackPending) != 0)
+            {
+                if (wrote && !batch.Failed[i])
+                {
+                    // The object marked is the one copied: a compaction may have moved its handle, nothing else.
+                    uint newInfo = SlotInfo.InBackingFile(now);
+                    uint handle = _slots.Value(index);
+                    _slots.Set(index, (uint)batch.Block(i), newInfo);
+                    _pool.Free(handle);
+                    _counters.Replace(now, newInfo);
+                    switched = true;
+                }
+                else
+                {
+                    _slots.SetInfo(index, now & ~SlotInfo.WritebackPending);
+                }
+            }
+
+            _slots.Unlock(index);
+            if (switched)
+            {
+                written++;
+                freed += batch.Size(i);
+            }
+            else
+            {
+                _backing!.Free(batch.Block(i));
+                _backing.ReturnBudget();
+            }
+        }
+
+        return written;
     }
 
     /// <summary>The ranges sorted by start and overlapping or adjacent ones joined; each must lie in the device.</summary>
@@ -1659,13 +1868,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// Logs a failed write to the backing file, at most once every <see cref="FailureReportInterval"/> with how many
-    /// failed since: a run goes on after a failure, and on a full or failing filesystem every page of it fails.
+    /// failed since (<paramref name="failures"/>: the writes this one stands for, a batch's): a run goes on after a
+    /// failure, and on a full or failing filesystem every page of it fails.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private void NoteWritebackFailure(IOException e, int index)
+    private void NoteWritebackFailure(IOException e, int index, int failures = 1)
     {
         Volatile.Write(ref _lastWritebackError, e.Message);
-        long unreported = Interlocked.Increment(ref _writebackFailuresUnreported);
+        long unreported = Interlocked.Add(ref _writebackFailuresUnreported, failures);
         long last = Volatile.Read(ref _writebackFailureReported);
         long now = Stopwatch.GetTimestamp();
         if ((last == 0 || Stopwatch.GetElapsedTime(last, now) >= FailureReportInterval)
@@ -1768,12 +1978,12 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)
-        => SlotInfo.HasObject(info) && SlotInfo.IdleAge(info) >= minAge
+        => SlotInfo.HasObject(info) && (info & SlotInfo.WritebackPending) == 0 && SlotInfo.IdleAge(info) >= minAge
             && (classIndex < 0 || _pool.ClassIndexOf(SlotInfo.Size(info)) == classIndex)
             && Selects(type, info);
 
     private static bool IsRecompressCandidate(uint info, SlotSelection type)
-        => SlotInfo.HasObject(info) && (info & SlotInfo.Recompressed) == 0 && Selects(type, info);
+        => SlotInfo.HasObject(info) && (info & (SlotInfo.Recompressed | SlotInfo.WritebackPending)) == 0 && Selects(type, info);
 
     /// <summary>
     /// Before a slice of recompression: the dictionary's compression tables, if there is a dictionary and they are not

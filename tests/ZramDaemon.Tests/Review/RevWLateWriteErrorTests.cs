@@ -69,13 +69,24 @@ public sealed class RevWLateWriteErrorTests
 
     /// <summary>Reads every page of <paramref name="model"/> back: how many read as zeros without an error, failed, or
     /// read other bytes.</summary>
-    internal static (int Zeroed, int Failed, int Wrong) ReadBack(ZramDevice device, byte[][] model)
+    internal static (int Zeroed, int Failed, int Wrong) ReadBack(ZramDevice device, byte[][] model) => ReadBack(device, model, out _, out _);
+
+    /// <summary><see cref="ReadBack(ZramDevice, byte[][])"/>, with the lowest and highest page that did not read back
+    /// as written (-1 when all did).</summary>
+    internal static (int Zeroed, int Failed, int Wrong) ReadBack(ZramDevice device, byte[][] model, out int firstBad, out int lastBad)
     {
         int zeroed = 0, failed = 0, wrong = 0;
+        firstBad = lastBad = -1;
         var back = new byte[Page];
         for (int i = 0; i < model.Length; i++)
         {
             NbdError error = device.Read((long)i * Page, back);
+            if (error != NbdError.None || !back.AsSpan().SequenceEqual(model[i]))
+            {
+                firstBad = firstBad < 0 ? i : firstBad;
+                lastBad = i;
+            }
+
             if (error != NbdError.None)
             {
                 failed++;

@@ -222,33 +222,84 @@ internal sealed class BackingFile : IDisposable
     /// <exception cref="IOException">The filesystem refused (full, I/O error, a write refused: EPERM, EFBIG).</exception>
     public void Write(long block, ReadOnlySpan<byte> data)
     {
-        CheckBlock(block, data.Length);
-        long offset = block << BlockShift;
-        // One write and its wait at a time (and DropCached's): the wait reports the file's error record, not this
-        // block's, and reports each error once, to whoever looks first; with two writes in flight one could be told of
-        // the other's failure and the other freed its pool object on "success" (RevXConcurrentLateWriteErrorTests).
-        // The disk's round trip bounds writeback anyway.
-        lock (_writeLock)
+        int size = data.Length;
+        bool failed = false;
+        if (WriteBlocks(new ReadOnlySpan<long>(in block), new ReadOnlySpan<int>(in size), data, new Span<bool>(ref failed)) is { } error)
         {
-            try
+            throw error;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="Write"/> for a batch: object i (<paramref name="sizes"/>[i] bytes of <paramref name="data"/> from
+    /// i * <see cref="BlockSize"/>) into <paramref name="blocks"/>[i], then one wait for them all. A write the filesystem
+    /// refuses at once (full, EPERM, EFBIG) fails its block alone; the wait reports the file's error record, not a block's,
+    /// so a failure it reports fails every block of the batch. <paramref name="failed"/>[i]: block i was not written.
+    /// Returns the last error, null when every block was written.
+    /// </summary>
+    public IOException? WriteBlocks(ReadOnlySpan<long> blocks, ReadOnlySpan<int> sizes, ReadOnlySpan<byte> data, Span<bool> failed)
+    {
+        if (blocks.Length != sizes.Length || failed.Length < blocks.Length)
+        {
+            throw new ArgumentException($"{blocks.Length} blocks, {sizes.Length} sizes, {failed.Length} failure marks and {data.Length} bytes of data do not match");
+        }
+
+        long first = long.MaxValue, last = -1;
+        for (int i = 0; i < blocks.Length; i++)
+        {
+            CheckBlock(blocks[i], sizes[i]);
+            if ((long)i * BlockSize + sizes[i] > data.Length)
             {
-                RandomAccess.Write(_file, data, offset);
-            }
-            catch (Exception e) when (e is UnauthorizedAccessException or ArgumentOutOfRangeException)
-            {
-                // EPERM/EACCES (an immutable file) and EFBIG come as these: a failed write all the same.
-                throw new IOException($"writing block {block} of {Path} failed: {e.Message}", e);
+                throw new ArgumentException($"object {i} of {sizes[i]} bytes lies past the {data.Length} bytes of data");
             }
 
+            first = Math.Min(first, blocks[i]);
+            last = Math.Max(last, blocks[i]);
+            failed[i] = false;
+        }
+
+        if (blocks.IsEmpty)
+        {
+            return null;
+        }
+
+        IOException? error = null;
+        int written = 0;
+        // One batch and its wait at a time (and DropCached's): the wait reports the file's error record, not these
+        // blocks', and reports each error once, to whoever looks first; with two batches in flight one could be told of
+        // the other's failure and the other freed its pool objects on "success" (RevXConcurrentLateWriteErrorTests).
+        lock (_writeLock)
+        {
             Volatile.Write(ref _cached, 1);
-            if (Interop.Libc.SyncFileRange(_file, offset, BlockSize, Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter) != 0)
+            for (int i = 0; i < blocks.Length; i++)
             {
-                throw new IOException($"writing block {block} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+                try
+                {
+                    RandomAccess.Write(_file, data.Slice(i * BlockSize, sizes[i]), blocks[i] << BlockShift);
+                    written++;
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
+                {
+                    // EPERM/EACCES (an immutable file) and EFBIG come as the latter two: a failed write all the same.
+                    failed[i] = true;
+                    error = new IOException($"writing block {blocks[i]} of {Path} failed: {e.Message}", e);
+                }
+            }
+
+            if (written > 0 && Interop.Libc.SyncFileRange(_file, first << BlockShift, (last - first + 1) << BlockShift,
+                    Interop.Libc.SyncFileRangeWaitBefore | Interop.Libc.SyncFileRangeWrite | Interop.Libc.SyncFileRangeWaitAfter) != 0)
+            {
+                error = new IOException(blocks.Length == 1
+                    ? $"writing block {first} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}"
+                    : $"writing blocks {first}-{last} of {Path} failed: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+                failed[..blocks.Length].Fill(true);
+                written = 0;
             }
         }
 
         Volatile.Write(ref _busy, 1);
-        Interlocked.Increment(ref _writes);
+        Interlocked.Add(ref _writes, written);
+        return error;
     }
 
     /// <summary>
