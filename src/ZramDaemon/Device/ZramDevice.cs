@@ -1696,7 +1696,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// block of its own and marked <see cref="SlotInfo.WritebackPending"/> (WrittenBack here means staged; <see
     /// cref="FlushWritebackBatch"/> writes it). The batch lock is held.
     /// </summary>
-    private WritebackOutcome StageWriteback(WritebackBatch batch, int index, SlotSelection type, uint minAge, int minSize = 0, int maxSize = int.MaxValue)
+    internal WritebackOutcome StageWriteback(WritebackBatch batch, int index, SlotSelection type, uint minAge, int minSize = 0, int maxSize = int.MaxValue)
     {
         if (_backing is null || !MayBeWritebackCandidate(_slots.PeekInfo(index), type, minAge, classIndex: -1))
         {
@@ -1734,7 +1734,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// block goes back. If the write failed, every slot keeps its object and <paramref name="failed"/> counts the batch.
     /// Returns the slots written back, <paramref name="freed"/> the bytes of their objects. The batch is empty after.
     /// </summary>
-    private int FlushWritebackBatch(WritebackBatch batch, out long freed, out int failed)
+    internal int FlushWritebackBatch(WritebackBatch batch, out long freed, out int failed)
     {
         freed = 0;
         failed = 0;
