@@ -58,6 +58,7 @@ namespace ZramDaemon.Device;
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
+///   A writeback run's turn (its batch) is taken before any slot lock, and a batch's write and wait hold no slot lock.
 ///   A pool read view (MapRead) is always closed before anything that can compact. A compression stream
 ///   (<see cref="Compressor.Acquire"/>; zstd needs one, or a decoder of the compressor's own, to decompress) is taken last: under a slot lock or the dedup
 ///   lock, and a thread holding one waits for neither (it may only try a slot's lock), so output that must outlive
