@@ -611,9 +611,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         long savedBefore = Interlocked.Read(ref _counters.RecompressBytesSaved);
         bool stoppedByLimit = false, stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        if (!EnterTurn(_recompressLock, stopping))
+        if (!EnterTurn(_recompressLock, stopping, started, timeLimit, out bool timedOut))
         {
-            return new RecompressionResult(0, 0, 0, StoppedByMemLimit: false, StoppedByTimeLimit: false, StoppedByStop: true);
+            return new RecompressionResult(0, 0, 0, StoppedByMemLimit: false, StoppedByTimeLimit: timedOut, StoppedByStop: !timedOut);
         }
 
         try
@@ -669,14 +669,17 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// Takes <paramref name="turn"/> (<see cref="_recompressLock"/>, <see cref="_writebackTurn"/>) for a verb, giving
-    /// up when <paramref name="stopping"/> is cancelled first: verbs queued behind a long run would otherwise each run in
-    /// full after the daemon's SIGTERM.
+    /// up when <paramref name="stopping"/> is cancelled first (verbs queued behind a long run would otherwise each run in
+    /// full after the daemon's SIGTERM), or when the verb's <paramref name="timeLimit"/>, counted from
+    /// <paramref name="started"/>, passes first (<paramref name="timedOut"/>): the run holding it may have none.
     /// </summary>
-    private static bool EnterTurn(Lock turn, CancellationToken stopping)
+    private static bool EnterTurn(Lock turn, CancellationToken stopping, long started, TimeSpan? timeLimit, out bool timedOut)
     {
+        timedOut = false;
         while (!turn.TryEnter(StopCheckInterval))
         {
-            if (stopping.IsCancellationRequested)
+            timedOut = timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit;
+            if (stopping.IsCancellationRequested || timedOut)
             {
                 return false;
             }
@@ -708,15 +711,15 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         PageRange[] ranges = pages is null ? [new PageRange(0, _slots.Count)] : MergeRanges(pages);
 
-        long written = 0, failed = 0;
         WritebackOutcome stoppedBy = WritebackOutcome.Skipped;
         bool stoppedByTime = false;
         long started = Stopwatch.GetTimestamp();
-        if (!EnterTurn(_writebackTurn, stopping))
+        if (!EnterTurn(_writebackTurn, stopping, started, timeLimit, out bool timedOut))
         {
-            return new WritebackResult(0, WritebackOutcome.Skipped, StoppedByTimeLimit: false, StoppedByStop: true, Failed: 0);
+            return new WritebackResult(0, WritebackOutcome.Skipped, StoppedByTimeLimit: timedOut, StoppedByStop: !timedOut, Failed: 0);
         }
 
+        var tally = default(WritebackTally);
         try
         {
             WritebackBatch batch = _writebackBatch ??= new WritebackBatch();
@@ -728,30 +731,24 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 int minSize = walks[walk], maxSize = walk == 0 ? int.MaxValue : walks[walk - 1];
                 int range = 0;
                 // max_pages bounds the pages tried, written or failed (the kernel's recompress counts a failed one too).
-                for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || written + failed + batch.Count < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
+                for (int index = NextInRanges(ranges, ref range, -1); index >= 0 && (maxPages == 0 || tally.Written + tally.Failed + batch.Count < maxPages) && !stopping.IsCancellationRequested; index = NextInRanges(ranges, ref range, index))
                 {
-                    WritebackOutcome outcome = StageWriteback(batch, index, type, minAge: 0, minSize, maxSize);
-                    if (outcome != WritebackOutcome.Skipped && outcome != WritebackOutcome.WrittenBack)
+                    // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
+                    WritebackOutcome outcome = Stage(batch, index, type, minAge: 0, minSize, maxSize, ref tally);
+                    if (outcome is not WritebackOutcome.Skipped and not WritebackOutcome.WrittenBack)
                     {
                         stoppedBy = outcome;
                         break;
                     }
 
-                    if (batch.IsFull)
+                    if (outcome == WritebackOutcome.WrittenBack && timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
                     {
-                        // As the kernel's: a failed write is not fatal; the others are tried, and the run reports it.
-                        written += FlushWritebackBatch(batch, out _, out int batchFailed);
-                        failed += batchFailed;
-                        if (timeLimit is { } limit && Stopwatch.GetElapsedTime(started) >= limit)
-                        {
-                            stoppedByTime = true;
-                            break;
-                        }
+                        stoppedByTime = true;
+                        break;
                     }
                 }
 
-                written += FlushWritebackBatch(batch, out _, out int lastFailed);
-                failed += lastFailed;
+                FlushInto(batch, ref tally);
             }
         }
         finally
@@ -759,6 +756,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             ExitWritebackTurn();
         }
 
+        long written = tally.Written, failed = tally.Failed;
         if (written > 0)
         {
             CompactCore("writeback");
@@ -1342,7 +1340,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         try
         {
             uint now = _slots.Info(index);
-            if ((now & ~SlotInfo.IdleAgeMask) != (info & ~SlotInfo.IdleAgeMask))
+            // A writeback batch's mark set meanwhile leaves the object as it was: the smaller one replaces it with fresh
+            // info, and the batch gives its block back (SettleWritebackBatch).
+            if (!SameObjectInfo(now, info))
             {
                 return RecompressOutcome.Skipped; // rewritten, trimmed or written back meanwhile
             }
@@ -1376,6 +1376,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
     }
 
+    /// <summary>Whether a slot's info <paramref name="now"/> still describes the object <paramref name="before"/> did:
+    /// the idle age and a writeback batch's mark aside (reads, aging passes and a batch change those alone).</summary>
+    private static bool SameObjectInfo(uint now, uint before)
+        => ((now ^ before) & ~(SlotInfo.IdleAgeMask | SlotInfo.WritebackPending)) == 0;
+
     /// <summary>
     /// After a recompression that kept nothing: a huge slot is marked <see cref="SlotInfo.Incompressible"/>, or the
     /// <see cref="SlotInfo.Recompressed"/> mark goes (not <paramref name="incompressible"/>), if the slot still holds
@@ -1386,7 +1391,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         _slots.Lock(index);
         uint now = _slots.Info(index);
-        if ((now & ~SlotInfo.IdleAgeMask) == (info & ~SlotInfo.IdleAgeMask))
+        if (SameObjectInfo(now, info))
         {
             _slots.SetInfo(index, incompressible ? now | SlotInfo.Incompressible : now & ~SlotInfo.Recompressed);
         }
@@ -1409,13 +1414,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long target = used - PercentOf(limit, Math.Max(_options.WritebackWatermarkPercent - 10, 1));
-        long freed = 0, written = 0;
         // A run asked for is writing back already: this tick leaves it the batch.
         if (!_writebackTurn.TryEnter())
         {
             return 0;
         }
 
+        var tally = default(WritebackTally);
         try
         {
             WritebackBatch batch = _writebackBatch ??= new WritebackBatch();
@@ -1423,26 +1428,24 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 [(SlotSelection.Idle, 0), (SlotSelection.Huge, 0), (SlotSelection.All, 2), (SlotSelection.All, 1), (SlotSelection.All, 0)];
             foreach ((SlotSelection type, uint minAge) in passes)
             {
-                for (int index = 0; index < _slots.Count && freed + batch.Bytes < target; index++)
+                for (int index = 0; index < _slots.Count && tally.Freed + batch.Bytes < target && tally.Failed == 0; index++)
                 {
                     // The sizes the batch reports, not a peek: a deduplicated slot's own info holds no size.
-                    WritebackOutcome outcome = StageWriteback(batch, index, type, minAge);
+                    WritebackOutcome outcome = Stage(batch, index, type, minAge, minSize: 0, maxSize: int.MaxValue, ref tally);
                     if (outcome is not WritebackOutcome.Skipped and not WritebackOutcome.WrittenBack)
                     {
-                        written += FlushWritebackBatch(batch, out _, out _);
+                        FlushInto(batch, ref tally);
                         ZramDeviceLog.WritebackStopped(_logger, Name, outcome.ToString());
-                        return written;
-                    }
-
-                    if (batch.IsFull && !FlushToWatermark(batch, ref freed, ref written))
-                    {
-                        return written;
+                        return tally.Written;
                     }
                 }
 
-                if (!FlushToWatermark(batch, ref freed, ref written))
+                FlushInto(batch, ref tally);
+                if (tally.Failed > 0)
                 {
-                    return written;
+                    // Unlike a run asked for: this one has a page to make room for, and the next tick tries again.
+                    ZramDeviceLog.WritebackStopped(_logger, Name, WritebackOutcome.IoError.ToString());
+                    return tally.Written;
                 }
             }
         }
@@ -1451,22 +1454,37 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             ExitWritebackTurn();
         }
 
-        ZramDeviceLog.WrittenBack(_logger, Name, "watermark", written);
-        return written;
+        ZramDeviceLog.WrittenBack(_logger, Name, "watermark", tally.Written);
+        return tally.Written;
     }
 
-    /// <summary>The background writeback's flush: false (logged) when the write failed, which ends its run.</summary>
-    private bool FlushToWatermark(WritebackBatch batch, ref long freed, ref long written)
+    /// <summary>
+    /// A run's step: <see cref="StageWriteback"/>, and the batch written once full. Refused a page of the daily budget
+    /// or a block while the batch holds some, the batch is written first (failed writes and slots changed meanwhile
+    /// give theirs back) and the slot asked again: the reply must not say the limit or the file is used up when it is not.
+    /// </summary>
+    private WritebackOutcome Stage(WritebackBatch batch, int index, SlotSelection type, uint minAge, int minSize, int maxSize, ref WritebackTally tally)
     {
-        written += FlushWritebackBatch(batch, out long batchFreed, out int failed);
-        freed += batchFreed;
-        if (failed > 0)
+        WritebackOutcome outcome = StageWriteback(batch, index, type, minAge, minSize, maxSize);
+        if (outcome is WritebackOutcome.NoBudget or WritebackOutcome.NoRoom && batch.Count > 0)
         {
-            ZramDeviceLog.WritebackStopped(_logger, Name, WritebackOutcome.IoError.ToString());
-            return false;
+            FlushInto(batch, ref tally);
+            outcome = StageWriteback(batch, index, type, minAge, minSize, maxSize);
         }
 
-        return true;
+        if (batch.IsFull)
+        {
+            FlushInto(batch, ref tally);
+        }
+
+        return outcome;
+    }
+
+    private void FlushInto(WritebackBatch batch, ref WritebackTally tally)
+    {
+        tally.Written += FlushWritebackBatch(batch, out long freed, out int failed);
+        tally.Failed += failed;
+        tally.Freed += freed;
     }
 
     /// <summary>Ends a writeback run's turn; a batch a throw left staged is given up first (its marks go).</summary>
@@ -1707,6 +1725,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         _slots.Lock(index);
         try
         {
+            // Staged already (the write path's writeback may still take it: it clears the mark, and the batch gives
+            // its block back).
+            if ((_slots.Info(index) & SlotInfo.WritebackPending) != 0)
+            {
+                return WritebackOutcome.Skipped;
+            }
+
             WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex: -1, minSize, maxSize, out uint info, out long block);
             if (taken == WritebackOutcome.WrittenBack)
             {
@@ -1979,7 +2004,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     }
 
     private bool IsWritebackCandidate(uint info, SlotSelection type, uint minAge, int classIndex)
-        => SlotInfo.HasObject(info) && (info & SlotInfo.WritebackPending) == 0 && SlotInfo.IdleAge(info) >= minAge
+        => SlotInfo.HasObject(info) && SlotInfo.IdleAge(info) >= minAge
             && (classIndex < 0 || _pool.ClassIndexOf(SlotInfo.Size(info)) == classIndex)
             && Selects(type, info);
 
