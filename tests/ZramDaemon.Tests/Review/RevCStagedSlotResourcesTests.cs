@@ -122,4 +122,39 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
         Assert.Equal(NbdError.None, device.Read(Page, back));
         Assert.True(back.AsSpan().SequenceEqual(second), "slot 1 reads back different");
     }
+    /// <summary>
+    /// FAILS on the current code. The own-slot case (StoreModifiedPage): as above, but the client changes part of the
+    /// staged slot 0 itself (a 512-byte WRITE). The store finds no room; the write path's writeback of slot 0 (which the
+    /// review-B fix lets it take) asks for a second page of the one-page budget the batch holds for this same slot, gets
+    /// NoBudget, and the write fails. The twin without a batch takes the same write. Seen: "512-byte write to staged slot
+    /// 0 at the limit, writeback_limit one page: NoSpace".
+    /// </summary>
+    [Fact]
+    public void A_partial_write_at_the_limit_to_a_staged_slot_is_not_refused_for_the_budget_the_batch_holds_for_it()
+    {
+        const long DiskSize = 1L << 20;
+        long limit = ZramDevice.MinimumMemLimitFor(DiskSize, dedup: false);
+        byte[] page = RandomPage(3);
+        byte[] part = RandomPage(4)[..512];
+        var expected = (byte[])page.Clone();
+        part.CopyTo(expected, 0);
+
+        using ZramDevice twin = Create("zram1", DiskSize, limit, writebackLimitPerDay: Page);
+        Assert.Equal(NbdError.None, twin.Write(0, page, fua: false));
+        Assert.Equal(NbdError.None, twin.Write(0, part, fua: false));
+
+        using ZramDevice device = Create("zram0", DiskSize, limit, writebackLimitPerDay: Page);
+        Assert.Equal(NbdError.None, device.Write(0, page, fua: false));
+        var batch = new WritebackBatch();
+        Assert.Equal(WritebackOutcome.WrittenBack, device.StageWriteback(batch, 0, SlotSelection.All, minAge: 0));
+
+        NbdError error = device.Write(0, part, fua: false); // the client, while the batch is in flight
+
+        device.FlushWritebackBatch(batch, out _, out _);
+        Assert.True(error == NbdError.None,
+            $"512-byte write to staged slot 0 at the limit, writeback_limit one page: {error}; the twin without a batch in flight wrote the slot back and took the write");
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.True(back.AsSpan().SequenceEqual(expected), "slot 0 reads back different");
+    }
 }
