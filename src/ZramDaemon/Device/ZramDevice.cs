@@ -121,6 +121,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>Held by a writeback run (one at a time; the background's only tries) while it uses <see cref="_writebackBatch"/>.</summary>
     private readonly Lock _writebackTurn = new();
     private WritebackBatch? _writebackBatch; // made at the first run
+    private bool _writebackVerbRunning; // the turn is a verb's (Writeback): the background's run does not wait for it
     private readonly DedupIndex? _dedup;
     private int _writebackCursor;
     private static readonly TimeSpan FailureReportInterval = TimeSpan.FromSeconds(10);
@@ -234,8 +235,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             _dedup = options.Dedup ? new DedupIndex() : null;
             if (options.BackingFile is not null)
             {
-                // One block per slot: a slot holds at most one, so the file never fills before the device does.
-                _backing = new BackingFile(options.BackingFile, _slots.Count, options.WritebackLimitPerDay);
+                // One block per slot: a slot holds at most one, so the file never fills before the device does; and one
+                // for each slot a writeback batch may hold, whose block it gives back only once it sees that the write
+                // path wrote the slot back meanwhile (to a block of its own).
+                _backing = new BackingFile(options.BackingFile, (long)_slots.Count + WritebackBatch.Capacity, options.WritebackLimitPerDay);
             }
 
             _moveHandlesBelowMark = MoveHandlesBelowMark;
@@ -720,6 +723,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         var tally = default(WritebackTally);
+        Volatile.Write(ref _writebackVerbRunning, true);
         try
         {
             WritebackBatch batch = _writebackBatch ??= new WritebackBatch();
@@ -753,6 +757,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
         finally
         {
+            Volatile.Write(ref _writebackVerbRunning, false);
             ExitWritebackTurn();
         }
 
@@ -1414,10 +1419,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         long target = used - PercentOf(limit, Math.Max(_options.WritebackWatermarkPercent - 10, 1));
-        // A run asked for is writing back already: this tick leaves it the batch.
-        if (!_writebackTurn.TryEnter())
+        // A run asked for is writing back already: this tick leaves it the batch (another caller's watermark run,
+        // which ends at the watermark, is waited for).
+        while (!_writebackTurn.TryEnter(StopCheckInterval))
         {
-            return 0;
+            if (Volatile.Read(ref _writebackVerbRunning))
+            {
+                return 0;
+            }
         }
 
         var tally = default(WritebackTally);
@@ -1492,8 +1501,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         if (_writebackBatch is { Count: > 0 } unsent)
         {
-            SettleWritebackBatch(unsent, wrote: false, out _);
-            unsent.Clear();
+            SettleWritebackBatch(unsent, wrote: false, out _, out _);
         }
 
         _writebackTurn.Exit();
@@ -1685,8 +1693,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         // The budget and a block before a deduplicated slot leaves the index (OwnObject): one refused here stays
-        // shared.
-        if (!_backing.TryTakeBudget())
+        // shared. A slot a batch holds has its page of the budget already, which the batch gives back when it finds the
+        // slot written back by the write path: that page is spent here, over the limit for the moment.
+        if (!_backing.TryTakeBudget(overdraft: (info & SlotInfo.WritebackPending) != 0))
         {
             return WritebackOutcome.NoBudget;
         }
@@ -1757,7 +1766,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// Writes <paramref name="batch"/> to the backing file with one wait, then gives each slot still marked its block
     /// and frees its pool object; a slot written, trimmed or written back meanwhile keeps what it has now, and its
-    /// block goes back. If the write failed, every slot keeps its object and <paramref name="failed"/> counts the batch.
+    /// block goes back. A slot still marked whose write failed keeps its object; <paramref name="failed"/> counts those.
     /// Returns the slots written back, <paramref name="freed"/> the bytes of their objects. The batch is empty after.
     /// </summary>
     internal int FlushWritebackBatch(WritebackBatch batch, out long freed, out int failed)
@@ -1769,34 +1778,27 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             return 0;
         }
 
-        IOException? error = null;
+        IOException? error;
+        int written;
         try
         {
             error = _backing!.WriteBlocks(batch.Blocks, batch.Sizes, batch.Data, batch.Failed);
+            written = SettleWritebackBatch(batch, wrote: true, out freed, out failed);
         }
         catch
         {
-            SettleWritebackBatch(batch, wrote: false, out _); // the marks must go whatever it was
-            batch.Clear();
+            // What is not settled yet is given up (the marks go); settled twice, a block switched to would be freed.
+            SettleWritebackBatch(batch, wrote: false, out _, out _);
             throw;
         }
-
-        int written = SettleWritebackBatch(batch, wrote: true, out freed);
-        int first = -1;
-        foreach (bool blockFailed in batch.Failed)
+        finally
         {
-            failed += blockFailed ? 1 : 0;
+            batch.Clear();
         }
 
-        for (int i = 0; i < batch.Count && first < 0; i++)
+        if (error is not null && failed > 0)
         {
-            first = batch.Failed[i] ? batch.Slot(i) : -1;
-        }
-
-        batch.Clear();
-        if (error is not null)
-        {
-            NoteWritebackFailure(error, first, failed);
+            NoteWritebackFailure(error, batch.Slot(0), failed);
         }
 
         return written;
@@ -1805,46 +1807,59 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// After a batch's write (<paramref name="wrote"/>; the blocks it failed are marked in <see cref="WritebackBatch.Failed"/>),
     /// or instead of it: each slot still marked whose block was written takes it and its pool object is freed; the
-    /// others keep their objects, unmarked; every block not taken goes back.
-    /// Returns the slots written back, <paramref name="freed"/> the bytes of their objects. Leaves the batch as it is.
+    /// others keep their objects, unmarked (<paramref name="failed"/>: those still marked); every block not taken goes
+    /// back. Returns the slots written back, <paramref name="freed"/> the bytes of their objects. Each entry is settled
+    /// once: the batch's count falls as it goes.
     /// </summary>
-    private int SettleWritebackBatch(WritebackBatch batch, bool wrote, out long freed)
+    private int SettleWritebackBatch(WritebackBatch batch, bool wrote, out long freed, out int failed)
     {
         freed = 0;
+        failed = 0;
         int written = 0;
-        for (int i = 0; i < batch.Count; i++)
+        for (int i = batch.Count - 1; i >= 0; i--)
         {
             int index = batch.Slot(i);
+            long block = batch.Block(i);
+            int size = batch.Size(i);
+            bool blockWritten = wrote && !batch.Failed[i];
+            batch.Drop(); // first: an entry half settled is never settled again
             bool switched = false;
             _slots.Lock(index);
-            uint now = _slots.Info(index);
-            if ((now & SlotInfo.WritebackPending) != 0)
+            try
             {
-                if (wrote && !batch.Failed[i])
+                uint now = _slots.Info(index);
+                if ((now & SlotInfo.WritebackPending) != 0)
                 {
-                    // The object marked is the one copied: a compaction may have moved its handle, nothing else.
-                    uint newInfo = SlotInfo.InBackingFile(now);
-                    uint handle = _slots.Value(index);
-                    _slots.Set(index, (uint)batch.Block(i), newInfo);
-                    _pool.Free(handle);
-                    _counters.Replace(now, newInfo);
-                    switched = true;
-                }
-                else
-                {
-                    _slots.SetInfo(index, now & ~SlotInfo.WritebackPending);
+                    if (blockWritten)
+                    {
+                        // The object marked is the one copied: a compaction may have moved its handle, nothing else.
+                        uint newInfo = SlotInfo.InBackingFile(now);
+                        uint handle = _slots.Value(index);
+                        _slots.Set(index, (uint)block, newInfo);
+                        switched = true;
+                        _pool.Free(handle);
+                        _counters.Replace(now, newInfo);
+                    }
+                    else
+                    {
+                        _slots.SetInfo(index, now & ~SlotInfo.WritebackPending);
+                        failed += wrote ? 1 : 0;
+                    }
                 }
             }
+            finally
+            {
+                _slots.Unlock(index);
+            }
 
-            _slots.Unlock(index);
             if (switched)
             {
                 written++;
-                freed += batch.Size(i);
+                freed += size;
             }
             else
             {
-                _backing!.Free(batch.Block(i));
+                _backing!.Free(block);
                 _backing.ReturnBudget();
             }
         }

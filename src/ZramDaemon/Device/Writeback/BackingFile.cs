@@ -150,15 +150,16 @@ internal sealed class BackingFile : IDisposable
         }
     }
 
-    /// <summary>Takes one page's worth of the daily limit; false when today's is used up.</summary>
-    public bool TryTakeBudget()
+    /// <summary>Takes one page's worth of the daily limit; false when today's is used up (with
+    /// <paramref name="overdraft"/>, taken anyway: for a page whose own is held elsewhere and will be given back).</summary>
+    public bool TryTakeBudget(bool overdraft = false)
     {
         // Counted without a limit too, so that a limit set later knows what today wrote (a lock per page written to
         // the file costs nothing beside the write).
         lock (_budgetLock)
         {
             RollWindow();
-            if (_dailyLimitBytes != 0 && _windowBytes + BlockSize > _dailyLimitBytes)
+            if (_dailyLimitBytes != 0 && _windowBytes + BlockSize > _dailyLimitBytes && !overdraft)
             {
                 return false;
             }

@@ -54,6 +54,14 @@ internal sealed class WritebackBatch
         Count++;
     }
 
+    /// <summary>Forgets the last slot staged (settled: <see cref="Slot"/>, <see cref="Block"/> and <see cref="Size"/> of
+    /// it stay readable until the next <see cref="Add"/>).</summary>
+    public void Drop()
+    {
+        Count--;
+        Bytes -= _sizes[Count];
+    }
+
     public void Clear()
     {
         Count = 0;
