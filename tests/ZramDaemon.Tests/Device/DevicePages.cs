@@ -11,6 +11,14 @@ internal static class DevicePages
 
     public static byte[] TextPage(int i) => Text.Value[i % Text.Value.Length];
 
+    /// <summary>A page of random bytes from <paramref name="seed"/>: incompressible, stored raw (huge).</summary>
+    public static byte[] RandomPage(int seed)
+    {
+        var page = new byte[PageSize];
+        new Random(seed).NextBytes(page);
+        return page;
+    }
+
     /// <summary>A page of <paramref name="value"/> repeated.</summary>
     public static byte[] SameFilled(ulong value)
     {

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
+using ZramDaemon.Tests.Device;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -41,13 +42,6 @@ public sealed class RevBStagedSlotAtLimitTests : IDisposable
         CompactInterval = TimeSpan.FromHours(1),
     }, NullLoggerFactory.Instance);
 
-    private static byte[] RandomPage(int seed)
-    {
-        var page = new byte[Page];
-        new Random(seed).NextBytes(page);
-        return page;
-    }
-
     /// <summary>
     /// FAILS on the current code. Slot 0 holds a random (huge) page, the only object of a device at its limit; a writeback
     /// run has staged it (copied, marked, block taken) and not yet flushed. The client writes a new random page to slot
@@ -58,7 +52,7 @@ public sealed class RevBStagedSlotAtLimitTests : IDisposable
     [Fact]
     public void A_write_at_the_limit_succeeds_while_the_only_candidate_is_staged_in_a_batch()
     {
-        byte[] first = RandomPage(1), second = RandomPage(2);
+        byte[] first = DevicePages.RandomPage(1), second = DevicePages.RandomPage(2);
 
         using ZramDevice twin = Create("zram1");
         Assert.Equal(NbdError.None, twin.Write(0, first, fua: false));
@@ -91,8 +85,8 @@ public sealed class RevBStagedSlotAtLimitTests : IDisposable
     [Fact]
     public void A_partial_write_at_the_limit_to_a_staged_slot_writes_it_back_as_without_the_batch()
     {
-        byte[] page = RandomPage(3);
-        byte[] part = RandomPage(4)[..512];
+        byte[] page = DevicePages.RandomPage(3);
+        byte[] part = DevicePages.RandomPage(4)[..512];
         var expected = (byte[])page.Clone();
         part.CopyTo(expected, 0);
 

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
+using ZramDaemon.Tests.Device;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -41,13 +42,6 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
         CompactInterval = TimeSpan.FromHours(1),
     }, NullLoggerFactory.Instance);
 
-    private static byte[] RandomPage(int seed)
-    {
-        var page = new byte[Page];
-        new Random(seed).NextBytes(page);
-        return page;
-    }
-
     /// <summary>
     /// FAILS on the current code. A 16-page device (16 blocks of file) full of huge pages, every slot staged in a batch
     /// (all 16 blocks held), then put at its limit. The client rewrites slot 0 with a new huge page: the write path's
@@ -63,8 +57,8 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
         using ZramDevice device = Create("zram0", Pages * Page, memLimit: 0);
         for (int i = 0; i < Pages; i++)
         {
-            Assert.Equal(NbdError.None, twin.Write((long)i * Page, RandomPage(i), fua: false));
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, RandomPage(i), fua: false));
+            Assert.Equal(NbdError.None, twin.Write((long)i * Page, DevicePages.RandomPage(i), fua: false));
+            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.RandomPage(i), fua: false));
         }
 
         var batch = new WritebackBatch();
@@ -75,7 +69,7 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
 
         twin.SetMemLimit(twin.MemUsedTotal);
         device.SetMemLimit(device.MemUsedTotal);
-        byte[] newer = RandomPage(100);
+        byte[] newer = DevicePages.RandomPage(100);
         Assert.Equal(NbdError.None, twin.Write(0, newer, fua: false));
 
         NbdError error = device.Write(0, newer, fua: false); // the client, while the batch is in flight
@@ -100,7 +94,7 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
     {
         const long DiskSize = 1L << 20;
         long limit = ZramDevice.MinimumMemLimitFor(DiskSize, dedup: false);
-        byte[] first = RandomPage(1), second = RandomPage(2);
+        byte[] first = DevicePages.RandomPage(1), second = DevicePages.RandomPage(2);
 
         using ZramDevice twin = Create("zram1", DiskSize, limit, writebackLimitPerDay: Page);
         Assert.Equal(NbdError.None, twin.Write(0, first, fua: false));
@@ -134,8 +128,8 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
     {
         const long DiskSize = 1L << 20;
         long limit = ZramDevice.MinimumMemLimitFor(DiskSize, dedup: false);
-        byte[] page = RandomPage(3);
-        byte[] part = RandomPage(4)[..512];
+        byte[] page = DevicePages.RandomPage(3);
+        byte[] part = DevicePages.RandomPage(4)[..512];
         var expected = (byte[])page.Clone();
         part.CopyTo(expected, 0);
 
