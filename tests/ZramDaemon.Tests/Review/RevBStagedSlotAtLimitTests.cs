@@ -1,8 +1,8 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
 using ZramDaemon.Tests.Device;
+using ZramDaemon.Tests.Device.Writeback;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -30,17 +30,7 @@ public sealed class RevBStagedSlotAtLimitTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>A 1 MiB device at its minimum limit, which holds one huge page, with nothing in the background.</summary>
-    private ZramDevice Create(string name) => new(new ZramDeviceOptions
-    {
-        Name = name,
-        DiskSize = 1L << 20,
-        MemLimit = ZramDevice.MinimumMemLimitFor(1L << 20, dedup: false),
-        BackingFile = Path.Combine(_dir, name + ".wb"),
-        WritebackWatermarkPercent = 100,
-        CompactWatermarkPercent = 100,
-        CompactThresholdPages = 0,
-        CompactInterval = TimeSpan.FromHours(1),
-    }, NullLoggerFactory.Instance);
+    private ZramDevice Create(string name) => QuietBackedDevice.Create(_dir, name);
 
     /// <summary>
     /// FAILS on the current code. Slot 0 holds a random (huge) page, the only object of a device at its limit; a writeback

@@ -1,8 +1,8 @@
-using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
 using ZramDaemon.Tests.Device;
+using ZramDaemon.Tests.Device.Writeback;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -29,18 +29,8 @@ public sealed class RevCStagedSlotResourcesTests : IDisposable
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
-    private ZramDevice Create(string name, long diskSize, long memLimit, long writebackLimitPerDay = 0) => new(new ZramDeviceOptions
-    {
-        Name = name,
-        DiskSize = diskSize,
-        MemLimit = memLimit,
-        BackingFile = Path.Combine(_dir, name + ".wb"),
-        WritebackLimitPerDay = writebackLimitPerDay,
-        WritebackWatermarkPercent = 100,
-        CompactWatermarkPercent = 100,
-        CompactThresholdPages = 0,
-        CompactInterval = TimeSpan.FromHours(1),
-    }, NullLoggerFactory.Instance);
+    private ZramDevice Create(string name, long diskSize, long memLimit, long writebackLimitPerDay = 0)
+        => QuietBackedDevice.Create(_dir, name, diskSize, memLimit, writebackLimitPerDay);
 
     /// <summary>
     /// FAILS on the current code. A 16-page device (16 blocks of file) full of huge pages, every slot staged in a batch
