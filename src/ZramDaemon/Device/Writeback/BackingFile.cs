@@ -84,7 +84,8 @@ internal sealed class BackingFile : IDisposable
     /// <summary>zram's bd_count: blocks in use, in pages.</summary>
     public long Count => Interlocked.Read(ref _count);
 
-    /// <summary>zram's bd_reads: pages read back from the file.</summary>
+    /// <summary>zram's bd_reads: reads of pages from the file, counted as they are issued (read_from_bdev), so a read
+    /// that fails counts too.</summary>
     public long Reads => Interlocked.Read(ref _reads);
 
     /// <summary>zram's bd_writes: pages written to the file.</summary>
@@ -344,6 +345,7 @@ internal sealed class BackingFile : IDisposable
     public bool Read(long block, Span<byte> destination)
     {
         CheckBlock(block, destination.Length);
+        Interlocked.Increment(ref _reads);
         int total = 0;
         while (total < destination.Length)
         {
@@ -358,7 +360,6 @@ internal sealed class BackingFile : IDisposable
             total += n;
         }
 
-        Interlocked.Increment(ref _reads);
         return true;
     }
 

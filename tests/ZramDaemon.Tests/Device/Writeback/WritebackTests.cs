@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Nbd.Devices;
 using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
+using ZramDaemon.Tests.Daemon;
 using ZramDaemon.Tests.Device.Recompression;
 
 namespace ZramDaemon.Tests.Device.Writeback;
@@ -337,6 +338,26 @@ public sealed class WritebackTests : IDisposable
         var page = new byte[Page];
         random.NextBytes(page.AsSpan(0, randomBytes));
         return page;
+    }
+
+    /// <summary>bd_reads counts the reads issued to the file, as the kernel's read_from_bdev counts before its bio: a read
+    /// that fails (the file cut short under the device) counts too, and so does one that succeeds.</summary>
+    [Fact]
+    public void Bd_reads_counts_a_read_from_the_file_that_fails_as_the_kernel_does()
+    {
+        using ZramDevice device = Create(1L << 20);
+        Assert.Equal(NbdError.None, device.Write(0, DevicePages.TextPage(1), fua: false));
+        Assert.Equal(NbdError.None, device.Write(Page, DevicePages.TextPage(2), fua: false));
+        Assert.Equal(2, device.Writeback(SlotSelection.All).WrittenBack);
+
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(0, back));
+        Assert.Equal(DevicePages.TextPage(1), back);
+        Assert.Equal(1, device.GetStats().BdReads);
+
+        ClientTool.Run("truncate", ["-s", "0", Path.Combine(_dir, "zram0.wb")]).EnsureSuccess();
+        Assert.Equal(NbdError.IO, device.Read(Page, back));
+        Assert.Equal(2, device.GetStats().BdReads);
     }
 
     /// <summary>The kernel's zram_reset_device zeroes every stat; a reset here zeroes what counts events as well as
