@@ -58,7 +58,8 @@ namespace ZramDaemon.Device;
 ///
 /// Locks: a slot lock is a leaf for the device; the pool's locks (taken by Malloc, FreeDeferred, Compact) and the dedup
 ///   index's lock (under which the pool's may be taken) may be taken while one slot lock is held, never the other way, and no thread holds two slot locks.
-///   A writeback run's turn (its batch) is taken before any slot lock, and a batch's write and wait hold no slot lock.
+///   A writeback run's turn (its batch) is taken before any slot lock, and a batch's write and wait hold no slot lock;
+///   a reset takes the recompression lock, then the writeback turn.
 ///   A pool read view (MapRead) is always closed before anything that can compact. A compression stream
 ///   (<see cref="Compressor.Acquire"/>; zstd needs one, or a decoder of the compressor's own, to decompress) is taken last: under a slot lock or the dedup
 ///   lock, and a thread holding one waits for neither (it may only try a slot's lock), so output that must outlive
@@ -824,11 +825,14 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// zram's reset: frees every stored page and zeroes the event counters (huge_pages_since, io_stat, discards).
     /// The size, algorithm and memory limit stay. Meant for an idle device; I/O racing with it stays safe but
-    /// may leave some of its pages stored.
+    /// may leave some of its pages stored. A recompression or writeback run going on is waited for, as the kernel's
+    /// reset waits for init_lock, which those hold (a run beside it wrote back after the walk and counted in the
+    /// zeroed bd_writes).
     /// </summary>
     public void Reset()
     {
         using Lock.Scope scope = _recompressLock.EnterScope();
+        using Lock.Scope writeback = _writebackTurn.EnterScope();
         for (int index = 0; index < _slots.Count; index++)
         {
             if ((_slots.PeekInfo(index) & SlotInfo.Written) != 0)

@@ -27,7 +27,7 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
         _tmpfs.AssertMounted();
         ZramDevice? device = null;
         int failuresLogged = 0;
-        var loggers = new CallbackLoggerFactory(eventId =>
+        var loggers = new CallbackLoggerFactory((_, eventId) =>
         {
             // The writeback's failure (event 10): at the first, the client trims the four pages written back first.
             if (eventId == 10 && Interlocked.Increment(ref failuresLogged) == 1)
@@ -92,29 +92,5 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
         Assert.False(reply.Ok, "the reply was a success: " + reply.Text);
         Assert.Contains("wrote 16 pages back", reply.Error, StringComparison.Ordinal);
         Assert.Contains("48 writes to the backing file failed", reply.Error, StringComparison.Ordinal);
-    }
-
-    /// <summary>Loggers that call <see cref="_onEvent"/> with the event id of each message logged.</summary>
-    private sealed class CallbackLoggerFactory(Action<int> onEvent) : ILoggerFactory, ILogger
-    {
-        private readonly Action<int> _onEvent = onEvent;
-
-        public ILogger CreateLogger(string categoryName) => this;
-
-        public void AddProvider(ILoggerProvider provider)
-        {
-        }
-
-        public void Dispose()
-        {
-        }
-
-        public IDisposable? BeginScope<TState>(TState state)
-            where TState : notnull => null;
-
-        public bool IsEnabled(LogLevel logLevel) => true;
-
-        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => _onEvent(eventId.Id);
     }
 }
