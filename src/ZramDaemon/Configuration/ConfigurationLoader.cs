@@ -366,16 +366,9 @@ public static partial class ConfigurationLoader
         }
 
         LogEventLevel logLevel = LogEventLevel.Information;
-        if (daemon.LogLevel is { } levelSetting)
+        if (daemon.LogLevel is { } levelSetting && !LogLevelNames.TryParse(levelSetting.Value, out logLevel))
         {
-            logLevel = levelSetting.Value.ToLowerInvariant() switch
-            {
-                "debug" => LogEventLevel.Debug,
-                "info" or "information" => LogEventLevel.Information,
-                "warning" or "warn" => LogEventLevel.Warning,
-                "error" => LogEventLevel.Error,
-                _ => throw levelSetting.Fail("use debug, info, warning or error"),
-            };
+            throw levelSetting.Fail(LogLevelNames.Expected);
         }
 
         int maxConnections = ParseCount(daemon.MaxConnections, NbdServerOptions.DefaultMaxConnections, NbdServerOptions.MaxConnectionsCeiling, "connections");
@@ -571,7 +564,9 @@ public static partial class ConfigurationLoader
         if (listedRecompress is not null)
         {
             recompressAlgorithm = device.RecompressAlgorithm is { } both
-                ? throw both.Fail($"the recompression algorithm is given twice: recompress-algorithm is set here and compression-algorithm names a second algorithm ({listedRecompress}); keep one")
+                ? throw both.Fail(recompressAlgorithm is null
+                    ? $"turns recompression off, but compression-algorithm names a second algorithm to recompress with ({listedRecompress}); keep one"
+                    : $"the recompression algorithm is given twice: recompress-algorithm is set here and compression-algorithm names a second algorithm ({listedRecompress}); keep one")
                 : listedRecompress;
         }
         TimeSpan idleAfter = DeviceConfiguration.DefaultRecompressIdleAfter;

@@ -19,13 +19,7 @@ internal static partial class ConfigurationReport
             config.ControlPath,
             config.TlsMode.ToString().ToLowerInvariant(),
             config.LockMemory ? "yes" : "no",
-            config.LogLevel switch
-            {
-                Serilog.Events.LogEventLevel.Debug => "debug",
-                Serilog.Events.LogEventLevel.Warning => "warning",
-                Serilog.Events.LogEventLevel.Error => "error",
-                _ => "info",
-            });
+            LogLevelNames.Name(config.LogLevel));
         LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, StatusTable.HumanSize(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
         foreach (DeviceConfiguration d in config.Devices)
         {

@@ -298,6 +298,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zram0]\ncompression-algorithm = lzo-rle zstd", "[zram0] compression-algorithm = 'lzo-rle zstd': 'lzo-rle' is not a compression algorithm" },
         { "[zram0]\ncompression-algorithm = lz4 zstd(level=30)", "[zram0] compression-algorithm = 'lz4 zstd(level=30)': 'zstd:30': the level of zstd must be" },
         { "[zram0]\ncompression-algorithm = lz4 zstd\nrecompress-algorithm = lz4hc", "[zram0] recompress-algorithm = 'lz4hc': the recompression algorithm is given twice" },
+        { "[zram0]\ncompression-algorithm = lz4 zstd\nrecompress-algorithm = none", "[zram0] recompress-algorithm = 'none': turns recompression off, but compression-algorithm names a second algorithm to recompress with (zstd:3); keep one" },
         { "[zram0]\ncompact-watermark = 101", "[zram0] compact-watermark = '101': a percentage" },
         { "[zram0]\ndeferred-free-capacity = -1", "[zram0] deferred-free-capacity = '-1': auto (one per block) or a whole number" },
         { "[zram0]\ndeferred-free-capacity = 16777217", "[zram0] deferred-free-capacity = '16777217': auto (one per block) or a whole number" },
