@@ -26,22 +26,7 @@ public sealed class RevXFailedWritesBoundTests : IDisposable
 
     public void Dispose() => _tmpfs.Dispose();
 
-    private ZramDevice Create(ILoggerFactory? loggers = null)
-    {
-        _tmpfs.AssertMounted();
-        var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = (long)Pages * Page,
-            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
-        }, loggers ?? NullLoggerFactory.Instance);
-        for (int i = 0; i < Pages; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
-        }
-
-        return device;
-    }
+    private ZramDevice Create(ILoggerFactory? loggers = null) => _tmpfs.BackedDevice(Pages, Pages, loggers);
 
     /// <summary>
     /// FAILS on the current code. `zramd writeback NAME max_pages=20` on a file system with room for 16 blocks: the

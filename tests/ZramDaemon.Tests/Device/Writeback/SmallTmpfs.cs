@@ -1,4 +1,8 @@
 using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Nbd.Devices;
+using ZramDaemon.Device;
 
 namespace ZramDaemon.Tests.Device.Writeback;
 
@@ -25,6 +29,28 @@ internal sealed class SmallTmpfs : IDisposable
 
     /// <summary>Fails the test, saying why, when the mount failed.</summary>
     public void AssertMounted() => Assert.True(Mounted, $"mounting a {Size} tmpfs on {Dir} failed: run the tests as root");
+
+    /// <summary>
+    /// A device of <paramref name="pages"/> pages whose backing file (zram0.wb) lives here, its first
+    /// <paramref name="textPages"/> pages written with <see cref="DevicePages.TextPage"/> (their index); the test
+    /// fails first if the mount did. A 64k tmpfs holds 16 blocks: a run's 17th write fails.
+    /// </summary>
+    public ZramDevice BackedDevice(int pages, int textPages, ILoggerFactory? loggers = null)
+    {
+        AssertMounted();
+        var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = (long)pages * ZramDevice.PageSize,
+            BackingFile = Path.Combine(Dir, "zram0.wb"),
+        }, loggers ?? NullLoggerFactory.Instance);
+        for (int i = 0; i < textPages; i++)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)i * ZramDevice.PageSize, DevicePages.TextPage(i), fua: false));
+        }
+
+        return device;
+    }
 
     public void Dispose()
     {

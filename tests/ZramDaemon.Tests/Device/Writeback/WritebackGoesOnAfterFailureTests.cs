@@ -24,7 +24,6 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
     [Fact]
     public void A_failed_write_does_not_end_the_run_and_the_reply_counts_the_failures()
     {
-        _tmpfs.AssertMounted();
         ZramDevice? device = null;
         int failuresLogged = 0;
         var loggers = new CallbackLoggerFactory((_, eventId) =>
@@ -35,19 +34,13 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
                 Assert.Equal(NbdError.None, device!.Trim(0, 4L * Page));
             }
         });
-        device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 1L << 20,
-            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
-        }, loggers);
+        device = _tmpfs.BackedDevice(pages: 256, textPages: 64, loggers);
         using (device)
         {
             var model = new byte[64][];
             for (int i = 0; i < model.Length; i++)
             {
                 model[i] = DevicePages.TextPage(i);
-                Assert.Equal(NbdError.None, device.Write((long)i * Page, model[i], fua: false));
             }
 
             WritebackResult result = device.Writeback(SlotSelection.All);
@@ -75,17 +68,7 @@ public sealed class WritebackGoesOnAfterFailureTests : IDisposable
     [Fact]
     public async Task The_writeback_verb_fails_and_says_how_many_writes_failed()
     {
-        _tmpfs.AssertMounted();
-        using var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 1L << 20,
-            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
-        }, Microsoft.Extensions.Logging.Abstractions.NullLoggerFactory.Instance);
-        for (int i = 0; i < 64; i++)
-        {
-            Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage(i), fua: false));
-        }
+        using ZramDevice device = _tmpfs.BackedDevice(pages: 256, textPages: 64);
 
         ControlReply reply = await RevFControlVerbTests.SendAsync(device, "writeback zram0");
 
