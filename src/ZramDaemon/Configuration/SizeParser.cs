@@ -47,4 +47,23 @@ public static class SizeParser
         bytes = value << shift;
         return true;
     }
+
+    /// <summary>
+    /// <paramref name="bytes"/> as a size <see cref="TryParse"/> reads back as the same value: the largest of T, G, M and
+    /// K that divides it, else plain bytes. For echoing a configuration (the startup report), where a rounded figure
+    /// ("4.9K" for a max-payload of 5000) says something other than what runs.
+    /// </summary>
+    public static string Format(long bytes)
+    {
+        ReadOnlySpan<(int Shift, char Suffix)> units = [(40, 'T'), (30, 'G'), (20, 'M'), (10, 'K')];
+        foreach ((int shift, char suffix) in units)
+        {
+            if (bytes != 0 && (bytes & ((1L << shift) - 1)) == 0)
+            {
+                return (bytes >> shift).ToString(CultureInfo.InvariantCulture) + suffix;
+            }
+        }
+
+        return bytes.ToString(CultureInfo.InvariantCulture);
+    }
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using Microsoft.Extensions.Logging;
-using ZramDaemon.Cli;
 using ZramDaemon.Configuration;
 
 namespace ZramDaemon.Hosting;
@@ -20,15 +19,15 @@ internal static partial class ConfigurationReport
             config.TlsMode.ToString().ToLowerInvariant(),
             config.LockMemory ? "yes" : "no",
             LogLevelNames.Name(config.LogLevel));
-        LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, StatusTable.HumanSize(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
+        LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, SizeParser.Format(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
         foreach (DeviceConfiguration d in config.Devices)
         {
             LogDevice(
                 logger,
                 d.Name,
-                StatusTable.HumanSize(d.DiskSize),
+                SizeParser.Format(d.DiskSize),
                 d.Algorithm,
-                d.MemLimit == 0 ? "none" : StatusTable.HumanSize(d.MemLimit),
+                d.MemLimit == 0 ? "none" : SizeParser.Format(d.MemLimit),
                 d.CompactWatermarkPercent,
                 d.DeferredFreeCapacity?.ToString(CultureInfo.InvariantCulture) ?? "auto",
                 d.ReadOnly ? "yes" : "no",
@@ -37,7 +36,7 @@ internal static partial class ConfigurationReport
             {
                 LogRecompression(logger, d.Name, d.RecompressAlgorithm,
                     d.RecompressIdleAfter == TimeSpan.Zero ? "0 (only on request)" : string.Create(CultureInfo.InvariantCulture, $"{d.RecompressIdleAfter.TotalSeconds:0}s"), d.RecompressCpuPercent,
-                    d.RecompressDictionarySize == 0 ? "none" : StatusTable.HumanSize(d.RecompressDictionarySize));
+                    d.RecompressDictionarySize == 0 ? "none" : SizeParser.Format(d.RecompressDictionarySize));
             }
 
             if (d.Dedup)
@@ -48,7 +47,7 @@ internal static partial class ConfigurationReport
             if (d.WritebackFile is not null)
             {
                 LogWriteback(logger, d.Name, d.WritebackFile, d.WritebackWatermarkPercent,
-                    d.WritebackLimitPerDay == 0 ? "none" : StatusTable.HumanSize(d.WritebackLimitPerDay) + " per day");
+                    d.WritebackLimitPerDay == 0 ? "none" : SizeParser.Format(d.WritebackLimitPerDay) + " per day");
             }
         }
     }

@@ -29,4 +29,21 @@ public class SizeParserTests
         Assert.False(SizeParser.TryParse(text, out _, out string error));
         Assert.False(string.IsNullOrEmpty(error));
     }
+
+    /// <summary>A size as the startup report prints it reads back as that size: exact, never rounded (a max-payload of
+    /// 5000 printed as "4.9K" before).</summary>
+    [Theory]
+    [InlineData(5000L, "5000")]
+    [InlineData(1000000L, "1000000")]
+    [InlineData(4096L, "4K")]
+    [InlineData(32L << 20, "32M")]
+    [InlineData((4L << 30) + (512L << 20), "4608M")]
+    [InlineData(1L << 40, "1T")]
+    [InlineData(0L, "0")]
+    public void Formats_sizes_that_parse_back_exactly(long bytes, string expected)
+    {
+        Assert.Equal(expected, SizeParser.Format(bytes));
+        Assert.True(SizeParser.TryParse(SizeParser.Format(bytes), out long back, out string error), error);
+        Assert.Equal(bytes, back);
+    }
 }

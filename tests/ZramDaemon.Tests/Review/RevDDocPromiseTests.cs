@@ -220,7 +220,7 @@ public sealed class RevDStartLineTests : IDisposable
     [Fact]
     public void The_configuration_logged_at_start_includes_log_level()
     {
-        File.WriteAllText(Path.Combine(_dir, "zramd.conf"), "[zramd]\nlog-level = debug\n[zram0]\nzram-size = 16\n");
+        File.WriteAllText(Path.Combine(_dir, "zramd.conf"), "[zramd]\nlog-level = debug\nmax-payload = 5000\n[zram0]\nzram-size = 16\n");
         using RunningDaemon daemon = RunningDaemon.Start(["--config", Path.Combine(_dir, "zramd.conf")], directory: _dir);
         Assert.Equal(0, daemon.Stop());
         string[] report = daemon.Process.StandardError.Split('\n').Where(l => l.Contains(" = ", StringComparison.Ordinal) && l.Contains("INF", StringComparison.Ordinal)).ToArray();
@@ -230,6 +230,8 @@ public sealed class RevDStartLineTests : IDisposable
         // placeholder, and printed "lock-memory = {Lock}".
         Assert.True(report.All(l => !l.Contains('{', StringComparison.Ordinal)), "a placeholder left unfilled:\n" + string.Join('\n', report));
         Assert.Contains(report, l => l.Contains("lock-memory = yes,", StringComparison.Ordinal) || l.Contains("lock-memory = no,", StringComparison.Ordinal));
+        // Sizes as they run, not rounded: "max-payload = 4.9K" before.
+        Assert.Contains(report, l => l.Contains("max-payload = 5000,", StringComparison.Ordinal));
     }
 }
 
