@@ -1651,7 +1651,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     private WritebackOutcome WritebackLocked(int index, SlotSelection type, uint minAge, int classIndex, out int size, int minSize = 0, int maxSize = int.MaxValue)
     {
         size = 0;
-        WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex, minSize, maxSize, out uint info, out long block);
+        WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex, minSize, maxSize, out uint info, out long block, out long window);
         if (taken != WritebackOutcome.WrittenBack)
         {
             return taken;
@@ -1667,7 +1667,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         catch (IOException e)
         {
             _backing!.Free(block);
-            _backing.ReturnBudget();
+            _backing.ReturnBudget(window);
             NoteWritebackFailure(e, index);
             return WritebackOutcome.IoError;
         }
@@ -1684,11 +1684,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>
     /// The start of a slot's writeback, its lock held: if it is a candidate, a page of the daily budget and a block
     /// taken for it, and the slot holding its object itself (<see cref="OwnObject"/>). WrittenBack: go on with
-    /// <paramref name="info"/> (the slot's now) and <paramref name="block"/>; anything else gave back what it took.
+    /// <paramref name="info"/> (the slot's now), <paramref name="block"/> and the budget's <paramref name="window"/>
+    /// (<see cref="BackingFile.ReturnBudget"/>); anything else gave back what it took.
     /// </summary>
-    private WritebackOutcome TakeBlockFor(int index, SlotSelection type, uint minAge, int classIndex, int minSize, int maxSize, out uint info, out long block)
+    private WritebackOutcome TakeBlockFor(int index, SlotSelection type, uint minAge, int classIndex, int minSize, int maxSize, out uint info, out long block, out long window)
     {
         block = -1;
+        window = 0;
         info = _slots.Info(index);
         uint candidate = CandidateInfo(index, info);
         if (_backing is null || !IsWritebackCandidate(candidate, type, minAge, classIndex) || SlotInfo.Size(candidate) < minSize || SlotInfo.Size(candidate) >= maxSize)
@@ -1699,7 +1701,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         // The budget and a block before a deduplicated slot leaves the index (OwnObject): one refused here stays
         // shared. A slot a batch holds has its page of the budget already, which the batch gives back when it finds the
         // slot written back by the write path: that page is spent here, over the limit for the moment.
-        if (!_backing.TryTakeBudget(overdraft: (info & SlotInfo.WritebackPending) != 0))
+        if (!_backing.TryTakeBudget(out window, overdraft: (info & SlotInfo.WritebackPending) != 0))
         {
             return WritebackOutcome.NoBudget;
         }
@@ -1707,7 +1709,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         block = _backing.Allocate();
         if (block < 0)
         {
-            _backing.ReturnBudget();
+            _backing.ReturnBudget(window);
             return WritebackOutcome.NoRoom;
         }
 
@@ -1716,7 +1718,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             // The slot keeps a 32-bit block number: 16 TiB of backing file at most. Or another slot shared the
             // entry since CandidateInfo looked.
             _backing.Free(block);
-            _backing.ReturnBudget();
+            _backing.ReturnBudget(window);
             return block > uint.MaxValue ? WritebackOutcome.NoRoom : WritebackOutcome.Skipped;
         }
 
@@ -1745,7 +1747,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 return WritebackOutcome.Skipped;
             }
 
-            WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex: -1, minSize, maxSize, out uint info, out long block);
+            WritebackOutcome taken = TakeBlockFor(index, type, minAge, classIndex: -1, minSize, maxSize, out uint info, out long block, out long window);
             if (taken == WritebackOutcome.WrittenBack)
             {
                 int objectSize = SlotInfo.Size(info);
@@ -1756,7 +1758,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
                 }
 
                 _slots.SetInfo(index, info | SlotInfo.WritebackPending);
-                batch.Add(index, block, objectSize);
+                batch.Add(index, block, objectSize, window);
             }
 
             return taken;
@@ -1824,6 +1826,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             int index = batch.Slot(i);
             long block = batch.Block(i);
+            long window = batch.Window(i);
             int size = batch.Size(i);
             bool blockWritten = wrote && !batch.Failed[i];
             batch.Drop(); // first: an entry half settled is never settled again
@@ -1864,7 +1867,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             else
             {
                 _backing!.Free(block);
-                _backing.ReturnBudget();
+                _backing.ReturnBudget(window);
             }
         }
 

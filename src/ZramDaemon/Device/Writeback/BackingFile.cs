@@ -152,14 +152,16 @@ internal sealed class BackingFile : IDisposable
     }
 
     /// <summary>Takes one page's worth of the daily limit; false when today's is used up (with
-    /// <paramref name="overdraft"/>, taken anyway: for a page whose own is held elsewhere and will be given back).</summary>
-    public bool TryTakeBudget(bool overdraft = false)
+    /// <paramref name="overdraft"/>, taken anyway: for a page whose own is held elsewhere and will be given back).
+    /// <paramref name="window"/>: the 24 hours it was taken from, for <see cref="ReturnBudget"/>.</summary>
+    public bool TryTakeBudget(out long window, bool overdraft = false)
     {
         // Counted without a limit too, so that a limit set later knows what today wrote (a lock per page written to
         // the file costs nothing beside the write).
         lock (_budgetLock)
         {
             RollWindow();
+            window = _windowStart;
             if (_dailyLimitBytes != 0 && _windowBytes + BlockSize > _dailyLimitBytes && !overdraft)
             {
                 return false;
@@ -170,14 +172,19 @@ internal sealed class BackingFile : IDisposable
         }
     }
 
-    /// <summary>Gives back the page <see cref="TryTakeBudget"/> took for a write that did not happen (no block, the
-    /// write failed, the slot changed): as the kernel, which counts a page against writeback_limit once it is written.</summary>
-    public void ReturnBudget()
+    /// <summary>Gives back the page <see cref="TryTakeBudget"/> took from <paramref name="window"/> for a write that did
+    /// not happen (no block, the write failed, the slot changed): as the kernel, which counts a page against
+    /// writeback_limit once it is written. A page of a window that has ended goes nowhere: given to the new one, it
+    /// would let that one write past its limit (a batch's worth at each roll).</summary>
+    public void ReturnBudget(long window)
     {
         lock (_budgetLock)
         {
-            // Never below 0: the window may have started afresh since the page was taken.
-            _windowBytes = Math.Max(0, _windowBytes - BlockSize);
+            RollWindow();
+            if (window == _windowStart)
+            {
+                _windowBytes -= BlockSize;
+            }
         }
     }
 

@@ -14,6 +14,7 @@ internal sealed class WritebackBatch
     private readonly int[] _slots = new int[Capacity];
     private readonly long[] _blocks = new long[Capacity];
     private readonly int[] _sizes = new int[Capacity];
+    private readonly long[] _windows = new long[Capacity];
     private readonly byte[] _data = new byte[Capacity * BackingFile.BlockSize];
     private readonly bool[] _failed = new bool[Capacity];
 
@@ -43,19 +44,24 @@ internal sealed class WritebackBatch
 
     public int Size(int i) => _sizes[i];
 
-    /// <summary>Takes the object just copied to <see cref="Next"/>: <paramref name="size"/> bytes of slot <paramref name="slot"/>, for <paramref name="block"/>.</summary>
-    public void Add(int slot, long block, int size)
+    /// <summary>The daily budget's window the page of entry <paramref name="i"/> was taken from (<see cref="BackingFile.ReturnBudget"/>).</summary>
+    public long Window(int i) => _windows[i];
+
+    /// <summary>Takes the object just copied to <see cref="Next"/>: <paramref name="size"/> bytes of slot <paramref name="slot"/>, for
+    /// <paramref name="block"/>, with a page of the daily budget from <paramref name="window"/>.</summary>
+    public void Add(int slot, long block, int size, long window)
     {
         _slots[Count] = slot;
         _blocks[Count] = block;
         _sizes[Count] = size;
+        _windows[Count] = window;
         _failed[Count] = false;
         Bytes += size;
         Count++;
     }
 
-    /// <summary>Forgets the last slot staged (settled: <see cref="Slot"/>, <see cref="Block"/> and <see cref="Size"/> of
-    /// it stay readable until the next <see cref="Add"/>).</summary>
+    /// <summary>Forgets the last slot staged (settled: <see cref="Slot"/>, <see cref="Block"/>, <see cref="Size"/> and
+    /// <see cref="Window"/> of it stay readable until the next <see cref="Add"/>).</summary>
     public void Drop()
     {
         Count--;

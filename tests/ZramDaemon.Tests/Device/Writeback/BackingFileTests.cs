@@ -112,15 +112,39 @@ public sealed class BackingFileTests : IDisposable
     {
         long now = 1000;
         using var file = new BackingFile(Path.Combine(_dir, "f"), 16, 3 * BackingFile.BlockSize, () => now);
-        Assert.True(file.TryTakeBudget());
-        Assert.True(file.TryTakeBudget());
-        Assert.True(file.TryTakeBudget());
-        Assert.False(file.TryTakeBudget());
+        Assert.True(file.TryTakeBudget(out _));
+        Assert.True(file.TryTakeBudget(out _));
+        Assert.True(file.TryTakeBudget(out _));
+        Assert.False(file.TryTakeBudget(out _));
         Assert.Equal(0, file.BudgetLeft);
         now += (24 * 3600) - 1;
-        Assert.False(file.TryTakeBudget());
+        Assert.False(file.TryTakeBudget(out _));
         now += 1;
         Assert.Equal(3 * BackingFile.BlockSize, file.BudgetLeft);
-        Assert.True(file.TryTakeBudget());
+        Assert.True(file.TryTakeBudget(out _));
+    }
+
+    /// <summary>A page taken from one day's window and given back after the window rolled (a batch's slot that changed
+    /// before its write, settled after the roll) goes nowhere: given to the new window, it let that one write a page past
+    /// its limit, a batch's worth at each roll. Given back within its window, it is that window's again.</summary>
+    [Fact]
+    public void A_page_given_back_after_its_window_ended_does_not_raise_the_new_windows_budget()
+    {
+        long now = 1000;
+        using var file = new BackingFile(Path.Combine(_dir, "f"), 16, 3 * BackingFile.BlockSize, () => now);
+        Assert.True(file.TryTakeBudget(out long yesterday));
+        Assert.True(file.TryTakeBudget(out _));
+        Assert.True(file.TryTakeBudget(out _));
+        now += 24 * 3600;
+        Assert.True(file.TryTakeBudget(out long today));
+        Assert.Equal(2 * BackingFile.BlockSize, file.BudgetLeft);
+
+        file.ReturnBudget(yesterday);
+        Assert.Equal(2 * BackingFile.BlockSize, file.BudgetLeft);
+        Assert.Equal(BackingFile.BlockSize, file.WrittenToday);
+
+        file.ReturnBudget(today);
+        Assert.Equal(3 * BackingFile.BlockSize, file.BudgetLeft);
+        Assert.Equal(0, file.WrittenToday);
     }
 }
