@@ -4,6 +4,7 @@ using ZramDaemon.Device;
 using ZramDaemon.Device.Writeback;
 using ZramDaemon.Tests.Daemon;
 using ZramDaemon.Tests.Device;
+using ZramDaemon.Tests.Device.Writeback;
 
 namespace ZramDaemon.Tests.Review;
 
@@ -104,16 +105,7 @@ public sealed class RevWWriteRefusedTests
         using var ext4 = new RevWExt4Mount(tmpfsMiB: 24, imageMiB: 16);
         string path = Path.Combine(ext4.Path, "zram0.wb");
         const int slots = 256;
-        using var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = slots * Page,
-            BackingFile = path,
-            WritebackWatermarkPercent = 100,
-            CompactWatermarkPercent = 100,
-            CompactThresholdPages = 0,
-            CompactInterval = TimeSpan.FromHours(1),
-        }, NullLoggerFactory.Instance);
+        using ZramDevice device = QuietBackedDevice.Create(ext4.Path, "zram0", diskSize: slots * Page, memLimit: 0);
         device.SetMemLimit(device.MinimumMemLimit + (64 * Page));
         var model = new byte[slots][];
         var random = new Random(3);
