@@ -245,6 +245,14 @@ run_system() {
     if [ $corpus = swap ]; then
       run_fio_workloads corpus
       record "vmhwm_mib" "$(awk -v k="$(rss_kib VmHWM)" 'BEGIN { if (k != "") printf "%.1f", k / 1024 }')"
+      # Memory once the fio rows have rewritten the device (sequential, then random 4 KiB writes of buffers that
+      # compress like the corpus), as a swap device that has churned: 5 s first, in which zramd's background drain
+      # and compaction run; the kernel's zram compacts only when asked or under memory pressure.
+      sleep 5
+      used=$(mem_used_total)
+      [ -n "$used" ] && record "mem_used_mib_per_gib_rewritten" "$(echo "$used / 1048576 / $gib" | bc -l)"
+      rss=$(rss_kib VmRSS)
+      [ -n "$rss" ] && record "rss_mib_per_gib_rewritten" "$(echo "$rss / 1024 / $gib" | bc -l)"
     fi
     stop_server
   done

@@ -162,7 +162,8 @@ fio's nbd engine allow on this machine if the device's work cost nothing.
 cpu_ms_per_gb_* and cpu_us_per_io_*: the server process's CPU time (user and system, all threads) per GB moved or per
 request over the steady part of that fio row, from /proc; none for kernel zram, whose work runs in fio's own calls.
 It is the work behind each rate, which the rate alone does not show (busy polling counts: it is CPU the server takes).
-Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only).
+Memory per GiB stored counts mem_used_total (zramd: pool + slot table + pool metadata; kernel: pool only); *_rewritten:
+the same 5 s after the fio rows rewrote the swap-like device (neither side asked to compact).
 Overhead = (memory - compr_data_size) / compr_data_size: overhead_* with mem_used_total as above, overhead_pool_*
 with pool pages only on both sides (zramd's mem_used_total less metadata_bytes), the like-for-like figure.
 
