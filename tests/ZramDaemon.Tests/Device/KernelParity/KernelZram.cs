@@ -209,6 +209,13 @@ internal sealed class KernelZram : IDisposable
         }
     }
 
+    /// <summary>The numbers of a sysfs stat line (<paramref name="name"/>), at least <paramref name="count"/> of them.</summary>
+    internal static long[] Fields(string line, int count, string name)
+    {
+        long[] fields = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+        return fields.Length >= count ? fields : throw new FormatException($"{name} has {fields.Length} fields, not {count}: '{line.Trim()}'");
+    }
+
     /// <summary>Runs a reset or hot_remove, again while the kernel answers EBUSY: closing our descriptor of the device
     /// wakes udev, whose probe (blkid) holds it open for a moment, and the kernel refuses both while anyone has it open.</summary>
     private static void WhileBusy(Action action)
@@ -235,12 +242,7 @@ internal sealed record KernelMmStat(
 {
     public static KernelMmStat Parse(string line)
     {
-        long[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        if (f.Length < 9)
-        {
-            throw new FormatException($"mm_stat has {f.Length} fields, not 9: '{line.Trim()}'");
-        }
-
+        long[] f = KernelZram.Fields(line, 9, "mm_stat");
         return new KernelMmStat(f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8]);
     }
 }
@@ -250,12 +252,7 @@ internal sealed record KernelIoStat(long FailedReads, long FailedWrites, long In
 {
     public static KernelIoStat Parse(string line)
     {
-        long[] f = line.Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-        if (f.Length < 4)
-        {
-            throw new FormatException($"io_stat has {f.Length} fields, not 4: '{line.Trim()}'");
-        }
-
+        long[] f = KernelZram.Fields(line, 4, "io_stat");
         return new KernelIoStat(f[0], f[1], f[2], f[3]);
     }
 }
