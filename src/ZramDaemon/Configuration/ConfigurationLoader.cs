@@ -111,13 +111,14 @@ public static partial class ConfigurationLoader
             case "log-level": daemon.LogLevel = value; break;
             case "max-connections": daemon.MaxConnections = value; break;
             case "max-in-flight": daemon.MaxInFlight = value; break;
+            case "threads-per-connection": daemon.ThreadsPerConnection = value; break;
             case "max-payload": daemon.MaxPayload = value; break;
             case "handshake-timeout": daemon.HandshakeTimeout = value; break;
             case "busy-poll": daemon.BusyPoll = value; break;
             default:
                 throw value.Fail(IsDeviceKey(key)
                     ? "unknown key in [zramd]: this is a device setting, put it under [zram0] (or another [zramN])"
-                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, max-payload, handshake-timeout, busy-poll");
+                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, threads-per-connection, max-payload, handshake-timeout, busy-poll");
         }
     }
 
@@ -168,6 +169,7 @@ public static partial class ConfigurationLoader
         daemon.LogLevel = Env(facts, "ZRAMD_LOG_LEVEL") ?? daemon.LogLevel;
         daemon.MaxConnections = Env(facts, "ZRAMD_MAX_CONNECTIONS") ?? daemon.MaxConnections;
         daemon.MaxInFlight = Env(facts, "ZRAMD_MAX_IN_FLIGHT") ?? daemon.MaxInFlight;
+        daemon.ThreadsPerConnection = Env(facts, "ZRAMD_THREADS_PER_CONNECTION") ?? daemon.ThreadsPerConnection;
         daemon.MaxPayload = Env(facts, "ZRAMD_MAX_PAYLOAD") ?? daemon.MaxPayload;
         daemon.HandshakeTimeout = Env(facts, "ZRAMD_HANDSHAKE_TIMEOUT") ?? daemon.HandshakeTimeout;
         daemon.BusyPoll = Env(facts, "ZRAMD_BUSY_POLL") ?? daemon.BusyPoll;
@@ -373,6 +375,7 @@ public static partial class ConfigurationLoader
 
         int maxConnections = ParseCount(daemon.MaxConnections, NbdServerOptions.DefaultMaxConnections, NbdServerOptions.MaxConnectionsCeiling, "connections");
         int maxInFlight = ParseCount(daemon.MaxInFlight, NbdServerOptions.DefaultMaxInFlightPerConnection, NbdServerOptions.MaxInFlightPerConnectionCeiling, "requests in flight per connection");
+        int threadsPerConnection = ParseCount(daemon.ThreadsPerConnection, NbdServerOptions.DefaultWorkerThreadsPerConnection, NbdServerOptions.WorkerThreadsPerConnectionCeiling, "threads per connection");
         int maxPayload = NbdServerOptions.DefaultMaxPayload;
         if (daemon.MaxPayload is { } payloadSetting)
         {
@@ -471,6 +474,7 @@ public static partial class ConfigurationLoader
             LogLevel = logLevel,
             MaxConnections = maxConnections,
             MaxInFlightPerConnection = maxInFlight,
+            ThreadsPerConnection = threadsPerConnection,
             MaxPayload = maxPayload,
             HandshakeTimeout = TimeSpan.FromSeconds(handshakeSeconds),
             BusyPollMicroseconds = busyPoll,
@@ -931,6 +935,7 @@ public static partial class ConfigurationLoader
         public Setting? LogLevel { get; set; }
         public Setting? MaxConnections { get; set; }
         public Setting? MaxInFlight { get; set; }
+        public Setting? ThreadsPerConnection { get; set; }
         public Setting? MaxPayload { get; set; }
         public Setting? HandshakeTimeout { get; set; }
         public Setting? BusyPoll { get; set; }

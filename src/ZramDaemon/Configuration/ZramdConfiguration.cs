@@ -46,6 +46,10 @@ public sealed record ZramdConfiguration
     /// <summary>Requests one NBD connection may have in flight before the server stops reading it.</summary>
     public int MaxInFlightPerConnection { get; init; } = Nbd.NbdServerOptions.DefaultMaxInFlightPerConnection;
 
+    /// <summary>Threads serving each NBD connection, as nbdkit's --threads (at most <see cref="MaxInFlightPerConnection"/>
+    /// start: a thread runs one request at a time).</summary>
+    public int ThreadsPerConnection { get; init; } = Nbd.NbdServerOptions.DefaultWorkerThreadsPerConnection;
+
     /// <summary>Largest READ or WRITE payload in bytes; larger requests get EINVAL.</summary>
     public int MaxPayload { get; init; } = Nbd.NbdServerOptions.DefaultMaxPayload;
 

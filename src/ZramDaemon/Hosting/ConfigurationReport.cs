@@ -19,7 +19,7 @@ internal static partial class ConfigurationReport
             config.TlsMode.ToString().ToLowerInvariant(),
             config.LockMemory ? "yes" : "no",
             LogLevelNames.Name(config.LogLevel));
-        LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, SizeParser.Format(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
+        LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, config.ThreadsPerConnection, SizeParser.Format(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
         foreach (DeviceConfiguration d in config.Devices)
         {
             LogDevice(
@@ -60,8 +60,8 @@ internal static partial class ConfigurationReport
     private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string lockMemory, string logLevel);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "max-connections = {Connections}, max-in-flight = {InFlight}, max-payload = {Payload}, handshake-timeout = {Timeout}s, busy-poll = {BusyPoll}us")]
-    private static partial void LogLimits(ILogger logger, int connections, int inFlight, string payload, int timeout, int busyPoll);
+        Message = "max-connections = {Connections}, max-in-flight = {InFlight}, threads-per-connection = {Threads}, max-payload = {Payload}, handshake-timeout = {Timeout}s, busy-poll = {BusyPoll}us")]
+    private static partial void LogLimits(ILogger logger, int connections, int inFlight, int threads, string payload, int timeout, int busyPoll);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "[{Name}] zram-size = {Size}, compression-algorithm = {Algorithm}, zram-resident-limit = {Limit}, compact-watermark = {Watermark}%, deferred-free-capacity = {Deferred}, read-only = {ReadOnly}, attach = {Attach}")]

@@ -82,6 +82,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             {
                 MaxConnections = _config.MaxConnections,
                 MaxInFlightPerConnection = _config.MaxInFlightPerConnection,
+                WorkerThreadsPerConnection = _config.ThreadsPerConnection,
                 MaxPayload = _config.MaxPayload,
                 HandshakeTimeout = _config.HandshakeTimeout,
                 BusyPollMicroseconds = _config.BusyPollMicroseconds,

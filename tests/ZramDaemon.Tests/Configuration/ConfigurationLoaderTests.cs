@@ -360,6 +360,9 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\nmax-in-flight = 0", "[zramd] max-in-flight = '0': a whole number of requests in flight per connection from 1 to 4096" },
         { "[zramd]\nmax-in-flight = 4097", "[zramd] max-in-flight = '4097': a whole number of requests in flight" },
         { "[zramd]\nmax-in-flight = 1.5", "[zramd] max-in-flight = '1.5': a whole number of requests in flight" },
+        { "[zramd]\nthreads-per-connection = 0", "[zramd] threads-per-connection = '0': a whole number of threads per connection from 1 to 64" },
+        { "[zramd]\nthreads-per-connection = 65", "[zramd] threads-per-connection = '65': a whole number of threads per connection from 1 to 64" },
+        { "[zramd]\nthreads-per-connection = four", "[zramd] threads-per-connection = 'four': a whole number of threads" },
         { "[zramd]\nmax-payload = 1K", "[zramd] max-payload = '1K': the largest READ or WRITE payload must be from 4K to 1G" },
         { "[zramd]\nmax-payload = 2G", "[zramd] max-payload = '2G': the largest READ or WRITE payload must be from 4K to 1G" },
         { "[zramd]\nmax-payload = huge", "[zramd] max-payload = 'huge': 'huge' is not a size" },
@@ -487,19 +490,19 @@ public sealed class ConfigurationLoaderTests : IDisposable
     public void Nbd_limits_default_to_the_servers_and_come_from_the_file_then_the_environment()
     {
         ZramdConfiguration defaults = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")));
-        Assert.Equal((256, 64, 32 << 20, TimeSpan.FromSeconds(30), 50),
-            (defaults.MaxConnections, defaults.MaxInFlightPerConnection, defaults.MaxPayload, defaults.HandshakeTimeout, defaults.BusyPollMicroseconds));
+        Assert.Equal((256, 64, 4, 32 << 20, TimeSpan.FromSeconds(30), 50),
+            (defaults.MaxConnections, defaults.MaxInFlightPerConnection, defaults.ThreadsPerConnection, defaults.MaxPayload, defaults.HandshakeTimeout, defaults.BusyPollMicroseconds));
 
-        string path = WriteConfig("[zramd]\nmax-connections = 8\nmax-in-flight = 2\nmax-payload = 1M\nhandshake-timeout = 5s\nbusy-poll = 0\n");
+        string path = WriteConfig("[zramd]\nmax-connections = 8\nmax-in-flight = 2\nthreads-per-connection = 2\nmax-payload = 1M\nhandshake-timeout = 5s\nbusy-poll = 0\n");
         ZramdConfiguration file = Load(Facts(env: ("XDG_RUNTIME_DIR", "/run/user/1")), new CommandLineSettings { ConfigPath = path });
-        Assert.Equal((8, 2, 1 << 20, TimeSpan.FromSeconds(5), 0),
-            (file.MaxConnections, file.MaxInFlightPerConnection, file.MaxPayload, file.HandshakeTimeout, file.BusyPollMicroseconds));
+        Assert.Equal((8, 2, 2, 1 << 20, TimeSpan.FromSeconds(5), 0),
+            (file.MaxConnections, file.MaxInFlightPerConnection, file.ThreadsPerConnection, file.MaxPayload, file.HandshakeTimeout, file.BusyPollMicroseconds));
 
         ZramdConfiguration env = Load(
-            Facts(env: [("XDG_RUNTIME_DIR", "/run/user/1"), ("ZRAMD_MAX_CONNECTIONS", "1"), ("ZRAMD_MAX_IN_FLIGHT", "4096"), ("ZRAMD_MAX_PAYLOAD", "4096"), ("ZRAMD_HANDSHAKE_TIMEOUT", "3600"), ("ZRAMD_BUSY_POLL", "1000us")]),
+            Facts(env: [("XDG_RUNTIME_DIR", "/run/user/1"), ("ZRAMD_MAX_CONNECTIONS", "1"), ("ZRAMD_MAX_IN_FLIGHT", "4096"), ("ZRAMD_THREADS_PER_CONNECTION", "64"), ("ZRAMD_MAX_PAYLOAD", "4096"), ("ZRAMD_HANDSHAKE_TIMEOUT", "3600"), ("ZRAMD_BUSY_POLL", "1000us")]),
             new CommandLineSettings { ConfigPath = path });
-        Assert.Equal((1, 4096, 4096, TimeSpan.FromHours(1), 1000),
-            (env.MaxConnections, env.MaxInFlightPerConnection, env.MaxPayload, env.HandshakeTimeout, env.BusyPollMicroseconds));
+        Assert.Equal((1, 4096, 64, 4096, TimeSpan.FromHours(1), 1000),
+            (env.MaxConnections, env.MaxInFlightPerConnection, env.ThreadsPerConnection, env.MaxPayload, env.HandshakeTimeout, env.BusyPollMicroseconds));
 
         var bad = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MAX_PAYLOAD", "0")])));
         Assert.Equal("environment variable ZRAMD_MAX_PAYLOAD = '0': the largest READ or WRITE payload must be from 4K to 1G", bad.Message);

@@ -141,4 +141,34 @@ public sealed class DaemonLimitsTests
         // default of 64 in flight, 63 MiB would have gone through.
         Assert.InRange(sent, (limit - 1) * (long)MiB, (limit + 2) * (long)MiB);
     }
+
+    /// <summary>
+    /// threads-per-connection sets how many threads serve each connection (named nbd-ID, nbd-ID.1, ...), at most
+    /// max-in-flight of them; the connection is served by them. 1 and 7 are both away from the default of 4.
+    /// </summary>
+    [Theory]
+    [InlineData(7, 64, 7)]
+    [InlineData(1, 64, 1)]
+    [InlineData(8, 3, 3)]
+    public async Task Threads_per_connection_from_the_config_is_how_many_threads_serve_a_connection(int threads, int maxInFlight, int expected)
+    {
+        using RunningDaemon daemon = StartWith($"threads-per-connection = {threads}\nmax-in-flight = {maxInFlight}");
+        using WireClient client = await WireClient.OpenAsync(daemon.Socket, "zram0");
+        byte[] data = new byte[64 * 1024];
+        Random.Shared.NextBytes(data);
+        Assert.Equal(NbdError.None, await client.WriteAsync(4096, data));
+        Assert.Equal(data, await client.ReadAsync(4096, data.Length));
+
+        // The threads start once GO is answered; after a while there must be exactly that many, and no more later.
+        int Count() => ProcThreads.StatFields(daemon.Process.Id, "nbd-").Count;
+        var clock = Stopwatch.StartNew();
+        while (Count() < expected && clock.Elapsed < TimeSpan.FromSeconds(20))
+        {
+            await Task.Delay(50);
+        }
+
+        await Task.Delay(300);
+        Assert.Equal(expected, Count());
+        Assert.Contains($"threads-per-connection = {threads},", daemon.Process.StandardError, StringComparison.Ordinal);
+    }
 }
