@@ -75,6 +75,14 @@ public sealed class NbdServerOptions
     /// <summary>Server certificate with its private key; required unless <see cref="TlsMode"/> is Off.</summary>
     public X509Certificate2? TlsCertificate { get; init; }
 
+    /// <summary>
+    /// The certificate authorities a client's certificate must chain to, as nbdkit's --tls-verify-peer: the TLS
+    /// handshake asks for a client certificate and fails without one they issued (no revocation check: there is no
+    /// CRL to ask). Null: no client certificate is asked for. Only with <see cref="TlsMode"/> Required, since
+    /// Optional would let a client in unchecked by not starting TLS.
+    /// </summary>
+    public X509Certificate2Collection? TlsClientAuthorities { get; init; }
+
     internal void Validate()
     {
         if (MaxConnections < 1 || MaxConnections > MaxConnectionsCeiling)
@@ -110,6 +118,11 @@ public sealed class NbdServerOptions
         if (TlsMode != NbdTlsMode.Off && (TlsCertificate is null || !TlsCertificate.HasPrivateKey))
         {
             throw new ArgumentException($"TLS mode {TlsMode} needs a certificate with its private key", nameof(TlsCertificate));
+        }
+
+        if (TlsClientAuthorities is not null && (TlsMode != NbdTlsMode.Required || TlsClientAuthorities.Count == 0))
+        {
+            throw new ArgumentException("client certificates are checked only with TLS mode Required, against at least one authority", nameof(TlsClientAuthorities));
         }
     }
 }

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Buffers.Binary;
 using System.Net.Security;
 using System.Numerics;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Nbd.Logging;
@@ -312,7 +313,8 @@ internal sealed class NbdHandshake
             new SslServerAuthenticationOptions
             {
                 ServerCertificate = _options.TlsCertificate,
-                ClientCertificateRequired = false,
+                ClientCertificateRequired = _options.TlsClientAuthorities is not null,
+                CertificateChainPolicy = _options.TlsClientAuthorities is { } authorities ? ClientChainPolicy(authorities) : null,
             },
             ct).ConfigureAwait(false);
         _tls = true;
@@ -323,6 +325,19 @@ internal sealed class NbdHandshake
         _metaContextExport = null;
         _logger.TlsStarted(_id, ssl.SslProtocol.ToString());
         return true;
+    }
+
+    /// <summary>A client certificate is trusted if it chains to one of <paramref name="authorities"/>, and to nothing
+    /// else the machine trusts; SslStream then fails the handshake for a missing or foreign certificate.</summary>
+    private static X509ChainPolicy ClientChainPolicy(X509Certificate2Collection authorities)
+    {
+        var policy = new X509ChainPolicy
+        {
+            TrustMode = X509ChainTrustMode.CustomRootTrust,
+            RevocationMode = X509RevocationMode.NoCheck,
+        };
+        policy.CustomTrustStore.AddRange(authorities);
+        return policy;
     }
 
     private async Task StructuredReplyAsync(uint option, int length, CancellationToken ct)

@@ -107,6 +107,7 @@ public static partial class ConfigurationLoader
             case "tls-mode": daemon.TlsMode = value; break;
             case "tls-certificate": daemon.TlsCertificate = value; break;
             case "tls-key": daemon.TlsKey = value; break;
+            case "tls-client-ca": daemon.TlsClientCa = value; break;
             case "lock-memory": daemon.LockMemory = value; break;
             case "log-level": daemon.LogLevel = value; break;
             case "max-connections": daemon.MaxConnections = value; break;
@@ -118,7 +119,7 @@ public static partial class ConfigurationLoader
             default:
                 throw value.Fail(IsDeviceKey(key)
                     ? "unknown key in [zramd]: this is a device setting, put it under [zram0] (or another [zramN])"
-                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, lock-memory, log-level, max-connections, max-in-flight, threads-per-connection, max-payload, handshake-timeout, busy-poll");
+                    : "unknown key: [zramd] takes listen, socket-mode, socket-group, control, tls-mode, tls-certificate, tls-key, tls-client-ca, lock-memory, log-level, max-connections, max-in-flight, threads-per-connection, max-payload, handshake-timeout, busy-poll");
         }
     }
 
@@ -165,6 +166,7 @@ public static partial class ConfigurationLoader
         daemon.TlsMode = Env(facts, "ZRAMD_TLS_MODE") ?? daemon.TlsMode;
         daemon.TlsCertificate = Env(facts, "ZRAMD_TLS_CERTIFICATE") ?? daemon.TlsCertificate;
         daemon.TlsKey = Env(facts, "ZRAMD_TLS_KEY") ?? daemon.TlsKey;
+        daemon.TlsClientCa = Env(facts, "ZRAMD_TLS_CLIENT_CA") ?? daemon.TlsClientCa;
         daemon.LockMemory = Env(facts, "ZRAMD_LOCK_MEMORY") ?? daemon.LockMemory;
         daemon.LogLevel = Env(facts, "ZRAMD_LOG_LEVEL") ?? daemon.LogLevel;
         daemon.MaxConnections = Env(facts, "ZRAMD_MAX_CONNECTIONS") ?? daemon.MaxConnections;
@@ -350,15 +352,23 @@ public static partial class ConfigurationLoader
         }
 
         X509Certificate2? certificate = null;
+        X509Certificate2Collection? clientAuthorities = null;
         if (tlsMode != NbdTlsMode.Off)
         {
             certificate = LoadCertificate(daemon);
+            if (daemon.TlsClientCa is { } clientCa)
+            {
+                clientAuthorities = tlsMode == NbdTlsMode.Required
+                    ? LoadAuthorities(clientCa)
+                    : throw clientCa.Fail("client certificates are checked only with tls-mode = required: under optional a client that does not start TLS gets in unchecked");
+            }
         }
         else
         {
             // Taken and never loaded, they would leave the admin believing the sockets speak TLS.
             RequireTls(daemon.TlsCertificate);
             RequireTls(daemon.TlsKey);
+            RequireTls(daemon.TlsClientCa);
         }
 
         bool lockMemory = facts.IsRoot;
@@ -420,7 +430,7 @@ public static partial class ConfigurationLoader
             ownFiles.TryAdd(FileIdentity.Of(configFull), "the configuration file");
         }
 
-        foreach ((Setting? tls, string what) in new[] { (daemon.TlsCertificate, "the tls-certificate"), (daemon.TlsKey, "the tls-key") })
+        foreach ((Setting? tls, string what) in new[] { (daemon.TlsCertificate, "the tls-certificate"), (daemon.TlsKey, "the tls-key"), (daemon.TlsClientCa, "the tls-client-ca") })
         {
             if (tls is not null && FilePath.TryGetFullPath(tls.Value, out string? tlsFull, out _))
             {
@@ -470,6 +480,8 @@ public static partial class ConfigurationLoader
             TlsCertificatePath = daemon.TlsCertificate?.Value,
             TlsKeyPath = daemon.TlsKey?.Value,
             TlsCertificate = certificate,
+            TlsClientCaPath = clientAuthorities is null ? null : daemon.TlsClientCa!.Value,
+            TlsClientAuthorities = clientAuthorities,
             LockMemory = lockMemory,
             LogLevel = logLevel,
             MaxConnections = maxConnections,
@@ -849,6 +861,27 @@ public static partial class ConfigurationLoader
         }
     }
 
+    /// <summary>tls-client-ca: the PEM certificates of the authorities whose client certificates are served.</summary>
+    private static X509Certificate2Collection LoadAuthorities(Setting file)
+    {
+        if (!File.Exists(file.Value))
+        {
+            throw file.Fail("no such file");
+        }
+
+        var authorities = new X509Certificate2Collection();
+        try
+        {
+            authorities.ImportFromPem(ReadPem(file));
+        }
+        catch (CryptographicException e)
+        {
+            throw file.Fail($"cannot read the certificates: {e.Message}");
+        }
+
+        return authorities.Count > 0 ? authorities : throw file.Fail("no PEM certificate in the file: it holds the authorities (CA certificates) that issue the clients' certificates");
+    }
+
     private static string ReadPem(Setting file)
     {
         string? text;
@@ -931,6 +964,7 @@ public static partial class ConfigurationLoader
         public Setting? TlsMode { get; set; }
         public Setting? TlsCertificate { get; set; }
         public Setting? TlsKey { get; set; }
+        public Setting? TlsClientCa { get; set; }
         public Setting? LockMemory { get; set; }
         public Setting? LogLevel { get; set; }
         public Setting? MaxConnections { get; set; }

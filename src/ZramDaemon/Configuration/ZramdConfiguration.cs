@@ -37,6 +37,12 @@ public sealed record ZramdConfiguration
 
     public string? TlsKeyPath { get; init; }
 
+    /// <summary>tls-client-ca: the authorities' PEM file, when clients must present a certificate one of them issued.</summary>
+    public string? TlsClientCaPath { get; init; }
+
+    /// <summary>Loaded from <see cref="TlsClientCaPath"/>; null: no client certificate is asked for.</summary>
+    public X509Certificate2Collection? TlsClientAuthorities { get; init; }
+
     /// <summary>Loaded from <see cref="TlsCertificatePath"/> and <see cref="TlsKeyPath"/> when TLS is on.</summary>
     public X509Certificate2? TlsCertificate { get; init; }
 

@@ -16,7 +16,8 @@ internal static partial class ConfigurationReport
             "0" + Convert.ToString(config.SocketMode, 8),
             config.SocketGroup ?? "(ours)",
             config.ControlPath,
-            config.TlsMode.ToString().ToLowerInvariant(),
+            // "tls-mode = required, tls-client-ca = PATH" when clients must present a certificate.
+            config.TlsMode.ToString().ToLowerInvariant() + (config.TlsClientCaPath is { } ca ? ", tls-client-ca = " + ca : string.Empty),
             config.LockMemory ? "yes" : "no",
             LogLevelNames.Name(config.LogLevel));
         LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, config.ThreadsPerConnection, SizeParser.Format(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);

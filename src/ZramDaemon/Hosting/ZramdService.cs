@@ -88,6 +88,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 BusyPollMicroseconds = _config.BusyPollMicroseconds,
                 TlsMode = _config.TlsMode,
                 TlsCertificate = _config.TlsCertificate,
+                TlsClientAuthorities = _config.TlsClientAuthorities,
 
                 // Inherited from the main thread already; marked again in case a thread that predates the mark
                 // (the runtime's own) started the thread that accepts connections.

@@ -1,3 +1,4 @@
+using Microsoft.Extensions.Logging.Abstractions;
 using System.Security.Cryptography.X509Certificates;
 
 namespace Nbd.Tests.Interop;
@@ -24,14 +25,54 @@ public class TlsTests
         return X509CertificateLoader.LoadPkcs12(pem.Export(X509ContentType.Pkcs12), null);
     }
 
+    /// <summary>
+    /// Makes an authority in <paramref name="directory"/> (<see cref="MakeCertificateAsync"/>'s, returned) and a client
+    /// certificate it signs for clientAuth, which libnbd loads from a tls-certificates directory as client-cert.pem
+    /// and client-key.pem.
+    /// </summary>
+    internal static async Task<X509Certificate2> MakeClientAuthorityAsync(string directory)
+    {
+        X509Certificate2 authority = await MakeCertificateAsync(directory);
+        string request = Path.Combine(directory, "client.csr");
+        (await Tool.RunAsync("openssl",
+        [
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", Path.Combine(directory, "client-key.pem"), "-out", request,
+            "-subj", "/CN=client",
+        ])).EnsureSuccess();
+        string extensions = Path.Combine(directory, "client.ext");
+        await File.WriteAllTextAsync(extensions, "extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n");
+        (await Tool.RunAsync("openssl",
+        [
+            "x509", "-req", "-in", request, "-CA", Path.Combine(directory, "ca-cert.pem"), "-CAkey", Path.Combine(directory, "key.pem"),
+            "-CAcreateserial", "-days", "2", "-out", Path.Combine(directory, "client-cert.pem"), "-extfile", extensions,
+        ])).EnsureSuccess();
+        return authority;
+    }
+
+    /// <summary>Runs <paramref name="test"/> with a scratch directory of its own (for certificates), deleted after.</summary>
+    private static async Task InScratchAsync(Func<string, Task> test)
+    {
+        string scratch = Path.Combine(Path.GetTempPath(), "nbd-tls-" + Guid.NewGuid().ToString("N")[..8]);
+        try
+        {
+            await test(scratch);
+        }
+        finally
+        {
+            if (Directory.Exists(scratch))
+            {
+                Directory.Delete(scratch, recursive: true);
+            }
+        }
+    }
+
     private static string TlsUri(TestServer server, string certificates) =>
         $"nbds+unix:///mem?socket={server.SocketPath}&tls-certificates={certificates}";
 
     [Fact]
     public async Task Required_mode_serves_TLS_clients_and_refuses_plain_ones_and_wrong_certificates()
     {
-        string scratch = Path.Combine(Path.GetTempPath(), "nbd-tls-" + Guid.NewGuid().ToString("N")[..8]);
-        try
+        await InScratchAsync(async scratch =>
         {
             using X509Certificate2 certificate = await MakeCertificateAsync(Path.Combine(scratch, "good"));
             using X509Certificate2 other = await MakeCertificateAsync(Path.Combine(scratch, "wrong"));
@@ -66,29 +107,92 @@ public class TlsTests
 
             // And the server keeps serving good clients.
             Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", good])).EnsureSuccess().Stdout.Trim());
-        }
-        finally
+        });
+    }
+
+    [Fact]
+    public async Task With_client_authorities_only_a_client_certificate_they_issued_is_served()
+    {
+        await InScratchAsync(async scratch =>
         {
-            Directory.Delete(scratch, recursive: true);
-        }
+            using X509Certificate2 certificate = await MakeCertificateAsync(Path.Combine(scratch, "server"));
+            using X509Certificate2 trusted = await MakeClientAuthorityAsync(Path.Combine(scratch, "trusted"));
+            using X509Certificate2 foreign = await MakeClientAuthorityAsync(Path.Combine(scratch, "foreign"));
+
+            // libnbd's directories: the server's CA (ca-cert.pem) and, but for "none", a client certificate and key.
+            string Client(string name, string? issuer)
+            {
+                string dir = Path.Combine(scratch, "client-" + name);
+                Directory.CreateDirectory(dir);
+                File.Copy(Path.Combine(scratch, "server", "ca-cert.pem"), Path.Combine(dir, "ca-cert.pem"));
+                if (issuer is not null)
+                {
+                    File.Copy(Path.Combine(scratch, issuer, "client-cert.pem"), Path.Combine(dir, "client-cert.pem"));
+                    File.Copy(Path.Combine(scratch, issuer, "client-key.pem"), Path.Combine(dir, "client-key.pem"));
+                }
+
+                return dir;
+            }
+
+            await using var server = new TestServer(new NbdServerOptions
+            {
+                TlsMode = NbdTlsMode.Required,
+                TlsCertificate = certificate,
+                TlsClientAuthorities = [trusted],
+            });
+
+            string good = TlsUri(server, Client("good", "trusted"));
+            (await Tool.NbdshAsync($$"""
+                h = nbd.NBD()
+                h.set_uri_allow_local_file(True)
+                h.connect_uri("{{good}}")
+                assert h.get_tls_negotiated()
+                h.pwrite(b"\x5a" * 65536, 0)
+                assert h.pread(65536, 0) == b"\x5a" * 65536
+                h.shutdown()
+                """)).EnsureSuccess();
+
+            foreach (string refused in new[] { TlsUri(server, Client("none", null)), TlsUri(server, Client("foreign", "foreign")) })
+            {
+                Tool.Result result = await Tool.RunAsync("nbdinfo", ["--size", refused]);
+                Assert.True(result.ExitCode != 0, $"served without a trusted client certificate: {refused}");
+            }
+
+            Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", good])).EnsureSuccess().Stdout.Trim());
+        });
+    }
+
+    [Fact]
+    public async Task Client_authorities_need_required_mode_and_at_least_one_authority()
+    {
+        await InScratchAsync(async scratch =>
+        {
+            using X509Certificate2 certificate = await MakeCertificateAsync(scratch);
+            NbdServerOptions Options(NbdTlsMode mode, X509Certificate2Collection authorities) =>
+                new() { TlsMode = mode, TlsCertificate = certificate, TlsClientAuthorities = authorities };
+
+            // Optional would let a client in unchecked by not starting TLS; an empty set would refuse everyone.
+            foreach (NbdServerOptions options in new[] { Options(NbdTlsMode.Optional, [certificate]), Options(NbdTlsMode.Required, []) })
+            {
+                var e = Assert.Throws<ArgumentException>(() => new NbdServer(options, NullLoggerFactory.Instance));
+                Assert.Equal(nameof(NbdServerOptions.TlsClientAuthorities), e.ParamName);
+            }
+
+            await using var accepted = new NbdServer(Options(NbdTlsMode.Required, [certificate]), NullLoggerFactory.Instance);
+        });
     }
 
     [Fact]
     public async Task Optional_mode_serves_both_plain_and_TLS_clients()
     {
-        string scratch = Path.Combine(Path.GetTempPath(), "nbd-tls-" + Guid.NewGuid().ToString("N")[..8]);
-        try
+        await InScratchAsync(async scratch =>
         {
             using X509Certificate2 certificate = await MakeCertificateAsync(scratch);
             await using var server = new TestServer(new NbdServerOptions { TlsMode = NbdTlsMode.Optional, TlsCertificate = certificate });
 
             Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", server.Uri()])).EnsureSuccess().Stdout.Trim());
             Assert.Equal("16777216", (await Tool.RunAsync("nbdinfo", ["--size", TlsUri(server, scratch)])).EnsureSuccess().Stdout.Trim());
-        }
-        finally
-        {
-            Directory.Delete(scratch, recursive: true);
-        }
+        });
     }
 
     [Fact]

@@ -589,4 +589,38 @@ public sealed class ConfigurationLoaderTests : IDisposable
         var e = Assert.Throws<ConfigurationException>(() => Load(Facts(), new CommandLineSettings { ConfigPath = path, ControlPath = "/tmp/c.ctl" }));
         Assert.Contains($"[zramd] tls-key = '{keyPath}': cannot load the certificate and key", e.Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Tls_client_ca_loads_the_authorities_under_required_and_is_one_line_anywhere_else()
+    {
+        (string certPath, string keyPath) = TestCertificate.Write(_dir);
+        string caPath = TestCertificate.WriteClientAuthority(Path.Combine(_dir, "clients"));
+        string tls = $"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-certificate = {certPath}\ntls-key = {keyPath}\n";
+        CommandLineSettings Settings(string text) => new() { ConfigPath = WriteConfig(text), ControlPath = "/tmp/c.ctl" };
+
+        ZramdConfiguration config = Load(Facts(), Settings($"{tls}tls-mode = required\ntls-client-ca = {caPath}\n"));
+        Assert.Equal(caPath, config.TlsClientCaPath);
+        Assert.Equal("CN=zramd-test client CA", Assert.Single(config.TlsClientAuthorities!).Subject);
+
+        // From the environment too; without it, no client certificate is asked for.
+        ZramdConfiguration env = Load(Facts(env: ("ZRAMD_TLS_CLIENT_CA", caPath)), Settings($"{tls}tls-mode = required\n"));
+        Assert.Equal(caPath, env.TlsClientCaPath);
+        Assert.Null(Load(Facts(), Settings($"{tls}tls-mode = required\n")).TlsClientAuthorities);
+
+        string empty = Path.Combine(_dir, "empty.pem");
+        File.WriteAllText(empty, "no certificate here\n");
+        foreach ((string text, string error) in new[]
+        {
+            ($"{tls}tls-mode = optional\ntls-client-ca = {caPath}\n", $"[zramd] tls-client-ca = '{caPath}': client certificates are checked only with tls-mode = required"),
+            ($"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-client-ca = {caPath}\n", $"[zramd] tls-client-ca = '{caPath}': has no effect while tls-mode is off"),
+            ($"{tls}tls-mode = required\ntls-client-ca = {_dir}/nope.pem\n", $"[zramd] tls-client-ca = '{_dir}/nope.pem': no such file"),
+            ($"{tls}tls-mode = required\ntls-client-ca = {empty}\n", $"[zramd] tls-client-ca = '{empty}': no PEM certificate in the file"),
+        })
+        {
+            var e = Assert.Throws<ConfigurationException>(() => Load(Facts(), Settings(text)));
+            Assert.Contains(error, e.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain('\n', e.Message);
+            Assert.Equal(78, e.ExitCode);
+        }
+    }
 }

@@ -135,4 +135,40 @@ public sealed class DaemonSocketSecurityTests
         string start = daemon.Process.StandardError.Split('\n').Single(l => l.Contains("attach with:", StringComparison.Ordinal));
         Assert.True(start.Contains("/dev/nbd0 -N zram0 -b 4096 -enable-tls", StringComparison.Ordinal) && start.Contains("nbdinfo 'nbds+unix:///zram0?socket=", StringComparison.Ordinal), start);
     }
+
+    /// <summary>
+    /// tls-client-ca reaches the daemon's server: a libnbd client presenting a certificate that authority issued is
+    /// served; one with none, or one from another authority, is refused at the TLS handshake.
+    /// </summary>
+    [Fact]
+    public void With_tls_client_ca_only_clients_with_a_certificate_it_issued_are_served()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir => TlsConfigFile.Required(dir).Replace(
+            "[zram0]", $"tls-client-ca = {Configuration.TestCertificate.WriteClientAuthority(Path.Combine(dir, "trusted"))}\n[zram0]", StringComparison.Ordinal));
+        Assert.Contains("tls-mode = required, tls-client-ca = ", daemon.Process.StandardError, StringComparison.Ordinal);
+        Configuration.TestCertificate.WriteClientAuthority(Path.Combine(daemon.Directory, "foreign"));
+
+        // libnbd's directory: the server's certificate as ca-cert.pem and, but for "none", a client certificate and key.
+        string Uri(string name, string? issuer)
+        {
+            string dir = Path.Combine(daemon.Directory, "client-" + name);
+            Directory.CreateDirectory(dir);
+            File.Copy(Path.Combine(daemon.Directory, "cert.pem"), Path.Combine(dir, "ca-cert.pem"));
+            foreach (string file in issuer is null ? [] : (string[])["client-cert.pem", "client-key.pem"])
+            {
+                File.Copy(Path.Combine(daemon.Directory, issuer!, file), Path.Combine(dir, file));
+            }
+
+            return $"nbds+unix:///zram0?socket={daemon.Socket}&tls-certificates={dir}";
+        }
+
+        string good = Uri("good", "trusted");
+        Assert.Equal("16777216", ClientTool.Run("nbdinfo", ["--size", good]).EnsureSuccess().Stdout.Trim());
+        foreach (string refused in new[] { Uri("none", null), Uri("foreign", "foreign") })
+        {
+            Assert.NotEqual(0, ClientTool.Run("nbdinfo", ["--size", refused]).ExitCode);
+        }
+
+        Assert.Equal("16777216", ClientTool.Run("nbdinfo", ["--size", good]).EnsureSuccess().Stdout.Trim());
+    }
 }
