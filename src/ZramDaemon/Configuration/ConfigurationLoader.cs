@@ -861,7 +861,9 @@ public static partial class ConfigurationLoader
         }
     }
 
-    /// <summary>tls-client-ca: the PEM certificates of the authorities whose client certificates are served.</summary>
+    /// <summary>tls-client-ca: the PEM certificates of the authorities whose client certificates are served. A chain must
+    /// end at one of the file's self-signed roots (an intermediate alone is no anchor for .NET's chain building), so a
+    /// file without a root would refuse every client: it is refused here instead.</summary>
     private static X509Certificate2Collection LoadAuthorities(Setting file)
     {
         if (!File.Exists(file.Value))
@@ -879,7 +881,14 @@ public static partial class ConfigurationLoader
             throw file.Fail($"cannot read the certificates: {e.Message}");
         }
 
-        return authorities.Count > 0 ? authorities : throw file.Fail("no PEM certificate in the file: it holds the authorities (CA certificates) that issue the clients' certificates");
+        if (authorities.Count == 0)
+        {
+            throw file.Fail("no PEM certificate in the file: it holds the authorities (CA certificates) that issue the clients' certificates");
+        }
+
+        return authorities.Any(a => a.SubjectName.RawData.AsSpan().SequenceEqual(a.IssuerName.RawData))
+            ? authorities
+            : throw file.Fail("no root authority (a self-signed CA certificate) in the file: a client's certificate must chain up to one; intermediates go beside their root");
     }
 
     private static string ReadPem(Setting file)

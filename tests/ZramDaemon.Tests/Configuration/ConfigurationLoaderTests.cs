@@ -607,6 +607,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.Equal(caPath, env.TlsClientCaPath);
         Assert.Null(Load(Facts(), Settings($"{tls}tls-mode = required\n")).TlsClientAuthorities);
 
+        string clientCert = Path.Combine(_dir, "clients", "client-cert.pem");
         string empty = Path.Combine(_dir, "empty.pem");
         File.WriteAllText(empty, "no certificate here\n");
         foreach ((string text, string error) in new[]
@@ -615,6 +616,7 @@ public sealed class ConfigurationLoaderTests : IDisposable
             ($"[zramd]\nlisten = tcp:127.0.0.1:10812\ntls-client-ca = {caPath}\n", $"[zramd] tls-client-ca = '{caPath}': has no effect while tls-mode is off"),
             ($"{tls}tls-mode = required\ntls-client-ca = {_dir}/nope.pem\n", $"[zramd] tls-client-ca = '{_dir}/nope.pem': no such file"),
             ($"{tls}tls-mode = required\ntls-client-ca = {empty}\n", $"[zramd] tls-client-ca = '{empty}': no PEM certificate in the file"),
+            ($"{tls}tls-mode = required\ntls-client-ca = {clientCert}\n", $"[zramd] tls-client-ca = '{clientCert}': no root authority (a self-signed CA certificate) in the file"),
         })
         {
             var e = Assert.Throws<ConfigurationException>(() => Load(Facts(), Settings(text)));
