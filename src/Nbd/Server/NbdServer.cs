@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Net.Sockets;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Nbd.Logging;
@@ -36,6 +37,7 @@ public sealed class NbdServer : IAsyncDisposable
     private readonly ReadTurnWatchdog? _watchdog;
     private long _nextConnectionId;
     private volatile bool _stopped;
+    private volatile NbdTlsCredentials? _tlsCredentials;
 
     public NbdServer(NbdServerOptions options, ILoggerFactory loggerFactory)
     {
@@ -46,6 +48,28 @@ public sealed class NbdServer : IAsyncDisposable
         _logger = loggerFactory.CreateLogger<NbdServer>();
         _sessionLogger = loggerFactory.CreateLogger<NbdSession>();
         _watchdog = options.KeepReadTurnGate is not null ? new ReadTurnWatchdog(options) : null;
+        _tlsCredentials = options.TlsMode != NbdTlsMode.Off ? new NbdTlsCredentials(options.TlsMode, options.TlsCertificate!, options.TlsClientAuthorities) : null;
+    }
+
+    /// <summary>What TLS handshakes use now (null: TLS is off).</summary>
+    internal NbdTlsCredentials? TlsCredentials => _tlsCredentials;
+
+    /// <summary>
+    /// From now on TLS handshakes present <paramref name="certificate"/> (with its private key) and, when
+    /// <paramref name="clientAuthorities"/> is not null, ask for a client certificate one of them issued, under the
+    /// rules of <see cref="NbdServerOptions.TlsCertificate"/> and <see cref="NbdServerOptions.TlsClientAuthorities"/>:
+    /// a renewed certificate, a new authority, without a restart. Connections that started TLS keep what they
+    /// negotiated. The TLS mode is fixed at construction (a server with TLS off has nothing to replace).
+    /// </summary>
+    public void ReplaceTlsCredentials(X509Certificate2 certificate, X509Certificate2Collection? clientAuthorities)
+    {
+        ArgumentNullException.ThrowIfNull(certificate);
+        if (_options.TlsMode == NbdTlsMode.Off)
+        {
+            throw new InvalidOperationException("TLS is off on this server: there are no credentials to replace");
+        }
+
+        _tlsCredentials = new NbdTlsCredentials(_options.TlsMode, certificate, clientAuthorities);
     }
 
     /// <summary>Sleeping connection threads woken because a request run with the read turn kept ran long.</summary>

@@ -115,14 +115,6 @@ public sealed class NbdServerOptions
             throw new ArgumentOutOfRangeException(nameof(HandshakeTimeout), HandshakeTimeout, "must be positive");
         }
 
-        if (TlsMode != NbdTlsMode.Off && (TlsCertificate is null || !TlsCertificate.HasPrivateKey))
-        {
-            throw new ArgumentException($"TLS mode {TlsMode} needs a certificate with its private key", nameof(TlsCertificate));
-        }
-
-        if (TlsClientAuthorities is not null && (TlsMode != NbdTlsMode.Required || TlsClientAuthorities.Count == 0))
-        {
-            throw new ArgumentException("client certificates are checked only with TLS mode Required, against at least one authority", nameof(TlsClientAuthorities));
-        }
+        NbdTlsCredentials.Check(TlsMode, TlsCertificate, TlsClientAuthorities, nameof(TlsCertificate), nameof(TlsClientAuthorities));
     }
 }

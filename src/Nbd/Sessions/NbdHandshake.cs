@@ -309,12 +309,15 @@ internal sealed class NbdHandshake
         await ReplyAsync(option, OptionReplyType.Ack, ct).ConfigureAwait(false);
         var ssl = new SslStream(_stream, leaveInnerStreamOpen: false);
         _stream = ssl;
+
+        // The server's credentials now: they may be replaced while it serves (a renewed certificate).
+        NbdTlsCredentials credentials = _server.TlsCredentials!;
         await ssl.AuthenticateAsServerAsync(
             new SslServerAuthenticationOptions
             {
-                ServerCertificate = _options.TlsCertificate,
-                ClientCertificateRequired = _options.TlsClientAuthorities is not null,
-                CertificateChainPolicy = _options.TlsClientAuthorities is { } authorities ? ClientChainPolicy(authorities) : null,
+                ServerCertificate = credentials.Certificate,
+                ClientCertificateRequired = credentials.ClientAuthorities is not null,
+                CertificateChainPolicy = credentials.ClientAuthorities is { } authorities ? ClientChainPolicy(authorities) : null,
             },
             ct).ConfigureAwait(false);
         _tls = true;

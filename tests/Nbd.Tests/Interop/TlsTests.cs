@@ -182,6 +182,96 @@ public class TlsTests
         });
     }
 
+    /// <summary>
+    /// ReplaceTlsCredentials (a renewed certificate, another client authority, without a restart): new handshakes
+    /// present the new certificate and check clients against the new authorities; a connection that started TLS
+    /// before is still served; a replacement the rules refuse leaves the credentials in use serving. Over TCP, as
+    /// above, so that libnbd checks the server's certificate.
+    /// </summary>
+    [Fact]
+    public async Task Replaced_credentials_serve_new_handshakes_and_open_connections_go_on()
+    {
+        await InScratchAsync(async scratch =>
+        {
+            using X509Certificate2 first = await MakeCertificateAsync(Path.Combine(scratch, "first"));
+            using X509Certificate2 second = await MakeCertificateAsync(Path.Combine(scratch, "second"));
+            using X509Certificate2 authority = await MakeClientAuthorityAsync(Path.Combine(scratch, "clients"));
+            await using var server = new TestServer(new NbdServerOptions { TlsMode = NbdTlsMode.Required, TlsCertificate = first });
+            int port = server.ListenTcp();
+            string Tcp(string certificates) => $"nbds://localhost:{port}/mem?tls-certificates={Path.Combine(scratch, certificates)}";
+            async Task<bool> ServedAsync(string certificates) => (await Tool.RunAsync("nbdinfo", ["--size", Tcp(certificates)])).ExitCode == 0;
+
+            // A client that negotiated TLS under the first certificate stays connected across the replacement.
+            string connected = Path.Combine(scratch, "connected");
+            string go = Path.Combine(scratch, "go");
+            Task<Tool.Result> held = Tool.NbdshAsync($$"""
+                import os, time
+                h = nbd.NBD()
+                h.set_uri_allow_local_file(True)
+                h.connect_uri("{{Tcp("first")}}")
+                h.pwrite(b"\x11" * 4096, 0)
+                open("{{connected}}", "w").close()
+                deadline = time.time() + 50
+                while not os.path.exists("{{go}}") and time.time() < deadline:
+                    time.sleep(0.01)
+                assert os.path.exists("{{go}}")
+                assert h.pread(4096, 0) == b"\x11" * 4096
+                h.pwrite(b"\x22" * 4096, 4096, nbd.CMD_FLAG_FUA)
+                h.shutdown()
+                """);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!File.Exists(connected) && !held.IsCompleted && clock.Elapsed < TimeSpan.FromSeconds(30))
+            {
+                await Task.Delay(10);
+            }
+
+            Assert.True(File.Exists(connected), "the held client never connected: " + (held.IsCompleted ? (await held).Stderr : "timed out"));
+            server.Server.ReplaceTlsCredentials(second, null);
+            await File.WriteAllTextAsync(go, string.Empty);
+            (await held).EnsureSuccess();
+            byte[] written = new byte[4096];
+            Assert.Equal(Nbd.Devices.NbdError.None, server.Device().Read(4096, written));
+            Assert.All(written, b => Assert.Equal(0x22, b));
+
+            // New handshakes present the second certificate.
+            Assert.False(await ServedAsync("first"), "the replaced certificate is still presented");
+            Assert.True(await ServedAsync("second"), "the new certificate is not presented");
+
+            // An authority added: a client without a certificate is refused, one it issued is served.
+            server.Server.ReplaceTlsCredentials(second, [authority]);
+            string withCertificate = Path.Combine(scratch, "second-client");
+            Directory.CreateDirectory(withCertificate);
+            File.Copy(Path.Combine(scratch, "second", "ca-cert.pem"), Path.Combine(withCertificate, "ca-cert.pem"));
+            File.Copy(Path.Combine(scratch, "clients", "client-cert.pem"), Path.Combine(withCertificate, "client-cert.pem"));
+            File.Copy(Path.Combine(scratch, "clients", "client-key.pem"), Path.Combine(withCertificate, "client-key.pem"));
+            Assert.False(await ServedAsync("second"), "served without a client certificate after the authority was added");
+            Assert.True(await ServedAsync("second-client"), "a client certificate the new authority issued is refused");
+
+            // Replacements the rules refuse (no private key, an empty set of authorities) change nothing.
+            using X509Certificate2 withoutKey = X509CertificateLoader.LoadCertificate(first.Export(X509ContentType.Cert));
+            Assert.Equal("certificate", Assert.Throws<ArgumentException>(() => server.Server.ReplaceTlsCredentials(withoutKey, null)).ParamName);
+            Assert.Equal("clientAuthorities", Assert.Throws<ArgumentException>(() => server.Server.ReplaceTlsCredentials(first, [])).ParamName);
+            Assert.False(await ServedAsync("second"), "a refused replacement dropped the client check");
+            Assert.True(await ServedAsync("second-client"), "a refused replacement changed the certificate");
+        });
+    }
+
+    /// <summary>The TLS mode is fixed at construction: a server with TLS off has no credentials to replace, and under
+    /// Optional client authorities are refused as in the options (a client could stay in clear text unchecked).</summary>
+    [Fact]
+    public async Task Credentials_cannot_turn_TLS_on_or_check_clients_under_optional_mode()
+    {
+        await InScratchAsync(async scratch =>
+        {
+            using X509Certificate2 certificate = await MakeCertificateAsync(scratch);
+            await using var off = new NbdServer(new NbdServerOptions(), NullLoggerFactory.Instance);
+            Assert.Throws<InvalidOperationException>(() => off.ReplaceTlsCredentials(certificate, null));
+            await using var optional = new NbdServer(new NbdServerOptions { TlsMode = NbdTlsMode.Optional, TlsCertificate = certificate }, NullLoggerFactory.Instance);
+            Assert.Equal("clientAuthorities", Assert.Throws<ArgumentException>(() => optional.ReplaceTlsCredentials(certificate, [certificate])).ParamName);
+            optional.ReplaceTlsCredentials(certificate, null);
+        });
+    }
+
     [Fact]
     public async Task Optional_mode_serves_both_plain_and_TLS_clients()
     {
