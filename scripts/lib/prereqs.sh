@@ -28,7 +28,8 @@ TEST_PACKAGES=(
   # (as PID 1 of a container over the host's /usr) to run systemd/zramd.service as written. The systemd VM
   # guest (scripts/vm/initramfs.sh --systemd) is made of the files of systemd, udev and kmod (depmod).
   systemd dpkg systemd-container udev kmod
-  # kill(1), which the tests run to send SIGTERM (in every Debian install but a minimal container image).
+  # kill(1), which the tests run to send SIGTERM and SIGHUP, and zramd.service's ExecReload (the systemd VM guest
+  # takes it from here) (in every Debian install but a minimal container image).
   procps
   # nss-systemd (its install adds "systemd" to nsswitch.conf's group line): a test makes a group only NSS knows,
   # as an LDAP or sssd group is, from a userdb drop-in in a mount namespace of its own.

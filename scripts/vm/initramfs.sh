@@ -90,8 +90,8 @@ done
 
 if [ -n "$systemd" ]; then
   # What systemd as PID 1 needs (udev makes nbd devices ready for device and mount units; kmod's libkmod loads
-  # modules), what the units run and what guest/systemd.sh uses. No documentation, no hardware database.
-  SYSTEMD_PACKAGES=(systemd libsystemd-shared udev kmod util-linux mount e2fsprogs coreutils bash grep sed)
+  # modules), what the units run (procps: /bin/kill for zramd.service's ExecReload) and what guest/systemd.sh uses. No documentation, no hardware database.
+  SYSTEMD_PACKAGES=(systemd libsystemd-shared udev kmod util-linux mount e2fsprogs coreutils bash grep sed procps)
   for pkg in "${SYSTEMD_PACKAGES[@]}" "${packages[@]}"; do
     while IFS= read -r f; do
       case $f in /usr/share/doc/* | /usr/share/man/* | /usr/share/locale/* | /usr/share/bash-completion/* | \

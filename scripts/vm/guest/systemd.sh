@@ -40,6 +40,18 @@ UNIT
 systemctl daemon-reload
 systemctl start zt-fill.service
 zt memfill_rc $?
+# systemctl reload (ExecReload: SIGHUP) with swap on and the mount in place: zramd reads its configuration again
+# and logs it, in the same process; the scratch disk's file is written and read back after it.
+mainpid=$(systemctl show -p MainPID --value zramd.service)
+systemctl reload zramd.service
+zt reload_rc $?
+for _ in $(seq 120); do
+  journalctl -u zramd.service -o cat --no-pager | grep -q 'SIGHUP: configuration read again' && break
+  sleep 0.5
+done
+zt reload.line "$(journalctl -u zramd.service -o cat --no-pager | grep 'SIGHUP: configuration read again' | tail -1)"
+zt reload.same_pid "$([ "$(systemctl show -p MainPID --value zramd.service)" = "$mainpid" ] && echo yes || echo no)"
+zt reload.ActiveState "$(systemctl show -p ActiveState --value zramd.service)"
 zt nbd0.size "$(cat /sys/block/nbd0/size)"
 zt nbd1.size "$(cat /sys/block/nbd1/size)"
 if dd if=/dev/urandom of=/tmp/pattern bs=1M count=8 2>/dev/null && cp /tmp/pattern /mnt/zram/pattern && sync; then

@@ -4,9 +4,38 @@ using ZramDaemon.Configuration;
 
 namespace ZramDaemon.Hosting;
 
-/// <summary>Logs the configuration in effect at start, so that the journal says what the daemon ran with.</summary>
+/// <summary>Logs the configuration in effect at start, so that the journal says what the daemon ran with; a reload
+/// compares two configurations by what it logs (<see cref="Settings"/>), so that both name each setting alike.</summary>
 internal static partial class ConfigurationReport
 {
+    /// <summary>The settings <see cref="Log"/> names, as key and value in its words ("[zram0] zram-size" for a
+    /// device's), in its order; not the first line, which names the file read and the RAM, not settings.</summary>
+    public static IReadOnlyList<KeyValuePair<string, string>> Settings(ZramdConfiguration config)
+    {
+        var lines = new LineCollector();
+        Log(lines, config);
+        var settings = new List<KeyValuePair<string, string>>();
+        foreach (string line in lines.Lines.Skip(1))
+        {
+            // "[zram0] key = value, key = value" or "key = value, ...".
+            string prefix = line.StartsWith('[') ? line[..(line.IndexOf(']', StringComparison.Ordinal) + 2)] : string.Empty;
+            foreach (string part in line[prefix.Length..].Split(", "))
+            {
+                int equals = part.IndexOf(" = ", StringComparison.Ordinal);
+                if (equals < 0)
+                {
+                    // A value that holds ", " itself (a path): the rest of the one before.
+                    settings[^1] = new(settings[^1].Key, settings[^1].Value + ", " + part);
+                    continue;
+                }
+
+                settings.Add(new(prefix + part[..equals], part[(equals + 3)..]));
+            }
+        }
+
+        return settings;
+    }
+
     public static void Log(ILogger logger, ZramdConfiguration config)
     {
         LogSource(logger, config.ConfigPath ?? "none (embedded default)", config.RamMiB is { } ram ? ram.ToString("0", CultureInfo.InvariantCulture) + " MiB" : "unknown (/proc/meminfo cannot be read)");
@@ -78,4 +107,18 @@ internal static partial class ConfigurationReport
 
     [LoggerMessage(Level = LogLevel.Information, Message = "[{Name}] dedup = yes")]
     private static partial void LogDedup(ILogger logger, string name);
+
+    /// <summary>Keeps each message logged to it, formatted.</summary>
+    private sealed class LineCollector : ILogger
+    {
+        public List<string> Lines { get; } = [];
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => null;
+
+        public bool IsEnabled(LogLevel logLevel) => true;
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+            => Lines.Add(formatter(state, exception));
+    }
 }

@@ -37,14 +37,14 @@ internal static partial class DaemonRunner
         ConfigurationReport.Log(logger, config);
         SwapSafety.Apply(config, facts.IsRoot, ioFlusherFailure, logger);
 
-        // Ignored since Main; from here each SIGHUP is a warning.
-        using IDisposable hangup = HangupSignal.LogTo(logger);
-
         using var notifier = new SystemdNotifier(facts.Environment);
         HostApplicationBuilder builder = Host.CreateEmptyApplicationBuilder(new HostApplicationBuilderSettings());
         builder.Services.AddSingleton<ILoggerFactory>(loggerFactory);
         builder.Services.AddSingleton(typeof(ILogger<>), typeof(Logger<>));
         builder.Services.AddSingleton(config);
+
+        // SIGHUP, held since Main, reloads once zramd serves (ZramdService): the configuration read as above.
+        builder.Services.AddSingleton(new ConfigurationReload(() => ConfigurationLoader.Load(flags, SystemFacts.Current()), config, logger));
         builder.Services.AddSingleton(notifier);
         builder.Services.AddHostedService<ZramdService>();
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);

@@ -1,26 +1,30 @@
 using System.Runtime.InteropServices;
-using Microsoft.Extensions.Logging;
 using ZramDaemon.Native;
 using ZramDaemon.Safety;
 
 namespace ZramDaemon.Hosting;
 
 /// <summary>
-/// SIGHUP's default action would end zramd at once, with every stored page and no stop sequence; admins send it out of
-/// habit after editing a configuration, which zramd reads only at start. So it is ignored from Main's first statement
-/// (a SIGHUP while the configuration loads killed zramd before), and each one is a warning once the log exists. A verb
-/// gives SIGHUP its default action back.
+/// SIGHUP is the reload (systemctl reload zramd). Its default action would end zramd at once, with every stored page
+/// and no stop sequence, so it is caught from Main's first statement (a SIGHUP while the configuration loads killed
+/// zramd before). Until the daemon serves, SIGHUPs are held; once it serves, each runs the reload it gave
+/// (<see cref="ReloadWith"/>), and those held run it once then (the file may have changed since it was read). While
+/// it stops they are dropped. Reloads run one at a time on a thread of their own, and SIGHUPs that come meanwhile
+/// make one more: a reload that blocks (a configuration on a FIFO, a hung filesystem) holds neither the signal's
+/// thread nor the stop. A verb gives SIGHUP its default action back.
 /// </summary>
-internal static partial class HangupSignal
+internal static class HangupSignal
 {
+    // Guards the registration, the reload, the count and whether a reload thread runs.
     private static readonly Lock Gate = new();
     private static PosixSignalRegistration? _registration;
-    private static ILogger? _logger;
+    private static Action? _reload;
+    private static bool _reloading;
 
-    /// <summary>SIGHUPs not logged yet: those before the log existed.</summary>
-    private static int _unlogged;
+    /// <summary>SIGHUPs not acted on yet.</summary>
+    private static int _held;
 
-    /// <summary>From now on SIGHUP is ignored. Call first in Main.</summary>
+    /// <summary>From now on SIGHUP no longer ends the process; it is held. Call first in Main.</summary>
     public static void Ignore()
     {
         lock (Gate)
@@ -32,7 +36,7 @@ internal static partial class HangupSignal
 
             // Already an I/O flusher at Main: this image is SwapSafety's re-exec, which ignored SIGHUP across execve (that
             // sets a handled signal back to its default). .NET installs no handler over an ignored signal, so there would
-            // be no warning: the default goes back for the microseconds until the handler is in.
+            // be no reload: the default goes back for the microseconds until the handler is in.
             if (IoThread.IsCurrentIoFlusher())
             {
                 Interop.Libc.Signal(Interop.Libc.SigHup, Interop.Libc.SigDfl);
@@ -52,36 +56,85 @@ internal static partial class HangupSignal
         }
     }
 
-    /// <summary>Each SIGHUP is a warning in <paramref name="logger"/> from now on, and those that came before are one
-    /// now; disposing stops that (before the logger is disposed), SIGHUP stays ignored.</summary>
-    public static IDisposable LogTo(ILogger logger)
+    /// <summary>Each SIGHUP runs <paramref name="reload"/> from now on, one at a time, and one held since Main runs it
+    /// now; after disposing (the stop) SIGHUP is dropped (a reload under way is not waited for).</summary>
+    public static IDisposable ReloadWith(Action reload)
     {
         Ignore();
-        Volatile.Write(ref _logger, logger);
-        LogUnlogged();
-        return new Unlogger();
+        lock (Gate)
+        {
+            _reload = reload;
+        }
+
+        RunHeld();
+        return new Unregistration();
     }
 
     private static void OnHangup(PosixSignalContext context)
     {
         context.Cancel = true;
-        Interlocked.Increment(ref _unlogged);
-        LogUnlogged();
+        lock (Gate)
+        {
+            _held++;
+        }
+
+        RunHeld();
     }
 
-    private static void LogUnlogged()
+    /// <summary>Starts the reload thread when SIGHUPs are held, a reload is set and none runs.</summary>
+    private static void RunHeld()
     {
-        if (Volatile.Read(ref _logger) is { } logger && Interlocked.Exchange(ref _unlogged, 0) > 0)
+        lock (Gate)
         {
-            LogHangupIgnored(logger);
+            if (_reload is null || _reloading || _held == 0)
+            {
+                return;
+            }
+
+            _reloading = true;
+        }
+
+        new Thread(ReloadWhileHeld) { IsBackground = true, Name = "zramd-reload" }.Start();
+    }
+
+    private static void ReloadWhileHeld()
+    {
+        while (true)
+        {
+            Action reload;
+            lock (Gate)
+            {
+                if (_reload is null || _held == 0)
+                {
+                    _reloading = false;
+                    return;
+                }
+
+                _held = 0;
+                reload = _reload;
+            }
+
+            try
+            {
+                reload();
+            }
+            catch (ObjectDisposedException)
+            {
+                // A reload that outlived the stop (it blocked reading): the log it would write to is gone.
+                return;
+            }
         }
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "SIGHUP ignored: zramd reads its configuration only at start and keeps running; a restart applies a new configuration, and empties the devices")]
-    private static partial void LogHangupIgnored(ILogger logger);
-
-    private sealed class Unlogger : IDisposable
+    private sealed class Unregistration : IDisposable
     {
-        public void Dispose() => Volatile.Write(ref _logger, null);
+        public void Dispose()
+        {
+            lock (Gate)
+            {
+                _reload = null;
+                _held = 0;
+            }
+        }
     }
 }

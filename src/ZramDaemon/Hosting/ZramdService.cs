@@ -17,7 +17,7 @@ namespace ZramDaemon.Hosting;
 /// Owns what the daemon serves: the devices, the NBD server and its listeners, the control socket, and the
 /// conversation with systemd. Start: devices, then listeners (all bound before any is served, so a bad address
 /// fails the start with nothing half-running), then the devices with <c>attach =</c> bound to their kernel
-/// /dev/nbdN, then READY=1. Stop (SIGTERM): STOPPING=1, detach those kernel devices (the kernel sends
+/// /dev/nbdN, then READY=1; from then on SIGHUP reloads (<see cref="ConfigurationReload"/>). Stop (SIGTERM): STOPPING=1, detach those kernel devices (the kernel sends
 /// NBD_CMD_DISC after its requests in flight), stop accepting, let requests in flight finish, close
 /// connections, then free the devices.
 /// </summary>
@@ -32,6 +32,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     private readonly ZramdConfiguration _config;
     private readonly ILoggerFactory _loggerFactory;
     private readonly SystemdNotifier _notifier;
+    private readonly ConfigurationReload _reload;
     private readonly ILogger _logger;
     private readonly List<ZramDevice> _devices = [];
     private readonly List<NbdListener> _listeners = [];
@@ -44,10 +45,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     private ControlServer? _control;
     private Task? _watchdog;
     private Task? _status;
+    private IDisposable? _hangup;
 
-    public ZramdService(ZramdConfiguration config, ILoggerFactory loggerFactory, SystemdNotifier notifier)
+    public ZramdService(ZramdConfiguration config, ILoggerFactory loggerFactory, SystemdNotifier notifier, ConfigurationReload reload)
     {
         _config = config;
+        _reload = reload;
         _loggerFactory = loggerFactory;
         _notifier = notifier;
         _logger = loggerFactory.CreateLogger("zramd");
@@ -189,6 +192,10 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         {
             _status = StatusAsync(_stopStatus.Token);
         }
+
+        // Serving: SIGHUP reloads from here on (a renewed TLS certificate), one held since Main now.
+        NbdServer server = _server;
+        _hangup = HangupSignal.ReloadWith(() => _reload.Run(server));
     }
 
     /// <summary>A device as configured. A writeback-file another process holds is a configuration error only the start
@@ -381,6 +388,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
+        // No reload from here on (one under way may still replace the TLS credentials: harmless).
+        _hangup?.Dispose();
+
         // No periodic STATUS= after STOPPING=1's "stopping".
         await _stopStatus.CancelAsync().ConfigureAwait(false);
         if (_status is not null)

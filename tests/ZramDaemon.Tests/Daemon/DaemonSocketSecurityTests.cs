@@ -23,7 +23,7 @@ public sealed class DaemonSocketSecurityTests
         .Select(f => (uint?)uint.Parse(f[2], CultureInfo.InvariantCulture))
         .FirstOrDefault();
 
-    private static int FreeTcpPort()
+    internal static int FreeTcpPort()
     {
         using var probe = new TcpListener(IPAddress.Loopback, 0);
         probe.Start();

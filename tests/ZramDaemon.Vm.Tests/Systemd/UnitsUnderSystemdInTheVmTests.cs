@@ -8,7 +8,7 @@ namespace ZramDaemon.Vm.Tests.Systemd;
 /// Debian 12's systemd (scripts/vm/initramfs.sh --systemd), its image holds zramd (the self-contained publish at
 /// /usr/bin/zramd), the units at /usr/lib/systemd/system and the modules-load file, as the package installs them,
 /// and <c>systemctl --root enable zramd.service zramd-swap.service mnt-zram.mount</c> enabled them. It boots to
-/// multi-user.target; guest/systemd.sh reports what it finds and powers off, and journald forwards everything to
+/// multi-user.target; guest/systemd.sh reports what it finds (and reloads zramd) and powers off, and journald forwards everything to
 /// the console, where this test reads the order in which the shutdown stopped the units.
 /// </summary>
 [Collection(VmCollection.Name)]
@@ -22,7 +22,7 @@ public sealed partial class UnitsUnderSystemdInTheVmTests(ITestOutputHelper outp
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
-    public void Zramd_swap_and_scratch_units_come_up_at_boot_and_poweroff_stops_swap_and_the_mount_before_zramd()
+    public void Zramd_swap_and_scratch_units_come_up_at_boot_reload_and_poweroff_stops_swap_and_the_mount_before_zramd()
     {
         string config = Path.Combine(_dir, "zramd.conf");
         File.WriteAllText(config, "[zram0]\nzram-size = 128M\n[zram1]\nzram-size = 64M\n");
@@ -67,6 +67,13 @@ public sealed partial class UnitsUnderSystemdInTheVmTests(ITestOutputHelper outp
         Assert.Equal(FillMib * 256L, run.Number("memfill.pages"));
         Assert.Equal(0, run.Number("memfill.bad_pages"));
         Assert.True(run.Number("memfill.swap_used_kib_after_fill") >= (FillMib - FillLimitMib - 16) * 1024L, "swap was barely used\n" + run.Console);
+
+        // systemctl reload (ExecReload: SIGHUP): the same zramd read its configuration again, nothing in it to wait
+        // for a restart, and stayed active.
+        Assert.Equal("0", run["reload_rc"]);
+        Assert.Equal("SIGHUP: configuration read again (/etc/zramd/zramd.conf): tls-mode = off; settings changed that wait for the next start: 0", run["reload.line"]);
+        Assert.Equal("yes", run["reload.same_pid"]);
+        Assert.Equal("active", run["reload.ActiveState"]);
 
         // mnt-zram.mount (through zramd-scratch.service): ext4 on /dev/nbd1 at /mnt/zram, with discard.
         Assert.Equal("active", run["zramd-scratch.service.ActiveState"]);

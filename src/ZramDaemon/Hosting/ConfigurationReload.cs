@@ -1,0 +1,112 @@
+using System.Globalization;
+using System.Security.Cryptography.X509Certificates;
+using Microsoft.Extensions.Logging;
+using Nbd;
+using ZramDaemon.Configuration;
+
+namespace ZramDaemon.Hosting;
+
+/// <summary>
+/// What SIGHUP (systemctl reload zramd) does: reads the configuration again from the sources it came from at start
+/// (the file, ZRAMD_*, the command line) and applies what can change while the devices hold data: the TLS
+/// certificate, its key and the client authorities, for the handshakes that follow (a renewed certificate, as
+/// nginx takes one). Every other setting shapes a device, a socket or the process, and applying it means a restart,
+/// which empties the devices: each that differs is one warning, and it waits for the next start. A configuration
+/// that no longer loads is one error line naming the key, as at start, and nothing changes.
+/// </summary>
+internal sealed partial class ConfigurationReload
+{
+    private readonly Func<ZramdConfiguration> _load;
+    private readonly ILogger _logger;
+    private ZramdConfiguration _running;
+
+    /// <param name="load">Reads the configuration as at start.</param>
+    /// <param name="running">The configuration the daemon started with.</param>
+    public ConfigurationReload(Func<ZramdConfiguration> load, ZramdConfiguration running, ILogger logger)
+    {
+        _load = load;
+        _running = running;
+        _logger = logger;
+    }
+
+    /// <summary>Reloads (see the class). Not concurrently with itself. systemd is not told (RELOADING=1, READY=1): a
+    /// reload that blocks reading would leave the unit reloading for good; `systemctl reload` returns once the signal
+    /// is sent, as for nginx's kill -HUP, and the log says when it is done.</summary>
+    public void Run(NbdServer server)
+    {
+        ZramdConfiguration fresh;
+        try
+        {
+            fresh = _load();
+        }
+        catch (ConfigurationException e)
+        {
+            LogNotReloaded(_logger, e.Message);
+            return;
+        }
+
+        string tls = "tls-mode = off";
+        if (fresh.TlsMode == _running.TlsMode && fresh.TlsMode != NbdTlsMode.Off)
+        {
+            try
+            {
+                server.ReplaceTlsCredentials(fresh.TlsCertificate!, fresh.TlsClientAuthorities);
+            }
+            catch (ArgumentException e)
+            {
+                LogNotReloaded(_logger, e.Message);
+                return;
+            }
+
+            _running = _running with
+            {
+                TlsCertificatePath = fresh.TlsCertificatePath,
+                TlsKeyPath = fresh.TlsKeyPath,
+                TlsCertificate = fresh.TlsCertificate,
+                TlsClientCaPath = fresh.TlsClientCaPath,
+                TlsClientAuthorities = fresh.TlsClientAuthorities,
+            };
+            tls = "TLS certificate " + Describe(fresh.TlsCertificate!) + ", client authorities: "
+                + (fresh.TlsClientAuthorities is { } authorities ? $"{authorities.Count} from {fresh.TlsClientCaPath}" : "none");
+        }
+
+        int waiting = 0;
+        var running = ConfigurationReport.Settings(_running).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
+        var read = ConfigurationReport.Settings(fresh).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
+        foreach ((string key, string value) in read)
+        {
+            string now = running.GetValueOrDefault(key, NotSet);
+            if (now != value)
+            {
+                LogNeedsRestart(_logger, key, value, now);
+                waiting++;
+            }
+        }
+
+        foreach ((string key, string now) in running)
+        {
+            if (!read.ContainsKey(key))
+            {
+                LogNeedsRestart(_logger, key, NotSet, now);
+                waiting++;
+            }
+        }
+
+        LogReloaded(_logger, fresh.ConfigPath ?? "none (embedded default)", tls, waiting);
+    }
+
+    private const string NotSet = "(not set)";
+
+    /// <summary>"CN=host, valid until 2027-03-01, SHA-256 AB12...": enough for an admin to tell a renewed certificate.</summary>
+    private static string Describe(X509Certificate2 certificate) => string.Create(CultureInfo.InvariantCulture,
+        $"{certificate.Subject}, valid until {certificate.NotAfter.ToUniversalTime():yyyy-MM-dd HH:mm} UTC, SHA-256 {certificate.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256)[..16]}");
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "SIGHUP: configuration read again ({Path}): {Tls}; settings changed that wait for the next start: {Waiting}")]
+    private static partial void LogReloaded(ILogger logger, string path, string tls, int waiting);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "SIGHUP: {Key} = {Value} in the configuration, {Running} while running: it applies at the next start, and a restart empties the devices")]
+    private static partial void LogNeedsRestart(ILogger logger, string key, string value, string running);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: configuration not reloaded, zramd runs on with the one it has: {Reason}")]
+    private static partial void LogNotReloaded(ILogger logger, string reason);
+}
