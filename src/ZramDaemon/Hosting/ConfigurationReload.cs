@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography.X509Certificates;
 using Microsoft.Extensions.Logging;
 using Nbd;
+using Serilog.Core;
 using ZramDaemon.Configuration;
 
 namespace ZramDaemon.Hosting;
@@ -10,22 +11,25 @@ namespace ZramDaemon.Hosting;
 /// What SIGHUP (systemctl reload zramd) does: reads the configuration again from the sources it came from at start
 /// (the file, ZRAMD_*, the command line) and applies what can change while the devices hold data: the TLS
 /// certificate, its key and the client authorities, for the handshakes that follow (a renewed certificate, as
-/// nginx takes one). Every other setting shapes a device, a socket or the process, and applying it means a restart,
+/// nginx takes one), and log-level (debug for a while, without losing what the devices hold). Every other setting shapes a device, a socket or the process, and applying it means a restart,
 /// which empties the devices: each that differs is one warning, and it waits for the next start. A configuration
 /// that no longer loads is one error line naming the key, as at start, and nothing changes.
 /// </summary>
 internal sealed partial class ConfigurationReload
 {
     private readonly Func<ZramdConfiguration> _load;
+    private readonly LoggingLevelSwitch _level;
     private readonly ILogger _logger;
     private ZramdConfiguration _running;
 
     /// <param name="load">Reads the configuration as at start.</param>
     /// <param name="running">The configuration the daemon started with.</param>
-    public ConfigurationReload(Func<ZramdConfiguration> load, ZramdConfiguration running, ILogger logger)
+    /// <param name="level">The daemon's log level, which log-level sets.</param>
+    public ConfigurationReload(Func<ZramdConfiguration> load, ZramdConfiguration running, LoggingLevelSwitch level, ILogger logger)
     {
         _load = load;
         _running = running;
+        _level = level;
         _logger = logger;
     }
 
@@ -70,6 +74,10 @@ internal sealed partial class ConfigurationReload
                 + (fresh.TlsClientAuthorities is { } authorities ? $"{authorities.Count} from {fresh.TlsClientCaPath}" : "none");
         }
 
+        // Before the lines below, so that they are logged at the new level (a reload to warning says only what waits).
+        _level.MinimumLevel = fresh.LogLevel;
+        _running = _running with { LogLevel = fresh.LogLevel };
+
         int waiting = 0;
         var running = ConfigurationReport.Settings(_running).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
         var read = ConfigurationReport.Settings(fresh).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
@@ -92,7 +100,7 @@ internal sealed partial class ConfigurationReload
             }
         }
 
-        LogReloaded(_logger, fresh.ConfigPath ?? "none (embedded default)", tls, waiting);
+        LogReloaded(_logger, fresh.ConfigPath ?? "none (embedded default)", LogLevelNames.Name(fresh.LogLevel), tls, waiting);
     }
 
     private const string NotSet = "(not set)";
@@ -101,8 +109,8 @@ internal sealed partial class ConfigurationReload
     private static string Describe(X509Certificate2 certificate) => string.Create(CultureInfo.InvariantCulture,
         $"{certificate.Subject}, valid until {certificate.NotAfter.ToUniversalTime():yyyy-MM-dd HH:mm} UTC, SHA-256 {certificate.GetCertHashString(System.Security.Cryptography.HashAlgorithmName.SHA256)[..16]}");
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "SIGHUP: configuration read again ({Path}): {Tls}; settings changed that wait for the next start: {Waiting}")]
-    private static partial void LogReloaded(ILogger logger, string path, string tls, int waiting);
+    [LoggerMessage(Level = LogLevel.Information, Message = "SIGHUP: configuration read again ({Path}): log-level = {Level}, {Tls}; settings changed that wait for the next start: {Waiting}")]
+    private static partial void LogReloaded(ILogger logger, string path, string level, string tls, int waiting);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "SIGHUP: {Key} = {Value} in the configuration, {Running} while running: it applies at the next start, and a restart empties the devices")]
     private static partial void LogNeedsRestart(ILogger logger, string key, string value, string running);

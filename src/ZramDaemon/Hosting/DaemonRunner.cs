@@ -31,7 +31,8 @@ internal static partial class DaemonRunner
             return e.ExitCode;
         }
 
-        using Serilog.Core.Logger serilog = DaemonLogging.Create(config.LogLevel, facts.Environment);
+        var level = new Serilog.Core.LoggingLevelSwitch(config.LogLevel);
+        using Serilog.Core.Logger serilog = DaemonLogging.Create(level, facts.Environment);
         using var loggerFactory = new SerilogLoggerFactory(serilog);
         ILogger logger = loggerFactory.CreateLogger("zramd");
         ConfigurationReport.Log(logger, config);
@@ -44,7 +45,7 @@ internal static partial class DaemonRunner
         builder.Services.AddSingleton(config);
 
         // SIGHUP, held since Main, reloads once zramd serves (ZramdService): the configuration read as above.
-        builder.Services.AddSingleton(new ConfigurationReload(() => ConfigurationLoader.Load(flags, SystemFacts.Current()), config, logger));
+        builder.Services.AddSingleton(new ConfigurationReload(() => ConfigurationLoader.Load(flags, SystemFacts.Current()), config, level, logger));
         builder.Services.AddSingleton(notifier);
         builder.Services.AddHostedService<ZramdService>();
         builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);

@@ -15,12 +15,13 @@ public static class DaemonLogging
     private const string JournalTemplate = "{SyslogPriority:l}{Message:lj}{NewLine}{Exception}";
     private const string TerminalTemplate = "{Timestamp:HH:mm:ss.fff} {Level:u3} {Message:lj}{NewLine}{Exception}";
 
-    public static Logger Create(LogEventLevel minimumLevel, IReadOnlyDictionary<string, string> environment)
+    /// <param name="level">The minimum level, which a reload may change while the logger runs (log-level).</param>
+    public static Logger Create(LoggingLevelSwitch level, IReadOnlyDictionary<string, string> environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
         bool journal = UnderJournal(environment);
         return new LoggerConfiguration()
-            .MinimumLevel.Is(minimumLevel)
+            .MinimumLevel.ControlledBy(level)
             .MinimumLevel.Override("Microsoft", LogEventLevel.Warning)
 
             // The host logs a failed start with a stack trace; zramd says it once, plainly (DaemonRunner).

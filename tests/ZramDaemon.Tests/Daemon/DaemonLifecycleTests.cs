@@ -160,7 +160,7 @@ public sealed partial class DaemonLifecycleTests : IDisposable
             Thread.Sleep(50);
         }
 
-        Assert.True(daemon.Process.StandardError.Contains("SIGHUP: configuration read again (none (embedded default)): tls-mode = off; settings changed that wait for the next start: 0", StringComparison.Ordinal),
+        Assert.True(daemon.Process.StandardError.Contains("SIGHUP: configuration read again (none (embedded default)): log-level = info, tls-mode = off; settings changed that wait for the next start: 0", StringComparison.Ordinal),
             $"no reload ({masks}); stderr:\n{daemon.Process.StandardError}");
         ClientTool.Run("nbdinfo", ["--size", daemon.Uri()]).EnsureSuccess();
         Assert.Equal(0, daemon.Stop());

@@ -6,7 +6,7 @@ namespace ZramDaemon.Tests.Daemon;
 
 /// <summary>
 /// SIGHUP (systemctl reload zramd) reads the configuration again: the TLS certificate, key and client authorities
-/// apply to the handshakes that follow; any other setting that changed is a warning (it waits for the next start,
+/// apply to the handshakes that follow, log-level at once; any other setting that changed is a warning (it waits for the next start,
 /// since a restart empties the devices); a configuration that no longer loads is one error line and changes nothing.
 /// Real libnbd clients over TCP on loopback, so that they check the certificate zramd presents against its host name.
 /// </summary>
@@ -16,7 +16,7 @@ public sealed class DaemonReloadTests
     private const string NotReloaded = "SIGHUP: configuration not reloaded";
 
     [Fact]
-    public void Sighup_applies_a_renewed_certificate_and_new_client_authorities_and_keeps_the_data()
+    public void Sighup_applies_a_renewed_certificate_new_client_authorities_and_log_level_and_keeps_the_data()
     {
         int port = DaemonSocketSecurityTests.FreeTcpPort();
         using RunningDaemon daemon = RunningDaemon.StartWithConfig(
@@ -50,12 +50,17 @@ public sealed class DaemonReloadTests
             h.shutdown()
             """).EnsureSuccess();
 
-        // A renewed certificate (a new key, at the same paths), an authority for clients, and a setting that needs a restart.
+        // At log-level info, connections are not logged.
+        Assert.DoesNotContain(" opened", daemon.Process.StandardError, StringComparison.Ordinal);
+
+        // A renewed certificate (a new key, at the same paths), an authority for clients, log-level debug, and a
+        // setting that needs a restart.
         string renewed = WriteServerCertificate(dir, "new");
         string authority = Configuration.TestCertificate.WriteClientAuthority(Path.Combine(dir, "trusted"));
-        File.WriteAllText(config, File.ReadAllText(config).Replace("[zram0]", $"tls-client-ca = {authority}\nmax-connections = 7\n[zram0]", StringComparison.Ordinal));
+        File.WriteAllText(config, File.ReadAllText(config).Replace("[zram0]", $"tls-client-ca = {authority}\nlog-level = debug\nmax-connections = 7\n[zram0]", StringComparison.Ordinal));
         Hangup(daemon, Reloaded, 1);
         string log = daemon.Process.StandardError;
+        Assert.Contains($"): log-level = debug, TLS certificate CN=localhost, valid until ", log, StringComparison.Ordinal);
         Assert.Contains($"SHA-256 {Sha256(renewed)[..16]}, client authorities: 1 from {authority}", log, StringComparison.Ordinal);
         Assert.Contains("SIGHUP: max-connections = 7 in the configuration, 256 while running: it applies at the next start", log, StringComparison.Ordinal);
         Assert.Contains("settings changed that wait for the next start: 1", log, StringComparison.Ordinal);
@@ -71,6 +76,7 @@ public sealed class DaemonReloadTests
             assert h.pread(1 << 20, 0) == bytes(range(256)) * 4096
             h.shutdown()
             """).EnsureSuccess();
+        Assert.Contains(" opened", daemon.Process.StandardError, StringComparison.Ordinal); // debug, from the reload on
 
         // A configuration that no longer loads (the authorities' file gone) is one line naming the key; what runs stays.
         File.Move(authority, authority + ".gone");

@@ -71,7 +71,7 @@ public sealed partial class UnitsUnderSystemdInTheVmTests(ITestOutputHelper outp
         // systemctl reload (ExecReload: SIGHUP): the same zramd read its configuration again, nothing in it to wait
         // for a restart, and stayed active.
         Assert.Equal("0", run["reload_rc"]);
-        Assert.Equal("SIGHUP: configuration read again (/etc/zramd/zramd.conf): tls-mode = off; settings changed that wait for the next start: 0", run["reload.line"]);
+        Assert.Equal("SIGHUP: configuration read again (/etc/zramd/zramd.conf): log-level = info, tls-mode = off; settings changed that wait for the next start: 0", run["reload.line"]);
         Assert.Equal("yes", run["reload.same_pid"]);
         Assert.Equal("active", run["reload.ActiveState"]);
 
