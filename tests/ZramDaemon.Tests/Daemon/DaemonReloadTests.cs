@@ -26,18 +26,8 @@ public sealed class DaemonReloadTests
         string config = Path.Combine(dir, "zramd.conf");
 
         // libnbd's tls-certificates directory: the server certificate it trusts as ca-cert.pem, and a client certificate.
-        string Client(string name, string trustedServer, string? clientIssuer = null)
-        {
-            string client = Path.Combine(dir, "client-" + name);
-            Directory.CreateDirectory(client);
-            File.Copy(Path.Combine(dir, trustedServer + ".pem"), Path.Combine(client, "ca-cert.pem"));
-            foreach (string file in clientIssuer is null ? [] : (string[])["client-cert.pem", "client-key.pem"])
-            {
-                File.Copy(Path.Combine(dir, clientIssuer!, file), Path.Combine(client, file));
-            }
-
-            return $"nbds://localhost:{port}/zram0?tls-certificates={client}";
-        }
+        string Client(string name, string trustedServer, string? clientIssuer = null) =>
+            $"nbds://localhost:{port}/zram0?tls-certificates={TlsConfigFile.ClientDirectory(dir, name, Path.Combine(dir, trustedServer + ".pem"), clientIssuer)}";
 
         bool Served(string uri) => ClientTool.Run("nbdinfo", ["--size", uri]).ExitCode == 0;
 
@@ -108,13 +98,11 @@ public sealed class DaemonReloadTests
     private static int Occurrences(string log, string text) => log.Split(text).Length - 1;
 
     /// <summary>A self-signed server certificate for localhost written as NAME.pem, its key as key.pem (replacing
-    /// the one before, as a renewal does); returns the certificate's path.</summary>
+    /// the one before, as a renewal does), and copied to cert.pem, which the configuration names; returns that path.</summary>
     private static string WriteServerCertificate(string dir, string name)
     {
         string certificate = Path.Combine(dir, name + ".pem");
-        ClientTool.Run("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", Path.Combine(dir, "key.pem"), "-out", certificate, "-days", "2", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost"]).EnsureSuccess();
+        TlsConfigFile.WriteCertificate(certificate, Path.Combine(dir, "key.pem"));
         File.Copy(certificate, Path.Combine(dir, "cert.pem"), overwrite: true);
         return Path.Combine(dir, "cert.pem");
     }

@@ -149,18 +149,8 @@ public sealed class DaemonSocketSecurityTests
         Configuration.TestCertificate.WriteClientAuthority(Path.Combine(daemon.Directory, "foreign"));
 
         // libnbd's directory: the server's certificate as ca-cert.pem and, but for "none", a client certificate and key.
-        string Uri(string name, string? issuer)
-        {
-            string dir = Path.Combine(daemon.Directory, "client-" + name);
-            Directory.CreateDirectory(dir);
-            File.Copy(Path.Combine(daemon.Directory, "cert.pem"), Path.Combine(dir, "ca-cert.pem"));
-            foreach (string file in issuer is null ? [] : (string[])["client-cert.pem", "client-key.pem"])
-            {
-                File.Copy(Path.Combine(daemon.Directory, issuer!, file), Path.Combine(dir, file));
-            }
-
-            return $"nbds+unix:///zram0?socket={daemon.Socket}&tls-certificates={dir}";
-        }
+        string Uri(string name, string? issuer) =>
+            $"nbds+unix:///zram0?socket={daemon.Socket}&tls-certificates={TlsConfigFile.ClientDirectory(daemon.Directory, name, Path.Combine(daemon.Directory, "cert.pem"), issuer)}";
 
         string good = Uri("good", "trusted");
         Assert.Equal("16777216", ClientTool.Run("nbdinfo", ["--size", good]).EnsureSuccess().Stdout.Trim());
