@@ -4,6 +4,8 @@ using Microsoft.Extensions.Logging;
 using Nbd;
 using Serilog.Core;
 using ZramDaemon.Configuration;
+using ZramDaemon.Control;
+using ZramDaemon.Device;
 
 namespace ZramDaemon.Hosting;
 
@@ -11,9 +13,13 @@ namespace ZramDaemon.Hosting;
 /// What SIGHUP (systemctl reload zramd) does: reads the configuration again from the sources it came from at start
 /// (the file, ZRAMD_*, the command line) and applies what can change while the devices hold data: the TLS
 /// certificate, its key and the client authorities, for the handshakes that follow (a renewed certificate, as
-/// nginx takes one), and log-level (debug for a while, without losing what the devices hold). Every other setting shapes a device, a socket or the process, and applying it means a restart,
-/// which empties the devices: each that differs is one warning, and it waits for the next start. A configuration
-/// that no longer loads is one error line naming the key, as at start, and nothing changes.
+/// nginx takes one), log-level (debug for a while, without losing what the devices hold), and a device's
+/// zram-resident-limit, compression-algorithm and writeback-limit, as `zramd set` sets them at run time (mem_limit,
+/// comp_algorithm, writeback_limit), each only when the file's value changed since it was read: a value set with
+/// `zramd set` meanwhile stays unless the file changes it. Every other setting shapes a device, a socket or the
+/// process, and applying it means a restart, which empties the devices: each that differs is one warning, and it
+/// waits for the next start. A configuration that no longer loads is one error line naming the key, as at start,
+/// and nothing changes.
 /// </summary>
 internal sealed partial class ConfigurationReload
 {
@@ -36,7 +42,7 @@ internal sealed partial class ConfigurationReload
     /// <summary>Reloads (see the class). Not concurrently with itself. systemd is not told (RELOADING=1, READY=1): a
     /// reload that blocks reading would leave the unit reloading for good; `systemctl reload` returns once the signal
     /// is sent, as for nginx's kill -HUP, and the log says when it is done.</summary>
-    public void Run(NbdServer server)
+    public void Run(NbdServer server, IReadOnlyList<ZramDevice> devices)
     {
         ZramdConfiguration fresh;
         try
@@ -76,7 +82,7 @@ internal sealed partial class ConfigurationReload
 
         // Before the lines below, so that they are logged at the new level (a reload to warning says only what waits).
         _level.MinimumLevel = fresh.LogLevel;
-        _running = _running with { LogLevel = fresh.LogLevel };
+        _running = _running with { LogLevel = fresh.LogLevel, Devices = _running.Devices.Select(d => ApplyDevice(d, fresh, devices)).ToList() };
 
         int waiting = 0;
         var running = ConfigurationReport.Settings(_running).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
@@ -103,6 +109,49 @@ internal sealed partial class ConfigurationReload
         LogReloaded(_logger, fresh.ConfigPath ?? "none (embedded default)", LogLevelNames.Name(fresh.LogLevel), tls, waiting);
     }
 
+    /// <summary>The device's run-time settings the file changed, applied as `zramd set` applies them; returns what the
+    /// device now runs with (a setting refused keeps its running value, and so waits for the next start).</summary>
+    private DeviceConfiguration ApplyDevice(DeviceConfiguration running, ZramdConfiguration fresh, IReadOnlyList<ZramDevice> devices)
+    {
+        if (fresh.Devices.FirstOrDefault(d => d.Name == running.Name) is not { } read || devices.FirstOrDefault(d => d.Name == running.Name) is not { } device)
+        {
+            return running;
+        }
+
+        DeviceConfiguration applied = running;
+        if (read.MemLimit != running.MemLimit && Set(device, DeviceSetting.MemLimit, read.MemLimit.ToString(CultureInfo.InvariantCulture)))
+        {
+            applied = applied with { MemLimit = read.MemLimit };
+        }
+
+        if (read.Algorithm != running.Algorithm && Set(device, DeviceSetting.CompAlgorithm, read.Algorithm))
+        {
+            applied = applied with { Algorithm = read.Algorithm };
+        }
+
+        if (read.WritebackLimitPerDay != running.WritebackLimitPerDay && Set(device, DeviceSetting.WritebackLimit, read.WritebackLimitPerDay.ToString(CultureInfo.InvariantCulture)))
+        {
+            applied = applied with { WritebackLimitPerDay = read.WritebackLimitPerDay };
+        }
+
+        return applied;
+    }
+
+    private bool Set(ZramDevice device, string key, string value)
+    {
+        ControlReply reply = DeviceRegistry.Set(device, key, value);
+        if (reply.Ok)
+        {
+            LogSet(_logger, reply.Text!);
+        }
+        else
+        {
+            LogNotSet(_logger, device.Name, reply.Error!);
+        }
+
+        return reply.Ok;
+    }
+
     private const string NotSet = "(not set)";
 
     /// <summary>"CN=host, valid until 2027-03-01, SHA-256 AB12...": enough for an admin to tell a renewed certificate.</summary>
@@ -114,6 +163,12 @@ internal sealed partial class ConfigurationReload
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "SIGHUP: {Key} = {Value} in the configuration, {Running} while running: it applies at the next start, and a restart empties the devices")]
     private static partial void LogNeedsRestart(ILogger logger, string key, string value, string running);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "SIGHUP: {Applied}")]
+    private static partial void LogSet(ILogger logger, string applied);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: {Device}: {Reason}")]
+    private static partial void LogNotSet(ILogger logger, string device, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: configuration not reloaded, zramd runs on with the one it has: {Reason}")]
     private static partial void LogNotReloaded(ILogger logger, string reason);

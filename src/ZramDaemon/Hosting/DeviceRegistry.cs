@@ -252,7 +252,8 @@ internal sealed class DeviceRegistry : IControlHandler
     /// <summary>An explicit max_pages=0: a run on nothing, as the kernel's recompress (not "no limit").</summary>
     private static bool NoPages(string? maxPages) => maxPages is not null && MaxPages(maxPages) == 0;
 
-    private static ControlReply Set(ZramDevice device, string key, string value)
+    /// <summary>`zramd set NAME KEY=VALUE` on <paramref name="device"/>; a reload applies a changed file this way too.</summary>
+    internal static ControlReply Set(ZramDevice device, string key, string value)
     {
         if (!DeviceSetting.TryParse(key, value, out DeviceSetting setting, out string error))
         {

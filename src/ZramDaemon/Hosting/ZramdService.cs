@@ -195,7 +195,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         // Serving: SIGHUP reloads from here on (a renewed TLS certificate), one held since Main now.
         NbdServer server = _server;
-        _hangup = HangupSignal.ReloadWith(() => _reload.Run(server));
+        _hangup = HangupSignal.ReloadWith(() => _reload.Run(server, _devices));
     }
 
     /// <summary>A device as configured. A writeback-file another process holds is a configuration error only the start

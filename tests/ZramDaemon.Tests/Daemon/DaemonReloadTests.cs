@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Text.Json;
 
 namespace ZramDaemon.Tests.Daemon;
 
@@ -76,6 +77,74 @@ public sealed class DaemonReloadTests
         Assert.False(Served(Client("new-without-certificate-after", "new")), "a failed reload dropped the client check");
         Assert.Equal(0, daemon.Stop());
     }
+
+    /// <summary>
+    /// A device's zram-resident-limit, compression-algorithm and writeback-limit changed in the file apply on reload,
+    /// as `zramd set` applies mem_limit, comp_algorithm and writeback_limit; one the file did not change keeps what
+    /// `zramd set` gave it; one `zramd set` refuses is an error line and waits for the next start; one the start's
+    /// checks refuse leaves the configuration unloaded. The stored data stays readable throughout.
+    /// </summary>
+    [Fact]
+    public void Sighup_applies_the_device_settings_zramd_set_changes_when_the_file_changed_them()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir =>
+            $"[zram0]\nzram-size = 16M\nzram-resident-limit = 8M\nwriteback-file = {dir}/zram0.wb\nwriteback-limit = 1M\n");
+        string config = Path.Combine(daemon.Directory, "zramd.conf");
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            h.pwrite(b"zramd reload " * 81920, 0, nbd.CMD_FLAG_FUA)
+            h.shutdown()
+            """).EnsureSuccess();
+
+        // Set at run time, then a reload of an unchanged file: the value set stays.
+        Assert.Equal(0, daemon.Cli("set", "zram0", "mem_limit=12M").ExitCode);
+        Hangup(daemon, Reloaded, 1);
+        Assert.Equal(12L << 20, daemon.Status().GetProperty("mem_limit").GetInt64());
+        Assert.Equal(1L << 20, daemon.Status().GetProperty("writeback_limit").GetInt64());
+
+        // The file changes all three: each applies, nothing waits.
+        File.WriteAllText(config, File.ReadAllText(config)
+            .Replace("zram-resident-limit = 8M", "zram-resident-limit = 10M\ncompression-algorithm = zstd", StringComparison.Ordinal)
+            .Replace("writeback-limit = 1M", "writeback-limit = 2M", StringComparison.Ordinal));
+        Hangup(daemon, Reloaded, 1);
+        JsonElement status = daemon.Status();
+        Assert.Equal(10L << 20, status.GetProperty("mem_limit").GetInt64());
+        Assert.StartsWith("zstd", status.GetProperty("algorithm").GetString(), StringComparison.Ordinal);
+        Assert.Equal(2L << 20, status.GetProperty("writeback_limit").GetInt64());
+        Assert.Contains("SIGHUP: zram0: mem_limit = 10M", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.EndsWith("settings changed that wait for the next start: 0", LastLine(daemon, Reloaded));
+
+        // A limit below the device's minimum: the configuration does not load (the check of the start), nothing changes.
+        File.WriteAllText(config, File.ReadAllText(config).Replace("zram-resident-limit = 10M", "zram-resident-limit = 4K", StringComparison.Ordinal));
+        Hangup(daemon, NotReloaded, 1);
+        Assert.Contains("[zram0] zram-resident-limit = '4K'", LastLine(daemon, NotReloaded), StringComparison.Ordinal);
+        Assert.Equal(10L << 20, daemon.Status().GetProperty("mem_limit").GetInt64());
+
+        // What `zramd set` refuses, a fifth algorithm (a device keeps four), is an error line, and waits for the next start.
+        string text = File.ReadAllText(config).Replace("zram-resident-limit = 4K", "zram-resident-limit = 10M", StringComparison.Ordinal);
+        foreach (string algorithm in new[] { "lz4hc", "zstd:5", "lz4:2" })
+        {
+            text = text.Replace(text[text.IndexOf("compression-algorithm = ", StringComparison.Ordinal)..].Split('\n')[0], "compression-algorithm = " + algorithm, StringComparison.Ordinal);
+            File.WriteAllText(config, text);
+            Hangup(daemon, Reloaded, 1);
+        }
+
+        Assert.Contains("SIGHUP: zram0: comp_algorithm: zram0 has used 4 algorithm settings", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.Contains("SIGHUP: [zram0] compression-algorithm = lz4:2 in the configuration, zstd:5 while running", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.Equal("zstd:5", daemon.Status().GetProperty("algorithm").GetString());
+
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            assert h.pread(13 * 81920, 0) == b"zramd reload " * 81920
+            h.shutdown()
+            """).EnsureSuccess();
+        Assert.Equal(0, daemon.Stop());
+    }
+
+    private static string LastLine(RunningDaemon daemon, string text) =>
+        daemon.Process.StandardError.Split('\n').Last(l => l.Contains(text, StringComparison.Ordinal)).TrimEnd();
 
     /// <summary>Sends SIGHUP and waits for the <paramref name="count"/>th new line with <paramref name="text"/>.</summary>
     private static void Hangup(RunningDaemon daemon, string text, int count)
