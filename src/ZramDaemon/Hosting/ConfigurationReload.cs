@@ -26,6 +26,11 @@ internal sealed partial class ConfigurationReload
     private readonly Func<ZramdConfiguration> _load;
     private readonly LoggingLevelSwitch _level;
     private readonly ILogger _logger;
+
+    // Held while a reload applies what it read (bounded work; never while it reads, which may block): the stop takes
+    // it to end reloads, so that none touches a device being freed.
+    private readonly Lock _gate = new();
+    private bool _stopped;
     private ZramdConfiguration _running;
 
     /// <param name="load">Reads the configuration as at start.</param>
@@ -44,16 +49,46 @@ internal sealed partial class ConfigurationReload
     /// is sent, as for nginx's kill -HUP, and the log says when it is done.</summary>
     public void Run(NbdServer server, IReadOnlyList<ZramDevice> devices)
     {
-        ZramdConfiguration fresh;
+        ZramdConfiguration? fresh = null;
+        string? refused = null;
         try
         {
             fresh = _load();
         }
         catch (ConfigurationException e)
         {
-            LogNotReloaded(_logger, e.Message);
-            return;
+            refused = e.Message;
         }
+
+        lock (_gate)
+        {
+            if (_stopped)
+            {
+                return;
+            }
+
+            if (fresh is null)
+            {
+                LogNotReloaded(_logger, refused!);
+                return;
+            }
+
+            Apply(fresh, server, devices);
+        }
+    }
+
+    /// <summary>The stop: waits for a reload that is applying what it read, and ends reloads (one still reading, or
+    /// blocked reading, applies nothing).</summary>
+    public void Stop()
+    {
+        lock (_gate)
+        {
+            _stopped = true;
+        }
+    }
+
+    private void Apply(ZramdConfiguration fresh, NbdServer server, IReadOnlyList<ZramDevice> devices)
+    {
 
         string tls = "tls-mode = off";
         if (fresh.TlsMode == _running.TlsMode && fresh.TlsMode != NbdTlsMode.Off)

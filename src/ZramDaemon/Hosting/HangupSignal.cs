@@ -57,7 +57,8 @@ internal static class HangupSignal
     }
 
     /// <summary>Each SIGHUP runs <paramref name="reload"/> from now on, one at a time, and one held since Main runs it
-    /// now; after disposing (the stop) SIGHUP is dropped (a reload under way is not waited for).</summary>
+    /// now; after disposing (the stop) SIGHUP is dropped. A reload under way is not waited for: it must end itself
+    /// (<see cref="ConfigurationReload.Stop"/>).</summary>
     public static IDisposable ReloadWith(Action reload)
     {
         Ignore();
@@ -114,15 +115,7 @@ internal static class HangupSignal
                 reload = _reload;
             }
 
-            try
-            {
-                reload();
-            }
-            catch (ObjectDisposedException)
-            {
-                // A reload that outlived the stop (it blocked reading): the log it would write to is gone.
-                return;
-            }
+            reload();
         }
     }
 

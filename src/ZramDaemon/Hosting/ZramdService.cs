@@ -17,9 +17,9 @@ namespace ZramDaemon.Hosting;
 /// Owns what the daemon serves: the devices, the NBD server and its listeners, the control socket, and the
 /// conversation with systemd. Start: devices, then listeners (all bound before any is served, so a bad address
 /// fails the start with nothing half-running), then the devices with <c>attach =</c> bound to their kernel
-/// /dev/nbdN, then READY=1; from then on SIGHUP reloads (<see cref="ConfigurationReload"/>). Stop (SIGTERM): STOPPING=1, detach those kernel devices (the kernel sends
-/// NBD_CMD_DISC after its requests in flight), stop accepting, let requests in flight finish, close
-/// connections, then free the devices.
+/// /dev/nbdN, then READY=1; from then on SIGHUP reloads (<see cref="ConfigurationReload"/>). Stop (SIGTERM): no
+/// more reloads, STOPPING=1, detach those kernel devices (the kernel sends NBD_CMD_DISC after its requests in
+/// flight), stop accepting, let requests in flight finish, close connections, then free the devices.
 /// </summary>
 internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 {
@@ -388,8 +388,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async Task StopAsync(CancellationToken cancellationToken)
     {
-        // No reload from here on (one under way may still replace the TLS credentials: harmless).
+        // No reload from here on: none starts, one applying finishes first, one still reading the file applies nothing.
         _hangup?.Dispose();
+        _reload.Stop();
 
         // No periodic STATUS= after STOPPING=1's "stopping".
         await _stopStatus.CancelAsync().ConfigureAwait(false);
