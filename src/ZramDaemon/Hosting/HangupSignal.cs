@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using ZramDaemon.Native;
-using ZramDaemon.Safety;
 
 namespace ZramDaemon.Hosting;
 
@@ -34,13 +33,11 @@ internal static class HangupSignal
                 return;
             }
 
-            // Already an I/O flusher at Main: this image is SwapSafety's re-exec, which ignored SIGHUP across execve (that
-            // sets a handled signal back to its default). .NET installs no handler over an ignored signal, so there would
-            // be no reload: the default goes back for the microseconds until the handler is in.
-            if (IoThread.IsCurrentIoFlusher())
-            {
-                Interop.Libc.Signal(Interop.Libc.SigHup, Interop.Libc.SigDfl);
-            }
+            // SIGHUP may come in ignored: from nohup or a shell's trap '' HUP, or from SwapSafety's re-exec, which
+            // ignored it across execve (that sets a handled signal back to its default). .NET installs no handler over
+            // an ignored signal, so there would be no reload: the default goes back for the microseconds until the
+            // handler is in, as a daemon that handles SIGHUP sets its own disposition whatever it inherited.
+            Interop.Libc.Signal(Interop.Libc.SigHup, Interop.Libc.SigDfl);
 
             _registration = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnHangup);
         }

@@ -146,6 +146,36 @@ public sealed class DaemonReloadTests
     private static string LastLine(RunningDaemon daemon, string text) =>
         daemon.Process.StandardError.Split('\n').Last(l => l.Contains(text, StringComparison.Ordinal)).TrimEnd();
 
+    /// <summary>Started with SIGHUP ignored (nohup, a shell's trap '' HUP), zramd still reloads on it: it sets its own
+    /// disposition. Found running the README's run.sh under `setsid nohup`: .NET installs no handler over an ignored
+    /// signal, zramd inherited SIG_IGN, and a SIGHUP did nothing at all.</summary>
+    [Fact]
+    public void Started_with_sighup_ignored_it_still_reloads()
+    {
+        string dir = Directory.CreateTempSubdirectory("zramd-e2e-").FullName;
+        try
+        {
+            using ZramdProcess zramd = ZramdProcess.Start(
+                ["--size", "16M", "--listen", "unix:" + Path.Combine(dir, "zramd.sock"), "--control", Path.Combine(dir, "zramd.ctl")],
+                new Dictionary<string, string> { ["XDG_RUNTIME_DIR"] = dir },
+                hangupIgnored: true);
+            zramd.WaitForOutput("attach with:", TimeSpan.FromSeconds(60));
+            Assert.Matches(@"^\s*[0-9a-f]*[13579bdf]$", File.ReadLines($"/proc/{zramd.Id.ToString(CultureInfo.InvariantCulture)}/status").Single(l => l.StartsWith("SigCgt:", StringComparison.Ordinal))[7..]);
+            using (var hup = System.Diagnostics.Process.Start("kill", ["-HUP", zramd.Id.ToString(CultureInfo.InvariantCulture)]))
+            {
+                hup.WaitForExit();
+            }
+
+            zramd.WaitForOutput(Reloaded, TimeSpan.FromSeconds(30));
+            zramd.Terminate();
+            Assert.Equal(0, zramd.WaitForExit(TimeSpan.FromSeconds(30)));
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
     /// <summary>Sends SIGHUP and waits for the <paramref name="count"/>th new line with <paramref name="text"/>.</summary>
     private static void Hangup(RunningDaemon daemon, string text, int count)
     {

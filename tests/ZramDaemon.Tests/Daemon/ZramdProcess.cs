@@ -55,10 +55,11 @@ public sealed class ZramdProcess : IDisposable
 
     public bool HasExited => _process.HasExited;
 
-    public static ZramdProcess Start(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null)
+    /// <param name="hangupIgnored">Start zramd with SIGHUP ignored, as nohup does; otherwise at its default action.</param>
+    public static ZramdProcess Start(IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment = null, bool hangupIgnored = false)
     {
         // Through env(1), which execs dotnet in the same process, to give zramd SIGHUP at its default action as systemd
-        // gives a service: a suite started under nohup would pass its SIG_IGN on, and zramd's handler would never run.
+        // gives a service (whatever the suite was started under), or ignored when the test asks for it.
         var info = new ProcessStartInfo("env")
         {
             RedirectStandardOutput = true,
@@ -66,7 +67,7 @@ public sealed class ZramdProcess : IDisposable
             RedirectStandardInput = true,
             UseShellExecute = false,
         };
-        info.ArgumentList.Add("--default-signal=HUP");
+        info.ArgumentList.Add(hangupIgnored ? "--ignore-signal=HUP" : "--default-signal=HUP");
         info.ArgumentList.Add("dotnet");
         info.ArgumentList.Add(DllPath);
         foreach (string arg in args)
