@@ -90,7 +90,8 @@ internal sealed partial class ConfigurationReload
     private void Apply(ZramdConfiguration fresh, NbdServer server, IReadOnlyList<ZramDevice> devices)
     {
 
-        string tls = "tls-mode = off";
+        // The mode in force: a changed tls-mode waits for the next start (and is warned about below).
+        string tls = "tls-mode = " + _running.TlsMode.ToString().ToLowerInvariant();
         if (fresh.TlsMode == _running.TlsMode && fresh.TlsMode != NbdTlsMode.Off)
         {
             try

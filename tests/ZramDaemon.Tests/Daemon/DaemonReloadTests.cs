@@ -75,6 +75,15 @@ public sealed class DaemonReloadTests
         Assert.Contains("tls-client-ca", daemon.Process.StandardError.Split('\n').Single(l => l.Contains(NotReloaded, StringComparison.Ordinal)), StringComparison.Ordinal);
         Assert.True(Served(good), "a failed reload dropped the credentials in use");
         Assert.False(Served(Client("new-without-certificate-after", "new")), "a failed reload dropped the client check");
+
+        // tls-mode itself changes only at a restart: the line says the mode in force, a warning the one that waits.
+        File.WriteAllText(config, File.ReadAllText(config)
+            .Replace("tls-mode = required", "tls-mode = optional", StringComparison.Ordinal)
+            .Replace($"tls-client-ca = {authority}\n", string.Empty, StringComparison.Ordinal));
+        Hangup(daemon, Reloaded, 1);
+        Assert.Contains("log-level = debug, tls-mode = required;", LastLine(daemon, Reloaded), StringComparison.Ordinal);
+        Assert.Contains("SIGHUP: tls-mode = optional in the configuration, required while running", daemon.Process.StandardError, StringComparison.Ordinal);
+        Assert.True(Served(good), "a tls-mode change applied without a restart");
         Assert.Equal(0, daemon.Stop());
     }
 
