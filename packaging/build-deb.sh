@@ -24,8 +24,10 @@ if [ -z "$publish" ]; then
 fi
 
 pkg=$work/pkg
-# Depends below: what the self-contained executable loads. libssl3 is dlopen()ed by .NET's TLS (tls-mode), so no
-# ldd shows it; without it a TLS listener aborts the process ("No usable version of libssl was found").
+# Depends below: what the self-contained executable loads, and what the units run. libssl3 is dlopen()ed by .NET's
+# TLS (tls-mode), so no ldd shows it; without it a TLS listener aborts the process ("No usable version of libssl was
+# found"). procps: zramd.service's ExecReload (/bin/kill); mount: zramd-swap.service's swapon and swapoff. e2fsprogs
+# (mkfs.ext4) only for the optional scratch unit, so recommended, as nbd-client is for attaching by hand.
 install -D -m 0755 "$publish/zramd" "$pkg/usr/bin/zramd"
 for unit in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.mount; do
   install -D -m 0644 "$root/systemd/$unit" "$pkg/lib/systemd/system/$unit"
@@ -44,8 +46,8 @@ Version: $version
 Architecture: amd64
 Maintainer: zramd developers <zramd@localhost>
 Installed-Size: $installed_kib
-Depends: libc6, libstdc++6, libgcc-s1, liblz4-1, libzstd1, libssl3
-Recommends: nbd-client
+Depends: libc6, libstdc++6, libgcc-s1, liblz4-1, libzstd1, libssl3, procps, mount
+Recommends: nbd-client, e2fsprogs
 Section: admin
 Priority: optional
 Description: compressed RAM block devices served over NBD

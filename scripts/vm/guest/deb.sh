@@ -17,7 +17,7 @@ links() {
     [ -L "$l" ] && echo -n "${l#/etc/systemd/system/} "
   done
 }
-# zramd_pids: processes running zramd (the image has no procps).
+# zramd_pids: processes running zramd, read from /proc.
 zramd_pids() {
   local p
   for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = zramd ] && echo -n "${p#/proc/} "; done
@@ -25,8 +25,8 @@ zramd_pids() {
 # nbd_swaps: the nbd devices in /proc/swaps.
 nbd_swaps() { grep -o '^/dev/nbd[0-9]*' /proc/swaps | tr '\n' ' '; }
 
-# An empty dpkg database. The package's Depends are the libraries the image holds (initramfs.sh copied them), but
-# this database does not know them: --force-depends.
+# An empty dpkg database. The package's Depends are the libraries and packages the image holds (initramfs.sh copied
+# them), but this database does not know them: --force-depends.
 mkdir -p /var/lib/dpkg/info /var/lib/dpkg/updates /var/lib/dpkg/triggers
 touch /var/lib/dpkg/status /var/lib/dpkg/available
 DPKG="dpkg --force-depends"

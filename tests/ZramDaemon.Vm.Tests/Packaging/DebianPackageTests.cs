@@ -1,3 +1,4 @@
+using System.Text.RegularExpressions;
 using ZramDaemon.Vm.Tests.Harness;
 using ZramDaemon.Vm.Tests.Systemd;
 
@@ -25,6 +26,7 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
         string root = Path.Combine(_work, "root");
         ProcessResult extract = ProcessRunner.Run("dpkg", ["-x", deb, root], TimeSpan.FromMinutes(2));
         Assert.True(extract.ExitCode == 0, extract.Describe());
+        AssertUnitProgramsAreProvided(deb, root);
         foreach (string file in (string[])["usr/bin/zramd", "etc/zramd/zramd.conf", "usr/share/man/man8/zramd.8.gz",
                      "usr/lib/modules-load.d/zramd.conf", "lib/systemd/system/zramd.service", "lib/systemd/system/zramd-swap.service",
                      "lib/systemd/system/zramd-scratch.service", "lib/systemd/system/mnt-zram.mount", "usr/share/doc/zramd/README.md"])
@@ -142,6 +144,74 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
         Assert.Equal("absent", run["purge.etc"]);
         Assert.Equal("absent", run["purge.var_lib"]);
         Assert.Equal(string.Empty, run["systemd.failed"]);
+    }
+
+    /// <summary>
+    /// Every program a shipped unit runs (each Exec*= line's executable) is in the package, or in a package it
+    /// Depends on or Recommends, or in an Essential one: an install on a machine without it would leave a unit
+    /// failing (zramd.service's ExecReload names /bin/kill, which is procps's, Priority important, not Essential).
+    /// The owners are the host's dpkg database's: the host is Debian 12, as the machines the package is for.
+    /// </summary>
+    private void AssertUnitProgramsAreProvided(string deb, string root)
+    {
+        ProcessResult fields = ProcessRunner.Run("dpkg-deb", ["--field", deb, "Depends", "Recommends"], TimeSpan.FromMinutes(1));
+        Assert.True(fields.ExitCode == 0, fields.Describe());
+        // "Depends: a, b (>= 1) | c": every name, alternatives included.
+        var named = fields.StandardOutput.Split('\n')
+            .Where(line => line.Contains(':', StringComparison.Ordinal))
+            .SelectMany(line => line[(line.IndexOf(':', StringComparison.Ordinal) + 1)..].Split([',', '|']))
+            .Select(item => item.Trim().Split(' ', '(')[0])
+            .Where(name => name.Length > 0)
+            .ToHashSet(StringComparer.Ordinal);
+        Assert.Contains("libzstd1", named);
+
+        var programs = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (string unit in Directory.EnumerateFiles(Path.Combine(root, "lib", "systemd", "system")))
+        {
+            foreach (string line in File.ReadAllLines(unit))
+            {
+                Match exec = Regex.Match(line, @"^Exec[A-Za-z]*=[-@:+!]*(/\S+)");
+                if (exec.Success)
+                {
+                    programs.Add(exec.Groups[1].Value);
+                }
+            }
+        }
+
+        Assert.Contains("/bin/kill", programs);
+        foreach (string program in programs)
+        {
+            if (File.Exists(root + program))
+            {
+                continue;
+            }
+
+            string owner = OwningPackage(program);
+            ProcessResult essential = ProcessRunner.Run("dpkg-query", ["-W", "-f=${Essential}", owner], TimeSpan.FromMinutes(1));
+            output.WriteLine($"{program}: {owner}, essential: {essential.StandardOutput.Trim()}");
+            Assert.True(essential.StandardOutput.Trim() == "yes" || named.Contains(owner),
+                $"{program}, which a unit runs, is {owner}'s, a package that is neither Essential nor in the package's Depends or Recommends ({fields.StandardOutput.Trim()})");
+        }
+    }
+
+    /// <summary>The package that holds <paramref name="program"/> on the host, under its own name or, with /usr merged,
+    /// the other (dpkg records /bin/kill; the units may name /usr/bin/kill).</summary>
+    private static string OwningPackage(string program)
+    {
+        string other = program.StartsWith("/usr/", StringComparison.Ordinal) ? program[4..] : "/usr" + program;
+        foreach (string path in (string[])[program, other])
+        {
+            ProcessResult search = ProcessRunner.Run("dpkg-query", ["-S", path], TimeSpan.FromMinutes(1));
+            // "procps: /bin/kill" (or "pkg:amd64: /path"); a diversion line starts "diversion by".
+            string? hit = search.StandardOutput.Split('\n').FirstOrDefault(l => l.EndsWith(": " + path, StringComparison.Ordinal) && !l.StartsWith("diversion", StringComparison.Ordinal));
+            if (search.ExitCode == 0 && hit is not null)
+            {
+                return hit[..hit.IndexOf(':', StringComparison.Ordinal)];
+            }
+        }
+
+        Assert.Fail($"no installed package holds {program} (nor {other}) on this machine");
+        return string.Empty;
     }
 
     /// <summary>Runs packaging/build-deb.sh on the shared publish; returns the .deb's path.</summary>
