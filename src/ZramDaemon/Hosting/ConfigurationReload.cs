@@ -123,12 +123,15 @@ internal sealed partial class ConfigurationReload
         int waiting = 0;
         var running = ConfigurationReport.Settings(_running).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
         var read = ConfigurationReport.Settings(fresh).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
+        // What a warning names as running: a run-time setting the device refused runs with the value it has, which
+        // `zramd set` may have given since the file's was applied.
+        var shown = ConfigurationReport.Settings(WithDeviceValues(_running, devices)).ToDictionary(s => s.Key, s => s.Value, StringComparer.Ordinal);
         foreach ((string key, string value) in read)
         {
             string now = running.GetValueOrDefault(key, NotSet);
             if (now != value)
             {
-                LogNeedsRestart(_logger, key, value, now);
+                LogNeedsRestart(_logger, key, value, shown.GetValueOrDefault(key, NotSet));
                 waiting++;
             }
         }
@@ -172,6 +175,21 @@ internal sealed partial class ConfigurationReload
 
         return applied;
     }
+
+    /// <summary><paramref name="config"/> with each device's run-time settings as the device has them now.</summary>
+    private static ZramdConfiguration WithDeviceValues(ZramdConfiguration config, IReadOnlyList<ZramDevice> devices) => config with
+    {
+        Devices = config.Devices.Select(d =>
+        {
+            if (devices.FirstOrDefault(device => device.Name == d.Name) is not { } device)
+            {
+                return d;
+            }
+
+            ZramStats stats = device.GetStats();
+            return d with { MemLimit = stats.MemLimit, Algorithm = device.Algorithm, WritebackLimitPerDay = stats.WritebackLimit };
+        }).ToList(),
+    };
 
     private bool Set(ZramDevice device, string key, string value)
     {

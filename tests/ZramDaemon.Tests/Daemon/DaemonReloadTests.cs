@@ -131,12 +131,18 @@ public sealed class DaemonReloadTests
         Assert.Equal(10L << 20, daemon.Status().GetProperty("mem_limit").GetInt64());
 
         // What `zramd set` refuses, a fifth algorithm (a device keeps four), is an error line, and waits for the next start.
+        // The fourth is set with `zramd set`, not the file: the warning names what the device runs with, not the file's
+        // last value (lz4hc).
         string text = File.ReadAllText(config).Replace("zram-resident-limit = 4K", "zram-resident-limit = 10M", StringComparison.Ordinal);
-        foreach (string algorithm in new[] { "lz4hc", "zstd:5", "lz4:2" })
+        foreach (string algorithm in new[] { "lz4hc", "lz4:2" })
         {
             text = text.Replace(text[text.IndexOf("compression-algorithm = ", StringComparison.Ordinal)..].Split('\n')[0], "compression-algorithm = " + algorithm, StringComparison.Ordinal);
             File.WriteAllText(config, text);
             Hangup(daemon, Reloaded, 1);
+            if (algorithm == "lz4hc")
+            {
+                Assert.Equal(0, daemon.Cli("set", "zram0", "comp_algorithm=zstd:5").ExitCode);
+            }
         }
 
         Assert.Contains("SIGHUP: zram0: comp_algorithm: zram0 has used 4 algorithm settings", daemon.Process.StandardError, StringComparison.Ordinal);
