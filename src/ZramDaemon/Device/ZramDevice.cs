@@ -1095,11 +1095,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         return "threshold while writing";
     }
 
-    /// <summary>Metadata a compaction with its handle shrink would give back: free handle cells, and the arrays of a
-    /// dedup index left with no entry.</summary>
+    /// <summary>Metadata a compaction with its handle shrink would give back: free handle cells, and what the dedup
+    /// index's shrink would (about).</summary>
     private long IdleMetadataBytes(ZsPoolStats pool)
-        => ((pool.HandleCells - pool.Objects - pool.Words) * sizeof(ulong))
-            + (_dedup is { Count: 0 } dedup ? dedup.MetadataBytes - DedupIndex.InitialMetadataBytes : 0);
+        => ((pool.HandleCells - pool.Objects - pool.Words) * sizeof(ulong)) + (_dedup?.ShrinkableBytes ?? 0);
 
     /// <param name="shrinkHandles">Also give back the pool's handle cells that freed objects left (moving live handles
     /// down, <see cref="MoveHandlesBelowMark"/>): only where the caller holds no slot lock.</param>
@@ -1107,9 +1106,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long started = Stopwatch.GetTimestamp();
         _pool.FlushDeferred();
-        // A discard of the whole device (blkdiscard, mkfs, swapon) leaves no entry: the index's arrays, grown for the
+        // A discard of the whole device (blkdiscard, mkfs, swapon) or of most of it: the index's arrays, grown for the
         // data, go back as the pool's metadata does below, not only at a reset (refused while a client is attached).
-        _dedup?.ShrinkIfEmpty();
+        _dedup?.Shrink();
         DropUnusedDictionary();
         long freed = _pool.Compact();
         if (shrinkHandles)

@@ -3,27 +3,12 @@ using System.Runtime.InteropServices;
 namespace ZramDaemon.Native;
 
 /// <summary>The libc calls the daemon needs that .NET does not expose: swap safety (and the re-exec it needs), binding an
-/// NBD connection to a kernel /dev/nbdX, the background threads' priority, socket-group names, backing files (which file a path reaches, locking them, punching holes, leaving the page cache), and mappings for tables that must give memory back (<see cref="MappedArray{T}"/>).</summary>
+/// NBD connection to a kernel /dev/nbdX, the background threads' priority, socket-group names, backing files (which file a path reaches, locking them, punching holes, leaving the page cache).</summary>
 internal static partial class Interop
 {
     internal static partial class Libc
     {
         private const string LibraryName = "libc";
-
-        // <sys/mman.h>
-        internal const int ProtRead = 0x1;
-        internal const int ProtWrite = 0x2;
-        internal const int MapPrivate = 0x02;
-        internal const int MapAnonymous = 0x20;
-
-        /// <summary>mmap's MAP_FAILED, (void*)-1.</summary>
-        internal static readonly nint MapFailed = -1;
-
-        [LibraryImport(LibraryName, EntryPoint = "mmap", SetLastError = true)]
-        internal static partial nint Mmap(nint address, nuint length, int protection, int flags, int fd, nint offset);
-
-        [LibraryImport(LibraryName, EntryPoint = "munmap", SetLastError = true)]
-        internal static partial int Munmap(nint address, nuint length);
 
         internal const int McCurrent = 1;
         internal const int McFuture = 2;

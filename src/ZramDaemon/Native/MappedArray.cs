@@ -1,15 +1,17 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
-using System.Runtime.InteropServices;
+using ZsAlloc.Native;
 
 namespace ZramDaemon.Native;
 
 /// <summary>
 /// A fixed-length array of <typeparamref name="T"/> in an anonymous mapping of its own, zeroed, for a table that grows
-/// and shrinks with the data (the dedup index): disposing it unmaps it, so its memory goes back to the OS at once. A
-/// managed array replaced by a larger or smaller one stays on the GC heap until a full collection, which a daemon that
-/// allocates nothing per request seldom has, and its pages stay resident after that too (RetainVM). Every index is
-/// checked. Not thread-safe: the owner's lock guards it, and no reference into it may outlive <see cref="Dispose"/>.
+/// and shrinks with the data (the dedup index): disposing it unmaps it, so its memory goes back to the OS at once, and
+/// its pages that hold only zeros can go back while it lives (<see cref="ReleasePages"/>). A managed array replaced by
+/// a larger or smaller one stays on the GC heap until a full collection, which a daemon that allocates nothing per
+/// request seldom has, and its pages stay resident after that too (RetainVM). Every index is checked. Not
+/// thread-safe: the owner's lock guards it, and no reference into it may outlive <see cref="Dispose"/>. The mapping
+/// and the release are the pool's (<see cref="MemoryMap"/>), which also release pages under mlockall.
 /// </summary>
 internal sealed unsafe class MappedArray<T> : IDisposable
     where T : unmanaged
@@ -22,14 +24,7 @@ internal sealed unsafe class MappedArray<T> : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(length);
         Length = length;
         Bytes = BytesFor(length);
-        nint address = Interop.Libc.Mmap(0, (nuint)Bytes, Interop.Libc.ProtRead | Interop.Libc.ProtWrite,
-            Interop.Libc.MapPrivate | Interop.Libc.MapAnonymous, -1, 0);
-        if (address == Interop.Libc.MapFailed)
-        {
-            throw new OutOfMemoryException($"mmap of {Bytes} bytes failed: {Marshal.GetLastPInvokeErrorMessage()}");
-        }
-
-        _items = (T*)address;
+        _items = (T*)MemoryMap.Map(Bytes);
     }
 
     ~MappedArray() => Unmap();
@@ -38,6 +33,9 @@ internal sealed unsafe class MappedArray<T> : IDisposable
 
     /// <summary>What the mapping takes: whole pages.</summary>
     public long Bytes { get; }
+
+    /// <summary>The mapping's pages.</summary>
+    public int Pages => (int)(Bytes / MemoryMap.PageSize);
 
     /// <summary>The element at <paramref name="index"/>; throws outside 0..Length-1 or after <see cref="Dispose"/>.</summary>
     public ref T this[int index]
@@ -62,11 +60,36 @@ internal sealed unsafe class MappedArray<T> : IDisposable
         return new Span<T>(_items, Length);
     }
 
+    /// <summary>The first and last page that element <paramref name="index"/>'s bytes lie in.</summary>
+    public static (int First, int Last) PagesOf(int index)
+    {
+        long start = (long)index * sizeof(T);
+        return ((int)(start / MemoryMap.PageSize), (int)((start + sizeof(T) - 1) / MemoryMap.PageSize));
+    }
+
+    /// <summary>Whether every byte of page <paramref name="page"/> is zero. It reads the page: one given back
+    /// (<see cref="ReleasePages"/>) or never written is faulted in as a page of its own where memory is locked
+    /// (mlockall), not mapped to the kernel's zero page, so the owner asks only of pages it knows to be in use.</summary>
+    public bool IsPageZero(int page)
+    {
+        CheckPages(page, 1);
+        return new ReadOnlySpan<byte>((byte*)_items + ((long)page * MemoryMap.PageSize), MemoryMap.PageSize).IndexOfAnyExcept((byte)0) < 0;
+    }
+
+    /// <summary>Gives pages <paramref name="first"/>..+<paramref name="count"/> back to the OS; they read as zeros
+    /// after, and a write (or, with memory locked, a read) faults a page in again. For pages whose elements the owner
+    /// no longer needs.</summary>
+    public void ReleasePages(int first, int count)
+    {
+        CheckPages(first, count);
+        MemoryMap.Release((nint)_items + ((nint)first * MemoryMap.PageSize), (long)count * MemoryMap.PageSize);
+    }
+
     /// <summary>What an array of <paramref name="length"/> elements maps.</summary>
     public static long BytesFor(int length)
     {
         long bytes = (long)length * sizeof(T);
-        return (bytes + Environment.SystemPageSize - 1) & ~((long)Environment.SystemPageSize - 1);
+        return (bytes + MemoryMap.PageSize - 1) & ~((long)MemoryMap.PageSize - 1);
     }
 
     public void Dispose()
@@ -79,8 +102,17 @@ internal sealed unsafe class MappedArray<T> : IDisposable
     {
         if (_items != null)
         {
-            Interop.Libc.Munmap((nint)_items, (nuint)Bytes);
+            MemoryMap.Unmap((nint)_items, Bytes);
             _items = null;
+        }
+    }
+
+    private void CheckPages(int first, int count)
+    {
+        ObjectDisposedException.ThrowIf(_items == null, this);
+        if (first < 0 || count <= 0 || first > Pages - count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(first), $"pages {first}..+{count} are not in the array's {Pages}");
         }
     }
 

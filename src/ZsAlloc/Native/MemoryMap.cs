@@ -6,8 +6,10 @@ namespace ZsAlloc.Native;
 /// Checked wrappers over mmap/madvise/munmap for anonymous, private, page-aligned regions. Every call checks
 /// that the address and length are page-aligned and non-empty before the kernel sees them, and turns a
 /// failure into an exception that carries errno, so a bad argument can never silently release the wrong range.
+/// Public for the daemon's own tables that give memory back (its MappedArray), so that one piece of code releases
+/// pages, locked or not.
 /// </summary>
-internal static class MemoryMap
+public static class MemoryMap
 {
     public const int PageSize = 4096;
 

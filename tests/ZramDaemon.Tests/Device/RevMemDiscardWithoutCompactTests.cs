@@ -11,7 +11,7 @@ namespace ZramDaemon.Tests.Device;
 /// each slot's zsmalloc object and handle as the discard reaches it (zram_bio_discard, zs_free: the pages go back once
 /// their zspage is empty, the handle to its slab cache), so mm_stat's mem_used_total is back where it started. Here the
 /// pool pages go (every zspage empties), but the handle cells, the zspage descriptors and the dedup index's arrays go
-/// back only in a compaction (ZramDevice.CompactCore: ShrinkIfEmpty, ZsPool.ShrinkHandles, ShrinkZspages); the
+/// back only in a compaction (ZramDevice.CompactCore: DedupIndex.Shrink, ZsPool.ShrinkHandles, ShrinkZspages); the
 /// background thread compacts only when CompactionDue finds CanCompact() > 0 past the watermark or >= 1024 pages, and
 /// after everything is freed there is nothing to compact (CanCompact() == 0): those stay counted in mem_used_total and
 /// resident, for as long as the daemon runs idle.

@@ -45,7 +45,7 @@ public sealed class ReviewDeviceDictionaryTests
     /// swapon) leaves recompress_dict_pages at 0 and the dictionary in memory for the daemon's life; and since
     /// PrepareDictionary trains only when there is none, the next data is recompressed with a dictionary trained on
     /// pages that are gone. The same kind of leak as the dedup index's arrays after a whole-device discard, which
-    /// CompactCore now gives back (DedupIndex.ShrinkIfEmpty, DedupIndexAfterDiscardTests). Correct: once no slot uses
+    /// CompactCore now gives back (DedupIndex.Shrink, DedupIndexAfterDiscardTests). Correct: once no slot uses
     /// it, a compaction (or the next recompression, under the recompression lock) drops it, and the next pass trains
     /// a new one on what the device holds then, as after a reset.
     /// </summary>

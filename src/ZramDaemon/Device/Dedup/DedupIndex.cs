@@ -1,6 +1,8 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using ZramDaemon.Native;
+using ZsAlloc.Native;
 
 namespace ZramDaemon.Device.Dedup;
 
@@ -13,6 +15,14 @@ namespace ZramDaemon.Device.Dedup;
 /// only one slot refers to leaves the index when writeback or recompression takes that slot
 /// (<see cref="TryTakeSole"/>): the slot then holds the object itself. So does a slot whose new page found the
 /// index full at the memory limit (<see cref="GrowthBytes"/>).
+///
+/// Free ids are chained by the difference to the next one less one (<see cref="NextFree"/>), so that a run of free
+/// ids in order is a run of zeros. Slots name entries by id, so the arrays cannot be cut past a live entry; instead
+/// a compaction (<see cref="Shrink"/>) orders the free list lowest id first, lets the ids past the last live entry go,
+/// gives back every page of the entry array that holds only free ids (it reads as zeros, which is what such a run
+/// says), and fits the buckets to the live entries. New entries then take the lowest ids, so the live ones gather at
+/// the start and the pages past them stay given back. A page given back is faulted in again by the entry written to it
+/// (<see cref="Touch"/>), and counted again.
 ///
 /// One lock guards it all: it is taken under a slot lock (a leaf for the device, like the pool's), and the pool's
 /// read and free calls may be made under it, never the other way. Arrays grow by doubling, so requests do not
@@ -41,6 +51,12 @@ internal sealed class DedupIndex : IDisposable
     private long _metadataBytes = ArraysBytes(InitialEntries);
     private int _reading;
 
+    // Pages of _entries given back since it was mapped (a bit each; null while none is), their count, and the
+    // entries removed since the last Shrink (which runs only once a quarter of the ids in use went free since).
+    private ulong[]? _released;
+    private int _releasedPages;
+    private int _removedSinceShrink;
+
     public Lock Lock { get; } = new();
 
     /// <summary>Entries (distinct stored objects).</summary>
@@ -61,8 +77,23 @@ internal sealed class DedupIndex : IDisposable
     /// <summary>What an empty table takes (<see cref="MetadataBytes"/> at creation).</summary>
     public static long InitialMetadataBytes => ArraysBytes(InitialEntries);
 
-    /// <summary>What the table takes: its entry and bucket arrays (read without the lock: it is on the write path).</summary>
+    /// <summary>What the table takes: its entry and bucket arrays, less the pages of entries given back (read without
+    /// the lock: it is on the write path).</summary>
     public long MetadataBytes => Interlocked.Read(ref _metadataBytes);
+
+    /// <summary>About what a <see cref="Shrink"/> now would give back: the arrays of an index with no entry, or the free
+    /// entries once Shrink would run (it gives back only the pages they fill whole). Without the lock: an estimate,
+    /// for the background tick's choice to compact.</summary>
+    public long ShrinkableBytes
+    {
+        get
+        {
+            int used = Volatile.Read(ref _used);
+            int live = Volatile.Read(ref _live);
+            return live == 0 ? MetadataBytes - InitialMetadataBytes
+                : ShrinkDue(Volatile.Read(ref _removedSinceShrink), used) ? (long)(used - live) * Unsafe.SizeOf<Entry>() : 0;
+        }
+    }
 
     /// <summary>CRC32C of a page, with the CPU's crc32 instruction where there is one.</summary>
     public static uint Hash(ReadOnlySpan<byte> page)
@@ -142,6 +173,11 @@ internal sealed class DedupIndex : IDisposable
 
             for (int id = 0; id < _used; id++)
             {
+                if (IsReleased(id))
+                {
+                    continue;
+                }
+
                 ref Entry entry = ref _entries[id];
                 if (entry.References > 0 && above(entry.Handle))
                 {
@@ -161,10 +197,11 @@ internal sealed class DedupIndex : IDisposable
 
     /// <summary>
     /// What the next <see cref="Add"/> adds to <see cref="MetadataBytes"/>: 0 while a free id or room is left, else
-    /// the cost of doubling the arrays (a write at the memory limit stores its page outside the index rather than
-    /// take the table past the limit). <see cref="Lock"/> is held.
+    /// the cost of doubling the arrays, or the buckets alone after a shrink fitted them to fewer entries (a write at
+    /// the memory limit stores its page outside the index rather than take the table past the limit). Not counted: a
+    /// page of entries given back that the new entry faults in again, a page at most. <see cref="Lock"/> is held.
     /// </summary>
-    public long GrowthBytes => _freeHead != None || _used < _entries.Length ? 0 : MetadataBytes;
+    public long GrowthBytes => _freeHead != None || _used < _entries.Length ? (_live >= _buckets.Length ? _buckets.Bytes : 0) : MetadataBytes;
 
     /// <summary>A new entry with one reference, for an object just stored. Takes <see cref="Lock"/>.</summary>
     public int Add(uint hash, uint handle, uint info)
@@ -174,7 +211,7 @@ internal sealed class DedupIndex : IDisposable
             int id = _freeHead;
             if (id != None)
             {
-                _freeHead = _entries[id].Next;
+                _freeHead = NextFree(id);
             }
             else
             {
@@ -186,6 +223,13 @@ internal sealed class DedupIndex : IDisposable
                 id = _used++;
             }
 
+            if (_live >= _buckets.Length)
+            {
+                // Only after a shrink fitted the buckets to fewer entries: Grow keeps one a slot.
+                Rehash(_buckets.Length * 2);
+            }
+
+            Touch(id);
             ref int head = ref Bucket(hash);
             _entries[id] = new Entry { Handle = handle, Info = info, Hash = hash, References = 1, Next = head };
             head = id;
@@ -273,10 +317,46 @@ internal sealed class DedupIndex : IDisposable
             Interlocked.Decrement(ref _huge);
         }
 
-        entry = new Entry { Next = _freeHead, References = 0 };
+        entry = new Entry { Next = FreeLink(id, _freeHead), References = 0 };
         _freeHead = id;
         _live--;
+        _removedSinceShrink++;
     }
+
+    /// <summary>The free id after <paramref name="id"/> in the free list, or -1. <see cref="Lock"/> is held.</summary>
+    private int NextFree(int id) => id + 1 + _entries[id].Next;
+
+    /// <summary>What a free entry's Next holds to chain <paramref name="id"/> to <paramref name="next"/> (-1: the end):
+    /// 0 for the id just after it, so that a page of free ids in order is a page of zeros.</summary>
+    private static int FreeLink(int id, int next) => next - id - 1;
+
+    /// <summary>Entry <paramref name="id"/> is about to be written: the pages it lies in that were given back count
+    /// again (the write faults them in). <see cref="Lock"/> is held.</summary>
+    private void Touch(int id)
+    {
+        if (_released is null)
+        {
+            return;
+        }
+
+        (int first, int last) = MappedArray<Entry>.PagesOf(id);
+        for (int page = first; page <= last; page++)
+        {
+            ref ulong word = ref _released[page >> 6];
+            ulong bit = 1UL << (page & 63);
+            if ((word & bit) != 0)
+            {
+                word &= ~bit;
+                _releasedPages--;
+                UpdateMetadataBytes();
+            }
+        }
+    }
+
+    private void UpdateMetadataBytes() =>
+        Interlocked.Exchange(ref _metadataBytes, _entries.Bytes - ((long)_releasedPages * MemoryMap.PageSize) + _buckets.Bytes);
+
+    private static bool ShrinkDue(int removedSinceShrink, int used) => removedSinceShrink >= Math.Max(1, used / 4);
 
     private void Unlink(int id, uint hash)
     {
@@ -289,26 +369,153 @@ internal sealed class DedupIndex : IDisposable
         link = _entries[id].Next;
     }
 
-    /// <summary>Back to the first size once no entry is live (a reset, or a compaction after the whole device was
-    /// discarded): the arrays grown for the data that was there go with it. Entries are named by id in the slots, so
-    /// arrays with live entries cannot be cut.</summary>
-    public void ShrinkIfEmpty()
+    /// <summary>
+    /// For a compaction: back to the first size once no entry is live (a reset, a discard of the whole device), the
+    /// arrays grown for the data that was there going with them. With live entries, once a quarter of the ids in use
+    /// went free since the last time: the free list in id order, the ids past the last live entry let go, every page
+    /// of entries that holds only free ids given back, and the buckets fitted to the live entries (see the class).
+    /// </summary>
+    public void Shrink()
     {
         lock (Lock)
         {
-            if (_live != 0 || _entries.Length == InitialEntries)
+            if (_live == 0)
+            {
+                if (_entries.Length != InitialEntries || _released is not null)
+                {
+                    _entries.Dispose();
+                    _buckets.Dispose();
+                    _entries = new MappedArray<Entry>(InitialEntries);
+                    _buckets = NewBuckets(InitialEntries);
+                    _released = null;
+                    _releasedPages = 0;
+                }
+
+                _used = 0;
+                _freeHead = None;
+                _removedSinceShrink = 0;
+                UpdateMetadataBytes();
+                return;
+            }
+
+            if (!ShrinkDue(_removedSinceShrink, _used))
             {
                 return;
             }
 
-            _entries.Dispose();
-            _buckets.Dispose();
-            _entries = new MappedArray<Entry>(InitialEntries);
-            _buckets = NewBuckets(InitialEntries);
-            _used = 0;
-            _freeHead = None;
-            Interlocked.Exchange(ref _metadataBytes, ArraysBytes(InitialEntries));
+            _removedSinceShrink = 0;
+            int top = _used;
+            while (IsReleased(top - 1) || _entries[top - 1].References == 0)
+            {
+                top--; // a live entry stops it
+            }
+
+            // Past the last live entry: not free ids any more, but never used ones, zeros as a fresh mapping's.
+            for (int id = top; id < _used; id++)
+            {
+                if (!IsReleased(id) && !IsZero(_entries[id]))
+                {
+                    _entries[id] = default;
+                }
+            }
+
+            _used = top;
+            int head = None, last = None;
+            for (int id = 0; id < top; id++)
+            {
+                if (IsReleased(id) || _entries[id].References == 0)
+                {
+                    if (last == None)
+                    {
+                        head = id;
+                    }
+                    else
+                    {
+                        LinkFree(last, id);
+                    }
+
+                    last = id;
+                }
+            }
+
+            if (last != None)
+            {
+                LinkFree(last, None);
+            }
+
+            _freeHead = head;
+            ReleaseZeroPages(top);
+            int buckets = Math.Max(InitialEntries, (int)BitOperations.RoundUpToPowerOf2((uint)_live) * 2);
+            if (buckets < _buckets.Length)
+            {
+                Rehash(buckets);
+            }
+
+            UpdateMetadataBytes();
         }
+    }
+
+    /// <summary>Chains free <paramref name="id"/> to <paramref name="next"/>, writing only what changes (a page given
+    /// back stays so where the link is 0). <see cref="Lock"/> is held.</summary>
+    private void LinkFree(int id, int next)
+    {
+        int link = FreeLink(id, next);
+        if ((IsReleased(id) ? 0 : _entries[id].Next) != link)
+        {
+            Touch(id);
+            _entries[id].Next = link;
+        }
+    }
+
+    private static bool IsZero(in Entry entry) => (entry.Handle | entry.Info | entry.Hash | (uint)entry.References | (uint)entry.Next) == 0;
+
+    /// <summary>Gives back the entry array's pages not given back yet that hold only zeros (free ids chained in order):
+    /// below the page of id <paramref name="top"/> - 1 those that read so, past it all (no id there is in use), runs of
+    /// them in one call. <see cref="Lock"/> is held.</summary>
+    private void ReleaseZeroPages(int top)
+    {
+        _released ??= new ulong[(_entries.Pages + 63) / 64];
+        int lastInUse = MappedArray<Entry>.PagesOf(top - 1).Last;
+        int run = 0;
+        for (int page = 0; page <= _entries.Pages; page++)
+        {
+            bool release = page < _entries.Pages && !IsPageReleased(page) && (page > lastInUse || _entries.IsPageZero(page));
+            if (release)
+            {
+                run++;
+                continue;
+            }
+
+            if (run > 0)
+            {
+                _entries.ReleasePages(page - run, run);
+                for (int given = page - run; given < page; given++)
+                {
+                    _released[given >> 6] |= 1UL << (given & 63);
+                }
+
+                _releasedPages += run;
+                run = 0;
+            }
+        }
+    }
+
+    private bool IsPageReleased(int page) => _released is { } released && (released[page >> 6] & (1UL << (page & 63))) != 0;
+
+    /// <summary>
+    /// Whether entry <paramref name="id"/> lies in a page given back, and so is a free id chained to the next (zeros),
+    /// known without reading it: a read of such a page faults it in again as a page of its own, not the kernel's zero
+    /// page, when memory is locked (mlockall, as the daemon runs), so the walks over every id skip them.
+    /// </summary>
+    private bool IsReleased(int id)
+    {
+        if (_released is null)
+        {
+            return false;
+        }
+
+        (int first, int last) = MappedArray<Entry>.PagesOf(id);
+        return IsPageReleased(first) || IsPageReleased(last);
     }
 
     /// <summary>Unmaps the arrays (the device is being disposed: nothing uses the index any more).</summary>
@@ -323,19 +530,28 @@ internal sealed class DedupIndex : IDisposable
 
     private static long ArraysBytes(int entries) => MappedArray<Entry>.BytesFor(entries) + MappedArray<int>.BytesFor(entries);
 
-    /// <summary>Twice the entries and buckets; every live entry is chained again. <see cref="Lock"/> is held.</summary>
+    /// <summary>Twice the entries and buckets; every live entry is chained again. Only with no free id: every id in
+    /// use is live, so no page of those copied was given back. <see cref="Lock"/> is held.</summary>
     private void Grow()
     {
         var entries = new MappedArray<Entry>(_entries.Length * 2);
         _entries.AsSpan()[.._used].CopyTo(entries.AsSpan());
         _entries.Dispose();
         _entries = entries;
+        _released = null;
+        _releasedPages = 0;
+        Rehash(_entries.Length);
+    }
+
+    /// <summary>New buckets, <paramref name="count"/> of them, with every live entry chained again (free ids keep
+    /// their own chain through Next, untouched). <see cref="Lock"/> is held.</summary>
+    private void Rehash(int count)
+    {
         _buckets.Dispose();
-        _buckets = NewBuckets(_entries.Length);
-        Interlocked.Exchange(ref _metadataBytes, ArraysBytes(_entries.Length));
+        _buckets = NewBuckets(count);
         for (int id = 0; id < _used; id++)
         {
-            if (_entries[id].References > 0)
+            if (!IsReleased(id) && _entries[id].References > 0)
             {
                 ref int head = ref Bucket(_entries[id].Hash);
                 _entries[id].Next = head;
@@ -343,7 +559,7 @@ internal sealed class DedupIndex : IDisposable
             }
         }
 
-        // Free ids keep their own chain through Next, untouched by the rechaining above.
+        UpdateMetadataBytes();
     }
 
     /// <summary>The head of <paramref name="hash"/>'s chain. <see cref="Lock"/> is held.</summary>

@@ -7,10 +7,10 @@ namespace ZramDaemon.Tests.Device.Dedup;
 
 /// <summary>
 /// Review (rev2) of the dedup index on mappings (MappedArray: Grow copies into a new mapping and unmaps the old one,
-/// ShrinkIfEmpty unmaps both and maps the first size again). Four writers, each on its own quarter of the device,
+/// Shrink unmaps both and maps the first size again). Four writers, each on its own quarter of the device,
 /// write pages that are shared across writers (a few patterns) and pages of their own (so the index grows from 1024
 /// entries through several doublings), read them back, and now and then discard their whole quarter; a fifth
-/// thread compacts (ShrinkIfEmpty + the handle shrink, MoveHandles) in a loop. Each round ends with every quarter
+/// thread compacts (DedupIndex.Shrink + the handle shrink, MoveHandles) in a loop. Each round ends with every quarter
 /// discarded at once (the index empties, the next compaction unmaps it) and the next round grows it again. Every
 /// read must return what its writer last wrote; the index's metadata must be back to its first size after the last
 /// discard and compaction.
