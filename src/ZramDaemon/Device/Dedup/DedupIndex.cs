@@ -410,15 +410,8 @@ internal sealed class DedupIndex : IDisposable
                 top--; // a live entry stops it
             }
 
-            // Past the last live entry: not free ids any more, but never used ones, zeros as a fresh mapping's.
-            for (int id = top; id < _used; id++)
-            {
-                if (!IsReleased(id) && !IsZero(_entries[id]))
-                {
-                    _entries[id] = default;
-                }
-            }
-
+            // Past the last live entry: no free ids any more but never used ones, which an Add writes whole; their
+            // pages past the live entry's go back below unread.
             _used = top;
             int head = None, last = None;
             for (int id = 0; id < top; id++)
@@ -467,11 +460,9 @@ internal sealed class DedupIndex : IDisposable
         }
     }
 
-    private static bool IsZero(in Entry entry) => (entry.Handle | entry.Info | entry.Hash | (uint)entry.References | (uint)entry.Next) == 0;
-
-    /// <summary>Gives back the entry array's pages not given back yet that hold only zeros (free ids chained in order):
-    /// below the page of id <paramref name="top"/> - 1 those that read so, past it all (no id there is in use), runs of
-    /// them in one call. <see cref="Lock"/> is held.</summary>
+    /// <summary>Gives back the entry array's pages not given back yet: up to the page of id <paramref name="top"/> - 1
+    /// (live), those that hold only zeros (free ids chained in order); past it all (no id there is in use). Runs of them
+    /// in one call. <see cref="Lock"/> is held.</summary>
     private void ReleaseZeroPages(int top)
     {
         _released ??= new ulong[(_entries.Pages + 63) / 64];
