@@ -18,6 +18,10 @@ internal sealed unsafe class MappedArray<T> : IDisposable
 {
     private T* _items;
 
+    // The pages given back (a bit each; null until one is): a read of one faults it in again where memory is locked,
+    // so the owner asks here rather than reads.
+    private ulong[]? _released;
+
     /// <exception cref="OutOfMemoryException">mmap failed.</exception>
     public MappedArray(int length)
     {
@@ -36,6 +40,12 @@ internal sealed unsafe class MappedArray<T> : IDisposable
 
     /// <summary>The mapping's pages.</summary>
     public int Pages => (int)(Bytes / MemoryMap.PageSize);
+
+    /// <summary>Pages given back (<see cref="ReleasePages"/>) and not taken back since (<see cref="Reclaim"/>).</summary>
+    public int ReleasedPages { get; private set; }
+
+    /// <summary>What the mapping holds resident, at most: <see cref="Bytes"/> less the pages given back.</summary>
+    public long ResidentBytes => Bytes - ((long)ReleasedPages * MemoryMap.PageSize);
 
     /// <summary>The element at <paramref name="index"/>; throws outside 0..Length-1 or after <see cref="Dispose"/>.</summary>
     public ref T this[int index]
@@ -67,22 +77,76 @@ internal sealed unsafe class MappedArray<T> : IDisposable
         return ((int)(start / MemoryMap.PageSize), (int)((start + sizeof(T) - 1) / MemoryMap.PageSize));
     }
 
-    /// <summary>Whether every byte of page <paramref name="page"/> is zero. It reads the page: one given back
-    /// (<see cref="ReleasePages"/>) or never written is faulted in as a page of its own where memory is locked
-    /// (mlockall), not mapped to the kernel's zero page, so the owner asks only of pages it knows to be in use.</summary>
+    /// <summary>Whether every byte of page <paramref name="page"/> is zero; a page given back is, unread. It reads any
+    /// other: one never written is faulted in as a page of its own where memory is locked (mlockall), not mapped to the
+    /// kernel's zero page, so the owner asks only of pages it has written.</summary>
     public bool IsPageZero(int page)
     {
         CheckPages(page, 1);
-        return new ReadOnlySpan<byte>((byte*)_items + ((long)page * MemoryMap.PageSize), MemoryMap.PageSize).IndexOfAnyExcept((byte)0) < 0;
+        return IsPageReleased(page)
+            || new ReadOnlySpan<byte>((byte*)_items + ((long)page * MemoryMap.PageSize), MemoryMap.PageSize).IndexOfAnyExcept((byte)0) < 0;
+    }
+
+    /// <summary>Whether page <paramref name="page"/> was given back and not taken back since.</summary>
+    public bool IsPageReleased(int page) => _released is { } released && (released[page >> 6] & (1UL << (page & 63))) != 0;
+
+    /// <summary>Whether element <paramref name="index"/> lies in a page given back, so reads as zeros: known without
+    /// reading it, which with memory locked would fault the page in again.</summary>
+    public bool IsReleased(int index)
+    {
+        if (_released is null)
+        {
+            return false;
+        }
+
+        (int first, int last) = PagesOf(index);
+        return IsPageReleased(first) || IsPageReleased(last);
     }
 
     /// <summary>Gives pages <paramref name="first"/>..+<paramref name="count"/> back to the OS; they read as zeros
     /// after, and a write (or, with memory locked, a read) faults a page in again. For pages whose elements the owner
-    /// no longer needs.</summary>
+    /// no longer needs; ones given back already are left as they are.</summary>
     public void ReleasePages(int first, int count)
     {
         CheckPages(first, count);
         MemoryMap.Release((nint)_items + ((nint)first * MemoryMap.PageSize), (long)count * MemoryMap.PageSize);
+        _released ??= new ulong[(Pages + 63) / 64];
+        for (int page = first; page < first + count; page++)
+        {
+            ref ulong word = ref _released[page >> 6];
+            ulong bit = 1UL << (page & 63);
+            if ((word & bit) == 0)
+            {
+                word |= bit;
+                ReleasedPages++;
+            }
+        }
+    }
+
+    /// <summary>Element <paramref name="index"/> is about to be written: the pages it lies in that were given back are
+    /// counted resident again (the write faults them in). Returns how many were.</summary>
+    public int Reclaim(int index)
+    {
+        if (_released is null)
+        {
+            return 0;
+        }
+
+        int reclaimed = 0;
+        (int first, int last) = PagesOf(index);
+        for (int page = first; page <= last; page++)
+        {
+            ref ulong word = ref _released[page >> 6];
+            ulong bit = 1UL << (page & 63);
+            if ((word & bit) != 0)
+            {
+                word &= ~bit;
+                ReleasedPages--;
+                reclaimed++;
+            }
+        }
+
+        return reclaimed;
     }
 
     /// <summary>What an array of <paramref name="length"/> elements maps.</summary>

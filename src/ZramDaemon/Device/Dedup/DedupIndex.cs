@@ -2,7 +2,6 @@ using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using ZramDaemon.Native;
-using ZsAlloc.Native;
 
 namespace ZramDaemon.Device.Dedup;
 
@@ -51,10 +50,7 @@ internal sealed class DedupIndex : IDisposable
     private long _metadataBytes = ArraysBytes(InitialEntries);
     private int _reading;
 
-    // Pages of _entries given back since it was mapped (a bit each; null while none is), their count, and the
-    // entries removed since the last Shrink (which runs only once a quarter of the ids in use went free since).
-    private ulong[]? _released;
-    private int _releasedPages;
+    // Entries removed since the last Shrink, which runs only once a quarter of the ids in use went free since.
     private int _removedSinceShrink;
 
     public Lock Lock { get; } = new();
@@ -173,7 +169,7 @@ internal sealed class DedupIndex : IDisposable
 
             for (int id = 0; id < _used; id++)
             {
-                if (IsReleased(id))
+                if (_entries.IsReleased(id))
                 {
                     continue;
                 }
@@ -334,27 +330,14 @@ internal sealed class DedupIndex : IDisposable
     /// again (the write faults them in). <see cref="Lock"/> is held.</summary>
     private void Touch(int id)
     {
-        if (_released is null)
+        if (_entries.Reclaim(id) > 0)
         {
-            return;
-        }
-
-        (int first, int last) = MappedArray<Entry>.PagesOf(id);
-        for (int page = first; page <= last; page++)
-        {
-            ref ulong word = ref _released[page >> 6];
-            ulong bit = 1UL << (page & 63);
-            if ((word & bit) != 0)
-            {
-                word &= ~bit;
-                _releasedPages--;
-                UpdateMetadataBytes();
-            }
+            UpdateMetadataBytes();
         }
     }
 
     private void UpdateMetadataBytes() =>
-        Interlocked.Exchange(ref _metadataBytes, _entries.Bytes - ((long)_releasedPages * MemoryMap.PageSize) + _buckets.Bytes);
+        Interlocked.Exchange(ref _metadataBytes, _entries.ResidentBytes + _buckets.Bytes);
 
     private static bool ShrinkDue(int removedSinceShrink, int used) => removedSinceShrink >= Math.Max(1, used / 4);
 
@@ -381,14 +364,12 @@ internal sealed class DedupIndex : IDisposable
         {
             if (_live == 0)
             {
-                if (_entries.Length != InitialEntries || _released is not null)
+                if (_entries.Length != InitialEntries || _entries.ReleasedPages != 0)
                 {
                     _entries.Dispose();
                     _buckets.Dispose();
                     _entries = new MappedArray<Entry>(InitialEntries);
                     _buckets = NewBuckets(InitialEntries);
-                    _released = null;
-                    _releasedPages = 0;
                 }
 
                 _used = 0;
@@ -405,7 +386,7 @@ internal sealed class DedupIndex : IDisposable
 
             _removedSinceShrink = 0;
             int top = _used;
-            while (IsReleased(top - 1) || _entries[top - 1].References == 0)
+            while (_entries.IsReleased(top - 1) || _entries[top - 1].References == 0)
             {
                 top--; // a live entry stops it
             }
@@ -416,7 +397,7 @@ internal sealed class DedupIndex : IDisposable
             int head = None, last = None;
             for (int id = 0; id < top; id++)
             {
-                if (IsReleased(id) || _entries[id].References == 0)
+                if (_entries.IsReleased(id) || _entries[id].References == 0)
                 {
                     if (last == None)
                     {
@@ -453,7 +434,7 @@ internal sealed class DedupIndex : IDisposable
     private void LinkFree(int id, int next)
     {
         int link = FreeLink(id, next);
-        if ((IsReleased(id) ? 0 : _entries[id].Next) != link)
+        if ((_entries.IsReleased(id) ? 0 : _entries[id].Next) != link)
         {
             Touch(id);
             _entries[id].Next = link;
@@ -465,13 +446,11 @@ internal sealed class DedupIndex : IDisposable
     /// in one call. <see cref="Lock"/> is held.</summary>
     private void ReleaseZeroPages(int top)
     {
-        _released ??= new ulong[(_entries.Pages + 63) / 64];
         int lastInUse = MappedArray<Entry>.PagesOf(top - 1).Last;
         int run = 0;
         for (int page = 0; page <= _entries.Pages; page++)
         {
-            bool release = page < _entries.Pages && !IsPageReleased(page) && (page > lastInUse || _entries.IsPageZero(page));
-            if (release)
+            if (page < _entries.Pages && !_entries.IsPageReleased(page) && (page > lastInUse || _entries.IsPageZero(page)))
             {
                 run++;
                 continue;
@@ -480,33 +459,9 @@ internal sealed class DedupIndex : IDisposable
             if (run > 0)
             {
                 _entries.ReleasePages(page - run, run);
-                for (int given = page - run; given < page; given++)
-                {
-                    _released[given >> 6] |= 1UL << (given & 63);
-                }
-
-                _releasedPages += run;
                 run = 0;
             }
         }
-    }
-
-    private bool IsPageReleased(int page) => _released is { } released && (released[page >> 6] & (1UL << (page & 63))) != 0;
-
-    /// <summary>
-    /// Whether entry <paramref name="id"/> lies in a page given back, and so is a free id chained to the next (zeros),
-    /// known without reading it: a read of such a page faults it in again as a page of its own, not the kernel's zero
-    /// page, when memory is locked (mlockall, as the daemon runs), so the walks over every id skip them.
-    /// </summary>
-    private bool IsReleased(int id)
-    {
-        if (_released is null)
-        {
-            return false;
-        }
-
-        (int first, int last) = MappedArray<Entry>.PagesOf(id);
-        return IsPageReleased(first) || IsPageReleased(last);
     }
 
     /// <summary>Unmaps the arrays (the device is being disposed: nothing uses the index any more).</summary>
@@ -529,8 +484,6 @@ internal sealed class DedupIndex : IDisposable
         _entries.AsSpan()[.._used].CopyTo(entries.AsSpan());
         _entries.Dispose();
         _entries = entries;
-        _released = null;
-        _releasedPages = 0;
         Rehash(_entries.Length);
     }
 
@@ -542,7 +495,7 @@ internal sealed class DedupIndex : IDisposable
         _buckets = NewBuckets(count);
         for (int id = 0; id < _used; id++)
         {
-            if (!IsReleased(id) && _entries[id].References > 0)
+            if (!_entries.IsReleased(id) && _entries[id].References > 0)
             {
                 ref int head = ref Bucket(_entries[id].Hash);
                 _entries[id].Next = head;
