@@ -103,6 +103,19 @@ internal sealed unsafe class MappedArray<T> : IDisposable
         return IsPageReleased(first) || IsPageReleased(last);
     }
 
+    /// <summary>What writing element <paramref name="index"/> would make resident again: the bytes of the pages it
+    /// lies in that were given back (what <see cref="Reclaim"/> will count).</summary>
+    public long ReleasedBytesOf(int index)
+    {
+        if (_released is null)
+        {
+            return 0;
+        }
+
+        (int first, int last) = PagesOf(index);
+        return ((IsPageReleased(first) ? 1L : 0) + (last != first && IsPageReleased(last) ? 1 : 0)) * MemoryMap.PageSize;
+    }
+
     /// <summary>Gives pages <paramref name="first"/>..+<paramref name="count"/> back to the OS; they read as zeros
     /// after, and a write (or, with memory locked, a read) faults a page in again. For pages whose elements the owner
     /// no longer needs; ones given back already are left as they are.</summary>

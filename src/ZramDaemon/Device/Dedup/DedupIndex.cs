@@ -194,10 +194,23 @@ internal sealed class DedupIndex : IDisposable
     /// <summary>
     /// What the next <see cref="Add"/> adds to <see cref="MetadataBytes"/>: 0 while a free id or room is left, else
     /// the cost of doubling the arrays, or the buckets alone after a shrink fitted them to fewer entries (a write at
-    /// the memory limit stores its page outside the index rather than take the table past the limit). Not counted: a
-    /// page of entries given back that the new entry faults in again, a page at most. <see cref="Lock"/> is held.
+    /// the memory limit stores its page outside the index rather than take the table past the limit), plus the pages
+    /// of entries a shrink gave back that the new entry's id lies in (its write faults them in again, <see cref="Touch"/>).
+    /// <see cref="Lock"/> is held.
     /// </summary>
-    public long GrowthBytes => _freeHead != None || _used < _entries.Length ? (_live >= _buckets.Length ? _buckets.Bytes : 0) : MetadataBytes;
+    public long GrowthBytes
+    {
+        get
+        {
+            if (_freeHead == None && _used == _entries.Length)
+            {
+                return MetadataBytes;
+            }
+
+            int next = _freeHead != None ? _freeHead : _used;
+            return (_live >= _buckets.Length ? _buckets.Bytes : 0) + _entries.ReleasedBytesOf(next);
+        }
+    }
 
     /// <summary>A new entry with one reference, for an object just stored. Takes <see cref="Lock"/>.</summary>
     public int Add(uint hash, uint handle, uint info)

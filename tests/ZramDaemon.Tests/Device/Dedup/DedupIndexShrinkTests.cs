@@ -153,7 +153,18 @@ public class DedupIndexShrinkTests
         public int Add(DedupIndex index, uint hash, uint handle)
         {
             uint info = SlotInfo.Compressed(100 + (int)(handle % 3000), CompressionAlgorithm.Lz4);
+            long growth;
+            lock (index.Lock)
+            {
+                growth = index.GrowthBytes;
+            }
+
+            long before = index.MetadataBytes;
             int id = index.Add(hash, handle, info);
+
+            // What the memory-limit check before an Add counts is what the Add then takes, pages given back and
+            // faulted in again included.
+            Assert.Equal(growth, index.MetadataBytes - before);
             Assert.True(_entries.TryAdd(id, (hash, handle, info, 1)), $"id {id} given out while live");
             _positions[id] = _ids.Count;
             _ids.Add(id);
