@@ -152,9 +152,12 @@ internal sealed class NbdHandshake
                     continue;
                 }
 
+                // proto.md's baseline: an option the server does not implement gets ERR_UNSUP, whatever it carries.
                 await (tlsFirst
                     ? ReplyErrorAsync(option, OptionReplyType.ErrTlsRequired, "TLS is required: send NBD_OPT_STARTTLS first", ct)
-                    : ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct)).ConfigureAwait(false);
+                    : Enum.IsDefined((OptionType)option)
+                        ? ReplyErrorAsync(option, OptionReplyType.ErrTooBig, "option payload too large", ct)
+                        : ReplyErrorAsync(option, OptionReplyType.ErrUnsupported, "unsupported option", ct)).ConfigureAwait(false);
                 continue;
             }
 
@@ -389,7 +392,7 @@ internal sealed class NbdHandshake
             {
                 case InfoType.Name: wantName = true; break;
                 case InfoType.Description: wantDescription = true; break;
-                case InfoType.BlockSize: wantBlockSize = true; break; // sent anyway; asking binds the client to it
+                case InfoType.BlockSize: wantBlockSize = true; break; // sent anyway; asking binds the client to the device's minimum
                 default: break; // EXPORT is always sent; unknown requests are ignored.
             }
         }
@@ -413,12 +416,15 @@ internal sealed class NbdHandshake
             n += OptionReply.WriteInfoString(_buffer.AsSpan(n), option, InfoType.Description, description);
         }
 
-        // Always sent: clients that did not ask still benefit, and the spec allows it.
+        // Always sent: clients that did not ask still benefit, and the spec allows it. A GO that did not ask is not
+        // held to the device's minimum when the device takes any alignment (NbdSession), so it is told 1, as qemu-nbd
+        // tells it: its replies (block status descriptors, read chunks) then follow no larger minimum, which proto.md
+        // requires of "any advertised minimum block size". INFO gets the device's, what a client that asks gets.
         // proto.md: the preferred size is a power of 2 of at least max(minimum, 512), and the maximum at least
         // min(preferred, export size): a device's own preference is rounded up to that, and down to what the maximum
         // allows (MaxPayload is at least 4096, so that always leaves a valid size), whatever the export's size: libnbd
         // ignores the whole reply when preferred exceeds maximum.
-        uint minimum = (uint)export.Device.MinimumBlockSize;
+        uint minimum = option == (uint)OptionType.Go && !wantBlockSize && export.Device.AcceptsAnyAlignment ? 1u : (uint)export.Device.MinimumBlockSize;
         uint maximum = (uint)_options.MaxPayload / minimum * minimum;
         uint preferred = BitOperations.RoundUpToPowerOf2(Math.Max(Math.Max(minimum, 512u), (uint)Math.Max(export.Device.PreferredBlockSize, 1)));
         if (preferred > maximum)

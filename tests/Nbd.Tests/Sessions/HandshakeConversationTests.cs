@@ -116,6 +116,10 @@ public class HandshakeConversationTests
         await client.SendOptionAsync((uint)OptionType.Info, new byte[100_000], 100_000);
         await ExpectAsync((uint)OptionType.Info, OptionReplyType.ErrTooBig);
 
+        // One the server does not implement, however large (under the skip limit), is unsupported (proto.md's baseline).
+        await client.SendOptionAsync(99, new byte[70_000], 70_000);
+        await ExpectAsync(99, OptionReplyType.ErrUnsupported);
+
         // SET_META_CONTEXT: a query for something else selects nothing; base:allocation gets an id.
         await client.SendOptionAsync((uint)OptionType.SetMetaContext, NamePayload("mem", [0, 0, 0, 1, 0, 0, 0, 8, .. "x-a:junk"u8]));
         await ExpectAsync((uint)OptionType.SetMetaContext, OptionReplyType.Ack);

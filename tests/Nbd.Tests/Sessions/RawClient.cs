@@ -70,7 +70,11 @@ public sealed class RawClient : IDisposable
 
     /// <summary>Sends GO for <paramref name="name"/> with the given info requests and reads the replies up to ACK.
     /// Returns the transmission flags from NBD_INFO_EXPORT, or the error reply type.</summary>
-    public async Task<(TransmissionFlags Flags, OptionReplyType Final, List<OptionReplyMessage> Replies)> GoAsync(string name, params ushort[] infos)
+    public Task<(TransmissionFlags Flags, OptionReplyType Final, List<OptionReplyMessage> Replies)> GoAsync(string name, params ushort[] infos)
+        => InfoOrGoAsync(OptionType.Go, name, infos);
+
+    /// <summary>Sends INFO or GO (<paramref name="option"/>), as <see cref="GoAsync"/>.</summary>
+    public async Task<(TransmissionFlags Flags, OptionReplyType Final, List<OptionReplyMessage> Replies)> InfoOrGoAsync(OptionType option, string name, params ushort[] infos)
     {
         byte[] nameBytes = System.Text.Encoding.UTF8.GetBytes(name);
         var payload = new byte[4 + nameBytes.Length + 2 + (2 * infos.Length)];
@@ -82,7 +86,7 @@ public sealed class RawClient : IDisposable
             BinaryPrimitives.WriteUInt16BigEndian(payload.AsSpan(4 + nameBytes.Length + 2 + (2 * i)), infos[i]);
         }
 
-        await SendOptionAsync((uint)OptionType.Go, payload);
+        await SendOptionAsync((uint)option, payload);
         var replies = new List<OptionReplyMessage>();
         TransmissionFlags flags = 0;
         while (true)
