@@ -15,6 +15,12 @@ internal static class BoundedFile
     /// does; null when the file holds more than <see cref="MaxBytes"/>. Throws what opening and reading throw.</summary>
     public static string? TryReadAllText(string path)
     {
+        // FileStream says a directory is "access denied", which sends an admin to the permissions, even root.
+        if (Directory.Exists(path))
+        {
+            throw new IOException("it is a directory, not a file");
+        }
+
         // One byte past the bound tells "exactly MaxBytes" from "more".
         byte[] buffer = new byte[MaxBytes + 1];
         int length = 0;

@@ -24,7 +24,21 @@ internal static class FilePath
             return false;
         }
 
-        string absolute = Path.IsPathRooted(path) ? path : Path.Join(Directory.GetCurrentDirectory(), path);
+        string absolute = path;
+        if (!Path.IsPathRooted(path))
+        {
+            try
+            {
+                absolute = Path.Join(Directory.GetCurrentDirectory(), path);
+            }
+            catch (IOException)
+            {
+                // getcwd fails with ENOENT once the working directory was removed (a reload long after the start).
+                error = "a relative path, and the working directory it is relative to no longer exists: use an absolute path";
+                return false;
+            }
+        }
+
         int dotDot = LastDotDot(absolute);
         if (dotDot < 0)
         {

@@ -55,8 +55,10 @@ internal sealed partial class ConfigurationReload
         {
             fresh = _load();
         }
-        catch (ConfigurationException e)
+        catch (Exception e) when (e is ConfigurationException or IOException or UnauthorizedAccessException or ArgumentException)
         {
+            // ConfigurationException names the key; the others (a working directory deleted under a relative path)
+            // are refused alike: a reload that cannot read ends nothing but itself.
             refused = e.Message;
         }
 
@@ -73,7 +75,16 @@ internal sealed partial class ConfigurationReload
                 return;
             }
 
-            Apply(fresh, server, devices);
+            try
+            {
+                Apply(fresh, server, devices);
+            }
+            catch (Exception e) when (e is not OutOfMemoryException)
+            {
+                // A fault of the reload's own (once: a path holding ", KEY = " named a key twice) is not worth the
+                // process, which holds every device's data: logged, and the daemon runs on.
+                LogReloadFailed(_logger, e);
+            }
         }
     }
 
@@ -223,6 +234,9 @@ internal sealed partial class ConfigurationReload
 
     [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: {Device}: {Reason}")]
     private static partial void LogNotSet(ILogger logger, string device, string reason);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: the reload failed part way (a fault of zramd's; please report it), zramd runs on")]
+    private static partial void LogReloadFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "SIGHUP: configuration not reloaded, zramd runs on with the one it has: {Reason}")]
     private static partial void LogNotReloaded(ILogger logger, string reason);

@@ -9,31 +9,42 @@ namespace ZramDaemon.Hosting;
 internal static partial class ConfigurationReport
 {
     /// <summary>The settings <see cref="Log"/> names, as key and value in its words ("[zram0] zram-size" for a
-    /// device's), in its order; not the first line, which names the file read and the RAM, not settings.</summary>
+    /// device's), in its order; not the first line, which names the file read and the RAM, not settings. Taken from
+    /// each message's template, split where it separates settings, with the values put in after: a value may hold
+    /// ", " or " = " itself (a path may hold anything), which splitting the logged text would take for a setting.</summary>
     public static IReadOnlyList<KeyValuePair<string, string>> Settings(ZramdConfiguration config)
     {
         var lines = new LineCollector();
         Log(lines, config);
         var settings = new List<KeyValuePair<string, string>>();
-        foreach (string line in lines.Lines.Skip(1))
+        foreach ((string template, IReadOnlyDictionary<string, string> values) in lines.Messages.Skip(1))
         {
-            // "[zram0] key = value, key = value" or "key = value, ...".
-            string prefix = line.StartsWith('[') ? line[..(line.IndexOf(']', StringComparison.Ordinal) + 2)] : string.Empty;
-            foreach (string part in line[prefix.Length..].Split(", "))
+            // "[{Name}] key = {Value}, key = {Value}%" or "key = {Value}, ...".
+            const string DevicePrefix = "[{Name}] ";
+            string prefix = template.StartsWith(DevicePrefix, StringComparison.Ordinal) ? "[" + values["Name"] + "] " : string.Empty;
+            foreach (string part in template[(prefix.Length == 0 ? 0 : DevicePrefix.Length)..].Split(", "))
             {
                 int equals = part.IndexOf(" = ", StringComparison.Ordinal);
-                if (equals < 0)
-                {
-                    // A value that holds ", " itself (a path): the rest of the one before.
-                    settings[^1] = new(settings[^1].Key, settings[^1].Value + ", " + part);
-                    continue;
-                }
-
-                settings.Add(new(prefix + part[..equals], part[(equals + 3)..]));
+                settings.Add(new(prefix + part[..equals], Fill(part[(equals + 3)..], values)));
             }
         }
 
         return settings;
+    }
+
+    /// <summary>A template's part with each {Placeholder} replaced by its value.</summary>
+    private static string Fill(string template, IReadOnlyDictionary<string, string> values)
+    {
+        var text = new System.Text.StringBuilder();
+        int at = 0;
+        for (int open = template.IndexOf('{', StringComparison.Ordinal); open >= 0; open = template.IndexOf('{', at))
+        {
+            int close = template.IndexOf('}', open);
+            text.Append(template, at, open - at).Append(values[template[(open + 1)..close]]);
+            at = close + 1;
+        }
+
+        return text.Append(template, at, template.Length - at).ToString();
     }
 
     public static void Log(ILogger logger, ZramdConfiguration config)
@@ -45,8 +56,8 @@ internal static partial class ConfigurationReport
             "0" + Convert.ToString(config.SocketMode, 8),
             config.SocketGroup ?? "(ours)",
             config.ControlPath,
-            // "tls-mode = required, tls-client-ca = PATH" when clients must present a certificate.
-            config.TlsMode.ToString().ToLowerInvariant() + (config.TlsClientCaPath is { } ca ? ", tls-client-ca = " + ca : string.Empty),
+            config.TlsMode.ToString().ToLowerInvariant(),
+            config.TlsClientCaPath ?? "none",
             config.LockMemory ? "yes" : "no",
             LogLevelNames.Name(config.LogLevel));
         LogLimits(logger, config.MaxConnections, config.MaxInFlightPerConnection, config.ThreadsPerConnection, SizeParser.Format(config.MaxPayload), (int)config.HandshakeTimeout.TotalSeconds, config.BusyPollMicroseconds);
@@ -86,8 +97,8 @@ internal static partial class ConfigurationReport
     private static partial void LogSource(ILogger logger, string path, string ram);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, lock-memory = {LockMemory}, log-level = {LogLevel}")]
-    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string lockMemory, string logLevel);
+        Message = "listen = {Listen}, socket-mode = {Mode}, socket-group = {Group}, control = {Control}, tls-mode = {Tls}, tls-client-ca = {ClientCa}, lock-memory = {LockMemory}, log-level = {LogLevel}")]
+    private static partial void LogDaemon(ILogger logger, string listen, string mode, string group, string control, string tls, string clientCa, string lockMemory, string logLevel);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "max-connections = {Connections}, max-in-flight = {InFlight}, threads-per-connection = {Threads}, max-payload = {Payload}, handshake-timeout = {Timeout}s, busy-poll = {BusyPoll}us")]
@@ -108,10 +119,10 @@ internal static partial class ConfigurationReport
     [LoggerMessage(Level = LogLevel.Information, Message = "[{Name}] dedup = yes")]
     private static partial void LogDedup(ILogger logger, string name);
 
-    /// <summary>Keeps each message logged to it, formatted.</summary>
+    /// <summary>Keeps each message logged to it: its template and the values of its placeholders.</summary>
     private sealed class LineCollector : ILogger
     {
-        public List<string> Lines { get; } = [];
+        public List<(string Template, IReadOnlyDictionary<string, string> Values)> Messages { get; } = [];
 
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => null;
@@ -119,6 +130,11 @@ internal static partial class ConfigurationReport
         public bool IsEnabled(LogLevel logLevel) => true;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => Lines.Add(formatter(state, exception));
+        {
+            // [LoggerMessage] states are the placeholders' values by name, and the template as {OriginalFormat}.
+            var values = ((IReadOnlyList<KeyValuePair<string, object?>>)state!).ToDictionary(
+                p => p.Key, p => Convert.ToString(p.Value, CultureInfo.InvariantCulture) ?? string.Empty, StringComparer.Ordinal);
+            Messages.Add((values["{OriginalFormat}"], values));
+        }
     }
 }

@@ -158,6 +158,49 @@ public sealed class DaemonReloadTests
         Assert.Equal(0, daemon.Stop());
     }
 
+    /// <summary>
+    /// A path holding ", KEY = " (a writeback-file in a directory named so): the reload took the path's tail for a
+    /// setting of its own, named writeback-limit twice, and threw on the reload thread, which ended the daemon and
+    /// everything its devices held (a probe's SIGHUP, exit 134). Now the reload compares the settings whole; and a
+    /// reload that cannot read its files (here: the configuration file made a directory) is one error line.
+    /// </summary>
+    [Fact]
+    public void Sighup_with_a_path_that_holds_a_comma_and_a_key_reloads_and_keeps_the_data()
+    {
+        using RunningDaemon daemon = RunningDaemon.StartWithConfig(dir =>
+        {
+            string folder = Directory.CreateDirectory(Path.Combine(dir, "wb, writeback-limit = 1")).FullName;
+            return $"[zram0]\nzram-size = 16M\nwriteback-file = {folder}/zram0.wb\n";
+        });
+        string config = Path.Combine(daemon.Directory, "zramd.conf");
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            h.pwrite(b"zramd comma " * 87381 + b"zram", 0, nbd.CMD_FLAG_FUA)
+            h.shutdown()
+            """).EnsureSuccess();
+
+        Hangup(daemon, Reloaded, 1);
+        Assert.EndsWith("settings changed that wait for the next start: 0", LastLine(daemon, Reloaded));
+
+        string text = File.ReadAllText(config);
+        File.Delete(config);
+        Directory.CreateDirectory(config);
+        Hangup(daemon, NotReloaded, 1);
+        Assert.EndsWith("cannot read the configuration file: it is a directory, not a file", LastLine(daemon, NotReloaded), StringComparison.Ordinal);
+        Directory.Delete(config);
+        File.WriteAllText(config, text);
+        Hangup(daemon, Reloaded, 1);
+
+        ClientTool.PythonNbd(daemon.Uri(), """
+            h = nbd.NBD()
+            h.connect_uri(uri)
+            assert h.pread(12 * 87381 + 4, 0) == b"zramd comma " * 87381 + b"zram"
+            h.shutdown()
+            """).EnsureSuccess();
+        Assert.Equal(0, daemon.Stop());
+    }
+
     private static string LastLine(RunningDaemon daemon, string text) =>
         daemon.Process.StandardError.Split('\n').Last(l => l.Contains(text, StringComparison.Ordinal)).TrimEnd();
 
