@@ -386,6 +386,14 @@ public static partial class ConfigurationLoader
         int maxConnections = ParseCount(daemon.MaxConnections, NbdServerOptions.DefaultMaxConnections, NbdServerOptions.MaxConnectionsCeiling, "connections");
         int maxInFlight = ParseCount(daemon.MaxInFlight, NbdServerOptions.DefaultMaxInFlightPerConnection, NbdServerOptions.MaxInFlightPerConnectionCeiling, "requests in flight per connection");
         int threadsPerConnection = ParseCount(daemon.ThreadsPerConnection, NbdServerOptions.DefaultWorkerThreadsPerConnection, NbdServerOptions.WorkerThreadsPerConnectionCeiling, "threads per connection");
+        // A connection's threads each serve a request of its own: more than it may have in flight would never run (the
+        // server used to cut them silently while the start's log named them all). The default gives way to a lower max.
+        if (threadsPerConnection > maxInFlight)
+        {
+            threadsPerConnection = daemon.ThreadsPerConnection is { } threads
+                ? throw threads.Fail($"more than max-in-flight ({maxInFlight.ToString(CultureInfo.InvariantCulture)}): a connection never has requests for the others")
+                : maxInFlight;
+        }
         int maxPayload = NbdServerOptions.DefaultMaxPayload;
         if (daemon.MaxPayload is { } payloadSetting)
         {
@@ -821,12 +829,12 @@ public static partial class ConfigurationLoader
 
         if (!File.Exists(certificate.Value))
         {
-            throw certificate.Fail("no such file");
+            throw certificate.Fail(NoSuchFile(certificate.Value));
         }
 
         if (daemon.TlsKey is { } key && !File.Exists(key.Value))
         {
-            throw key.Fail("no such file");
+            throw key.Fail(NoSuchFile(key.Value));
         }
 
         // Read here rather than by CreateFromPemFile, so that a file that cannot be read (a root-only key, zramd run as
@@ -861,6 +869,9 @@ public static partial class ConfigurationLoader
         }
     }
 
+    /// <summary>Why a file setting names no file: a directory is one, but not a file.</summary>
+    private static string NoSuchFile(string path) => Directory.Exists(path) ? "a directory, not a file" : "no such file";
+
     /// <summary>tls-client-ca: the PEM certificates of the authorities whose client certificates are served. A chain must
     /// end at one of the file's self-signed roots (an intermediate alone is no anchor for .NET's chain building), so a
     /// file without a root would refuse every client: it is refused here instead.</summary>
@@ -868,7 +879,7 @@ public static partial class ConfigurationLoader
     {
         if (!File.Exists(file.Value))
         {
-            throw file.Fail("no such file");
+            throw file.Fail(NoSuchFile(file.Value));
         }
 
         var authorities = new X509Certificate2Collection();
@@ -954,7 +965,9 @@ public static partial class ConfigurationLoader
     /// <summary>Whether <paramref name="name"/> names a device as the configuration does: zram0, zram1, ...</summary>
     internal static bool IsDeviceName(string name) => DeviceName().IsMatch(name);
 
-    [GeneratedRegex("^zram[0-9]+$")]
+    // zramN as the kernel numbers them: no leading zero ([zram01] beside [zram1] made two devices), at most 9 digits (a
+    // name of thousands passed here and failed the start with a stack trace: NBD export names end at 4096 bytes).
+    [GeneratedRegex("^zram(?:0|[1-9][0-9]{0,8})$")]
     private static partial Regex DeviceName();
 
 

@@ -348,12 +348,16 @@ public sealed class ConfigurationLoaderTests : IDisposable
         { "[zramd]\ntls-mode = sometimes", "[zramd] tls-mode = 'sometimes': use off, optional or required" },
         { "[zramd]\ntls-mode = required", "[zramd] tls-mode = 'required': TLS needs tls-certificate" },
         { "[zramd]\ntls-mode = optional\ntls-certificate = /nonexistent.pem", "[zramd] tls-certificate = '/nonexistent.pem': no such file" },
+        { "[zramd]\ntls-mode = optional\ntls-certificate = /tmp", "[zramd] tls-certificate = '/tmp': a directory, not a file" },
         { "[zramd]\ntls-certificate = /etc/zramd/cert.pem", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off: set tls-mode = optional or required" },
         { "[zramd]\ntls-mode = off\ntls-key = /etc/zramd/key.pem", "[zramd] tls-key = '/etc/zramd/key.pem': has no effect while tls-mode is off" },
         { "[zramd]\ntls-mode = OFF\ntls-certificate = /etc/zramd/cert.pem\ntls-key = /etc/zramd/key.pem", "[zramd] tls-certificate = '/etc/zramd/cert.pem': has no effect while tls-mode is off" },
         { "[zramd]\nlock-memory = perhaps", "[zramd] lock-memory = 'perhaps': use yes or no" },
         { "[zramd]\nlog-level = chatty", "[zramd] log-level = 'chatty': use debug, info, warning or error" },
         { "[swap]\nzram-size = 1", ":1: [swap]: unknown section" },
+        { "[zram01]\nzram-size = 1M", ":1: [zram01]: unknown section" },
+        { "[zramd]\nmax-in-flight = 2\nthreads-per-connection = 8", "[zramd] threads-per-connection = '8': more than max-in-flight (2)" },
+        { "[zram1234567890]\nzram-size = 1M", ":1: [zram1234567890]: unknown section" },
         { "[zramd]\nmax-connections = 0", "[zramd] max-connections = '0': a whole number of connections from 1 to 65536" },
         { "[zramd]\nmax-connections = 65537", "[zramd] max-connections = '65537': a whole number of connections from 1 to 65536" },
         { "[zramd]\nmax-connections = many", "[zramd] max-connections = 'many': a whole number of connections" },
@@ -503,6 +507,9 @@ public sealed class ConfigurationLoaderTests : IDisposable
             new CommandLineSettings { ConfigPath = path });
         Assert.Equal((1, 4096, 64, 4096, TimeSpan.FromHours(1), 1000),
             (env.MaxConnections, env.MaxInFlightPerConnection, env.ThreadsPerConnection, env.MaxPayload, env.HandshakeTimeout, env.BusyPollMicroseconds));
+
+        // The default threads-per-connection gives way to a lower max-in-flight (one set beside it is refused: BadFileValues).
+        Assert.Equal((2, 2), (Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MAX_IN_FLIGHT", "2")])) is var low ? (low.MaxInFlightPerConnection, low.ThreadsPerConnection) : default));
 
         var bad = Assert.Throws<ConfigurationException>(() => Load(Facts(env: [("XDG_RUNTIME_DIR", "/r"), ("ZRAMD_MAX_PAYLOAD", "0")])));
         Assert.Equal("environment variable ZRAMD_MAX_PAYLOAD = '0': the largest READ or WRITE payload must be from 4K to 1G", bad.Message);
