@@ -92,6 +92,17 @@ internal static partial class Interop
         internal const int StatDeviceOffset = 0;
         internal const int StatInodeOffset = 8;
 
+        /// <summary>st_mode: after st_dev, st_ino, st_nlink (8 bytes each) on x86-64; after st_dev, st_ino on arm64.</summary>
+        internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
+
+        // <sys/stat.h>: the file type bits of st_mode.
+        internal const uint FileTypeMask = 0xF000;
+        internal const uint RegularFileType = 0x8000;
+
+        /// <summary>fstat(2), as <see cref="Stat"/>, of an open file: what the backing file opened is.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "fstat", SetLastError = true)]
+        internal static partial int Fstat(SafeHandle fd, Span<byte> statBuffer);
+
         // <fcntl.h>, <sys/file.h>: a device's backing file is opened and locked by us, not by FileStream, whose lock the
         // runtime leaves out (and then truncates at open) when DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set.
         internal const int OCreat = 0x40;

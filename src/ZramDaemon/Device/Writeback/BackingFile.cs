@@ -14,7 +14,10 @@ namespace ZramDaemon.Device.Writeback;
 ///
 /// The file is created afresh, sparse and 0600, when the device starts (what was in it means nothing without the
 /// slot table that was in memory), and deleted when the device is disposed. It is locked (flock) before anything in
-/// it is cut: a file another process holds, another zramd's, is left as it is (<see cref="BackingFileInUseException"/>). Nothing is fsync'ed: like the pages
+/// it is cut: a file another process holds, another zramd's, is left as it is (<see cref="BackingFileInUseException"/>).
+/// Past its blocks it ends in <see cref="Trailer"/>, written as it is made: a file found at the path is emptied only
+/// when it ends so (one a zramd that died left) or is empty; any other is refused whole, so that a path mistyped or
+/// pointing through a link at someone's file costs no file (it cost /etc/passwd in a probe). Nothing is fsync'ed: like the pages
 /// in RAM, written-back pages are meant to live as long as the daemon. Each page written counts 4096 bytes against
 /// the daily limit (what the filesystem writes for it), for flash wear.
 /// </summary>
@@ -42,7 +45,10 @@ internal sealed class BackingFile : IDisposable
     private readonly Lock _writeLock = new();
     private readonly Configuration.FileIdentity _identity; // the file as made, so that exit deletes only that one
 
-    /// <param name="path">The file; emptied if it exists.</param>
+    /// <summary>What ends every backing file, past its blocks: how a file found at the path is known for one a zramd made.</summary>
+    public static ReadOnlySpan<byte> Trailer => "\nzramd writeback file: pages of a compressed RAM device, meaningless without the daemon that wrote them\n"u8;
+
+    /// <param name="path">The file; emptied if it exists and is empty or a backing file (ends in <see cref="Trailer"/>).</param>
     /// <param name="blocks">Blocks it may hold: one per slot of the device is always enough.</param>
     /// <param name="dailyLimitBytes">Bytes that may be written per 24 hours (0: no limit).</param>
     /// <param name="clock">Seconds since some fixed point, for the daily window (tests pass their own).</param>
@@ -64,10 +70,13 @@ internal sealed class BackingFile : IDisposable
         _file = OpenLocked(Path);
         try
         {
+            CheckOurs(_file, Path);
+
             // Created by someone else before us, the file may have kept a wider mode: it will hold swap data.
             File.SetUnixFileMode(_file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             RandomAccess.SetLength(_file, 0);
-            RandomAccess.SetLength(_file, blocks << BlockShift);
+            // One write makes the file its whole (sparse) length and marks it ours: a crash leaves it empty or marked.
+            RandomAccess.Write(_file, Trailer, blocks << BlockShift);
         }
         catch
         {
@@ -443,6 +452,35 @@ internal sealed class BackingFile : IDisposable
         }
 
         return file;
+    }
+
+    /// <summary>Throws unless the file opened may be emptied: a regular file (not a FIFO, a device, ...), empty (new) or
+    /// ending in <see cref="Trailer"/>.</summary>
+    private static void CheckOurs(SafeFileHandle file, string path)
+    {
+        Span<byte> stat = stackalloc byte[256];
+        if (Interop.Libc.Fstat(file, stat) != 0)
+        {
+            throw new IOException($"cannot stat {path}: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
+        }
+
+        if ((System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(stat[Interop.Libc.StatModeOffset..]) & Interop.Libc.FileTypeMask) != Interop.Libc.RegularFileType)
+        {
+            throw new IOException($"{path} is not a regular file (a device, a FIFO, ...): a writeback-file is a file zramd makes, and deletes at exit");
+        }
+
+        long length = RandomAccess.GetLength(file);
+        if (length == 0)
+        {
+            return;
+        }
+
+        Span<byte> end = stackalloc byte[Trailer.Length];
+        if (length < Trailer.Length || (length - Trailer.Length) % BlockSize != 0
+            || RandomAccess.Read(file, end, length - Trailer.Length) != end.Length || !end.SequenceEqual(Trailer))
+        {
+            throw new IOException($"{path} exists ({length} bytes) and is not a zramd writeback file: zramd empties the file it writes back to, and deletes it at exit, so it takes only a new, empty or earlier zramd's one; remove it or name another");
+        }
     }
 
     private void CheckBlock(long block, int length)

@@ -91,20 +91,58 @@ public sealed class BackingFileTests : IDisposable
         var back = new byte[12];
         Assert.True(first.Read(block, back));
         Assert.Equal("written back"u8.ToArray(), back);
-        Assert.Equal(16 * BackingFile.BlockSize, new FileInfo(path).Length);
+        Assert.Equal((16 * BackingFile.BlockSize) + BackingFile.Trailer.Length, new FileInfo(path).Length);
 
+        // What a zramd that died left (a copy of a live one's file): emptied and taken.
         string old = Path.Combine(_dir, "old");
-        File.WriteAllText(old, "what an earlier run left");
+        Daemon.ClientTool.Run("cp", [path, old]).EnsureSuccess();
         File.SetUnixFileMode(old, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
         using (var fresh = new BackingFile(old, 2, 0))
         {
             // Read by another tool: a FileStream here would ask for the lock the device holds.
-            Assert.Equal(2 * BackingFile.BlockSize, new FileInfo(old).Length);
+            Assert.Equal((2 * BackingFile.BlockSize) + BackingFile.Trailer.Length, new FileInfo(old).Length);
             Daemon.ClientTool.Run("cmp", ["-n", (2 * BackingFile.BlockSize).ToString(System.Globalization.CultureInfo.InvariantCulture), old, "/dev/zero"]).EnsureSuccess();
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(old));
         }
 
         Assert.False(File.Exists(old), "the file is deleted with the device");
+    }
+
+    /// <summary>A file at the path that no zramd made is refused whole, not emptied (and deleted at exit): one with
+    /// data, the same through a symlink (a probe lost /etc/passwd that way), one of a zramd's size but not its trailer,
+    /// and what is not a regular file (a FIFO: an unhandled NotSupportedException ended the start). An empty file, or
+    /// none, is taken.</summary>
+    [Fact]
+    public void A_file_no_zramd_made_is_refused_whole()
+    {
+        string kept = Path.Combine(_dir, "notes.txt");
+        File.WriteAllText(kept, "someone's data");
+        string link = Path.Combine(_dir, "link.wb");
+        File.CreateSymbolicLink(link, kept);
+        string sized = Path.Combine(_dir, "sized.wb");
+        File.WriteAllBytes(sized, new byte[(2 * BackingFile.BlockSize) + BackingFile.Trailer.Length]);
+        string fifo = Path.Combine(_dir, "fifo");
+        Daemon.ClientTool.Run("mkfifo", [fifo]).EnsureSuccess();
+
+        foreach (string path in new[] { kept, link, sized })
+        {
+            var e = Assert.Throws<IOException>(() => new BackingFile(path, 2, 0));
+            Assert.Contains("is not a zramd writeback file", e.Message, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("is not a regular file", Assert.Throws<IOException>(() => new BackingFile(fifo, 2, 0)).Message, StringComparison.Ordinal);
+        Assert.Equal("someone's data", File.ReadAllText(kept));
+        Assert.True(File.Exists(link) && File.Exists(sized) && File.Exists(fifo));
+        Assert.Equal((2 * BackingFile.BlockSize) + BackingFile.Trailer.Length, new FileInfo(sized).Length);
+
+        string empty = Path.Combine(_dir, "empty.wb");
+        File.WriteAllBytes(empty, []);
+        using (var taken = new BackingFile(empty, 2, 0))
+        {
+            Assert.True(taken.Allocate() >= 0);
+        }
+
+        Assert.False(File.Exists(empty));
     }
 
     [Fact]

@@ -12,7 +12,7 @@ namespace ZramDaemon.Tests.Device.Writeback;
 /// </summary>
 internal sealed class SmallTmpfs : IDisposable
 {
-    public SmallTmpfs(string prefix, string size = "64k")
+    public SmallTmpfs(string prefix, string size = "68k")
     {
         Size = size;
         Dir = Directory.CreateTempSubdirectory(prefix).FullName;
@@ -33,7 +33,7 @@ internal sealed class SmallTmpfs : IDisposable
     /// <summary>
     /// A device of <paramref name="pages"/> pages whose backing file (zram0.wb) lives here, its first
     /// <paramref name="textPages"/> pages written with <see cref="DevicePages.TextPage"/> (their index); the test
-    /// fails first if the mount did. A 64k tmpfs holds 16 blocks: a run's 17th write fails.
+    /// fails first if the mount did. A 68k tmpfs holds 16 blocks and the file's trailer (BackingFile.Trailer): a run's 17th write fails.
     /// </summary>
     public ZramDevice BackedDevice(int pages, int textPages, ILoggerFactory? loggers = null)
     {

@@ -510,7 +510,7 @@ public sealed class WritebackTests : IDisposable
             path = device.BackingFilePath!;
             Assert.True(File.Exists(path));
             Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(path));
-            Assert.Equal((1L << 20) + WritebackBatch.Capacity * (long)BackingFile.BlockSize, new FileInfo(path).Length); // a block per slot, and the batch's
+            Assert.Equal((1L << 20) + (WritebackBatch.Capacity * (long)BackingFile.BlockSize) + BackingFile.Trailer.Length, new FileInfo(path).Length); // a block per slot, the batch's, the trailer
 
         }
 
