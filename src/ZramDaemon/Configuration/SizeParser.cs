@@ -34,7 +34,10 @@ public static class SizeParser
 
         if (!long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out long value))
         {
-            error = $"'{text}' is not a size: use a whole number with an optional K, M, G or T suffix";
+            // Digits that do not fit a long are a size all the same, one too large.
+            error = s.Length > 0 && s.All(char.IsAsciiDigit)
+                ? $"'{text}' is too large"
+                : $"'{text}' is not a size: use a whole number with an optional K, M, G or T suffix";
             return false;
         }
 

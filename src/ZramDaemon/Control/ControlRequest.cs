@@ -118,7 +118,7 @@ public sealed record ControlRequest(string Verb, string? Device, string? Key, st
                 }
             }
             else if ((word.StartsWith("algo=", StringComparison.Ordinal) || word.StartsWith("priority=", StringComparison.Ordinal))
-                && words[0] == "recompress" && algorithm?.Contains(word[..word.IndexOf('=', StringComparison.Ordinal)], StringComparison.Ordinal) != true)
+                && words[0] == "recompress" && algorithm?.Split(' ').Any(given => given.StartsWith(word[..(word.IndexOf('=', StringComparison.Ordinal) + 1)], StringComparison.Ordinal)) != true)
             {
                 // The kernel's choice among its recompression algorithms, by name or priority (each at most once; both
                 // may be given); zramd has one, which the device's run checks them against.

@@ -18,16 +18,18 @@ public class SizeParserTests
     }
 
     [Theory]
-    [InlineData("")]
-    [InlineData("G")]
-    [InlineData("-1G")]
-    [InlineData("1.5G")]
-    [InlineData("4X")]
-    [InlineData("99999999999T")]
-    public void Rejects_what_is_not_a_size_with_a_reason(string text)
+    [InlineData("", "a size is required")]
+    [InlineData("G", "is not a size")]
+    [InlineData("-1G", "is not a size")]
+    [InlineData("1.5G", "is not a size")]
+    [InlineData("4X", "is not a size")]
+    [InlineData("99999999999T", "is too large")]
+    [InlineData("99999999999999999999G", "is too large")]
+    [InlineData("99999999999999999999", "is too large")]
+    public void Rejects_what_is_not_a_size_with_a_reason(string text, string reason)
     {
         Assert.False(SizeParser.TryParse(text, out _, out string error));
-        Assert.False(string.IsNullOrEmpty(error));
+        Assert.StartsWith(text.Length == 0 ? reason : $"'{text}' {reason}", error, StringComparison.Ordinal);
     }
 
     /// <summary>A size as the startup report prints it reads back as that size: exact, never rounded (a max-payload of

@@ -35,6 +35,10 @@ public class ControlRequestTests
         Assert.Equal("recompress zram0 type=huge_idle threshold=3000", request.ToString());
         Assert.True(ControlRequest.TryParse("recompress zram0 priority=1 max_pages=5", out request, out error), error);
         Assert.Equal("recompress zram0 max_pages=5 priority=1", request.ToString());
+
+        // An algorithm named like the other key is not that key given twice.
+        Assert.True(ControlRequest.TryParse("recompress zram0 algo=priority priority=1", out request, out error), error);
+        Assert.Equal("recompress zram0 algo=priority priority=1", request.ToString());
     }
 
     [Theory]
