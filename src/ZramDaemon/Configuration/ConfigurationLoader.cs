@@ -214,7 +214,9 @@ public static partial class ConfigurationLoader
                     throw (listenSetting with { Value = word }).Fail(error);
                 }
 
-                if (listen.Contains(address))
+                // By the file reached, not the text: a symlinked directory made a second listener fail the start with
+                // "in use by another server", which was zramd itself.
+                if (listen.Contains(address) || (address.IsUnix && listen.Any(l => l.IsUnix && SameFile(l.UnixPath, address.UnixPath))))
                 {
                     throw (listenSetting with { Value = word }).Fail("listed twice");
                 }
@@ -251,7 +253,7 @@ public static partial class ConfigurationLoader
             controlPath = RuntimePaths.RequireDefaultSocketPath(facts, RuntimePaths.ControlFileName);
         }
 
-        if (listen.Any(l => l.IsUnix && l.UnixPath == controlPath))
+        if (listen.Any(l => l.IsUnix && SameFile(l.UnixPath, controlPath)))
         {
             throw (daemon.Control ?? daemon.Listen)!.Fail("the control socket and an NBD socket are the same file");
         }
@@ -868,6 +870,9 @@ public static partial class ConfigurationLoader
             throw (daemon.TlsKey ?? certificate).Fail($"cannot load the certificate and key: {e.Message}");
         }
     }
+
+    /// <summary>Whether two full paths reach one file (or will, once it is made).</summary>
+    private static bool SameFile(string a, string b) => a == b || FileIdentity.Of(a) == FileIdentity.Of(b);
 
     /// <summary>Why a file setting names no file: a directory is one, but not a file.</summary>
     private static string NoSuchFile(string path) => Directory.Exists(path) ? "a directory, not a file" : "no such file";

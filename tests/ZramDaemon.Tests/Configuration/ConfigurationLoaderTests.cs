@@ -450,6 +450,22 @@ public sealed class ConfigurationLoaderTests : IDisposable
         Assert.EndsWith($"[zram0] writeback-file = '{_dir}/none/../f.wb': cannot resolve {_dir}/none/..: No such file or directory", e.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>Sockets are compared by the file they reach: one through a symlinked directory is the same socket (the
+    /// start failed with "in use by another server", the other being zramd itself).</summary>
+    [Fact]
+    public void A_socket_reached_through_a_symlinked_directory_is_the_same_socket()
+    {
+        string real = Directory.CreateDirectory(Path.Combine(_dir, "real")).FullName;
+        string link = Path.Combine(_dir, "link");
+        Directory.CreateSymbolicLink(link, real);
+        var facts = Facts(env: ("XDG_RUNTIME_DIR", _dir));
+
+        var twice = Assert.Throws<ConfigurationException>(() => Load(facts, new CommandLineSettings { ConfigPath = WriteConfig($"[zramd]\nlisten = unix:{real}/a.sock unix:{link}/a.sock\n") }));
+        Assert.EndsWith($"[zramd] listen = 'unix:{link}/a.sock': listed twice", twice.Message, StringComparison.Ordinal);
+        var control = Assert.Throws<ConfigurationException>(() => Load(facts, new CommandLineSettings { ConfigPath = WriteConfig($"[zramd]\nlisten = unix:{real}/a.sock\ncontrol = {link}/a.sock\n") }));
+        Assert.EndsWith("the control socket and an NBD socket are the same file", control.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>The identity check must not refuse what only looks alike: one name in two directories, and two names
     /// in one.</summary>
     [Fact]
