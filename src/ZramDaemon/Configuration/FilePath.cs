@@ -31,10 +31,11 @@ internal static class FilePath
             {
                 absolute = Path.Join(Directory.GetCurrentDirectory(), path);
             }
-            catch (IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                // getcwd fails with ENOENT once the working directory was removed (a reload long after the start).
-                error = "a relative path, and the working directory it is relative to no longer exists: use an absolute path";
+                // getcwd fails with ENOENT once the working directory was removed (a reload long after the start),
+                // EACCES when a directory above it may not be read.
+                error = $"a relative path, and the working directory cannot be found ({e.Message}; removed since the start?): use an absolute path";
                 return false;
             }
         }

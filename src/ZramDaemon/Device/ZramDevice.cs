@@ -258,6 +258,10 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         ZramDeviceLog.Created(_logger, options.Name, options.DiskSize, _slots.Count, spec.ToString(), memLimit);
+        if (_backing is { Unmarked: true })
+        {
+            ZramDeviceLog.BackingFileUnmarked(_logger, options.Name, _backing.Path);
+        }
     }
 
     public string Name => _options.Name;

@@ -48,6 +48,9 @@ internal static partial class ZramDeviceLog
     [LoggerMessage(EventId = 12, Level = LogLevel.Information, Message = "{Device}: recompression dictionary of {Bytes} bytes trained from {Pages} idle pages in {Milliseconds:F0} ms")]
     public static partial void DictionaryTrained(ILogger logger, string device, int bytes, int pages, double milliseconds);
 
+    [LoggerMessage(EventId = 15, Level = LogLevel.Warning, Message = "{Device}: no room for the backing file's trailer in {Path} (a full filesystem or a quota): writeback fails until there is room, and if zramd dies the next start refuses the file until it is removed")]
+    public static partial void BackingFileUnmarked(ILogger logger, string device, string path);
+
     [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "{Device}: no recompression dictionary from {Pages} pages ({Reason}); recompressing without one")]
     public static partial void DictionaryFailed(ILogger logger, string device, int pages, string reason);
 }

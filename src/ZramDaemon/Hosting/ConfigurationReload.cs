@@ -61,6 +61,12 @@ internal sealed partial class ConfigurationReload
             // are refused alike: a reload that cannot read ends nothing but itself.
             refused = e.Message;
         }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            // Anything else is a fault of the reload's own: on the reload thread it would end the process.
+            LogReloadFailed(_logger, e);
+            return;
+        }
 
         lock (_gate)
         {

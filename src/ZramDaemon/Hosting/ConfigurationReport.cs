@@ -32,7 +32,8 @@ internal static partial class ConfigurationReport
         return settings;
     }
 
-    /// <summary>A template's part with each {Placeholder} replaced by its value.</summary>
+    /// <summary>A template's part with each {Placeholder} replaced by its value (a {Name:format} or {Name,width} by the
+    /// value of Name, as the state holds it).</summary>
     private static string Fill(string template, IReadOnlyDictionary<string, string> values)
     {
         var text = new System.Text.StringBuilder();
@@ -40,7 +41,8 @@ internal static partial class ConfigurationReport
         for (int open = template.IndexOf('{', StringComparison.Ordinal); open >= 0; open = template.IndexOf('{', at))
         {
             int close = template.IndexOf('}', open);
-            text.Append(template, at, open - at).Append(values[template[(open + 1)..close]]);
+            string name = template[(open + 1)..close].Split(':', ',')[0];
+            text.Append(template, at, open - at).Append(values[name]);
             at = close + 1;
         }
 

@@ -92,16 +92,35 @@ internal static partial class Interop
         internal const int StatDeviceOffset = 0;
         internal const int StatInodeOffset = 8;
 
-        /// <summary>st_mode: after st_dev, st_ino, st_nlink (8 bytes each) on x86-64; after st_dev, st_ino on arm64.</summary>
-        internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
+        /// <summary>statx(2): what a backing file is (its type, owner, links), in a layout that is the same on every
+        /// architecture, unlike struct stat's (fields in native byte order). <paramref name="dirFd"/>: a directory, or with
+        /// <see cref="AtEmptyPath"/> and an empty path, the file itself.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Statx(SafeHandle dirFd, string path, int flags, uint mask, Span<byte> statxBuffer);
 
-        // <sys/stat.h>: the file type bits of st_mode.
+        [LibraryImport(LibraryName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        internal static partial int Statx(int dirFd, string path, int flags, uint mask, Span<byte> statxBuffer);
+
+        internal const int AtFdCwd = -100;
+        internal const int AtEmptyPath = 0x1000;
+        internal const uint StatxBasicStats = 0x7FF;
+        internal const int StatxBufferSize = 256;
+        internal const int StatxNlinkOffset = 16; // u32
+        internal const int StatxUidOffset = 20; // u32
+        internal const int StatxModeOffset = 28; // u16
+        internal const int StatxSizeOffset = 40; // u64
+
+        // <sys/stat.h>: the file type bits of the mode.
         internal const uint FileTypeMask = 0xF000;
         internal const uint RegularFileType = 0x8000;
 
-        /// <summary>fstat(2), as <see cref="Stat"/>, of an open file: what the backing file opened is.</summary>
-        [LibraryImport(LibraryName, EntryPoint = "fstat", SetLastError = true)]
-        internal static partial int Fstat(SafeHandle fd, Span<byte> statBuffer);
+        [LibraryImport(LibraryName, EntryPoint = "geteuid")]
+        internal static partial uint GetEuid();
+
+        /// <summary>fsync(2): the backing file's size and trailer on disk before it is used, so that after a power cut
+        /// the file left is one a zramd made, which the next start takes back.</summary>
+        [LibraryImport(LibraryName, EntryPoint = "fsync", SetLastError = true)]
+        internal static partial int Fsync(SafeHandle fd);
 
         // <fcntl.h>, <sys/file.h>: a device's backing file is opened and locked by us, not by FileStream, whose lock the
         // runtime leaves out (and then truncates at open) when DOTNET_SYSTEM_IO_DISABLEFILELOCKING is set.
@@ -148,6 +167,7 @@ internal static partial class Interop
         // On a block device without O_CREAT: fails with EBUSY while the kernel holds it (mounted, swap, a holder).
         internal const int OExcl = 0x80;
         internal const int OCloexec = 0x80000;
+        internal const int ONoctty = 0x100;
 
         // <errno.h>
         internal const int EIntr = 4;

@@ -20,7 +20,7 @@ public sealed class ConfigurationReportTests : IDisposable
         string writeback = Path.Combine(_dir, "b, writeback-limit = 1", "zram1.wb");
         Directory.CreateDirectory(Path.GetDirectoryName(writeback)!);
         string config = Path.Combine(_dir, "zramd.conf");
-        File.WriteAllText(config, $"[zramd]\ncontrol = {control}\nmax-connections = 7\n[zram0]\nzram-size = 16M\n[zram1]\nzram-size = 32M\ndedup = yes\nwriteback-file = {writeback}\n");
+        File.WriteAllText(config, $"[zramd]\ncontrol = {control}\nmax-connections = 7\n[zram0]\nzram-size = 16M\n[zram1]\nzram-size = 32M\ndedup = yes\nwriteback-file = {writeback}\nrecompress-algorithm = zstd\n");
         ZramdConfiguration loaded = ConfigurationLoader.Load(new CommandLineSettings { ConfigPath = config }, new SystemFacts
         {
             RamMiB = 16384,
@@ -40,6 +40,10 @@ public sealed class ConfigurationReportTests : IDisposable
         Assert.Equal("none", settings.Single(s => s.Key == "[zram1] writeback-limit").Value);
         Assert.Equal("info", settings.Single(s => s.Key == "log-level").Value);
         Assert.Equal("90%", settings.Single(s => s.Key == "[zram0] compact-watermark").Value);
+
+        // Every message the start logs is one of these: a placeholder Settings cannot fill would throw here.
+        Assert.Equal("zstd:3", settings.Single(s => s.Key == "[zram1] recompress-algorithm").Value);
+        Assert.EndsWith("%", settings.Single(s => s.Key == "[zram1] recompress-cpu-percent").Value, StringComparison.Ordinal);
         Assert.DoesNotContain(settings, s => s.Key == "[zram0] dedup");
 
         // Every key is one an admin writes (the first line, the file read and the RAM, is not a setting).

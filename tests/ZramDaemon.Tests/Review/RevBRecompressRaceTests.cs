@@ -38,16 +38,6 @@ public sealed class RevBRecompressRaceTests : IDisposable
     public void A_failed_batch_staged_during_a_recompression_keeps_the_recompressions_verdict()
     {
         _tmpfs.AssertMounted();
-        using var device = new ZramDevice(new ZramDeviceOptions
-        {
-            Name = "zram0",
-            DiskSize = 16L * Page,
-            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
-            RecompressAlgorithm = "zstd:3",
-            CompactInterval = TimeSpan.FromHours(1),
-        }, NullLoggerFactory.Instance);
-
-        // Filled after the device is made: making it writes the file's trailer (BackingFile.Trailer).
         string filler = Path.Combine(_tmpfs.Dir, "filler");
         using (var fill = new FileStream(filler, FileMode.Create))
         {
@@ -66,6 +56,14 @@ public sealed class RevBRecompressRaceTests : IDisposable
             }
         }
 
+        using var device = new ZramDevice(new ZramDeviceOptions
+        {
+            Name = "zram0",
+            DiskSize = 16L * Page,
+            BackingFile = Path.Combine(_tmpfs.Dir, "zram0.wb"),
+            RecompressAlgorithm = "zstd:3",
+            CompactInterval = TimeSpan.FromHours(1),
+        }, NullLoggerFactory.Instance);
         var page = new byte[Page];
         var random = new Random(11);
         for (int i = 0; i < 2; i++)

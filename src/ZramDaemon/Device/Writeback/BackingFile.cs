@@ -67,6 +67,14 @@ internal sealed class BackingFile : IDisposable
         _dailyLimitBytes = dailyLimitBytes;
         _clock = clock ?? (() => Environment.TickCount64 / 1000);
         _used = new ulong[(blocks + 63) >> 6];
+
+        // Before opening: an open alone does things to what is not a file (arms a watchdog, takes a terminal).
+        Span<byte> statx = stackalloc byte[Interop.Libc.StatxBufferSize];
+        if (Interop.Libc.Statx(Interop.Libc.AtFdCwd, Path, 0, Interop.Libc.StatxBasicStats, statx) == 0)
+        {
+            CheckRegular(statx, Path);
+        }
+
         _file = OpenLocked(Path);
         try
         {
@@ -75,8 +83,24 @@ internal sealed class BackingFile : IDisposable
             // Created by someone else before us, the file may have kept a wider mode: it will hold swap data.
             File.SetUnixFileMode(_file, UnixFileMode.UserRead | UnixFileMode.UserWrite);
             RandomAccess.SetLength(_file, 0);
-            // One write makes the file its whole (sparse) length and marks it ours: a crash leaves it empty or marked.
-            RandomAccess.Write(_file, Trailer, blocks << BlockShift);
+            try
+            {
+                // One write makes the file its whole (sparse) length and marks it ours, and is made durable: a crash,
+                // even a power cut, leaves it empty or marked.
+                RandomAccess.Write(_file, Trailer, blocks << BlockShift);
+                Interop.Libc.Fsync(_file);
+            }
+            catch (IOException)
+            {
+                // No room for the trailer's block (a full filesystem, a quota): the device starts all the same, its
+                // writeback failing until there is room, as before the trailer; the file is left unmarked.
+                RandomAccess.SetLength(_file, blocks << BlockShift);
+                Unmarked = true;
+            }
+
+            // The file itself, where a symlink at the path points: the one exit deletes (the link is the admin's).
+            FilePath = new FileInfo($"/proc/self/fd/{_file.DangerousGetHandle().ToInt32().ToString(System.Globalization.CultureInfo.InvariantCulture)}").LinkTarget ?? Path;
+            _identity = Configuration.FileIdentity.Of(FilePath);
         }
         catch
         {
@@ -85,10 +109,17 @@ internal sealed class BackingFile : IDisposable
         }
 
         _windowStart = _clock();
-        _identity = Configuration.FileIdentity.Of(Path);
     }
 
+    /// <summary>The path as configured (full).</summary>
     public string Path { get; }
+
+    /// <summary>The file's own path: <see cref="Path"/>, or where a symlink there points.</summary>
+    public string FilePath { get; }
+
+    /// <summary>The trailer could not be written (no room at start): a zramd that dies leaves a file the next start
+    /// refuses until it is removed.</summary>
+    public bool Unmarked { get; }
 
     /// <summary>zram's bd_count: blocks in use, in pages.</summary>
     public long Count => Interlocked.Read(ref _count);
@@ -409,10 +440,10 @@ internal sealed class BackingFile : IDisposable
         _file.Dispose();
         try
         {
-            // A file put at the path since (ours renamed or deleted under us) is someone else's.
-            if (Configuration.FileIdentity.Of(Path) == _identity)
+            // A file put there since (ours renamed or deleted under us) is someone else's.
+            if (Configuration.FileIdentity.Of(FilePath) == _identity)
             {
-                File.Delete(Path);
+                File.Delete(FilePath);
             }
         }
         catch (IOException)
@@ -431,7 +462,7 @@ internal sealed class BackingFile : IDisposable
     /// <exception cref="BackingFileInUseException">Another open of the file holds its lock.</exception>
     private static SafeFileHandle OpenLocked(string path)
     {
-        int fd = Interop.Libc.Open(path, Interop.Libc.ORdWr | Interop.Libc.OCreat | Interop.Libc.OCloexec, Interop.Libc.ModeOwnerReadWrite);
+        int fd = Interop.Libc.Open(path, Interop.Libc.ORdWr | Interop.Libc.OCreat | Interop.Libc.OCloexec | Interop.Libc.ONoctty, Interop.Libc.ModeOwnerReadWrite);
         if (fd < 0)
         {
             throw new IOException($"cannot open {path}: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
@@ -454,22 +485,30 @@ internal sealed class BackingFile : IDisposable
         return file;
     }
 
-    /// <summary>Throws unless the file opened may be emptied: a regular file (not a FIFO, a device, ...), empty (new) or
-    /// ending in <see cref="Trailer"/>.</summary>
+    /// <summary>Throws unless the file opened may be emptied: a regular file (not a FIFO, a device, ...) of ours alone
+    /// (owned by this user, no other name: a hard link keeps what it is given, another owner may read it), empty (new)
+    /// or ending in <see cref="Trailer"/>.</summary>
     private static void CheckOurs(SafeFileHandle file, string path)
     {
-        Span<byte> stat = stackalloc byte[256];
-        if (Interop.Libc.Fstat(file, stat) != 0)
+        Span<byte> statx = stackalloc byte[Interop.Libc.StatxBufferSize];
+        if (Interop.Libc.Statx(file, string.Empty, Interop.Libc.AtEmptyPath, Interop.Libc.StatxBasicStats, statx) != 0)
         {
             throw new IOException($"cannot stat {path}: {Interop.Libc.Describe(Marshal.GetLastPInvokeError())}");
         }
 
-        if ((System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(stat[Interop.Libc.StatModeOffset..]) & Interop.Libc.FileTypeMask) != Interop.Libc.RegularFileType)
+        CheckRegular(statx, path);
+        uint owner = MemoryMarshal.Read<uint>(statx[Interop.Libc.StatxUidOffset..]);
+        if (owner != Interop.Libc.GetEuid())
         {
-            throw new IOException($"{path} is not a regular file (a device, a FIFO, ...): a writeback-file is a file zramd makes, and deletes at exit");
+            throw new IOException($"{path} exists and belongs to another user (uid {owner}), who could read the pages zramd would write there: remove it or name another");
         }
 
-        long length = RandomAccess.GetLength(file);
+        if (MemoryMarshal.Read<uint>(statx[Interop.Libc.StatxNlinkOffset..]) != 1)
+        {
+            throw new IOException($"{path} exists under other names too (hard links), which would keep the pages zramd writes there after it deletes this one: remove them or name another");
+        }
+
+        long length = (long)MemoryMarshal.Read<ulong>(statx[Interop.Libc.StatxSizeOffset..]);
         if (length == 0)
         {
             return;
@@ -480,6 +519,14 @@ internal sealed class BackingFile : IDisposable
             || RandomAccess.Read(file, end, length - Trailer.Length) != end.Length || !end.SequenceEqual(Trailer))
         {
             throw new IOException($"{path} exists ({length} bytes) and is not a zramd writeback file: zramd empties the file it writes back to, and deletes it at exit, so it takes only a new, empty or earlier zramd's one; remove it or name another");
+        }
+    }
+
+    private static void CheckRegular(ReadOnlySpan<byte> statx, string path)
+    {
+        if ((MemoryMarshal.Read<ushort>(statx[Interop.Libc.StatxModeOffset..]) & Interop.Libc.FileTypeMask) != Interop.Libc.RegularFileType)
+        {
+            throw new IOException($"{path} is not a regular file (a device, a FIFO, ...): a writeback-file is a file zramd makes, and deletes at exit");
         }
     }
 

@@ -143,6 +143,70 @@ public sealed class BackingFileTests : IDisposable
         }
 
         Assert.False(File.Exists(empty));
+
+        // Empty, but another user's (who could read what is written), or with a second name (which keeps it after
+        // exit): refused too.
+        string others = Path.Combine(_dir, "others.wb");
+        File.WriteAllBytes(others, []);
+        Daemon.ClientTool.Run("chown", ["65534", others]).EnsureSuccess();
+        Assert.Contains("belongs to another user (uid 65534)", Assert.Throws<IOException>(() => new BackingFile(others, 2, 0)).Message, StringComparison.Ordinal);
+        string linked = Path.Combine(_dir, "linked.wb");
+        File.WriteAllBytes(linked, []);
+        Daemon.ClientTool.Run("ln", [linked, Path.Combine(_dir, "second-name")]).EnsureSuccess();
+        Assert.Contains("under other names too", Assert.Throws<IOException>(() => new BackingFile(linked, 2, 0)).Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>On a filesystem with no room for the trailer's block, the file is made unmarked (its writes fail until
+    /// there is room, as before the trailer) rather than failing the device's start, and says so.</summary>
+    [Fact]
+    public void On_a_full_filesystem_the_file_is_made_without_its_trailer()
+    {
+        using var tmpfs = new SmallTmpfs("zramd-full-");
+        tmpfs.AssertMounted();
+        using (var fill = new FileStream(Path.Combine(tmpfs.Dir, "filler"), FileMode.Create))
+        {
+            Assert.Throws<IOException>(() =>
+            {
+                for (int i = 0; i < 1024; i++)
+                {
+                    fill.Write(new byte[BackingFile.BlockSize]);
+                    fill.Flush();
+                }
+            });
+        }
+
+        string path = Path.Combine(tmpfs.Dir, "zram0.wb");
+        using (var file = new BackingFile(path, 4, 0))
+        {
+            Assert.True(file.Unmarked);
+            Assert.Equal(4 * BackingFile.BlockSize, new FileInfo(path).Length);
+            Assert.Throws<IOException>(() => file.Write(file.Allocate(), "no room"u8));
+        }
+
+        Assert.False(File.Exists(path));
+    }
+
+    /// <summary>A symlink at the path (an admin's way to put the file on another disk) is followed, and exit deletes
+    /// the file it made there, not the link, which the next start follows again: exit used to delete the link alone
+    /// and leave the file, with the pages it held, and the next start made a new file beside the link's old target.</summary>
+    [Fact]
+    public void Through_a_symlink_the_file_is_made_at_its_target_and_deleted_there()
+    {
+        string disk = Directory.CreateDirectory(Path.Combine(_dir, "other-disk")).FullName;
+        string target = Path.Combine(disk, "zram0.wb");
+        string link = Path.Combine(_dir, "zram0.wb");
+        File.CreateSymbolicLink(link, target);
+        for (int run = 0; run < 2; run++)
+        {
+            using (var file = new BackingFile(link, 4, 0))
+            {
+                Assert.Equal(target, file.FilePath);
+                Assert.Equal((4 * BackingFile.BlockSize) + BackingFile.Trailer.Length, new FileInfo(target).Length);
+            }
+
+            Assert.False(File.Exists(target), "the file made through the link was left behind");
+            Assert.Equal(target, new FileInfo(link).LinkTarget);
+        }
     }
 
     [Fact]
