@@ -68,6 +68,12 @@ internal sealed class DeviceRegistry : IControlHandler
             case "writeback":
                 return Writeback(device, request.Key, request.Value, request.Pages, stopping);
             case "reset":
+                // Nothing to gain once the daemon stops (everything goes anyway), and a long one would hold the stop.
+                if (stopping.IsCancellationRequested)
+                {
+                    return ControlReply.Failure("zramd is stopping");
+                }
+
                 // Claimed, as the kernel's reset_store claims the disk: no client can attach mid-reset and write
                 // pages the reset then drops.
                 if (!_server.TryClaimExport(device.Name, out int connections))

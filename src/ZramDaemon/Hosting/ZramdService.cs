@@ -392,6 +392,9 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         _hangup?.Dispose();
         _reload.Stop();
 
+        // No control request either, and the runs under way are told to stop (StopControlAsync waits for them below).
+        _control?.BeginStop();
+
         // No periodic STATUS= after STOPPING=1's "stopping".
         await _stopStatus.CancelAsync().ConfigureAwait(false);
         if (_status is not null)
