@@ -262,6 +262,11 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             ZramDeviceLog.BackingFileUnmarked(_logger, options.Name, _backing.Path);
         }
+
+        if (_backing is { PunchesHoles: false })
+        {
+            ZramDeviceLog.BackingFileNoHoles(_logger, options.Name, _backing.Path);
+        }
     }
 
     public string Name => _options.Name;

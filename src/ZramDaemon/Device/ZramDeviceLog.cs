@@ -51,6 +51,9 @@ internal static partial class ZramDeviceLog
     [LoggerMessage(EventId = 15, Level = LogLevel.Warning, Message = "{Device}: no room for the backing file's trailer in {Path} (a full filesystem or a quota): writeback fails until there is room, and if zramd dies the next start refuses the file until it is removed")]
     public static partial void BackingFileUnmarked(ILogger logger, string device, string path);
 
+    [LoggerMessage(EventId = 16, Level = LogLevel.Warning, Message = "{Device}: the filesystem of {Path} cannot punch holes: a block freed there stays allocated in the file (on disk, or in RAM on ramfs) until a writeback reuses it")]
+    public static partial void BackingFileNoHoles(ILogger logger, string device, string path);
+
     [LoggerMessage(EventId = 13, Level = LogLevel.Debug, Message = "{Device}: no recompression dictionary from {Pages} pages ({Reason}); recompressing without one")]
     public static partial void DictionaryFailed(ILogger logger, string device, int pages, string reason);
 }

@@ -98,6 +98,10 @@ internal sealed class BackingFile : IDisposable
                 Unmarked = true;
             }
 
+            // Freed blocks are punched out; a filesystem that cannot (ramfs, some FUSE and network ones) keeps them
+            // allocated until reused, which the owner says once, at start, rather than each free counting silently.
+            PunchesHoles = Interop.Libc.Fallocate(_file, Interop.Libc.FallocFlPunchHole | Interop.Libc.FallocFlKeepSize, 0, BlockSize) == 0;
+
             // The file itself, where a symlink at the path points: the one exit deletes (the link is the admin's).
             FilePath = new FileInfo($"/proc/self/fd/{_file.DangerousGetHandle().ToInt32().ToString(System.Globalization.CultureInfo.InvariantCulture)}").LinkTarget ?? Path;
             _identity = Configuration.FileIdentity.Of(FilePath);
@@ -116,6 +120,9 @@ internal sealed class BackingFile : IDisposable
 
     /// <summary>The file's own path: <see cref="Path"/>, or where a symlink there points.</summary>
     public string FilePath { get; }
+
+    /// <summary>Whether the filesystem punches holes: without, a freed block stays allocated in the file until reused.</summary>
+    public bool PunchesHoles { get; }
 
     /// <summary>The trailer could not be written (no room at start): a zramd that dies leaves a file the next start
     /// refuses until it is removed.</summary>

@@ -186,6 +186,29 @@ public sealed class BackingFileTests : IDisposable
         Assert.False(File.Exists(path));
     }
 
+    /// <summary>Whether freed blocks can be punched out is found at start (so that the device warns once): tmpfs can,
+    /// ramfs cannot.</summary>
+    [Fact]
+    public void Whether_the_filesystem_punches_holes_is_known_at_start()
+    {
+        using (var file = new BackingFile(Path.Combine(_dir, "holes.wb"), 4, 0))
+        {
+            Assert.True(file.PunchesHoles);
+        }
+
+        string ramfs = Directory.CreateDirectory(Path.Combine(_dir, "ramfs")).FullName;
+        Daemon.ClientTool.Run("mount", ["-t", "ramfs", "ramfs", ramfs]).EnsureSuccess();
+        try
+        {
+            using var file = new BackingFile(Path.Combine(ramfs, "zram0.wb"), 4, 0);
+            Assert.False(file.PunchesHoles);
+        }
+        finally
+        {
+            Daemon.ClientTool.Run("umount", [ramfs]).EnsureSuccess();
+        }
+    }
+
     /// <summary>A symlink at the path (an admin's way to put the file on another disk) is followed, and exit deletes
     /// the file it made there, not the link, which the next start follows again: exit used to delete the link alone
     /// and leave the file, with the pages it held, and the next start made a new file beside the link's old target.</summary>
