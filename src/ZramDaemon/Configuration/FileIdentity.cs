@@ -1,4 +1,4 @@
-using System.Buffers.Binary;
+using System.Runtime.InteropServices;
 using ZramDaemon.Native;
 
 namespace ZramDaemon.Configuration;
@@ -42,15 +42,16 @@ internal readonly record struct FileIdentity(ulong Device, ulong Inode, string? 
 
     private static bool TryStat(string path, out ulong device, out ulong inode)
     {
-        Span<byte> stat = stackalloc byte[256];
-        if (Interop.Libc.Stat(path, stat) != 0)
+        Span<byte> statx = stackalloc byte[Interop.Libc.StatxBufferSize];
+        if (Interop.Libc.Statx(Interop.Libc.AtFdCwd, path, 0, Interop.Libc.StatxBasicStats, statx) != 0)
         {
             device = inode = 0;
             return false;
         }
 
-        device = BinaryPrimitives.ReadUInt64LittleEndian(stat[Interop.Libc.StatDeviceOffset..]);
-        inode = BinaryPrimitives.ReadUInt64LittleEndian(stat[Interop.Libc.StatInodeOffset..]);
+        device = ((ulong)MemoryMarshal.Read<uint>(statx[Interop.Libc.StatxDeviceMajorOffset..]) << 32)
+            | MemoryMarshal.Read<uint>(statx[(Interop.Libc.StatxDeviceMajorOffset + 4)..]);
+        inode = MemoryMarshal.Read<ulong>(statx[Interop.Libc.StatxInodeOffset..]);
         return true;
     }
 }

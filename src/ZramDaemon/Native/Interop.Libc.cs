@@ -75,11 +75,6 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "posix_fadvise")]
         internal static partial int PosixFadvise(SafeHandle fd, long offset, long length, int advice);
 
-        /// <summary>stat(2), following symlinks, into a buffer as large as any struct stat (144 bytes on x86-64, 128 on
-        /// arm64): which file a writeback-file path reaches.</summary>
-        [LibraryImport(LibraryName, EntryPoint = "stat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial int Stat(string path, Span<byte> statBuffer);
-
         /// <summary>realpath(3) into a buffer it allocates (null on failure, errno set), to be given to free: the path
         /// with every symlink and <c>..</c> resolved as the kernel resolves them.</summary>
         [LibraryImport(LibraryName, EntryPoint = "realpath", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
@@ -88,13 +83,11 @@ internal static partial class Interop
         [LibraryImport(LibraryName, EntryPoint = "free")]
         internal static partial void Free(nint pointer);
 
-        /// <summary>st_dev and st_ino: the first two 8-byte fields of struct stat on x86-64 and arm64 alike.</summary>
-        internal const int StatDeviceOffset = 0;
-        internal const int StatInodeOffset = 8;
-
-        /// <summary>statx(2): what a backing file is (its type, owner, links), in a layout that is the same on every
-        /// architecture, unlike struct stat's (fields in native byte order). <paramref name="dirFd"/>: a directory, or with
-        /// <see cref="AtEmptyPath"/> and an empty path, the file itself.</summary>
+        /// <summary>statx(2), the one stat zramd makes: which file a path reaches (writeback-file and the daemon's own
+        /// files compared), and what a backing file is (its type, owner, links), in a layout that is the same on every
+        /// architecture, unlike struct stat's (fields in native byte order). <paramref name="dirFd"/>: a directory
+        /// (<see cref="AtFdCwd"/>), or with <see cref="AtEmptyPath"/> and an empty path, the file itself. A final
+        /// symlink is followed.</summary>
         [LibraryImport(LibraryName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
         internal static partial int Statx(SafeHandle dirFd, string path, int flags, uint mask, Span<byte> statxBuffer);
 
@@ -108,7 +101,9 @@ internal static partial class Interop
         internal const int StatxNlinkOffset = 16; // u32
         internal const int StatxUidOffset = 20; // u32
         internal const int StatxModeOffset = 28; // u16
+        internal const int StatxInodeOffset = 32; // u64
         internal const int StatxSizeOffset = 40; // u64
+        internal const int StatxDeviceMajorOffset = 136; // u32, then the minor
 
         // <sys/stat.h>: the file type bits of the mode.
         internal const uint FileTypeMask = 0xF000;
