@@ -478,8 +478,13 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// <summary>zram's compact attribute: frees the deferred objects, compacts the pool, returns the pages freed.</summary>
     public long Compact() => CompactCore("manual", shrinkHandles: true);
 
-    /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), now.</summary>
-    public void FlushDeferredFrees() => _pool.FlushDeferred();
+    /// <summary>Frees every object whose free was deferred (trimmed and overwritten pages), and punches out the
+    /// written-back blocks they gave back, now.</summary>
+    public void FlushDeferredFrees()
+    {
+        _pool.FlushDeferred();
+        _backing?.PunchFreed();
+    }
 
     /// <summary>zram's mem_limit: 0 = none, else at least <see cref="MinimumMemLimit"/>, rounded up to whole pages as
     /// the kernel keeps it (mem_limit_store's PAGE_ALIGN; mm_stat shows the rounded value). Applies to mem_used_total
@@ -850,6 +855,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             }
         }
 
+        // The written-back blocks the walk gave back, punched out in runs (one fallocate for a file written in order).
+        _backing?.PunchFreed();
+
         // The dictionary goes with the data it was trained on, once no slot needs it (writes never make new users:
         // only recompression, which this lock keeps out); the next recompression trains a new one.
         if (_dictionary is not null && Interlocked.Read(ref _counters.DictionaryPages) == 0)
@@ -1023,7 +1031,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
     /// <summary>
     /// The background thread's work: free what the write path deferred (the pool drains its queue by itself
-    /// only when it is half full), then compact if it is due, and give back the pages kept warm if the pool is idle.
+    /// only when it is half full) and punch out the written-back blocks given back, then compact if it is due, and give back the pages kept warm if the pool is idle.
     /// </summary>
     internal void BackgroundTick()
     {
@@ -1031,6 +1039,8 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         {
             _pool.FlushDeferred();
         }
+
+        _backing?.PunchFreed();
 
         if (_backing is not null && WritebackToWatermark() > 0)
         {
@@ -2488,7 +2498,9 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
         else if (SlotInfo.IsWrittenBack(info))
         {
-            _backing!.Free(value);
+            // Punched by the background tick, runs of blocks at a time (BackingFile's header): deferred or not, a
+            // free of a block is a bit set, and this one is never written again before then.
+            _backing!.FreeLater(value);
         }
         else if (SlotInfo.IsDeduped(info) && _dedup!.Release((int)value, out uint handle, out _))
         {

@@ -10,7 +10,13 @@ namespace ZramDaemon.Device.Writeback;
 /// number), holding the slot's object as it was in the pool (compressed, or the raw page of a huge slot).
 /// A bitmap says which blocks are in use (zram's bitmap); allocation and freeing are lock-free. A freed block is
 /// punched out of the file (fallocate PUNCH_HOLE) before its bit is cleared, so the file holds only live data and
-/// a block is never punched after someone else took it.
+/// a block is never punched after someone else took it. Slots give their blocks back with <see cref="FreeLater"/>,
+/// which only marks them in a second bitmap; <see cref="PunchFreed"/> (the device's background tick, a reset, a write
+/// the filesystem refuses) punches
+/// each run of neighbouring marked blocks with one fallocate and then clears their bits: a punch cost ext4 about
+/// 140 us a block here, so a reset of 102,400 written-back pages took 14 s (a probe's 76,752 took 70 s under load,
+/// past the CLI's 30 s), a 32 MiB trim of written-back pages 1.1 s of its connection, and an overwrite of one a
+/// syscall on the write path.
 ///
 /// The file is created afresh, sparse and 0600, when the device starts (what was in it means nothing without the
 /// slot table that was in memory), and deleted when the device is disposed. It is locked (flock) before anything in
@@ -28,6 +34,9 @@ internal sealed class BackingFile : IDisposable
 
     private readonly SafeFileHandle _file;
     private readonly ulong[] _used;
+    private readonly ulong[] _freed; // given back by FreeLater, not punched yet: their bits in _used stay set till then
+    private long _freedCount;
+    private readonly Lock _punchLock = new();
     private readonly long _blocks;
     private long _dailyLimitBytes;
     private readonly Func<long> _clock;
@@ -39,6 +48,7 @@ internal sealed class BackingFile : IDisposable
     private int _cached; // 1 once a read or write may have left pages in the page cache (DropCached)
     private int _busy; // 1 once a read or write came since the last DropCachedIfIdle
     private long _punchFailures;
+    private long _punches;
     private long _windowStart;
     private long _windowBytes;
     private bool _disposed;
@@ -67,6 +77,7 @@ internal sealed class BackingFile : IDisposable
         _dailyLimitBytes = dailyLimitBytes;
         _clock = clock ?? (() => Environment.TickCount64 / 1000);
         _used = new ulong[(blocks + 63) >> 6];
+        _freed = new ulong[_used.Length];
 
         // Before opening: an open alone does things to what is not a file (arms a watchdog, takes a terminal).
         Span<byte> statx = stackalloc byte[Interop.Libc.StatxBufferSize];
@@ -128,8 +139,11 @@ internal sealed class BackingFile : IDisposable
     /// refuses until it is removed.</summary>
     public bool Unmarked { get; }
 
-    /// <summary>zram's bd_count: blocks in use, in pages.</summary>
-    public long Count => Interlocked.Read(ref _count);
+    /// <summary>zram's bd_count: blocks in use, in pages (not those given back and waiting for their punch).</summary>
+    public long Count => Interlocked.Read(ref _count) - Interlocked.Read(ref _freedCount);
+
+    /// <summary>Blocks given back with <see cref="FreeLater"/> and not punched out yet.</summary>
+    public long FreedUnpunched => Interlocked.Read(ref _freedCount);
 
     /// <summary>zram's bd_reads: reads of pages from the file, counted as they are issued (read_from_bdev), so a read
     /// that fails counts too.</summary>
@@ -145,6 +159,9 @@ internal sealed class BackingFile : IDisposable
         Interlocked.Exchange(ref _reads, 0);
         Interlocked.Exchange(ref _writes, 0);
     }
+
+    /// <summary>fallocate calls that punched freed blocks out (a run of blocks given back together takes one).</summary>
+    public long Punches => Interlocked.Read(ref _punches);
 
     /// <summary>Freed blocks the filesystem would not punch out (they stay allocated in the file until reused).</summary>
     public long PunchFailures => Interlocked.Read(ref _punchFailures);
@@ -235,8 +252,20 @@ internal sealed class BackingFile : IDisposable
         }
     }
 
-    /// <summary>A free block, now marked used; -1 when every block is in use.</summary>
+    /// <summary>A free block, now marked used; -1 when every block is in use (after punching those given back).</summary>
     public long Allocate()
+    {
+        long block = TryAllocate();
+        if (block < 0 && FreedUnpunched > 0)
+        {
+            PunchFreed();
+            block = TryAllocate();
+        }
+
+        return block;
+    }
+
+    private long TryAllocate()
     {
         int words = _used.Length;
         int start = Volatile.Read(ref _hint);
@@ -331,7 +360,18 @@ internal sealed class BackingFile : IDisposable
             {
                 try
                 {
-                    RandomAccess.Write(_file, data.Slice(i * BlockSize, sizes[i]), blocks[i] << BlockShift);
+                    try
+                    {
+                        RandomAccess.Write(_file, data.Slice(i * BlockSize, sizes[i]), blocks[i] << BlockShift);
+                    }
+                    catch (IOException) when (FreedUnpunched > 0)
+                    {
+                        // A full filesystem, with room in blocks given back and not punched yet (a trim, then a
+                        // writeback before the tick): that room first, then once more.
+                        PunchFreed();
+                        RandomAccess.Write(_file, data.Slice(i * BlockSize, sizes[i]), blocks[i] << BlockShift);
+                    }
+
                     written++;
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentOutOfRangeException)
@@ -417,10 +457,12 @@ internal sealed class BackingFile : IDisposable
         return true;
     }
 
-    /// <summary>Gives a block back: its space in the file first (punched out), then its bit.</summary>
+    /// <summary>Gives a block back now: its space in the file first (punched out), then its bit. For a block no slot
+    /// got (its write failed, the slot changed); a slot's goes by <see cref="FreeLater"/>.</summary>
     public void Free(long block)
     {
         CheckBlock(block, 0);
+        Interlocked.Increment(ref _punches);
         if (Interop.Libc.Fallocate(_file, Interop.Libc.FallocFlPunchHole | Interop.Libc.FallocFlKeepSize, block << BlockShift, BlockSize) != 0)
         {
             Interlocked.Increment(ref _punchFailures);
@@ -434,6 +476,88 @@ internal sealed class BackingFile : IDisposable
         }
 
         Interlocked.Decrement(ref _count);
+    }
+
+    /// <summary>Gives a slot's block back: marked now, punched out of the file and free for reuse at the next
+    /// <see cref="PunchFreed"/>.</summary>
+    public void FreeLater(long block)
+    {
+        CheckBlock(block, 0);
+        ulong mask = 1UL << (int)(block & 63);
+        if ((Volatile.Read(ref _used[block >> 6]) & mask) == 0 || (Interlocked.Or(ref _freed[block >> 6], mask) & mask) != 0)
+        {
+            throw new InvalidOperationException($"backing block {block} freed twice");
+        }
+
+        Interlocked.Increment(ref _freedCount);
+    }
+
+    /// <summary>Punches out what <see cref="FreeLater"/> gave back, a run of neighbouring blocks with one fallocate, and
+    /// then frees their bits. Blocks given back meanwhile wait for the next call.</summary>
+    public void PunchFreed()
+    {
+        if (FreedUnpunched == 0 || _disposed)
+        {
+            return;
+        }
+
+        lock (_punchLock)
+        {
+            long runStart = 0, runEnd = 0;
+            for (int w = 0; w < _freed.Length; w++)
+            {
+                if (Volatile.Read(ref _freed[w]) == 0)
+                {
+                    continue;
+                }
+
+                ulong bits = Interlocked.Exchange(ref _freed[w], 0);
+                while (bits != 0)
+                {
+                    int bit = BitOperations.TrailingZeroCount(bits);
+                    int length = BitOperations.TrailingZeroCount(~(bits >> bit)); // 64 when every bit from there is set
+                    long start = ((long)w << 6) + bit;
+                    if (start != runEnd)
+                    {
+                        PunchRun(runStart, runEnd);
+                        runStart = start;
+                    }
+
+                    runEnd = start + length;
+                    bits &= length == 64 ? 0 : ~(((1UL << length) - 1) << bit);
+                }
+            }
+
+            PunchRun(runStart, runEnd);
+        }
+    }
+
+    /// <summary>Punches blocks [start, end) out of the file, then clears their bits (in that order: see the header).</summary>
+    private void PunchRun(long start, long end)
+    {
+        if (end == start)
+        {
+            return;
+        }
+
+        Interlocked.Increment(ref _punches);
+        if (Interop.Libc.Fallocate(_file, Interop.Libc.FallocFlPunchHole | Interop.Libc.FallocFlKeepSize, start << BlockShift, (end - start) << BlockShift) != 0)
+        {
+            Interlocked.Add(ref _punchFailures, end - start);
+        }
+
+        for (long block = start; block < end;)
+        {
+            int bit = (int)(block & 63);
+            int length = (int)Math.Min(64 - bit, end - block);
+            ulong mask = length == 64 ? ulong.MaxValue : ((1UL << length) - 1) << bit;
+            Interlocked.And(ref _used[block >> 6], ~mask);
+            block += length;
+        }
+
+        // The waiting count first: Count reads a moment high, never below what is in use.
+        Interlocked.Add(ref _freedCount, start - end);
+        Interlocked.Add(ref _count, start - end);
     }
 
     public void Dispose()

@@ -57,6 +57,67 @@ public sealed class BackingFileTests : IDisposable
         Assert.Equal(2, file.Reads);
     }
 
+    /// <summary>
+    /// A slot's block given back (FreeLater) leaves bd_count at once but keeps its bit, and its data, until PunchFreed,
+    /// which punches each run of neighbouring blocks with one fallocate and leaves the blocks between runs alone (a
+    /// reset of 102,400 written-back pages, punched one at a time, took 14 s).
+    /// </summary>
+    [Fact]
+    public void Blocks_given_back_are_punched_in_runs_and_their_neighbours_kept()
+    {
+        using var file = new BackingFile(Path.Combine(_dir, "f"), 200, 0);
+        var page = new byte[BackingFile.BlockSize];
+        for (int i = 0; i < 200; i++)
+        {
+            Assert.Equal(i, file.Allocate());
+            page.AsSpan().Fill((byte)(i + 1));
+            file.Write(i, page);
+        }
+
+        long[] kept = [63, 64, 130];
+        for (long block = 0; block < 200; block++)
+        {
+            if (!kept.Contains(block))
+            {
+                file.FreeLater(block);
+            }
+        }
+
+        Assert.Equal(kept.Length, file.Count);
+        Assert.Equal(200 - kept.Length, file.FreedUnpunched);
+        Assert.Throws<InvalidOperationException>(() => file.FreeLater(5));
+        Assert.True(file.Read(5, page));
+        Assert.Equal(6, page[4095]); // not punched yet
+
+        long punches = file.Punches;
+        file.PunchFreed();
+        Assert.Equal(3, file.Punches - punches); // 0-62, 65-129, 131-199
+        Assert.Equal((3L, 0L), (file.Count, file.FreedUnpunched));
+        for (long block = 0; block < 200; block++)
+        {
+            Assert.True(file.Read(block, page));
+            byte expected = kept.Contains(block) ? (byte)(block + 1) : (byte)0;
+            Assert.True(page.AsSpan().IndexOfAnyExcept(expected) < 0, $"block {block} reads {page[0]}, not {expected}");
+        }
+
+        Assert.Throws<InvalidOperationException>(() => file.FreeLater(5)); // free since the punch
+
+        // Every block but the kept ones is free again; once all are taken, a block given back is punched and reused.
+        var taken = new HashSet<long>();
+        for (int i = 0; i < 197; i++)
+        {
+            Assert.True(taken.Add(file.Allocate()));
+        }
+
+        Assert.DoesNotContain(taken, kept.Contains);
+        file.FreeLater(64);
+        Assert.Equal(64, file.Allocate());
+        Assert.Equal(0, file.FreedUnpunched);
+        Assert.True(file.Read(64, page));
+        Assert.True(page.AsSpan().IndexOfAnyExcept((byte)0) < 0, "block 64 was handed out again with its old data");
+        Assert.Equal(-1, file.Allocate());
+    }
+
     [Fact]
     public void Concurrent_allocations_never_share_a_block()
     {

@@ -184,6 +184,13 @@ public sealed class WritebackTests : IDisposable
         Assert.True(allocated >= stats.BdCount * Page / 2, $"the file holds {allocated} bytes for {stats.BdCount} blocks");
         Assert.Equal(NbdError.None, device.Trim(0, size));
         Assert.Equal(0, device.GetStats().BdCount);
+        // By the background tick (every 50 ms here), not by the trim itself.
+        var waited = Stopwatch.StartNew();
+        while (AllocatedBytes(device.BackingFilePath!) >= allocated / 10 && waited.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            Thread.Sleep(50);
+        }
+
         Assert.True(AllocatedBytes(device.BackingFilePath!) < allocated / 10, "trimmed blocks were not punched out of the file");
         Assert.Equal(NbdError.None, device.Read(0, back));
         Assert.True(back.AsSpan().IndexOfAnyExcept((byte)0) < 0);
@@ -386,6 +393,41 @@ public sealed class WritebackTests : IDisposable
         ZramStats after = device.GetStats();
         Assert.Equal((0L, 0L, 0L, 0L, 0L), (after.BdCount, after.BdReads, after.BdWrites, after.PagesCompacted, after.CompactionRuns));
         Assert.Equal((0L, 0L), (after.RecompressedPages, after.RecompressBytesSaved));
+    }
+
+    /// <summary>A reset punches the written-back blocks out of the file itself (no background tick here), and the blocks
+    /// trims gave back are reused when the file is full, before any tick punched them: the whole device written back,
+    /// trimmed and written back again.</summary>
+    [Fact]
+    public void Blocks_given_back_are_reused_before_any_tick_and_a_reset_punches_them_out()
+    {
+        using ZramDevice device = CreateLeftAlone(limit: 0);
+        int slots = (int)(device.Size / Page);
+        for (int round = 0; round < 2; round++)
+        {
+            for (int i = 0; i < slots; i++)
+            {
+                Assert.Equal(NbdError.None, device.Write((long)i * Page, DevicePages.TextPage((round * slots) + i), fua: false));
+            }
+
+            Assert.Equal(slots, device.Writeback(SlotSelection.All).WrittenBack);
+            Assert.Equal(slots, device.GetStats().BdCount);
+            if (round == 0)
+            {
+                Assert.Equal(NbdError.None, device.Trim(0, device.Size));
+                Assert.Equal(0, device.GetStats().BdCount);
+            }
+        }
+
+        var back = new byte[Page];
+        Assert.Equal(NbdError.None, device.Read(7L * Page, back));
+        Assert.True(back.AsSpan().SequenceEqual(DevicePages.TextPage(slots + 7)));
+
+        long allocated = AllocatedBytes(device.BackingFilePath!);
+        Assert.True(allocated >= (long)slots * Page / 2, $"the file holds {allocated} bytes for {slots} blocks");
+        device.Reset();
+        Assert.Equal(0, device.GetStats().BdCount);
+        Assert.True(AllocatedBytes(device.BackingFilePath!) < allocated / 10, "a reset left the written-back blocks in the file");
     }
 
     [Fact]
