@@ -56,6 +56,15 @@ internal static partial class Libc
     internal const uint FileTypeMask = 0xF000;
     internal const uint SocketFileType = 0xC000;
 
+    internal const ushort AfUnix = 1;
+
+    /// <summary>sun_path of struct sockaddr_un: a path of at most 107 bytes and its NUL.</summary>
+    internal const int SunPathLength = 108;
+
+    /// <summary>bind(2), for a Unix socket's path the runtime must not know (<see cref="UnixSocketFile"/>).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "bind", SetLastError = true)]
+    internal static partial int Bind(System.Net.Sockets.SafeSocketHandle socket, ReadOnlySpan<byte> address, uint length);
+
     /// <summary>lstat(2) into a buffer as large as any struct stat (144 bytes on x86-64, 128 on arm64).</summary>
     [LibraryImport(LibraryName, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     internal static partial int LStat(string path, Span<byte> statBuffer);
@@ -63,6 +72,10 @@ internal static partial class Libc
     /// <summary>st_mode of <see cref="LStat"/>'s buffer: after st_dev, st_ino, st_nlink (8 bytes each) on
     /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
     internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
+
+    // st_dev and st_ino open every layout (8 bytes each on 64-bit Linux).
+    internal const int StatDevOffset = 0;
+    internal const int StatInoOffset = 8;
 
     /// <summary>Sleeps while <paramref name="word"/> holds <paramref name="expected"/> (returns at once if it does
     /// not, on a wake-up, or on a signal; the caller looks again either way). The word must not move: it is an

@@ -17,13 +17,13 @@ public sealed class NbdListener : IDisposable
 
     private readonly Socket _socket;
     private readonly SocketAcceptor _acceptor;
-    private readonly string? _ownedSocketPath;
+    private readonly UnixSocketFile? _socketFile;
 
-    private NbdListener(Socket socket, string description, string? ownedSocketPath)
+    private NbdListener(Socket socket, string description, UnixSocketFile? socketFile)
     {
         _socket = socket;
         Description = description;
-        _ownedSocketPath = ownedSocketPath;
+        _socketFile = socketFile;
         _acceptor = new SocketAcceptor(socket, noDelay: IsTcp);
     }
 
@@ -52,9 +52,10 @@ public sealed class NbdListener : IDisposable
 
         UnixSocketFile.RemoveStale(path);
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        UnixSocketFile? file = null;
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
+            file = UnixSocketFile.Bind(socket, path);
             if (Libc.Chmod(path, (uint)mode) != 0)
             {
                 throw new IOException($"chmod {Convert.ToString(mode, 8)} {path}: {Marshal.GetLastPInvokeErrorMessage()}");
@@ -66,11 +67,12 @@ public sealed class NbdListener : IDisposable
             }
 
             socket.Listen(Backlog);
-            return new NbdListener(socket, "unix:" + path, path);
+            return new NbdListener(socket, "unix:" + path, file);
         }
         catch
         {
             socket.Dispose();
+            file?.Delete();
             throw;
         }
     }
@@ -214,17 +216,7 @@ public sealed class NbdListener : IDisposable
         // The accept in progress ends first: its descriptor must not be closed under it.
         _acceptor.Dispose();
         _socket.Dispose();
-        if (_ownedSocketPath is not null)
-        {
-            try
-            {
-                File.Delete(_ownedSocketPath);
-            }
-            catch (IOException)
-            {
-                // Best effort: a stale socket file is removed by the next BindUnix anyway.
-            }
-        }
+        _socketFile?.Delete();
     }
 
     public override string ToString() => Description;

@@ -1,13 +1,88 @@
 using System.Buffers.Binary;
 using System.Net.Sockets;
+using System.Runtime.InteropServices;
 using Nbd.Native;
 
 namespace Nbd;
 
-/// <summary>Socket files left behind by a server that did not stop cleanly: the NBD listeners' and the daemon's
-/// control socket's alike.</summary>
-public static class UnixSocketFile
+/// <summary>
+/// The file a listening Unix socket is bound to, the NBD listeners' and the daemon's control socket's alike: bound with
+/// bind(2) itself, and deleted at the end only while it is still the file this bind made. Socket.Bind with a
+/// UnixDomainSocketEndPoint has the runtime delete the path when the socket is disposed, whatever file is there by
+/// then: a zramd whose socket file was removed, and a second zramd bound at the path since, lost the second one's
+/// socket when the first stopped (clients of the second got ENOENT while it ran on). Also: the socket files left behind
+/// by a server that did not stop cleanly (<see cref="RemoveStale"/>).
+/// </summary>
+public sealed class UnixSocketFile
 {
+    private readonly ulong _device;
+    private readonly ulong _inode;
+
+    private UnixSocketFile(string path, ulong device, ulong inode)
+    {
+        Path = path;
+        _device = device;
+        _inode = inode;
+    }
+
+    public string Path { get; }
+
+    /// <summary>Binds <paramref name="socket"/> (a Unix stream socket, not bound yet) to <paramref name="path"/>.</summary>
+    /// <exception cref="ArgumentException">The path does not fit in a socket address (107 bytes).</exception>
+    /// <exception cref="IOException">bind(2) failed (the path exists, a directory is missing or not writable).</exception>
+    public static UnixSocketFile Bind(Socket socket, string path)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        int length = System.Text.Encoding.UTF8.GetByteCount(path);
+        if (length >= Libc.SunPathLength || path.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"{path}: a Unix socket path holds at most {Libc.SunPathLength - 1} bytes and no NUL", nameof(path));
+        }
+
+        // struct sockaddr_un: sun_family (native order), then sun_path with its NUL.
+        Span<byte> address = stackalloc byte[sizeof(ushort) + Libc.SunPathLength];
+        address.Clear();
+        MemoryMarshal.Write(address, Libc.AfUnix);
+        System.Text.Encoding.UTF8.GetBytes(path, address[sizeof(ushort)..]);
+        if (Libc.Bind(socket.SafeHandle, address, (uint)(sizeof(ushort) + length + 1)) != 0)
+        {
+            throw new IOException($"cannot bind a socket at {path}: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
+
+        Span<byte> stat = stackalloc byte[256];
+        if (Libc.LStat(path, stat) != 0)
+        {
+            throw new IOException($"{path} is gone just after bind: {Marshal.GetLastPInvokeErrorMessage()}");
+        }
+
+        return new UnixSocketFile(path, MemoryMarshal.Read<ulong>(stat[Libc.StatDevOffset..]), MemoryMarshal.Read<ulong>(stat[Libc.StatInoOffset..]));
+    }
+
+    /// <summary>Deletes the file, if the path still names the one <see cref="Bind"/> made (another server's, bound
+    /// there since ours was removed, stays). Best effort: a leftover is stale, and the next bind removes it.</summary>
+    public void Delete()
+    {
+        Span<byte> stat = stackalloc byte[256];
+        if (Libc.LStat(Path, stat) != 0
+            || MemoryMarshal.Read<ulong>(stat[Libc.StatDevOffset..]) != _device
+            || MemoryMarshal.Read<ulong>(stat[Libc.StatInoOffset..]) != _inode)
+        {
+            return;
+        }
+
+        try
+        {
+            File.Delete(Path);
+        }
+        catch (IOException)
+        {
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
     /// <summary>Deletes <paramref name="path"/> if it is a socket nobody is bound to (a connect is refused). Throws
     /// <see cref="IOException"/> if a live server answers (two servers must not share it; <paramref name="liveServer"/>
     /// names who that would be, "a running zramd"), if the connect fails otherwise (a live server of another socket

@@ -22,6 +22,8 @@ public sealed partial class ControlServer : IAsyncDisposable
     private const int Backlog = 128;
 
     private readonly Socket _socket;
+    private readonly UnixSocketFile _file;
+    private int _disposed;
     private readonly SocketAcceptor _acceptor;
     private readonly IControlHandler _handler;
     private readonly ILogger _logger;
@@ -37,9 +39,9 @@ public sealed partial class ControlServer : IAsyncDisposable
     private readonly SemaphoreSlim _inService = new(MaxClients);
     private readonly Lock _servingLock = new();
 
-    private ControlServer(string path, Socket socket, IControlHandler handler, ILogger logger, TimeSpan clientTimeout)
+    private ControlServer(UnixSocketFile file, Socket socket, IControlHandler handler, ILogger logger, TimeSpan clientTimeout)
     {
-        Path = path;
+        _file = file;
         _clientTimeout = clientTimeout;
         _socket = socket;
         _acceptor = new SocketAcceptor(socket, noDelay: false);
@@ -47,7 +49,7 @@ public sealed partial class ControlServer : IAsyncDisposable
         _logger = logger;
     }
 
-    public string Path { get; }
+    public string Path => _file.Path;
 
     /// <summary>Binds <paramref name="path"/> (mode 0600) and starts answering. A stale socket file left by a
     /// crashed daemon is replaced; a live one (another zramd answering) is an error.</summary>
@@ -59,9 +61,10 @@ public sealed partial class ControlServer : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(logger);
         UnixSocketFile.RemoveStale(path, "a running zramd");
         var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        UnixSocketFile? file = null;
         try
         {
-            socket.Bind(new UnixDomainSocketEndPoint(path));
+            file = UnixSocketFile.Bind(socket, path);
 
             // Before listen(): nobody can connect while the file still has the umask's mode.
             if (OperatingSystem.IsWindows())
@@ -75,17 +78,19 @@ public sealed partial class ControlServer : IAsyncDisposable
         catch
         {
             socket.Dispose();
+            file?.Delete();
             throw;
         }
 
         ControlServer server;
         try
         {
-            server = new ControlServer(path, socket, handler, logger, clientTimeout ?? DefaultClientTimeout);
+            server = new ControlServer(file, socket, handler, logger, clientTimeout ?? DefaultClientTimeout);
         }
         catch
         {
             socket.Dispose();
+            file.Delete();
             throw;
         }
 
@@ -276,6 +281,11 @@ public sealed partial class ControlServer : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
         await _stop.CancelAsync().ConfigureAwait(false);
         _acceptor.Stop();
         if (_acceptLoop is not null)
@@ -297,14 +307,7 @@ public sealed partial class ControlServer : IAsyncDisposable
 
         await Task.WhenAll(serving).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
-        try
-        {
-            File.Delete(Path);
-        }
-        catch (IOException)
-        {
-        }
-
+        _file.Delete();
         _stop.Dispose();
         _inService.Dispose();
     }

@@ -51,9 +51,11 @@ public sealed class LiveOtherTypeSocketTests : IDisposable
         string path = Path.Combine(_directory, "stale.sock");
         using (var leftover = new Socket(AddressFamily.Unix, type, ProtocolType.Unspecified))
         {
-            leftover.Bind(new UnixDomainSocketEndPoint(path));
+            // Not Socket.Bind, whose file the runtime deletes at dispose: this one stays, as a crash leaves it.
+            UnixSocketFile.Bind(leftover, path);
         }
 
+        Assert.True(File.Exists(path));
         using NbdListener listener = NbdListener.BindUnix(path);
         Assert.True(File.Exists(path));
     }

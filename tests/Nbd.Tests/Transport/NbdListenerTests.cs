@@ -47,13 +47,53 @@ public sealed class NbdListenerTests : IDisposable
         string path = Path.Combine(_directory, "stale.sock");
         using (var leftover = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
         {
-            leftover.Bind(new UnixDomainSocketEndPoint(path)); // bound, never listening: what a crash leaves
+            // Bound, never listening: what a crash leaves (Socket.Bind's file the runtime would delete at dispose).
+            UnixSocketFile.Bind(leftover, path);
         }
 
+        Assert.True(File.Exists(path));
         using var listener = NbdListener.BindUnix(path);
         Assert.Throws<IOException>(() => NbdListener.BindUnix(path));
         listener.Dispose();
         Assert.False(File.Exists(path), "the listener removes its socket file");
+    }
+
+    /// <summary>A listener whose file was removed (by tmpfiles, an admin) and a second server bound at the path since:
+    /// the first one's end leaves the second one's socket. The runtime's Socket.Dispose deleted it by path, and the
+    /// second server's clients got ENOENT while it ran on.</summary>
+    [Fact]
+    public void Disposing_deletes_only_the_socket_file_it_bound()
+    {
+        string path = Path.Combine(_directory, "shared.sock");
+        var first = NbdListener.BindUnix(path);
+        File.Delete(path);
+        using var second = NbdListener.BindUnix(path);
+        first.Dispose();
+        Assert.True(File.Exists(path), "the first listener deleted the second one's socket file");
+        using (var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+        {
+            client.Connect(new UnixDomainSocketEndPoint(path));
+        }
+
+        second.Dispose();
+        Assert.False(File.Exists(path), "the listener removes its own socket file");
+    }
+
+    /// <summary>sun_path holds 107 bytes and a NUL: a longer path is refused before anything is made.</summary>
+    [Fact]
+    public void A_path_longer_than_a_socket_address_holds_is_refused()
+    {
+        string prefix = _directory + "/";
+        string longest = prefix + new string('s', 107 - prefix.Length);
+        using (var listener = NbdListener.BindUnix(longest))
+        {
+            Assert.True(File.Exists(longest));
+        }
+
+        string tooLong = longest + "s";
+        var error = Assert.Throws<ArgumentException>(() => NbdListener.BindUnix(tooLong));
+        Assert.Contains("at most 107 bytes", error.Message, StringComparison.Ordinal);
+        Assert.False(File.Exists(tooLong));
     }
 
     [Fact]

@@ -161,4 +161,20 @@ public sealed class ControlServerTests : IDisposable
         Assert.Contains("is not a socket", notSocket.Message, StringComparison.Ordinal);
         Assert.Equal("keep me", File.ReadAllText(regular));
     }
+
+    /// <summary>A daemon whose control socket file was removed, and a second one started at the path since: the first
+    /// one's stop leaves the second one's socket (the runtime's Socket.Dispose deleted it by path).</summary>
+    [Fact]
+    public async Task Stopping_deletes_only_the_socket_file_it_bound()
+    {
+        string path = Path.Combine(_dir, "zramd.ctl");
+        ControlServer first = ControlServer.Start(path, new EchoHandler(), NullLogger.Instance);
+        File.Delete(path);
+        await using ControlServer second = ControlServer.Start(path, new EchoHandler(), NullLogger.Instance);
+        await first.DisposeAsync();
+        Assert.True(File.Exists(path), "the first server deleted the second one's socket file");
+        Assert.True((await ControlClient.SendAsync(path, new ControlRequest("status", null, null, null))).Ok);
+        await second.DisposeAsync();
+        Assert.False(File.Exists(path), "the server removes its own socket file");
+    }
 }
