@@ -5,6 +5,7 @@ using ZramDaemon.Attach;
 using ZramDaemon.Configuration;
 using ZramDaemon.Control;
 using ZramDaemon.Hosting;
+using ZramDaemon.Logging;
 
 namespace ZramDaemon.Cli;
 
@@ -26,7 +27,7 @@ public static class ZramdCommandLine
         {
             foreach (ParseError parseError in parsed.Errors)
             {
-                error.WriteLine($"zramd: {parseError.Message}");
+                error.WriteLine($"zramd: {PrintableText.Of(parseError.Message)}");
             }
 
             error.WriteLine("Try 'zramd --help'.");
@@ -110,13 +111,13 @@ public static class ZramdCommandLine
             string text = result.GetValue(assignment) ?? string.Empty;
             if (!ControlRequest.TryParse($"set {result.GetValue(setName)} {text}", out ControlRequest? request, out string why))
             {
-                error.WriteLine($"zramd: {why}");
+                error.WriteLine($"zramd: {PrintableText.Of(why)}");
                 return ExitCodes.Usage;
             }
 
             if (!DeviceSetting.TryParse(request.Key!, request.Value!, out _, out string settingError))
             {
-                error.WriteLine($"zramd: {settingError}");
+                error.WriteLine($"zramd: {PrintableText.Of(settingError)}");
                 return ExitCodes.Usage;
             }
 
@@ -143,7 +144,7 @@ public static class ZramdCommandLine
                 string line = string.Join(' ', new[] { verb, result.GetValue(name)! }.Concat(result.GetValue(arguments) ?? []));
                 if (!ControlRequest.TryParse(line, out ControlRequest? request, out string why))
                 {
-                    error.WriteLine($"zramd: {why}");
+                    error.WriteLine($"zramd: {PrintableText.Of(why)}");
                     return ExitCodes.Usage;
                 }
 
@@ -306,7 +307,7 @@ public static class ZramdCommandLine
 
         if (!reply.Ok)
         {
-            error.WriteLine($"zramd: {reply.Error}");
+            error.WriteLine($"zramd: {PrintableText.Of(reply.Error ?? string.Empty)}");
             return ExitCodes.Failure;
         }
 
@@ -333,7 +334,7 @@ public static class ZramdCommandLine
         }
         catch (ConfigurationException e)
         {
-            error.WriteLine($"zramd: {e.Message}");
+            error.WriteLine($"zramd: {PrintableText.Of(e.Message)}");
             value = string.Empty;
             exitCode = e.ExitCode;
             return false;

@@ -10,5 +10,5 @@ internal sealed record Setting(string Value, string Origin, bool FromCommandLine
     public bool IsPlainSize { get; init; }
 
     public ConfigurationException Fail(string why) =>
-        new($"{Origin} = '{Value}': {why}") { FromCommandLine = FromCommandLine };
+        new($"{Logging.PrintableText.Of(Origin)} = '{Logging.PrintableText.Of(Value)}': {why}") { FromCommandLine = FromCommandLine };
 }

@@ -45,7 +45,7 @@ public static class DaemonLogging
     public static void WriteError(string line, IReadOnlyDictionary<string, string> environment)
     {
         ArgumentNullException.ThrowIfNull(environment);
-        Console.Error.WriteLine((UnderJournal(environment) ? SyslogPrefix(LogEventLevel.Error) : string.Empty) + line);
+        Console.Error.WriteLine((UnderJournal(environment) ? SyslogPrefix(LogEventLevel.Error) : string.Empty) + PrintableText.Of(line));
     }
 
     /// <summary>sd-daemon.h's SD_ERR .. SD_DEBUG prefixes, by Serilog level.</summary>

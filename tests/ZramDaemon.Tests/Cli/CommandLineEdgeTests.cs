@@ -30,6 +30,16 @@ public sealed class CommandLineEdgeTests : IDisposable
         AssertOneLineError(ZramdProcess.Run(["stats", "zram0", "--control", Path.Combine(_dir, new string('c', 120) + ".ctl")], Env()), 64, 1);
     }
 
+    /// <summary>A verb's argument holding an escape sequence is echoed escaped in its error, not raw to the terminal.</summary>
+    [Fact]
+    public void Control_characters_in_a_verbs_argument_are_shown_escaped()
+    {
+        (int Code, string Stdout, string Stderr) run = ZramdProcess.Run(["set", "zram0", "fo\x1b[2Jo=1", "--control", Path.Combine(_dir, "none.ctl")], Env());
+        AssertOneLineError(run, 64);
+        Assert.Contains("'fo\\x1b[2Jo' cannot be set", run.Stderr, StringComparison.Ordinal);
+        Assert.False(run.Stderr.AsSpan().ContainsAnyInRange('\0', '\x09'), "a control character reached the terminal");
+    }
+
     /// <summary>AddAttachVerbs: --socket "" becomes "unix:" + Path.GetFullPath(""), which throws ArgumentException
     /// before the try in AttachCommand.Attach.</summary>
     [Fact]

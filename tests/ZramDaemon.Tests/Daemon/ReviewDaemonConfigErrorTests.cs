@@ -43,6 +43,19 @@ public sealed class ReviewDaemonConfigErrorTests : IDisposable
             "the header is on line 4: " + line);
     }
 
+    /// <summary>A value holding control characters (an escape sequence, a carriage return) is shown escaped: its error
+    /// stays one line and cannot recolour or rewrite the terminal that shows it (the raw bytes were echoed).</summary>
+    [Fact]
+    public void Control_characters_in_a_bad_value_are_shown_escaped()
+    {
+        (int code, string stderr) = RunWith("[zram0]\nzram-size = 16M\x1b[2J\rok\u0085k\n");
+        Assert.Equal(78, code);
+        string line = stderr.TrimEnd('\n');
+        Assert.Single(line.Split('\n'));
+        Assert.Contains("zram-size = '16M\\x1b[2J\\x0dok\\x85k'", line, StringComparison.Ordinal);
+        Assert.False(line.AsSpan().ContainsAnyInRange('\0', '\x1f'), "a control character reached the terminal: " + line);
+    }
+
     /// <summary>
     /// A writeback-file that is also the NBD socket's path (or the control socket's). ConfigurationLoader.Build refuses
     /// the control socket and an NBD socket being one file ("the control socket and an NBD socket are the same file")
