@@ -215,8 +215,11 @@ public sealed class NbdListener : IDisposable
     {
         // The accept in progress ends first: its descriptor must not be closed under it.
         _acceptor.Dispose();
-        _socket.Dispose();
+
+        // While the socket still holds the file's inode: once closed, a file bound at the path since could get the
+        // same inode number (ext4 reuses it at once) and pass for ours.
         _socketFile?.Delete();
+        _socket.Dispose();
     }
 
     public override string ToString() => Description;

@@ -295,6 +295,10 @@ public sealed partial class ControlServer : IAsyncDisposable
 
         // The socket closes only once no accept uses its descriptor.
         _acceptor.Dispose();
+
+        // While the socket still holds the file's inode (UnixSocketFile.Delete compares it): once closed, a file bound
+        // at the path since could get the same inode number and pass for ours.
+        _file.Delete();
         _socket.Dispose();
 
         // The loop has ended: no request starts any more. Those running may still be reading their line (the stop
@@ -307,7 +311,6 @@ public sealed partial class ControlServer : IAsyncDisposable
 
         await Task.WhenAll(serving).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
 
-        _file.Delete();
         _stop.Dispose();
         _inService.Dispose();
     }

@@ -273,9 +273,16 @@ internal sealed class BackingFile : IDisposable
         {
             int w = start + i < words ? start + i : start + i - words;
             ulong bits = Volatile.Read(ref _used[w]);
-            while (bits != ulong.MaxValue)
+            while (true)
             {
-                int bit = BitOperations.TrailingZeroCount(~bits);
+                // Not a block still marked given back: PunchRun frees its bit in use before its mark (read after).
+                ulong taken = bits | Volatile.Read(ref _freed[w]);
+                if (taken == ulong.MaxValue)
+                {
+                    break;
+                }
+
+                int bit = BitOperations.TrailingZeroCount(~taken);
                 long block = ((long)w << 6) + bit;
                 if (block >= _blocks)
                 {
@@ -489,6 +496,14 @@ internal sealed class BackingFile : IDisposable
             throw new InvalidOperationException($"backing block {block} freed twice");
         }
 
+        // In use when looked at, but a punch may have ended it since (its first free's) and taken its mark before ours:
+        // looked at again after marking, it is free then.
+        if ((Volatile.Read(ref _used[block >> 6]) & mask) == 0)
+        {
+            Interlocked.And(ref _freed[block >> 6], ~mask);
+            throw new InvalidOperationException($"backing block {block} freed twice");
+        }
+
         Interlocked.Increment(ref _freedCount);
     }
 
@@ -506,12 +521,9 @@ internal sealed class BackingFile : IDisposable
             long runStart = 0, runEnd = 0;
             for (int w = 0; w < _freed.Length; w++)
             {
-                if (Volatile.Read(ref _freed[w]) == 0)
-                {
-                    continue;
-                }
-
-                ulong bits = Interlocked.Exchange(ref _freed[w], 0);
+                // Read, not taken: the bits stay set until their run is punched (PunchRun), so a second FreeLater of
+                // one of them meanwhile still throws.
+                ulong bits = Volatile.Read(ref _freed[w]);
                 while (bits != 0)
                 {
                     int bit = BitOperations.TrailingZeroCount(bits);
@@ -546,13 +558,19 @@ internal sealed class BackingFile : IDisposable
             Interlocked.Add(ref _punchFailures, end - start);
         }
 
-        for (long block = start; block < end;)
+        // The bits in use first, then the marks: a second FreeLater finds one or the other at every moment and throws,
+        // and Allocate passes over a block still marked.
+        for (int pass = 0; pass < 2; pass++)
         {
-            int bit = (int)(block & 63);
-            int length = (int)Math.Min(64 - bit, end - block);
-            ulong mask = length == 64 ? ulong.MaxValue : ((1UL << length) - 1) << bit;
-            Interlocked.And(ref _used[block >> 6], ~mask);
-            block += length;
+            ulong[] bitmap = pass == 0 ? _used : _freed;
+            for (long block = start; block < end;)
+            {
+                int bit = (int)(block & 63);
+                int length = (int)Math.Min(64 - bit, end - block);
+                ulong mask = length == 64 ? ulong.MaxValue : ((1UL << length) - 1) << bit;
+                Interlocked.And(ref bitmap[block >> 6], ~mask);
+                block += length;
+            }
         }
 
         // The waiting count first: Count reads a moment high, never below what is in use.

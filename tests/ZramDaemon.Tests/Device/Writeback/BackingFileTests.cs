@@ -118,6 +118,172 @@ public sealed class BackingFileTests : IDisposable
         Assert.Equal(-1, file.Allocate());
     }
 
+    /// <summary>Runs of every shape (crossing words, whole words, the last partial word): one punch a run, the freed
+    /// blocks read as zeros and are handed out again, the others keep their data.</summary>
+    [Fact]
+    public void Runs_of_every_shape_are_punched_exactly()
+    {
+        var random = new Random(42);
+        var page = new byte[BackingFile.BlockSize];
+        foreach (int n in new[] { 64, 65, 127, 128, 129, 257 })
+        {
+            for (int trial = 0; trial < 9; trial++)
+            {
+                using var file = new BackingFile(Path.Combine(_dir, $"r{n}-{trial}"), n, 0);
+                var freed = new bool[n];
+                for (int i = 0; i < n; i++)
+                {
+                    Assert.Equal(i, file.Allocate());
+                    page.AsSpan().Fill((byte)((i % 250) + 1));
+                    file.Write(i, page);
+                    freed[i] = (trial % 3) switch
+                    {
+                        0 => random.Next(2) == 0,
+                        1 => random.Next(10) != 0,
+                        _ => (i / 64) % 2 == 0 || i == n - 1,
+                    };
+                }
+
+                int runs = Enumerable.Range(0, n).Count(i => freed[i] && (i == 0 || !freed[i - 1]));
+                for (int i = 0; i < n; i++)
+                {
+                    if (freed[i])
+                    {
+                        file.FreeLater(i);
+                    }
+                }
+
+                long punches = file.Punches;
+                file.PunchFreed();
+                Assert.Equal(runs, file.Punches - punches);
+                for (int i = 0; i < n; i++)
+                {
+                    Assert.True(file.Read(i, page));
+                    byte expected = freed[i] ? (byte)0 : (byte)((i % 250) + 1);
+                    Assert.True(page.AsSpan().IndexOfAnyExcept(expected) < 0, $"{n} blocks, trial {trial}: block {i}");
+                }
+
+                Assert.Equal(freed.Count(f => !f), file.Count);
+                var again = new HashSet<long>();
+                for (long block; (block = file.Allocate()) >= 0;)
+                {
+                    Assert.True(freed[block] && again.Add(block), $"block {block} handed out though in use");
+                }
+
+                Assert.Equal(freed.Count(f => f), again.Count);
+            }
+        }
+    }
+
+    /// <summary>A block freed twice while a punch of it is under way is still caught: its mark stays until its run is
+    /// punched. (It used to be taken off first: the second free passed, and the block, free and marked, was punched
+    /// again under its next owner; a review's probe lost a written block so.)</summary>
+    [Fact]
+    public void A_block_freed_twice_during_its_punch_is_caught()
+    {
+        using var file = new BackingFile(Path.Combine(_dir, "f"), 4096, 0);
+        for (int round = 0; round < 1000; round++)
+        {
+            var blocks = new long[64];
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                blocks[i] = file.Allocate();
+            }
+
+            foreach (long block in blocks)
+            {
+                file.FreeLater(block);
+            }
+
+            var punch = new Thread(file.PunchFreed);
+            punch.Start();
+            while (punch.IsAlive)
+            {
+                Assert.Throws<InvalidOperationException>(() => file.FreeLater(blocks[^1]));
+            }
+
+            punch.Join();
+            Assert.Equal((0L, 0L), (file.Count, file.FreedUnpunched));
+        }
+    }
+
+    /// <summary>Writers allocate, write, check and give back blocks while a thread punches all the time: no block in use
+    /// loses its data, and at the end every block is free.</summary>
+    [Fact]
+    public void Blocks_in_use_keep_their_data_while_others_are_punched_beside_them()
+    {
+        const int blocks = 300;
+        using var file = new BackingFile(Path.Combine(_dir, "g"), blocks, 0);
+        long until = Environment.TickCount64 + 3000;
+        int damaged = 0;
+        var puncher = new Thread(() =>
+        {
+            while (Environment.TickCount64 < until)
+            {
+                file.PunchFreed();
+            }
+        });
+        Thread[] writers = [.. Enumerable.Range(0, 2).Select(id => new Thread(() =>
+        {
+            var random = new Random(id);
+            var mine = new Queue<(long Block, byte Fill)>();
+            var page = new byte[BackingFile.BlockSize];
+            while (Environment.TickCount64 < until)
+            {
+                if (mine.Count < 100 && random.Next(2) == 0)
+                {
+                    long block = file.Allocate();
+                    if (block >= 0)
+                    {
+                        byte fill = (byte)random.Next(1, 255);
+                        page.AsSpan().Fill(fill);
+                        file.Write(block, page);
+                        mine.Enqueue((block, fill));
+                    }
+                }
+                else if (mine.Count > 0)
+                {
+                    foreach ((long block, byte fill) in mine)
+                    {
+                        file.Read(block, page);
+                        if (page.AsSpan().IndexOfAnyExcept(fill) >= 0)
+                        {
+                            Interlocked.Increment(ref damaged);
+                        }
+                    }
+
+                    file.FreeLater(mine.Dequeue().Block);
+                }
+            }
+
+            foreach ((long block, _) in mine)
+            {
+                file.FreeLater(block);
+            }
+        }))];
+        puncher.Start();
+        foreach (Thread writer in writers)
+        {
+            writer.Start();
+        }
+
+        foreach (Thread writer in writers)
+        {
+            writer.Join();
+        }
+
+        puncher.Join();
+        file.PunchFreed();
+        Assert.Equal(0, damaged);
+        Assert.Equal((0L, 0L), (file.Count, file.FreedUnpunched));
+        for (int i = 0; i < blocks; i++)
+        {
+            Assert.True(file.Allocate() >= 0);
+        }
+
+        Assert.Equal(-1, file.Allocate());
+    }
+
     [Fact]
     public void Concurrent_allocations_never_share_a_block()
     {
