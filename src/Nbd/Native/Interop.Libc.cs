@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace Nbd.Native;
 
-/// <summary>The few libc calls .NET does not expose the way we need them (the type and permissions of a Unix socket file, what a descriptor systemd passed is, request
+/// <summary>The few libc calls .NET does not expose the way we need them (the type and identity of a Unix socket file and a bind the runtime does not know of, what a descriptor systemd passed is, request
 /// buffers that go back to the OS when their connection ends, futex(2) for <see cref="Threading.FutexLock"/> and the read turn's watchdog, the scheduling policy of a serving thread, a receive that does not block).</summary>
 internal static partial class Libc
 {
@@ -65,17 +65,34 @@ internal static partial class Libc
     [LibraryImport(LibraryName, EntryPoint = "bind", SetLastError = true)]
     internal static partial int Bind(System.Net.Sockets.SafeSocketHandle socket, ReadOnlySpan<byte> address, uint length);
 
-    /// <summary>lstat(2) into a buffer as large as any struct stat (144 bytes on x86-64, 128 on arm64).</summary>
-    [LibraryImport(LibraryName, EntryPoint = "lstat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    internal static partial int LStat(string path, Span<byte> statBuffer);
+    /// <summary>statx(2) of a path itself (a final symlink not followed), in one layout on every architecture (struct
+    /// stat's differs: st_mode is at 24 on x86-64 and ppc64le, at 16 on arm64).</summary>
+    [LibraryImport(LibraryName, EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Statx(int dirFd, string path, int flags, uint mask, Span<byte> statxBuffer);
 
-    /// <summary>st_mode of <see cref="LStat"/>'s buffer: after st_dev, st_ino, st_nlink (8 bytes each) on
-    /// x86-64; after st_dev, st_ino only on arm64 (the generic layout).</summary>
-    internal static int StatModeOffset => RuntimeInformation.ProcessArchitecture == Architecture.X64 ? 24 : 16;
+    private const int AtFdCwd = -100;
+    private const int AtSymlinkNoFollow = 0x100;
+    private const uint StatxType = 0x1;
+    private const uint StatxIno = 0x100;
 
-    // st_dev and st_ino open every layout (8 bytes each on 64-bit Linux).
-    internal const int StatDevOffset = 0;
-    internal const int StatInoOffset = 8;
+    /// <summary>The file type bits of the path's mode (a link's own), its device and inode; false if it cannot be looked
+    /// at (missing, unreachable: errno says why).</summary>
+    internal static bool TryLStat(string path, out uint fileType, out ulong device, out ulong inode)
+    {
+        Span<byte> statx = stackalloc byte[256];
+        if (Statx(AtFdCwd, path, AtSymlinkNoFollow, StatxType | StatxIno, statx) != 0)
+        {
+            fileType = 0;
+            device = inode = 0;
+            return false;
+        }
+
+        // struct statx: stx_mode (u16) at 28, stx_ino (u64) at 32, stx_dev_major and stx_dev_minor (u32 each) at 136.
+        fileType = MemoryMarshal.Read<ushort>(statx[28..]) & FileTypeMask;
+        inode = MemoryMarshal.Read<ulong>(statx[32..]);
+        device = ((ulong)MemoryMarshal.Read<uint>(statx[136..]) << 32) | MemoryMarshal.Read<uint>(statx[140..]);
+        return true;
+    }
 
     /// <summary>Sleeps while <paramref name="word"/> holds <paramref name="expected"/> (returns at once if it does
     /// not, on a wake-up, or on a signal; the caller looks again either way). The word must not move: it is an

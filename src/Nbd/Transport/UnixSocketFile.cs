@@ -1,4 +1,3 @@
-using System.Buffers.Binary;
 using System.Net.Sockets;
 using System.Runtime.InteropServices;
 using Nbd.Native;
@@ -50,23 +49,19 @@ public sealed class UnixSocketFile
             throw new IOException($"cannot bind a socket at {path}: {Marshal.GetLastPInvokeErrorMessage()}");
         }
 
-        Span<byte> stat = stackalloc byte[256];
-        if (Libc.LStat(path, stat) != 0)
+        if (!Libc.TryLStat(path, out _, out ulong device, out ulong inode))
         {
             throw new IOException($"{path} is gone just after bind: {Marshal.GetLastPInvokeErrorMessage()}");
         }
 
-        return new UnixSocketFile(path, MemoryMarshal.Read<ulong>(stat[Libc.StatDevOffset..]), MemoryMarshal.Read<ulong>(stat[Libc.StatInoOffset..]));
+        return new UnixSocketFile(path, device, inode);
     }
 
     /// <summary>Deletes the file, if the path still names the one <see cref="Bind"/> made (another server's, bound
     /// there since ours was removed, stays). Best effort: a leftover is stale, and the next bind removes it.</summary>
     public void Delete()
     {
-        Span<byte> stat = stackalloc byte[256];
-        if (Libc.LStat(Path, stat) != 0
-            || MemoryMarshal.Read<ulong>(stat[Libc.StatDevOffset..]) != _device
-            || MemoryMarshal.Read<ulong>(stat[Libc.StatInoOffset..]) != _inode)
+        if (!Libc.TryLStat(Path, out _, out ulong device, out ulong inode) || device != _device || inode != _inode)
         {
             return;
         }
@@ -90,14 +85,12 @@ public sealed class UnixSocketFile
     /// a file).</summary>
     public static void RemoveStale(string path, string liveServer = "another server")
     {
-        Span<byte> stat = stackalloc byte[256];
-        if (Libc.LStat(path, stat) != 0)
+        if (!Libc.TryLStat(path, out uint fileType, out _, out _))
         {
             return; // Nothing there (or unreachable: bind will say why).
         }
 
-        uint mode = BinaryPrimitives.ReadUInt32LittleEndian(stat[Libc.StatModeOffset..]);
-        if ((mode & Libc.FileTypeMask) != Libc.SocketFileType)
+        if (fileType != Libc.SocketFileType)
         {
             throw new IOException($"{path} exists and is not a socket: remove it or choose another path");
         }
@@ -115,7 +108,7 @@ public sealed class UnixSocketFile
         }
         catch (SocketException e)
         {
-            if (Libc.LStat(path, stat) != 0)
+            if (!Libc.TryLStat(path, out _, out _, out _))
             {
                 return; // Gone meanwhile.
             }
