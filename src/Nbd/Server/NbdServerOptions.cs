@@ -59,7 +59,7 @@ public sealed class NbdServerOptions
     /// <summary>Runs on the thread that sent a batch of queued replies (given the bytes sent), after the write returned
     /// and before they stop counting as in flight: tests hold it there, as a writer preempted by the client it woke
     /// would be.</summary>
-    internal Action<ReadOnlyMemory<byte>>? RepliesWritten { get; init; }
+    internal SentBytesObserver? RepliesWritten { get; init; }
 
     /// <summary>A serving thread runs under SCHED_BATCH while other requests of its connection are in flight or
     /// buffered, and under SCHED_OTHER (the default policy) otherwise (see <see cref="Sessions.NbdSession"/>).

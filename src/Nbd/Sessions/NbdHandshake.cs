@@ -6,6 +6,7 @@ using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using Microsoft.Extensions.Logging;
 using Nbd.Logging;
+using Nbd.Native;
 using Nbd.Protocol;
 
 namespace Nbd.Sessions;
@@ -29,7 +30,8 @@ internal sealed class NbdHandshake
     private readonly ILogger _logger;
     private readonly long _id;
     private readonly bool _simpleRepliesOnly;
-    private readonly byte[] _buffer = new byte[ProtocolLimits.MaxOptionLength];
+    // Mapped for the handshake and unmapped at its end: a managed array per connection stayed resident until a full GC.
+    private readonly MappedBuffer _buffer = new();
     private Stream _stream;
     private bool _noZeroes;
     private bool _fixedNewstyle;
@@ -61,6 +63,7 @@ internal sealed class NbdHandshake
     public async Task<HandshakeResult?> RunAsync(CancellationToken cancellationToken)
     {
         HandshakeResult? result = null;
+        _buffer.Ensure(ProtocolLimits.MaxOptionLength);
         try
         {
             result = await NegotiateAsync(cancellationToken).ConfigureAwait(false);
@@ -92,6 +95,9 @@ internal sealed class NbdHandshake
             {
                 ssl.Dispose();
             }
+
+            // Every read and write of the handshake has completed: they are awaited, and complete synchronously.
+            _buffer.Unmap();
         }
 
         return null;
@@ -99,11 +105,11 @@ internal sealed class NbdHandshake
 
     private async Task<HandshakeResult?> NegotiateAsync(CancellationToken ct)
     {
-        ServerGreeting.Write(_buffer, HandshakeFlags.FixedNewstyle | HandshakeFlags.NoZeroes);
-        await _stream.WriteAsync(_buffer.AsMemory(0, ServerGreeting.Length), ct).ConfigureAwait(false);
+        ServerGreeting.Write(_buffer.GetSpan(), HandshakeFlags.FixedNewstyle | HandshakeFlags.NoZeroes);
+        await _stream.WriteAsync(_buffer.Memory[..ServerGreeting.Length], ct).ConfigureAwait(false);
 
-        await _stream.ReadExactlyAsync(_buffer.AsMemory(0, 4), ct).ConfigureAwait(false);
-        var clientFlags = (ClientFlags)BinaryPrimitives.ReadUInt32BigEndian(_buffer);
+        await _stream.ReadExactlyAsync(_buffer.Memory[..4], ct).ConfigureAwait(false);
+        var clientFlags = (ClientFlags)BinaryPrimitives.ReadUInt32BigEndian(_buffer.GetSpan());
         if ((clientFlags & ~(ClientFlags.FixedNewstyle | ClientFlags.NoZeroes)) != 0)
         {
             return Drop($"unknown client flags 0x{(uint)clientFlags:x}");
@@ -120,8 +126,8 @@ internal sealed class NbdHandshake
 
         while (true)
         {
-            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, OptionRequestHeader.Size), ct).ConfigureAwait(false);
-            var header = OptionRequestHeader.Read(_buffer);
+            await _stream.ReadExactlyAsync(_buffer.Memory[..OptionRequestHeader.Size], ct).ConfigureAwait(false);
+            var header = OptionRequestHeader.Read(_buffer.GetSpan());
             if (!header.HasValidMagic)
             {
                 return Drop($"bad option magic 0x{header.Magic:x16}");
@@ -162,8 +168,8 @@ internal sealed class NbdHandshake
             }
 
             int length = (int)header.Length;
-            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
-            var payload = new ReadOnlyMemory<byte>(_buffer, 0, length);
+            await _stream.ReadExactlyAsync(_buffer.Memory[..length], ct).ConfigureAwait(false);
+            var payload = (ReadOnlyMemory<byte>)_buffer.Memory[..length];
 
             if (_server.IsStopping && option != (uint)OptionType.Abort)
             {
@@ -256,7 +262,7 @@ internal sealed class NbdHandshake
             return Drop($"NBD_OPT_EXPORT_NAME for '{name}', which is claimed or removed, or the server is stopping");
         }
 
-        int n = OptionReply.WriteExportNameReply(_buffer, export.Device.Size, flags, _noZeroes);
+        int n = OptionReply.WriteExportNameReply(_buffer.GetSpan(), export.Device.Size, flags, _noZeroes);
         await WriteAdmittedAsync(export, n, ct).ConfigureAwait(false);
         return new HandshakeResult(_stream, export, flags, _structured, baseAllocation, BlockSizesRequested: false);
     }
@@ -404,16 +410,16 @@ internal sealed class NbdHandshake
         }
 
         TransmissionFlags flags = ExportFlags.For(export.Device, _structured);
-        int n = OptionReply.WriteInfoExport(_buffer, option, export.Device.Size, flags);
+        int n = OptionReply.WriteInfoExport(_buffer.GetSpan(), option, export.Device.Size, flags);
         if (wantName)
         {
-            n += OptionReply.WriteInfoString(_buffer.AsSpan(n), option, InfoType.Name, Encoding.UTF8.GetBytes(export.Name));
+            n += OptionReply.WriteInfoString(_buffer.GetSpan()[n..], option, InfoType.Name, Encoding.UTF8.GetBytes(export.Name));
         }
 
         byte[] description = Encoding.UTF8.GetBytes(export.Description);
         if (wantDescription && description.Length > 0 && description.Length <= ProtocolLimits.MaxStringLength)
         {
-            n += OptionReply.WriteInfoString(_buffer.AsSpan(n), option, InfoType.Description, description);
+            n += OptionReply.WriteInfoString(_buffer.GetSpan()[n..], option, InfoType.Description, description);
         }
 
         // Always sent: clients that did not ask still benefit, and the spec allows it. A GO that did not ask is not
@@ -432,11 +438,11 @@ internal sealed class NbdHandshake
             preferred = Math.Max(Math.Max(minimum, 512u), BitOperations.RoundUpToPowerOf2(maximum + 1) >> 1);
         }
 
-        n += OptionReply.WriteInfoBlockSize(_buffer.AsSpan(n), option, minimum, preferred, maximum);
-        n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
+        n += OptionReply.WriteInfoBlockSize(_buffer.GetSpan()[n..], option, minimum, preferred, maximum);
+        n += OptionReply.Write(_buffer.GetSpan()[n..], option, OptionReplyType.Ack);
         if (option != (uint)OptionType.Go)
         {
-            await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+            await _stream.WriteAsync(_buffer.Memory[..n], ct).ConfigureAwait(false);
             return null;
         }
 
@@ -459,7 +465,7 @@ internal sealed class NbdHandshake
     {
         try
         {
-            await _stream.WriteAsync(_buffer.AsMemory(0, length), ct).ConfigureAwait(false);
+            await _stream.WriteAsync(_buffer.Memory[..length], ct).ConfigureAwait(false);
         }
         catch
         {
@@ -532,11 +538,11 @@ internal sealed class NbdHandshake
         int n = 0;
         if (matched)
         {
-            n += OptionReply.WriteMetaContext(_buffer, option, isSet ? BaseAllocationContextId : 0, BaseAllocation);
+            n += OptionReply.WriteMetaContext(_buffer.GetSpan(), option, isSet ? BaseAllocationContextId : 0, BaseAllocation);
         }
 
-        n += OptionReply.Write(_buffer.AsSpan(n), option, OptionReplyType.Ack);
-        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+        n += OptionReply.Write(_buffer.GetSpan()[n..], option, OptionReplyType.Ack);
+        await _stream.WriteAsync(_buffer.Memory[..n], ct).ConfigureAwait(false);
     }
 
     /// <summary>Checks a u32-length-prefixed string at <paramref name="position"/> against the payload and the
@@ -590,23 +596,23 @@ internal sealed class NbdHandshake
     {
         while (length > 0)
         {
-            int chunk = (int)Math.Min(length, (uint)_buffer.Length);
-            await _stream.ReadExactlyAsync(_buffer.AsMemory(0, chunk), ct).ConfigureAwait(false);
+            int chunk = (int)Math.Min(length, (uint)_buffer.Capacity);
+            await _stream.ReadExactlyAsync(_buffer.Memory[..chunk], ct).ConfigureAwait(false);
             length -= (uint)chunk;
         }
     }
 
     private async Task ReplyAsync(uint option, OptionReplyType type, CancellationToken ct)
     {
-        int n = OptionReply.Write(_buffer, option, type);
-        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+        int n = OptionReply.Write(_buffer.GetSpan(), option, type);
+        await _stream.WriteAsync(_buffer.Memory[..n], ct).ConfigureAwait(false);
     }
 
     private async Task ReplyErrorAsync(uint option, OptionReplyType type, string message, CancellationToken ct)
     {
         _logger.OptionRefused(_id, option, type.ToString());
-        int n = OptionReply.WriteError(_buffer, option, type, Encoding.UTF8.GetBytes(message));
-        await _stream.WriteAsync(_buffer.AsMemory(0, n), ct).ConfigureAwait(false);
+        int n = OptionReply.WriteError(_buffer.GetSpan(), option, type, Encoding.UTF8.GetBytes(message));
+        await _stream.WriteAsync(_buffer.Memory[..n], ct).ConfigureAwait(false);
     }
 
     private async Task TryReplyAckAsync(uint option, CancellationToken ct)

@@ -81,6 +81,10 @@ internal sealed class NbdSession
     // are copied in (a memcpy is far cheaper than waiting for the turn); larger ones go out from their buffer.
     private const int QueueSize = 64 * 1024;
     private const int QueuedDataLimit = 16 * 1024;
+
+    private const int SendStart = ReceiveBufferSize;
+    private const int QueueStart = SendStart + SendBufferSize;
+    private const int BuffersSize = QueueStart + 2 * QueueSize;
     // The most replies a finished request leaves queued for a running one to send (see Reply).
     private const int BatchReplies = 16;
 
@@ -99,11 +103,12 @@ internal sealed class NbdSession
     private readonly FutexLock _readLock = new();
     private readonly FutexLock _sendLock = new();
     private readonly byte[] _header = new byte[RequestHeader.Size];
-    private readonly byte[] _receiveBuffer = new byte[ReceiveBufferSize];
-    private readonly byte[] _sendBuffer = new byte[SendBufferSize];
+    // The receive buffer, the send buffer and the two reply queues, in that order, in one mapping: mapped when the
+    // connection starts serving and unmapped when it ends (a managed array stays resident until a full GC).
+    private readonly MappedBuffer _buffers = new();
     private readonly FutexLock _queueLock = new();
-    private byte[] _queue = new byte[QueueSize];
-    private byte[] _spareQueue = new byte[QueueSize];
+    private int _queueStart = QueueStart;
+    private int _spareQueueStart = QueueStart + QueueSize;
     private int _queued;
     private int _queuedReplies;
     private int _receiveStart;
@@ -177,25 +182,35 @@ internal sealed class NbdSession
     /// the stream.</summary>
     public void Run()
     {
-        var others = new Thread[_threadCount - 1];
-        for (int i = 0; i < others.Length; i++)
-        {
-            var slot = new RequestSlot();
-            others[i] = NbdServer.StartIoThread($"nbd-{_id}.{i + 1}", () => Serve(slot), _options);
-        }
-
-        _watchdog?.Add(this);
+        _buffers.Ensure(BuffersSize);
+        var others = new List<Thread>(_threadCount - 1);
         try
         {
+            for (int i = 1; i < _threadCount; i++)
+            {
+                var slot = new RequestSlot();
+                others.Add(NbdServer.StartIoThread($"nbd-{_id}.{i}", () => Serve(slot), _options));
+            }
+
+            _watchdog?.Add(this);
             Serve(new RequestSlot());
+        }
+        catch
+        {
+            // Not the way out of a connection (errors end it inside Serve), but should it happen, the other threads
+            // must stop using the buffers before they are unmapped below.
+            Abort();
+            throw;
+        }
+        finally
+        {
             foreach (Thread other in others)
             {
                 other.Join();
             }
-        }
-        finally
-        {
+
             _watchdog?.Remove(this);
+            _buffers.Unmap();
         }
 
         if (_clean && !_broken && _stream is SslStream ssl)
@@ -222,7 +237,7 @@ internal sealed class NbdSession
         }
         finally
         {
-            slot.Buffer.Dispose();
+            slot.Buffer.Unmap();
         }
     }
 
@@ -280,7 +295,7 @@ internal sealed class NbdSession
             // Answered: the reply's data has left the buffer (large READ data is sent under the send turn, not queued).
             if (slot.Buffer.Capacity > RetainedBufferBytes)
             {
-                slot.Buffer.Dispose();
+                slot.Buffer.Unmap();
             }
 
             if (_options.BatchSchedulingWhenBusy)
@@ -500,11 +515,11 @@ internal sealed class NbdSession
         _receiveStart = _receiveEnd = 0;
         while (true)
         {
-            int n = plain.ReadAvailable(_receiveBuffer);
+            int n = plain.ReadAvailable(Received(0, ReceiveBufferSize));
             if (n > 0)
             {
                 _receiveEnd = n;
-                _drained = n < _receiveBuffer.Length;
+                _drained = n < ReceiveBufferSize;
                 break;
             }
 
@@ -537,8 +552,8 @@ internal sealed class NbdSession
     /// (<see cref="_drained"/>).</summary>
     private int ReceiveIntoBuffer()
     {
-        int n = ReceiveFromStream(_receiveBuffer);
-        _drained = _plain && n < _receiveBuffer.Length;
+        int n = ReceiveFromStream(Received(0, ReceiveBufferSize));
+        _drained = _plain && n < ReceiveBufferSize;
         return n;
     }
 
@@ -559,12 +574,12 @@ internal sealed class NbdSession
         int buffered = _receiveEnd - _receiveStart;
         if (buffered >= count)
         {
-            _receiveBuffer.AsSpan(_receiveStart, count).CopyTo(destination);
+            Received(_receiveStart, count).CopyTo(destination);
             _receiveStart += count;
             return true;
         }
 
-        _receiveBuffer.AsSpan(_receiveStart, buffered).CopyTo(destination);
+        Received(_receiveStart, buffered).CopyTo(destination);
         int copied = buffered;
         _receiveStart = _receiveEnd = 0;
         while (copied < count)
@@ -590,7 +605,7 @@ internal sealed class NbdSession
                 }
 
                 int take = Math.Min(n, remaining);
-                _receiveBuffer.AsSpan(0, take).CopyTo(destination[copied..]);
+                Received(0, take).CopyTo(destination[copied..]);
                 copied += take;
                 _receiveStart = take;
                 _receiveEnd = n;
@@ -791,7 +806,7 @@ internal sealed class NbdSession
                     if (size >= 0)
                     {
                         EnsureSendSpace(size);
-                        _sendCount += WriteWholeReply(slot, _sendBuffer.AsSpan(_sendCount, size));
+                        _sendCount += WriteWholeReply(slot, ToSend(_sendCount, size));
                     }
                     else
                     {
@@ -827,12 +842,12 @@ internal sealed class NbdSession
         _queueLock.Enter();
         try
         {
-            if (_queue.Length - _queued < size)
+            if (QueueSize - _queued < size)
             {
                 return false;
             }
 
-            _queued += WriteWholeReply(slot, _queue.AsSpan(_queued, size));
+            _queued += WriteWholeReply(slot, _buffers.Span(_queueStart, QueueSize).Slice(_queued, size));
             batch = ++_queuedReplies;
             return true;
         }
@@ -881,11 +896,11 @@ internal sealed class NbdSession
     private void SendQueuedTurnHeld()
     {
         _queueLock.Enter();
-        byte[] batch = _queue;
+        int batch = _queueStart;
         int count = _queued;
         int replies = _queuedReplies;
-        _queue = _spareQueue;
-        _spareQueue = batch;
+        _queueStart = _spareQueueStart;
+        _spareQueueStart = batch;
         _queued = 0;
         _queuedReplies = 0;
         _queueLock.Exit();
@@ -900,8 +915,9 @@ internal sealed class NbdSession
             if (!_broken)
             {
                 FlushSend();
-                _stream.Write(batch, 0, count);
-                _options.RepliesWritten?.Invoke(batch.AsMemory(0, count));
+                ReadOnlySpan<byte> sent = _buffers.Span(batch, count);
+                _stream.Write(sent);
+                _options.RepliesWritten?.Invoke(sent);
             }
         }
         catch (Exception e)
@@ -1025,12 +1041,12 @@ internal sealed class NbdSession
             if ((extent.Flags & ExtentFlags.Zero) != 0)
             {
                 EnsureSendSpace(StructuredReply.OffsetHoleSize);
-                _sendCount += StructuredReply.WriteOffsetHole(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (uint)extent.Length);
+                _sendCount += StructuredReply.WriteOffsetHole(ToSend(_sendCount, SendBufferSize - _sendCount), flags, handle, chunkOffset, (uint)extent.Length);
             }
             else
             {
                 EnsureSendSpace(StructuredReply.OffsetDataPrefixSize);
-                _sendCount += StructuredReply.WriteOffsetDataPrefix(_sendBuffer.AsSpan(_sendCount), flags, handle, chunkOffset, (int)extent.Length);
+                _sendCount += StructuredReply.WriteOffsetDataPrefix(ToSend(_sendCount, SendBufferSize - _sendCount), flags, handle, chunkOffset, (int)extent.Length);
                 SendDirect(buffer.Slice(RequestSlot.HeaderRoom + (int)position, (int)extent.Length));
             }
 
@@ -1054,7 +1070,7 @@ internal sealed class NbdSession
 
     private void EnsureSendSpace(int size)
     {
-        if (_sendBuffer.Length - _sendCount < size)
+        if (SendBufferSize - _sendCount < size)
         {
             FlushSend();
         }
@@ -1073,7 +1089,13 @@ internal sealed class NbdSession
         {
             int count = _sendCount;
             _sendCount = 0;
-            _stream.Write(_sendBuffer, 0, count);
+            _stream.Write(ToSend(0, count));
         }
     }
+
+    /// <summary>Bytes [start, start + length) of the receive buffer (checked against its bounds).</summary>
+    private Span<byte> Received(int start, int length) => _buffers.Span(0, ReceiveBufferSize).Slice(start, length);
+
+    /// <summary>Bytes [start, start + length) of the send buffer (checked against its bounds).</summary>
+    private Span<byte> ToSend(int start, int length) => _buffers.Span(SendStart, SendBufferSize).Slice(start, length);
 }

@@ -6,7 +6,7 @@ namespace Nbd.Sessions;
 
 /// <summary>
 /// The request one serving thread of a connection has in hand (see <see cref="NbdSession"/>); each thread owns
-/// one and reuses it, so a request costs no allocation. Its data buffer (<see cref="RequestBuffer"/>) is the
+/// one and reuses it, so a request costs no allocation. Its data buffer (<see cref="MappedBuffer"/>) is the
 /// thread's own, with room for the reply header right before the data, and is unmapped when the thread leaves.
 /// </summary>
 internal sealed class RequestSlot
@@ -26,7 +26,7 @@ internal sealed class RequestSlot
     public byte[]? ErrorMessage;
 
     /// <summary>READ and WRITE data, which starts at <see cref="HeaderRoom"/>.</summary>
-    public readonly RequestBuffer Buffer = new();
+    public readonly MappedBuffer Buffer = new();
 
     /// <summary>For BLOCK_STATUS and structured reads: the extents in <see cref="Extents"/>.</summary>
     public int ExtentCount;

@@ -104,7 +104,7 @@ public sealed class SchedulingPolicyTests
             {
                 // Only the write that carries request 100's reply: the write of an earlier one may reach the hook
                 // late (its thread preempted after the write), and holding it would hold the send turn before 100.
-                if (Volatile.Read(ref armed) == 1 && CarriesSimpleReply(sent.Span, 100) && Interlocked.Exchange(ref armed, 0) == 1)
+                if (Volatile.Read(ref armed) == 1 && CarriesSimpleReply(sent, 100) && Interlocked.Exchange(ref armed, 0) == 1)
                 {
                     Volatile.Write(ref writer, gated.CurrentTid());
                     held.Set();
