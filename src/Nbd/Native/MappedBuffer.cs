@@ -15,14 +15,21 @@ namespace Nbd.Native;
 /// The one file of unsafe code in Nbd: every span it hands out lies within the mapping (<see cref="Span"/> checks),
 /// and the mapping is unmapped only by its owner, once no thread uses it. A MemoryManager, so that the handshake's
 /// asynchronous stream calls can take it as Memory (valid until the next <see cref="Ensure"/> or <see cref="Unmap"/>).
+/// Unmap does not wait for pins: the buffer must only reach calls that are done with it when they return (the blocking
+/// socket stream's, SslStream's over it), never an asynchronous socket operation that could outlive the mapping.
 /// </summary>
 internal sealed unsafe class MappedBuffer : MemoryManager<byte>
 {
     /// <summary>Mappings grow in steps of this much: a 256 KiB request and its reply header take 320 KiB.</summary>
     private const int Granule = 64 * 1024;
 
+    private static long _mappedCount;
+
     private nint _address;
     private int _capacity;
+
+    /// <summary>Buffers of the process mapped now, for tests: a connection that ends must leave none behind.</summary>
+    internal static long MappedCount => Interlocked.Read(ref _mappedCount);
 
     /// <summary>Bytes mapped now (0 before the first <see cref="Ensure"/> and after <see cref="Unmap"/>).</summary>
     public int Capacity => _capacity;
@@ -47,6 +54,7 @@ internal sealed unsafe class MappedBuffer : MemoryManager<byte>
 
         _address = address;
         _capacity = (int)size;
+        Interlocked.Increment(ref _mappedCount);
     }
 
     /// <summary>Bytes [start, start + length) of the buffer; throws unless they lie within what is mapped.</summary>
@@ -64,9 +72,10 @@ internal sealed unsafe class MappedBuffer : MemoryManager<byte>
     /// <summary>The whole mapping.</summary>
     public override Span<byte> GetSpan() => Span(0, _capacity);
 
-    /// <summary>The mapping never moves: pinning is only a pointer.</summary>
+    /// <summary>The mapping never moves: pinning is only a pointer (see the summary on what may pin it).</summary>
     public override MemoryHandle Pin(int elementIndex = 0)
     {
+        ObjectDisposedException.ThrowIf(_address == 0, this);
         if ((uint)elementIndex > (uint)_capacity)
         {
             throw new ArgumentOutOfRangeException(nameof(elementIndex), $"{elementIndex} is outside the {_capacity}-byte buffer.");
@@ -96,6 +105,7 @@ internal sealed unsafe class MappedBuffer : MemoryManager<byte>
 
         _address = 0;
         _capacity = 0;
+        Interlocked.Decrement(ref _mappedCount);
     }
 
     protected override void Dispose(bool disposing) => Unmap();

@@ -186,19 +186,22 @@ internal sealed class NbdSession
         var others = new List<Thread>(_threadCount - 1);
         try
         {
+            // Before any thread runs: a thread that keeps the read turn before the watchdog knows the session could
+            // stall its connection's other requests with nobody to kick it.
+            _watchdog?.Add(this);
             for (int i = 1; i < _threadCount; i++)
             {
                 var slot = new RequestSlot();
                 others.Add(NbdServer.StartIoThread($"nbd-{_id}.{i}", () => Serve(slot), _options));
             }
 
-            _watchdog?.Add(this);
             Serve(new RequestSlot());
         }
         catch
         {
             // Not the way out of a connection (errors end it inside Serve), but should it happen, the other threads
-            // must stop using the buffers before they are unmapped below.
+            // must stop using the buffers before they are unmapped below. Should this thread have kept the read turn,
+            // the watchdog (still registered until after the joins) wakes the next one.
             Abort();
             throw;
         }
@@ -915,7 +918,7 @@ internal sealed class NbdSession
             if (!_broken)
             {
                 FlushSend();
-                ReadOnlySpan<byte> sent = _buffers.Span(batch, count);
+                ReadOnlySpan<byte> sent = _buffers.Span(batch, QueueSize)[..count];
                 _stream.Write(sent);
                 _options.RepliesWritten?.Invoke(sent);
             }

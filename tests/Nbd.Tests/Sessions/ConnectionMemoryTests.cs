@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net.Sockets;
 using Nbd.Devices;
+using Nbd.Native;
 using Nbd.Protocol;
 using Nbd.Tests.Devices;
 using Nbd.Tests.Interop;
@@ -97,14 +98,19 @@ public sealed class ConnectionMemoryTests(ITestOutputHelper output)
         await using var server = new TestServer(null, new NbdExport("mem", "mem", new MemoryBlockDevice(Connections * 4096)));
         await RunBurstAsync(server, 4); // code paths compiled, the runtime's pools primed
         long before = ResidentBytes();
+        long mappedBefore = MappedBuffer.MappedCount;
         long allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
         await RunBurstAsync(server, Connections);
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
         long after = ResidentBytes(collect: false);
+
+        // A connection touches only a few pages of its mappings, so RSS would hardly show one left mapped: counted.
+        Assert.True(MappedBuffer.MappedCount <= mappedBefore,
+            $"{MappedBuffer.MappedCount - mappedBefore} buffers still mapped after {Connections} connections ended");
         output.WriteLine($"{Connections} connections: {allocated / Connections} bytes allocated each (server and test client), RSS {(after - before) / 1024} KiB higher after");
         Assert.True(allocated / Connections < 64 * 1024,
             $"{Connections} connections allocated {allocated / Connections} bytes of managed memory each");
-        Assert.True(after - before < Connections * 128L * 1024,
+        Assert.True(after - before < Connections * 160L * 1024,
             $"RSS is {(after - before) >> 10} KiB higher after {Connections} connections ended");
     }
 
