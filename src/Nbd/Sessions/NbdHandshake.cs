@@ -16,7 +16,7 @@ namespace Nbd.Sessions;
 /// Modelled on nbdkit's protocol-handshake-newstyle.c: every option payload is length-checked before it is
 /// parsed, a malformed option gets an error reply and haggling goes on, and only what the spec says cannot
 /// be answered (bad magic, unknown client flags, a failed EXPORT_NAME) drops the connection.
-/// Allocation here does not matter: it happens once per connection.
+/// Small allocations here do not matter (once per connection); its 64 KiB buffer is mapped, not allocated (see _buffer).
 /// </summary>
 internal sealed class NbdHandshake
 {
