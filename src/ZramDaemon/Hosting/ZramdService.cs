@@ -40,11 +40,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
     private readonly List<KernelNbdAttachment> _attachments = [];
     private readonly CancellationTokenSource _detached = new();
     private readonly CancellationTokenSource _stopAccepting = new();
-    private readonly CancellationTokenSource _stopStatus = new();
+    private readonly CancellationTokenSource _stopPeriodic = new();
     private NbdServer? _server;
     private ControlServer? _control;
     private Task? _watchdog;
     private Task? _status;
+    private Task? _idleCollector;
     private IDisposable? _hangup;
 
     public ZramdService(ZramdConfiguration config, ILoggerFactory loggerFactory, SystemdNotifier notifier, ConfigurationReload reload)
@@ -190,8 +191,12 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         if (_notifier.IsEnabled)
         {
-            _status = StatusAsync(_stopStatus.Token);
+            _status = StatusAsync(_stopPeriodic.Token);
         }
+
+        // From here on, what connections and verbs leave is collected when the daemon goes quiet.
+        _idleCollector = new IdleCollector(_loggerFactory.CreateLogger<IdleCollector>(), GC.GetTotalAllocatedBytes(precise: false), GC.CollectionCount(0))
+            .RunAsync(_stopPeriodic.Token);
 
         // Serving: SIGHUP reloads from here on (a renewed TLS certificate), one held since Main now.
         NbdServer server = _server;
@@ -395,11 +400,16 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         // No control request either, and the runs under way are told to stop (StopControlAsync waits for them below).
         _control?.BeginStop();
 
-        // No periodic STATUS= after STOPPING=1's "stopping".
-        await _stopStatus.CancelAsync().ConfigureAwait(false);
+        // No periodic STATUS= after STOPPING=1's "stopping", and no collection while stopping.
+        await _stopPeriodic.CancelAsync().ConfigureAwait(false);
         if (_status is not null)
         {
             await _status.ConfigureAwait(false);
+        }
+
+        if (_idleCollector is not null)
+        {
+            await _idleCollector.ConfigureAwait(false);
         }
 
         _notifier.Notify("STOPPING=1\nSTATUS=stopping");
@@ -486,7 +496,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _stopStatus.CancelAsync().ConfigureAwait(false);
+        await _stopPeriodic.CancelAsync().ConfigureAwait(false);
         if (_status is not null)
         {
             await _status.ConfigureAwait(false);
@@ -501,7 +511,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         CloseEverything();
         _stopAccepting.Dispose();
         _detached.Dispose();
-        _stopStatus.Dispose();
+        _stopPeriodic.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Hint}")]
