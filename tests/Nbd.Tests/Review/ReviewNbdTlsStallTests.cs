@@ -19,7 +19,7 @@ public class ReviewNbdTlsStallTests
         {
             TlsMode = NbdTlsMode.Required,
             TlsCertificate = certificate,
-            HandshakeTimeout = TimeSpan.FromSeconds(2), // long enough for the client to reach STARTTLS on a loaded machine (500 ms: broken pipe at its first send once)
+            HandshakeTimeout = TimeSpan.FromSeconds(5), // long enough for the client to reach STARTTLS on a loaded machine (500 ms: broken pipe at its first send once); under RawClient's 10 s wait for the close
         });
         using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
         await client.StartAsync();

@@ -348,7 +348,15 @@ public class TransmissionConversationTests
     {
         await using var server = new TestServer(new NbdServerOptions { HandshakeTimeout = TimeSpan.FromMilliseconds(300) });
         using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
-        await client.StartAsync();
+        try
+        {
+            await client.StartAsync();
+        }
+        catch (SocketException)
+        {
+            // Already dropped: on a loaded machine the client may take longer than the timeout to send its flags.
+        }
+
         Assert.True(await client.IsClosedByServerAsync());
     }
 

@@ -29,7 +29,7 @@ public sealed class LiveDatagramSocketPathTests : IDisposable
         int code;
         try
         {
-            code = process.WaitForExit(TimeSpan.FromSeconds(10));
+            code = process.WaitForExit(TimeSpan.FromSeconds(60)); // a start that fails can take over 10 s on a loaded machine
         }
         catch (TimeoutException)
         {

@@ -39,11 +39,13 @@ public sealed class ReviewDaemonStopTests
 
         Assert.Contains("\"ok\":true", reply.ToString(), StringComparison.Ordinal);
 
-        var clock = Stopwatch.StartNew();
         daemon.Process.Terminate();
 
-        // Nothing runs: no NBD client, no verb. A stop takes well under a second here; 7 s is far from it, and still
-        // short of the 10 s the answered client's drain holds the stop for.
+        // Nothing runs: no NBD client, no verb. A stop takes well under a second here; 7 s from the daemon's stop line
+        // is far from it, and still short of the 10 s the answered client's drain holds the stop for. Counted from the
+        // line, not from the signal: starting kill(1) and the signal's delivery take seconds on a loaded machine.
+        daemon.Process.WaitForOutput("stopping: no clients connected", TimeSpan.FromSeconds(60));
+        var clock = Stopwatch.StartNew();
         int exitCode;
         try
         {

@@ -108,11 +108,12 @@ public sealed class ZramdProcess : IDisposable
         return _process.ExitCode;
     }
 
-    /// <summary>Waits until standard error contains <paramref name="text"/>; fails if the process exits first.</summary>
-    public void WaitForOutput(string text, TimeSpan timeout)
+    /// <summary>Waits until standard error (or output) contains <paramref name="text"/>, <paramref name="times"/> times
+    /// in one of them; fails if the process exits first.</summary>
+    public void WaitForOutput(string text, TimeSpan timeout, int times = 1)
     {
         var clock = Stopwatch.StartNew();
-        while (!StandardError.Contains(text, StringComparison.Ordinal) && !StandardOutput.Contains(text, StringComparison.Ordinal))
+        while (Count(StandardError, text) < times && Count(StandardOutput, text) < times)
         {
             if (_process.HasExited)
             {
@@ -122,11 +123,22 @@ public sealed class ZramdProcess : IDisposable
 
             if (clock.Elapsed > timeout)
             {
-                throw new TimeoutException($"zramd did not print '{text}' within {timeout}; stderr:\n{StandardError}");
+                throw new TimeoutException($"zramd did not print '{text}' {times} time(s) within {timeout}; stderr:\n{StandardError}");
             }
 
             Thread.Sleep(20);
         }
+    }
+
+    private static int Count(string haystack, string text)
+    {
+        int count = 0;
+        for (int at = haystack.IndexOf(text, StringComparison.Ordinal); at >= 0; at = haystack.IndexOf(text, at + text.Length, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
     }
 
     /// <summary>SIGTERM, as systemd stops a service.</summary>

@@ -12,7 +12,7 @@ public sealed class ArenaReleaseStressTests
     public void Arenas_released_under_fills_frees_deferred_frees_and_compaction_lose_no_object()
     {
         using var pool = new ZsPool(new ZsPoolOptions { DeferredFreeCapacity = 4096 });
-        using var stop = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+        using var stop = new CancellationTokenSource();
         Exception? failure = null;
         int fewest = int.MaxValue, most = 0, cycles = 0;
         var threads = new List<Thread>
@@ -113,6 +113,8 @@ public sealed class ArenaReleaseStressTests
             }));
         }
 
+        // 5 s, and on a loaded machine until two cycles have run and an arena has gone (a fixed 5 s did not always suffice).
+        threads.Add(StressStop.After(stop, TimeSpan.FromSeconds(5), () => Volatile.Read(ref cycles) >= 2 && Volatile.Read(ref most) >= 2 && Volatile.Read(ref fewest) < Volatile.Read(ref most)));
         threads.ForEach(t => t.Start());
         foreach (Thread t in threads)
         {
