@@ -194,13 +194,14 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _status = StatusAsync(_stopPeriodic.Token);
         }
 
-        // From here on, what connections and verbs leave is collected when the daemon goes quiet.
-        _idleCollector = new IdleCollector(_loggerFactory.CreateLogger<IdleCollector>(), GC.GetTotalAllocatedBytes(precise: false), GC.CollectionCount(0))
-            .RunAsync(_stopPeriodic.Token);
 
         // Serving: SIGHUP reloads from here on (a renewed TLS certificate), one held since Main now.
         NbdServer server = _server;
         _hangup = HangupSignal.ReloadWith(() => _reload.Run(server, _devices));
+
+        // Last, so that a start that fails leaves none running: what connections and verbs leave is collected when the
+        // daemon goes quiet.
+        _idleCollector = IdleCollector.StartingNow(_loggerFactory.CreateLogger<IdleCollector>()).RunAsync(_stopPeriodic.Token);
     }
 
     /// <summary>A device as configured. A writeback-file another process holds is a configuration error only the start
@@ -500,6 +501,11 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         if (_status is not null)
         {
             await _status.ConfigureAwait(false);
+        }
+
+        if (_idleCollector is not null)
+        {
+            await _idleCollector.ConfigureAwait(false);
         }
 
         await StopControlAsync().ConfigureAwait(false);

@@ -315,7 +315,7 @@ public sealed class CommandLineProcessTests : IDisposable
     }
 
     /// <summary>A configuration file or PEM file that never ends (/dev/zero; a FIFO a program keeps writing) is one line
-    /// naming it and the 1 MiB zramd reads at most, exit 78, at once. Found by review: both were read whole with
+    /// naming it and the 1 MiB zramd reads at most, exit 78. Found by review: both were read whole with
     /// File.ReadAllText, so zramd read /dev/zero until it ran out of memory: "Out of memory.", exit 134, after some
     /// 6 s and gigabytes.</summary>
     [Theory]

@@ -118,7 +118,7 @@ public sealed class ArenaReleaseStressTests
         threads.ForEach(t => t.Start());
         foreach (Thread t in threads)
         {
-            Assert.True(t.Join(TimeSpan.FromSeconds(60)), "a thread hung (deadlock?)");
+            Assert.True(t.Join(TimeSpan.FromSeconds(120)), "a thread hung (deadlock?)");
         }
 
         Assert.Null(failure);
