@@ -10,8 +10,9 @@ namespace Nbd.Native;
 /// NbdSession.RetainedBufferBytes) and the connection's receive, send and reply-queue buffers (NbdSession), all
 /// unmapped when the connection ends. Managed buffers did not leave: arrays rented from the shared pool stayed cached
 /// per thread after the thread had exited, and arrays a connection allocated stayed in the heap until a full GC, which
-/// a process that allocates nothing does not run by itself (measured: RSS 7-9 MiB higher after two nbdcopy runs of 4 connections; 70 MiB higher
-/// after 200 connections at once, each with 384 KiB of arrays). Only pages that are touched become resident.
+/// a process that allocates nothing does not run by itself (measured: RSS 7-9 MiB higher after two nbdcopy runs of 4
+/// connections; 70 MiB higher after 200 connections at once, each with 384 KiB of arrays). Only pages that are touched
+/// become resident.
 /// The one file of unsafe code in Nbd: every span it hands out lies within the mapping (<see cref="Span"/> checks),
 /// and the mapping is unmapped only by its owner, once no thread uses it. A MemoryManager, so that the handshake's
 /// asynchronous stream calls can take it as Memory (valid until the next <see cref="Ensure"/> or <see cref="Unmap"/>).

@@ -194,7 +194,6 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
             _status = StatusAsync(_stopPeriodic.Token);
         }
 
-
         // Serving: SIGHUP reloads from here on (a renewed TLS certificate), one held since Main now.
         NbdServer server = _server;
         _hangup = HangupSignal.ReloadWith(() => _reload.Run(server, _devices));
@@ -402,16 +401,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         _control?.BeginStop();
 
         // No periodic STATUS= after STOPPING=1's "stopping", and no collection while stopping.
-        await _stopPeriodic.CancelAsync().ConfigureAwait(false);
-        if (_status is not null)
-        {
-            await _status.ConfigureAwait(false);
-        }
-
-        if (_idleCollector is not null)
-        {
-            await _idleCollector.ConfigureAwait(false);
-        }
+        await StopPeriodicAsync().ConfigureAwait(false);
 
         _notifier.Notify("STOPPING=1\nSTATUS=stopping");
         if (_server is not null)
@@ -453,6 +443,19 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
         CloseEverything();
         LogStopped();
+    }
+
+    /// <summary>Ends the periodic STATUS= and the idle collection, and waits for both.</summary>
+    private async Task StopPeriodicAsync()
+    {
+        await _stopPeriodic.CancelAsync().ConfigureAwait(false);
+        foreach (Task? periodic in new[] { _status, _idleCollector })
+        {
+            if (periodic is not null)
+            {
+                await periodic.ConfigureAwait(false);
+            }
+        }
     }
 
     /// <summary>Stops accepting NBD connections and waits for the open ones (up to <see cref="StopGrace"/>).</summary>
@@ -497,16 +500,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await _stopPeriodic.CancelAsync().ConfigureAwait(false);
-        if (_status is not null)
-        {
-            await _status.ConfigureAwait(false);
-        }
-
-        if (_idleCollector is not null)
-        {
-            await _idleCollector.ConfigureAwait(false);
-        }
+        await StopPeriodicAsync().ConfigureAwait(false);
 
         await StopControlAsync().ConfigureAwait(false);
         if (_server is not null)

@@ -42,7 +42,7 @@ public sealed class Rev2IdleMetadataSecondDiscardTests(ITestOutputHelper output)
             // suffice on a quiet machine; a loaded one gets up to 60 s (a fixed 4.5 s could end before the shrink).
             for (var clock = System.Diagnostics.Stopwatch.StartNew(); device.GetStats().MemUsedTotal - fresh >= 1 << 20 && clock.Elapsed < TimeSpan.FromSeconds(60);)
             {
-                Thread.Sleep(100); // not a spin: the stats take every size class's lock, which the tick waited for needs
+                Thread.Sleep(100); // not a spin: the stats take every size class's lock, which the awaited tick needs too
             }
 
             ZramStats after = device.GetStats();

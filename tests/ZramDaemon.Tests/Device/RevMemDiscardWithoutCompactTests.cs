@@ -42,7 +42,7 @@ public sealed class RevMemDiscardWithoutCompactTests(ITestOutputHelper output)
         // quiet machine, up to 60 s on a loaded one.
         for (var clock = System.Diagnostics.Stopwatch.StartNew(); device.GetStats().MemUsedTotal - fresh > (full.MetadataBytes - fresh) / 4 && clock.Elapsed < TimeSpan.FromSeconds(60);)
         {
-            Thread.Sleep(100); // not a spin: the stats take every size class's lock, which the tick waited for needs
+            Thread.Sleep(100); // not a spin: the stats take every size class's lock, which the awaited tick needs too
         }
 
         ZramStats after = device.GetStats();
