@@ -134,6 +134,14 @@ internal sealed class NbdHandshake
             }
 
             uint option = header.Option;
+            if (option == (uint)OptionType.SetMetaContext)
+            {
+                // proto.md: SET replaces the selection "including when this command fails", however it fails (too
+                // large, refused for TLS or shutdown, malformed): a failed SET leaves none.
+                _baseAllocation = false;
+                _metaContextExport = null;
+            }
+
             // FORCEDTLS: every option but STARTTLS and ABORT gets ERR_TLS_REQD before TLS, whatever its payload.
             bool tlsFirst = _tlsMode == NbdTlsMode.Required && !_tls
                 && option is not ((uint)OptionType.StartTls) and not ((uint)OptionType.Abort);
@@ -425,12 +433,13 @@ internal sealed class NbdHandshake
         // Always sent: clients that did not ask still benefit, and the spec allows it. A GO that did not ask is not
         // held to the device's minimum when the device takes any alignment (NbdSession), so it is told 1, as qemu-nbd
         // tells it: its replies (block status descriptors, read chunks) then follow no larger minimum, which proto.md
-        // requires of "any advertised minimum block size". INFO gets the device's, what a client that asks gets.
+        // requires of "any advertised minimum block size". INFO answers alike: proto.md requires a GO with the same
+        // parameters as an INFO before it to get the same information.
         // proto.md: the preferred size is a power of 2 of at least max(minimum, 512), and the maximum at least
         // min(preferred, export size): a device's own preference is rounded up to that, and down to what the maximum
         // allows (MaxPayload is at least 4096, so that always leaves a valid size), whatever the export's size: libnbd
         // ignores the whole reply when preferred exceeds maximum.
-        uint minimum = option == (uint)OptionType.Go && !wantBlockSize && export.Device.AcceptsAnyAlignment ? 1u : (uint)export.Device.MinimumBlockSize;
+        uint minimum = !wantBlockSize && export.Device.AcceptsAnyAlignment ? 1u : (uint)export.Device.MinimumBlockSize;
         uint maximum = (uint)_options.MaxPayload / minimum * minimum;
         uint preferred = BitOperations.RoundUpToPowerOf2(Math.Max(Math.Max(minimum, 512u), (uint)Math.Max(export.Device.PreferredBlockSize, 1)));
         if (preferred > maximum)
@@ -476,14 +485,7 @@ internal sealed class NbdHandshake
 
     private async Task MetaContextAsync(uint option, ReadOnlyMemory<byte> payload, CancellationToken ct)
     {
-        bool isSet = option == (uint)OptionType.SetMetaContext;
-        if (isSet)
-        {
-            // SET replaces the selection even when it fails (proto.md): a failed SET leaves none.
-            _baseAllocation = false;
-            _metaContextExport = null;
-        }
-
+        bool isSet = option == (uint)OptionType.SetMetaContext; // the selection is already cleared (NegotiateAsync)
         if (!_structured)
         {
             await ReplyErrorAsync(option, OptionReplyType.ErrInvalid, "negotiate structured replies first", ct).ConfigureAwait(false);

@@ -59,6 +59,8 @@ internal static class RequestValidator
             case CommandType.Trim:
                 return CheckWritable(limits, out message) ?? CheckRange(request, limits, NbdError.Invalid, out message);
             case CommandType.WriteZeroes:
+                // Not held to the maximum block size, as TRIM is not: the kernel's client zeroes far larger ranges
+                // in one request, and current proto.md limits these lengths only by the export's size.
                 if ((CheckWritable(limits, out message) ?? CheckRange(request, limits, NbdError.NoSpace, out message)) is var refused
                     && refused != NbdError.None)
                 {

@@ -42,13 +42,21 @@ public class MetaContextSpecTests
     [Theory]
     [InlineData("mem", 2, OptionReplyType.ErrInvalid)] // says 2 queries, carries 1: syntactically invalid
     [InlineData("nope", 1, OptionReplyType.ErrUnknown)] // no such export
+    [InlineData("mem", 1, OptionReplyType.ErrTooBig)] // longer than the server reads: skipped unread
     public async Task A_failed_SET_META_CONTEXT_deselects_the_contexts_an_earlier_one_selected(string export, byte queries, OptionReplyType refusal)
     {
         await using var server = new TestServer();
         using RawClient client = await StructuredAsync(server);
         await SelectBaseAllocationAsync(client);
 
-        await client.SendOptionAsync((uint)OptionType.SetMetaContext, HandshakeConversationTests.NamePayload(export, [0, 0, 0, queries, 0, 0, 0, 15, .. "base:allocation"u8]));
+        byte[] payload = HandshakeConversationTests.NamePayload(export, [0, 0, 0, queries, 0, 0, 0, 15, .. "base:allocation"u8]);
+        if (refusal == OptionReplyType.ErrTooBig)
+        {
+            // Padded past the longest option read: the query is whole, the rest trailing bytes never looked at.
+            payload = [.. payload, .. new byte[ProtocolLimits.MaxOptionLength]];
+        }
+
+        await client.SendOptionAsync((uint)OptionType.SetMetaContext, payload);
         Assert.Equal(refusal, (await client.ReadOptionReplyAsync())!.Type);
 
         Assert.Equal(OptionReplyType.Ack, (await client.GoAsync("mem")).Final);

@@ -39,6 +39,7 @@ public class RequestValidatorTests
     [InlineData(CommandType.Trim, CommandFlags.None, 0, 4096, true, false, false, 1, NbdError.NotPermitted)]
     [InlineData(CommandType.WriteZeroes, CommandFlags.NoHole | CommandFlags.FastZero, 0, 4096, false, false, false, 1, NbdError.None)]
     [InlineData(CommandType.WriteZeroes, CommandFlags.None, 512, Size, false, false, false, 1, NbdError.NoSpace)]
+    [InlineData(CommandType.WriteZeroes, CommandFlags.None, 0, Size, false, false, false, 1, NbdError.None)] // past the maximum block, as the kernel's client sends
     [InlineData(CommandType.WriteZeroes, CommandFlags.None, 0, 4096, true, false, false, 1, NbdError.NotPermitted)]
     [InlineData(CommandType.Cache, CommandFlags.None, 0, 4096, true, false, false, 1, NbdError.None)]
     [InlineData(CommandType.Cache, CommandFlags.None, Size, 4096, false, false, false, 1, NbdError.Invalid)]

@@ -132,7 +132,7 @@ public class TransmissionConversationTests
         {
             var (_, infoFinal, infoReplies) = await client.InfoOrGoAsync(OptionType.Info, "mem");
             Assert.Equal(OptionReplyType.Ack, infoFinal);
-            Assert.Equal(512u, MinimumSent(infoReplies));
+            Assert.Equal(anyAlignment ? 1u : 512u, MinimumSent(infoReplies)); // what the GO below gets when it asks alike
             var (_, final, replies) = askBlockSizes ? await client.GoAsync("mem", (ushort)InfoType.BlockSize) : await client.GoAsync("mem");
             Assert.Equal(OptionReplyType.Ack, final);
             Assert.Equal(anyAlignment && !askBlockSizes ? 1u : 512u, MinimumSent(replies));
