@@ -850,7 +850,7 @@ internal sealed class NbdSession
                 return false;
             }
 
-            _queued += WriteWholeReply(slot, _buffers.Span(_queueStart, QueueSize).Slice(_queued, size));
+            _queued += WriteWholeReply(slot, Queued(_queueStart, _queued, size));
             batch = ++_queuedReplies;
             return true;
         }
@@ -918,7 +918,7 @@ internal sealed class NbdSession
             if (!_broken)
             {
                 FlushSend();
-                ReadOnlySpan<byte> sent = _buffers.Span(batch, QueueSize)[..count];
+                ReadOnlySpan<byte> sent = Queued(batch, 0, count);
                 _stream.Write(sent);
                 _options.RepliesWritten?.Invoke(sent);
             }
@@ -1101,4 +1101,8 @@ internal sealed class NbdSession
 
     /// <summary>Bytes [start, start + length) of the send buffer (checked against its bounds).</summary>
     private Span<byte> ToSend(int start, int length) => _buffers.Span(SendStart, SendBufferSize).Slice(start, length);
+
+    /// <summary>Bytes [start, start + length) of the reply queue at <paramref name="queue"/> (the queue or its spare;
+    /// checked against its bounds).</summary>
+    private Span<byte> Queued(int queue, int start, int length) => _buffers.Span(queue, QueueSize).Slice(start, length);
 }
