@@ -258,6 +258,19 @@ public static partial class ConfigurationLoader
             throw (daemon.Control ?? daemon.Listen)!.Fail("the control socket and an NBD socket are the same file");
         }
 
+        if (!listen.Any(l => l.IsUnix))
+        {
+            // Only the NBD sockets take them (the control socket is the owner's alone): shown in force over TCP, an
+            // admin would believe access restricted that every local user has.
+            foreach (Setting? unixOnly in new[] { daemon.SocketMode, daemon.SocketGroup })
+            {
+                if (unixOnly is not null)
+                {
+                    throw unixOnly.Fail("has no effect without a unix: listen address (it sets the NBD sockets' permissions)");
+                }
+            }
+        }
+
         int socketMode = ZramdConfiguration.DefaultSocketMode;
         if (daemon.SocketMode is { } modeSetting)
         {
@@ -505,6 +518,8 @@ public static partial class ConfigurationLoader
         };
     }
 
+    private static readonly Setting DefaultSizeSetting = new(RamExpression.DefaultSize, "the default zram-size", false);
+
     private static DeviceConfiguration BuildDevice(DeviceValues device, double? ramMiB)
     {
         long diskSize;
@@ -524,7 +539,7 @@ public static partial class ConfigurationLoader
         }
         else
         {
-            diskSize = EvaluateSize(new Setting(RamExpression.DefaultSize, "the default zram-size", false), ramMiB);
+            diskSize = EvaluateSize(DefaultSizeSetting, ramMiB);
         }
 
         // Like zram's disksize_store: PAGE_ALIGN.
@@ -670,9 +685,9 @@ public static partial class ConfigurationLoader
 
         long writebackLimit = 0;
         if (device.WritebackLimit is { } wbLimitSetting
-            && !SizeParser.TryParse(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
+            && !Control.DeviceSetting.TryParseWritebackLimit(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
         {
-            throw wbLimitSetting.Fail($"bytes per day (K/M/G/T suffixes; 0: no limit): {wbLimitError}");
+            throw wbLimitSetting.Fail(wbLimitError);
         }
 
         RequireCompanion(device.RecompressIdleAfter, recompressAlgorithm is not null, "recompress-algorithm");
@@ -703,6 +718,7 @@ public static partial class ConfigurationLoader
         {
             Name = device.Name,
             DiskSize = diskSize,
+            SizeSetting = device.Size ?? DefaultSizeSetting,
             Algorithm = algorithm,
             MemLimit = memLimit,
             CompactWatermarkPercent = watermark,

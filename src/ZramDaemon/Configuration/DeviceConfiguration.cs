@@ -44,6 +44,10 @@ public sealed record DeviceConfiguration
     /// <summary>zram's backing_dev, as a file (full path), or null: no writeback.</summary>
     public string? WritebackFile { get; init; }
 
+    /// <summary>Where <see cref="DiskSize"/> came from, for the error only the start can see: a slot table larger
+    /// than the memory this process may have.</summary>
+    internal Setting? SizeSetting { get; init; }
+
     /// <summary>Where <see cref="WritebackFile"/> was set, for the error only the start can see: the file in use by
     /// another process.</summary>
     internal Setting? WritebackFileSetting { get; init; }

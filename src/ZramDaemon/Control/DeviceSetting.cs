@@ -24,6 +24,29 @@ public readonly record struct DeviceSetting(string Key, long Bytes, string? Algo
     /// <summary>The assignments set takes, for usage lines.</summary>
     public const string Assignments = "mem_limit=SIZE, mem_used_max=0, writeback_limit=SIZE or comp_algorithm=ALGORITHM";
 
+    /// <summary>
+    /// A writeback limit: bytes a day, 0 for none. Above 0 it must hold a page: the kernel's writeback_limit counts 4K
+    /// pages, and its "400" taken as bytes here would stop every writeback without a word.
+    /// </summary>
+    public static bool TryParseWritebackLimit(string value, out long bytes, out string error)
+    {
+        if (!SizeParser.TryParse(value, out bytes, out string why))
+        {
+            error = $"bytes per day (K/M/G/T suffixes; 0: no limit): {why}";
+            return false;
+        }
+
+        if (bytes is > 0 and < Device.ZramDevice.PageSize)
+        {
+            error = $"{bytes} bytes is less than a page, so nothing could be written back: the limit is in bytes per day "
+                + "(K/M/G/T suffixes; 0: no limit), not the kernel's 4K pages";
+            return false;
+        }
+
+        error = string.Empty;
+        return true;
+    }
+
     public static bool TryParse(string key, string value, out DeviceSetting setting, out string error)
     {
         ArgumentNullException.ThrowIfNull(key);
@@ -32,7 +55,9 @@ public readonly record struct DeviceSetting(string Key, long Bytes, string? Algo
         switch (key)
         {
             case MemLimit or WritebackLimit:
-                if (!SizeParser.TryParse(value, out long bytes, out string why))
+                long bytes;
+                string why;
+                if (key == WritebackLimit ? !TryParseWritebackLimit(value, out bytes, out why) : !SizeParser.TryParse(value, out bytes, out why))
                 {
                     error = $"{key}: {why}";
                     return false;

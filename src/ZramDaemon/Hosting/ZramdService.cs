@@ -230,6 +230,14 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 },
                 _loggerFactory);
         }
+        catch (OutOfMemoryException)
+        {
+            // The slot table is allocated whole at the start, as the kernel's zram_meta_alloc does at disksize_store:
+            // a size this process cannot hold (a cgroup's memory.max, overcommit off) is the key's fault, not a crash.
+            string why = $"not enough memory for the device's slot table ({d.DiskSize / ZramDevice.PageSize * 8 >> 20} MiB, 8 bytes a page) "
+                + "and bookkeeping: give a smaller size, or more memory to zramd";
+            throw d.SizeSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] zram-size: {why}");
+        }
         catch (Exception e) when (d.WritebackFile is not null && e is IOException or UnauthorizedAccessException)
         {
             // Only the backing file touches the filesystem here: one another zramd holds, or one zramd cannot open,

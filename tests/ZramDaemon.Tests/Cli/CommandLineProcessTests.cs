@@ -378,6 +378,29 @@ public sealed class CommandLineProcessTests : IDisposable
         Assert.Equal(string.Empty, stdout);
     }
 
+    /// <summary>A device whose slot table does not fit in the memory the process may have (here a 512 MiB heap
+    /// limit against 1T's 2 GiB table; a cgroup's memory.max does the same) fails to start in one line naming the key.
+    /// Found by review: the OutOfMemoryException passed every catch, and the runtime printed "Unhandled exception"
+    /// with a stack trace and aborted (exit 134).</summary>
+    [Fact]
+    public void A_size_whose_slot_table_does_not_fit_in_memory_is_refused_in_one_line_naming_the_key()
+    {
+        Dictionary<string, string> env = Env();
+        env["DOTNET_GCHeapHardLimit"] = "0x20000000";
+        (int code, string stdout, string stderr) = ZramdProcess.Run(
+            ["--size", "1T", "--listen", "unix:" + Path.Combine(_dir, "nbd.sock"), "--control", Path.Combine(_dir, "zramd.ctl")], env);
+        Assert.DoesNotContain("Unhandled exception", stderr, StringComparison.Ordinal);
+        Assert.True(code == 64, $"exit {code}:\n{stderr}");
+        // After the start's log of what it runs with, one line says why it stopped.
+        string[] lines = stderr.TrimEnd('\n').Split('\n');
+        Assert.Equal(
+            "zramd: option --size = '1T': not enough memory for the device's slot table (2048 MiB, 8 bytes a page) and bookkeeping: give a smaller size, or more memory to zramd",
+            lines[^1]);
+        Assert.Single(lines, l => l.StartsWith("zramd:", StringComparison.Ordinal) || l.Contains(" at ", StringComparison.Ordinal));
+        Assert.Equal(string.Empty, stdout);
+        Assert.False(File.Exists(Path.Combine(_dir, "nbd.sock")), "the failed start left its socket behind");
+    }
+
     /// <summary>A numeric socket-group above int's range (gid_t is unsigned) is applied: the loader takes gids up to
     /// 4294967294 and hands the number to NbdListener (4294967295 is (gid_t)-1, which chown takes as "leave
     /// the group", and the loader refuses it: see the BadFileValues row). Found by review: the loader took any uint,
