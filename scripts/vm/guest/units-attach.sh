@@ -21,7 +21,8 @@ timeout 120 systemctl stop zramd.service
 zt ua.stop_rc $?
 zt ua.after_stop "$(state zramd.service)"
 zt ua.after_stop_result "$(systemctl show -p Result --value zramd.service)"
-sleep 1
+# The detach is asynchronous in the kernel: polled, for at most 60 s.
+for _ in $(seq 600); do [ "$(cat /sys/block/nbd0/size)" = 0 ] && break; sleep 0.1; done
 zt ua.nbd0_size_after_stop "$(cat /sys/block/nbd0/size)"
 journalctl -u zramd.service --no-pager -o cat 2>/dev/null | sed 's/^/zramd| /'
 echo "ZT-END rc=0"

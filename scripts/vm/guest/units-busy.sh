@@ -15,6 +15,9 @@ nbd_swaps() { grep -o '^/dev/nbd[0-9]*' /proc/swaps | tr '\n' ' '; }
 SOCK=/run/zramd/zramd.sock
 # size_settled NBD: /sys/block/NBD/size once a detach (asynchronous in the kernel) would have shown.
 size_settled() { sleep 2; cat "/sys/block/$1/size"; }
+# size_detached NBD: /sys/block/NBD/size once it is 0, or after 60 s (where a detach is expected: polled, as the
+# emulated guest may take long).
+size_detached() { for _ in $(seq 600); do [ "$(cat "/sys/block/$1/size")" = 0 ] && break; sleep 0.1; done; cat "/sys/block/$1/size"; }
 # read_rc NBD: whether the device still answers a direct read (a detached one fails it, though its size stays while
 # swap or a mount holds it open).
 read_rc() { dd if="/dev/$1" of=/dev/null bs=4096 count=16 iflag=direct 2>/dev/null && echo 0 || echo 1; }
@@ -38,8 +41,8 @@ zt after_restart.scratch_mount "$(grep ' /mnt/zram ' /proc/mounts | cut -d' ' -f
 systemctl stop mnt-zram.mount zramd-scratch.service zramd-swap.service
 zt stop_units_rc $?
 systemctl reset-failed 2>/dev/null
-zt clean.nbd0_size "$(size_settled nbd0)"
-zt clean.nbd1_size "$(size_settled nbd1)"
+zt clean.nbd0_size "$(size_detached nbd0)"
+zt clean.nbd1_size "$(size_detached nbd1)"
 
 # 2. The admin's own ext4 on /dev/nbd0 (zram2), mounted, then zramd-swap.service started.
 mkdir -p /tmp/own

@@ -23,7 +23,6 @@ namespace Nbd;
 public sealed class NbdServer : IAsyncDisposable
 {
     private static readonly TimeSpan DrainPollInterval = TimeSpan.FromMilliseconds(10);
-    private static readonly TimeSpan HandshakeStopWindow = TimeSpan.FromSeconds(1);
 
     private readonly NbdServerOptions _options;
     private readonly ILogger<NbdServer> _logger;
@@ -284,7 +283,7 @@ public sealed class NbdServer : IAsyncDisposable
             _logger.ConnectionOpened(connection.Id, DescribeRemote(connection.Socket));
             HandshakeResult? result;
             // Not ended by the server's stop: a client haggling then gets ERR_SHUTDOWN to its options, and StopAsync
-            // cuts it after HandshakeStopWindow.
+            // cuts it after NbdServerOptions.HandshakeStopWindow.
             using (var handshakeTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
             {
                 using CancellationTokenRegistration onTimeout = handshakeTimeout.Token.Register(static s => ((BlockingSocketStream)s!).Shutdown(), stream);
@@ -350,7 +349,7 @@ public sealed class NbdServer : IAsyncDisposable
         // Clients still haggling get a moment to be told (ERR_SHUTDOWN) and leave (ABORT), as proto.md asks; a short
         // one, so that a client idle in its handshake does not hold the stop for the whole grace.
         var clock = Stopwatch.StartNew();
-        while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0 || (c.InHandshake && clock.Elapsed < HandshakeStopWindow)))
+        while (clock.Elapsed < grace && Array.Exists(open, c => c.InFlight > 0 || (c.InHandshake && clock.Elapsed < _options.HandshakeStopWindow)))
         {
             await Task.Delay(DrainPollInterval).ConfigureAwait(false);
         }

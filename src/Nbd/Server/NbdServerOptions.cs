@@ -56,6 +56,16 @@ public sealed class NbdServerOptions
     /// Null: the turn is always handed on. Tests replace it to keep the turn whatever the machine does, or never.</summary>
     internal Func<bool>? KeepReadTurnGate { get; init; } = Threading.RunQueue.Machine.HasIdleCpu;
 
+    /// <summary>How often the <see cref="Sessions.ReadTurnWatchdog"/> looks while connections keep their read turns, and
+    /// how long a kept request may run before another reader is woken. Tests that count its kicks lengthen it, so that
+    /// a thread preempted on a loaded machine is not taken for a request that waits.</summary>
+    internal TimeSpan ReadTurnWatchdogInterval { get; init; } = Sessions.ReadTurnWatchdog.DefaultInterval;
+
+    /// <summary>How long a stop waits for clients still in their handshake to be told (ERR_SHUTDOWN) and leave (ABORT):
+    /// short, so that a client idle in its handshake does not hold the stop for the whole grace. Tests that play such a
+    /// client on a loaded machine lengthen it.</summary>
+    internal TimeSpan HandshakeStopWindow { get; init; } = TimeSpan.FromSeconds(1);
+
     /// <summary>Runs on the thread that sent a batch of queued replies (given the bytes sent), after the write returned
     /// and before they stop counting as in flight: tests hold it there, as a writer preempted by the client it woke
     /// would be.</summary>

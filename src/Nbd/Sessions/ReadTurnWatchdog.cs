@@ -7,8 +7,9 @@ namespace Nbd.Sessions;
 /// One thread per server that makes keeping the read turn safe (<see cref="NbdSession"/>: at queue depth 1 the
 /// thread that read a request runs it without waking another reader, and comes back for the turn itself). If
 /// that request takes long, say it waits in the device, a request the client sends meanwhile would go unread
-/// until it finishes; so every <see cref="Interval"/> this thread looks at each connection, and one whose kept
-/// request has run for an interval or more has a sleeping thread woken to read (<see cref="NbdSession.KickIfStalled"/>).
+/// until it finishes; so every interval (<see cref="NbdServerOptions.ReadTurnWatchdogInterval"/>, 5 ms) this thread
+/// looks at each connection, and one whose kept request has run for an interval or more has a sleeping thread woken
+/// to read (<see cref="NbdSession.KickIfStalled"/>).
 /// A request is therefore never left unread for more than about two intervals because another one is slow.
 ///
 /// It costs nothing per request beyond a timestamp and a look at <see cref="_sleeping"/>: it looks on a timer
@@ -22,25 +23,27 @@ internal sealed class ReadTurnWatchdog : IDisposable
     /// <summary>How often it looks while connections keep their turns, and how long a kept request may run. Each look
     /// is a wake-up that takes a CPU from the client and the reader: every millisecond cost a quiet depth-1 client
     /// about a tenth of its IOPS (docs/nbd.md).</summary>
-    internal static readonly TimeSpan Interval = TimeSpan.FromMilliseconds(5);
+    internal static readonly TimeSpan DefaultInterval = TimeSpan.FromMilliseconds(5);
 
     /// <summary>With no turn kept for this long, it stops looking until one is.</summary>
     internal static readonly TimeSpan IdleAfter = TimeSpan.FromMilliseconds(50);
 
-    private static readonly long IntervalTicks = (long)(Interval.TotalSeconds * Stopwatch.Frequency);
     private static readonly long IdleTicks = (long)(IdleAfter.TotalSeconds * Stopwatch.Frequency);
-    private static readonly long IntervalNanoseconds = (long)(Interval.TotalMilliseconds * 1_000_000);
 
     // The futex word: 1 while the thread sleeps with no deadline, 0 while it looks on the timer.
     private readonly int[] _sleeping = GC.AllocateArray<int>(1, pinned: true);
     private readonly object _gate = new();
     private readonly Thread _thread;
+    private readonly long _intervalTicks;
+    private readonly long _intervalNanoseconds;
     private NbdSession[] _sessions = [];
     private volatile bool _disposed;
     private long _kicks;
 
     public ReadTurnWatchdog(NbdServerOptions options)
     {
+        _intervalTicks = (long)(options.ReadTurnWatchdogInterval.TotalSeconds * Stopwatch.Frequency);
+        _intervalNanoseconds = (long)(options.ReadTurnWatchdogInterval.TotalMilliseconds * 1_000_000);
         _thread = NbdServer.StartIoThread("read-turn-watch", Run, options);
     }
 
@@ -88,7 +91,7 @@ internal sealed class ReadTurnWatchdog : IDisposable
             long newest = Look();
             if (Stopwatch.GetTimestamp() - newest < IdleTicks)
             {
-                Libc.FutexWait(ref _sleeping[0], 0, IntervalNanoseconds);
+                Libc.FutexWait(ref _sleeping[0], 0, _intervalNanoseconds);
                 continue;
             }
 
@@ -112,7 +115,7 @@ internal sealed class ReadTurnWatchdog : IDisposable
         long newest = 0;
         foreach (NbdSession session in Volatile.Read(ref _sessions))
         {
-            if (session.KickIfStalled(now, IntervalTicks))
+            if (session.KickIfStalled(now, _intervalTicks))
             {
                 Interlocked.Increment(ref _kicks);
             }

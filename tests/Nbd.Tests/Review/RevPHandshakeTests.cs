@@ -83,7 +83,7 @@ public class RevPHandshakeTests
     [Fact]
     public async Task An_option_sent_while_the_server_stops_gets_ERR_SHUTDOWN()
     {
-        await using var server = new TestServer();
+        await using var server = new TestServer(new NbdServerOptions { HandshakeStopWindow = TimeSpan.FromSeconds(30) }); // the test plays the client: room for a loaded machine
         using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
         await client.StartAsync();
 
@@ -92,7 +92,7 @@ public class RevPHandshakeTests
         Assert.Equal(OptionReplyType.Server, (await client.ReadOptionReplyAsync())!.Type);
         Assert.Equal(OptionReplyType.Ack, (await client.ReadOptionReplyAsync())!.Type);
 
-        Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(5));
+        Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(30));
         RawClient.OptionReplyMessage? reply = null;
         try
         {
@@ -109,6 +109,6 @@ public class RevPHandshakeTests
 
         // The client then soft-disconnects, as it must.
         await client.SendOptionAsync((uint)OptionType.Abort, []);
-        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        await stopping.WaitAsync(TimeSpan.FromSeconds(60));
     }
 }

@@ -70,7 +70,7 @@ public class RevYHandshakeTests
     [Fact]
     public async Task A_large_option_sent_while_the_server_stops_gets_ERR_SHUTDOWN()
     {
-        await using var server = new TestServer();
+        await using var server = new TestServer(new NbdServerOptions { HandshakeStopWindow = TimeSpan.FromSeconds(30) }); // the test plays the client: room for a loaded machine
         using RawClient client = await RawClient.ConnectAsync(server.SocketPath);
         await client.StartAsync();
 
@@ -79,7 +79,7 @@ public class RevYHandshakeTests
         Assert.Equal(OptionReplyType.Server, (await client.ReadOptionReplyAsync())!.Type);
         Assert.Equal(OptionReplyType.Ack, (await client.ReadOptionReplyAsync())!.Type);
 
-        Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(5));
+        Task stopping = server.Server.StopAsync(TimeSpan.FromSeconds(30));
         Assert.True(server.Server.IsStopping);
 
         // An INFO whose payload is 64 KiB + 1 (a name, no info requests, padding the server would skip).
@@ -93,6 +93,6 @@ public class RevYHandshakeTests
         Assert.Equal(OptionReplyType.ErrShutdown, reply.Type);
 
         await client.SendOptionAsync((uint)OptionType.Abort, []);
-        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        await stopping.WaitAsync(TimeSpan.FromSeconds(60));
     }
 }

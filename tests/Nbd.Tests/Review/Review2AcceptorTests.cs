@@ -46,7 +46,7 @@ public sealed class Review2AcceptorTests : IDisposable
         {
             int read = await GreetingBytesAsync(socketPath);
             Assert.True(read == ServerGreeting.Length,
-                $"after a cancelled ServeAsync, a new ServeAsync on the same listener is {again.Status} and the client got {read} of the greeting's {ServerGreeting.Length} bytes in 10 s");
+                $"after a cancelled ServeAsync, a new ServeAsync on the same listener is {again.Status} and the client got {read} of the greeting's {ServerGreeting.Length} bytes in 30 s");
         }
         finally
         {
@@ -74,7 +74,7 @@ public sealed class Review2AcceptorTests : IDisposable
 
             int read = await GreetingBytesAsync(socketPath);
             Assert.True(read == ServerGreeting.Length,
-                $"with the first ServeAsync cancelled, the second (not cancelled) is {servingSecond.Status} and the client got {read} of the greeting's {ServerGreeting.Length} bytes in 10 s");
+                $"with the first ServeAsync cancelled, the second (not cancelled) is {servingSecond.Status} and the client got {read} of the greeting's {ServerGreeting.Length} bytes in 30 s");
         }
         finally
         {
@@ -109,14 +109,14 @@ public sealed class Review2AcceptorTests : IDisposable
         await server.StopAsync(TimeSpan.FromSeconds(1));
     }
 
-    /// <summary>Connects and reads the server's greeting for up to 10 s; returns the bytes read.</summary>
+    /// <summary>Connects and reads the server's greeting for up to 30 s; returns the bytes read.</summary>
     internal static async Task<int> GreetingBytesAsync(string socketPath)
     {
         using var client = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await client.ConnectAsync(new UnixDomainSocketEndPoint(socketPath));
         byte[] greeting = new byte[ServerGreeting.Length];
         int read = 0;
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         try
         {
             while (read < greeting.Length)

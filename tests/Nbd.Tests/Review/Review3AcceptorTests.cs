@@ -12,6 +12,9 @@ namespace Nbd.Tests.Review;
 /// </summary>
 public sealed class Review3AcceptorTests : IDisposable
 {
+    /// <summary>Eventfds other tests running meanwhile may open.</summary>
+    private const int Slack = 40;
+
     private readonly string _directory = Path.Combine(Path.GetTempPath(), "nbd-review3-" + Guid.NewGuid().ToString("N")[..12]);
 
     public Review3AcceptorTests() => Directory.CreateDirectory(_directory);
@@ -31,7 +34,9 @@ public sealed class Review3AcceptorTests : IDisposable
         int before = EventFds();
         await CycleAsync(server, listener, socketPath, 100);
         int after = EventFds();
-        Assert.True(after <= before + 2, $"eventfds {before} before 100 ServeAsync cycles with a connection each, {after} after");
+        // The count is the whole process's, and other test classes run beside this one (each server holds a couple):
+        // the bound leaves them room, and a leak of one per cycle (+100) still fails.
+        Assert.True(after <= before + Slack, $"eventfds {before} before 100 ServeAsync cycles with a connection each, {after} after");
 
         // A token cancelled before the call, a connection pending: ServeAsync ends at once and leaves the client queued.
         using var pending = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -58,7 +63,7 @@ public sealed class Review3AcceptorTests : IDisposable
         await serve.CancelAsync();
         await serving.WaitAsync(TimeSpan.FromSeconds(10));
         await server.StopAsync(TimeSpan.FromSeconds(5));
-        Assert.True(EventFds() <= before + 2, $"eventfds {before} before, {EventFds()} at the end");
+        Assert.True(EventFds() <= before + Slack, $"eventfds {before} before, {EventFds()} at the end");
     }
 
     private static async Task CycleAsync(NbdServer server, NbdListener listener, string socketPath, int cycles)

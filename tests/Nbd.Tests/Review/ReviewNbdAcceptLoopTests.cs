@@ -39,7 +39,7 @@ public sealed class ReviewNbdAcceptLoopTests
         {
             int read = await Review2AcceptorTests.GreetingBytesAsync(socketPath);
             Assert.True(read == ServerGreeting.Length,
-                $"the client after the odd one got {read} of the greeting's {ServerGreeting.Length} bytes in 10 s; the accept loop is {serving.Status}: "
+                $"the client after the odd one got {read} of the greeting's {ServerGreeting.Length} bytes in 30 s; the accept loop is {serving.Status}: "
                 + $"{serving.Exception?.InnerException?.GetType().Name} {serving.Exception?.InnerException?.Message}");
         }
         finally

@@ -9,7 +9,8 @@ namespace Nbd.Tests.Sessions;
 /// Every read has a timeout; end of stream is reported as null, never as a hang.</summary>
 public sealed class RawClient : IDisposable
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(10);
+    /// <summary>Long: it only bounds a hang, and a loaded machine may take seconds to schedule a server thread.</summary>
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(30);
 
     private RawClient(Socket socket) => Socket = socket;
 

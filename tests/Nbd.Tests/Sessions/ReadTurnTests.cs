@@ -29,6 +29,9 @@ public sealed class ReadTurnTests
             new NbdServerOptions
             {
                 WorkerThreadsPerConnection = 4,
+                // Long enough that a reader preempted on a loaded machine (routinely 5 ms on two busy CPUs) is not
+                // taken for a request waiting in the device: this test counts kicks, which only move the turn.
+                ReadTurnWatchdogInterval = TimeSpan.FromMilliseconds(250),
                 BusyPollMicroseconds = busyPoll,
                 BusyPollGate = () => true,
                 KeepReadTurnGate = () =>

@@ -324,7 +324,7 @@ public sealed class DeferredFreeQueueTests
                 queue.Flush();
             }) { IsBackground = true };
             other.Start();
-            finished = other.Join(TimeSpan.FromSeconds(10));
+            finished = other.Join(TimeSpan.FromSeconds(60));
             Assert.True(finished, "the lock stayed held: another thread's Flush waited for it");
             Assert.True(queued, "a free on another thread was refused (the lock stayed held)");
             Assert.Equal(0, queue.Depth);

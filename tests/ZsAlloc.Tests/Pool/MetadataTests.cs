@@ -364,7 +364,7 @@ public sealed class MetadataTests
         // The object whose move failed keeps its handle: it reads (a cell left marked Moving would spin its reader
         // forever), compaction can move it, and it can be freed.
         // WaitAsync throws TimeoutException for a call that does not return.
-        var limit = TimeSpan.FromSeconds(10);
+        var limit = TimeSpan.FromSeconds(60);
         await Task.Run(() => Check(pool, live[stranded], SizeOf(stranded), stranded)).WaitAsync(limit);
         foreach (int seed in live.Keys.Where(_ => rng.Next(2) == 0).ToList())
         {

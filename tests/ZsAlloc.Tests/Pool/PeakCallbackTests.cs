@@ -28,8 +28,8 @@ public sealed class PeakCallbackTests
         // Another thread, as the daemon's next request would be: a Malloc of the same class.
         var other = new Thread(() => pool.Free(pool.Malloc(100))) { IsBackground = true };
         other.Start();
-        Assert.True(other.Join(TimeSpan.FromSeconds(5)),
-            "a Malloc on another thread still waits after 5 s: the class lock stayed held by the Malloc whose callback threw");
+        Assert.True(other.Join(TimeSpan.FromSeconds(60)),
+            "a Malloc on another thread still waits after 60 s: the class lock stayed held by the Malloc whose callback threw");
         Assert.Equal(0, pool.GetStats().Objects);
     }
 }

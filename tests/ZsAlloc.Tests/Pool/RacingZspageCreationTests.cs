@@ -48,7 +48,7 @@ public sealed class RacingZspageCreationTests
 
             foreach (Thread t in writers)
             {
-                Assert.True(t.Join(TimeSpan.FromSeconds(10)));
+                Assert.True(t.Join(TimeSpan.FromSeconds(60)));
             }
 
             if (pool.GetClassStats()[0].PagesUsed != 5)
