@@ -7,10 +7,11 @@ namespace ZramDaemon.Device;
 /// </summary>
 internal readonly struct PoolRequest
 {
-    private PoolRequest(int size, ulong word)
+    private PoolRequest(int size, ulong word, int slot)
     {
         Size = size;
         Word = word;
+        Slot = slot;
     }
 
     /// <summary>The object's size in bytes; 0 for a word.</summary>
@@ -18,9 +19,13 @@ internal readonly struct PoolRequest
 
     public ulong Word { get; }
 
+    /// <summary>The slot the write replaces, or -1: at the limit it is written back only when no other slot can be,
+    /// as its old object goes as soon as the write is done.</summary>
+    public int Slot { get; }
+
     public bool IsWord => Size == 0;
 
-    public static PoolRequest ForObject(int size) => new(size, 0);
+    public static PoolRequest ForObject(int size, int slot) => new(size, 0, slot);
 
-    public static PoolRequest ForWord(ulong word) => new(0, word);
+    public static PoolRequest ForWord(ulong word, int slot) => new(0, word, slot);
 }

@@ -1533,16 +1533,23 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// The write path's way out at the limit: writes back one slot whose object is of size class
     /// <paramref name="classIndex"/> (any class if negative), so that the allocation takes its place without a new pool page. Slots whose
     /// lock is taken are passed over (the caller may hold one). The search goes round the table from where the
-    /// last one stopped, so recently written slots are taken last. Skipped when no slot was a candidate.
+    /// last one stopped, so recently written slots are taken last. <paramref name="last"/> (the slot being written, or
+    /// -1) is tried only after every other: its old object is freed as soon as the write is done, so writing it back
+    /// costs a write and a day's budget for nothing unless no other slot can go. Skipped when no slot was a candidate.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private WritebackOutcome WritebackForRoom(int classIndex)
+    private WritebackOutcome WritebackForRoom(int classIndex, int last)
     {
         int count = _slots.Count;
         int start = Volatile.Read(ref _writebackCursor);
-        for (int i = 0; i < count; i++)
+        for (int i = 0; i <= count; i++)
         {
-            int index = start + i < count ? start + i : start + i - count;
+            int index = i == count ? last : start + i < count ? start + i : start + i - count;
+            if (index < 0 || (index == last && i < count))
+            {
+                continue;
+            }
+
             WritebackOutcome outcome = WritebackSlot(index, SlotSelection.All, minAge: 0, tryLock: true, classIndex, out _);
             if (outcome == WritebackOutcome.WrittenBack)
             {
@@ -1599,7 +1606,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             long pages = _pool.TotalPages;
             do
             {
-                WritebackOutcome outcome = WritebackForRoom(victim);
+                WritebackOutcome outcome = WritebackForRoom(victim, request.Slot);
                 if (outcome != WritebackOutcome.WrittenBack)
                 {
                     exhausted[victim] = true;
@@ -2085,7 +2092,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     {
         long limit = Interlocked.Read(ref _memLimit);
         long within = limit == 0 || limit > long.MaxValue - RecompressionHeadroom ? limit : limit + RecompressionHeadroom;
-        return TryAllocateWithin(PoolRequest.ForObject(size), within, out handle, out _);
+        return TryAllocateWithin(PoolRequest.ForObject(size, -1), within, out handle, out _);
     }
 
     /// <summary>How far past mem_limit a recompression's new object may take usage before the old one is freed: the two
@@ -2308,7 +2315,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         uint value;
         if (IsSameFilled(page, out ulong element))
         {
-            NbdError error = StoreSameFilled(element, out value, out info);
+            NbdError error = StoreSameFilled(index, element, out value, out info);
             if (error != NbdError.None)
             {
                 return error;
@@ -2334,7 +2341,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             using CompressionStreamLease lease = compressor.Acquire();
             int n = lease.Stream.Compress(page, _maxCompressedSize);
             ReadOnlySpan<byte> data = n > 0 ? lease.Stream.Buffer[..n] : page;
-            NbdError error = Allocate(PoolRequest.ForObject(data.Length), out value);
+            NbdError error = Allocate(PoolRequest.ForObject(data.Length, index), out value);
             if (error != NbdError.None)
             {
                 return error;
@@ -2388,7 +2395,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
 
         huge = n == 0;
         ReadOnlySpan<byte> data = n > 0 ? candidate[..n] : page;
-        NbdError error = Allocate(PoolRequest.ForObject(data.Length), out uint stored);
+        NbdError error = Allocate(PoolRequest.ForObject(data.Length, index), out uint stored);
         if (error != NbdError.None)
         {
             value = 0;
@@ -2448,7 +2455,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
     /// A same-filled page's value: in the slot when its halves are equal (zeros, all ones, a repeated 32-bit integer),
     /// else in a pool word (a handle cell, no object), which counts against the memory limit like an object.
     /// </summary>
-    private NbdError StoreSameFilled(ulong element, out uint value, out uint info)
+    private NbdError StoreSameFilled(int index, ulong element, out uint value, out uint info)
     {
         if ((uint)element == (uint)(element >> 32))
         {
@@ -2458,7 +2465,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
         }
 
         info = SlotInfo.SameFilled();
-        return Allocate(PoolRequest.ForWord(element), out value);
+        return Allocate(PoolRequest.ForWord(element, index), out value);
     }
 
     private void Swap(int index, uint info, uint value, bool lockHeld, out uint oldInfo, out uint oldValue)
@@ -2558,7 +2565,7 @@ public sealed class ZramDevice : IBlockDevice, IDisposable
             if (!request.IsWord)
             {
                 int classIndex = _pool.ClassIndexOf(request.Size);
-                for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex) == WritebackOutcome.WrittenBack; attempt++)
+                for (int attempt = 0; attempt < 4 && WritebackForRoom(classIndex, request.Slot) == WritebackOutcome.WrittenBack; attempt++)
                 {
                     wroteBack = true;
                     if (TryAllocateWithin(request, limit, out handle, out error) || error != NbdError.NoSpace)

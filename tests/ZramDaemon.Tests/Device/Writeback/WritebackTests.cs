@@ -273,6 +273,46 @@ public sealed class WritebackTests : IDisposable
     }
 
     /// <summary>
+    /// At the limit a write makes room by writing other slots back, and the slot it replaces only when none other can
+    /// go: that one's old object is freed as soon as the write is done, so writing it back would cost a write and the
+    /// daily budget for nothing. Found by review: the search went round from where the last one stopped, and took
+    /// the slot being written when it came first.
+    /// </summary>
+    [Fact]
+    public void At_the_limit_a_write_makes_room_with_other_slots_before_the_one_it_replaces()
+    {
+        using ZramDevice device = CreateLeftAlone(1L << 20);
+        byte[] page = DevicePages.TextPage(7); // one content, so one size class: any slot's object makes room
+        int filled = 0;
+        while (device.GetStats().BdWrites < 4)
+        {
+            Assert.Equal(NbdError.None, device.Write((long)filled * Page, page, fua: false));
+            filled++;
+        }
+
+        // Now at the limit: each write of the slot the search would take next needs room (or finds what the last
+        // one freed).
+        var cursor = typeof(ZramDevice).GetField("_writebackCursor", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!;
+        long before = device.GetStats().BdWrites;
+        for (int round = 0; round < 32; round++)
+        {
+            int next = (int)cursor.GetValue(device)!;
+            Assert.True(next < filled, $"the search starts at slot {next}, past the {filled} written");
+            Assert.Equal(NbdError.None, device.Write((long)next * Page, page, fua: false));
+        }
+
+        ZramStats stats = device.GetStats();
+        Assert.True(stats.BdWrites > before, "no write needed room");
+        Assert.True(stats.BdWrites == stats.BdCount, $"{stats.BdWrites} pages written back, {stats.BdCount} still in the file: the writes wrote back the slots they replaced");
+        var back = new byte[Page];
+        for (int i = 0; i < filled; i++)
+        {
+            Assert.Equal(NbdError.None, device.Read((long)i * Page, back));
+            Assert.True(back.AsSpan().SequenceEqual(page), $"slot {i} reads back different");
+        }
+    }
+
+    /// <summary>
     /// At the limit, a same-filled page whose value needs a pool word (8 bytes of handle cell) makes room as an object
     /// does: objects written back give up their cells and pages, and every write succeeds under the limit.
     /// </summary>
