@@ -34,6 +34,7 @@ for unit in zramd.service zramd-swap.service zramd-scratch.service mnt-zram.moun
 done
 install -D -m 0644 "$root/systemd/modules-load.conf" "$pkg/usr/lib/modules-load.d/zramd.conf"
 install -D -m 0644 "$here/zramd.conf" "$pkg/etc/zramd/zramd.conf"
+install -D -m 0644 "$here/needrestart.conf" "$pkg/etc/needrestart/conf.d/zramd.conf"
 install -d "$pkg/usr/share/man/man8"
 gzip -9n <"$here/zramd.8" >"$pkg/usr/share/man/man8/zramd.8.gz"
 install -D -m 0644 "$root/README.md" "$pkg/usr/share/doc/zramd/README.md"
@@ -56,7 +57,7 @@ Description: compressed RAM block devices served over NBD
  Attach one to /dev/nbdX (zramd attach, or nbd-client) and use it as swap or as
  an ext4 scratch disk; systemd units for both are included.
 CONTROL
-echo /etc/zramd/zramd.conf >"$pkg/DEBIAN/conffiles"
+printf '%s\n' /etc/zramd/zramd.conf /etc/needrestart/conf.d/zramd.conf >"$pkg/DEBIAN/conffiles"
 # Maintainer scripts: prerm stops the units at removal, but refuses while a zramd device is swap or mounted;
 # postrm purge removes the units' enablement. See packaging/debian/.
 for script in postinst prerm postrm; do

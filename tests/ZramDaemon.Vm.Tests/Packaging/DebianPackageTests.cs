@@ -21,7 +21,7 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
         Assert.Contains("Architecture: amd64", info.StandardOutput, StringComparison.Ordinal);
         Assert.Contains("liblz4-1", info.StandardOutput, StringComparison.Ordinal);
         ProcessResult conffiles = ProcessRunner.Run("dpkg-deb", ["--info", deb, "conffiles"], TimeSpan.FromMinutes(1));
-        Assert.Equal("/etc/zramd/zramd.conf", conffiles.StandardOutput.Trim());
+        Assert.Equal("/etc/zramd/zramd.conf\n/etc/needrestart/conf.d/zramd.conf", conffiles.StandardOutput.Trim());
 
         string root = Path.Combine(_work, "root");
         ProcessResult extract = ProcessRunner.Run("dpkg", ["-x", deb, root], TimeSpan.FromMinutes(2));
@@ -33,6 +33,16 @@ public sealed class DebianPackageTests(ITestOutputHelper output) : IDisposable
         {
             Assert.True(File.Exists(Path.Combine(root, file)), $"{file} is not in the package");
         }
+
+        // needrestart (Ubuntu restarts what maps a replaced library after every apt run) is told never to restart
+        // zramd: a restart empties its devices. Read as needrestart reads its conf.d (Perl, into %nrconf), and matched
+        // as it matches a unit's name against override_rc's keys.
+        string needrestart = Path.Combine(root, "etc", "needrestart", "conf.d", "zramd.conf");
+        ProcessResult overrides = ProcessRunner.Run("perl", ["-e",
+            "our %nrconf; my $f = shift; do $f; die $@ if $@; for my $u (@ARGV) { my @k = grep { $u =~ /$_/ } keys %{$nrconf{override_rc}}; "
+            + "print \"$u=\", (@k ? $nrconf{override_rc}{$k[0]} : 'none'), \"\\n\" }", needrestart, "zramd.service", "zramd-swap.service"], TimeSpan.FromMinutes(1));
+        Assert.True(overrides.ExitCode == 0, overrides.Describe());
+        Assert.Equal("zramd.service=0\nzramd-swap.service=none", overrides.StandardOutput.Trim());
 
         string zramd = Path.Combine(root, "usr", "bin", "zramd");
         Assert.True((File.GetUnixFileMode(zramd) & UnixFileMode.UserExecute) != 0);
