@@ -684,10 +684,17 @@ public static partial class ConfigurationLoader
         }
 
         long writebackLimit = 0;
-        if (device.WritebackLimit is { } wbLimitSetting
-            && !Control.DeviceSetting.TryParseWritebackLimit(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
+        if (device.WritebackLimit is { } wbLimitSetting)
         {
-            throw wbLimitSetting.Fail(wbLimitError);
+            if (!SizeParser.TryParse(wbLimitSetting.Value, out writebackLimit, out string wbLimitError))
+            {
+                throw wbLimitSetting.Fail($"bytes per day (K/M/G/T suffixes; 0: no limit): {wbLimitError}");
+            }
+
+            if (Control.DeviceSetting.RefuseWritebackLimit(writebackLimit) is { } refused)
+            {
+                throw wbLimitSetting.Fail(refused);
+            }
         }
 
         RequireCompanion(device.RecompressIdleAfter, recompressAlgorithm is not null, "recompress-algorithm");

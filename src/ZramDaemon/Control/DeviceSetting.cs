@@ -25,27 +25,14 @@ public readonly record struct DeviceSetting(string Key, long Bytes, string? Algo
     public const string Assignments = "mem_limit=SIZE, mem_used_max=0, writeback_limit=SIZE or comp_algorithm=ALGORITHM";
 
     /// <summary>
-    /// A writeback limit: bytes a day, 0 for none. Above 0 it must hold a page: the kernel's writeback_limit counts 4K
-    /// pages, and its "400" taken as bytes here would stop every writeback without a word.
+    /// Why <paramref name="bytes"/> cannot be a writeback limit (bytes a day, 0 for none), or null: above 0 it must hold
+    /// a page. The kernel's writeback_limit counts 4K pages, and its "400" taken as bytes here would stop every
+    /// writeback without a word.
     /// </summary>
-    public static bool TryParseWritebackLimit(string value, out long bytes, out string error)
-    {
-        if (!SizeParser.TryParse(value, out bytes, out string why))
-        {
-            error = $"bytes per day (K/M/G/T suffixes; 0: no limit): {why}";
-            return false;
-        }
-
-        if (bytes is > 0 and < Device.ZramDevice.PageSize)
-        {
-            error = $"{bytes} bytes is less than a page, so nothing could be written back: the limit is in bytes per day "
-                + "(K/M/G/T suffixes; 0: no limit), not the kernel's 4K pages";
-            return false;
-        }
-
-        error = string.Empty;
-        return true;
-    }
+    public static string? RefuseWritebackLimit(long bytes) => bytes is > 0 and < Device.ZramDevice.PageSize
+        ? $"{bytes} bytes is less than a page, so nothing could be written back: the limit is in bytes per day "
+            + "(K/M/G/T suffixes; 0: no limit), not the kernel's 4K pages"
+        : null;
 
     public static bool TryParse(string key, string value, out DeviceSetting setting, out string error)
     {
@@ -55,11 +42,15 @@ public readonly record struct DeviceSetting(string Key, long Bytes, string? Algo
         switch (key)
         {
             case MemLimit or WritebackLimit:
-                long bytes;
-                string why;
-                if (key == WritebackLimit ? !TryParseWritebackLimit(value, out bytes, out why) : !SizeParser.TryParse(value, out bytes, out why))
+                if (!SizeParser.TryParse(value, out long bytes, out string why))
                 {
                     error = $"{key}: {why}";
+                    return false;
+                }
+
+                if (key == WritebackLimit && RefuseWritebackLimit(bytes) is { } refused)
+                {
+                    error = $"{key}: {refused}";
                     return false;
                 }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Nbd;
@@ -234,7 +235,7 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
         {
             // The slot table is allocated whole at the start, as the kernel's zram_meta_alloc does at disksize_store:
             // a size this process cannot hold (a cgroup's memory.max, overcommit off) is the key's fault, not a crash.
-            string why = $"not enough memory for the device's slot table ({d.DiskSize / ZramDevice.PageSize * 8 >> 20} MiB, 8 bytes a page) "
+            string why = $"not enough memory for the device's slot table ({d.DiskSize / ZramDevice.PageSize * Unsafe.SizeOf<Slot>() >> 20} MiB, {Unsafe.SizeOf<Slot>()} bytes a page) "
                 + "and bookkeeping: give a smaller size, or more memory to zramd";
             throw d.SizeSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] zram-size: {why}");
         }
