@@ -170,8 +170,9 @@ public sealed class ArenaReleaseReviewTests
                     return false;
                 }
 
-                // Let it go as far as it can without the lock: until it has unmapped an arena (polled: on a loaded
-                // machine the release thread may wait long for a CPU).
+                // Let it go as far as it can without the lock, and at least until it has unmapped an arena (polled: on
+                // a loaded machine the release thread may wait long for a CPU).
+                release.Join(200);
                 int hole = -1;
                 var waited = System.Diagnostics.Stopwatch.StartNew();
                 while (hole < 0 && waited.Elapsed < TimeSpan.FromSeconds(30))
