@@ -27,6 +27,9 @@ public static partial class ConfigurationLoader
     private static readonly string[] ZramGeneratorOnlyKeys =
         ["host-memory-limit", "swap-priority", "options", "fs-type", "mount-point", "writeback-device", "zram-fraction", "max-zram-size"];
 
+    /// <summary>A device's size when its section gives none, named as such in errors.</summary>
+    private static readonly Setting DefaultSizeSetting = new(RamExpression.DefaultSize, "the default zram-size", false);
+
     public static ZramdConfiguration Load(CommandLineSettings flags, SystemFacts facts)
     {
         ArgumentNullException.ThrowIfNull(flags);
@@ -517,8 +520,6 @@ public static partial class ConfigurationLoader
             Devices = built,
         };
     }
-
-    private static readonly Setting DefaultSizeSetting = new(RamExpression.DefaultSize, "the default zram-size", false);
 
     private static DeviceConfiguration BuildDevice(DeviceValues device, double? ramMiB)
     {
