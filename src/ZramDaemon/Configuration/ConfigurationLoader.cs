@@ -726,7 +726,7 @@ public static partial class ConfigurationLoader
         {
             Name = device.Name,
             DiskSize = diskSize,
-            SizeSetting = device.Size ?? DefaultSizeSetting,
+            SizeSetting = device.Size ?? DefaultSizeSetting with { Origin = $"[{device.Name}] zram-size (the default)" },
             Algorithm = algorithm,
             MemLimit = memLimit,
             CompactWatermarkPercent = watermark,

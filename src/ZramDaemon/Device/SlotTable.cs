@@ -22,7 +22,14 @@ internal sealed class SlotTable
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(count);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(count, Array.MaxLength);
-        _slots = new Slot[count];
+        try
+        {
+            _slots = new Slot[count];
+        }
+        catch (OutOfMemoryException e)
+        {
+            throw new SlotTableTooLargeException(count * SlotSize, e);
+        }
     }
 
     public int Count => _slots.Length;

@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Nbd;
@@ -231,13 +230,14 @@ internal sealed partial class ZramdService : IHostedService, IAsyncDisposable
                 },
                 _loggerFactory);
         }
-        catch (OutOfMemoryException)
+        catch (OutOfMemoryException e)
         {
-            // The slot table is allocated whole at the start, as the kernel's zram_meta_alloc does at disksize_store:
-            // a size this process cannot hold (a cgroup's memory.max, overcommit off) is the key's fault, not a crash.
-            string why = $"not enough memory for the device's slot table ({d.DiskSize / ZramDevice.PageSize * Unsafe.SizeOf<Slot>() >> 20} MiB, {Unsafe.SizeOf<Slot>()} bytes a page) "
-                + "and bookkeeping: give a smaller size, or more memory to zramd";
-            throw d.SizeSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] zram-size: {why}");
+            // A size this process cannot hold (a cgroup's memory.max, overcommit off, a heap limit) is the key's fault,
+            // not a crash: the slot table, made whole at the start, says how much it wanted; the rest (the pool's
+            // mappings, zstd's contexts) say what failed.
+            string why = (e is SlotTableTooLargeException ? e.Message : $"not enough memory to make the device: {e.Message}")
+                + ": give a smaller size, or more memory to zramd";
+            throw d.SizeSetting?.Fail(why) ?? new ConfigurationException($"[{d.Name}] zram-size: {why}", e);
         }
         catch (Exception e) when (d.WritebackFile is not null && e is IOException or UnauthorizedAccessException)
         {
